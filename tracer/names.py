@@ -1,0 +1,131 @@
+"""The recorded-name vocabulary (TransformerLens hook names, no batch axis) and its forward order.
+
+T = positions computed in this step (prompt length at prefill, 1 at a decode step),
+S = key positions attended (cache + new). Shapes are a contract; readers rely on them.
+
+Pure Python: imported by the TUI, so it never imports torch.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import re
+
+# name (inside a block, without the "blocks.{L}." prefix) -> shape, in forward order
+BLOCK_NAMES: dict[str, str] = {
+    "hook_resid_pre": "[T, d_model]",
+    "ln1.hook_normalized": "[T, d_model]",
+    "attn.hook_q": "[T, n_heads, d_head]",
+    "attn.hook_k": "[T, n_kv_heads, d_head]",
+    "attn.hook_v": "[T, n_kv_heads, d_head]",
+    "attn.hook_q_normed": "[T, n_heads, d_head]",  # q after per-head RMSNorm (Qwen3, Gemma 3)
+    "attn.hook_k_normed": "[T, n_kv_heads, d_head]",
+    "attn.hook_rot_q": "[T, n_heads, d_head]",  # after RoPE
+    "attn.hook_rot_k": "[T, n_kv_heads, d_head]",
+    "attn.hook_attn_scores": "[n_heads, T, S]",  # scaled, masked (-inf), pre-softmax
+    "attn.hook_pattern": "[n_heads, T, S]",
+    "attn.hook_z": "[T, n_heads, d_head]",
+    "hook_attn_out": "[T, d_model]",
+    "ln1_post.hook_normalized": "[T, d_model]",  # post-attention norm (Gemma 2/3)
+    "hook_resid_mid": "[T, d_model]",
+    "ln2.hook_normalized": "[T, d_model]",
+    "mlp.hook_router_probs": "[T, n_experts]",  # mixture of experts
+    "mlp.hook_expert_ids": "[T, top_k_experts]",
+    "mlp.hook_pre": "[T, d_mlp]",  # pre-activation (gate projection in gated MLPs)
+    "mlp.hook_pre_linear": "[T, d_mlp]",  # up projection (gated MLPs)
+    "mlp.hook_post": "[T, d_mlp]",  # input of the down projection
+    "hook_mlp_out": "[T, d_model]",
+    "ln2_post.hook_normalized": "[T, d_model]",  # post-MLP norm (Gemma 2/3)
+    "hook_resid_post": "[T, d_model]",
+}
+
+HEAD_NAMES: dict[str, str] = {
+    "hook_embed": "[T, d_model]",
+    "hook_pos_embed": "[T, d_model]",  # absolute position models only
+}
+
+FINAL_NAMES: dict[str, str] = {
+    "ln_final.hook_normalized": "[T, d_model]",
+    "logits": "[T, vocab]",
+}
+
+# Sampling and logit lens, for the predicting (last) position of the step.
+SAMPLING_NAMES: dict[str, str] = {
+    "logit_lens.ids": "[n_layers, k]",  # top-k ids of unembed(ln_final(resid_post)) per layer
+    "logit_lens.probs": "[n_layers, k]",
+    "sample.candidate_ids": "[N]",  # sorted by probability after temperature and top-k
+    "sample.candidate_logits": "[N]",  # raw logits
+    "sample.candidate_raw_probs": "[N]",  # softmax(raw logits)
+    "sample.candidate_temp_probs": "[N]",  # softmax(logits / T) after top-k
+    "sample.candidate_probs": "[N]",  # final sampling distribution (0 outside the kept set)
+    "sample.candidate_cumulative": "[N]",  # cumulative of candidate_temp_probs
+}
+
+_BLOCK_RE = re.compile(r"^blocks\.(\d+)\.(.+)$")
+_HEAD_ORDER = {n: i for i, n in enumerate(HEAD_NAMES)}
+_BLOCK_ORDER = {n: i for i, n in enumerate(BLOCK_NAMES)}
+_TAIL_ORDER = {n: i for i, n in enumerate([*FINAL_NAMES, *SAMPLING_NAMES])}
+
+
+def block_name(layer: int, name: str) -> str:
+    """`blocks.{layer}.{name}`."""
+    return f"blocks.{layer}.{name}"
+
+
+def split_block_name(name: str) -> tuple[int, str] | None:
+    """`blocks.3.attn.hook_q` -> (3, "attn.hook_q"); None for names outside blocks."""
+    m = _BLOCK_RE.match(name)
+    return (int(m.group(1)), m.group(2)) if m else None
+
+
+def order_key(name: str) -> tuple:
+    """Sort key putting names in forward-pass order: embed, blocks 0..L-1, ln_final, logits, sampling."""
+    if name in _HEAD_ORDER:
+        return (0, 0, _HEAD_ORDER[name], name)
+    parts = split_block_name(name)
+    if parts is not None:
+        layer, rest = parts
+        return (1, layer, _BLOCK_ORDER.get(rest, len(_BLOCK_ORDER)), rest)
+    return (2, 0, _TAIL_ORDER.get(name, len(_TAIL_ORDER)), name)
+
+
+def forward_order(names) -> list[str]:
+    """Names sorted in forward-pass order."""
+    return sorted(names, key=order_key)
+
+
+def shape_doc(name: str) -> str:
+    """The documented shape of a recorded name, e.g. "[T, n_heads, d_head]", or "" if unknown."""
+    parts = split_block_name(name)
+    if parts is not None:
+        return BLOCK_NAMES.get(parts[1], "")
+    return HEAD_NAMES.get(name) or FINAL_NAMES.get(name) or SAMPLING_NAMES.get(name, "")
+
+
+def all_names(n_layers: int) -> list[str]:
+    """Every name of the vocabulary for a model of n_layers (a superset of what any family records)."""
+    out = list(HEAD_NAMES)
+    for layer in range(n_layers):
+        out += [block_name(layer, n) for n in BLOCK_NAMES]
+    return out + list(FINAL_NAMES) + list(SAMPLING_NAMES)
+
+
+class NameFilter:
+    """TransformerLens-style name patterns (`blocks.*.attn.hook_pattern`, `*resid_post`, `logits`).
+
+    An empty pattern list keeps everything. Sampling and logit-lens names are always kept: the
+    debugger needs them to show what was chosen.
+    """
+
+    def __init__(self, patterns: list[str] | None = None):
+        self.patterns = [p.strip() for p in (patterns or []) if p.strip()]
+
+    def __call__(self, name: str) -> bool:
+        if not self.patterns or name.startswith(("sample.", "logit_lens.")):
+            return True
+        return any(fnmatch.fnmatchcase(name, p) for p in self.patterns)
+
+    @classmethod
+    def parse(cls, spec: str | None) -> "NameFilter":
+        """From a comma-separated command-line value."""
+        return cls(spec.split(",") if spec else None)

@@ -1,0 +1,61 @@
+"""Constants and small helpers of the on-disk trace format (no torch, no numpy needed).
+
+A trace is a directory:
+    manifest.json              schema, model, tokenizer, prompt, settings, tokens, steps
+    step_00000.safetensors     the prefill forward (step 0)
+    step_00001.safetensors     the forward over generated token 1, ...
+Each step file is written to a temporary name and renamed into place before the manifest,
+itself rewritten atomically, lists it: a trace cut short by Ctrl-C, a crash or a kill always
+loads up to its last complete step.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+
+SCHEMA = "stepscope.trace"
+SCHEMA_VERSION = 1
+MANIFEST = "manifest.json"
+
+
+class TraceError(Exception):
+    """A trace cannot be read: missing, corrupted or of an unknown schema. One clear line."""
+
+
+class TraceWriteError(TraceError):
+    """A trace cannot be written (unwritable directory, full disk)."""
+
+
+def step_filename(index: int) -> str:
+    return f"step_{index:05d}.safetensors"
+
+
+def atomic_write_bytes(path: str, data: bytes) -> None:
+    """Write `data` to `path` through a temporary file in the same directory and a rename."""
+    directory = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=directory)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+
+
+def atomic_write_json(path: str, obj) -> None:
+    atomic_write_bytes(path, json.dumps(obj, indent=1, ensure_ascii=False).encode("utf-8"))
+
+
+def human_bytes(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if abs(n) < 1024 or unit == "GiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} GiB"
