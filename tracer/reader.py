@@ -183,10 +183,10 @@ class StepList(Sequence):
             self._open.pop(0).release()
         return step
 
-    def _append(self, entry: dict) -> Step:
-        step = Step(self._dir, entry)
-        self._steps.append(step)
-        return step
+    def _sync(self, entries: list[dict]) -> None:
+        """A live session wrote more steps: list them (entries is the manifest's step list)."""
+        for entry in entries[len(self._steps) :]:
+            self._steps.append(Step(self._dir, entry))
 
 
 class Trace:
@@ -222,13 +222,6 @@ class Trace:
     @property
     def nbytes(self) -> int:
         return sum(s.nbytes for s in self.steps._steps)
-
-    def _add_step(self, entry: dict, token: dict | None) -> Step:
-        """Used by a live session: a step written to this directory joins the trace."""
-        self.manifest["steps"].append(entry)
-        if token is not None:
-            self.manifest["tokens"].append(token)
-        return self.steps._append(entry)
 
     def __repr__(self) -> str:
         return f"<Trace {self.path!r} model={self.model.get('name')!r} steps={len(self.steps)}>"

@@ -35,6 +35,20 @@ def prepare_directory(path: str) -> None:
             os.unlink(os.path.join(path, f))
 
 
+def nonfinite_names(arrays: dict[str, np.ndarray]) -> list[str]:
+    """Names holding NaN or inf (masked attention scores are -inf by design: only NaN/+inf count there)."""
+    bad = []
+    for name, a in arrays.items():
+        if a.dtype.kind != "f":
+            continue
+        if name.endswith("hook_attn_scores"):
+            if np.isnan(a).any() or np.isposinf(a).any():
+                bad.append(name)
+        elif not np.isfinite(a).all():
+            bad.append(name)
+    return bad
+
+
 def _describe(exc: OSError, path: str) -> str:
     if exc.errno == errno.ENOSPC:
         return f"disk full while writing {path}"
@@ -124,6 +138,7 @@ class TraceWriter:
         index = entry["index"]
         name = step_filename(index)
         fpath = os.path.join(self.path, name)
+        entry = dict(entry, nonfinite=nonfinite_names(arrays))
         payload = safetensors_save({k: np.ascontiguousarray(v) for k, v in arrays.items()})
         try:
             atomic_write_bytes(fpath, payload)

@@ -1,0 +1,71 @@
+"""Tiny random models built from transformers configs (real code paths, no download) and a
+byte-level tokenizer for them."""
+
+from __future__ import annotations
+
+import torch
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+from transformers import AutoConfig, AutoModelForCausalLM, PreTrainedTokenizerFast
+
+SPECIALS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
+VOCAB_SIZE = 256 + len(SPECIALS)
+CHAT_TEMPLATE = (
+    "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+
+
+def byte_tokenizer(chat: bool = False) -> PreTrainedTokenizerFast:
+    """One token per byte (GPT-2 byte alphabet, so a space shows as Ġ) plus three special tokens."""
+    alphabet = sorted(pre_tokenizers.ByteLevel.alphabet())
+    vocab = {ch: i for i, ch in enumerate(alphabet)}
+    for s in SPECIALS:
+        vocab[s] = len(vocab)
+    tok = Tokenizer(models.BPE(vocab=vocab, merges=[]))
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=tok,
+        eos_token="<|endoftext|>",
+        bos_token="<|endoftext|>",
+        additional_special_tokens=SPECIALS[1:],
+    )
+    if chat:
+        fast.chat_template = CHAT_TEMPLATE
+    return fast
+
+
+FAMILY_CONFIGS = {
+    "llama": dict(
+        model_type="llama",
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,  # GQA: two query heads per KV head
+        max_position_embeddings=256,
+        rms_norm_eps=1e-5,
+    ),
+    "gpt2": dict(model_type="gpt2", n_embd=64, n_layer=2, n_head=4, n_positions=256),
+}
+
+
+def tiny_model(family: str = "llama", seed: int = 0, **overrides):
+    """A tiny random model of `family` in eval mode, float32, on the CPU."""
+    cfg = dict(FAMILY_CONFIGS[family])
+    cfg.update(overrides)
+    model_type = cfg.pop("model_type")
+    cfg.setdefault("vocab_size", VOCAB_SIZE)
+    eos = VOCAB_SIZE - len(SPECIALS)  # <|endoftext|>
+    cfg.setdefault("eos_token_id", eos)
+    cfg.setdefault("bos_token_id", eos)
+    config = AutoConfig.for_model(model_type, **cfg)
+    torch.manual_seed(seed)
+    model = AutoModelForCausalLM.from_config(config)
+    with torch.no_grad():  # a sharper random model: fewer near-ties between top logits
+        for p in model.parameters():
+            if p.dim() >= 2:
+                p.mul_(3.0)
+    model.generation_config.eos_token_id = config.eos_token_id
+    model.generation_config.pad_token_id = config.eos_token_id
+    return model.eval()

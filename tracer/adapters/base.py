@@ -1,0 +1,156 @@
+"""What an adapter is: where a family keeps each recorded tensor.
+
+An adapter names, for one model family, the modules whose input or output *is* a recorded
+tensor (`HookPoint`s), which attention names the traced attention function records, and the
+family's architecture facts. Everything else (hooks, recording, sampling, writing) is shared.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+from torch import nn
+
+Transform = Callable[[torch.Tensor], torch.Tensor]
+
+
+def rows(t: torch.Tensor) -> torch.Tensor:
+    """[B, T, X] -> [T, X] (batch of one)."""
+    return t[0]
+
+
+def heads(n: int) -> Transform:
+    """[B, T, n * d_head] -> [T, n, d_head]."""
+
+    def split(t: torch.Tensor) -> torch.Tensor:
+        return t[0].reshape(t.shape[1], n, -1)
+
+    return split
+
+
+def per_head(t: torch.Tensor) -> torch.Tensor:
+    """[B, T, n, d_head] -> [T, n, d_head] (already split, e.g. after a per-head norm)."""
+    return t[0]
+
+
+@dataclass(frozen=True)
+class HookPoint:
+    """`name` is the input (where="in") or output (where="out") of `module`, after `transform`."""
+
+    module: nn.Module
+    where: str
+    name: str  # block-local ("attn.hook_q") or global ("hook_embed")
+    transform: Transform = rows
+
+
+class Adapter:
+    """Base adapter: a decoder with `model.model.layers` in the Llama layout.
+
+    Subclasses override what differs. `block_hooks` lists the hook points of one block with
+    block-local names; the traced attention function records `attention_names`.
+    """
+
+    family = "generic"
+    model_types: tuple[str, ...] = ()
+    rotary = True
+    norm = "rmsnorm"
+    gated_mlp = True
+    parallel_attn_mlp = False
+
+    def __init__(self, model: nn.Module):
+        self.model = model
+        self.config = model.config
+
+    # -- structure ---------------------------------------------------------------------------
+    def base(self) -> nn.Module:
+        return self.model.model
+
+    def embed(self) -> nn.Module:
+        return self.base().embed_tokens
+
+    def pos_embed(self) -> nn.Module | None:
+        return None
+
+    def layers(self) -> list[nn.Module]:
+        return list(self.base().layers)
+
+    def final_norm(self) -> nn.Module:
+        return self.base().norm
+
+    def lm_head(self) -> nn.Module:
+        return self.model.lm_head
+
+    def attention(self, layer: nn.Module) -> nn.Module:
+        """The module the traced attention function receives as `module`."""
+        return layer.self_attn
+
+    def block_hooks(self, layer: nn.Module) -> list[HookPoint]:
+        raise NotImplementedError
+
+    def head_hooks(self) -> list[HookPoint]:
+        """Hook points outside the blocks (embeddings, final norm, logits)."""
+        points = [HookPoint(self.embed(), "out", "hook_embed")]
+        pos = self.pos_embed()
+        if pos is not None:
+            points.append(HookPoint(pos, "out", "hook_pos_embed", self.pos_transform))
+        points += [
+            HookPoint(self.final_norm(), "out", "ln_final.hook_normalized"),
+            HookPoint(self.lm_head(), "out", "logits"),
+        ]
+        return points
+
+    @staticmethod
+    def pos_transform(t: torch.Tensor) -> torch.Tensor:
+        return t[0] if t.dim() == 3 else t
+
+    @property
+    def attention_names(self) -> dict[str, str]:
+        """Role in the attention function -> block-local recorded name."""
+        names = {"v": "attn.hook_v", "scores": "attn.hook_attn_scores", "pattern": "attn.hook_pattern", "z": "attn.hook_z"}
+        if self.rotary:
+            names.update(q="attn.hook_rot_q", k="attn.hook_rot_k")
+        else:
+            names.update(q="attn.hook_q", k="attn.hook_k")
+        return names
+
+    def not_applicable(self) -> list[str]:
+        """Block-local names of the vocabulary this family does not have."""
+        from ..names import BLOCK_NAMES
+
+        have = {p.name for p in self.block_hooks(self.layers()[0])} | set(self.attention_names.values())
+        return [n for n in BLOCK_NAMES if n not in have]
+
+    def missing_names(self) -> list[str]:
+        """Names the family has but this adapter cannot find (only the generic fallback has any)."""
+        return []
+
+    # -- the unembedding used by the logit lens ------------------------------------------------
+    def unembed(self, x: torch.Tensor) -> torch.Tensor:
+        """[n, d_model] residual -> [n, vocab] logits, through the final norm and the LM head."""
+        return self.lm_head()(self.final_norm()(x))
+
+    # -- facts -------------------------------------------------------------------------------
+    def facts(self) -> dict:
+        c = self.config
+        n_heads = c.num_attention_heads
+        d_model = c.hidden_size
+        return {
+            "family": self.family,
+            "n_layers": c.num_hidden_layers,
+            "d_model": d_model,
+            "n_heads": n_heads,
+            "n_kv_heads": getattr(c, "num_key_value_heads", None) or n_heads,
+            "d_head": getattr(c, "head_dim", None) or d_model // n_heads,
+            "d_mlp": getattr(c, "intermediate_size", None) or 4 * d_model,
+            "vocab_size": c.vocab_size,
+            "n_ctx": getattr(c, "max_position_embeddings", None),
+            "positional": "rotary" if self.rotary else "absolute",
+            "norm": self.norm,
+            "act": getattr(c, "hidden_act", None) or getattr(c, "activation_function", None),
+            "gated_mlp": self.gated_mlp,
+            "parallel_attn_mlp": self.parallel_attn_mlp,
+            "sliding_window": getattr(c, "sliding_window", None),
+            "n_experts": None,
+        }

@@ -1,0 +1,54 @@
+"""GPT-2: learned absolute positions, Conv1D projections, LayerNorm with bias, GELU MLP.
+
+    resid_pre ─ ln_1 ─ c_attn (fused q|k|v) ─ attention ─ c_proj ─(+)─ resid_mid
+    resid_mid ─ ln_2 ─ c_fc ─ gelu ─ c_proj ─(+)─ resid_post
+"""
+
+from __future__ import annotations
+
+from .base import Adapter, HookPoint
+
+
+class GPT2Adapter(Adapter):
+    family = "gpt2"
+    model_types = ("gpt2",)
+    rotary = False
+    norm = "layernorm"
+    gated_mlp = False
+
+    def base(self):
+        return self.model.transformer
+
+    def embed(self):
+        return self.base().wte
+
+    def pos_embed(self):
+        return self.base().wpe
+
+    def layers(self):
+        return list(self.base().h)
+
+    def final_norm(self):
+        return self.base().ln_f
+
+    def attention(self, layer):
+        return layer.attn
+
+    def block_hooks(self, layer) -> list[HookPoint]:
+        return [
+            HookPoint(layer, "in", "hook_resid_pre"),
+            HookPoint(layer.ln_1, "out", "ln1.hook_normalized"),
+            HookPoint(layer.attn, "out", "hook_attn_out"),
+            HookPoint(layer.ln_2, "in", "hook_resid_mid"),
+            HookPoint(layer.ln_2, "out", "ln2.hook_normalized"),
+            HookPoint(layer.mlp.c_fc, "out", "mlp.hook_pre"),
+            HookPoint(layer.mlp.c_proj, "in", "mlp.hook_post"),
+            HookPoint(layer.mlp, "out", "hook_mlp_out"),
+            HookPoint(layer, "out", "hook_resid_post"),
+        ]
+
+    def facts(self) -> dict:
+        facts = super().facts()
+        c = self.config
+        facts.update(d_mlp=c.n_inner or 4 * c.hidden_size, n_ctx=c.n_positions, act=c.activation_function)
+        return facts

@@ -1,0 +1,86 @@
+"""The traced attention function, registered with transformers as the "stepscope" implementation.
+
+Why this and not hooks on the attention weights: SDPA and flash kernels never materialise the
+pattern, and recomputing it afterwards could differ from what the model used. Here the model's
+attention *is* this function: an eager computation (fp32 softmax, like transformers' eager path)
+whose scores, pattern and output are recorded as they are used. Masks come from transformers'
+own eager mask builder, so causal, padding and sliding-window masks are the model's real ones.
+Cost: eager attention instead of SDPA (measured in bench/trace_overhead.py).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch.nn import functional as F
+
+IMPLEMENTATION = "stepscope"
+_REGISTERED = False
+
+
+def _repeat_kv(x: torch.Tensor, n_rep: int) -> torch.Tensor:
+    """[B, n_kv, S, D] -> [B, n_kv * n_rep, S, D] (each KV head serves n_rep query heads)."""
+    if n_rep == 1:
+        return x
+    b, n_kv, s, d = x.shape
+    return x[:, :, None].expand(b, n_kv, n_rep, s, d).reshape(b, n_kv * n_rep, s, d)
+
+
+def stepscope_attention(
+    module: torch.nn.Module,
+    query: torch.Tensor,  # [B, n_heads, T, d_head] (after RoPE / q-norm where the family has them)
+    key: torch.Tensor,  # [B, n_kv_heads, S, d_head] (cache + new)
+    value: torch.Tensor,  # [B, n_kv_heads, S, d_head]
+    attention_mask: torch.Tensor | None,  # [B, 1, T, S] additive float or boolean (True = attend)
+    scaling: float | None = None,
+    dropout: float = 0.0,
+    softcap: float | None = None,
+    **kwargs,
+):
+    """Eager attention that hands q, k, v, scores, pattern and z to the module's recorder."""
+    n_rep = query.shape[1] // key.shape[1]
+    k = _repeat_kv(key, n_rep)  # [B, n_heads, S, d_head]
+    v = _repeat_kv(value, n_rep)  # [B, n_heads, S, d_head]
+    if scaling is None:
+        scaling = query.shape[-1] ** -0.5
+    scores = torch.matmul(query, k.transpose(2, 3)) * scaling  # [B, n_heads, T, S]
+    if softcap is not None:
+        scores = torch.tanh(scores / softcap) * softcap
+    masked = None
+    if attention_mask is not None:
+        mask = attention_mask[:, :, :, : k.shape[-2]]
+        if mask.dtype == torch.bool:
+            masked = ~mask  # [B, 1, T, S]
+            scores = scores.masked_fill(masked, torch.finfo(scores.dtype).min)
+        else:
+            scores = scores + mask
+            masked = mask <= torch.finfo(mask.dtype).min / 2
+    sinks = getattr(module, "sinks", None)
+    if sinks is not None:  # attention sinks (gpt-oss): an extra logit per head, dropped after softmax
+        sink = sinks.reshape(1, -1, 1, 1).expand(scores.shape[0], -1, scores.shape[-2], 1)
+        pattern = F.softmax(torch.cat([scores, sink.to(scores.dtype)], dim=-1), dim=-1, dtype=torch.float32)
+        pattern = pattern[..., :-1].to(query.dtype)
+    else:
+        pattern = F.softmax(scores, dim=-1, dtype=torch.float32).to(query.dtype)  # [B, n_heads, T, S]
+    if dropout and module.training:
+        pattern = F.dropout(pattern, p=dropout, training=True)
+    z = torch.matmul(pattern, v)  # [B, n_heads, T, d_head]
+    z = z.transpose(1, 2).contiguous()  # [B, T, n_heads, d_head]
+    recorder = getattr(module, "_stepscope_recorder", None)
+    if recorder is not None:
+        if masked is not None:
+            scores = scores.masked_fill(masked, float("-inf"))
+        recorder.attention(module, query, key, value, scores, pattern, z)
+    return z, pattern
+
+
+def register() -> None:
+    """Register the "stepscope" attention and its (eager) mask builder with transformers. Idempotent."""
+    global _REGISTERED
+    if _REGISTERED:
+        return
+    from transformers import AttentionInterface
+    from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, AttentionMaskInterface
+
+    AttentionInterface.register(IMPLEMENTATION, stepscope_attention)
+    AttentionMaskInterface.register(IMPLEMENTATION, ALL_MASK_ATTENTION_FUNCTIONS["eager"])
+    _REGISTERED = True

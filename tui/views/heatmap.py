@@ -1,0 +1,181 @@
+"""The attention matrix a heatmap shows: one layer/head of one step, windowed, optionally stacked.
+
+Prefill: the full [T, S] pattern with the causal mask. Decode step: the single new row [1, S].
+`stack=True` at step i: the rows of steps 0..i stacked into one lower-triangular matrix over all
+positions so far, reading only the rows inside the viewport (one step file per visible row).
+"""
+
+from __future__ import annotations
+
+import bisect
+from dataclasses import dataclass
+
+import numpy as np
+
+from tracer.names import block_name
+from tui.text import escape_for_display
+
+PATTERN = "attn.hook_pattern"
+
+
+@dataclass(frozen=True)
+class Viewport:
+    """A window of a matrix in data coordinates: first row/column and how many of each."""
+
+    row0: int = 0
+    col0: int = 0
+    rows: int = 32
+    cols: int = 64
+
+    def clamp(self, n_rows: int, n_cols: int) -> "Viewport":
+        """Fit inside an n_rows × n_cols matrix (a window larger than the data shows all of it)."""
+        rows, cols = max(1, min(self.rows, n_rows)), max(1, min(self.cols, n_cols))
+        row0 = min(max(0, self.row0), max(0, n_rows - rows))
+        col0 = min(max(0, self.col0), max(0, n_cols - cols))
+        return Viewport(row0, col0, rows, cols)
+
+    def moved(self, drow: int, dcol: int) -> "Viewport":
+        return Viewport(self.row0 + drow, self.col0 + dcol, self.rows, self.cols)
+
+    def resized(self, rows: int, cols: int) -> "Viewport":
+        return Viewport(self.row0, self.col0, max(1, rows), max(1, cols))
+
+
+@dataclass
+class AttentionMap:
+    """What the heatmap draws: a window of attention weights, its mask and its labels."""
+
+    values: np.ndarray  # [R, C] float32 attention weights (0 where masked)
+    mask: np.ndarray  # [R, C] bool, True where the key is not attended (causal, sliding window)
+    row_positions: list[int]  # query position of each row (first of its block when pooled)
+    col_positions: list[int]  # key position of each column
+    row_labels: list[str]  # escaped query token texts
+    col_labels: list[str]  # escaped key token texts
+    n_rows: int  # extent of the whole matrix
+    n_cols: int
+    viewport: Viewport  # the clamped window, data coordinates
+    pool: int  # data cells per drawn cell along each axis (zoomed out when > 1)
+    vmin: float
+    vmax: float  # colour scale maximum (largest attended weight in the window)
+    step: int
+    kind: str  # "prefill" | "decode"
+    layer: int
+    head: int
+    kv_head: int  # the KV head this query head reads (GQA/MQA)
+    stacked: bool
+
+
+def kv_head_of(model: dict, head: int) -> int:
+    """The KV head a query head shares: head // (n_heads // n_kv_heads)."""
+    n_heads = int(model["n_heads"])
+    n_kv = int(model.get("n_kv_heads") or n_heads)
+    return head // max(1, n_heads // n_kv)
+
+
+def extent(trace, step_index: int, stack: bool = False) -> tuple[int, int]:
+    """(rows, cols) of the whole matrix at a step, from the manifest only."""
+    start, end = trace.steps[step_index].positions
+    if stack:
+        return end, end
+    return end - start, end
+
+
+def _mask(q_pos: np.ndarray, k_pos: np.ndarray, window: int | None) -> np.ndarray:
+    """[R, C] True where key k is not attended by query q (k > q, or outside a sliding window)."""
+    masked = k_pos[None, :] > q_pos[:, None]  # [R, C]
+    if window:
+        masked |= k_pos[None, :] <= q_pos[:, None] - window
+    return masked
+
+
+def _pool(values: np.ndarray, mask: np.ndarray, pool: int) -> tuple[np.ndarray, np.ndarray]:
+    """Block maximum over pool × pool cells; a block is masked only when all its cells are."""
+    if pool <= 1:
+        return values, mask
+    r, c = values.shape
+    rp, cp = -(-r // pool), -(-c // pool)
+    v = np.full((rp * pool, cp * pool), -np.inf, dtype=np.float32)  # [R', C'] padded
+    m = np.ones((rp * pool, cp * pool), dtype=bool)
+    v[:r, :c] = np.where(mask, -np.inf, values)
+    m[:r, :c] = mask
+    v = v.reshape(rp, pool, cp, pool).max(axis=(1, 3))  # [rp, cp]
+    m = m.reshape(rp, pool, cp, pool).all(axis=(1, 3))  # [rp, cp]
+    return np.where(m, 0.0, v).astype(np.float32), m
+
+
+class _StepStarts:
+    """Start positions of the first n steps, read lazily from the manifest (for bisect)."""
+
+    def __init__(self, trace, n: int):
+        self._entries, self._n = trace.manifest["steps"], n
+
+    def __len__(self) -> int:
+        return self._n
+
+    def __getitem__(self, i: int) -> int:
+        return int(self._entries[i]["positions"][0])
+
+
+def _step_of_position(trace, last_step: int, position: int) -> int:
+    """The step (<= last_step) that computed a query position: O(log steps), manifest only."""
+    return bisect.bisect_right(_StepStarts(trace, last_step + 1), position) - 1
+
+
+def _read_rows(trace, step_index: int, layer: int, head: int, vp: Viewport, stack: bool) -> np.ndarray | None:
+    """[rows, cols] float32 weights of the window; None when the pattern was not recorded."""
+    name = block_name(layer, PATTERN)
+    step = trace.steps[step_index]
+    if not stack:
+        if name not in step:
+            return None
+        pattern = step[name]  # [n_heads, T, S]
+        return np.asarray(pattern[head, vp.row0 : vp.row0 + vp.rows, vp.col0 : vp.col0 + vp.cols], dtype=np.float32)
+    out = np.zeros((vp.rows, vp.cols), dtype=np.float32)  # [rows, cols]
+    found = False
+    for r, q in enumerate(range(vp.row0, vp.row0 + vp.rows)):
+        j = _step_of_position(trace, step_index, q)
+        src = trace.steps[j]
+        if name not in src:
+            continue
+        start = src.positions[0]
+        row = src[name][head, q - start, vp.col0 : vp.col0 + vp.cols]  # [<= cols] (S_j = q + 1 keys)
+        out[r, : row.shape[0]] = row
+        found = True
+    return out if found else None
+
+
+def _labels(trace, positions: list[int]) -> list[str]:
+    tokens = trace.tokens
+    return [escape_for_display(tokens[p]["text"]) if p < len(tokens) else "" for p in positions]
+
+
+def attention_map(trace, step_index: int, layer: int, head: int, *, stack: bool = False,
+                  viewport: Viewport | None = None, pool: int = 1) -> AttentionMap | None:
+    """The window of layer/head attention at a step; None when `attn.hook_pattern` was not recorded.
+
+    `viewport` is in data coordinates and is clamped; `pool` > 1 zooms out (block maximum).
+    """
+    step = trace.steps[step_index]
+    start, end = step.positions
+    stacked = bool(stack)
+    n_rows, n_cols = extent(trace, step_index, stacked)
+    vp = (viewport or Viewport(rows=n_rows, cols=n_cols)).clamp(n_rows, n_cols)
+    raw = _read_rows(trace, step_index, layer, head, vp, stacked)
+    if raw is None:
+        return None
+    first_query = 0 if stacked else start
+    q_pos = np.arange(first_query + vp.row0, first_query + vp.row0 + raw.shape[0])  # [R]
+    k_pos = np.arange(vp.col0, vp.col0 + raw.shape[1])  # [C]
+    mask = _mask(q_pos, k_pos, trace.model.get("sliding_window"))  # [R, C]
+    values, mask = _pool(np.nan_to_num(raw, nan=0.0), mask, pool)
+    attended = values[~mask]
+    vmax = float(attended.max()) if attended.size else 1.0
+    rows = [int(p) for p in q_pos[::pool]]
+    cols = [int(p) for p in k_pos[::pool]]
+    return AttentionMap(
+        values=values, mask=mask, row_positions=rows, col_positions=cols,
+        row_labels=_labels(trace, rows), col_labels=_labels(trace, cols),
+        n_rows=n_rows, n_cols=n_cols, viewport=vp, pool=max(1, pool), vmin=0.0,
+        vmax=vmax if vmax > 0 else 1.0, step=step_index, kind=step.kind, layer=layer, head=head,
+        kv_head=kv_head_of(trace.model, head), stacked=stacked,
+    )

@@ -1,0 +1,72 @@
+"""Token id -> (text, special) for ids the trace shows (candidates, logit lens).
+
+A trace stores the text of its prompt and chosen tokens only. Other ids are looked up, in order,
+in the manifest tokens, then a `tokenizer.json` saved in the trace directory (read with the
+`tokenizers` library when installed, never torch), else shown as `⟨id⟩`.
+"""
+
+from __future__ import annotations
+
+import os
+import weakref
+
+_TABLES: "weakref.WeakKeyDictionary[object, TokenTexts]" = weakref.WeakKeyDictionary()
+
+
+class TokenTexts:
+    """Lookup table for one trace; grows as a live trace gains tokens."""
+
+    def __init__(self, trace):
+        self._trace = trace
+        self._known: dict[int, tuple[str, bool]] = {}
+        self._fallback: dict[int, tuple[str, bool]] = {}
+        self._seen_tokens = 0
+        tok = trace.manifest.get("tokenizer") or {}
+        self._special = set(tok.get("special_ids") or [])
+        self._tokenizer = None
+        self._tokenizer_tried = False
+
+    def _sync(self) -> None:
+        tokens = self._trace.tokens
+        for tok in tokens[self._seen_tokens:]:
+            self._known.setdefault(int(tok["id"]), (tok["text"], bool(tok.get("special"))))
+        self._seen_tokens = len(tokens)
+
+    def _decode(self, token_id: int) -> str | None:
+        if not self._tokenizer_tried:
+            self._tokenizer_tried = True
+            path = os.path.join(self._trace.path, "tokenizer.json")
+            if os.path.isfile(path):
+                try:
+                    from tokenizers import Tokenizer
+
+                    self._tokenizer = Tokenizer.from_file(path)
+                except Exception:  # an unreadable tokenizer file only costs the text
+                    self._tokenizer = None
+        if self._tokenizer is None:
+            return None
+        try:
+            return self._tokenizer.decode([token_id], skip_special_tokens=False)
+        except Exception:
+            return None
+
+    def __call__(self, token_id: int) -> tuple[str, bool]:
+        token_id = int(token_id)
+        if len(self._trace.tokens) != self._seen_tokens:
+            self._sync()
+        hit = self._known.get(token_id) or self._fallback.get(token_id)
+        if hit is None:
+            text = self._decode(token_id)
+            if text is not None:
+                hit = self._known[token_id] = (text, token_id in self._special)
+            else:  # kept apart so a token that later joins the trace replaces it
+                hit = self._fallback[token_id] = (f"⟨{token_id}⟩", token_id in self._special)
+        return hit
+
+
+def token_texts(trace) -> TokenTexts:
+    """The shared lookup table of a trace."""
+    table = _TABLES.get(trace)
+    if table is None:
+        table = _TABLES[trace] = TokenTexts(trace)
+    return table

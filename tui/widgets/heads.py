@@ -1,0 +1,102 @@
+"""Heads list: the selected layer's query heads for the current step.
+
+Columns: head, the KV head it shares (GQA/MQA: query head h reads KV head h // (n_heads /
+n_kv_heads)), the entropy of its last attention row (nats) and the key token it attends most.
+
+Keys (screen level): `h` previous head, `l` next head.
+"""
+
+from __future__ import annotations
+
+from rich.text import Text
+from textual.message import Message
+from textual.reactive import reactive
+from textual.widget import Widget
+
+from tui.widgets.common import fmt_num, token_display
+from tui.widgets.layers import head_argmax, head_entropies, window
+
+
+def kv_head(model: dict, head: int) -> int:
+    """The KV head query head `head` reads (GQA/MQA grouping)."""
+    n_heads = int(model.get("n_heads") or 1)
+    n_kv = int(model.get("n_kv_heads") or n_heads)
+    group = max(n_heads // max(n_kv, 1), 1)
+    return head // group
+
+
+def attention_kind(model: dict) -> str:
+    n_heads = int(model.get("n_heads") or 1)
+    n_kv = int(model.get("n_kv_heads") or n_heads)
+    if n_kv == n_heads:
+        return "MHA"
+    if n_kv == 1:
+        return "MQA"
+    return f"GQA ×{n_heads // max(n_kv, 1)}"
+
+
+class HeadsList(Widget):
+    """The selected layer's heads; `trace`, `step`, `layer`, `head` are set by the app."""
+
+    COMPONENT_CLASSES = {"heads-list--selected", "heads-list--header"}
+
+    step: reactive[int] = reactive(0)
+    layer: reactive[int] = reactive(0)
+    head: reactive[int] = reactive(0)
+
+    class Selected(Message):
+        """The user picked a head with the mouse."""
+
+        def __init__(self, head: int) -> None:
+            super().__init__()
+            self.head = head
+
+    def __init__(self, trace=None, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self._trace = trace
+        self._first_row = 0
+
+    @property
+    def trace(self):
+        return self._trace
+
+    @trace.setter
+    def trace(self, value) -> None:
+        self._trace = value
+        self.refresh()
+
+    def render(self) -> Text:
+        trace = self._trace
+        if trace is None or not len(trace.steps):
+            return Text("heads", style="dim")
+        model = trace.model
+        n_heads = int(model.get("n_heads") or 0)
+        step = trace.steps[min(self.step, len(trace.steps) - 1)]
+        entropies = head_entropies(step, self.layer)
+        argmax = head_argmax(step, self.layer)
+        tokens = trace.tokens
+        style = self.get_component_rich_style
+        out = Text(no_wrap=True, overflow="ellipsis", end="")
+        out.append(f" H kv  H(attn) → ({attention_kind(model)})\n", style=style("heads-list--header"))
+        start, end = window(self.head, n_heads, self.size.height - 1)
+        self._first_row = start
+        for head in range(start, end):
+            line = Text(no_wrap=True, overflow="ellipsis", end="")
+            ent = float(entropies[head]) if entropies is not None and head < len(entropies) else None
+            line.append(f"{head:>2} {kv_head(model, head):>2} {fmt_num(ent, 2):>8} ")
+            if argmax is not None and head < len(argmax):
+                pos = int(argmax[head])
+                line.append(f"{pos}:")
+                if pos < len(tokens):
+                    line.append_text(token_display(tokens[pos].get("text"), bool(tokens[pos].get("special"))))
+            if head == self.head:
+                line.truncate(self.size.width, pad=True)
+                line.stylize(style("heads-list--selected"))
+            out.append_text(line)
+            if head != end - 1:
+                out.append("\n")
+        return out
+
+    def on_click(self, event) -> None:
+        if event.y >= 1:
+            self.post_message(self.Selected(self._first_row + event.y - 1))
