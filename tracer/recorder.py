@@ -27,6 +27,26 @@ def _first_tensor(value):
     return getattr(value, "last_hidden_state", None)
 
 
+def _picked_output(output, pick):
+    """The output a hook point names: by position in a tuple output, or by attribute (ModelOutput)."""
+    if isinstance(pick, str):
+        return getattr(output, pick, None)
+    if pick == 0:
+        return _first_tensor(output)
+    return output[pick] if isinstance(output, (tuple, list)) and len(output) > pick else None
+
+
+def _picked_input(args, kwargs, pick):
+    """The input a hook point names: a positional argument by index, or a keyword argument by name."""
+    if isinstance(pick, str):
+        return kwargs.get(pick)
+    if pick < len(args):
+        return args[pick]
+    if pick == 0:
+        return _first_tensor(next(iter(kwargs.values()), None))
+    return None
+
+
 class Recorder:
     """Hooks an adapter's model; `take()` hands over one forward's tensors."""
 
@@ -42,7 +62,8 @@ class Recorder:
     # -- recording -----------------------------------------------------------------------------
     def store(self, name: str, t: torch.Tensor) -> None:
         if self.keep(name):
-            self.tensors[name] = t.detach().to(self.store_dtype, copy=True)
+            dtype = self.store_dtype if t.is_floating_point() else t.dtype  # ids stay integers
+            self.tensors[name] = t.detach().to(dtype, copy=True)
 
     def attention(self, module, query, key, value, scores, pattern, z) -> None:
         """Called by the traced attention function with the tensors it actually used."""
@@ -84,15 +105,16 @@ class Recorder:
             if self.keep(name):
                 self.store(name, transform(t))
 
+        pick = point.pick
         if point.where == "in":
 
             def pre_hook(module, args, kwargs):
-                on_tensor(args[0] if args else _first_tensor(next(iter(kwargs.values()), None)))
+                on_tensor(_picked_input(args, kwargs, pick))
 
             return point.module.register_forward_pre_hook(pre_hook, with_kwargs=True)
 
         def hook(module, args, output):
-            on_tensor(_first_tensor(output))
+            on_tensor(_picked_output(output, pick))
 
         return point.module.register_forward_hook(hook)
 
@@ -114,6 +136,8 @@ class Recorder:
                     lens = i if point.name == "hook_resid_post" else None
                     handles.append(self._hook(point, block_name(i, point.name), lens))
                 attn = self.adapter.attention(layer)
+                if attn is None:  # generic fallback: no attention module found, nothing to record there
+                    continue
                 attn._stepscope_recorder = self
                 self._attn_layer[id(attn)] = i
                 attn_modules.append(attn)

@@ -20,6 +20,16 @@ SCHEMA_VERSION = 1
 MANIFEST = "manifest.json"
 
 
+def _file_mode() -> int:
+    """0o666 less the process umask: the mode an ordinary open() would give a new file."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
+_FILE_MODE = _file_mode()
+
+
 class TraceError(Exception):
     """A trace cannot be read: missing, corrupted or of an unknown schema. One clear line."""
 
@@ -40,6 +50,7 @@ def atomic_write_bytes(path: str, data: bytes) -> None:
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
             fh.flush()
+        os.chmod(tmp, _FILE_MODE)
         os.replace(tmp, path)
     except BaseException:
         try:

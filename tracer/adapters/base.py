@@ -37,12 +37,18 @@ def per_head(t: torch.Tensor) -> torch.Tensor:
 
 @dataclass(frozen=True)
 class HookPoint:
-    """`name` is the input (where="in") or output (where="out") of `module`, after `transform`."""
+    """`name` is the input (where="in") or output (where="out") of `module`, after `transform`.
+
+    `pick` chooses which input or output: a position (0 = the first positional argument, or the
+    first element of a tuple output) or a name (a keyword argument, or an output attribute such
+    as `logits` of a ModelOutput).
+    """
 
     module: nn.Module
     where: str
     name: str  # block-local ("attn.hook_q") or global ("hook_embed")
     transform: Transform = rows
+    pick: int | str = 0
 
 
 class Adapter:
@@ -58,6 +64,15 @@ class Adapter:
     norm = "rmsnorm"
     gated_mlp = True
     parallel_attn_mlp = False
+    # The block's real equations in recorded names, shown by the TUI instead of a generic diagram.
+    data_flow: tuple[str, ...] = (
+        "ln1 = RMSNorm(resid_pre)",
+        "q, k, v = ln1·W_Q, ln1·W_K, ln1·W_V; rot_q, rot_k = RoPE(q, k)",
+        "pattern = softmax(rot_q·rot_kᵀ/√d_head + causal mask); z = pattern·v",
+        "attn_out = z·W_O; resid_mid = resid_pre + attn_out",
+        "ln2 = RMSNorm(resid_mid); post = act(ln2·W_gate) * (ln2·W_up)",
+        "mlp_out = post·W_down; resid_post = resid_mid + mlp_out",
+    )
 
     def __init__(self, model: nn.Module):
         self.model = model
@@ -132,6 +147,19 @@ class Adapter:
         return self.lm_head()(self.final_norm()(x))
 
     # -- facts -------------------------------------------------------------------------------
+    def layer_types(self) -> list[str] | None:
+        """Per layer "full_attention" or "sliding_attention" where the family mixes them, else None."""
+        types = getattr(self.config, "layer_types", None)
+        return list(types) if types else None
+
+    def sliding_window(self) -> int | None:
+        """The window of the layers that slide, None when no layer does."""
+        window = getattr(self.config, "sliding_window", None)
+        types = self.layer_types()
+        if not window or (types is not None and "sliding_attention" not in types):
+            return None
+        return int(window)
+
     def facts(self) -> dict:
         c = self.config
         n_heads = c.num_attention_heads
@@ -151,6 +179,8 @@ class Adapter:
             "act": getattr(c, "hidden_act", None) or getattr(c, "activation_function", None),
             "gated_mlp": self.gated_mlp,
             "parallel_attn_mlp": self.parallel_attn_mlp,
-            "sliding_window": getattr(c, "sliding_window", None),
+            "sliding_window": self.sliding_window(),
+            "layer_types": self.layer_types(),
             "n_experts": None,
+            "data_flow": list(self.data_flow),
         }

@@ -15,6 +15,14 @@ class GPT2Adapter(Adapter):
     rotary = False
     norm = "layernorm"
     gated_mlp = False
+    data_flow = (
+        "resid_pre(block 0) = embed + pos_embed (learned absolute positions)",
+        "ln1 = LayerNorm(resid_pre); q|k|v = ln1·W_QKV + b_QKV (Conv1D c_attn, split in three)",
+        "pattern = softmax(q·kᵀ/√d_head + causal mask); z = pattern·v",
+        "attn_out = z·W_O + b_O; resid_mid = resid_pre + attn_out",
+        "ln2 = LayerNorm(resid_mid); pre = ln2·W_in + b_in; post = gelu(pre)",
+        "mlp_out = post·W_out + b_out; resid_post = resid_mid + mlp_out",
+    )
 
     def base(self):
         return self.model.transformer

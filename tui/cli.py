@@ -1,0 +1,287 @@
+"""The `stepscope` command line.
+
+    stepscope                               the debugger on the embedded SmolLM2, default prompt
+    stepscope run --model M --prompt P      the debugger on a live session
+    stepscope view TRACE_DIR                replay a saved trace (no torch needed)
+    stepscope trace --prompt P --out DIR    record a trace to disk
+    stepscope info MODEL|TRACE_DIR          architecture facts and parameter counts
+
+Bad input prints one line on stderr and exits non-zero; set STEPSCOPE_DEBUG=1 for tracebacks.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130
+
+
+class CliError(Exception):
+    """A one-line message for stderr."""
+
+
+# -- argument parsing ----------------------------------------------------------------------------
+def _model_options(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("model")
+    g.add_argument("--model", default=None, help="hub id, local model directory or .gguf file (default: embedded SmolLM2-135M-Instruct)")
+    g.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N (default auto)")
+    g.add_argument("--dtype", default="auto", choices=["auto", "float32", "float16", "bfloat16"])
+    g.add_argument("--device-map", default=None, choices=["auto"], help="spread a large model over devices (accelerate)")
+
+
+def _generation_options(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("generation")
+    g.add_argument("--prompt", default=None, help='prompt text (default "The capital of France is")')
+    g.add_argument("--max-new-tokens", type=int, default=16)
+    g.add_argument("--sample", action="store_true", help="sample instead of greedy decoding")
+    g.add_argument("--greedy", action="store_true", help="greedy decoding (the default)")
+    g.add_argument("--temperature", type=float, default=None)
+    g.add_argument("--top-k", type=int, default=None)
+    g.add_argument("--top-p", type=float, default=None)
+    g.add_argument("--min-p", type=float, default=None)
+    g.add_argument("--seed", type=int, default=0)
+    chat = g.add_mutually_exclusive_group()
+    chat.add_argument("--chat", dest="chat", action="store_true", default=None, help="apply the chat template")
+    chat.add_argument("--no-chat", dest="chat", action="store_false", help="raw text, no chat template")
+    g.add_argument("--logit-lens-k", type=int, default=10)
+    g.add_argument("--record", default=None, help="comma-separated name patterns to record, e.g. 'blocks.*.attn.hook_pattern,logits'")
+    g.add_argument("--store-dtype", default="auto", choices=["auto", "float32", "float16"])
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="stepscope", description="Step through an LLM's generation, token by token.")
+    sub = parser.add_subparsers(dest="command")
+    t = sub.add_parser("trace", help="record a trace to disk")
+    _model_options(t)
+    _generation_options(t)
+    t.add_argument("--out", required=True, help="trace directory to write")
+    r = sub.add_parser("run", help="open the debugger on a live session")
+    _model_options(r)
+    _generation_options(r)
+    r.add_argument("--out", default=None, help="also keep the trace in this directory")
+    v = sub.add_parser("view", help="replay a saved trace")
+    v.add_argument("trace_dir")
+    i = sub.add_parser("info", help="architecture facts and parameter counts of a model or a trace")
+    i.add_argument("target", nargs="?", default=None, help="model (hub id, directory, .gguf) or trace directory")
+    _model_options_light(i)
+    return parser
+
+
+def _model_options_light(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--dtype", default="auto", choices=["auto", "float32", "float16", "bfloat16"])
+
+
+def generation_settings(args):
+    from tracer.session import GenerationSettings
+
+    sampling_knobs = [args.temperature, args.top_k, args.top_p, args.min_p]
+    do_sample = args.sample or (not args.greedy and any(v is not None for v in sampling_knobs))
+    settings = GenerationSettings(
+        do_sample=do_sample,
+        temperature=1.0 if args.temperature is None else args.temperature,
+        top_k=args.top_k or 0,
+        top_p=1.0 if args.top_p is None else args.top_p,
+        min_p=args.min_p or 0.0,
+        seed=args.seed,
+        max_new_tokens=args.max_new_tokens,
+        chat=args.chat,
+        logit_lens_k=args.logit_lens_k,
+    )
+    try:
+        settings.validate()
+    except ValueError as exc:
+        raise CliError(str(exc)) from None
+    return settings
+
+
+def _quiet_transformers() -> None:
+    import warnings
+
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    warnings.filterwarnings("ignore")
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+
+
+# -- commands ------------------------------------------------------------------------------------
+def cmd_trace(args) -> int:
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from tracer.trace_format import human_bytes
+
+    console = Console(stderr=True)
+    settings = generation_settings(args)
+    _check_out_dir(args.out)
+    _quiet_transformers()
+    from tracer.estimate import step_bytes
+    from tracer.session import DEFAULT_PROMPT, LiveSession
+
+    columns = [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn()]
+    with Progress(*columns, console=console, transient=False) as progress:
+        load = progress.add_task("loading model", total=100)
+
+        def on_load(stage, fraction):
+            progress.update(load, description=stage, completed=int(100 * (fraction or 0)))
+
+        session = LiveSession.open(
+            args.model,
+            prompt=args.prompt or DEFAULT_PROMPT,
+            settings=settings,
+            out=args.out,
+            device=args.device,
+            dtype=args.dtype,
+            device_map=args.device_map,
+            record=args.record.split(",") if args.record else None,
+            store_dtype=args.store_dtype,
+            progress=on_load,
+            background_writer=True,
+        )
+        progress.update(load, completed=100, description=f"loaded {session.name}")
+        facts = session.trace.model
+        itemsize = 2 if session.store_dtype.itemsize == 2 else 4
+        p = len(session.prompt_ids)
+        prefill = step_bytes(session.adapter, facts, session.keep, p, p, itemsize, settings.logit_lens_k)
+        decode = step_bytes(session.adapter, facts, session.keep, 1, p + 1, itemsize, settings.logit_lens_k)
+        console.print(
+            f"prompt {p} tokens; estimated {human_bytes(prefill)} for the prefill step, "
+            f"about {human_bytes(decode)} per decode step ({session.trace.manifest['dtype']['stored']})",
+            markup=False,
+            highlight=False,
+        )
+        gen = progress.add_task("generating", total=session.max_new_tokens)
+        try:
+            session.run(on_step=lambda n: progress.update(gen, completed=n))
+        except KeyboardInterrupt:
+            kept = session.writer.steps_written
+            console.print(f"interrupted: {args.out} keeps its {kept} complete steps", markup=False, highlight=False)
+            return EXIT_INTERRUPTED
+    from tracer import load_trace
+
+    tr = load_trace(args.out)
+    text = "".join(t["text"] for t in tr.tokens[tr.prompt_len :])
+    out = Console()
+    out.print(f"trace: {os.path.abspath(args.out)}", markup=False, highlight=False)
+    out.print(f"steps: {len(tr.steps)}  size: {human_bytes(tr.nbytes)}  stop: {tr.manifest['stop_reason']}", markup=False, highlight=False)
+    out.print(f"generated: {text!r}", markup=False, highlight=False)
+    return 0
+
+
+def _check_out_dir(path: str) -> None:
+    from tracer.writer import prepare_directory
+
+    prepare_directory(path)  # raises TraceWriteError with one clear line
+
+
+def cmd_info(args) -> int:
+    from rich.console import Console
+
+    from tui.info_view import model_table, trace_summary
+
+    console = Console()
+    target = args.target
+    if target and os.path.isfile(os.path.join(target, "manifest.json")):
+        from tracer import load_trace
+
+        tr = load_trace(target)
+        console.print(trace_summary(tr))
+        console.print(model_table(tr.model))
+        return 0
+    _quiet_transformers()
+    from tracer.adapters import adapter_for
+    from tracer.loading import load_model
+    from tracer.model_info import model_facts
+
+    loaded = load_model(target, device=args.device, dtype=args.dtype)
+    facts = model_facts(loaded.model, adapter_for(loaded.model), loaded.name, loaded.source)
+    console.print(model_table(facts))
+    return 0
+
+
+def cmd_view(args) -> int:
+    from tracer import load_trace
+
+    trace = load_trace(args.trace_dir)
+    from tui.app import StepscopeApp
+
+    StepscopeApp(trace=trace).run()
+    return 0
+
+
+def cmd_run(args) -> int:
+    settings = generation_settings(args)
+    if args.out:
+        _check_out_dir(args.out)
+    from tracer.session import DEFAULT_PROMPT
+
+    prompt = args.prompt or DEFAULT_PROMPT
+    if args.chat is None and args.prompt is None:
+        settings.chat = False  # the default prompt is a completion prompt
+
+    def factory(progress=None):
+        _quiet_transformers()
+        from tracer.session import LiveSession
+
+        return LiveSession.open(
+            args.model,
+            prompt=prompt,
+            settings=settings,
+            out=args.out,
+            device=args.device,
+            dtype=args.dtype,
+            device_map=args.device_map,
+            record=args.record.split(",") if args.record else None,
+            store_dtype=args.store_dtype,
+            progress=progress,
+        )
+
+    from tui.app import StepscopeApp
+
+    StepscopeApp(session_factory=factory).run()
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or (argv[0].startswith("-") and argv[0] not in ("-h", "--help")):
+        argv = ["run", *argv]  # bare `stepscope [options]` opens the debugger
+    args = parser.parse_args(argv)
+    handlers = {"trace": cmd_trace, "info": cmd_info, "view": cmd_view, "run": cmd_run}
+    try:
+        return handlers[args.command](args)
+    except KeyboardInterrupt:
+        print("stepscope: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except Exception as exc:  # every failure is one line unless debugging
+        if os.environ.get("STEPSCOPE_DEBUG"):
+            raise
+        print(f"stepscope: {_one_line(exc)}", file=sys.stderr)
+        return EXIT_USAGE if _is_user_error(exc) else 1
+
+
+def _is_user_error(exc: Exception) -> bool:
+    from tracer.trace_format import TraceError
+
+    names = {c.__name__ for c in type(exc).__mro__}
+    return isinstance(exc, (CliError, TraceError, ValueError, FileNotFoundError)) or bool(
+        names & {"ModelLoadError", "UnsupportedModel", "PromptError"}
+    )
+
+
+def _one_line(exc: Exception) -> str:
+    text = str(exc).strip().splitlines()
+    msg = text[0] if text else exc.__class__.__name__
+    if isinstance(exc, (CliError,)) or type(exc).__module__.startswith("tracer"):
+        return msg
+    return f"{exc.__class__.__name__}: {msg}"
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,81 @@
+"""Rich renderables for `stepscope info`: the architecture/parameter table and a trace summary."""
+
+from __future__ import annotations
+
+from rich.console import Group
+from rich.table import Table
+from rich.text import Text
+
+from tracer.trace_format import human_bytes
+
+FACT_ROWS = [
+    ("family", "family"),
+    ("architecture", "architecture"),
+    ("layers", "n_layers"),
+    ("d_model", "d_model"),
+    ("heads", "n_heads"),
+    ("KV heads", "n_kv_heads"),
+    ("d_head", "d_head"),
+    ("d_mlp", "d_mlp"),
+    ("vocab", "vocab_size"),
+    ("context", "n_ctx"),
+    ("positions", "positional"),
+    ("norm", "norm"),
+    ("activation", "act"),
+    ("gated MLP", "gated_mlp"),
+    ("parallel attn/MLP", "parallel_attn_mlp"),
+    ("sliding window", "sliding_window"),
+    ("experts", "n_experts"),
+]
+PARAM_ROWS = ["embedding", "attention", "mlp", "norms", "lm_head", "other", "total"]
+
+
+def _fmt_count(n: int) -> str:
+    return f"{n:,}" + (f"  ({n / 1e6:.1f} M)" if n >= 1e5 else "")
+
+
+def model_table(facts: dict) -> Group:
+    """Architecture facts and parameter counts per component of a model."""
+    arch = Table(title=Text(str(facts.get("name", "model"))), show_header=False, box=None, pad_edge=False)
+    arch.add_column(style="bold")
+    arch.add_column()
+    for label, key in FACT_ROWS:
+        value = facts.get(key)
+        if value is not None:
+            arch.add_row(label, Text(str(value)))
+    params = Table(title="parameters", box=None)
+    params.add_column("component", style="bold")
+    params.add_column("count", justify="right")
+    params.add_column("share", justify="right")
+    counts = facts.get("params", {})
+    total = counts.get("total") or 1
+    for key in PARAM_ROWS:
+        n = counts.get(key)
+        if n is None or (n == 0 and key == "other"):
+            continue
+        note = " (tied to embedding)" if key == "lm_head" and counts.get("tied_embeddings") else ""
+        params.add_row(key, _fmt_count(n) + note, f"{100 * n / total:.1f}%")
+    return Group(arch, Text(""), params)
+
+
+def trace_summary(trace) -> Group:
+    """Prompt, generated tokens, settings and size of a trace."""
+    m = trace.manifest
+    t = Table(show_header=False, box=None, pad_edge=False)
+    t.add_column(style="bold")
+    t.add_column()
+    generated = "".join(tok["text"] for tok in trace.tokens[trace.prompt_len :])
+    rows = [
+        ("trace", trace.path),
+        ("prompt", repr(m["prompt"])),
+        ("chat template", str(m.get("chat"))),
+        ("prompt tokens", str(trace.prompt_len)),
+        ("steps", f"{len(trace.steps)} (finished: {m.get('finished')}, stop: {m.get('stop_reason')})"),
+        ("generated", repr(generated)),
+        ("sampling", ", ".join(f"{k}={v}" for k, v in m["generation"].items())),
+        ("dtype", f"model {m['dtype']['model']}, stored {m['dtype']['stored']}"),
+        ("size", human_bytes(trace.nbytes)),
+    ]
+    for label, value in rows:
+        t.add_row(label, Text(value))  # Text: token text is data, never markup
+    return Group(t)
