@@ -1,0 +1,32 @@
+"""Regenerate the committed fixture trace: `python -m tests.make_fixture`.
+
+A tiny random Llama with GQA (2 layers, 4 query heads over 2 KV heads), a prompt holding a
+special token, markup-looking text and a newline, and sampled decoding so the candidate lists
+and sampler stages are non-trivial.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+
+from tests.tiny_models import byte_tokenizer, tiny_model
+from tracer.session import GenerationSettings, LiveSession
+
+FIXTURE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "fixtures", "tiny_trace")
+PROMPT = "<|im_start|>Hi [red]x[/red]\n"
+
+
+def make(path: str = FIXTURE, max_new_tokens: int = 8) -> str:
+    if os.path.isdir(path):
+        shutil.rmtree(path)
+    settings = GenerationSettings(do_sample=True, temperature=0.9, top_k=40, top_p=0.9, seed=2, max_new_tokens=max_new_tokens)
+    session = LiveSession(tiny_model("llama"), byte_tokenizer(), PROMPT, settings, out=path, name="tiny-llama-gqa")
+    while session.step() is not None:
+        pass
+    session.close()
+    return path
+
+
+if __name__ == "__main__":
+    print(make())
