@@ -17,14 +17,6 @@ IMPLEMENTATION = "stepscope"
 _REGISTERED = False
 
 
-def _repeat_kv(x: torch.Tensor, n_rep: int) -> torch.Tensor:
-    """[B, n_kv, S, D] -> [B, n_kv * n_rep, S, D] (each KV head serves n_rep query heads)."""
-    if n_rep == 1:
-        return x
-    b, n_kv, s, d = x.shape
-    return x[:, :, None].expand(b, n_kv, n_rep, s, d).reshape(b, n_kv * n_rep, s, d)
-
-
 def stepscope_attention(
     module: torch.nn.Module,
     query: torch.Tensor,  # [B, n_heads, T, d_head] (after RoPE / q-norm where the family has them)
@@ -37,17 +29,19 @@ def stepscope_attention(
     **kwargs,
 ):
     """Eager attention that hands q, k, v, scores, pattern and z to the module's recorder."""
-    n_rep = query.shape[1] // key.shape[1]
-    k = _repeat_kv(key, n_rep)  # [B, n_heads, S, d_head]
-    v = _repeat_kv(value, n_rep)  # [B, n_heads, S, d_head]
+    b, n_heads, t, d = query.shape
+    n_kv = key.shape[1]
+    n_rep = n_heads // n_kv  # query heads served by each KV head (GQA/MQA); no copy of K/V
     if scaling is None:
-        scaling = query.shape[-1] ** -0.5
-    scores = torch.matmul(query, k.transpose(2, 3)) * scaling  # [B, n_heads, T, S]
+        scaling = d**-0.5
+    q = query.reshape(b, n_kv, n_rep, t, d)  # [B, n_kv, rep, T, d_head]
+    scores = torch.matmul(q, key.unsqueeze(2).transpose(-1, -2)) * scaling  # [B, n_kv, rep, T, S]
+    scores = scores.reshape(b, n_heads, t, -1)  # [B, n_heads, T, S]
     if softcap is not None:
         scores = torch.tanh(scores / softcap) * softcap
     masked = None
     if attention_mask is not None:
-        mask = attention_mask[:, :, :, : k.shape[-2]]
+        mask = attention_mask[:, :, :, : key.shape[-2]]
         if mask.dtype == torch.bool:
             masked = ~mask  # [B, 1, T, S]
             scores = scores.masked_fill(masked, torch.finfo(scores.dtype).min)
@@ -63,7 +57,8 @@ def stepscope_attention(
         pattern = F.softmax(scores, dim=-1, dtype=torch.float32).to(query.dtype)  # [B, n_heads, T, S]
     if dropout and module.training:
         pattern = F.dropout(pattern, p=dropout, training=True)
-    z = torch.matmul(pattern, v)  # [B, n_heads, T, d_head]
+    p = pattern.reshape(b, n_kv, n_rep, t, -1)  # [B, n_kv, rep, T, S]
+    z = torch.matmul(p, value.unsqueeze(2)).reshape(b, n_heads, t, d)  # [B, n_heads, T, d_head]
     z = z.transpose(1, 2).contiguous()  # [B, T, n_heads, d_head]
     recorder = getattr(module, "_stepscope_recorder", None)
     if recorder is not None:

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 MIN_CANDIDATES = 20
-MAX_CANDIDATES = 4096
+MAX_CANDIDATES = 256
 
 
 @dataclass
@@ -81,11 +81,20 @@ class Sampler:
         stages.append({"name": "top_k", "kept": int(torch.isfinite(filtered).sum())})
         temp_probs = torch.softmax(filtered, -1)  # [vocab] after temperature and top-k
 
-        order = torch.argsort(temp_probs, descending=True, stable=True)  # [vocab]
-        sorted_temp = temp_probs[order]
+        head_k = min(vocab, MAX_CANDIDATES)
+        head = torch.topk(temp_probs, head_k)  # sorted descending; a full sort only when needed
+        sorted_temp, order = head.values, head.indices  # [head_k]
         n_nucleus = nucleus_size(sorted_temp, s.top_p)
         if s.top_p < 1.0:
-            filtered[order[n_nucleus:]] = -math.inf
+            if n_nucleus == head_k and head_k < vocab and float(sorted_temp.double().sum()) < s.top_p:
+                order = torch.argsort(temp_probs, descending=True, stable=True)  # [vocab]
+                sorted_temp = temp_probs[order]
+                n_nucleus = nucleus_size(sorted_temp, s.top_p)
+            keep = torch.zeros(vocab, dtype=torch.bool)
+            keep[order[:n_nucleus]] = True
+            filtered[~keep] = -math.inf
+        else:
+            n_nucleus = int((temp_probs > 0).sum())
         stages.append({"name": "top_p", "kept": int(torch.isfinite(filtered).sum())})
         if s.min_p > 0:
             p = torch.softmax(filtered, -1)
@@ -98,7 +107,7 @@ class Sampler:
         else:
             chosen = int(torch.argmax(raw).item())
 
-        n_store = min(max(n_nucleus, MIN_CANDIDATES), vocab, max(MAX_CANDIDATES, 1))
+        n_store = min(max(n_nucleus, MIN_CANDIDATES), vocab, MAX_CANDIDATES)
         ids = order[:n_store]  # [N]
         arrays = {
             "sample.candidate_ids": ids.numpy().astype(np.int64),
