@@ -49,6 +49,52 @@ FAMILY_CONFIGS = {
     "gpt2": dict(model_type="gpt2", n_embd=64, n_layer=2, n_head=4, n_positions=256),
 }
 
+# The other families of tests/test_families.py: tiny, with each family's specifics switched on
+# (sliding windows smaller than the test sequence, soft-caps low enough to bend the values).
+_SMALL = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4, max_position_embeddings=256)
+FAMILY_CONFIGS.update(
+    {
+        "mistral": dict(model_type="mistral", **_SMALL, num_key_value_heads=2, head_dim=16, sliding_window=4),
+        "qwen2": dict(model_type="qwen2", **_SMALL, num_key_value_heads=2),  # q/k/v bias
+        "qwen3": dict(model_type="qwen3", **_SMALL, num_key_value_heads=2, head_dim=16),  # q_norm / k_norm
+        "phi3": dict(model_type="phi3", **_SMALL, num_key_value_heads=2, pad_token_id=None),
+        "gemma2": dict(
+            model_type="gemma2",
+            **_SMALL,
+            num_key_value_heads=2,
+            head_dim=16,
+            query_pre_attn_scalar=16,
+            sliding_window=4,
+            layer_types=["sliding_attention", "full_attention"],
+            attn_logit_softcapping=2.0,
+            final_logit_softcapping=3.0,
+            pad_token_id=None,
+        ),
+        "gemma3": dict(
+            model_type="gemma3_text",
+            **_SMALL,
+            num_key_value_heads=2,
+            head_dim=16,
+            query_pre_attn_scalar=16,
+            sliding_window=4,
+            layer_types=["sliding_attention", "full_attention"],
+            final_logit_softcapping=3.0,
+            pad_token_id=None,
+        ),
+        "gpt_neox": dict(model_type="gpt_neox", **{**_SMALL, "intermediate_size": 256}),  # parallel, rotary 1/4
+        "gpt_neox_sequential": dict(model_type="gpt_neox", **{**_SMALL, "intermediate_size": 256}, use_parallel_residual=False),
+        "mixtral": dict(
+            model_type="mixtral", **{**_SMALL, "intermediate_size": 64}, num_key_value_heads=2, num_local_experts=4, num_experts_per_tok=2
+        ),
+        # no adapter: traced by the generic fallback
+        "olmo2": dict(model_type="olmo2", **_SMALL, num_key_value_heads=2, pad_token_id=None),
+        "opt": dict(
+            model_type="opt", hidden_size=64, ffn_dim=128, num_hidden_layers=2, num_attention_heads=4,
+            max_position_embeddings=256, word_embed_proj_dim=64, pad_token_id=None,
+        ),
+    }
+)
+
 
 def tiny_model(family: str = "llama", seed: int = 0, **overrides):
     """A tiny random model of `family` in eval mode, float32, on the CPU."""

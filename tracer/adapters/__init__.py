@@ -1,25 +1,54 @@
-"""Per-family knowledge, one small adapter each. `adapter_for(model)` picks one."""
+"""Per-family knowledge, one small adapter each. `adapter_for(model)` picks one; architectures
+without an adapter get the generic fallback (embeddings, block inputs/outputs, logits)."""
 
 from __future__ import annotations
 
-from .base import Adapter, HookPoint
+from .base import Adapter, HookPoint, UnsupportedModel
+from .gemma import GemmaAdapter
+from .generic import GenericAdapter
 from .gpt2 import GPT2Adapter
 from .llama import LlamaAdapter
+from .mistral import MistralAdapter
+from .mixtral import MixtralAdapter
+from .neox import GPTNeoXAdapter
+from .phi3 import Phi3Adapter
+from .qwen import Qwen2Adapter, Qwen3Adapter
 
-ADAPTERS: list[type[Adapter]] = [LlamaAdapter, GPT2Adapter]
+ADAPTERS: list[type[Adapter]] = [
+    LlamaAdapter,
+    GPT2Adapter,
+    MistralAdapter,
+    Qwen2Adapter,
+    Qwen3Adapter,
+    Phi3Adapter,
+    GemmaAdapter,
+    GPTNeoXAdapter,
+    MixtralAdapter,
+]
 
 
-class UnsupportedModel(ValueError):
-    """No adapter knows this architecture."""
+def supported_model_types() -> list[str]:
+    return sorted(t for cls in ADAPTERS for t in cls.model_types)
 
 
 def adapter_for(model) -> Adapter:
+    """The family's adapter, else the generic fallback (which warns once what it cannot record).
+
+    Raises UnsupportedModel for models that are not decoders (no list of layers, no LM head).
+    """
     model_type = getattr(model.config, "model_type", None)
     for cls in ADAPTERS:
         if model_type in cls.model_types:
             return cls(model)
-    known = ", ".join(sorted(t for cls in ADAPTERS for t in cls.model_types))
-    raise UnsupportedModel(f"unsupported architecture {model_type!r} (supported: {known})")
+    return GenericAdapter(model)
 
 
-__all__ = ["ADAPTERS", "Adapter", "HookPoint", "UnsupportedModel", "adapter_for"]
+__all__ = [
+    "ADAPTERS",
+    "Adapter",
+    "GenericAdapter",
+    "HookPoint",
+    "UnsupportedModel",
+    "adapter_for",
+    "supported_model_types",
+]

@@ -51,6 +51,10 @@ class HookPoint:
     pick: int | str = 0
 
 
+class UnsupportedModel(ValueError):
+    """The model cannot be traced (not a decoder, or no list of layers to hook)."""
+
+
 class Adapter:
     """Base adapter: a decoder with `model.model.layers` in the Llama layout.
 

@@ -63,7 +63,7 @@ class GPTNeoXAdapter(Adapter):
         return self.base().final_layer_norm
 
     def lm_head(self):
-        return self.model.embed_out
+        return self.model.get_output_embeddings()  # `lm_head` (older releases: `embed_out`)
 
     def attention(self, layer):
         return layer.attention

@@ -12,66 +12,17 @@ Keys (when focused): ↑/↓ PageUp/PageDown scroll.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
-import numpy as np
-from rich.console import Group
-from rich.table import Table
 from rich.text import Text
-from textual.containers import VerticalScroll
+from textual.binding import Binding
 from textual.reactive import reactive
-from textual.widgets import Static
+from textual.widget import Widget
 
-from tui.widgets.common import fmt_num, fmt_prob, token_label
+from tui.views.candidates import STAGE_LABELS, candidates
+from tui.widgets.common import fmt_num, fmt_prob, token_display
 
 MAX_ROWS = 64
 BAR_WIDTH = 10
 _EIGHTHS = " ▏▎▍▌▋▊▉█"
-
-STAGE_LABELS = {"raw": "raw", "temperature": "/T", "top_k": "top-k", "top_p": "top-p", "min_p": "min-p"}
-
-
-@dataclass
-class CandidateRow:
-    rank: int
-    token_id: int
-    prob: float  # after temperature (and top-k)
-    raw_prob: float
-    final_prob: float
-    cumulative: float
-    chosen: bool
-    in_nucleus: bool
-
-
-def candidate_rows(step, limit: int = MAX_ROWS) -> tuple[list[CandidateRow], int]:
-    """(rows, index after which the top-p cut-off line goes) for a step; pure numpy, no app."""
-    if step is None or "sample.candidate_ids" not in step:
-        return [], -1
-    sampling = step.sampling or {}
-    ids = np.asarray(step["sample.candidate_ids"])
-    n = len(ids)
-    shown = min(n, limit)
-    temp = np.asarray(step["sample.candidate_temp_probs"][:shown], dtype=np.float64)
-    raw = np.asarray(step["sample.candidate_raw_probs"][:shown], dtype=np.float64)
-    final = np.asarray(step["sample.candidate_probs"][:shown], dtype=np.float64)
-    cumulative = np.asarray(step["sample.candidate_cumulative"][:shown], dtype=np.float64)
-    nucleus = int(sampling.get("nucleus_size") or n)
-    chosen_id = sampling.get("chosen_id", (step.token or {}).get("id"))
-    rows = [
-        CandidateRow(
-            rank=i,
-            token_id=int(ids[i]),
-            prob=float(temp[i]),
-            raw_prob=float(raw[i]),
-            final_prob=float(final[i]),
-            cumulative=float(cumulative[i]),
-            chosen=int(ids[i]) == chosen_id,
-            in_nucleus=i < nucleus,
-        )
-        for i in range(shown)
-    ]
-    cutoff = nucleus - 1 if nucleus < n else -1
-    return rows, cutoff
 
 
 def bar(p: float, width: int = BAR_WIDTH) -> str:
@@ -83,39 +34,34 @@ def bar(p: float, width: int = BAR_WIDTH) -> str:
     return out.ljust(width)
 
 
-def sampler_lines(step, trace) -> list[Text]:
-    """Settings + entropy line and pipeline line (plain Text, token text inert)."""
-    s = step.sampling or {}
-    mode = "greedy" if s.get("greedy") else "sampling"
-    head = Text()
-    head.append(mode, style="bold")
-    head.append(
-        f"  T={fmt_num(s.get('temperature'))} top_k={s.get('top_k', 0)} top_p={fmt_num(s.get('top_p'))} "
-        f"min_p={fmt_num(s.get('min_p'))}"
-    )
-    head.append(f"   entropy {fmt_num(s.get('entropy'))} nats (raw {fmt_num(s.get('raw_entropy'))})")
-    pipe = Text()
-    for stage in s.get("stages") or []:
-        pipe.append(STAGE_LABELS.get(stage.get("name"), str(stage.get("name"))), style="bold")
-        pipe.append(f" {stage.get('kept')} → ")
-    pipe.append("chosen ", style="bold")
-    token = step.token or {}
-    pipe.append_text(token_label(trace, token.get("id", -1)))
-    pipe.append(f" (rank {s.get('chosen_rank', '?')}, p {fmt_prob(s.get('chosen_prob'))})")
-    return [head, pipe]
+class CandidatesPane(Widget, can_focus=True):
+    """The sampling candidates of the current step. `trace` and `step` are set by the app.
 
-
-class CandidatesPane(VerticalScroll, can_focus=True):
-    """The sampling candidates of the current step. `trace` and `step` are set by the app."""
+    | key (focused) | action |
+    |---|---|
+    | `↑` `↓` | scroll one row |
+    | `PgUp` `PgDn` | scroll a page |
+    """
 
     COMPONENT_CLASSES = {"candidates--chosen", "candidates--cutoff", "candidates--outside", "candidates--bar"}
 
+    BINDINGS = [
+        Binding("up", "scroll_rows(-1)", "Up", show=False, tooltip="Scroll the candidates up"),
+        Binding("down", "scroll_rows(1)", "Down", show=False, tooltip="Scroll the candidates down"),
+        Binding("pageup", "scroll_rows(-10)", "Page up", show=False, tooltip="Scroll a page up"),
+        Binding("pagedown", "scroll_rows(10)", "Page down", show=False, tooltip="Scroll a page down"),
+    ]
+
     step: reactive[int] = reactive(0)
+    offset_rows: reactive[int] = reactive(0)
+    """First candidate row shown (the settings and column header stay on top)."""
+
+    HEADER_LINES = 4
 
     def __init__(self, trace=None, **kwargs) -> None:
         super().__init__(**kwargs)
         self._trace = trace
-        self._body = Static(id="candidates-body")
+        self._n_rows = 0
 
     @property
     def trace(self):
@@ -124,63 +70,85 @@ class CandidatesPane(VerticalScroll, can_focus=True):
     @trace.setter
     def trace(self, value) -> None:
         self._trace = value
-        self._update()
-
-    def compose(self):
-        yield self._body
-
-    def on_mount(self) -> None:
-        self._update()
+        self.refresh()
 
     def watch_step(self) -> None:
-        self._update()
+        self.offset_rows = 0
 
-    def _update(self) -> None:
-        if not self.is_mounted:
-            return
-        self._body.update(self.render_candidates())
+    def validate_offset_rows(self, value: int) -> int:
+        visible = max(self.size.height - self.HEADER_LINES, 1)
+        return max(0, min(int(value), max(self._n_rows - visible, 0)))
 
-    def render_candidates(self):
+    def action_scroll_rows(self, delta: int) -> None:
+        self.offset_rows += delta
+
+    def render(self) -> Text:
+        lines = self.render_candidates()
+        if isinstance(lines, Text):
+            return lines
+        head, body = lines[: self.HEADER_LINES], lines[self.HEADER_LINES :]
+        self._n_rows = len(body)
+        visible = max(self.size.height - self.HEADER_LINES, 1)
+        start = min(self.offset_rows, max(len(body) - visible, 0))
+        return Text("\n").join(head + body[start : start + visible])
+
+    def render_candidates(self) -> Text | list[Text]:
+        """The settings, stages and column header lines, then one line per candidate."""
         trace = self._trace
         if trace is None or not len(trace.steps):
             return Text("no step yet", style="dim")
         index = min(self.step, len(trace.steps) - 1)
-        step = trace.steps[index]
-        rows, cutoff = candidate_rows(step)
-        if not rows:
-            return Group(*sampler_lines(step, trace), Text("no candidates recorded for this step", style="dim"))
+        data = candidates(trace, index, limit=MAX_ROWS)
+        sampling = trace.steps[index].sampling or {}
+        if data is None:
+            return Text("no candidates recorded for this step", style="dim")
         style = self.get_component_rich_style
+        settings = Text(data.settings, style="bold")
+        chosen = Text("chose ")
+        token = trace.steps[index].token or {}
+        chosen.append_text(token_display(token.get("text"), bool(token.get("special"))))
+        chosen.append(
+            f" rank {sampling.get('chosen_rank', '?')} p {fmt_prob(sampling.get('chosen_prob'))}"
+            f" · entropy {fmt_num(data.entropy)} nats (raw {fmt_num(data.raw_entropy)})"
+        )
+        stages = Text(
+            "pipeline "
+            + "→".join(f"{STAGE_LABELS.get(st.get('name'), st.get('name'))} {st.get('kept')}" for st in sampling.get("stages") or [])
+            + "→chosen",
+            style="dim",
+        )
         chosen_style = style("candidates--chosen")
         outside_style = style("candidates--outside")
         bar_style = style("candidates--bar")
-        table = Table(box=None, pad_edge=False, expand=False, show_edge=False, padding=(0, 1), header_style="bold")
-        table.add_column("", width=1, no_wrap=True)
-        table.add_column("#", justify="right", no_wrap=True)
-        table.add_column("token", no_wrap=True, max_width=18, overflow="ellipsis")
-        table.add_column("id", justify="right", no_wrap=True)
-        table.add_column("p", justify="right", no_wrap=True)
-        table.add_column("raw", justify="right", no_wrap=True)
-        table.add_column("cum", justify="right", no_wrap=True)
-        table.add_column("", no_wrap=True, width=BAR_WIDTH)
-        top_p = (step.sampling or {}).get("top_p")
-        for i, row in enumerate(rows):
-            row_style = chosen_style if row.chosen else (outside_style if not row.in_nucleus else None)
-            table.add_row(
-                Text("▶" if row.chosen else ""),
-                str(row.rank + 1),
-                token_label(trace, row.token_id),
-                str(row.token_id),
-                fmt_prob(row.prob),
-                fmt_prob(row.raw_prob),
-                fmt_prob(row.cumulative),
-                Text(bar(row.prob), style=bar_style),
-                style=row_style,
+        cut = style("candidates--cutoff")
+        # plain Text rows (a rich Table costs ~10x more to lay out): fixed columns take 31 cells,
+        # the token and the bar share the rest
+        width = max(self.size.width - 1, 40)
+        room = max(width - 31, 8)
+        bar_width = max(0, min(BAR_WIDTH, room - 12))
+        token_width = max(8, min(18, room - bar_width))
+        top_p = sampling.get("top_p")
+        lines = [settings, chosen, stages]
+        header = Text(f"  {'#':>3} {'token':<{token_width}} {'id':>6} {'p(T)':>5} {'raw p':>5} {'cum':>5}", style="bold")
+        lines.append(header)
+        for row in data.rows:
+            line = Text("▶ " if row.chosen else "  ", end="")
+            line.append(f"{row.rank + 1:>3} ")
+            token = token_display(row.text, row.special)
+            token.truncate(token_width, overflow="ellipsis", pad=True)
+            line.append_text(token)
+            line.append(
+                f" {row.id:>6} {fmt_prob(row.temp_prob):>5} {fmt_prob(row.raw_prob):>5} {fmt_prob(row.cumulative):>5}"
             )
-            if i == cutoff:
-                cut = style("candidates--cutoff")
-                table.add_row(
-                    "", "", Text(f"── top-p {fmt_num(top_p)}", style=cut), Text("──", style=cut),
-                    Text("─────", style=cut), Text("─────", style=cut), Text("─────", style=cut),
-                    Text("─" * BAR_WIDTH, style=cut),
-                )
-        return Group(*sampler_lines(step, trace), table)
+            if bar_width:
+                line.append(" ")
+                line.append(bar(row.temp_prob, bar_width), style=bar_style)
+            if row.chosen:
+                line.stylize(chosen_style)
+            elif not row.in_nucleus:
+                line.stylize(outside_style)
+            lines.append(line)
+            if data.cutoff is not None and row.rank == data.cutoff:
+                label = f"─ top-p {fmt_num(top_p)} cut-off "
+                lines.append(Text("  " + label + "─" * max(width - 2 - len(label), 0), style=cut))
+        return lines

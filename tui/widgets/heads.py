@@ -13,16 +13,15 @@ from textual.message import Message
 from textual.reactive import reactive
 from textual.widget import Widget
 
+from tui.views.heatmap import kv_head_of
+from tui.views.layers import head_rows
 from tui.widgets.common import fmt_num, token_display
-from tui.widgets.layers import head_argmax, head_entropies, window
+from tui.widgets.layers import window
 
 
 def kv_head(model: dict, head: int) -> int:
     """The KV head query head `head` reads (GQA/MQA grouping)."""
-    n_heads = int(model.get("n_heads") or 1)
-    n_kv = int(model.get("n_kv_heads") or n_heads)
-    group = max(n_heads // max(n_kv, 1), 1)
-    return head // group
+    return kv_head_of(model, head)
 
 
 def attention_kind(model: dict) -> str:
@@ -41,7 +40,8 @@ class HeadsList(Widget):
     COMPONENT_CLASSES = {"heads-list--selected", "heads-list--header"}
 
     step: reactive[int] = reactive(0)
-    layer: reactive[int] = reactive(0)
+    layer_index: reactive[int] = reactive(0)
+    """Selected layer (not `layer`: Widget.layer is the compositor layer name)."""
     head: reactive[int] = reactive(0)
 
     class Selected(Message):
@@ -70,30 +70,26 @@ class HeadsList(Widget):
         if trace is None or not len(trace.steps):
             return Text("heads", style="dim")
         model = trace.model
-        n_heads = int(model.get("n_heads") or 0)
-        step = trace.steps[min(self.step, len(trace.steps) - 1)]
-        entropies = head_entropies(step, self.layer)
-        argmax = head_argmax(step, self.layer)
+        rows = head_rows(trace, min(self.step, len(trace.steps) - 1), self.layer_index)
         tokens = trace.tokens
         style = self.get_component_rich_style
         out = Text(no_wrap=True, overflow="ellipsis", end="")
-        out.append(f" H kv  H(attn) → ({attention_kind(model)})\n", style=style("heads-list--header"))
-        start, end = window(self.head, n_heads, self.size.height - 1)
+        out.append(f" H kv  H(attn) max→ ({attention_kind(model)})\n", style=style("heads-list--header"))
+        start, end = window(self.head, len(rows), self.size.height - 1)
         self._first_row = start
-        for head in range(start, end):
+        for row in rows[start:end]:
             line = Text(no_wrap=True, overflow="ellipsis", end="")
-            ent = float(entropies[head]) if entropies is not None and head < len(entropies) else None
-            line.append(f"{head:>2} {kv_head(model, head):>2} {fmt_num(ent, 2):>8} ")
-            if argmax is not None and head < len(argmax):
-                pos = int(argmax[head])
-                line.append(f"{pos}:")
-                if pos < len(tokens):
-                    line.append_text(token_display(tokens[pos].get("text"), bool(tokens[pos].get("special"))))
-            if head == self.head:
+            line.append(f"{row.head:>2} {row.kv_head:>2} {fmt_num(row.entropy, 2):>8} ")
+            if row.max_position is not None:
+                line.append(f"{row.max_position}:")
+                if row.max_position < len(tokens):
+                    tok = tokens[row.max_position]
+                    line.append_text(token_display(tok.get("text"), bool(tok.get("special"))))
+            if row.head == self.head:
                 line.truncate(self.size.width, pad=True)
                 line.stylize(style("heads-list--selected"))
             out.append_text(line)
-            if head != end - 1:
+            if row.head != end - 1:
                 out.append("\n")
         return out
 

@@ -1,0 +1,236 @@
+"""Per-keypress redraw latency of the stepscope TUI, measured with Textual's run_test()/Pilot.
+
+    python bench/tui_latency.py TRACE_DIR                      # replay an existing trace
+    python bench/tui_latency.py TRACE_DIR --record 1000        # first record SmolLM2 generating
+                                                                 1,000 tokens (EOS ignored) there
+    python bench/tui_latency.py TRACE_DIR --synthetic 1000     # or write a synthetic trace with
+                                                                 SmolLM2's shapes (no torch needed)
+
+For every key of a realistic session (step forward/back, jump to the end and back, move
+layers and heads, switch panes, step while each pane is shown) it records the wall time from
+posting the key event to the end of the last screen update it caused (the update is forced
+synchronously after the event queue drains, so Pilot's idle waits are not counted). It prints
+p50/p95/max overall and per key kind, plus the resident memory before and after.
+
+Target (docs, issue): p95 < 50 ms on a trace of 1,000 generated tokens of a 30-layer model.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import resource
+import statistics
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def rss_mib() -> float:
+    """Current resident set size in MiB (Linux /proc), else the peak."""
+    try:
+        with open("/proc/self/statm") as fh:
+            return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+    except OSError:
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+# -- trace preparation ---------------------------------------------------------------------------
+
+def record_smollm2(path: str, n_tokens: int, prompt: str) -> None:
+    """Record the embedded SmolLM2 generating `n_tokens` tokens, EOS ignored (sampling, T=0.8)."""
+    from tracer.session import GenerationSettings, LiveSession
+
+    settings = GenerationSettings(do_sample=True, temperature=0.8, top_p=0.95, seed=0, max_new_tokens=n_tokens,
+                                  chat=False)
+    t0 = time.perf_counter()
+    session = LiveSession.open(None, prompt=prompt, settings=settings, out=path)
+    session.eos = set()  # a benchmark wants exactly n_tokens
+    for i in range(n_tokens):
+        if session.step() is None:
+            break
+        if (i + 1) % 100 == 0:
+            print(f"  recorded {i + 1} steps ({time.perf_counter() - t0:.0f} s)", file=sys.stderr)
+    session.close()
+
+
+def write_synthetic(path: str, n_tokens: int, n_layers: int = 30) -> None:
+    """A trace with SmolLM2-135M's shapes (d_model 576, 9 heads / 3 KV heads, vocab 49152)."""
+    import numpy as np
+
+    from tracer.names import block_name
+    from tracer.writer import TraceWriter
+
+    d, h, kv, dh, dm, vocab, prompt_len = 576, 9, 3, 64, 1536, 49152, 5
+    rng = np.random.default_rng(0)
+    params = {"embedding": vocab * d, "attention": n_layers * 4 * d * d, "mlp": n_layers * 3 * d * dm,
+              "norms": (2 * n_layers + 1) * d, "lm_head": 0}
+    params["total"] = sum(params.values())
+    manifest = {
+        "schema": "stepscope.trace", "schema_version": 1, "created": "2026-01-01T00:00:00Z",
+        "model": {"name": "synthetic-smollm2-shapes", "source": "synthetic", "family": "llama",
+                  "architecture": "LlamaForCausalLM", "n_layers": n_layers, "d_model": d, "n_heads": h,
+                  "n_kv_heads": kv, "d_head": dh, "d_mlp": dm, "vocab_size": vocab, "n_ctx": 8192,
+                  "positional": "rotary", "norm": "rmsnorm", "act": "silu", "gated_mlp": True,
+                  "parallel_attn_mlp": False, "sliding_window": None, "n_experts": None, "params": params,
+                  "config": {}, "not_applicable": [], "missing_names": []},
+        "tokenizer": {"name": "synthetic", "vocab_size": vocab, "bos_token_id": 1, "eos_token_ids": [2],
+                      "special_ids": [0, 1, 2]},
+        "prompt": "The capital of France is", "chat": False, "prompt_len": prompt_len,
+        "generation": {"do_sample": True, "temperature": 0.8, "top_k": 0, "top_p": 0.95, "min_p": 0.0,
+                       "seed": 0, "max_new_tokens": n_tokens, "logit_lens_k": 10},
+        "dtype": {"model": "float32", "stored": "float32"}, "device": "cpu",
+        "attn_implementation": "stepscope-eager", "record": ["*"], "versions": {},
+        "tokens": [{"id": 100 + i, "text": w, "special": False, "position": i}
+                   for i, w in enumerate(["The", " capital", " of", " France", " is"])],
+        "steps": [], "finished": True, "stop_reason": "max_new_tokens",
+    }
+    writer = TraceWriter(path, manifest, background=True)
+    f32 = np.float32
+    per_t = {n: rng.normal(size=(1, d)).astype(f32) for n in
+             ("hook_resid_pre", "ln1.hook_normalized", "hook_attn_out", "hook_resid_mid", "ln2.hook_normalized",
+              "hook_mlp_out", "hook_resid_post")}
+    per_t.update({n: rng.normal(size=(1, dm)).astype(f32) for n in
+                  ("mlp.hook_pre", "mlp.hook_pre_linear", "mlp.hook_post")})
+    qs = {n: rng.normal(size=(1, h, dh)).astype(f32) for n in ("attn.hook_q", "attn.hook_rot_q", "attn.hook_z")}
+    ks = {n: rng.normal(size=(1, kv, dh)).astype(f32) for n in ("attn.hook_k", "attn.hook_rot_k", "attn.hook_v")}
+    for index in range(n_tokens + 1):
+        start, end = (0, prompt_len) if index == 0 else (prompt_len + index - 1, prompt_len + index)
+        t = end - start
+        arrays = {"hook_embed": np.repeat(per_t["hook_resid_pre"], t, 0)}
+        for layer in range(n_layers):
+            for n, a in per_t.items():
+                arrays[block_name(layer, n)] = np.repeat(a, t, 0)
+            for n, a in {**qs, **ks}.items():
+                arrays[block_name(layer, n)] = np.repeat(a, t, 0)
+            scores = rng.normal(size=(h, t, end)).astype(f32)  # [H, T, S]
+            mask = np.arange(end)[None, :] > np.arange(start, end)[:, None]
+            scores[:, mask] = -np.inf
+            e = np.exp(scores - scores.max(-1, keepdims=True))
+            arrays[block_name(layer, "attn.hook_attn_scores")] = scores
+            arrays[block_name(layer, "attn.hook_pattern")] = (e / e.sum(-1, keepdims=True)).astype(f32)
+        arrays["ln_final.hook_normalized"] = np.repeat(per_t["hook_resid_post"], t, 0)
+        logits = rng.normal(size=(t, vocab)).astype(f32)
+        chosen = int(np.argmax(logits[-1]))
+        arrays["logits"] = logits
+        arrays["logit_lens.ids"] = rng.integers(0, vocab, size=(n_layers, 10)).astype(np.int64)
+        arrays["logit_lens.probs"] = np.sort(rng.random((n_layers, 10)).astype(f32))[:, ::-1].copy() / 10
+        order = np.argsort(-logits[-1])[:64]
+        probs = np.exp(logits[-1][order] - logits[-1].max())
+        probs = (probs / probs.sum()).astype(f32)
+        arrays.update({
+            "sample.candidate_ids": order.astype(np.int64), "sample.candidate_logits": logits[-1][order],
+            "sample.candidate_raw_probs": probs, "sample.candidate_temp_probs": probs,
+            "sample.candidate_probs": probs, "sample.candidate_cumulative": np.cumsum(probs).astype(f32),
+        })
+        token = {"id": chosen, "text": f" w{chosen}", "special": False, "position": end}
+        sampling = {"greedy": False, "temperature": 0.8, "top_k": 0, "top_p": 0.95, "min_p": 0.0,
+                    "chosen_id": chosen, "chosen_rank": 0, "chosen_prob": float(probs[0]),
+                    "chosen_raw_prob": float(probs[0]), "chosen_temp_prob": float(probs[0]), "top1_id": chosen,
+                    "top1_prob": float(probs[0]), "entropy": 3.0, "raw_entropy": 3.5, "nucleus_size": 40,
+                    "nucleus_mass": 0.95, "stages": [{"name": "raw", "kept": vocab},
+                                                     {"name": "temperature", "kept": vocab},
+                                                     {"name": "top_k", "kept": vocab}, {"name": "top_p", "kept": 40},
+                                                     {"name": "min_p", "kept": 40}]}
+        entry = {"index": index, "kind": "prefill" if index == 0 else "decode", "positions": [start, end],
+                 "token": token, "nonfinite": [], "seconds": 0.0, "sampling": sampling}
+        writer.add_step(arrays, entry, token)
+    writer.close()
+
+
+# -- measurement ---------------------------------------------------------------------------------
+
+def session_keys(n_steps: int) -> list[tuple[str, str]]:
+    """(kind, key) pairs: a realistic debugging session over every pane."""
+    keys: list[tuple[str, str]] = []
+    keys += [("step", "n")] * 20 + [("step", "p")] * 10
+    keys += [("jump", "end"), ("step", "p"), ("step", "p"), ("jump", "home"), ("jump", "end")]
+    keys += [("layer", "j")] * 12 + [("layer", "k")] * 4 + [("head", "l")] * 5 + [("head", "h")] * 2
+    for pane in "234567":
+        keys += [("pane", pane)] + [("step", "p")] * 5 + [("layer", "j"), ("head", "l"), ("step", "n")]
+    keys += [("pane", "1")] + [("step", "p")] * 5
+    return keys
+
+
+async def measure(trace_path: str, size: tuple[int, int], rounds: int) -> dict[str, list[float]]:
+    from textual.app import App
+
+    from tracer import load_trace
+    from tui.app import StepscopeApp
+
+    t0 = time.perf_counter()
+    trace = load_trace(trace_path)
+    t_open = time.perf_counter() - t0
+    app = StepscopeApp(trace=trace)
+    last_display = [0.0]
+    original_display = App._display
+
+    def timed_display(self, screen, update):
+        original_display(self, screen, update)
+        last_display[0] = time.perf_counter()
+
+    App._display = timed_display  # type: ignore[method-assign]
+    results: dict[str, list[float]] = {}
+    try:
+        async with app.run_test(size=size) as pilot:
+            t_first = time.perf_counter() - t0
+            await pilot.pause()
+            rss0 = rss_mib()
+            for _ in range(rounds):
+                for kind, key in session_keys(len(trace.steps)):
+                    start = time.perf_counter()
+                    await app._press_keys([key])  # post the key and let the queue drain
+                    app.screen._on_timer_update()  # render what it changed now, not on the next tick
+                    end = last_display[0] if last_display[0] >= start else time.perf_counter()
+                    results.setdefault(kind, []).append((end - start) * 1000)
+            rss1 = rss_mib()
+    finally:
+        App._display = original_display  # type: ignore[method-assign]
+    results["_meta"] = [t_open * 1000, t_first * 1000, rss0, rss1, len(trace.steps)]
+    return results
+
+
+def pct(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, max(0, round(q / 100 * (len(ordered) - 1))))]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("trace", help="trace directory (created when --record/--synthetic is given)")
+    parser.add_argument("--record", type=int, metavar="N", help="record SmolLM2 generating N tokens first")
+    parser.add_argument("--synthetic", type=int, metavar="N", help="write a synthetic trace of N tokens first")
+    parser.add_argument("--layers", type=int, default=30, help="layers of the synthetic trace (default 30)")
+    parser.add_argument("--prompt", default="The capital of France is")
+    parser.add_argument("--size", default="120x40", help="terminal size, WxH (default 120x40)")
+    parser.add_argument("--rounds", type=int, default=2, help="times the key sequence is played")
+    args = parser.parse_args(argv)
+    if args.record:
+        print(f"recording SmolLM2, {args.record} tokens -> {args.trace}", file=sys.stderr)
+        record_smollm2(args.trace, args.record, args.prompt)
+    elif args.synthetic:
+        print(f"writing a synthetic trace, {args.synthetic} tokens x {args.layers} layers -> {args.trace}",
+              file=sys.stderr)
+        write_synthetic(args.trace, args.synthetic, args.layers)
+    width, height = (int(x) for x in args.size.lower().split("x"))
+    results = asyncio.run(measure(args.trace, (width, height), args.rounds))
+    t_open, t_first, rss0, rss1, n_steps = results.pop("_meta")
+    everything = [v for values in results.values() for v in values]
+    print(f"trace: {args.trace} ({int(n_steps)} steps), terminal {width}x{height}")
+    print(f"open (manifest) {t_open:.0f} ms; app started and first screen drawn {t_first:.0f} ms")
+    print(f"{'keys':<8}{'n':>5}{'p50 ms':>9}{'p95 ms':>9}{'max ms':>9}")
+    for kind in sorted(results):
+        values = results[kind]
+        print(f"{kind:<8}{len(values):>5}{pct(values, 50):>9.1f}{pct(values, 95):>9.1f}{max(values):>9.1f}")
+    print(f"{'all':<8}{len(everything):>5}{pct(everything, 50):>9.1f}{pct(everything, 95):>9.1f}"
+          f"{max(everything):>9.1f}")
+    print(f"resident memory: {rss0:.0f} MiB after opening, {rss1:.0f} MiB after {len(everything)} keys")
+    verdict = "PASS" if pct(everything, 95) < 50 else "FAIL"
+    print(f"p95 < 50 ms: {verdict}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

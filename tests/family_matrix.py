@@ -1,0 +1,159 @@
+"""The family matrix: which tiny model stands for which family, how it is traced and verified.
+
+Used by tests/test_families.py (one test per check group) and scripts/supported_models.py
+(which runs `verify` for every family and writes docs/SUPPORTED_MODELS.md).
+"""
+
+from __future__ import annotations
+
+import tempfile
+from dataclasses import dataclass, field
+
+import torch
+
+from tracer import load_trace
+from tracer.adapters import adapter_for
+from tracer.recorder import Recorder
+from tracer.session import GenerationSettings, LiveSession
+
+from .family_checks import (
+    Checks,
+    check_block,
+    check_generic,
+    check_head_and_final,
+    check_logit_lens,
+    check_step_matches_full,
+)
+from .family_refs import block_ref, head_ref, rotary_tables
+from .tiny_models import byte_tokenizer, tiny_model
+
+PROMPT = "Hi there"  # 8 byte tokens: with 4 new tokens the sequence outgrows the windows of 4
+NEW_TOKENS = 4
+
+
+@dataclass(frozen=True)
+class Family:
+    key: str  # FAMILY_CONFIGS key
+    name: str  # shown in the table
+    examples: str
+    specifics: str
+
+
+FAMILIES = [
+    Family("gpt2", "GPT-2", "gpt2, distilgpt2", "learned absolute positions, Conv1D, LayerNorm, GELU"),
+    Family("llama", "Llama / SmolLM2", "SmolLM2-135M/360M/1.7B, Llama-3.2-1B, TinyLlama", "RMSNorm, RoPE, SwiGLU, GQA"),
+    Family("mistral", "Mistral", "Mistral-7B-v0.1", "sliding-window attention (pattern shows the window)"),
+    Family("qwen2", "Qwen2 / Qwen2.5", "Qwen2.5-0.5B/1.5B-Instruct", "q/k/v bias"),
+    Family("qwen3", "Qwen3", "Qwen3-0.6B/1.7B", "per-head q/k RMSNorm (attn.hook_q_normed / hook_k_normed)"),
+    Family("phi3", "Phi-3", "Phi-3-mini-4k-instruct, Phi-4-mini", "fused qkv_proj / gate_up_proj split into q/k/v and pre/pre_linear"),
+    Family("gemma2", "Gemma 2", "gemma-2-2b(-it)", "pre+post norms, attention and final soft-caps, scaled embedding, local/global layers"),
+    Family("gemma3", "Gemma 3 (text)", "gemma-3-1b-it, gemma-3-270m", "as Gemma 2 plus per-head q/k norms, per-layer-type RoPE"),
+    Family("gpt_neox", "GPT-NeoX / Pythia", "pythia-70m/160m/410m", "parallel attention + MLP, partial rotary"),
+    Family("gpt_neox_sequential", "GPT-NeoX (sequential)", "use_parallel_residual=false checkpoints", "sequential residual, partial rotary"),
+    Family("mixtral", "Mixtral (MoE)", "Mixtral-8x7B", "router probabilities and chosen experts per token"),
+]
+GENERIC = [
+    Family("olmo2", "generic fallback (OLMo 2)", "any decoder without an adapter", "embed, resid_pre/post, ln_final, logits"),
+    Family("opt", "generic fallback (OPT)", "any decoder without an adapter", "embed, resid_pre/post, ln_final, logits"),
+]
+
+
+@dataclass
+class Traced:
+    family: Family
+    model: torch.nn.Module
+    adapter: object
+    trace: object  # tracer.reader.Trace
+    steps: list[dict]  # step tensors as float64 torch (ids as int64)
+    full: dict  # the full no-cache forward over the final sequence, recorded by the Recorder
+    full_ids: torch.Tensor  # [N]
+    generated: list[int]
+    expected: list[int]  # model.generate's tokens
+    dtype: torch.dtype
+    checks: Checks = field(init=False)
+
+    def __post_init__(self):
+        self.checks = Checks(self.dtype)
+
+
+def _torch(a) -> torch.Tensor:
+    t = torch.from_numpy(a.copy())
+    return t if not t.is_floating_point() else t.to(torch.float64)
+
+
+def trace_family(family: Family, dtype: torch.dtype = torch.float32, model=None, out: str | None = None) -> Traced:
+    """Trace PROMPT greedily for NEW_TOKENS steps, then record one full no-cache forward."""
+    model = model if model is not None else tiny_model(family.key).to(dtype)
+    tok = byte_tokenizer()
+    out = out or tempfile.mkdtemp(prefix=f"stepscope-{family.key}-")
+    session = LiveSession(model, tok, PROMPT, GenerationSettings(max_new_tokens=NEW_TOKENS), out=out, name=f"tiny-{family.key}")
+    while session.step() is not None:
+        pass
+    session.close()
+    trace = load_trace(out)
+    steps = [{n: _torch(s[n]) for n in s.names} for s in trace.steps]
+    ids = [t["id"] for t in trace.tokens]
+    generated = ids[trace.prompt_len :]
+    full_ids = torch.tensor(ids[:-1])  # the last chosen token is never fed
+    recorder = Recorder(adapter_for(model))
+    with torch.no_grad(), recorder.installed():
+        model(full_ids[None].to(session.device), use_cache=False)
+    full = {n: t.cpu().to(torch.float64) if t.is_floating_point() else t.cpu() for n, t in recorder.take().items()}
+    prompt = torch.tensor([ids[: trace.prompt_len]], device=session.device)
+    attn_impl = "eager" if dtype != torch.float32 else None  # bf16: compare with the same (eager) arithmetic
+    previous = model.config._attn_implementation
+    if attn_impl:
+        model.set_attn_implementation(attn_impl)
+    with torch.no_grad():
+        expected = model.generate(prompt, max_new_tokens=NEW_TOKENS, do_sample=False)[0, trace.prompt_len :].tolist()
+    if attn_impl:
+        model.set_attn_implementation(previous)
+    return Traced(family, model, session.adapter, trace, steps, full, full_ids, generated, expected, dtype)
+
+
+def check_recomputation(t: Traced) -> None:
+    """Every block's equations, embedding and logits, on the full forward and on the prefill step."""
+    head = head_ref(t.model, t.family.key)
+    n_layers = len(t.adapter.layers())
+    prompt_len = t.trace.prompt_len
+    for rec, ids in ((t.full, t.full_ids), (t.steps[0], t.full_ids[:prompt_len])):
+        positions = torch.arange(len(ids))
+        check_head_and_final(t.checks, rec, head, ids, positions, n_layers)
+        for layer in range(n_layers):
+            ref = block_ref(t.model, t.family.key, layer)
+            cos_sin = rotary_tables(t.model, t.family.key, layer, positions) if ref.rotary else None
+            check_block(t.checks, rec, layer, ref, cos_sin, positions)
+
+
+def check_generic_recomputation(t: Traced) -> None:
+    """The generic fallback's names (embedding, block chaining, final norm, logits), full forward and prefill."""
+    head = head_ref(t.model, "generic")
+    n_layers = len(t.adapter.layers())
+    for rec, ids in ((t.full, t.full_ids), (t.steps[0], t.full_ids[: t.trace.prompt_len])):
+        check_generic(t.checks, rec, head, ids, n_layers)
+
+
+def check_steps(t: Traced) -> None:
+    """Every step's tensors equal the matching rows of the full forward; its logit lens is recomputed."""
+    head = head_ref(t.model, "generic" if t.adapter.family == "generic" else t.family.key)
+    n_layers = len(t.adapter.layers())
+    for entry, step in zip(t.trace.steps, t.steps):
+        start, end = entry.positions
+        check_step_matches_full(t.checks, step, t.full, start, end)
+        check_logit_lens(t.checks, step, head, n_layers)
+
+
+def check_greedy(t: Traced) -> None:
+    t.checks.true("greedy traced tokens == model.generate", f"{t.generated} vs {t.expected}", t.generated == t.expected)
+
+
+def verify(family: Family, dtype: torch.dtype = torch.float32) -> Traced:
+    """Trace and run every check; raises CheckFailed on the first failure."""
+    t = trace_family(family, dtype)
+    if t.adapter.family == "generic":
+        check_generic_recomputation(t)
+    else:
+        check_recomputation(t)
+    check_steps(t)
+    check_greedy(t)
+    return t

@@ -1,0 +1,290 @@
+"""Owner A's pane widgets mounted alone in a minimal App, driven with Pilot."""
+
+import asyncio
+import os
+
+import numpy as np
+import pytest
+from textual.app import App
+
+from tests import synthetic_trace as syn
+from tracer import load_trace
+from tui.render.palette import MASKED_RGB, PALETTE_RGB
+from tui.views.tensors import format_number
+from tui.widgets.heatmap import HeatmapPane
+from tui.widgets.kv_cache import KVCachePane
+from tui.widgets.logit_lens import LogitLensPane
+from tui.widgets.model_overview import ModelOverviewPane
+from tui.widgets.tensor_browser import TensorBrowser
+from tui.widgets.tensor_inspector import TensorInspector
+from tui.widgets.tensor_list import TensorList
+
+PANES_TCSS = os.path.join(os.path.dirname(__file__), "..", "tui", "widgets", "panes.tcss")
+FIXTURE = os.path.join(os.path.dirname(__file__), "fixtures", "tiny_trace")
+
+
+class PaneApp(App):
+    """Mounts one pane; collects the messages it sends up."""
+
+    CSS_PATH = PANES_TCSS
+
+    def __init__(self, pane):
+        super().__init__()
+        self.pane = pane
+        self.messages = []
+
+    def compose(self):
+        yield self.pane
+
+    def on_tensor_inspector_exported(self, message):
+        self.messages.append(message)
+
+
+def drive(pane, script, size=(100, 30)):
+    """Run `await script(app, pilot)` with the pane mounted."""
+    app = PaneApp(pane)
+
+    async def main():
+        async with app.run_test(size=size) as pilot:
+            await pilot.pause()
+            await script(app, pilot)
+
+    asyncio.run(main())
+    return app
+
+
+def screen_lines(app) -> list[str]:
+    return [strip.text for strip in app.screen._compositor.render_strips()]
+
+
+def screen_text(app) -> str:
+    return "\n".join(line.rstrip() for line in screen_lines(app))
+
+
+def cell_colours(app, y: int) -> list[tuple[str, tuple | None, tuple | None]]:
+    """(char, fg rgb, bg rgb) of every cell of screen line y."""
+    out = []
+    for seg in app.screen._compositor.render_strips()[y]:
+        style = seg.style
+        fg = tuple(style.color.triplet) if style and style.color and style.color.triplet else None
+        bg = tuple(style.bgcolor.triplet) if style and style.bgcolor and style.bgcolor.triplet else None
+        out += [(ch, fg, bg) for ch in seg.text]
+    return out
+
+
+def assert_inert(app):
+    for line in screen_lines(app):
+        assert "\x1b" not in line and "\x07" not in line
+
+
+@pytest.fixture(scope="module")
+def trace(tmp_path_factory):
+    return load_trace(syn.build_trace(tmp_path_factory.mktemp("syn") / "trace", n_decode=4))
+
+
+# -- heatmap -----------------------------------------------------------------------------------------
+
+
+def test_heatmap_prefill_shows_causal_map_in_colour(trace):
+    pane = HeatmapPane(trace)
+
+    async def script(app, pilot):
+        pane.layer, pane.head = 1, 3
+        await pilot.pause()
+        pattern = trace.steps[0]["blocks.1.attn.hook_pattern"][3]  # [T, S]
+        np.testing.assert_array_equal(pane.last_map.values, pattern)
+        lines = screen_lines(app)
+        assert lines[0].strip().startswith("L1 H3 (KV 1) · zoom ×1 · step 0 prefill · q 0–5/6 · k 0–5/6")
+        data = cell_colours(app, 4)  # header, 3 label lines, then rows 0/1
+        grid = [c for c in data if c[0] == "▀"]
+        assert len(grid) == 6
+        assert grid[0][1] == PALETTE_RGB[-1]  # row 0 attends only to key 0: weight 1.0 = max
+        assert all(fg == MASKED_RGB for _, fg, _ in grid[1:])  # row 0, keys 1..5 masked
+        assert grid[2][2] == MASKED_RGB and grid[1][2] != MASKED_RGB  # row 1: key 1 attended, key 2 masked
+        assert "masked" in lines[4 + 3]  # legend under the 3 lines of 6 rows
+        assert_inert(app)
+
+    drive(pane, script, size=(80, 24))
+
+
+def test_heatmap_decode_row_stack_zoom_and_pan(trace):
+    pane = HeatmapPane(trace)
+
+    async def script(app, pilot):
+        pane.focus()
+        pane.step = 3
+        await pilot.pause()
+        assert pane.last_map.values.shape == (1, 9) and not pane.last_map.stacked
+        await pilot.press("s")
+        assert pane.stacked and pane.last_map.stacked and pane.last_map.n_rows == 9
+        await pilot.press("plus", "plus", "plus")
+        assert pane.zoom == 3 and pane.cell == 4
+        vp = pane.last_map.viewport  # 17 columns // 4 = 4 keys, 7 lines · 2 // 4 = 3 rows, following the end
+        assert (vp.row0, vp.col0, vp.rows, vp.cols) == (6, 5, 3, 4)
+        await pilot.press("H", "K")
+        vp = pane.last_map.viewport
+        assert (vp.row0, vp.col0) == (5, 4) and not pane.follow
+        await pilot.press("shift+right")
+        assert pane.last_map.viewport.col0 == 5
+        await pilot.press("0")
+        assert pane.zoom == 0 and pane.follow and pane.last_map.viewport.row0 == 0
+        await pilot.press("minus")
+        assert pane.pool == 2 and pane.last_map.values.shape == (5, 5)
+        assert "zoom 1/2" in screen_lines(app)[0]
+
+    drive(pane, script, size=(30, 12))
+
+
+def test_heatmap_validates_and_reports_missing(tmp_path, trace):
+    pane = HeatmapPane(trace)
+
+    async def script(app, pilot):
+        pane.step, pane.layer, pane.head, pane.zoom = 99, 7, -3, 10
+        assert (pane.step, pane.layer, pane.head, pane.zoom) == (4, 1, 0, 3)
+        pane.trace = load_trace(syn.build_trace(tmp_path / "sub", n_decode=1, record=["logits"]))
+        pane.step = 0
+        await pilot.pause()
+        assert "blocks.1.attn.hook_pattern was not recorded at step 0" in screen_text(app)
+
+    drive(pane, script)
+
+
+# -- tensor inspector ---------------------------------------------------------------------------------
+
+
+def test_tensor_inspector_lists_stats_and_op(trace):
+    pane = TensorInspector(trace)
+
+    async def script(app, pilot):
+        app.query_one(TensorList).focus()
+        await pilot.pause()
+        lines = screen_lines(app)
+        assert lines[0].startswith("tensor") and "shape" in lines[0] and "min" in lines[0]
+        assert lines[1].startswith("hook_embed") and "[6, 16]" in lines[1] and "float32" in lines[1]
+        arr = np.asarray(trace.steps[0]["hook_embed"], dtype=np.float64)
+        assert format_number(arr.min(), 9) in lines[1] and format_number(arr.max(), 9) in lines[1]
+        text = screen_text(app)
+        assert "W_E [50, 16][ids [6]] → embed [6, 16]" in text
+        assert f"mean {format_number(arr.mean(), 10).strip()}" in text
+        await pilot.press("down", "down", "down")
+        assert pane.selected == "blocks.0.attn.hook_q"
+        assert "ln1 [6, 16] × W_Q [16, 16] → q [6, 4, 4]" in screen_text(app)
+        pane.layer = 1
+        await pilot.pause()
+        assert pane.selected == "blocks.1.hook_resid_pre"
+        pane.step = 2
+        await pilot.pause()
+        assert pane.selected == "blocks.1.hook_resid_pre"  # the selection survives a step change
+        assert "blocks.1.hook_resid_pre  [1, 16] float32" in screen_text(app)
+
+    drive(pane, script, size=(110, 32))
+
+
+def test_tensor_inspector_browse_slices_and_export(trace, tmp_path):
+    pane = TensorInspector(trace, export_dir=str(tmp_path / "out"))
+
+    async def script(app, pilot):
+        app.query_one(TensorList).focus()
+        pane.head = 3
+        app.query_one(TensorList).select_name("blocks.0.attn.hook_pattern")
+        await pilot.press("enter")
+        browser = app.query_one(TensorBrowser)
+        assert pane.browsing and browser.lead == (3,)  # the heads axis starts at the selected head
+        pattern = trace.steps[0]["blocks.0.attn.hook_pattern"]  # [H, T, S]
+        text = screen_text(app)
+        assert "slice [3, :, :]" in text and format_number(float(pattern[3, 5, 0]), 10).strip() in text
+        await pilot.press("left_square_bracket")
+        assert browser.lead == (2,) and "slice [2, :, :]" in screen_text(app)
+        np.testing.assert_array_equal(browser.current_slice(), pattern[2])
+        await pilot.press("escape")
+        assert not pane.browsing and app.focused is app.query_one(TensorList)
+        await pilot.press("e")
+        await pilot.pause()
+        (message,) = app.messages
+        assert message.name == "blocks.0.attn.hook_pattern"
+        assert message.path == str(tmp_path / "out" / "step00000_blocks.0.attn.hook_pattern.npy")
+        np.testing.assert_array_equal(np.load(message.path), pattern)
+        assert "exported →" in screen_text(app)
+
+    drive(pane, script, size=(110, 32))
+
+
+# -- logit lens, KV cache, model overview --------------------------------------------------------------
+
+
+def test_logit_lens_pane(trace):
+    pane = LogitLensPane(trace)
+
+    async def script(app, pilot):
+        pane.step, pane.layer = 1, 1
+        await pilot.pause()
+        text = screen_text(app)
+        ids = trace.steps[1]["logit_lens.ids"]  # [n_layers, k]
+        first = next(layer for layer in range(2) if ids[layer, 0] == 9)
+        assert "step 1 chose \\x1b[31m (id 9)" in text and f"first top-1 at layer {first}" in text
+        assert "◀ first" in text
+        assert_inert(app)
+
+    drive(pane, script)
+
+
+def test_kv_cache_pane_and_inert_tokens(trace):
+    pane = KVCachePane(trace)
+
+    async def script(app, pilot):
+        text = screen_text(app)
+        assert "prefill: 6 prompt positions 0..5" in text and "4:[red]x[/red]" in text
+        assert any(line.split()[:4] == ["0", "0", "6", "+6"] for line in text.splitlines())
+        pane.step = 2
+        await pilot.pause()
+        text = screen_text(app)
+        assert "decode: appended position 7" in text and "7:\\x1b[31m" in text
+        assert any(line.split()[:4] == ["1", "7", "8", "+1"] for line in text.splitlines())
+        pane.step = 3
+        await pilot.pause()
+        assert "8:\\x07" in screen_text(app)
+        assert_inert(app)
+
+    drive(pane, script)
+
+
+def test_model_overview_pane_set_trace_later(trace):
+    pane = ModelOverviewPane()
+
+    async def script(app, pilot):
+        assert "no trace" in screen_text(app)
+        pane.trace = trace
+        await pilot.pause()
+        text = screen_text(app)
+        assert "grouped-query (GQA), 2 query heads per KV head" in text
+        assert "5,488" in text and "tiny-synthetic-llama" in text
+
+    drive(pane, script)
+
+
+# -- the committed fixture (a real tiny Llama) -----------------------------------------------------------
+
+
+@pytest.mark.skipif(not os.path.isdir(FIXTURE), reason="fixture trace not committed yet")
+@pytest.mark.parametrize("cls", [HeatmapPane, TensorInspector, LogitLensPane, KVCachePane, ModelOverviewPane])
+def test_panes_on_the_real_fixture(cls):
+    tr = load_trace(FIXTURE)
+    pane = cls(tr)
+    seen = []
+
+    async def script(app, pilot):
+        pane.layer, pane.head = tr.model["n_layers"] - 1, tr.model["n_heads"] - 1
+        for i in range(len(tr.steps)):
+            pane.step = i
+            await pilot.pause()
+            seen.append(screen_text(app))
+            assert_inert(app)
+        if isinstance(pane, HeatmapPane):
+            pane.focus()
+            await pilot.press("s")
+            assert pane.last_map.n_rows == tr.steps[-1].positions[1]
+
+    drive(pane, script, size=(100, 30))
+    assert len(seen) == len(tr.steps) and all(text.strip() for text in seen)
+    if cls is KVCachePane:
+        assert "[red]x[/red]" not in seen[0] and "4:[" in seen[0]  # the fixture prompt spells it byte by byte

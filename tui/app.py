@@ -1,0 +1,347 @@
+"""StepscopeApp: the terminal step-through debugger over a recorded or live trace.
+
+    StepscopeApp(trace=load_trace(path))            # `stepscope view DIR`: replay, no torch
+    StepscopeApp(session_factory=make_session)      # live: make_session() -> LiveSession (slow;
+                                                    #   run in a thread worker, progress shown;
+                                                    #   a factory taking `progress=` gets
+                                                    #   progress(stage: str, fraction: float|None))
+    StepscopeApp()                                  # live on the embedded default model and prompt
+
+The app owns the debugger state: `trace`, `step`, `layer`, `head` (reactives, clamped by their
+`validate_` methods) and the breakpoints; the main screen shows it (attributes down) and the
+widgets' messages come back up. Model work runs in thread workers (`tui.live`); their errors
+open an error modal and leave the session usable.
+
+Keys: see `tui.screens.main` (the table there) or press `?` in the app.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import os
+from collections.abc import Callable
+from typing import Any
+
+from textual import events
+from textual.app import App
+from textual.reactive import reactive
+from textual.worker import Worker, WorkerState
+
+from tui.breakpoints import BreakpointSet
+from tui.live import WORKER_TITLES, LiveWorkers, default_session_factory
+from tui.screens.breakpoints import BreakpointsScreen
+from tui.screens.error import ErrorScreen
+from tui.screens.help import HelpScreen, binding_rows
+from tui.screens.main import PANES, MainScreen
+from tui.screens.prompt import GotoScreen, PromptScreen
+from tui.screens.too_small import MIN_HEIGHT, MIN_WIDTH, TooSmallScreen
+
+_HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+class StepscopeApp(LiveWorkers, App[None]):
+    """The stepscope debugger. Give it a `trace` (replay), a `session_factory` (live), or neither
+    (live on the default model)."""
+
+    CSS_PATH = [p for p in ("app.tcss", "widgets/panes.tcss") if os.path.exists(os.path.join(_HERE, p))]
+    TITLE = "stepscope"
+    ENABLE_COMMAND_PALETTE = False
+
+    step: reactive[int] = reactive(0, init=False)
+    """Index of the shown step (0 = prefill)."""
+    layer: reactive[int] = reactive(0, init=False)
+    head: reactive[int] = reactive(0, init=False)
+
+    def __init__(
+        self,
+        trace=None,
+        session_factory: Callable[..., Any] | None = None,
+        *,
+        breakpoints: BreakpointSet | None = None,
+        **kwargs,
+    ) -> None:
+        if trace is not None and session_factory is not None:
+            raise ValueError("give StepscopeApp a trace or a session_factory, not both")
+        super().__init__(**kwargs)
+        self._init_live()
+        self.trace = trace
+        self.session_factory = session_factory if trace is None else None
+        if trace is None and session_factory is None:
+            self.session_factory = default_session_factory
+        self.mode = "replay" if trace is not None else "live"
+        self.breakpoints = breakpoints if breakpoints is not None else BreakpointSet()
+        self.continuing = False
+        self.busy = False
+        self.last_error: str | None = None
+        self.main_screen = MainScreen()
+
+    # -- lifecycle ------------------------------------------------------------------------------
+    def get_default_screen(self) -> MainScreen:
+        return self.main_screen
+
+    def on_mount(self) -> None:
+        if self.trace is None:
+            self._set_busy(True, "loading the model")
+            self.load_session()
+        self._check_size(self.size.width, self.size.height)
+
+    def on_resize(self, event: events.Resize) -> None:
+        self._check_size(event.size.width, event.size.height)
+
+    def _check_size(self, width: int, height: int) -> None:
+        small = width < MIN_WIDTH or height < MIN_HEIGHT
+        showing = isinstance(self.screen, TooSmallScreen)
+        if small and not showing:
+            self.push_screen(TooSmallScreen())
+        elif not small and showing:
+            self.pop_screen()
+
+    def on_unmount(self) -> None:
+        self._pause_event.set()
+        session = self.session
+        if session is not None:
+            try:
+                session.close()
+            except Exception:  # noqa: BLE001 - closing must not hide the real exit
+                pass
+
+    async def on_event(self, event: events.Event) -> None:
+        # while `c` runs, any key pauses (and does nothing else)
+        if isinstance(event, events.Key) and not event.is_forwarded and self.continuing:
+            self.pause()
+            return
+        await super().on_event(event)
+
+    # -- state ----------------------------------------------------------------------------------
+    @property
+    def n_steps(self) -> int:
+        return len(self.trace.steps) if self.trace is not None else 0
+
+    def validate_step(self, value: int) -> int:
+        return max(0, min(int(value), self.n_steps - 1)) if self.n_steps else 0
+
+    def validate_layer(self, value: int) -> int:
+        n = int(self.trace.model.get("n_layers") or 1) if self.trace is not None else 1
+        return max(0, min(int(value), n - 1))
+
+    def validate_head(self, value: int) -> int:
+        n = int(self.trace.model.get("n_heads") or 1) if self.trace is not None else 1
+        return max(0, min(int(value), n - 1))
+
+    def watch_step(self) -> None:
+        self._sync()
+
+    def watch_layer(self) -> None:
+        self._sync()
+
+    def watch_head(self) -> None:
+        self._sync()
+
+    def _sync(self) -> None:
+        if self.main_screen.is_mounted:
+            self.main_screen.sync()
+
+    def _set_state(self, text: str) -> None:
+        if self.main_screen.is_mounted:
+            self.main_screen.set_state(text, self.busy)
+
+    def _set_busy(self, busy: bool, text: str = "") -> None:
+        self.busy = busy
+        self._set_state(text)
+
+    @property
+    def at_end(self) -> bool:
+        return self.step >= self.n_steps - 1
+
+    @property
+    def can_grow(self) -> bool:
+        """A live session that has not finished can compute more steps."""
+        return self.session is not None and not self.session.finished
+
+    # -- stepping actions -------------------------------------------------------------------------
+    def action_next_step(self) -> None:
+        if self.trace is None:
+            return
+        if not self.at_end:
+            self.step += 1
+            self._set_state("")
+        elif self.busy:
+            self.notify("busy: the next step is being computed", timeout=2)
+        elif self.can_grow:
+            self._set_busy(True, f"computing step {self.n_steps}…")
+            self.compute_next()
+        else:
+            self._set_state(self._end_text())
+
+    def action_prev_step(self) -> None:
+        if self.trace is not None:
+            self.step -= 1
+            self._set_state("" if not self.busy else self._busy_text())
+
+    def action_first_step(self) -> None:
+        self.step = 0
+
+    def action_last_step(self) -> None:
+        self.step = self.n_steps - 1
+
+    def action_move_layer(self, delta: int) -> None:
+        self.layer += delta
+
+    def action_move_head(self, delta: int) -> None:
+        self.head += delta
+
+    def _end_text(self) -> str:
+        if self.session is not None:
+            reason = self.session.stop_reason or ("finished" if self.session.finished else "")
+            return f"end of generation ({reason})" if reason else "end of generation"
+        reason = (self.trace.manifest.get("stop_reason") if self.trace is not None else None) or ""
+        return f"end of trace ({reason})" if reason else "end of trace"
+
+    def _busy_text(self) -> str:
+        return f"computing step {self.n_steps}…" if self.busy else ""
+
+    # -- continue -------------------------------------------------------------------------------
+    def action_continue_run(self) -> None:
+        if self.trace is None or self.continuing:
+            return
+        if self.busy:
+            self.notify("busy: wait for the current step", timeout=2)
+            return
+        steps = self.trace.manifest["steps"]
+        hit = self.breakpoints.scan(steps, start=self.step + 1)
+        if hit is not None:
+            index, bp = hit
+            self.step = index
+            self._set_state(f"breakpoint at step {index}: {bp.describe()}")
+            return
+        self.step = self.n_steps - 1
+        if not self.can_grow:
+            self._set_state(self._end_text())
+            return
+        self.continuing = True
+        self._pause_event.clear()
+        self._set_busy(True, "continuing… (any key pauses)")
+        self.continue_live(BreakpointSet(list(self.breakpoints)))
+
+    def pause(self) -> None:
+        """Stop a running continue after the step being computed."""
+        if self.continuing:
+            self._pause_event.set()
+            self._set_state("pausing after this step…")
+
+    # -- worker callbacks (UI thread) ------------------------------------------------------------
+    def _on_load_progress(self, stage: str, fraction: float | None) -> None:
+        if self.main_screen.is_mounted:
+            self.main_screen.set_progress(stage, fraction)
+        self._set_state(stage)
+
+    def _on_session_ready(self, session) -> None:
+        self.session = session
+        self.trace = session.trace
+        self.mode = "live"
+        self._sync()
+
+    def _on_step_computed(self, index: int, follow: bool) -> None:
+        if self.main_screen.is_mounted:
+            self.main_screen.refresh_trace_views()
+        if follow:
+            self.step = index
+        self._sync()
+        if not self.continuing:
+            self._set_busy(False, self._end_text() if self.session is not None and self.session.finished else "")
+
+    def _on_continue_done(self, reason: str) -> None:
+        self.continuing = False
+        self._pause_event.clear()
+        self._set_busy(False, reason)
+
+    def _on_saved(self, path: str) -> None:
+        self.notify(f"trace written to {path}", timeout=4)
+        self._set_state(f"written to {path}")
+
+    def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
+        worker = event.worker
+        if event.state == WorkerState.ERROR:
+            error = worker.error
+            title = WORKER_TITLES.get(worker.name, "Error")
+            message = f"{type(error).__name__}: {error}" if error is not None else "unknown error"
+            self.last_error = message
+            if worker.name in ("step", "continue", "load"):
+                self.continuing = False
+                self._pause_event.clear()
+                self._set_busy(False, title.lower())
+            self.push_screen(ErrorScreen(title, message))
+        elif event.state == WorkerState.CANCELLED and worker.name in ("step", "continue", "load"):
+            self.continuing = False
+            self._set_busy(False, "")
+
+    # -- screens ------------------------------------------------------------------------------
+    def action_goto(self) -> None:
+        if not self.n_steps:
+            return
+
+        def done(value: str | None) -> None:
+            if value is not None:
+                index = int(value)
+                self.step = index if index >= 0 else self.n_steps + index
+
+        self.push_screen(GotoScreen(self.n_steps, self.step), done)
+
+    def action_breakpoints(self) -> None:
+        self.push_screen(BreakpointsScreen(self.breakpoints))
+
+    def action_help(self) -> None:
+        self.push_screen(HelpScreen(self.help_sections()))
+
+    def help_sections(self) -> list[tuple[str, list[tuple[str, str]]]]:
+        """Every key: the main screen's, then each pane's own (when focused), then the dialogs'."""
+        sections = [("Debugger", binding_rows(MainScreen.BINDINGS))]
+        for pane_id, label, _, _ in PANES:
+            pane = self.main_screen.pane(pane_id) if self.main_screen.is_mounted else None
+            rows: list[tuple[str, str]] = []
+            seen: set[type] = set()
+            for widget in pane.walk_children(with_self=True) if pane is not None else []:
+                if type(widget) in seen or type(widget).__module__.startswith("textual."):
+                    continue
+                seen.add(type(widget))
+                rows += [r for r in binding_rows(type(widget).BINDINGS) if r not in rows]
+            if rows:
+                sections.append((f"{label} pane (Tab to focus it)", rows))
+        sections.append(("Breakpoints screen (b)", [
+            ("Enter", "add the breakpoint typed: text=Paris · id=7042 · p<0.3 · top1<0.5 · entropy>2.5 · nan · step=5"),
+            ("Tab", "move between the field and the list"),
+            ("Del / d / x", "remove the highlighted breakpoint"),
+            ("Esc", "close"),
+        ]))
+        sections.append(("Dialogs", [("Enter", "accept"), ("Esc", "cancel / close")]))
+        return sections
+
+    def action_write(self) -> None:
+        if self.session is None:
+            where = self.trace.path if self.trace is not None else "nowhere yet"
+            self.notify(f"replay: this trace is already on disk at {where}", timeout=4)
+            return
+        stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+        default = os.path.join(os.getcwd(), f"stepscope-trace-{stamp}")
+
+        def check(text: str) -> str | None:
+            if not text:
+                return "a directory is needed"
+            path = os.path.abspath(os.path.expanduser(text))
+            if os.path.exists(path) and not os.path.isdir(path):
+                return f"{path} is a file"
+            if os.path.isdir(path) and os.listdir(path) and not os.path.exists(os.path.join(path, "manifest.json")):
+                return f"{path} is not empty and not a trace directory"
+            return None
+
+        def done(value: str | None) -> None:
+            if value:
+                path = os.path.abspath(os.path.expanduser(value))
+                self._set_state(f"writing {path}…")
+                self.save_session(path)
+
+        self.push_screen(
+            PromptScreen("Write the live session to a trace directory", value=default,
+                         hint="Enter writes (steps so far) · Esc cancels", check=check),
+            done,
+        )

@@ -1,0 +1,84 @@
+"""A one-line question in a modal (used by go-to-step and write-trace).
+
+Keys: `Enter` accepts, `Esc` cancels.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from rich.text import Text
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Vertical
+from textual.screen import ModalScreen
+from textual.widgets import Input, Static
+
+
+class PromptScreen(ModalScreen[str | None]):
+    """Dismisses with the accepted text, or None when cancelled. `check(text)` returns an error
+    message (shown under the field) or None when the text is acceptable."""
+
+    BINDINGS = [Binding("escape", "cancel", "Cancel")]
+
+    def __init__(
+        self,
+        title: str,
+        value: str = "",
+        placeholder: str = "",
+        hint: str = "",
+        check: Callable[[str], str | None] | None = None,
+        **kwargs,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.title_text = title
+        self.value = value
+        self.placeholder = placeholder
+        self.hint = hint
+        self.check = check
+
+    def compose(self) -> ComposeResult:
+        with Vertical(id="prompt-box"):
+            yield Static(Text(self.title_text, style="bold"), id="prompt-title")
+            yield Input(value=self.value, placeholder=self.placeholder, id="prompt-input")
+            yield Static(Text(self.hint, style="dim"), id="prompt-hint")
+            yield Static(id="prompt-error")
+
+    def on_mount(self) -> None:
+        self.query_one(Input).focus()
+
+    def on_input_submitted(self, event: Input.Submitted) -> None:
+        event.stop()
+        text = event.value.strip()
+        error = self.check(text) if self.check else None
+        if error:
+            self.query_one("#prompt-error", Static).update(Text(error))
+            return
+        self.dismiss(text)
+
+    def action_cancel(self) -> None:
+        self.dismiss(None)
+
+
+class GotoScreen(PromptScreen):
+    """Go to step: a number 0..last (negative counts from the end)."""
+
+    def __init__(self, n_steps: int, current: int, **kwargs) -> None:
+        self.n_steps = n_steps
+        super().__init__(
+            "Go to step",
+            value="",
+            placeholder=f"0..{max(n_steps - 1, 0)}",
+            hint=f"step number 0..{max(n_steps - 1, 0)} (now {current}; -1 is the last) · Enter go · Esc cancel",
+            check=self._check,
+            **kwargs,
+        )
+
+    def _check(self, text: str) -> str | None:
+        try:
+            value = int(text)
+        except ValueError:
+            return f"not a step number: {text!r}"
+        if not -self.n_steps <= value < self.n_steps:
+            return f"no step {value}: the trace has steps 0..{self.n_steps - 1}"
+        return None

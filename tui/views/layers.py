@@ -1,0 +1,124 @@
+"""Per-layer and per-head summaries of a step, tolerant of names not recorded (values are None).
+
+Layer row: residual-stream norm at the last position (`hook_resid_post`), mean attention entropy
+over heads of the last query row, logit-lens top-1 token. Head row: entropy of the last row, the
+largest weight and the key it goes to, the KV head read. Grid: layers × heads entropy.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from tracer.names import block_name
+from tui.text import escape_for_display
+from tui.views.cache import cached
+from tui.views.heatmap import kv_head_of
+from tui.views.logit_lens import logit_lens
+
+DASH = "—"
+
+
+@dataclass(frozen=True)
+class HeadStats:
+    """Last-query-row statistics of every head of one layer."""
+
+    entropy: np.ndarray  # [n_heads] nats
+    max_weight: np.ndarray  # [n_heads]
+    max_position: np.ndarray  # [n_heads] key position of the largest weight
+
+
+@dataclass(frozen=True)
+class LayerRow:
+    layer: int
+    resid_norm: float | None
+    attn_entropy: float | None  # mean over heads, nats
+    lens_id: int | None
+    lens_text: str | None  # escaped
+    lens_prob: float | None
+
+
+@dataclass(frozen=True)
+class HeadRow:
+    head: int
+    kv_head: int
+    entropy: float | None
+    max_weight: float | None
+    max_position: int | None
+    max_token: str | None  # escaped text at max_position
+
+
+def fmt(value, spec: str = ".3f") -> str:
+    """A number formatted, or the dash for a value that was not recorded."""
+    return DASH if value is None or (isinstance(value, float) and np.isnan(value)) else format(value, spec)
+
+
+def entropy(p: np.ndarray) -> np.ndarray:
+    """Entropy in nats along the last axis (0·log 0 = 0)."""
+    p = np.asarray(p, dtype=np.float64)
+    logp = np.log(np.where(p > 0, p, 1.0))  # [..., S]
+    return -(p * logp).sum(axis=-1)
+
+
+def head_stats(trace, step_index: int, layer: int) -> HeadStats | None:
+    """Statistics of the last query row of each head; None when the pattern was not recorded."""
+    step = trace.steps[step_index]
+    name = block_name(layer, "attn.hook_pattern")
+    if name not in step:
+        return None
+
+    def build() -> HeadStats:
+        last = np.asarray(step[name][:, -1, :], dtype=np.float64)  # [n_heads, S]
+        return HeadStats(entropy(last), last.max(axis=-1), last.argmax(axis=-1))
+
+    return cached(step, ("head_stats", layer), build)
+
+
+def resid_norm(trace, step_index: int, layer: int) -> float | None:
+    step = trace.steps[step_index]
+    name = block_name(layer, "hook_resid_post")
+    if name not in step:
+        return None
+    return cached(step, ("resid_norm", layer),
+                  lambda: float(np.linalg.norm(np.asarray(step[name][-1], dtype=np.float64))))  # [d_model] -> ()
+
+
+def layer_rows(trace, step_index: int) -> list[LayerRow]:
+    lens = logit_lens(trace, step_index)
+    rows = []
+    for layer in range(int(trace.model["n_layers"])):
+        hs = head_stats(trace, step_index, layer)
+        top = lens.rows[layer].top1 if lens is not None and layer < len(lens.rows) else None
+        rows.append(LayerRow(
+            layer, resid_norm(trace, step_index, layer), float(hs.entropy.mean()) if hs is not None else None,
+            top.id if top else None, escape_for_display(top.text) if top else None, top.prob if top else None,
+        ))
+    return rows
+
+
+def head_rows(trace, step_index: int, layer: int) -> list[HeadRow]:
+    model = trace.model
+    hs = head_stats(trace, step_index, layer)
+    tokens = trace.tokens
+    rows = []
+    for head in range(int(model["n_heads"])):
+        if hs is None:
+            rows.append(HeadRow(head, kv_head_of(model, head), None, None, None, None))
+            continue
+        pos = int(hs.max_position[head])
+        text = escape_for_display(tokens[pos]["text"]) if pos < len(tokens) else None
+        rows.append(HeadRow(head, kv_head_of(model, head), float(hs.entropy[head]),
+                            float(hs.max_weight[head]), pos, text))
+    return rows
+
+
+def head_grid(trace, step_index: int, stat: str = "entropy") -> np.ndarray:
+    """[n_layers, n_heads] of a per-head statistic ("entropy" or "max_weight"); NaN where not recorded."""
+    model = trace.model
+    grid = np.full((int(model["n_layers"]), int(model["n_heads"])), np.nan)  # [n_layers, n_heads]
+    for layer in range(grid.shape[0]):
+        hs = head_stats(trace, step_index, layer)
+        if hs is not None:
+            grid[layer] = getattr(hs, stat)
+    return grid

@@ -1,0 +1,104 @@
+"""Status bar: where the debugger stands.
+
+`stepscope │ model │ replay|live │ step 3/15 decode │ chose ·Paris p 0.42 │ L 5/30 │ H 2/9 kv 0`
+then the state of the session (computing, continuing, stopped at a breakpoint, finished).
+The chosen token is shown with `tui.text.display_token` (inert).
+
+Keys: none.
+"""
+
+from __future__ import annotations
+
+from rich.text import Text
+from textual.reactive import reactive
+from textual.widget import Widget
+
+from tui.widgets.common import fmt_prob, token_display
+from tui.widgets.heads import kv_head
+
+SPINNER = "⠋⠙⠹⠸⠼⠴⠦⠧⠇⠏"
+
+
+class StatusBar(Widget):
+    """One line; `trace`, `step`, `layer`, `head`, `mode` and `state` are set by the app."""
+
+    COMPONENT_CLASSES = {"status-bar--title", "status-bar--key", "status-bar--state", "status-bar--busy"}
+
+    step: reactive[int] = reactive(0)
+    layer_index: reactive[int] = reactive(0)
+    """Selected layer (not `layer`: Widget.layer is the compositor layer name)."""
+    head: reactive[int] = reactive(0)
+    mode: reactive[str] = reactive("replay")
+    state: reactive[str] = reactive("")
+    busy: reactive[bool] = reactive(False)
+    spin: reactive[int] = reactive(0)
+
+    def __init__(self, trace=None, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self._trace = trace
+
+    @property
+    def trace(self):
+        return self._trace
+
+    @trace.setter
+    def trace(self, value) -> None:
+        self._trace = value
+        self.refresh()
+
+    def on_mount(self) -> None:
+        self._timer = self.set_interval(0.12, self._tick, pause=True)
+
+    def watch_busy(self, busy: bool) -> None:
+        timer = getattr(self, "_timer", None)
+        if timer is not None:
+            timer.resume() if busy else timer.pause()
+
+    def _tick(self) -> None:
+        self.spin = (self.spin + 1) % len(SPINNER)
+
+    def render(self) -> Text:
+        style = self.get_component_rich_style
+        trace = self._trace
+        # (priority, piece): when the line is too wide the lowest priorities go first
+        parts: list[tuple[int, Text]] = [(1, Text(" stepscope ", style=style("status-bar--title")))]
+        if trace is not None:
+            model = trace.model
+            parts.append((0, Text(str(model.get("name", "?")))))
+            parts.append((2, Text(self.mode, style=style("status-bar--key"))))
+            n_steps = len(trace.steps)
+            if n_steps:
+                step_index = min(self.step, n_steps - 1)
+                entry = trace.manifest["steps"][step_index]
+                parts.append((9, Text(f"step {step_index}/{n_steps - 1} {entry.get('kind', '')}")))
+                token = entry.get("token") or {}
+                chose = Text("→ ")
+                chose.append_text(token_display(token.get("text"), bool(token.get("special"))))
+                chose.append(f" p {fmt_prob((entry.get('sampling') or {}).get('chosen_prob'))}")
+                parts.append((7, chose))
+            n_layers = int(model.get("n_layers") or 0)
+            n_heads = int(model.get("n_heads") or 0)
+            parts.append((
+                6,
+                Text(f"L {self.layer_index}/{max(n_layers - 1, 0)} H {self.head}/{max(n_heads - 1, 0)} "
+                     f"kv {kv_head(model, self.head)}"),
+            ))
+        if self.state:
+            state = Text()
+            if self.busy:
+                state.append(SPINNER[self.spin] + " ", style=style("status-bar--busy"))
+            state.append(self.state, style=style("status-bar--state"))
+            parts.append((8, state))
+        sep = " │ "
+        width = self.size.width or 80
+        while len(parts) > 1 and sum(p.cell_len for _, p in parts) + len(sep) * (len(parts) - 1) > width:
+            lowest = min(range(len(parts)), key=lambda i: parts[i][0])
+            parts.pop(lowest)
+        out = Text(no_wrap=True, overflow="ellipsis", end="")
+        for i, (_, piece) in enumerate(parts):
+            if i and not (i == 1 and parts[0][0] == 1):
+                out.append(sep)
+            elif i:
+                out.append(" ")
+            out.append_text(piece)
+        return out

@@ -1,0 +1,208 @@
+"""Tensor inspector pane: every recorded tensor of the step with statistics, histogram and the
+operation that produced it; Enter browses slices, `e` exports to `.npy`."""
+
+from __future__ import annotations
+
+import os
+
+from rich.console import Group
+from rich.text import Text
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.message import Message
+from textual.reactive import reactive
+from textual.widget import Widget
+from textual.widgets import Static
+
+from tui.render.spark import Histogram
+from tui.views.tensors import axis_names, export_npy, format_number, n_leading, tensor_stats
+from tui.views.heatmap import kv_head_of
+from tui.widgets.tensor_browser import TensorBrowser
+from tui.widgets.tensor_list import TensorList
+
+
+class TensorInspector(Widget):
+    """List of the step's tensors (forward order) over a detail panel for the selected one.
+
+    | Key(s) | Description |
+    | :- | :- |
+    | `↑` `↓` `PgUp` `PgDn` `Home` `End` | Select a tensor (the list has focus). |
+    | `Enter` | Browse the selected tensor's slices (`Esc` returns). |
+    | `e` | Export the selected tensor to `.npy` (in `export_dir`, default the current directory). |
+
+    Changing `layer` moves the selection to that layer's first tensor; `head` picks the head
+    index when a browsed tensor has a heads axis.
+    """
+
+    BINDINGS = [Binding("e", "export", "Export .npy")]
+
+    step: reactive[int] = reactive(0)
+    layer: reactive[int] = reactive(0)
+    head: reactive[int] = reactive(0)
+
+    class Exported(Message):
+        """A tensor was written to `path`."""
+
+        def __init__(self, name: str, path: str) -> None:
+            super().__init__()
+            self.name, self.path = name, path
+
+    class ExportFailed(Message):
+        def __init__(self, name: str, error: str) -> None:
+            super().__init__()
+            self.name, self.error = name, error
+
+    def __init__(self, trace=None, export_dir: str | None = None, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self._trace = trace
+        self.export_dir = export_dir
+        self.last_export: str | None = None
+
+    def compose(self) -> ComposeResult:
+        yield TensorList(id="tensor-list")
+        yield Static(id="tensor-detail")
+        browser = TensorBrowser(id="tensor-browser")
+        browser.display = False
+        yield browser
+
+    def on_mount(self) -> None:
+        self._reload()
+
+    # -- state ------------------------------------------------------------------------------------
+    @property
+    def trace(self):
+        return self._trace
+
+    @trace.setter
+    def trace(self, value) -> None:
+        self._trace = value
+        if self.is_mounted:
+            self._reload()
+
+    def _max(self, key: str) -> int:
+        if self._trace is None:
+            return 0
+        if key == "step":
+            return max(0, len(self._trace.steps) - 1)
+        return max(0, int(self._trace.model[key]) - 1)
+
+    def validate_step(self, value: int) -> int:
+        return min(max(0, int(value)), self._max("step"))
+
+    def validate_layer(self, value: int) -> int:
+        return min(max(0, int(value)), self._max("n_layers"))
+
+    def validate_head(self, value: int) -> int:
+        return min(max(0, int(value)), self._max("n_heads"))
+
+    def watch_step(self) -> None:
+        if self.is_mounted:
+            self._reload()
+
+    def watch_layer(self, layer: int) -> None:
+        if not self.is_mounted:
+            return
+        tensors = self.query_one(TensorList)
+        prefix = f"blocks.{layer}."
+        first = next((i.name for i in tensors.infos if i.name.startswith(prefix)), None)
+        if first is not None:
+            tensors.select_name(first)
+
+    @property
+    def selected(self) -> str | None:
+        info = self.query_one(TensorList).selected
+        return info.name if info is not None else None
+
+    @property
+    def browsing(self) -> bool:
+        return self.query_one(TensorBrowser).display
+
+    def _reload(self) -> None:
+        tensors = self.query_one(TensorList)
+        keep = tensors.selected.name if tensors.selected is not None else None
+        tensors.show(self._trace, self.step, keep)
+        browser = self.query_one(TensorBrowser)
+        if browser.display and self._trace is not None and browser.tensor in self._trace.steps[self.step]:
+            browser.open(self._trace.steps[self.step], browser.tensor, browser.lead)
+        elif browser.display:
+            self._close_browser()
+        self._show_detail()
+
+    # -- detail -----------------------------------------------------------------------------------
+    def _show_detail(self) -> None:
+        detail = self.query_one("#tensor-detail", Static)
+        info = self.query_one(TensorList).selected
+        if self._trace is None or info is None:
+            detail.update(Text("no tensors recorded at this step" if self._trace is not None else "no trace",
+                               style="dim"))
+            return
+        s = tensor_stats(self._trace, self.step, info.name)
+        stats = Text.assemble(
+            *(f"{label} {format_number(v, 10).strip()}  " for label, v in
+              (("min", s.min), ("max", s.max), ("mean", s.mean), ("std", s.std), ("‖x‖", s.norm))))
+        if s.nonfinite:
+            stats.append(f"NaN {s.n_nan}  inf {s.n_inf}", style="bold red")
+        lines = [
+            Text.assemble((info.name, "bold"), f"  {list(info.shape)} {info.dtype}"),
+            Text(info.op),
+            stats,
+            Histogram(s.hist, s.min, s.max),
+        ]
+        if self.last_export:
+            lines.append(Text(f"exported → {self.last_export}", style="dim"))
+        detail.update(Group(*lines))
+
+    def on_tensor_list_highlighted(self, message: TensorList.Highlighted) -> None:
+        message.stop()
+        self._show_detail()
+
+    # -- browsing ---------------------------------------------------------------------------------
+    def _initial_lead(self, name: str) -> tuple[int, ...]:
+        """Leading indices for a new browse: the selected head on a heads axis, else 0."""
+        step = self._trace.steps[self.step]
+        shape = step.shape(name)
+        lead = []
+        for axis, axis_name in enumerate(axis_names(name, len(shape))[: n_leading(shape)]):
+            if axis_name == "n_heads":
+                lead.append(self.head)
+            elif axis_name == "n_kv_heads":
+                lead.append(kv_head_of(self._trace.model, self.head))
+            else:
+                lead.append(0)
+        return tuple(lead)
+
+    def on_tensor_list_browse(self, message: TensorList.Browse) -> None:
+        message.stop()
+        if self._trace is None:
+            return
+        browser = self.query_one(TensorBrowser)
+        browser.open(self._trace.steps[self.step], message.name, self._initial_lead(message.name))
+        self.query_one(TensorList).display = False
+        self.query_one("#tensor-detail").display = False
+        browser.display = True
+        browser.focus()
+
+    def _close_browser(self) -> None:
+        self.query_one(TensorBrowser).display = False
+        self.query_one(TensorList).display = True
+        self.query_one("#tensor-detail").display = True
+
+    def on_tensor_browser_closed(self, message: TensorBrowser.Closed) -> None:
+        message.stop()
+        self._close_browser()
+        self.query_one(TensorList).focus()
+
+    # -- export -----------------------------------------------------------------------------------
+    def action_export(self) -> None:
+        name = self.selected
+        if self._trace is None or name is None:
+            return
+        try:
+            directory = os.path.join(self.export_dir or os.getcwd(), "")  # a directory, created if missing
+            path = export_npy(self._trace.steps[self.step], name, directory)
+        except (OSError, ValueError) as exc:
+            self.post_message(self.ExportFailed(name, str(exc)))
+            return
+        self.last_export = path
+        self._show_detail()
+        self.post_message(self.Exported(name, path))

@@ -1,0 +1,173 @@
+"""The tensor inspector's list: every recorded tensor of a step, one line each, with statistics
+computed only for the lines on screen (line API)."""
+
+from __future__ import annotations
+
+from rich.style import Style
+from rich.text import Text
+from textual.binding import Binding
+from textual.geometry import Size
+from textual.message import Message
+from textual.reactive import reactive
+from textual.scroll_view import ScrollView
+from textual.strip import Strip
+
+from tui.render.spark import spark_chars
+from tui.text import truncate
+from tui.views.tensors import TensorInfo, format_number, tensor_infos, tensor_stats
+
+NUM = 9
+# (key, title, width) in the order columns are dropped from the right when the pane is narrow
+COLUMNS = [("shape", "shape", 14), ("dtype", "dtype", 7), ("hist", "histogram", 12), ("norm", "‖x‖", NUM),
+           ("min", "min", NUM), ("max", "max", NUM), ("mean", "mean", NUM), ("std", "std", NUM),
+           ("nonfinite", "nan/inf", 7)]
+NAME_MIN = 22
+
+
+def layout(width: int) -> tuple[int, list[tuple[str, str, int]]]:
+    """(name column width, the other columns that fit), keeping their display order."""
+    chosen, used = [], NAME_MIN
+    for col in COLUMNS:
+        if used + 1 + col[2] <= width:
+            chosen.append(col)
+            used += 1 + col[2]
+    order = [c[0] for c in COLUMNS]
+    display = ["shape", "dtype", "min", "max", "mean", "std", "norm", "nonfinite", "hist"]
+    chosen.sort(key=lambda c: display.index(c[0]) if c[0] in display else order.index(c[0]))
+    return NAME_MIN + max(0, width - used), chosen
+
+
+def _cell(text: str, width: int, right: bool = True) -> str:
+    text = truncate(text, width)
+    return text.rjust(width) if right else text.ljust(width)
+
+
+class TensorList(ScrollView, can_focus=True, inherit_bindings=False):
+    """Tensors of the step in forward order; the cursor row is the selected tensor."""
+
+    BINDINGS = [
+        Binding("up", "move(-1)", "Up", show=False),
+        Binding("down", "move(1)", "Down", show=False),
+        Binding("pageup", "page(-1)", "Page up", show=False),
+        Binding("pagedown", "page(1)", "Page down", show=False),
+        Binding("home", "first", "First", show=False),
+        Binding("end", "last", "Last", show=False),
+        Binding("enter", "browse", "Browse"),
+    ]
+    COMPONENT_CLASSES = {"tensor-list--cursor", "tensor-list--header", "tensor-list--nonfinite"}
+
+    cursor: reactive[int] = reactive(0, repaint=False)
+
+    class Highlighted(Message):
+        """The cursor moved to a tensor."""
+
+        def __init__(self, name: str) -> None:
+            super().__init__()
+            self.name = name
+
+    class Browse(Message):
+        """Enter on a tensor: open its slices."""
+
+        def __init__(self, name: str) -> None:
+            super().__init__()
+            self.name = name
+
+    def __init__(self, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self._trace = None
+        self._step = 0
+        self.infos: list[TensorInfo] = []
+
+    # -- data -----------------------------------------------------------------------------------
+    def show(self, trace, step_index: int, keep: str | None = None) -> None:
+        """Load the step's tensor list (header only); keep the cursor on `keep` when recorded."""
+        self._trace, self._step = trace, step_index
+        self.infos = tensor_infos(trace, step_index) if trace is not None and len(trace.steps) else []
+        names = [i.name for i in self.infos]
+        self.virtual_size = Size(self.size.width, len(self.infos) + 1)
+        target = names.index(keep) if keep in names else min(self.cursor, max(0, len(names) - 1))
+        self.set_reactive(TensorList.cursor, -1)
+        self.cursor = target
+        self.refresh()
+
+    @property
+    def selected(self) -> TensorInfo | None:
+        return self.infos[self.cursor] if 0 <= self.cursor < len(self.infos) else None
+
+    def select_name(self, name: str) -> None:
+        for i, info in enumerate(self.infos):
+            if info.name == name:
+                self.cursor = i
+                return
+
+    def validate_cursor(self, value: int) -> int:
+        return min(max(0, value), max(0, len(self.infos) - 1)) if value >= 0 else value
+
+    def watch_cursor(self, old: int, new: int) -> None:
+        if new < 0 or not self.infos:
+            return
+        height = max(1, self.size.height - 1)  # the first line is the header
+        top = round(self.scroll_y)
+        if new < top:
+            self.scroll_to(y=new, animate=False)
+        elif new >= top + height:
+            self.scroll_to(y=new - height + 1, animate=False)
+        self.refresh()
+        self.post_message(self.Highlighted(self.infos[new].name))
+
+    # -- actions --------------------------------------------------------------------------------
+    def action_move(self, delta: int) -> None:
+        self.cursor += delta
+
+    def action_page(self, direction: int) -> None:
+        self.cursor += direction * max(1, self.size.height - 2)
+
+    def action_first(self) -> None:
+        self.cursor = 0
+
+    def action_last(self) -> None:
+        self.cursor = len(self.infos) - 1
+
+    def action_browse(self) -> None:
+        if self.selected is not None:
+            self.post_message(self.Browse(self.selected.name))
+
+    # -- drawing --------------------------------------------------------------------------------
+    def _row_text(self, info: TensorInfo, name_width: int, columns) -> Text:
+        stats = tensor_stats(self._trace, self._step, info.name)
+        values = {
+            "shape": "[" + ", ".join(map(str, info.shape)) + "]", "dtype": info.dtype,
+            "min": format_number(stats.min, NUM), "max": format_number(stats.max, NUM),
+            "mean": format_number(stats.mean, NUM), "std": format_number(stats.std, NUM),
+            "norm": format_number(stats.norm, NUM), "nonfinite": str(stats.nonfinite) if stats.nonfinite else "",
+            "hist": spark_chars(stats.hist.reshape(-1, 2).sum(axis=1) if stats.hist.size % 2 == 0 else stats.hist,
+                                zero_blank=True),
+        }
+        text = Text(_cell(info.name, name_width, right=False), no_wrap=True, end="")
+        for key, _, width in columns:
+            text.append(" ")
+            style = self.get_component_rich_style("tensor-list--nonfinite") if key == "nonfinite" else ""
+            text.append(_cell(values[key], width, right=key not in ("shape", "dtype", "hist")), style=style)
+        return text
+
+    def render_line(self, y: int) -> Strip:
+        width = self.size.width
+        name_width, columns = layout(width)
+        if y == 0:
+            header = Text(_cell("tensor", name_width, right=False), no_wrap=True, end="")
+            for key, title, w in columns:
+                header.append(" " + _cell(title, w, right=key not in ("shape", "dtype", "hist")))
+            header.stylize(self.get_component_rich_style("tensor-list--header"))
+            return self._strip(header, width)
+        index = y - 1 + round(self.scroll_y)
+        if self._trace is None or index >= len(self.infos):
+            return Strip.blank(width, self.rich_style)
+        text = self._row_text(self.infos[index], name_width, columns)
+        if index == self.cursor:
+            text.stylize(self.get_component_rich_style("tensor-list--cursor"))
+        return self._strip(text, width)
+
+    def _strip(self, text: Text, width: int) -> Strip:
+        text.truncate(width, pad=True)
+        segments = list(text.render(self.app.console))
+        return Strip(segments, width).apply_style(self.rich_style or Style())
