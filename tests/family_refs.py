@@ -84,6 +84,7 @@ class BlockRef:
     router: Fn | None = None  # moe: ln2 -> router logits [T, n_experts]
     experts: list = field(default_factory=list)  # moe: expert e as a function ln2 -> [T, d_model]
     top_k: int = 0
+    norm_topk: bool = True  # moe: renormalise the top-k probabilities
 
 
 @dataclass
@@ -180,9 +181,11 @@ def _gemma(model, i):
     return _llama_like(model, layer, window=_window(model, i), **extra)
 
 
-def _mixtral(model, i):
+def _mixtral(model, i, **extra):
     layer, c = model.model.layers[i], model.config
     moe = layer.mlp
+    if not hasattr(moe, "experts"):  # a dense layer of a MoE model
+        return _llama_like(model, layer, window=_window(model, i), **extra)
     gate_up, down = _w(moe.experts.gate_up_proj), _w(moe.experts.down_proj)  # [E, 2 d_mlp, d], [E, d, d_mlp]
     silu = act(c.hidden_act)
 
@@ -199,9 +202,16 @@ def _mixtral(model, i):
         window=_window(model, i),
         mlp="moe",
         router=linear(moe.gate.weight),
-        experts=[expert(e) for e in range(c.num_local_experts)],
+        experts=[expert(e) for e in range(moe.experts.num_experts)],
         top_k=c.num_experts_per_tok,
+        norm_topk=bool(getattr(c, "norm_topk_prob", True)),
+        **extra,
     )
+
+
+def _qwen3_moe(model, i):
+    a = model.model.layers[i].self_attn
+    return _mixtral(model, i, q_norm=rms(a.q_norm), k_norm=rms(a.k_norm))
 
 
 def _gpt2(model, i):
@@ -264,6 +274,7 @@ BLOCKS = {
     "gemma2": _gemma,
     "gemma3": _gemma,
     "mixtral": _mixtral,
+    "qwen3_moe": _qwen3_moe,
     "gpt2": _gpt2,
     "gpt_neox": _neox,
     "gpt_neox_sequential": _neox,

@@ -127,7 +127,7 @@ async def test_panes_switch_and_follow_state(trace):
             if pane_id != "candidates":  # the candidates pane shows no layer
                 assert getattr(pane, "layer_index", getattr(pane, "layer", None)) == 1
         await pilot.press("6")
-        assert "normalised attention entropy" in screen_text(app)
+        assert "attention entropy per head" in screen_text(app)
         await pilot.press("1")
         text = screen_text(app)
         assert "top-p" in text and "▶" in text  # cut-off line and the chosen mark
@@ -340,7 +340,7 @@ async def test_live_continue_stops_at_breakpoint_and_any_key_pauses(tiny):
         app.breakpoints.add("step=3")
         await pilot.press("c")
         await wait_idle(app, pilot)
-        assert app.step == 3 and app.n_steps == 4
+        assert (app.step, app.n_steps) == (3, 4), status_text(app)
         assert "breakpoint at step 3" in status_text(app)
         app.breakpoints.clear()
         await pilot.press("c")
@@ -391,6 +391,35 @@ async def test_live_factory_failure_is_reported():
         await pilot.press("escape")
         await pilot.press("n", "c", "g", "w")  # nothing loaded: keys do nothing harmful
         assert app.trace is None
+
+
+async def test_loading_shows_progress_and_stays_responsive():
+    import threading
+
+    release = threading.Event()
+
+    def factory(progress):
+        progress("loading SmolLM2-135M-Instruct", 0.4)
+        release.wait(10)
+        raise RuntimeError("no model in this test")
+
+    app = StepscopeApp(session_factory=factory)
+    async with app.run_test(size=(80, 24)) as pilot:
+        for _ in range(100):
+            await pilot.pause(0.02)
+            if "loading SmolLM2" in screen_text(app):
+                break
+        text = screen_text(app)
+        assert "loading SmolLM2-135M-Instruct" in text and "40%" in text
+        await pilot.press("question_mark")  # the UI answers while the model loads
+        assert isinstance(app.screen, HelpScreen)
+        await pilot.press("escape")
+        release.set()
+        for _ in range(100):
+            await pilot.pause(0.02)
+            if isinstance(app.screen, ErrorScreen):
+                break
+        assert "no model is loaded" in screen_text(app)
 
 
 def test_constructor_modes(trace):

@@ -53,7 +53,9 @@ def test_parse(spec, kind, value):
     assert Breakpoint.parse(bp.spec) == bp  # the spec round-trips
 
 
-@pytest.mark.parametrize("spec", ["", "paris", "p>0.3", "entropy<1", "id=abc", "step=-1", "p<x", "foo=1", "text=", "p<inf"])
+@pytest.mark.parametrize(
+    "spec", ["", "paris", "p>0.3", "entropy<1", "id=abc", "step=-1", "p<x", "foo=1", "text=", "p<inf"]
+)
 def test_parse_errors_are_clear(spec):
     with pytest.raises(BreakpointError) as info:
         Breakpoint.parse(spec)

@@ -94,7 +94,7 @@ def test_heatmap_prefill_shows_causal_map_in_colour(trace):
         pattern = trace.steps[0]["blocks.1.attn.hook_pattern"][3]  # [T, S]
         np.testing.assert_array_equal(pane.last_map.values, pattern)
         lines = screen_lines(app)
-        assert lines[0].strip().startswith("L1 H3 (KV 1) · zoom ×1 · step 0 prefill · q 0–5/6 · k 0–5/6")
+        assert lines[0].strip().startswith("L1 H3 (KV 1) · zoom ×1 · step 0 prefill · q 0–5 · k 0–5 of 6")
         data = cell_colours(app, 4)  # header, 3 label lines, then rows 0/1
         grid = [c for c in data if c[0] == "▀"]
         assert len(grid) == 6
@@ -115,6 +115,7 @@ def test_heatmap_decode_row_stack_zoom_and_pan(trace):
         pane.step = 3
         await pilot.pause()
         assert pane.last_map.values.shape == (1, 9) and not pane.last_map.stacked
+        assert "step 3 decode · q 8 · k 0–8 of 9" in pane._header(pane.last_map).plain
         await pilot.press("s")
         assert pane.stacked and pane.last_map.stacked and pane.last_map.n_rows == 9
         await pilot.press("plus", "plus", "plus")
@@ -233,12 +234,12 @@ def test_kv_cache_pane_and_inert_tokens(trace):
 
     async def script(app, pilot):
         text = screen_text(app)
-        assert "prefill: 6 prompt positions 0..5" in text and "4:[red]x[/red]" in text
+        assert "PREFILL step 0 · 6 prompt positions 0..5 enter the cache" in text and "4:[red]x[/red]" in text
         assert any(line.split()[:4] == ["0", "0", "6", "+6"] for line in text.splitlines())
         pane.step = 2
         await pilot.pause()
         text = screen_text(app)
-        assert "decode: appended position 7" in text and "7:\\x1b[31m" in text
+        assert "DECODE step 2 · position 7 appended to a cache of 7" in text and "7:\\x1b[31m" in text
         assert any(line.split()[:4] == ["1", "7", "8", "+1"] for line in text.splitlines())
         pane.step = 3
         await pilot.pause()

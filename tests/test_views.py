@@ -18,7 +18,7 @@ from tui.views.model_overview import human_count, model_overview
 from tui.views.ops import operation, short_name
 from tui.views.tensors import (
     axis_names, browse_slice, clamp_lead, compute_stats, export_npy, format_number, slice_rows, tensor_infos,
-    tensor_stats,
+    tensor_op, tensor_stats, summarize,
 )
 from tui.views.vocab import token_texts
 
@@ -90,9 +90,13 @@ def test_stacked_reads_only_the_visible_rows(trace, monkeypatch):
         return original(self, name)
 
     monkeypatch.setattr(Step, "__getitem__", spy)
+    cache.clear()
     amap = attention_map(trace, 4, 0, 0, stack=True, viewport=Viewport(row0=7, col0=0, rows=2, cols=4))
     assert sorted(seen) == [(2, PAT.format(0)), (3, PAT.format(0))]
     assert amap.values.shape == (2, 4) and amap.row_positions == [7, 8]
+    seen.clear()
+    attention_map(trace, 4, 0, 0, stack=True, viewport=Viewport(row0=7, col0=2, rows=2, cols=4))
+    assert seen == []  # rows of earlier steps never change: panning re-reads nothing
 
 
 def test_viewport_clamps_and_windows(trace):
@@ -128,6 +132,14 @@ def test_sliding_window_masks_old_keys(trace, monkeypatch):
     np.testing.assert_array_equal(amap.mask, expected)
 
 
+def test_sliding_window_only_on_sliding_layers(trace, monkeypatch):
+    monkeypatch.setitem(trace.model, "sliding_window", 2)
+    monkeypatch.setitem(trace.model, "layer_types", ["sliding_attention", "full_attention"])
+    assert attention_map(trace, 0, 0, 0).mask[5, 0] and not attention_map(trace, 0, 1, 0).mask[5, 0]
+    kv = kv_cache(trace, 3)
+    assert [(r.before, r.after) for r in kv.layers] == [(2, 2), (8, 9)]
+
+
 def test_heatmap_none_when_pattern_not_recorded(subset):
     assert attention_map(subset, 0, 0, 0) is None
     assert attention_map(subset, 1, 1, 0, stack=True) is None
@@ -144,6 +156,9 @@ def test_tensor_infos_in_forward_order_from_header(trace):
     assert names[0] == "hook_embed" and names[-1] == "sample.candidate_cumulative"
     for info in infos:
         assert info.shape == step.shape(info.name) and info.dtype == str(step.dtype(info.name))
+    summary = summarize(trace, 1, "logits")
+    assert summary.info.shape == (1, 50) and summary.op == "ln_final [1, 16] × W_U [16, 50] → logits [1, 50]"
+    assert summary.stats.max == pytest.approx(float(step["logits"].max()))
 
 
 @pytest.mark.parametrize("name", ["hook_embed", "blocks.1.attn.hook_pattern", "logits", "logit_lens.ids"])
@@ -194,7 +209,8 @@ def test_operation_lines_for_a_llama_step(trace):
     assert ops["hook_embed"] == "W_E [50, 16][ids [6]] → embed [6, 16]"
     assert ops["blocks.1.hook_resid_pre"] == "blocks.0.resid_post [6, 16] → resid_pre [6, 16]"
     assert ops["blocks.0.attn.hook_rot_q"] == "RoPE(q [6, 4, 4], positions 0..5) → rot_q [6, 4, 4]"
-    assert ops["blocks.0.attn.hook_attn_scores"].startswith("rot_q [6, 4, 4] · rot_k cache [6, 2, 4]ᵀ / √4 + causal mask")
+    assert ops["blocks.0.attn.hook_attn_scores"].startswith(
+        "rot_q [6, 4, 4] · rot_k cache [6, 2, 4]ᵀ / √4 + causal mask → scores [4, 6, 6]")
     assert ops["blocks.0.attn.hook_pattern"] == "softmax(scores [4, 6, 6]) → pattern [4, 6, 6]"
     assert ops["blocks.0.hook_attn_out"] == "z [6, 4, 4] × W_O [16, 16] → attn_out [6, 16]"
     assert ops["blocks.0.mlp.hook_post"] == "silu(mlp_pre [6, 32]) ⊙ mlp_pre_linear [6, 32] → mlp_post [6, 32]"
@@ -210,7 +226,8 @@ def test_operation_at_decode_uses_cache_length(trace):
     step = trace.steps[2]  # position 7, 8 keys
     assert operation(step, "blocks.0.attn.hook_z", trace.model) == \
         "pattern [4, 1, 8] · v cache [8, 2, 4] → z [1, 4, 4] (2 query heads per KV head)"
-    assert operation(step, "blocks.0.attn.hook_rot_k", trace.model) == "RoPE(k [1, 2, 4], position 7) → rot_k [1, 2, 4]"
+    assert operation(step, "blocks.0.attn.hook_rot_k", trace.model) == \
+        "RoPE(k [1, 2, 4], position 7) → rot_k [1, 2, 4]"
 
 
 def test_operation_follows_family_flags(trace):
@@ -222,7 +239,8 @@ def test_operation_follows_family_flags(trace):
     assert operation(step, "blocks.0.hook_resid_post", model) == \
         "resid_pre [6, 16] + attn_out [6, 16] + mlp_out [6, 16] → resid_post [6, 16]"
     assert operation(step, "blocks.0.ln1.hook_normalized", model).startswith("LayerNorm(resid_pre")
-    assert operation(step, "blocks.0.hook_resid_pre", model) == "embed [6, 16] + pos_embed [6, 16] → resid_pre [6, 16]"
+    assert operation(step, "blocks.0.hook_resid_pre", model) == \
+        "embed [6, 16] + pos_embed [6, 16] → resid_pre [6, 16]"
     assert operation(step, "blocks.0.attn.hook_attn_scores", model).startswith("q [6, 4, 4] · k cache")
 
 
@@ -392,7 +410,7 @@ def test_views_on_the_real_fixture():
         assert amap.values.shape == (end - start, end) and amap.kv_head == model["n_kv_heads"] - 1
         np.testing.assert_allclose(amap.values.sum(axis=1), 1.0, rtol=1e-4)
         for info in tensor_infos(tr, i):
-            assert "→" in info.op
+            assert f"→ {short_name(info.name)} {list(info.shape)}" in tensor_op(tr, i, info.name)
         assert len(layer_rows(tr, i)) == model["n_layers"]
         c = candidates(tr, i)
         assert sum(r.in_nucleus for r in c.rows) == step.sampling["nucleus_size"]
@@ -405,3 +423,16 @@ def test_views_on_the_real_fixture():
     ov = model_overview(tr)
     assert "tied_embeddings" not in [r.component for r in ov.params]
     assert sum(r.count for r in ov.params) == ov.total
+
+
+def test_vocab_texts_from_a_saved_tokenizer(tmp_path):
+    tokenizers = pytest.importorskip("tokenizers")
+    path = syn.build_trace(tmp_path / "t", n_decode=1)
+    vocab = {f"w{i}": i for i in range(syn.VOCAB)}
+    vocab.update({"hello": 40, "[UNK]": 49})
+    vocab = {k: v for k, v in vocab.items() if k not in ("w40", "w49")}
+    tok = tokenizers.Tokenizer(tokenizers.models.WordLevel(vocab, unk_token="[UNK]"))
+    tok.save(os.path.join(path, "tokenizer.json"))
+    texts = token_texts(load_trace(path))
+    assert texts(40) == ("hello", False)  # decoded by the trace's tokenizer
+    assert texts(6) == ("[red]x[/red]", False)  # the trace's own tokens still come first

@@ -57,7 +57,10 @@ FAMILY_CONFIGS.update(
         "mistral": dict(model_type="mistral", **_SMALL, num_key_value_heads=2, head_dim=16, sliding_window=4),
         "qwen2": dict(model_type="qwen2", **_SMALL, num_key_value_heads=2),  # q/k/v bias
         "qwen3": dict(model_type="qwen3", **_SMALL, num_key_value_heads=2, head_dim=16),  # q_norm / k_norm
-        "phi3": dict(model_type="phi3", **_SMALL, num_key_value_heads=2, pad_token_id=None),
+        "phi3": dict(  # partial rotary, as Phi-4-mini
+            model_type="phi3", **_SMALL, num_key_value_heads=2, pad_token_id=None,
+            rope_parameters={"rope_type": "default", "rope_theta": 10000.0, "partial_rotary_factor": 0.5},
+        ),
         "gemma2": dict(
             model_type="gemma2",
             **_SMALL,
@@ -85,6 +88,10 @@ FAMILY_CONFIGS.update(
         "gpt_neox_sequential": dict(model_type="gpt_neox", **{**_SMALL, "intermediate_size": 256}, use_parallel_residual=False),
         "mixtral": dict(
             model_type="mixtral", **{**_SMALL, "intermediate_size": 64}, num_key_value_heads=2, num_local_experts=4, num_experts_per_tok=2
+        ),
+        "qwen3_moe": dict(
+            model_type="qwen3_moe", **_SMALL, num_key_value_heads=2, head_dim=16, num_experts=4, num_experts_per_tok=2,
+            moe_intermediate_size=32, norm_topk_prob=False,  # top-k weights used as they are (not renormalised)
         ),
         # no adapter: traced by the generic fallback
         "olmo2": dict(model_type="olmo2", **_SMALL, num_key_value_heads=2, pad_token_id=None),

@@ -15,6 +15,7 @@ its arrays are memory-mapped when asked for. Nothing is ever unpickled.
 from __future__ import annotations
 
 import json
+import math
 import mmap
 import os
 import struct
@@ -37,6 +38,7 @@ _DTYPES = {
     "U8": np.uint8,
     "BOOL": np.bool_,
 }
+_ITEMSIZE = {k: np.dtype(v).itemsize for k, v in _DTYPES.items()}
 _MAX_HEADER = 64 * 1024 * 1024
 
 
@@ -64,12 +66,12 @@ def read_safetensors_header(path: str) -> tuple[dict, int]:
     data_len = size - 8 - n
     for name, info in header.items():
         try:
-            dtype = _DTYPES[info["dtype"]]
+            itemsize = _ITEMSIZE[info["dtype"]]
             begin, end = info["data_offsets"]
-            count = int(np.prod(info["shape"], dtype=np.int64))
+            count = math.prod(info["shape"])
         except (KeyError, TypeError, ValueError):
             raise TraceError(f"{path}: corrupted step file (bad entry for {name!r})") from None
-        if not (0 <= begin <= end <= data_len) or end - begin != count * np.dtype(dtype).itemsize:
+        if not (0 <= begin <= end <= data_len) or end - begin != count * itemsize:
             raise TraceError(f"{path}: corrupted step file ({name!r} lies outside the file)")
     return header, 8 + n
 
@@ -85,6 +87,7 @@ class Step:
         self.kind: str = entry.get("kind", "prefill" if self.index == 0 else "decode")
         self.path = os.path.join(trace_dir, entry["file"])
         self._header: dict | None = None
+        self._names: list[str] | None = None
         self._data_start = 0
         self._map: mmap.mmap | None = None
 
@@ -118,7 +121,9 @@ class Step:
     @property
     def names(self) -> list[str]:
         """Recorded names in forward-pass order."""
-        return forward_order(self._load_header())
+        if self._names is None:
+            self._names = forward_order(self._load_header())
+        return list(self._names)
 
     def __contains__(self, name: str) -> bool:
         return name in self._load_header()
@@ -145,7 +150,7 @@ class Step:
                 raise TraceError(f"{self.path}: cannot map step file ({exc})") from None
         begin, end = info["data_offsets"]
         dtype = _DTYPES[info["dtype"]]
-        count = (end - begin) // np.dtype(dtype).itemsize
+        count = (end - begin) // _ITEMSIZE[info["dtype"]]
         arr = np.frombuffer(self._map, dtype=dtype, count=count, offset=self._data_start + begin)
         return arr.reshape(info["shape"])
 

@@ -27,10 +27,11 @@ from .names import NameFilter, block_name
 from .reader import Step, Trace
 from .recorder import Recorder
 from .sampler import Sampler, SamplerSettings
-from .trace_format import MANIFEST, SCHEMA, SCHEMA_VERSION, TraceWriteError, atomic_write_json
+from .trace_format import MANIFEST, SCHEMA, SCHEMA_VERSION, TraceWriteError, atomic_write_bytes, atomic_write_json
 from .writer import TraceWriter, prepare_directory
 
 DEFAULT_PROMPT = "The capital of France is"
+TOKENIZER_FILE = "tokenizer.json"
 
 
 class PromptError(ValueError):
@@ -155,6 +156,7 @@ class LiveSession:
             "stop_reason": None,
         }
         self.writer = TraceWriter(self.path, manifest, background=background_writer)
+        self._save_tokenizer()
         self.trace = Trace(self.path, self.writer.manifest)
         from transformers import DynamicCache
 
@@ -163,6 +165,18 @@ class LiveSession:
         self.finished = False
         self.stop_reason: str | None = None
         self._closed = False
+
+    def _save_tokenizer(self) -> None:
+        """`tokenizer.json` beside the manifest: readers decode any id (candidates, logit lens)
+        with the `tokenizers` library, without torch or transformers."""
+        backend = getattr(self.tokenizer, "backend_tokenizer", None)
+        if backend is None:
+            return
+        try:
+            atomic_write_bytes(os.path.join(self.path, TOKENIZER_FILE), backend.to_str().encode("utf-8"))
+            self.writer.manifest["tokenizer"]["file"] = TOKENIZER_FILE
+        except OSError as exc:
+            raise TraceWriteError(f"cannot write {TOKENIZER_FILE} to {self.path}: {exc.strerror or exc}") from None
 
     @classmethod
     def open(
@@ -282,8 +296,11 @@ class LiveSession:
         prepare_directory(path)
         manifest = dict(self.writer.manifest)
         try:
-            for entry in manifest["steps"]:
-                shutil.copyfile(os.path.join(self.path, entry["file"]), os.path.join(path, entry["file"]))
+            files = [e["file"] for e in manifest["steps"]]
+            if os.path.isfile(os.path.join(self.path, TOKENIZER_FILE)):
+                files.append(TOKENIZER_FILE)
+            for name in files:
+                shutil.copyfile(os.path.join(self.path, name), os.path.join(path, name))
             atomic_write_json(os.path.join(path, MANIFEST), manifest)
         except OSError as exc:
             raise TraceWriteError(f"cannot save the trace to {path}: {exc.strerror or exc}") from None

@@ -31,7 +31,7 @@ def prepare_directory(path: str) -> None:
     if leftovers and MANIFEST not in leftovers:
         raise TraceWriteError(f"{path} exists and is not a trace directory; choose an empty or new directory")
     for f in leftovers:  # an earlier trace in the same place is replaced, not mixed
-        if f == MANIFEST or (f.startswith("step_") and f.endswith(".safetensors")):
+        if f in (MANIFEST, "tokenizer.json") or (f.startswith("step_") and f.endswith(".safetensors")):
             os.unlink(os.path.join(path, f))
 
 

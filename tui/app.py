@@ -24,7 +24,7 @@ from typing import Any
 
 from textual import events
 from textual.app import App
-from textual.reactive import reactive
+from textual.reactive import var
 from textual.worker import Worker, WorkerState
 
 from tui.breakpoints import BreakpointSet
@@ -47,10 +47,11 @@ class StepscopeApp(LiveWorkers, App[None]):
     TITLE = "stepscope"
     ENABLE_COMMAND_PALETTE = False
 
-    step: reactive[int] = reactive(0, init=False)
+    # `var`: state, not visuals (a repainting reactive on the app would redraw the whole screen)
+    step: var[int] = var(0, init=False)
     """Index of the shown step (0 = prefill)."""
-    layer: reactive[int] = reactive(0, init=False)
-    head: reactive[int] = reactive(0, init=False)
+    layer: var[int] = var(0, init=False)
+    head: var[int] = var(0, init=False)
 
     def __init__(
         self,
@@ -72,7 +73,9 @@ class StepscopeApp(LiveWorkers, App[None]):
         self.breakpoints = breakpoints if breakpoints is not None else BreakpointSet()
         self.continuing = False
         self.busy = False
+        self.state_text = ""
         self.last_error: str | None = None
+        self.load_progress: tuple[str, float | None] = ("starting", None)
         self.main_screen = MainScreen()
 
     # -- lifecycle ------------------------------------------------------------------------------
@@ -100,10 +103,14 @@ class StepscopeApp(LiveWorkers, App[None]):
         self._pause_event.set()
         session = self.session
         if session is not None:
+            locked = self._session_lock.acquire(timeout=10)  # let a step being computed finish
             try:
                 session.close()
             except Exception:  # noqa: BLE001 - closing must not hide the real exit
                 pass
+            finally:
+                if locked:
+                    self._session_lock.release()
 
     async def on_event(self, event: events.Event) -> None:
         # while `c` runs, any key pauses (and does nothing else)
@@ -142,6 +149,7 @@ class StepscopeApp(LiveWorkers, App[None]):
             self.main_screen.sync()
 
     def _set_state(self, text: str) -> None:
+        self.state_text = text
         if self.main_screen.is_mounted:
             self.main_screen.set_state(text, self.busy)
 
@@ -231,6 +239,7 @@ class StepscopeApp(LiveWorkers, App[None]):
 
     # -- worker callbacks (UI thread) ------------------------------------------------------------
     def _on_load_progress(self, stage: str, fraction: float | None) -> None:
+        self.load_progress = (stage, fraction)
         if self.main_screen.is_mounted:
             self.main_screen.set_progress(stage, fraction)
         self._set_state(stage)
@@ -270,7 +279,11 @@ class StepscopeApp(LiveWorkers, App[None]):
                 self.continuing = False
                 self._pause_event.clear()
                 self._set_busy(False, title.lower())
-            self.push_screen(ErrorScreen(title, message))
+            hint = (
+                "no model is loaded: q quits" if worker.name == "load" and self.session is None
+                else "the session and its recorded steps are still usable"
+            )
+            self.push_screen(ErrorScreen(title, message, hint=hint))
         elif event.state == WorkerState.CANCELLED and worker.name in ("step", "continue", "load"):
             self.continuing = False
             self._set_busy(False, "")

@@ -32,10 +32,11 @@ WORKER_TITLES = {
 
 
 def default_session_factory(progress: Callable[[str, float], None] | None = None):
-    """The embedded default model on the default prompt ("The capital of France is")."""
-    from tracer.session import LiveSession
+    """The embedded default model (SmolLM2) on the default prompt "The capital of France is",
+    as a plain completion (no chat template), like `stepscope` with no arguments."""
+    from tracer.session import GenerationSettings, LiveSession
 
-    return LiveSession.open(None, progress=progress)
+    return LiveSession.open(None, settings=GenerationSettings(chat=False), progress=progress)
 
 
 def call_factory(factory: Callable[..., Any], progress: Callable[[str, float], None]):

@@ -15,8 +15,9 @@ TAB = "⇥"
 RETURN = "␍"
 EMPTY = "∅"
 
-# visible replacements for whitespace (byte-level BPE and SentencePiece markers included)
-_WHITESPACE = {" ": SPACE, "Ġ": SPACE, "▁": SPACE, "\n": NEWLINE, "Ċ": NEWLINE, "\t": TAB, "ĉ": TAB, "\r": RETURN}
+# visible replacements for whitespace, with the space markers of byte-level BPE (Ġ) and
+# SentencePiece (▁) vocabularies for texts taken from a raw vocabulary
+_WHITESPACE = {" ": SPACE, "Ġ": SPACE, "▁": SPACE, "\n": NEWLINE, "\t": TAB, "\r": RETURN}
 
 # invisible or reordering characters that would make a token lie about its content
 _INVISIBLE = {0x00AD, 0x061C, 0x180E, 0x2028, 0x2029, 0x2060, 0x2061, 0x2062, 0x2063, 0x2064, 0xFEFF}

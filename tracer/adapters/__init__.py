@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from .base import Adapter, HookPoint, UnsupportedModel
 from .gemma import GemmaAdapter
-from .generic import GenericAdapter
+from .generic import GenericAdapter, GenericFallbackWarning
 from .gpt2 import GPT2Adapter
 from .llama import LlamaAdapter
 from .mistral import MistralAdapter
@@ -13,6 +13,7 @@ from .mixtral import MixtralAdapter
 from .neox import GPTNeoXAdapter
 from .phi3 import Phi3Adapter
 from .qwen import Qwen2Adapter, Qwen3Adapter
+from .qwen3_moe import Qwen3MoeAdapter
 
 ADAPTERS: list[type[Adapter]] = [
     LlamaAdapter,
@@ -24,6 +25,7 @@ ADAPTERS: list[type[Adapter]] = [
     GemmaAdapter,
     GPTNeoXAdapter,
     MixtralAdapter,
+    Qwen3MoeAdapter,
 ]
 
 
@@ -47,6 +49,7 @@ __all__ = [
     "ADAPTERS",
     "Adapter",
     "GenericAdapter",
+    "GenericFallbackWarning",
     "HookPoint",
     "UnsupportedModel",
     "adapter_for",

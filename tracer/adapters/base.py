@@ -138,7 +138,7 @@ class Adapter:
         """Block-local names of the vocabulary this family does not have."""
         from ..names import BLOCK_NAMES
 
-        have = {p.name for p in self.block_hooks(self.layers()[0])} | set(self.attention_names.values())
+        have = {p.name for layer in self.layers() for p in self.block_hooks(layer)} | set(self.attention_names.values())
         return [n for n in BLOCK_NAMES if n not in have]
 
     def missing_names(self) -> list[str]:
@@ -164,6 +164,15 @@ class Adapter:
             return None
         return int(window)
 
+    def rotary_dim(self) -> int | None:
+        """Features of each head that RoPE turns (fewer than d_head with a partial_rotary_factor)."""
+        if not self.rotary:
+            return None
+        c = self.config
+        d_head = getattr(c, "head_dim", None) or c.hidden_size // c.num_attention_heads
+        factor = (getattr(c, "rope_parameters", None) or {}).get("partial_rotary_factor") or 1.0
+        return int(d_head * factor)
+
     def facts(self) -> dict:
         c = self.config
         n_heads = c.num_attention_heads
@@ -179,6 +188,7 @@ class Adapter:
             "vocab_size": c.vocab_size,
             "n_ctx": getattr(c, "max_position_embeddings", None),
             "positional": "rotary" if self.rotary else "absolute",
+            "rotary_dim": self.rotary_dim(),
             "norm": self.norm,
             "act": getattr(c, "hidden_act", None) or getattr(c, "activation_function", None),
             "gated_mlp": self.gated_mlp,

@@ -16,24 +16,31 @@ from torch import nn
 from ..names import BLOCK_NAMES, FINAL_NAMES
 from .base import Adapter, HookPoint, UnsupportedModel, rows
 
+class GenericFallbackWarning(UserWarning):
+    """Issued once per model traced by the generic fallback; names what cannot be recorded."""
+
+
 FINAL_NORM_NAMES = ("norm", "final_norm", "ln_f", "final_layernorm", "final_layer_norm", "norm_f", "ln_final")
 FOUND_BLOCK_NAMES = ("hook_resid_pre", "hook_resid_post")
 
 
 def find_layers(model: nn.Module) -> tuple[nn.Module, nn.ModuleList]:
-    """(parent, layers): the largest ModuleList of same-class modules (the decoder blocks)."""
-    best = None
-    for parent in model.modules():
-        for child in parent.children():
-            if not isinstance(child, nn.ModuleList) or len(child) == 0:
-                continue
-            if len({type(m) for m in child}) != 1:
-                continue
-            if best is None or len(child) > len(best[1]):
-                best = (parent, child)
-    if best is None:
+    """(parent, layers): the decoder blocks, a ModuleList of same-class modules.
+
+    Preferred: a list as long as the config's layer count; then the longest; ties go to the
+    shallowest (so per-layer expert lists never win over the layers that hold them).
+    """
+    n_layers = getattr(model.config, "num_hidden_layers", None)
+    candidates = []
+    for path, parent in model.named_modules():
+        for name, child in parent.named_children():
+            if isinstance(child, nn.ModuleList) and len(child) and len({type(m) for m in child}) == 1:
+                depth = (path + "." + name).count(".")
+                candidates.append((len(child) == n_layers, len(child), -depth, parent, child))
+    if not candidates:
         raise UnsupportedModel(f"{type(model).__name__} has no list of decoder layers: not a decoder stepscope can trace")
-    return best
+    best = max(candidates, key=lambda c: c[:3])
+    return best[3], best[4]
 
 
 def find_final_norm(parent: nn.Module) -> nn.Module | None:
@@ -69,15 +76,19 @@ class GenericAdapter(Adapter):
             model._stepscope_generic_warned = True  # once per model, however many adapters are made
             self._warn()
 
-    def _warn(self) -> None:
+    @property
+    def notice(self) -> str:
+        """One line: what the fallback records and which names are missing."""
         missing = self.missing_names()
-        warnings.warn(
+        return (
             f"stepscope has no adapter for {self.config.model_type!r}: generic fallback records hook_embed, "
             f"resid_pre/resid_post of each of {len(self._layers)} blocks"
             f"{', ln_final' if self._norm is not None else ''}, logits and sampling; "
-            f"missing ({len(missing)}): {', '.join(missing)}",
-            stacklevel=4,
+            f"missing ({len(missing)}): {', '.join(missing)}"
         )
+
+    def _warn(self) -> None:
+        warnings.warn(self.notice, GenericFallbackWarning, stacklevel=4)
 
     def base(self):
         return self._parent

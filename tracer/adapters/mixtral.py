@@ -26,6 +26,15 @@ def _as_is(t: torch.Tensor) -> torch.Tensor:
     return t
 
 
+def moe_hooks(moe) -> list[HookPoint]:
+    """Router (its outputs: logits, top-k weights, top-k ids) and the block's output."""
+    return [
+        HookPoint(moe.gate, "out", "mlp.hook_router_probs", _router_probs, pick=0),
+        HookPoint(moe.gate, "out", "mlp.hook_expert_ids", _as_is, pick=2),
+        HookPoint(moe, "out", "hook_mlp_out"),
+    ]
+
+
 class MixtralAdapter(LlamaAdapter):
     family = "mixtral"
     model_types = ("mixtral",)
@@ -39,11 +48,7 @@ class MixtralAdapter(LlamaAdapter):
     )
 
     def mlp_hooks(self, mlp) -> list[HookPoint]:
-        return [
-            HookPoint(mlp.gate, "out", "mlp.hook_router_probs", _router_probs, pick=0),
-            HookPoint(mlp.gate, "out", "mlp.hook_expert_ids", _as_is, pick=2),
-            HookPoint(mlp, "out", "hook_mlp_out"),
-        ]
+        return moe_hooks(mlp)
 
     def facts(self) -> dict:
         facts = super().facts()

@@ -71,10 +71,6 @@ class GPTNeoXAdapter(Adapter):
     def d_head(self) -> int:
         return self.config.hidden_size // self.config.num_attention_heads
 
-    def rotary_dim(self) -> int:
-        factor = (getattr(self.config, "rope_parameters", None) or {}).get("partial_rotary_factor", 1.0)
-        return int(self.d_head() * factor)
-
     def block_hooks(self, layer) -> list[HookPoint]:
         n = self.config.num_attention_heads
         qkv = layer.attention.query_key_value
@@ -97,5 +93,5 @@ class GPTNeoXAdapter(Adapter):
 
     def facts(self) -> dict:
         facts = super().facts()
-        facts.update(rotary_dim=self.rotary_dim(), n_ctx=self.config.max_position_embeddings)
+        facts.update(n_ctx=self.config.max_position_embeddings)
         return facts

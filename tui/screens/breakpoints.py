@@ -50,7 +50,8 @@ class BreakpointsScreen(ModalScreen[None]):
             yield Static(Text("Breakpoints (c continues until one fires)", style="bold"), id="breakpoints-title")
             yield BreakpointList(id="breakpoints-list")
             yield Input(placeholder="add: " + SYNTAX_HELP, id="breakpoints-input")
-            yield Static(Text("Enter adds · Tab to the list, Del/d removes · Esc closes", style="dim"), id="breakpoints-hint")
+            hint = Text("Enter adds · Tab to the list, Del/d removes · Esc closes", style="dim")
+            yield Static(hint, id="breakpoints-hint")
             yield Static(id="breakpoints-error")
 
     def on_mount(self) -> None:
@@ -67,8 +68,7 @@ class BreakpointsScreen(ModalScreen[None]):
             Option(Text.assemble((f"{i + 1:>2}  ", "bold"), bp.describe(), ("   " + bp.spec, "dim")))
             for i, bp in enumerate(self.breakpoints)
         )
-        if highlight is not None and len(self.breakpoints):
-            olist.highlighted = min(highlight, len(self.breakpoints) - 1)
+        olist.highlighted = min(highlight or 0, len(self.breakpoints) - 1)
 
     def on_input_submitted(self, event: Input.Submitted) -> None:
         event.stop()

@@ -19,17 +19,20 @@ class ErrorScreen(ModalScreen[None]):
 
     BINDINGS = [Binding("escape,enter", "close", "Close")]
 
-    def __init__(self, title: str, message: str, **kwargs) -> None:
+    def __init__(
+        self, title: str, message: str, hint: str = "the session and its recorded steps are still usable", **kwargs
+    ) -> None:
         super().__init__(**kwargs)
         self.title_text = title
         self.message = message
+        self.hint = hint
 
     def compose(self) -> ComposeResult:
         with Vertical(id="error-box"):
             yield Static(Text(self.title_text, style="bold"), id="error-title")
             with VerticalScroll(id="error-scroll"):
                 yield Static(Text(self.message), id="error-message")
-            yield Static(Text("the session and its recorded steps are still usable · Enter/Esc closes", style="dim"))
+            yield Static(Text(f"{self.hint} · Enter/Esc closes", style="dim"))
             yield Button("OK", id="error-ok", variant="error")
 
     def on_mount(self) -> None:

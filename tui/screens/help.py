@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+from rich.console import Group
 from rich.table import Table
 from rich.text import Text
 from textual.app import ComposeResult
@@ -79,19 +80,19 @@ class HelpScreen(ModalScreen[None]):
         self.sections = sections
 
     def compose(self) -> ComposeResult:
-        table = Table(box=None, show_header=False, padding=(0, 2), expand=False)
-        table.add_column("keys", style="bold", no_wrap=True)
-        table.add_column("what", overflow="fold")
+        parts = []
         for i, (title, rows) in enumerate(self.sections):
-            if i:
-                table.add_row("", "")
-            table.add_row(Text(title, style="bold underline"), "")
+            parts.append(Text(("\n" if i else "") + title, style="bold underline"))
+            table = Table(box=None, show_header=False, padding=(0, 2, 0, 0), expand=False)
+            table.add_column("keys", style="bold", no_wrap=True, min_width=14)
+            table.add_column("what", overflow="fold")
             for keys, what in rows:
                 table.add_row(Text(keys), Text(what))
+            parts.append(table)
         with Vertical(id="help-box"):
             yield Static(Text("stepscope keys  (Esc closes)", style="bold"), id="help-title")
             with VerticalScroll(id="help-scroll"):
-                yield Static(table, id="help-table")
+                yield Static(Group(*parts), id="help-table")
 
     def on_mount(self) -> None:
         self.query_one("#help-scroll").focus()

@@ -7,22 +7,7 @@ width. While a live session loads, a loading panel takes the place of the body.
 Only the visible pane gets the current `trace`/`step`/`layer`/`head` (a hidden pane reads
 nothing); a pane is brought up to date when its tab is shown.
 
-| key | action |
-|---|---|
-| `n` `→` | next step (live: computes the next token at the end) |
-| `p` `←` | previous step |
-| `c` | continue until EOS, the token limit or a breakpoint (any key or `Esc` pauses) |
-| `g` | go to step |
-| `Home` `End` | first / last step |
-| `j` `↓` / `k` `↑` | next / previous layer |
-| `l` / `h` | next / previous head |
-| `1`..`7` | show a pane: candidates, attention, tensors, logit lens, KV cache, heads, model |
-| `Tab` | focus the next pane (its own keys then apply) |
-| `f` | hide / show the layers+heads sidebar |
-| `b` | breakpoints |
-| `w` | write the live session to a trace directory |
-| `?` | help (every key) |
-| `q` | quit |
+Keys: see the table in `MainScreen`'s docstring (and `?` in the app).
 """
 
 from __future__ import annotations
@@ -37,9 +22,7 @@ from textual.screen import Screen
 from textual.widget import Widget
 from textual.widgets import ContentSwitcher, Footer, Static, Tab, Tabs
 
-from tui.widgets.candidates import CandidatesPane
 from tui.widgets.heads import HeadsList
-from tui.widgets.heads_overview import HeadsOverview
 from tui.widgets.layers import LayersList
 from tui.widgets.loading import LoadingPanel
 from tui.widgets.status_bar import StatusBar
@@ -53,8 +36,8 @@ PANES: list[tuple[str, str, str, tuple[str, ...]]] = [
     ("candidates", "Candidates", "tui.widgets.candidates", ("CandidatesPane",)),
     ("heatmap", "Attention", "tui.widgets.heatmap", ("HeatmapPane", "AttentionHeatmap", "Heatmap")),
     ("tensors", "Tensors", "tui.widgets.tensor_inspector", ("TensorInspector", "TensorInspectorPane")),
-    ("lens", "Logit lens", "tui.widgets.logit_lens", ("LogitLensPane", "LogitLens")),
-    ("kv", "KV cache", "tui.widgets.kv_cache", ("KVCachePane", "KvCachePane", "KVCache")),
+    ("lens", "Lens", "tui.widgets.logit_lens", ("LogitLensPane", "LogitLens")),
+    ("kv", "KV", "tui.widgets.kv_cache", ("KVCachePane", "KvCachePane", "KVCache")),
     ("heads", "Heads", "tui.widgets.heads_overview", ("HeadsOverview",)),
     ("model", "Model", "tui.widgets.model_overview", ("ModelOverviewPane", "ModelOverview")),
 ]
@@ -83,7 +66,11 @@ def pane_class(module: str, names: tuple[str, ...]) -> type[Widget] | None:
 
 
 class PaneTabs(Tabs, can_focus=False):
-    """The pane tabs; never focused, so ←/→ always step (number keys pick a pane)."""
+    """The pane tabs; never focused, so ←/→ always step (number keys pick a pane). The underline
+    moves at once (no 0.3 s animation: a pane switch must redraw within the latency budget)."""
+
+    def _highlight_active(self, animate: bool = True) -> None:
+        super()._highlight_active(animate=False)
 
 
 class MissingPane(Static):
@@ -96,15 +83,35 @@ class MissingPane(Static):
 
 class MainScreen(Screen[None]):
     """The debugger screen. The app owns the state (`app.step`, `app.layer`, `app.head`) and
-    calls `sync()`; widgets get attributes, their messages come back up here."""
+    calls `sync()`; widgets get attributes, their messages come back up here.
+
+    | key | action |
+    |---|---|
+    | `n` `→` | next step (live: computes the next token at the end) |
+    | `p` `←` | previous step |
+    | `c` | continue until EOS, the token limit or a breakpoint (any key or `Esc` pauses) |
+    | `g` | go to step |
+    | `Home` `End` | first / last step |
+    | `j` `↓` / `k` `↑` | next / previous layer |
+    | `l` / `h` | next / previous head |
+    | `1`..`7` | show a pane: candidates, attention, tensors, logit lens, KV cache, heads, model |
+    | `Tab` | focus the next pane (its own keys then apply) |
+    | `f` | hide / show the layers+heads sidebar |
+    | `b` | breakpoints |
+    | `w` | write the live session to a trace directory |
+    | `?` | help (every key) |
+    | `q` | quit |
+    """
 
     AUTO_FOCUS = ""  # nothing focused: the debugger keys (arrows included) act at once
 
     BINDINGS = [
         Binding("n,right", "app.next_step", "Next", tooltip="Next step (live: computes the next token at the end)"),
         Binding("p,left", "app.prev_step", "Prev", tooltip="Previous step"),
-        Binding("c", "app.continue_run", "Continue", tooltip="Continue until EOS, the limit or a breakpoint; any key or Esc pauses"),
-        Binding("escape", "pause_or_blur", "Pause", show=False, tooltip="Pause a continue; otherwise leave the focused pane"),
+        Binding("c", "app.continue_run", "Continue",
+                tooltip="Continue until EOS, the limit or a breakpoint; any key or Esc pauses"),
+        Binding("escape", "pause_or_blur", "Pause", show=False,
+                tooltip="Pause a continue; otherwise leave the focused pane"),
         Binding("g", "app.goto", "Go to", tooltip="Go to step"),
         Binding("home", "app.first_step", "First", show=False, tooltip="First step"),
         Binding("end", "app.last_step", "Last", show=False, tooltip="Last step"),
@@ -131,7 +138,8 @@ class MainScreen(Screen[None]):
     def compose(self) -> ComposeResult:
         yield StatusBar(id="status")
         yield TokenStrip(id="strip")
-        yield PaneTabs(*[Tab(Text(f"{i + 1} {label}"), id=f"tab-{pid}") for i, (pid, label, _, _) in enumerate(PANES)], id="tabs")
+        tabs = [Tab(Text(f"{i + 1} {label}"), id=f"tab-{pid}") for i, (pid, label, _, _) in enumerate(PANES)]
+        yield PaneTabs(*tabs, id="tabs")
         with Horizontal(id="body"):
             with Vertical(id="sidebar"):
                 yield LayersList(id="layers")
@@ -139,7 +147,8 @@ class MainScreen(Screen[None]):
             with ContentSwitcher(initial="pane-candidates", id="panes"):
                 for pid, label, module, names in PANES:
                     cls = pane_class(module, names)
-                    pane = cls(id=f"pane-{pid}-widget") if cls is not None else MissingPane(what=label, id=f"pane-{pid}-widget")
+                    wid = f"pane-{pid}-widget"
+                    pane = cls(id=wid) if cls is not None else MissingPane(what=label, id=wid)
                     self._panes[pid] = pane
                     with Container(id=f"pane-{pid}", classes="pane-box"):
                         yield pane
@@ -150,6 +159,10 @@ class MainScreen(Screen[None]):
         self.query_one("#layers").border_title = "layers"
         self.query_one("#heads").border_title = "heads"
         self.set_class(self.app.size.width < NARROW_WIDTH, "-narrow")
+        self.set_state(getattr(self.app, "state_text", ""), getattr(self.app, "busy", False))
+        progress = getattr(self.app, "load_progress", None)
+        if progress is not None:
+            self.set_progress(*progress)
         self.sync()
 
     def on_resize(self, event) -> None:

@@ -14,6 +14,7 @@ import numpy as np
 
 from tracer.names import block_name
 from tui.text import escape_for_display
+from tui.views.cache import cached
 
 PATTERN = "attn.hook_pattern"
 
@@ -36,9 +37,6 @@ class Viewport:
 
     def moved(self, drow: int, dcol: int) -> "Viewport":
         return Viewport(self.row0 + drow, self.col0 + dcol, self.rows, self.cols)
-
-    def resized(self, rows: int, cols: int) -> "Viewport":
-        return Viewport(self.row0, self.col0, max(1, rows), max(1, cols))
 
 
 @dataclass
@@ -70,6 +68,16 @@ def kv_head_of(model: dict, head: int) -> int:
     n_heads = int(model["n_heads"])
     n_kv = int(model.get("n_kv_heads") or n_heads)
     return head // max(1, n_heads // n_kv)
+
+
+def layer_window(model: dict, layer: int) -> int | None:
+    """The sliding-window size of a layer, or None for full attention (`layer_types` decides
+    per layer when the model alternates, as Gemma 2/3 do)."""
+    window = model.get("sliding_window") or None
+    types = model.get("layer_types")
+    if window and types and layer < len(types) and "sliding" not in str(types[layer]):
+        return None
+    return int(window) if window else None
 
 
 def extent(trace, step_index: int, stack: bool = False) -> tuple[int, int]:
@@ -121,6 +129,13 @@ def _step_of_position(trace, last_step: int, position: int) -> int:
     return bisect.bisect_right(_StepStarts(trace, last_step + 1), position) - 1
 
 
+def _pattern_row(step, name: str, head: int, q: int) -> np.ndarray:
+    """[S] float32 weights of query position q of one head, cached: a step's rows never change."""
+    start = step.positions[0]
+    return cached(step, ("pattern_row", name, head, q),
+                  lambda: np.array(step[name][head, q - start], dtype=np.float32))
+
+
 def _read_rows(trace, step_index: int, layer: int, head: int, vp: Viewport, stack: bool) -> np.ndarray | None:
     """[rows, cols] float32 weights of the window; None when the pattern was not recorded."""
     name = block_name(layer, PATTERN)
@@ -137,8 +152,7 @@ def _read_rows(trace, step_index: int, layer: int, head: int, vp: Viewport, stac
         src = trace.steps[j]
         if name not in src:
             continue
-        start = src.positions[0]
-        row = src[name][head, q - start, vp.col0 : vp.col0 + vp.cols]  # [<= cols] (S_j = q + 1 keys)
+        row = _pattern_row(src, name, head, q)[vp.col0 : vp.col0 + vp.cols]  # [<= cols] (S_j = q + 1 keys)
         out[r, : row.shape[0]] = row
         found = True
     return out if found else None
@@ -157,7 +171,7 @@ def attention_map(trace, step_index: int, layer: int, head: int, *, stack: bool 
     """
     step = trace.steps[step_index]
     start, end = step.positions
-    stacked = bool(stack)
+    stacked, pool = bool(stack), max(1, int(pool))
     n_rows, n_cols = extent(trace, step_index, stacked)
     vp = (viewport or Viewport(rows=n_rows, cols=n_cols)).clamp(n_rows, n_cols)
     raw = _read_rows(trace, step_index, layer, head, vp, stacked)
@@ -166,7 +180,7 @@ def attention_map(trace, step_index: int, layer: int, head: int, *, stack: bool 
     first_query = 0 if stacked else start
     q_pos = np.arange(first_query + vp.row0, first_query + vp.row0 + raw.shape[0])  # [R]
     k_pos = np.arange(vp.col0, vp.col0 + raw.shape[1])  # [C]
-    mask = _mask(q_pos, k_pos, trace.model.get("sliding_window"))  # [R, C]
+    mask = _mask(q_pos, k_pos, layer_window(trace.model, layer))  # [R, C]
     values, mask = _pool(np.nan_to_num(raw, nan=0.0), mask, pool)
     attended = values[~mask]
     vmax = float(attended.max()) if attended.size else 1.0
@@ -175,7 +189,7 @@ def attention_map(trace, step_index: int, layer: int, head: int, *, stack: bool 
     return AttentionMap(
         values=values, mask=mask, row_positions=rows, col_positions=cols,
         row_labels=_labels(trace, rows), col_labels=_labels(trace, cols),
-        n_rows=n_rows, n_cols=n_cols, viewport=vp, pool=max(1, pool), vmin=0.0,
+        n_rows=n_rows, n_cols=n_cols, viewport=vp, pool=pool, vmin=0.0,
         vmax=vmax if vmax > 0 else 1.0, step=step_index, kind=step.kind, layer=layer, head=head,
         kv_head=kv_head_of(trace.model, head), stacked=stacked,
     )

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from tui.text import escape_for_display
+from tui.views.heatmap import layer_window
 
 
 @dataclass(frozen=True)
@@ -32,7 +33,7 @@ class KVCache:
     dtype: str
     bytes_per_position: int  # K + V, one layer: 2 · n_kv_heads · d_head · itemsize
     total_bytes: int  # all layers after this step
-    sliding_window: int | None
+    sliding_window: int | None  # the model's window (layers listed as full attention ignore it)
 
 
 def kv_cache(trace, step_index: int) -> KVCache:
@@ -44,12 +45,14 @@ def kv_cache(trace, step_index: int) -> KVCache:
     n_kv = int(model.get("n_kv_heads") or model["n_heads"])
     d_head = int(model.get("d_head") or model["d_model"] // model["n_heads"])
     per_pos = n_kv * d_head * itemsize  # K or V, one layer, one position
-    window = model.get("sliding_window") or None
-    cap = (lambda n: min(n, int(window))) if window else (lambda n: n)
-    layers = [KVLayer(layer, cap(start), cap(end), end - start, cap(end) * per_pos, cap(end) * per_pos)
-              for layer in range(int(model["n_layers"]))]
+    layers = []
+    for layer in range(int(model["n_layers"])):
+        window = layer_window(model, layer)
+        before, after = (min(start, window), min(end, window)) if window else (start, end)
+        layers.append(KVLayer(layer, before, after, end - start, after * per_pos, after * per_pos))
     tokens = trace.tokens
     appended = [(p, escape_for_display(tokens[p]["text"]), bool(tokens[p].get("special")))
                 for p in range(start, min(end, len(tokens)))]
     total = sum(row.k_bytes + row.v_bytes for row in layers)
-    return KVCache(step_index, step.kind, (start, end), appended, layers, dtype, 2 * per_pos, total, window)
+    return KVCache(step_index, step.kind, (start, end), appended, layers, dtype, 2 * per_pos, total,
+                   model.get("sliding_window") or None)

@@ -100,7 +100,8 @@ def _block_op(f: _Facts, layer: int, rest: str, out: str) -> str:
         src, heads = (q_in, H) if rest.endswith("rot_q") else (k_in, Hk)
         return f"RoPE({src} {dims(T, heads, dh)}, {f.positions()}) → {out}"
     if rest == "attn.hook_attn_scores":
-        return f"{q_att} {dims(T, H, dh)} · {k_att} cache {dims(S, Hk, dh)}ᵀ / √{dh} + causal mask → {out}{group}"
+        keys = f"{k_att} cache {dims(S, Hk, dh)}ᵀ"
+        return f"{q_att} {dims(T, H, dh)} · {keys} / √{dh} + causal mask → {out}{group}"
     if rest == "attn.hook_pattern":
         return f"softmax(scores {dims(H, T, S)}) → {out}"
     if rest == "attn.hook_z":

@@ -22,16 +22,11 @@ HIST_BINS = 24
 
 @dataclass(frozen=True)
 class TensorInfo:
-    """What the header says about a recorded tensor, plus the operation that produced it."""
+    """What the step file's header says about a recorded tensor."""
 
     name: str
     shape: tuple[int, ...]
     dtype: str
-    op: str
-
-    @property
-    def size(self) -> int:
-        return int(np.prod(self.shape, dtype=np.int64))
 
 
 @dataclass(frozen=True)
@@ -55,18 +50,31 @@ class TensorStats:
 @dataclass(frozen=True)
 class TensorSummary:
     info: TensorInfo
+    op: str
     stats: TensorStats
+
+
+_DTYPE_NAMES: dict[np.dtype, str] = {}
+
+
+def _dtype_name(dtype: np.dtype) -> str:
+    name = _DTYPE_NAMES.get(dtype)
+    if name is None:
+        name = _DTYPE_NAMES[dtype] = str(dtype)
+    return name
 
 
 def tensor_infos(trace, step_index: int) -> list[TensorInfo]:
     """Every recorded tensor of the step in forward order (header only, cached)."""
     step = trace.steps[step_index]
+    return cached(step, "tensor_infos",
+                  lambda: [TensorInfo(n, step.shape(n), _dtype_name(step.dtype(n))) for n in step.names])
 
-    def build() -> list[TensorInfo]:
-        model = trace.model
-        return [TensorInfo(n, step.shape(n), str(step.dtype(n)), operation(step, n, model)) for n in step.names]
 
-    return cached(step, "tensor_infos", build)
+def tensor_op(trace, step_index: int, name: str) -> str:
+    """The producing operation with shapes (see `tui.views.ops.operation`), cached."""
+    step = trace.steps[step_index]
+    return cached(step, ("op", name), lambda: operation(step, name, trace.model))
 
 
 def compute_stats(arr: np.ndarray, bins: int = HIST_BINS) -> TensorStats:
@@ -103,7 +111,7 @@ def tensor_stats(trace, step_index: int, name: str, bins: int = HIST_BINS) -> Te
 
 def summarize(trace, step_index: int, name: str) -> TensorSummary:
     info = next(i for i in tensor_infos(trace, step_index) if i.name == name)
-    return TensorSummary(info, tensor_stats(trace, step_index, name))
+    return TensorSummary(info, tensor_op(trace, step_index, name), tensor_stats(trace, step_index, name))
 
 
 # -- browsing -------------------------------------------------------------------------------------

@@ -20,7 +20,7 @@ from textual.widget import Widget
 from tui.views.candidates import STAGE_LABELS, candidates
 from tui.widgets.common import fmt_num, fmt_prob, token_display
 
-MAX_ROWS = 64
+MAX_ROWS = 512  # rows scrollable; only the visible ones are built
 BAR_WIDTH = 10
 _EIGHTHS = " ▏▎▍▌▋▊▉█"
 
@@ -62,6 +62,7 @@ class CandidatesPane(Widget, can_focus=True):
         super().__init__(**kwargs)
         self._trace = trace
         self._n_rows = 0
+        self._follow_chosen = True
 
     @property
     def trace(self):
@@ -73,7 +74,7 @@ class CandidatesPane(Widget, can_focus=True):
         self.refresh()
 
     def watch_step(self) -> None:
-        self.offset_rows = 0
+        self._follow_chosen = True  # the next render scrolls the chosen row into view
 
     def validate_offset_rows(self, value: int) -> int:
         visible = max(self.size.height - self.HEADER_LINES, 1)
@@ -84,13 +85,7 @@ class CandidatesPane(Widget, can_focus=True):
 
     def render(self) -> Text:
         lines = self.render_candidates()
-        if isinstance(lines, Text):
-            return lines
-        head, body = lines[: self.HEADER_LINES], lines[self.HEADER_LINES :]
-        self._n_rows = len(body)
-        visible = max(self.size.height - self.HEADER_LINES, 1)
-        start = min(self.offset_rows, max(len(body) - visible, 0))
-        return Text("\n").join(head + body[start : start + visible])
+        return lines if isinstance(lines, Text) else Text("\n").join(lines)
 
     def render_candidates(self) -> Text | list[Text]:
         """The settings, stages and column header lines, then one line per candidate."""
@@ -113,7 +108,10 @@ class CandidatesPane(Widget, can_focus=True):
         )
         stages = Text(
             "pipeline "
-            + "→".join(f"{STAGE_LABELS.get(st.get('name'), st.get('name'))} {st.get('kept')}" for st in sampling.get("stages") or [])
+            + "→".join(
+                f"{STAGE_LABELS.get(st.get('name'), st.get('name'))} {st.get('kept')}"
+                for st in sampling.get("stages") or []
+            )
             + "→chosen",
             style="dim",
         )
@@ -129,9 +127,29 @@ class CandidatesPane(Widget, can_focus=True):
         token_width = max(8, min(18, room - bar_width))
         top_p = sampling.get("top_p")
         lines = [settings, chosen, stages]
-        header = Text(f"  {'#':>3} {'token':<{token_width}} {'id':>6} {'p(T)':>5} {'raw p':>5} {'cum':>5}", style="bold")
+        header = Text(
+            f"  {'#':>3} {'token':<{token_width}} {'id':>6} {'p(T)':>5} {'raw p':>5} {'cum':>5}", style="bold"
+        )
         lines.append(header)
+        # the body: candidate rows and the cut-off line; only the visible window is built
+        body: list[object] = []
         for row in data.rows:
+            body.append(row)
+            if data.cutoff is not None and row.rank == data.cutoff:
+                body.append(None)
+        self._n_rows = len(body)
+        visible = max(self.size.height - self.HEADER_LINES, 1)
+        if self._follow_chosen:
+            self._follow_chosen = False
+            chosen_at = next((i for i, r in enumerate(body) if r is not None and r.chosen), 0)
+            offset = max(0, chosen_at - visible + 2) if chosen_at >= visible else 0
+            self.set_reactive(CandidatesPane.offset_rows, offset)
+        start = max(0, min(self.offset_rows, len(body) - visible))
+        for row in body[start : start + visible]:
+            if row is None:
+                label = f"─ top-p {fmt_num(top_p)} cut-off "
+                lines.append(Text("  " + label + "─" * max(width - 2 - len(label), 0), style=cut))
+                continue
             line = Text("▶ " if row.chosen else "  ", end="")
             line.append(f"{row.rank + 1:>3} ")
             token = token_display(row.text, row.special)
@@ -148,7 +166,4 @@ class CandidatesPane(Widget, can_focus=True):
             elif not row.in_nucleus:
                 line.stylize(outside_style)
             lines.append(line)
-            if data.cutoff is not None and row.rank == data.cutoff:
-                label = f"─ top-p {fmt_num(top_p)} cut-off "
-                lines.append(Text("  " + label + "─" * max(width - 2 - len(label), 0), style=cut))
         return lines

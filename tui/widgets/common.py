@@ -1,8 +1,7 @@
 """Small helpers shared by the app's own widgets (not a widget).
 
-Token text is model data: everything here returns `rich.text.Text` built from plain strings,
-never markup. `token_text` looks a token id up in what the trace knows (its prompt and chosen
-tokens, and a vocabulary table when the trace carries one).
+Token text is model data: `token_display` returns a `rich.text.Text` built by
+`tui.text.display_token` from the plain string, never markup.
 """
 
 from __future__ import annotations
@@ -13,7 +12,6 @@ from typing import Any
 from rich.text import Text
 
 from tui.text import display_token
-from tui.views.vocab import token_texts
 
 PROB_BUCKETS = (0.8, 0.5, 0.2, 0.05)  # p >= 0.8 -> bucket 0 ... p < 0.05 -> bucket 4
 
@@ -35,17 +33,6 @@ def token_display(text: Any, special: bool = False) -> Text:
     return display_token(text, special)
 
 
-def token_text(trace, token_id: int) -> tuple[str, bool]:
-    """(decoded text, special?) of a token id as the trace knows it (`⟨id⟩` when unknown)."""
-    return token_texts(trace)(int(token_id))
-
-
-def token_label(trace, token_id: int) -> Text:
-    """The display Text of a token id."""
-    text, special = token_text(trace, token_id)
-    return token_display(text, special)
-
-
 def fmt_prob(p: float | None) -> str:
     if p is None or not isinstance(p, (int, float)) or math.isnan(p):
         return "–"
@@ -64,7 +51,3 @@ def fmt_num(x: float | None, digits: int = 3) -> str:
     if x != 0 and (abs(x) >= 1e5 or abs(x) < 1e-3):
         return f"{x:.2e}"
     return f"{x:.{digits}f}" if abs(x) < 100 else f"{x:.1f}"
-
-
-def clamp(value: int, low: int, high: int) -> int:
-    return max(low, min(high, value))

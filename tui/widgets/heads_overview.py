@@ -20,19 +20,30 @@ from tui.views.layers import head_stats
 from tui.widgets.layers import window
 
 SHADES = ("██", "▓▓", "▒▒", "░░", "··")  # focused .. diffuse
+LEVEL_CLASSES = tuple(f"heads-overview--l{i}" for i in range(len(SHADES)))
+
+
+def level(value: float | None) -> int | None:
+    """0 (focused) .. 4 (diffuse) for a normalised entropy in [0, 1]; None when unknown."""
+    if value is None or math.isnan(value):
+        return None
+    return min(int(max(value, 0.0) * len(SHADES)), len(SHADES) - 1)
 
 
 def shade(value: float | None) -> str:
-    if value is None or math.isnan(value):
-        return "  "
-    index = min(int(max(value, 0.0) * len(SHADES)), len(SHADES) - 1)
-    return SHADES[index]
+    index = level(value)
+    return "  " if index is None else SHADES[index]
 
 
 class HeadsOverview(Widget, can_focus=True):
-    """The layers × heads grid; `trace`, `step`, `layer`, `head` are set by the app."""
+    """The layers × heads grid; `trace`, `step`, `layer_index`, `head` are set by the app."""
 
-    COMPONENT_CLASSES = {"heads-overview--selected", "heads-overview--row", "heads-overview--header"}
+    COMPONENT_CLASSES = {
+        "heads-overview--selected",
+        "heads-overview--row",
+        "heads-overview--header",
+        *LEVEL_CLASSES,
+    }
 
     step: reactive[int] = reactive(0)
     layer_index: reactive[int] = reactive(0)
@@ -60,28 +71,36 @@ class HeadsOverview(Widget, can_focus=True):
         n_layers = int(model.get("n_layers") or 0)
         n_heads = int(model.get("n_heads") or 0)
         index = min(self.step, len(trace.steps) - 1)
-        step = trace.steps[index]
-        s_len = step.positions[1]
+        s_len = trace.steps[index].positions[1]
         norm = math.log(s_len) if s_len > 1 else 1.0
         style = self.get_component_rich_style
-        out = Text(no_wrap=True, overflow="crop", end="")
-        out.append("normalised attention entropy H/log(S), last query row (█ focused … · diffuse)\n", style=style("heads-overview--header"))
-        header = Text("   L ", style=style("heads-overview--header"), end="")
-        for head in range(n_heads):
-            header.append(f"{head:<2}" if head < 100 else "··")
-        out.append_text(header)
-        start, end = window(self.layer_index, n_layers, self.size.height - 2)
+        header_style = style("heads-overview--header")
+        levels = [style(c) for c in LEVEL_CLASSES]
         selected = style("heads-overview--selected")
+        title = "attention entropy per head, last query row, H/log(S): █ focused … · diffuse"
+        lines = [Text(title, style=header_style)]
+        header = Text("   L ", style=header_style)
+        for head in range(n_heads):
+            header.append(f"{head:>2} ")
+        lines.append(header)
+        start, end = window(self.layer_index, n_layers, self.size.height - 4)
         for layer in range(start, end):
-            out.append("\n")
             stats = head_stats(trace, index, layer)
-            ent = stats.entropy if stats is not None else None
-            line = Text(f"{layer:>4} ", end="")
+            line = Text(f"{layer:>4} ", style=style("heads-overview--row") if layer == self.layer_index else "")
             for head in range(n_heads):
-                value = float(ent[head]) / norm if ent is not None and head < len(ent) else None
-                cell = shade(value)
-                line.append(cell, style=selected if (layer == self.layer_index and head == self.head) else None)
-            if layer == self.layer_index:
-                line.stylize(style("heads-overview--row"), 0, 5)
-            out.append_text(line)
-        return out
+                value = float(stats.entropy[head]) / norm if stats is not None and head < len(stats.entropy) else None
+                lv = level(value)
+                cell_style = selected if (layer == self.layer_index and head == self.head) else (
+                    levels[lv] if lv is not None else None)
+                line.append(shade(value), style=cell_style)
+                line.append(" ")
+            lines.append(line)
+        stats = head_stats(trace, index, self.layer_index)
+        if stats is not None and self.head < len(stats.entropy):
+            value = float(stats.entropy[self.head])
+            lines.append(Text(
+                f"L{self.layer_index} H{self.head}: entropy {value:.3f} nats, H/log(S) {value / norm:.2f}, "
+                f"max weight {float(stats.max_weight[self.head]):.3f} at position {int(stats.max_position[self.head])}",
+                style=header_style,
+            ))
+        return Text("\n").join(lines)

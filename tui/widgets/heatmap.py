@@ -137,13 +137,15 @@ class HeatmapPane(Widget, can_focus=True):
 
     # -- drawing --------------------------------------------------------------------------------
     def _header(self, amap: AttentionMap) -> Text:
-        """One line, most important first: which head, zoom, step, then the window."""
+        """One line, most important first: which head, zoom, step, then the window (positions)."""
         vp = amap.viewport
+        first = amap.row_positions[0]
+        q = f"q {first}" if vp.rows == 1 else f"q {first}–{first + vp.rows - 1}"
         what = "stacked" if amap.stacked else amap.kind
         zoom = f"×{self.cell}" if self.pool == 1 else f"1/{self.pool}"
         return Text.assemble(
             (f"L{amap.layer} H{amap.head}", "bold"), f" (KV {amap.kv_head}) · zoom {zoom} · step {amap.step} {what}",
-            f" · q {vp.row0}–{vp.row0 + vp.rows - 1}/{amap.n_rows} · k {vp.col0}–{vp.col0 + vp.cols - 1}/{amap.n_cols}",
+            f" · {q} · k {vp.col0}–{vp.col0 + vp.cols - 1} of {amap.n_cols}",
             ("" if self.follow else " · panned", "dim"),
             no_wrap=True, overflow="ellipsis",
         )

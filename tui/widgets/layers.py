@@ -14,8 +14,9 @@ from textual.message import Message
 from textual.reactive import reactive
 from textual.widget import Widget
 
-from tui.views.layers import layer_rows
-from tui.widgets.common import fmt_num, token_label
+from tui.views.layers import head_stats, resid_norm
+from tui.views.logit_lens import logit_lens
+from tui.widgets.common import fmt_num, fmt_prob, token_display
 
 
 def window(selected: int, total: int, height: int) -> tuple[int, int]:
@@ -61,22 +62,28 @@ class LayersList(Widget):
         trace = self._trace
         if trace is None or not len(trace.steps):
             return Text("layers", style="dim")
-        rows = layer_rows(trace, min(self.step, len(trace.steps) - 1))
+        index = min(self.step, len(trace.steps) - 1)
+        n_layers = int(trace.model.get("n_layers") or 0)
         style = self.get_component_rich_style
         out = Text(no_wrap=True, overflow="ellipsis", end="")
         out.append(" L  ‖resid‖  H(attn) lens\n", style=style("layers-list--header"))
-        start, end = window(self.layer_index, len(rows), self.size.height - 1)
+        start, end = window(self.layer_index, n_layers, self.size.height - 1)
         self._first_row = start
-        for row in rows[start:end]:
+        lens = logit_lens(trace, index)
+        for layer in range(start, end):  # only the rows that show are computed
+            stats = head_stats(trace, index, layer)
+            entropy = float(stats.entropy.mean()) if stats is not None else None
             line = Text(no_wrap=True, overflow="ellipsis", end="")
-            line.append(f"{row.layer:>2} {fmt_num(row.resid_norm, 1):>8} {fmt_num(row.attn_entropy, 2):>7} ")
-            if row.lens_id is not None:
-                line.append_text(token_label(trace, row.lens_id))
-            if row.layer == self.layer_index:
+            line.append(f"{layer:>2} {fmt_num(resid_norm(trace, index, layer), 1):>8} {fmt_num(entropy, 2):>7} ")
+            top = lens.rows[layer].top1 if lens is not None and layer < len(lens.rows) else None
+            if top is not None:
+                line.append_text(token_display(top.text, top.special))
+                line.append(f" {fmt_prob(top.prob)}", style=style("layers-list--dim"))
+            if layer == self.layer_index:
                 line.truncate(self.size.width, pad=True)
                 line.stylize(style("layers-list--selected"))
             out.append_text(line)
-            if row.layer != end - 1:
+            if layer != end - 1:
                 out.append("\n")
         return out
 

@@ -5,19 +5,16 @@ from __future__ import annotations
 
 import os
 
-from rich.console import Group
-from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.message import Message
 from textual.reactive import reactive
 from textual.widget import Widget
-from textual.widgets import Static
 
-from tui.render.spark import Histogram
-from tui.views.tensors import axis_names, export_npy, format_number, n_leading, tensor_stats
 from tui.views.heatmap import kv_head_of
+from tui.views.tensors import axis_names, export_npy, n_leading, summarize
 from tui.widgets.tensor_browser import TensorBrowser
+from tui.widgets.tensor_detail import TensorDetail
 from tui.widgets.tensor_list import TensorList
 
 
@@ -48,6 +45,8 @@ class TensorInspector(Widget):
             self.name, self.path = name, path
 
     class ExportFailed(Message):
+        """Writing the tensor failed (unwritable directory, full disk): `error` says why."""
+
         def __init__(self, name: str, error: str) -> None:
             super().__init__()
             self.name, self.error = name, error
@@ -60,7 +59,7 @@ class TensorInspector(Widget):
 
     def compose(self) -> ComposeResult:
         yield TensorList(id="tensor-list")
-        yield Static(id="tensor-detail")
+        yield TensorDetail(id="tensor-detail")
         browser = TensorBrowser(id="tensor-browser")
         browser.display = False
         yield browser
@@ -130,27 +129,13 @@ class TensorInspector(Widget):
 
     # -- detail -----------------------------------------------------------------------------------
     def _show_detail(self) -> None:
-        detail = self.query_one("#tensor-detail", Static)
+        detail = self.query_one(TensorDetail)
         info = self.query_one(TensorList).selected
         if self._trace is None or info is None:
-            detail.update(Text("no tensors recorded at this step" if self._trace is not None else "no trace",
-                               style="dim"))
+            detail.show(None, empty="no tensors recorded at this step" if self._trace is not None else "no trace")
             return
-        s = tensor_stats(self._trace, self.step, info.name)
-        stats = Text.assemble(
-            *(f"{label} {format_number(v, 10).strip()}  " for label, v in
-              (("min", s.min), ("max", s.max), ("mean", s.mean), ("std", s.std), ("‖x‖", s.norm))))
-        if s.nonfinite:
-            stats.append(f"NaN {s.n_nan}  inf {s.n_inf}", style="bold red")
-        lines = [
-            Text.assemble((info.name, "bold"), f"  {list(info.shape)} {info.dtype}"),
-            Text(info.op),
-            stats,
-            Histogram(s.hist, s.min, s.max),
-        ]
-        if self.last_export:
-            lines.append(Text(f"exported → {self.last_export}", style="dim"))
-        detail.update(Group(*lines))
+        note = f"exported → {self.last_export}" if self.last_export else ""
+        detail.show(summarize(self._trace, self.step, info.name), note)
 
     def on_tensor_list_highlighted(self, message: TensorList.Highlighted) -> None:
         message.stop()

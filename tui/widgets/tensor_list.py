@@ -21,6 +21,7 @@ NUM = 9
 COLUMNS = [("shape", "shape", 14), ("dtype", "dtype", 7), ("hist", "histogram", 12), ("norm", "‖x‖", NUM),
            ("min", "min", NUM), ("max", "max", NUM), ("mean", "mean", NUM), ("std", "std", NUM),
            ("nonfinite", "nan/inf", 7)]
+DISPLAY_ORDER = ["shape", "dtype", "min", "max", "mean", "std", "norm", "nonfinite", "hist"]
 NAME_MIN = 22
 
 
@@ -31,9 +32,7 @@ def layout(width: int) -> tuple[int, list[tuple[str, str, int]]]:
         if used + 1 + col[2] <= width:
             chosen.append(col)
             used += 1 + col[2]
-    order = [c[0] for c in COLUMNS]
-    display = ["shape", "dtype", "min", "max", "mean", "std", "norm", "nonfinite", "hist"]
-    chosen.sort(key=lambda c: display.index(c[0]) if c[0] in display else order.index(c[0]))
+    chosen.sort(key=lambda c: DISPLAY_ORDER.index(c[0]))
     return NAME_MIN + max(0, width - used), chosen
 
 
@@ -77,6 +76,8 @@ class TensorList(ScrollView, can_focus=True, inherit_bindings=False):
         self._trace = None
         self._step = 0
         self.infos: list[TensorInfo] = []
+        self._strips: dict[tuple, Strip] = {}  # (index, cursor?, focused?, width) -> rendered line
+        self._strip_style = None  # the widget style the cached lines were drawn with
 
     # -- data -----------------------------------------------------------------------------------
     def show(self, trace, step_index: int, keep: str | None = None) -> None:
@@ -84,7 +85,8 @@ class TensorList(ScrollView, can_focus=True, inherit_bindings=False):
         self._trace, self._step = trace, step_index
         self.infos = tensor_infos(trace, step_index) if trace is not None and len(trace.steps) else []
         names = [i.name for i in self.infos]
-        self.virtual_size = Size(self.size.width, len(self.infos) + 1)
+        self.virtual_size = Size(0, len(self.infos) + 1)
+        self._strips.clear()
         target = names.index(keep) if keep in names else min(self.cursor, max(0, len(names) - 1))
         self.set_reactive(TensorList.cursor, -1)
         self.cursor = target
@@ -103,16 +105,31 @@ class TensorList(ScrollView, can_focus=True, inherit_bindings=False):
     def validate_cursor(self, value: int) -> int:
         return min(max(0, value), max(0, len(self.infos) - 1)) if value >= 0 else value
 
+    def _scroll_to_cursor(self) -> bool:
+        """Scroll so the cursor row is visible; True when it scrolled (which redraws everything)."""
+        if not self.size.height:  # not laid out yet: try again once it is
+            self.call_after_refresh(self._scroll_to_cursor)
+            return False
+        height = max(1, self.size.height - 1)  # the first line is the header
+        top = round(self.scroll_y)
+        if self.cursor < top:
+            self.scroll_to(y=self.cursor, animate=False)
+        elif self.cursor >= top + height:
+            self.scroll_to(y=self.cursor - height + 1, animate=False)
+        else:
+            return False
+        return True
+
+    def on_resize(self) -> None:
+        self._scroll_to_cursor()
+
     def watch_cursor(self, old: int, new: int) -> None:
         if new < 0 or not self.infos:
             return
-        height = max(1, self.size.height - 1)  # the first line is the header
-        top = round(self.scroll_y)
-        if new < top:
-            self.scroll_to(y=new, animate=False)
-        elif new >= top + height:
-            self.scroll_to(y=new - height + 1, animate=False)
-        self.refresh()
+        if not self._scroll_to_cursor():  # only the two rows whose highlight changed (+1: the header)
+            if 0 <= old < len(self.infos):
+                self.refresh_line(old + 1)
+            self.refresh_line(new + 1)
         self.post_message(self.Highlighted(self.infos[new].name))
 
     # -- actions --------------------------------------------------------------------------------
@@ -162,10 +179,17 @@ class TensorList(ScrollView, can_focus=True, inherit_bindings=False):
         index = y - 1 + round(self.scroll_y)
         if self._trace is None or index >= len(self.infos):
             return Strip.blank(width, self.rich_style)
-        text = self._row_text(self.infos[index], name_width, columns)
-        if index == self.cursor:
-            text.stylize(self.get_component_rich_style("tensor-list--cursor"))
-        return self._strip(text, width)
+        if self.rich_style != self._strip_style:  # theme or focus changed the background
+            self._strips.clear()
+            self._strip_style = self.rich_style
+        key = (index, index == self.cursor, self.has_focus, width)
+        strip = self._strips.get(key)
+        if strip is None:
+            text = self._row_text(self.infos[index], name_width, columns)
+            if index == self.cursor:
+                text.stylize(self.get_component_rich_style("tensor-list--cursor"))
+            strip = self._strips[key] = self._strip(text, width)
+        return strip
 
     def _strip(self, text: Text, width: int) -> Strip:
         text.truncate(width, pad=True)

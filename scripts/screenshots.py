@@ -1,0 +1,81 @@
+"""Render screenshots/*.svg of the debugger on a real trace (SmolLM2 on "The capital of France is").
+
+    stepscope trace --no-chat --prompt "The capital of France is" --max-new-tokens 12 --out traces/paris
+    python scripts/screenshots.py traces/paris [--out screenshots]
+
+Drives the app with Pilot (real key presses, no terminal needed) and saves one SVG per view:
+the main screen at the prefill and at the step that chose " Paris", the candidates, the attention
+heatmap (prefill map and stacked decode rows), the tensor inspector, the logit lens, the KV cache,
+the layers × heads overview, the model overview, breakpoints, help, and the 80×24 layout.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+# (file name, terminal size, keys pressed from a fresh app, what it shows)
+SHOTS: list[tuple[str, tuple[int, int], list[str], str]] = [
+    ("main-prefill", (120, 36), [], "the prefill over the prompt, candidates for the first token"),
+    ("main-paris", (120, 36), ["PARIS"], "the step that chose ' Paris'"),
+    ("candidates", (120, 36), ["PARIS", "1"], "top-p candidates with the cut-off and the sampler pipeline"),
+    ("heatmap-prefill", (120, 36), ["j"] * 3 + ["l", "2"], "the prefill attention map with the causal mask"),
+    ("heatmap-decode-stacked", (120, 36), ["end", "j", "j", "2", "tab", "s"],
+     "decode rows of all steps stacked"),
+    ("tensors", (120, 36), ["PARIS", "3"], "every recorded tensor in forward order with its operation"),
+    ("logit-lens", (120, 36), ["PARIS", "4"], "the top tokens at every layer"),
+    ("kv-cache", (120, 36), ["PARIS", "5"], "prefill vs decode and what the step appended"),
+    ("heads-overview", (120, 36), ["PARIS", "6", "j", "j", "j", "l"], "layers × heads entropy grid"),
+    ("model", (120, 36), ["7"], "architecture facts and parameter counts"),
+    ("breakpoints", (120, 36), ["b", *"p<0.5", "enter", *"text=answer", "enter"], "the breakpoints screen"),
+    ("help", (120, 44), ["question_mark"], "every key"),
+    ("small-80x24", (80, 24), ["PARIS"], "the layout at the smallest supported size"),
+]
+
+
+def paris_step(trace) -> int:
+    """Index of the first step that chose a token reading "Paris" (else 0)."""
+    for entry in trace.manifest["steps"]:
+        if (entry.get("token") or {}).get("text", "").strip() == "Paris":
+            return int(entry["index"])
+    return 0
+
+
+async def shoot(trace_path: str, out_dir: str) -> list[str]:
+    from tracer import load_trace
+    from tui.app import StepscopeApp
+
+    written = []
+    for name, size, keys, _ in SHOTS:
+        trace = load_trace(trace_path)
+        app = StepscopeApp(trace=trace)
+        async with app.run_test(size=size) as pilot:
+            await pilot.pause()
+            for key in keys:
+                if key == "PARIS":
+                    app.step = paris_step(trace)
+                else:
+                    await pilot.press(key)
+            await pilot.pause()
+            path = app.save_screenshot(filename=f"{name}.svg", path=out_dir)
+            written.append(path)
+    return written
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("trace", help="a trace directory (e.g. SmolLM2 on 'The capital of France is')")
+    parser.add_argument("--out", default="screenshots", help="output directory (default screenshots/)")
+    args = parser.parse_args(argv)
+    os.makedirs(args.out, exist_ok=True)
+    for path in asyncio.run(shoot(args.trace, args.out)):
+        print(path)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

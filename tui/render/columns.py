@@ -1,0 +1,50 @@
+"""Fixed-width columns as plain `Text` lines: a fast stand-in for `rich.table.Table` in panes that
+redraw on every keypress (no measuring pass, no markup: cells are `Text` or literal strings)."""
+
+from __future__ import annotations
+
+from rich.cells import cell_len
+from rich.style import Style
+from rich.text import Text
+
+Cell = Text | str
+
+
+def _text(cell: Cell) -> Text:
+    return cell if isinstance(cell, Text) else Text(str(cell))
+
+
+def columns(header: list[str], rows: list[list[Cell]], justify: str = "", gap: int = 2,
+            header_style: str | Style = "bold dim", max_width: int | None = None) -> list[Text]:
+    """Header line then one line per row. `justify`: one letter per column, "l" or "r" (default
+    "l" for the first column, "r" for the rest). A cell wider than `max_width` is cut with "…"."""
+    n = len(header)
+    justify = justify or "l" + "r" * (n - 1)
+    cells = [[_text(c) for c in row] for row in rows]
+    if max_width is not None:
+        for row in cells:
+            for c in row:
+                if c.cell_len > max_width:
+                    c.truncate(max_width, overflow="ellipsis")
+    widths = [max([cell_len(header[i])] + [row[i].cell_len for row in cells if i < len(row)]) for i in range(n)]
+    sep = " " * gap
+
+    def line(row: list[Text]) -> Text:
+        out = Text(no_wrap=True, overflow="ellipsis", end="")
+        for i in range(n):
+            cell = row[i] if i < len(row) else Text("")
+            pad = " " * (widths[i] - cell.cell_len)
+            if i:
+                out.append(sep)
+            if justify[i] == "r":
+                out.append(pad)
+                out.append_text(cell)
+            else:
+                out.append_text(cell)
+                if i < n - 1:
+                    out.append(pad)
+        return out
+
+    head = line([Text(h) for h in header])
+    head.stylize(header_style)
+    return [head] + [line(row) for row in cells]

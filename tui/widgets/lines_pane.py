@@ -1,0 +1,124 @@
+"""Base of the text panes (logit lens, KV cache, model overview): lines of `Text` drawn with the
+line API, so a redraw renders only the lines on screen and never triggers a layout pass."""
+
+from __future__ import annotations
+
+from rich.text import Text
+from textual.binding import Binding
+from textual.geometry import Size
+from textual.reactive import reactive
+from textual.scroll_view import ScrollView
+from textual.strip import Strip
+
+
+class LinesPane(ScrollView, can_focus=True, inherit_bindings=False):
+    """Holds `trace` and the reactives `step`, `layer`, `head`; a subclass builds `lines()`.
+
+    Only vertical scrolling keys are bound, so `←`/`→` keep stepping through the trace.
+    """
+
+    BINDINGS = [
+        Binding("up", "scroll_up", "Scroll up", show=False),
+        Binding("down", "scroll_down", "Scroll down", show=False),
+        Binding("pageup", "page_up", "Page up", show=False),
+        Binding("pagedown", "page_down", "Page down", show=False),
+        Binding("home", "scroll_home", "Top", show=False),
+        Binding("end", "scroll_end", "Bottom", show=False),
+    ]
+
+    DEPENDS: frozenset[str] = frozenset({"step", "layer", "head"})  # reactives that change the lines
+
+    step: reactive[int] = reactive(0)
+    layer: reactive[int] = reactive(0)
+    head: reactive[int] = reactive(0)
+
+    def __init__(self, trace=None, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self._trace = trace
+        self._lines: list[Text] = []
+        self._strips: dict[int, Strip] = {}  # line index -> rendered line (cleared on rebuild)
+        self._strip_style = None  # the widget style the cached lines were drawn with
+        self._stale = True
+
+    # -- state ------------------------------------------------------------------------------------
+    @property
+    def trace(self):
+        return self._trace
+
+    @trace.setter
+    def trace(self, value) -> None:
+        self._trace = value
+        self.invalidate()
+
+    def _max(self, key: str) -> int:
+        if self._trace is None:
+            return 0
+        if key == "step":
+            return max(0, len(self._trace.steps) - 1)
+        return max(0, int(self._trace.model[key]) - 1)
+
+    def validate_step(self, value: int) -> int:
+        return min(max(0, int(value)), self._max("step"))
+
+    def validate_layer(self, value: int) -> int:
+        return min(max(0, int(value)), self._max("n_layers"))
+
+    def validate_head(self, value: int) -> int:
+        return min(max(0, int(value)), self._max("n_heads"))
+
+    def watch_step(self) -> None:
+        if "step" in self.DEPENDS:
+            self.invalidate()
+
+    def watch_layer(self) -> None:
+        if "layer" in self.DEPENDS:
+            self.invalidate()
+
+    def watch_head(self) -> None:
+        if "head" in self.DEPENDS:
+            self.invalidate()
+
+    def invalidate(self) -> None:
+        """The lines are rebuilt at the next draw."""
+        self._stale = True
+        self.refresh()
+
+    # -- content ----------------------------------------------------------------------------------
+    def lines(self) -> list[Text]:
+        """What the pane shows for `trace` at `step` (and `layer`/`head` where they matter)."""
+        raise NotImplementedError(f"{type(self).__name__} must define lines()")
+
+    @property
+    def plain_lines(self) -> list[str]:
+        """The current content as plain strings (built if stale)."""
+        self._rebuild()
+        return [line.plain for line in self._lines]
+
+    def _rebuild(self) -> None:
+        if not self._stale:
+            return
+        self._stale = False
+        self._strips.clear()
+        if self._trace is None or not len(self._trace.steps):
+            self._lines = [Text("no trace", style="dim")]
+        else:
+            self._lines = self.lines()
+        width = max((line.cell_len for line in self._lines), default=0)
+        self.virtual_size = Size(width, len(self._lines))
+
+    def render_line(self, y: int) -> Strip:
+        self._rebuild()
+        scroll_x, scroll_y = self.scroll_offset
+        index = y + scroll_y
+        width = self.size.width
+        if index >= len(self._lines):
+            return Strip.blank(width, self.rich_style)
+        style = self.rich_style
+        if style != self._strip_style:  # focus or theme changed the background
+            self._strips.clear()
+            self._strip_style = style
+        strip = self._strips.get(index)
+        if strip is None:
+            segments = list(self._lines[index].render(self.app.console))
+            strip = self._strips[index] = Strip(segments).apply_style(style)
+        return strip.crop_extend(scroll_x, scroll_x + width, style)
