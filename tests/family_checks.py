@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import torch
 
-from .family_refs import BlockRef, HeadRef, rope, rotary_tables
+from .family_refs import BlockRef, HeadRef, rope
 
 D = torch.float64
 

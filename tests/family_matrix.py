@@ -148,9 +148,9 @@ def check_greedy(t: Traced) -> None:
     t.checks.true("greedy traced tokens == model.generate", f"{t.generated} vs {t.expected}", t.generated == t.expected)
 
 
-def verify(family: Family, dtype: torch.dtype = torch.float32) -> Traced:
-    """Trace and run every check; raises CheckFailed on the first failure."""
-    t = trace_family(family, dtype)
+def verify(family: Family, dtype: torch.dtype = torch.float32, out: str | None = None) -> Traced:
+    """Trace (into `out`, else a new temporary directory) and run every check; raises CheckFailed on the first failure."""
+    t = trace_family(family, dtype, out=out)
     if t.adapter.family == "generic":
         check_generic_recomputation(t)
     else:

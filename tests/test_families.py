@@ -3,13 +3,12 @@
 Per family: block equations from the weights (tests/family_refs.py), decode steps equal to one
 full no-cache forward, greedy tokens equal to `model.generate`, the manifest's facts. Also: the
 checks reject wrong tensors, sliding windows show in the pattern, the generic fallback,
-disk-offloaded device maps and bfloat16 (tolerances: docs/FIDELITY.md).
+disk-offloaded device maps, bfloat16 and float16 (tolerances: docs/FIDELITY.md).
 """
 
 from __future__ import annotations
 
 import dataclasses
-import tempfile
 import warnings
 
 import numpy as np
@@ -31,7 +30,7 @@ from tests.family_matrix import (
 from tests.family_refs import block_ref, head_ref, rotary_tables
 from tests.tiny_models import tiny_model
 from tracer.adapters import UnsupportedModel, adapter_for
-from tracer.adapters.generic import GenericFallbackWarning
+from tracer.adapters.generic import GenericFallbackWarning, find_layers
 from tracer.names import BLOCK_NAMES, FINAL_NAMES, SAMPLING_NAMES, shape_doc
 
 BY_KEY = {f.key: f for f in FAMILIES + GENERIC}
@@ -52,8 +51,8 @@ EXPECTED_FACTS = {
     "gemma3": dict(family="gemma3", sliding_window=4, layer_types=["sliding_attention", "full_attention"], embed_scale=8.0),
     "gpt_neox": dict(family="gpt_neox", norm="layernorm", parallel_attn_mlp=True, rotary_dim=4, gated_mlp=False),
     "gpt_neox_sequential": dict(family="gpt_neox", parallel_attn_mlp=False, rotary_dim=4),
-    "mixtral": dict(family="mixtral", n_experts=4, top_k=2),
-    "qwen3_moe": dict(family="qwen3_moe", n_experts=4, top_k=2, norm_topk_prob=False),
+    "mixtral": dict(family="mixtral", n_experts=4, experts_per_token=2),
+    "qwen3_moe": dict(family="qwen3_moe", n_experts=4, experts_per_token=2, norm_topk_prob=False),
 }
 EXTRAS = {
     "qwen3": {"attn.hook_q_normed", "attn.hook_k_normed"},
@@ -64,14 +63,23 @@ EXTRAS = {
 }
 
 _CACHE: dict = {}
+_TRACES: list = []  # the module's trace directory (set by the fixture below)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _trace_dir(tmp_path_factory):
+    _TRACES.append(tmp_path_factory.mktemp("family-traces"))
+    yield
+    _CACHE.clear()
 
 
 def traced(key: str, dtype: torch.dtype = torch.float32):
     """One trace per (family, dtype) for the whole module; each test runs its own checks on it."""
     if (key, dtype) not in _CACHE:
+        out = _TRACES[-1] / f"{key}-{str(dtype).replace('torch.', '')}"
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            _CACHE[key, dtype] = trace_family(BY_KEY[key], dtype)
+            _CACHE[key, dtype] = trace_family(BY_KEY[key], dtype, out=str(out))
     t = _CACHE[key, dtype]
     t.checks = Checks(dtype)
     return t
@@ -100,7 +108,7 @@ def _dims(facts: dict, t: int, s: int) -> dict:
     return {
         "T": t, "S": s, "d_model": facts["d_model"], "n_heads": facts["n_heads"], "n_kv_heads": facts["n_kv_heads"],
         "d_head": facts["d_head"], "d_mlp": facts["d_mlp"], "vocab": facts["vocab_size"], "n_experts": facts["n_experts"],
-        "top_k_experts": facts.get("top_k"), "n_layers": facts["n_layers"],
+        "top_k_experts": facts.get("experts_per_token"), "n_layers": facts["n_layers"],
     }
 
 
@@ -163,7 +171,7 @@ def test_moe_router_and_expert_ids(key):
     step = t.trace.steps[0]
     probs, ids = step["blocks.0.mlp.hook_router_probs"], step["blocks.0.mlp.hook_expert_ids"]
     assert probs.shape == (t.trace.prompt_len, 4) and ids.shape == (t.trace.prompt_len, 2)
-    assert np.array_equal(ids, np.round(ids)) and set(np.unique(ids)) <= {0, 1, 2, 3}
+    assert ids.dtype == np.int64 and set(np.unique(ids)) <= {0, 1, 2, 3}  # stored as integers on disk
     assert t.full["blocks.0.mlp.hook_expert_ids"].dtype == torch.int64  # the recorder keeps ids as integers
     assert np.array_equal(ids.astype(np.int64), t.full["blocks.0.mlp.hook_expert_ids"][: t.trace.prompt_len].numpy())
 
@@ -212,7 +220,7 @@ def test_checks_reject_a_step_shifted_by_one_position():
 def test_generic_fallback_traces_and_says_what_is_missing(key):
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        t = verify(BY_KEY[key])
+        t = verify(BY_KEY[key], out=str(_TRACES[-1] / f"{key}-generic"))
     said = [str(w.message) for w in caught if issubclass(w.category, GenericFallbackWarning)]
     assert len(said) == 1 and "hook_pattern" in said[0]  # once per model, naming what is missing
     facts = t.trace.model
@@ -221,6 +229,24 @@ def test_generic_fallback_traces_and_says_what_is_missing(key):
     want |= {"hook_embed", "ln_final.hook_normalized", "logits"} | set(SAMPLING_NAMES)
     assert set(t.trace.steps[0].names) == want
     assert t.checks.passed["decode step = full forward rows"] > 0 and t.checks.passed["logits = unembed(ln_final)"] == 2
+
+
+def test_generic_finds_the_layers_not_a_longer_expert_list():
+    class Block(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.experts = torch.nn.ModuleList(torch.nn.Linear(2, 2) for _ in range(8))  # longer than the layers
+
+    class Toy(torch.nn.Module):
+        config = AutoConfig.for_model("llama", num_hidden_layers=3)
+
+        def __init__(self):
+            super().__init__()
+            self.layers = torch.nn.ModuleList(Block() for _ in range(3))
+
+    toy = Toy()
+    parent, layers = find_layers(toy)
+    assert parent is toy and layers is toy.layers
 
 
 def test_non_decoder_is_unsupported():

@@ -41,7 +41,7 @@ def step_bytes(adapter, facts: dict, keep: NameFilter, t: int, s: int, itemsize:
         "k": lens_k,
         "N": 64,
         "n_experts": facts.get("n_experts") or 1,
-        "top_k_experts": facts.get("n_experts_per_token") or 1,
+        "top_k_experts": facts.get("experts_per_token") or 1,
     }
     total = sum(_numel(shape_doc(n), dims) * itemsize for n in recorded_names(adapter) if keep(n))
     total += 2 * facts["n_layers"] * lens_k * 8 + 6 * 64 * 8  # logit lens + sampling arrays

@@ -80,14 +80,17 @@ def resolve_store_dtype(model_dtype: torch.dtype, store: str | None) -> torch.dt
 
 def _to_numpy(tensors: dict[str, torch.Tensor], dtype: torch.dtype) -> dict[str, np.ndarray]:
     """Move a step's tensors to host numpy arrays; one transfer on accelerators."""
+    out = {k: t.cpu().numpy() for k, t in tensors.items() if not t.is_floating_point()}  # ids stay integers
+    tensors = {k: t for k, t in tensors.items() if t.is_floating_point()}
     if not tensors:
-        return {}
+        return out
     first = next(iter(tensors.values()))
     if first.device.type == "cpu" and all(t.device.type == "cpu" for t in tensors.values()):
-        return {k: t.to(dtype).numpy() for k, t in tensors.items()}
+        out.update({k: t.to(dtype).numpy() for k, t in tensors.items()})
+        return out
     names = list(tensors)
     flat = torch.cat([tensors[n].to(first.device, dtype).reshape(-1) for n in names]).cpu()  # [sum numel]
-    out, offset = {}, 0
+    offset = 0
     for n in names:
         t = tensors[n]
         out[n] = flat[offset : offset + t.numel()].reshape(t.shape).numpy()

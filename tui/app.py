@@ -7,8 +7,8 @@
                                                     #   progress(stage: str, fraction: float|None))
     StepscopeApp()                                  # live on the embedded default model and prompt
 
-The app owns the debugger state: `trace`, `step`, `layer`, `head` (reactives, clamped by their
-`validate_` methods) and the breakpoints; the main screen shows it (attributes down) and the
+The app owns the debugger state: `trace`, `step`, `layer`, `head` (reactive `var`s, clamped by
+their `validate_` methods, pushed down by their `watch_` methods) and the breakpoints; the main screen shows it (attributes down) and the
 widgets' messages come back up. Model work runs in thread workers (`tui.live`); their errors
 open an error modal and leave the session usable.
 

@@ -103,6 +103,14 @@ def _quiet_transformers() -> None:
 
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     warnings.filterwarnings("ignore")
+    from tracer.adapters.generic import GenericFallbackWarning
+
+    warnings.simplefilter("default", GenericFallbackWarning)  # the one notice a user must see
+
+    def show(message, category, *_args, **_kwargs):
+        print(f"stepscope: note: {message}", file=sys.stderr)
+
+    warnings.showwarning = show
     from transformers.utils import logging as hf_logging
 
     hf_logging.set_verbosity_error()

@@ -39,7 +39,9 @@ class GemmaAdapter(LlamaAdapter):
     def data_flow(self) -> tuple[str, ...]:
         c = self.config
         qk = "; q_normed, k_normed = RMSNorm per head" if hasattr(self.layers()[0].self_attn, "q_norm") else ""
-        attn_cap = f"{c.attn_logit_softcapping}·tanh(scores/{c.attn_logit_softcapping})" if c.attn_logit_softcapping else "scores"
+        raw = "rot_q·rot_kᵀ·query_pre_attn_scalar^-1/2"
+        cap = c.attn_logit_softcapping
+        scores = f"{cap}·tanh({raw} / {cap})" if cap else raw
         final_cap = (
             f"logits = {c.final_logit_softcapping}·tanh(ln_final·W_U / {c.final_logit_softcapping})"
             if c.final_logit_softcapping
@@ -49,7 +51,7 @@ class GemmaAdapter(LlamaAdapter):
             "embed = W_E[ids]·√d_model (scaled embedding enters block 0)",
             "ln1 = RMSNorm(resid_pre) (weight 1 + w)",
             f"q, k, v = ln1·W_Q, ln1·W_K, ln1·W_V{qk}; rot_q, rot_k = RoPE",
-            f"scores = {attn_cap} with scale query_pre_attn_scalar^-1/2; causal mask, sliding window on local layers",
+            f"scores = {scores}; causal mask, plus the sliding window ({c.sliding_window}) on local layers",
             "z = softmax(scores)·v; attn_out = z·W_O; ln1_post = RMSNorm(attn_out)",
             "resid_mid = resid_pre + ln1_post",
             "ln2 = RMSNorm(resid_mid); post = gelu_tanh(ln2·W_gate) * (ln2·W_up); mlp_out = post·W_down",

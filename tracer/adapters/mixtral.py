@@ -53,5 +53,5 @@ class MixtralAdapter(LlamaAdapter):
     def facts(self) -> dict:
         facts = super().facts()
         c = self.config
-        facts.update(n_experts=c.num_local_experts, top_k=c.num_experts_per_tok)
+        facts.update(n_experts=c.num_local_experts, experts_per_token=c.num_experts_per_tok)
         return facts

@@ -35,7 +35,7 @@ class Qwen3MoeAdapter(Qwen3Adapter):
         c = self.config
         facts.update(
             n_experts=c.num_experts,
-            top_k=c.num_experts_per_tok,
+            experts_per_token=c.num_experts_per_tok,
             norm_topk_prob=bool(c.norm_topk_prob),
             d_mlp_expert=c.moe_intermediate_size,
             mlp_only_layers=list(getattr(c, "mlp_only_layers", []) or []),
