@@ -20,8 +20,8 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 # (file name, terminal size, keys pressed from a fresh app, what it shows)
 SHOTS: list[tuple[str, tuple[int, int], list[str], str]] = [
-    ("main-prefill", (120, 36), [], "the prefill over the prompt, candidates for the first token"),
-    ("main-paris", (120, 36), ["PARIS"], "the step that chose ' Paris'"),
+    ("main-paris", (120, 36), ["PARIS"], "the step that chose ' Paris' (the prefill, greedy)"),
+    ("main-decode", (120, 36), ["STEP:6", "j", "j", "l"], "a decode step: the forward over ' answer' chose ' is'"),
     ("candidates", (120, 36), ["PARIS", "1"], "top-p candidates with the cut-off and the sampler pipeline"),
     ("heatmap-prefill", (120, 36), ["j"] * 3 + ["l", "2"], "the prefill attention map with the causal mask"),
     ("heatmap-decode-stacked", (120, 36), ["end", "j", "j", "2", "tab", "s"],
@@ -34,6 +34,7 @@ SHOTS: list[tuple[str, tuple[int, int], list[str], str]] = [
     ("breakpoints", (120, 36), ["b", *"p<0.5", "enter", *"text=answer", "enter"], "the breakpoints screen"),
     ("help", (120, 44), ["question_mark"], "every key"),
     ("small-80x24", (80, 24), ["PARIS"], "the layout at the smallest supported size"),
+    ("too-small", (70, 20), [], "the notice below 80×24"),
 ]
 
 
@@ -58,6 +59,8 @@ async def shoot(trace_path: str, out_dir: str) -> list[str]:
             for key in keys:
                 if key == "PARIS":
                     app.step = paris_step(trace)
+                elif key.startswith("STEP:"):
+                    app.step = int(key[5:])
                 else:
                     await pilot.press(key)
             await pilot.pause()

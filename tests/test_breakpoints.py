@@ -116,3 +116,12 @@ def test_evaluates_real_trace_without_reading_arrays():
     assert all(s._header is None for s in steps._steps)  # no step file was opened
     first = bps.scan(trace.manifest["steps"])
     assert first is not None and first[0] == hits[0]
+
+
+def test_nonfinite_from_a_written_trace(tmp_path):
+    from tests.synthetic_trace import build_trace
+
+    trace = load_trace(build_trace(tmp_path / "nan", n_decode=2, nan_in="blocks.1.hook_resid_post"))
+    bp = Breakpoint.parse("nan")
+    assert [bp.matches(step) for step in trace.steps] == [True, False, False]
+    assert BreakpointSet([bp]).scan(trace.manifest["steps"]) == (0, bp)

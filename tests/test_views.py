@@ -136,8 +136,9 @@ def test_sliding_window_only_on_sliding_layers(trace, monkeypatch):
     monkeypatch.setitem(trace.model, "sliding_window", 2)
     monkeypatch.setitem(trace.model, "layer_types", ["sliding_attention", "full_attention"])
     assert attention_map(trace, 0, 0, 0).mask[5, 0] and not attention_map(trace, 0, 1, 0).mask[5, 0]
-    kv = kv_cache(trace, 3)
-    assert [(r.before, r.after) for r in kv.layers] == [(2, 2), (8, 9)]
+    kv = kv_cache(trace, 3)  # a sliding layer keeps window - 1 positions between steps (transformers)
+    assert [(r.before, r.after) for r in kv.layers] == [(1, 1), (8, 9)]
+    assert [r.kind for r in kv.layers] == ["local", "global"] and kv.mixed
 
 
 def test_heatmap_none_when_pattern_not_recorded(subset):
@@ -303,7 +304,7 @@ def test_kv_cache_lengths_bytes_and_appended(trace):
 def test_kv_cache_sliding_window_caps_length(trace, monkeypatch):
     monkeypatch.setitem(trace.model, "sliding_window", 4)
     kv = kv_cache(trace, 3)
-    assert [(r.before, r.after) for r in kv.layers] == [(4, 4)] * 2 and kv.sliding_window == 4
+    assert [(r.before, r.after, r.dropped) for r in kv.layers] == [(3, 3, 1)] * 2 and kv.sliding_window == 4
 
 
 def test_model_overview_facts_and_params(trace):

@@ -147,6 +147,41 @@ class StepscopeApp(LiveWorkers, App[None]):
     def _sync(self) -> None:
         if self.main_screen.is_mounted:
             self.main_screen.sync()
+            self._schedule_prefetch()
+
+    # -- prefetch: while the user reads, warm the caches of the neighbouring steps -------------
+    PREFETCH_DELAY = 0.08
+    """Seconds of quiet after a redraw before the neighbours are prepared (a held key never waits)."""
+
+    def _schedule_prefetch(self) -> None:
+        timer = getattr(self, "_prefetch_timer", None)
+        if timer is not None:
+            timer.stop()
+        self._prefetch_jobs: list = []
+        self._prefetch_timer = self.set_timer(self.PREFETCH_DELAY, self._start_prefetch)
+
+    def _start_prefetch(self) -> None:
+        if self.trace is None or not self.main_screen.is_mounted:
+            return
+        jobs = []
+        for index in (self.step + 1, self.step - 1):
+            jobs += self.main_screen.prefetch_jobs(index)
+        jobs += self.main_screen.hidden_pane_jobs(self.step)
+        self._prefetch_jobs = jobs
+        self._run_prefetch_job()
+
+    def _run_prefetch_job(self) -> None:
+        """One job per turn of the event loop, so a key pressed meanwhile waits for one job at most."""
+        if not self._prefetch_jobs:
+            return
+        job = self._prefetch_jobs.pop(0)
+        try:
+            job()
+        except Exception:  # noqa: BLE001 - a prefetch failure shows up when the step is shown
+            self._prefetch_jobs.clear()
+            return
+        if self._prefetch_jobs:
+            self.call_later(self._run_prefetch_job)
 
     def _set_state(self, text: str) -> None:
         self.state_text = text

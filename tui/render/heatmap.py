@@ -9,7 +9,7 @@ from rich.measure import Measurement
 from rich.segment import Segment
 from rich.style import Style
 
-from tui.render.palette import MASKED, PALETTE, half_block_style, levels
+from tui.render.palette import MASKED, PALETTE, WINDOW, half_block_style, levels
 from tui.text import escape_for_display, truncate
 
 UPPER_HALF = "▀"
@@ -24,16 +24,20 @@ def _fmt(x: float) -> str:
 class HeatmapRenderable:
     """A matrix drawn with half blocks in the sequential palette.
 
-    values [R, C]; mask [R, C] True = not attended (drawn dim grey, distinct from 0); `cell` =
+    values [R, C]; mask [R, C] True = not attended (drawn dim grey, distinct from 0); window_mask
+    [R, C] True = not attended because outside a sliding window (a lighter grey); `cell` =
     characters per data column (and half-lines per data row) when zoomed in.
     """
 
     def __init__(self, values: np.ndarray, mask: np.ndarray | None = None, *, vmin: float = 0.0,
                  vmax: float | None = None, row_labels: list[str] | None = None,
                  col_labels: list[str] | None = None, cell: int = 1, label_width: int = 10,
-                 col_label_rows: int = 3, legend: bool = True):
+                 col_label_rows: int = 3, legend: bool = True, window_mask: np.ndarray | None = None,
+                 window: int | None = None):
         self.values = np.atleast_2d(np.asarray(values, dtype=np.float64))  # [R, C]
         self.mask = np.zeros(self.values.shape, dtype=bool) if mask is None else np.asarray(mask, dtype=bool)
+        self.window_mask = None if window_mask is None else np.asarray(window_mask, dtype=bool)  # [R, C]
+        self.window = window
         finite = self.values[~self.mask & np.isfinite(self.values)]
         self.vmin = float(vmin)
         self.vmax = float(vmax) if vmax is not None else (float(finite.max()) if finite.size else 1.0)
@@ -48,7 +52,7 @@ class HeatmapRenderable:
     def from_map(cls, amap, **kwargs) -> "HeatmapRenderable":
         """From a `tui.views.heatmap.AttentionMap`."""
         return cls(amap.values, amap.mask, vmin=amap.vmin, vmax=amap.vmax, row_labels=amap.row_labels,
-                   col_labels=amap.col_labels, **kwargs)
+                   col_labels=amap.col_labels, window_mask=amap.window_mask, window=amap.window, **kwargs)
 
     @property
     def grid_width(self) -> int:
@@ -59,7 +63,7 @@ class HeatmapRenderable:
         return Measurement(width, max(width, 40 if self.legend else width))
 
     def _levels(self) -> np.ndarray:
-        lv = levels(self.values, self.vmin, self.vmax, self.mask)  # [R, C]
+        lv = levels(self.values, self.vmin, self.vmax, self.mask, self.window_mask)  # [R, C]
         return np.repeat(np.repeat(lv, self.cell, axis=0), self.cell, axis=1)  # [R·cell, C·cell]
 
     def _row_label(self, line: int, n_rows: int) -> str:
@@ -88,6 +92,10 @@ class HeatmapRenderable:
         yield Segment(f" {_fmt(self.vmax)}   ", LABEL_STYLE)
         yield Segment("█", Style(color=MASKED))
         yield Segment(" masked", LABEL_STYLE)
+        if self.window_mask is not None and self.window_mask.any():
+            yield Segment("  ")
+            yield Segment("█", Style(color=WINDOW))
+            yield Segment(f" outside window {self.window}" if self.window else " outside window", LABEL_STYLE)
         yield Segment.line()
 
     def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:

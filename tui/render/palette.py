@@ -25,10 +25,13 @@ PALETTE_RGB: tuple[tuple[int, int, int], ...] = (
     (255, 255, 215),
 )
 MASKED_RGB = (48, 48, 48)  # dim grey: masked (not attended) cells, distinct from weight 0
+WINDOW_RGB = (98, 98, 98)  # lighter grey: keys outside a sliding window (xterm grey ramp 241)
 
 PALETTE: tuple[Color, ...] = tuple(Color.from_rgb(*rgb) for rgb in PALETTE_RGB)
 MASKED = Color.from_rgb(*MASKED_RGB)
+WINDOW = Color.from_rgb(*WINDOW_RGB)
 MASKED_LEVEL = -1
+WINDOW_LEVEL = -2
 
 
 def luminance(rgb: tuple[int, int, int]) -> float:
@@ -36,19 +39,25 @@ def luminance(rgb: tuple[int, int, int]) -> float:
     return 0.2126 * r + 0.7152 * g + 0.0722 * b
 
 
-def levels(values: np.ndarray, vmin: float, vmax: float, mask: np.ndarray | None = None) -> np.ndarray:
-    """Palette index of each value (equal-width bins over [vmin, vmax]); MASKED_LEVEL where masked."""
+def levels(values: np.ndarray, vmin: float, vmax: float, mask: np.ndarray | None = None,
+           window_mask: np.ndarray | None = None) -> np.ndarray:
+    """Palette index of each value (equal-width bins over [vmin, vmax]); MASKED_LEVEL where masked,
+    WINDOW_LEVEL where outside a sliding window."""
     n = len(PALETTE)
     span = vmax - vmin if vmax > vmin else 1.0
     scaled = (np.nan_to_num(np.asarray(values, dtype=np.float64), nan=vmin) - vmin) / span  # [...] in [0, 1]
     idx = np.clip(np.floor(scaled * n), 0, n - 1).astype(np.int64)
     if mask is not None:
         idx = np.where(mask, MASKED_LEVEL, idx)
+    if window_mask is not None:
+        idx = np.where(window_mask, WINDOW_LEVEL, idx)
     return idx
 
 
 def colour(level: int) -> Color:
-    return MASKED if level == MASKED_LEVEL else PALETTE[level]
+    if level == MASKED_LEVEL:
+        return MASKED
+    return WINDOW if level == WINDOW_LEVEL else PALETTE[level]
 
 
 _STYLES: dict[tuple[int, int | None], Style] = {}

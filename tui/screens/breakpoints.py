@@ -49,8 +49,8 @@ class BreakpointsScreen(ModalScreen[None]):
         with Vertical(id="breakpoints-box"):
             yield Static(Text("Breakpoints (c continues until one fires)", style="bold"), id="breakpoints-title")
             yield BreakpointList(id="breakpoints-list")
-            yield Input(placeholder="add: " + SYNTAX_HELP, id="breakpoints-input")
-            hint = Text("Enter adds · Tab to the list, Del/d removes · Esc closes", style="dim")
+            yield Input(placeholder="add a breakpoint, e.g. p<0.3", id="breakpoints-input")
+            hint = Text("kinds: " + SYNTAX_HELP + "\nEnter adds · Tab to the list, Del/d removes · Esc closes", style="dim")
             yield Static(hint, id="breakpoints-hint")
             yield Static(id="breakpoints-error")
 

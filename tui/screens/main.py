@@ -202,6 +202,29 @@ class MainScreen(Screen[None]):
         for widget in (self.query_one(StatusBar), self.query_one(TokenStrip)):
             widget.refresh()
 
+    def prefetch_jobs(self, step_index: int) -> list:
+        """Callables that warm the caches of the visible widgets for `step_index` (each cheap)."""
+        trace = getattr(self.app, "trace", None)
+        if trace is None or not 0 <= step_index < len(trace.steps):
+            return []
+        jobs = [lambda: trace.steps[step_index].names]  # the step file's header
+        widgets = [self.query_one(LayersList), self.query_one(HeadsList), self.active_pane]
+        for widget in widgets:
+            prefetch = getattr(widget, "prefetch", None)  # optional hook, also for owner A's panes
+            if callable(prefetch) and widget.display:
+                jobs.append(lambda prefetch=prefetch: prefetch(step_index))
+        return jobs
+
+    def hidden_pane_jobs(self, step_index: int) -> list:
+        """Warm-up callables, for the current step, of hidden panes cheap enough to prepare."""
+        jobs = []
+        active = self.active_pane
+        for pane in self._panes.values():
+            prefetch = getattr(pane, "prefetch", None)
+            if pane is not active and callable(prefetch) and getattr(pane, "PREFETCH_WHEN_HIDDEN", False):
+                jobs.append(lambda prefetch=prefetch: prefetch(step_index))
+        return jobs
+
     def set_state(self, text: str, busy: bool = False) -> None:
         status = self.query_one(StatusBar)
         status.state = text

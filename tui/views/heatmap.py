@@ -1,8 +1,12 @@
 """The attention matrix a heatmap shows: one layer/head of one step, windowed, optionally stacked.
 
 Prefill: the full [T, S] pattern with the causal mask. Decode step: the single new row [1, S].
-`stack=True` at step i: the rows of steps 0..i stacked into one lower-triangular matrix over all
-positions so far, reading only the rows inside the viewport (one step file per visible row).
+On a sliding-window layer the KV cache keeps only the window, so a decode step's S = min(end,
+window) and key column j is position `end - S + j` (`key_span`). `stack=True` at step i: the rows
+of steps 0..i stacked into one matrix over all positions so far (columns = absolute positions),
+reading only the rows inside the viewport (one step file per visible row). Cells are masked by
+the causal mask (key after the query) or by the window (key older than `window` positions),
+told apart in `window_mask`.
 """
 
 from __future__ import annotations
@@ -44,9 +48,9 @@ class AttentionMap:
     """What the heatmap draws: a window of attention weights, its mask and its labels."""
 
     values: np.ndarray  # [R, C] float32 attention weights (0 where masked)
-    mask: np.ndarray  # [R, C] bool, True where the key is not attended (causal, sliding window)
+    mask: np.ndarray  # [R, C] bool, True where the key is not attended (causal or sliding window)
     row_positions: list[int]  # query position of each row (first of its block when pooled)
-    col_positions: list[int]  # key position of each column
+    col_positions: list[int]  # key position of each column (absolute, also on sliding layers)
     row_labels: list[str]  # escaped query token texts
     col_labels: list[str]  # escaped key token texts
     n_rows: int  # extent of the whole matrix
@@ -61,6 +65,9 @@ class AttentionMap:
     head: int
     kv_head: int  # the KV head this query head reads (GQA/MQA)
     stacked: bool
+    window_mask: np.ndarray | None = None  # [R, C] bool, the masked cells outside the sliding window
+    window: int | None = None  # the layer's sliding window, None for full attention
+    first_key: int = 0  # position of data column 0 (end - S on a sliding layer's decode step)
 
 
 def kv_head_of(model: dict, head: int) -> int:
@@ -80,35 +87,68 @@ def layer_window(model: dict, layer: int) -> int | None:
     return int(window) if window else None
 
 
-def extent(trace, step_index: int, stack: bool = False) -> tuple[int, int]:
-    """(rows, cols) of the whole matrix at a step, from the manifest only."""
+def keys_of(step, model: dict, layer: int) -> tuple[int, int]:
+    """(first key position, S) of a `tracer.Step`'s pattern at a layer: header only.
+
+    S is the recorded pattern's last axis; when the pattern was not recorded it follows the
+    cache rule (a sliding layer keeps window - 1 earlier positions, so S = T + min(start, window - 1)).
+    """
+    start, end = step.positions
+    name = block_name(layer, PATTERN)
+    if name in step:
+        n_keys = int(step.shape(name)[-1])
+    else:
+        window = layer_window(model, layer)
+        n_keys = end - start + (min(start, window - 1) if window else start)
+    return end - n_keys, n_keys
+
+
+def key_span(trace, step_index: int, layer: int) -> tuple[int, int]:
+    """(first key position, S) of a step at a layer (see `keys_of`)."""
+    return keys_of(trace.steps[step_index], trace.model, layer)
+
+
+def extent(trace, step_index: int, stack: bool = False, layer: int | None = None) -> tuple[int, int]:
+    """(rows, cols) of the whole matrix at a step (manifest and header only).
+
+    Without `layer` the columns are every position so far; with it, a decode step of a sliding
+    layer has only the window's S columns.
+    """
     start, end = trace.steps[step_index].positions
     if stack:
         return end, end
-    return end - start, end
+    if layer is None:
+        return end - start, end
+    return end - start, key_span(trace, step_index, layer)[1]
 
 
-def _mask(q_pos: np.ndarray, k_pos: np.ndarray, window: int | None) -> np.ndarray:
-    """[R, C] True where key k is not attended by query q (k > q, or outside a sliding window)."""
-    masked = k_pos[None, :] > q_pos[:, None]  # [R, C]
-    if window:
-        masked |= k_pos[None, :] <= q_pos[:, None] - window
-    return masked
+def _masks(q_pos: np.ndarray, k_pos: np.ndarray, window: int | None) -> tuple[np.ndarray, np.ndarray]:
+    """([R, C] masked, [R, C] outside the window): k > q (causal) or k <= q - window (window)."""
+    causal = k_pos[None, :] > q_pos[:, None]  # [R, C]
+    if not window:
+        return causal, np.zeros_like(causal)
+    outside = k_pos[None, :] <= q_pos[:, None] - window  # [R, C]
+    return causal | outside, outside
 
 
-def _pool(values: np.ndarray, mask: np.ndarray, pool: int) -> tuple[np.ndarray, np.ndarray]:
-    """Block maximum over pool × pool cells; a block is masked only when all its cells are."""
+def _pool(values: np.ndarray, mask: np.ndarray, outside: np.ndarray,
+          pool: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Block maximum over pool × pool cells; a block is masked only when all its cells are, and
+    outside the window when it is masked and any of its cells is."""
     if pool <= 1:
-        return values, mask
+        return values, mask, outside
     r, c = values.shape
     rp, cp = -(-r // pool), -(-c // pool)
     v = np.full((rp * pool, cp * pool), -np.inf, dtype=np.float32)  # [R', C'] padded
-    m = np.ones((rp * pool, cp * pool), dtype=bool)
+    m = np.ones((rp * pool, cp * pool), dtype=bool)  # [R', C']
+    w = np.zeros((rp * pool, cp * pool), dtype=bool)  # [R', C']
     v[:r, :c] = np.where(mask, -np.inf, values)
     m[:r, :c] = mask
+    w[:r, :c] = outside
     v = v.reshape(rp, pool, cp, pool).max(axis=(1, 3))  # [rp, cp]
     m = m.reshape(rp, pool, cp, pool).all(axis=(1, 3))  # [rp, cp]
-    return np.where(m, 0.0, v).astype(np.float32), m
+    w = m & w.reshape(rp, pool, cp, pool).any(axis=(1, 3))  # [rp, cp]
+    return np.where(m, 0.0, v).astype(np.float32), m, w
 
 
 class _StepStarts:
@@ -137,7 +177,11 @@ def _pattern_row(step, name: str, head: int, q: int) -> np.ndarray:
 
 
 def _read_rows(trace, step_index: int, layer: int, head: int, vp: Viewport, stack: bool) -> np.ndarray | None:
-    """[rows, cols] float32 weights of the window; None when the pattern was not recorded."""
+    """[rows, cols] float32 weights of the window; None when the pattern was not recorded.
+
+    Stacked, column c is position c: the row of query q (computed by step j) is placed from
+    step j's first key position (end_j - S_j on a sliding layer).
+    """
     name = block_name(layer, PATTERN)
     step = trace.steps[step_index]
     if not stack:
@@ -152,8 +196,11 @@ def _read_rows(trace, step_index: int, layer: int, head: int, vp: Viewport, stac
         src = trace.steps[j]
         if name not in src:
             continue
-        row = _pattern_row(src, name, head, q)[vp.col0 : vp.col0 + vp.cols]  # [<= cols] (S_j = q + 1 keys)
-        out[r, : row.shape[0]] = row
+        first, n_keys = key_span(trace, j, layer)
+        lo, hi = max(vp.col0, first), min(vp.col0 + vp.cols, first + n_keys)  # visible key positions
+        if lo < hi:
+            row = _pattern_row(src, name, head, q)  # [S_j] keys first..first + S_j - 1
+            out[r, lo - vp.col0 : hi - vp.col0] = row[lo - first : hi - first]
         found = True
     return out if found else None
 
@@ -172,16 +219,18 @@ def attention_map(trace, step_index: int, layer: int, head: int, *, stack: bool 
     step = trace.steps[step_index]
     start, end = step.positions
     stacked, pool = bool(stack), max(1, int(pool))
-    n_rows, n_cols = extent(trace, step_index, stacked)
+    n_rows, n_cols = extent(trace, step_index, stacked, layer)
     vp = (viewport or Viewport(rows=n_rows, cols=n_cols)).clamp(n_rows, n_cols)
     raw = _read_rows(trace, step_index, layer, head, vp, stacked)
     if raw is None:
         return None
     first_query = 0 if stacked else start
+    first_key = 0 if stacked else key_span(trace, step_index, layer)[0]
+    window = layer_window(trace.model, layer)
     q_pos = np.arange(first_query + vp.row0, first_query + vp.row0 + raw.shape[0])  # [R]
-    k_pos = np.arange(vp.col0, vp.col0 + raw.shape[1])  # [C]
-    mask = _mask(q_pos, k_pos, layer_window(trace.model, layer))  # [R, C]
-    values, mask = _pool(np.nan_to_num(raw, nan=0.0), mask, pool)
+    k_pos = np.arange(first_key + vp.col0, first_key + vp.col0 + raw.shape[1])  # [C]
+    mask, outside = _masks(q_pos, k_pos, window)  # [R, C] each
+    values, mask, outside = _pool(np.nan_to_num(raw, nan=0.0), mask, outside, pool)
     attended = values[~mask]
     vmax = float(attended.max()) if attended.size else 1.0
     rows = [int(p) for p in q_pos[::pool]]
@@ -191,5 +240,6 @@ def attention_map(trace, step_index: int, layer: int, head: int, *, stack: bool 
         row_labels=_labels(trace, rows), col_labels=_labels(trace, cols),
         n_rows=n_rows, n_cols=n_cols, viewport=vp, pool=pool, vmin=0.0,
         vmax=vmax if vmax > 0 else 1.0, step=step_index, kind=step.kind, layer=layer, head=head,
-        kv_head=kv_head_of(trace.model, head), stacked=stacked,
+        kv_head=kv_head_of(trace.model, head), stacked=stacked, window_mask=outside, window=window,
+        first_key=first_key,
     )

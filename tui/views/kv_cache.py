@@ -1,6 +1,10 @@
-"""The KV cache at a step: per-layer length before/after, what the step appended, bytes of K/V.
+"""The KV cache at a step: per-layer length before/after, keys read, what the step appended, bytes of K/V.
 
-Computed from the manifest (positions, model facts, stored dtype) without reading arrays.
+Computed from the manifest (positions, model facts, stored dtype) and step-file headers, without
+reading arrays. A full-attention layer keeps every position. A sliding-window layer (Mistral,
+Gemma's local layers) keeps only the last `window - 1` positions between steps (transformers'
+sliding-window cache), so a decode step reads S = min(end, window) keys: those plus its own.
+Gemma's global layers keep everything.
 """
 
 from __future__ import annotations
@@ -10,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from tui.text import escape_for_display
-from tui.views.heatmap import layer_window
+from tui.views.heatmap import key_span, layer_window
 
 
 @dataclass(frozen=True)
@@ -21,6 +25,15 @@ class KVLayer:
     appended: int
     k_bytes: int  # bytes of K after this step (V is the same size)
     v_bytes: int
+    keys: int = 0  # S: key positions this step's queries read (cache + new)
+    first_key: int = 0  # position of the first of them
+    window: int | None = None  # the layer's sliding window, None for full attention
+    dropped: int = 0  # positions this step evicted from the cache (slid out of the window)
+
+    @property
+    def kind(self) -> str:
+        """"local" (sliding window) or "global" (full attention)."""
+        return "local" if self.window else "global"
 
 
 @dataclass(frozen=True)
@@ -35,6 +48,17 @@ class KVCache:
     total_bytes: int  # all layers after this step
     sliding_window: int | None  # the model's window (layers listed as full attention ignore it)
 
+    @property
+    def mixed(self) -> bool:
+        """Some layers slide and others keep everything (Gemma 2/3)."""
+        kinds = {row.kind for row in self.layers}
+        return len(kinds) > 1
+
+
+def cached_length(window: int | None, n_positions: int) -> int:
+    """Positions a layer keeps after `n_positions` have been computed."""
+    return min(n_positions, window - 1) if window else n_positions
+
 
 def kv_cache(trace, step_index: int) -> KVCache:
     model = trace.model
@@ -48,8 +72,11 @@ def kv_cache(trace, step_index: int) -> KVCache:
     layers = []
     for layer in range(int(model["n_layers"])):
         window = layer_window(model, layer)
-        before, after = (min(start, window), min(end, window)) if window else (start, end)
-        layers.append(KVLayer(layer, before, after, end - start, after * per_pos, after * per_pos))
+        before, after = cached_length(window, start), cached_length(window, end)
+        first, n_keys = key_span(trace, step_index, layer)
+        dropped = before + (end - start) - after
+        layers.append(KVLayer(layer, before, after, end - start, after * per_pos, after * per_pos,
+                              n_keys, first, window, dropped))
     tokens = trace.tokens
     appended = [(p, escape_for_display(tokens[p]["text"]), bool(tokens[p].get("special")))
                 for p in range(start, min(end, len(tokens)))]

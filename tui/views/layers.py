@@ -1,8 +1,10 @@
 """Per-layer and per-head summaries of a step, tolerant of names not recorded (values are None).
 
 Layer row: residual-stream norm at the last position (`hook_resid_post`), mean attention entropy
-over heads of the last query row, logit-lens top-1 token. Head row: entropy of the last row, the
-largest weight and the key it goes to, the KV head read. Grid: layers × heads entropy.
+over heads of the last query row, logit-lens top-1 token, and on mixture-of-experts models the
+experts the last position chose. Head row: entropy of the last row, the largest weight and the
+key position it goes to (on a sliding-window layer column j is position end - S + j), the KV head
+read. Grid: layers × heads entropy.
 """
 
 from __future__ import annotations
@@ -14,8 +16,9 @@ import numpy as np
 from tracer.names import block_name
 from tui.text import escape_for_display
 from tui.views.cache import cached
-from tui.views.heatmap import kv_head_of
+from tui.views.heatmap import key_span, kv_head_of
 from tui.views.logit_lens import logit_lens
+from tui.views.mlp import ExpertChoice, routing
 
 DASH = "—"
 
@@ -37,6 +40,7 @@ class LayerRow:
     lens_id: int | None
     lens_text: str | None  # escaped
     lens_prob: float | None
+    experts: tuple[ExpertChoice, ...] | None = None  # chosen by the last position (MoE models only)
 
 
 @dataclass(frozen=True)
@@ -70,7 +74,8 @@ def head_stats(trace, step_index: int, layer: int) -> HeadStats | None:
 
     def build() -> HeadStats:
         last = np.asarray(step[name][:, -1, :], dtype=np.float64)  # [n_heads, S]
-        return HeadStats(entropy(last), last.max(axis=-1), last.argmax(axis=-1))
+        first_key = key_span(trace, step_index, layer)[0]
+        return HeadStats(entropy(last), last.max(axis=-1), first_key + last.argmax(axis=-1))
 
     return cached(step, ("head_stats", layer), build)
 
@@ -84,6 +89,14 @@ def resid_norm(trace, step_index: int, layer: int) -> float | None:
                   lambda: float(np.linalg.norm(np.asarray(step[name][-1], dtype=np.float64))))  # [d_model] -> ()
 
 
+def layer_experts(trace, step_index: int, layer: int) -> tuple[ExpertChoice, ...] | None:
+    """The experts the last position of the step chose at a layer; None when not an MoE layer."""
+    if not trace.model.get("n_experts"):
+        return None
+    r = routing(trace, step_index, layer)
+    return r.chosen if r is not None else None
+
+
 def layer_rows(trace, step_index: int) -> list[LayerRow]:
     lens = logit_lens(trace, step_index)
     rows = []
@@ -93,6 +106,7 @@ def layer_rows(trace, step_index: int) -> list[LayerRow]:
         rows.append(LayerRow(
             layer, resid_norm(trace, step_index, layer), float(hs.entropy.mean()) if hs is not None else None,
             top.id if top else None, escape_for_display(top.text) if top else None, top.prob if top else None,
+            layer_experts(trace, step_index, layer),
         ))
     return rows
 

@@ -1,10 +1,16 @@
-"""Architecture facts and the parameter-count table of a trace's model (manifest only)."""
+"""Architecture facts, the parameter-count table and the family's real data flow of a trace's
+model (manifest only): the block's equations (`data_flow`), which layers are local (sliding
+window) or global, the experts, the names the family does not have (`not_applicable`), its extra
+names, and the names the generic fallback could not record (`missing_names`)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 PARAM_ORDER = ("embedding", "attention", "mlp", "norms", "lm_head")
+# block names only some families have (recorded in addition to the common vocabulary)
+EXTRA_NAMES = ("attn.hook_q_normed", "attn.hook_k_normed", "ln1_post.hook_normalized",
+               "ln2_post.hook_normalized", "mlp.hook_router_probs", "mlp.hook_expert_ids")
 
 
 @dataclass(frozen=True)
@@ -20,6 +26,12 @@ class ModelOverview:
     params: list[ParamRow]
     total: int
     data_flow: list[str]  # one line per stage of a block, when the manifest describes it
+    layer_kinds: list[tuple[str, str]] = field(default_factory=list)  # ("local (window 4)", "0, 2, 4–8")
+    not_applicable: list[str] = field(default_factory=list)  # block names the family does not have
+    extras: list[str] = field(default_factory=list)  # family-specific block names it records
+    missing: list[str] = field(default_factory=list)  # names the (generic) adapter could not find
+    notes: list[str] = field(default_factory=list)  # family specifics (scaled embedding, soft-caps, ...)
+    generic: bool = False  # traced by the generic fallback
 
 
 def human_count(n: int) -> str:
@@ -36,6 +48,65 @@ def _fact(value) -> str:
     if isinstance(value, bool):
         return "yes" if value else "no"
     return str(value)
+
+
+def spans(numbers: list[int]) -> str:
+    """[0, 2, 3, 4, 7] -> "0, 2–4, 7"."""
+    out, i = [], 0
+    while i < len(numbers):
+        j = i
+        while j + 1 < len(numbers) and numbers[j + 1] == numbers[j] + 1:
+            j += 1
+        out.append(str(numbers[i]) if j == i else f"{numbers[i]}–{numbers[j]}")
+        i = j + 1
+    return ", ".join(out)
+
+
+def layer_kinds(m: dict) -> list[tuple[str, str]]:
+    """Local (sliding-window) and global layers, when the model has any sliding layer."""
+    window = m.get("sliding_window")
+    if not window:
+        return []
+    n = int(m.get("n_layers") or 0)
+    types = list(m.get("layer_types") or ["sliding_attention"] * n)
+    local = [i for i, t in enumerate(types) if "sliding" in str(t)]
+    full = [i for i, t in enumerate(types) if "sliding" not in str(t)]
+    kinds = [(f"local (window {window})", spans(local))] if local else []
+    return kinds + ([("global (all positions)", spans(full))] if full else [])
+
+
+def experts_fact(m: dict) -> str:
+    n = m.get("n_experts")
+    if not n:
+        return "—"
+    k = m.get("experts_per_token")
+    renorm = m.get("norm_topk_prob", True if m.get("family") == "mixtral" else None)
+    weights = {True: ", weights renormalised over the top-k", False: ", weights = router probabilities"}.get(renorm, "")
+    dense = m.get("mlp_only_layers") or []
+    return f"{n}, top-{k} per token{weights}" + (f"; dense MLP at layers {spans(sorted(dense))}" if dense else "")
+
+
+def family_notes(m: dict) -> list[str]:
+    """One line per family specific the data flow depends on."""
+    notes = []
+    if m.get("embed_scale"):
+        notes.append(f"hook_embed is scaled by √d_model = {m['embed_scale']:.4g}")
+    if m.get("norm_weight"):
+        notes.append(f"norm weights applied as ({m['norm_weight']})")
+    if m.get("post_norms"):
+        notes.append("post-norms: ln1_post / ln2_post (not attn_out / mlp_out) are added to the residual")
+    if m.get("parallel_attn_mlp"):
+        notes.append("parallel attention + MLP: resid_post = resid_pre + attn_out + mlp_out (no resid_mid)")
+    if m.get("attn_logit_softcapping"):
+        notes.append(f"attention scores soft-capped at {m['attn_logit_softcapping']:g}")
+    if m.get("final_logit_softcapping"):
+        notes.append(f"final logits soft-capped at {m['final_logit_softcapping']:g}")
+    rotary, d_head = m.get("rotary_dim"), m.get("d_head")
+    if rotary and d_head and int(rotary) < int(d_head):
+        notes.append(f"partial rotary: RoPE turns {rotary} of {d_head} features per head")
+    if m.get("positional") == "absolute":
+        notes.append("learned absolute positions: resid_pre of block 0 = embed + pos_embed")
+    return notes
 
 
 def model_overview(trace) -> ModelOverview:
@@ -57,7 +128,7 @@ def model_overview(trace) -> ModelOverview:
         ("positional", _fact(m.get("positional"))), ("norm", _fact(m.get("norm"))),
         ("activation", _fact(m.get("act"))), ("gated MLP", _fact(m.get("gated_mlp"))),
         ("parallel attn/MLP", _fact(m.get("parallel_attn_mlp"))),
-        ("sliding window", _fact(m.get("sliding_window"))), ("experts", _fact(m.get("n_experts"))),
+        ("sliding window", _fact(m.get("sliding_window"))), ("experts", experts_fact(m)),
         ("dtype", f"{dtype.get('model', '—')} (stored {dtype.get('stored', '—')})"),
         ("device", _fact(trace.manifest.get("device"))),
     ]
@@ -70,4 +141,9 @@ def model_overview(trace) -> ModelOverview:
     if tied is not None:
         facts.append(("tied embeddings", _fact(bool(tied))))
     flow = [str(line) for line in m.get("data_flow") or []]
-    return ModelOverview(facts, rows, total, flow)
+    not_applicable = [str(n) for n in m.get("not_applicable") or [] if n not in EXTRA_NAMES]
+    known = "not_applicable" in m and m.get("family") != "generic"  # older traces do not say
+    extras = [n for n in EXTRA_NAMES if known and n not in m["not_applicable"]]
+    return ModelOverview(facts, rows, total, flow, layer_kinds(m), not_applicable, extras,
+                         [str(n) for n in m.get("missing_names") or []], family_notes(m),
+                         m.get("family") == "generic")

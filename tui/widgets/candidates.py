@@ -52,6 +52,9 @@ class CandidatesPane(Widget, can_focus=True):
         Binding("pagedown", "scroll_rows(10)", "Page down", show=False, tooltip="Scroll a page down"),
     ]
 
+    PREFETCH_WHEN_HIDDEN = True
+    """Cheap enough to prepare for the current step while another pane shows (a quick switch)."""
+
     step: reactive[int] = reactive(0)
     offset_rows: reactive[int] = reactive(0)
     """First candidate row shown (the settings and column header stay on top)."""
@@ -82,6 +85,12 @@ class CandidatesPane(Widget, can_focus=True):
 
     def action_scroll_rows(self, delta: int) -> None:
         self.offset_rows += delta
+
+    def prefetch(self, step_index: int) -> None:
+        """Compute (into the views cache) the candidates of `step_index`."""
+        trace = self._trace
+        if trace is not None and 0 <= step_index < len(trace.steps):
+            candidates(trace, step_index, limit=MAX_ROWS)
 
     def render(self) -> Text:
         lines = self.render_candidates()

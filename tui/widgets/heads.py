@@ -93,6 +93,12 @@ class HeadsList(Widget):
                 out.append("\n")
         return out
 
+    def prefetch(self, step_index: int) -> None:
+        """Compute (into the views cache) what the rows would show at `step_index`."""
+        trace = self._trace
+        if trace is not None and 0 <= step_index < len(trace.steps):
+            head_rows(trace, step_index, self.layer_index)
+
     def on_click(self, event) -> None:
         if event.y >= 1:
             self.post_message(self.Selected(self._first_row + event.y - 1))

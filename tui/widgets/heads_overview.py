@@ -45,6 +45,9 @@ class HeadsOverview(Widget, can_focus=True):
         *LEVEL_CLASSES,
     }
 
+    PREFETCH_WHEN_HIDDEN = True
+    """Cheap enough to prepare for the current step while another pane shows (a quick switch)."""
+
     step: reactive[int] = reactive(0)
     layer_index: reactive[int] = reactive(0)
     """Selected layer (not `layer`: Widget.layer is the compositor layer name)."""
@@ -62,6 +65,17 @@ class HeadsOverview(Widget, can_focus=True):
     def trace(self, value) -> None:
         self._trace = value
         self.refresh()
+
+    def prefetch(self, step_index: int) -> None:
+        """Compute (into the views cache) the stats of the rows that show, at `step_index`."""
+        trace = self._trace
+        if trace is None or not 0 <= step_index < len(trace.steps):
+            return
+        n_layers = int(trace.model.get("n_layers") or 0)
+        height = self.size.height - 4 if self.size.height else n_layers  # hidden: prepare every row
+        start, end = window(self.layer_index, n_layers, height)
+        for layer in range(start, end):
+            head_stats(trace, step_index, layer)
 
     def render(self) -> Text:
         trace = self._trace

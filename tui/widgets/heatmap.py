@@ -20,7 +20,8 @@ MIN_ZOOM, MAX_ZOOM = -3, 3
 
 class HeatmapPane(Widget, can_focus=True):
     """Attention weights of `layer`/`head` at `step`: the full causal map at the prefill, the new
-    query row at a decode step, or every row so far when stacked. Follows the newest position
+    query row at a decode step (only the window's keys on a sliding-window layer), or every row
+    so far when stacked; keys outside a sliding window are drawn apart from causally masked ones. Follows the newest position
     until panned; `0` goes back to following.
 
     | Key(s) | Description |
@@ -107,7 +108,7 @@ class HeatmapPane(Widget, can_focus=True):
         cols = max(1, width // self.cell) * self.pool
         if self._trace is None:
             return Viewport(0, 0, rows, cols)
-        n_rows, n_cols = extent(self._trace, self.step, self.stacked)
+        n_rows, n_cols = extent(self._trace, self.step, self.stacked, self.layer)
         if self.follow:
             return Viewport(n_rows - rows, n_cols - cols, rows, cols).clamp(n_rows, n_cols)
         return Viewport(self._origin[0], self._origin[1], rows, cols).clamp(n_rows, n_cols)
@@ -121,7 +122,7 @@ class HeatmapPane(Widget, can_focus=True):
         step_r, step_c = max(1, vp.rows // 4), max(1, vp.cols // 4)
         moved = vp.moved(drow * step_r, dcol * step_c)
         if self._trace is not None:
-            moved = moved.clamp(*extent(self._trace, self.step, self.stacked))
+            moved = moved.clamp(*extent(self._trace, self.step, self.stacked, self.layer))
         self._origin = (moved.row0, moved.col0)
         self.follow = False
         self.refresh()
@@ -143,9 +144,11 @@ class HeatmapPane(Widget, can_focus=True):
         q = f"q {first}" if vp.rows == 1 else f"q {first}–{first + vp.rows - 1}"
         what = "stacked" if amap.stacked else amap.kind
         zoom = f"×{self.cell}" if self.pool == 1 else f"1/{self.pool}"
+        k0 = amap.first_key + vp.col0
+        window = f" · window {amap.window}" if amap.window else ""
         return Text.assemble(
             (f"L{amap.layer} H{amap.head}", "bold"), f" (KV {amap.kv_head}) · zoom {zoom} · step {amap.step} {what}",
-            f" · {q} · k {vp.col0}–{vp.col0 + vp.cols - 1} of {amap.n_cols}",
+            f" · {q} · k {k0}–{k0 + vp.cols - 1} of {amap.first_key + amap.n_cols}{window}",
             ("" if self.follow else " · panned", "dim"),
             no_wrap=True, overflow="ellipsis",
         )

@@ -1,4 +1,7 @@
-"""KV cache pane: prefill vs decode, cache length per layer before/after the step, what it appended."""
+"""KV cache pane: prefill vs decode, cache length per layer before/after the step, what it appended.
+
+With sliding-window layers, two more columns: the keys the step read (S, from which position)
+and the layer's kind (local with its window, or global)."""
 
 from __future__ import annotations
 
@@ -32,12 +35,21 @@ class KVCachePane(LinesPane):
             appended.append_text(Text.assemble(f"{pos}:", shown, " "))
         if len(kv.appended) > MAX_APPENDED:
             appended.append(f"… +{len(kv.appended) - MAX_APPENDED}", style="dim")
-        window = f" · sliding window {kv.sliding_window}" if kv.sliding_window else ""
+        window = ""
+        if kv.sliding_window:
+            window = (f" · window {kv.sliding_window}: local layers keep the last {kv.sliding_window - 1}"
+                      + (", global all" if kv.mixed else ""))
         summary = Text(f"{kv.dtype} · {human_bytes(kv.bytes_per_position)} per position per layer (K+V) · "
                        f"total {human_bytes(kv.total_bytes)}{window}", no_wrap=True)
         rows = [[str(r.layer), str(r.before), str(r.after), f"+{r.appended}", human_bytes(r.k_bytes),
                  human_bytes(r.v_bytes)] for r in kv.layers]
-        table = columns(["layer", "before", "after", "+new", "K", "V"], rows, justify="rrrrrr")
+        headers, justify = ["layer", "before", "after", "+new", "K", "V"], "rrrrrr"
+        if kv.sliding_window:
+            for row, r in zip(rows, kv.layers):
+                row += [f"{r.keys} ({r.first_key}..{r.first_key + r.keys - 1})" if r.keys else "0",
+                        f"local {r.window}" if r.window else "global", f"-{r.dropped}" if r.dropped else ""]
+            headers, justify = headers + ["keys read", "kind", "evicted"], justify + "rlr"
+        table = columns(headers, rows, justify=justify)
         selected = self.get_component_rich_style("kv-cache--selected")
         for row, line in zip(kv.layers, table[1:]):
             if row.layer == self.layer:

@@ -87,6 +87,18 @@ class LayersList(Widget):
                 out.append("\n")
         return out
 
+    def prefetch(self, step_index: int) -> None:
+        """Compute (into the views cache) what the rows would show at `step_index`."""
+        trace = self._trace
+        if trace is None or not 0 <= step_index < len(trace.steps):
+            return
+        n_layers = int(trace.model.get("n_layers") or 0)
+        start, end = window(self.layer_index, n_layers, self.size.height - 1)
+        logit_lens(trace, step_index)
+        for layer in range(start, end):
+            head_stats(trace, step_index, layer)
+            resid_norm(trace, step_index, layer)
+
     def on_click(self, event) -> None:
         if event.y >= 1:
             self.post_message(self.Selected(self._first_row + event.y - 1))

@@ -1,4 +1,5 @@
-"""Model overview pane: architecture facts and parameter counts per component."""
+"""Model overview pane: architecture facts, parameter counts per component, and the family's real
+data flow (its block equations, local/global layers, experts, names it has or lacks)."""
 
 from __future__ import annotations
 
@@ -6,15 +7,48 @@ from rich.text import Text
 
 from tui.render.columns import columns
 from tui.render.probbar import bar_chars
-from tui.views.model_overview import human_count, model_overview
+from tui.views.model_overview import ModelOverview, human_count, model_overview
 from tui.widgets.lines_pane import LinesPane
 
 BAR = 20
+NAMES_PER_LINE = 4
+
+
+def name_lines(names: list[str], style: str = "") -> list[Text]:
+    """A list of recorded names, a few per line, indented."""
+    return [Text("  " + ", ".join(names[i : i + NAMES_PER_LINE]), style=style, no_wrap=True)
+            for i in range(0, len(names), NAMES_PER_LINE)]
+
+
+def family_lines(ov: ModelOverview) -> list[Text]:
+    """Data flow, layer kinds, notes and the names the family has, lacks or could not record."""
+    out: list[Text] = []
+    if ov.data_flow:
+        out += [Text(""), Text("data flow of a block", style="bold")]
+        out += [Text(f"  {line}", no_wrap=True) for line in ov.data_flow]
+    if ov.layer_kinds:
+        out += [Text(""), Text("layers", style="bold")]
+        out += [Text.assemble(f"  {kind}: ", (layers, "bold"), no_wrap=True) for kind, layers in ov.layer_kinds]
+    if ov.notes:
+        out += [Text(""), Text("family specifics", style="bold")]
+        out += [Text(f"  {note}", no_wrap=True) for note in ov.notes]
+    if ov.missing:
+        why = "generic fallback: no adapter for this architecture" if ov.generic else "the adapter could not find them"
+        out += [Text(""), Text(f"not recorded ({len(ov.missing)} names; {why})", style="bold yellow")]
+        out += name_lines(ov.missing, "yellow")
+    if ov.not_applicable:
+        out += [Text(""), Text("not applicable (this family has no such tensor)", style="bold")]
+        out += name_lines(ov.not_applicable, "dim")
+    if ov.extras:
+        out += [Text(""), Text("family extras recorded", style="bold")]
+        out += name_lines(ov.extras)
+    return out
 
 
 class ModelOverviewPane(LinesPane):
     """The trace's model: facts (family, sizes, attention kind, norms, dtype), parameters per
-    component with their share, and the data flow of a block when the manifest describes it."""
+    component with their share, then the family's data flow, local/global layers, experts, and
+    which names are not applicable, family extras, or not recorded (generic fallback)."""
 
     DEPENDS = frozenset()
 
@@ -27,9 +61,8 @@ class ModelOverviewPane(LinesPane):
                  Text(bar_chars(r.share, BAR), style="green")] for r in ov.params]
         total = Text(f"{ov.total:,} ({human_count(ov.total)})", style="bold")
         rows.append([Text("total", style="bold"), total, "", ""])
-        out = [Text("model", style="bold"), *facts, Text(""), Text("parameters", style="bold"),
+        warning = ([Text(f"generic fallback: {len(ov.missing)} names not recorded (listed below)", style="bold yellow")]
+                   if ov.missing else [])
+        out = [Text("model", style="bold"), *warning, *facts, Text(""), Text("parameters", style="bold"),
                *columns(["component", "parameters", "share", ""], rows, justify="lrrl")]
-        if ov.data_flow:
-            out += [Text(""), Text("data flow of a block", style="bold")]
-            out += [Text(f"  {line}", no_wrap=True) for line in ov.data_flow]
-        return out
+        return out + family_lines(ov)

@@ -1,5 +1,7 @@
 """The tensor inspector's detail panel: shape, dtype, operation, statistics and histogram of the
-selected tensor. A plain render (fixed height in panes.tcss), so an update never re-lays-out."""
+selected tensor; on a mixture-of-experts model, for MLP names, the layer's routing (chosen
+experts with weights, router bars, and per position for the routing tensors). A plain render
+(fixed height in panes.tcss, taller for MoE models), so an update never re-lays-out."""
 
 from __future__ import annotations
 
@@ -8,20 +10,25 @@ from rich.text import Text
 from textual.widget import Widget
 
 from tui.render.spark import Histogram
+from tui.views.mlp import EXPERT_IDS, ROUTER, MlpRouting
 from tui.views.tensors import TensorSummary, format_number
+from tui.widgets.routing import routing_lines
 
 
 class TensorDetail(Widget):
-    """Set with `show(summary, note)`; `note` is a dim last line (e.g. where a tensor was exported)."""
+    """Set with `show(summary, note, routing=...)`; `note` is a dim last line (e.g. where a tensor
+    was exported); `routing` the MoE routing of the selected MLP name's layer."""
 
     def __init__(self, **kwargs) -> None:
         super().__init__(**kwargs)
         self.summary: TensorSummary | None = None
+        self.routing: MlpRouting | None = None
         self.note = ""
         self.empty = "no trace"
 
-    def show(self, summary: TensorSummary | None, note: str = "", empty: str = "") -> None:
-        self.summary, self.note = summary, note
+    def show(self, summary: TensorSummary | None, note: str = "", empty: str = "",
+             routing: MlpRouting | None = None) -> None:
+        self.summary, self.note, self.routing = summary, note, routing
         self.empty = empty or self.empty
         self.refresh()
 
@@ -38,8 +45,13 @@ class TensorDetail(Widget):
             Text.assemble((info.name, "bold"), f"  {list(info.shape)} {info.dtype}", no_wrap=True),
             Text(op, no_wrap=True, overflow="ellipsis"),
             stats,
-            Histogram(s.hist, s.min, s.max),
         ]
+        routing_tensor = info.name.endswith((ROUTER, EXPERT_IDS))
+        if self.routing is None or not routing_tensor:
+            lines.append(Histogram(s.hist, s.min, s.max))
+        if self.routing is not None:
+            budget = max(1, self.size.height - len(lines) - (1 if self.note else 0))
+            lines += routing_lines(self.routing, budget, per_position=routing_tensor)
         if self.note:
             lines.append(Text(self.note, style="dim", no_wrap=True, overflow="ellipsis"))
         return Group(*lines)

@@ -1,5 +1,6 @@
 """Tensor inspector pane: every recorded tensor of the step with statistics, histogram and the
-operation that produced it; Enter browses slices, `e` exports to `.npy`."""
+operation that produced it (the family's own data flow); on a mixture-of-experts model the MLP
+names also show the layer's routing. Enter browses slices, `e` exports to `.npy`."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from textual.reactive import reactive
 from textual.widget import Widget
 
 from tui.views.heatmap import kv_head_of
+from tui.views.mlp import is_moe, mlp_routing_for
 from tui.views.tensors import axis_names, export_npy, n_leading, summarize
 from tui.widgets.tensor_browser import TensorBrowser
 from tui.widgets.tensor_detail import TensorDetail
@@ -117,6 +119,8 @@ class TensorInspector(Widget):
         return self.query_one(TensorBrowser).display
 
     def _reload(self) -> None:
+        moe = self._trace is not None and is_moe(self._trace.model)
+        self.query_one(TensorDetail).set_class(moe, "-moe")  # taller: room for the routing
         tensors = self.query_one(TensorList)
         keep = tensors.selected.name if tensors.selected is not None else None
         tensors.show(self._trace, self.step, keep)
@@ -135,7 +139,8 @@ class TensorInspector(Widget):
             detail.show(None, empty="no tensors recorded at this step" if self._trace is not None else "no trace")
             return
         note = f"exported → {self.last_export}" if self.last_export else ""
-        detail.show(summarize(self._trace, self.step, info.name), note)
+        detail.show(summarize(self._trace, self.step, info.name), note,
+                    routing=mlp_routing_for(self._trace, self.step, info.name))
 
     def on_tensor_list_highlighted(self, message: TensorList.Highlighted) -> None:
         message.stop()

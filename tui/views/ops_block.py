@@ -1,0 +1,155 @@
+"""The producing operation of each name inside a block, per family (see `tui.views.ops`).
+
+Written from the family's facts and layout: parallel attention + MLP (NeoX: no resid_mid), post
+norms feeding the residual (Gemma), per-head q/k norms (Qwen3, Gemma 3), fused projections
+(Phi-3 qkv_proj / gate_up_proj, NeoX per-head q|k|v, GPT-2 Conv1D c_attn), biases, partial
+rotary, sliding windows, soft-capped scores, mixture-of-experts routers. The generic fallback
+knows only the block's input and output.
+"""
+
+from __future__ import annotations
+
+from tui.views.op_facts import Facts, dims
+
+
+def _proj(f: Facts, which: str, heads: int) -> str:
+    """ln1 × the projection that yields q, k or v, in the family's layout."""
+    T, d, H, Hk, dh = f.T, f.d, f.H, f.Hk, f.dh
+    lay = f.layout
+    if lay.qkv == "conv1d":
+        return f"ln1 {f.td()} × W_QKV {dims(d, 3 * d)} + b_QKV (Conv1D c_attn), {which} third"
+    if lay.qkv == "fused_heads":
+        return f"ln1 {f.td()} × W_QKV {dims(d, 3 * H * dh)} + b_QKV (query_key_value), {which} of each head's [q|k|v]"
+    if lay.qkv == "fused":
+        return f"ln1 {f.td()} × W_QKV {dims(d, (H + 2 * Hk) * dh)} (fused qkv_proj), {which} part"
+    bias = f" + b_{which.upper()}" if lay.qkv_bias else ""
+    return f"ln1 {f.td()} × W_{which.upper()} {dims(d, heads * dh)}{bias}"
+
+
+def _rope(f: Facts, src: str, heads: int) -> str:
+    partial = ""
+    if f.rotary_dim and int(f.rotary_dim) < f.dh:
+        partial = f" on the first {f.rotary_dim} of {f.dh} features per head (rest unrotated)"
+    return f"RoPE({src} {dims(f.T, heads, f.dh)}, {f.positions()}){partial}"
+
+
+def _keys(f: Facts, layer: int, what: str, heads: int, transposed: bool = False) -> str:
+    """`rot_k cache [S, Hk, dh]`, with the window's positions on a sliding layer's decode step."""
+    first, S = f.keys(layer)
+    where = f" (positions {first}..{f.end - 1})" if first else ""
+    return f"{what} cache {dims(S, heads, f.dh)}{'ᵀ' if transposed else ''}{where}"
+
+
+def _scores(f: Facts, layer: int, out: str, group: str) -> str:
+    q_in = "q_normed" if f.has(layer, "attn.hook_q_normed") else "q"
+    k_in = "k_normed" if f.has(layer, "attn.hook_k_normed") else "k"
+    q_att, k_att = ("rot_q", "rot_k") if f.rotary else (q_in, k_in)
+    scalar = f.model.get("query_pre_attn_scalar")
+    scale = f"/ √{scalar} (query_pre_attn_scalar)" if scalar else f"/ √{f.dh}"
+    raw = f"{q_att} {dims(f.T, f.H, f.dh)} · {_keys(f, layer, k_att, f.Hk, transposed=True)} {scale}"
+    cap = f.model.get("attn_logit_softcapping")
+    if cap:
+        raw = f"{cap:g}·tanh({raw} / {cap:g})"
+    window = f.window(layer)
+    mask = f"sliding-window causal mask (window {window})" if window else "causal mask"
+    return f"{raw} + {mask} → {out}{group}"
+
+
+def _attention(f: Facts, layer: int, rest: str, out: str) -> str | None:
+    H, Hk, dh, T = f.H, f.Hk, f.dh, f.T
+    group = f" ({H // max(1, Hk)} query heads per KV head)" if Hk and Hk < H else ""
+    if rest in ("attn.hook_q", "attn.hook_k", "attn.hook_v"):
+        which = rest[-1]
+        return f"{_proj(f, which, H if which == 'q' else Hk)} → {out}"
+    if rest in ("attn.hook_q_normed", "attn.hook_k_normed"):
+        src, heads = ("q", H) if rest.endswith("q_normed") else ("k", Hk)
+        return f"{f.norm} per head({src} {dims(T, heads, dh)}){f.norm_weight} → {out}"
+    if rest in ("attn.hook_rot_q", "attn.hook_rot_k"):
+        q = "q_normed" if f.has(layer, "attn.hook_q_normed") else "q"
+        k = "k_normed" if f.has(layer, "attn.hook_k_normed") else "k"
+        src, heads = (q, H) if rest.endswith("rot_q") else (k, Hk)
+        return f"{_rope(f, src, heads)} → {out}"
+    if rest == "attn.hook_attn_scores":
+        return _scores(f, layer, out, group)
+    _, S = f.keys(layer)
+    if rest == "attn.hook_pattern":
+        return f"softmax(scores {dims(H, T, S)}) → {out}"
+    if rest == "attn.hook_z":
+        return f"pattern {dims(H, T, S)} · {_keys(f, layer, 'v', Hk)} → {out}{group}"
+    if rest == "hook_attn_out":
+        bias = " + b_O" if f.layout.out_bias else ""
+        return f"z {dims(T, H, dh)} × W_O {dims(H * dh, f.d)}{bias} → {out}"
+    return None
+
+
+def _mlp(f: Facts, layer: int, rest: str, out: str) -> str | None:
+    T, d, m, td = f.T, f.d, f.m, f.td()
+    mlp_in = "ln2"
+    if rest == "mlp.hook_router_probs":
+        return f"softmax({mlp_in} {td} × W_router {dims(d, f.E)}) → {out}"
+    if rest == "mlp.hook_expert_ids":
+        return f"top-{f.top_k or 'k'}(router_probs {dims(T, f.E)}) → {out}"
+    if rest in ("mlp.hook_pre", "mlp.hook_pre_linear") and f.layout.mlp_fused:
+        half = "first (gate)" if rest == "mlp.hook_pre" else "second (up)"
+        return f"{mlp_in} {td} × W_gate_up {dims(d, 2 * m)} (fused gate_up_proj), {half} half → {out}"
+    if rest == "mlp.hook_pre":
+        if f.gated:
+            return f"{mlp_in} {td} × W_gate {dims(d, m)} → {out}"
+        conv = " (Conv1D c_fc)" if f.layout.conv1d else ""
+        return f"{mlp_in} {td} × W_in {dims(d, m)} + b_in{conv} → {out}"
+    if rest == "mlp.hook_pre_linear":
+        return f"{mlp_in} {td} × W_up {dims(d, m)} → {out}"
+    if rest == "mlp.hook_post":
+        if f.gated:
+            return f"{f.act}(mlp_pre {dims(T, m)}) ⊙ mlp_pre_linear {dims(T, m)} → {out}"
+        return f"{f.act}(mlp_pre {dims(T, m)}) → {out}"
+    if rest == "hook_mlp_out":
+        if f.moe(layer):
+            renorm = f.model.get("norm_topk_prob", f.family == "mixtral")
+            w = "top-k router probs renormalised" if renorm else "top-k router probs"
+            return (f"Σ over the top-{f.top_k or 'k'} of {f.E} experts w_e · expert_e({mlp_in} {td}) "
+                    f"(w = {w}; expert = down(act(gate)·up)) → {out}")
+        if f.gated:
+            return f"mlp_post {dims(T, m)} × W_down {dims(m, d)} → {out}"
+        return f"mlp_post {dims(T, m)} × W_out {dims(m, d)} + b_out → {out}"
+    return None
+
+
+def _residual(f: Facts, layer: int, rest: str, out: str) -> str | None:
+    td = f.td()
+    if rest == "hook_resid_pre":
+        if layer > 0:
+            return f"blocks.{layer - 1}.resid_post {td} → {out}"
+        if f.model.get("positional") == "absolute":
+            return f"embed {td} + pos_embed {td} → {out}"
+        return f"embed {td} → {out}"
+    if f.generic and rest == "hook_resid_post":
+        return f"block {layer}(resid_pre {td}) (generic fallback: internals not recorded) → {out}"
+    if rest == "ln1.hook_normalized":
+        return f"{f.norm}(resid_pre {td}){f.norm_weight} → {out}"
+    if rest == "ln1_post.hook_normalized":
+        return f"{f.norm}(attn_out {td}){f.norm_weight} (post-attention norm, added to the residual) → {out}"
+    if rest == "hook_resid_mid":
+        added = "ln1_post" if f.post_norms or f.has(layer, "ln1_post.hook_normalized") else "attn_out"
+        return f"resid_pre {td} + {added} {td} → {out}"
+    if rest == "ln2.hook_normalized":
+        if f.parallel:
+            return f"{f.norm}(resid_pre {td}) (parallel: the MLP reads the block input) → {out}"
+        return f"{f.norm}(resid_mid {td}){f.norm_weight} → {out}"
+    if rest == "ln2_post.hook_normalized":
+        return f"{f.norm}(mlp_out {td}){f.norm_weight} (post-MLP norm, added to the residual) → {out}"
+    if rest == "hook_resid_post":
+        if f.parallel:
+            return f"resid_pre {td} + attn_out {td} + mlp_out {td} → {out}"
+        added = "ln2_post" if f.post_norms or f.has(layer, "ln2_post.hook_normalized") else "mlp_out"
+        return f"resid_mid {td} + {added} {td} → {out}"
+    return None
+
+
+def block_op(f: Facts, layer: int, rest: str, out: str) -> str:
+    """One line: inputs and weights with shapes → `out` (the recorded name with its shape)."""
+    for part in (_residual, _attention, _mlp):
+        line = part(f, layer, rest, out)
+        if line is not None:
+            return line
+    return f"block {layer} → {out}"
