@@ -11,12 +11,13 @@ from tracer import load_trace
 from tracer.session import GenerationSettings, LiveSession
 
 
-def trace_tiny(key: str, out) -> object:
-    """Trace PROMPT (8 byte tokens) + NEW_TOKENS greedy steps of the tiny `key` model into `out`."""
+def trace_tiny(key: str, out, record: list[str] | None = None, **config) -> object:
+    """Trace PROMPT (8 byte tokens) + NEW_TOKENS greedy steps of the tiny `key` model into `out`
+    (only the `record` patterns when given; `config` overrides the tiny model's config)."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the generic fallback's notice
-        session = LiveSession(tiny_model(key), byte_tokenizer(), PROMPT, GenerationSettings(max_new_tokens=NEW_TOKENS),
-                              out=str(out), name=f"tiny-{key}")
+        session = LiveSession(tiny_model(key, **config), byte_tokenizer(), PROMPT, GenerationSettings(max_new_tokens=NEW_TOKENS),
+                              out=str(out), record=record, name=f"tiny-{key}")
         while session.step() is not None:
             pass
         session.close()

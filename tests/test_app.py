@@ -365,6 +365,7 @@ async def test_live_error_shows_modal_and_session_survives(tiny):
             if isinstance(app.screen, ErrorScreen):
                 break
         assert isinstance(app.screen, ErrorScreen)
+        await pilot.pause()
         assert "CUDA out of memory (simulated)" in screen_text(app)
         assert not app.busy
         await pilot.press("enter")
@@ -386,6 +387,7 @@ async def test_live_factory_failure_is_reported():
             if isinstance(app.screen, ErrorScreen):
                 break
         assert isinstance(app.screen, ErrorScreen)
+        await pilot.pause()
         text = screen_text(app)
         assert "Could not start the live session" in text and "model not found" in text
         await pilot.press("escape")
@@ -419,6 +421,7 @@ async def test_loading_shows_progress_and_stays_responsive():
             await pilot.pause(0.02)
             if isinstance(app.screen, ErrorScreen):
                 break
+        await pilot.pause()
         assert "no model is loaded" in screen_text(app)
 
 

@@ -91,8 +91,8 @@ def test_model_overview_shows_the_family(fam, key, expected):
     text = "\n".join(lines)
     for piece in expected:
         assert piece in text, piece
-    if key != "gpt_neox":
-        assert "not applicable" not in text or key == "mixtral"
+    assert ("not applicable (this family has no such tensor)" in text) == (key in ("gpt_neox", "mixtral"))
+    assert ("family extras recorded" in text) == (key in ("gemma2", "mixtral"))
 
 
 def test_tensor_detail_shows_moe_routing(fam):
@@ -123,6 +123,20 @@ def test_tensor_detail_shows_moe_routing(fam):
         assert_inert(app)
 
     drive(pane, script, size=(120, 40))
+
+
+def test_browsing_a_window_pattern_says_where_keys_start(fam):
+    pane = TensorInspector(fam["mistral"])
+
+    async def script(app, pilot):
+        pane.step = 2
+        tensors = app.query_one(TensorList)
+        tensors.focus()
+        tensors.select_name("blocks.0.attn.hook_pattern")
+        await pilot.press("enter")
+        assert "key column j = position 6 + j" in screen_text(app)
+
+    drive(pane, script, size=(140, 30))
 
 
 def test_tensor_detail_stays_small_without_experts(fam):

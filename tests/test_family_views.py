@@ -7,11 +7,11 @@ import re
 import numpy as np
 import pytest
 
-from tests.family_traces import Traces
+from tests.family_traces import Traces, trace_tiny
 from tui.views.heatmap import Viewport, attention_map, extent, key_span
 from tui.views.kv_cache import kv_cache
 from tui.views.layers import head_rows, layer_experts, layer_rows
-from tui.views.mlp import format_choices, mlp_routing, mlp_routing_for, routing
+from tui.views.mlp import compact_choices, format_choices, mlp_routing, mlp_routing_for, routing
 from tui.views.model_overview import model_overview, spans
 from tui.views.ops import short_name
 from tui.views.tensors import tensor_infos, tensor_op
@@ -152,9 +152,30 @@ def test_routing_per_position_list_and_layer_rows(fam):
     assert mlp_routing_for(tr, 0, "blocks.0.attn.hook_q") is None
     rows = layer_rows(tr, 1)
     assert [r.experts for r in rows] == [routing(tr, 1, layer).chosen for layer in (0, 1)]
+    assert re.fullmatch(r"e\d,e\d", compact_choices(rows[0].experts)) and compact_choices(None) == ""
     assert layer_experts(fam["mistral"], 1, 0) is None
     assert all(r.experts is None for r in layer_rows(fam["mistral"], 1))
     assert mlp_routing_for(fam["mistral"], 0, "blocks.0.mlp.hook_pre") is None
+
+
+def test_routing_from_router_probabilities_alone(fam, tmp_path):
+    full = fam["mixtral"]
+    only = trace_tiny("mixtral", tmp_path / "router-only", record=["blocks.*.mlp.hook_router_probs"])
+    assert "blocks.0.mlp.hook_expert_ids" not in only.steps[0]
+    for i in (0, 1):
+        assert routing(only, i, 0).chosen == routing(full, i, 0).chosen  # top-k of the recorded probabilities
+    assert tensor_op(only, 0, "blocks.0.mlp.hook_router_probs").startswith("softmax(ln2 [8, 64] × W_router")
+    assert sum(b.chosen for b in mlp_routing(only, 0, 1).bars) == 2
+
+
+def test_qwen3_moe_dense_layers_keep_the_dense_mlp(tmp_path):
+    tr = trace_tiny("qwen3_moe", tmp_path / "dense0", mlp_only_layers=[0])
+    assert "blocks.0.mlp.hook_post" in tr.steps[0] and "blocks.0.mlp.hook_router_probs" not in tr.steps[0]
+    assert [r.experts is None for r in layer_rows(tr, 1)] == [True, False]
+    assert tensor_op(tr, 0, "blocks.0.hook_mlp_out").startswith("mlp_post [8, 128] × W_down")
+    assert tensor_op(tr, 0, "blocks.1.hook_mlp_out").startswith("Σ over the top-2 of 4 experts")
+    assert mlp_routing_for(tr, 0, "blocks.0.mlp.hook_post") is None
+    assert dict(model_overview(tr).facts)["experts"].endswith("dense MLP at layers 0")
 
 
 # -- data flow: operation lines ----------------------------------------------------------------------
@@ -213,8 +234,8 @@ def test_gemma_post_norms_feed_the_residual(fam, key):
     global_scores = tensor_op(fam[key], 1, "blocks.1.attn.hook_attn_scores")
     assert "+ causal mask" in global_scores and "rot_k cache [9, 2, 16]ᵀ" in global_scores
     local_scores = tensor_op(fam[key], 1, "blocks.0.attn.hook_attn_scores")
-    assert "rot_k cache [4, 2, 16]ᵀ (positions 5..8)" in local_scores and local_scores.endswith("scores [4, 1, 4] "
-                                                                                              "(2 query heads per KV head)")
+    assert "rot_k cache [4, 2, 16]ᵀ (positions 5..8)" in local_scores
+    assert local_scores.endswith("scores [4, 1, 4] (2 query heads per KV head)")
     if key == "gemma2":
         assert o["attn.hook_attn_scores"].startswith("2·tanh(rot_q [8, 4, 16] · rot_k cache")
 
@@ -283,7 +304,8 @@ def test_overview_specifics(fam):
     assert dict(mix.facts)["experts"] == "4, top-2 per token, weights renormalised over the top-k"
     assert mix.not_applicable == ["mlp.hook_pre", "mlp.hook_pre_linear", "mlp.hook_post"]
     assert mix.extras == ["mlp.hook_router_probs", "mlp.hook_expert_ids"]
-    assert dict(model_overview(fam["qwen3_moe"]).facts)["experts"] == "4, top-2 per token, weights = router probabilities"
+    qwen_moe = dict(model_overview(fam["qwen3_moe"]).facts)
+    assert qwen_moe["experts"] == "4, top-2 per token, weights = router probabilities"
     generic = model_overview(fam["olmo2"])
     assert len(generic.missing) == 22 and "attn.hook_pattern" in generic.missing and generic.extras == []
     assert spans([0, 2, 3, 4, 7]) == "0, 2–4, 7" and spans([]) == ""

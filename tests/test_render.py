@@ -7,7 +7,7 @@ import numpy as np
 from rich.color import ColorSystem
 from rich.console import Console
 
-from tui.render import MASKED, PALETTE, HeatmapRenderable, Histogram, ProbBar, Sparkline
+from tui.render import MASKED, PALETTE, WINDOW, HeatmapRenderable, Histogram, ProbBar, Sparkline
 from tui.render.palette import PALETTE_RGB, levels, luminance
 from tui.render.probbar import bar_chars
 from tui.render.spark import spark_chars
@@ -109,6 +109,20 @@ def test_legend_shows_scale_and_masked_swatch():
     out = SGR.sub("", render(HeatmapRenderable(np.array([[0.0, 0.8]]), vmin=0.0, vmax=0.8)))
     legend = out.splitlines()[-1]
     assert legend.startswith("0 " + "█" * len(PALETTE) + " 0.8") and legend.endswith("█ masked")
+
+
+def test_window_cells_differ_from_causal_cells_and_the_palette():
+    values = np.array([[0.5, 0.0, 0.0], [0.0, 0.5, 0.0]])
+    mask = np.array([[False, True, True], [True, False, True]])
+    window = np.array([[False, False, False], [True, False, False]])  # row 1, key 0: outside the window
+    out = render(HeatmapRenderable(values, mask, vmax=1.0, window_mask=window, window=4))
+    (line,) = grid_lines(out)
+    mid, masked, outside = n256(PALETTE[6]), n256(MASKED), n256(WINDOW)
+    assert cells(line) == [(mid, outside), (masked, mid), (masked, masked)]
+    assert outside not in {masked, *(n256(c) for c in PALETTE)}
+    assert SGR.sub("", out).splitlines()[-1].endswith("█ masked  █ outside window 4")
+    no_window = SGR.sub("", render(HeatmapRenderable(values, mask, vmax=1.0, window_mask=np.zeros_like(mask))))
+    assert no_window.splitlines()[-1].endswith("█ masked")  # the window swatch only when such cells show
 
 
 def test_default_vmax_ignores_masked_cells():

@@ -207,7 +207,7 @@ class MainScreen(Screen[None]):
         trace = getattr(self.app, "trace", None)
         if trace is None or not 0 <= step_index < len(trace.steps):
             return []
-        jobs = [lambda: trace.steps[step_index].names]  # the step file's header
+        jobs = [lambda: "logits" in trace.steps[step_index]]  # reads the step file's header once
         widgets = [self.query_one(LayersList), self.query_one(HeadsList), self.active_pane]
         for widget in widgets:
             prefetch = getattr(widget, "prefetch", None)  # optional hook, also for owner A's panes

@@ -108,6 +108,11 @@ def format_choices(chosen: tuple[ExpertChoice, ...]) -> str:
     return ", ".join(f"e{c.expert}" + (f" ({c.prob:.2f})" if np.isfinite(c.prob) else "") for c in chosen)
 
 
+def compact_choices(chosen: tuple[ExpertChoice, ...] | None) -> str:
+    """"e3,e1" for a narrow column (a layer row); "" when there is no routing."""
+    return ",".join(f"e{c.expert}" for c in chosen) if chosen else ""
+
+
 # -- what the MLP detail shows -------------------------------------------------------------------
 
 MAX_POSITIONS = 32  # positions listed per step (the last ones: the predicting position first to show)

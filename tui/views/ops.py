@@ -73,7 +73,8 @@ def _head_op(f: Facts, name: str, out: str) -> str | None:
     if name.startswith("logit_lens.") and f.generic:
         return f"top-k softmax(LM head(final norm(resid_post[-1]))) per layer → {out}"
     if name.startswith("logit_lens."):
-        return f"top-k softmax({_softcapped(f, f'ln_final(resid_post[-1]) × W_U {dims(f.d, f.V)}')}) per layer → {out}"
+        lens = _softcapped(f, f"ln_final(resid_post[-1]) × W_U {dims(f.d, f.V)}")
+        return f"top-k softmax({lens}) per layer → {out}"
     return None
 
 

@@ -21,8 +21,8 @@ MIN_ZOOM, MAX_ZOOM = -3, 3
 class HeatmapPane(Widget, can_focus=True):
     """Attention weights of `layer`/`head` at `step`: the full causal map at the prefill, the new
     query row at a decode step (only the window's keys on a sliding-window layer), or every row
-    so far when stacked; keys outside a sliding window are drawn apart from causally masked ones. Follows the newest position
-    until panned; `0` goes back to following.
+    so far when stacked; keys outside a sliding window are drawn apart from causally masked ones.
+    Follows the newest position until panned; `0` goes back to following.
 
     | Key(s) | Description |
     | :- | :- |

@@ -24,9 +24,11 @@ def _token(r: Routing) -> Text:
 def summary_line(mr: MlpRouting) -> Text:
     last = mr.last
     how = {True: " (weights renormalised)", False: " (weights = router probabilities)"}.get(last.renormalised, "")
-    chosen = " · ".join(
-        f"e{c.expert} {c.prob:.3f}" + (f" → w {c.weight:.3f}" if last.renormalised and math.isfinite(c.weight) else "")
-        for c in last.chosen)
+    def choice(c) -> str:
+        weight = f" → w {c.weight:.3f}" if last.renormalised and math.isfinite(c.weight) else ""
+        return f"e{c.expert} {c.prob:.3f}{weight}"
+
+    chosen = " · ".join(choice(c) for c in last.chosen)
     return Text.assemble(f"L{mr.layer} routing of {last.position}:", _token(last),
                          f" (last of {mr.n_positions}): top-{mr.top_k} ", (chosen, "bold"), how, no_wrap=True)
 
@@ -43,8 +45,9 @@ def bar_lines(mr: MlpRouting, budget: int) -> list[Text]:
         bars = sorted(bars, key=lambda b: -b.prob)[: max(0, min(MAX_BARS, budget - 1))]
     width = len(str(len(mr.bars) - 1)) + 1
     for b in bars:
-        out.append(Text.assemble(f" {'e' + str(b.expert):>{width}} ", (bar_chars(b.prob, BAR), "green" if b.chosen else "dim"),
-                                 f" {b.prob:.3f}", (" ◀ chosen" if b.chosen else "", "bold"), no_wrap=True))
+        bar = (bar_chars(b.prob, BAR), "green" if b.chosen else "dim")
+        out.append(Text.assemble(f" {'e' + str(b.expert):>{width}} ", bar, f" {b.prob:.3f}",
+                                 (" ◀ chosen" if b.chosen else "", "bold"), no_wrap=True))
     return out
 
 

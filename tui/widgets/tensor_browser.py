@@ -106,6 +106,10 @@ class TensorBrowser(Widget, can_focus=True):
         if k:
             a = self.axis
             title.append(f" · [ ] change {names[a]} ({self.lead[a]} of {shape[a]}), , . another axis", style="dim")
+        if names and names[-1] == "S":  # keys: a sliding layer's cache holds only the window
+            first = self.source.positions[1] - shape[-1]
+            if first > 0:
+                title.append(f" · key column j = position {first} + j", style="dim")
         return title
 
     def render(self):
