@@ -39,6 +39,16 @@ BLOCK_NAMES: dict[str, str] = {
     "hook_resid_post": "[T, d_model]",
 }
 
+# block names only some families have, recorded in addition to the common vocabulary
+FAMILY_EXTRAS: tuple[str, ...] = (
+    "attn.hook_q_normed",
+    "attn.hook_k_normed",
+    "ln1_post.hook_normalized",
+    "ln2_post.hook_normalized",
+    "mlp.hook_router_probs",
+    "mlp.hook_expert_ids",
+)
+
 HEAD_NAMES: dict[str, str] = {
     "hook_embed": "[T, d_model]",
     "hook_pos_embed": "[T, d_model]",  # absolute position models only

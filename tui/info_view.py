@@ -6,6 +6,7 @@ from rich.console import Group
 from rich.table import Table
 from rich.text import Text
 
+from tracer.names import FAMILY_EXTRAS
 from tracer.trace_format import human_bytes
 
 FACT_ROWS = [
@@ -26,6 +27,8 @@ FACT_ROWS = [
     ("parallel attn/MLP", "parallel_attn_mlp"),
     ("sliding window", "sliding_window"),
     ("experts", "n_experts"),
+    ("experts per token", "experts_per_token"),
+    ("rotary dims", "rotary_dim"),
 ]
 PARAM_ROWS = ["embedding", "attention", "mlp", "norms", "lm_head", "other", "total"]
 
@@ -55,7 +58,21 @@ def model_table(facts: dict) -> Group:
             continue
         note = " (tied to embedding)" if key == "lm_head" and counts.get("tied_embeddings") else ""
         params.add_row(key, _fmt_count(n) + note, f"{100 * n / total:.1f}%")
-    return Group(arch, Text(""), params)
+    parts = [arch, Text(""), params]
+    flow = facts.get("data_flow")
+    if flow:
+        parts += [Text(""), Text("data flow", style="bold")]
+        parts += [Text(f"  {line}") for line in ([flow] if isinstance(flow, str) else flow)]
+    kinds = facts.get("layer_types")
+    if kinds and len(set(kinds)) > 1:
+        summary = ", ".join(f"{k}: {sum(1 for x in kinds if x == k)}" for k in dict.fromkeys(kinds))
+        parts.append(Text(f"layer types: {summary}"))
+    absent = [n for n in facts.get("not_applicable") or [] if n not in FAMILY_EXTRAS]
+    if absent:
+        parts.append(Text("not in this family: " + ", ".join(absent)))
+    if facts.get("missing_names"):
+        parts.append(Text("not recorded (generic adapter): " + ", ".join(facts["missing_names"]), style="yellow"))
+    return Group(*parts)
 
 
 def trace_summary(trace) -> Group:

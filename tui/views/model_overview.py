@@ -7,10 +7,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from tracer.names import FAMILY_EXTRAS
+
 PARAM_ORDER = ("embedding", "attention", "mlp", "norms", "lm_head")
-# block names only some families have (recorded in addition to the common vocabulary)
-EXTRA_NAMES = ("attn.hook_q_normed", "attn.hook_k_normed", "ln1_post.hook_normalized",
-               "ln2_post.hook_normalized", "mlp.hook_router_probs", "mlp.hook_expert_ids")
+EXTRA_NAMES = FAMILY_EXTRAS  # block names only some families have
 
 
 @dataclass(frozen=True)
