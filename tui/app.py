@@ -76,6 +76,7 @@ class StepscopeApp(LiveWorkers, App[None]):
         self.state_text = ""
         self.last_error: str | None = None
         self.load_progress: tuple[str, float | None] = ("starting", None)
+        self._live_worker: Worker | None = None  # the latest session worker (load, step, continue)
         self.main_screen = MainScreen()
 
     # -- lifecycle ------------------------------------------------------------------------------
@@ -85,7 +86,7 @@ class StepscopeApp(LiveWorkers, App[None]):
     def on_mount(self) -> None:
         if self.trace is None:
             self._set_busy(True, "loading the model")
-            self.load_session()
+            self._live_worker = self.load_session()
         self._check_size(self.size.width, self.size.height)
 
     def on_resize(self, event: events.Resize) -> None:
@@ -101,6 +102,10 @@ class StepscopeApp(LiveWorkers, App[None]):
 
     def on_unmount(self) -> None:
         self._pause_event.set()
+        timer = getattr(self, "_prefetch_timer", None)
+        if timer is not None:
+            timer.stop()
+        self._prefetch_jobs = []
         session = self.session
         if session is not None:
             locked = self._session_lock.acquire(timeout=10)  # let a step being computed finish
@@ -161,18 +166,21 @@ class StepscopeApp(LiveWorkers, App[None]):
         self._prefetch_timer = self.set_timer(self.PREFETCH_DELAY, self._start_prefetch)
 
     def _start_prefetch(self) -> None:
-        if self.trace is None or not self.main_screen.is_mounted:
+        if self.trace is None or not self.main_screen.is_mounted or self._exit:
             return
-        jobs = []
-        for index in (self.step + 1, self.step - 1):
-            jobs += self.main_screen.prefetch_jobs(index)
-        jobs += self.main_screen.hidden_pane_jobs(self.step)
+        try:
+            jobs = []
+            for index in (self.step + 1, self.step - 1):
+                jobs += self.main_screen.prefetch_jobs(index)
+            jobs += self.main_screen.hidden_pane_jobs(self.step)
+        except Exception:  # noqa: BLE001 - optional work (e.g. the screen is being torn down)
+            return
         self._prefetch_jobs = jobs
         self._run_prefetch_job()
 
     def _run_prefetch_job(self) -> None:
         """One job per turn of the event loop, so a key pressed meanwhile waits for one job at most."""
-        if not self._prefetch_jobs:
+        if not self._prefetch_jobs or self._exit:
             return
         job = self._prefetch_jobs.pop(0)
         try:
@@ -212,7 +220,7 @@ class StepscopeApp(LiveWorkers, App[None]):
             self.notify("busy: the next step is being computed", timeout=2)
         elif self.can_grow:
             self._set_busy(True, f"computing step {self.n_steps}…")
-            self.compute_next()
+            self._live_worker = self.compute_next()
         else:
             self._set_state(self._end_text())
 
@@ -264,7 +272,7 @@ class StepscopeApp(LiveWorkers, App[None]):
         self.continuing = True
         self._pause_event.clear()
         self._set_busy(True, "continuing… (any key pauses)")
-        self.continue_live(BreakpointSet(list(self.breakpoints)))
+        self._live_worker = self.continue_live(BreakpointSet(list(self.breakpoints)))
 
     def pause(self) -> None:
         """Stop a running continue after the step being computed."""
@@ -310,7 +318,7 @@ class StepscopeApp(LiveWorkers, App[None]):
             title = WORKER_TITLES.get(worker.name, "Error")
             message = f"{type(error).__name__}: {error}" if error is not None else "unknown error"
             self.last_error = message
-            if worker.name in ("step", "continue", "load"):
+            if worker is self._live_worker:
                 self.continuing = False
                 self._pause_event.clear()
                 self._set_busy(False, title.lower())
@@ -319,9 +327,11 @@ class StepscopeApp(LiveWorkers, App[None]):
                 else "the session and its recorded steps are still usable"
             )
             self.push_screen(ErrorScreen(title, message, hint=hint))
-        elif event.state == WorkerState.CANCELLED and worker.name in ("step", "continue", "load"):
+        elif event.state == WorkerState.CANCELLED and worker is self._live_worker:
+            # (starting an exclusive worker also "cancels" the previous one when it has finished
+            # but not yet reported: only the current worker's cancellation changes the state)
             self.continuing = False
-            self._set_busy(False, "")
+            self._set_busy(False, "paused")
 
     # -- screens ------------------------------------------------------------------------------
     def action_goto(self) -> None:
