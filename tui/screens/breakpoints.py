@@ -37,7 +37,15 @@ class BreakpointList(OptionList):
 
 
 class BreakpointsScreen(ModalScreen[None]):
-    """Edits the app's `BreakpointSet` in place."""
+    """Edits the app's `BreakpointSet` in place.
+
+    | key | action |
+    |---|---|
+    | `Enter` (field) | add the breakpoint typed |
+    | `Tab` | move between the field and the list |
+    | `Del` `d` `x` (list) | remove the highlighted breakpoint |
+    | `Esc` | close |
+    """
 
     BINDINGS = [Binding("escape", "close", "Close")]
 
@@ -50,7 +58,8 @@ class BreakpointsScreen(ModalScreen[None]):
             yield Static(Text("Breakpoints (c continues until one fires)", style="bold"), id="breakpoints-title")
             yield BreakpointList(id="breakpoints-list")
             yield Input(placeholder="add a breakpoint, e.g. p<0.3", id="breakpoints-input")
-            hint = Text("kinds: " + SYNTAX_HELP + "\nEnter adds · Tab to the list, Del/d removes · Esc closes", style="dim")
+            keys = "Enter adds · Tab to the list, Del/d removes · Esc closes"
+            hint = Text(f"kinds: {SYNTAX_HELP}\n{keys}", style="dim")
             yield Static(hint, id="breakpoints-hint")
             yield Static(id="breakpoints-error")
 

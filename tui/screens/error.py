@@ -15,7 +15,12 @@ from textual.widgets import Button, Static
 
 
 class ErrorScreen(ModalScreen[None]):
-    """`title` and `message` are plain text (shown inert, never as markup)."""
+    """`title` and `message` are plain text (shown inert, never as markup).
+
+    | key | action |
+    |---|---|
+    | `Enter` `Esc` | close |
+    """
 
     BINDINGS = [Binding("escape,enter", "close", "Close")]
 

@@ -69,7 +69,13 @@ def binding_rows(bindings: Iterable[BindingType]) -> list[tuple[str, str]]:
 
 
 class HelpScreen(ModalScreen[None]):
-    """Every key, grouped: `sections` is a list of (title, [(keys, what it does), ...])."""
+    """Every key, grouped: `sections` is a list of (title, [(keys, what it does), ...]).
+
+    | key | action |
+    |---|---|
+    | `Esc` `q` `?` | close |
+    | `↑` `↓` `PgUp` `PgDn` | scroll |
+    """
 
     BINDINGS = [
         Binding("escape,q,question_mark", "close", "Close help"),

@@ -17,7 +17,13 @@ from textual.widgets import Input, Static
 
 class PromptScreen(ModalScreen[str | None]):
     """Dismisses with the accepted text, or None when cancelled. `check(text)` returns an error
-    message (shown under the field) or None when the text is acceptable."""
+    message (shown under the field) or None when the text is acceptable.
+
+    | key | action |
+    |---|---|
+    | `Enter` | accept |
+    | `Esc` | cancel |
+    """
 
     BINDINGS = [Binding("escape", "cancel", "Cancel")]
 

@@ -17,7 +17,12 @@ MIN_WIDTH, MIN_HEIGHT = 80, 24
 
 
 class TooSmallScreen(Screen[None]):
-    """A centred notice with the current and the needed size."""
+    """A centred notice with the current and the needed size.
+
+    | key | action |
+    |---|---|
+    | `q` | quit |
+    """
 
     BINDINGS = [Binding("q", "app.quit", "Quit")]
 
