@@ -73,15 +73,10 @@ def run_generate(model, ids, new_tokens, device):
 
 
 def run_trace(model, tok, ids, new_tokens, device, out_dir):
-    settings = GenerationSettings(max_new_tokens=new_tokens, chat=False)
+    settings = GenerationSettings(max_new_tokens=new_tokens, chat=False, stop_at_eos=False)  # same length as plain
     _reset_peak(device)
     t0 = time.perf_counter()
-    session = LiveSession(model, tok, "x", settings, out=out_dir, background_writer=True)
-    session.prompt_ids = ids[0].tolist()  # the exact benchmark prompt ids
-    session._next_ids = list(session.prompt_ids)
-    session.writer.manifest["tokens"] = [session._token(t, i) for i, t in enumerate(session.prompt_ids)]
-    session.writer.manifest["prompt_len"] = len(session.prompt_ids)
-    session.eos = set()  # same length as the plain run
+    session = LiveSession(model, tok, settings=settings, out=out_dir, background_writer=True, prompt_ids=ids[0].tolist())
     session.run()
     _sync(device)
     seconds = time.perf_counter() - t0

@@ -112,6 +112,16 @@ class Step:
     def nbytes(self) -> int:
         return int(self._entry.get("bytes", 0))
 
+    @property
+    def nonfinite(self) -> list[str]:
+        """Recorded names holding NaN or inf (from the manifest; no array is read)."""
+        return list(self._entry.get("nonfinite") or [])
+
+    @property
+    def seconds(self) -> float | None:
+        """Wall time of the forward pass and sampling, when recorded."""
+        return self._entry.get("seconds")
+
     # -- arrays ------------------------------------------------------------------------------
     def _load_header(self) -> dict:
         if self._header is None:

@@ -43,6 +43,7 @@ class GenerationSettings(SamplerSettings):
     max_new_tokens: int = 16
     chat: bool | None = None  # None: on for instruct/chat models that have a chat template
     logit_lens_k: int = 10
+    stop_at_eos: bool = True  # False: always generate max_new_tokens (benchmarks)
 
     def validate(self) -> None:
         super().validate()
@@ -113,7 +114,9 @@ class LiveSession:
         source: str | None = None,
         store_dtype: str | None = None,
         background_writer: bool = False,
+        prompt_ids: list[int] | None = None,
     ):
+        """`prompt_ids` traces exact token ids (the prompt text is then their decoding)."""
         self.settings = settings or GenerationSettings()
         self.settings.validate()
         self.model = model.eval()
@@ -121,9 +124,13 @@ class LiveSession:
         self.adapter = adapter_for(model)
         self.name = name or getattr(model.config, "name_or_path", "") or model.__class__.__name__
         self.chat = wants_chat(tokenizer, self.name, self.settings.chat)
-        if not prompt:
+        if prompt_ids is not None:
+            self.prompt_ids, self.chat = [int(i) for i in prompt_ids], False
+            prompt = tokenizer.decode(self.prompt_ids)
+        else:
+            self.prompt_ids = encode_prompt(tokenizer, prompt, self.chat) if prompt else []
+        if not self.prompt_ids:
             raise PromptError("the prompt is empty")
-        self.prompt_ids = encode_prompt(tokenizer, prompt, self.chat)
         facts = model_facts(model, self.adapter, self.name, source or self.name)
         n_ctx = facts.get("n_ctx")
         if n_ctx and len(self.prompt_ids) >= n_ctx:
@@ -133,7 +140,7 @@ class LiveSession:
         self.keep = NameFilter(record)
         self.recorder = Recorder(self.adapter, self.keep)
         self.sampler = Sampler(self.settings)
-        self.eos = set(eos_ids(model, tokenizer))
+        self.eos = set(eos_ids(model, tokenizer)) if self.settings.stop_at_eos else set()
         self.special = set(int(i) for i in (getattr(tokenizer, "all_special_ids", []) or []))
         self.device = self.adapter.embed().weight.device
         self._own_dir = out is None

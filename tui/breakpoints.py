@@ -84,11 +84,9 @@ class BreakpointError(ValueError):
 
 def step_nonfinite(step: Any) -> list[str]:
     """The recorded names holding NaN/inf of a step (from its manifest entry, no array read)."""
-    value = getattr(step, "nonfinite", None)
-    if value is None:
-        entry = getattr(step, "_entry", None) or (step if isinstance(step, dict) else {})
-        value = entry.get("nonfinite") or []
-    return list(value)
+    if isinstance(step, dict):
+        return list(step.get("nonfinite") or [])
+    return list(getattr(step, "nonfinite", None) or [])
 
 
 def _get(step: Any, attr: str, default: Any = None) -> Any:

@@ -101,13 +101,19 @@ class HeadsOverview(Widget, can_focus=True):
         for layer in range(start, end):
             stats = head_stats(trace, index, layer)
             line = Text(f"{layer:>4} ", style=style("heads-overview--row") if layer == self.layer_index else "")
+            # consecutive cells of one style form one span (fewer segments: a cheaper redraw)
+            run_text, run_style = "", None
             for head in range(n_heads):
                 value = float(stats.entropy[head]) / norm if stats is not None and head < len(stats.entropy) else None
                 lv = level(value)
                 cell_style = selected if (layer == self.layer_index and head == self.head) else (
                     levels[lv] if lv is not None else None)
-                line.append(shade(value), style=cell_style)
-                line.append(" ")
+                if cell_style != run_style and run_text:
+                    line.append(run_text, style=run_style)
+                    run_text = ""
+                run_text, run_style = run_text + shade(value) + " ", cell_style
+            if run_text:
+                line.append(run_text, style=run_style)
             lines.append(line)
         stats = head_stats(trace, index, self.layer_index)
         if stats is not None and self.head < len(stats.entropy):
