@@ -4,7 +4,8 @@
 
 Same model, same 128-token prompt, same 128 greedy tokens (EOS disabled in both so the lengths
 match; the token lists are compared). Also measures the traced eager attention alone (no hooks,
-no disk) to separate the cost of recording the real attention pattern. Prints wall-time ratios,
+no disk), to separate the cost of recording the real attention pattern, and tracing without the
+per-layer logit lens (on a CPU the lens costs about 30 LM-head passes per step). Prints wall-time ratios,
 bytes per generated token and peak memory (RSS on the CPU, allocator peak on CUDA).
 Targets (issue #2): full tracing <= 1.15x on the CPU, <= 1.3x on a GPU.
 """
@@ -72,11 +73,11 @@ def run_generate(model, ids, new_tokens, device):
     return time.perf_counter() - t0, out[0, ids.shape[1] :].tolist(), _peak(device)
 
 
-def run_trace(model, tok, ids, new_tokens, device, out_dir):
-    settings = GenerationSettings(max_new_tokens=new_tokens, chat=False, stop_at_eos=False)  # same length as plain
+def run_trace(model, tok, ids, new_tokens, device, out_dir, logit_lens=True):
+    settings = GenerationSettings(max_new_tokens=new_tokens, chat=False, stop_at_eos=False, logit_lens=logit_lens)
     _reset_peak(device)
     t0 = time.perf_counter()
-    session = LiveSession(model, tok, settings=settings, out=out_dir, background_writer=True, prompt_ids=ids[0].tolist())
+    session = LiveSession(model, tok, settings=settings, out=out_dir, background_writer="auto", prompt_ids=ids[0].tolist())
     session.run()
     _sync(device)
     seconds = time.perf_counter() - t0
@@ -105,7 +106,7 @@ def main() -> int:
 
     base_impl = model.config._attn_implementation
     register()
-    plain, traced, eager_only = [], [], []
+    plain, traced, eager_only, no_lens = [], [], [], []
     sizes = None
     tmp = tempfile.mkdtemp(prefix="stepscope-bench-")
     try:
@@ -122,15 +123,19 @@ def main() -> int:
             traced.append(s)
             sizes = (size, decode_bytes)
             shutil.rmtree(out_dir)
+            s, lens_tokens, _, _, _ = run_trace(model, tok, ids, args.new_tokens, device, out_dir, logit_lens=False)
+            no_lens.append(s)
+            shutil.rmtree(out_dir)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
-    same = plain_tokens == traced_tokens
-    p, t, e = min(plain), min(traced), min(eager_only)
+    same = plain_tokens == traced_tokens == lens_tokens
+    p, t, e, n = min(plain), min(traced), min(eager_only), min(no_lens)
     print(f"same tokens in both runs: {same}")
     print(f"plain generate ({base_impl}):        {p:7.2f} s  ({1000 * p / args.new_tokens:6.1f} ms/token)")
     print(f"generate, traced attention only:     {e:7.2f} s  ratio {e / p:5.2f}x")
     print(f"full tracing to disk:                {t:7.2f} s  ratio {t / p:5.2f}x  (target {'1.3' if 'cuda' in device else '1.15'}x)")
+    print(f"tracing to disk, no logit lens:      {n:7.2f} s  ratio {n / p:5.2f}x")
     print(f"trace size: {human_bytes(sizes[0])} total, {human_bytes(sizes[0] / args.new_tokens)} per generated token "
           f"(decode step {human_bytes(sizes[1])}, prefill included in the mean)")
     print(f"peak memory: plain {human_bytes(plain_peak)}, tracing {human_bytes(trace_peak)} "

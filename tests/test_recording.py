@@ -252,3 +252,18 @@ def test_sampling_record_matches_logits(traced):
         ids = step["sample.candidate_ids"]
         np.testing.assert_allclose(step["sample.candidate_raw_probs"], probs[ids], atol=1e-6)
         assert ids[0] == s["chosen_id"]
+
+
+def test_session_leaves_no_hooks_behind():
+    model, tok = tiny_model("llama"), byte_tokenizer()
+    session = LiveSession(model, tok, "ab", GenerationSettings(max_new_tokens=2))
+    hooked = lambda: sum(len(m._forward_hooks) + len(m._forward_pre_hooks) for m in model.modules())  # noqa: E731
+    assert hooked() > 0 and model.config._attn_implementation == "stepscope"
+    session.step()
+    ids = torch.tensor([[1, 2, 3]])
+    with torch.no_grad():
+        model(ids)  # a forward outside step() records nothing
+    assert session.recorder.tensors == {}
+    session.close()
+    assert hooked() == 0 and model.config._attn_implementation != "stepscope"
+    assert not any("_stepscope_recorder" in m.__dict__ for m in model.modules())

@@ -4,8 +4,8 @@
         model(...)                                # tensors land in recorder.tensors
     tensors = recorder.take()                     # {name: tensor on the model's device}
 
-Each tensor is copied (detached, converted to the storage dtype) the moment it is produced,
-so later in-place work inside the model cannot change what was recorded.
+Tensors are kept detached, without a copy; the session converts them to the storage dtype and
+moves them to the host once per step.
 """
 
 from __future__ import annotations
@@ -58,17 +58,22 @@ class Recorder:
         self.lens_rows: dict[int, torch.Tensor] = {}  # layer -> resid_post of the last position [d_model]
         self.layers = adapter.layers()
         self._attn_layer: dict[int, int] = {}
+        self._handles: list = []
+        self._attn_modules: list = []
+        self.active = False
 
     # -- recording -----------------------------------------------------------------------------
     def store(self, name: str, t: torch.Tensor) -> None:
+        """Keep `t` (detached, no copy: module outputs are fresh tensors that transformers never
+        modifies in place afterwards; the recomputation tests would catch one that did).
+        Conversion to the storage dtype happens once per step in the session."""
         if self.keep(name):
-            dtype = self.store_dtype if t.is_floating_point() else t.dtype  # ids stay integers
-            self.tensors[name] = t.detach().to(dtype, copy=True)
+            self.tensors[name] = t.detach()
 
     def attention(self, module, query, key, value, scores, pattern, z) -> None:
         """Called by the traced attention function with the tensors it actually used."""
         layer = self._attn_layer.get(id(module))
-        if layer is None:
+        if layer is None or not self.active:
             return
         names = self.adapter.attention_names
         t = query.shape[2]
@@ -98,7 +103,7 @@ class Recorder:
         transform = point.transform
 
         def on_tensor(t):
-            if t is None:
+            if t is None or not self.active:
                 return
             if lens_layer is not None:
                 self.lens_rows[lens_layer] = t[0, -1].detach()
@@ -118,35 +123,60 @@ class Recorder:
 
         return point.module.register_forward_hook(hook)
 
-    @contextlib.contextmanager
-    def installed(self):
-        """Hooks and the traced attention in place for the duration; always removed."""
+    def install(self) -> None:
+        """Register the hooks and attach to the attention modules (idempotent). They record only
+        while `capturing()`; `remove()` takes them out again."""
+        if self._handles:
+            return
         register()
-        model = self.adapter.model
-        previous = model.config._attn_implementation
-        handles = []
-        attn_modules = []
         try:
-            if previous != IMPLEMENTATION:
-                model.set_attn_implementation(IMPLEMENTATION)
             for point in self.adapter.head_hooks():
-                handles.append(self._hook(point, point.name, None))
+                self._handles.append(self._hook(point, point.name, None))
             for i, layer in enumerate(self.layers):
                 for point in self.adapter.block_hooks(layer):
                     lens = i if point.name == "hook_resid_post" else None
-                    handles.append(self._hook(point, block_name(i, point.name), lens))
+                    self._handles.append(self._hook(point, block_name(i, point.name), lens))
                 attn = self.adapter.attention(layer)
                 if attn is None:  # generic fallback: no attention module found, nothing to record there
                     continue
                 attn._stepscope_recorder = self
                 self._attn_layer[id(attn)] = i
-                attn_modules.append(attn)
+                self._attn_modules.append(attn)
+        except BaseException:
+            self.remove()
+            raise
+
+    def remove(self) -> None:
+        """Take every hook out and detach from the attention modules."""
+        for h in self._handles:
+            h.remove()
+        for attn in self._attn_modules:
+            attn.__dict__.pop("_stepscope_recorder", None)
+        self._handles, self._attn_modules = [], []
+        self._attn_layer.clear()
+
+    @contextlib.contextmanager
+    def capturing(self):
+        """Record what the installed hooks see during the block (one forward pass)."""
+        self.active = True
+        try:
             yield self
         finally:
-            for h in handles:
-                h.remove()
-            for attn in attn_modules:
-                attn.__dict__.pop("_stepscope_recorder", None)
-            self._attn_layer.clear()
+            self.active = False
+
+    @contextlib.contextmanager
+    def installed(self):
+        """Hooks and the traced attention in place for the duration; always removed."""
+        model = self.adapter.model
+        previous = model.config._attn_implementation
+        try:
+            register()
+            if previous != IMPLEMENTATION:
+                model.set_attn_implementation(IMPLEMENTATION)
+            self.install()
+            with self.capturing():
+                yield self
+        finally:
+            self.remove()
             if previous != IMPLEMENTATION and previous is not None:
                 model.set_attn_implementation(previous)

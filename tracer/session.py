@@ -21,6 +21,7 @@ import torch
 from . import __version__
 from .adapters import adapter_for
 from .attention import IMPLEMENTATION
+from .attention import register as register_attention
 from .loading import load_model
 from .model_info import eos_ids, model_facts, tokenizer_facts
 from .names import NameFilter, block_name
@@ -43,6 +44,7 @@ class GenerationSettings(SamplerSettings):
     max_new_tokens: int = 16
     chat: bool | None = None  # None: on for instruct/chat models that have a chat template
     logit_lens_k: int = 10
+    logit_lens: bool = True  # False: skip it (on a CPU it costs ~30 LM-head passes per step)
     stop_at_eos: bool = True  # False: always generate max_new_tokens (benchmarks)
 
     def validate(self) -> None:
@@ -113,7 +115,7 @@ class LiveSession:
         name: str | None = None,
         source: str | None = None,
         store_dtype: str | None = None,
-        background_writer: bool = False,
+        background_writer: bool | str = False,
         prompt_ids: list[int] | None = None,
     ):
         """`prompt_ids` traces exact token ids (the prompt text is then their decoding)."""
@@ -165,8 +167,17 @@ class LiveSession:
             "finished": False,
             "stop_reason": None,
         }
-        self.writer = TraceWriter(self.path, manifest, background=background_writer)
+        if background_writer == "auto":  # overlap disk writes with GPU work; on a CPU a writer
+            background_writer = self.device.type == "cuda"  # thread only competes with the forward
+        self.writer = TraceWriter(self.path, manifest, background=bool(background_writer))
         self._save_tokenizer()
+        # The traced attention for the session's lifetime (restored in close()): switching per
+        # step walks every module twice. Hooks still go in and out around each forward.
+        register_attention()
+        self._previous_attn = model.config._attn_implementation
+        if self._previous_attn != IMPLEMENTATION:
+            model.set_attn_implementation(IMPLEMENTATION)
+        self.recorder.install()  # recording only inside step(); removed in close()
         self.trace = Trace(self.path, self.writer.manifest)
         from transformers import DynamicCache
 
@@ -201,7 +212,7 @@ class LiveSession:
         record: list[str] | None = None,
         store_dtype: str | None = None,
         progress=None,
-        background_writer: bool = False,
+        background_writer: bool | str = False,
     ) -> "LiveSession":
         """Load a model by spec (None = the embedded SmolLM2) and open a session on it."""
         loaded = load_model(model, device=device, dtype=dtype, device_map=device_map, progress=progress)
@@ -238,11 +249,12 @@ class LiveSession:
         start = len(self.prompt_ids) + index - 1 if index else 0
         ids = torch.tensor([self._next_ids], device=self.device)  # [1, T]
         t0 = time.perf_counter()
-        with torch.no_grad(), self.recorder.installed():
+        with torch.no_grad(), self.recorder.capturing():
             out = self.model(input_ids=ids, past_key_values=self.cache, use_cache=True)
         tensors = self.recorder.take()
         with torch.no_grad():
-            lens = self._logit_lens(self.recorder.take_lens_rows())
+            lens_rows = self.recorder.take_lens_rows()
+            lens = self._logit_lens(lens_rows) if self.settings.logit_lens else {}
             chosen, record, sample_arrays = self.sampler(out.logits[0, -1])
         arrays = _to_numpy(tensors, self.store_dtype)
         arrays.update(sample_arrays)
@@ -321,7 +333,12 @@ class LiveSession:
         if self._closed:
             return
         self._closed = True
-        self.writer.close(finished=self.finished, stop_reason=self.stop_reason or stop_reason)
+        try:
+            self.recorder.remove()
+            if self._previous_attn not in (None, IMPLEMENTATION):
+                self.model.set_attn_implementation(self._previous_attn)
+        finally:
+            self.writer.close(finished=self.finished, stop_reason=self.stop_reason or stop_reason)
         self._sync_trace() if self.writer.steps_written else None
 
     def __enter__(self):

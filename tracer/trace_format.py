@@ -61,7 +61,8 @@ def atomic_write_bytes(path: str, data: bytes) -> None:
 
 
 def atomic_write_json(path: str, obj) -> None:
-    atomic_write_bytes(path, json.dumps(obj, indent=1, ensure_ascii=False).encode("utf-8"))
+    """Compact JSON (no indent: the C encoder, ~10x faster on a long manifest)."""
+    atomic_write_bytes(path, json.dumps(obj, ensure_ascii=False, separators=(",", ":")).encode("utf-8"))
 
 
 def human_bytes(n: float) -> str:

@@ -47,6 +47,7 @@ def _generation_options(p: argparse.ArgumentParser) -> None:
     chat.add_argument("--chat", dest="chat", action="store_true", default=None, help="apply the chat template")
     chat.add_argument("--no-chat", dest="chat", action="store_false", help="raw text, no chat template")
     g.add_argument("--logit-lens-k", type=int, default=10)
+    g.add_argument("--no-logit-lens", dest="logit_lens", action="store_false", help="skip the per-layer logit lens (faster on a CPU)")
     g.add_argument("--record", default=None, help="comma-separated name patterns to record, e.g. 'blocks.*.attn.hook_pattern,logits'")
     g.add_argument("--store-dtype", default="auto", choices=["auto", "float32", "float16"])
 
@@ -90,6 +91,7 @@ def generation_settings(args):
         max_new_tokens=args.max_new_tokens,
         chat=args.chat,
         logit_lens_k=args.logit_lens_k,
+        logit_lens=args.logit_lens,
     )
     try:
         settings.validate()
@@ -149,7 +151,7 @@ def cmd_trace(args) -> int:
             record=args.record.split(",") if args.record else None,
             store_dtype=args.store_dtype,
             progress=on_load,
-            background_writer=True,
+            background_writer="auto",
         )
         progress.update(load, completed=100, description=f"loaded {session.name}")
         facts = session.trace.model
