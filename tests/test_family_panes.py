@@ -148,3 +148,41 @@ def test_tensor_detail_stays_small_without_experts(fam):
         assert not detail.has_class("-moe") and detail.outer_size.height == 6
 
     drive(pane, script, size=(100, 30))
+
+
+def test_layers_list_shows_the_chosen_experts(fam):
+    from tui.views.mlp import routing
+    from tui.widgets.layers import LayersList
+
+    trace = fam["mixtral"]
+    pane = LayersList(trace)
+
+    seen = {}
+
+    async def script(app, pilot):
+        pane.step = 1
+        await pilot.pause()
+        seen["text"] = screen_text(app)
+
+    drive(pane, script)
+    text = seen["text"]
+    assert "experts" in text.splitlines()[0]
+    for layer in range(trace.model["n_layers"]):
+        chosen = routing(trace, 1, layer).chosen
+        expected = ",".join(f"e{c.expert}" for c in chosen)
+        ids = trace.steps[1][f"blocks.{layer}.mlp.hook_expert_ids"][-1]  # [top_k] of the last position
+        assert sorted(int(i) for i in ids) == sorted(c.expert for c in chosen)
+        assert expected in text.splitlines()[layer + 1]
+
+
+def test_layers_list_has_no_experts_column_on_dense_models(fam):
+    from tui.widgets.layers import LayersList
+
+    seen = {}
+
+    async def script(app, pilot):
+        await pilot.pause()
+        seen["text"] = screen_text(app)
+
+    drive(LayersList(fam["llama"]), script)
+    assert "lens" in seen["text"] and "experts" not in seen["text"]

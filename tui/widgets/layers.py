@@ -1,8 +1,9 @@
 """Layers list: one row per layer of the current step with a small summary.
 
 Columns: layer, residual-stream norm after the block (last position), mean attention entropy
-over heads (last query row, nats), and the logit-lens top token with its probability. The
-selected layer is highlighted; only the rows that fit are rendered.
+over heads (last query row, nats), the logit-lens top token with its probability, and on
+mixture-of-experts models the experts the router chose for the last position. The selected
+layer is highlighted; only the rows that fit are rendered.
 
 Keys (screen level): `j`/`↓` next layer, `k`/`↑` previous layer.
 """
@@ -16,6 +17,7 @@ from textual.widget import Widget
 
 from tui.views.layers import head_stats, resid_norm
 from tui.views.logit_lens import logit_lens
+from tui.views.mlp import compact_choices, routing
 from tui.widgets.common import fmt_num, fmt_prob, token_display
 
 
@@ -66,7 +68,9 @@ class LayersList(Widget):
         n_layers = int(trace.model.get("n_layers") or 0)
         style = self.get_component_rich_style
         out = Text(no_wrap=True, overflow="ellipsis", end="")
-        out.append(" L  ‖resid‖  H(attn) lens\n", style=style("layers-list--header"))
+        moe = bool(trace.model.get("n_experts"))
+        header = " L  ‖resid‖  H(attn) " + ("experts " if moe else "") + "lens\n"
+        out.append(header, style=style("layers-list--header"))
         start, end = window(self.layer_index, n_layers, self.size.height - 1)
         self._first_row = start
         lens = logit_lens(trace, index)
@@ -75,6 +79,9 @@ class LayersList(Widget):
             entropy = float(stats.entropy.mean()) if stats is not None else None
             line = Text(no_wrap=True, overflow="ellipsis", end="")
             line.append(f"{layer:>2} {fmt_num(resid_norm(trace, index, layer), 1):>8} {fmt_num(entropy, 2):>7} ")
+            if moe:
+                chosen = routing(trace, index, layer)
+                line.append(f"{compact_choices(chosen.chosen if chosen else None) or '—':<7} ")
             top = lens.rows[layer].top1 if lens is not None and layer < len(lens.rows) else None
             if top is not None:
                 line.append_text(token_display(top.text, top.special))
