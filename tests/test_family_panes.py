@@ -21,6 +21,7 @@ def fam(tmp_path_factory):
 
 def test_heatmap_draws_window_cells_apart_from_causal_cells(fam):
     pane = HeatmapPane(fam["mistral"])
+    pane.auto_fit = False  # one character per key: cell-exact assertions
 
     async def script(app, pilot):
         await pilot.pause()

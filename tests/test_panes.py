@@ -87,6 +87,7 @@ def trace(tmp_path_factory):
 
 def test_heatmap_prefill_shows_causal_map_in_colour(trace):
     pane = HeatmapPane(trace)
+    pane.auto_fit = False  # one character per key: cell-exact assertions
 
     async def script(app, pilot):
         pane.layer, pane.head = 1, 3
@@ -107,8 +108,27 @@ def test_heatmap_prefill_shows_causal_map_in_colour(trace):
     drive(pane, script, size=(80, 24))
 
 
+def test_heatmap_fits_a_short_map_to_the_pane(trace):
+    pane = HeatmapPane(trace)
+
+    async def script(app, pilot):
+        pane.layer, pane.head = 1, 3
+        await pilot.pause()
+        n = trace.steps[0].shape("blocks.1.attn.hook_pattern")[1]  # 6 query rows and keys
+        assert pane.cell > 1 and "zoom ×%d" % pane.cell in screen_lines(app)[0]
+        grids = [sum(1 for c in cell_colours(app, y) if c[0] == "▀") for y in range(len(screen_lines(app)))]
+        assert max(grids) == n * pane.cell  # every key column is `cell` characters wide
+        assert sum(1 for g in grids if g) == (n * pane.cell + 1) // 2  # rows: `cell` half-lines each
+        pane.action_zoom(-1)  # zooming out from the fit pools 2×2 keys per character
+        await pilot.pause()
+        assert pane.cell == 1
+
+    drive(pane, script, size=(80, 24))
+
+
 def test_heatmap_decode_row_stack_zoom_and_pan(trace):
     pane = HeatmapPane(trace)
+    pane.auto_fit = False
 
     async def script(app, pilot):
         pane.focus()

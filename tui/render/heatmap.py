@@ -69,6 +69,8 @@ class HeatmapRenderable:
     def _row_label(self, line: int, n_rows: int) -> str:
         upper, lower = (2 * line) // self.cell, (2 * line + 1) // self.cell
         labels = self.row_labels or []
+        if upper == lower and line > 0 and (2 * line - 1) // self.cell == upper:
+            return " " * self.label_width  # a tall row: its label is on its first line only
         up = escape_for_display(labels[upper]) if upper < len(labels) else ""
         if lower == upper or lower >= n_rows or lower >= len(labels):
             return truncate(up, self.label_width).rjust(self.label_width)

@@ -16,6 +16,7 @@ COL_LABEL_ROWS = 3
 LEGEND_LINES = 1
 LABEL_WIDTH = 10
 MIN_ZOOM, MAX_ZOOM = -3, 3
+FIT_CELL = 4  # largest automatic cell (characters per key column)
 
 
 class HeatmapPane(Widget, can_focus=True):
@@ -55,6 +56,7 @@ class HeatmapPane(Widget, can_focus=True):
         self._trace = trace
         self._origin = (0, 0)  # top-left data cell when not following
         self.follow = True  # keep the newest rows/keys in view
+        self.auto_fit = True  # zoom 0 = the largest cell that fits the whole map
         self.last_map: AttentionMap | None = None
 
     @property
@@ -92,8 +94,19 @@ class HeatmapPane(Widget, can_focus=True):
     # -- geometry -------------------------------------------------------------------------------
     @property
     def cell(self) -> int:
-        """Characters per data column (and half-lines per data row)."""
-        return self.zoom + 1 if self.zoom > 0 else 1
+        """Characters per data column (and half-lines per data row): at zoom 0 the largest that
+        fits the whole map in the pane (at most FIT_CELL), more per `+`."""
+        if self.zoom < 0:
+            return 1
+        return self._fit_cell() + self.zoom
+
+    def _fit_cell(self) -> int:
+        if not self.auto_fit or self._trace is None or not len(self._trace.steps):
+            return 1
+        height = max(1, self.size.height - HEADER_LINES - COL_LABEL_ROWS - LEGEND_LINES)
+        width = max(1, self.size.width - LABEL_WIDTH - 1)
+        n_rows, n_cols = extent(self._trace, min(self.step, len(self._trace.steps) - 1), self.stacked, self.layer)
+        return max(1, min(FIT_CELL, width // max(n_cols, 1), (2 * height) // max(n_rows, 1)))
 
     @property
     def pool(self) -> int:
