@@ -9,6 +9,7 @@ from textual.reactive import reactive
 from textual.widget import Widget
 
 from tui.render.heatmap import HeatmapRenderable
+from tui.widgets.cursor import TraceCursor
 from tui.views.heatmap import AttentionMap, Viewport, attention_map, extent
 
 HEADER_LINES = 1
@@ -19,7 +20,7 @@ MIN_ZOOM, MAX_ZOOM = -3, 3
 FIT_CELL = 4  # largest automatic cell (characters per key column)
 
 
-class HeatmapPane(Widget, can_focus=True):
+class HeatmapPane(TraceCursor, Widget, can_focus=True):
     """Attention weights of `layer`/`head` at `step`: the full causal map at the prefill, the new
     query row at a decode step (only the window's keys on a sliding-window layer), or every row
     so far when stacked; keys outside a sliding window are drawn apart from causally masked ones.
@@ -59,32 +60,7 @@ class HeatmapPane(Widget, can_focus=True):
         self.auto_fit = True  # zoom 0 = the largest cell that fits the whole map
         self.last_map: AttentionMap | None = None
 
-    @property
-    def trace(self):
-        return self._trace
-
-    @trace.setter
-    def trace(self, value) -> None:
-        self._trace = value
-        self.refresh()
-
-    # -- reactives ------------------------------------------------------------------------------
-    def _limit(self, key: str) -> int:
-        if self._trace is None:
-            return 0
-        if key == "step":
-            return max(0, len(self._trace.steps) - 1)
-        return max(0, int(self._trace.model[key]) - 1)
-
-    def validate_step(self, value: int) -> int:
-        return min(max(0, int(value)), self._limit("step"))
-
-    def validate_layer(self, value: int) -> int:
-        return min(max(0, int(value)), self._limit("n_layers"))
-
-    def validate_head(self, value: int) -> int:
-        return min(max(0, int(value)), self._limit("n_heads"))
-
+    # -- reactives (step/layer/head clamped by TraceCursor) ----------------------------------------
     def validate_zoom(self, value: int) -> int:
         return min(max(MIN_ZOOM, int(value)), MAX_ZOOM)
 

@@ -10,8 +10,10 @@ from textual.reactive import reactive
 from textual.scroll_view import ScrollView
 from textual.strip import Strip
 
+from tui.widgets.cursor import TraceCursor
 
-class LinesPane(ScrollView, can_focus=True, inherit_bindings=False):
+
+class LinesPane(TraceCursor, ScrollView, can_focus=True, inherit_bindings=False):
     """Holds `trace` and the reactives `step`, `layer`, `head`; a subclass builds `lines()`.
 
     Only vertical scrolling keys are bound, so `←`/`→` keep stepping through the trace.
@@ -41,30 +43,8 @@ class LinesPane(ScrollView, can_focus=True, inherit_bindings=False):
         self._stale = True
 
     # -- state ------------------------------------------------------------------------------------
-    @property
-    def trace(self):
-        return self._trace
-
-    @trace.setter
-    def trace(self, value) -> None:
-        self._trace = value
+    def _trace_changed(self) -> None:
         self.invalidate()
-
-    def _max(self, key: str) -> int:
-        if self._trace is None:
-            return 0
-        if key == "step":
-            return max(0, len(self._trace.steps) - 1)
-        return max(0, int(self._trace.model[key]) - 1)
-
-    def validate_step(self, value: int) -> int:
-        return min(max(0, int(value)), self._max("step"))
-
-    def validate_layer(self, value: int) -> int:
-        return min(max(0, int(value)), self._max("n_layers"))
-
-    def validate_head(self, value: int) -> int:
-        return min(max(0, int(value)), self._max("n_heads"))
 
     def watch_step(self) -> None:
         if "step" in self.DEPENDS:

@@ -16,11 +16,12 @@ from tui.views.heatmap import kv_head_of
 from tui.views.mlp import is_moe, mlp_routing_for
 from tui.views.tensors import axis_names, export_npy, n_leading, summarize
 from tui.widgets.tensor_browser import TensorBrowser
+from tui.widgets.cursor import TraceCursor
 from tui.widgets.tensor_detail import TensorDetail
 from tui.widgets.tensor_list import TensorList
 
 
-class TensorInspector(Widget):
+class TensorInspector(TraceCursor, Widget):
     """List of the step's tensors (forward order) over a detail panel for the selected one.
 
     | Key(s) | Description |
@@ -70,31 +71,9 @@ class TensorInspector(Widget):
         self._reload()
 
     # -- state ------------------------------------------------------------------------------------
-    @property
-    def trace(self):
-        return self._trace
-
-    @trace.setter
-    def trace(self, value) -> None:
-        self._trace = value
+    def _trace_changed(self) -> None:
         if self.is_mounted:
             self._reload()
-
-    def _max(self, key: str) -> int:
-        if self._trace is None:
-            return 0
-        if key == "step":
-            return max(0, len(self._trace.steps) - 1)
-        return max(0, int(self._trace.model[key]) - 1)
-
-    def validate_step(self, value: int) -> int:
-        return min(max(0, int(value)), self._max("step"))
-
-    def validate_layer(self, value: int) -> int:
-        return min(max(0, int(value)), self._max("n_layers"))
-
-    def validate_head(self, value: int) -> int:
-        return min(max(0, int(value)), self._max("n_heads"))
 
     def watch_step(self) -> None:
         if self.is_mounted:
