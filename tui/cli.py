@@ -131,7 +131,6 @@ def cmd_trace(args) -> int:
     _check_out_dir(args.out)
     _quiet_transformers()
     from tracer.estimate import step_bytes
-    from tracer.session import DEFAULT_PROMPT, LiveSession
 
     columns = [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn()]
     with Progress(*columns, console=console, transient=False) as progress:
@@ -140,19 +139,7 @@ def cmd_trace(args) -> int:
         def on_load(stage, fraction):
             progress.update(load, description=stage, completed=int(100 * (fraction or 0)))
 
-        session = LiveSession.open(
-            args.model,
-            prompt=args.prompt or DEFAULT_PROMPT,
-            settings=settings,
-            out=args.out,
-            device=args.device,
-            dtype=args.dtype,
-            device_map=args.device_map,
-            record=args.record.split(",") if args.record else None,
-            store_dtype=args.store_dtype,
-            progress=on_load,
-            background_writer="auto",
-        )
+        session = open_session(args, settings, progress=on_load, background_writer="auto")
         progress.update(load, completed=100, description=f"loaded {session.name}")
         facts = session.trace.model
         itemsize = 2 if session.store_dtype.itemsize == 2 else 4
@@ -181,6 +168,27 @@ def cmd_trace(args) -> int:
     out.print(f"steps: {len(tr.steps)}  size: {human_bytes(tr.nbytes)}  stop: {tr.manifest['stop_reason']}", markup=False, highlight=False)
     out.print(f"generated: {text!r}", markup=False, highlight=False)
     return 0
+
+
+def open_session(args, settings, progress=None, background_writer=False):
+    """A LiveSession from the model and generation options of `trace` and `run`."""
+    from tracer.session import DEFAULT_PROMPT, LiveSession
+
+    if args.chat is None and args.prompt is None:
+        settings.chat = False  # the default prompt is a completion prompt, not a chat turn
+    return LiveSession.open(
+        args.model,
+        prompt=args.prompt or DEFAULT_PROMPT,
+        settings=settings,
+        out=args.out,
+        device=args.device,
+        dtype=args.dtype,
+        device_map=args.device_map,
+        record=args.record.split(",") if args.record else None,
+        store_dtype=args.store_dtype,
+        progress=progress,
+        background_writer=background_writer,
+    )
 
 
 def _check_out_dir(path: str) -> None:
@@ -228,28 +236,10 @@ def cmd_run(args) -> int:
     settings = generation_settings(args)
     if args.out:
         _check_out_dir(args.out)
-    from tracer.session import DEFAULT_PROMPT
-
-    prompt = args.prompt or DEFAULT_PROMPT
-    if args.chat is None and args.prompt is None:
-        settings.chat = False  # the default prompt is a completion prompt
 
     def factory(progress=None):
         _quiet_transformers()
-        from tracer.session import LiveSession
-
-        return LiveSession.open(
-            args.model,
-            prompt=prompt,
-            settings=settings,
-            out=args.out,
-            device=args.device,
-            dtype=args.dtype,
-            device_map=args.device_map,
-            record=args.record.split(",") if args.record else None,
-            store_dtype=args.store_dtype,
-            progress=progress,
-        )
+        return open_session(args, settings, progress=progress)
 
     from tui.app import StepscopeApp
 

@@ -14,7 +14,7 @@ from tui.views.op_facts import Facts, dims
 
 def _proj(f: Facts, which: str, heads: int) -> str:
     """ln1 × the projection that yields q, k or v, in the family's layout."""
-    T, d, H, Hk, dh = f.T, f.d, f.H, f.Hk, f.dh
+    d, H, Hk, dh = f.d, f.H, f.Hk, f.dh
     lay = f.layout
     if lay.qkv == "conv1d":
         return f"ln1 {f.td()} × W_QKV {dims(d, 3 * d)} + b_QKV (Conv1D c_attn), {which} third"
