@@ -431,3 +431,26 @@ def test_constructor_modes(trace):
     assert app.mode == "live" and app.session_factory is not None
     with pytest.raises(ValueError):
         StepscopeApp(trace=trace, session_factory=lambda: None)
+
+
+async def test_corrupted_step_is_reported_and_the_rest_stays_usable(tmp_path):
+    import shutil
+
+    bad = tmp_path / "bad"
+    shutil.copytree(FIXTURE, bad)
+    with open(bad / "step_00002.safetensors", "r+b") as fh:  # same size, garbage header
+        fh.write(b"\xff" * 64)
+    app = StepscopeApp(trace=load_trace(str(bad)))
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("n", "n")  # step 1, then step 2 (corrupted)
+        await pilot.pause()
+        assert app.step == 1 and isinstance(app.screen, ErrorScreen)
+        assert "step_00002.safetensors" in app.last_error and "corrupted" in app.last_error
+        await pilot.press("escape")
+        await pilot.press("g")
+        await pilot.pause()
+        assert isinstance(app.screen, GotoScreen)
+        await pilot.press("3", "enter")
+        await pilot.pause()
+        assert app.step == 3 and isinstance(app.screen, MainScreen)  # past the bad step
+        assert "step 3/7" in status_text(app)

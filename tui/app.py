@@ -29,6 +29,7 @@ from textual.app import App
 from textual.reactive import var
 from textual.worker import Worker, WorkerState
 
+from tracer.trace_format import TraceError
 from tui.breakpoints import BreakpointSet
 from tui.live import WORKER_TITLES, LiveWorkers, default_session_factory
 from tui.screens.breakpoints import BreakpointsScreen
@@ -137,7 +138,27 @@ class StepscopeApp(LiveWorkers, App[None]):
         return len(self.trace.steps) if self.trace is not None else 0
 
     def validate_step(self, value: int) -> int:
-        return max(0, min(int(value), self.n_steps - 1)) if self.n_steps else 0
+        target = max(0, min(int(value), self.n_steps - 1)) if self.n_steps else 0
+        if self.n_steps and target != self.step:
+            problem = self._unreadable(target)
+            if problem is not None:  # stay where we are; say why, once, in a modal
+                self.continuing = False
+                self.call_later(self._report_unreadable, target, problem)
+                return self.step
+        return target
+
+    def _unreadable(self, index: int) -> str | None:
+        """Why step `index` cannot be shown (a corrupted or vanished step file), or None."""
+        try:
+            self.trace.steps[index].names  # reads (and caches) the file's header only
+        except TraceError as exc:
+            return str(exc)
+        return None
+
+    def _report_unreadable(self, index: int, problem: str) -> None:
+        self.last_error = problem
+        self.push_screen(ErrorScreen(f"Step {index} cannot be read", problem,
+                                     hint="the other steps of the trace are still usable"))
 
     def validate_layer(self, value: int) -> int:
         n = int(self.trace.model.get("n_layers") or 1) if self.trace is not None else 1

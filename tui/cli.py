@@ -226,6 +226,8 @@ def cmd_view(args) -> int:
     from tracer import load_trace
 
     trace = load_trace(args.trace_dir)
+    if len(trace.steps):
+        trace.steps[0].names  # the step the app opens on: a corrupted one is one line here
     from tui.app import StepscopeApp
 
     StepscopeApp(trace=trace).run()
