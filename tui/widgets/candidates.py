@@ -19,6 +19,7 @@ from textual.widget import Widget
 
 from tui.views.candidates import STAGE_LABELS, candidates
 from tui.widgets.common import fmt_num, fmt_prob, token_display
+from tui.widgets.cursor import TraceHolder
 
 MAX_ROWS = 512  # rows scrollable; only the visible ones are built
 BAR_WIDTH = 10
@@ -34,7 +35,7 @@ def bar(p: float, width: int = BAR_WIDTH) -> str:
     return out.ljust(width)
 
 
-class CandidatesPane(Widget, can_focus=True):
+class CandidatesPane(TraceHolder, Widget, can_focus=True):
     """The sampling candidates of the current step. `trace` and `step` are set by the app.
 
     | key (focused) | action |
@@ -66,15 +67,6 @@ class CandidatesPane(Widget, can_focus=True):
         self._trace = trace
         self._n_rows = 0
         self._follow_chosen = True
-
-    @property
-    def trace(self):
-        return self._trace
-
-    @trace.setter
-    def trace(self, value) -> None:
-        self._trace = value
-        self.refresh()
 
     def watch_step(self) -> None:
         self._follow_chosen = True  # the next render scrolls the chosen row into view

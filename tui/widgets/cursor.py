@@ -8,8 +8,8 @@ A pane subclasses Widget (or a container) and this mixin, declares the `step`, `
 from __future__ import annotations
 
 
-class TraceCursor:
-    """Mixin: `trace` property plus clamping validators for `step`, `layer`, `head`."""
+class TraceHolder:
+    """Mixin: the `trace` attribute the app sets; setting it calls `_trace_changed()`."""
 
     _trace = None
 
@@ -24,6 +24,10 @@ class TraceCursor:
 
     def _trace_changed(self) -> None:
         self.refresh()
+
+
+class TraceCursor(TraceHolder):
+    """Mixin: `trace` plus clamping validators for the `step`, `layer`, `head` reactives."""
 
     def _max(self, key: str) -> int:
         """Largest valid index: last step, or model fact `key` (n_layers, n_heads) less one."""

@@ -16,6 +16,7 @@ from textual.widget import Widget
 from tui.views.heatmap import kv_head_of
 from tui.views.layers import head_rows
 from tui.widgets.common import fmt_num, token_display
+from tui.widgets.cursor import TraceHolder
 from tui.widgets.layers import window
 
 
@@ -34,7 +35,7 @@ def attention_kind(model: dict) -> str:
     return f"GQA ×{n_heads // max(n_kv, 1)}"
 
 
-class HeadsList(Widget):
+class HeadsList(TraceHolder, Widget):
     """The selected layer's heads; `trace`, `step`, `layer`, `head` are set by the app."""
 
     COMPONENT_CLASSES = {"heads-list--selected", "heads-list--header"}
@@ -55,15 +56,6 @@ class HeadsList(Widget):
         super().__init__(**kwargs)
         self._trace = trace
         self._first_row = 0
-
-    @property
-    def trace(self):
-        return self._trace
-
-    @trace.setter
-    def trace(self, value) -> None:
-        self._trace = value
-        self.refresh()
 
     def render(self) -> Text:
         trace = self._trace

@@ -17,6 +17,7 @@ from textual.reactive import reactive
 from textual.widget import Widget
 
 from tui.views.layers import head_stats
+from tui.widgets.cursor import TraceHolder
 from tui.widgets.layers import window
 
 SHADES = ("██", "▓▓", "▒▒", "░░", "··")  # focused .. diffuse
@@ -35,7 +36,7 @@ def shade(value: float | None) -> str:
     return "  " if index is None else SHADES[index]
 
 
-class HeadsOverview(Widget, can_focus=True):
+class HeadsOverview(TraceHolder, Widget, can_focus=True):
     """The layers × heads grid; `trace`, `step`, `layer_index`, `head` are set by the app."""
 
     COMPONENT_CLASSES = {
@@ -56,15 +57,6 @@ class HeadsOverview(Widget, can_focus=True):
     def __init__(self, trace=None, **kwargs) -> None:
         super().__init__(**kwargs)
         self._trace = trace
-
-    @property
-    def trace(self):
-        return self._trace
-
-    @trace.setter
-    def trace(self, value) -> None:
-        self._trace = value
-        self.refresh()
 
     def prefetch(self, step_index: int) -> None:
         """Compute (into the views cache) the stats of the rows that show, at `step_index`."""

@@ -19,6 +19,7 @@ from tui.views.layers import head_stats, resid_norm
 from tui.views.logit_lens import logit_lens
 from tui.views.mlp import compact_choices, routing
 from tui.widgets.common import fmt_num, fmt_prob, token_display
+from tui.widgets.cursor import TraceHolder
 
 
 def window(selected: int, total: int, height: int) -> tuple[int, int]:
@@ -30,7 +31,7 @@ def window(selected: int, total: int, height: int) -> tuple[int, int]:
     return start, start + height
 
 
-class LayersList(Widget):
+class LayersList(TraceHolder, Widget):
     """One row per layer; `trace`, `step`, `layer` are set by the app."""
 
     COMPONENT_CLASSES = {"layers-list--selected", "layers-list--header", "layers-list--dim"}
@@ -50,15 +51,6 @@ class LayersList(Widget):
         super().__init__(**kwargs)
         self._trace = trace
         self._first_row = 0
-
-    @property
-    def trace(self):
-        return self._trace
-
-    @trace.setter
-    def trace(self, value) -> None:
-        self._trace = value
-        self.refresh()
 
     def render(self) -> Text:
         trace = self._trace

@@ -14,12 +14,13 @@ from textual.reactive import reactive
 from textual.widget import Widget
 
 from tui.widgets.common import fmt_prob, token_display
+from tui.widgets.cursor import TraceHolder
 from tui.widgets.heads import kv_head
 
 SPINNER = "⠋⠙⠹⠸⠼⠴⠦⠧⠇⠏"
 
 
-class StatusBar(Widget):
+class StatusBar(TraceHolder, Widget):
     """One line; `trace`, `step`, `layer`, `head`, `mode` and `state` are set by the app."""
 
     COMPONENT_CLASSES = {"status-bar--title", "status-bar--key", "status-bar--state", "status-bar--busy"}
@@ -36,15 +37,6 @@ class StatusBar(Widget):
     def __init__(self, trace=None, **kwargs) -> None:
         super().__init__(**kwargs)
         self._trace = trace
-
-    @property
-    def trace(self):
-        return self._trace
-
-    @trace.setter
-    def trace(self, value) -> None:
-        self._trace = value
-        self.refresh()
 
     def on_mount(self) -> None:
         self._timer = self.set_interval(0.12, self._tick, pause=True)
