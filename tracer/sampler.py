@@ -54,7 +54,7 @@ def nucleus_size(sorted_probs: torch.Tensor, top_p: float) -> int:
 
 def _entropy(probs: torch.Tensor) -> float:
     p = probs[probs > 0].double()
-    return float(-(p * p.log()).sum())
+    return max(0.0, float(-(p * p.log()).sum()))  # a one-point distribution: 0, not -0.0
 
 
 class Sampler:
