@@ -122,6 +122,7 @@ def _quiet_transformers() -> None:
 # -- commands ------------------------------------------------------------------------------------
 def cmd_trace(args) -> int:
     from rich.console import Console
+    from rich.markup import escape
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from tracer.trace_format import human_bytes
@@ -136,11 +137,11 @@ def cmd_trace(args) -> int:
     with Progress(*columns, console=console, transient=False) as progress:
         load = progress.add_task("loading model", total=100)
 
-        def on_load(stage, fraction):
-            progress.update(load, description=stage, completed=int(100 * (fraction or 0)))
+        def on_load(stage, fraction):  # stages name user paths: never markup
+            progress.update(load, description=escape(stage), completed=int(100 * (fraction or 0)))
 
         session = open_session(args, settings, progress=on_load, background_writer="auto")
-        progress.update(load, completed=100, description=f"loaded {session.name}")
+        progress.update(load, completed=100, description=escape(f"loaded {session.name}"))
         facts = session.trace.model
         itemsize = 2 if session.store_dtype.itemsize == 2 else 4
         p = len(session.prompt_ids)
