@@ -173,6 +173,12 @@ def check_head_and_final(ck: Checks, rec: dict, head: HeadRef, ids: torch.Tensor
         ck.close("pos_embed = W_pos[positions]", "hook_pos_embed", rec["hook_pos_embed"], head.pos_embed[positions])
         first = first + rec["hook_pos_embed"]
     ck.close("resid_pre(0) = embed (+ pos_embed)", "blocks.0.hook_resid_pre", rec["blocks.0.hook_resid_pre"], first)
+    check_chain_and_unembed(ck, rec, head, n_layers)
+
+
+def check_chain_and_unembed(ck: Checks, rec: dict, head: HeadRef, n_layers: int) -> None:
+    """Blocks chain (resid_pre(L+1) is resid_post(L)), ln_final normalises the last block's output,
+    and the logits unembed ln_final."""
     for layer in range(1, n_layers):
         got, want = rec[f"blocks.{layer}.hook_resid_pre"], rec[f"blocks.{layer - 1}.hook_resid_post"]
         ck.true("resid_pre(L+1) = resid_post(L)", f"block {layer}", torch.equal(got, want))
@@ -214,9 +220,4 @@ def check_step_matches_full(ck: Checks, step: dict, full: dict, start: int, end:
 def check_generic(ck: Checks, rec: dict, head: HeadRef, ids: torch.Tensor, n_layers: int) -> None:
     """What the generic fallback promises: embedding, block chaining, final norm and logits."""
     ck.close("embed = W_E[ids] (·scale)", "hook_embed", rec["hook_embed"], head.embed[ids] * head.embed_scale)
-    for layer in range(1, n_layers):
-        got, want = rec[f"blocks.{layer}.hook_resid_pre"], rec[f"blocks.{layer - 1}.hook_resid_post"]
-        ck.true("resid_pre(L+1) = resid_post(L)", f"block {layer}", torch.equal(got, want))
-    last = rec[f"blocks.{n_layers - 1}.hook_resid_post"]
-    ck.close("ln_final = norm(resid_post)", "ln_final.hook_normalized", rec["ln_final.hook_normalized"], head.final_norm(last))
-    ck.close("logits = unembed(ln_final)", "logits", rec["logits"], head.unembed(rec["ln_final.hook_normalized"]))
+    check_chain_and_unembed(ck, rec, head, n_layers)
