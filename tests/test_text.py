@@ -82,3 +82,70 @@ def test_escape_is_idempotent_and_truncate():
     assert truncate("abcdef", 4) == "abc…"
     assert truncate("abc", 4) == "abc"
     assert truncate("abc", 0) == ""
+
+
+# -- issue 7 defect 7: odd whitespace, partial UTF-8 bytes, non-characters, cell widths ----------
+
+from rich.cells import cell_len  # noqa: E402
+
+from tui.text import fit, merge_partial, piece_bytes, token_text  # noqa: E402
+
+
+def test_unicode_spaces_and_format_characters_are_visible():
+    assert escape_for_display("\u00a0Paris") == "\\u00a0Paris"  # no-break space (SmolLM2 id 15442)
+    assert escape_for_display("\u2009") == "\\u2009"  # thin space
+    assert escape_for_display("\u3000") == "\\u3000"  # ideographic space
+    assert escape_for_display("\u2060\u00ad") == "\\u2060\\u00ad"  # word joiner, soft hyphen
+    for text in ("\u00a0", "\u200b", "\u2009", "\u3000", "\u2028"):
+        assert display_token(text).plain.strip(), repr(text)  # never blank
+
+
+def test_non_characters_and_private_use_are_escaped():
+    assert escape_for_display("\ufffe\uffff") == "\\ufffe\\uffff"
+    assert escape_for_display("\U0010ffff") == "\\U0010ffff"
+    assert escape_for_display("\ue000") == "\\ue000"
+    assert escape_for_display("\U000f0000") == "\\U000f0000"
+    assert escape_for_display("\ufdd0") == "\\ufdd0"
+    assert escape_for_display("\ufffd中🙂é") == "\ufffd中🙂é"  # real characters stay themselves
+
+
+def test_leading_combining_mark_gets_a_base():
+    assert escape_for_display("\u0301") == "◌\u0301"
+    assert cell_len(escape_for_display("\u0301")) == 1
+
+
+def test_byte_pieces_decode_to_their_bytes():
+    assert piece_bytes("<0xC2>") == b"\xc2"
+    assert piece_bytes("<0xE4><0xB8>") == b"\xe4\xb8"
+    assert piece_bytes("ĠÃ") == b" \xc3"  # GPT-2 byte-level alphabet
+    assert piece_bytes("Âł") == b"\xc2\xa0"  # the no-break space token
+    assert piece_bytes("▁Paris") is None
+
+
+def test_partial_byte_tokens_show_their_bytes_not_replacement_chars():
+    a, b = token_text("\ufffd", "<0xC2>"), token_text("\ufffd", "<0xBD>")
+    assert escape_for_display(a) == "<0xC2>" and escape_for_display(b) == "<0xBD>"
+    assert escape_for_display(a) != escape_for_display(b)  # ids 173 / 10813 looked identical
+    assert escape_for_display(token_text("\ufffd", "ĠÃ")) == "·<0xC3>"
+    assert token_text("\ufffd", None) == "\ufffd"  # nothing known: keep the replacement character
+    assert token_text("\ufffd", "ï¿½") == "\ufffd"  # a genuine U+FFFD token stays itself
+    assert token_text("Paris", "Paris") == "Paris"
+    assert "bold yellow" in {str(s.style) for s in display_token(a).spans}
+
+
+def test_partial_sequences_merge_into_their_character():
+    half = [token_text("\ufffd", "<0xC2>"), token_text("\ufffd", "<0xBD>")]  # "½"
+    assert merge_partial(["a", *half, "b"]) == [(0, 1, "a"), (1, 3, "½"), (3, 4, "b")]
+    emoji = [token_text("\ufffd", f"<0x{b:02X}>") for b in "🙂".encode()]
+    assert merge_partial(emoji) == [(0, 4, "🙂")]
+    assert merge_partial(emoji[:2]) == [(0, 1, emoji[0]), (1, 2, emoji[1])]  # unfinished: bytes stay
+    gpt2 = [token_text("\ufffd", "ĠÃ"), token_text("\ufffd", "©")]
+    assert merge_partial(gpt2) == [(0, 2, " é")]
+
+
+def test_truncate_and_fit_count_cells_not_characters():
+    assert truncate("中文字符", 5) == "中文…"
+    assert cell_len(truncate("🙂🙂🙂", 4)) <= 4
+    for text in ("abc", "中文字符串", "🙂x", "\u00a0", "a\u0301"):
+        assert cell_len(fit(escape_for_display(text), 6)) == 6
+        assert cell_len(fit(escape_for_display(text), 6, "right")) == 6

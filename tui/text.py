@@ -2,11 +2,20 @@
 
 Token text comes from the model and is data. Nothing here parses markup: `display_token` builds a
 `rich.text.Text` piece by piece, so `[red]x[/red]` shows literally, and no ESC, BEL or other
-control byte reaches the terminal (each is shown as a visible escape such as `\\x1b`).
+control byte reaches the terminal (each is shown as a visible escape such as `\\x1b`). Unicode
+spaces other than U+0020, format characters, non-characters, private-use and unassigned code
+points are escaped too (`\\u00a0`). A token that is part of a UTF-8 sequence carries its bytes as
+lone surrogates (`surrogateescape`, see `token_text`) and shows them as `<0xC2>`; `merge_partial`
+joins consecutive such tokens into the character they complete.
 """
 
 from __future__ import annotations
 
+import re
+import unicodedata
+from functools import lru_cache
+
+from rich.cells import cell_len
 from rich.text import Text
 
 SPACE = "·"
@@ -14,6 +23,7 @@ NEWLINE = "↵"
 TAB = "⇥"
 RETURN = "␍"
 EMPTY = "∅"
+COMBINING_BASE = "◌"  # shown before a token that starts with a combining mark
 
 # visible replacements for whitespace, with the space markers of byte-level BPE (Ġ) and
 # SentencePiece (▁) vocabularies for texts taken from a raw vocabulary
@@ -24,31 +34,119 @@ _INVISIBLE = {0x00AD, 0x061C, 0x180E, 0x2028, 0x2029, 0x2060, 0x2061, 0x2062, 0x
 _INVISIBLE.update(range(0x200B, 0x2010))  # zero-width space/joiners, LRM, RLM
 _INVISIBLE.update(range(0x202A, 0x202F))  # bidi embeddings and overrides
 _INVISIBLE.update(range(0x2066, 0x206A))  # bidi isolates
+# general categories escaped: other spaces, line/paragraph separators, format, private use,
+# surrogates, unassigned (which includes the non-characters U+FFFE, U+FFFF, U+10FFFF, U+FDD0…)
+_ESCAPED_CATEGORIES = {"Zs", "Zl", "Zp", "Cf", "Co", "Cs", "Cn"}
 
 STYLE_WHITESPACE = "dim"
 STYLE_ESCAPE = "bold magenta"
 STYLE_SPECIAL = "bold italic cyan"
+STYLE_BYTES = "bold yellow"
+
+_BYTE_PIECE = re.compile(r"<0x([0-9A-Fa-f]{2})>")
 
 
-def _escape_char(ch: str) -> str | None:
-    """The visible escape of a control/invisible character, or None when it displays as itself."""
+def _gpt2_byte_decoder() -> dict[str, int]:
+    """GPT-2's byte-level BPE alphabet: printable stand-in character -> byte."""
+    bs = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
+    cs = bs[:]
+    n = 0
+    for b in range(256):
+        if b not in bs:
+            bs.append(b)
+            cs.append(256 + n)
+            n += 1
+    return {chr(c): b for b, c in zip(bs, cs)}
+
+
+_BYTE_DECODER = _gpt2_byte_decoder()
+
+
+def piece_bytes(piece: str | None) -> bytes | None:
+    """The bytes a vocabulary piece stands for: SentencePiece byte fallback (`<0xC2>`, possibly
+    several) or a GPT-2 byte-level piece (`ĠÃ`); None for any other piece."""
+    if not piece:
+        return None
+    if _BYTE_PIECE.fullmatch(piece) or re.fullmatch(r"(?:<0x[0-9A-Fa-f]{2}>)+", piece):
+        return bytes(int(h, 16) for h in _BYTE_PIECE.findall(piece))
+    if all(ch in _BYTE_DECODER for ch in piece):
+        return bytes(_BYTE_DECODER[ch] for ch in piece)
+    return None
+
+
+def token_text(text: str, piece: str | None) -> str:
+    """A token's text with the bytes of a partial UTF-8 sequence kept (as lone surrogates).
+
+    Decoding a token that holds part of a character gives `�`; when its vocabulary piece tells the
+    bytes and they are not valid UTF-8 on their own, the undecodable bytes become U+DC80+byte
+    (Python's `surrogateescape`), which `display_token` shows as `<0xC2>`.
+    """
+    if "\ufffd" not in (text or ""):
+        return text
+    raw = piece_bytes(piece)
+    if raw is None:
+        return text
+    try:
+        raw.decode("utf-8")
+        return text  # a genuine U+FFFD (or the piece is not this token's bytes)
+    except UnicodeDecodeError:
+        return raw.decode("utf-8", "surrogateescape")
+
+
+def has_partial_bytes(text: str) -> bool:
+    """Whether a `token_text` result holds bytes of an unfinished UTF-8 sequence."""
+    return any(0xDC80 <= ord(ch) <= 0xDCFF for ch in text)
+
+
+def merge_partial(texts: list[str]) -> list[tuple[int, int, str]]:
+    """Group consecutive tokens whose bytes together complete characters: [(start, end, text)].
+
+    A run of tokens that each hold partial bytes and whose concatenation decodes as UTF-8 becomes
+    one group with the decoded text (`<0xC2>` + `<0xBD>` -> `½`); every other token is its own group.
+    """
+    out: list[tuple[int, int, str]] = []
+    i, n = 0, len(texts)
+    while i < n:
+        group = None
+        if has_partial_bytes(texts[i]):
+            for j in range(i + 2, min(n, i + 4) + 1):
+                if not has_partial_bytes(texts[j - 1]):
+                    break
+                joined = "".join(texts[i:j]).encode("utf-8", "surrogateescape")
+                try:
+                    group = (i, j, joined.decode("utf-8"))
+                    break
+                except UnicodeDecodeError:
+                    continue
+        out.append(group or (i, i + 1, texts[i]))
+        i = out[-1][1]
+    return out
+
+
+@lru_cache(maxsize=4096)
+def _escape_char(ch: str) -> tuple[str, str] | None:
+    """(visible escape, kind) of a control/invisible/odd character, or None when it shows as itself."""
     code = ord(ch)
     if code < 0x20 or code == 0x7F or 0x80 <= code <= 0x9F:
-        return f"\\x{code:02x}"
-    if code in _INVISIBLE:
-        return f"\\u{code:04x}"
+        return f"\\x{code:02x}", "escape"
+    if 0xDC80 <= code <= 0xDCFF:
+        return f"<0x{code - 0xDC00:02X}>", "bytes"
+    if code in _INVISIBLE or (code >= 0x80 and unicodedata.category(ch) in _ESCAPED_CATEGORIES):
+        return (f"\\u{code:04x}" if code <= 0xFFFF else f"\\U{code:08x}"), "escape"
     return None
 
 
 def _pieces(text: str) -> list[tuple[str, str]]:
-    """Split into (display string, kind) with kind in {"text", "space", "escape"}."""
+    """Split into (display string, kind) with kind in {"text", "space", "escape", "bytes"}."""
     out: list[tuple[str, str]] = []
+    if text and unicodedata.category(text[0]).startswith("M"):
+        out.append((COMBINING_BASE, "space"))  # a leading combining mark would join the previous cell
     for ch in text:
         if ch in _WHITESPACE:
             piece, kind = _WHITESPACE[ch], "space"
         else:
             escaped = _escape_char(ch)
-            piece, kind = (escaped, "escape") if escaped is not None else (ch, "text")
+            piece, kind = escaped if escaped is not None else (ch, "text")
         if out and out[-1][1] == kind:
             out[-1] = (out[-1][0] + piece, kind)
         else:
@@ -63,20 +161,38 @@ def escape_for_display(text: str) -> str:
     return "".join(piece for piece, _ in _pieces(text))
 
 
+_STYLES = {"text": "", "space": STYLE_WHITESPACE, "escape": STYLE_ESCAPE, "bytes": STYLE_BYTES}
+
+
 def display_token(text: str, special: bool = False) -> Text:
     """A styled, inert `Text` for one token: special tokens distinct, whitespace dim, escapes marked."""
     if not text:
         return Text(EMPTY, style=STYLE_WHITESPACE, end="")
     if special:
         return Text(escape_for_display(text), style=STYLE_SPECIAL, end="")
-    styles = {"text": "", "space": STYLE_WHITESPACE, "escape": STYLE_ESCAPE}
-    return Text.assemble(*((piece, styles[kind]) for piece, kind in _pieces(text)), end="")
+    return Text.assemble(*((piece, _STYLES[kind]) for piece, kind in _pieces(text)), end="")
 
 
 def truncate(text: str, width: int, ellipsis: str = "…") -> str:
-    """`text` cut to at most `width` cells (by characters), with an ellipsis when cut."""
+    """`text` cut to at most `width` terminal cells (wide characters count two), with an ellipsis
+    when cut."""
     if width <= 0:
         return ""
-    if len(text) <= width:
+    if cell_len(text) <= width:
         return text
-    return text[: width - 1] + ellipsis if width > 1 else text[:1]
+    room = width - 1 if width > 1 else width
+    out, used = [], 0
+    for ch in text:
+        w = cell_len(ch)
+        if used + w > room:
+            break
+        out.append(ch)
+        used += w
+    return "".join(out) + (ellipsis if width > 1 else "")
+
+
+def fit(text: str, width: int, align: str = "left") -> str:
+    """`text` truncated and padded to exactly `width` cells (`align` "left" or "right")."""
+    cut = truncate(text, width)
+    pad = " " * max(0, width - cell_len(cut))
+    return cut + pad if align == "left" else pad + cut

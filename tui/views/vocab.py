@@ -2,13 +2,16 @@
 
 A trace stores the text of its prompt and chosen tokens only. Other ids are looked up, in order,
 in the manifest tokens, then a `tokenizer.json` saved in the trace directory (read with the
-`tokenizers` library when installed, never torch), else shown as `⟨id⟩`.
+`tokenizers` library when installed, never torch), else shown as `⟨id⟩`. A token holding part of
+a UTF-8 character keeps its bytes (`tui.text.token_text`), so it shows as `<0xC2>`, not `�`.
 """
 
 from __future__ import annotations
 
 import os
 import weakref
+
+from tui.text import token_text
 
 _TABLES: "weakref.WeakKeyDictionary[object, TokenTexts]" = weakref.WeakKeyDictionary()
 
@@ -29,7 +32,7 @@ class TokenTexts:
     def _sync(self) -> None:
         tokens = self._trace.tokens
         for tok in tokens[self._seen_tokens:]:
-            self._known.setdefault(int(tok["id"]), (tok["text"], bool(tok.get("special"))))
+            self._known.setdefault(int(tok["id"]), (tok_text(tok), bool(tok.get("special"))))
         self._seen_tokens = len(tokens)
 
     def _decode(self, token_id: int) -> str | None:
@@ -46,7 +49,8 @@ class TokenTexts:
         if self._tokenizer is None:
             return None
         try:
-            return self._tokenizer.decode([token_id], skip_special_tokens=False)
+            return token_text(self._tokenizer.decode([token_id], skip_special_tokens=False),
+                              self._tokenizer.id_to_token(token_id))
         except Exception:
             return None
 
@@ -62,6 +66,14 @@ class TokenTexts:
             else:  # kept apart so a token that later joins the trace replaces it
                 hit = self._fallback[token_id] = (f"⟨{token_id}⟩", token_id in self._special)
         return hit
+
+
+def tok_text(token: dict) -> str:
+    """The display text of a manifest token entry (`text`, with `piece` for partial bytes)."""
+    text = token.get("text")
+    text = text if isinstance(text, str) else ("" if text is None else str(text))
+    piece = token.get("piece")
+    return token_text(text, piece if isinstance(piece, str) else None)
 
 
 def token_texts(trace) -> TokenTexts:
