@@ -82,3 +82,19 @@ def test_invalid_settings_are_rejected():
     for bad in (dict(temperature=0), dict(top_p=0), dict(top_p=1.5), dict(top_k=-1), dict(min_p=1.0)):
         with pytest.raises(ValueError):
             SamplerSettings(**bad).validate()
+
+
+@pytest.mark.parametrize("settings", [dict(top_p=0.9), dict(top_k=20), dict(top_k=40, min_p=0.05), dict(top_p=0.999)])
+def test_removed_tail_is_stored_past_the_kept_set(settings):
+    """Issue 7 defect 4: at least 20 candidates past the last kept one, in logit order."""
+    logits = _logits(4, vocab=2000)
+    _, rec, arr = Sampler(SamplerSettings(do_sample=True, temperature=0.9, seed=1, **settings))(logits)
+    kept = rec["stages"][-1]["kept"]
+    final = arr["sample.candidate_probs"]
+    assert len(final) >= kept + 20
+    assert np.all(final[:kept] > 0) and np.all(final[kept:] == 0)  # the kept set is a prefix
+    ids = arr["sample.candidate_ids"]
+    # independent: the stored ids are the top-N tokens by logit, best first
+    np.testing.assert_array_equal(ids, np.argsort(-logits.numpy(), kind="stable")[: len(ids)])
+    np.testing.assert_allclose(arr["sample.candidate_raw_probs"], torch.softmax(logits, -1).numpy()[ids], atol=1e-7)
+    np.testing.assert_allclose(final[:kept].sum(), 1.0, atol=1e-5)

@@ -16,7 +16,9 @@ import numpy as np
 import torch
 
 MIN_CANDIDATES = 20
-MAX_CANDIDATES = 256
+HEAD_CANDIDATES = 256  # stored when nothing is filtered out (pure temperature / greedy)
+TAIL_CANDIDATES = 20  # stored past the last kept candidate, to show what the filters removed
+MAX_CANDIDATES = 4096
 
 
 @dataclass
@@ -81,15 +83,15 @@ class Sampler:
         stages.append({"name": "top_k", "kept": int(torch.isfinite(filtered).sum())})
         temp_probs = torch.softmax(filtered, -1)  # [vocab] after temperature and top-k
 
-        head_k = min(vocab, MAX_CANDIDATES)
-        head = torch.topk(temp_probs, head_k)  # sorted descending; a full sort only when needed
-        sorted_temp, order = head.values, head.indices  # [head_k]
-        n_nucleus = nucleus_size(sorted_temp, s.top_p)
+        # candidates in order of scaled logit: the same order as temp_probs for the tokens top-k
+        # kept, and a meaningful order for the ones it removed (their temp_prob is 0)
+        head_k = min(vocab, HEAD_CANDIDATES)
+        order = torch.topk(scaled, head_k).indices  # [head_k] a full sort only when needed
+        n_nucleus = nucleus_size(temp_probs[order], s.top_p)
+        if s.top_p < 1.0 and n_nucleus + TAIL_CANDIDATES > head_k and head_k < vocab:
+            order = torch.argsort(scaled, descending=True, stable=True)  # [vocab]
+            n_nucleus = nucleus_size(temp_probs[order], s.top_p)
         if s.top_p < 1.0:
-            if n_nucleus == head_k and head_k < vocab and float(sorted_temp.double().sum()) < s.top_p:
-                order = torch.argsort(temp_probs, descending=True, stable=True)  # [vocab]
-                sorted_temp = temp_probs[order]
-                n_nucleus = nucleus_size(sorted_temp, s.top_p)
             keep = torch.zeros(vocab, dtype=torch.bool)
             keep[order[:n_nucleus]] = True
             filtered[~keep] = -math.inf
@@ -107,15 +109,22 @@ class Sampler:
         else:
             chosen = int(torch.argmax(raw).item())
 
-        n_store = min(max(n_nucleus, MIN_CANDIDATES), vocab, MAX_CANDIDATES)
+        nucleus_mass = float(temp_probs[order[:n_nucleus]].double().sum()) if s.top_p < 1.0 else 1.0
+        n_kept = int(torch.isfinite(filtered).sum())
+        filtering = n_kept < vocab  # top-k/top-p/min-p removed something: show the removed tail
+        wanted = n_kept + TAIL_CANDIDATES if filtering else HEAD_CANDIDATES
+        n_store = min(max(wanted, MIN_CANDIDATES), vocab, MAX_CANDIDATES)
+        if n_store > len(order):
+            order = torch.topk(scaled, n_store).indices  # [N]
         ids = order[:n_store]  # [N]
+        sorted_temp = temp_probs[ids]  # [N]
         arrays = {
             "sample.candidate_ids": ids.numpy().astype(np.int64),
             "sample.candidate_logits": raw[ids].numpy(),
             "sample.candidate_raw_probs": raw_probs[ids].numpy(),
-            "sample.candidate_temp_probs": sorted_temp[:n_store].numpy(),
+            "sample.candidate_temp_probs": sorted_temp.numpy(),
             "sample.candidate_probs": probs[ids].numpy(),
-            "sample.candidate_cumulative": torch.cumsum(sorted_temp[:n_store].double(), 0).float().numpy(),
+            "sample.candidate_cumulative": torch.cumsum(sorted_temp.double(), 0).float().numpy(),
         }
         top1 = int(torch.argmax(raw).item())
         record = {
@@ -134,7 +143,7 @@ class Sampler:
             "entropy": _entropy(probs),
             "raw_entropy": _entropy(raw_probs),
             "nucleus_size": n_nucleus,
-            "nucleus_mass": float(sorted_temp[:n_nucleus].double().sum()),
+            "nucleus_mass": nucleus_mass,
             "stages": stages,
         }
         return chosen, record, arrays
