@@ -9,7 +9,7 @@ from tests import synthetic_trace as syn
 from tracer import load_trace
 from tracer.names import forward_order
 from tui.views import cache
-from tui.views.candidates import candidates, settings_line, stages_line
+from tui.views.candidates import candidates, chosen_line, settings_line, stages_line
 from tui.views.heatmap import Viewport, attention_map, extent, kv_head_of
 from tui.views.kv_cache import kv_cache
 from tui.views.layers import entropy, fmt, head_grid, head_rows, head_stats, layer_rows
@@ -387,6 +387,28 @@ def test_candidates_greedy_and_helpers(greedy):
         "T=0.7 · top-k 50 · top-p 0.95 · min-p 0.05"
     assert stages_line({"stages": [{"name": "raw", "kept": 9}, {"name": "top_k", "kept": 3}]}) == \
         "raw 9 → top-k 3 → chosen"
+
+
+def test_candidate_ranks_are_one_based_and_final_p_matches_the_header(trace):
+    """Issue 7 defect 4: header rank 0 vs table rank 1; the header's p had no column."""
+    for i in range(len(trace.steps)):
+        step, c = trace.steps[i], candidates(trace, i)
+        assert [r.rank for r in c.rows] == list(range(1, len(c.rows) + 1))
+        row = c.rows[c.chosen_index]
+        assert row.rank == step.sampling["chosen_rank"] + 1
+        line = chosen_line(trace, i).plain
+        assert f"rank {row.rank} " in line
+        assert f"p {row.prob:.3f}" in line  # the header's number is the row's final p
+        kept = np.asarray(step["sample.candidate_probs"]) > 0
+        assert [r.kept for r in c.rows] == kept.tolist()
+        assert c.cutoff == int(kept.sum()) - 1  # the line sits after the last kept row
+        assert c.cut_label == "top-p 0.9"
+
+
+def test_greedy_candidates_have_no_pipeline(greedy):
+    c = candidates(greedy, 0)
+    assert c.greedy and c.stages == "" and c.cutoff is None
+    assert "greedy (argmax)" in chosen_line(greedy, 0).plain and "→" not in chosen_line(greedy, 0).plain
 
 
 def test_vocab_texts_known_and_unknown(trace):

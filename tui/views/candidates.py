@@ -1,22 +1,23 @@
 """Candidate rows of a step's sampler and its pipeline summary, from `sample.candidate_*` arrays
-and the step's sampling record."""
+and the step's sampling record. Ranks are 1-based everywhere (rank 1 = the largest logit)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 import numpy as np
+from rich.text import Text
 
-from tui.text import escape_for_display
+from tui.text import display_token, escape_for_display
 from tui.views.cache import cached
-from tui.views.vocab import token_texts
+from tui.views.vocab import tok_text as token_text_of, token_texts
 
 STAGE_LABELS = {"raw": "raw", "temperature": "/T", "top_k": "top-k", "top_p": "top-p", "min_p": "min-p"}
 
 
 @dataclass(frozen=True)
 class CandidateRow:
-    rank: int  # 0-based, by probability after temperature/top-k
+    rank: int  # 1-based, by logit (row index + 1)
     id: int
     text: str  # raw token text (display it with tui.text.display_token)
     special: bool
@@ -27,18 +28,21 @@ class CandidateRow:
     cumulative: float  # cumulative of temp probs up to this row
     chosen: bool
     in_nucleus: bool  # inside the smallest prefix reaching top_p
+    kept: bool = True  # survived top-k, top-p and min-p (final p > 0); greyed below the cut-off
 
 
 @dataclass(frozen=True)
 class Candidates:
     step: int
     rows: list[CandidateRow]
-    cutoff: int | None  # index of the last row inside the nucleus (draw the cut-off line after it)
+    cutoff: int | None  # index of the last kept row (draw the cut-off line after it), None: no cut
     chosen_index: int | None  # row of the chosen token, None if it is not among the candidates
-    settings: str  # "greedy" or "T=0.8 · top-k off · top-p 0.9 · min-p 0"
-    stages: str  # "raw 49152 → /T 49152 → top-k 49152 → top-p 37 → min-p 37 → chosen ' Paris'"
+    settings: str  # "greedy (argmax)" or "T=0.8 · top-k off · top-p 0.9 · min-p 0"
+    stages: str  # "raw 49152 → /T 49152 → top-k 49152 → top-p 37 → min-p 37 → chosen ' Paris'"; "" greedy
     entropy: float | None
     raw_entropy: float | None
+    greedy: bool = False
+    cut_label: str = ""  # which filters made the cut-off: "top-p 0.9", "top-k 20 · min-p 0.05"
 
 
 def settings_line(sampling: dict) -> str:
@@ -77,7 +81,7 @@ def candidates(trace, step_index: int, limit: int | None = None) -> Candidates |
     rows = full.rows[:limit]
     cutoff = full.cutoff if full.cutoff is not None and full.cutoff < limit else None
     return Candidates(full.step, rows, cutoff, full.chosen_index, full.settings, full.stages, full.entropy,
-                      full.raw_entropy)
+                      full.raw_entropy, full.greedy, full.cut_label)
 
 
 def _col(step, name: str, n: int) -> np.ndarray:
@@ -99,15 +103,54 @@ def _build(trace, step) -> Candidates:
     for i in range(n):
         text, special = texts(int(ids[i]))
         rows.append(CandidateRow(
-            i, int(ids[i]), text, special, float(probs[i]), float(temp[i]), float(raw[i]),
+            i + 1, int(ids[i]), text, special, float(probs[i]), float(temp[i]), float(raw[i]),
             None if np.isnan(logits[i]) else float(logits[i]), float(cum[i]), int(ids[i]) == chosen_id,
-            i < nucleus,
+            i < nucleus, not probs[i] <= 0,
         ))
-    chosen_index = next((r.rank for r in rows if r.chosen), None)
-    cutoff = nucleus - 1 if 0 < nucleus < n or (nucleus == n and sampling.get("top_p", 1.0) < 1.0) else None
+    chosen_index = next((i for i, r in enumerate(rows) if r.chosen), None)
+    n_kept = sum(r.kept for r in rows)
+    greedy = bool(sampling.get("greedy"))
+    cutoff = n_kept - 1 if 0 < n_kept < n and not greedy else None  # greedy: argmax, no filters
     return Candidates(
         step.index, rows, cutoff, chosen_index, settings_line(sampling),
-        stages_line(sampling, f"'{escape_for_display(step.token.get('text', ''))}'"),
-        sampling.get("entropy"), sampling.get("raw_entropy"),
+        "" if greedy else stages_line(sampling, f"'{escape_for_display(step.token.get('text', ''))}'"),
+        sampling.get("entropy"), sampling.get("raw_entropy"), greedy, cut_label(sampling),
     )
 
+
+def cut_label(sampling: dict) -> str:
+    """The active filters that draw the cut-off line, e.g. "top-k 20 · top-p 0.9"."""
+    parts = []
+    if sampling.get("top_k"):
+        parts.append(f"top-k {sampling['top_k']}")
+    if float(sampling.get("top_p", 1.0)) < 1.0:
+        parts.append(f"top-p {float(sampling['top_p']):g}")
+    if float(sampling.get("min_p", 0.0)) > 0.0:
+        parts.append(f"min-p {float(sampling['min_p']):g}")
+    return " · ".join(parts)
+
+
+def _prob(p) -> str:
+    if not isinstance(p, (int, float)) or p != p:
+        return "–"
+    return f"{p:.3f}" if p >= 0.001 or p == 0 else f"{p:.1e}"
+
+
+def chosen_line(trace, step_index: int) -> Text:
+    """One line for the status bar: the chosen token, its 1-based rank by logit and its final
+    sampling probability (the number in the Candidates table's `p` column), e.g.
+    `chose ·Paris · rank 1 · p 0.773 (raw 0.702) · greedy (argmax)`."""
+    step = trace.steps[step_index]
+    sampling = step.sampling or {}
+    token = step.token or {}
+    line = Text("chose ", end="")
+    line.append_text(display_token(token_text_of(token), bool(token.get("special"))))
+    rank = sampling.get("chosen_rank")
+    rank_s = str(int(rank) + 1) if isinstance(rank, int) and not isinstance(rank, bool) else "?"
+    line.append(f" · rank {rank_s} · p {_prob(sampling.get('chosen_prob'))}")
+    raw = sampling.get("chosen_raw_prob")
+    if raw is not None and not sampling.get("greedy"):
+        line.append(f" (raw {_prob(raw)})", style="dim")
+    if sampling.get("greedy"):
+        line.append(" · greedy (argmax)", style="dim")
+    return line
