@@ -58,9 +58,9 @@ async def shoot(trace_path: str, out_dir: str) -> list[str]:
             await pilot.pause()
             for key in keys:
                 if key == "PARIS":
-                    app.step = paris_step(trace)
+                    app.move(step=paris_step(trace))
                 elif key.startswith("STEP:"):
-                    app.step = int(key[5:])
+                    app.move(step=int(key[5:]))
                 else:
                     await pilot.press(key)
             await pilot.pause()

@@ -16,6 +16,7 @@ from tui.screens.help import HelpScreen
 from tui.screens.main import MainScreen
 from tui.screens.prompt import GotoScreen, PromptScreen
 from tui.screens.too_small import TooSmallScreen
+from tui.widgets.cursor import Cursor
 from tui.widgets.loading import LoadingPanel
 
 pytestmark = pytest.mark.anyio  # async tests run on asyncio via anyio's pytest plugin
@@ -91,7 +92,7 @@ async def test_layer_and_head_keys_clamp(trace):
         await pilot.press("h", "up")
         assert (app.layer, app.head) == (0, 2)
         heads = app.main_screen.query_one("#heads")
-        assert (heads.layer_index, heads.head) == (0, 2)
+        assert (heads.cursor.layer, heads.cursor.head) == (0, 2)
 
 
 async def test_goto_step(trace):
@@ -122,10 +123,7 @@ async def test_panes_switch_and_follow_state(trace):
             assert screen.active_pane_id == pane_id
             pane = screen.active_pane
             assert pane.trace is trace
-            assert pane.step == 1
-            assert getattr(pane, "head", 1) == 1
-            if pane_id != "candidates":  # the candidates pane shows no layer
-                assert getattr(pane, "layer_index", getattr(pane, "layer", None)) == 1
+            assert pane.cursor == app.cursor == Cursor(step=1, layer=1, head=1)
         await pilot.press("6")
         assert "attention entropy per head" in screen_text(app)
         await pilot.press("1")
@@ -139,9 +137,9 @@ async def test_hidden_pane_is_not_updated(trace):
         await pilot.press("2")
         heatmap = app.main_screen.active_pane
         await pilot.press("1", "n", "n")
-        assert heatmap.step == 0  # hidden: not told
+        assert heatmap.cursor.step == 0  # hidden: not told
         await pilot.press("2")
-        assert heatmap.step == 2  # brought up to date when shown
+        assert heatmap.cursor.step == 2  # brought up to date when shown
 
 
 async def test_candidates_pane_marks_chosen(trace):

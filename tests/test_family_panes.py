@@ -6,6 +6,7 @@ import pytest
 from tests.family_traces import Traces
 from tests.test_panes import assert_inert, cell_colours, drive, screen_lines, screen_text
 from tui.render.palette import MASKED_RGB, PALETTE_RGB, WINDOW_RGB
+from tui.widgets.cursor import Cursor
 from tui.widgets.heatmap import HeatmapPane
 from tui.widgets.kv_cache import KVCachePane
 from tui.widgets.model_overview import ModelOverviewPane
@@ -41,12 +42,12 @@ def test_heatmap_decode_on_a_local_layer_labels_key_positions(fam):
     pane = HeatmapPane(fam["gemma3"])
 
     async def script(app, pilot):
-        pane.step = 2
+        pane.cursor = pane.cursor.moved(step=2)
         await pilot.pause()
         header = screen_lines(app)[0]
         assert "step 2 decode · q 9 · k 6–9 of 10 · window 4" in header
         assert pane.last_map.values.shape == (1, 4)
-        pane.layer = 1  # global layer: every key
+        pane.cursor = pane.cursor.moved(layer=1)  # global layer: every key
         await pilot.pause()
         assert "k 0–9 of 10" in screen_lines(app)[0] and "window" not in screen_lines(app)[0]
         assert_inert(app)
@@ -58,7 +59,7 @@ def test_kv_cache_pane_local_and_global_layers(fam):
     pane = KVCachePane(fam["gemma2"])
 
     async def script(app, pilot):
-        pane.step = 2
+        pane.cursor = pane.cursor.moved(step=2)
         await pilot.pause()
         text = screen_text(app)
         assert "window 4: local layers keep the last 3, global all" in text
@@ -130,7 +131,7 @@ def test_browsing_a_window_pattern_says_where_keys_start(fam):
     pane = TensorInspector(fam["mistral"])
 
     async def script(app, pilot):
-        pane.step = 2
+        pane.cursor = pane.cursor.moved(step=2)
         tensors = app.query_one(TensorList)
         tensors.focus()
         tensors.select_name("blocks.0.attn.hook_pattern")
@@ -161,7 +162,7 @@ def test_layers_list_shows_the_chosen_experts(fam):
     seen = {}
 
     async def script(app, pilot):
-        pane.step = 1
+        pane.cursor = pane.cursor.moved(step=1)
         await pilot.pause()
         seen["text"] = screen_text(app)
 

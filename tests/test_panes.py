@@ -11,6 +11,7 @@ from tests import synthetic_trace as syn
 from tracer import load_trace
 from tui.render.palette import MASKED_RGB, PALETTE_RGB
 from tui.views.tensors import format_number
+from tui.widgets.cursor import Cursor
 from tui.widgets.heatmap import HeatmapPane
 from tui.widgets.kv_cache import KVCachePane
 from tui.widgets.logit_lens import LogitLensPane
@@ -90,7 +91,7 @@ def test_heatmap_prefill_shows_causal_map_in_colour(trace):
     pane.auto_fit = False  # one character per key: cell-exact assertions
 
     async def script(app, pilot):
-        pane.layer, pane.head = 1, 3
+        pane.cursor = pane.cursor.moved(layer=1, head=3)
         await pilot.pause()
         pattern = trace.steps[0]["blocks.1.attn.hook_pattern"][3]  # [T, S]
         np.testing.assert_array_equal(pane.last_map.values, pattern)
@@ -112,7 +113,7 @@ def test_heatmap_fits_a_short_map_to_the_pane(trace):
     pane = HeatmapPane(trace)
 
     async def script(app, pilot):
-        pane.layer, pane.head = 1, 3
+        pane.cursor = pane.cursor.moved(layer=1, head=3)
         await pilot.pause()
         n = trace.steps[0].shape("blocks.1.attn.hook_pattern")[1]  # 6 query rows and keys
         assert pane.cell > 1 and "zoom ×%d" % pane.cell in screen_lines(app)[0]
@@ -132,7 +133,7 @@ def test_heatmap_decode_row_stack_zoom_and_pan(trace):
 
     async def script(app, pilot):
         pane.focus()
-        pane.step = 3
+        pane.cursor = pane.cursor.moved(step=3)
         await pilot.pause()
         assert pane.last_map.values.shape == (1, 9) and not pane.last_map.stacked
         assert "step 3 decode · q 8 · k 0–8 of 9" in pane._header(pane.last_map).plain
@@ -160,10 +161,10 @@ def test_heatmap_validates_and_reports_missing(tmp_path, trace):
     pane = HeatmapPane(trace)
 
     async def script(app, pilot):
-        pane.step, pane.layer, pane.head, pane.zoom = 99, 7, -3, 10
-        assert (pane.step, pane.layer, pane.head, pane.zoom) == (4, 1, 0, 3)
+        pane.cursor, pane.zoom = Cursor(step=99, layer=7, head=-3).clamped(trace), 10
+        assert (pane.cursor, pane.zoom) == (Cursor(step=4, layer=1, head=0), 3)
         pane.trace = load_trace(syn.build_trace(tmp_path / "sub", n_decode=1, record=["logits"]))
-        pane.step = 0
+        pane.cursor = pane.cursor.moved(step=0)
         await pilot.pause()
         assert "blocks.1.attn.hook_pattern was not recorded at step 0" in screen_text(app)
 
@@ -190,10 +191,10 @@ def test_tensor_inspector_lists_stats_and_op(trace):
         await pilot.press("down", "down", "down")
         assert pane.selected == "blocks.0.attn.hook_q"
         assert "ln1 [6, 16] × W_Q [16, 16] → q [6, 4, 4]" in screen_text(app)
-        pane.layer = 1
+        pane.cursor = pane.cursor.moved(layer=1)
         await pilot.pause()
         assert pane.selected == "blocks.1.hook_resid_pre"
-        pane.step = 2
+        pane.cursor = pane.cursor.moved(step=2)
         await pilot.pause()
         assert pane.selected == "blocks.1.hook_resid_pre"  # the selection survives a step change
         assert "blocks.1.hook_resid_pre  [1, 16] float32" in screen_text(app)
@@ -206,7 +207,7 @@ def test_tensor_inspector_browse_slices_and_export(trace, tmp_path):
 
     async def script(app, pilot):
         app.query_one(TensorList).focus()
-        pane.head = 3
+        pane.cursor = pane.cursor.moved(head=3)
         app.query_one(TensorList).select_name("blocks.0.attn.hook_pattern")
         await pilot.press("enter")
         browser = app.query_one(TensorBrowser)
@@ -237,7 +238,7 @@ def test_logit_lens_pane(trace):
     pane = LogitLensPane(trace)
 
     async def script(app, pilot):
-        pane.step, pane.layer = 1, 1
+        pane.cursor = pane.cursor.moved(step=1, layer=1)
         await pilot.pause()
         text = screen_text(app)
         ids = trace.steps[1]["logit_lens.ids"]  # [n_layers, k]
@@ -256,12 +257,12 @@ def test_kv_cache_pane_and_inert_tokens(trace):
         text = screen_text(app)
         assert "PREFILL step 0 · 6 prompt positions 0..5 enter the cache" in text and "4:[red]x[/red]" in text
         assert any(line.split()[:4] == ["0", "0", "6", "+6"] for line in text.splitlines())
-        pane.step = 2
+        pane.cursor = pane.cursor.moved(step=2)
         await pilot.pause()
         text = screen_text(app)
         assert "DECODE step 2 · position 7 appended to a cache of 7" in text and "7:\\x1b[31m" in text
         assert any(line.split()[:4] == ["1", "7", "8", "+1"] for line in text.splitlines())
-        pane.step = 3
+        pane.cursor = pane.cursor.moved(step=3)
         await pilot.pause()
         assert "8:\\x07" in screen_text(app)
         assert_inert(app)
@@ -294,9 +295,9 @@ def test_panes_on_the_real_fixture(cls):
     seen = []
 
     async def script(app, pilot):
-        pane.layer, pane.head = tr.model["n_layers"] - 1, tr.model["n_heads"] - 1
+        pane.cursor = pane.cursor.moved(layer=tr.model["n_layers"] - 1, head=tr.model["n_heads"] - 1)
         for i in range(len(tr.steps)):
-            pane.step = i
+            pane.cursor = pane.cursor.moved(step=i)
             await pilot.pause()
             seen.append(screen_text(app))
             assert_inert(app)

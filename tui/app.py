@@ -7,9 +7,10 @@
                                                     #   progress(stage: str, fraction: float|None))
     StepscopeApp()                                  # live on the embedded default model and prompt
 
-The app owns the debugger state: `trace`, `step`, `layer`, `head` (reactive `var`s, clamped by
-their `validate_` methods, pushed down by their `watch_` methods) and the breakpoints; the main
-screen shows it (attributes down) and the widgets' messages come back up. Model work runs in
+The app owns the debugger state: the `trace` (only the UI thread touches it), one immutable
+`cursor` (`tui.widgets.cursor.Cursor`: step, layer, head, selected attention cell; clamped by
+`validate_cursor`, pushed to the visible views by `watch_cursor`) and the breakpoints. Views ask
+for a move with `Pane.Moved`; actions call `move(**changes)`. Model work runs in
 thread workers (`tui.live`); their errors open an error modal and leave the session usable.
 While the user reads, the caches of the neighbouring steps are warmed (`_schedule_prefetch`).
 
@@ -38,23 +39,20 @@ from tui.screens.help import HelpScreen, binding_rows
 from tui.screens.main import PANES, MainScreen
 from tui.screens.prompt import GotoScreen, PromptScreen
 from tui.screens.too_small import MIN_HEIGHT, MIN_WIDTH, TooSmallScreen
-
-_HERE = os.path.dirname(os.path.abspath(__file__))
+from tui.widgets.cursor import Cursor
 
 
 class StepscopeApp(LiveWorkers, App[None]):
     """The stepscope debugger. Give it a `trace` (replay), a `session_factory` (live), or neither
     (live on the default model)."""
 
-    CSS_PATH = [p for p in ("app.tcss", "widgets/panes.tcss") if os.path.exists(os.path.join(_HERE, p))]
+    CSS_PATH = ["app.tcss", "widgets/panes.tcss"]
     TITLE = "stepscope"
     ENABLE_COMMAND_PALETTE = False
 
     # `var`: state, not visuals (a repainting reactive on the app would redraw the whole screen)
-    step: var[int] = var(0, init=False)
-    """Index of the shown step (0 = prefill)."""
-    layer: var[int] = var(0, init=False)
-    head: var[int] = var(0, init=False)
+    cursor: var[Cursor] = var(Cursor, init=False)
+    """Where the user looks: step (0 = prefill), layer, head, selected attention cell."""
 
     def __init__(
         self,
@@ -137,14 +135,30 @@ class StepscopeApp(LiveWorkers, App[None]):
     def n_steps(self) -> int:
         return len(self.trace.steps) if self.trace is not None else 0
 
-    def validate_step(self, value: int) -> int:
-        target = max(0, min(int(value), self.n_steps - 1)) if self.n_steps else 0
-        if self.n_steps and target != self.step:
-            problem = self._unreadable(target)
+    @property
+    def step(self) -> int:
+        return self.cursor.step
+
+    @property
+    def layer(self) -> int:
+        return self.cursor.layer
+
+    @property
+    def head(self) -> int:
+        return self.cursor.head
+
+    def move(self, **changes) -> None:
+        """Move the cursor (clamped to the trace; an unreadable step is refused with a modal)."""
+        self.cursor = self.cursor.moved(**changes)
+
+    def validate_cursor(self, value: Cursor) -> Cursor:
+        target = value.clamped(self.trace)
+        if self.n_steps and target.step != self.cursor.step:
+            problem = self._unreadable(target.step)
             if problem is not None:  # stay where we are; say why, once, in a modal
                 self.continuing = False
-                self.call_later(self._report_unreadable, target, problem)
-                return self.step
+                self.call_later(self._report_unreadable, target.step, problem)
+                return target.moved(step=self.cursor.step)
         return target
 
     def _unreadable(self, index: int) -> str | None:
@@ -160,21 +174,7 @@ class StepscopeApp(LiveWorkers, App[None]):
         self.push_screen(ErrorScreen(f"Step {index} cannot be read", problem,
                                      hint="the other steps of the trace are still usable"))
 
-    def validate_layer(self, value: int) -> int:
-        n = int(self.trace.model.get("n_layers") or 1) if self.trace is not None else 1
-        return max(0, min(int(value), n - 1))
-
-    def validate_head(self, value: int) -> int:
-        n = int(self.trace.model.get("n_heads") or 1) if self.trace is not None else 1
-        return max(0, min(int(value), n - 1))
-
-    def watch_step(self) -> None:
-        self._sync()
-
-    def watch_layer(self) -> None:
-        self._sync()
-
-    def watch_head(self) -> None:
+    def watch_cursor(self) -> None:
         self._sync()
 
     def _sync(self) -> None:
@@ -242,7 +242,7 @@ class StepscopeApp(LiveWorkers, App[None]):
         if self.trace is None:
             return
         if not self.at_end:
-            self.step += 1
+            self.move(step=self.step + 1)
             self._set_state("")
         elif self.busy:
             self.notify("busy: the next step is being computed", timeout=2)
@@ -254,20 +254,20 @@ class StepscopeApp(LiveWorkers, App[None]):
 
     def action_prev_step(self) -> None:
         if self.trace is not None:
-            self.step -= 1
+            self.move(step=self.step - 1)
             self._set_state("" if not self.busy else self._busy_text())
 
     def action_first_step(self) -> None:
-        self.step = 0
+        self.move(step=0)
 
     def action_last_step(self) -> None:
-        self.step = self.n_steps - 1
+        self.move(step=self.n_steps - 1)
 
     def action_move_layer(self, delta: int) -> None:
-        self.layer += delta
+        self.move(layer=self.layer + delta)
 
     def action_move_head(self, delta: int) -> None:
-        self.head += delta
+        self.move(head=self.head + delta)
 
     def _end_text(self) -> str:
         if self.session is not None:
@@ -290,10 +290,10 @@ class StepscopeApp(LiveWorkers, App[None]):
         hit = self.breakpoints.scan(steps, start=self.step + 1)
         if hit is not None:
             index, bp = hit
-            self.step = index
+            self.move(step=index)
             self._set_state(f"breakpoint at step {index}: {bp.describe()}")
             return
-        self.step = self.n_steps - 1
+        self.move(step=self.n_steps - 1)
         if not self.can_grow:
             self._set_state(self._end_text())
             return
@@ -326,7 +326,7 @@ class StepscopeApp(LiveWorkers, App[None]):
         if self.main_screen.is_mounted:
             self.main_screen.refresh_trace_views()
         if follow:
-            self.step = index
+            self.move(step=index)
         self._sync()
         if not self.continuing:
             self._set_busy(False, self._end_text() if self.session is not None and self.session.finished else "")
@@ -370,7 +370,7 @@ class StepscopeApp(LiveWorkers, App[None]):
         def done(value: str | None) -> None:
             if value is not None:
                 index = int(value)
-                self.step = index if index >= 0 else self.n_steps + index
+                self.move(step=index if index >= 0 else self.n_steps + index)
 
         self.push_screen(GotoScreen(self.n_steps, self.step), done)
 
@@ -383,7 +383,7 @@ class StepscopeApp(LiveWorkers, App[None]):
     def help_sections(self) -> list[tuple[str, list[tuple[str, str]]]]:
         """Every key: the main screen's, then each pane's own (when focused), then the dialogs'."""
         sections = [("Debugger", binding_rows(MainScreen.BINDINGS))]
-        for pane_id, label, _, _ in PANES:
+        for pane_id, label, _ in PANES:
             pane = self.main_screen.pane(pane_id) if self.main_screen.is_mounted else None
             rows: list[tuple[str, str]] = []
             seen: set[type] = set()

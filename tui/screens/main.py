@@ -12,57 +12,40 @@ Keys: see the table in `MainScreen`'s docstring (and `?` in the app).
 
 from __future__ import annotations
 
-import importlib
-
 from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Container, Horizontal, Vertical
 from textual.screen import Screen
-from textual.widget import Widget
-from textual.widgets import ContentSwitcher, Footer, Static, Tab, Tabs
+from textual.widgets import ContentSwitcher, Footer, Tab, Tabs
 
+from tui.widgets.candidates import CandidatesPane
+from tui.widgets.cursor import Cursor
 from tui.widgets.heads import HeadsList
+from tui.widgets.heads_overview import HeadsOverview
+from tui.widgets.heatmap import HeatmapPane
+from tui.widgets.kv_cache import KVCachePane
 from tui.widgets.layers import LayersList
 from tui.widgets.loading import LoadingPanel
+from tui.widgets.logit_lens import LogitLensPane
+from tui.widgets.model_overview import ModelOverviewPane
+from tui.widgets.pane import Pane
 from tui.widgets.status_bar import StatusBar
+from tui.widgets.tensor_inspector import TensorInspector
 from tui.widgets.token_strip import TokenStrip
 
 NARROW_WIDTH = 110
 
-# (tab id, tab label, module, candidate class names) in key order 1..7. Owner A's panes are
-# imported lazily and by name so that a missing one shows a placeholder instead of breaking.
-PANES: list[tuple[str, str, str, tuple[str, ...]]] = [
-    ("candidates", "Candidates", "tui.widgets.candidates", ("CandidatesPane",)),
-    ("heatmap", "Attention", "tui.widgets.heatmap", ("HeatmapPane", "AttentionHeatmap", "Heatmap")),
-    ("tensors", "Tensors", "tui.widgets.tensor_inspector", ("TensorInspector", "TensorInspectorPane")),
-    ("lens", "Lens", "tui.widgets.logit_lens", ("LogitLensPane", "LogitLens")),
-    ("kv", "KV", "tui.widgets.kv_cache", ("KVCachePane", "KvCachePane", "KVCache")),
-    ("heads", "Heads", "tui.widgets.heads_overview", ("HeadsOverview",)),
-    ("model", "Model", "tui.widgets.model_overview", ("ModelOverviewPane", "ModelOverview")),
+# (tab id, tab label, pane class) in key order 1..7
+PANES: list[tuple[str, str, type[Pane]]] = [
+    ("candidates", "Candidates", CandidatesPane),
+    ("heatmap", "Attention", HeatmapPane),
+    ("tensors", "Tensors", TensorInspector),
+    ("lens", "Lens", LogitLensPane),
+    ("kv", "KV", KVCachePane),
+    ("heads", "Heads", HeadsOverview),
+    ("model", "Model", ModelOverviewPane),
 ]
-PANE_IDS = [p[0] for p in PANES]
-
-
-def pane_class(module: str, names: tuple[str, ...]) -> type[Widget] | None:
-    """The pane widget class of a module, or None when the module is not there (yet)."""
-    try:
-        mod = importlib.import_module(module)
-    except ImportError:
-        return None
-    for name in names:
-        cls = getattr(mod, name, None)
-        if isinstance(cls, type) and issubclass(cls, Widget):
-            return cls
-    for value in vars(mod).values():  # any widget defined there with the pane contract
-        if (
-            isinstance(value, type)
-            and issubclass(value, Widget)
-            and value.__module__ == mod.__name__
-            and "step" in getattr(value, "_reactives", {})
-        ):
-            return value
-    return None
 
 
 class PaneTabs(Tabs, can_focus=False):
@@ -73,17 +56,9 @@ class PaneTabs(Tabs, can_focus=False):
         super()._highlight_active(animate=False)
 
 
-class MissingPane(Static):
-    """Stands in for a pane whose module is not available."""
-
-    def __init__(self, trace=None, what: str = "", **kwargs) -> None:
-        super().__init__(Text(f"{what}: not available in this build", style="dim"), **kwargs)
-        self.trace = trace
-
-
 class MainScreen(Screen[None]):
-    """The debugger screen. The app owns the state (`app.step`, `app.layer`, `app.head`) and
-    calls `sync()`; widgets get attributes, their messages come back up here.
+    """The debugger screen. The app owns the trace and the cursor and calls `sync()`; every view
+    (a `Pane`) gets them by `show(trace, cursor)`; its `Pane.Moved` requests come back up here.
 
     | key | action |
     |---|---|
@@ -121,7 +96,7 @@ class MainScreen(Screen[None]):
         Binding("h", "app.move_head(-1)", "Head-", show=False, tooltip="Previous head"),
         *[
             Binding(str(i + 1), f"show_pane('{pid}')", label, show=False, tooltip=f"Show the {label} pane")
-            for i, (pid, label, _, _) in enumerate(PANES)
+            for i, (pid, label, _) in enumerate(PANES)
         ],
         Binding("f", "toggle_sidebar", "Sidebar", show=False, tooltip="Hide/show the layers and heads sidebar"),
         Binding("b", "app.breakpoints", "Breaks", tooltip="Breakpoints: add, list, remove"),
@@ -132,24 +107,21 @@ class MainScreen(Screen[None]):
 
     def __init__(self, **kwargs) -> None:
         super().__init__(**kwargs)
-        self._panes: dict[str, Widget] = {}
+        self._panes: dict[str, Pane] = {}
 
     # -- layout -------------------------------------------------------------------------------
     def compose(self) -> ComposeResult:
         yield StatusBar(id="status")
         yield TokenStrip(id="strip")
-        tabs = [Tab(Text(f"{i + 1} {label}"), id=f"tab-{pid}") for i, (pid, label, _, _) in enumerate(PANES)]
+        tabs = [Tab(Text(f"{i + 1} {label}"), id=f"tab-{pid}") for i, (pid, label, _) in enumerate(PANES)]
         yield PaneTabs(*tabs, id="tabs")
         with Horizontal(id="body"):
             with Vertical(id="sidebar"):
                 yield LayersList(id="layers")
                 yield HeadsList(id="heads")
             with ContentSwitcher(initial="pane-candidates", id="panes"):
-                for pid, label, module, names in PANES:
-                    cls = pane_class(module, names)
-                    wid = f"pane-{pid}-widget"
-                    pane = cls(id=wid) if cls is not None else MissingPane(what=label, id=wid)
-                    self._panes[pid] = pane
+                for pid, _, cls in PANES:
+                    pane = self._panes[pid] = cls(id=f"pane-{pid}-widget")
                     with Container(id=f"pane-{pid}", classes="pane-box"):
                         yield pane
         yield LoadingPanel(id="loading")
@@ -175,32 +147,31 @@ class MainScreen(Screen[None]):
         return current.removeprefix("pane-")
 
     @property
-    def active_pane(self) -> Widget:
+    def active_pane(self) -> Pane:
         return self._panes[self.active_pane_id]
 
-    def pane(self, pane_id: str) -> Widget:
+    def pane(self, pane_id: str) -> Pane:
         return self._panes[pane_id]
 
+    def views(self) -> list[Pane]:
+        """The views that follow the cursor now: status bar, strip, sidebar and the visible pane."""
+        return [self.query_one(StatusBar), self.query_one(TokenStrip), self.query_one(LayersList),
+                self.query_one(HeadsList), self.active_pane]
+
     def sync(self) -> None:
-        """Push the app's state to the visible widgets."""
-        app = self.app
-        trace = getattr(app, "trace", None)
-        loading = trace is None
-        self.set_class(loading, "-loading")
-        step, layer, head = app.step, app.layer, app.head
-        status = self.query_one(StatusBar)
-        _set(status, trace, step=step, layer=layer, head=head)
-        status.mode = app.mode
-        strip = self.query_one(TokenStrip)
-        _set(strip, trace, step=step)
-        _set(self.query_one(LayersList), trace, step=step, layer=layer)
-        _set(self.query_one(HeadsList), trace, step=step, layer=layer, head=head)
-        _set(self.active_pane, trace, step=step, layer=layer, head=head)
+        """Give the app's trace and cursor to the visible views (a hidden pane reads nothing)."""
+        trace = getattr(self.app, "trace", None)
+        cursor = getattr(self.app, "cursor", Cursor())
+        self.set_class(trace is None, "-loading")
+        self.query_one(StatusBar).mode = self.app.mode
+        for view in self.views():
+            view.show(trace, cursor)
 
     def refresh_trace_views(self) -> None:
         """The trace grew (live): redraw what shows the token list and step count."""
-        for widget in (self.query_one(StatusBar), self.query_one(TokenStrip)):
-            widget.refresh()
+        for view in self.views():
+            view.on_trace()
+            view.refresh_view()
 
     def prefetch_jobs(self, step_index: int) -> list:
         """Callables that warm the caches of the visible widgets for `step_index` (each cheap)."""
@@ -208,11 +179,9 @@ class MainScreen(Screen[None]):
         if trace is None or not 0 <= step_index < len(trace.steps):
             return []
         jobs = [lambda: "logits" in trace.steps[step_index]]  # reads the step file's header once
-        widgets = [self.query_one(LayersList), self.query_one(HeadsList), self.active_pane]
-        for widget in widgets:
-            prefetch = getattr(widget, "prefetch", None)  # optional hook, also for owner A's panes
-            if callable(prefetch) and widget.display:
-                jobs.append(lambda prefetch=prefetch: prefetch(step_index))
+        for view in (self.query_one(LayersList), self.query_one(HeadsList), self.active_pane):
+            if view.display:
+                jobs.append(lambda view=view: view.prefetch(step_index))
         return jobs
 
     def hidden_pane_jobs(self, step_index: int) -> list:
@@ -220,9 +189,8 @@ class MainScreen(Screen[None]):
         jobs = []
         active = self.active_pane
         for pane in self._panes.values():
-            prefetch = getattr(pane, "prefetch", None)
-            if pane is not active and callable(prefetch) and getattr(pane, "PREFETCH_WHEN_HIDDEN", False):
-                jobs.append(lambda prefetch=prefetch: prefetch(step_index))
+            if pane is not active and pane.PREFETCH_WHEN_HIDDEN:
+                jobs.append(lambda pane=pane: pane.prefetch(step_index))
         return jobs
 
     def set_state(self, text: str, busy: bool = False) -> None:
@@ -252,8 +220,7 @@ class MainScreen(Screen[None]):
             switcher.current = f"pane-{pane_id}"
             if focused_in_old:
                 self.set_focus(None)
-        app = self.app
-        _set(self._panes[pane_id], getattr(app, "trace", None), step=app.step, layer=app.layer, head=app.head)
+        self._panes[pane_id].show(getattr(self.app, "trace", None), getattr(self.app, "cursor", Cursor()))
 
     def action_toggle_sidebar(self) -> None:
         self.toggle_class("-no-sidebar")
@@ -265,27 +232,6 @@ class MainScreen(Screen[None]):
             self.set_focus(None)
 
     # -- messages up --------------------------------------------------------------------------
-    def on_layers_list_selected(self, message: LayersList.Selected) -> None:
-        self.app.layer = message.layer
-
-    def on_heads_list_selected(self, message: HeadsList.Selected) -> None:
-        self.app.head = message.head
-
-
-def _set(widget: Widget, trace, **values) -> None:
-    """Set `trace` and the reactives a widget has, only where they change.
-
-    The selected layer goes to a `layer_index` reactive, or to `layer` when the widget declares
-    one (Widget.layer is also Textual's compositor-layer property: a pane declaring a `layer`
-    reactive is wrapped in its own container by the screen so that it still lays out)."""
-    if getattr(widget, "trace", None) is not trace:
-        try:
-            widget.trace = trace
-        except AttributeError:
-            pass
-    reactives = getattr(type(widget), "_reactives", {})
-    for name, value in values.items():
-        if name == "layer" and "layer_index" in reactives:
-            name = "layer_index"
-        if name in reactives and getattr(widget, name) != value:
-            setattr(widget, name, value)
+    def on_pane_moved(self, message: Pane.Moved) -> None:
+        message.stop()
+        self.app.move(**message.changes)

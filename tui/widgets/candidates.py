@@ -15,11 +15,10 @@ from __future__ import annotations
 from rich.text import Text
 from textual.binding import Binding
 from textual.reactive import reactive
-from textual.widget import Widget
 
 from tui.views.candidates import STAGE_LABELS, candidates
 from tui.widgets.common import fmt_num, fmt_prob, token_display
-from tui.widgets.cursor import TraceHolder
+from tui.widgets.pane import Pane
 
 MAX_ROWS = 512  # rows scrollable; only the visible ones are built
 BAR_WIDTH = 10
@@ -35,7 +34,7 @@ def bar(p: float, width: int = BAR_WIDTH) -> str:
     return out.ljust(width)
 
 
-class CandidatesPane(TraceHolder, Widget, can_focus=True):
+class CandidatesPane(Pane, can_focus=True):
     """The sampling candidates of the current step. `trace` and `step` are set by the app.
 
     | key (focused) | action |
@@ -56,20 +55,21 @@ class CandidatesPane(TraceHolder, Widget, can_focus=True):
     PREFETCH_WHEN_HIDDEN = True
     """Cheap enough to prepare for the current step while another pane shows (a quick switch)."""
 
-    step: reactive[int] = reactive(0)
+    WATCHES = frozenset({"step"})
+
     offset_rows: reactive[int] = reactive(0)
     """First candidate row shown (the settings and column header stay on top)."""
 
     HEADER_LINES = 4
 
     def __init__(self, trace=None, **kwargs) -> None:
-        super().__init__(**kwargs)
-        self._trace = trace
+        super().__init__(trace, **kwargs)
         self._n_rows = 0
         self._follow_chosen = True
 
-    def watch_step(self) -> None:
+    def refresh_view(self) -> None:
         self._follow_chosen = True  # the next render scrolls the chosen row into view
+        self.refresh()
 
     def validate_offset_rows(self, value: int) -> int:
         visible = max(self.size.height - self.HEADER_LINES, 1)
@@ -93,7 +93,7 @@ class CandidatesPane(TraceHolder, Widget, can_focus=True):
         trace = self._trace
         if trace is None or not len(trace.steps):
             return Text("no step yet", style="dim")
-        index = min(self.step, len(trace.steps) - 1)
+        index = self.step_index
         data = candidates(trace, index, limit=MAX_ROWS)
         sampling = trace.steps[index].sampling or {}
         if data is None:
@@ -136,7 +136,7 @@ class CandidatesPane(TraceHolder, Widget, can_focus=True):
         body: list[object] = []
         for row in data.rows:
             body.append(row)
-            if data.cutoff is not None and row.rank == data.cutoff:
+            if data.cutoff is not None and row.rank - 1 == data.cutoff:
                 body.append(None)
         self._n_rows = len(body)
         visible = max(self.size.height - self.HEADER_LINES, 1)
@@ -152,7 +152,7 @@ class CandidatesPane(TraceHolder, Widget, can_focus=True):
                 lines.append(Text("  " + label + "─" * max(width - 2 - len(label), 0), style=cut))
                 continue
             line = Text("▶ " if row.chosen else "  ", end="")
-            line.append(f"{row.rank + 1:>3} ")
+            line.append(f"{row.rank:>3} ")
             token = token_display(row.text, row.special)
             token.truncate(token_width, overflow="ellipsis", pad=True)
             line.append_text(token)

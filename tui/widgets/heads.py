@@ -9,14 +9,11 @@ Keys (screen level): `h` previous head, `l` next head.
 from __future__ import annotations
 
 from rich.text import Text
-from textual.message import Message
-from textual.reactive import reactive
-from textual.widget import Widget
 
 from tui.views.heatmap import kv_head_of
 from tui.views.layers import head_rows
 from tui.widgets.common import fmt_num, token_display
-from tui.widgets.cursor import TraceHolder
+from tui.widgets.pane import Pane
 from tui.widgets.layers import window
 
 
@@ -35,26 +32,13 @@ def attention_kind(model: dict) -> str:
     return f"GQA ×{n_heads // max(n_kv, 1)}"
 
 
-class HeadsList(TraceHolder, Widget):
-    """The selected layer's heads; `trace`, `step`, `layer`, `head` are set by the app."""
+class HeadsList(Pane):
+    """The cursor layer's heads at the cursor's step; a click selects the head."""
 
     COMPONENT_CLASSES = {"heads-list--selected", "heads-list--header"}
 
-    step: reactive[int] = reactive(0)
-    layer_index: reactive[int] = reactive(0)
-    """Selected layer (not `layer`: Widget.layer is the compositor layer name)."""
-    head: reactive[int] = reactive(0)
-
-    class Selected(Message):
-        """The user picked a head with the mouse."""
-
-        def __init__(self, head: int) -> None:
-            super().__init__()
-            self.head = head
-
     def __init__(self, trace=None, **kwargs) -> None:
-        super().__init__(**kwargs)
-        self._trace = trace
+        super().__init__(trace, **kwargs)
         self._first_row = 0
 
     def render(self) -> Text:
@@ -62,12 +46,12 @@ class HeadsList(TraceHolder, Widget):
         if trace is None or not len(trace.steps):
             return Text("heads", style="dim")
         model = trace.model
-        rows = head_rows(trace, min(self.step, len(trace.steps) - 1), self.layer_index)
+        rows = head_rows(trace, self.step_index, self.cursor.layer)
         tokens = trace.tokens
         style = self.get_component_rich_style
         out = Text(no_wrap=True, overflow="ellipsis", end="")
         out.append(f" H kv  H(attn) max→ ({attention_kind(model)})\n", style=style("heads-list--header"))
-        start, end = window(self.head, len(rows), self.size.height - 1)
+        start, end = window(self.cursor.head, len(rows), self.size.height - 1)
         self._first_row = start
         for row in rows[start:end]:
             line = Text(no_wrap=True, overflow="ellipsis", end="")
@@ -77,7 +61,7 @@ class HeadsList(TraceHolder, Widget):
                 if row.max_position < len(tokens):
                     tok = tokens[row.max_position]
                     line.append_text(token_display(tok.get("text"), bool(tok.get("special"))))
-            if row.head == self.head:
+            if row.head == self.cursor.head:
                 line.truncate(self.size.width, pad=True)
                 line.stylize(style("heads-list--selected"))
             out.append_text(line)
@@ -89,8 +73,12 @@ class HeadsList(TraceHolder, Widget):
         """Compute (into the views cache) what the rows would show at `step_index`."""
         trace = self._trace
         if trace is not None and 0 <= step_index < len(trace.steps):
-            head_rows(trace, step_index, self.layer_index)
+            head_rows(trace, step_index, self.cursor.layer)
 
     def on_click(self, event) -> None:
-        if event.y >= 1:
-            self.post_message(self.Selected(self._first_row + event.y - 1))
+        offset = event.get_content_offset(self)  # None on the border
+        if offset is None or offset.y < 1 or self._trace is None:  # row 0 is the column header
+            return
+        row = self._first_row + offset.y - 1
+        if row < int(self._trace.model.get("n_heads") or 0):
+            self.move(head=row)

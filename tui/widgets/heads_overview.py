@@ -13,11 +13,9 @@ from __future__ import annotations
 import math
 
 from rich.text import Text
-from textual.reactive import reactive
-from textual.widget import Widget
 
 from tui.views.layers import head_stats
-from tui.widgets.cursor import TraceHolder
+from tui.widgets.pane import Pane
 from tui.widgets.layers import window
 
 SHADES = ("██", "▓▓", "▒▒", "░░", "··")  # focused .. diffuse
@@ -36,8 +34,8 @@ def shade(value: float | None) -> str:
     return "  " if index is None else SHADES[index]
 
 
-class HeadsOverview(TraceHolder, Widget, can_focus=True):
-    """The layers × heads grid; `trace`, `step`, `layer_index`, `head` are set by the app."""
+class HeadsOverview(Pane, can_focus=True):
+    """The layers × heads grid of the trace at the cursor."""
 
     COMPONENT_CLASSES = {
         "heads-overview--selected",
@@ -49,15 +47,6 @@ class HeadsOverview(TraceHolder, Widget, can_focus=True):
     PREFETCH_WHEN_HIDDEN = True
     """Cheap enough to prepare for the current step while another pane shows (a quick switch)."""
 
-    step: reactive[int] = reactive(0)
-    layer_index: reactive[int] = reactive(0)
-    """Selected layer (not `layer`: Widget.layer is the compositor layer name)."""
-    head: reactive[int] = reactive(0)
-
-    def __init__(self, trace=None, **kwargs) -> None:
-        super().__init__(**kwargs)
-        self._trace = trace
-
     def prefetch(self, step_index: int) -> None:
         """Compute (into the views cache) the stats of the rows that show, at `step_index`."""
         trace = self._trace
@@ -65,7 +54,7 @@ class HeadsOverview(TraceHolder, Widget, can_focus=True):
             return
         n_layers = int(trace.model.get("n_layers") or 0)
         height = self.size.height - 4 if self.size.height else n_layers  # hidden: prepare every row
-        start, end = window(self.layer_index, n_layers, height)
+        start, end = window(self.cursor.layer, n_layers, height)
         for layer in range(start, end):
             head_stats(trace, step_index, layer)
 
@@ -76,7 +65,7 @@ class HeadsOverview(TraceHolder, Widget, can_focus=True):
         model = trace.model
         n_layers = int(model.get("n_layers") or 0)
         n_heads = int(model.get("n_heads") or 0)
-        index = min(self.step, len(trace.steps) - 1)
+        index = self.step_index
         s_len = trace.steps[index].positions[1]
         norm = math.log(s_len) if s_len > 1 else 1.0
         style = self.get_component_rich_style
@@ -89,16 +78,16 @@ class HeadsOverview(TraceHolder, Widget, can_focus=True):
         for head in range(n_heads):
             header.append(f"{head:>2} ")
         lines.append(header)
-        start, end = window(self.layer_index, n_layers, self.size.height - 4)
+        start, end = window(self.cursor.layer, n_layers, self.size.height - 4)
         for layer in range(start, end):
             stats = head_stats(trace, index, layer)
-            line = Text(f"{layer:>4} ", style=style("heads-overview--row") if layer == self.layer_index else "")
+            line = Text(f"{layer:>4} ", style=style("heads-overview--row") if layer == self.cursor.layer else "")
             # consecutive cells of one style form one span (fewer segments: a cheaper redraw)
             run_text, run_style = "", None
             for head in range(n_heads):
                 value = float(stats.entropy[head]) / norm if stats is not None and head < len(stats.entropy) else None
                 lv = level(value)
-                cell_style = selected if (layer == self.layer_index and head == self.head) else (
+                cell_style = selected if (layer == self.cursor.layer and head == self.cursor.head) else (
                     levels[lv] if lv is not None else None)
                 if cell_style != run_style and run_text:
                     line.append(run_text, style=run_style)
@@ -107,12 +96,12 @@ class HeadsOverview(TraceHolder, Widget, can_focus=True):
             if run_text:
                 line.append(run_text, style=run_style)
             lines.append(line)
-        stats = head_stats(trace, index, self.layer_index)
-        if stats is not None and self.head < len(stats.entropy):
-            value = float(stats.entropy[self.head])
+        stats = head_stats(trace, index, self.cursor.layer)
+        if stats is not None and self.cursor.head < len(stats.entropy):
+            value = float(stats.entropy[self.cursor.head])
             lines.append(Text(
-                f"L{self.layer_index} H{self.head}: entropy {value:.3f} nats, H/log(S) {value / norm:.2f}, "
-                f"max weight {float(stats.max_weight[self.head]):.3f} at position {int(stats.max_position[self.head])}",
+                f"L{self.cursor.layer} H{self.cursor.head}: entropy {value:.3f} nats, H/log(S) {value / norm:.2f}, "
+                f"max weight {float(stats.max_weight[self.cursor.head]):.3f} at position {int(stats.max_position[self.cursor.head])}",
                 style=header_style,
             ))
         return Text("\n").join(lines)

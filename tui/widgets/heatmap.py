@@ -6,10 +6,9 @@ from rich.console import Group
 from rich.text import Text
 from textual.binding import Binding
 from textual.reactive import reactive
-from textual.widget import Widget
 
 from tui.render.heatmap import HeatmapRenderable
-from tui.widgets.cursor import TraceCursor
+from tui.widgets.pane import Pane
 from tui.views.heatmap import AttentionMap, Viewport, attention_map, extent
 
 HEADER_LINES = 1
@@ -20,7 +19,7 @@ MIN_ZOOM, MAX_ZOOM = -3, 3
 FIT_CELL = 4  # largest automatic cell (characters per key column)
 
 
-class HeatmapPane(TraceCursor, Widget, can_focus=True):
+class HeatmapPane(Pane, can_focus=True):
     """Attention weights of `layer`/`head` at `step`: the full causal map at the prefill, the new
     query row at a decode step (only the window's keys on a sliding-window layer), or every row
     so far when stacked; keys outside a sliding window are drawn apart from causally masked ones.
@@ -46,21 +45,17 @@ class HeatmapPane(TraceCursor, Widget, can_focus=True):
         Binding("0", "reset_view", "Reset view", show=False),
     ]
 
-    step: reactive[int] = reactive(0)
-    layer: reactive[int] = reactive(0)
-    head: reactive[int] = reactive(0)
     stacked: reactive[bool] = reactive(False)
     zoom: reactive[int] = reactive(0)
 
     def __init__(self, trace=None, **kwargs) -> None:
-        super().__init__(**kwargs)
-        self._trace = trace
+        super().__init__(trace, **kwargs)
         self._origin = (0, 0)  # top-left data cell when not following
         self.follow = True  # keep the newest rows/keys in view
         self.auto_fit = True  # zoom 0 = the largest cell that fits the whole map
         self.last_map: AttentionMap | None = None
 
-    # -- reactives (step/layer/head clamped by TraceCursor) ----------------------------------------
+    # -- reactives (the cursor is clamped by the app) -------------------------------------------------
     def validate_zoom(self, value: int) -> int:
         return min(max(MIN_ZOOM, int(value)), MAX_ZOOM)
 
@@ -81,7 +76,7 @@ class HeatmapPane(TraceCursor, Widget, can_focus=True):
             return 1
         height = max(1, self.size.height - HEADER_LINES - COL_LABEL_ROWS - LEGEND_LINES)
         width = max(1, self.size.width - LABEL_WIDTH - 1)
-        n_rows, n_cols = extent(self._trace, min(self.step, len(self._trace.steps) - 1), self.stacked, self.layer)
+        n_rows, n_cols = extent(self._trace, self.step_index, self.stacked, self.cursor.layer)
         return max(1, min(FIT_CELL, width // max(n_cols, 1), (2 * height) // max(n_rows, 1)))
 
     @property
@@ -97,7 +92,7 @@ class HeatmapPane(TraceCursor, Widget, can_focus=True):
         cols = max(1, width // self.cell) * self.pool
         if self._trace is None:
             return Viewport(0, 0, rows, cols)
-        n_rows, n_cols = extent(self._trace, self.step, self.stacked, self.layer)
+        n_rows, n_cols = extent(self._trace, self.step_index, self.stacked, self.cursor.layer)
         if self.follow:
             return Viewport(n_rows - rows, n_cols - cols, rows, cols).clamp(n_rows, n_cols)
         return Viewport(self._origin[0], self._origin[1], rows, cols).clamp(n_rows, n_cols)
@@ -111,7 +106,7 @@ class HeatmapPane(TraceCursor, Widget, can_focus=True):
         step_r, step_c = max(1, vp.rows // 4), max(1, vp.cols // 4)
         moved = vp.moved(drow * step_r, dcol * step_c)
         if self._trace is not None:
-            moved = moved.clamp(*extent(self._trace, self.step, self.stacked, self.layer))
+            moved = moved.clamp(*extent(self._trace, self.step_index, self.stacked, self.cursor.layer))
         self._origin = (moved.row0, moved.col0)
         self.follow = False
         self.refresh()
@@ -147,11 +142,11 @@ class HeatmapPane(TraceCursor, Widget, can_focus=True):
         if trace is None or not len(trace.steps):
             self.last_map = None
             return Text("attention: no trace", style="dim")
-        amap = attention_map(trace, self.step, self.layer, self.head, stack=self.stacked,
+        amap = attention_map(trace, self.step_index, self.cursor.layer, self.cursor.head, stack=self.stacked,
                              viewport=self.viewport(), pool=self.pool)
         self.last_map = amap
         if amap is None:
-            return Text(f"attention: blocks.{self.layer}.attn.hook_pattern was not recorded at step {self.step}",
+            return Text(f"attention: blocks.{self.cursor.layer}.attn.hook_pattern was not recorded at step {self.step_index}",
                         style="dim")
         body = HeatmapRenderable.from_map(amap, cell=self.cell, label_width=LABEL_WIDTH,
                                           col_label_rows=COL_LABEL_ROWS)

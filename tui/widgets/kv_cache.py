@@ -19,11 +19,11 @@ MAX_APPENDED = 12
 class KVCachePane(LinesPane):
     """Per layer: cached positions before → after this step and the bytes of K and V."""
 
-    DEPENDS = frozenset({"step", "layer"})
+    WATCHES = frozenset({"step", "layer"})
     COMPONENT_CLASSES = {"kv-cache--selected"}
 
     def lines(self) -> list[Text]:
-        kv = kv_cache(self._trace, self.step)
+        kv = kv_cache(self._trace, self.step_index)
         start, end = kv.positions
         what = (f"{end - start} prompt positions {start}..{end - 1} enter the cache" if kv.kind == "prefill"
                 else f"position {start} appended to a cache of {start}")
@@ -52,7 +52,7 @@ class KVCachePane(LinesPane):
         table = columns(headers, rows, justify=justify)
         selected = self.get_component_rich_style("kv-cache--selected")
         for row, line in zip(kv.layers, table[1:]):
-            if row.layer == self.layer:
+            if row.layer == self.cursor.layer:
                 line.stylize(selected)
         title = Text.assemble((kv.kind.upper(), "bold"), f" step {kv.step} · {what}", no_wrap=True)
         return [title, summary, appended, Text(""), *table]

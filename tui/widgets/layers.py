@@ -11,15 +11,12 @@ Keys (screen level): `j`/`↓` next layer, `k`/`↑` previous layer.
 from __future__ import annotations
 
 from rich.text import Text
-from textual.message import Message
-from textual.reactive import reactive
-from textual.widget import Widget
 
 from tui.views.layers import head_stats, resid_norm
 from tui.views.logit_lens import logit_lens
 from tui.views.mlp import compact_choices, routing
 from tui.widgets.common import fmt_num, fmt_prob, token_display
-from tui.widgets.cursor import TraceHolder
+from tui.widgets.pane import Pane
 
 
 def window(selected: int, total: int, height: int) -> tuple[int, int]:
@@ -31,39 +28,28 @@ def window(selected: int, total: int, height: int) -> tuple[int, int]:
     return start, start + height
 
 
-class LayersList(TraceHolder, Widget):
-    """One row per layer; `trace`, `step`, `layer` are set by the app."""
+class LayersList(Pane):
+    """One row per layer at the cursor's step; a click selects the layer."""
 
     COMPONENT_CLASSES = {"layers-list--selected", "layers-list--header", "layers-list--dim"}
-
-    step: reactive[int] = reactive(0)
-    layer_index: reactive[int] = reactive(0)
-    """Selected layer (not `layer`: Widget.layer is the compositor layer name)."""
-
-    class Selected(Message):
-        """The user picked a layer with the mouse."""
-
-        def __init__(self, layer: int) -> None:
-            super().__init__()
-            self.layer_index = layer
+    WATCHES = frozenset({"step", "layer"})
 
     def __init__(self, trace=None, **kwargs) -> None:
-        super().__init__(**kwargs)
-        self._trace = trace
+        super().__init__(trace, **kwargs)
         self._first_row = 0
 
     def render(self) -> Text:
         trace = self._trace
         if trace is None or not len(trace.steps):
             return Text("layers", style="dim")
-        index = min(self.step, len(trace.steps) - 1)
+        index = self.step_index
         n_layers = int(trace.model.get("n_layers") or 0)
         style = self.get_component_rich_style
         out = Text(no_wrap=True, overflow="ellipsis", end="")
         moe = bool(trace.model.get("n_experts"))
         header = " L  ‖resid‖  H(attn) " + ("experts " if moe else "") + "lens\n"
         out.append(header, style=style("layers-list--header"))
-        start, end = window(self.layer_index, n_layers, self.size.height - 1)
+        start, end = window(self.cursor.layer, n_layers, self.size.height - 1)
         self._first_row = start
         lens = logit_lens(trace, index)
         for layer in range(start, end):  # only the rows that show are computed
@@ -78,7 +64,7 @@ class LayersList(TraceHolder, Widget):
             if top is not None:
                 line.append_text(token_display(top.text, top.special))
                 line.append(f" {fmt_prob(top.prob)}", style=style("layers-list--dim"))
-            if layer == self.layer_index:
+            if layer == self.cursor.layer:
                 line.truncate(self.size.width, pad=True)
                 line.stylize(style("layers-list--selected"))
             out.append_text(line)
@@ -92,12 +78,16 @@ class LayersList(TraceHolder, Widget):
         if trace is None or not 0 <= step_index < len(trace.steps):
             return
         n_layers = int(trace.model.get("n_layers") or 0)
-        start, end = window(self.layer_index, n_layers, self.size.height - 1)
+        start, end = window(self.cursor.layer, n_layers, self.size.height - 1)
         logit_lens(trace, step_index)
         for layer in range(start, end):
             head_stats(trace, step_index, layer)
             resid_norm(trace, step_index, layer)
 
     def on_click(self, event) -> None:
-        if event.y >= 1:
-            self.post_message(self.Selected(self._first_row + event.y - 1))
+        offset = event.get_content_offset(self)  # None on the border
+        if offset is None or offset.y < 1 or self._trace is None:  # row 0 is the column header
+            return
+        row = self._first_row + offset.y - 1
+        if row < int(self._trace.model.get("n_layers") or 0):
+            self.move(layer=row)

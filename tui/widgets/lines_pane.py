@@ -6,15 +6,14 @@ from __future__ import annotations
 from rich.text import Text
 from textual.binding import Binding
 from textual.geometry import Size
-from textual.reactive import reactive
 from textual.scroll_view import ScrollView
 from textual.strip import Strip
 
-from tui.widgets.cursor import TraceCursor
+from tui.widgets.pane import Pane
 
 
-class LinesPane(TraceCursor, ScrollView, can_focus=True, inherit_bindings=False):
-    """Holds `trace` and the reactives `step`, `layer`, `head`; a subclass builds `lines()`.
+class LinesPane(Pane, ScrollView, can_focus=True, inherit_bindings=False):
+    """A pane drawn as lines; a subclass builds `lines()` from `trace` and `cursor`.
 
     Only vertical scrolling keys are bound, so `←`/`→` keep stepping through the trace.
     """
@@ -28,12 +27,6 @@ class LinesPane(TraceCursor, ScrollView, can_focus=True, inherit_bindings=False)
         Binding("end", "scroll_end", "Bottom", show=False),
     ]
 
-    DEPENDS: frozenset[str] = frozenset({"step", "layer", "head"})  # reactives that change the lines
-
-    step: reactive[int] = reactive(0)
-    layer: reactive[int] = reactive(0)
-    head: reactive[int] = reactive(0)
-
     def __init__(self, trace=None, **kwargs) -> None:
         super().__init__(**kwargs)
         self._trace = trace
@@ -43,20 +36,8 @@ class LinesPane(TraceCursor, ScrollView, can_focus=True, inherit_bindings=False)
         self._stale = True
 
     # -- state ------------------------------------------------------------------------------------
-    def _trace_changed(self) -> None:
+    def refresh_view(self) -> None:
         self.invalidate()
-
-    def watch_step(self) -> None:
-        if "step" in self.DEPENDS:
-            self.invalidate()
-
-    def watch_layer(self) -> None:
-        if "layer" in self.DEPENDS:
-            self.invalidate()
-
-    def watch_head(self) -> None:
-        if "head" in self.DEPENDS:
-            self.invalidate()
 
     def invalidate(self) -> None:
         """The lines are rebuilt at the next draw."""
@@ -65,7 +46,7 @@ class LinesPane(TraceCursor, ScrollView, can_focus=True, inherit_bindings=False)
 
     # -- content ----------------------------------------------------------------------------------
     def lines(self) -> list[Text]:
-        """What the pane shows for `trace` at `step` (and `layer`/`head` where they matter)."""
+        """What the pane shows for `trace` at `cursor` (only the `WATCHES` fields may matter)."""
         raise NotImplementedError(f"{type(self).__name__} must define lines()")
 
     @property

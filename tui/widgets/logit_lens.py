@@ -18,7 +18,7 @@ class LogitLensPane(LinesPane):
     the next tokens. The selected layer is highlighted; the first layer where the chosen token is
     top-1 is marked `◀ first`."""
 
-    DEPENDS = frozenset({"step", "layer"})
+    WATCHES = frozenset({"step", "layer"})
     COMPONENT_CLASSES = {"logit-lens--selected", "logit-lens--answer"}
 
     def _token(self, tok: LensToken, chosen_id: int) -> Text:
@@ -29,9 +29,9 @@ class LogitLensPane(LinesPane):
         return text
 
     def lines(self) -> list[Text]:
-        lens = logit_lens(self._trace, self.step)
+        lens = logit_lens(self._trace, self.step_index)
         if lens is None:
-            return [Text(f"logit lens: not recorded at step {self.step}", style="dim")]
+            return [Text(f"logit lens: not recorded at step {self.step_index}", style="dim")]
         where = (f"first top-1 at layer {lens.first_top1_layer}" if lens.first_top1_layer is not None
                  else "never top-1 in the lens")
         header = Text.assemble(f"step {lens.step} chose ", display_token(lens.chosen_text, lens.chosen_special),
@@ -49,6 +49,6 @@ class LogitLensPane(LinesPane):
         table = columns(["L", "top-1", "p", "rank", "p(chosen)", f"next {MAX_OTHERS}"], rows, justify="rlrrrl")
         selected = self.get_component_rich_style("logit-lens--selected")
         for row, line in zip(lens.rows, table[1:]):
-            if row.layer == self.layer:
+            if row.layer == self.cursor.layer:
                 line.stylize(selected)
         return [header, *table]

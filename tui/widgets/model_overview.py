@@ -50,7 +50,7 @@ class ModelOverviewPane(LinesPane):
     component with their share, then the family's data flow, local/global layers, experts, and
     which names are not applicable, family extras, or not recorded (generic fallback)."""
 
-    DEPENDS = frozenset()
+    WATCHES: frozenset[str] = frozenset()
 
     def lines(self) -> list[Text]:
         ov = model_overview(self._trace)

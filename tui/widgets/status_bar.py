@@ -11,32 +11,23 @@ from __future__ import annotations
 
 from rich.text import Text
 from textual.reactive import reactive
-from textual.widget import Widget
 
 from tui.widgets.common import fmt_prob, token_display
-from tui.widgets.cursor import TraceHolder
+from tui.widgets.pane import Pane
 from tui.widgets.heads import kv_head
 
 SPINNER = "⠋⠙⠹⠸⠼⠴⠦⠧⠇⠏"
 
 
-class StatusBar(TraceHolder, Widget):
-    """One line; `trace`, `step`, `layer`, `head`, `mode` and `state` are set by the app."""
+class StatusBar(Pane):
+    """One line: the trace at the cursor, then `mode` and `state` (set by the app)."""
 
     COMPONENT_CLASSES = {"status-bar--title", "status-bar--key", "status-bar--state", "status-bar--busy"}
 
-    step: reactive[int] = reactive(0)
-    layer_index: reactive[int] = reactive(0)
-    """Selected layer (not `layer`: Widget.layer is the compositor layer name)."""
-    head: reactive[int] = reactive(0)
     mode: reactive[str] = reactive("replay")
     state: reactive[str] = reactive("")
     busy: reactive[bool] = reactive(False)
     spin: reactive[int] = reactive(0)
-
-    def __init__(self, trace=None, **kwargs) -> None:
-        super().__init__(**kwargs)
-        self._trace = trace
 
     def on_mount(self) -> None:
         self._timer = self.set_interval(0.12, self._tick, pause=True)
@@ -60,7 +51,7 @@ class StatusBar(TraceHolder, Widget):
             parts.append((2, Text(self.mode, style=style("status-bar--key"))))
             n_steps = len(trace.steps)
             if n_steps:
-                step_index = min(self.step, n_steps - 1)
+                step_index = self.step_index
                 entry = trace.manifest["steps"][step_index]
                 parts.append((9, Text(f"step {step_index}/{n_steps - 1} {entry.get('kind', '')}")))
                 token = entry.get("token") or {}
@@ -72,8 +63,8 @@ class StatusBar(TraceHolder, Widget):
             n_heads = int(model.get("n_heads") or 0)
             parts.append((
                 6,
-                Text(f"L {self.layer_index}/{max(n_layers - 1, 0)} H {self.head}/{max(n_heads - 1, 0)} "
-                     f"kv {kv_head(model, self.head)}"),
+                Text(f"L {self.cursor.layer}/{max(n_layers - 1, 0)} H {self.cursor.head}/{max(n_heads - 1, 0)} "
+                     f"kv {kv_head(model, self.cursor.head)}"),
             ))
         if self.state:
             state = Text()

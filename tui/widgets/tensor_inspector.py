@@ -9,19 +9,17 @@ import os
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.message import Message
-from textual.reactive import reactive
-from textual.widget import Widget
 
 from tui.views.heatmap import kv_head_of
 from tui.views.mlp import is_moe, mlp_routing_for
 from tui.views.tensors import axis_names, export_npy, n_leading, summarize
 from tui.widgets.tensor_browser import TensorBrowser
-from tui.widgets.cursor import TraceCursor
+from tui.widgets.pane import Pane
 from tui.widgets.tensor_detail import TensorDetail
 from tui.widgets.tensor_list import TensorList
 
 
-class TensorInspector(TraceCursor, Widget):
+class TensorInspector(Pane):
     """List of the step's tensors (forward order) over a detail panel for the selected one.
 
     | Key(s) | Description |
@@ -35,10 +33,6 @@ class TensorInspector(TraceCursor, Widget):
     """
 
     BINDINGS = [Binding("e", "export", "Export .npy")]
-
-    step: reactive[int] = reactive(0)
-    layer: reactive[int] = reactive(0)
-    head: reactive[int] = reactive(0)
 
     class Exported(Message):
         """A tensor was written to `path`."""
@@ -55,8 +49,7 @@ class TensorInspector(TraceCursor, Widget):
             self.name, self.error = name, error
 
     def __init__(self, trace=None, export_dir: str | None = None, **kwargs) -> None:
-        super().__init__(**kwargs)
-        self._trace = trace
+        super().__init__(trace, **kwargs)
         self.export_dir = export_dir
         self.last_export: str | None = None
 
@@ -71,17 +64,22 @@ class TensorInspector(TraceCursor, Widget):
         self._reload()
 
     # -- state ------------------------------------------------------------------------------------
-    def _trace_changed(self) -> None:
+    def on_trace(self) -> None:
         if self.is_mounted:
             self._reload()
 
-    def watch_step(self) -> None:
-        if self.is_mounted:
-            self._reload()
+    def refresh_view(self) -> None:
+        pass  # on_trace / on_cursor reload what changed
 
-    def watch_layer(self, layer: int) -> None:
+    def on_cursor(self, old, new) -> None:
         if not self.is_mounted:
             return
+        if new.step != old.step:
+            self._reload()
+        if new.layer != old.layer:
+            self._select_layer(new.layer)
+
+    def _select_layer(self, layer: int) -> None:
         tensors = self.query_one(TensorList)
         prefix = f"blocks.{layer}."
         first = next((i.name for i in tensors.infos if i.name.startswith(prefix)), None)
@@ -102,10 +100,10 @@ class TensorInspector(TraceCursor, Widget):
         self.query_one(TensorDetail).set_class(moe, "-moe")  # taller: room for the routing
         tensors = self.query_one(TensorList)
         keep = tensors.selected.name if tensors.selected is not None else None
-        tensors.show(self._trace, self.step, keep)
+        tensors.show(self._trace, self.step_index, keep)
         browser = self.query_one(TensorBrowser)
-        if browser.display and self._trace is not None and browser.tensor in self._trace.steps[self.step]:
-            browser.open(self._trace.steps[self.step], browser.tensor, browser.lead)
+        if browser.display and self._trace is not None and browser.tensor in self._trace.steps[self.step_index]:
+            browser.open(self._trace.steps[self.step_index], browser.tensor, browser.lead)
         elif browser.display:
             self._close_browser()
         self._show_detail()
@@ -118,8 +116,8 @@ class TensorInspector(TraceCursor, Widget):
             detail.show(None, empty="no tensors recorded at this step" if self._trace is not None else "no trace")
             return
         note = f"exported → {self.last_export}" if self.last_export else ""
-        detail.show(summarize(self._trace, self.step, info.name), note,
-                    routing=mlp_routing_for(self._trace, self.step, info.name))
+        detail.show(summarize(self._trace, self.step_index, info.name), note,
+                    routing=mlp_routing_for(self._trace, self.step_index, info.name))
 
     def on_tensor_list_highlighted(self, message: TensorList.Highlighted) -> None:
         message.stop()
@@ -128,14 +126,14 @@ class TensorInspector(TraceCursor, Widget):
     # -- browsing ---------------------------------------------------------------------------------
     def _initial_lead(self, name: str) -> tuple[int, ...]:
         """Leading indices for a new browse: the selected head on a heads axis, else 0."""
-        step = self._trace.steps[self.step]
+        step = self._trace.steps[self.step_index]
         shape = step.shape(name)
         lead = []
         for axis, axis_name in enumerate(axis_names(name, len(shape))[: n_leading(shape)]):
             if axis_name == "n_heads":
-                lead.append(self.head)
+                lead.append(self.cursor.head)
             elif axis_name == "n_kv_heads":
-                lead.append(kv_head_of(self._trace.model, self.head))
+                lead.append(kv_head_of(self._trace.model, self.cursor.head))
             else:
                 lead.append(0)
         return tuple(lead)
@@ -145,7 +143,7 @@ class TensorInspector(TraceCursor, Widget):
         if self._trace is None:
             return
         browser = self.query_one(TensorBrowser)
-        browser.open(self._trace.steps[self.step], message.name, self._initial_lead(message.name))
+        browser.open(self._trace.steps[self.step_index], message.name, self._initial_lead(message.name))
         self.query_one(TensorList).display = False
         self.query_one("#tensor-detail").display = False
         browser.display = True
@@ -168,7 +166,7 @@ class TensorInspector(TraceCursor, Widget):
             return
         try:
             directory = os.path.join(self.export_dir or os.getcwd(), "")  # a directory, created if missing
-            path = export_npy(self._trace.steps[self.step], name, directory)
+            path = export_npy(self._trace.steps[self.step_index], name, directory)
         except (OSError, ValueError) as exc:
             self.post_message(self.ExportFailed(name, str(exc)))
             return

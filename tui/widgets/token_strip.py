@@ -13,14 +13,13 @@ from __future__ import annotations
 
 from rich.style import Style
 from rich.text import Text
-from textual.reactive import reactive
-from textual.widget import Widget
 
 from tui.widgets.common import prob_bucket, token_display
+from tui.widgets.pane import Pane
 
 
-class TokenStrip(Widget):
-    """Prompt + generated tokens; `trace` and `step` are set by the app."""
+class TokenStrip(Pane):
+    """Prompt + generated tokens around the cursor's step."""
 
     COMPONENT_CLASSES = {
         "token-strip--prompt",
@@ -35,27 +34,15 @@ class TokenStrip(Widget):
         "token-strip--more",
     }
 
-    step: reactive[int] = reactive(0)
-    """Index of the current step (step i chose the token at position prompt_len + i)."""
+    WATCHES = frozenset({"step"})
+    """(step i chose the token at position prompt_len + i)"""
 
     def __init__(self, trace=None, **kwargs) -> None:
-        super().__init__(**kwargs)
-        self._trace = trace
+        super().__init__(trace, **kwargs)
         self._cache: dict[int, tuple[Text, int]] = {}
 
-    @property
-    def trace(self):
-        return self._trace
-
-    @trace.setter
-    def trace(self, value) -> None:
-        if value is not self._trace:
-            self._trace = value
-            self._cache.clear()
-        self.refresh()
-
-    def validate_step(self, value: int) -> int:
-        return max(0, int(value))
+    def on_trace(self) -> None:
+        self._cache.clear()
 
     def _piece(self, index: int, token: dict) -> tuple[Text, int]:
         hit = self._cache.get(index)
@@ -74,10 +61,10 @@ class TokenStrip(Widget):
             return Text("(empty prompt)", style="dim")
         prompt_len = trace.prompt_len
         n_steps = len(trace.steps)
-        current = prompt_len + self.step if n_steps else -1
+        current = prompt_len + self.cursor.step if n_steps else -1
         in_start, in_end = (0, 0)
-        if 0 <= self.step < n_steps:
-            in_start, in_end = trace.steps[self.step].positions
+        if 0 <= self.cursor.step < n_steps:
+            in_start, in_end = trace.steps[self.cursor.step].positions
         width = max(self.size.width, 1)
         capacity = max(width * max(self.size.height, 1) - 2, 8)
         anchor = min(max(current, 0), n - 1)
