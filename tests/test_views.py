@@ -459,3 +459,49 @@ def test_vocab_texts_from_a_saved_tokenizer(tmp_path):
     texts = token_texts(load_trace(path))
     assert texts(40) == ("hello", False)  # decoded by the trace's tokenizer
     assert texts(6) == ("[red]x[/red]", False)  # the trace's own tokens still come first
+
+
+# -- heatmap: zoom levels, labels, scales, the cell readout (issue 7 defect 6) ----------------------
+
+from tui.views.heatmap import ZOOMS, cell_info, fit_zoom, scale_legend, zoom_label  # noqa: E402
+
+
+def test_every_zoom_level_is_reachable_in_order():
+    assert [zoom_label(i) for i in range(6)] == ["×4", "×3", "×2", "×1", "1/2", "1/4"]
+    assert all(ZOOMS[i][1] <= ZOOMS[i + 1][1] for i in range(len(ZOOMS) - 1))
+    assert ZOOMS[fit_zoom(6, 6, 20, 40)] == (4, 1)
+    assert ZOOMS[fit_zoom(6, 12, 20, 36)] == (3, 1)
+    assert ZOOMS[fit_zoom(100, 100, 20, 60)] == (1, 8)
+    assert ZOOMS[fit_zoom(1, 260, 20, 70, wrap=True)] == (4, 1)  # a decode row wraps instead of pooling
+
+
+def test_row_labels_name_one_query_or_a_position_range(trace):
+    amap = attention_map(trace, 0, 0, 0)
+    assert amap.row_names == ["0 <|im_start|>", "1 The", "2 ·capital", "3 ·of", "4 [red]x[/red]", "5 ↵"]
+    assert amap.col_names[2] == "k 2 ·capital"
+    pooled = attention_map(trace, 0, 0, 0, pool=4)
+    assert pooled.row_names == ["0–3", "4–5"] and pooled.col_names == ["k 0–3", "k 4–5"]
+
+
+def test_scale_modes(trace):
+    per_map = attention_map(trace, 2, 0, 1)
+    fixed = attention_map(trace, 2, 0, 1, scale="fixed")
+    assert per_map.vmax == pytest.approx(float(per_map.values.max())) and per_map.vmax < 1.0
+    assert fixed.vmax == 1.0 and fixed.scale == "fixed"
+    assert "fixed 0–1" in scale_legend("fixed", 1.0) and "log" in scale_legend("log", 1.0)
+    assert "per map" in scale_legend("map", 0.235) and "0.235" in scale_legend("map", 0.235)
+
+
+def test_cell_readout_matches_the_recorded_row(trace):
+    pattern = trace.steps[0][PAT.format(1)][2]  # [T, S] head 2 at the prefill
+    info = cell_info(trace, 0, 1, 2, 4, 1)
+    assert (info.query, info.key, info.query_text, info.key_text) == (4, 1, "[red]x[/red]", "The")
+    assert info.weight == pytest.approx(float(pattern[4, 1]))
+    expected_rank = 1 + int(np.sum(pattern[4, :5] > pattern[4, 1]))  # independent: sort the row
+    assert info.rank == expected_rank and info.n_keys == 5
+    scores = trace.steps[0]["blocks.1.attn.hook_attn_scores"][2]
+    assert info.score == pytest.approx(float(scores[4, 1]))
+    assert "q 4" in info.line() and "k 1 The" in info.line() and f"rank {expected_rank}/5" in info.line()
+    assert cell_info(trace, 0, 1, 2, 1, 4).weight is None  # key after query: masked
+    later = cell_info(trace, 3, 0, 0, 7, 3)  # query 7 was computed by decode step 2
+    assert later.weight == pytest.approx(float(trace.steps[2][PAT.format(0)][0, 0, 3]))

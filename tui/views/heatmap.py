@@ -19,8 +19,42 @@ import numpy as np
 from tracer.names import block_name
 from tui.text import escape_for_display
 from tui.views.cache import cached
+from tui.views.vocab import tok_text
 
 PATTERN = "attn.hook_pattern"
+SCORES = "attn.hook_attn_scores"
+
+# zoom levels, most zoomed in first: (characters per key column, data cells pooled per drawn cell)
+ZOOMS: tuple[tuple[int, int], ...] = ((4, 1), (3, 1), (2, 1), (1, 1), (1, 2), (1, 4), (1, 8), (1, 16), (1, 32),
+                                       (1, 64), (1, 128), (1, 256))
+SCALES = ("map", "fixed", "log")  # colour scale: this map's maximum, fixed 0–1, log10 over [LOG_FLOOR, 1]
+LOG_FLOOR = 1e-4
+
+
+def zoom_label(level: int) -> str:
+    """`×3` for a zoomed-in level, `1/4` for a pooled one."""
+    cell, pool = ZOOMS[level]
+    return f"×{cell}" if pool == 1 else f"1/{pool}"
+
+
+def fit_zoom(n_rows: int, n_cols: int, height: int, width: int, wrap: bool = False) -> int:
+    """The most zoomed-in level whose drawing of an n_rows × n_cols map fits height lines × width
+    cells (one line per drawn row; `wrap`: a single row may wrap over the lines)."""
+    for level, (cell, pool) in enumerate(ZOOMS):
+        rows, cols = -(-n_rows // pool), -(-n_cols // pool) * cell
+        lines = rows * -(-cols // max(width, 1)) if wrap else rows
+        if lines <= height and (wrap or cols <= width):
+            return level
+    return len(ZOOMS) - 1
+
+
+def scale_legend(scale: str, vmax: float) -> str:
+    """What the colours mean under a scale mode, for the legend."""
+    if scale == "fixed":
+        return "scale fixed 0–1 (comparable across heads and steps)"
+    if scale == "log":
+        return f"scale log10 {LOG_FLOOR:g}–1"
+    return f"scale per map 0–{vmax:.3g} (this map's largest weight)"
 
 
 @dataclass(frozen=True)
@@ -68,6 +102,16 @@ class AttentionMap:
     window_mask: np.ndarray | None = None  # [R, C] bool, the masked cells outside the sliding window
     window: int | None = None  # the layer's sliding window, None for full attention
     first_key: int = 0  # position of data column 0 (end - S on a sliding layer's decode step)
+    scale: str = "map"  # colour scale mode (SCALES)
+    row_names: list[str] | None = None  # row label: "12 ·Paris" (one query), "12–15" when pooled
+    col_names: list[str] | None = None  # column label in full: "k 12 ·Paris", "k 12–15" when pooled
+
+
+def _names(trace, positions: list[int], pool: int, last: int, prefix: str = "") -> list[str]:
+    """Position labels: `12 ·Paris` for one position, `12–15` for a pooled block (ends at `last`)."""
+    if pool == 1:
+        return [f"{prefix}{p} {lab}" for p, lab in zip(positions, _labels(trace, positions))]
+    return [f"{prefix}{p}–{min(p + pool - 1, last)}" for p in positions]
 
 
 def kv_head_of(model: dict, head: int) -> int:
@@ -207,14 +251,15 @@ def _read_rows(trace, step_index: int, layer: int, head: int, vp: Viewport, stac
 
 def _labels(trace, positions: list[int]) -> list[str]:
     tokens = trace.tokens
-    return [escape_for_display(tokens[p]["text"]) if p < len(tokens) else "" for p in positions]
+    return [escape_for_display(tok_text(tokens[p])) if p < len(tokens) else "" for p in positions]
 
 
 def attention_map(trace, step_index: int, layer: int, head: int, *, stack: bool = False,
-                  viewport: Viewport | None = None, pool: int = 1) -> AttentionMap | None:
+                  viewport: Viewport | None = None, pool: int = 1, scale: str = "map") -> AttentionMap | None:
     """The window of layer/head attention at a step; None when `attn.hook_pattern` was not recorded.
 
-    `viewport` is in data coordinates and is clamped; `pool` > 1 zooms out (block maximum).
+    `viewport` is in data coordinates and is clamped; `pool` > 1 zooms out (block maximum);
+    `scale` (SCALES) sets vmin/vmax: the window's largest weight, or 0–1 for "fixed" and "log".
     """
     step = trace.steps[step_index]
     start, end = step.positions
@@ -235,11 +280,71 @@ def attention_map(trace, step_index: int, layer: int, head: int, *, stack: bool 
     vmax = float(attended.max()) if attended.size else 1.0
     rows = [int(p) for p in q_pos[::pool]]
     cols = [int(p) for p in k_pos[::pool]]
+    if scale in ("fixed", "log"):
+        vmax = 1.0
     return AttentionMap(
         values=values, mask=mask, row_positions=rows, col_positions=cols,
         row_labels=_labels(trace, rows), col_labels=_labels(trace, cols),
         n_rows=n_rows, n_cols=n_cols, viewport=vp, pool=pool, vmin=0.0,
         vmax=vmax if vmax > 0 else 1.0, step=step_index, kind=step.kind, layer=layer, head=head,
         kv_head=kv_head_of(trace.model, head), stacked=stacked, window_mask=outside, window=window,
-        first_key=first_key,
+        first_key=first_key, scale=scale if scale in SCALES else "map",
+        row_names=_names(trace, rows, pool, int(q_pos[-1])),
+        col_names=_names(trace, cols, pool, int(k_pos[-1]), "k "),
     )
+
+
+@dataclass(frozen=True)
+class CellInfo:
+    """One attention cell explained: who attends to whom, how much, and where it ranks."""
+
+    query: int  # query position
+    query_text: str  # escaped token text
+    key: int  # key position
+    key_text: str
+    weight: float | None  # pattern value (None: masked)
+    score: float | None  # pre-softmax scaled score, when `attn.hook_attn_scores` was recorded
+    rank: int | None  # 1-based rank of this key in the query's row, by weight (None: masked)
+    n_keys: int  # keys the query attends
+
+    def line(self) -> str:
+        """The readout line: `q 7 ·Paris → k 2 ·capital · p 0.412 · score 3.12 · rank 1/8`."""
+        if self.weight is None:
+            return f"q {self.query} {self.query_text} → k {self.key} {self.key_text} · masked (not attended)"
+        score = "" if self.score is None else f" · score {self.score:.4g}"
+        return (f"q {self.query} {self.query_text} → k {self.key} {self.key_text} · p {self.weight:.4f}{score}"
+                f" · rank {self.rank}/{self.n_keys}")
+
+
+def _query_row(trace, step_index: int, layer: int, head: int, query: int, name: str) -> np.ndarray | None:
+    """[S] row of `name` for one query position of the step that computed it (or None)."""
+    step = trace.steps[step_index]
+    full = block_name(layer, name)
+    if full not in step:
+        return None
+    return _pattern_row(step, full, head, query)
+
+
+def cell_info(trace, step_index: int, layer: int, head: int, query: int, key: int) -> CellInfo | None:
+    """The cell at query/key positions (absolute) of layer/head, read from the step that computed
+    the query; None when the pattern was not recorded or the positions are outside the trace."""
+    end = trace.steps[step_index].positions[1]
+    if not (0 <= query < end and 0 <= key < end):
+        return None
+    j = _step_of_position(trace, step_index, query) if query < trace.steps[step_index].positions[0] else step_index
+    row = _query_row(trace, j, layer, head, query, PATTERN)  # [S_j]
+    if row is None:
+        return None
+    first = key_span(trace, j, layer)[0]
+    window = layer_window(trace.model, layer)
+    texts = _labels(trace, [query, key])
+    masked = key > query or key < first or (window is not None and key <= query - window)
+    if masked or key - first >= row.shape[0]:
+        return CellInfo(query, texts[0], key, texts[1], None, None, None, int(np.count_nonzero(row > 0)))  # masked
+    weight = float(row[key - first])
+    scores = _query_row(trace, j, layer, head, query, SCORES)
+    score = None if scores is None else float(scores[key - first])
+    attended = row[: query - first + 1]  # [keys up to the query]
+    rank = int(np.count_nonzero(attended > weight)) + 1
+    n_keys = min(attended.shape[0], window) if window else attended.shape[0]
+    return CellInfo(query, texts[0], key, texts[1], weight, score, rank, int(n_keys))
