@@ -61,54 +61,106 @@ def test_levels_are_equal_width_bins():
     assert lv.tolist() == [0, 0, 6, 11, -1]
 
 
+def fg_row(line: str) -> list[int | None]:
+    """Colour of each drawn cell of one grid line (one matrix row per line, fg = bg)."""
+    return [fg for fg, bg in cells(line)]
+
+
 def test_known_matrix_puts_colours_in_the_right_cells():
     values = np.array([[0.0, 1.0], [0.5, 0.0]])
     mask = np.array([[False, False], [False, True]])
     out = render(HeatmapRenderable(values, mask, vmax=1.0, legend=False))
-    (line,) = grid_lines(out)
     zero, top, mid, masked = n256(PALETTE[0]), n256(PALETTE[-1]), n256(PALETTE[6]), n256(MASKED)
-    assert cells(line) == [(zero, mid), (top, masked)]  # column 0: rows 0/1, column 1: rows 0/1
+    lines = grid_lines(out)
+    assert [cells(line) for line in lines] == [[(zero, zero), (top, top)], [(mid, mid), (masked, masked)]]
 
 
 def test_masked_cells_differ_from_zero_probability_cells():
     values = np.zeros((2, 3))
     mask = np.array([[False, True, True], [False, False, True]])
-    (line,) = grid_lines(render(HeatmapRenderable(values, mask, vmax=1.0, legend=False)))
+    lines = grid_lines(render(HeatmapRenderable(values, mask, vmax=1.0, legend=False)))
     zero, masked = n256(PALETTE[0]), n256(MASKED)
-    assert cells(line) == [(zero, zero), (masked, zero), (masked, masked)]
+    assert [fg_row(line) for line in lines] == [[zero, masked, masked], [zero, zero, masked]]
     assert zero != masked
 
 
-def test_odd_row_count_leaves_last_lower_half_empty():
+def test_one_line_per_row():
     values = np.array([[1.0], [0.0], [1.0]])
     lines = grid_lines(render(HeatmapRenderable(values, vmax=1.0, legend=False)))
-    assert len(lines) == 2
-    assert cells(lines[1]) == [(n256(PALETTE[-1]), None)]
+    assert [fg_row(line) for line in lines] == [[n256(PALETTE[-1])], [n256(PALETTE[0])], [n256(PALETTE[-1])]]
 
 
 def test_zoomed_cells_repeat_each_value():
     values = np.array([[0.0, 1.0]])
-    lines = grid_lines(render(HeatmapRenderable(values, vmax=1.0, cell=2, legend=False)))
+    lines = grid_lines(render(HeatmapRenderable(values, vmax=1.0, cell=3, legend=False)))
     top, zero = n256(PALETTE[-1]), n256(PALETTE[0])
-    assert len(lines) == 1 and cells(lines[0]) == [(zero, zero), (zero, zero), (top, top), (top, top)]
+    assert len(lines) == 1 and fg_row(lines[0]) == [zero] * 3 + [top] * 3
 
 
 def test_labels_are_escaped_and_truncated():
     values = np.eye(2)
-    r = HeatmapRenderable(values, row_labels=["\x1b[31m", "[red]x[/red]"], col_labels=["\x07a", "Ġb"],
-                          label_width=12, col_label_rows=2, legend=False)
-    out = render(r)
-    visible = SGR.sub("", out)
-    assert "\x1b" not in visible and "\x07" not in visible
-    assert "\\x1b[…╱[red… ▀▀" in visible  # 12 cells: 6 for the upper row's label, 5 for the lower
-    top = visible.splitlines()[:2]
-    assert top[0].endswith("\\·") and top[1].endswith("xb")  # vertical labels: "\x07a" and "·b"
+    r = HeatmapRenderable(values, row_labels=["0 \\x1b[31m", "1 [red]x[/red]"], col_positions=[0, 1],
+                          label_width=12, legend=False)
+    visible = SGR.sub("", render(r))
+    assert "\x1b" not in visible
+    assert "0 \\x1b[31m ▀▀" in visible and "1 [red]x[/r… ▀▀" in visible  # literal, cut to 12 cells
 
 
-def test_legend_shows_scale_and_masked_swatch():
-    out = SGR.sub("", render(HeatmapRenderable(np.array([[0.0, 0.8]]), vmin=0.0, vmax=0.8)))
-    legend = out.splitlines()[-1]
-    assert legend.startswith("0 " + "█" * len(PALETTE) + " 0.8") and legend.endswith("█ masked")
+def test_wide_characters_never_shift_a_row():
+    """Issue 7 defect 6: rows labelled with 中 or 🙂 started one cell later than the others."""
+    values = np.full((4, 5), 0.5)
+    labels = ["0 中文字", "1 🙂🙂", "2 abc", "3 a\u0301b"]
+    visible = SGR.sub("", render(HeatmapRenderable(values, row_labels=labels, label_width=8, legend=False)))
+    from rich.cells import cell_len
+
+    starts = [cell_len(line[: line.index("▀")]) for line in visible.splitlines() if "▀" in line]
+    assert starts == [9, 9, 9, 9]
+
+
+def test_ruler_and_cursor_column_label_in_full():
+    values = np.full((2, 30), 0.1)
+    r = HeatmapRenderable(values, row_labels=["0 a", "1 b"], label_width=4, col_positions=list(range(100, 130)),
+                          col_names=[f"k {100 + j} ·token{j}" for j in range(30)], cursor=(1, 12), legend=False)
+    lines = SGR.sub("", render(r)).splitlines()
+    assert lines[0].split() == ["100", "105", "110", "115", "120", "125"]  # positions, not characters
+    assert lines[1].strip() == "k 112 ·token12" and lines[1].index("k 112") == 5 + 12  # above its column
+    assert "◆" in lines[3] and lines[3].index("◆") == 5 + 12 and "◆" not in lines[2]
+
+
+def test_a_wide_single_row_wraps_with_key_ranges():
+    """Issue 7 defect 6: a decode step drew only the last ~70 of 260 keys, with no hint."""
+    values = np.linspace(0, 1, 260)[None, :]
+    r = HeatmapRenderable(values, row_labels=["259 x"], label_width=9, col_positions=list(range(260)),
+                          wrap=True, legend=False)
+    lines = [line for line in SGR.sub("", render(r, width=60)).splitlines() if "▀" in line]
+    assert sum(line.count("▀") for line in lines) == 260  # every key drawn
+    assert lines[0].split()[:2] == ["k", "0–49"] and lines[-1].split()[:2] == ["k", "250–259"]
+
+
+def test_legend_names_the_scale():
+    per_map = SGR.sub("", render(HeatmapRenderable(np.array([[0.0, 0.8]]), vmin=0.0, vmax=0.8))).splitlines()[-1]
+    assert per_map.startswith("per map 0 " + "█" * len(PALETTE) + " 0.8") and per_map.endswith("█ masked")
+    fixed = SGR.sub("", render(HeatmapRenderable(np.array([[0.0, 0.8]]), vmax=1.0, scale="fixed"))).splitlines()[-1]
+    assert fixed.startswith("fixed 0 ") and " 1 " in fixed
+    log = SGR.sub("", render(HeatmapRenderable(np.array([[0.0, 0.8]]), vmax=1.0, scale="log"))).splitlines()[-1]
+    assert log.startswith("log 0.0001 ")
+
+
+def test_fixed_scale_colours_are_comparable_across_maps():
+    weak = HeatmapRenderable(np.array([[0.1, 0.2]]), vmax=1.0, scale="fixed", legend=False)
+    strong = HeatmapRenderable(np.array([[0.1, 0.9]]), vmax=1.0, scale="fixed", legend=False)
+    (a,), (b,) = grid_lines(render(weak)), grid_lines(render(strong))
+    assert fg_row(a)[0] == fg_row(b)[0]  # 0.1 is one colour whatever else the map holds
+    per_map = HeatmapRenderable(np.array([[0.1, 0.2]]), legend=False)  # 0.2 is this map's maximum
+    (c,) = grid_lines(render(per_map))
+    assert fg_row(c)[1] == n256(PALETTE[-1]) != fg_row(a)[1]
+
+
+def test_log_scale_separates_small_weights():
+    r = HeatmapRenderable(np.array([[1e-4, 1e-3, 1e-2, 1e-1, 1.0]]), vmax=1.0, scale="log", legend=False)
+    (line,) = grid_lines(render(r))
+    row = fg_row(line)
+    assert len(set(row)) == 5 and row[0] == n256(PALETTE[0]) and row[-1] == n256(PALETTE[-1])
 
 
 def test_window_cells_differ_from_causal_cells_and_the_palette():
@@ -116,9 +168,8 @@ def test_window_cells_differ_from_causal_cells_and_the_palette():
     mask = np.array([[False, True, True], [True, False, True]])
     window = np.array([[False, False, False], [True, False, False]])  # row 1, key 0: outside the window
     out = render(HeatmapRenderable(values, mask, vmax=1.0, window_mask=window, window=4))
-    (line,) = grid_lines(out)
     mid, masked, outside = n256(PALETTE[6]), n256(MASKED), n256(WINDOW)
-    assert cells(line) == [(mid, outside), (masked, mid), (masked, masked)]
+    assert [fg_row(line) for line in grid_lines(out)] == [[mid, masked, masked], [outside, mid, masked]]
     assert outside not in {masked, *(n256(c) for c in PALETTE)}
     assert SGR.sub("", out).splitlines()[-1].endswith("█ masked  █ outside window 4")
     no_window = SGR.sub("", render(HeatmapRenderable(values, mask, vmax=1.0, window_mask=np.zeros_like(mask))))
