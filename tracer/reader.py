@@ -238,6 +238,13 @@ class Trace:
     def nbytes(self) -> int:
         return sum(s.nbytes for s in self.steps._steps)
 
+    def add_steps(self, entries: list[dict], tokens: list[dict]) -> None:
+        """A live session completed more steps (files on disk): list their entries and chosen
+        tokens. Called only by the thread that owns this Trace (the app's UI thread)."""
+        self.manifest["steps"].extend(entries)
+        self.manifest["tokens"].extend(tokens)
+        self.steps._steps.extend(Step(self.path, e) for e in entries)
+
     def __repr__(self) -> str:
         return f"<Trace {self.path!r} model={self.model.get('name')!r} steps={len(self.steps)}>"
 

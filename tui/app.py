@@ -25,20 +25,24 @@ import os
 from collections.abc import Callable
 from typing import Any
 
+from rich.text import Text
 from textual import events
 from textual.app import App
 from textual.reactive import var
 from textual.worker import Worker, WorkerState
 
+from tracer.reader import Trace
 from tracer.trace_format import TraceError
 from tui.breakpoints import BreakpointSet
-from tui.live import WORKER_TITLES, LiveWorkers, default_session_factory
+from tui.live import (WORKER_TITLES, ContinueDone, LiveWorkers, LoadProgress, Saved, SessionReady, StepsReady,
+                      default_session_factory)
 from tui.screens.breakpoints import BreakpointsScreen
 from tui.screens.error import ErrorScreen
 from tui.screens.help import HelpScreen, binding_rows
 from tui.screens.main import PANES, MainScreen
 from tui.screens.prompt import GotoScreen, PromptScreen
 from tui.screens.too_small import MIN_HEIGHT, MIN_WIDTH, TooSmallScreen
+from tui.widgets.common import inert_str
 from tui.widgets.cursor import Cursor
 
 
@@ -77,8 +81,13 @@ class StepscopeApp(LiveWorkers, App[None]):
         self.state_text = ""
         self.last_error: str | None = None
         self.load_progress: tuple[str, float | None] = ("starting", None)
+        self.live_finished = False  # the live session's state, as the last StepsReady said
+        self.live_stop_reason: str | None = None
         self._live_worker: Worker | None = None  # the latest session worker (load, step, continue)
         self.main_screen = MainScreen()
+        self._reported: set[str] = set()
+        self.crash: BaseException | None = None
+        """The exception that ended the app, if one did (the CLI then exits 1)."""
 
     # -- lifecycle ------------------------------------------------------------------------------
     def get_default_screen(self) -> MainScreen:
@@ -170,9 +179,7 @@ class StepscopeApp(LiveWorkers, App[None]):
         return None
 
     def _report_unreadable(self, index: int, problem: str) -> None:
-        self.last_error = problem
-        self.push_screen(ErrorScreen(f"Step {index} cannot be read", problem,
-                                     hint="the other steps of the trace are still usable"))
+        self.report_error(f"Step {index} cannot be read", problem, hint="the other steps of the trace are still usable")
 
     def watch_cursor(self) -> None:
         self._sync()
@@ -235,7 +242,7 @@ class StepscopeApp(LiveWorkers, App[None]):
     @property
     def can_grow(self) -> bool:
         """A live session that has not finished can compute more steps."""
-        return self.session is not None and not self.session.finished
+        return self.session is not None and not self.live_finished
 
     # -- stepping actions -------------------------------------------------------------------------
     def action_next_step(self) -> None:
@@ -271,7 +278,7 @@ class StepscopeApp(LiveWorkers, App[None]):
 
     def _end_text(self) -> str:
         if self.session is not None:
-            reason = self.session.stop_reason or ("finished" if self.session.finished else "")
+            reason = self.live_stop_reason or ("finished" if self.live_finished else "")
             return f"end of generation ({reason})" if reason else "end of generation"
         reason = (self.trace.manifest.get("stop_reason") if self.trace is not None else None) or ""
         return f"end of trace ({reason})" if reason else "end of trace"
@@ -309,44 +316,42 @@ class StepscopeApp(LiveWorkers, App[None]):
             self._set_state("pausing after this step…")
 
     # -- worker callbacks (UI thread) ------------------------------------------------------------
-    def _on_load_progress(self, stage: str, fraction: float | None) -> None:
-        self.load_progress = (stage, fraction)
+    def on_load_progress(self, message: LoadProgress) -> None:
+        self.load_progress = (message.stage, message.fraction)
         if self.main_screen.is_mounted:
-            self.main_screen.set_progress(stage, fraction)
-        self._set_state(stage)
+            self.main_screen.set_progress(message.stage, message.fraction)
+        self._set_state(message.stage)
 
-    def _on_session_ready(self, session) -> None:
-        self.session = session
-        self.trace = session.trace
+    def on_session_ready(self, message: SessionReady) -> None:
+        self.session = message.session
+        self.trace = Trace(message.path, message.manifest)  # the UI's own Trace: only this thread touches it
         self.mode = "live"
         self._sync()
         gc.freeze()  # the model and tokenizer are here to stay
 
-    def _on_step_computed(self, index: int, follow: bool) -> None:
-        if self.main_screen.is_mounted:
-            self.main_screen.refresh_trace_views()
-        if follow:
-            self.move(step=index)
+    def on_steps_ready(self, message: StepsReady) -> None:
+        self.trace.add_steps(message.entries, message.tokens)
+        self.trace.manifest.update(finished=message.finished, stop_reason=message.stop_reason)
+        self.live_finished, self.live_stop_reason = message.finished, message.stop_reason
+        self.move(step=self.n_steps - 1)  # follow the newest step
         self._sync()
         if not self.continuing:
-            self._set_busy(False, self._end_text() if self.session is not None and self.session.finished else "")
+            self._set_busy(False, self._end_text() if self.live_finished else "")
 
-    def _on_continue_done(self, reason: str) -> None:
+    def on_continue_done(self, message: ContinueDone) -> None:
         self.continuing = False
         self._pause_event.clear()
-        self._set_busy(False, reason)
+        self._set_busy(False, message.reason)
 
-    def _on_saved(self, path: str) -> None:
-        self.notify(f"trace written to {path}", timeout=4)
-        self._set_state(f"written to {path}")
+    def on_saved(self, message: Saved) -> None:
+        self.notify(inert_str(f"trace written to {message.path}"), timeout=4, markup=False)
+        self._set_state(f"written to {message.path}")
 
     def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
         worker = event.worker
         if event.state == WorkerState.ERROR:
             error = worker.error
             title = WORKER_TITLES.get(worker.name, "Error")
-            message = f"{type(error).__name__}: {error}" if error is not None else "unknown error"
-            self.last_error = message
             if worker is self._live_worker:
                 self.continuing = False
                 self._pause_event.clear()
@@ -355,12 +360,50 @@ class StepscopeApp(LiveWorkers, App[None]):
                 "no model is loaded: q quits" if worker.name == "load" and self.session is None
                 else "the session and its recorded steps are still usable"
             )
-            self.push_screen(ErrorScreen(title, message, hint=hint))
+            self.report_error(title, error if error is not None else "unknown error", hint=hint)
         elif event.state == WorkerState.CANCELLED and worker is self._live_worker:
             # (starting an exclusive worker also "cancels" the previous one when it has finished
             # but not yet reported: only the current worker's cancellation changes the state)
             self.continuing = False
             self._set_busy(False, "paused")
+
+    # -- errors: inside the debugger a dialog, outside it one line and a non-zero exit -----------
+    MAX_REPORTED_ERRORS = 20
+    """Past this many distinct errors in one session, the next one ends the app (exit 1)."""
+
+    def report_error(self, title: str, error: BaseException | str, hint: str = "") -> None:
+        """Show an error dialog (once per distinct message); the debugger stays usable."""
+        message = error if isinstance(error, str) else f"{type(error).__name__}: {error}"
+        message = inert_str(message)
+        if message in self._reported:
+            return
+        self._reported.add(message)
+        self.last_error = message
+        if len(self._reported) > self.MAX_REPORTED_ERRORS:
+            self.crash = error if isinstance(error, BaseException) else RuntimeError(message)
+            self.exit(return_code=1, message=Text(f"stepscope: too many errors, last: {message}"))
+            return
+        self.continuing = False
+        self.push_screen(ErrorScreen(title, message, hint=hint or "the rest of the debugger is still usable"))
+
+    async def _dispatch_action(self, namespace, action_name: str, params) -> bool:
+        try:
+            return await super()._dispatch_action(namespace, action_name, params)
+        except Exception as exc:  # noqa: BLE001 - a failing key: the dialog, the debugger goes on
+            self.report_error(f"{action_name.replace('_', ' ')} failed", exc)
+            return True
+
+    def _fatal_error(self) -> None:
+        """An exception escaped the debugger: one line on exit (a traceback with STEPSCOPE_DEBUG)."""
+        error = self._exception
+        self.crash = error
+        if os.environ.get("STEPSCOPE_DEBUG") or error is None:
+            super()._fatal_error()
+            return
+        self.bell()
+        self._exit_renderables.append(Text(inert_str(
+            f"stepscope: internal error: {type(error).__name__}: {error} (STEPSCOPE_DEBUG=1 shows the traceback)")))
+        self._close_messages_no_wait()
 
     # -- screens ------------------------------------------------------------------------------
     def action_goto(self) -> None:
@@ -406,7 +449,8 @@ class StepscopeApp(LiveWorkers, App[None]):
     def action_write(self) -> None:
         if self.session is None:
             if self.trace is not None:
-                self.notify(f"replay: this trace is already on disk at {self.trace.path}", timeout=4)
+                self.notify(inert_str(f"replay: this trace is already on disk at {self.trace.path}"), timeout=4,
+                            markup=False)
             else:
                 self.notify("no live session yet: nothing to write", timeout=4)
             return

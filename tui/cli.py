@@ -229,16 +229,18 @@ def cmd_view(args) -> int:
     trace = load_trace(args.trace_dir)
     if len(trace.steps):
         trace.steps[0].names  # the step the app opens on: a corrupted one is one line here
+    _check_terminal()
     from tui.app import StepscopeApp
 
-    StepscopeApp(trace=trace).run()
-    return 0
+    return _run_app(StepscopeApp(trace=trace))
 
 
 def cmd_run(args) -> int:
     settings = generation_settings(args)
+    _check_model_options(args)
     if args.out:
         _check_out_dir(args.out)
+    _check_terminal()
 
     def factory(progress=None):
         _quiet_transformers()
@@ -246,8 +248,37 @@ def cmd_run(args) -> int:
 
     from tui.app import StepscopeApp
 
-    StepscopeApp(session_factory=factory).run()
-    return 0
+    return _run_app(StepscopeApp(session_factory=factory))
+
+
+def _check_model_options(args) -> None:
+    """Refuse what loading the model would refuse at once (device, dtype, a missing model path),
+    before the app starts, with the same one-line messages as `trace`."""
+    from tracer.loading import ModelLoadError, resolve_device, resolve_dtype
+
+    resolve_device(args.device)
+    resolve_dtype(args.dtype)
+    spec = args.model
+    if spec and spec.endswith(".gguf") and not os.path.isfile(spec):
+        raise ModelLoadError(f"no such GGUF file: {spec}")
+    if spec and not spec.endswith(".gguf") and not os.path.isdir(spec) and spec.startswith((".", "/", "~")):
+        raise ModelLoadError(f"no such model directory: {spec}")
+
+
+def _check_terminal() -> None:
+    """The debugger draws on a terminal: without one it would wait forever."""
+    if not (sys.stdin.isatty() and sys.stdout.isatty()):
+        raise CliError("the debugger needs a terminal (stdin and stdout are not a TTY); "
+                       "`stepscope trace` records without one")
+
+
+def _run_app(app) -> int:
+    """Run the app; an uncaught exception inside it is one line and a non-zero exit, never 0."""
+    app.run()
+    if app.crash is not None:
+        print(f"stepscope: the debugger stopped on an internal error: {_one_line(app.crash)}", file=sys.stderr)
+        return 1
+    return app.return_code or 0
 
 
 def main(argv: list[str] | None = None) -> int:

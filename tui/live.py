@@ -1,8 +1,11 @@
-"""Live-session glue: model work in thread workers, results and errors back to the app.
+"""Live-session glue: model work in thread workers, results back to the app as messages.
 
 `LiveWorkers` is mixed into `StepscopeApp`. Every call into the `LiveSession` runs in a
 `@work(thread=True, exclusive=True)` worker under one lock, so the UI stays responsive and the
-session is never entered twice. A worker's exception becomes an error modal (see
+session is never entered twice. The session (and its own internal `Trace`) belongs to the worker
+threads; the app renders from ITS OWN `Trace`, built on the UI thread from copies of the manifest
+that arrive in messages (`SessionReady`, `StepsReady`): no thread but the UI thread touches the
+Trace the views read. A worker's exception becomes an error modal (see
 `StepscopeApp.on_worker_state_changed`); the session and its recorded steps stay usable.
 
     load_session()      the factory (loads the model: slow, reports progress) + the prefill
@@ -13,12 +16,14 @@ session is never entered twice. A worker's exception becomes an error modal (see
 
 from __future__ import annotations
 
+import copy
 import inspect
 import threading
 from collections.abc import Callable
 from typing import Any
 
 from textual import work
+from textual.message import Message
 from textual.worker import get_current_worker
 
 from tui.breakpoints import BreakpointSet
@@ -49,8 +54,46 @@ def call_factory(factory: Callable[..., Any], progress: Callable[[str, float], N
     return factory(progress=progress) if takes_progress else factory()
 
 
-def latest_step_index(session) -> int:
-    return len(session.trace.steps) - 1
+# -- messages (posted by the workers, handled on the UI thread) -----------------------------------
+class LoadProgress(Message):
+    """Loading the model: `stage` text and `fraction` done (None: unknown)."""
+
+    def __init__(self, stage: str, fraction: float | None) -> None:
+        super().__init__()
+        self.stage, self.fraction = stage, fraction
+
+
+class SessionReady(Message):
+    """The session exists: `manifest` is a private copy (no steps yet) for the app's own Trace."""
+
+    def __init__(self, session, path: str, manifest: dict) -> None:
+        super().__init__()
+        self.session, self.path, self.manifest = session, path, manifest
+
+
+class StepsReady(Message):
+    """Steps completed on disk: copies of their manifest `entries` and chosen `tokens`."""
+
+    def __init__(self, entries: list[dict], tokens: list[dict], finished: bool, stop_reason: str | None) -> None:
+        super().__init__()
+        self.entries, self.tokens = entries, tokens
+        self.finished, self.stop_reason = finished, stop_reason
+
+
+class ContinueDone(Message):
+    """A continue ended: `reason` (paused, finished (...), breakpoint at step N: ...)."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__()
+        self.reason = reason
+
+
+class Saved(Message):
+    """The session was written to `path`."""
+
+    def __init__(self, path: str) -> None:
+        super().__init__()
+        self.path = path
 
 
 class LiveWorkers:
@@ -62,28 +105,42 @@ class LiveWorkers:
     def _init_live(self) -> None:
         self._session_lock = threading.Lock()
         self._pause_event = threading.Event()
+        self._sent_steps = 0  # steps already handed to the UI (worker side; under the lock)
+
+    def _post_new_steps(self, session) -> None:
+        """(worker, under the lock) Hand copies of the steps written since the last call to the UI."""
+        session.writer.flush()  # a background writer: the step files are complete on disk
+        manifest = session.writer.manifest
+        entries = [copy.deepcopy(e) for e in manifest["steps"][self._sent_steps :]]
+        if not entries:
+            return
+        prompt_len = int(manifest["prompt_len"])
+        tokens = [dict(t) for t in manifest["tokens"][prompt_len + self._sent_steps : prompt_len + self._sent_steps + len(entries)]]
+        self._sent_steps += len(entries)
+        self.post_message(StepsReady(entries, tokens, bool(session.finished), session.stop_reason))
 
     # -- workers (run in threads) ----------------------------------------------------------------
     @work(thread=True, exclusive=True, group="session", exit_on_error=False, name="load")
     def load_session(self) -> None:
         def progress(stage: str, fraction: float | None = None) -> None:
-            self.call_from_thread(self._on_load_progress, str(stage), fraction)
+            self.post_message(LoadProgress(str(stage), fraction))
 
         progress("loading the model", None)
         session = call_factory(self.session_factory, progress)
-        self.call_from_thread(self._on_session_ready, session)
-        if len(session.trace.steps) == 0:
-            progress("prefill", None)
-            with self._session_lock:
+        with self._session_lock:
+            manifest = copy.deepcopy(dict(session.writer.manifest, steps=[], tokens=session.writer.manifest["tokens"][: int(session.writer.manifest["prompt_len"])]))
+            self.post_message(SessionReady(session, session.path, manifest))
+            if self._sent_steps == 0 and session.writer.steps_written == 0:
+                progress("prefill", None)
                 session.step()
-        self.call_from_thread(self._on_step_computed, latest_step_index(session), True)
+            self._post_new_steps(session)
 
     @work(thread=True, exclusive=True, group="session", exit_on_error=False, name="step")
     def compute_next(self) -> None:
         session = self.session
         with self._session_lock:
             session.step()
-        self.call_from_thread(self._on_step_computed, latest_step_index(session), True)
+            self._post_new_steps(session)
 
     @work(thread=True, exclusive=True, group="session", exit_on_error=False, name="continue")
     def continue_live(self, breakpoints: BreakpointSet) -> None:
@@ -99,39 +156,23 @@ class LiveWorkers:
                 break
             with self._session_lock:
                 result = session.step()
-            if result is None:
-                reason = f"finished ({session.stop_reason})"
+                index = session.writer.steps_written - 1
+                entry = session.writer.manifest["steps"][index] if index >= 0 else {}
+                self._post_new_steps(session)
+            if result is None and not session.finished:
+                reason = "stopped"
                 break
-            index = latest_step_index(session)
-            entry = session.trace.manifest["steps"][index]
             hit = breakpoints.first_hit(entry)
-            self.call_from_thread(self._on_step_computed, index, True)
             if hit is not None:
                 reason = f"breakpoint at step {index}: {hit.describe()}"
                 break
             if session.finished:
                 reason = f"finished ({session.stop_reason})"
                 break
-        self.call_from_thread(self._on_continue_done, reason)
+        self.post_message(ContinueDone(reason))
 
     @work(thread=True, exclusive=True, group="save", exit_on_error=False, name="save")
     def save_session(self, path: str) -> None:
         with self._session_lock:
             written = self.session.save(path)
-        self.call_from_thread(self._on_saved, written or path)
-
-    # -- callbacks (run on the UI thread; implemented by the app) -------------------------------
-    def _on_load_progress(self, stage: str, fraction: float | None) -> None:  # pragma: no cover
-        raise NotImplementedError
-
-    def _on_session_ready(self, session) -> None:  # pragma: no cover
-        raise NotImplementedError
-
-    def _on_step_computed(self, index: int, follow: bool) -> None:  # pragma: no cover
-        raise NotImplementedError
-
-    def _on_continue_done(self, reason: str) -> None:  # pragma: no cover
-        raise NotImplementedError
-
-    def _on_saved(self, path: str) -> None:  # pragma: no cover
-        raise NotImplementedError
+        self.post_message(Saved(written or path))

@@ -6,12 +6,13 @@ Keys: `Enter` or `Esc` closes it.
 
 from __future__ import annotations
 
-from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Vertical, VerticalScroll
 from textual.screen import ModalScreen
 from textual.widgets import Button, Static
+
+from tui.widgets.common import inert
 
 
 class ErrorScreen(ModalScreen[None]):
@@ -34,10 +35,10 @@ class ErrorScreen(ModalScreen[None]):
 
     def compose(self) -> ComposeResult:
         with Vertical(id="error-box"):
-            yield Static(Text(self.title_text, style="bold"), id="error-title")
+            yield Static(inert(self.title_text, style="bold"), id="error-title")
             with VerticalScroll(id="error-scroll"):
-                yield Static(Text(self.message), id="error-message")
-            yield Static(Text(f"{self.hint} · Enter/Esc closes", style="dim"))
+                yield Static(inert(self.message), id="error-message")
+            yield Static(inert(f"{self.hint} · Enter/Esc closes", style="dim"))
             yield Button("OK", id="error-ok", variant="error")
 
     def on_mount(self) -> None:

@@ -29,7 +29,7 @@ from tui.widgets.layers import LayersList
 from tui.widgets.loading import LoadingPanel
 from tui.widgets.logit_lens import LogitLensPane
 from tui.widgets.model_overview import ModelOverviewPane
-from tui.widgets.pane import Pane
+from tui.widgets.pane import Pane, report_view_error
 from tui.widgets.status_bar import StatusBar
 from tui.widgets.tensor_inspector import TensorInspector
 from tui.widgets.token_strip import TokenStrip
@@ -109,6 +109,12 @@ class MainScreen(Screen[None]):
         super().__init__(**kwargs)
         self._panes: dict[str, Pane] = {}
 
+    async def _dispatch_message(self, message) -> None:
+        try:
+            await super()._dispatch_message(message)
+        except Exception as exc:  # noqa: BLE001 - e.g. a view failing in show(): the dialog, not a crash
+            report_view_error(self, exc)
+
     # -- layout -------------------------------------------------------------------------------
     def compose(self) -> ComposeResult:
         yield StatusBar(id="status")
@@ -166,12 +172,6 @@ class MainScreen(Screen[None]):
         self.query_one(StatusBar).mode = self.app.mode
         for view in self.views():
             view.show(trace, cursor)
-
-    def refresh_trace_views(self) -> None:
-        """The trace grew (live): redraw what shows the token list and step count."""
-        for view in self.views():
-            view.on_trace()
-            view.refresh_view()
 
     def prefetch_jobs(self, step_index: int) -> list:
         """Callables that warm the caches of the visible widgets for `step_index` (each cheap)."""

@@ -7,10 +7,14 @@ the cursor by posting `Pane.Moved(...)` (`self.move(layer=3)`), never by setting
 
 from __future__ import annotations
 
+from rich.text import Text
+from textual.geometry import Region
 from textual.message import Message
 from textual.reactive import var
+from textual.strip import Strip
 from textual.widget import Widget
 
+from tui.widgets.common import inert_str
 from tui.widgets.cursor import FIELDS, Cursor
 
 
@@ -41,6 +45,7 @@ class Pane(Widget):
     def __init__(self, trace=None, **kwargs) -> None:
         super().__init__(**kwargs)
         self._trace = trace
+        self._seen_steps = len(trace.steps) if trace is not None else 0
 
     # -- the one path in ------------------------------------------------------------------------
     @property
@@ -49,8 +54,9 @@ class Pane(Widget):
 
     @trace.setter
     def trace(self, value) -> None:
-        if value is not self._trace:
-            self._trace = value
+        n_steps = len(value.steps) if value is not None else 0
+        if value is not self._trace or n_steps != self._seen_steps:  # another trace, or it grew (live)
+            self._trace, self._seen_steps = value, n_steps
             self.on_trace()
             self.refresh_view()
 
@@ -64,7 +70,7 @@ class Pane(Widget):
 
     # -- hooks ------------------------------------------------------------------------------------
     def on_trace(self) -> None:
-        """The trace object changed (or grew, live): drop what was derived from the old one."""
+        """The trace object changed or grew (live): drop what was derived from the old one."""
 
     def on_cursor(self, old: Cursor, new: Cursor) -> None:
         """The cursor moved; the default redraws when a watched field changed."""
@@ -83,9 +89,33 @@ class Pane(Widget):
         """Ask the app to move the cursor (clamped there)."""
         self.post_message(self.Moved(**changes))
 
+    # -- errors: a failing view shows the error dialog, the debugger goes on -------------------------
+    def render_lines(self, crop: Region) -> list[Strip]:
+        try:
+            return super().render_lines(crop)
+        except Exception as exc:  # noqa: BLE001 - any failure of a view is reported, not fatal
+            report_view_error(self, exc)
+            line = Text(inert_str(f"{type(self).__name__} failed: {type(exc).__name__}: {exc}"), style="red")
+            strips = [Strip(list(line.render(self.app.console))).crop_extend(0, crop.width, None)]
+            return (strips + [Strip.blank(crop.width)] * crop.height)[: crop.height]
+
+    async def _dispatch_message(self, message) -> None:
+        try:
+            await super()._dispatch_message(message)
+        except Exception as exc:  # noqa: BLE001 - a handler's failure is reported, the view lives on
+            report_view_error(self, exc)
+
     # -- helpers ----------------------------------------------------------------------------------
     @property
     def step_index(self) -> int:
         """The cursor's step, clamped to the steps the trace holds (0 without a trace)."""
         n = len(self._trace.steps) if self._trace is not None else 0
         return max(0, min(self.cursor.step, n - 1))
+
+
+def report_view_error(node, exc: BaseException) -> None:
+    """Show `exc` in the app's error dialog (once per distinct message) if the app can; else re-raise."""
+    report = getattr(node.app, "report_error", None)
+    if report is None:
+        raise exc
+    node.app.call_later(report, f"{type(node).__name__} failed", exc)

@@ -12,7 +12,7 @@ from __future__ import annotations
 from rich.text import Text
 from textual.reactive import reactive
 
-from tui.widgets.common import fmt_prob, token_display
+from tui.widgets.common import fmt_prob, inert_str, token_display
 from tui.widgets.pane import Pane
 from tui.widgets.heads import kv_head
 
@@ -47,7 +47,7 @@ class StatusBar(Pane):
         parts: list[tuple[int, Text]] = [(1, Text(" stepscope ", style=style("status-bar--title")))]
         if trace is not None:
             model = trace.model
-            parts.append((0, Text(str(model.get("name", "?")))))
+            parts.append((0, Text(inert_str(model.get("name", "?")))))
             parts.append((2, Text(self.mode, style=style("status-bar--key"))))
             n_steps = len(trace.steps)
             if n_steps:
@@ -70,7 +70,7 @@ class StatusBar(Pane):
             state = Text()
             if self.busy:
                 state.append(SPINNER[self.spin] + " ", style=style("status-bar--busy"))
-            state.append(self.state, style=style("status-bar--state"))
+            state.append(inert_str(self.state), style=style("status-bar--state"))
             parts.append((8, state))
         sep = " │ "
         width = self.size.width or 80
