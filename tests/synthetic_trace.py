@@ -76,18 +76,18 @@ def model_facts() -> dict:
     }
 
 
-def _manifest(n_decode: int, settings: dict, stored: str, record: list[str]) -> dict:
+def _manifest(n_decode: int, settings: dict, stored: str, record: list[str], prompt_ids: list[int]) -> dict:
     return {
         "schema": "stepscope.trace", "schema_version": 1, "created": "2026-11-22T14:00:00Z",
         "model": model_facts(),
         "tokenizer": {"name": "synthetic", "vocab_size": VOCAB, "bos_token_id": 1, "eos_token_ids": [0],
                       "special_ids": SPECIAL_IDS},
-        "prompt": "".join(token_text(i) for i in PROMPT_IDS), "chat": False, "prompt_len": len(PROMPT_IDS),
+        "prompt": "".join(token_text(i) for i in prompt_ids), "chat": False, "prompt_len": len(prompt_ids),
         "generation": dict(settings, seed=0, max_new_tokens=n_decode + 1, logit_lens_k=LENS_K),
         "dtype": {"model": "float32", "stored": stored}, "device": "cpu",
         "attn_implementation": "stepscope-eager", "record": record,
         "versions": {"stepscope": "0.1.0", "python": "3.11"},
-        "tokens": [_token(t, p) for p, t in enumerate(PROMPT_IDS)],
+        "tokens": [_token(t, p) for p, t in enumerate(prompt_ids)],
         "steps": [], "finished": True, "stop_reason": "max_new_tokens",
     }
 
@@ -201,19 +201,21 @@ def _step_arrays(rng, start: int, end: int, chosen: int, settings: dict) -> tupl
 
 
 def build_trace(path: str | os.PathLike, n_decode: int = 4, *, stored: str = "float32", do_sample: bool = True,
-                record: list[str] | None = None, seed: int = 0, nan_in: str | None = None) -> str:
+                record: list[str] | None = None, seed: int = 0, nan_in: str | None = None,
+                prompt_ids: list[int] | None = None) -> str:
     """Write a synthetic trace of 1 prefill + `n_decode` decode steps; returns its directory.
 
     `record`: name patterns to keep (as `--record`); `nan_in`: a name that gets a NaN and an inf
-    at step 0 (listed in the step entry's `nonfinite`).
+    at step 0 (listed in the step entry's `nonfinite`); `prompt_ids`: another prompt (default PROMPT_IDS).
     """
     path = os.fspath(path)
     settings = {"do_sample": do_sample, "temperature": 0.8 if do_sample else 1.0, "top_k": 0,
                 "top_p": 0.9 if do_sample else 1.0, "min_p": 0.0}
     keep = NameFilter(record)
-    writer = TraceWriter(path, _manifest(n_decode, settings, stored, record or ["*"]), background=False)
+    prompt_ids = list(prompt_ids or PROMPT_IDS)
+    writer = TraceWriter(path, _manifest(n_decode, settings, stored, record or ["*"], prompt_ids), background=False)
     rng = np.random.default_rng(seed)
-    prompt_len = len(PROMPT_IDS)
+    prompt_len = len(prompt_ids)
     for index in range(n_decode + 1):
         start, end = (0, prompt_len) if index == 0 else (prompt_len + index - 1, prompt_len + index)
         chosen = CHOSEN_IDS[index % len(CHOSEN_IDS)]

@@ -6,6 +6,7 @@ import pytest
 from tests.family_traces import Traces
 from tests.test_panes import assert_inert, cell_colours, drive, screen_lines, screen_text
 from tui.render.palette import MASKED_RGB, PALETTE_RGB, WINDOW_RGB
+from tui.views.heatmap import ZOOMS
 from tui.widgets.cursor import Cursor
 from tui.widgets.heatmap import HeatmapPane
 from tui.widgets.kv_cache import KVCachePane
@@ -22,16 +23,17 @@ def fam(tmp_path_factory):
 
 def test_heatmap_draws_window_cells_apart_from_causal_cells(fam):
     pane = HeatmapPane(fam["mistral"])
-    pane.auto_fit = False  # one character per key: cell-exact assertions
+    pane.level = ZOOMS.index((1, 1))  # one character per key: cell-exact assertions
 
     async def script(app, pilot):
         await pilot.pause()
-        grid = [c for c in cell_colours(app, 6) if c[0] == "▀"]  # rows 4 (fg) and 5 (bg)
-        assert len(grid) == 8
-        assert grid[0][1] == WINDOW_RGB  # row 4, key 0: outside the window of 4
-        assert all(fg in PALETTE_RGB for _, fg, _ in grid[1:5])  # keys 1..4 attended
-        assert all(fg == MASKED_RGB for _, fg, _ in grid[5:])  # keys 5..7: causal mask
-        assert grid[1][2] == WINDOW_RGB and grid[0][2] == WINDOW_RGB  # row 5: keys 0, 1 outside
+        row4 = [fg for ch, fg, _ in cell_colours(app, 4 + 4) if ch == "▀"]  # 4 lines above row 0
+        assert len(row4) == 8
+        assert row4[0] == WINDOW_RGB  # row 4, key 0: outside the window of 4
+        assert all(fg in PALETTE_RGB for fg in row4[1:5])  # keys 1..4 attended
+        assert all(fg == MASKED_RGB for fg in row4[5:])  # keys 5..7: causal mask
+        row5 = [fg for ch, fg, _ in cell_colours(app, 4 + 5) if ch == "▀"]
+        assert row5[0] == WINDOW_RGB and row5[1] == WINDOW_RGB  # row 5: keys 0, 1 outside
         text = screen_text(app)
         assert "masked" in text and "outside window 4" in text
 

@@ -9,9 +9,7 @@ from textual.app import App
 
 from tests import synthetic_trace as syn
 from tracer import load_trace
-from tui.render.palette import MASKED_RGB, PALETTE_RGB
 from tui.views.tensors import format_number
-from tui.widgets.cursor import Cursor
 from tui.widgets.heatmap import HeatmapPane
 from tui.widgets.kv_cache import KVCachePane
 from tui.widgets.logit_lens import LogitLensPane
@@ -83,92 +81,7 @@ def trace(tmp_path_factory):
     return load_trace(syn.build_trace(tmp_path_factory.mktemp("syn") / "trace", n_decode=4))
 
 
-# -- heatmap -----------------------------------------------------------------------------------------
-
-
-def test_heatmap_prefill_shows_causal_map_in_colour(trace):
-    pane = HeatmapPane(trace)
-    pane.auto_fit = False  # one character per key: cell-exact assertions
-
-    async def script(app, pilot):
-        pane.cursor = pane.cursor.moved(layer=1, head=3)
-        await pilot.pause()
-        pattern = trace.steps[0]["blocks.1.attn.hook_pattern"][3]  # [T, S]
-        np.testing.assert_array_equal(pane.last_map.values, pattern)
-        lines = screen_lines(app)
-        assert lines[0].strip().startswith("L1 H3 (KV 1) · zoom ×1 · step 0 prefill · q 0–5 · k 0–5 of 6")
-        data = cell_colours(app, 4)  # header, 3 label lines, then rows 0/1
-        grid = [c for c in data if c[0] == "▀"]
-        assert len(grid) == 6
-        assert grid[0][1] == PALETTE_RGB[-1]  # row 0 attends only to key 0: weight 1.0 = max
-        assert all(fg == MASKED_RGB for _, fg, _ in grid[1:])  # row 0, keys 1..5 masked
-        assert grid[2][2] == MASKED_RGB and grid[1][2] != MASKED_RGB  # row 1: key 1 attended, key 2 masked
-        assert "masked" in lines[4 + 3]  # legend under the 3 lines of 6 rows
-        assert_inert(app)
-
-    drive(pane, script, size=(80, 24))
-
-
-def test_heatmap_fits_a_short_map_to_the_pane(trace):
-    pane = HeatmapPane(trace)
-
-    async def script(app, pilot):
-        pane.cursor = pane.cursor.moved(layer=1, head=3)
-        await pilot.pause()
-        n = trace.steps[0].shape("blocks.1.attn.hook_pattern")[1]  # 6 query rows and keys
-        assert pane.cell > 1 and "zoom ×%d" % pane.cell in screen_lines(app)[0]
-        grids = [sum(1 for c in cell_colours(app, y) if c[0] == "▀") for y in range(len(screen_lines(app)))]
-        assert max(grids) == n * pane.cell  # every key column is `cell` characters wide
-        assert sum(1 for g in grids if g) == (n * pane.cell + 1) // 2  # rows: `cell` half-lines each
-        pane.action_zoom(-1)  # zooming out from the fit pools 2×2 keys per character
-        await pilot.pause()
-        assert pane.cell == 1
-
-    drive(pane, script, size=(80, 24))
-
-
-def test_heatmap_decode_row_stack_zoom_and_pan(trace):
-    pane = HeatmapPane(trace)
-    pane.auto_fit = False
-
-    async def script(app, pilot):
-        pane.focus()
-        pane.cursor = pane.cursor.moved(step=3)
-        await pilot.pause()
-        assert pane.last_map.values.shape == (1, 9) and not pane.last_map.stacked
-        assert "step 3 decode · q 8 · k 0–8 of 9" in pane._header(pane.last_map).plain
-        await pilot.press("s")
-        assert pane.stacked and pane.last_map.stacked and pane.last_map.n_rows == 9
-        await pilot.press("plus", "plus", "plus")
-        assert pane.zoom == 3 and pane.cell == 4
-        vp = pane.last_map.viewport  # 17 columns // 4 = 4 keys, 7 lines · 2 // 4 = 3 rows, following the end
-        assert (vp.row0, vp.col0, vp.rows, vp.cols) == (6, 5, 3, 4)
-        await pilot.press("H", "K")
-        vp = pane.last_map.viewport
-        assert (vp.row0, vp.col0) == (5, 4) and not pane.follow
-        await pilot.press("shift+right")
-        assert pane.last_map.viewport.col0 == 5
-        await pilot.press("0")
-        assert pane.zoom == 0 and pane.follow and pane.last_map.viewport.row0 == 0
-        await pilot.press("minus")
-        assert pane.pool == 2 and pane.last_map.values.shape == (5, 5)
-        assert "zoom 1/2" in screen_lines(app)[0]
-
-    drive(pane, script, size=(30, 12))
-
-
-def test_heatmap_validates_and_reports_missing(tmp_path, trace):
-    pane = HeatmapPane(trace)
-
-    async def script(app, pilot):
-        pane.cursor, pane.zoom = Cursor(step=99, layer=7, head=-3).clamped(trace), 10
-        assert (pane.cursor, pane.zoom) == (Cursor(step=4, layer=1, head=0), 3)
-        pane.trace = load_trace(syn.build_trace(tmp_path / "sub", n_decode=1, record=["logits"]))
-        pane.cursor = pane.cursor.moved(step=0)
-        await pilot.pause()
-        assert "blocks.1.attn.hook_pattern was not recorded at step 0" in screen_text(app)
-
-    drive(pane, script)
+# -- heatmap: see tests/test_panes_views.py (TUI-views) ----------------------------------------------
 
 
 # -- tensor inspector ---------------------------------------------------------------------------------

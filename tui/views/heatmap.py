@@ -325,6 +325,18 @@ def _query_row(trace, step_index: int, layer: int, head: int, query: int, name: 
     return _pattern_row(step, full, head, query)
 
 
+def default_key(trace, step_index: int, layer: int, head: int, query: int) -> int:
+    """The key position a query attends most (the query itself when its row was not recorded)."""
+    end = trace.steps[step_index].positions[1]
+    if not 0 <= query < end:
+        return max(0, min(query, end - 1))
+    j = _step_of_position(trace, step_index, query) if query < trace.steps[step_index].positions[0] else step_index
+    row = _query_row(trace, j, layer, head, query, PATTERN)  # [S_j]
+    if row is None or not row.size:
+        return query
+    return key_span(trace, j, layer)[0] + int(np.argmax(row))
+
+
 def cell_info(trace, step_index: int, layer: int, head: int, query: int, key: int) -> CellInfo | None:
     """The cell at query/key positions (absolute) of layer/head, read from the step that computed
     the query; None when the pattern was not recorded or the positions are outside the trace."""

@@ -1,0 +1,248 @@
+"""TUI-views' panes (heatmap, candidates, token strip, tensor browser) mounted alone, driven with
+Pilot keys and clicks; the test App plays the app's part of moving the cursor (Pane.Moved)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+
+import numpy as np
+import pytest
+from rich.cells import cell_len
+from textual.app import App
+
+from tests import synthetic_trace as syn
+from tracer import load_trace
+from tui.render.palette import MASKED_RGB, PALETTE_RGB
+from tui.views.heatmap import ZOOMS
+from tui.widgets.cursor import Cursor
+from tui.widgets.heatmap import HeatmapPane
+
+PANES_TCSS = os.path.join(os.path.dirname(__file__), "..", "tui", "widgets", "panes.tcss")
+
+
+class PaneApp(App):
+    """Mounts one pane and moves its cursor as the real app does (clamped to the trace)."""
+
+    CSS_PATH = PANES_TCSS
+
+    def __init__(self, pane):
+        super().__init__()
+        self.pane = pane
+        self.moves = []
+
+    def compose(self):
+        yield self.pane
+
+    def on_pane_moved(self, message):
+        self.moves.append(message.changes)
+        self.pane.cursor = self.pane.cursor.moved(**message.changes).clamped(self.pane.trace)
+
+
+def drive(pane, script, size=(100, 30)):
+    app = PaneApp(pane)
+
+    async def main():
+        async with app.run_test(size=size) as pilot:
+            await pilot.pause()
+            await script(app, pilot)
+
+    asyncio.run(main())
+    return app
+
+
+def lines(app) -> list[str]:
+    return [strip.text for strip in app.screen._compositor.render_strips()]
+
+
+def colours(app, y: int) -> list[tuple[str, tuple | None, tuple | None]]:
+    out = []
+    for seg in app.screen._compositor.render_strips()[y]:
+        style = seg.style
+        fg = tuple(style.color.triplet) if style and style.color and style.color.triplet else None
+        bg = tuple(style.bgcolor.triplet) if style and style.bgcolor and style.bgcolor.triplet else None
+        out += [(ch, fg, bg) for ch in seg.text]
+    return out
+
+
+def grid(app, y: int) -> list[tuple | None]:
+    """Colour of each drawn key cell of screen line y (the cursor cell `◆` carries its colour as bg)."""
+    return [fg if ch == "▀" else bg for ch, fg, bg in colours(app, y) if ch in "▀◆"]
+
+
+@pytest.fixture(scope="module")
+def trace(tmp_path_factory):
+    return load_trace(syn.build_trace(tmp_path_factory.mktemp("syn") / "trace", n_decode=4))
+
+
+@pytest.fixture(scope="module")
+def long_trace(tmp_path_factory):
+    """A 1-row decode step over 260 keys (prompt of 258), as in the issue."""
+    ids = [1] + [3 + i % 40 for i in range(257)]
+    return load_trace(syn.build_trace(tmp_path_factory.mktemp("long") / "trace", n_decode=2, prompt_ids=ids))
+
+
+GRID_Y = 4  # header, readout, ruler, cursor label, then one line per row
+
+
+# -- heatmap -------------------------------------------------------------------------------------------
+
+
+def test_heatmap_prefill_one_line_per_query_in_colour(trace):
+    pane = HeatmapPane(trace)
+    pane.level = ZOOMS.index((1, 1))
+
+    async def script(app, pilot):
+        pane.cursor = pane.cursor.moved(layer=1, head=3)
+        await pilot.pause()
+        pattern = trace.steps[0]["blocks.1.attn.hook_pattern"][3]  # [T, S]
+        np.testing.assert_array_equal(pane.last_map.values, pattern)
+        screen = lines(app)
+        assert screen[0].strip().startswith("L1 H3 (KV 1) · zoom ×1 · step 0 prefill · q 0–5 · k 0–5 of 6")
+        row0 = grid(app, GRID_Y)
+        assert row0[0] == PALETTE_RGB[-1] and all(c == MASKED_RGB for c in row0[1:])  # row 0: key 0 only
+        row1 = grid(app, GRID_Y + 1)
+        assert row1[1] != MASKED_RGB and row1[2] == MASKED_RGB
+        labels = [screen[GRID_Y + r].split("▀")[0].split("◆")[0].strip() for r in range(6)]
+        assert labels == ["0 <|im_star…", "1 The", "2 ·capital", "3 ·of", "4 [red]x[/r…", "5 ↵"]  # one query each
+        assert "per map" in screen[GRID_Y + 6] and "masked" in screen[GRID_Y + 6]
+
+    drive(pane, script, size=(80, 24))
+
+
+def test_every_zoom_level_reachable_with_plus_and_minus(trace):
+    """Issue 7 defect 6: zoom jumped ×4 → 1/2."""
+    pane = HeatmapPane(trace)
+
+    async def script(app, pilot):
+        pane.focus()
+        await pilot.pause()
+        seen = []
+        for _ in range(len(ZOOMS) + 1):
+            await pilot.press("plus")
+        for i in range(6):
+            if i:
+                await pilot.press("minus")
+            seen.append(lines(app)[0].split("zoom ")[1].split(" ")[0])
+        assert seen == ["×4", "×3", "×2", "×1", "1/2", "1/4"]
+        labels = [line.split("▀")[0].split("◆")[0].strip() for line in lines(app)[GRID_Y:GRID_Y + 3]
+                  if "▀" in line or "◆" in line]
+        assert labels == ["0–3", "4–5"]  # pooled rows labelled by position range (1/4)
+
+    drive(pane, script, size=(80, 24))
+
+
+def test_wide_characters_never_shift_a_row(tmp_path, monkeypatch):
+    """Issue 7 defect 6: rows with `中`, `🙂` started one cell later than the others."""
+    for i, text in zip(range(40, 46), ["中", "🙂", "a", "文字", "x", "b"]):
+        monkeypatch.setitem(syn.TEXTS, i, text)
+    tr = load_trace(syn.build_trace(tmp_path / "wide", n_decode=1, prompt_ids=list(range(40, 46))))
+    pane = HeatmapPane(tr)
+
+    async def script(app, pilot):
+        await pilot.pause()
+        starts = []
+        for line in lines(app)[GRID_Y:GRID_Y + 6]:
+            cut = min(i for i in (line.find("▀"), line.find("◆")) if i >= 0)
+            starts.append(cell_len(line[:cut]))
+        assert len(set(starts)) == 1, starts
+
+    drive(pane, script, size=(80, 24))
+
+
+def test_decode_step_shows_all_keys_wrapped_with_positions(long_trace):
+    """Issue 7 defect 6: a decode step drew only the last ~70 of 260 keys, with no hint."""
+    pane = HeatmapPane(long_trace)
+
+    async def script(app, pilot):
+        pane.cursor = pane.cursor.moved(step=2)
+        await pilot.pause()
+        n = long_trace.steps[2].positions[1]
+        assert n == 260 and pane.last_map.values.shape == (1, 260)
+        screen = lines(app)
+        drawn = [line for line in screen if "▀" in line or "◆" in line]
+        assert sum(line.count("▀") + line.count("◆") for line in drawn) == 260 * pane.cell
+        assert drawn[0].split("▀")[0].strip().startswith("k 0–") and "259" in drawn[-1].split("▀")[0]
+        assert "k 0–259 of 260" in screen[0]
+
+    drive(pane, script, size=(80, 24))
+
+
+def test_cell_cursor_keys_and_readout(trace):
+    pane = HeatmapPane(trace)
+
+    async def script(app, pilot):
+        pane.focus()
+        pane.cursor = pane.cursor.moved(layer=1, head=2)
+        await pilot.pause()
+        pattern = trace.steps[0]["blocks.1.attn.hook_pattern"][2]  # [6, 6]
+        await pilot.press("up", "left")  # from (5, argmax) one query up, one key left
+        q, k = pane.cursor.query, pane.cursor.key
+        assert q == 4 and k == max(0, int(np.argmax(pattern[5])) - 1)
+        readout = lines(app)[1]
+        rank = 1 + int(np.sum(pattern[4, :5] > pattern[4, k]))  # independent: sort the row
+        assert f"q 4 [red]x[/red] → k {k} " in readout and f"p {pattern[4, k]:.4f}" in readout
+        assert f"rank {rank}/5" in readout
+        label = lines(app)[3]  # the cursor column labelled in full, horizontally
+        assert f"k {k} " in label
+        await pilot.press("left", "left", "left", "left", "left", "left")
+        assert pane.cursor.key == 0  # clamped at the first key
+        await pilot.press("v")
+        assert pane.scale == "fixed" and "fixed 0" in "\n".join(lines(app))
+        await pilot.press("v")
+        assert "log 0.0001" in "\n".join(lines(app))
+
+    drive(pane, script, size=(80, 24))
+
+
+def test_click_selects_a_cell(trace):
+    pane = HeatmapPane(trace)
+    pane.level = ZOOMS.index((2, 1))
+
+    async def script(app, pilot):
+        await pilot.pause()
+        x = 1 + 12 + 1 + 2 * 3  # padding, label, space, key 3 at 2 characters a key
+        await pilot.click(HeatmapPane, offset=(x, GRID_Y + 4))
+        await pilot.pause()
+        assert app.moves[-1] == {"query": 4, "key": 3}
+        assert (pane.cursor.query, pane.cursor.key) == (4, 3)
+        assert "q 4 " in lines(app)[1] and "k 3 ·of" in lines(app)[1]
+
+    drive(pane, script, size=(80, 24))
+
+
+def test_stack_zoom_pan_and_reset(trace):
+    pane = HeatmapPane(trace)
+    pane.level = ZOOMS.index((4, 1))
+
+    async def script(app, pilot):
+        pane.focus()
+        pane.cursor = pane.cursor.moved(step=3)
+        await pilot.pause()
+        assert pane.last_map.values.shape == (1, 9) and not pane.last_map.stacked
+        assert "step 3 decode · q 8 · k 0–8 of 9" in pane._header(pane.last_map).plain
+        await pilot.press("s")
+        assert pane.stacked and pane.last_map.stacked and pane.last_map.n_rows == 9
+        vp = pane.last_map.viewport
+        assert (vp.row0, vp.col0, vp.rows, vp.cols) == (2, 6, 7, 3)  # 12 - 5 lines, (28 - 13) // 4 keys, the end
+        await pilot.press("H", "K")
+        vp = pane.last_map.viewport
+        assert (vp.row0, vp.col0) == (1, 5) and not pane.follow
+        await pilot.press("0")
+        assert pane.follow and pane.level is None
+
+    drive(pane, script, size=(30, 12))
+
+
+def test_heatmap_validates_and_reports_missing(tmp_path, trace):
+    pane = HeatmapPane(trace)
+
+    async def script(app, pilot):
+        pane.cursor = Cursor(step=99, layer=7, head=-3).clamped(trace)
+        assert pane.cursor == Cursor(step=4, layer=1, head=0)
+        pane.trace = load_trace(syn.build_trace(tmp_path / "sub", n_decode=1, record=["logits"]))
+        pane.cursor = pane.cursor.moved(step=0)
+        await pilot.pause()
+        assert "blocks.1.attn.hook_pattern was not recorded at step 0" in "\n".join(lines(app))
+
+    drive(pane, script)
