@@ -505,3 +505,55 @@ def test_cell_readout_matches_the_recorded_row(trace):
     assert cell_info(trace, 0, 1, 2, 1, 4).weight is None  # key after query: masked
     later = cell_info(trace, 3, 0, 0, 7, 3)  # query 7 was computed by decode step 2
     assert later.weight == pytest.approx(float(trace.steps[2][PAT.format(0)][0, 0, 3]))
+
+
+# -- tensor browser: named axes, any two axes, head slices, export beside the trace (defect 5) ------
+
+from tui.views.tensors import (  # noqa: E402
+    SliceView, axis_labels, axis_pairs, default_view, export_array, export_dir_for, slice_filename, slice_label,
+    view_slice, with_axes, with_index,
+)
+
+
+def test_axes_are_named_from_the_recorded_shape():
+    assert axis_labels("blocks.0.attn.hook_q", 3) == ["position", "head", "d_head"]
+    assert axis_labels("blocks.0.attn.hook_k", 3) == ["position", "kv_head", "d_head"]
+    assert axis_labels("blocks.0.attn.hook_pattern", 3) == ["head", "position", "key"]
+    assert axis_labels("logits", 2) == ["position", "vocab"]
+    assert axis_labels("unknown", 2) == ["dim0", "dim1"]
+
+
+def test_per_head_tensors_open_on_the_selected_head(trace):
+    q = trace.steps[0]["blocks.1.attn.hook_q"]  # [T, n_heads, d_head]
+    view = default_view("blocks.1.attn.hook_q", q.shape, head=3, kv_head=1)
+    assert view == SliceView(0, 2, (0, 3, 0))
+    np.testing.assert_array_equal(view_slice(q, view), q[:, 3, :])  # one head's [T, d_head]
+    assert slice_label("blocks.1.attn.hook_q", q.shape, view) == "[position :, head 3, d_head :]"
+    k = trace.steps[0]["blocks.1.attn.hook_k"]
+    np.testing.assert_array_equal(view_slice(k, default_view("blocks.1.attn.hook_k", k.shape, 3, 1)), k[:, 1, :])
+    pattern = trace.steps[0][PAT.format(1)]  # [H, T, S]
+    np.testing.assert_array_equal(view_slice(pattern, default_view(PAT.format(1), pattern.shape, 2)), pattern[2])
+
+
+def test_any_two_axes_of_a_3d_tensor(trace):
+    q = trace.steps[0]["blocks.1.attn.hook_q"]  # [6, 4, 4]
+    pairs = axis_pairs(3)
+    assert sorted(pairs) == [(0, 1), (0, 2), (1, 2)] and pairs[0] == (1, 2)
+    view = default_view("blocks.1.attn.hook_q", q.shape, head=2)
+    for pair in pairs:  # every pair of axes gives the matching numpy slice
+        v = with_axes(with_index(view, q.shape, 0, 4), pair)
+        got = view_slice(q, v)
+        expected = {(1, 2): q[4], (0, 2): q[:, 2, :], (0, 1): q[:, :, 0]}[pair]
+        np.testing.assert_array_equal(got, expected)
+    assert with_index(view, q.shape, 1, 99).index == (0, 3, 0)  # clamped
+    assert view_slice(np.arange(5.0), default_view("x", (5,))).shape == (1, 5)
+
+
+def test_export_goes_beside_the_trace(trace, tmp_path):
+    assert export_dir_for(trace) == os.path.abspath(trace.path).rstrip(os.sep) + "-exports"
+    q = trace.steps[1]["blocks.1.attn.hook_q"]
+    view = default_view("blocks.1.attn.hook_q", q.shape, head=2)
+    name = slice_filename(1, "blocks.1.attn.hook_q", q.shape, view)
+    assert name == "step00001_blocks.1.attn.hook_q_head2.npy"
+    path = export_array(view_slice(q, view), tmp_path / "x", name)
+    np.testing.assert_array_equal(np.load(path, allow_pickle=False), q[:, 2, :])

@@ -123,6 +123,120 @@ def axis_names(name: str, ndim: int) -> list[str]:
     return doc if len(doc) == ndim else [f"dim{i}" for i in range(ndim)]
 
 
+# documented axis symbol -> the name the browser shows
+AXIS_LABELS = {
+    "T": "position", "S": "key", "n_heads": "head", "n_kv_heads": "kv_head", "d_head": "d_head",
+    "d_model": "d_model", "d_mlp": "d_mlp", "vocab": "vocab", "n_layers": "layer", "k": "rank",
+    "N": "candidate", "n_experts": "expert", "top_k_experts": "expert_slot", "1": "one",
+}
+HEAD_AXES = ("head", "kv_head")
+
+
+def axis_labels(name: str, ndim: int) -> list[str]:
+    """Readable axis names of a recorded tensor (`position`, `head`, `d_head`, `key`, `vocab`, …)
+    from its documented shape in tracer/names.py; `dim0`, `dim1`, … when unknown."""
+    return [AXIS_LABELS.get(a, a) for a in axis_names(name, ndim)]
+
+
+@dataclass(frozen=True)
+class SliceView:
+    """Which two axes a browsed tensor shows (rows down, columns across) and the index of every
+    other axis. A 1-D tensor shows one row: rows is None."""
+
+    rows: int | None
+    cols: int
+    index: tuple[int, ...]  # one index per axis; used for the axes not shown
+
+    def fixed(self) -> list[int]:
+        """The axes held at an index."""
+        return [a for a in range(len(self.index)) if a not in (self.rows, self.cols)]
+
+
+def axis_pairs(ndim: int) -> list[tuple[int | None, int]]:
+    """Every choice of two shown axes (rows < cols), the last two first: what `,`/`.` cycle."""
+    if ndim <= 1:
+        return [(None, 0)]
+    pairs = [(r, c) for r in range(ndim) for c in range(r + 1, ndim)]
+    return sorted(pairs, key=lambda rc: (-rc[1], -rc[0]))
+
+
+def default_view(name: str, shape: tuple[int, ...], head: int | None = None, kv_head: int | None = None) -> SliceView:
+    """The slice a tensor opens on: a head axis held at the selected head (so `hook_q` [T, n_heads,
+    d_head] shows that head's [position, d_head]), otherwise the last two axes."""
+    ndim = len(shape)
+    labels = axis_labels(name, ndim)
+    index = [0] * ndim
+    shown = [a for a in range(ndim)]
+    if ndim >= 3:
+        for a, label in enumerate(labels):
+            if label in HEAD_AXES:
+                chosen = head if label == "head" else kv_head
+                index[a] = min(max(0, int(chosen or 0)), shape[a] - 1)
+                shown.remove(a)
+                break
+    shown = shown[-2:] if ndim >= 2 else shown
+    rows, cols = (shown[0], shown[1]) if len(shown) == 2 else (None, shown[0] if shown else 0)
+    return SliceView(rows, cols, tuple(index))
+
+
+def with_axes(view: SliceView, pair: tuple[int | None, int]) -> SliceView:
+    return SliceView(pair[0], pair[1], view.index)
+
+
+def with_index(view: SliceView, shape: tuple[int, ...], axis: int, delta: int) -> SliceView:
+    """`view` with the index of a held axis moved by `delta` (clamped)."""
+    index = list(view.index)
+    index[axis] = min(max(0, index[axis] + delta), shape[axis] - 1)
+    return SliceView(view.rows, view.cols, tuple(index))
+
+
+def view_slice(arr: np.ndarray, view: SliceView) -> np.ndarray:
+    """[R, C] numbers of the view: the two shown axes (rows first), every other axis at its index."""
+    if arr.ndim == 0:
+        return np.asarray(arr).reshape(1, 1)
+    idx = tuple(slice(None) if a in (view.rows, view.cols) else min(max(0, view.index[a]), arr.shape[a] - 1)
+                for a in range(arr.ndim))
+    out = np.asarray(arr[idx])  # shown axes remain, in increasing order
+    if view.rows is None:
+        return out.reshape(1, -1)
+    return out.T if view.rows > view.cols else out
+
+
+def slice_label(name: str, shape: tuple[int, ...], view: SliceView) -> str:
+    """`[position :, head 3, d_head :]`: the slice in axis names."""
+    labels = axis_labels(name, len(shape))
+    parts = [f"{labels[a]} :" if a in (view.rows, view.cols) else f"{labels[a]} {view.index[a]}"
+             for a in range(len(shape))]
+    return "[" + ", ".join(parts) + "]"
+
+
+def export_dir_for(trace) -> str:
+    """Where exports go by default: `<trace directory>-exports` beside the trace (the current
+    directory when the trace has no directory)."""
+    path = getattr(trace, "path", None)
+    if not path:
+        return os.path.join(os.getcwd(), "stepscope-exports")
+    path = os.path.abspath(os.fspath(path)).rstrip(os.sep)
+    return path + "-exports"
+
+
+def export_array(arr: np.ndarray, directory: str | os.PathLike, filename: str) -> str:
+    """Save an array as `.npy` (no pickle) in `directory` (created); returns the absolute path."""
+    directory = os.fspath(directory)
+    os.makedirs(directory, exist_ok=True)
+    path = os.path.join(directory, filename)
+    np.save(path, np.ascontiguousarray(arr), allow_pickle=False)
+    return os.path.abspath(path)
+
+
+def slice_filename(step_index: int, name: str, shape: tuple[int, ...], view: SliceView) -> str:
+    """`step00001_blocks.0.attn.hook_q_head3.npy`: the held axes and indices in the name."""
+    labels = axis_labels(name, len(shape))
+    held = "".join(f"_{labels[a]}{view.index[a]}" for a in view.fixed())
+    pair = "" if view.rows is None or view.rows < view.cols else "_T"
+    return export_filename(step_index, name)[: -len(".npy")] + held + pair + ".npy"
+
+
 def n_leading(shape: tuple[int, ...]) -> int:
     """How many leading indices fix a tensor down to a 2-D (or 1-D) slice."""
     return max(0, len(shape) - 2)
