@@ -127,9 +127,9 @@ def test_tensor_inspector_browse_slices_and_export(trace, tmp_path):
         assert pane.browsing and browser.lead == (3,)  # the heads axis starts at the selected head
         pattern = trace.steps[0]["blocks.0.attn.hook_pattern"]  # [H, T, S]
         text = screen_text(app)
-        assert "slice [3, :, :]" in text and format_number(float(pattern[3, 5, 0]), 10).strip() in text
+        assert "[head 3, position :, key :]" in text and format_number(float(pattern[3, 5, 0]), 10).strip() in text
         await pilot.press("left_square_bracket")
-        assert browser.lead == (2,) and "slice [2, :, :]" in screen_text(app)
+        assert browser.lead == (2,) and "[head 2, position :, key :]" in screen_text(app)
         np.testing.assert_array_equal(browser.current_slice(), pattern[2])
         await pilot.press("escape")
         assert not pane.browsing and app.focused is app.query_one(TensorList)

@@ -246,3 +246,96 @@ def test_heatmap_validates_and_reports_missing(tmp_path, trace):
         assert "blocks.1.attn.hook_pattern was not recorded at step 0" in "\n".join(lines(app))
 
     drive(pane, script)
+
+
+# -- tensor browser (issue 7 defect 5) ------------------------------------------------------------------
+
+from tui.views.tensors import format_number  # noqa: E402
+from tui.widgets.tensor_browser import TensorBrowser  # noqa: E402
+from tui.widgets.tensor_inspector import TensorInspector  # noqa: E402
+from tui.widgets.tensor_list import TensorList  # noqa: E402
+
+
+def text_of(app) -> str:
+    return "\n".join(line.rstrip() for line in lines(app))
+
+
+def _browse(app, pilot, pane, name):
+    app.query_one(TensorList).focus()
+    app.query_one(TensorList).select_name(name)
+    return pilot.press("enter")
+
+
+def test_browser_axes_switch_and_heads_open_on_the_selected_head(trace):
+    """`,` `.` did nothing; hook_q [T, n_heads, d_head] always sliced along positions."""
+    pane = TensorInspector(trace)
+
+    async def script(app, pilot):
+        pane.cursor = pane.cursor.moved(head=3)
+        await _browse(app, pilot, pane, "blocks.0.attn.hook_q")
+        browser = app.query_one(TensorBrowser)
+        q = trace.steps[0]["blocks.0.attn.hook_q"]  # [T, n_heads, d_head]
+        np.testing.assert_array_equal(browser.current_slice(), q[:, 3, :])  # one head's [T, d_head]
+        text = text_of(app)
+        assert "[position :, head 3, d_head :]" in text and "position × d_head" in text
+        assert "0 <|im_st…" in text and "3 ·of" in text  # rows: positions with their tokens
+        await pilot.press("full_stop")
+        np.testing.assert_array_equal(browser.current_slice(), q[:, :, 0])  # position × head
+        assert "position × head" in text_of(app)
+        await pilot.press("full_stop")
+        np.testing.assert_array_equal(browser.current_slice(), q[0])  # head × d_head at position 0
+        await pilot.press("right_square_bracket", "right_square_bracket")
+        np.testing.assert_array_equal(browser.current_slice(), q[2])
+        assert "[position 2, head :, d_head :]" in text_of(app)
+        await pilot.press("comma", "comma")
+        np.testing.assert_array_equal(browser.current_slice(), q[:, 3, :])  # back, same head
+
+    drive(pane, script, size=(110, 32))
+
+
+def test_browser_vocab_axis_labels_and_jump(trace):
+    pane = TensorInspector(trace)
+
+    async def script(app, pilot):
+        pane.cursor = pane.cursor.moved(step=1)
+        await pilot.pause()
+        await _browse(app, pilot, pane, "logits")
+        browser = app.query_one(TensorBrowser)
+        chosen = trace.steps[1].token["id"]  # 9, "\x1b[31m"
+        await pilot.press("t")
+        assert browser.col0 == chosen
+        header = next(line for line in lines(app) if f"{chosen} \\x1b[" in line)  # id and escaped text
+        assert "\x1b" not in header
+        row = trace.steps[1]["logits"][0]  # [vocab]
+        await pilot.press("m")
+        assert browser.col0 == int(np.argmax(row))
+        assert format_number(float(row.max()), 10).strip() in text_of(app)
+
+    drive(pane, script, size=(110, 32))
+
+
+def test_browser_export_beside_the_trace_with_feedback(trace, tmp_path_factory):
+    """`e` gave no feedback; the note stayed after Esc; files landed in the current directory."""
+    pane = TensorInspector(trace)
+    exports = os.path.abspath(trace.path).rstrip(os.sep) + "-exports"
+
+    async def script(app, pilot):
+        pane.cursor = pane.cursor.moved(head=1)
+        await _browse(app, pilot, pane, "blocks.1.attn.hook_q")
+        await pilot.press("E")
+        q = trace.steps[0]["blocks.1.attn.hook_q"]
+        path = os.path.join(exports, "step00000_blocks.1.attn.hook_q_head1.npy")
+        np.testing.assert_array_equal(np.load(path, allow_pickle=False), q[:, 1, :])
+        assert "exported slice →" in text_of(app) and "hook_q_head1.npy" in text_of(app)
+        await pilot.press("e")
+        whole = os.path.join(exports, "step00000_blocks.1.attn.hook_q.npy")
+        np.testing.assert_array_equal(np.load(whole, allow_pickle=False), q)
+        assert "exported tensor →" in text_of(app)
+        await pilot.press("escape")
+        assert "exported" not in text_of(app)  # cleared on leaving
+        await pilot.press("e")  # from the list: the detail shows the path
+        assert "exported →" in text_of(app)
+        await pilot.press("down")
+        assert "exported" not in text_of(app)  # another tensor: cleared
+
+    drive(pane, script, size=(110, 32))

@@ -12,7 +12,7 @@ from textual.message import Message
 
 from tui.views.heatmap import kv_head_of
 from tui.views.mlp import is_moe, mlp_routing_for
-from tui.views.tensors import axis_names, export_npy, n_leading, summarize
+from tui.views.tensors import export_dir_for, export_npy, summarize
 from tui.widgets.tensor_browser import TensorBrowser
 from tui.widgets.pane import Pane
 from tui.widgets.tensor_detail import TensorDetail
@@ -26,7 +26,7 @@ class TensorInspector(Pane):
     | :- | :- |
     | `↑` `↓` `PgUp` `PgDn` `Home` `End` | Select a tensor (the list has focus). |
     | `Enter` | Browse the selected tensor's slices (`Esc` returns). |
-    | `e` | Export the selected tensor to `.npy` (in `export_dir`, default the current directory). |
+    | `e` | Export the selected tensor to `.npy` (in `export_dir`, default `<trace>-exports` beside the trace). |
 
     Changing `layer` moves the selection to that layer's first tensor; `head` picks the head
     index when a browsed tensor has a heads axis.
@@ -96,6 +96,7 @@ class TensorInspector(Pane):
         return self.query_one(TensorBrowser).display
 
     def _reload(self) -> None:
+        self.last_export = None  # another step: the export note is cleared
         moe = self._trace is not None and is_moe(self._trace.model)
         self.query_one(TensorDetail).set_class(moe, "-moe")  # taller: room for the routing
         tensors = self.query_one(TensorList)
@@ -121,29 +122,18 @@ class TensorInspector(Pane):
 
     def on_tensor_list_highlighted(self, message: TensorList.Highlighted) -> None:
         message.stop()
+        self.last_export = None  # the export note belongs to the tensor it was made from
         self._show_detail()
 
     # -- browsing ---------------------------------------------------------------------------------
-    def _initial_lead(self, name: str) -> tuple[int, ...]:
-        """Leading indices for a new browse: the selected head on a heads axis, else 0."""
-        step = self._trace.steps[self.step_index]
-        shape = step.shape(name)
-        lead = []
-        for axis, axis_name in enumerate(axis_names(name, len(shape))[: n_leading(shape)]):
-            if axis_name == "n_heads":
-                lead.append(self.cursor.head)
-            elif axis_name == "n_kv_heads":
-                lead.append(kv_head_of(self._trace.model, self.cursor.head))
-            else:
-                lead.append(0)
-        return tuple(lead)
-
     def on_tensor_list_browse(self, message: TensorList.Browse) -> None:
         message.stop()
         if self._trace is None:
             return
         browser = self.query_one(TensorBrowser)
-        browser.open(self._trace.steps[self.step_index], message.name, self._initial_lead(message.name))
+        browser.export_dir = self.export_dir
+        browser.open(self._trace.steps[self.step_index], message.name, head=self.cursor.head,
+                     kv_head=kv_head_of(self._trace.model, self.cursor.head), trace=self._trace)
         self.query_one(TensorList).display = False
         self.query_one("#tensor-detail").display = False
         browser.display = True
@@ -165,7 +155,7 @@ class TensorInspector(Pane):
         if self._trace is None or name is None:
             return
         try:
-            directory = os.path.join(self.export_dir or os.getcwd(), "")  # a directory, created if missing
+            directory = os.path.join(self.export_dir or export_dir_for(self._trace), "")  # created if missing
             path = export_npy(self._trace.steps[self.step_index], name, directory)
         except (OSError, ValueError) as exc:
             self.post_message(self.ExportFailed(name, str(exc)))
