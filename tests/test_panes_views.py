@@ -339,3 +339,80 @@ def test_browser_export_beside_the_trace_with_feedback(trace, tmp_path_factory):
         assert "exported" not in text_of(app)  # another tensor: cleared
 
     drive(pane, script, size=(110, 32))
+
+
+# -- token strip (issue 7 defect 7) ---------------------------------------------------------------------
+
+from tui.widgets.token_strip import TokenStrip  # noqa: E402
+
+
+def _bytes_trace(tmp_path, monkeypatch, texts_pieces):
+    """A synthetic trace whose prompt tokens have the given (text, piece) pairs."""
+    ids = list(range(40, 40 + len(texts_pieces)))
+    for i, (text, _) in zip(ids, texts_pieces):
+        monkeypatch.setitem(syn.TEXTS, i, text)
+    tr = load_trace(syn.build_trace(tmp_path / "bytes", n_decode=1, prompt_ids=ids))
+    for tok, (_, piece) in zip(tr.tokens, texts_pieces):
+        tok["piece"] = piece  # what the session records from convert_ids_to_tokens
+    return tr
+
+
+def test_strip_wraps_between_tokens_never_inside(tmp_path, monkeypatch):
+    """The strip wrapped inside tokens (`vi` / `llage`)."""
+    words = [(" village", "Ġvillage"), (" of", "Ġof"), (" the", "Ġthe"), (" mountains", "Ġmountains")] * 3
+    tr = _bytes_trace(tmp_path, monkeypatch, words)
+    strip = TokenStrip(tr)
+
+    async def script(app, pilot):
+        await pilot.pause()
+        text = [line.rstrip() for line in lines(app) if line.strip()]
+        assert len(text) > 1  # it does wrap at this width
+        for line in text:
+            for word in line.replace("…", "").split("·"):
+                assert word in ("", "village", "of", "the", "mountains", "Paris", "\\x1b[31m"), text  # whole tokens
+
+    drive(strip, script, size=(23, 6))
+
+
+def test_strip_shows_bytes_and_merges_completed_characters(tmp_path, monkeypatch):
+    """Byte-fallback tokens all rendered `�`; `½` showed as `��`."""
+    pieces = [("a", "a"), ("\ufffd", "<0xC2>"), ("\ufffd", "<0xBD>"), ("b", "b"), ("\ufffd", "<0xE4>"),
+              ("\u00a0", "Âł")]
+    tr = _bytes_trace(tmp_path, monkeypatch, pieces)
+    strip = TokenStrip(tr)
+
+    async def script(app, pilot):
+        await pilot.pause()
+        text = "".join(lines(app))
+        assert "½" in text and "\ufffd" not in text
+        assert "<0xE4>" in text  # an unfinished sequence shows its byte
+        assert "\\u00a0" in text  # the no-break space is visible
+
+    drive(strip, script, size=(60, 4))
+
+
+def test_clicking_a_token_selects_its_query_row(trace):
+    strip = TokenStrip(trace)
+
+    async def script(app, pilot):
+        await pilot.pause()
+        line, x0, x1, token = next(box for box in strip.hit_boxes if box[3] == 2)  # "·capital"
+        await pilot.click(TokenStrip, offset=(x0 + 1, line))
+        await pilot.pause()
+        assert app.moves[-1] == {"query": 2} and strip.cursor.query == 2
+
+    drive(strip, script, size=(60, 4))
+
+
+def test_heatmap_follows_a_query_chosen_in_the_strip(trace):
+    pane = HeatmapPane(trace)
+
+    async def script(app, pilot):
+        pane.cursor = pane.cursor.moved(step=3)
+        await pilot.pause()
+        pane.cursor = pane.cursor.moved(query=2)  # what a strip click does through the app
+        await pilot.pause()
+        assert pane.stacked and pane.selected()[0] == 2
+        assert "q 2 ·capital" in lines(app)[1]
+
+    drive(pane, script, size=(80, 24))

@@ -1,21 +1,28 @@
 """The token strip: prompt and generated tokens as text, the current step highlighted.
 
 Whitespace is visible (`·`, `↵`, `⇥`), special tokens distinct and control characters escaped
-(`tui.text.display_token`); each generated token is shaded by the probability the sampler gave
-it (`sampling.chosen_prob`, five buckets styled in app.tcss); the token the current step chose
-is highlighted and the token(s) it read are underlined. Only a window of tokens around the
-current step is rendered, so a 1,000-token trace costs what a short one does.
+(`tui.text.display_token`); tokens holding part of a UTF-8 character show their bytes (`<0xC2>`)
+until the tokens that complete it are there, then one character spans them (`½`). Each generated
+token is shaded by the probability the sampler gave it (`sampling.chosen_prob`, five buckets
+styled in app.tcss); the token the current step chose is highlighted and the token(s) it read
+are underlined. Lines break between tokens, never inside one. Only a window of tokens around the
+current step is laid out, so a 1,000-token trace costs what a short one does.
 
-Keys: none (the screen moves the step).
+Mouse: a click on a token selects its query row in the attention map (the cursor's `query`).
 """
 
 from __future__ import annotations
 
 from rich.style import Style
 from rich.text import Text
+from textual import events
 
+from tui.text import has_partial_bytes, merge_partial
+from tui.views.vocab import tok_text
 from tui.widgets.common import prob_bucket, token_display
 from tui.widgets.pane import Pane
+
+MORE = "…"
 
 
 class TokenStrip(Pane):
@@ -39,86 +46,135 @@ class TokenStrip(Pane):
 
     def __init__(self, trace=None, **kwargs) -> None:
         super().__init__(trace, **kwargs)
-        self._cache: dict[int, tuple[Text, int]] = {}
+        self._groups: list[tuple[int, int, str]] = []  # (first token, end token, text) of each piece
+        self._group_of: list[int] = []  # token index -> group index
+        self._pieces: dict[int, tuple[Text, int]] = {}  # group index -> (display, cells)
+        self._seen = 0
+        self.hit_boxes: list[tuple[int, int, int, int]] = []  # (line, x0, x1, token) of the last drawing
 
     def on_trace(self) -> None:
-        self._cache.clear()
+        self._groups, self._group_of, self._pieces, self._seen = [], [], {}, 0
 
-    def _piece(self, index: int, token: dict) -> tuple[Text, int]:
-        hit = self._cache.get(index)
-        if hit is None or hit[0].plain == "":
-            text = token_display(token.get("text"), bool(token.get("special")))
-            hit = self._cache[index] = (text, text.cell_len)
+    def _sync(self, tokens: list[dict]) -> None:
+        """Group tokens into pieces; when tokens are added, redone from the trailing pieces that
+        still hold unfinished bytes (the new tokens may complete their character)."""
+        if len(tokens) == self._seen:
+            return
+        g = len(self._groups) - 1
+        while g > 0 and len(self._groups) - g < 4 and has_partial_bytes(self._groups[g - 1][2]):
+            g -= 1
+        redo = self._groups[g][0] if self._groups else 0
+        self._groups = [g for g in self._groups if g[0] < redo]
+        texts = [tok_text(t) for t in tokens[redo:]]
+        for start, end, text in merge_partial(texts):
+            self._groups.append((redo + start, redo + end, text))
+        self._group_of = [0] * len(tokens)
+        for g, (start, end, _) in enumerate(self._groups):
+            for i in range(start, end):
+                self._group_of[i] = g
+        self._pieces = {g: p for g, p in self._pieces.items() if self._groups[g][0] < redo}
+        self._seen = len(tokens)
+
+    def _piece(self, g: int, tokens: list[dict]) -> tuple[Text, int]:
+        hit = self._pieces.get(g)
+        if hit is None:
+            start, _, text = self._groups[g]
+            piece = token_display(text, bool(tokens[start].get("special")))
+            hit = self._pieces[g] = (piece, piece.cell_len)
         return hit
 
     def render(self) -> Text:
         trace = self._trace
+        self.hit_boxes = []
         if trace is None:
             return Text("(no trace yet)", style="dim")
         tokens = trace.tokens
         n = len(tokens)
         if n == 0:
             return Text("(empty prompt)", style="dim")
+        self._sync(tokens)
         prompt_len = trace.prompt_len
         n_steps = len(trace.steps)
-        current = prompt_len + self.cursor.step if n_steps else -1
-        in_start, in_end = (0, 0)
-        if 0 <= self.cursor.step < n_steps:
-            in_start, in_end = trace.steps[self.cursor.step].positions
-        width = max(self.size.width, 1)
-        capacity = max(width * max(self.size.height, 1) - 2, 8)
-        anchor = min(max(current, 0), n - 1)
+        step = self.cursor.step
+        current = prompt_len + step if n_steps else -1
+        in_start, in_end = trace.steps[step].positions if 0 <= step < n_steps else (0, 0)
+        width, height = max(self.content_size.width, 1), max(self.content_size.height, 1)
+        anchor = self._group_of[min(max(current, 0), n - 1)]
 
-        # grow a window [lo, hi) around the anchor: half the room to the left, the rest right
-        lo, hi, used = anchor, anchor + 1, self._piece(anchor, tokens[anchor])[1]
-        while lo > 0 and used < capacity // 2:
-            cells = self._piece(lo - 1, tokens[lo - 1])[1]
-            if used + cells > capacity // 2:
-                break
+        # lay out groups around the anchor, lines breaking between pieces, then keep `height` lines
+        n_groups = len(self._groups)
+        budget = width * height
+        lo, used = anchor, 0
+        while lo > 0 and used < budget:
             lo -= 1
-            used += cells
-        while hi < n:
-            cells = self._piece(hi, tokens[hi])[1]
-            if used + cells > capacity - 1:
-                break
+            used += self._piece(lo, tokens)[1]
+        hi, used = anchor, 0
+        while hi < n_groups and used < budget + width:
+            used += self._piece(hi, tokens)[1]
             hi += 1
-            used += cells
-        while lo > 0:
-            cells = self._piece(lo - 1, tokens[lo - 1])[1]
-            if used + cells > capacity - 1:
-                break
-            lo -= 1
-            used += cells
+        lines: list[list[tuple[int, Text, int]]] = [[]]  # per line: (group or -1 for "…", piece, cells)
+        x = 0
+        more = (-1, Text(MORE), 1)
+        items = ([more] if lo > 0 else []) + [(g, *self._piece(g, tokens)) for g in range(lo, hi)]
+        items += [more] if hi < n_groups else []
+        for item in items:
+            cells = item[2]
+            if x and x + cells > width:
+                lines.append([])
+                x = 0
+            lines[-1].append(item)
+            x += cells
+        anchor_line = next(i for i, line in enumerate(lines) if any(g == anchor for g, _, _ in line))
+        first = max(0, min(anchor_line - height // 2, len(lines) - height))
+        shown = lines[first : first + height]
 
         style = self.get_component_rich_style
         prompt_styles = (style("token-strip--prompt"), style("token-strip--prompt-alt"))
         p_styles = [style(f"token-strip--p{i}") for i in range(5)]
         current_style = style("token-strip--current")
         input_style = style("token-strip--input")
+        more_style = style("token-strip--more")
         steps_meta = trace.manifest.get("steps", [])
 
-        out = Text(no_wrap=False, overflow="fold", end="")
-        if lo > 0:
-            out.append("…", style=style("token-strip--more"))
-        for i in range(lo, hi):
-            text, _ = self._piece(i, tokens[i])
-            if i < prompt_len:
-                base: Style = prompt_styles[i % 2]
-            else:
-                entry_index = i - prompt_len
-                prob = None
-                if 0 <= entry_index < len(steps_meta):
-                    prob = (steps_meta[entry_index].get("sampling") or {}).get("chosen_prob")
-                base = p_styles[prob_bucket(prob)]
-            if i == current:
-                base = base + current_style
-            elif in_start <= i < in_end:
-                base = base + input_style
-            # the piece's own styles (dim whitespace, escapes, special) stay on top of the shading
-            out.append_text(_under(text, base))
-        if hi < n:
-            out.append("…", style=style("token-strip--more"))
+        out = Text(no_wrap=True, overflow="fold", end="")
+        for y, line in enumerate(shown):
+            if y:
+                out.append("\n")
+            x = 0
+            for g, piece, cells in line:
+                if g == -1:
+                    out.append(MORE, style=more_style)
+                    x += 1
+                    continue
+                start, end, _ = self._groups[g]
+                if end <= prompt_len:
+                    base: Style = prompt_styles[start % 2]
+                else:
+                    entry_index = end - 1 - prompt_len
+                    prob = None
+                    if 0 <= entry_index < len(steps_meta):
+                        prob = (steps_meta[entry_index].get("sampling") or {}).get("chosen_prob")
+                    base = p_styles[prob_bucket(prob)]
+                if start <= current < end:
+                    base = base + current_style
+                elif start < in_end and in_start < end:
+                    base = base + input_style
+                # the piece's own styles (dim whitespace, escapes, special) stay on top of the shading
+                out.append_text(_under(piece, base))
+                self.hit_boxes.append((y, x, x + cells, start))
+                x += cells
         return out
+
+    def on_click(self, event: events.Click) -> None:
+        """A click on a token selects its query row (cursor.query = the token's position)."""
+        offset = event.get_content_offset(self)
+        if offset is None:
+            return
+        for line, x0, x1, token in self.hit_boxes:
+            if line == offset.y and x0 <= offset.x < x1:
+                event.stop()
+                self.move(query=token)
+                return
 
 
 def _under(piece: Text, base: Style) -> Text:
