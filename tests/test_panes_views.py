@@ -416,3 +416,70 @@ def test_heatmap_follows_a_query_chosen_in_the_strip(trace):
         assert "q 2 ·capital" in lines(app)[1]
 
     drive(pane, script, size=(80, 24))
+
+
+# -- candidates (issue 7 defects 4 and 7) ------------------------------------------------------------
+
+from tui.views.candidates import candidates  # noqa: E402
+from tui.widgets.candidates import CandidatesPane  # noqa: E402
+
+
+def test_candidates_final_p_column_one_based_ranks_and_greyed_tail(trace):
+    """The header's p had no column; ranks were 0-based in the header; nothing below the cut-off."""
+    pane = CandidatesPane(trace)
+
+    async def script(app, pilot):
+        pane.cursor = pane.cursor.moved(step=1)
+        await pilot.pause()
+        screen = [line.rstrip() for line in lines(app)]
+        sampling = trace.steps[1].sampling
+        header = next(line for line in screen if " id " in line and "token" in line)
+        assert header.split()[-4:] == ["raw", "p", "p/T", "p"] or header.split()[-5:] == ["raw", "p", "p/T", "p", "cum"]
+        chosen_rank = sampling["chosen_rank"] + 1
+        assert f"rank {chosen_rank} · p {sampling['chosen_prob']:.3f}" in screen[1]
+        row = next(line for line in screen if line.lstrip().startswith("▶"))
+        assert row.split()[1] == str(chosen_rank) and f"{sampling['chosen_prob']:.3f}" in row.split()
+        cut = next(i for i, line in enumerate(screen) if "cut-off (top-p 0.9)" in line)
+        data = candidates(trace, 1)
+        n_kept = sum(r.kept for r in data.rows)
+        below = [line for line in screen[cut + 1:] if line.strip()]
+        assert len(below) == len(data.rows) - n_kept  # the removed tail is drawn under the line
+        assert all(line.split()[-2] == "0.000" or "0.000" in line.split() for line in below)  # final p 0
+
+    drive(pane, script, size=(110, 30))
+
+
+def test_greedy_candidates_show_no_pipeline(tmp_path):
+    tr = load_trace(syn.build_trace(tmp_path / "g", n_decode=1, do_sample=False))
+    pane = CandidatesPane(tr)
+
+    async def script(app, pilot):
+        await pilot.pause()
+        text = "\n".join(lines(app))
+        assert "greedy (argmax)" in text and "pipeline" not in text and "→/T" not in text
+        assert "cut-off" not in text
+
+    drive(pane, script, size=(100, 24))
+
+
+def test_candidate_rows_with_odd_spaces_keep_their_columns(tmp_path, monkeypatch):
+    """Row 7 of screenshots/main-paris.svg: an odd-space token broke the table's columns."""
+    odd = ["\u00a0x", "中文字", "🙂", "\u200b", "a\u0301", "\u3000", "\ufeff", "\U0010ffff"]
+    for i in range(13, 50):
+        monkeypatch.setitem(syn.TEXTS, i, odd[i % len(odd)])
+    tr = load_trace(syn.build_trace(tmp_path / "odd", n_decode=1))
+    pane = CandidatesPane(tr)
+
+    async def script(app, pilot):
+        await pilot.pause()
+        ids = [int(i) for i in tr.steps[0]["sample.candidate_ids"]]
+        rows = [line for line in lines(app) if line[:6].strip().lstrip("▶").strip().isdigit()]
+        assert len(rows) >= 8
+        ends = set()
+        for line in rows:
+            rank = int(line.split()[0].lstrip("▶") or line.split()[1])
+            token_id = str(ids[rank - 1])
+            ends.add(cell_len(line[: line.index(" " + token_id + " ") + len(token_id) + 1]))
+        assert len(ends) == 1  # the id column ends in the same cell on every row
+
+    drive(pane, script, size=(100, 30))

@@ -1,9 +1,10 @@
-"""Candidates pane: the step's top-p nucleus the chosen token was drawn from.
+"""Candidates pane: the tokens the chosen one was drawn from, and the ones the filters removed.
 
-One row per candidate: rank, token, id, probability after temperature, raw probability,
-cumulative mass and a bar; the chosen token is marked `▶`; a line marks where the cumulative
-mass passes top-p. Above the table: the sampler settings, the entropy, and the sampler pipeline
-(raw → /T → top-k → top-p → min-p → chosen) with how many candidates each stage kept.
+One row per candidate, by logit: 1-based rank, token, id, raw p, p after temperature (and top-k),
+final p (renormalised after top-k/top-p/min-p: the status bar's number), cumulative p/T and a bar;
+the chosen token is marked `▶`; a line marks the cut-off, with the removed tail greyed below it.
+Above the table: the sampler settings, the chosen token, the entropy, the sampler pipeline
+(raw → /T → top-k → top-p → min-p → chosen; greedy: no pipeline) and a legend of the columns.
 
 Reads only the step's `sample.*` arrays (a few hundred numbers).
 
@@ -16,11 +17,15 @@ from rich.text import Text
 from textual.binding import Binding
 from textual.reactive import reactive
 
-from tui.views.candidates import STAGE_LABELS, candidates
+from tui.text import fit
+from tui.views.candidates import STAGE_LABELS, candidates, chosen_line
 from tui.widgets.common import fmt_num, fmt_prob, token_display
 from tui.widgets.pane import Pane
 
 MAX_ROWS = 512  # rows scrollable; only the visible ones are built
+LEGEND = ("raw p = softmax(logits) · p/T = after temperature and top-k · p = final, renormalised after "
+          "top-k/top-p/min-p · cum = cumulative p/T")
+SHORT_LEGEND = "p/T: after T, top-k · p: final, renormalised · cum: Σ p/T"
 BAR_WIDTH = 10
 _EIGHTHS = " ▏▎▍▌▋▊▉█"
 
@@ -43,6 +48,10 @@ class CandidatesPane(Pane, can_focus=True):
     | `PgUp` `PgDn` | scroll a page |
     """
 
+    DEFAULT_CSS = """
+    CandidatesPane { text-wrap: nowrap; text-overflow: ellipsis; }
+    """
+
     COMPONENT_CLASSES = {"candidates--chosen", "candidates--cutoff", "candidates--outside", "candidates--bar"}
 
     BINDINGS = [
@@ -60,7 +69,7 @@ class CandidatesPane(Pane, can_focus=True):
     offset_rows: reactive[int] = reactive(0)
     """First candidate row shown (the settings and column header stay on top)."""
 
-    HEADER_LINES = 4
+    HEADER_LINES = 5
 
     def __init__(self, trace=None, **kwargs) -> None:
         super().__init__(trace, **kwargs)
@@ -86,7 +95,7 @@ class CandidatesPane(Pane, can_focus=True):
 
     def render(self) -> Text:
         lines = self.render_candidates()
-        return lines if isinstance(lines, Text) else Text("\n").join(lines)
+        return lines if isinstance(lines, Text) else Text("\n", no_wrap=True, overflow="ellipsis").join(lines)
 
     def render_candidates(self) -> Text | list[Text]:
         """The settings, stages and column header lines, then one line per candidate."""
@@ -99,38 +108,43 @@ class CandidatesPane(Pane, can_focus=True):
         if data is None:
             return Text("no candidates recorded for this step", style="dim")
         style = self.get_component_rich_style
-        settings = Text(data.settings, style="bold")
-        chosen = Text("chose ")
-        token = trace.steps[index].token or {}
-        chosen.append_text(token_display(token.get("text"), bool(token.get("special"))))
-        chosen.append(
-            f" rank {sampling.get('chosen_rank', '?')} p {fmt_prob(sampling.get('chosen_prob'))}"
-            f" · entropy {fmt_num(data.entropy)} nats (raw {fmt_num(data.raw_entropy)})"
-        )
-        stages = Text(
-            "pipeline "
-            + "→".join(
-                f"{STAGE_LABELS.get(st.get('name'), st.get('name'))} {st.get('kept')}"
-                for st in sampling.get("stages") or []
+        settings = Text(data.settings, style="bold", no_wrap=True, overflow="ellipsis")
+        chosen = chosen_line(trace, index)
+        chosen.append(f" · entropy {fmt_num(data.entropy)} nats (raw {fmt_num(data.raw_entropy)})")
+        if data.greedy:
+            stages = Text("greedy: the largest logit is chosen; p = softmax(logits)", style="dim")
+        else:
+            stages = Text(
+                "pipeline "
+                + "→".join(
+                    f"{STAGE_LABELS.get(st.get('name'), st.get('name'))} {st.get('kept')}"
+                    for st in sampling.get("stages") or []
+                )
+                + "→chosen",
+                style="dim",
             )
-            + "→chosen",
-            style="dim",
-        )
+        legend = Text(LEGEND if len(LEGEND) < self.size.width else SHORT_LEGEND, style="dim", no_wrap=True,
+                      overflow="ellipsis")
         chosen_style = style("candidates--chosen")
         outside_style = style("candidates--outside")
         bar_style = style("candidates--bar")
         cut = style("candidates--cutoff")
-        # plain Text rows (a rich Table costs ~10x more to lay out): fixed columns take 31 cells,
-        # the token and the bar share the rest
-        width = max(self.size.width - 1, 40)
-        room = max(width - 31, 8)
+        # plain Text rows (a rich Table costs ~10x more to lay out): fixed columns, the token and the
+        # bar share the rest; when narrow the bar goes first, then cum, then p/T
+        width = max(self.size.width - 1, 24)
+        columns = ["raw p", "p/T", "p", "cum"]
+        room = width - 13 - 6 * len(columns)
+        for drop in ("cum", "p/T"):
+            if room >= 8:
+                break
+            columns.remove(drop)
+            room += 6
         bar_width = max(0, min(BAR_WIDTH, room - 12))
-        token_width = max(8, min(18, room - bar_width))
-        top_p = sampling.get("top_p")
-        lines = [settings, chosen, stages]
-        header = Text(
-            f"  {'#':>3} {'token':<{token_width}} {'id':>6} {'p(T)':>5} {'raw p':>5} {'cum':>5}", style="bold"
-        )
+        token_width = max(6, min(18, room - bar_width - (1 if bar_width else 0)))
+        lines = [settings, chosen, stages, legend]
+        header = Text(f"  {'#':>3} " + fit("token", token_width) + f" {'id':>6}", style="bold")
+        for name in columns:
+            header.append(f" {name:>5}")
         lines.append(header)
         # the body: candidate rows and the cut-off line; only the visible window is built
         body: list[object] = []
@@ -148,23 +162,25 @@ class CandidatesPane(Pane, can_focus=True):
         start = max(0, min(self.offset_rows, len(body) - visible))
         for row in body[start : start + visible]:
             if row is None:
-                label = f"─ top-p {fmt_num(top_p)} cut-off "
-                lines.append(Text("  " + label + "─" * max(width - 2 - len(label), 0), style=cut))
+                label = f"─ cut-off ({data.cut_label}): removed below "
+                lines.append(Text("  " + label + "─" * max(width - 2 - len(label), 0), style=cut,
+                                  no_wrap=True, overflow="crop"))
                 continue
-            line = Text("▶ " if row.chosen else "  ", end="")
+            line = Text("▶ " if row.chosen else "  ", end="", no_wrap=True, overflow="crop")
             line.append(f"{row.rank:>3} ")
             token = token_display(row.text, row.special)
             token.truncate(token_width, overflow="ellipsis", pad=True)
             line.append_text(token)
-            line.append(
-                f" {row.id:>6} {fmt_prob(row.temp_prob):>5} {fmt_prob(row.raw_prob):>5} {fmt_prob(row.cumulative):>5}"
-            )
+            line.append(f" {row.id:>6}")
+            values = {"raw p": row.raw_prob, "p/T": row.temp_prob, "p": row.prob, "cum": row.cumulative}
+            for name in columns:
+                line.append(f" {fmt_prob(values[name]):>5}")
             if bar_width:
                 line.append(" ")
-                line.append(bar(row.temp_prob, bar_width), style=bar_style)
+                line.append(bar(row.prob if row.kept else row.temp_prob, bar_width), style=bar_style)
             if row.chosen:
                 line.stylize(chosen_style)
-            elif not row.in_nucleus:
+            elif not row.kept:
                 line.stylize(outside_style)
             lines.append(line)
         return lines
