@@ -36,14 +36,9 @@ def status_text(app) -> str:
     return "".join(segment.text for segment in strips[0])
 
 
-@pytest.fixture
-def anyio_backend():
-    return "asyncio"
-
-
 @pytest.fixture(scope="module")
-def trace():
-    return load_trace(FIXTURE)
+def trace(fixture_trace):
+    return fixture_trace
 
 
 async def test_open_replay_shows_prefill(trace):
@@ -251,14 +246,6 @@ async def test_token_text_is_inert(tmp_path):
 
 
 # -- live session (tiny random model) ---------------------------------------------------------
-
-@pytest.fixture(scope="module")
-def tiny():
-    pytest.importorskip("torch")
-    from tests.tiny_models import byte_tokenizer, tiny_model
-
-    return tiny_model("llama"), byte_tokenizer()
-
 
 def make_factory(tiny, max_new_tokens=4, slow=0.0, fail_at=None, seen=None):
     from tracer.session import GenerationSettings, LiveSession

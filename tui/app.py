@@ -28,6 +28,7 @@ from typing import Any
 from rich.text import Text
 from textual import events
 from textual.app import App
+from textual.binding import Binding
 from textual.reactive import var
 from textual.worker import Worker, WorkerState
 
@@ -45,14 +46,17 @@ from tui.screens.too_small import MIN_HEIGHT, MIN_WIDTH, TooSmallScreen
 from tui.widgets.common import inert_str
 from tui.widgets.cursor import Cursor
 
+_HERE = os.path.dirname(os.path.abspath(__file__))
+
 
 class StepscopeApp(LiveWorkers, App[None]):
     """The stepscope debugger. Give it a `trace` (replay), a `session_factory` (live), or neither
     (live on the default model)."""
 
-    CSS_PATH = ["app.tcss", "widgets/panes.tcss"]
+    CSS_PATH = [os.path.join(_HERE, "app.tcss"), os.path.join(_HERE, "widgets", "panes.tcss")]
     TITLE = "stepscope"
     ENABLE_COMMAND_PALETTE = False
+    BINDINGS = [Binding("ctrl+c", "quit", "Quit", show=False, priority=True, tooltip="Quit")]
 
     # `var`: state, not visuals (a repainting reactive on the app would redraw the whole screen)
     cursor: var[Cursor] = var(Cursor, init=False)
@@ -132,11 +136,15 @@ class StepscopeApp(LiveWorkers, App[None]):
                 if locked:
                     self._session_lock.release()
 
+    PASS_WHILE_CONTINUING = frozenset({"w", "q", "ctrl+c"})
+    """Keys that pause a running continue AND do their own work (write, quit)."""
+
     async def on_event(self, event: events.Event) -> None:
-        # while `c` runs, any key pauses (and does nothing else)
+        # while `c` runs, any key pauses (and, except write and quit, does nothing else)
         if isinstance(event, events.Key) and not event.is_forwarded and self.continuing:
             self.pause()
-            return
+            if event.key not in self.PASS_WHILE_CONTINUING:
+                return
         await super().on_event(event)
 
     # -- state ----------------------------------------------------------------------------------
@@ -181,7 +189,9 @@ class StepscopeApp(LiveWorkers, App[None]):
     def _report_unreadable(self, index: int, problem: str) -> None:
         self.report_error(f"Step {index} cannot be read", problem, hint="the other steps of the trace are still usable")
 
-    def watch_cursor(self) -> None:
+    def watch_cursor(self, old: Cursor, new: Cursor) -> None:
+        if not self.busy and self.state_text:  # a note about where we were (end of trace, a breakpoint)
+            self._set_state("")
         self._sync()
 
     def _sync(self) -> None:
@@ -381,7 +391,7 @@ class StepscopeApp(LiveWorkers, App[None]):
         self.last_error = message
         if len(self._reported) > self.MAX_REPORTED_ERRORS:
             self.crash = error if isinstance(error, BaseException) else RuntimeError(message)
-            self.exit(return_code=1, message=Text(f"stepscope: too many errors, last: {message}"))
+            self.exit(return_code=1)
             return
         self.continuing = False
         self.push_screen(ErrorScreen(title, message, hint=hint or "the rest of the debugger is still usable"))
@@ -394,15 +404,13 @@ class StepscopeApp(LiveWorkers, App[None]):
             return True
 
     def _fatal_error(self) -> None:
-        """An exception escaped the debugger: one line on exit (a traceback with STEPSCOPE_DEBUG)."""
-        error = self._exception
-        self.crash = error
-        if os.environ.get("STEPSCOPE_DEBUG") or error is None:
+        """An exception escaped the debugger: the app ends with code 1 and `crash` set; the CLI
+        prints one line (a traceback with STEPSCOPE_DEBUG)."""
+        self.crash = self._exception
+        if os.environ.get("STEPSCOPE_DEBUG") or self._exception is None:
             super()._fatal_error()
             return
         self.bell()
-        self._exit_renderables.append(Text(inert_str(
-            f"stepscope: internal error: {type(error).__name__}: {error} (STEPSCOPE_DEBUG=1 shows the traceback)")))
         self._close_messages_no_wait()
 
     # -- screens ------------------------------------------------------------------------------

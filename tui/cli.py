@@ -236,11 +236,17 @@ def cmd_view(args) -> int:
 
 
 def cmd_run(args) -> int:
+    app = live_app(args)
+    _check_terminal()
+    return _run_app(app)
+
+
+def live_app(args):
+    """The debugger on a live session from `run`'s options, every option checked first."""
     settings = generation_settings(args)
     _check_model_options(args)
     if args.out:
         _check_out_dir(args.out)
-    _check_terminal()
 
     def factory(progress=None):
         _quiet_transformers()
@@ -248,7 +254,7 @@ def cmd_run(args) -> int:
 
     from tui.app import StepscopeApp
 
-    return _run_app(StepscopeApp(session_factory=factory))
+    return StepscopeApp(session_factory=factory)
 
 
 def _check_model_options(args) -> None:
@@ -274,19 +280,26 @@ def _check_terminal() -> None:
 
 def _run_app(app) -> int:
     """Run the app; an uncaught exception inside it is one line and a non-zero exit, never 0."""
+    from tui.widgets.common import inert_str
+
     app.run()
     if app.crash is not None:
-        print(f"stepscope: the debugger stopped on an internal error: {_one_line(app.crash)}", file=sys.stderr)
+        print(inert_str(f"stepscope: internal error: {type(app.crash).__name__}: {app.crash}").splitlines()[0]
+              + " (STEPSCOPE_DEBUG=1 shows the traceback)", file=sys.stderr)
         return 1
     return app.return_code or 0
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    argv = list(sys.argv[1:] if argv is None else argv)
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    """Parse a command line; bare `stepscope [options]` is `stepscope run [options]`."""
+    argv = list(argv)
     if not argv or (argv[0].startswith("-") and argv[0] not in ("-h", "--help")):
-        argv = ["run", *argv]  # bare `stepscope [options]` opens the debugger
-    args = parser.parse_args(argv)
+        argv = ["run", *argv]
+    return build_parser().parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(sys.argv[1:] if argv is None else argv)
     handlers = {"trace": cmd_trace, "info": cmd_info, "view": cmd_view, "run": cmd_run}
     try:
         return handlers[args.command](args)

@@ -5,7 +5,7 @@ step: H / log(S) in [0, 1], 0 = the head looks at a single key, 1 = spread evenl
 drawn with shade glyphs (`  ░ ▒ ▓ █`, darker = more focused), so the grid reads in 256 colours
 and in monochrome; the selected layer/head is highlighted. Only the rows that fit are read.
 
-Keys (screen level): `j`/`k` layer, `h`/`l` head.
+Keys (screen level): `j`/`k` layer, `h`/`l` head; a click on a cell selects its layer and head.
 """
 
 from __future__ import annotations
@@ -47,6 +47,19 @@ class HeadsOverview(Pane, can_focus=True):
     PREFETCH_WHEN_HIDDEN = True
     """Cheap enough to prepare for the current step while another pane shows (a quick switch)."""
 
+    _first_row = 0
+    ROW_LABEL = 5  # "  12 " before the cells; each cell is 3 cells wide ("▓▓ ")
+
+    def on_click(self, event) -> None:
+        """A click on a cell selects that layer and head."""
+        offset = event.get_content_offset(self)
+        if offset is None or self._trace is None or offset.y < 2 or offset.x < self.ROW_LABEL:
+            return
+        layer = self._first_row + offset.y - 2
+        head = (offset.x - self.ROW_LABEL) // 3
+        if layer < int(self._trace.model.get("n_layers") or 0) and head < int(self._trace.model.get("n_heads") or 0):
+            self.move(layer=layer, head=head)
+
     def prefetch(self, step_index: int) -> None:
         """Compute (into the views cache) the stats of the rows that show, at `step_index`."""
         trace = self._trace
@@ -79,6 +92,7 @@ class HeadsOverview(Pane, can_focus=True):
             header.append(f"{head:>2} ")
         lines.append(header)
         start, end = window(self.cursor.layer, n_layers, self.size.height - 4)
+        self._first_row = start
         for layer in range(start, end):
             stats = head_stats(trace, index, layer)
             line = Text(f"{layer:>4} ", style=style("heads-overview--row") if layer == self.cursor.layer else "")

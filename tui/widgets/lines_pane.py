@@ -18,14 +18,34 @@ class LinesPane(Pane, ScrollView, can_focus=True, inherit_bindings=False):
     Only vertical scrolling keys are bound, so `←`/`→` keep stepping through the trace.
     """
 
+    DEFAULT_CSS = """
+    LinesPane {
+        width: 1fr;
+        height: 1fr;
+        overflow: auto auto;
+    }
+    """
+    # (CSS is inherited along the first base only: Pane's, so ScrollView's rules are restated)
+
     BINDINGS = [
-        Binding("up", "scroll_up", "Scroll up", show=False),
-        Binding("down", "scroll_down", "Scroll down", show=False),
-        Binding("pageup", "page_up", "Page up", show=False),
-        Binding("pagedown", "page_down", "Page down", show=False),
-        Binding("home", "scroll_home", "Top", show=False),
-        Binding("end", "scroll_end", "Bottom", show=False),
+        Binding("up", "scroll_lines(-1)", "Scroll up", show=False, tooltip="Scroll up a line"),
+        Binding("down", "scroll_lines(1)", "Scroll down", show=False, tooltip="Scroll down a line"),
+        Binding("pageup", "scroll_pages(-1)", "Page up", show=False, tooltip="Scroll up a page"),
+        Binding("pagedown", "scroll_pages(1)", "Page down", show=False, tooltip="Scroll down a page"),
+        Binding("home", "scroll_to_end(0)", "Top", show=False, tooltip="Scroll to the top"),
+        Binding("end", "scroll_to_end(1)", "Bottom", show=False, tooltip="Scroll to the bottom"),
     ]
+    # Own actions: Textual's scroll actions skip (and the key falls through to the screen, e.g.
+    # End = last step) when there is nothing to scroll; in a focused pane these keys only scroll.
+
+    def action_scroll_lines(self, delta: int) -> None:
+        self.scroll_to(y=self.scroll_y + delta, animate=False, immediate=True)
+
+    def action_scroll_pages(self, delta: int) -> None:
+        self.scroll_to(y=self.scroll_y + delta * max(self.size.height - 1, 1), animate=False, immediate=True)
+
+    def action_scroll_to_end(self, bottom: int) -> None:
+        self.scroll_to(y=self.max_scroll_y if bottom else 0, animate=False, immediate=True)
 
     def __init__(self, trace=None, **kwargs) -> None:
         super().__init__(**kwargs)

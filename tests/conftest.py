@@ -1,0 +1,44 @@
+"""Shared test fixtures: the committed fixture trace, tiny live models, the async backend."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+FIXTURE = os.path.join(os.path.dirname(__file__), "fixtures", "tiny_trace")
+
+
+@pytest.fixture
+def anyio_backend():
+    """Async Pilot tests run on asyncio (anyio's pytest plugin)."""
+    return "asyncio"
+
+
+@pytest.fixture(scope="module")
+def fixture_trace():
+    """The committed tiny trace (tiny-llama-gqa: 2 layers, 4 heads / 2 KV heads, 8 steps)."""
+    from tracer import load_trace
+
+    return load_trace(FIXTURE)
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    """(model, tokenizer): a tiny random Llama and the byte-level tokenizer."""
+    pytest.importorskip("torch")
+    from tests.tiny_models import byte_tokenizer, tiny_model
+
+    return tiny_model("llama"), byte_tokenizer()
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory):
+    """A tiny random Llama saved as a model directory (what `--model DIR` loads)."""
+    pytest.importorskip("torch")
+    from tests.tiny_models import byte_tokenizer, tiny_model
+
+    d = tmp_path_factory.mktemp("tiny-llama")
+    tiny_model("llama").save_pretrained(d)
+    byte_tokenizer().save_pretrained(d)
+    return str(d)
