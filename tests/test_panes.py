@@ -1,4 +1,4 @@
-"""Owner A's pane widgets mounted alone in a minimal App, driven with Pilot."""
+"""The pane widgets mounted alone in a minimal App, driven with Pilot."""
 
 import asyncio
 import os

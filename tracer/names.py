@@ -112,14 +112,6 @@ def shape_doc(name: str) -> str:
     return HEAD_NAMES.get(name) or FINAL_NAMES.get(name) or SAMPLING_NAMES.get(name, "")
 
 
-def all_names(n_layers: int) -> list[str]:
-    """Every name of the vocabulary for a model of n_layers (a superset of what any family records)."""
-    out = list(HEAD_NAMES)
-    for layer in range(n_layers):
-        out += [block_name(layer, n) for n in BLOCK_NAMES]
-    return out + list(FINAL_NAMES) + list(SAMPLING_NAMES)
-
-
 class NameFilter:
     """TransformerLens-style name patterns (`blocks.*.attn.hook_pattern`, `*resid_post`, `logits`).
 
@@ -134,8 +126,3 @@ class NameFilter:
         if not self.patterns or name.startswith(("sample.", "logit_lens.")):
             return True
         return any(fnmatch.fnmatchcase(name, p) for p in self.patterns)
-
-    @classmethod
-    def parse(cls, spec: str | None) -> "NameFilter":
-        """From a comma-separated command-line value."""
-        return cls(spec.split(",") if spec else None)

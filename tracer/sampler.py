@@ -10,7 +10,7 @@ its record still carries the model's probabilities.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -39,9 +39,6 @@ class SamplerSettings:
             raise ValueError("top-p must be in (0, 1]")
         if not 0 <= self.min_p < 1:
             raise ValueError("min-p must be in [0, 1)")
-
-    def as_dict(self) -> dict:
-        return asdict(self)
 
 
 def nucleus_size(sorted_probs: torch.Tensor, top_p: float) -> int:

@@ -145,7 +145,6 @@ class LiveSession:
         self.eos = set(eos_ids(model, tokenizer)) if self.settings.stop_at_eos else set()
         self.special = set(int(i) for i in (getattr(tokenizer, "all_special_ids", []) or []))
         self.device = self.adapter.embed().weight.device
-        self._own_dir = out is None
         self.path = out or tempfile.mkdtemp(prefix="stepscope-live-")
         manifest = {
             "schema": SCHEMA,

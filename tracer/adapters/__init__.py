@@ -29,10 +29,6 @@ ADAPTERS: list[type[Adapter]] = [
 ]
 
 
-def supported_model_types() -> list[str]:
-    return sorted(t for cls in ADAPTERS for t in cls.model_types)
-
-
 def adapter_for(model) -> Adapter:
     """The family's adapter, else the generic fallback (which warns once what it cannot record).
 
@@ -53,5 +49,4 @@ __all__ = [
     "HookPoint",
     "UnsupportedModel",
     "adapter_for",
-    "supported_model_types",
 ]
