@@ -282,7 +282,7 @@ def test_logit_lens_rows_mark_the_chosen_token(trace):
         assert [t.id for t in row.top] == list(ids[row.layer])
         assert row.top1.prob == pytest.approx(probs[row.layer, 0])
         hits = np.flatnonzero(ids[row.layer] == chosen)
-        assert row.chosen_rank == (int(hits[0]) if hits.size else None)
+        assert row.chosen_rank == (int(hits[0]) + 1 if hits.size else None)  # 1-based
     first = next(layer for layer in range(2) if ids[layer, 0] == chosen)
     assert lens.first_top1_layer == first and lens.rows[first].first_top1
     assert sum(r.first_top1 for r in lens.rows) == 1

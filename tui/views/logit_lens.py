@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from tui.views.cache import cached
-from tui.views.vocab import token_texts
+from tui.views.vocab import tok_text, token_texts
 
 
 @dataclass(frozen=True)
@@ -23,7 +23,7 @@ class LensToken:
 class LensRow:
     layer: int
     top: list[LensToken]  # best first
-    chosen_rank: int | None  # 0-based rank of the chosen token in this layer's top-k; None if absent
+    chosen_rank: int | None  # 1-based rank of the chosen token in this layer's top-k; None if absent
     chosen_prob: float | None
     first_top1: bool  # the first layer where the chosen token is top-1
 
@@ -62,8 +62,8 @@ def _build(trace, step) -> LogitLens:
     for layer in range(ids.shape[0]):
         top = [LensToken(int(i), *texts(int(i)), float(p)) for i, p in zip(ids[layer], probs[layer])]
         where = np.flatnonzero(hits[layer])
-        rank = int(where[0]) if where.size else None
-        rows.append(LensRow(layer, top, rank, float(probs[layer, rank]) if rank is not None else None,
-                            layer == first))
-    return LogitLens(step.index, chosen, step.token.get("text", ""), bool(step.token.get("special")),
+        index = int(where[0]) if where.size else None
+        rows.append(LensRow(layer, top, None if index is None else index + 1,
+                            float(probs[layer, index]) if index is not None else None, layer == first))
+    return LogitLens(step.index, chosen, tok_text(step.token), bool(step.token.get("special")),
                      int(ids.shape[1]), rows, first)

@@ -11,6 +11,8 @@ from tui.widgets.lines_pane import LinesPane
 
 MAX_OTHERS = 4
 TOKEN_WIDTH = 16
+LEGEND = ("unembed(ln_final(resid_post)) at the last position, per layer L · p: top-1 probability · "
+          "rank, p(chosen): the chosen token's rank (1 = top) and probability in the top {k} (—: not in it)")
 
 
 class LogitLensPane(LinesPane):
@@ -43,12 +45,13 @@ class LogitLensPane(LinesPane):
                 others.append("  ◀ first", style="bold")
             rows.append([
                 str(row.layer), self._token(row.top1, lens.chosen_id), f"{row.top1.prob:.3f}",
-                "—" if row.chosen_rank is None else str(row.chosen_rank + 1),
+                "—" if row.chosen_rank is None else str(row.chosen_rank),
                 "—" if row.chosen_prob is None else f"{row.chosen_prob:.3f}", others,
             ])
         table = columns(["L", "top-1", "p", "rank", "p(chosen)", f"next {MAX_OTHERS}"], rows, justify="rlrrrl")
+        legend = Text(LEGEND.format(k=lens.k), style="dim", no_wrap=True, overflow="ellipsis")
         selected = self.get_component_rich_style("logit-lens--selected")
-        for row, line in zip(lens.rows, table[1:]):
+        for row, line in zip(lens.rows, table[1:]):  # table[0] is the column header
             if row.layer == self.cursor.layer:
                 line.stylize(selected)
-        return [header, *table]
+        return [header, legend, *table]
