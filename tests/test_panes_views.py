@@ -399,7 +399,7 @@ def test_clicking_a_token_selects_its_query_row(trace):
         line, x0, x1, token = next(box for box in strip.hit_boxes if box[3] == 2)  # "·capital"
         await pilot.click(TokenStrip, offset=(x0 + 1, line))
         await pilot.pause()
-        assert app.moves[-1] == {"query": 2} and strip.cursor.query == 2
+        assert app.moves[-1] == {"query": 2, "key": None} and strip.cursor.query == 2
 
     drive(strip, script, size=(60, 4))
 

@@ -153,7 +153,7 @@ class HeatmapRenderable:
     def _wrap_label(self, c0: int, c1: int) -> str:
         positions = self.col_positions or list(range(self.values.shape[1]))
         end = positions[c1] - 1 if c1 < len(positions) else (self.col_end - 1 if self.col_end else positions[-1])
-        return f"k {positions[c0]}–{end}"
+        return f"k {positions[c0]}" if end == positions[c0] else f"k {positions[c0]}–{end}"
 
     def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
         width = options.max_width

@@ -173,7 +173,7 @@ class TokenStrip(Pane):
         for line, x0, x1, token in self.hit_boxes:
             if line == offset.y and x0 <= offset.x < x1:
                 event.stop()
-                self.move(query=token)
+                self.move(query=token, key=None)  # the heatmap picks the key it attends most
                 return
 
 
