@@ -483,3 +483,36 @@ def test_candidate_rows_with_odd_spaces_keep_their_columns(tmp_path, monkeypatch
         assert len(ends) == 1  # the id column ends in the same cell on every row
 
     drive(pane, script, size=(100, 30))
+
+
+# -- in the app: the strip drives the attention cell -----------------------------------------------------
+
+
+def test_app_strip_click_and_heatmap_arrows_move_one_cursor(trace):
+    from tui.app import StepscopeApp
+
+    app = StepscopeApp(trace=trace)
+
+    async def main():
+        async with app.run_test(size=(120, 40)) as pilot:
+            await pilot.pause()
+            await pilot.press("2")  # the Attention pane
+            await pilot.pause()
+            strip = app.screen.query_one(TokenStrip)
+            line, x0, _, token = next(box for box in strip.hit_boxes if box[3] == 3)  # "·of"
+            pad = strip.styles.padding
+            await pilot.click(TokenStrip, offset=(x0 + pad.left, line + pad.top))
+            await pilot.pause()
+            assert app.cursor.query == 3
+            heatmap = app.screen.query_one(HeatmapPane)
+            readout = next(line for line in lines(app) if "▸ q " in line)
+            assert "q 3 ·of → k" in readout
+            heatmap.focus()
+            await pilot.press("down", "right")
+            await pilot.pause()
+            q, k = heatmap.selected()
+            assert app.cursor.query == q == 4 and app.cursor.key == k
+            pattern = trace.steps[0]["blocks.0.attn.hook_pattern"][0]  # [T, S]
+            assert f"p {pattern[4, k]:.4f}" in next(line for line in lines(app) if "▸ q " in line)
+
+    asyncio.run(main())
