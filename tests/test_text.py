@@ -149,3 +149,11 @@ def test_truncate_and_fit_count_cells_not_characters():
     for text in ("abc", "中文字符串", "🙂x", "\u00a0", "a\u0301"):
         assert cell_len(fit(escape_for_display(text), 6)) == 6
         assert cell_len(fit(escape_for_display(text), 6, "right")) == 6
+
+
+def test_inert_keeps_spaces_and_escapes_the_rest():
+    from tui.text import inert
+
+    assert inert("/tmp/my trace-exports/x.npy") == "/tmp/my trace-exports/x.npy"
+    assert inert("a\x1b]52;c;AAAA\x07b") == "a\\x1b]52;c;AAAA\\x07b"  # OSC 52 made visible
+    assert inert("[bold red]x\u202e\ufffe") == "[bold red]x\\u202e\\ufffe"

@@ -161,6 +161,17 @@ def escape_for_display(text: str) -> str:
     return "".join(piece for piece, _ in _pieces(text))
 
 
+def inert(text: str) -> str:
+    """A name, path or message from a trace made safe as plain text: control, format, odd-space,
+    non-character and private-use code points escaped like token text, but ordinary spaces,
+    tabs and newlines kept (for manifest fields, tensor names, paths; never markup)."""
+    out = []
+    for ch in str(text):
+        escaped = None if ch in " \t\n" else _escape_char(ch)
+        out.append(escaped[0] if escaped is not None else ch)
+    return "".join(out)
+
+
 _STYLES = {"text": "", "space": STYLE_WHITESPACE, "escape": STYLE_ESCAPE, "bytes": STYLE_BYTES}
 
 

@@ -9,7 +9,7 @@ from textual.binding import Binding
 from textual.message import Message
 from textual.widget import Widget
 
-from tui.text import escape_for_display, fit
+from tui.text import escape_for_display, fit, inert
 from tui.views.tensors import (
     SliceView, axis_labels, axis_pairs, default_view, export_array, export_dir_for, export_filename,
     slice_filename, slice_label, slice_rows, view_slice, with_axes, with_index,
@@ -176,11 +176,11 @@ class TensorBrowser(Widget, can_focus=True):
             else:
                 path = export_array(self.source[self.tensor], directory, export_filename(self.source.index, self.tensor))
         except (OSError, ValueError) as exc:
-            self.note = Text(f"export failed: {escape_for_display(str(exc))}", style="bold red")
+            self.note = Text(f"export failed: {inert(str(exc))}", style="bold red")
             self.refresh()
             return
         what = "slice" if only_slice else "tensor"
-        self.note = Text.assemble((f"exported {what} → ", "bold green"), escape_for_display(path))
+        self.note = Text.assemble((f"exported {what} → ", "bold green"), inert(path))
         self.refresh()
         self.post_message(self.Exported(self.tensor, path))
 
@@ -191,7 +191,7 @@ class TensorBrowser(Widget, can_focus=True):
     # -- drawing --------------------------------------------------------------------------------
     def _title(self) -> Text:
         shape = self.shape
-        title = Text.assemble((self.tensor, "bold"), f" {list(shape)} · {slice_label(self.tensor, shape, self.view)}",
+        title = Text.assemble((inert(self.tensor), "bold"), f" {list(shape)} · {slice_label(self.tensor, shape, self.view)}",
                               no_wrap=True, overflow="ellipsis")
         return title
 
