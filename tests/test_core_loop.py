@@ -298,3 +298,62 @@ async def test_trace_strings_are_inert_in_the_app(tmp_path):
         assert "[bold red]evil\\x1b[2J" in status_text(app)
         assert "\x1b" not in text
         assert not app._exit
+
+
+# -- defect 9: layout at 80×24 and 120×40 -------------------------------------------------------------
+
+def test_tensor_columns_drop_in_the_stated_order():
+    from tui.widgets.tensor_list import layout
+
+    seen = []
+    for width in range(200, 20, -1):
+        keys = {key for key, _, _ in layout(width)[1]}
+        if keys not in seen:
+            seen.append(keys)
+    dropped = [next(iter(a - b)) for a, b in zip(seen, seen[1:])]
+    assert dropped[:3] == ["hist", "norm", "min"]  # histogram, then ‖x‖, then min
+    for width in range(30, 200, 7):  # every column shown is whole: the widths add up
+        name_width, cols = layout(width)
+        assert name_width + sum(1 + w for _, _, w in cols) == width
+
+
+async def test_tensors_at_80x24_clip_no_value_and_keep_names_distinct(fixture_trace):
+    app = StepscopeApp(trace=fixture_trace)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.press("3")
+        tensors = app.main_screen.query_one("TensorList")
+        tensors.focus()
+        seen = set()
+        for _ in range(len(tensors.infos)):
+            text = region_text(app, tensors)
+            rows = text.splitlines()[1:]
+            for row in rows:
+                if row.strip():
+                    name, *rest = row.split()
+                    assert {"float32", "int64"} & set(rest), row  # the dtype whole, never `float3`
+                    seen.add(name)
+            await pilot.press("pagedown")
+        assert "blocks.0.attn.hook_rot_q" in seen or "blocks.0.attn.…rot_q" in seen
+        assert len(seen) == len(tensors.infos)  # middle ellipsis: distinct names stay distinct
+
+
+async def test_text_panes_fit_the_width_with_an_ellipsis(fixture_trace):
+    app = StepscopeApp(trace=fixture_trace)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.press("n", "5")
+        kv = app.main_screen.pane("kv")
+        first = region_text(app, kv).splitlines()[0].rstrip()
+        assert first.endswith("…") and "DECODE step 1" in first  # the header cut with an ellipsis
+        assert kv.max_scroll_x == 0  # no horizontal scrolling
+
+
+async def test_op_lines_use_the_width_at_120x40(fixture_trace):
+    app = StepscopeApp(trace=fixture_trace)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await pilot.press("3")
+        tensors = app.main_screen.query_one("TensorList")
+        tensors.select_name("blocks.0.attn.hook_attn_scores")
+        await pilot.pause()
+        detail = region_text(app, app.main_screen.query_one("TensorDetail"))
+        assert "→ scores [4, 17, 17]" in detail.replace("\n", " ")  # wrapped, never cut
+        assert "…" not in detail

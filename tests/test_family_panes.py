@@ -149,7 +149,7 @@ def test_tensor_detail_stays_small_without_experts(fam):
     async def script(app, pilot):
         await pilot.pause()
         detail = app.query_one(TensorDetail)
-        assert not detail.has_class("-moe") and detail.outer_size.height == 6
+        assert not detail.has_class("-moe") and detail.outer_size.height == 7
 
     drive(pane, script, size=(100, 30))
 

@@ -48,3 +48,25 @@ def columns(header: list[str], rows: list[list[Cell]], justify: str = "", gap: i
     head = line([Text(h) for h in header])
     head.stylize(header_style)
     return [head] + [line(row) for row in cells]
+
+
+def middle_ellipsis(text: str, width: int) -> str:
+    """`text` in at most `width` cells, cut in the middle so that the end stays: a dotted name
+    keeps its head up to the last dot (`blocks.0.attn.…rot_q`), so distinct names stay distinct."""
+    if cell_len(text) <= width:
+        return text
+    if width <= 1:
+        return "…"[:width]
+    room = width - 1
+    dot = text.rfind(".")
+    if 0 < dot + 1 <= room - 4:  # the dotted head fits with at least 4 cells of the tail
+        head = text[: dot + 1]
+    else:
+        head = text[: room - room // 2]
+    tail_room = room - cell_len(head)
+    tail = ""
+    for ch in reversed(text):
+        if cell_len(tail) + cell_len(ch) > tail_room:
+            break
+        tail = ch + tail
+    return head + "…" + tail

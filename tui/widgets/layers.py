@@ -61,9 +61,15 @@ class LayersList(Pane):
                 chosen = routing(trace, index, layer)
                 line.append(f"{compact_choices(chosen.chosen if chosen else None) or '—':<7} ")
             top = lens.rows[layer].top1 if lens is not None and layer < len(lens.rows) else None
-            if top is not None:
-                line.append_text(token_display(top.text, top.special))
-                line.append(f" {fmt_prob(top.prob)}", style=style("layers-list--dim"))
+            if top is not None:  # token, a gap, p; on a narrow sidebar p goes first, then the token is cut
+                room = self.size.width - line.cell_len
+                token = token_display(top.text, top.special)
+                prob = f" {fmt_prob(top.prob)}"
+                if token.cell_len + len(prob) > room:
+                    prob = ""
+                    token.truncate(max(room, 1), overflow="ellipsis")
+                line.append_text(token)
+                line.append(prob, style=style("layers-list--dim"))
             if layer == self.cursor.layer:
                 line.truncate(self.size.width, pad=True)
                 line.stylize(style("layers-list--selected"))

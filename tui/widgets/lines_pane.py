@@ -13,7 +13,8 @@ from tui.widgets.pane import Pane
 
 
 class LinesPane(Pane, ScrollView, can_focus=True, inherit_bindings=False):
-    """A pane drawn as lines; a subclass builds `lines()` from `trace` and `cursor`.
+    """A pane drawn as lines; a subclass builds `lines()` from `trace` and `cursor`. Every line is
+    fitted to the width with an ellipsis (no horizontal scrolling: tables choose their columns).
 
     Only vertical scrolling keys are bound, so `←`/`→` keep stepping through the trace.
     """
@@ -22,7 +23,9 @@ class LinesPane(Pane, ScrollView, can_focus=True, inherit_bindings=False):
     LinesPane {
         width: 1fr;
         height: 1fr;
-        overflow: auto auto;
+        overflow-x: hidden;
+        overflow-y: auto;
+        scrollbar-size-vertical: 1;
     }
     """
     # (CSS is inherited along the first base only: Pane's, so ScrollView's rules are restated)
@@ -51,7 +54,7 @@ class LinesPane(Pane, ScrollView, can_focus=True, inherit_bindings=False):
         super().__init__(**kwargs)
         self._trace = trace
         self._lines: list[Text] = []
-        self._strips: dict[int, Strip] = {}  # line index -> rendered line (cleared on rebuild)
+        self._strips: dict[tuple[int, int], Strip] = {}  # (line index, width) -> rendered line (cleared on rebuild)
         self._strip_style = None  # the widget style the cached lines were drawn with
         self._stale = True
 
@@ -84,22 +87,25 @@ class LinesPane(Pane, ScrollView, can_focus=True, inherit_bindings=False):
             self._lines = [Text("no trace", style="dim")]
         else:
             self._lines = self.lines()
-        width = max((line.cell_len for line in self._lines), default=0)
-        self.virtual_size = Size(width, len(self._lines))
+        self.virtual_size = Size(0, len(self._lines))
 
     def render_line(self, y: int) -> Strip:
         self._rebuild()
-        scroll_x, scroll_y = self.scroll_offset
+        scroll_y = self.scroll_offset.y
         index = y + scroll_y
-        width = self.size.width
+        width = self.scrollable_content_region.width
         if index >= len(self._lines):
             return Strip.blank(width, self.rich_style)
         style = self.rich_style
         if style != self._strip_style:  # focus or theme changed the background
             self._strips.clear()
             self._strip_style = style
-        strip = self._strips.get(index)
+        strip = self._strips.get((index, width))
         if strip is None:
-            segments = list(self._lines[index].render(self.app.console))
-            strip = self._strips[index] = Strip(segments).apply_style(style)
-        return strip.crop_extend(scroll_x, scroll_x + width, style)
+            line = self._lines[index]
+            if line.cell_len > width:
+                line = line.copy()
+                line.truncate(width, overflow="ellipsis")
+            segments = list(line.render(self.app.console))
+            strip = self._strips[(index, width)] = Strip(segments).apply_style(style)
+        return strip.crop_extend(0, width, style)

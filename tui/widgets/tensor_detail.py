@@ -5,6 +5,9 @@ experts with weights, router bars, and per position for the routing tensors). A 
 
 from __future__ import annotations
 
+import re
+
+from rich.cells import cell_len
 from rich.console import Group, RenderableType
 from rich.text import Text
 from textual.widget import Widget
@@ -13,6 +16,20 @@ from tui.render.spark import Histogram
 from tui.views.mlp import EXPERT_IDS, ROUTER, MlpRouting
 from tui.views.tensors import TensorSummary, format_number
 from tui.widgets.routing import routing_lines
+
+
+def wrap_op(op: str, width: int) -> Text:
+    """An op line broken between its terms (` → `, ` · `, ` + `), never inside a shape."""
+    pieces = re.split(r"(?<=\S)(?= (?:→|·|\+|/|⊙|×) )", op)
+    lines, line = [], ""
+    for piece in pieces:
+        if line and cell_len(line + piece) > width:
+            lines.append(line)
+            line = "  " + piece.lstrip()
+        else:
+            line += piece
+    lines.append(line)
+    return Text("\n".join(lines))
 
 
 class TensorDetail(Widget):
@@ -38,13 +55,13 @@ class TensorDetail(Widget):
         info, op, s = self.summary.info, self.summary.op, self.summary.stats
         stats = Text.assemble(
             *(f"{label} {format_number(v, 10).strip()}  " for label, v in
-              (("min", s.min), ("max", s.max), ("mean", s.mean), ("std", s.std), ("‖x‖", s.norm))), no_wrap=True)
+              (("min", s.min), ("max", s.max), ("mean", s.mean), ("std", s.std), ("‖x‖", s.norm))))
         if s.nonfinite:
             stats.append(f"NaN {s.n_nan}  inf {s.n_inf}", style="bold red")
         lines: list[RenderableType] = [
-            Text.assemble((info.name, "bold"), f"  {list(info.shape)} {info.dtype}", no_wrap=True),
-            Text(op, no_wrap=True, overflow="ellipsis"),
-            stats,
+            Text.assemble((info.name, "bold"), f"  {list(info.shape)} {info.dtype}", no_wrap=True, overflow="ellipsis"),
+            wrap_op(op, max(self.size.width - 2, 20)),  # the operation uses the width it has, never cut
+            stats,  # wraps on a narrow pane rather than losing values
         ]
         routing_tensor = info.name.endswith((ROUTER, EXPERT_IDS))
         if self.routing is None or not routing_tensor:

@@ -12,28 +12,39 @@ from textual.reactive import reactive
 from textual.scroll_view import ScrollView
 from textual.strip import Strip
 
+from tui.render.columns import middle_ellipsis
 from tui.render.spark import spark_chars
 from tui.text import truncate
 from tui.views.tensors import TensorInfo, format_number, tensor_infos, tensor_stats
 
 NUM = 9
-# (key, title, width) in the order columns are dropped from the right when the pane is narrow
-COLUMNS = [("shape", "shape", 14), ("dtype", "dtype", 7), ("hist", "histogram", 12), ("norm", "‖x‖", NUM),
-           ("min", "min", NUM), ("max", "max", NUM), ("mean", "mean", NUM), ("std", "std", NUM),
-           ("nonfinite", "nan/inf", 7)]
+# (key, title, width), most important first: on a narrow pane columns drop from the END of this
+# list (the histogram first, then ‖x‖, then min, ...); a column is shown whole or not at all
+COLUMNS = [("shape", "shape", 14), ("dtype", "dtype", 8), ("nonfinite", "nan/inf", 7), ("mean", "mean", NUM),
+           ("std", "std", NUM), ("max", "max", NUM), ("min", "min", NUM), ("norm", "‖x‖", NUM),
+           ("hist", "histogram", 12)]
 DISPLAY_ORDER = ["shape", "dtype", "min", "max", "mean", "std", "norm", "nonfinite", "hist"]
-NAME_MIN = 22
+NAME_MIN = 20  # `blocks.0.attn.…rot_q`: long names are cut in the middle (distinct names stay distinct)
 
 
-def layout(width: int) -> tuple[int, list[tuple[str, str, int]]]:
-    """(name column width, the other columns that fit), keeping their display order."""
+def layout(width: int, shape_width: int = 14, nonfinite: bool = False) -> tuple[int, list[tuple[str, str, int]]]:
+    """(name column width, the other columns that fit whole), in display order. `shape_width`:
+    the widest shape of the step; `nonfinite`: the step has NaN/inf somewhere (else no column)."""
     chosen, used = [], NAME_MIN
-    for col in COLUMNS:
-        if used + 1 + col[2] <= width:
-            chosen.append(col)
-            used += 1 + col[2]
+    for key, title, w in COLUMNS:
+        if key == "nonfinite" and not nonfinite:
+            continue
+        w = max(w, shape_width) if key == "shape" else w
+        if used + 1 + w > width:
+            break
+        chosen.append((key, title, w))
+        used += 1 + w
     chosen.sort(key=lambda c: DISPLAY_ORDER.index(c[0]))
     return NAME_MIN + max(0, width - used), chosen
+
+
+def _shape(shape) -> str:
+    return "[" + ", ".join(map(str, shape)) + "]"
 
 
 def _cell(text: str, width: int, right: bool = True) -> str:
@@ -75,6 +86,8 @@ class TensorList(ScrollView, can_focus=True, inherit_bindings=False):
         super().__init__(**kwargs)
         self._trace = None
         self._step = 0
+        self._shape_width = 14
+        self._nonfinite = False
         self.infos: list[TensorInfo] = []
         self._strips: dict[tuple, Strip] = {}  # (index, cursor?, focused?, width) -> rendered line
         self._strip_style = None  # the widget style the cached lines were drawn with
@@ -84,6 +97,8 @@ class TensorList(ScrollView, can_focus=True, inherit_bindings=False):
         """Load the step's tensor list (header only); keep the cursor on `keep` when recorded."""
         self._trace, self._step = trace, step_index
         self.infos = tensor_infos(trace, step_index) if trace is not None and len(trace.steps) else []
+        self._shape_width = max([len(_shape(i.shape)) for i in self.infos] + [len("shape")])
+        self._nonfinite = bool(self.infos) and bool(trace.steps[step_index].nonfinite)
         names = [i.name for i in self.infos]
         self.virtual_size = Size(0, len(self.infos) + 1)
         self._strips.clear()
@@ -153,14 +168,14 @@ class TensorList(ScrollView, can_focus=True, inherit_bindings=False):
     def _row_text(self, info: TensorInfo, name_width: int, columns) -> Text:
         stats = tensor_stats(self._trace, self._step, info.name)
         values = {
-            "shape": "[" + ", ".join(map(str, info.shape)) + "]", "dtype": info.dtype,
+            "shape": _shape(info.shape), "dtype": info.dtype,
             "min": format_number(stats.min, NUM), "max": format_number(stats.max, NUM),
             "mean": format_number(stats.mean, NUM), "std": format_number(stats.std, NUM),
             "norm": format_number(stats.norm, NUM), "nonfinite": str(stats.nonfinite) if stats.nonfinite else "",
             "hist": spark_chars(stats.hist.reshape(-1, 2).sum(axis=1) if stats.hist.size % 2 == 0 else stats.hist,
                                 zero_blank=True),
         }
-        text = Text(_cell(info.name, name_width, right=False), no_wrap=True, end="")
+        text = Text(middle_ellipsis(info.name, name_width).ljust(name_width), no_wrap=True, end="")
         for key, _, width in columns:
             text.append(" ")
             style = self.get_component_rich_style("tensor-list--nonfinite") if key == "nonfinite" else ""
@@ -168,8 +183,8 @@ class TensorList(ScrollView, can_focus=True, inherit_bindings=False):
         return text
 
     def render_line(self, y: int) -> Strip:
-        width = self.size.width
-        name_width, columns = layout(width)
+        width = self.scrollable_content_region.width  # (the scrollbar is not ours to draw on)
+        name_width, columns = layout(width, self._shape_width, self._nonfinite)
         if y == 0:
             header = Text(_cell("tensor", name_width, right=False), no_wrap=True, end="")
             for key, title, w in columns:
