@@ -83,7 +83,7 @@ async def test_layer_and_head_keys_clamp(trace):
         assert app.layer == 0
         await pilot.press("down", "l", "l", "l", "l", "l")
         assert (app.layer, app.head) == (1, 3)  # 4 heads
-        assert "L 1/1 H 3/3 kv 1" in status_text(app)  # GQA: query head 3 reads KV head 1
+        assert "L 1 (0–1) H 3 (0–3) kv 1" in status_text(app)  # GQA: query head 3 reads KV head 1
         await pilot.press("h", "up")
         assert (app.layer, app.head) == (0, 2)
         heads = app.main_screen.query_one("#heads")

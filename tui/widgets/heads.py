@@ -12,6 +12,7 @@ from rich.text import Text
 
 from tui.views.heatmap import kv_head_of
 from tui.views.layers import head_rows
+from tui.views.vocab import tok_text
 from tui.widgets.common import fmt_num, token_display
 from tui.widgets.pane import Pane
 from tui.widgets.layers import window
@@ -60,7 +61,7 @@ class HeadsList(Pane):
                 line.append(f"{row.max_position}:")
                 if row.max_position < len(tokens):
                     tok = tokens[row.max_position]
-                    line.append_text(token_display(tok.get("text"), bool(tok.get("special"))))
+                    line.append_text(token_display(tok_text(tok), bool(tok.get("special"))))
             if row.head == self.cursor.head:
                 line.truncate(self.size.width, pad=True)
                 line.stylize(style("heads-list--selected"))

@@ -1,6 +1,6 @@
 """Status bar: where the debugger stands.
 
-`stepscope │ model │ replay|live │ step 3/15 decode │ chose ·Paris p 0.42 │ L 5/30 │ H 2/9 kv 0`
+`stepscope │ model │ replay|live │ step 3/15 decode │ chose ·Paris · rank 1 · p 0.42 │ L 5 (0–29) H 2 (0–8) kv 0`
 then the state of the session (computing, continuing, stopped at a breakpoint, finished).
 The chosen token is shown with `tui.text.display_token` (inert).
 
@@ -12,7 +12,8 @@ from __future__ import annotations
 from rich.text import Text
 from textual.reactive import reactive
 
-from tui.widgets.common import fmt_prob, inert_str, token_display
+from tui.views.candidates import chosen_line
+from tui.widgets.common import inert_str
 from tui.widgets.pane import Pane
 from tui.widgets.heads import kv_head
 
@@ -54,16 +55,12 @@ class StatusBar(Pane):
                 step_index = self.step_index
                 entry = trace.manifest["steps"][step_index]
                 parts.append((9, Text(f"step {step_index}/{n_steps - 1} {entry.get('kind', '')}")))
-                token = entry.get("token") or {}
-                chose = Text("→ ")
-                chose.append_text(token_display(token.get("text"), bool(token.get("special"))))
-                chose.append(f" p {fmt_prob((entry.get('sampling') or {}).get('chosen_prob'))}")
-                parts.append((7, chose))
+                parts.append((7, chosen_line(trace, step_index)))
             n_layers = int(model.get("n_layers") or 0)
             n_heads = int(model.get("n_heads") or 0)
             parts.append((
                 6,
-                Text(f"L {self.cursor.layer}/{max(n_layers - 1, 0)} H {self.cursor.head}/{max(n_heads - 1, 0)} "
+                Text(f"L {self.cursor.layer} (0–{max(n_layers - 1, 0)}) H {self.cursor.head} (0–{max(n_heads - 1, 0)}) "
                      f"kv {kv_head(model, self.cursor.head)}"),
             ))
         if self.state:
