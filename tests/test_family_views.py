@@ -27,9 +27,10 @@ def fam(tmp_path_factory):
 
 
 def texts(trace, positions):
-    from tui.text import escape_for_display
+    """Escaped token texts; a partial UTF-8 token shows its bytes (`<0xE3>`), via its piece."""
+    from tui.text import escape_for_display, token_text
 
-    return [escape_for_display(trace.tokens[p]["text"]) for p in positions]
+    return [escape_for_display(token_text(trace.tokens[p]["text"], trace.tokens[p].get("piece"))) for p in positions]
 
 
 # -- sliding windows ---------------------------------------------------------------------------------

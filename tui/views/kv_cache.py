@@ -15,6 +15,7 @@ import numpy as np
 
 from tui.text import escape_for_display
 from tui.views.heatmap import key_span, layer_window
+from tui.views.vocab import tok_text
 
 
 @dataclass(frozen=True)
@@ -78,7 +79,7 @@ def kv_cache(trace, step_index: int) -> KVCache:
         layers.append(KVLayer(layer, before, after, end - start, after * per_pos, after * per_pos,
                               n_keys, first, window, dropped))
     tokens = trace.tokens
-    appended = [(p, escape_for_display(tokens[p]["text"]), bool(tokens[p].get("special")))
+    appended = [(p, escape_for_display(tok_text(tokens[p])), bool(tokens[p].get("special")))
                 for p in range(start, min(end, len(tokens)))]
     total = sum(row.k_bytes + row.v_bytes for row in layers)
     return KVCache(step_index, step.kind, (start, end), appended, layers, dtype, 2 * per_pos, total,

@@ -19,6 +19,7 @@ from tui.views.cache import cached
 from tui.views.heatmap import key_span, kv_head_of
 from tui.views.logit_lens import logit_lens
 from tui.views.mlp import ExpertChoice, routing
+from tui.views.vocab import tok_text
 
 DASH = "—"
 
@@ -121,7 +122,7 @@ def head_rows(trace, step_index: int, layer: int) -> list[HeadRow]:
             rows.append(HeadRow(head, kv_head_of(model, head), None, None, None, None))
             continue
         pos = int(hs.max_position[head])
-        text = escape_for_display(tokens[pos]["text"]) if pos < len(tokens) else None
+        text = escape_for_display(tok_text(tokens[pos])) if pos < len(tokens) else None
         rows.append(HeadRow(head, kv_head_of(model, head), float(hs.entropy[head]),
                             float(hs.max_weight[head]), pos, text))
     return rows

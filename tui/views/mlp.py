@@ -15,6 +15,7 @@ import numpy as np
 from tracer.names import block_name, split_block_name
 from tui.text import escape_for_display
 from tui.views.cache import cached
+from tui.views.vocab import tok_text
 
 ROUTER = "mlp.hook_router_probs"
 EXPERT_IDS = "mlp.hook_expert_ids"
@@ -93,7 +94,7 @@ def routing(trace, step_index: int, layer: int, row: int = -1) -> Routing | None
     position = start + row
     tokens = trace.tokens
     token = tokens[position] if position < len(tokens) else {"text": "", "special": False}
-    return Routing(step_index, layer, position, escape_for_display(token["text"]), bool(token.get("special")),
+    return Routing(step_index, layer, position, escape_for_display(tok_text(token)), bool(token.get("special")),
                    chosen, probs, renorm)
 
 
