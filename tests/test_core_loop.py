@@ -357,3 +357,20 @@ async def test_op_lines_use_the_width_at_120x40(fixture_trace):
         detail = region_text(app, app.main_screen.query_one("TensorDetail"))
         assert "→ scores [4, 17, 17]" in detail.replace("\n", " ")  # wrapped, never cut
         assert "…" not in detail
+
+
+# -- every number explained ---------------------------------------------------------------------------
+
+async def test_every_pane_has_a_legend(fixture_trace):
+    app = StepscopeApp(trace=fixture_trace)
+    async with app.run_test(size=(160, 40)) as pilot:
+        await pilot.press("n")
+        screen = app.main_screen
+        assert "hook_resid_post at the last position" in screen.query_one("#layers").tooltip
+        assert "entropy of its last query row" in screen.query_one("#heads").tooltip
+        expected = {"candidates": "final, renormalised", "tensors": "‖x‖ (L2 norm)", "lens": "ln_final(resid_post)",
+                    "kv": "+new: appended", "heads": "attention entropy per head", "model": "share: of the total"}
+        for pane_id, words in expected.items():
+            await pilot.press(str([p for p, _, _ in __import__("tui.screens.main", fromlist=["PANES"]).PANES].index(pane_id) + 1))
+            await pilot.pause()
+            assert words in region_text(app, screen.pane(pane_id)), pane_id

@@ -93,7 +93,8 @@ def test_tensor_inspector_lists_stats_and_op(trace):
     async def script(app, pilot):
         app.query_one(TensorList).focus()
         await pilot.pause()
-        lines = screen_lines(app)
+        legend, *lines = screen_lines(app)
+        assert "‖x‖ (L2 norm) over every element" in legend  # what each figure is
         assert lines[0].startswith("tensor") and "shape" in lines[0] and "min" in lines[0]
         assert lines[1].startswith("hook_embed") and "[6, 16]" in lines[1] and "float32" in lines[1]
         arr = np.asarray(trace.steps[0]["hook_embed"], dtype=np.float64)

@@ -37,6 +37,11 @@ class HeadsList(Pane):
     """The cursor layer's heads at the cursor's step; a click selects the head."""
 
     COMPONENT_CLASSES = {"heads-list--selected", "heads-list--header"}
+    LEGEND = ("H: query head · kv: the KV head it reads · H(attn): entropy of its last query row (nats) · "
+              "max→: the position:token it attends most")
+
+    def on_mount(self) -> None:
+        self.tooltip = self.LEGEND
 
     def __init__(self, trace=None, **kwargs) -> None:
         super().__init__(trace, **kwargs)

@@ -12,8 +12,12 @@ from tui.render.columns import columns
 from tui.text import display_token
 from tui.views.kv_cache import kv_cache
 from tui.widgets.lines_pane import LinesPane
+from tui.views.vocab import tok_text
 
 MAX_APPENDED = 12
+LEGEND = ("before/after: positions cached by the layer before/after this step · +new: appended by it · "
+          "K, V: bytes of the layer's keys and values after it")
+LEGEND_WINDOW = " · keys read: the keys this step's query saw · evicted: dropped by the window"
 
 
 class KVCachePane(LinesPane):
@@ -31,7 +35,7 @@ class KVCachePane(LinesPane):
         tokens = self._trace.tokens
         for pos, _, _ in kv.appended[:MAX_APPENDED]:
             token = tokens[pos]
-            shown = display_token(token["text"], bool(token.get("special")))
+            shown = display_token(tok_text(token), bool(token.get("special")))
             appended.append_text(Text.assemble(f"{pos}:", shown, " "))
         if len(kv.appended) > MAX_APPENDED:
             appended.append(f"… +{len(kv.appended) - MAX_APPENDED}", style="dim")
@@ -55,4 +59,5 @@ class KVCachePane(LinesPane):
             if row.layer == self.cursor.layer:
                 line.stylize(selected)
         title = Text.assemble((kv.kind.upper(), "bold"), f" step {kv.step} · {what}", no_wrap=True)
-        return [title, summary, appended, Text(""), *table]
+        legend = Text(LEGEND + (LEGEND_WINDOW if kv.sliding_window else ""), style="dim", no_wrap=True)
+        return [title, summary, appended, legend, *table]

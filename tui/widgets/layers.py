@@ -32,6 +32,11 @@ class LayersList(Pane):
     """One row per layer at the cursor's step; a click selects the layer."""
 
     COMPONENT_CLASSES = {"layers-list--selected", "layers-list--header", "layers-list--dim"}
+    LEGEND = ("‖resid‖: norm of blocks.L.hook_resid_post at the last position · H(attn): mean attention "
+              "entropy over the heads, last query row (nats) · lens: logit-lens top-1 token and its p")
+
+    def on_mount(self) -> None:
+        self.tooltip = self.LEGEND
     WATCHES = frozenset({"step", "layer"})
 
     def __init__(self, trace=None, **kwargs) -> None:

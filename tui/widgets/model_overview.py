@@ -63,6 +63,6 @@ class ModelOverviewPane(LinesPane):
         rows.append([Text("total", style="bold"), total, "", ""])
         warning = ([Text(f"generic fallback: {len(ov.missing)} names not recorded (listed below)", style="bold yellow")]
                    if ov.missing else [])
-        out = [Text("model", style="bold"), *warning, *facts, Text(""), Text("parameters", style="bold"),
+        out = [Text("model", style="bold"), *warning, *facts, Text(""), Text("parameters (share: of the total)", style="bold"),
                *columns(["component", "parameters", "share", ""], rows, justify="lrrl")]
         return out + family_lines(ov)

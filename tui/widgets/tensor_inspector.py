@@ -6,9 +6,11 @@ from __future__ import annotations
 
 import os
 
+from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.message import Message
+from textual.widgets import Static
 
 from tui.views.heatmap import kv_head_of
 from tui.views.mlp import is_moe, mlp_routing_for
@@ -53,7 +55,11 @@ class TensorInspector(Pane):
         self.export_dir = export_dir
         self.last_export: str | None = None
 
+    LEGEND = ("min max mean std ‖x‖ (L2 norm) over every element of the tensor at this step · "
+              "histogram: its values · Enter browses slices")
+
     def compose(self) -> ComposeResult:
+        yield Static(Text(self.LEGEND, style="dim", no_wrap=True, overflow="ellipsis"), id="tensor-legend")
         yield TensorList(id="tensor-list")
         yield TensorDetail(id="tensor-detail")
         browser = TensorBrowser(id="tensor-browser")
@@ -136,6 +142,7 @@ class TensorInspector(Pane):
                      kv_head=kv_head_of(self._trace.model, self.cursor.head), trace=self._trace)
         self.query_one(TensorList).display = False
         self.query_one("#tensor-detail").display = False
+        self.query_one("#tensor-legend").display = False
         browser.display = True
         browser.focus()
 
@@ -143,6 +150,7 @@ class TensorInspector(Pane):
         self.query_one(TensorBrowser).display = False
         self.query_one(TensorList).display = True
         self.query_one("#tensor-detail").display = True
+        self.query_one("#tensor-legend").display = True
 
     def on_tensor_browser_closed(self, message: TensorBrowser.Closed) -> None:
         message.stop()
