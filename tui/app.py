@@ -45,6 +45,10 @@ from tui.screens.prompt import GotoScreen, PromptScreen
 from tui.screens.too_small import MIN_HEIGHT, MIN_WIDTH, TooSmallScreen
 from tui.widgets.common import inert_str
 from tui.widgets.cursor import Cursor
+from tui.widgets.heads import HeadsList
+from tui.widgets.layers import LayersList
+from tui.widgets.tensor_browser import TensorBrowser
+from tui.widgets.tensor_inspector import TensorInspector
 
 _HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -377,6 +381,17 @@ class StepscopeApp(LiveWorkers, App[None]):
             self.continuing = False
             self._set_busy(False, "paused")
 
+    # -- exports (tensor inspector and browser): a notification, inert --------------------------------
+    def on_tensor_inspector_exported(self, message: TensorInspector.Exported) -> None:
+        self.notify(inert_str(f"exported {message.name} → {message.path}"), timeout=4, markup=False)
+
+    def on_tensor_browser_exported(self, message: TensorBrowser.Exported) -> None:
+        self.notify(inert_str(f"exported {message.name} → {message.path}"), timeout=4, markup=False)
+
+    def on_tensor_inspector_export_failed(self, message: TensorInspector.ExportFailed) -> None:
+        self.notify(inert_str(f"export of {message.name} failed: {message.error}"), severity="error", timeout=6,
+                    markup=False)
+
     # -- errors: inside the debugger a dialog, outside it one line and a non-zero exit -----------
     MAX_REPORTED_ERRORS = 20
     """Past this many distinct errors in one session, the next one ends the app (exit 1)."""
@@ -433,7 +448,11 @@ class StepscopeApp(LiveWorkers, App[None]):
 
     def help_sections(self) -> list[tuple[str, list[tuple[str, str]]]]:
         """Every key: the main screen's, then each pane's own (when focused), then the dialogs'."""
-        sections = [("Debugger", binding_rows(MainScreen.BINDINGS))]
+        sections = [("Debugger", binding_rows(MainScreen.BINDINGS) + binding_rows(self.BINDINGS)),
+                    ("Mouse", [("click a layer / head row", "select that layer / head"),
+                               ("click a cell of the Heads grid", "select its layer and head"),
+                               ("click a tab or a footer key", "show the pane / run the key"),
+                               ("click a token / an Attention cell", "select that query row / cell")])]
         for pane_id, label, _ in PANES:
             pane = self.main_screen.pane(pane_id) if self.main_screen.is_mounted else None
             rows: list[tuple[str, str]] = []
@@ -452,6 +471,13 @@ class StepscopeApp(LiveWorkers, App[None]):
             ("Esc", "close"),
         ]))
         sections.append(("Dialogs", [("Enter", "accept"), ("Esc", "cancel / close")]))
+        sections.append(("What the numbers are", [
+            ("layers list", LayersList.LEGEND),
+            ("heads list", HeadsList.LEGEND),
+            ("status bar", "step i/N: step i of 0..N (0 = prefill) · chose: the token, its rank by logit (1 = top), "
+                           "its final p · L l (0–n) H h (0–m): the selected layer and head and their ranges · "
+                           "kv: the KV head the query head reads"),
+        ]))
         return sections
 
     def action_write(self) -> None:

@@ -64,9 +64,9 @@ class MainScreen(Screen[None]):
     |---|---|
     | `n` `→` | next step (live: computes the next token at the end) |
     | `p` `←` | previous step |
-    | `c` | continue until EOS, the token limit or a breakpoint (any key or `Esc` pauses) |
+    | `c` | continue until EOS, the token limit or a breakpoint (any key pauses; `w` pauses and writes, `q` quits) |
     | `g` | go to step |
-    | `Home` `End` | first / last step |
+    | `Home` `End` | first / last step (in a focused pane: its own top / bottom) |
     | `j` `↓` / `k` `↑` | next / previous layer |
     | `l` / `h` | next / previous head |
     | `1`..`7` | show a pane: candidates, attention, tensors, logit lens, KV cache, heads, model |
@@ -75,7 +75,7 @@ class MainScreen(Screen[None]):
     | `b` | breakpoints |
     | `w` | write the live session to a trace directory |
     | `?` | help (every key) |
-    | `q` | quit |
+    | `q` `Ctrl+C` | quit |
     """
 
     AUTO_FOCUS = ""  # nothing focused: the debugger keys (arrows included) act at once
@@ -84,7 +84,7 @@ class MainScreen(Screen[None]):
         Binding("n,right", "app.next_step", "Next", tooltip="Next step (live: computes the next token at the end)"),
         Binding("p,left", "app.prev_step", "Prev", tooltip="Previous step"),
         Binding("c", "app.continue_run", "Continue",
-                tooltip="Continue until EOS, the limit or a breakpoint; any key or Esc pauses"),
+                tooltip="Continue until EOS, the limit or a breakpoint; any key pauses (w also writes, q quits)"),
         Binding("escape", "pause_or_blur", "Pause", show=False,
                 tooltip="Pause a continue; otherwise leave the focused pane"),
         Binding("g", "app.goto", "Go to", tooltip="Go to step"),
