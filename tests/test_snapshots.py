@@ -1,6 +1,7 @@
-"""Snapshot tests (pytest-textual-snapshot) of the main screen, the panes, help and the too-small
-notice, on the committed fixture trace. Update after a deliberate change with
-`pytest tests/test_snapshots.py --snapshot-update` and review the SVGs in tests/__snapshots__/."""
+"""Snapshot tests (pytest-textual-snapshot): every pane at 80×24 and 120×40, a decode step of the
+heatmap, help and the too-small notice, on the committed fixture trace. Update after a deliberate
+change with `pytest tests/test_snapshots.py --snapshot-update` and review the SVGs in
+tests/__snapshots__/."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from tracer import load_trace
 from tui.app import StepscopeApp
 
 FIXTURE = os.path.join(os.path.dirname(__file__), "fixtures", "tiny_trace")
+PANE_KEYS = {"candidates": "1", "attention": "2", "tensors": "3", "lens": "4", "kv": "5", "heads": "6", "model": "7"}
 
 
 @pytest.fixture
@@ -19,32 +21,14 @@ def app():
     return StepscopeApp(trace=load_trace(FIXTURE))
 
 
-def test_main_screen_80x24(snap_compare, app):
-    assert snap_compare(app, press=["n", "n", "j", "l"], terminal_size=(80, 24))
+@pytest.mark.parametrize("size", [(80, 24), (120, 40)], ids=["80x24", "120x40"])
+@pytest.mark.parametrize("pane", list(PANE_KEYS))
+def test_pane(snap_compare, app, pane, size):
+    assert snap_compare(app, press=["n", "n", "j", "l", PANE_KEYS[pane]], terminal_size=size)
 
 
-def test_main_screen_wide(snap_compare, app):
-    assert snap_compare(app, press=["n"], terminal_size=(120, 34))
-
-
-def test_candidates(snap_compare, app):
-    assert snap_compare(app, press=["n", "n", "n", "1"], terminal_size=(100, 30))
-
-
-def test_heatmap_prefill(snap_compare, app):
-    assert snap_compare(app, press=["2", "l"], terminal_size=(100, 30))
-
-
-def test_heatmap_decode(snap_compare, app):
-    assert snap_compare(app, press=["end", "j", "2"], terminal_size=(100, 30))
-
-
-def test_tensor_inspector(snap_compare, app):
-    assert snap_compare(app, press=["n", "3"], terminal_size=(100, 30))
-
-
-def test_heads_overview(snap_compare, app):
-    assert snap_compare(app, press=["n", "6", "j", "l", "l"], terminal_size=(100, 30))
+def test_heatmap_decode_all_steps(snap_compare, app):
+    assert snap_compare(app, press=["end", "j", "2", "s"], terminal_size=(120, 40))
 
 
 def test_help(snap_compare, app):

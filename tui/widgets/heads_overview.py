@@ -113,9 +113,16 @@ class HeadsOverview(Pane, can_focus=True):
         stats = head_stats(trace, index, self.cursor.layer)
         if stats is not None and self.cursor.head < len(stats.entropy):
             value = float(stats.entropy[self.cursor.head])
-            lines.append(Text(
-                f"L{self.cursor.layer} H{self.cursor.head}: entropy {value:.3f} nats, H/log(S) {value / norm:.2f}, "
-                f"max weight {float(stats.max_weight[self.cursor.head]):.3f} at position {int(stats.max_position[self.cursor.head])}",
-                style=header_style,
-            ))
+            readout = [f"L{self.cursor.layer} H{self.cursor.head}: entropy {value:.3f} nats",
+                       f"H/log(S) {value / norm:.2f}",
+                       f"max weight {float(stats.max_weight[self.cursor.head]):.3f} "
+                       f"at position {int(stats.max_position[self.cursor.head])}"]
+            line = ""  # broken between its figures, never through one
+            for piece in readout:
+                if line and len(line) + 2 + len(piece) > self.size.width:
+                    lines.append(Text(line, style=header_style))
+                    line = piece
+                else:
+                    line = f"{line}, {piece}" if line else piece
+            lines.append(Text(line, style=header_style))
         return Text("\n").join(lines)
