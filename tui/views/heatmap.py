@@ -17,9 +17,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from tracer.names import block_name
-from tui.text import escape_for_display
 from tui.views.cache import cached
-from tui.views.vocab import tok_text
+from tui.views.vocab import token_texts
 
 PATTERN = "attn.hook_pattern"
 SCORES = "attn.hook_attn_scores"
@@ -107,10 +106,10 @@ class AttentionMap:
     col_names: list[str] | None = None  # column label in full: "k 12 ·Paris", "k 12–15" when pooled
 
 
-def _names(trace, positions: list[int], pool: int, last: int, prefix: str = "") -> list[str]:
+def _names(positions: list[int], labels: list[str], pool: int, last: int, prefix: str = "") -> list[str]:
     """Position labels: `12 ·Paris` for one position, `12–15` for a pooled block (ends at `last`)."""
     if pool == 1:
-        return [f"{prefix}{p} {lab}" for p, lab in zip(positions, _labels(trace, positions))]
+        return [f"{prefix}{p} {lab}" for p, lab in zip(positions, labels)]
     return [f"{prefix}{p}–{min(p + pool - 1, last)}" for p in positions]
 
 
@@ -250,8 +249,9 @@ def _read_rows(trace, step_index: int, layer: int, head: int, vp: Viewport, stac
 
 
 def _labels(trace, positions: list[int]) -> list[str]:
-    tokens = trace.tokens
-    return [escape_for_display(tok_text(tokens[p])) if p < len(tokens) else "" for p in positions]
+    """Escaped token texts of positions ("" past the tokens), cached per trace position."""
+    n, label = len(trace.tokens), token_texts(trace).label
+    return [label(p) if 0 <= p < n else "" for p in positions]
 
 
 def attention_map(trace, step_index: int, layer: int, head: int, *, stack: bool = False,
@@ -282,15 +282,16 @@ def attention_map(trace, step_index: int, layer: int, head: int, *, stack: bool 
     cols = [int(p) for p in k_pos[::pool]]
     if scale in ("fixed", "log"):
         vmax = 1.0
+    row_labels, col_labels = _labels(trace, rows), _labels(trace, cols)
     return AttentionMap(
         values=values, mask=mask, row_positions=rows, col_positions=cols,
-        row_labels=_labels(trace, rows), col_labels=_labels(trace, cols),
+        row_labels=row_labels, col_labels=col_labels,
         n_rows=n_rows, n_cols=n_cols, viewport=vp, pool=pool, vmin=0.0,
         vmax=vmax if vmax > 0 else 1.0, step=step_index, kind=step.kind, layer=layer, head=head,
         kv_head=kv_head_of(trace.model, head), stacked=stacked, window_mask=outside, window=window,
         first_key=first_key, scale=scale if scale in SCALES else "map",
-        row_names=_names(trace, rows, pool, int(q_pos[-1])),
-        col_names=_names(trace, cols, pool, int(k_pos[-1]), "k "),
+        row_names=_names(rows, row_labels, pool, int(q_pos[-1])),
+        col_names=_names(cols, col_labels, pool, int(k_pos[-1]), "k "),
     )
 
 

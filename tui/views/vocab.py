@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import weakref
 
-from tui.text import token_text
+from tui.text import escape_for_display, token_text
 
 _TABLES: "weakref.WeakKeyDictionary[object, TokenTexts]" = weakref.WeakKeyDictionary()
 
@@ -28,6 +28,17 @@ class TokenTexts:
         self._special = set(tok.get("special_ids") or [])
         self._tokenizer = None
         self._tokenizer_tried = False
+        self._labels: list[str] = []  # escaped text of each trace position, filled on demand
+
+    def label(self, position: int) -> str:
+        """The escaped display text of the token at a trace position (cached; tokens never change)."""
+        tokens = self._trace.tokens
+        if position >= len(self._labels):
+            self._labels.extend([None] * (len(tokens) - len(self._labels)))  # type: ignore[list-item]
+        hit = self._labels[position]
+        if hit is None:
+            hit = self._labels[position] = escape_for_display(tok_text(tokens[position]))
+        return hit
 
     def _sync(self) -> None:
         tokens = self._trace.tokens
