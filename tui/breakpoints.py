@@ -1,85 +1,51 @@
-"""Breakpoints of the step-through debugger: pure logic, no Textual, no array reads.
+"""Breakpoints of the step-through debugger: pure logic, no Textual.
 
-A breakpoint is evaluated on a step's manifest entry only (`step.token`, `step.sampling`,
-`step.index` and the entry's `nonfinite` list), so checking it over a 1,000-step trace
-costs no file access.
+A breakpoint is one condition or several joined by `and` (all must hold). Conditions compare a
+watch expression (`tui.watch`) in either direction, or test the chosen token's text or NaN/inf:
 
-Kinds and the spec syntax typed in the breakpoints screen (`Breakpoint.parse`):
+    p<0.3  p>0.9        p(chosen): final sampling probability of the chosen token
+    top1>0.8            p(top-1): raw probability of the most likely token
+    entropy<0.5         entropy (nats) of the sampling distribution
+    rank>1              rank of the chosen token by logit (1 = top)
+    rank(" London")<3   any watch expression: p(" Paris")>0.5, lens(12, " Paris")>0.1, norm(...)>40
+    id=7042  step=5     the chosen token id, the step index (`=` means equal; also != <= >=)
+    text=Paris          the chosen token's text (surrounding whitespace ignored); text="  " exact
+    nan                 any recorded tensor of the step holds NaN or inf
+    p>0.9 and entropy<0.5      both at once
 
-    text=Paris      the chosen token's text is "Paris" (surrounding whitespace ignored,
-                    so `text=Paris` also stops at " Paris"); `text="  "` for exact whitespace
-    id=7042         the chosen token id is 7042
-    p<0.3           p(chosen) (final sampling probability) is below 0.3
-    top1<0.5        p(top-1) (raw probability of the most likely token) is below 0.5
-    entropy>2.5     the sampling distribution's entropy (nats) is above 2.5
-    nan             any recorded tensor of the step holds NaN or inf
-    step=5          at step 5
+Conditions on the manifest entry (everything above but expressions naming tensors, tokens or the
+logit lens) are checked without opening a step file, so scanning 1,000 steps costs no file access.
 
     from tui.breakpoints import Breakpoint, BreakpointSet
-    bps = BreakpointSet([Breakpoint.parse("p<0.3")])
-    hit = bps.first_hit(trace.steps[4])      # the Breakpoint that fires, or None
-    i, bp = bps.scan(trace.steps, start=1)   # first step index >= start that fires
+    bps = BreakpointSet([Breakpoint.parse("p>0.9 and entropy<0.5")])
+    hit = bps.first_hit(trace.steps[4], trace)   # the Breakpoint that fires, or None
+    i, bp = bps.scan(trace.manifest["steps"], start=1, trace=trace)
+    bp.explain(step, trace)                      # "p(chosen) > 0.9 (0.934) and entropy < 0.5 (0.21)"
 """
 
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-TOKEN_TEXT = "text"
-TOKEN_ID = "id"
-CHOSEN_PROB_BELOW = "p"
-TOP1_PROB_BELOW = "top1"
-ENTROPY_ABOVE = "entropy"
-NONFINITE = "nan"
-AT_STEP = "step"
+import numpy as np
 
-KINDS: dict[str, str] = {
-    TOKEN_TEXT: "chosen token text is",
-    TOKEN_ID: "chosen token id is",
-    CHOSEN_PROB_BELOW: "p(chosen) <",
-    TOP1_PROB_BELOW: "p(top-1) <",
-    ENTROPY_ABOVE: "entropy >",
-    NONFINITE: "any tensor has NaN/inf",
-    AT_STEP: "at step",
-}
+from tui.watch import ExprError, parse_comparison, unparse
+from tui.watch.evaluate import VARIABLES, Context, EvalError, check, compare, evaluate, needs_arrays
+from tui.watch.parse import Compare, Name
 
-SYNTAX_HELP = "text=Paris · id=7042 · p<0.3 · top1<0.5 · entropy>2.5 · nan · step=5"
+SYNTAX_HELP = ('p<0.3 · p>0.9 · top1>0.8 · entropy<0.5 · rank>1 · rank(" London")<3 · id=7042 · step=5 · '
+               'text=Paris · nan · join with "and"')
 
-_ALIASES = {
-    "token": TOKEN_TEXT,
-    "text": TOKEN_TEXT,
-    "id": TOKEN_ID,
-    "token_id": TOKEN_ID,
-    "p": CHOSEN_PROB_BELOW,
-    "chosen": CHOSEN_PROB_BELOW,
-    "p_chosen": CHOSEN_PROB_BELOW,
-    "top1": TOP1_PROB_BELOW,
-    "top-1": TOP1_PROB_BELOW,
-    "p_top1": TOP1_PROB_BELOW,
-    "entropy": ENTROPY_ABOVE,
-    "h": ENTROPY_ABOVE,
-    "nan": NONFINITE,
-    "inf": NONFINITE,
-    "nonfinite": NONFINITE,
-    "step": AT_STEP,
-    "at": AT_STEP,
-}
-# the comparison each kind accepts in a spec
-_OPERATORS = {
-    TOKEN_TEXT: "=",
-    TOKEN_ID: "=",
-    CHOSEN_PROB_BELOW: "<",
-    TOP1_PROB_BELOW: "<",
-    ENTROPY_ABOVE: ">",
-    AT_STEP: "=",
-}
+_WORDS = {"p": "p(chosen)", "top1": "p(top-1)", "rank": "rank(chosen)", "id": "chosen id"}
+_TOP_LEVEL = {"logits", "hook_embed", "hook_pos_embed"}  # recorded names without a dot
 
 
 class BreakpointError(ValueError):
-    """A breakpoint spec that cannot be parsed; the message says what is expected."""
+    """A breakpoint spec that cannot be parsed; the message says what is expected (one line)."""
 
 
 def step_nonfinite(step: Any) -> list[str]:
@@ -89,137 +55,193 @@ def step_nonfinite(step: Any) -> list[str]:
     return list(getattr(step, "nonfinite", None) or [])
 
 
-def _get(step: Any, attr: str, default: Any = None) -> Any:
-    if isinstance(step, dict):
-        return step.get(attr, default)
-    return getattr(step, attr, default)
+def _entry(step: Any) -> dict:
+    return step if isinstance(step, dict) else step._entry
+
+
+@dataclass(frozen=True)
+class TokenText:
+    """The chosen token's text is `text` (also when it only differs by surrounding whitespace)."""
+
+    text: str
+
+    def holds(self, step, trace) -> tuple[bool, str]:
+        text = (_entry(step).get("token") or {}).get("text")
+        ok = isinstance(text, str) and (text == self.text or text.strip() == self.text)
+        return ok, repr(text) if isinstance(text, str) else "?"
+
+    @property
+    def spec(self) -> str:
+        return f"text={self.text!r}" if self.text != self.text.strip() or " and " in self.text else f"text={self.text}"
+
+    def describe(self) -> str:
+        return f"chosen token text is {self.text!r}"
+
+
+@dataclass(frozen=True)
+class NonFinite:
+    """Any recorded tensor of the step holds NaN or inf (from the manifest entry)."""
+
+    def holds(self, step, trace) -> tuple[bool, str]:
+        names = step_nonfinite(step)
+        return bool(names), ", ".join(names[:3]) + (" …" if len(names) > 3 else "")
+
+    spec = "nan"
+
+    def describe(self) -> str:
+        return "any tensor has NaN/inf"
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """`expression OP expression`; a NaN value fires an ordering comparison (something is off)."""
+
+    tree: Compare
+
+    @property
+    def reads_arrays(self) -> bool:
+        return needs_arrays(self.tree)
+
+    def holds(self, step, trace) -> tuple[bool, str]:
+        if isinstance(step, dict) and self.reads_arrays:
+            if trace is None:
+                return False, "needs the step's arrays"
+            from tracer.reader import Step  # a private view of the step file (thread-safe to build)
+
+            step = Step(trace.path, step)
+        ctx = Context(trace, step)
+        try:
+            left, right = (evaluate(side, ctx) for side in (self.tree.left, self.tree.right))
+            a, b = _number(left), _number(right)
+        except (EvalError, ExprError, OSError, KeyError, ValueError, IndexError) as exc:
+            return False, str(exc)
+        if self.tree.op in ("<", "<=", ">", ">=") and (math.isnan(a) or math.isnan(b)):
+            return True, "NaN"
+        return compare(self.tree.op, a, b), f"{a:.4g}"
+
+    @property
+    def spec(self) -> str:
+        op = "=" if self.tree.op == "==" else self.tree.op
+        return f"{unparse(self.tree.left)}{op}{unparse(self.tree.right)}"
+
+    def describe(self) -> str:
+        op = "=" if self.tree.op == "==" else self.tree.op
+        return f"{_words(self.tree.left)} {op} {_words(self.tree.right)}"
+
+
+def _words(node) -> str:
+    if isinstance(node, Name) and node.name in _WORDS:
+        return _WORDS[node.name]
+    return unparse(node)
+
+
+def _number(value) -> float:
+    if isinstance(value, str):
+        raise EvalError("a token text is not a number")
+    if isinstance(value, np.ndarray):
+        if value.size != 1:
+            raise EvalError(f"an array of shape {list(value.shape)} is not one number")
+        return float(value.reshape(()))
+    return float(value)
+
+
+_AND = re.compile(r"\s+and\s+", re.IGNORECASE)
+_TEXT = re.compile(r"^\s*(text|token)\s*=(.*)$", re.IGNORECASE | re.DOTALL)
+
+
+def _split_and(spec: str) -> list[str]:
+    """Split on the word `and` outside quotes."""
+    parts, start, quote, i = [], 0, None, 0
+    while i < len(spec):
+        ch = spec[i]
+        if quote:
+            if ch == "\\":
+                i += 1
+            elif ch == quote:
+                quote = None
+        elif ch in "\"'":
+            quote = ch
+        else:
+            m = _AND.match(spec, i)
+            if m and i > start:
+                parts.append(spec[start:i])
+                start = i = m.end()
+                continue
+        i += 1
+    parts.append(spec[start:])
+    return parts
+
+
+def _clause(raw: str):
+    text = raw.strip()
+    if not text:
+        raise BreakpointError(f"empty condition; examples: {SYNTAX_HELP}")
+    if text.lower() in ("nan", "inf", "nonfinite", "nan/inf"):
+        return NonFinite()
+    m = _TEXT.match(raw)
+    if m:
+        value = m.group(2)
+        if len(value.strip()) >= 2 and value.strip()[0] == value.strip()[-1] and value.strip()[0] in "\"'":
+            value = value.strip()[1:-1]  # quoted: exact text, whitespace included
+        elif value.strip():
+            value = value.strip()
+        if value == "":
+            raise BreakpointError("text= needs a token text, e.g. text=Paris")
+        return TokenText(value)
+    try:
+        tree = parse_comparison(text)
+        check(tree, None)
+    except ExprError as exc:
+        raise BreakpointError(f"{text}: {exc}") from None
+    for node in (tree.left, tree.right):
+        if isinstance(node, Name) and node.name not in VARIABLES and "." not in node.name \
+                and node.name not in _TOP_LEVEL:
+            raise BreakpointError(f"unknown variable {node.name!r}; examples: {SYNTAX_HELP}")
+    return Comparison(tree)
 
 
 @dataclass(frozen=True)
 class Breakpoint:
-    """One stop condition. `kind` is one of `KINDS`; `value` its argument (None for `nan`)."""
+    """Stop where every condition holds. Build with `Breakpoint.parse(spec)`."""
 
-    kind: str
-    value: Any = None
+    conditions: tuple
     enabled: bool = True
 
-    def __post_init__(self) -> None:
-        if self.kind not in KINDS:
-            raise BreakpointError(f"unknown breakpoint kind {self.kind!r}; one of {', '.join(KINDS)}")
-
-    # -- construction ---------------------------------------------------------------------------
     @classmethod
     def parse(cls, spec: str) -> "Breakpoint":
-        """`text=Paris`, `id=7042`, `p<0.3`, `top1<0.5`, `entropy>2.5`, `nan`, `step=5`."""
-        raw = spec.strip()
-        if not raw:
+        """`p>0.9`, `entropy<0.5 and top1<0.5`, `rank(" London")<3`, `text=Paris`, `nan`, `step=5`."""
+        if not spec.strip():
             raise BreakpointError(f"empty breakpoint; examples: {SYNTAX_HELP}")
-        if raw.lower() in ("nan", "inf", "nonfinite", "nan/inf"):
-            return cls(NONFINITE)
-        pos = min((i for i in (raw.find("="), raw.find("<"), raw.find(">")) if i >= 0), default=-1)
-        if pos <= 0:
-            raise BreakpointError(f"cannot read {raw!r}; examples: {SYNTAX_HELP}")
-        key, op, arg = raw[:pos].strip().lower(), raw[pos], raw[pos + 1 :]
-        kind = _ALIASES.get(key)
-        if kind is None or kind == NONFINITE:
-            raise BreakpointError(f"unknown breakpoint {key!r}; examples: {SYNTAX_HELP}")
-        if op != _OPERATORS[kind]:
-            raise BreakpointError(f"{key} takes '{_OPERATORS[kind]}', e.g. {_example(kind)}")
-        if kind == TOKEN_TEXT:
-            text = arg
-            if len(text) >= 2 and text[0] == text[-1] and text[0] in "\"'":
-                text = text[1:-1]  # quoted: exact text, whitespace included
-            elif text.strip():
-                text = text.strip()
-            if text == "":
-                raise BreakpointError("text= needs a token text, e.g. text=Paris")
-            return cls(TOKEN_TEXT, text)
-        arg = arg.strip()
-        if kind in (TOKEN_ID, AT_STEP):
-            try:
-                value = int(arg)
-            except ValueError:
-                raise BreakpointError(f"{key} takes a whole number, e.g. {_example(kind)}") from None
-            if value < 0:
-                raise BreakpointError(f"{key} must be 0 or more")
-            return cls(kind, value)
-        try:
-            number = float(arg)
-        except ValueError:
-            raise BreakpointError(f"{key} takes a number, e.g. {_example(kind)}") from None
-        if not math.isfinite(number):
-            raise BreakpointError(f"{key} takes a finite number")
-        return cls(kind, number)
+        if len(spec) > 1000:
+            raise BreakpointError("breakpoint longer than 1000 characters")
+        return cls(tuple(_clause(part) for part in _split_and(spec)))
 
-    # -- evaluation -----------------------------------------------------------------------------
-    def matches(self, step: Any) -> bool:
-        """Whether this breakpoint fires at `step` (a `tracer.Step` or a manifest step entry)."""
+    @property
+    def reads_arrays(self) -> bool:
+        """Whether checking it opens step files (False: the manifest entry is enough)."""
+        return any(getattr(c, "reads_arrays", False) for c in self.conditions)
+
+    def matches(self, step: Any, trace=None) -> bool:
+        """Whether it fires at `step` (a `tracer.Step` or a manifest entry; `trace` for expressions)."""
         if not self.enabled:
             return False
-        kind = self.kind
-        if kind == AT_STEP:
-            return int(_get(step, "index", -1)) == self.value
-        if kind == NONFINITE:
-            return bool(step_nonfinite(step))
-        token = _get(step, "token", None) or {}
-        if kind == TOKEN_TEXT:
-            text = token.get("text")
-            if not isinstance(text, str):
-                return False
-            return text == self.value or text.strip() == self.value
-        if kind == TOKEN_ID:
-            return token.get("id") == self.value
-        sampling = _get(step, "sampling", None) or {}
-        if kind == CHOSEN_PROB_BELOW:
-            return _lt(sampling.get("chosen_prob"), self.value)
-        if kind == TOP1_PROB_BELOW:
-            return _lt(sampling.get("top1_prob"), self.value)
-        if kind == ENTROPY_ABOVE:
-            value = sampling.get("entropy")
-            return isinstance(value, (int, float)) and (value > self.value or math.isnan(value))
-        return False  # pragma: no cover - __post_init__ rejects unknown kinds
+        return all(c.holds(step, trace)[0] for c in self.conditions)
 
-    # -- display --------------------------------------------------------------------------------
+    def explain(self, step: Any, trace=None) -> str:
+        """The conditions with the values that made them fire, e.g. `p(chosen) > 0.9 (0.934)`."""
+        return " and ".join(f"{c.describe()} ({c.holds(step, trace)[1]})" for c in self.conditions)
+
     @property
     def spec(self) -> str:
         """The spec string that parses back to this breakpoint."""
-        if self.kind == NONFINITE:
-            return "nan"
-        if self.kind == TOKEN_TEXT:
-            text = self.value
-            return f"text={text!r}" if text != text.strip() else f"text={text}"
-        value = f"{self.value:g}" if isinstance(self.value, float) else str(self.value)
-        return f"{self.kind}{_OPERATORS[self.kind]}{value}"
+        return " and ".join(c.spec for c in self.conditions)
 
     def describe(self) -> str:
-        """Plain words, e.g. "p(chosen) < 0.3" (plain text: show it with a rich Text, never markup)."""
-        if self.kind == NONFINITE:
-            return KINDS[NONFINITE]
-        if self.kind == TOKEN_TEXT:
-            value = repr(self.value)
-        elif isinstance(self.value, float):
-            value = f"{self.value:g}"
-        else:
-            value = str(self.value)
-        return f"{KINDS[self.kind]} {value}"
+        """Plain words, e.g. "p(chosen) < 0.3 and entropy > 2" (plain text: show it with a rich Text)."""
+        return " and ".join(c.describe() for c in self.conditions)
 
     def __str__(self) -> str:
         return self.describe()
-
-
-def _lt(value: Any, bound: float) -> bool:
-    return isinstance(value, (int, float)) and (value < bound or math.isnan(value))
-
-
-def _example(kind: str) -> str:
-    return {
-        TOKEN_TEXT: "text=Paris",
-        TOKEN_ID: "id=7042",
-        CHOSEN_PROB_BELOW: "p<0.3",
-        TOP1_PROB_BELOW: "top1<0.5",
-        ENTROPY_ABOVE: "entropy>2.5",
-        AT_STEP: "step=5",
-    }.get(kind, "nan")
 
 
 class BreakpointSet:
@@ -256,20 +278,21 @@ class BreakpointSet:
     def __bool__(self) -> bool:
         return bool(self._items)
 
-    def first_hit(self, step: Any) -> Breakpoint | None:
+    def first_hit(self, step: Any, trace=None) -> Breakpoint | None:
         """The first breakpoint firing at `step`, or None."""
         for bp in self._items:
-            if bp.matches(step):
+            if bp.matches(step, trace):
                 return bp
         return None
 
-    def scan(self, steps: Sequence[Any], start: int = 0, stop: int | None = None) -> tuple[int, Breakpoint] | None:
+    def scan(self, steps: Sequence[Any], start: int = 0, stop: int | None = None,
+             trace=None) -> tuple[int, Breakpoint] | None:
         """(index, breakpoint) of the first step in steps[start:stop] where one fires, or None."""
         end = len(steps) if stop is None else min(stop, len(steps))
         if not self._items:
             return None
         for i in range(max(start, 0), end):
-            hit = self.first_hit(steps[i])
+            hit = self.first_hit(steps[i], trace)
             if hit is not None:
                 return i, hit
         return None
