@@ -42,8 +42,7 @@ class HeatmapRenderable:
 
     def __init__(self, values: np.ndarray, mask: np.ndarray | None = None, *, vmin: float = 0.0,
                  vmax: float | None = None, row_labels: list[str] | None = None,
-                 col_labels: list[str] | None = None, cell: int = 1, label_width: int = 10,
-                 col_label_rows: int = 0, legend: bool = True, window_mask: np.ndarray | None = None,
+                 cell: int = 1, label_width: int = 10, legend: bool = True, window_mask: np.ndarray | None = None,
                  window: int | None = None, scale: str = "map", cursor: tuple[int, int] | None = None,
                  col_positions: list[int] | None = None, col_names: list[str] | None = None,
                  wrap: bool = False, pool: int = 1, col_end: int | None = None):
@@ -56,7 +55,6 @@ class HeatmapRenderable:
         self.vmax = float(vmax) if vmax is not None else (float(finite.max()) if finite.size else 1.0)
         self.scale = scale
         self.row_labels = row_labels
-        self.col_labels = col_labels  # kept for callers; the cursor column label uses col_names
         self.cell = max(1, int(cell))
         self.label_width = label_width if row_labels is not None else 0
         self.legend = legend
@@ -71,7 +69,7 @@ class HeatmapRenderable:
     def from_map(cls, amap, **kwargs) -> "HeatmapRenderable":
         """From a `tui.views.heatmap.AttentionMap`."""
         return cls(amap.values, amap.mask, vmin=amap.vmin, vmax=amap.vmax,
-                   row_labels=amap.row_names or amap.row_labels, col_labels=amap.col_labels,
+                   row_labels=amap.row_names or amap.row_labels,
                    window_mask=amap.window_mask, window=amap.window, scale=getattr(amap, "scale", "map"),
                    col_positions=amap.col_positions, col_names=amap.col_names, pool=amap.pool,
                    col_end=amap.first_key + amap.viewport.col0 + amap.viewport.cols, **kwargs)
