@@ -125,6 +125,8 @@ class Comparison:
         return f"{unparse(self.tree.left)}{op}{unparse(self.tree.right)}"
 
     def describe(self) -> str:
+        if self.tree.op == "==" and self.tree.left == Name("step"):
+            return f"at step {unparse(self.tree.right)}"
         op = "=" if self.tree.op == "==" else self.tree.op
         return f"{_words(self.tree.left)} {op} {_words(self.tree.right)}"
 
@@ -192,7 +194,7 @@ def _clause(raw: str):
         tree = parse_comparison(text)
         check(tree, None)
     except ExprError as exc:
-        raise BreakpointError(f"{text}: {exc}") from None
+        raise BreakpointError(f"cannot read {text!r}: {exc}") from None
     for node in (tree.left, tree.right):
         if isinstance(node, Name) and node.name not in VARIABLES and "." not in node.name \
                 and node.name not in _TOP_LEVEL:
