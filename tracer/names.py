@@ -63,7 +63,7 @@ FINAL_NAMES: dict[str, str] = {
 SAMPLING_NAMES: dict[str, str] = {
     "logit_lens.ids": "[n_layers, k]",  # top-k ids of unembed(ln_final(resid_post)) per layer
     "logit_lens.probs": "[n_layers, k]",
-    "sample.candidate_ids": "[N]",  # sorted by probability after temperature and top-k
+    "sample.candidate_ids": "[N]",  # by logit, best first: the kept set, then 20 removed ones
     "sample.candidate_logits": "[N]",  # raw logits
     "sample.candidate_raw_probs": "[N]",  # softmax(raw logits)
     "sample.candidate_temp_probs": "[N]",  # softmax(logits / T) after top-k
