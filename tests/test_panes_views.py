@@ -516,3 +516,54 @@ def test_app_strip_click_and_heatmap_arrows_move_one_cursor(trace):
             assert f"p {pattern[4, k]:.4f}" in next(line for line in lines(app) if "▸ q " in line)
 
     asyncio.run(main())
+
+
+# -- a real recorded trace: tiny Llama, byte-level tokenizer, sampling with top-k ---------------------------
+
+
+@pytest.fixture(scope="module")
+def sampled(tiny, tmp_path_factory):
+    """Prompt `a½中🙂` (one token per byte: 10 tokens), 3 sampled tokens with top-k 5."""
+    from tracer.session import GenerationSettings, LiveSession
+
+    model, tok = tiny
+    out = tmp_path_factory.mktemp("sampled") / "trace"
+    settings = GenerationSettings(do_sample=True, temperature=1.0, top_k=5, seed=0, max_new_tokens=3,
+                                  logit_lens_k=5, stop_at_eos=False)
+    session = LiveSession(model, tok, "a½中🙂", settings, out=str(out))
+    while session.step() is not None:
+        pass
+    session.close()
+    return load_trace(out)
+
+
+def test_recorded_byte_tokens_merge_in_the_strip(sampled):
+    assert sum(t["text"] == "\ufffd" for t in sampled.tokens[: sampled.prompt_len]) == 9  # what decode() gives
+    strip = TokenStrip(sampled)
+
+    async def script(app, pilot):
+        await pilot.pause()
+        text = "".join(lines(app))
+        assert "a½中🙂" in text and "\ufffd" not in text
+
+    drive(strip, script, size=(80, 4))
+
+
+def test_sampled_step_shows_twenty_removed_candidates_greyed(sampled):
+    pane = CandidatesPane(sampled)
+
+    async def script(app, pilot):
+        pane.cursor = pane.cursor.moved(step=1)
+        await pilot.pause()
+        screen = [line.rstrip() for line in lines(app)]
+        cut = next(i for i, line in enumerate(screen) if "cut-off (top-k 5)" in line)
+        kept = [line for line in screen[:cut] if line[:6].strip().lstrip("▶").strip().isdigit()]
+        assert len(kept) == 5
+        data = candidates(sampled, 1)
+        assert len(data.rows) >= 25 and [r.kept for r in data.rows[:6]] == [True] * 5 + [False]
+        removed = [r for r in data.rows if not r.kept]
+        assert len(removed) >= 20 and all(r.prob == 0 and r.raw_prob > 0 for r in removed)
+        first_removed = screen[cut + 1].split()
+        assert first_removed[0] == "6" and first_removed[-2] == "0.000"  # final p 0, cum after it
+
+    drive(pane, script, size=(100, 40))
