@@ -71,7 +71,7 @@ class StatusBar(Pane):
             parts.append((8, state))
         sep = " │ "
         width = self.size.width or 80
-        if _width(parts, sep) > width:  # first the chosen line gives up its raw p (the Candidates pane has it)
+        if _width(parts, sep) > width:  # first the chosen line gives up its tail
             parts = [(prio, _without_raw(piece)) if prio == 7 else (prio, piece) for prio, piece in parts]
         while len(parts) > 1 and sum(p.cell_len for _, p in parts) + len(sep) * (len(parts) - 1) > width:
             lowest = min(range(len(parts)), key=lambda i: parts[i][0])
@@ -91,9 +91,6 @@ def _width(parts: list[tuple[int, Text]], sep: str) -> int:
 
 
 def _without_raw(chosen: Text) -> Text:
-    """The chosen line without its ` (raw …)` part."""
-    at = chosen.plain.find(" (raw ")
-    if at < 0:
-        return chosen
-    end = chosen.plain.find(")", at)
-    return chosen[:at] + chosen[end + 1 :] if end >= 0 else chosen[:at]
+    """The chosen line without its ` (raw …)` / ` · greedy (argmax)` tail (the Candidates pane has them)."""
+    cuts = [at for at in (chosen.plain.find(" (raw "), chosen.plain.find(" · greedy")) if at >= 0]
+    return chosen[: min(cuts)] if cuts else chosen
