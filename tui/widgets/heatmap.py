@@ -68,6 +68,7 @@ class HeatmapPane(Pane, can_focus=True):
         self.last_map: AttentionMap | None = None
         self._reveal = False  # the cell cursor moved: bring it into view on the next draw
         self._layout: tuple | None = None  # (grid y, grid x, per line, wrap) of the last drawing
+        self._extent_memo: tuple = (None, (1, 1))
 
     def watch_stacked(self, stacked: bool) -> None:
         self.follow = True
@@ -85,7 +86,11 @@ class HeatmapPane(Pane, can_focus=True):
 
     # -- geometry -------------------------------------------------------------------------------
     def _extent(self) -> tuple[int, int]:
-        return extent(self._trace, self.step_index, self.stacked, self.cursor.layer)
+        """(rows, cols) of the whole map (memoised: a recorded step's extent never changes)."""
+        key = (id(self._trace), self.step_index, self.stacked, self.cursor.layer)
+        if self._extent_memo[0] != key:
+            self._extent_memo = (key, extent(self._trace, self.step_index, self.stacked, self.cursor.layer))
+        return self._extent_memo[1]
 
     def _wraps(self) -> bool:
         return not self.stacked and self._extent()[0] == 1
