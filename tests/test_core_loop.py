@@ -72,6 +72,38 @@ async def test_bare_stepscope_first_screen_is_fully_drawn(tiny_model_dir, size):
         assert "no trace" not in region_text(app, screen.pane("heatmap"))
 
 
+async def test_only_the_ui_thread_touches_the_apps_trace(tiny, monkeypatch):
+    import threading
+
+    from tracer.reader import Trace
+
+    threads = set()
+    real_add, real_getitem = Trace.add_steps, type(Trace("", {"steps": []}).steps).__getitem__
+    ui_traces = []
+
+    def add_steps(self, entries, tokens):
+        threads.add(threading.current_thread().name)
+        ui_traces.append(self)
+        return real_add(self, entries, tokens)
+
+    def getitem(self, i):
+        if any(self is t.steps for t in ui_traces):
+            threads.add(threading.current_thread().name)
+        return real_getitem(self, i)
+
+    monkeypatch.setattr(Trace, "add_steps", add_steps)
+    monkeypatch.setattr(type(Trace("", {"steps": []}).steps), "__getitem__", getitem)
+    app = StepscopeApp(session_factory=make_factory(tiny, max_new_tokens=4))
+    async with app.run_test(size=(100, 30)) as pilot:
+        await wait_for(pilot, lambda: idle(app))
+        await pilot.press("c")
+        await wait_for(pilot, lambda: idle(app) and app.live_finished)
+        assert app.trace is not app.session.trace  # the session's own trace stays in the worker
+        assert len(app.trace.steps) == len(app.session.trace.steps) == 4
+        assert [t["id"] for t in app.trace.tokens] == [t["id"] for t in app.session.trace.tokens]
+    assert threads == {threading.main_thread().name}
+
+
 # -- defect 2: every clickable widget, clicked -----------------------------------------------------
 
 async def test_click_every_clickable_widget(fixture_trace):
