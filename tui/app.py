@@ -49,6 +49,7 @@ from tui.widgets.heads import HeadsList
 from tui.widgets.layers import LayersList
 from tui.widgets.tensor_browser import TensorBrowser
 from tui.widgets.tensor_inspector import TensorInspector
+from tui.widgets.watch import WATCH_HINT, WatchPane
 
 _HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -442,6 +443,14 @@ class StepscopeApp(LiveWorkers, App[None]):
 
     def action_breakpoints(self) -> None:
         self.push_screen(BreakpointsScreen(self.breakpoints))
+
+    def action_add_watch(self, text: str = "") -> None:
+        """Watch an expression: its value and a sparkline over all steps in the sidebar."""
+        if self.trace is None:
+            return
+        pane = self.main_screen.query_one(WatchPane)
+        self.push_screen(PromptScreen("Watch an expression", value=text, placeholder='p(" Paris")',
+                                      hint=WATCH_HINT, check=pane.add_watch))
 
     def action_help(self) -> None:
         self.push_screen(HelpScreen(self.help_sections()))

@@ -33,6 +33,7 @@ from tui.widgets.pane import Pane, report_view_error
 from tui.widgets.status_bar import StatusBar
 from tui.widgets.tensor_inspector import TensorInspector
 from tui.widgets.token_strip import TokenStrip
+from tui.widgets.watch import WatchPane
 
 NARROW_WIDTH = 110
 
@@ -73,6 +74,7 @@ class MainScreen(Screen[None]):
     | `Tab` | focus the next pane (its own keys then apply) |
     | `f` | hide / show the layers+heads sidebar |
     | `b` | breakpoints |
+    | `=` | watch an expression (value and sparkline over all steps, in the sidebar) |
     | `w` | write the live session to a trace directory |
     | `?` | help (every key) |
     | `q` `Ctrl+C` | quit |
@@ -100,6 +102,8 @@ class MainScreen(Screen[None]):
         ],
         Binding("f", "toggle_sidebar", "Sidebar", show=False, tooltip="Hide/show the layers and heads sidebar"),
         Binding("b", "app.breakpoints", "Breaks", tooltip="Breakpoints: add, list, remove"),
+        Binding("equals_sign", "app.add_watch", "Watch", show=False,
+                tooltip="Watch an expression at every step (value + sparkline in the sidebar)"),
         Binding("w", "app.write", "Write", tooltip="Write the live session to a trace directory"),
         Binding("question_mark", "app.help", "Help", tooltip="Help: every key"),
         Binding("q", "app.quit", "Quit", tooltip="Quit"),
@@ -125,6 +129,7 @@ class MainScreen(Screen[None]):
             with Vertical(id="sidebar"):
                 yield LayersList(id="layers")
                 yield HeadsList(id="heads")
+                yield WatchPane(id="watches")
             with ContentSwitcher(initial="pane-candidates", id="panes"):
                 for pid, _, cls in PANES:
                     pane = self._panes[pid] = cls(id=f"pane-{pid}-widget")
@@ -162,7 +167,7 @@ class MainScreen(Screen[None]):
     def views(self) -> list[Pane]:
         """The views that follow the cursor now: status bar, strip, sidebar and the visible pane."""
         return [self.query_one(StatusBar), self.query_one(TokenStrip), self.query_one(LayersList),
-                self.query_one(HeadsList), self.active_pane]
+                self.query_one(HeadsList), self.query_one(WatchPane), self.active_pane]
 
     def sync(self) -> None:
         """Give the app's trace and cursor to the visible views (a hidden pane reads nothing)."""

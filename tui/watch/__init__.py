@@ -49,10 +49,11 @@ class Watch:
                     raise ExprError(str(exc)) from None
         return watch
 
-    def compute(self, trace, index: int) -> tuple[float, str | None]:
-        """(value, None) or (NaN, why) at step `index`, computed now (no cache)."""
+    def compute(self, trace, index: int, tokens=None) -> tuple[float, str | None]:
+        """(value, None) or (NaN, why) at step `index`, computed now (no cache); `tokens`: a
+        token-text resolver (default: the trace's own)."""
         try:
-            return scalar_value(self.tree, Context(trace, trace.steps[index])), None
+            return scalar_value(self.tree, Context(trace, trace.steps[index], tokens)), None
         except (EvalError, ExprError) as exc:
             return math.nan, str(exc)
         except (OSError, ValueError, KeyError, IndexError) as exc:  # a damaged step file
