@@ -567,3 +567,33 @@ def test_sampled_step_shows_twenty_removed_candidates_greyed(sampled):
         assert first_removed[0] == "6" and first_removed[-2] == "0.000"  # final p 0, cum after it
 
     drive(pane, script, size=(100, 40))
+
+
+def test_lens_shows_a_no_break_space_token_visibly(tmp_path, monkeypatch):
+    """The no-break space (SmolLM2 id 15442) rendered blank in the Lens."""
+    from tui.widgets.logit_lens import LogitLensPane
+
+    monkeypatch.setitem(syn.TEXTS, 8, "\u00a0")  # the token step 0 chooses
+    tr = load_trace(syn.build_trace(tmp_path / "nbsp", n_decode=1))
+    pane = LogitLensPane(tr)
+
+    async def script(app, pilot):
+        await pilot.pause()
+        text = "\n".join(lines(app))
+        assert "chose \\u00a0 (id 8)" in text
+
+    drive(pane, script, size=(100, 12))
+
+
+def test_browser_pages_across_a_wide_axis(trace):
+    pane = TensorInspector(trace)
+
+    async def script(app, pilot):
+        await _browse(app, pilot, pane, "logits")
+        browser = app.query_one(TensorBrowser)
+        await pilot.press("shift+right", "shift+right", "right")
+        assert browser.col0 == 21
+        await pilot.press("shift+left")
+        assert browser.col0 == 11
+
+    drive(pane, script, size=(110, 32))

@@ -29,7 +29,7 @@ class TensorBrowser(Widget, can_focus=True):
     | `,` `.` | Show another pair of axes (e.g. position × d_head, head × d_head, position × head). |
     | `t` / `m` | Vocab axis: jump to the chosen token / to the row's largest value. |
     | `e` / `E` | Export the whole tensor / the current slice to `.npy` (beside the trace). |
-    | `↑` `↓` `←` `→`, `PgUp` `PgDn` | Scroll the numbers. |
+    | `↑` `↓` `←` `→`, `PgUp` `PgDn`, `shift+←→` | Scroll the numbers (shift: ten columns). |
     | `Esc` | Back to the tensor list. |
     """
 
@@ -48,6 +48,8 @@ class TensorBrowser(Widget, can_focus=True):
         Binding("pagedown", "scroll_rows(10)", "Page down", show=False),
         Binding("left", "scroll_cols(-1)", "Left", show=False),
         Binding("right", "scroll_cols(1)", "Right", show=False),
+        Binding("shift+left", "scroll_cols(-10)", "Page left", show=False),
+        Binding("shift+right", "scroll_cols(10)", "Page right", show=False),
         Binding("escape", "close", "Back"),
     ]
 
