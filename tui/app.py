@@ -35,6 +35,7 @@ from textual.worker import Worker, WorkerState
 from tracer.reader import Trace
 from tracer.trace_format import TraceError
 from tui.breakpoints import BreakpointSet
+from tui.commands import PROVIDERS
 from tui.live import (WORKER_TITLES, ContinueDone, LiveWorkers, LoadProgress, Saved, SessionReady, StepsReady,
                       default_session_factory)
 from tui.screens.breakpoints import BreakpointsScreen
@@ -60,8 +61,12 @@ class StepscopeApp(LiveWorkers, App[None]):
 
     CSS_PATH = [os.path.join(_HERE, "app.tcss"), os.path.join(_HERE, "widgets", "panes.tcss")]
     TITLE = "stepscope"
-    ENABLE_COMMAND_PALETTE = False
-    BINDINGS = [Binding("ctrl+c", "quit", "Quit", show=False, priority=True, tooltip="Quit")]
+    ENABLE_COMMAND_PALETTE = True
+    COMMANDS = App.COMMANDS | set(PROVIDERS)
+    BINDINGS = [Binding("ctrl+c", "quit", "Quit", show=False, priority=True, tooltip="Quit"),
+                Binding("ctrl+p", "command_palette", "Palette", show=False, priority=True,
+                        tooltip="Command palette: go to a step (number or token text), layer, head, tensor, pane; "
+                                "add a breakpoint or a watch")]
 
     # `var`: state, not visuals (a repainting reactive on the app would redraw the whole screen)
     cursor: var[Cursor] = var(Cursor, init=False)
