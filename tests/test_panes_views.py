@@ -597,3 +597,20 @@ def test_browser_pages_across_a_wide_axis(trace):
         assert browser.col0 == 11
 
     drive(pane, script, size=(110, 32))
+
+
+def test_strip_merges_bytes_as_a_live_trace_grows(tmp_path, monkeypatch):
+    """Live: `<0xE4>` shows until the tokens completing `中` arrive, then one character."""
+    pieces = [("a", "a"), ("\ufffd", "<0xE4>"), ("\ufffd", "<0xB8>"), ("\ufffd", "<0xAD>"), ("b", "b")]
+    tr = _bytes_trace(tmp_path, monkeypatch, pieces)
+    full = list(tr.tokens)
+    strip = TokenStrip(tr)
+
+    async def script(app, pilot):
+        for n, expected in ((2, "a<0xE4>"), (3, "a<0xE4><0xB8>"), (4, "a中"), (5, "a中b")):
+            tr.tokens[:] = full[:n]  # as a live trace grows token by token
+            strip.refresh()
+            await pilot.pause()
+            assert "".join(lines(app)).replace(" ", "").startswith(expected)
+
+    drive(strip, script, size=(60, 3))

@@ -60,11 +60,14 @@ class TokenStrip(Pane):
         still hold unfinished bytes (the new tokens may complete their character)."""
         if len(tokens) == self._seen:
             return
+        if len(tokens) < self._seen:  # another trace behind the same object: start over
+            self.on_trace()
         g = len(self._groups) - 1
         while g > 0 and len(self._groups) - g < 4 and has_partial_bytes(self._groups[g - 1][2]):
             g -= 1
         redo = self._groups[g][0] if self._groups else 0
         self._groups = [g for g in self._groups if g[0] < redo]
+        keep = len(self._groups)  # pieces drawn for these groups stay valid
         texts = [tok_text(t) for t in tokens[redo:]]
         for start, end, text in merge_partial(texts):
             self._groups.append((redo + start, redo + end, text))
@@ -72,7 +75,7 @@ class TokenStrip(Pane):
         for g, (start, end, _) in enumerate(self._groups):
             for i in range(start, end):
                 self._group_of[i] = g
-        self._pieces = {g: p for g, p in self._pieces.items() if self._groups[g][0] < redo}
+        self._pieces = {g: p for g, p in self._pieces.items() if g < keep}
         self._seen = len(tokens)
 
     def _piece(self, g: int, tokens: list[dict]) -> tuple[Text, int]:
