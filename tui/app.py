@@ -314,11 +314,11 @@ class StepscopeApp(LiveWorkers, App[None]):
             self.notify("busy: wait for the current step", timeout=2)
             return
         steps = self.trace.manifest["steps"]
-        hit = self.breakpoints.scan(steps, start=self.step + 1)
+        hit = self.breakpoints.scan(steps, start=self.step + 1, trace=self.trace)
         if hit is not None:
             index, bp = hit
             self.move(step=index)
-            self._set_state(f"breakpoint at step {index}: {bp.describe()}")
+            self._set_state(f"breakpoint at step {index}: {bp.explain(steps[index], self.trace)}")
             return
         self.move(step=self.n_steps - 1)
         if not self.can_grow:

@@ -162,9 +162,9 @@ class LiveWorkers:
             if result is None and not session.finished:
                 reason = "stopped"
                 break
-            hit = breakpoints.first_hit(entry)
+            hit = breakpoints.first_hit(entry, session.trace)  # the session's own Trace (worker side)
             if hit is not None:
-                reason = f"breakpoint at step {index}: {hit.describe()}"
+                reason = f"breakpoint at step {index}: {hit.explain(entry, session.trace)}"
                 break
             if session.finished:
                 reason = f"finished ({session.stop_reason})"
