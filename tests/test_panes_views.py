@@ -128,6 +128,7 @@ def test_every_zoom_level_reachable_with_plus_and_minus(trace):
         labels = [line.split("▀")[0].split("◆")[0].strip() for line in lines(app)[GRID_Y:GRID_Y + 3]
                   if "▀" in line or "◆" in line]
         assert labels == ["0–3", "4–5"]  # pooled rows labelled by position range (1/4)
+        assert pane.pool == 4 and pane.cell == 4  # a pooled map spreads over the width (≤ 4 per cell)
 
     drive(pane, script, size=(80, 24))
 

@@ -113,8 +113,13 @@ class HeatmapPane(Pane, can_focus=True):
 
     @property
     def cell(self) -> int:
-        """Characters per drawn key column."""
-        return ZOOMS[self.zoom_level][0]
+        """Characters per drawn key column: the level's, or at a pooled level as many (≤ 4) as
+        spread the pooled map over the pane's width."""
+        cell, pool = ZOOMS[self.zoom_level]
+        if pool == 1 or self._trace is None or not len(self._trace.steps) or self._wraps():
+            return cell
+        drawn = -(-self._extent()[1] // pool)
+        return max(1, min(ZOOMS[0][0], self._room()[1] // max(drawn, 1)))
 
     @property
     def pool(self) -> int:
