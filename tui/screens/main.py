@@ -74,6 +74,7 @@ class MainScreen(Screen[None]):
     | `Tab` | focus the next pane (its own keys then apply) |
     | `f` | hide / show the layers+heads sidebar |
     | `b` | breakpoints |
+    | `/` | filter the tensor list by name (Tensors pane; there `n` `N` next / previous match, `Esc` clears) |
     | `=` | watch an expression (value and sparkline over all steps, in the sidebar) |
     | `w` | write the live session to a trace directory |
     | `?` | help (every key) |
@@ -102,6 +103,8 @@ class MainScreen(Screen[None]):
         ],
         Binding("f", "toggle_sidebar", "Sidebar", show=False, tooltip="Hide/show the layers and heads sidebar"),
         Binding("b", "app.breakpoints", "Breaks", tooltip="Breakpoints: add, list, remove"),
+        Binding("slash", "filter_tensors", "Filter", show=False,
+                tooltip="Filter the tensor list by name (shows the Tensors pane); then n / N: next / previous match"),
         Binding("equals_sign", "app.add_watch", "Watch", show=False,
                 tooltip="Watch an expression at every step (value + sparkline in the sidebar)"),
         Binding("w", "app.write", "Write", tooltip="Write the live session to a trace directory"),
@@ -226,6 +229,18 @@ class MainScreen(Screen[None]):
             if focused_in_old:
                 self.set_focus(None)
         self._panes[pane_id].show(getattr(self.app, "trace", None), getattr(self.app, "cursor", Cursor()))
+
+    def action_filter_tensors(self) -> None:
+        from tui.widgets.tensor_list import TensorList
+
+        self.action_show_pane("tensors")
+        tensors = self._panes["tensors"].query_one(TensorList)
+
+        def open_filter() -> None:
+            tensors.focus()
+            tensors.action_filter()
+
+        self.call_after_refresh(open_filter)
 
     def action_toggle_sidebar(self) -> None:
         self.toggle_class("-no-sidebar")

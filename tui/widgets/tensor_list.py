@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from rich.style import Style
 from rich.text import Text
+from textual.actions import SkipAction
 from textual.binding import Binding
 from textual.geometry import Size
 from textual.message import Message
@@ -15,6 +16,7 @@ from textual.strip import Strip
 from tui.render.columns import middle_ellipsis
 from tui.render.spark import spark_chars
 from tui.text import truncate
+from tui.views.name_filter import name_matches
 from tui.views.tensors import TensorInfo, format_number, tensor_infos, tensor_stats
 
 NUM = 9
@@ -63,6 +65,10 @@ class TensorList(ScrollView, can_focus=True, inherit_bindings=False):
         Binding("home", "first", "First", show=False),
         Binding("end", "last", "Last", show=False),
         Binding("enter", "browse", "Browse"),
+        Binding("slash", "filter", "Filter", tooltip="Filter the tensors by name (words or a glob)"),
+        Binding("n", "next_match(1)", "Next match", show=False, tooltip="Next tensor of the filter (wraps)"),
+        Binding("N", "next_match(-1)", "Prev match", show=False, tooltip="Previous tensor of the filter (wraps)"),
+        Binding("escape", "clear_filter", "Clear filter", show=False, tooltip="Clear the filter"),
     ]
     COMPONENT_CLASSES = {"tensor-list--cursor", "tensor-list--header", "tensor-list--nonfinite"}
 
@@ -88,7 +94,9 @@ class TensorList(ScrollView, can_focus=True, inherit_bindings=False):
         self._step = 0
         self._shape_width = 14
         self._nonfinite = False
-        self.infos: list[TensorInfo] = []
+        self.infos: list[TensorInfo] = []  # the rows shown (those matching `name_filter`)
+        self.all_infos: list[TensorInfo] = []
+        self.name_filter = ""
         self._strips: dict[tuple, Strip] = {}  # (index, cursor?, focused?, width) -> rendered line
         self._strip_style = None  # the widget style the cached lines were drawn with
 
@@ -96,7 +104,8 @@ class TensorList(ScrollView, can_focus=True, inherit_bindings=False):
     def show(self, trace, step_index: int, keep: str | None = None) -> None:
         """Load the step's tensor list (header only); keep the cursor on `keep` when recorded."""
         self._trace, self._step = trace, step_index
-        self.infos = tensor_infos(trace, step_index) if trace is not None and len(trace.steps) else []
+        self.all_infos = tensor_infos(trace, step_index) if trace is not None and len(trace.steps) else []
+        self.infos = [i for i in self.all_infos if name_matches(i.name, self.name_filter)]
         self._shape_width = max([len(_shape(i.shape)) for i in self.infos] + [len("shape")])
         self._nonfinite = bool(self.infos) and bool(trace.steps[step_index].nonfinite)
         names = [i.name for i in self.infos]
@@ -160,6 +169,43 @@ class TensorList(ScrollView, can_focus=True, inherit_bindings=False):
     def action_last(self) -> None:
         self.cursor = len(self.infos) - 1
 
+    # -- `/` filter, n/N ---------------------------------------------------------------------------
+    def set_filter(self, pattern: str) -> None:
+        """Show only the tensors matching `pattern` (`tui.views.name_filter`); "" shows all."""
+        keep = self.selected.name if self.selected is not None else None
+        self.name_filter = pattern.strip()
+        self.show(self._trace, self._step, keep)
+        if self.infos and (keep is None or keep not in [i.name for i in self.infos]):
+            self.cursor = 0
+
+    def action_filter(self) -> None:
+        from tui.screens.prompt import PromptScreen
+
+        def check(text: str) -> str | None:
+            if text and not any(name_matches(i.name, text) for i in self.all_infos):
+                return f"no tensor of this step matches {text!r}"
+            return None
+
+        def done(value: str | None) -> None:
+            if value is not None:
+                self.set_filter(value)
+                self.focus()
+
+        self.app.push_screen(PromptScreen(
+            "Filter the tensors", value=self.name_filter, placeholder="resid_post · attn 5 · blocks.*.hook_z",
+            hint="words (all must appear; a number is a layer) or a glob · empty shows all · "
+                 "then n / N: next / previous match · Esc clears", check=check), done)
+
+    def action_next_match(self, delta: int) -> None:
+        if not self.name_filter or not self.infos:
+            raise SkipAction()  # no filter: n/N are the debugger's (next step)
+        self.cursor = (self.cursor + delta) % len(self.infos)
+
+    def action_clear_filter(self) -> None:
+        if not self.name_filter:
+            raise SkipAction()  # Esc goes on to the screen (leave the pane)
+        self.set_filter("")
+
     def action_browse(self) -> None:
         if self.selected is not None:
             self.post_message(self.Browse(self.selected.name))
@@ -186,7 +232,9 @@ class TensorList(ScrollView, can_focus=True, inherit_bindings=False):
         width = self.scrollable_content_region.width  # (the scrollbar is not ours to draw on)
         name_width, columns = layout(width, self._shape_width, self._nonfinite)
         if y == 0:
-            header = Text(_cell("tensor", name_width, right=False), no_wrap=True, end="")
+            title = f"tensor  /{self.name_filter}  {len(self.infos)} of {len(self.all_infos)} · n N" \
+                if self.name_filter else "tensor"
+            header = Text(_cell(title, name_width, right=False), no_wrap=True, end="")
             for key, title, w in columns:
                 header.append(" " + _cell(title, w, right=key not in ("shape", "dtype", "hist")))
             header.stylize(self.get_component_rich_style("tensor-list--header"))
