@@ -36,8 +36,9 @@ from tracer.reader import Trace
 from tracer.trace_format import TraceError
 from tui.breakpoints import BreakpointSet
 from tui.commands import PROVIDERS
-from tui.live import (WORKER_TITLES, ContinueDone, LiveWorkers, LoadProgress, Saved, SessionReady, StepsReady,
-                      default_session_factory)
+from tui.live import (WORKER_TITLES, ContinueDone, LiveWorkers, LoadProgress, Saved, SessionReady,
+                      SettingsApplied, StepsReady, default_session_factory)
+from tui.live_settings import SettingsError, current_settings, parse_settings, settings_text
 from tui.screens.breakpoints import BreakpointsScreen
 from tui.screens.error import ErrorScreen
 from tui.screens.help import HelpScreen, binding_rows
@@ -456,6 +457,42 @@ class StepscopeApp(LiveWorkers, App[None]):
         pane = self.main_screen.query_one(WatchPane)
         self.push_screen(PromptScreen("Watch an expression", value=text, placeholder='p(" Paris")',
                                       hint=WATCH_HINT, check=pane.add_watch))
+
+    def action_live_settings(self) -> None:
+        """Change the sampler settings and the token limit of a live session (from the next step)."""
+        if self.session is None:
+            self.notify("replay: sampler settings can be changed in a live session", timeout=3)
+            return
+        current = current_settings(self.session.settings)  # (read only: the worker changes it under the lock)
+        current["max_new_tokens"] = getattr(self.session, "max_new_tokens", current.get("max_new_tokens"))
+
+        def check(text: str) -> str | None:
+            try:
+                parse_settings(text, current)
+            except SettingsError as exc:
+                return str(exc)
+            return None
+
+        def done(value: str | None) -> None:
+            if value is not None:
+                changes = parse_settings(value, current)
+                if changes:
+                    self.apply_settings(changes)
+
+        self.push_screen(PromptScreen(
+            "Sampler settings and token limit (from the next step)", value=settings_text(current),
+            hint="temperature top_k top_p min_p seed sample=on|off max_new_tokens · Enter applies · Esc cancels",
+            check=check), done)
+
+    def on_settings_applied(self, message: SettingsApplied) -> None:
+        self.live_finished, self.live_stop_reason = message.finished, message.stop_reason
+        if self.trace is not None:
+            self.trace.manifest.update(finished=message.finished, stop_reason=message.stop_reason)
+        if message.changes:
+            text = f"from step {self.n_steps}: {settings_text(message.changes)}"
+            self.notify(inert_str(text), timeout=3, markup=False)
+            if not self.busy:
+                self._set_state(text)
 
     def action_help(self) -> None:
         self.push_screen(HelpScreen(self.help_sections()))

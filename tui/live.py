@@ -12,6 +12,7 @@ Trace the views read. A worker's exception becomes an error modal (see
     compute_next()      one more step at the end of the trace
     continue_live()     steps until EOS, the token limit, a breakpoint or a pause
     save_session(path)  `LiveSession.save(path)`
+    apply_settings(ch)  sampler settings / token limit from the next step (`tui.live_settings`)
 """
 
 from __future__ import annotations
@@ -27,12 +28,14 @@ from textual.message import Message
 from textual.worker import get_current_worker
 
 from tui.breakpoints import BreakpointSet
+from tui.live_settings import apply_to_session, current_settings
 
 WORKER_TITLES = {
     "load": "Could not start the live session",
     "step": "Computing the next step failed",
     "continue": "Generation stopped with an error",
     "save": "Could not write the trace",
+    "settings": "Could not change the settings",
 }
 
 
@@ -94,6 +97,16 @@ class Saved(Message):
     def __init__(self, path: str) -> None:
         super().__init__()
         self.path = path
+
+
+class SettingsApplied(Message):
+    """Sampler settings / token limit changed from the next step: `changes`, the full `settings`
+    now, and the session's state (a new limit can end or resume generation)."""
+
+    def __init__(self, changes: dict, settings: dict, finished: bool, stop_reason: str | None) -> None:
+        super().__init__()
+        self.changes, self.settings = changes, settings
+        self.finished, self.stop_reason = finished, stop_reason
 
 
 class LiveWorkers:
@@ -170,6 +183,16 @@ class LiveWorkers:
                 reason = f"finished ({session.stop_reason})"
                 break
         self.post_message(ContinueDone(reason))
+
+    @work(thread=True, exclusive=True, group="settings", exit_on_error=False, name="settings")
+    def apply_settings(self, changes: dict) -> None:
+        """Change the sampler / token limit between two steps (under the lock: after the step being
+        computed, before the next one)."""
+        session = self.session
+        with self._session_lock:
+            applied = apply_to_session(session, changes)
+            self.post_message(SettingsApplied(applied, current_settings(session.settings), bool(session.finished),
+                                              session.stop_reason))
 
     @work(thread=True, exclusive=True, group="save", exit_on_error=False, name="save")
     def save_session(self, path: str) -> None:

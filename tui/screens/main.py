@@ -75,6 +75,7 @@ class MainScreen(Screen[None]):
     | `f` | hide / show the layers+heads sidebar |
     | `b` | breakpoints |
     | `/` | filter the tensor list by name (Tensors pane; there `n` `N` next / previous match, `Esc` clears) |
+    | `o` | live: sampler settings and token limit, from the next step |
     | `=` | watch an expression (value and sparkline over all steps, in the sidebar) |
     | `w` | write the live session to a trace directory |
     | `?` | help (every key) |
@@ -107,6 +108,8 @@ class MainScreen(Screen[None]):
                 tooltip="Filter the tensor list by name (shows the Tensors pane); then n / N: next / previous match"),
         Binding("equals_sign", "app.add_watch", "Watch", show=False,
                 tooltip="Watch an expression at every step (value + sparkline in the sidebar)"),
+        Binding("o", "app.live_settings", "Settings", show=False,
+                tooltip="Live: change the sampler settings and the token limit from the next step"),
         Binding("w", "app.write", "Write", tooltip="Write the live session to a trace directory"),
         Binding("question_mark", "app.help", "Help", tooltip="Help: every key"),
         Binding("q", "app.quit", "Quit", tooltip="Quit"),
