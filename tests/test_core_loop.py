@@ -131,6 +131,24 @@ async def test_click_every_clickable_widget(fixture_trace):
         footer_next = next(k for k in screen.query("FooterKey") if k.action == "app.next_step")
         await pilot.click(footer_next)
         assert app.step == 1
+        await pilot.click("#tab-kv")
+        await pilot.click(screen.pane("kv"), offset=(2, screen.pane("kv").FIRST_ROW + 1))  # the row of layer 1
+        assert app.layer == 1
+        await pilot.click("#tab-tensors")
+        tensors = screen.query_one("TensorList")
+        await pilot.click(tensors, offset=(2, 3))  # the third tensor (row 0: the header)
+        assert tensors.cursor == 2 and screen.pane("tensors").selected == tensors.infos[2].name
+        await pilot.click("#strip", offset=(3, 0))  # the first token of the strip (<|im_start|>): its query row
+        assert app.cursor.query == 0
+        await pilot.click("#tab-heatmap")
+        heatmap = screen.pane("heatmap")
+        await pilot.pause()
+        amap = heatmap.last_map
+        assert amap is not None
+        grid_y, grid_x, _, _ = heatmap._layout
+        pad = heatmap.styles.padding
+        await pilot.click(heatmap, offset=(pad.left + grid_x, pad.top + grid_y))  # the first drawn cell
+        assert (app.cursor.query, app.cursor.key) == (amap.row_positions[0], amap.col_positions[0])
         app.report_error("a test error", "something went wrong")
         await pilot.pause()
         assert isinstance(app.screen, ErrorScreen)

@@ -26,6 +26,17 @@ class KVCachePane(LinesPane):
     WATCHES = frozenset({"step", "layer"})
     COMPONENT_CLASSES = {"kv-cache--selected"}
 
+    FIRST_ROW = 5  # title, summary, appended, legend, column header
+
+    def on_click(self, event) -> None:
+        """A click on a layer's row selects that layer."""
+        offset = event.get_content_offset(self)
+        if offset is None or self._trace is None:
+            return
+        layer = offset.y + round(self.scroll_y) - self.FIRST_ROW
+        if 0 <= layer < int(self._trace.model.get("n_layers") or 0):
+            self.move(layer=layer)
+
     def lines(self) -> list[Text]:
         kv = kv_cache(self._trace, self.step_index)
         start, end = kv.positions

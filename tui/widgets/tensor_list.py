@@ -156,6 +156,15 @@ class TensorList(ScrollView, can_focus=True, inherit_bindings=False):
             self.refresh_line(new + 1)
         self.post_message(self.Highlighted(self.infos[new].name))
 
+    def on_click(self, event) -> None:
+        """A click selects the row (the header does nothing)."""
+        offset = event.get_content_offset(self)
+        if offset is None or offset.y < 1:
+            return
+        index = offset.y - 1 + round(self.scroll_y)
+        if index < len(self.infos):
+            self.cursor = index
+
     # -- actions --------------------------------------------------------------------------------
     def action_move(self, delta: int) -> None:
         self.cursor += delta
