@@ -179,7 +179,7 @@ class MainScreen(Screen[None]):
         """Give the app's trace and cursor to the visible views (a hidden pane reads nothing)."""
         trace = getattr(self.app, "trace", None)
         cursor = getattr(self.app, "cursor", Cursor())
-        self.set_class(trace is None, "-loading")
+        self.set_class(trace is None or not len(trace.steps), "-loading")  # until the prefill is there
         self.query_one(StatusBar).mode = self.app.mode
         for view in self.views():
             view.show(trace, cursor)
