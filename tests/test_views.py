@@ -549,8 +549,12 @@ def test_any_two_axes_of_a_3d_tensor(trace):
     assert view_slice(np.arange(5.0), default_view("x", (5,))).shape == (1, 5)
 
 
-def test_export_goes_beside_the_trace(trace, tmp_path):
+def test_export_goes_beside_the_trace(trace, tmp_path, monkeypatch):
+    monkeypatch.delenv("STEPSCOPE_EXPORT_DIR", raising=False)
     assert export_dir_for(trace) == os.path.abspath(trace.path).rstrip(os.sep) + "-exports"
+    monkeypatch.setenv("STEPSCOPE_EXPORT_DIR", str(tmp_path / "mine"))
+    assert export_dir_for(trace) == str(tmp_path / "mine")  # configurable
+    monkeypatch.delenv("STEPSCOPE_EXPORT_DIR")
     q = trace.steps[1]["blocks.1.attn.hook_q"]
     view = default_view("blocks.1.attn.hook_q", q.shape, head=2)
     name = slice_filename(1, "blocks.1.attn.hook_q", q.shape, view)

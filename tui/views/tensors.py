@@ -210,9 +210,15 @@ def slice_label(name: str, shape: tuple[int, ...], view: SliceView) -> str:
     return "[" + ", ".join(parts) + "]"
 
 
+EXPORT_DIR_ENV = "STEPSCOPE_EXPORT_DIR"
+
+
 def export_dir_for(trace) -> str:
-    """Where exports go by default: `<trace directory>-exports` beside the trace (the current
-    directory when the trace has no directory)."""
+    """Where exports go: $STEPSCOPE_EXPORT_DIR when set, else `<trace directory>-exports` beside
+    the trace (`./stepscope-exports` when the trace has no directory)."""
+    configured = os.environ.get(EXPORT_DIR_ENV)
+    if configured:
+        return os.path.abspath(os.path.expanduser(configured))
     path = getattr(trace, "path", None)
     if not path:
         return os.path.join(os.getcwd(), "stepscope-exports")

@@ -28,7 +28,7 @@ class TensorBrowser(Widget, can_focus=True):
     | `[` `]` | Previous / next index on the held axis (head, position, …). |
     | `,` `.` | Show another pair of axes (e.g. position × d_head, head × d_head, position × head). |
     | `t` / `m` | Vocab axis: jump to the chosen token / to the row's largest value. |
-    | `e` / `E` | Export the whole tensor / the current slice to `.npy` (beside the trace). |
+    | `e` / `E` | Export the whole tensor / the current slice to `.npy` (`<trace>-exports`, or $STEPSCOPE_EXPORT_DIR). |
     | `↑` `↓` `←` `→`, `PgUp` `PgDn`, `shift+←→` | Scroll the numbers (shift: ten columns). |
     | `Esc` | Back to the tensor list. |
     """
