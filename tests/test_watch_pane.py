@@ -78,6 +78,19 @@ async def test_malformed_watch_gives_one_line_and_changes_nothing(fixture_trace)
             assert (app.cursor, [w.text for w in pane.watches]) == before
 
 
+async def test_a_step_without_a_value_says_why(fixture_trace):
+    app = StepscopeApp(trace=fixture_trace)
+    async with app.run_test(size=SIZE) as pilot:
+        pane = app.main_screen.query_one(WatchPane)
+        assert pane.add_watch("blocks.0.hook_resid_post[3, 0]") is None  # only the prefill has 4 rows
+        await pilot.pause()
+        assert "outside axis 0" not in screen_text(app)
+        await pilot.press("n")
+        await pilot.pause()
+        text = screen_text(app)
+        assert "–" in text and "index 3 is outside axis 0" in text
+
+
 async def test_remove_a_watch_with_the_pane_focused(fixture_trace):
     app = StepscopeApp(trace=fixture_trace)
     async with app.run_test(size=SIZE) as pilot:

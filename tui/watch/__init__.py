@@ -49,11 +49,13 @@ class Watch:
                     raise ExprError(str(exc)) from None
         return watch
 
-    def compute(self, trace, index: int, tokens=None) -> tuple[float, str | None]:
+    def compute(self, trace, index: int, tokens=None, step=None) -> tuple[float, str | None]:
         """(value, None) or (NaN, why) at step `index`, computed now (no cache); `tokens`: a
-        token-text resolver (default: the trace's own)."""
+        token-text resolver (default: the trace's own); `step`: the step object to read (default
+        `trace.steps[index]`)."""
         try:
-            return scalar_value(self.tree, Context(trace, trace.steps[index], tokens)), None
+            step = trace.steps[index] if step is None else step
+            return scalar_value(self.tree, Context(trace, step, tokens)), None
         except (EvalError, ExprError) as exc:
             return math.nan, str(exc)
         except (OSError, ValueError, KeyError, IndexError) as exc:  # a damaged step file

@@ -23,7 +23,7 @@ from textual.binding import Binding
 from textual.message import Message
 from textual.worker import get_current_worker
 
-from tracer.reader import Trace
+from tracer.reader import Step, Trace
 from tui.render.spark import BLOCKS
 from tui.text import inert
 from tui.views.tensors import format_number
@@ -86,6 +86,9 @@ class WatchPane(Pane, can_focus=True):
     """
 
     WATCHES = frozenset({"step"})
+
+    def refresh_view(self) -> None:
+        self.refresh(layout=True)  # the reason line under a watch comes and goes with the step
     BINDINGS = [
         Binding("up", "select(-1)", "Up", show=False),
         Binding("down", "select(1)", "Down", show=False),
@@ -141,7 +144,7 @@ class WatchPane(Pane, can_focus=True):
         self.set_class(bool(self.watches), "-has-watches")
 
     def get_content_height(self, container, viewport, width: int) -> int:
-        return 2 * len(self.watches)
+        return 2 * len(self.watches) + (1 if self.error_line() else 0)
 
     # -- evaluation in a worker -------------------------------------------------------------------
     def _evaluate_rest(self) -> None:
@@ -159,13 +162,26 @@ class WatchPane(Pane, can_focus=True):
 
     @work(thread=True, exclusive=True, group="watch", exit_on_error=False, name="watch")
     def _run(self, private, tokens, jobs) -> None:
+        """Step by step (one step file read serves every watch), `CHUNK` steps per message. Each
+        step is a fresh `Step` dropped after use: nothing accumulates over a long trace."""
         worker = get_current_worker()
+        wanted: dict[int, list[Watch]] = {}
         for watch, missing in jobs:
-            for start in range(0, len(missing), CHUNK):
-                if worker.is_cancelled:
-                    return
-                part = {i: watch.compute(private, i, tokens) for i in missing[start:start + CHUNK]}
-                self.post_message(self.Values(private, {watch.text: part}))
+            for i in missing:
+                wanted.setdefault(i, []).append(watch)
+        batch: dict[str, dict[int, tuple[float, str | None]]] = {}
+        for count, index in enumerate(sorted(wanted), 1):
+            if worker.is_cancelled:
+                return
+            step = Step(private.path, private.manifest["steps"][index])
+            for watch in wanted[index]:
+                batch.setdefault(watch.text, {})[index] = watch.compute(private, index, tokens, step=step)
+            step.release()
+            if count % CHUNK == 0:
+                self.post_message(self.Values(private, batch))
+                batch = {}
+        if batch:
+            self.post_message(self.Values(private, batch))
 
     def on_watch_pane_values(self, message: "WatchPane.Values") -> None:
         message.stop()
@@ -213,6 +229,9 @@ class WatchPane(Pane, can_focus=True):
                 out.append(chars[:here], style="cyan")
                 out.append(chars[here], style="reverse cyan")
                 out.append(chars[here + 1:], style="cyan")
+            if i == self.selected and error:
+                out.append("\n")
+                out.append(inert(f"  {error}"), style="dim red")
         return out
 
     def error_line(self) -> str | None:
