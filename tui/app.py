@@ -34,7 +34,7 @@ from textual.worker import Worker, WorkerState
 
 from tracer.reader import Trace
 from tracer.trace_format import TraceError
-from tui.breakpoints import BreakpointSet
+from tui.breakpoints import SYNTAX_HELP, BreakpointSet
 from tui.commands import PROVIDERS
 from tui.live import (WORKER_TITLES, ContinueDone, LiveWorkers, LoadProgress, Saved, SessionReady,
                       SettingsApplied, StepsReady, default_session_factory)
@@ -516,11 +516,14 @@ class StepscopeApp(LiveWorkers, App[None]):
             if rows:
                 sections.append((f"{label} pane (Tab to focus it)", rows))
         sections.append(("Breakpoints screen (b)", [
-            ("Enter", "add the breakpoint typed: text=Paris · id=7042 · p<0.3 · top1<0.5 · entropy>2.5 · nan · step=5"),
+            ("Enter", f"add the breakpoint typed: {SYNTAX_HELP}"),
             ("Tab", "move between the field and the list"),
             ("Del / d / x", "remove the highlighted breakpoint"),
             ("Esc", "close"),
         ]))
+        sections.append(("Watch pane (sidebar; = adds)", binding_rows(WatchPane.BINDINGS)))
+        sections.append(("Tensor list filter (/)", [("n / N", "next / previous tensor of the filter (wraps)"),
+                                                     ("Esc", "clear the filter")]))
         sections.append(("Dialogs", [("Enter", "accept"), ("Esc", "cancel / close")]))
         sections.append(("What the numbers are", [
             ("layers list", LayersList.LEGEND),
