@@ -142,7 +142,7 @@ class MainScreen(Screen[None]):
                     with Container(id=f"pane-{pid}", classes="pane-box"):
                         yield pane
         yield LoadingPanel(id="loading")
-        yield Footer()
+        yield Footer(show_command_palette=False)  # Ctrl+P is in `?` and the README: at 80×24 it would cut `q Quit`
 
     def on_mount(self) -> None:
         self.query_one("#layers").border_title = "layers"
