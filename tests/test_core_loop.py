@@ -132,7 +132,7 @@ async def test_click_every_clickable_widget(fixture_trace):
         await pilot.click(footer_next)
         assert app.step == 1
         await pilot.click("#tab-kv")
-        await pilot.click(screen.pane("kv"), offset=(2, screen.pane("kv").FIRST_ROW + 1))  # the row of layer 1
+        await pilot.click(screen.pane("kv"), offset=(2, screen.pane("kv").first_row + 1))  # the row of layer 1
         assert app.layer == 1
         await pilot.click("#tab-tensors")
         tensors = screen.query_one("TensorList")
@@ -392,8 +392,11 @@ async def test_text_panes_fit_the_width_with_an_ellipsis(fixture_trace):
     async with app.run_test(size=(80, 24)) as pilot:
         await pilot.press("n", "5")
         kv = app.main_screen.pane("kv")
-        first = region_text(app, kv).splitlines()[0].rstrip()
-        assert first.endswith("…") and "DECODE step 1" in first  # the header cut with an ellipsis
+        lines = [line.strip() for line in region_text(app, kv).splitlines()]
+        assert lines[0] == "DECODE step 1"  # the header breaks between its parts, never through a figure
+        assert "position 17 appended to a cache of 17" in lines[1]
+        assert any(line.startswith("total ") and line.endswith("KiB") for line in lines)
+        assert any(line.startswith("before/after") and line.endswith("…") for line in lines)  # the legend: cut
         assert kv.max_scroll_x == 0  # no horizontal scrolling
 
 

@@ -26,14 +26,14 @@ class KVCachePane(LinesPane):
     WATCHES = frozenset({"step", "layer"})
     COMPONENT_CLASSES = {"kv-cache--selected"}
 
-    FIRST_ROW = 5  # title, summary, appended, legend, column header
+    first_row = 5  # title, summary line(s), appended, legend, column header
 
     def on_click(self, event) -> None:
         """A click on a layer's row selects that layer."""
         offset = event.get_content_offset(self)
         if offset is None or self._trace is None:
             return
-        layer = offset.y + round(self.scroll_y) - self.FIRST_ROW
+        layer = offset.y + round(self.scroll_y) - self.first_row
         if 0 <= layer < int(self._trace.model.get("n_layers") or 0):
             self.move(layer=layer)
 
@@ -50,12 +50,12 @@ class KVCachePane(LinesPane):
             appended.append_text(Text.assemble(f"{pos}:", shown, " "))
         if len(kv.appended) > MAX_APPENDED:
             appended.append(f"… +{len(kv.appended) - MAX_APPENDED}", style="dim")
-        window = ""
+        window = []
         if kv.sliding_window:
-            window = (f" · window {kv.sliding_window}: local layers keep the last {kv.sliding_window - 1}"
-                      + (", global all" if kv.mixed else ""))
-        summary = Text(f"{kv.dtype} · {human_bytes(kv.bytes_per_position)} per position per layer (K+V) · "
-                       f"total {human_bytes(kv.total_bytes)}{window}", no_wrap=True)
+            window = [f"window {kv.sliding_window}: local layers keep the last {kv.sliding_window - 1}"
+                      + (", global all" if kv.mixed else "")]
+        summary = self.wrap_parts([kv.dtype, f"{human_bytes(kv.bytes_per_position)} per position per layer (K+V)",
+                                   f"total {human_bytes(kv.total_bytes)}", *window])
         rows = [[str(r.layer), str(r.before), str(r.after), f"+{r.appended}", human_bytes(r.k_bytes),
                  human_bytes(r.v_bytes)] for r in kv.layers]
         headers, justify = ["layer", "before", "after", "+new", "K", "V"], "rrrrrr"
@@ -69,6 +69,8 @@ class KVCachePane(LinesPane):
         for row, line in zip(kv.layers, table[1:]):
             if row.layer == self.cursor.layer:
                 line.stylize(selected)
-        title = Text.assemble((kv.kind.upper(), "bold"), f" step {kv.step} · {what}", no_wrap=True)
+        title = self.wrap_parts([f"{kv.kind.upper()} step {kv.step}", what])
+        title[0].stylize("bold", 0, len(kv.kind))
         legend = Text(LEGEND + (LEGEND_WINDOW if kv.sliding_window else ""), style="dim", no_wrap=True)
-        return [title, summary, appended, legend, *table]
+        self.first_row = 3 + len(title) + len(summary)  # where the table's rows start (clicks)
+        return [*title, *summary, appended, legend, *table]

@@ -62,6 +62,22 @@ class LinesPane(Pane, ScrollView, can_focus=True, inherit_bindings=False):
     def refresh_view(self) -> None:
         self.invalidate()
 
+    def on_resize(self) -> None:
+        self.invalidate()  # lines may be laid out for the width (`wrap_parts`)
+
+    def wrap_parts(self, parts: list[str], sep: str = " · ", style: str = "") -> list[Text]:
+        """`parts` joined by `sep` on as few lines as the pane's width allows, broken only between
+        parts (a figure is never cut)."""
+        width = max(self.scrollable_content_region.width, 20)
+        lines, line = [], ""
+        for part in parts:
+            if line and len(line) + len(sep) + len(part) > width:
+                lines.append(line)
+                line = part
+            else:
+                line = f"{line}{sep}{part}" if line else part
+        return [Text(x, style=style, no_wrap=True) for x in lines + [line]]
+
     def invalidate(self) -> None:
         """The lines are rebuilt at the next draw."""
         self._stale = True
