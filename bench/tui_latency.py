@@ -274,10 +274,10 @@ async def measure(
             if watches:
                 from tui.widgets.watch import WatchPane
 
-                pane = app.main_screen.query_one(WatchPane)
+                watch_pane = app.main_screen.query_one(WatchPane)
                 t_watch = time.perf_counter()
                 for text in watch_expressions(trace, watches):
-                    error = pane.add_watch(text)
+                    error = watch_pane.add_watch(text)
                     watch_info.append(text if error is None else f"{text} ({error})")
             rss0 = rss_mib()
             for _ in range(rounds):
@@ -295,7 +295,7 @@ async def measure(
                     cpu_ms.append(cpu)
             rss1 = rss_mib()
             if watches:
-                done = all(not w.missing(trace) for w in pane.watches)
+                done = all(not w.missing(trace) for w in watch_pane.watches)
                 watch_info.append(f"every step evaluated {'within' if done else 'NOT within'} the run "
                                   f"({time.perf_counter() - t_watch:.0f} s)")
     finally:
