@@ -123,3 +123,24 @@ def test_values_are_cached(fixture_trace, monkeypatch):
 def test_manifest_only_expressions_need_no_array():
     assert not Watch(parse("p * 2 + entropy + rank + top1 + rank() + p()"), "").reads_arrays
     assert Watch(parse('p(" x")'), "").reads_arrays and Watch(parse("norm(logits)"), "").reads_arrays
+
+
+def test_a_damaged_step_file_is_nan_with_a_reason(tmp_path):
+    import shutil
+
+    from tests.synthetic_trace import build_trace
+    from tracer import load_trace
+    from tui.breakpoints import Breakpoint
+
+    path = build_trace(tmp_path / "t", n_decode=3)
+    trace = load_trace(path)
+    w = Watch.compile("norm(logits[-1])", trace)
+    victim = trace.steps[2].path
+    with open(victim, "r+b") as fh:  # a header length past the end of the file
+        fh.write((10**9).to_bytes(8, "little"))
+    assert not math.isnan(w.at(trace, 1))
+    assert math.isnan(w.at(trace, 2)) and "corrupted" in w.error_at(trace, 2)
+    bp = Breakpoint.parse("norm(logits[-1])>0")
+    assert bp.matches(trace.manifest["steps"][1], trace) and not bp.matches(trace.manifest["steps"][2], trace)
+    assert not bp.matches(trace.manifest["steps"][1])  # no trace: an expression on arrays cannot fire
+    shutil.rmtree(path)

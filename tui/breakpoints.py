@@ -33,6 +33,7 @@ from typing import Any
 
 import numpy as np
 
+from tracer.trace_format import TraceError
 from tui.watch import ExprError, parse_comparison, unparse
 from tui.watch.evaluate import VARIABLES, Context, EvalError, check, compare, evaluate, needs_arrays
 from tui.watch.parse import Compare, Name
@@ -103,9 +104,9 @@ class Comparison:
         return needs_arrays(self.tree)
 
     def holds(self, step, trace) -> tuple[bool, str]:
+        if self.reads_arrays and trace is None:
+            return False, "needs the trace"
         if isinstance(step, dict) and self.reads_arrays:
-            if trace is None:
-                return False, "needs the step's arrays"
             from tracer.reader import Step  # a private view of the step file (thread-safe to build)
 
             step = Step(trace.path, step)
@@ -113,7 +114,7 @@ class Comparison:
         try:
             left, right = (evaluate(side, ctx) for side in (self.tree.left, self.tree.right))
             a, b = _number(left), _number(right)
-        except (EvalError, ExprError, OSError, KeyError, ValueError, IndexError) as exc:
+        except (EvalError, ExprError, TraceError, OSError, KeyError, ValueError, IndexError) as exc:
             return False, str(exc)
         if self.tree.op in ("<", "<=", ">", ">=") and (math.isnan(a) or math.isnan(b)):
             return True, "NaN"

@@ -14,6 +14,7 @@ import math
 
 import numpy as np
 
+from tracer.trace_format import TraceError
 from tui.watch.evaluate import FUNCTIONS, VARIABLES, Context, EvalError, check, needs_arrays, scalar_value
 from tui.watch.parse import ExprError, parse, parse_comparison, unparse
 
@@ -58,7 +59,7 @@ class Watch:
             return scalar_value(self.tree, Context(trace, step, tokens)), None
         except (EvalError, ExprError) as exc:
             return math.nan, str(exc)
-        except (OSError, ValueError, KeyError, IndexError) as exc:  # a damaged step file
+        except (TraceError, OSError, ValueError, KeyError, IndexError) as exc:  # a damaged step file
             return math.nan, f"{type(exc).__name__}: {exc}"
 
     def store(self, trace, index: int, value: float, error: str | None) -> None:
