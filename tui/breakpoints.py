@@ -34,7 +34,7 @@ from typing import Any
 import numpy as np
 
 from tracer.trace_format import TraceError
-from tui.watch import ExprError, parse_comparison, unparse
+from tui.watch import ExprError, fresh_step, parse_comparison, unparse
 from tui.watch.evaluate import VARIABLES, Context, EvalError, check, compare, evaluate, needs_arrays
 from tui.watch.parse import Compare, Name
 
@@ -107,9 +107,7 @@ class Comparison:
         if self.reads_arrays and trace is None:
             return False, "needs the trace"
         if isinstance(step, dict) and self.reads_arrays:
-            from tracer.reader import Step  # a private view of the step file (thread-safe to build)
-
-            step = Step(trace.path, step)
+            step = fresh_step(trace, step)  # a private view of the step file (thread-safe to build)
         ctx = Context(trace, step)
         try:
             left, right = (evaluate(side, ctx) for side in (self.tree.left, self.tree.right))

@@ -18,7 +18,26 @@ from tracer.trace_format import TraceError
 from tui.watch.evaluate import FUNCTIONS, VARIABLES, Context, EvalError, check, needs_arrays, scalar_value
 from tui.watch.parse import ExprError, parse, parse_comparison, unparse
 
-__all__ = ["FUNCTIONS", "VARIABLES", "EvalError", "ExprError", "Watch", "parse", "parse_comparison", "unparse"]
+__all__ = ["FUNCTIONS", "VARIABLES", "EvalError", "ExprError", "Watch", "fresh_step", "private_trace", "parse", "parse_comparison",
+           "unparse"]
+
+
+def fresh_step(trace, entry: dict):
+    """A private `Step` over the step file of manifest `entry`, sharing nothing with `trace.steps`
+    (safe to build and read in a worker thread; drop it after use). The one place the TUI builds a
+    Step itself: adapt it here if the reader's Step changes."""
+    from tracer.reader import Step
+
+    return Step(trace.path, entry)
+
+
+def private_trace(trace):
+    """A Trace over the same directory whose manifest lists are copies (the steps and tokens so
+    far): a worker reads it while the UI thread keeps the app's Trace to itself."""
+    from tracer.reader import Trace
+
+    return Trace(trace.path, {**trace.manifest, "steps": list(trace.manifest["steps"]),
+                              "tokens": list(trace.tokens)})
 
 
 def _key(trace, index: int) -> tuple:

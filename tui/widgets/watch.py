@@ -23,11 +23,10 @@ from textual.binding import Binding
 from textual.message import Message
 from textual.worker import get_current_worker
 
-from tracer.reader import Step, Trace
 from tui.render.spark import BLOCKS
 from tui.text import inert
 from tui.views.tensors import format_number
-from tui.watch import ExprError, Watch
+from tui.watch import ExprError, Watch, fresh_step, private_trace
 from tui.watch.tokens import token_ids
 from tui.widgets.pane import Pane
 
@@ -156,8 +155,7 @@ class WatchPane(Pane, can_focus=True):
         if not jobs:
             return
         # a private Trace over the same directory: the worker never touches the app's Trace
-        private = Trace(trace.path, {**trace.manifest, "steps": list(trace.manifest["steps"]),
-                                     "tokens": list(trace.tokens)})
+        private = private_trace(trace)
         self._run(private, token_ids(trace), jobs)
 
     @work(thread=True, exclusive=True, group="watch", exit_on_error=False, name="watch")
@@ -173,7 +171,7 @@ class WatchPane(Pane, can_focus=True):
         for count, index in enumerate(sorted(wanted), 1):
             if worker.is_cancelled:
                 return
-            step = Step(private.path, private.manifest["steps"][index])
+            step = fresh_step(private, private.manifest["steps"][index])
             for watch in wanted[index]:
                 batch.setdefault(watch.text, {})[index] = watch.compute(private, index, tokens, step=step)
             step.release()
