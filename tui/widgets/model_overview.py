@@ -54,7 +54,13 @@ class ModelOverviewPane(LinesPane):
 
     def lines(self) -> list[Text]:
         ov = model_overview(self._trace)
-        facts = columns(["fact", "value"], [[label, Text(value)] for label, value in ov.facts], justify="ll")[1:]
+        label_width = max((len(label) for label, _ in ov.facts), default=0) + 2
+        room = max(self.scrollable_content_region.width - label_width, 16)
+        fact_rows = []
+        for label, value in ov.facts:  # a long value continues on the next line, broken after a comma
+            for i, chunk in enumerate(_chunks(value, room)):
+                fact_rows.append([label if i == 0 else "", Text(chunk)])
+        facts = columns(["fact", "value"], fact_rows, justify="ll")[1:]
         for line in facts:
             line.stylize("dim", 0, max(len(label) for label, _ in ov.facts))
         rows = [[Text(r.component), f"{r.count:,} ({human_count(r.count)})", f"{r.share:.1%}",
@@ -66,3 +72,18 @@ class ModelOverviewPane(LinesPane):
         out = [Text("model", style="bold"), *warning, *facts, Text(""), Text("parameters (share: of the total)", style="bold"),
                *columns(["component", "parameters", "share", ""], rows, justify="lrrl")]
         return out + family_lines(ov)
+
+
+def _chunks(value: str, width: int) -> list[str]:
+    """`value` in pieces of at most `width` cells, broken after ", " where it can be."""
+    if len(value) <= width:
+        return [value]
+    pieces, line = [], ""
+    for part in value.split(", "):
+        candidate = f"{line}, {part}" if line else part
+        if line and len(candidate) > width:
+            pieces.append(line + ",")
+            line = part
+        else:
+            line = candidate
+    return pieces + [line]
