@@ -53,6 +53,7 @@ class Watch:
         self.text = text
         self.reads_arrays = needs_arrays(tree)
         self._values: dict[tuple, float] = {}
+        self.version = 0  # bumped by every stored value (views key their drawings on it)
         self._errors: dict[tuple, str] = {}
 
     @classmethod
@@ -84,6 +85,7 @@ class Watch:
     def store(self, trace, index: int, value: float, error: str | None) -> None:
         key = _key(trace, index)
         self._values[key] = value
+        self.version += 1
         if error is not None:
             self._errors[key] = error
 

@@ -221,7 +221,7 @@ class WatchPane(Pane, can_focus=True):
             out.append("\n")
             shown = "–" if math.isnan(value) else format_number(value, 9).strip()
             out.append(f" {shown:>9} ", style="red" if error else "")
-            chars = spark(watch.cached(trace), width - 12)
+            chars = self._spark(watch, trace, width - 12)
             if chars:
                 here = bin_of(index, n, width - 12)
                 out.append(chars[:here], style="cyan")
@@ -231,6 +231,14 @@ class WatchPane(Pane, can_focus=True):
                 out.append("\n")
                 out.append(inert(f"  {error}"), style="dim red")
         return out
+
+    def _spark(self, watch: Watch, trace, width: int) -> str:
+        """The sparkline of `watch`, redrawn only when a value arrived, the trace grew or the width changed."""
+        key = (id(trace), watch.version, len(trace.manifest["steps"]), width)
+        memo = getattr(watch, "spark_memo", None)
+        if memo is None or memo[0] != key:
+            memo = watch.spark_memo = (key, spark(watch.cached(trace), width))
+        return memo[1]
 
     def error_line(self) -> str | None:
         """Why the selected watch has no value at the current step (None when it has one)."""
