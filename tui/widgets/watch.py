@@ -85,9 +85,6 @@ class WatchPane(Pane, can_focus=True):
     """
 
     WATCHES = frozenset({"step"})
-
-    def refresh_view(self) -> None:
-        self.refresh(layout=True)  # the reason line under a watch comes and goes with the step
     BINDINGS = [
         Binding("up", "select(-1)", "Up", show=False),
         Binding("down", "select(1)", "Down", show=False),
@@ -138,6 +135,16 @@ class WatchPane(Pane, can_focus=True):
     # -- Pane hooks -------------------------------------------------------------------------------
     def on_trace(self) -> None:
         self._evaluate_rest()  # a live trace grew: its new steps
+
+    def refresh_view(self) -> None:
+        if not self.watches:
+            return  # hidden: nothing to draw, no layout to redo
+        if self.trace is not None and len(self.trace.steps):
+            for watch in self.watches:  # the current step's values now (cached), so the height is known
+                watch.at(self.trace, self.step_index)
+        height = self.get_content_height(None, None, 0)  # the reason line comes and goes with the step
+        self.refresh(layout=height != getattr(self, "_height", None))
+        self._height = height
 
     def on_mount(self) -> None:
         self.set_class(bool(self.watches), "-has-watches")
