@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import os
 
 import numpy as np
 import pytest
@@ -144,3 +145,50 @@ def test_a_damaged_step_file_is_nan_with_a_reason(tmp_path):
     assert bp.matches(trace.manifest["steps"][1], trace) and not bp.matches(trace.manifest["steps"][2], trace)
     assert not bp.matches(trace.manifest["steps"][1])  # no trace: an expression on arrays cannot fire
     shutil.rmtree(path)
+
+
+class _Lens:
+    """A stand-in for a reader's lazy logit lens: final RMSNorm (weight 1) and an unembedding."""
+
+    def __init__(self, w_u):
+        self.w_u = w_u
+
+    def has_rows(self, step):
+        return True
+
+    def rows(self, step):
+        return np.stack([step[f"blocks.{i}.hook_resid_post"][-1] for i in range(2)])  # [n_layers, d_model]
+
+    def logits(self, rows):
+        x = rows / np.sqrt((rows * rows).mean(-1, keepdims=True) + 1e-5)
+        return x @ self.w_u
+
+
+def test_lens_of_any_token_with_a_readers_lazy_lens(tmp_path):
+    from tracer import load_trace
+
+    trace = load_trace(os.path.join(os.path.dirname(__file__), "fixtures", "tiny_trace"))
+    w_u = np.random.default_rng(0).normal(size=(64, 259)).astype(np.float32)
+    trace.lens = _Lens(w_u)
+    step = trace.steps[3]
+    x = step["blocks.1.hook_resid_post"][-1].astype(np.float64)
+    expected = softmax((x / np.sqrt((x * x).mean() + 1e-5)) @ w_u)[200]
+    assert Watch.compile("lens(1, 200)", trace).at(trace, 3) == pytest.approx(expected, rel=1e-5)
+    assert Watch.compile("lens(1)", trace).at(trace, 3) == float(step["logit_lens.probs"][1, 0])  # top: as stored
+
+
+def test_private_trace_grows_instead_of_reloading(fixture_trace):
+    from tracer.reader import Trace
+    from tui.watch import fresh_step, private_trace
+
+    ui = Trace(fixture_trace.path, {**fixture_trace.manifest, "steps": list(fixture_trace.manifest["steps"][:3]),
+                                    "tokens": list(fixture_trace.tokens[:fixture_trace.prompt_len + 3])})
+    first = private_trace(ui)
+    assert first is not ui and len(first.steps) == 3
+    ui.add_steps(fixture_trace.manifest["steps"][3:5], fixture_trace.tokens[fixture_trace.prompt_len + 3:][:2])
+    again = private_trace(ui, first)
+    assert again is first and len(again.steps) == 5 and len(again.tokens) == len(ui.tokens)
+    other = Trace(ui.path, {**ui.manifest, "steps": [dict(e) for e in fixture_trace.manifest["steps"]]})
+    assert private_trace(other, first) is not first  # not the same steps: a new copy
+    step = fresh_step(again, again.manifest["steps"][4])
+    assert step is not ui.steps[4] and np.array_equal(step["logits"], ui.steps[4]["logits"])

@@ -28,16 +28,26 @@ def fresh_step(trace, entry: dict):
     Step itself: adapt it here if the reader's Step changes."""
     from tracer.reader import Step
 
-    return Step(trace.path, entry)
+    steps = trace.steps  # a reader whose steps carry model facts, schema version or a lazy lens: the same
+    extra = {name: getattr(steps, "_" + name) for name in ("facts", "version", "lens") if hasattr(steps, "_" + name)}
+    return Step(trace.path, entry, **extra)
 
 
-def private_trace(trace):
+def private_trace(trace, previous=None):
     """A Trace over the same directory whose manifest lists are copies (the steps and tokens so
-    far): a worker reads it while the UI thread keeps the app's Trace to itself."""
+    far): a worker reads it while the UI thread keeps the app's Trace to itself. `previous` (an
+    earlier private copy of the same trace) is grown instead, so what it loaded lazily (a logit
+    lens' unembedding) is loaded once."""
     from tracer.reader import Trace
 
-    return Trace(trace.path, {**trace.manifest, "steps": list(trace.manifest["steps"]),
-                              "tokens": list(trace.tokens)})
+    steps, tokens = trace.manifest["steps"], trace.tokens
+    if previous is not None and previous.path == trace.path:
+        n, mine = len(previous.manifest["steps"]), previous.manifest["steps"]
+        if n <= len(steps) and all(mine[i] is steps[i] for i in (0, n - 1) if n):
+            if n < len(steps):
+                previous.add_steps(list(steps[n:]), list(tokens[len(previous.tokens):]))
+            return previous
+    return Trace(trace.path, {**trace.manifest, "steps": list(steps), "tokens": list(tokens)})
 
 
 def _key(trace, index: int) -> tuple:

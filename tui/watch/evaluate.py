@@ -203,8 +203,16 @@ def _layer(ctx, value) -> int:
 
 
 def f_lens(ctx, layer, token=None) -> float:
-    """logit-lens probability of a token at a layer (no token: of its top token); NaN outside the top-k"""
+    """logit-lens probability of a token at a layer (no token: of its top token); exact for every token
+    when the reader has the trace's lens (final norm + unembedding), else NaN outside the recorded top-k"""
     L = _layer(ctx, layer)
+    if token is not None:
+        lens = getattr(ctx.trace, "lens", None)  # a reader with the lazy logit lens: every token, exactly
+        if lens is not None and hasattr(lens, "logits") and not isinstance(ctx.step, dict) and lens.has_rows(ctx.step):
+            tid = _token_arg(ctx, token)
+            probs = ctx.memo(("lens", L), lambda: _softmax(lens.logits(lens.rows(ctx.step)[L:L + 1])[0].astype(np.float64)))
+            _check_id(ctx, tid, probs.shape[0])
+            return float(probs[tid])
     ids, probs = ctx.array("logit_lens.ids"), ctx.array("logit_lens.probs")  # [n_layers, k]
     if token is None:
         return float(probs[L, 0])

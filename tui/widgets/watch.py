@@ -162,7 +162,7 @@ class WatchPane(Pane, can_focus=True):
         if not jobs:
             return
         # a private Trace over the same directory: the worker never touches the app's Trace
-        private = private_trace(trace)
+        private = self._private = private_trace(trace, getattr(self, "_private", None))
         self._run(private, token_ids(trace), jobs)
 
     @work(thread=True, exclusive=True, group="watch", exit_on_error=False, name="watch")
