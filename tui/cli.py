@@ -68,6 +68,7 @@ def build_parser() -> argparse.ArgumentParser:
     i = sub.add_parser("info", help="architecture facts and parameter counts of a model or a trace")
     i.add_argument("target", nargs="?", default=None, help="model (hub id, directory, .gguf) or trace directory")
     _model_options_light(i)
+    i.add_argument("--load", action="store_true", help="load the weights (slow) instead of reading the config alone")
     return parser
 
 
@@ -212,6 +213,13 @@ def cmd_info(args) -> int:
         console.print(trace_summary(tr))
         console.print(model_table(tr.model))
         return 0
+    from tui.config_view import config_extras
+
+    if not args.load:
+        facts = _config_facts(target)
+        console.print(model_table(facts))
+        console.print(config_extras(facts))
+        return 0
     _quiet_transformers()
     from tracer.adapters import adapter_for
     from tracer.loading import load_model
@@ -220,7 +228,23 @@ def cmd_info(args) -> int:
     loaded = load_model(target, device=args.device, dtype=args.dtype)
     facts = model_facts(loaded.model, adapter_for(loaded.model), loaded.name, loaded.source)
     console.print(model_table(facts))
+    console.print(config_extras(facts))
     return 0
+
+
+def _config_facts(target: str | None) -> dict:
+    """`info` without weights: facts from a config.json, a model directory, a .gguf header or a cached hub id."""
+    from tracer.config_facts import config_facts, read_config
+    from tracer.loading import default_alias, default_gguf_path
+
+    if target is None or default_alias(target):
+        name, target = "SmolLM2-135M-Instruct", default_gguf_path()
+        config, _, weights = read_config(target)
+    else:
+        config, name, weights = read_config(target)
+    facts = config_facts(config, name, target)
+    facts["weights"] = weights
+    return facts
 
 
 def cmd_view(args) -> int:
