@@ -25,6 +25,7 @@ from .family_checks import (
     check_step_matches_full,
 )
 from .family_refs import block_ref, head_ref, rotary_tables
+from .family_refs_new import NEW_BLOCKS, check_new_blocks
 from .tiny_models import byte_tokenizer, tiny_model
 
 PROMPT = "Hi there"  # 8 byte tokens: with 4 new tokens the sequence outgrows the windows of 4
@@ -53,9 +54,18 @@ FAMILIES = [
     Family("mixtral", "Mixtral (MoE)", "Mixtral-8x7B", "router probabilities and chosen experts per token"),
     Family("qwen3_moe", "Qwen3-MoE", "Qwen3-30B-A3B", "Qwen3 attention + MoE router and experts (tested with norm_topk_prob off; Mixtral covers renormalised top-k)"),
 ]
+# 2026's families with an adapter (tests/test_new_families.py; recomputed by tests/family_refs_new.py)
+NEW_FAMILIES = [
+    Family("olmo2", "OLMo 2", "OLMo-2-1124-7B, OLMo-2-0425-1B", "no pre-norms: post-norms after attention and MLP, RMSNorm over all heads of q and k"),
+    Family("smollm3", "SmolLM3", "SmolLM3-3B", "RoPE off on every 4th layer (NoPE layers listed in the manifest)"),
+    Family("glm4", "GLM-4", "GLM-4-9B-0414, GLM-Z1", "sandwich norms, interleaved partial RoPE, fused gate/up projection"),
+]
+_GENERIC_NOTE = "records embed, resid_pre/post, attention (q/k/v as passed, scores, pattern, z), ln_final, logits"
 GENERIC = [
-    Family("olmo2", "generic fallback (OLMo 2)", "any decoder without an adapter", "records embed, resid_pre/post, ln_final, logits"),
-    Family("opt", "generic fallback (OPT)", "any decoder without an adapter", "records embed, resid_pre/post, ln_final, logits"),
+    Family("deepseek_v3", "generic fallback (DeepSeek-V3)", "DeepSeek-V3, DeepSeek-R1, Kimi-K2 (MLA)", _GENERIC_NOTE + "; d_v != d_qk"),
+    Family("gpt_oss", "generic fallback (gpt-oss)", "gpt-oss-20b/120b", _GENERIC_NOTE + "; the pattern's last column is the attention sink"),
+    Family("qwen3_next", "generic fallback (Qwen3-Next)", "Qwen3-Next-80B-A3B", _GENERIC_NOTE + " on full-attention layers; linear-attention layers have no map"),
+    Family("opt", "generic fallback (OPT)", "any decoder without an adapter", _GENERIC_NOTE),
 ]
 
 
@@ -120,6 +130,9 @@ def check_recomputation(t: Traced) -> None:
     for rec, ids in ((t.full, t.full_ids), (t.steps[0], t.full_ids[:prompt_len])):
         positions = torch.arange(len(ids))
         check_head_and_final(t.checks, rec, head, ids, positions, n_layers)
+        if t.family.key in NEW_BLOCKS:
+            check_new_blocks(t.checks, rec, t.model, t.family.key, positions)
+            continue
         for layer in range(n_layers):
             ref = block_ref(t.model, t.family.key, layer)
             cos_sin = rotary_tables(t.model, t.family.key, layer, positions) if ref.rotary else None

@@ -1,0 +1,182 @@
+"""Block equations of 2026's families (OLMo 2, SmolLM3, GLM-4) recomputed from their weights.
+
+Built on tests/family_refs.py and tests/family_checks.py (weights as float64 functions, `Checks`,
+the causal/window mask, rotate-half RoPE); what differs is written out here: OLMo 2 has no norm
+before its sublayers and normalises the whole q/k projection, SmolLM3 skips RoPE on its NoPE
+layers, GLM-4 rotates interleaved feature pairs of a partial rotary slice. Each recorded tensor is
+recomputed from the recorded input of its own stage, as in family_checks.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+
+from .family_checks import D, Checks, _repeat_kv, allowed
+from .family_refs import _w, act, linear, rms, rope, rotary_tables
+
+Fn = Callable[[torch.Tensor], torch.Tensor]
+
+
+def rope_interleaved(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """x [T, n, d_head] rotated on feature pairs (0,1), (2,3), ... of its first rotary_dim features (GLM).
+
+    cos, sin [T, rotary_dim] as the rotary embedding returns them (two halves of equal frequencies).
+    """
+    rd = cos.shape[-1]
+    c = cos[:, None, : rd // 2].repeat_interleave(2, dim=-1)  # [T, 1, rd]
+    s = sin[:, None, : rd // 2].repeat_interleave(2, dim=-1)
+    rot, rest = x[..., :rd], x[..., rd:]
+    pairs = torch.stack([-rot[..., 1::2], rot[..., 0::2]], dim=-1).flatten(-2)  # (-x1, x0) per pair
+    return torch.cat([rot * c + pairs * s, rest], dim=-1)
+
+
+def _identity_rotation(x, cos, sin):
+    return x
+
+
+@dataclass
+class NewBlockRef:
+    n_heads: int
+    n_kv: int
+    d_head: int
+    q: Fn  # attention input [T, d_model] -> [T, n_heads * d_head]
+    k: Fn
+    v: Fn
+    o: Fn
+    scaling: float
+    rotate: Callable  # (x [T, n, d], cos, sin) -> rotated x
+    ln1: Fn | None  # None: the attention reads resid_pre itself (OLMo 2)
+    ln2: Fn | None
+    ln1_post: Fn | None
+    ln2_post: Fn | None
+    qk_norm_whole: tuple[Fn, Fn] | None  # OLMo 2: RMSNorm over all heads of q, k
+    gate: Fn
+    up: Fn
+    down: Fn
+    act: Fn
+
+
+def _norm(ck: Checks, rec: dict, name: str, fn: Fn, x: torch.Tensor) -> torch.Tensor:
+    """Check a recorded norm of x (either vocabulary: `P.hook_out` = module output with TransformerLens's
+    `P.hook_normalized` = x/scale, or the older `P.hook_normalized` = module output); returns its output."""
+    prefix = name[: -len(".hook_normalized")]
+    if prefix + ".hook_out" in rec:
+        ck.close(f"{prefix.split('.')[-1]} = norm(x)", prefix + ".hook_out", rec[prefix + ".hook_out"], fn(x))
+        scale = rec[prefix + ".hook_scale"]  # [T, 1]
+        ck.close("normalized = x / scale", name, rec[name], x / scale)
+        return rec[prefix + ".hook_out"]
+    ck.close(f"{prefix.split('.')[-1]} = norm(x)", name, rec[name], fn(x))
+    return rec[name]
+
+
+def check_new_block(ck: Checks, rec: dict, layer: int, ref: NewBlockRef, cos_sin, positions: torch.Tensor) -> None:
+    """One block of OLMo 2 / SmolLM3 / GLM-4: norms, q/k/v, q/k norms, RoPE, scores, pattern, z, MLP, residuals."""
+    p = f"blocks.{layer}."
+    t = len(positions)
+    pre = rec[p + "hook_resid_pre"]
+    x = pre if ref.ln1 is None else _norm(ck, rec, p + "ln1.hook_normalized", ref.ln1, pre)
+    ck.close("qkv = x·W (+b)", p + "attn.hook_q", rec[p + "attn.hook_q"], ref.q(x).reshape(t, ref.n_heads, ref.d_head))
+    ck.close("qkv = x·W (+b)", p + "attn.hook_k", rec[p + "attn.hook_k"], ref.k(x).reshape(t, ref.n_kv, ref.d_head))
+    ck.close("qkv = x·W (+b)", p + "attn.hook_v", rec[p + "attn.hook_v"], ref.v(x).reshape(t, ref.n_kv, ref.d_head))
+    q, k = rec[p + "attn.hook_q"], rec[p + "attn.hook_k"]
+    if ref.qk_norm_whole is not None:
+        qn, kn = ref.qk_norm_whole
+        ck.close("q/k norm over all heads", p + "attn.hook_q_normed", rec[p + "attn.hook_q_normed"], qn(q.reshape(t, -1)).reshape(q.shape))
+        ck.close("q/k norm over all heads", p + "attn.hook_k_normed", rec[p + "attn.hook_k_normed"], kn(k.reshape(t, -1)).reshape(k.shape))
+        q, k = rec[p + "attn.hook_q_normed"], rec[p + "attn.hook_k_normed"]
+    cos, sin = cos_sin
+    ck.close("rot = RoPE(q/k)", p + "attn.hook_rot_q", rec[p + "attn.hook_rot_q"], ref.rotate(q, cos, sin))
+    ck.close("rot = RoPE(q/k)", p + "attn.hook_rot_k", rec[p + "attn.hook_rot_k"], ref.rotate(k, cos, sin))
+    q, k = rec[p + "attn.hook_rot_q"], rec[p + "attn.hook_rot_k"]
+    scores = torch.einsum("thd,shd->hts", q, _repeat_kv(k, ref.n_heads)) * ref.scaling  # [H, T, S]
+    ok = allowed(positions, positions, None)  # [T, S]
+    ck.close("scores = q·kᵀ·scale, masked", p + "attn.hook_attn_scores", rec[p + "attn.hook_attn_scores"], scores.masked_fill(~ok, float("-inf")))
+    pattern = rec[p + "attn.hook_pattern"]
+    ck.close("pattern = softmax(scores)", p + "attn.hook_pattern", pattern, torch.softmax(rec[p + "attn.hook_attn_scores"], -1))
+    z = torch.einsum("hts,shd->thd", pattern, _repeat_kv(rec[p + "attn.hook_v"], ref.n_heads))  # [T, H, d_head]
+    ck.close("z = pattern·v", p + "attn.hook_z", rec[p + "attn.hook_z"], z)
+    attn_out = rec[p + "hook_attn_out"]
+    ck.close("attn_out = z·W_O (+b)", p + "hook_attn_out", attn_out, ref.o(rec[p + "attn.hook_z"].reshape(t, -1)))
+    added = attn_out if ref.ln1_post is None else _norm(ck, rec, p + "ln1_post.hook_normalized", ref.ln1_post, attn_out)
+    mid = rec[p + "hook_resid_mid"]
+    ck.close("resid_mid = resid_pre + attn_out", p + "hook_resid_mid", mid, pre + added)
+    x2 = mid if ref.ln2 is None else _norm(ck, rec, p + "ln2.hook_normalized", ref.ln2, mid)
+    ck.close("mlp pre = x·W_gate", p + "mlp.hook_pre", rec[p + "mlp.hook_pre"], ref.gate(x2))
+    ck.close("mlp pre_linear = x·W_up", p + "mlp.hook_pre_linear", rec[p + "mlp.hook_pre_linear"], ref.up(x2))
+    post = ref.act(rec[p + "mlp.hook_pre"]) * rec[p + "mlp.hook_pre_linear"]
+    ck.close("mlp post = act(pre) * pre_linear", p + "mlp.hook_post", rec[p + "mlp.hook_post"], post)
+    mlp_out = rec[p + "hook_mlp_out"]
+    ck.close("mlp_out = post·W_down", p + "hook_mlp_out", mlp_out, ref.down(rec[p + "mlp.hook_post"]))
+    added = mlp_out if ref.ln2_post is None else _norm(ck, rec, p + "ln2_post.hook_normalized", ref.ln2_post, mlp_out)
+    ck.close("resid_post = resid_mid + mlp_out", p + "hook_resid_post", rec[p + "hook_resid_post"], mid + added)
+
+
+def _common(model, layer) -> dict:
+    c, a = model.config, layer.self_attn
+    d_head = getattr(c, "head_dim", None) or c.hidden_size // c.num_attention_heads
+    return dict(
+        n_heads=c.num_attention_heads,
+        n_kv=c.num_key_value_heads,
+        d_head=d_head,
+        q=linear(a.q_proj.weight, a.q_proj.bias),
+        k=linear(a.k_proj.weight, a.k_proj.bias),
+        v=linear(a.v_proj.weight, a.v_proj.bias),
+        o=linear(a.o_proj.weight, a.o_proj.bias),
+        scaling=d_head**-0.5,
+        act=act(c.hidden_act),
+        ln1=None, ln2=None, ln1_post=None, ln2_post=None, qk_norm_whole=None,
+    )
+
+
+def _dense_mlp(layer) -> dict:
+    m = layer.mlp
+    return dict(gate=linear(m.gate_proj.weight), up=linear(m.up_proj.weight), down=linear(m.down_proj.weight))
+
+
+def _olmo2(model, i) -> NewBlockRef:
+    layer = model.model.layers[i]
+    a = layer.self_attn
+    ref = _common(model, layer)
+    ref.update(
+        _dense_mlp(layer), rotate=rope, ln1_post=rms(layer.post_attention_layernorm), ln2_post=rms(layer.post_feedforward_layernorm),
+        qk_norm_whole=(rms(a.q_norm), rms(a.k_norm)),
+    )
+    return NewBlockRef(**ref)
+
+
+def _smollm3(model, i) -> NewBlockRef:
+    layer = model.model.layers[i]
+    ref = _common(model, layer)
+    use_rope = bool(model.config.no_rope_layers[i])
+    ref.update(_dense_mlp(layer), rotate=rope if use_rope else _identity_rotation,
+               ln1=rms(layer.input_layernorm), ln2=rms(layer.post_attention_layernorm))
+    return NewBlockRef(**ref)
+
+
+def _glm4(model, i) -> NewBlockRef:
+    layer = model.model.layers[i]
+    ref = _common(model, layer)
+    gu = _w(layer.mlp.gate_up_proj.weight)  # [2 d_mlp, d_model]: gate rows, then up rows
+    d_mlp = gu.shape[0] // 2
+    ref.update(
+        gate=linear(gu[:d_mlp]), up=linear(gu[d_mlp:]), down=linear(layer.mlp.down_proj.weight), rotate=rope_interleaved,
+        ln1=rms(layer.input_layernorm), ln1_post=rms(layer.post_self_attn_layernorm),
+        ln2=rms(layer.post_attention_layernorm), ln2_post=rms(layer.post_mlp_layernorm),
+    )
+    return NewBlockRef(**ref)
+
+
+NEW_BLOCKS = {"olmo2": _olmo2, "smollm3": _smollm3, "glm4": _glm4}
+
+
+def check_new_blocks(ck: Checks, rec: dict, model, family: str, positions: torch.Tensor) -> None:
+    """Every block of a new family over a prefill-like forward at `positions`."""
+    for layer in range(model.config.num_hidden_layers):
+        cos, sin = rotary_tables(model, family, layer, positions)
+        check_new_block(ck, rec, layer, NEW_BLOCKS[family](model, layer), (cos, sin), positions)
+
+
+__all__ = ["D", "NEW_BLOCKS", "check_new_block", "check_new_blocks", "rope_interleaved"]

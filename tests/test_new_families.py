@@ -1,0 +1,101 @@
+"""2026's families with an adapter (OLMo 2, SmolLM3, GLM-4): the same proof as tests/test_families.py.
+
+Per family: every block recomputed from the weights (tests/family_refs_new.py), decode steps equal
+to one full no-cache forward, greedy tokens equal to `model.generate`, the manifest's names and facts.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import pytest
+import torch
+
+from tests.family_matrix import NEW_FAMILIES, check_greedy, check_recomputation, check_steps, trace_family
+from tests.family_checks import Checks
+
+BY_KEY = {f.key: f for f in NEW_FAMILIES}
+KEYS = list(BY_KEY)
+_CACHE: dict = {}
+
+EXPECTED_FACTS = {
+    "olmo2": dict(family="olmo2", post_norms=True, pre_norms=False, positional="rotary"),
+    "smollm3": dict(family="smollm3", nope_layers=[1], sliding_window=None, layer_types=["full_attention"] * 2),
+    "glm4": dict(family="glm4", post_norms=True, rope_interleaved=True, rotary_dim=8),
+}
+EXTRAS = {  # block names beyond the common vocabulary, and common names the family does not have
+    "olmo2": ({"attn.hook_q_normed", "attn.hook_k_normed", "ln1_post.hook_normalized", "ln2_post.hook_normalized"},
+              {"ln1.hook_normalized", "ln2.hook_normalized"}),
+    "smollm3": (set(), {"ln1_post.hook_normalized", "attn.hook_q_normed"}),
+    "glm4": ({"ln1_post.hook_normalized", "ln2_post.hook_normalized"}, {"attn.hook_q_normed", "mlp.hook_router_probs"}),
+}
+
+
+@pytest.fixture(scope="module")
+def traced(tmp_path_factory):
+    root = tmp_path_factory.mktemp("new-families")
+
+    def get(key: str):
+        if key not in _CACHE:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                _CACHE[key] = trace_family(BY_KEY[key], out=str(root / key))
+        t = _CACHE[key]
+        t.checks = Checks(torch.float32)
+        return t
+
+    yield get
+    _CACHE.clear()
+
+
+@pytest.mark.parametrize("key", KEYS)
+def test_recomputation_from_weights(traced, key):
+    t = traced(key)
+    check_recomputation(t)
+    assert t.checks.passed["attn_out = z·W_O (+b)"] == 2 * len(t.adapter.layers())  # full forward + prefill
+    assert t.checks.passed["rot = RoPE(q/k)"] == 4 * len(t.adapter.layers())
+
+
+@pytest.mark.parametrize("key", KEYS)
+def test_decode_steps_equal_full_forward(traced, key):
+    t = traced(key)
+    check_steps(t)
+    assert t.checks.passed["decode step = full forward rows"] > 0
+
+
+@pytest.mark.parametrize("key", KEYS)
+def test_greedy_tokens_equal_generate(traced, key):
+    check_greedy(traced(key))
+
+
+@pytest.mark.parametrize("key", KEYS)
+def test_manifest_facts_and_names(traced, key):
+    t = traced(key)
+    facts = t.trace.model
+    for fact, value in EXPECTED_FACTS[key].items():
+        assert facts[fact] == value, fact
+    assert facts["missing_names"] == []
+    have, lack = EXTRAS[key]
+    names = {n.split(".", 2)[2] for n in t.trace.steps[0].names if n.startswith("blocks.0.")}
+    assert have <= names and not (lack & names)
+    assert have.isdisjoint(facts["not_applicable"]) and lack <= set(facts["not_applicable"])
+
+
+def test_smollm3_nope_layer_is_not_rotated(traced):
+    """On the NoPE layer the attention receives q/k unrotated; on the RoPE layer they differ."""
+    step = traced("smollm3").trace.steps[0]
+    assert (step["blocks.1.attn.hook_rot_q"] == step["blocks.1.attn.hook_q"]).all()
+    assert not (step["blocks.0.attn.hook_rot_q"] == step["blocks.0.attn.hook_q"]).all()
+
+
+def test_glm4_rope_is_interleaved_not_rotate_half(traced):
+    """The interleaved reference is the one that matches: rotate-half would not (the check can fail)."""
+    from tests.family_refs import rope, rotary_tables
+    from tests.family_refs_new import rope_interleaved
+
+    t = traced("glm4")
+    q = t.full["blocks.0.attn.hook_q"]
+    cos, sin = rotary_tables(t.model, "glm4", 0, torch.arange(len(q)))
+    got = t.full["blocks.0.attn.hook_rot_q"]
+    assert torch.allclose(got, rope_interleaved(q, cos, sin), atol=1e-5)
+    assert not torch.allclose(got, rope(q, cos, sin), atol=1e-3)
