@@ -1,15 +1,19 @@
-"""Lazy, torch-free reading of a trace directory.
+"""Lazy, torch-free reading of a trace directory, which is untrusted input.
 
     from tracer import load_trace
     tr = load_trace("traces/paris")
     tr.tokens[-1]["text"]                      # prompt + generated tokens
     step = tr.steps[0]                         # the prefill
-    step.names                                 # recorded names, forward order
+    step.names                                 # recorded names, forward order (aliases included)
     step["blocks.3.attn.hook_pattern"]         # numpy array [n_heads, T, S], memory-mapped
     step.token, step.sampling                  # chosen token and the sampler record
+    step.attention_rows(3, "pattern", 0, 8)    # rows of a map, recomputed where the budget omitted them
 
-Opening reads only manifest.json. A step file's header is read when the step is first used,
-its arrays are memory-mapped when asked for. Nothing is ever unpickled.
+Opening reads manifest.json and steps.jsonl (schema 2) or manifest.json alone (schema 1), both
+validated against tracer/schema.py. A step file's header is read when the step is first used,
+checked with safetensors' own rules, its arrays are memory-mapped when asked for and its
+checksum verified then. Files are opened only inside the directory (tracer/safe_io.py).
+Nothing is ever unpickled.
 """
 
 from __future__ import annotations
@@ -19,13 +23,16 @@ import math
 import mmap
 import os
 import struct
+import zlib
 from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 
-from .names import forward_order
-from .trace_format import MANIFEST, SCHEMA, SCHEMA_VERSION, TraceError
+from .names import forward_order, shape_doc, split_block_name
+from .safe_io import open_dir, open_in_dir, read_in_dir, stat_in_dir
+from .schema import MAX_LOG_BYTES, MAX_MANIFEST_BYTES, check_depth, validate_entry, validate_manifest
+from .trace_format import MANIFEST, STEP_LOG, TraceError
 
 _DTYPES = {
     "F64": np.float64,
@@ -39,41 +46,123 @@ _DTYPES = {
     "BOOL": np.bool_,
 }
 _ITEMSIZE = {k: np.dtype(v).itemsize for k, v in _DTYPES.items()}
-_MAX_HEADER = 64 * 1024 * 1024
+_MAX_HEADER = 100_000_000  # safetensors' own limit
+_MAX_TENSORS = 100_000
+_MAX_STEP_FILE = 1 << 40
+_INT_NAMES = ("ids",)  # names ending so hold integers; every other recorded name holds floats
+
+
+def _no_duplicates(pairs):
+    out = {}
+    for k, v in pairs:
+        if k in out:
+            raise ValueError(f"duplicate key {k!r}")
+        out[k] = v
+    return out
+
+
+def parse_json(raw: bytes, label: str) -> Any:
+    """JSON from untrusted bytes: UTF-8, no duplicate keys, bounded depth; TraceError otherwise."""
+    try:
+        obj = json.loads(raw.decode("utf-8"), object_pairs_hook=_no_duplicates)
+    except RecursionError:
+        raise TraceError(f"{label}: nested too deeply") from None
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise TraceError(f"{label}: not valid JSON ({str(exc).splitlines()[0][:80]})") from None
+    check_depth(obj, label)
+    return obj
+
+
+def parse_safetensors_header(prefix8: bytes, read_header, file_size: int, label: str) -> tuple[dict, int]:
+    """(tensor table, data start) under safetensors' rules: header length within the file and
+    8-byte aligned, JSON object, known dtypes, non-negative integer shapes and offsets, tensors
+    contiguous from 0 without gap or overlap, each exactly its shape's bytes, data ending at EOF."""
+    if len(prefix8) != 8:
+        raise TraceError(f"{label}: truncated step file")
+    (n,) = struct.unpack("<Q", prefix8)
+    if n > _MAX_HEADER or n > file_size - 8 or n % 8:
+        raise TraceError(f"{label}: corrupted step file (bad header length)")
+    raw = read_header(n)
+    if len(raw) != n or not raw.startswith(b"{"):
+        raise TraceError(f"{label}: corrupted step file (header is not a JSON object)")
+    try:
+        header = parse_json(raw, label)
+    except TraceError:
+        raise TraceError(f"{label}: corrupted step file (header is not JSON)") from None
+    if type(header) is not dict:
+        raise TraceError(f"{label}: corrupted step file (header is not an object)")
+    meta = header.pop("__metadata__", None)
+    if meta is not None and (type(meta) is not dict or any(type(v) is not str for v in meta.values())):
+        raise TraceError(f"{label}: corrupted step file (bad __metadata__)")
+    if len(header) > _MAX_TENSORS:
+        raise TraceError(f"{label}: corrupted step file (too many tensors)")
+    spans = []
+    for name, info in header.items():
+        bad = TraceError(f"{label}: corrupted step file (bad entry for {name[:60]!r})")
+        if type(info) is not dict or set(info) != {"dtype", "shape", "data_offsets"} or len(name) > 200:
+            raise bad
+        dtype, shape, offsets = info["dtype"], info["shape"], info["data_offsets"]
+        if dtype not in _ITEMSIZE or type(shape) is not list or type(offsets) is not list or len(offsets) != 2:
+            raise bad
+        if len(shape) > 8 or any(type(d) is not int or d < 0 for d in shape):
+            raise bad
+        if any(type(o) is not int or o < 0 for o in offsets):
+            raise bad
+        count = math.prod(shape)
+        begin, end = offsets
+        if end < begin or end - begin != count * _ITEMSIZE[dtype]:
+            raise bad
+        spans.append((begin, end, name))
+    spans.sort()
+    cursor = 0
+    for begin, end, name in spans:
+        if begin != cursor:
+            raise TraceError(f"{label}: corrupted step file ({name[:60]!r} overlaps or leaves a gap)")
+        cursor = end
+    if 8 + n + cursor != file_size:
+        raise TraceError(f"{label}: corrupted step file (data does not end at the end of the file)")
+    return header, 8 + n
+
+
+def _check_shapes(header: dict, entry: dict, facts: dict, label: str) -> None:
+    """Each recorded array agrees with the model facts and the step's positions."""
+    start, end = entry["positions"]
+    omitted = entry.get("omitted") or {}
+    n_layers = facts["n_layers"]
+    for name, info in header.items():
+        block = split_block_name(name)
+        if block is not None and block[0] >= n_layers:
+            raise TraceError(f"{label}: {name[:60]!r} names layer {block[0]} of a {n_layers}-layer model")
+        kind = np.dtype(_DTYPES[info["dtype"]]).kind
+        if kind not in ("i", "u", "b") if name.endswith(_INT_NAMES) else kind != "f":
+            raise TraceError(f"{label}: {name[:60]!r} has dtype {info['dtype']}, unexpected for it")
+        doc = shape_doc(name)
+        if not doc:
+            continue
+        axes = [a.strip() for a in doc.strip("[]").split(",")]
+        shape = info["shape"]
+        if len(shape) != len(axes):
+            raise TraceError(f"{label}: {name[:60]!r} has shape {shape}, expected {doc}")
+        rows = end - start
+        if name in omitted:
+            r0, r1 = omitted[name]["rows"]
+            rows -= r1 - r0
+        want = {"T": rows, "d_model": facts["d_model"], "n_heads": facts["n_heads"], "n_layers": n_layers}
+        for axis, size in zip(axes, shape):
+            if axis in want and size != want[axis]:
+                raise TraceError(f"{label}: {name[:60]!r} has shape {shape}, expected {doc} with {axis}={want[axis]}")
 
 
 def read_safetensors_header(path: str) -> tuple[dict, int]:
-    """(header dict without __metadata__, byte offset of the data section). Validates offsets."""
-    try:
-        size = os.path.getsize(path)
-        with open(path, "rb") as fh:
-            raw = fh.read(8)
-            if len(raw) != 8:
-                raise TraceError(f"{path}: truncated step file")
-            (n,) = struct.unpack("<Q", raw)
-            if n > min(size - 8, _MAX_HEADER):
-                raise TraceError(f"{path}: corrupted step file (bad header length)")
-            header = json.loads(fh.read(n).decode("utf-8"))
-    except FileNotFoundError:
-        raise TraceError(f"{path}: step file is missing") from None
-    except (UnicodeDecodeError, json.JSONDecodeError):
-        raise TraceError(f"{path}: corrupted step file (header is not JSON)") from None
-    except OSError as exc:
-        raise TraceError(f"{path}: cannot read step file ({exc.strerror})") from None
-    if not isinstance(header, dict):
-        raise TraceError(f"{path}: corrupted step file (header is not an object)")
-    header.pop("__metadata__", None)
-    data_len = size - 8 - n
-    for name, info in header.items():
-        try:
-            itemsize = _ITEMSIZE[info["dtype"]]
-            begin, end = info["data_offsets"]
-            count = math.prod(info["shape"])
-        except (KeyError, TypeError, ValueError):
-            raise TraceError(f"{path}: corrupted step file (bad entry for {name!r})") from None
-        if not (0 <= begin <= end <= data_len) or end - begin != count * itemsize:
-            raise TraceError(f"{path}: corrupted step file ({name!r} lies outside the file)")
-    return header, 8 + n
+    """(tensor table, data start) of a safetensors file given by path (trusted callers, tests)."""
+    with open(path, "rb") as fh:
+        size = os.fstat(fh.fileno()).st_size
+        return parse_safetensors_header(fh.read(8), fh.read, size, path)
+
+
+def _v1_names(header: dict) -> dict[str, str]:
+    """Schema 1 stored the norm MODULE output under *.hook_normalized: exposed as *.hook_out."""
+    return {(n[: -len("hook_normalized")] + "hook_out" if n.endswith(".hook_normalized") else n): n for n in header}
 
 
 class Step:
@@ -81,15 +170,20 @@ class Step:
     generated token i. Its arrays cover the positions it computed; its sampling record says
     which token it chose."""
 
-    def __init__(self, trace_dir: str, entry: dict):
+    def __init__(self, trace_dir: str, entry: dict, facts: dict | None = None, version: int = 2):
         self._entry = entry
+        self._dir = trace_dir
+        self._facts = facts
+        self._version = version
         self.index: int = entry["index"]
         self.kind: str = entry.get("kind", "prefill" if self.index == 0 else "decode")
         self.path = os.path.join(trace_dir, entry["file"])
-        self._header: dict | None = None
+        self._header: dict | None = None  # exposed name -> safetensors entry (aliases included)
         self._names: list[str] | None = None
         self._data_start = 0
+        self._size = 0
         self._map: mmap.mmap | None = None
+        self._verified = False
 
     # -- metadata (manifest only, no file access) ------------------------------------------
     @property
@@ -122,15 +216,53 @@ class Step:
         """Wall time of the forward pass and sampling, when recorded."""
         return self._entry.get("seconds")
 
+    @property
+    def aliases(self) -> dict[str, str]:
+        """{name: stored name}: arrays stored once under another name with identical bytes."""
+        return dict(self._entry.get("aliases") or {})
+
+    @property
+    def omitted(self) -> dict[str, dict]:
+        """{name: {"rows": [r0, r1], "reason", "recompute"}}: query rows not stored (budget)."""
+        return dict(self._entry.get("omitted") or {})
+
     # -- arrays ------------------------------------------------------------------------------
+    def _label(self) -> str:
+        return f"step {self.index} ({self._entry['file']})"
+
+    def _open(self) -> tuple[int, int]:
+        dir_fd = open_dir(self._dir)
+        try:
+            return open_in_dir(dir_fd, self._entry["file"], _MAX_STEP_FILE, self._label())
+        except FileNotFoundError:
+            raise TraceError(f"{self._label()}: step file is missing") from None
+        finally:
+            os.close(dir_fd)
+
     def _load_header(self) -> dict:
         if self._header is None:
-            self._header, self._data_start = read_safetensors_header(self.path)
+            fd, size = self._open()
+            try:
+                with os.fdopen(fd, "rb", closefd=False) as fh:
+                    table, self._data_start = parse_safetensors_header(fh.read(8), fh.read, size, self._label())
+            except OSError as exc:
+                raise TraceError(f"{self._label()}: cannot read step file ({exc.strerror})") from None
+            finally:
+                os.close(fd)
+            if self._facts is not None:
+                _check_shapes(table, self._entry, self._facts, self._label())
+            names = _v1_names(table) if self._version < 2 else {n: n for n in table}
+            header = {exposed: table[stored] for exposed, stored in names.items()}
+            for alias, target in self.aliases.items():
+                if alias in header or target not in table:
+                    raise TraceError(f"{self._label()}: alias {alias[:60]!r} names no stored array")
+                header[alias] = table[target]
+            self._size, self._header = size, header
         return self._header
 
     @property
     def names(self) -> list[str]:
-        """Recorded names in forward-pass order."""
+        """Recorded names in forward-pass order (aliases included)."""
         if self._names is None:
             self._names = forward_order(self._load_header())
         return list(self._names)
@@ -150,22 +282,54 @@ class Step:
         except KeyError:
             raise KeyError(f"{name!r} was not recorded in step {self.index}") from None
 
+    def _mapped(self) -> mmap.mmap:
+        if self._map is None:
+            self._load_header()
+            fd, size = self._open()
+            try:
+                if size != self._size:
+                    raise TraceError(f"{self._label()}: step file changed while open")
+                self._map = mmap.mmap(fd, 0, access=mmap.ACCESS_READ) if size else mmap.mmap(-1, 1)
+            except (OSError, ValueError) as exc:
+                raise TraceError(f"{self._label()}: cannot map step file ({exc})") from None
+            finally:
+                os.close(fd)
+            if not self._verified:
+                self._verify(self._map)
+        return self._map
+
+    def _verify(self, buf) -> None:
+        """The entry's checksum against the file (once, on the first array read)."""
+        want = self._entry.get("checksum")
+        if want is not None:
+            view = memoryview(buf)
+            spans = sorted(tuple(info["data_offsets"]) for name, info in self._header.items() if name not in self.aliases)
+            crcs = b"".join(struct.pack("<I", zlib.crc32(view[self._data_start + b : self._data_start + e])) for b, e in spans)
+            got = f"crc32:{zlib.crc32(crcs, zlib.crc32(view[: self._data_start])):08x}"
+            view.release()
+            if got != want:
+                self._map = None
+                raise TraceError(f"{self._label()}: checksum mismatch (the step file was modified or damaged)")
+        self._verified = True
+
     def __getitem__(self, name: str) -> np.ndarray:
         info = self._info(name)
-        if self._map is None:
-            try:
-                with open(self.path, "rb") as fh:
-                    self._map = mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ)
-            except (OSError, ValueError) as exc:
-                raise TraceError(f"{self.path}: cannot map step file ({exc})") from None
+        buf = self._mapped()
         begin, end = info["data_offsets"]
         dtype = _DTYPES[info["dtype"]]
         count = (end - begin) // _ITEMSIZE[info["dtype"]]
-        arr = np.frombuffer(self._map, dtype=dtype, count=count, offset=self._data_start + begin)
+        arr = np.frombuffer(buf, dtype=dtype, count=count, offset=self._data_start + begin)
         return arr.reshape(info["shape"])
 
     def get(self, name: str, default: Any = None):
         return self[name] if name in self else default
+
+    def attention_rows(self, layer: int, kind: str, q0: int, q1: int) -> np.ndarray:
+        """Rows q0..q1 of layer's attention map ("pattern" or "scores") [n_heads, q1-q0, S]:
+        stored rows from the file, rows the budget omitted recomputed from hook_rot_q/hook_rot_k."""
+        from .attention_rows import rows
+
+        return rows(self, layer, kind, q0, q1)
 
     def release(self) -> None:
         """Drop the memory map (arrays already handed out stay valid until freed)."""
@@ -178,9 +342,11 @@ class Step:
 class StepList(Sequence):
     """The completed steps of a trace; keeps at most `max_open` step files mapped at once."""
 
-    def __init__(self, trace_dir: str, entries: list[dict], max_open: int = 32):
+    def __init__(self, trace_dir: str, entries: list[dict], max_open: int = 32, facts: dict | None = None, version: int = 2):
         self._dir = trace_dir
-        self._steps = [Step(trace_dir, e) for e in entries]
+        self._facts = facts
+        self._version = version
+        self._steps = [Step(trace_dir, e, facts, version) for e in entries]
         self._open: list[Step] = []
         self._max_open = max_open
 
@@ -201,16 +367,19 @@ class StepList(Sequence):
     def _sync(self, entries: list[dict]) -> None:
         """A live session wrote more steps: list them (entries is the manifest's step list)."""
         for entry in entries[len(self._steps) :]:
-            self._steps.append(Step(self._dir, entry))
+            self._steps.append(Step(self._dir, entry, self._facts, self._version))
 
 
 class Trace:
-    """A trace directory opened for reading. `steps`, `tokens`, `model`, `manifest`."""
+    """A trace directory opened for reading. `steps`, `tokens`, `model`, `manifest`.
+    `manifest` is schema-1 shaped in memory whatever the version on disk: it holds "steps"
+    (every step entry) and "tokens" (prompt then generated tokens)."""
 
     def __init__(self, path: str, manifest: dict):
         self.path = path
         self.manifest = manifest
-        self.steps = StepList(path, manifest.get("steps", []))
+        version = manifest.get("schema_version", 2)
+        self.steps = StepList(path, manifest.get("steps", []), facts=manifest.get("model"), version=version)
 
     @property
     def model(self) -> dict:
@@ -242,43 +411,81 @@ class Trace:
         return f"<Trace {self.path!r} model={self.model.get('name')!r} steps={len(self.steps)}>"
 
 
+def read_step_log(raw: bytes, label: str) -> list[dict]:
+    """Entries of steps.jsonl; a torn last line (a write cut short) is ignored."""
+    lines = raw.split(b"\n")
+    torn = lines.pop()  # after the last "\n": empty, or a line cut short
+    entries = []
+    for i, line in enumerate(lines):
+        try:
+            entries.append(parse_json(line, f"{label} line {i + 1}"))
+        except TraceError:
+            if i == len(lines) - 1 and not torn:
+                break  # the last line is damaged: a torn write, ignored
+            raise
+    del torn
+    return entries
+
+
+def _check_sequence(manifest: dict, label: str) -> None:
+    """Steps in order, each at the positions the previous ones leave, tokens consistent."""
+    prompt_len = manifest["prompt_len"]
+    steps = manifest["steps"]
+    expected = prompt_len + len(steps)
+    if len(manifest["tokens"]) != expected:
+        raise TraceError(f"{label}.tokens: expected {expected} tokens (prompt + one per step), got {len(manifest['tokens'])}")
+    for i, e in enumerate(steps):
+        want = [0, prompt_len] if i == 0 else [prompt_len + i - 1, prompt_len + i]
+        if list(e["positions"]) != want:
+            raise TraceError(f"steps[{i}].positions: expected {want}, got {e['positions']}")
+        if e.get("kind", "prefill" if i == 0 else "decode") != ("prefill" if i == 0 else "decode"):
+            raise TraceError(f"steps[{i}].kind: expected {'prefill' if i == 0 else 'decode'}")
+
+
 def read_manifest(path: str) -> dict:
-    mpath = os.path.join(path, MANIFEST)
-    if not os.path.isdir(path):
-        raise TraceError(f"{path}: no such trace directory")
+    """The validated manifest (schema-1 shaped in memory: with "steps" and every token)."""
+    dir_fd = open_dir(path)
     try:
-        with open(mpath, encoding="utf-8") as fh:
-            manifest = json.load(fh)
-    except FileNotFoundError:
-        raise TraceError(f"{path}: not a trace (no {MANIFEST})") from None
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise TraceError(f"{mpath}: corrupted manifest ({exc.__class__.__name__}: {exc})") from None
-    except OSError as exc:
-        raise TraceError(f"{mpath}: cannot read ({exc.strerror})") from None
-    if not isinstance(manifest, dict) or manifest.get("schema") != SCHEMA:
-        raise TraceError(f"{mpath}: not a stepscope trace manifest")
-    version = manifest.get("schema_version")
-    if not isinstance(version, int) or version > SCHEMA_VERSION:
-        raise TraceError(f"{mpath}: schema version {version!r} is newer than this stepscope reads")
-    for key in ("model", "tokens", "steps", "prompt_len", "generation"):
-        if key not in manifest:
-            raise TraceError(f"{mpath}: corrupted manifest (no {key!r})")
+        try:
+            raw = read_in_dir(dir_fd, MANIFEST, MAX_MANIFEST_BYTES, f"{path}: {MANIFEST}")
+        except FileNotFoundError:
+            raise TraceError(f"{path}: not a trace (no {MANIFEST})") from None
+        try:
+            manifest = parse_json(raw, MANIFEST)
+        except TraceError as exc:
+            raise TraceError(f"{path}: corrupted manifest ({exc})") from None
+        validate_manifest(manifest)
+        version = manifest["schema_version"]
+        if version >= 2:
+            if len(manifest["tokens"]) != manifest["prompt_len"]:
+                raise TraceError(f"manifest.tokens: expected the {manifest['prompt_len']} prompt tokens, got {len(manifest['tokens'])}")
+            try:
+                log = read_in_dir(dir_fd, STEP_LOG, MAX_LOG_BYTES, f"{path}: {STEP_LOG}")
+            except FileNotFoundError:
+                raise TraceError(f"{path}: not a complete trace (no {STEP_LOG})") from None
+            manifest["steps"] = read_step_log(log, STEP_LOG)
+            for i, e in enumerate(manifest["steps"]):
+                validate_entry(e, i, version)
+            manifest["tokens"] = manifest["tokens"] + [e["token"] for e in manifest["steps"]]
+        else:
+            from .schema import want_list
+
+            for i, e in enumerate(want_list("manifest.steps", manifest.get("steps"))):
+                validate_entry(e, i, version)
+        _check_sequence(manifest, "manifest")
+        for e in manifest["steps"]:
+            size = stat_in_dir(dir_fd, e["file"], f"{e['file']}: step {e['index']}")
+            if "bytes" in e and size != e["bytes"]:
+                raise TraceError(f"{e['file']}: step {e['index']} is corrupted ({size} bytes, manifest says {e['bytes']})")
+    finally:
+        os.close(dir_fd)
     return manifest
 
 
 def load_trace(path: str | os.PathLike) -> Trace:
-    """Open a trace directory. Reads manifest.json only; checks each listed step file exists
-    with the size the manifest recorded (a stat each)."""
+    """Open a trace directory: reads and validates manifest.json and steps.jsonl, checks each
+    listed step file is a regular file of the recorded size (a stat each)."""
     path = os.fspath(path)
-    manifest = read_manifest(path)
-    for entry in manifest["steps"]:
-        fpath = os.path.join(path, entry.get("file", ""))
-        try:
-            size = os.path.getsize(fpath)
-        except OSError:
-            raise TraceError(f"{fpath}: step {entry.get('index')} is missing") from None
-        if "bytes" in entry and size != entry["bytes"]:
-            raise TraceError(
-                f"{fpath}: step {entry.get('index')} is corrupted ({size} bytes, manifest says {entry['bytes']})"
-            )
-    return Trace(path, manifest)
+    if "\0" in path:
+        raise TraceError("the trace path holds a NUL character")
+    return Trace(path, read_manifest(path))

@@ -29,7 +29,7 @@ from .reader import Step, Trace
 from .recorder import Recorder
 from .sampler import Sampler, SamplerSettings
 from .trace_format import MANIFEST, SCHEMA, SCHEMA_VERSION, TraceWriteError, atomic_write_bytes, atomic_write_json
-from .writer import TraceWriter, prepare_directory
+from .writer import TraceWriter, copy_trace
 
 DEFAULT_PROMPT = "The capital of France is"
 TOKENIZER_FILE = "tokenizer.json"
@@ -193,11 +193,8 @@ class LiveSession:
         backend = getattr(self.tokenizer, "backend_tokenizer", None)
         if backend is None:
             return
-        try:
-            atomic_write_bytes(os.path.join(self.path, TOKENIZER_FILE), backend.to_str().encode("utf-8"))
-            self.writer.manifest["tokenizer"]["file"] = TOKENIZER_FILE
-        except OSError as exc:
-            raise TraceWriteError(f"cannot write {TOKENIZER_FILE} to {self.path}: {exc.strerror or exc}") from None
+        self.writer.write_file(TOKENIZER_FILE, backend.to_str().encode("utf-8"))  # where the steps go
+        self.writer.manifest["tokenizer"]["file"] = TOKENIZER_FILE
 
     @classmethod
     def open(
@@ -315,18 +312,7 @@ class LiveSession:
         self.writer.flush()
         if os.path.abspath(path) == os.path.abspath(self.path):
             return path
-        prepare_directory(path)
-        manifest = dict(self.writer.manifest)
-        try:
-            files = [e["file"] for e in manifest["steps"]]
-            if os.path.isfile(os.path.join(self.path, TOKENIZER_FILE)):
-                files.append(TOKENIZER_FILE)
-            for name in files:
-                shutil.copyfile(os.path.join(self.path, name), os.path.join(path, name))
-            atomic_write_json(os.path.join(path, MANIFEST), manifest)
-        except OSError as exc:
-            raise TraceWriteError(f"cannot save the trace to {path}: {exc.strerror or exc}") from None
-        return path
+        return copy_trace(self.writer.manifest, self.path, path)
 
     def close(self, stop_reason: str | None = None) -> None:
         """Flush and finish the manifest. A temporary session directory is kept until the process ends."""
