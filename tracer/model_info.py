@@ -87,6 +87,20 @@ def eos_ids(model, tokenizer) -> list[int]:
     return sorted(ids)
 
 
+def chat_default(tokenizer, model=None) -> bool:
+    """An instruct/chat tokenizer: it has a chat template whose turns end with one of the model's
+    end-of-sequence tokens (a base model's template, if any, ends turns with a token generation
+    does not stop at). The directory's name plays no part."""
+    template = getattr(tokenizer, "chat_template", None)
+    if isinstance(template, dict):
+        template = " ".join(str(t) for t in template.values())
+    if not template:
+        return False
+    ids = eos_ids(model, tokenizer) if model is not None else [getattr(tokenizer, "eos_token_id", None)]
+    names = {tokenizer.convert_ids_to_tokens(int(i)) for i in ids if i is not None}
+    return any(isinstance(n, str) and n and n in template for n in names)
+
+
 def tokenizer_facts(model, tokenizer) -> dict:
     return {
         "name": getattr(tokenizer, "name_or_path", "") or tokenizer.__class__.__name__,

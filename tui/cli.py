@@ -24,37 +24,62 @@ class CliError(Exception):
 
 
 # -- argument parsing ----------------------------------------------------------------------------
+class DefaultsFormatter(argparse.HelpFormatter):
+    """`--help` names every option's default: from its help text, else appended from the parser."""
+
+    def _get_help_string(self, action):
+        text = action.help or ""
+        if "default" in text or action.default in (None, argparse.SUPPRESS) or action.required:
+            return text
+        if isinstance(action, (argparse._StoreTrueAction, argparse._StoreFalseAction)):
+            return f"{text} (default: {'off' if action.default is False else 'on'})"
+        return f"{text} (default: %(default)s)".strip()
+
+
+class _SubParser(argparse.ArgumentParser):
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("formatter_class", DefaultsFormatter)
+        super().__init__(*args, **kwargs)
+
+
+def _version() -> str:
+    from tracer import __version__
+
+    return __version__
+
+
 def _model_options(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("model")
-    g.add_argument("--model", default=None, help="hub id, local model directory or .gguf file (default: embedded SmolLM2-135M-Instruct)")
-    g.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N (default auto)")
-    g.add_argument("--dtype", default="auto", choices=["auto", "float32", "float16", "bfloat16"])
-    g.add_argument("--device-map", default=None, choices=["auto"], help="spread a large model over devices (accelerate)")
+    g.add_argument("--model", default=None, help="hub id, local model directory or .gguf file; `smollm2` or `SmolLM2-135M-Instruct` name the embedded model (default: the embedded SmolLM2-135M-Instruct, GGUF Q4_1 dequantised)")
+    g.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
+    g.add_argument("--dtype", default="auto", choices=["auto", "float32", "float16", "bfloat16"], help="model dtype")
+    g.add_argument("--device-map", default=None, choices=["auto"], help="spread a large model over devices with accelerate (default: one device)")
 
 
 def _generation_options(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("generation")
-    g.add_argument("--prompt", default=None, help='prompt text (default "The capital of France is")')
-    g.add_argument("--max-new-tokens", type=int, default=16)
-    g.add_argument("--sample", action="store_true", help="sample instead of greedy decoding")
-    g.add_argument("--greedy", action="store_true", help="greedy decoding (the default)")
-    g.add_argument("--temperature", type=float, default=None)
-    g.add_argument("--top-k", type=int, default=None)
-    g.add_argument("--top-p", type=float, default=None)
-    g.add_argument("--min-p", type=float, default=None)
-    g.add_argument("--seed", type=int, default=0)
+    g.add_argument("--prompt", default=None, help='prompt text (default: "The capital of France is", as raw text)')
+    g.add_argument("--max-new-tokens", type=int, default=16, help="tokens to generate")
+    g.add_argument("--sample", action="store_true", help="sample instead of greedy decoding (default: greedy, or sampling when a sampling option is given)")
+    g.add_argument("--greedy", action="store_true", help="greedy decoding even when sampling options are given (default: greedy)")
+    g.add_argument("--temperature", type=float, default=None, help="sampling temperature (default: 1.0)")
+    g.add_argument("--top-k", type=int, default=None, help="keep the k most likely tokens (default: off)")
+    g.add_argument("--top-p", type=float, default=None, help="nucleus sampling mass (default: 1.0, off)")
+    g.add_argument("--min-p", type=float, default=None, help="drop tokens below min-p times the top probability (default: 0, off)")
+    g.add_argument("--seed", type=int, default=0, help="sampling seed")
     chat = g.add_mutually_exclusive_group()
-    chat.add_argument("--chat", dest="chat", action="store_true", default=None, help="apply the chat template")
-    chat.add_argument("--no-chat", dest="chat", action="store_false", help="raw text, no chat template")
-    g.add_argument("--logit-lens-k", type=int, default=10)
-    g.add_argument("--no-logit-lens", dest="logit_lens", action="store_false", help="skip the per-layer logit lens (faster on a CPU)")
-    g.add_argument("--record", default=None, help="comma-separated name patterns to record, e.g. 'blocks.*.attn.hook_pattern,logits'")
-    g.add_argument("--store-dtype", default="auto", choices=["auto", "float32", "float16"])
+    chat.add_argument("--chat", dest="chat", action="store_true", default=None, help="apply the chat template (default: on when the tokenizer is an instruct/chat tokenizer and --prompt is given)")
+    chat.add_argument("--no-chat", dest="chat", action="store_false", help="raw text, no chat template (default: see --chat)")
+    g.add_argument("--logit-lens-k", type=int, default=10, help="tokens kept per layer by the logit lens")
+    g.add_argument("--no-logit-lens", dest="logit_lens", action="store_false", help="skip the per-layer logit lens, faster on a CPU (default: lens on)")
+    g.add_argument("--record", default=None, help="comma-separated name patterns to record, e.g. 'blocks.*.attn.hook_pattern,logits' (default: every name)")
+    g.add_argument("--store-dtype", default="auto", choices=["auto", "float32", "float16"], help="dtype of stored tensors (auto: float16 for float16 models, else float32)")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="stepscope", description="Step through an LLM's generation, token by token.")
-    sub = parser.add_subparsers(dest="command")
+    parser = argparse.ArgumentParser(prog="stepscope", description="Step through an LLM's generation, token by token.", formatter_class=DefaultsFormatter)
+    parser.add_argument("--version", action="version", version=f"stepscope {_version()}")
+    sub = parser.add_subparsers(dest="command", parser_class=_SubParser)
     t = sub.add_parser("trace", help="record a trace to disk")
     _model_options(t)
     _generation_options(t)
@@ -62,19 +87,19 @@ def build_parser() -> argparse.ArgumentParser:
     r = sub.add_parser("run", help="open the debugger on a live session")
     _model_options(r)
     _generation_options(r)
-    r.add_argument("--out", default=None, help="also keep the trace in this directory")
+    r.add_argument("--out", default=None, help="also keep the trace in this directory (default: a temporary directory)")
     v = sub.add_parser("view", help="replay a saved trace")
-    v.add_argument("trace_dir")
+    v.add_argument("trace_dir", help="trace directory (written by `stepscope trace` or `w` in the debugger)")
     i = sub.add_parser("info", help="architecture facts and parameter counts of a model or a trace")
-    i.add_argument("target", nargs="?", default=None, help="model (hub id, directory, .gguf) or trace directory")
+    i.add_argument("target", nargs="?", default=None, help="trace directory, config.json, model directory, .gguf file or hub id already in the local cache (default: the embedded SmolLM2-135M-Instruct)")
     _model_options_light(i)
     i.add_argument("--load", action="store_true", help="load the weights (slow) instead of reading the config alone")
     return parser
 
 
 def _model_options_light(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--device", default="cpu")
-    p.add_argument("--dtype", default="auto", choices=["auto", "float32", "float16", "bfloat16"])
+    p.add_argument("--device", default="cpu", help="device for --load")
+    p.add_argument("--dtype", default="auto", choices=["auto", "float32", "float16", "bfloat16"], help="dtype for --load")
 
 
 def generation_settings(args):
@@ -277,7 +302,7 @@ def cmd_run(args) -> int:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     argv = list(sys.argv[1:] if argv is None else argv)
-    if not argv or (argv[0].startswith("-") and argv[0] not in ("-h", "--help")):
+    if not argv or (argv[0].startswith("-") and argv[0] not in ("-h", "--help", "--version")):
         argv = ["run", *argv]  # bare `stepscope [options]` opens the debugger
     args = parser.parse_args(argv)
     handlers = {"trace": cmd_trace, "info": cmd_info, "view": cmd_view, "run": cmd_run}
