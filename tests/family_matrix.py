@@ -6,6 +6,7 @@ Used by tests/test_families.py (one test per check group) and scripts/supported_
 
 from __future__ import annotations
 
+import dataclasses
 import tempfile
 from dataclasses import dataclass, field
 
@@ -24,7 +25,7 @@ from .family_checks import (
     check_logit_lens,
     check_step_matches_full,
 )
-from .family_refs import block_ref, head_ref, rotary_tables
+from .family_refs import block_ref, head_ref, rms, rotary_tables
 from .family_refs_new import NEW_BLOCKS, check_new_blocks
 from .tiny_models import byte_tokenizer, tiny_model
 
@@ -139,22 +140,81 @@ def check_recomputation(t: Traced) -> None:
             check_block(t.checks, rec, layer, ref, cos_sin, positions)
 
 
+# final norms that multiply by (1 + w) in families the generic fallback traces (the reference must know)
+GENERIC_NORM_OFFSET = {"qwen3_next": 1.0}
+
+
+def _head(t: Traced):
+    """The head reference (embedding, final norm, unembedding) of the traced family."""
+    if t.adapter.family != "generic":
+        return head_ref(t.model, t.family.key)
+    head = head_ref(t.model, "generic")
+    offset = GENERIC_NORM_OFFSET.get(t.family.key)
+    if offset is not None:
+        from tracer.adapters.generic import find_final_norm, find_layers
+
+        head = dataclasses.replace(head, final_norm=rms(find_final_norm(find_layers(t.model)[0]), offset))
+    return head
+
+
 def check_generic_recomputation(t: Traced) -> None:
     """The generic fallback's names (embedding, block chaining, final norm, logits), full forward and prefill."""
-    head = head_ref(t.model, "generic")
+    head = _head(t)
     n_layers = len(t.adapter.layers())
     for rec, ids in ((t.full, t.full_ids), (t.steps[0], t.full_ids[: t.trace.prompt_len])):
         check_generic(t.checks, rec, head, ids, n_layers)
 
 
+def _sink_free(rec: dict) -> dict:
+    """The tensors without the attention-sink column of scores and patterns (the sink has no key position)."""
+    return {n: v[..., :-1] if n.endswith(("hook_attn_scores", "hook_pattern")) else v for n, v in rec.items()}
+
+
 def check_steps(t: Traced) -> None:
     """Every step's tensors equal the matching rows of the full forward; its logit lens is recomputed."""
-    head = head_ref(t.model, "generic" if t.adapter.family == "generic" else t.family.key)
+    head = _head(t)
     n_layers = len(t.adapter.layers())
+    sink = bool(t.trace.model.get("attention_sink"))
     for entry, step in zip(t.trace.steps, t.steps):
         start, end = entry.positions
-        check_step_matches_full(t.checks, step, t.full, start, end)
+        if sink:  # the sink column: the same logit and the same absorbed mass as the full forward's rows
+            for name in (n for n in step if n.endswith(("hook_attn_scores", "hook_pattern"))):
+                t.checks.close("sink column = full forward rows", name, step[name][..., -1], t.full[name][:, start:end, -1], "step_vs_full")
+            step, full = _sink_free(step), _sink_free(t.full)
+        else:
+            full = t.full
+        check_step_matches_full(t.checks, step, full, start, end)
         check_logit_lens(t.checks, step, head, n_layers)
+
+
+def check_generic_attention(t: Traced) -> None:
+    """The generic fallback's attention against the model's own eager attention weights
+    (`output_attentions`, transformers' code, not stepscope's), then pattern = softmax(scores),
+    rows sum to 1 with the sink, z = pattern·v; for every block that has attention."""
+    model = t.model
+    previous = model.config._attn_implementation
+    model.set_attn_implementation("eager")
+    try:
+        with torch.no_grad():
+            out = model(t.full_ids[None], use_cache=False, output_attentions=True)
+    finally:
+        model.set_attn_implementation(previous)
+    own = [a[0].to(torch.float64) for a in out.attentions if a is not None]  # per attention block [H, N, N]
+    layers = [i for i in range(len(t.adapter.layers())) if f"blocks.{i}.attn.hook_pattern" in t.full]
+    skipped = t.trace.model.get("layers_without_attention") or []
+    t.checks.true("attention recorded on every block that has it", f"{layers} + {skipped}", sorted(layers + skipped) == list(range(len(t.adapter.layers()))))
+    t.checks.true("one eager map per recorded block", f"{len(own)} vs {len(layers)}", len(own) == len(layers))
+    sink = bool(t.trace.model.get("attention_sink"))
+    for i, want in zip(layers, own):
+        p = f"blocks.{i}.attn."
+        scores, pattern = t.full[p + "hook_attn_scores"], t.full[p + "hook_pattern"]  # [H, N, N (+1)]
+        keys = pattern[..., :-1] if sink else pattern
+        t.checks.close("pattern = model's eager attention", p + "hook_pattern", keys, want)
+        t.checks.close("pattern = softmax(scores)", p + "hook_pattern", pattern, torch.softmax(scores, -1))
+        t.checks.close("pattern rows sum to 1", p + "hook_pattern", pattern.sum(-1), torch.ones(pattern.shape[:2], dtype=torch.float64))
+        v = t.full[p + "hook_v"]  # [N, n_kv, d_v]
+        z = torch.einsum("hts,shd->thd", keys, v.repeat_interleave(keys.shape[0] // v.shape[1], dim=1))  # [N, H, d_v]
+        t.checks.close("z = pattern·v", p + "hook_z", t.full[p + "hook_z"], z)
 
 
 def check_greedy(t: Traced) -> None:
@@ -166,6 +226,8 @@ def verify(family: Family, dtype: torch.dtype = torch.float32, out: str | None =
     t = trace_family(family, dtype, out=out)
     if t.adapter.family == "generic":
         check_generic_recomputation(t)
+        if t.adapter.attention_names:
+            check_generic_attention(t)
     else:
         check_recomputation(t)
     check_steps(t)

@@ -159,6 +159,22 @@ class GenericAdapter(Adapter):
     def layers_without_attention(self) -> list[int]:
         return [i for i, a in enumerate(self._attn) if a is None]
 
+    def _no_attention_reason(self) -> str | None:
+        """Why some blocks have no attention map: the module they use instead (e.g. a linear-attention mixer)."""
+        missing = self.layers_without_attention()
+        if not missing:
+            return None
+
+        def kinds(layer) -> set[str]:
+            return {type(m).__name__ for m in layer.children()}
+
+        with_attn = [kinds(layer) for layer, a in zip(self._layers, self._attn) if a is not None]
+        mixers = sorted(kinds(self._layers[missing[0]]) - set().union(*with_attn))
+        return (
+            f"no module of these blocks calls the attention interface (they use {', '.join(mixers) or 'another mixer'}: "
+            "linear attention or a recurrent state, which has no attention map)"
+        )
+
     def block_hooks(self, layer) -> list[HookPoint]:
         return [HookPoint(layer, "in", "hook_resid_pre"), HookPoint(layer, "out", "hook_resid_post")]
 
@@ -203,6 +219,12 @@ class GenericAdapter(Adapter):
             "data_flow": list(self.data_flow),
             "final_norm_found": self._norm is not None,
             "layers_without_attention": self.layers_without_attention(),
+            "no_attention_reason": self._no_attention_reason(),
+            "attention_sink": (
+                "the last key column of attn.hook_attn_scores / attn.hook_pattern is the attention sink "
+                "(its logit, and the probability mass it absorbs; z uses the other columns)"
+                if any(getattr(a, "sinks", None) is not None for a in self._attn) else None
+            ),
             "attention_module": next((type(a).__name__ for a in self._attn if a is not None), None),
             "attention_inputs": (
                 "q, k, v as the attention function receives them (after the model's RoPE and q/k norms)"
