@@ -27,6 +27,7 @@ import zlib
 
 import numpy as np
 
+from .budget import trimmed_rows
 from .names import forward_order
 from .safe_io import valid_name
 from .trace_format import (
@@ -368,6 +369,9 @@ class TraceWriter:
         entry.update(file=name, bytes=size, checksum=checksum)
         if aliases:
             entry["aliases"] = aliases
+        omitted = {n: rec for n, a in arrays.items() if (rec := trimmed_rows(n, a.shape, tuple(entry["positions"])))}
+        if omitted:
+            entry["omitted"] = omitted
         self._append(entry, kept)
         with self._lock:
             self.manifest["steps"].append(entry)

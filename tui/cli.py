@@ -12,8 +12,11 @@ Bad input prints one line on stderr and exits non-zero; set STEPSCOPE_DEBUG=1 fo
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import sys
+
+from tracer.inert import inert
 
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
@@ -83,7 +86,8 @@ def build_parser() -> argparse.ArgumentParser:
     t = sub.add_parser("trace", help="record a trace to disk")
     _model_options(t)
     _generation_options(t)
-    t.add_argument("--out", required=True, help="trace directory to write")
+    t.add_argument("--out", required=True, help="trace directory to write (an existing trace there is replaced once the new one has its first step)")
+    t.add_argument("--budget", default=None, help="disk budget for the trace, e.g. 8G or 500M (default: 8G; beyond it see docs/TRACE_FORMAT.md, Budget)")
     r = sub.add_parser("run", help="open the debugger on a live session")
     _model_options(r)
     _generation_options(r)
@@ -105,6 +109,7 @@ def _model_options_light(p: argparse.ArgumentParser) -> None:
 def generation_settings(args):
     from tracer.session import GenerationSettings
 
+    validate_args(args)
     sampling_knobs = [args.temperature, args.top_k, args.top_p, args.min_p]
     do_sample = args.sample or (not args.greedy and any(v is not None for v in sampling_knobs))
     settings = GenerationSettings(
@@ -179,21 +184,22 @@ def cmd_trace(args) -> int:
             markup=False,
             highlight=False,
         )
+        _enforce_budget(args, session, settings, itemsize, console)
         gen = progress.add_task("generating", total=session.max_new_tokens)
         try:
             session.run(on_step=lambda n: progress.update(gen, completed=n))
         except KeyboardInterrupt:
             kept = session.writer.steps_written
-            console.print(f"interrupted: {args.out} keeps its {kept} complete steps", markup=False, highlight=False)
+            console.print(f"interrupted: {inert(args.out)} keeps its {kept} complete steps", markup=False, highlight=False)
             return EXIT_INTERRUPTED
     from tracer import load_trace
 
     tr = load_trace(args.out)
     text = "".join(t["text"] for t in tr.tokens[tr.prompt_len :])
     out = Console()
-    out.print(f"trace: {os.path.abspath(args.out)}", markup=False, highlight=False)
-    out.print(f"steps: {len(tr.steps)}  size: {human_bytes(tr.nbytes)}  stop: {tr.manifest['stop_reason']}", markup=False, highlight=False)
-    out.print(f"generated: {text!r}", markup=False, highlight=False)
+    out.print(f"trace: {inert(os.path.abspath(args.out))}", markup=False, highlight=False)
+    out.print(f"steps: {len(tr.steps)}  size: {human_bytes(tr.nbytes)}  stop: {inert(tr.manifest['stop_reason'])}", markup=False, highlight=False)
+    out.print(f"generated: {inert(repr(text))}", markup=False, highlight=False)
     return 0
 
 
@@ -203,25 +209,129 @@ def open_session(args, settings, progress=None, background_writer=False):
 
     if args.chat is None and args.prompt is None:
         settings.chat = False  # the default prompt is a completion prompt, not a chat turn
+    try:
+        return _open_live_session(args, settings, progress, background_writer)
+    except (CliError, KeyboardInterrupt):
+        raise
+    except Exception as exc:  # a damaged model file: one line naming the model, not parser internals
+        if type(exc).__module__.startswith("tracer") or type(exc).__name__ in ("PromptError", "ModelLoadError", "UnsupportedModel"):
+            raise
+        import struct
+
+        if isinstance(exc, (struct.error, EOFError, UnicodeDecodeError, IndexError, KeyError, OverflowError, MemoryError)):
+            raise CliError(f"cannot load model {inert(args.model or 'smollm2')}: the file is damaged or not a model stepscope reads ({type(exc).__module__}.{type(exc).__name__})") from None
+        raise
+
+
+def _open_live_session(args, settings, progress, background_writer):
+    from tracer.session import DEFAULT_PROMPT, LiveSession
+
     return LiveSession.open(
         args.model,
-        prompt=args.prompt or DEFAULT_PROMPT,
+        prompt=DEFAULT_PROMPT if args.prompt is None else args.prompt,
         settings=settings,
         out=args.out,
         device=args.device,
         dtype=args.dtype,
         device_map=args.device_map,
-        record=args.record.split(",") if args.record else None,
+        record=record_patterns(args.record),
         store_dtype=args.store_dtype,
         progress=progress,
         background_writer=background_writer,
     )
 
 
-def _check_out_dir(path: str) -> None:
-    from tracer.writer import prepare_directory
+# -- argument validation (every value checked before anything is loaded or written) -------------
+MAX_SEED = 2**63 - 1
 
-    prepare_directory(path)  # raises TraceWriteError with one clear line
+
+def validate_args(args) -> None:
+    """One CliError line for any out-of-range value of `trace` / `run`."""
+    if args.prompt is not None and args.prompt == "":
+        raise CliError("--prompt is empty; give a prompt or leave the option out for the default")
+    if not 0 <= args.seed <= MAX_SEED:
+        raise CliError(f"--seed must be in [0, 2**63 - 1], got {inert(args.seed, 40)}")
+    if not 1 <= args.max_new_tokens <= 1_000_000:
+        raise CliError(f"--max-new-tokens must be in [1, 1000000], got {args.max_new_tokens}")
+    if not 1 <= args.logit_lens_k <= 10_000:
+        raise CliError(f"--logit-lens-k must be in [1, 10000], got {args.logit_lens_k}")
+    for flag, value, lo, hi in (("--temperature", args.temperature, 0.0, 1e6), ("--top-p", args.top_p, 0.0, 1.0),
+                                ("--min-p", args.min_p, 0.0, 1.0)):
+        if value is not None and not (math.isfinite(value) and lo <= value <= hi):
+            raise CliError(f"{flag} must be a number in [{lo:g}, {hi:g}], got {value}")
+    if args.top_k is not None and not 0 <= args.top_k <= 1 << 31:
+        raise CliError(f"--top-k must be >= 0, got {args.top_k}")
+    if getattr(args, "out", None) is not None and ("\0" in args.out or not args.out.strip()):
+        raise CliError("--out is not a usable path")
+    if getattr(args, "budget", None) is not None:
+        from tracer.budget import parse_size
+
+        try:
+            parse_size(args.budget)
+        except ValueError as exc:
+            raise CliError(inert(str(exc))) from None
+    record_patterns(args.record)
+
+
+def record_patterns(spec: str | None) -> list[str] | None:
+    """--record's patterns; CliError when given but empty or when one matches no recordable name."""
+    if spec is None:
+        return None
+    from tracer.names import BLOCK_NAMES, FINAL_NAMES, HEAD_NAMES, SAMPLING_NAMES
+
+    patterns = [p.strip() for p in spec.split(",") if p.strip()]
+    valid = "valid patterns name recorded tensors, e.g. blocks.*.attn.hook_pattern, blocks.3.hook_resid_post, *hook_z, logits"
+    if not patterns:
+        raise CliError(f"--record {inert(spec, 60)!s} holds no pattern; {valid}")
+    import fnmatch
+
+    vocabulary = [*HEAD_NAMES, *FINAL_NAMES, *SAMPLING_NAMES] + [f"blocks.{i}.{n}" for i in range(1024) for n in BLOCK_NAMES]
+    for p in patterns:
+        if not fnmatch.filter(vocabulary, p):
+            raise CliError(f"--record pattern {inert(p, 80)} matches no recordable name; {valid}")
+    return patterns
+
+
+def _enforce_budget(args, session, settings, itemsize: int, console) -> None:
+    """Apply the recording budget (tracer/budget.py): trim prefill attention rows or refuse."""
+    from tracer.budget import DEFAULT_BUDGET, is_attention_map, parse_size, plan
+    from tracer.estimate import recorded_names, step_bytes
+    from tracer.names import block_name
+    from tracer.trace_format import human_bytes
+
+    budget = parse_size(args.budget) if args.budget else DEFAULT_BUDGET
+    facts, keep = session.trace.model, session.keep
+    names = [n for n in recorded_names(session.adapter) if keep(n)]
+    maps = [n for n in names if is_attention_map(n)]
+    heads = facts["n_heads"]
+    layers = range(facts["n_layers"])
+    can_trim = all(keep(block_name(i, "attn.hook_rot_q")) and keep(block_name(i, "attn.hook_rot_k")) for i in layers) and not facts.get("attn_sinks")
+    result = plan(
+        lambda t, s: step_bytes(session.adapter, facts, keep, t, s, itemsize, settings.logit_lens_k),
+        lambda t, s: len(maps) * heads * t * s * itemsize,
+        len(session.prompt_ids), session.max_new_tokens, budget, can_trim,
+    )
+    if not result.fits:
+        session.close("error")
+        raise CliError(f"the trace would take about {human_bytes(result.total_bytes)}, over the budget of {human_bytes(budget)}; {result.advice}")
+    if result.row_limit:
+        session.recorder.row_limit = result.row_limit
+        console.print(
+            f"budget {human_bytes(budget)}: the prefill's attention maps keep their last {result.row_limit} query rows "
+            f"(the others are recomputed from hook_rot_q/hook_rot_k when viewed); about {human_bytes(result.total_bytes)} "
+            f"instead of {human_bytes(result.full_bytes)}",
+            markup=False, highlight=False,
+        )
+    else:
+        console.print(f"estimated trace size {human_bytes(result.total_bytes)} (budget {human_bytes(budget)})", markup=False, highlight=False)
+
+
+def _check_out_dir(path: str) -> str:
+    """"new" or "trace" (replaced only once the new run has a step); TraceWriteError for a
+    directory holding anything else. Touches nothing."""
+    from tracer.writer import out_dir_state
+
+    return out_dir_state(path)
 
 
 def cmd_info(args) -> int:
@@ -302,6 +412,12 @@ def cmd_run(args) -> int:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     argv = list(sys.argv[1:] if argv is None else argv)
+    for i, arg in enumerate(argv):
+        try:
+            arg.encode("utf-8")
+        except UnicodeEncodeError:  # undecodable bytes arrive as lone surrogates
+            print(f"stepscope: argument {i + 1} is not valid UTF-8: {inert(arg)}", file=sys.stderr)
+            return EXIT_USAGE
     if not argv or (argv[0].startswith("-") and argv[0] not in ("-h", "--help", "--version")):
         argv = ["run", *argv]  # bare `stepscope [options]` opens the debugger
     args = parser.parse_args(argv)
@@ -314,7 +430,7 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:  # every failure is one line unless debugging
         if os.environ.get("STEPSCOPE_DEBUG"):
             raise
-        print(f"stepscope: {_one_line(exc)}", file=sys.stderr)
+        print(f"stepscope: {inert(_one_line(exc), 500)}", file=sys.stderr)
         return EXIT_USAGE if _is_user_error(exc) else 1
 
 
