@@ -70,6 +70,8 @@ class Recorder:
         if self.keep(name):
             self.tensors[name] = t.detach()
 
+    row_limit: int | None = None  # keep only the last rows of attention maps (recording budget)
+
     def attention(self, module, query, key, value, scores, pattern, z) -> None:
         """Called by the traced attention function with the tensors it actually used."""
         layer = self._attn_layer.get(id(module))
@@ -77,18 +79,19 @@ class Recorder:
             return
         names = self.adapter.attention_names
         t = query.shape[2]
-        for role, name in names:
-            if role == "q":
-                part = query[0].transpose(0, 1)  # [T, n_heads, d_head]
-            elif role == "k":
-                part = key[0, :, -t:].transpose(0, 1)  # [T, n_kv_heads, d_head] (new positions)
-            elif role == "v":
-                part = value[0, :, -t:].transpose(0, 1)  # [T, n_kv_heads, d_head]
-            else:
-                part = {"scores": scores, "pattern": pattern, "z": z}[role][0]  # [n_heads, T, S] / z [T, n_heads, d_head]
-                if role != "z" and self.row_limit and part.shape[1] > self.row_limit:  # budget (tracer/budget.py)
-                    part = part[:, -self.row_limit :].clone()  # [n_heads, row_limit, S]; the full map is freed
-            self.tensors[name] = part.detach()
+        parts = {
+            "q": query[0].transpose(0, 1),  # [T, n_heads, d_head]
+            "k": key[0, :, -t:].transpose(0, 1),  # [T, n_kv_heads, d_head] (new positions)
+            "v": value[0, :, -t:].transpose(0, 1),  # [T, n_kv_heads, d_head]
+            "scores": scores[0],  # [n_heads, T, S]
+            "pattern": pattern[0],  # [n_heads, T, S]
+            "z": z[0],  # [T, n_heads, d_head]
+        }
+        if self.row_limit and t > self.row_limit:  # budget (tracer/budget.py): the full maps are freed
+            for role in ("scores", "pattern"):
+                parts[role] = parts[role][:, -self.row_limit :].clone()  # [n_heads, row_limit, S]
+        for role, local in names.items():
+            self.store(block_name(layer, local), parts[role])
 
     def take(self) -> dict[str, torch.Tensor]:
         out, self.tensors = self.tensors, {}
@@ -102,8 +105,6 @@ class Recorder:
 
     # -- hooks ---------------------------------------------------------------------------------
     def _hook(self, point: HookPoint, name: str, lens_layer: int | None):
-    row_limit: int | None = None  # keep only the last rows of attention maps (recording budget)
-
         transform = point.transform
 
         def on_tensor(t):
