@@ -1,9 +1,10 @@
-"""Block equations of 2026's families (OLMo 2, SmolLM3, GLM-4) recomputed from their weights.
+"""Block equations of 2026's families (OLMo 2, SmolLM3, GLM-4, gpt-oss) recomputed from their weights.
 
 Built on tests/family_refs.py and tests/family_checks.py (weights as float64 functions, `Checks`,
 the causal/window mask, rotate-half RoPE); what differs is written out here: OLMo 2 has no norm
 before its sublayers and normalises the whole q/k projection, SmolLM3 skips RoPE on its NoPE
-layers, GLM-4 rotates interleaved feature pairs of a partial rotary slice. Each recorded tensor is
+layers, GLM-4 rotates interleaved feature pairs of a partial rotary slice, gpt-oss adds a sink
+column to the scores and routes to clamped-SwiGLU experts with biases. Each recorded tensor is
 recomputed from the recorded input of its own stage, as in family_checks.
 """
 
@@ -53,10 +54,15 @@ class NewBlockRef:
     ln1_post: Fn | None
     ln2_post: Fn | None
     qk_norm_whole: tuple[Fn, Fn] | None  # OLMo 2: RMSNorm over all heads of q, k
-    gate: Fn
-    up: Fn
-    down: Fn
-    act: Fn
+    gate: Fn | None
+    up: Fn | None
+    down: Fn | None
+    act: Fn | None
+    window: int | None = None  # sliding window of this layer
+    sinks: torch.Tensor | None = None  # [n_heads] sink logits (gpt-oss)
+    router: Fn | None = None  # MoE: x -> router logits [T, n_experts]
+    experts: list | None = None  # MoE: expert e as a function x [T, d_model] -> [T, d_model]
+    top_k: int = 0
 
 
 def _norm(ck: Checks, rec: dict, name: str, fn: Fn, x: torch.Tensor) -> torch.Tensor:
@@ -92,11 +98,16 @@ def check_new_block(ck: Checks, rec: dict, layer: int, ref: NewBlockRef, cos_sin
     ck.close("rot = RoPE(q/k)", p + "attn.hook_rot_k", rec[p + "attn.hook_rot_k"], ref.rotate(k, cos, sin))
     q, k = rec[p + "attn.hook_rot_q"], rec[p + "attn.hook_rot_k"]
     scores = torch.einsum("thd,shd->hts", q, _repeat_kv(k, ref.n_heads)) * ref.scaling  # [H, T, S]
-    ok = allowed(positions, positions, None)  # [T, S]
-    ck.close("scores = q·kᵀ·scale, masked", p + "attn.hook_attn_scores", rec[p + "attn.hook_attn_scores"], scores.masked_fill(~ok, float("-inf")))
+    ok = allowed(positions, positions, ref.window)  # [T, S]
+    scores = scores.masked_fill(~ok, float("-inf"))
+    if ref.sinks is not None:  # the sink logit of each head as one more (last) column
+        scores = torch.cat([scores, ref.sinks[:, None, None].expand(-1, t, 1)], dim=-1)  # [H, T, S + 1]
+    ck.close("scores = q·kᵀ·scale, masked", p + "attn.hook_attn_scores", rec[p + "attn.hook_attn_scores"], scores)
     pattern = rec[p + "attn.hook_pattern"]
     ck.close("pattern = softmax(scores)", p + "attn.hook_pattern", pattern, torch.softmax(rec[p + "attn.hook_attn_scores"], -1))
-    z = torch.einsum("hts,shd->thd", pattern, _repeat_kv(rec[p + "attn.hook_v"], ref.n_heads))  # [T, H, d_head]
+    keys = pattern[..., :-1] if ref.sinks is not None else pattern  # [H, T, S]
+    ck.true("pattern 0 above diagonal / outside window", p, bool((keys[:, ~ok] == 0).all()))
+    z = torch.einsum("hts,shd->thd", keys, _repeat_kv(rec[p + "attn.hook_v"], ref.n_heads))  # [T, H, d_head]
     ck.close("z = pattern·v", p + "attn.hook_z", rec[p + "attn.hook_z"], z)
     attn_out = rec[p + "hook_attn_out"]
     ck.close("attn_out = z·W_O (+b)", p + "hook_attn_out", attn_out, ref.o(rec[p + "attn.hook_z"].reshape(t, -1)))
@@ -104,14 +115,32 @@ def check_new_block(ck: Checks, rec: dict, layer: int, ref: NewBlockRef, cos_sin
     mid = rec[p + "hook_resid_mid"]
     ck.close("resid_mid = resid_pre + attn_out", p + "hook_resid_mid", mid, pre + added)
     x2 = mid if ref.ln2 is None else _norm(ck, rec, p + "ln2.hook_normalized", ref.ln2, mid)
+    if ref.router is not None:
+        _check_moe(ck, rec, p, ref, x2)
+    else:
+        _check_dense_mlp(ck, rec, p, ref, x2)
+    mlp_out = rec[p + "hook_mlp_out"]
+    added = mlp_out if ref.ln2_post is None else _norm(ck, rec, p + "ln2_post.hook_normalized", ref.ln2_post, mlp_out)
+    ck.close("resid_post = resid_mid + mlp_out", p + "hook_resid_post", rec[p + "hook_resid_post"], mid + added)
+
+
+def _check_moe(ck: Checks, rec: dict, p: str, ref: NewBlockRef, x: torch.Tensor) -> None:
+    """Router probabilities, the chosen experts and the weighted sum of their outputs (top-k renormalised)."""
+    probs, ids = rec[p + "mlp.hook_router_probs"], rec[p + "mlp.hook_expert_ids"]  # [T, E], [T, k]
+    ck.close("router_probs = softmax(ln2·W_router)", p, probs, torch.softmax(ref.router(x), -1))
+    top = torch.topk(probs, ref.top_k, dim=-1)
+    ck.true("expert_ids = top-k(router_probs)", p, torch.equal(ids.long(), top.indices))
+    w = top.values / top.values.sum(-1, keepdim=True)  # [T, k]
+    want = torch.stack([sum(w[i, j] * ref.experts[int(ids[i, j])](x[i : i + 1])[0] for j in range(ref.top_k)) for i in range(len(x))])
+    ck.close("mlp_out = Σ w·expert(ln2)", p + "hook_mlp_out", rec[p + "hook_mlp_out"], want)
+
+
+def _check_dense_mlp(ck: Checks, rec: dict, p: str, ref: NewBlockRef, x2: torch.Tensor) -> None:
     ck.close("mlp pre = x·W_gate", p + "mlp.hook_pre", rec[p + "mlp.hook_pre"], ref.gate(x2))
     ck.close("mlp pre_linear = x·W_up", p + "mlp.hook_pre_linear", rec[p + "mlp.hook_pre_linear"], ref.up(x2))
     post = ref.act(rec[p + "mlp.hook_pre"]) * rec[p + "mlp.hook_pre_linear"]
     ck.close("mlp post = act(pre) * pre_linear", p + "mlp.hook_post", rec[p + "mlp.hook_post"], post)
-    mlp_out = rec[p + "hook_mlp_out"]
-    ck.close("mlp_out = post·W_down", p + "hook_mlp_out", mlp_out, ref.down(rec[p + "mlp.hook_post"]))
-    added = mlp_out if ref.ln2_post is None else _norm(ck, rec, p + "ln2_post.hook_normalized", ref.ln2_post, mlp_out)
-    ck.close("resid_post = resid_mid + mlp_out", p + "hook_resid_post", rec[p + "hook_resid_post"], mid + added)
+    ck.close("mlp_out = post·W_down", p + "hook_mlp_out", rec[p + "hook_mlp_out"], ref.down(rec[p + "mlp.hook_post"]))
 
 
 def _common(model, layer) -> dict:
@@ -169,13 +198,42 @@ def _glm4(model, i) -> NewBlockRef:
     return NewBlockRef(**ref)
 
 
-NEW_BLOCKS = {"olmo2": _olmo2, "smollm3": _smollm3, "glm4": _glm4}
+def _gpt_oss_expert(ex, e: int, alpha: float, limit: float) -> Fn:
+    """Expert e of gpt-oss: interleaved gate/up columns, clamped, (up + 1)·gate·σ(alpha·gate), biases."""
+    gu, gu_b = _w(ex.gate_up_proj)[e], _w(ex.gate_up_proj_bias)[e]  # [d_model, 2 d_mlp], [2 d_mlp]
+    down, down_b = _w(ex.down_proj)[e], _w(ex.down_proj_bias)[e]  # [d_mlp, d_model], [d_model]
+
+    def f(x):
+        h = x @ gu + gu_b  # [T, 2 d_mlp]
+        gate, up = h[..., ::2].clamp(max=limit), h[..., 1::2].clamp(-limit, limit)
+        return ((up + 1) * gate * torch.sigmoid(gate * alpha)) @ down + down_b  # [T, d_model]
+
+    return f
+
+
+def _gpt_oss(model, i) -> NewBlockRef:
+    layer, c = model.model.layers[i], model.config
+    ref = _common(model, layer)
+    window = c.sliding_window if c.layer_types[i] == "sliding_attention" else None
+    router, ex = layer.mlp.router, layer.mlp.experts
+    ref.update(
+        gate=None, up=None, down=None, act=None, rotate=rope, window=window, sinks=_w(layer.self_attn.sinks),
+        ln1=rms(layer.input_layernorm), ln2=rms(layer.post_attention_layernorm),
+        router=linear(router.weight, router.bias), top_k=c.num_experts_per_tok,
+        experts=[_gpt_oss_expert(ex, e, c.swiglu_alpha, c.swiglu_limit) for e in range(c.num_local_experts)],
+    )
+    return NewBlockRef(**ref)
+
+
+NEW_BLOCKS = {"olmo2": _olmo2, "smollm3": _smollm3, "glm4": _glm4, "gpt_oss": _gpt_oss}
 
 
 def check_new_blocks(ck: Checks, rec: dict, model, family: str, positions: torch.Tensor) -> None:
     """Every block of a new family over a prefill-like forward at `positions`."""
     for layer in range(model.config.num_hidden_layers):
         cos, sin = rotary_tables(model, family, layer, positions)
+        if family == "gpt_oss":  # its rotary embedding returns one half: both halves turn by the same angle
+            cos, sin = torch.cat([cos, cos], -1), torch.cat([sin, sin], -1)
         check_new_block(ck, rec, layer, NEW_BLOCKS[family](model, layer), (cos, sin), positions)
 
 

@@ -1,4 +1,4 @@
-"""2026's families with an adapter (OLMo 2, SmolLM3, GLM-4): the same proof as tests/test_families.py.
+"""2026's families with an adapter (OLMo 2, SmolLM3, GLM-4, gpt-oss): the same proof as tests/test_families.py.
 
 Per family: every block recomputed from the weights (tests/family_refs_new.py), decode steps equal
 to one full no-cache forward, greedy tokens equal to `model.generate`, the manifest's names and facts.
@@ -22,12 +22,14 @@ EXPECTED_FACTS = {
     "olmo2": dict(family="olmo2", post_norms=True, pre_norms=False, positional="rotary"),
     "smollm3": dict(family="smollm3", nope_layers=[1], sliding_window=None, layer_types=["full_attention"] * 2),
     "glm4": dict(family="glm4", post_norms=True, rope_interleaved=True, rotary_dim=8),
+    "gpt_oss": dict(family="gpt_oss", sliding_window=4, layer_types=["sliding_attention", "full_attention"], n_experts=4, experts_per_token=2),
 }
 EXTRAS = {  # block names beyond the common vocabulary, and common names the family does not have
     "olmo2": ({"attn.hook_q_normed", "attn.hook_k_normed", "ln1_post.hook_normalized", "ln2_post.hook_normalized"},
               {"ln1.hook_normalized", "ln2.hook_normalized"}),
     "smollm3": (set(), {"ln1_post.hook_normalized", "attn.hook_q_normed"}),
     "glm4": ({"ln1_post.hook_normalized", "ln2_post.hook_normalized"}, {"attn.hook_q_normed", "mlp.hook_router_probs"}),
+    "gpt_oss": ({"mlp.hook_router_probs", "mlp.hook_expert_ids"}, {"mlp.hook_pre", "ln1_post.hook_normalized"}),
 }
 
 
@@ -99,3 +101,23 @@ def test_glm4_rope_is_interleaved_not_rotate_half(traced):
     got = t.full["blocks.0.attn.hook_rot_q"]
     assert torch.allclose(got, rope_interleaved(q, cos, sin), atol=1e-5)
     assert not torch.allclose(got, rope(q, cos, sin), atol=1e-3)
+
+
+def test_gpt_oss_sink_column_is_labelled_and_carries_mass(traced):
+    t = traced("gpt_oss")
+    assert "sink" in t.trace.model["attention_sink"]
+    n = t.trace.prompt_len
+    for layer, keys in ((0, 4), (1, n)):  # sliding layer: the window's keys; full layer: all of them
+        pattern = t.trace.steps[0][f"blocks.{layer}.attn.hook_pattern"]  # [H, T, T + 1]
+        assert pattern.shape[-1] == n + 1 and (pattern[..., -1] > 0).all()
+        assert ((pattern[:, -1, :-1] > 0).sum(-1) == keys).all()
+        last = t.trace.steps[-1][f"blocks.{layer}.attn.hook_pattern"]  # decode: [H, 1, S + 1]
+        assert last.shape[-1] == (4 if layer == 0 else t.trace.steps[-1].positions[1]) + 1
+    check_steps(t)
+    assert t.checks.passed["sink column = full forward rows"] == 2 * 2 * len(t.steps)  # scores + pattern, 2 layers
+
+
+def test_gpt_oss_experts_recomputed(traced):
+    t = traced("gpt_oss")
+    check_recomputation(t)
+    assert t.checks.passed["mlp_out = Σ w·expert(ln2)"] == 2 * 2 and t.checks.passed["expert_ids = top-k(router_probs)"] == 4

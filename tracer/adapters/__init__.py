@@ -6,6 +6,7 @@ from __future__ import annotations
 from .base import Adapter, HookPoint, UnsupportedModel
 from .gemma import GemmaAdapter
 from .glm4 import Glm4Adapter
+from .gpt_oss import GptOssAdapter
 from .generic import GenericAdapter, GenericFallbackWarning
 from .gpt2 import GPT2Adapter
 from .llama import LlamaAdapter
@@ -32,6 +33,7 @@ ADAPTERS: list[type[Adapter]] = [
     Olmo2Adapter,
     SmolLM3Adapter,
     Glm4Adapter,
+    GptOssAdapter,
 ]
 
 

@@ -23,6 +23,7 @@ from torch import nn
 
 from ..names import BLOCK_NAMES, FAMILY_EXTRAS, FINAL_NAMES
 from .base import Adapter, HookPoint, UnsupportedModel, rows
+from .gpt_oss import SINK
 
 class GenericFallbackWarning(UserWarning):
     """Issued once per model traced by the generic fallback; names what cannot be recorded."""
@@ -221,8 +222,7 @@ class GenericAdapter(Adapter):
             "layers_without_attention": self.layers_without_attention(),
             "no_attention_reason": self._no_attention_reason(),
             "attention_sink": (
-                "the last key column of attn.hook_attn_scores / attn.hook_pattern is the attention sink "
-                "(its logit, and the probability mass it absorbs; z uses the other columns)"
+                SINK
                 if any(getattr(a, "sinks", None) is not None for a in self._attn) else None
             ),
             "attention_module": next((type(a).__name__ for a in self._attn if a is not None), None),
