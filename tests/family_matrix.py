@@ -25,7 +25,7 @@ from .family_checks import (
     check_logit_lens,
     check_step_matches_full,
 )
-from .family_refs import block_ref, head_ref, rms, rotary_tables
+from .family_refs import block_ref, head_ref, randomize_norms, rms, rotary_tables
 from .family_refs_new import NEW_BLOCKS, check_new_blocks
 from .tiny_models import byte_tokenizer, tiny_model
 
@@ -95,7 +95,7 @@ def _torch(a) -> torch.Tensor:
 
 def trace_family(family: Family, dtype: torch.dtype = torch.float32, model=None, out: str | None = None) -> Traced:
     """Trace PROMPT greedily for NEW_TOKENS steps, then record one full no-cache forward."""
-    model = model if model is not None else tiny_model(family.key).to(dtype)
+    model = model if model is not None else randomize_norms(tiny_model(family.key)).to(dtype)
     tok = byte_tokenizer()
     out = out or tempfile.mkdtemp(prefix=f"stepscope-{family.key}-")
     session = LiveSession(model, tok, PROMPT, GenerationSettings(max_new_tokens=NEW_TOKENS), out=out, name=f"tiny-{family.key}")

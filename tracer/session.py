@@ -8,6 +8,7 @@ written to the session's trace directory before `step()` returns it.
 from __future__ import annotations
 
 import datetime as _dt
+import inspect
 import os
 import platform
 import shutil
@@ -22,6 +23,7 @@ from . import __version__
 from .adapters import adapter_for
 from .attention import IMPLEMENTATION
 from .attention import register as register_attention
+from .lens import LENS_FILE, RESID_ROWS, LogitLens
 from .loading import load_model
 from .model_info import eos_ids, model_facts, tokenizer_facts
 from .names import NameFilter, block_name
@@ -44,7 +46,8 @@ class GenerationSettings(SamplerSettings):
     max_new_tokens: int = 16
     chat: bool | None = None  # None: on for instruct/chat models that have a chat template
     logit_lens_k: int = 10
-    logit_lens: bool = True  # False: skip it (on a CPU it costs ~30 LM-head passes per step)
+    logit_lens: bool = True  # False: no logit lens at all
+    lens_mode: str = "eager"  # TEMP until the reader hook lands; "lazy": computed by the reader from resid_post; "eager": stored per step; auto: eager on CUDA
     stop_at_eos: bool = True  # False: always generate max_new_tokens (benchmarks)
 
     def validate(self) -> None:
@@ -53,6 +56,8 @@ class GenerationSettings(SamplerSettings):
             raise ValueError("max-new-tokens must be >= 1")
         if self.logit_lens_k < 1:
             raise ValueError("logit-lens k must be >= 1")
+        if self.lens_mode not in ("auto", "lazy", "eager"):
+            raise ValueError("lens mode must be auto, lazy or eager")
 
 
 def wants_chat(tokenizer, name: str, chat: bool | None) -> bool:
@@ -79,6 +84,15 @@ def resolve_store_dtype(model_dtype: torch.dtype, store: str | None) -> torch.dt
     if store in (None, "auto"):
         return torch.float16 if model_dtype == torch.float16 else torch.float32
     return {"float32": torch.float32, "float16": torch.float16}[store]
+
+
+def cache_kwarg(model) -> str:
+    """The forward's KV-cache argument: `cache` in current transformers, `past_key_values` before."""
+    try:
+        params = inspect.signature(model.forward).parameters
+    except (TypeError, ValueError):
+        return "past_key_values"
+    return "cache" if "cache" in params else "past_key_values"
 
 
 def _to_numpy(tensors: dict[str, torch.Tensor], dtype: torch.dtype) -> dict[str, np.ndarray]:
@@ -140,7 +154,14 @@ class LiveSession:
         self.max_new_tokens = min(self.settings.max_new_tokens, n_ctx - len(self.prompt_ids)) if n_ctx else self.settings.max_new_tokens
         self.store_dtype = resolve_store_dtype(model.dtype, store_dtype)
         self.keep = NameFilter(record)
-        self.recorder = Recorder(self.adapter, self.keep)
+        self.device = self.adapter.embed().weight.device
+        self.lens_facts, self.eager_lens = self._lens_plan()
+        n_layers = len(self.adapter.layers())
+        self.lens_resid_rows = bool(self.lens_facts) and not self.eager_lens and not all(
+            self.keep(block_name(i, "hook_resid_post")) for i in range(n_layers)
+        )
+        self.recorder = Recorder(self.adapter, self.keep, lens_rows=self.eager_lens or self.lens_resid_rows)
+        self._cache_kw = cache_kwarg(model)
         self.sampler = Sampler(self.settings)
         self.eos = set(eos_ids(model, tokenizer)) if self.settings.stop_at_eos else set()
         self.special = set(int(i) for i in (getattr(tokenizer, "all_special_ids", []) or []))
@@ -169,8 +190,11 @@ class LiveSession:
         }
         if background_writer == "auto":  # overlap disk writes with GPU work; on a CPU a writer
             background_writer = self.device.type == "cuda"  # thread only competes with the forward
+        if self.lens_facts:
+            facts["lens"] = {**self.lens_facts, "file": LENS_FILE, "k": self.settings.logit_lens_k}
         self.writer = TraceWriter(self.path, manifest, background=bool(background_writer))
         self._save_tokenizer()
+        self._save_lens()
         # The traced attention for the session's lifetime (restored in close()): switching per
         # step walks every module twice. Hooks still go in and out around each forward.
         register_attention()
@@ -186,6 +210,44 @@ class LiveSession:
         self.finished = False
         self.stop_reason: str | None = None
         self._closed = False
+
+    def _lens_plan(self) -> tuple[dict | None, bool]:
+        """(lens facts for the reader or None, compute the lens while tracing?). The lazy lens is
+        used only when numpy's final norm + unembedding reproduces the model's on a probe row."""
+        if not self.settings.logit_lens:
+            return None, False
+        facts = self.adapter.lens_facts()
+        if facts is None:
+            return None, True
+        with torch.no_grad():
+            arrays = {k: v.float().cpu().numpy() for k, v in self.adapter.lens_arrays().items()}
+            lens = LogitLens(facts, arrays)
+            probe = torch.randn(2, arrays["unembed.W_U"].shape[0], generator=torch.Generator().manual_seed(0)) * 3  # [2, d_model]
+            norm_device = next(self.adapter.final_norm().parameters()).device
+            want = self.adapter.unembed(probe.to(norm_device, self.model.dtype)).float().cpu().numpy()  # [2, vocab]
+        got = lens.logits(probe.to(self.model.dtype).float().numpy())
+        if not np.allclose(got, want, rtol=1e-3, atol=1e-3 * max(1.0, float(np.abs(want).max()))):
+            return None, True  # an adapter whose final norm is not what lens.py computes
+        mode = self.settings.lens_mode
+        return facts, mode == "eager" or (mode == "auto" and self.device.type == "cuda")
+
+    def _save_lens(self) -> None:
+        """`lens.safetensors`: final norm weights and W_U, once per trace (what the reader's lens needs)."""
+        if not self.lens_facts:
+            return
+        from safetensors.torch import save
+
+        arrays = {k: v.to(self.store_dtype if k == "unembed.W_U" else torch.float32).cpu().contiguous()
+                  for k, v in self.adapter.lens_arrays().items()}
+        data = save(arrays)
+        write_file = getattr(self.writer, "write_file", None)  # where the steps go
+        if write_file is not None:
+            write_file(LENS_FILE, data)
+            return
+        try:
+            atomic_write_bytes(os.path.join(self.path, LENS_FILE), data)
+        except OSError as exc:
+            raise TraceWriteError(f"cannot write {LENS_FILE} to {self.path}: {exc.strerror or exc}") from None
 
     def _save_tokenizer(self) -> None:
         """`tokenizer.json` beside the manifest: readers decode any id (candidates, logit lens)
@@ -247,11 +309,14 @@ class LiveSession:
         ids = torch.tensor([self._next_ids], device=self.device)  # [1, T]
         t0 = time.perf_counter()
         with torch.no_grad(), self.recorder.capturing():
-            out = self.model(input_ids=ids, past_key_values=self.cache, use_cache=True)
+            out = self.model(input_ids=ids, use_cache=True, **{self._cache_kw: self.cache})
         tensors = self.recorder.take()
         with torch.no_grad():
-            lens_rows = self.recorder.take_lens_rows()
-            lens = self._logit_lens(lens_rows) if self.settings.logit_lens else {}
+            lens = {}
+            if self.eager_lens:
+                lens = self._logit_lens(self.recorder.take_lens_rows())
+            elif self.lens_resid_rows:
+                tensors[RESID_ROWS] = self.recorder.take_lens_rows()  # [n_layers, d_model]
             chosen, record, sample_arrays = self.sampler(out.logits[0, -1])
         arrays = _to_numpy(tensors, self.store_dtype)
         arrays.update(sample_arrays)
