@@ -20,6 +20,8 @@ BLOCK_NAMES: dict[str, str] = {
     "ln1.hook_scale": "[T, 1]",  # TransformerLens: sqrt(mean(x²) + eps) of the norm's input (LayerNorm: centred)
     "ln1.hook_normalized": "[T, d_model]",  # x / scale, before the weight (and bias)
     "ln1.hook_out": "[T, d_model]",  # the norm module's output (normalized · w [+ b])
+    "attn.hook_q_latent": "[T, q_lora_rank]",  # MLA (DeepSeek-V3): normed compressed query, input of W_UQ
+    "attn.hook_kv_latent": "[T, kv_lora_rank]",  # MLA: normed compressed key/value, what the cache keeps
     "attn.hook_q": "[T, n_heads, d_head]",
     "attn.hook_k": "[T, n_kv_heads, d_head]",
     "attn.hook_v": "[T, n_kv_heads, d_head]",
@@ -40,6 +42,7 @@ BLOCK_NAMES: dict[str, str] = {
     "ln2.hook_out": "[T, d_model]",  # the norm module's output (normalized · w [+ b])
     "mlp.hook_router_probs": "[T, n_experts]",  # mixture of experts
     "mlp.hook_expert_ids": "[T, top_k_experts]",
+    "mlp.hook_shared_out": "[T, d_model]",  # shared experts' output (DeepSeek-V3), part of hook_mlp_out
     "mlp.hook_pre": "[T, d_mlp]",  # pre-activation (gate projection in gated MLPs)
     "mlp.hook_pre_linear": "[T, d_mlp]",  # up projection (gated MLPs)
     "mlp.hook_post": "[T, d_mlp]",  # input of the down projection
@@ -62,6 +65,9 @@ FAMILY_EXTRAS: tuple[str, ...] = (
     "ln2_post.hook_out",
     "mlp.hook_router_probs",
     "mlp.hook_expert_ids",
+    "attn.hook_q_latent",
+    "attn.hook_kv_latent",
+    "mlp.hook_shared_out",
 )
 
 HEAD_NAMES: dict[str, str] = {
