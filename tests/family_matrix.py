@@ -60,11 +60,11 @@ NEW_FAMILIES = [
     Family("olmo2", "OLMo 2", "OLMo-2-1124-7B, OLMo-2-0425-1B", "no pre-norms: post-norms after attention and MLP, RMSNorm over all heads of q and k"),
     Family("smollm3", "SmolLM3", "SmolLM3-3B", "RoPE off on every 4th layer (NoPE layers listed in the manifest)"),
     Family("glm4", "GLM-4", "GLM-4-9B-0414, GLM-Z1", "sandwich norms, interleaved partial RoPE, fused gate/up projection"),
+    Family("deepseek_v3", "DeepSeek-V3", "DeepSeek-V3, DeepSeek-R1, Kimi-K2", "MLA: q/kv latents, rope/nope split, d_v != d_qk; sigmoid router, shared + routed experts"),
     Family("gpt_oss", "gpt-oss", "gpt-oss-20b/120b", "attention sinks (the pattern's last column), alternating sliding/full layers, MoE with clamped SwiGLU"),
 ]
 _GENERIC_NOTE = "records embed, resid_pre/post, attention (q/k/v as passed, scores, pattern, z), ln_final, logits"
 GENERIC = [
-    Family("deepseek_v3", "generic fallback (DeepSeek-V3)", "DeepSeek-V3, DeepSeek-R1, Kimi-K2 (MLA)", _GENERIC_NOTE + "; d_v != d_qk"),
     Family("qwen3_next", "generic fallback (Qwen3-Next)", "Qwen3-Next-80B-A3B", _GENERIC_NOTE + " on full-attention layers; linear-attention layers have no map"),
     Family("opt", "generic fallback (OPT)", "any decoder without an adapter", _GENERIC_NOTE),
 ]

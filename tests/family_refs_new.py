@@ -1,10 +1,11 @@
-"""Block equations of 2026's families (OLMo 2, SmolLM3, GLM-4, gpt-oss) recomputed from their weights.
+"""Block equations of 2026's families (OLMo 2, SmolLM3, GLM-4, gpt-oss, DeepSeek-V3) recomputed from their weights.
 
 Built on tests/family_refs.py and tests/family_checks.py (weights as float64 functions, `Checks`,
 the causal/window mask, rotate-half RoPE); what differs is written out here: OLMo 2 has no norm
 before its sublayers and normalises the whole q/k projection, SmolLM3 skips RoPE on its NoPE
 layers, GLM-4 rotates interleaved feature pairs of a partial rotary slice, gpt-oss adds a sink
-column to the scores and routes to clamped-SwiGLU experts with biases. Each recorded tensor is
+column to the scores and routes to clamped-SwiGLU experts with biases, DeepSeek-V3 attends through
+compressed latents with a shared RoPE key and adds shared experts to sigmoid-routed ones. Each recorded tensor is
 recomputed from the recorded input of its own stage, as in family_checks.
 """
 
@@ -225,7 +226,78 @@ def _gpt_oss(model, i) -> NewBlockRef:
     return NewBlockRef(**ref)
 
 
-NEW_BLOCKS = {"olmo2": _olmo2, "smollm3": _smollm3, "glm4": _glm4, "gpt_oss": _gpt_oss}
+def rope_deinterleaved(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """DeepSeek's interleaved RoPE on x [T, n, rd]: pairs (0,1), (2,3), ... turned, written out as
+    [first of each pair | second of each pair] (the model's layout of the rotated part)."""
+    c, s = cos[:, None, : cos.shape[-1] // 2], sin[:, None, : sin.shape[-1] // 2]  # [T, 1, rd/2]
+    x1, x2 = x[..., 0::2], x[..., 1::2]
+    return torch.cat([x1 * c - x2 * s, x2 * c + x1 * s], dim=-1)
+
+
+def _swiglu(gate_w, up_w, down_w, act_fn) -> Fn:
+    g, u, d = _w(gate_w), _w(up_w), _w(down_w)
+    return lambda x: (act_fn(x @ g.T) * (x @ u.T)) @ d.T
+
+
+def check_deepseek_block(ck: Checks, rec: dict, model, layer: int, cos_sin, positions: torch.Tensor) -> None:
+    """One DeepSeek-V3 block from its weights: MLA latents, rope/nope split, scores, z (d_v), MoE or dense MLP."""
+    c, blk = model.config, model.model.layers[layer]
+    a, p, t = blk.self_attn, f"blocks.{layer}.", len(positions)
+    h, nope, rd, dv, r = c.num_attention_heads, c.qk_nope_head_dim, c.qk_rope_head_dim, c.v_head_dim, c.kv_lora_rank
+    pre = rec[p + "hook_resid_pre"]
+    x = _norm(ck, rec, p + "ln1.hook_normalized", rms(blk.input_layernorm), pre)
+    ck.close("q_latent = RMSNorm(ln1·W_DQ)", p + "attn.hook_q_latent", rec[p + "attn.hook_q_latent"], rms(a.q_a_layernorm)(linear(a.q_a_proj.weight)(x)))
+    q = linear(a.q_b_proj.weight)(rec[p + "attn.hook_q_latent"]).reshape(t, h, nope + rd)  # [T, H, d_qk]
+    ck.close("q = q_latent·W_UQ", p + "attn.hook_q", rec[p + "attn.hook_q"], q)
+    compressed = linear(a.kv_a_proj_with_mqa.weight)(x)  # [T, r + rd]
+    ck.close("kv_latent = RMSNorm(ln1·W_DKV)", p + "attn.hook_kv_latent", rec[p + "attn.hook_kv_latent"], rms(a.kv_a_layernorm)(compressed[:, :r]))
+    kv = linear(a.kv_b_proj.weight)(rec[p + "attn.hook_kv_latent"]).reshape(t, h, nope + dv)  # [T, H, d_nope + d_v]
+    ck.close("v = kv_latent·W_UV", p + "attn.hook_v", rec[p + "attn.hook_v"], kv[..., nope:])
+    cos, sin = cos_sin
+    turn = rope_deinterleaved if c.rope_interleave else rope
+    q = rec[p + "attn.hook_q"]
+    ck.close("rot_q = [q_nope | RoPE(q_pe)]", p + "attn.hook_rot_q", rec[p + "attn.hook_rot_q"], torch.cat([q[..., :nope], turn(q[..., nope:], cos, sin)], -1))
+    k_pe = turn(compressed[:, None, r:], cos, sin).expand(t, h, rd)  # one RoPE key shared by the heads
+    ck.close("rot_k = [k_nope | RoPE(k_pe)]", p + "attn.hook_rot_k", rec[p + "attn.hook_rot_k"], torch.cat([kv[..., :nope], k_pe], -1))
+    scale = (nope + rd) ** -0.5
+    ck.true("scaling = d_qk^-1/2 (default RoPE: no mscale)", p, abs(a.scaling - scale) < 1e-12)
+    scores = torch.einsum("thd,shd->hts", rec[p + "attn.hook_rot_q"], rec[p + "attn.hook_rot_k"]) * scale  # [H, T, S]
+    ok = allowed(positions, positions, None)
+    ck.close("scores = q·kᵀ·scale, masked", p + "attn.hook_attn_scores", rec[p + "attn.hook_attn_scores"], scores.masked_fill(~ok, float("-inf")))
+    pattern = rec[p + "attn.hook_pattern"]
+    ck.close("pattern = softmax(scores)", p + "attn.hook_pattern", pattern, torch.softmax(rec[p + "attn.hook_attn_scores"], -1))
+    z = torch.einsum("hts,shd->thd", pattern, rec[p + "attn.hook_v"])  # [T, H, d_v]
+    ck.close("z = pattern·v", p + "attn.hook_z", rec[p + "attn.hook_z"], z)
+    ck.close("attn_out = z·W_O (+b)", p + "hook_attn_out", rec[p + "hook_attn_out"], linear(a.o_proj.weight)(z.reshape(t, -1)))
+    mid = rec[p + "hook_resid_mid"]
+    ck.close("resid_mid = resid_pre + attn_out", p + "hook_resid_mid", mid, pre + rec[p + "hook_attn_out"])
+    x2 = _norm(ck, rec, p + "ln2.hook_normalized", rms(blk.post_attention_layernorm), mid)
+    m, act_fn = blk.mlp, act(c.hidden_act)
+    if not hasattr(m, "experts"):
+        ref = NewBlockRef(**{**_dense_mlp(blk), "act": act_fn}, **dict.fromkeys(
+            ("n_heads", "n_kv", "d_head", "q", "k", "v", "o", "scaling", "rotate", "ln1", "ln2", "ln1_post", "ln2_post", "qk_norm_whole")))
+        _check_dense_mlp(ck, rec, p, ref, x2)
+    else:
+        probs, ids = rec[p + "mlp.hook_router_probs"], rec[p + "mlp.hook_expert_ids"]  # [T, E] sigmoid, [T, k]
+        ck.close("router_probs = σ(ln2·W_router)", p, probs, torch.sigmoid(linear(m.gate.weight)(x2)))
+        choice = torch.topk(probs + _w(m.gate.e_score_correction_bias), c.num_experts_per_tok, dim=-1).indices  # n_group = 1
+        ck.true("expert_ids = top-k(σ + bias)", p, torch.equal(ids.long(), choice.sort(-1).values))
+        w = probs.gather(1, ids.long())
+        w = w / (w.sum(-1, keepdim=True) + 1e-20) * c.routed_scaling_factor if c.norm_topk_prob else w * c.routed_scaling_factor
+        gu, dn = _w(m.experts.gate_up_proj), _w(m.experts.down_proj)  # [E, 2 d_e, d], [E, d, d_e]
+
+        def expert(e, xi):
+            g, u = (xi @ gu[e].T).chunk(2, dim=-1)
+            return (act_fn(g) * u) @ dn[e].T
+
+        shared = _swiglu(m.shared_experts.gate_proj.weight, m.shared_experts.up_proj.weight, m.shared_experts.down_proj.weight, act_fn)
+        ck.close("shared_out = shared experts(ln2)", p + "mlp.hook_shared_out", rec[p + "mlp.hook_shared_out"], shared(x2))
+        routed = torch.stack([sum(w[i, j] * expert(int(ids[i, j]), x2[i : i + 1])[0] for j in range(ids.shape[1])) for i in range(t)])
+        ck.close("mlp_out = Σ w·expert(ln2) + shared", p + "hook_mlp_out", rec[p + "hook_mlp_out"], routed + rec[p + "mlp.hook_shared_out"])
+    ck.close("resid_post = resid_mid + mlp_out", p + "hook_resid_post", rec[p + "hook_resid_post"], mid + rec[p + "hook_mlp_out"])
+
+
+NEW_BLOCKS = {"olmo2": _olmo2, "smollm3": _smollm3, "glm4": _glm4, "gpt_oss": _gpt_oss, "deepseek_v3": None}
 
 
 def check_new_blocks(ck: Checks, rec: dict, model, family: str, positions: torch.Tensor) -> None:
@@ -234,7 +306,10 @@ def check_new_blocks(ck: Checks, rec: dict, model, family: str, positions: torch
         cos, sin = rotary_tables(model, family, layer, positions)
         if family == "gpt_oss":  # its rotary embedding returns one half: both halves turn by the same angle
             cos, sin = torch.cat([cos, cos], -1), torch.cat([sin, sin], -1)
-        check_new_block(ck, rec, layer, NEW_BLOCKS[family](model, layer), (cos, sin), positions)
+        if family == "deepseek_v3":
+            check_deepseek_block(ck, rec, model, layer, (cos, sin), positions)
+        else:
+            check_new_block(ck, rec, layer, NEW_BLOCKS[family](model, layer), (cos, sin), positions)
 
 
 __all__ = ["D", "NEW_BLOCKS", "check_new_block", "check_new_blocks", "rope_interleaved"]

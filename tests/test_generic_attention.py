@@ -193,7 +193,27 @@ def test_no_sink_no_sink_column(verified):
     assert t.trace.steps[0].shape("blocks.0.attn.hook_pattern")[-1] == t.trace.prompt_len
 
 
-def test_mla_records_value_heads_of_their_own_size(verified):
-    step = verified("deepseek_v3").trace.steps[0]
-    assert step.shape("blocks.0.attn.hook_rot_q")[-1] == 24 and step.shape("blocks.0.attn.hook_v")[-1] == 12
-    assert step.shape("blocks.0.attn.hook_z")[-1] == 12
+def test_generic_fallback_on_an_mla_model_matches_its_eager_attention():
+    """DeepSeek-V3 seen by the generic fallback (its adapter set aside): the MLA shapes (d_v != d_qk,
+    which raised a RuntimeError before) and the maps of the model's own eager attention."""
+    from tests.tiny_models import tiny_model
+    from tracer.recorder import Recorder
+
+    model = tiny_model("deepseek_v3")
+    ids = torch.arange(3, 12)[None]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        adapter = GenericAdapter(model)
+    recorder = Recorder(adapter)
+    with torch.no_grad(), recorder.installed():
+        model(ids, use_cache=False)
+    got = recorder.take()
+    model.set_attn_implementation("eager")
+    with torch.no_grad():
+        own = model(ids, use_cache=False, output_attentions=True).attentions
+    for layer in range(2):
+        p = f"blocks.{layer}.attn."
+        assert got[p + "hook_rot_q"].shape == (9, 4, 24) and got[p + "hook_v"].shape == (9, 4, 12)
+        assert got[p + "hook_z"].shape == (9, 4, 12)
+        torch.testing.assert_close(got[p + "hook_pattern"], own[layer][0])
+        torch.testing.assert_close(got[p + "hook_z"], torch.einsum("hts,shd->thd", got[p + "hook_pattern"], got[p + "hook_v"]))

@@ -1,4 +1,4 @@
-"""2026's families with an adapter (OLMo 2, SmolLM3, GLM-4, gpt-oss): the same proof as tests/test_families.py.
+"""2026's families with an adapter (OLMo 2, SmolLM3, GLM-4, gpt-oss, DeepSeek-V3): the same proof as tests/test_families.py.
 
 Per family: every block recomputed from the weights (tests/family_refs_new.py), decode steps equal
 to one full no-cache forward, greedy tokens equal to `model.generate`, the manifest's names and facts.
@@ -22,6 +22,8 @@ EXPECTED_FACTS = {
     "olmo2": dict(family="olmo2", post_norms=True, pre_norms=False, positional="rotary"),
     "smollm3": dict(family="smollm3", nope_layers=[1], sliding_window=None, layer_types=["full_attention"] * 2),
     "glm4": dict(family="glm4", post_norms=True, rope_interleaved=True, rotary_dim=8),
+    "deepseek_v3": dict(family="deepseek_v3", d_head=24, d_head_v=12, kv_lora_rank=16, q_lora_rank=24, n_experts=4,
+                        experts_per_token=2, n_shared_experts=1, first_k_dense_replace=1, router_scoring="sigmoid"),
     "gpt_oss": dict(family="gpt_oss", sliding_window=4, layer_types=["sliding_attention", "full_attention"], n_experts=4, experts_per_token=2),
 }
 EXTRAS = {  # block names beyond the common vocabulary, and common names the family does not have
@@ -30,6 +32,7 @@ EXTRAS = {  # block names beyond the common vocabulary, and common names the fam
     "smollm3": (set(), {"ln1_post.hook_normalized", "attn.hook_q_normed"}),
     "glm4": ({"ln1_post.hook_normalized", "ln2_post.hook_normalized"}, {"attn.hook_q_normed", "mlp.hook_router_probs"}),
     "gpt_oss": ({"mlp.hook_router_probs", "mlp.hook_expert_ids"}, {"mlp.hook_pre", "ln1_post.hook_normalized"}),
+    "deepseek_v3": ({"attn.hook_q_latent", "attn.hook_kv_latent", "mlp.hook_pre"}, {"attn.hook_k", "attn.hook_q_normed"}),
 }
 
 
@@ -55,7 +58,7 @@ def test_recomputation_from_weights(traced, key):
     t = traced(key)
     check_recomputation(t)
     assert t.checks.passed["attn_out = z·W_O (+b)"] == 2 * len(t.adapter.layers())  # full forward + prefill
-    assert t.checks.passed["rot = RoPE(q/k)"] == 4 * len(t.adapter.layers())
+    assert sum(n for kind, n in t.checks.passed.items() if kind.startswith("rot")) == 4 * len(t.adapter.layers())
 
 
 @pytest.mark.parametrize("key", KEYS)
@@ -121,3 +124,15 @@ def test_gpt_oss_experts_recomputed(traced):
     t = traced("gpt_oss")
     check_recomputation(t)
     assert t.checks.passed["mlp_out = Σ w·expert(ln2)"] == 2 * 2 and t.checks.passed["expert_ids = top-k(router_probs)"] == 4
+
+
+def test_deepseek_mla_latents_and_experts(traced):
+    t = traced("deepseek_v3")
+    step = t.trace.steps[0]
+    n = t.trace.prompt_len
+    assert step.shape("blocks.0.attn.hook_kv_latent") == (n, 16) and step.shape("blocks.0.attn.hook_q_latent") == (n, 24)
+    assert step.shape("blocks.0.attn.hook_rot_q") == (n, 4, 24) and step.shape("blocks.0.attn.hook_z") == (n, 4, 12)
+    assert "mlp.hook_pre" in {x.split(".", 2)[2] for x in step.names if x.startswith("blocks.0.")}  # dense first layer
+    assert {"blocks.1.mlp.hook_shared_out", "blocks.1.mlp.hook_router_probs", "blocks.1.mlp.hook_expert_ids"} <= set(step.names)
+    check_recomputation(t)
+    assert t.checks.passed["mlp_out = Σ w·expert(ln2) + shared"] == 2 and t.checks.passed["rot_k = [k_nope | RoPE(k_pe)]"] == 4

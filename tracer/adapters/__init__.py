@@ -4,6 +4,7 @@ without an adapter get the generic fallback (embeddings, block inputs/outputs, l
 from __future__ import annotations
 
 from .base import Adapter, HookPoint, UnsupportedModel
+from .deepseek_v3 import DeepseekV3Adapter
 from .gemma import GemmaAdapter
 from .glm4 import Glm4Adapter
 from .gpt_oss import GptOssAdapter
@@ -34,6 +35,7 @@ ADAPTERS: list[type[Adapter]] = [
     SmolLM3Adapter,
     Glm4Adapter,
     GptOssAdapter,
+    DeepseekV3Adapter,
 ]
 
 
