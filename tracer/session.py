@@ -25,7 +25,7 @@ from .attention import IMPLEMENTATION
 from .attention import register as register_attention
 from .lens import LENS_FILE, RESID_ROWS, LogitLens
 from .loading import load_model
-from .model_info import eos_ids, model_facts, tokenizer_facts
+from .model_info import chat_default, eos_ids, model_facts, tokenizer_facts
 from .names import NameFilter, block_name
 from .reader import Step, Trace
 from .recorder import Recorder
@@ -60,12 +60,11 @@ class GenerationSettings(SamplerSettings):
             raise ValueError("lens mode must be auto, lazy or eager")
 
 
-def wants_chat(tokenizer, name: str, chat: bool | None) -> bool:
-    has_template = bool(getattr(tokenizer, "chat_template", None))
+def wants_chat(tokenizer, chat: bool | None, model=None) -> bool:
+    """`chat` when given (and a template exists), else what the tokenizer says (`chat_default`)."""
     if chat is not None:
-        return chat and has_template
-    lowered = name.lower()
-    return has_template and any(tag in lowered for tag in ("instruct", "chat", "-it"))
+        return chat and bool(getattr(tokenizer, "chat_template", None))
+    return chat_default(tokenizer, model)
 
 
 def encode_prompt(tokenizer, prompt: str, chat: bool) -> list[int]:
@@ -139,7 +138,7 @@ class LiveSession:
         self.tokenizer = tokenizer
         self.adapter = adapter_for(model)
         self.name = name or getattr(model.config, "name_or_path", "") or model.__class__.__name__
-        self.chat = wants_chat(tokenizer, self.name, self.settings.chat)
+        self.chat = wants_chat(tokenizer, self.settings.chat, model)
         if prompt_ids is not None:
             self.prompt_ids, self.chat = [int(i) for i in prompt_ids], False
             prompt = tokenizer.decode(self.prompt_ids)
@@ -304,12 +303,18 @@ class LiveSession:
         """Compute, record and write the next step; None once generation has finished."""
         if self.finished or self._closed:
             return None
-        index = self._steps_started
-        start = len(self.prompt_ids) + index - 1 if index else 0
         ids = torch.tensor([self._next_ids], device=self.device)  # [1, T]
         t0 = time.perf_counter()
+        out, arrays = self.capture(lambda: self.model(input_ids=ids, use_cache=True, **{self._cache_kw: self.cache}))
+        with torch.no_grad():
+            chosen, record, sample_arrays = self.sampler(out.logits[0, -1])
+        arrays.update(sample_arrays)
+        return self.commit(arrays, chosen, record, ids.shape[1], time.perf_counter() - t0)
+
+    def capture(self, run):
+        """Run `run()` (one forward) with recording on: (its output, the step's arrays without sampling)."""
         with torch.no_grad(), self.recorder.capturing():
-            out = self.model(input_ids=ids, use_cache=True, **{self._cache_kw: self.cache})
+            out = run()
         tensors = self.recorder.take()
         with torch.no_grad():
             lens = {}
@@ -317,13 +322,17 @@ class LiveSession:
                 lens = self._logit_lens(self.recorder.take_lens_rows())
             elif self.lens_resid_rows:
                 tensors[RESID_ROWS] = self.recorder.take_lens_rows()  # [n_layers, d_model]
-            chosen, record, sample_arrays = self.sampler(out.logits[0, -1])
         arrays = _to_numpy(tensors, self.store_dtype)
-        arrays.update(sample_arrays)
         arrays.update(lens)
-        seconds = time.perf_counter() - t0
+        return out, arrays
+
+    def commit(self, arrays: dict, chosen: int, record: dict, width: int, seconds: float):
+        """Write the step that computed `width` positions and chose `chosen` (what step() returns).
+        `stepscope.record` calls capture() and commit() around a user's own generate call."""
+        index = self._steps_started
+        start = len(self.prompt_ids) + index - 1 if index else 0
         self._steps_started += 1
-        position = start + ids.shape[1]
+        position = start + width
         token = self._token(chosen, position)
         entry = {
             "index": index,
