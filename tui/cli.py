@@ -5,6 +5,7 @@
     stepscope view TRACE_DIR                replay a saved trace (no torch needed)
     stepscope trace --prompt P --out DIR    record a trace to disk
     stepscope info MODEL|TRACE_DIR          architecture facts and parameter counts
+    stepscope serve TRACE_DIR|--model M     the debugger in a browser (textual-serve)
 
 Bad input prints one line on stderr and exits non-zero; set STEPSCOPE_DEBUG=1 for tracebacks.
 """
@@ -98,7 +99,23 @@ def build_parser() -> argparse.ArgumentParser:
     i.add_argument("target", nargs="?", default=None, help="trace directory, config.json, model directory, .gguf file or hub id already in the local cache (default: the embedded SmolLM2-135M-Instruct)")
     _model_options_light(i)
     i.add_argument("--load", action="store_true", help="load the weights (slow) instead of reading the config alone")
+    _serve_parser(sub)
     return parser
+
+
+SERVE_ONLY = ("trace_dir", "host", "port", "public_url")
+
+
+def _serve_parser(sub) -> None:
+    s = sub.add_parser("serve", help="run the debugger in a browser (textual-serve)")
+    s.add_argument("trace_dir", nargs="?", default=None, help="trace directory to replay (default: a live session from the model and generation options)")
+    _model_options(s)
+    _generation_options(s)
+    g = s.add_argument_group("server")
+    g.add_argument("--host", default="127.0.0.1", help="address to listen on; whoever can reach it can drive the debugger")
+    g.add_argument("--port", type=int, default=8000, help="port to listen on")
+    g.add_argument("--public-url", default=None, help="the URL browsers reach the server at, e.g. behind a proxy (default: http://HOST:PORT)")
+    s.set_defaults(_parser=s)
 
 
 def _model_options_light(p: argparse.ArgumentParser) -> None:
@@ -409,6 +426,46 @@ def cmd_run(args) -> int:
     return 0
 
 
+def cmd_serve(args) -> int:
+    if args.trace_dir is not None:
+        from tracer import load_trace
+
+        trace = load_trace(args.trace_dir)  # a bad trace is one line here, not in every browser tab
+        if len(trace.steps):
+            trace.steps[0].names
+        app_argv = ["view", os.path.abspath(args.trace_dir)]
+    else:
+        generation_settings(args)  # invalid settings are one line here
+        app_argv = ["run", *_forwarded_options(args)]
+    if not 0 < args.port < 65536:
+        raise CliError(f"--port must be in 1..65535 (got {args.port})")
+    from tui.serve import serve
+
+    try:
+        import textual_serve  # noqa: F401
+    except ImportError:
+        raise CliError("stepscope serve needs textual-serve: pip install textual-serve") from None
+    serve(app_argv, host=args.host, port=args.port, public_url=args.public_url)
+    return 0
+
+
+def _forwarded_options(args) -> list[str]:
+    """The model and generation options given to `serve`, as `run` arguments for each browser tab."""
+    out: list[str] = []
+    for action in args._parser._actions:
+        if not action.option_strings or action.dest in SERVE_ONLY or action.dest == "help":
+            continue
+        value = getattr(args, action.dest, action.default)
+        if value == action.default:
+            continue
+        if action.nargs == 0:  # a flag: emitted when it set the value (--chat / --no-chat share a dest)
+            if value == action.const:
+                out.append(action.option_strings[0])
+        else:
+            out += [action.option_strings[0], str(value)]
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -421,7 +478,7 @@ def main(argv: list[str] | None = None) -> int:
     if not argv or (argv[0].startswith("-") and argv[0] not in ("-h", "--help", "--version")):
         argv = ["run", *argv]  # bare `stepscope [options]` opens the debugger
     args = parser.parse_args(argv)
-    handlers = {"trace": cmd_trace, "info": cmd_info, "view": cmd_view, "run": cmd_run}
+    handlers = {"trace": cmd_trace, "info": cmd_info, "view": cmd_view, "run": cmd_run, "serve": cmd_serve}
     try:
         return handlers[args.command](args)
     except KeyboardInterrupt:
