@@ -35,6 +35,7 @@ from .trace_format import (
     MANIFEST,
     MANIFEST_PAD,
     SCHEMA,
+    SCHEMA_VERSION,
     STEP_LOG,
     TraceWriteError,
     atomic_write_bytes,
@@ -246,6 +247,7 @@ class TraceWriter:
         self.path = path  # where the trace ends up
         self.manifest = manifest
         self.manifest.setdefault("steps", [])
+        self.manifest["schema_version"] = SCHEMA_VERSION  # the layout written is always the current one
         self._error: TraceWriteError | None = None
         self._lock = threading.Lock()
         self._queue: queue.Queue | None = None
@@ -436,7 +438,7 @@ def copy_trace(manifest: dict, src_dir: str, dst: str) -> str:
             shutil.copyfile(os.path.join(src_dir, name), os.path.join(target, name))
         lines = b"".join(json.dumps(e, ensure_ascii=False, separators=(",", ":")).encode("utf-8") + b"\n" for e in manifest["steps"])
         atomic_write_bytes(os.path.join(target, STEP_LOG), lines)
-        atomic_write_bytes(os.path.join(target, MANIFEST), manifest_bytes(dict(manifest, schema_version=2)))
+        atomic_write_bytes(os.path.join(target, MANIFEST), manifest_bytes(dict(manifest, schema_version=SCHEMA_VERSION)))
         if target != dst:
             swap_in(target, dst)
     except OSError as exc:
