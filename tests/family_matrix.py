@@ -26,7 +26,7 @@ from .family_checks import (
     check_step_matches_full,
 )
 from .family_refs import block_ref, head_ref, randomize_norms, rms, rotary_tables
-from .family_refs_new import NEW_BLOCKS, check_new_blocks
+from .family_refs_new import NEW_BLOCKS, check_linear_states, check_new_blocks
 from .tiny_models import byte_tokenizer, tiny_model
 
 PROMPT = "Hi there"  # 8 byte tokens: with 4 new tokens the sequence outgrows the windows of 4
@@ -61,11 +61,12 @@ NEW_FAMILIES = [
     Family("smollm3", "SmolLM3", "SmolLM3-3B", "RoPE off on every 4th layer (NoPE layers listed in the manifest)"),
     Family("glm4", "GLM-4", "GLM-4-9B-0414, GLM-Z1", "sandwich norms, interleaved partial RoPE, fused gate/up projection"),
     Family("deepseek_v3", "DeepSeek-V3", "DeepSeek-V3, DeepSeek-R1, Kimi-K2", "MLA: q/kv latents, rope/nope split, d_v != d_qk; sigmoid router, shared + routed experts"),
+    Family("qwen3_next", "Qwen3-Next", "Qwen3-Next-80B-A3B", "hybrid: Gated DeltaNet blocks (output, gate, recurrent state; no attention map) and gated full attention; MoE + shared expert"),
     Family("gpt_oss", "gpt-oss", "gpt-oss-20b/120b", "attention sinks (the pattern's last column), alternating sliding/full layers, MoE with clamped SwiGLU"),
 ]
 _GENERIC_NOTE = "records embed, resid_pre/post, attention (q/k/v as passed, scores, pattern, z), ln_final, logits"
 GENERIC = [
-    Family("qwen3_next", "generic fallback (Qwen3-Next)", "Qwen3-Next-80B-A3B", _GENERIC_NOTE + " on full-attention layers; linear-attention layers have no map"),
+    Family("starcoder2", "generic fallback (StarCoder2)", "any decoder without an adapter", _GENERIC_NOTE),
     Family("opt", "generic fallback (OPT)", "any decoder without an adapter", _GENERIC_NOTE),
 ]
 
@@ -125,7 +126,7 @@ def trace_family(family: Family, dtype: torch.dtype = torch.float32, model=None,
 
 def check_recomputation(t: Traced) -> None:
     """Every block's equations, embedding and logits, on the full forward and on the prefill step."""
-    head = head_ref(t.model, t.family.key)
+    head = _head(t)
     n_layers = len(t.adapter.layers())
     prompt_len = t.trace.prompt_len
     for rec, ids in ((t.full, t.full_ids), (t.steps[0], t.full_ids[:prompt_len])):
@@ -140,16 +141,15 @@ def check_recomputation(t: Traced) -> None:
             check_block(t.checks, rec, layer, ref, cos_sin, positions)
 
 
-# final norms that multiply by (1 + w) in families the generic fallback traces (the reference must know)
-GENERIC_NORM_OFFSET = {"qwen3_next": 1.0}
+# final norms that multiply by (1 + w) in families family_refs.head_ref does not know
+NORM_OFFSET = {"qwen3_next": 1.0}
 
 
 def _head(t: Traced):
     """The head reference (embedding, final norm, unembedding) of the traced family."""
-    if t.adapter.family != "generic":
-        return head_ref(t.model, t.family.key)
-    head = head_ref(t.model, "generic")
-    offset = GENERIC_NORM_OFFSET.get(t.family.key)
+    generic = t.adapter.family == "generic"
+    head = head_ref(t.model, "generic" if generic else t.family.key)
+    offset = NORM_OFFSET.get(t.family.key)
     if offset is not None:
         from tracer.adapters.generic import find_final_norm, find_layers
 
@@ -183,6 +183,9 @@ def check_steps(t: Traced) -> None:
             step, full = _sink_free(step), _sink_free(t.full)
         else:
             full = t.full
+        if any(n.endswith("hook_state") for n in step):  # recurrent states exist only while generating (a cache)
+            check_linear_states(t.checks, step, t.model, t.full, end)
+            step = {n: v for n, v in step.items() if not n.endswith("hook_state")}
         check_step_matches_full(t.checks, step, full, start, end)
         check_logit_lens(t.checks, step, head, n_layers)
 

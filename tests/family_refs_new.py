@@ -1,11 +1,12 @@
-"""Block equations of 2026's families (OLMo 2, SmolLM3, GLM-4, gpt-oss, DeepSeek-V3) recomputed from their weights.
+"""Block equations of 2026's families (OLMo 2, SmolLM3, GLM-4, gpt-oss, DeepSeek-V3, Qwen3-Next) recomputed from their weights.
 
 Built on tests/family_refs.py and tests/family_checks.py (weights as float64 functions, `Checks`,
 the causal/window mask, rotate-half RoPE); what differs is written out here: OLMo 2 has no norm
 before its sublayers and normalises the whole q/k projection, SmolLM3 skips RoPE on its NoPE
 layers, GLM-4 rotates interleaved feature pairs of a partial rotary slice, gpt-oss adds a sink
 column to the scores and routes to clamped-SwiGLU experts with biases, DeepSeek-V3 attends through
-compressed latents with a shared RoPE key and adds shared experts to sigmoid-routed ones. Each recorded tensor is
+compressed latents with a shared RoPE key and adds shared experts to sigmoid-routed ones, Qwen3-Next
+mixes gated full attention with Gated DeltaNet blocks (recomputed token by token, state included). Each recorded tensor is
 recomputed from the recorded input of its own stage, as in family_checks.
 """
 
@@ -297,7 +298,109 @@ def check_deepseek_block(ck: Checks, rec: dict, model, layer: int, cos_sin, posi
     ck.close("resid_post = resid_mid + mlp_out", p + "hook_resid_post", rec[p + "hook_resid_post"], mid + rec[p + "hook_mlp_out"])
 
 
-NEW_BLOCKS = {"olmo2": _olmo2, "smollm3": _smollm3, "glm4": _glm4, "gpt_oss": _gpt_oss, "deepseek_v3": None}
+def gated_delta_net(lin, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """A Gated DeltaNet over x [T, d_model] from its weights, one token at a time (float64):
+    (core_out [T, Hv, dv], output gate z [T, Hv, dv], the state after the last token [Hv, dk, dv]).
+    Only the head layout of the fused projections is the model's own (fix_query_key_value_ordering)."""
+    t = x.shape[0]
+    q, k, v, z, b, a = lin.fix_query_key_value_ordering(linear(lin.in_proj_qkvz.weight)(x)[None], linear(lin.in_proj_ba.weight)(x)[None])
+    mixed = torch.cat([q.reshape(1, t, -1), k.reshape(1, t, -1), v.reshape(1, t, -1)], -1).transpose(1, 2)  # [1, C, T]
+    w = _w(lin.conv1d.weight)  # [C, 1, K]: depthwise, causal
+    mixed = act(lin.activation)(torch.nn.functional.conv1d(mixed, w, padding=w.shape[-1] - 1, groups=w.shape[0])[..., :t])
+    q, k, v = torch.split(mixed[0].T, [lin.key_dim, lin.key_dim, lin.value_dim], dim=-1)  # [T, ...]
+    hv, dk, dv = lin.num_v_heads, lin.head_k_dim, lin.head_v_dim
+    rep = hv // lin.num_k_heads
+    q = q.reshape(t, -1, dk).repeat_interleave(rep, 1)  # [T, Hv, dk]
+    k = k.reshape(t, -1, dk).repeat_interleave(rep, 1)
+    v = v.reshape(t, hv, dv)
+    q = q * torch.rsqrt((q * q).sum(-1, keepdim=True) + 1e-6) / dk**0.5
+    k = k * torch.rsqrt((k * k).sum(-1, keepdim=True) + 1e-6)
+    beta = torch.sigmoid(b[0])  # [T, Hv]
+    decay = -_w(lin.A_log).exp() * torch.nn.functional.softplus(a[0] + _w(lin.dt_bias))  # [T, Hv] (log of the decay)
+    state = torch.zeros(hv, dk, dv, dtype=D)
+    out = []
+    for i in range(t):
+        state = state * decay[i].exp()[:, None, None]
+        delta = (v[i] - (state * k[i][:, :, None]).sum(-2)) * beta[i][:, None]  # [Hv, dv]
+        state = state + k[i][:, :, None] * delta[:, None, :]
+        out.append((state * q[i][:, :, None]).sum(-2))  # [Hv, dv]
+    return torch.stack(out), z[0], state
+
+
+def _qwen3_next_moe(ck: Checks, rec: dict, p: str, m, c, x: torch.Tensor) -> None:
+    """Softmax router, top-k (renormalised when norm_topk_prob), experts, plus the sigmoid-gated shared expert."""
+    probs, ids = rec[p + "mlp.hook_router_probs"], rec[p + "mlp.hook_expert_ids"]
+    ck.close("router_probs = softmax(ln2·W_router)", p, probs, torch.softmax(linear(m.gate.weight)(x), -1))
+    top = torch.topk(probs, c.num_experts_per_tok, dim=-1)
+    ck.true("expert_ids = top-k(router_probs)", p, torch.equal(ids.long(), top.indices))
+    w = top.values / top.values.sum(-1, keepdim=True) if c.norm_topk_prob else top.values
+    gu, dn, act_fn = _w(m.experts.gate_up_proj), _w(m.experts.down_proj), act(c.hidden_act)
+
+    def expert(e, xi):
+        g, u = (xi @ gu[e].T).chunk(2, dim=-1)
+        return (act_fn(g) * u) @ dn[e].T
+
+    sh = m.shared_expert
+    shared = _swiglu(sh.gate_proj.weight, sh.up_proj.weight, sh.down_proj.weight, act_fn)(x) * torch.sigmoid(linear(m.shared_expert_gate.weight)(x))
+    routed = torch.stack([sum(w[i, j] * expert(int(ids[i, j]), x[i : i + 1])[0] for j in range(ids.shape[1])) for i in range(len(x))])
+    ck.close("mlp_out = Σ w·expert(ln2) + σ(gate)·shared", p + "hook_mlp_out", rec[p + "hook_mlp_out"], routed + shared)
+
+
+def check_qwen3_next_block(ck: Checks, rec: dict, model, layer: int, cos_sin, positions: torch.Tensor) -> None:
+    """One Qwen3-Next block: gated full attention (a pattern) or Gated DeltaNet (no pattern: its output and gate)."""
+    c, blk = model.config, model.model.layers[layer]
+    p, t = f"blocks.{layer}.", len(positions)
+    pre = rec[p + "hook_resid_pre"]
+    x = _norm(ck, rec, p + "ln1.hook_normalized", rms(blk.input_layernorm, 1.0), pre)
+    if hasattr(blk, "linear_attn"):
+        lin = blk.linear_attn
+        core, gate, _ = gated_delta_net(lin, x)
+        ck.true("no attention map on a linear-attention block", p, not any(n.startswith(p + "attn.") for n in rec))
+        ck.close("core_out = gated delta rule", p + "linear_attn.hook_core_out", rec[p + "linear_attn.hook_core_out"], core)
+        ck.close("gate = ln1·W_z", p + "linear_attn.hook_gate", rec[p + "linear_attn.hook_gate"], gate)
+        normed = rms(lin.norm)(rec[p + "linear_attn.hook_core_out"]) * act(lin.activation)(rec[p + "linear_attn.hook_gate"])
+        ck.close("attn_out = (RMSNorm(core_out)·silu(gate))·W_out", p + "hook_attn_out", rec[p + "hook_attn_out"], linear(lin.out_proj.weight)(normed.reshape(t, -1)))
+    else:
+        a = blk.self_attn
+        h, n_kv, d = c.num_attention_heads, c.num_key_value_heads, c.head_dim
+        qg = linear(a.q_proj.weight)(x).reshape(t, h, 2, d)
+        ck.close("[q | gate] = ln1·W_Q", p + "attn.hook_q", rec[p + "attn.hook_q"], qg[:, :, 0])
+        ck.close("[q | gate] = ln1·W_Q", p + "attn.hook_gate", rec[p + "attn.hook_gate"], qg[:, :, 1])
+        ck.close("qkv = x·W (+b)", p + "attn.hook_k", rec[p + "attn.hook_k"], linear(a.k_proj.weight)(x).reshape(t, n_kv, d))
+        ck.close("qkv = x·W (+b)", p + "attn.hook_v", rec[p + "attn.hook_v"], linear(a.v_proj.weight)(x).reshape(t, n_kv, d))
+        ck.close("q/k per-head norm", p + "attn.hook_q_normed", rec[p + "attn.hook_q_normed"], rms(a.q_norm, 1.0)(rec[p + "attn.hook_q"]))
+        ck.close("q/k per-head norm", p + "attn.hook_k_normed", rec[p + "attn.hook_k_normed"], rms(a.k_norm, 1.0)(rec[p + "attn.hook_k"]))
+        cos, sin = cos_sin
+        for r in ("q", "k"):
+            ck.close("rot = RoPE(q/k)", p + f"attn.hook_rot_{r}", rec[p + f"attn.hook_rot_{r}"], rope(rec[p + f"attn.hook_{r}_normed"], cos, sin))
+        scores = torch.einsum("thd,shd->hts", rec[p + "attn.hook_rot_q"], _repeat_kv(rec[p + "attn.hook_rot_k"], h)) * d**-0.5
+        ok = allowed(positions, positions, None)
+        ck.close("scores = q·kᵀ·scale, masked", p + "attn.hook_attn_scores", rec[p + "attn.hook_attn_scores"], scores.masked_fill(~ok, float("-inf")))
+        pattern = rec[p + "attn.hook_pattern"]
+        ck.close("pattern = softmax(scores)", p + "attn.hook_pattern", pattern, torch.softmax(rec[p + "attn.hook_attn_scores"], -1))
+        z = torch.einsum("hts,shd->thd", pattern, _repeat_kv(rec[p + "attn.hook_v"], h))
+        ck.close("z = pattern·v", p + "attn.hook_z", rec[p + "attn.hook_z"], z)
+        gated = rec[p + "attn.hook_z"] * torch.sigmoid(rec[p + "attn.hook_gate"])  # [T, H, d]
+        ck.close("attn_out = (z·σ(gate))·W_O", p + "hook_attn_out", rec[p + "hook_attn_out"], linear(a.o_proj.weight)(gated.reshape(t, -1)))
+    mid = rec[p + "hook_resid_mid"]
+    ck.close("resid_mid = resid_pre + attn_out", p + "hook_resid_mid", mid, pre + rec[p + "hook_attn_out"])
+    x2 = _norm(ck, rec, p + "ln2.hook_normalized", rms(blk.post_attention_layernorm, 1.0), mid)
+    _qwen3_next_moe(ck, rec, p, blk.mlp, c, x2)
+    ck.close("resid_post = resid_mid + mlp_out", p + "hook_resid_post", rec[p + "hook_resid_post"], mid + rec[p + "hook_mlp_out"])
+
+
+def check_linear_states(ck: Checks, step: dict, model, full: dict, end: int) -> None:
+    """Each recorded recurrent state equals the Gated DeltaNet's state after positions [0, end),
+    recomputed token by token from the weights over the block's ln1 output of the full forward."""
+    for name in [n for n in step if n.endswith("linear_attn.hook_state")]:
+        layer = int(name.split(".")[1])
+        p = f"blocks.{layer}.ln1."
+        x = full[p + "hook_out"] if p + "hook_out" in full else full[p + "hook_normalized"]  # [N, d_model]
+        _, _, state = gated_delta_net(model.model.layers[layer].linear_attn, x[:end])
+        ck.close("state = delta-rule state after the step", name, step[name], state, "step_vs_full")
+
+
+NEW_BLOCKS = {"olmo2": _olmo2, "smollm3": _smollm3, "glm4": _glm4, "gpt_oss": _gpt_oss, "deepseek_v3": None, "qwen3_next": None}
 
 
 def check_new_blocks(ck: Checks, rec: dict, model, family: str, positions: torch.Tensor) -> None:
@@ -308,6 +411,8 @@ def check_new_blocks(ck: Checks, rec: dict, model, family: str, positions: torch
             cos, sin = torch.cat([cos, cos], -1), torch.cat([sin, sin], -1)
         if family == "deepseek_v3":
             check_deepseek_block(ck, rec, model, layer, (cos, sin), positions)
+        elif family == "qwen3_next":
+            check_qwen3_next_block(ck, rec, model, layer, (cos, sin), positions)
         else:
             check_new_block(ck, rec, layer, NEW_BLOCKS[family](model, layer), (cos, sin), positions)
 

@@ -229,7 +229,8 @@ def test_generic_fallback_traces_and_says_what_is_missing(key):
     want = {f"blocks.{i}.{n}" for i in range(2) for n in ("hook_resid_pre", "hook_resid_post")}
     want |= {"hook_embed", "ln_final.hook_normalized", "logits"} | set(SAMPLING_NAMES)
     names = set(t.trace.steps[0].names)
-    assert want <= names and all(".attn.hook_" in n for n in names - want)  # attention: tests/test_generic_attention.py
+    extra = names - want  # attention (tests/test_generic_attention.py) and the final norm's scale/out
+    assert want <= names and all(".attn.hook_" in n or n.startswith("ln_final.") for n in extra)
     assert t.checks.passed["decode step = full forward rows"] > 0 and t.checks.passed["logits = unembed(ln_final)"] == 2
 
 

@@ -1,4 +1,5 @@
-"""2026's families with an adapter (OLMo 2, SmolLM3, GLM-4, gpt-oss, DeepSeek-V3): the same proof as tests/test_families.py.
+"""2026's families with an adapter (OLMo 2, SmolLM3, GLM-4, gpt-oss, DeepSeek-V3, Qwen3-Next): the same proof
+as tests/test_families.py.
 
 Per family: every block recomputed from the weights (tests/family_refs_new.py), decode steps equal
 to one full no-cache forward, greedy tokens equal to `model.generate`, the manifest's names and facts.
@@ -24,6 +25,8 @@ EXPECTED_FACTS = {
     "glm4": dict(family="glm4", post_norms=True, rope_interleaved=True, rotary_dim=8),
     "deepseek_v3": dict(family="deepseek_v3", d_head=24, d_head_v=12, kv_lora_rank=16, q_lora_rank=24, n_experts=4,
                         experts_per_token=2, n_shared_experts=1, first_k_dense_replace=1, router_scoring="sigmoid"),
+    "qwen3_next": dict(family="qwen3_next", layers_without_attention=[0], layer_types=["linear_attention", "full_attention"],
+                       n_experts=4, experts_per_token=2, rotary_dim=4),
     "gpt_oss": dict(family="gpt_oss", sliding_window=4, layer_types=["sliding_attention", "full_attention"], n_experts=4, experts_per_token=2),
 }
 EXTRAS = {  # block names beyond the common vocabulary, and common names the family does not have
@@ -32,6 +35,8 @@ EXTRAS = {  # block names beyond the common vocabulary, and common names the fam
     "smollm3": (set(), {"ln1_post.hook_normalized", "attn.hook_q_normed"}),
     "glm4": ({"ln1_post.hook_normalized", "ln2_post.hook_normalized"}, {"attn.hook_q_normed", "mlp.hook_router_probs"}),
     "gpt_oss": ({"mlp.hook_router_probs", "mlp.hook_expert_ids"}, {"mlp.hook_pre", "ln1_post.hook_normalized"}),
+    "qwen3_next": ({"linear_attn.hook_core_out", "linear_attn.hook_gate", "linear_attn.hook_state", "mlp.hook_router_probs"},
+                   {"mlp.hook_pre", "ln1_post.hook_normalized"}),  # block 0: linear attention (no map: see below)
     "deepseek_v3": ({"attn.hook_q_latent", "attn.hook_kv_latent", "mlp.hook_pre"}, {"attn.hook_k", "attn.hook_q_normed"}),
 }
 
@@ -57,8 +62,10 @@ def traced(tmp_path_factory):
 def test_recomputation_from_weights(traced, key):
     t = traced(key)
     check_recomputation(t)
-    assert t.checks.passed["attn_out = z·W_O (+b)"] == 2 * len(t.adapter.layers())  # full forward + prefill
-    assert sum(n for kind, n in t.checks.passed.items() if kind.startswith("rot")) == 4 * len(t.adapter.layers())
+    n_layers = len(t.adapter.layers())
+    with_map = n_layers - len(t.trace.model.get("layers_without_attention") or [])
+    assert sum(n for kind, n in t.checks.passed.items() if kind.startswith("attn_out")) == 2 * n_layers  # full + prefill
+    assert sum(n for kind, n in t.checks.passed.items() if kind.startswith("rot")) == 4 * with_map
 
 
 @pytest.mark.parametrize("key", KEYS)
@@ -136,3 +143,18 @@ def test_deepseek_mla_latents_and_experts(traced):
     assert {"blocks.1.mlp.hook_shared_out", "blocks.1.mlp.hook_router_probs", "blocks.1.mlp.hook_expert_ids"} <= set(step.names)
     check_recomputation(t)
     assert t.checks.passed["mlp_out = Σ w·expert(ln2) + shared"] == 2 and t.checks.passed["rot_k = [k_nope | RoPE(k_pe)]"] == 4
+
+
+def test_qwen3_next_hybrid_blocks(traced):
+    """Block 0 (Gated DeltaNet): output, gate and recurrent state, no attention map, and the manifest says
+    why; block 1 (gated full attention): the pattern; the states at every step recomputed token by token."""
+    t = traced("qwen3_next")
+    facts = t.trace.model
+    assert "no attention map" in facts["no_attention_reason"]
+    for step in t.trace.steps:
+        assert step.shape("blocks.0.linear_attn.hook_state") == (4, 8, 8)
+        assert "blocks.1.attn.hook_pattern" in step.names and not any(n.startswith("blocks.0.attn.") for n in step.names)
+    check_steps(t)
+    assert t.checks.passed["state = delta-rule state after the step"] == len(t.steps)
+    check_recomputation(t)
+    assert t.checks.passed["core_out = gated delta rule"] == 2 and t.checks.passed["attn_out = (z·σ(gate))·W_O"] == 2

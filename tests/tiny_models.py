@@ -117,6 +117,9 @@ FAMILY_CONFIGS.update(
             num_experts_per_tok=2, moe_intermediate_size=32, shared_expert_intermediate_size=32, pad_token_id=None,
         ),
         # no adapter: traced by the generic fallback
+        "starcoder2": dict(  # LayerNorm with biases, RoPE, a sliding window: attention through the interface
+            model_type="starcoder2", **_SMALL, num_key_value_heads=2, sliding_window=4, pad_token_id=None,
+        ),
         "opt": dict(
             model_type="opt", hidden_size=64, ffn_dim=128, num_hidden_layers=2, num_attention_heads=4,
             max_position_embeddings=256, word_embed_proj_dim=64, pad_token_id=None,

@@ -32,6 +32,10 @@ BLOCK_NAMES: dict[str, str] = {
     "attn.hook_attn_scores": "[n_heads, T, S]",  # scaled, masked (-inf), pre-softmax
     "attn.hook_pattern": "[n_heads, T, S]",
     "attn.hook_z": "[T, n_heads, d_head]",
+    "attn.hook_gate": "[T, n_heads, d_head]",  # output gate logits: attn_out = (z ⊙ σ(gate))·W_O (Qwen3-Next)
+    "linear_attn.hook_core_out": "[T, n_v_heads, d_v]",  # linear attention (Gated DeltaNet): delta-rule output
+    "linear_attn.hook_gate": "[T, n_v_heads, d_v]",  # its output gate (silu) after the norm
+    "linear_attn.hook_state": "[n_v_heads, d_k, d_v]",  # its recurrent state after the step (with a cache)
     "hook_attn_out": "[T, d_model]",
     "ln1_post.hook_scale": "[T, 1]",  # post-attention norm (Gemma 2/3)
     "ln1_post.hook_normalized": "[T, d_model]",  # x / scale, before the weight (and bias)
@@ -68,6 +72,10 @@ FAMILY_EXTRAS: tuple[str, ...] = (
     "attn.hook_q_latent",
     "attn.hook_kv_latent",
     "mlp.hook_shared_out",
+    "attn.hook_gate",
+    "linear_attn.hook_core_out",
+    "linear_attn.hook_gate",
+    "linear_attn.hook_state",
 )
 
 HEAD_NAMES: dict[str, str] = {

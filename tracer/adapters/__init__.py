@@ -18,6 +18,7 @@ from .olmo2 import Olmo2Adapter
 from .phi3 import Phi3Adapter
 from .qwen import Qwen2Adapter, Qwen3Adapter
 from .qwen3_moe import Qwen3MoeAdapter
+from .qwen3_next import Qwen3NextAdapter
 from .smollm3 import SmolLM3Adapter
 
 ADAPTERS: list[type[Adapter]] = [
@@ -36,6 +37,7 @@ ADAPTERS: list[type[Adapter]] = [
     Glm4Adapter,
     GptOssAdapter,
     DeepseekV3Adapter,
+    Qwen3NextAdapter,
 ]
 
 
