@@ -12,7 +12,7 @@ import warnings
 import pytest
 import torch
 
-from tests.family_matrix import NEW_FAMILIES, check_greedy, check_recomputation, check_steps, trace_family
+from tests.family_matrix import NEW_FAMILIES, check_greedy, check_recomputation, check_steps, trace_family, verify
 from tests.family_checks import Checks
 
 BY_KEY = {f.key: f for f in NEW_FAMILIES}
@@ -91,6 +91,15 @@ def test_manifest_facts_and_names(traced, key):
     names = {n.split(".", 2)[2] for n in t.trace.steps[0].names if n.startswith("blocks.0.")}
     assert have <= names and not (lack & names)
     assert have.isdisjoint(facts["not_applicable"]) and lack <= set(facts["not_applicable"])
+
+
+@pytest.mark.parametrize("key", KEYS)
+def test_bfloat16_within_tolerance(tmp_path, key):
+    """The same checks in bfloat16 (tolerances: docs/FIDELITY.md), greedy tokens against eager generate."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        t = verify(BY_KEY[key], torch.bfloat16, out=str(tmp_path / key))
+    assert t.trace.manifest["dtype"]["model"] == "bfloat16" and t.checks.worst["recompute"] > 1e-5  # really bf16
 
 
 def test_smollm3_nope_layer_is_not_rotated(traced):
