@@ -7,13 +7,14 @@ to one full no-cache forward, greedy tokens equal to `model.generate`, the manif
 
 from __future__ import annotations
 
+import dataclasses
 import warnings
 
 import pytest
 import torch
 
 from tests.family_matrix import NEW_FAMILIES, check_greedy, check_recomputation, check_steps, trace_family, verify
-from tests.family_checks import Checks
+from tests.family_checks import CheckFailed, Checks
 
 BY_KEY = {f.key: f for f in NEW_FAMILIES}
 KEYS = list(BY_KEY)
@@ -167,3 +168,26 @@ def test_qwen3_next_hybrid_blocks(traced):
     assert t.checks.passed["state = delta-rule state after the step"] == len(t.steps)
     check_recomputation(t)
     assert t.checks.passed["core_out = gated delta rule"] == 2 and t.checks.passed["attn_out = (z·σ(gate))·W_O"] == 2
+
+
+@pytest.mark.parametrize(
+    "key, name",
+    [
+        ("olmo2", "blocks.0.attn.hook_q_normed"),
+        ("glm4", "blocks.1.attn.hook_rot_k"),
+        ("gpt_oss", "blocks.0.attn.hook_pattern"),  # the first entry of the first row: a key, not the sink
+        ("deepseek_v3", "blocks.1.attn.hook_kv_latent"),
+        ("qwen3_next", "blocks.0.linear_attn.hook_core_out"),
+        ("qwen3_next", "blocks.0.linear_attn.hook_state"),
+    ],
+)
+def test_checks_reject_a_tampered_tensor(traced, key, name):
+    """The checks can fail: one entry of one recorded tensor moved by 1e-3 of its scale is caught."""
+    t = dataclasses.replace(traced(key))
+    full, steps = dict(t.full), [dict(s) for s in t.steps]
+    rec = steps[0] if name.endswith("hook_state") else full
+    rec[name] = rec[name].clone(memory_format=torch.contiguous_format)
+    rec[name].view(-1)[0] += 1e-3 * max(rec[name].abs().max().item(), 1.0)
+    t = dataclasses.replace(t, full=full, steps=steps)
+    with pytest.raises(CheckFailed):
+        check_steps(t) if name.endswith("hook_state") else check_recomputation(t)
