@@ -89,3 +89,29 @@ def test_local_copy_of_the_instruct_model_is_still_instruct(tmp_path):
     from tracer.session import wants_chat
 
     assert wants_chat(tok, None) and not wants_chat(tok, False)
+
+
+def test_weights_origin_of_the_embedded_model():
+    import torch
+
+    from tracer.model_info import weights_origin
+
+    class Loaded:
+        dtype = torch.float32
+
+    assert weights_origin(default_gguf_path(), Loaded()) == "GGUF Q4_1, dequantised to float32"
+    assert weights_origin("/some/model/dir", Loaded()) is None
+
+
+def test_info_on_a_trace_says_where_the_weights_came_from(tmp_path, capsys):
+    import json
+
+    from tests.make_fixture import FIXTURE as src
+
+    dst = tmp_path / "t"
+    shutil.copytree(src, dst)
+    manifest = json.loads((dst / "manifest.json").read_text())
+    manifest["model"]["weights"] = "GGUF Q4_1, dequantised to float32"
+    (dst / "manifest.json").write_text(json.dumps(manifest))
+    assert main(["info", str(dst)]) == 0
+    assert "GGUF Q4_1, dequantised to float32" in capsys.readouterr().out

@@ -354,6 +354,7 @@ def _check_out_dir(path: str) -> str:
 def cmd_info(args) -> int:
     from rich.console import Console
 
+    from tui.config_view import config_extras
     from tui.info_view import model_table, trace_summary
 
     console = Console()
@@ -364,8 +365,8 @@ def cmd_info(args) -> int:
         tr = load_trace(target)
         console.print(trace_summary(tr))
         console.print(model_table(tr.model))
+        console.print(config_extras(tr.model))  # where the weights came from
         return 0
-    from tui.config_view import config_extras
 
     if not args.load:
         facts = _config_facts(target)
