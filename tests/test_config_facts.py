@@ -123,6 +123,16 @@ def test_gguf_header_counts_equal_tensor_shapes():
     assert weights.startswith("GGUF Q4_1")
 
 
+def test_every_counted_family_is_checked():
+    """Each model type the counter claims as checked has a tiny model compared against its weights above."""
+    from tests.tiny_models import FAMILY_CONFIGS
+    from tracer.config_facts import CHECKED
+
+    assert CHECKED <= {c["model_type"] for c in FAMILY_CONFIGS.values()}
+    assert "params_note" in config_facts({**PUBLISHED["SmolLM2-135M"][0], "model_type": "brand_new"})
+    assert "params_note" not in config_facts(PUBLISHED["SmolLM2-135M"][0])
+
+
 def test_bad_configs_one_line(tmp_path):
     (tmp_path / "config.json").write_text("[1, 2]")
     with pytest.raises(ConfigError):

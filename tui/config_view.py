@@ -28,6 +28,8 @@ def config_extras(facts: dict) -> Group:
     params = facts.get("params") or {}
     if facts.get("from_config"):
         t.add_row("counted from", Text("the config alone (no weights loaded)"))
+    if facts.get("params_note"):
+        t.add_row("note", Text(_inert(str(facts["params_note"])), style="yellow"))
     if facts.get("weights"):
         t.add_row("weights", Text(_inert(str(facts["weights"]))))
     if params.get("total"):
