@@ -103,7 +103,11 @@ def test_missing_mask_on_a_causal_module_is_built_causal_and_windowed(window):
 
 @pytest.mark.parametrize(
     "kwargs, said",
-    [(dict(position_bias=torch.zeros(1, 4, 5, 5)), "position bias"), (dict(indices=torch.zeros(1, 5, 2, dtype=torch.long)), "sparse key")],
+    [
+        (dict(position_bias=torch.zeros(1, 4, 5, 5)), "position bias"),
+        (dict(indices=torch.zeros(1, 5, 2, dtype=torch.long)), "sparse key"),
+        (dict(cu_seq_lens_q=torch.tensor([0, 2, 5])), "packed sequences"),
+    ],
 )
 def test_refuses_what_it_cannot_reproduce_in_one_line(kwargs, said):
     q, k, v, mask = _qkv()

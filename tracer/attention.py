@@ -29,6 +29,7 @@ _REFUSED = {
     "indices": "sparse key selection (DeepSeek sparse attention indices)",
     "block_indices": "block-sparse key selection",
     "head_mask": "a per-head mask",
+    "cu_seq_lens_q": "packed sequences (cu_seq_lens), which only varlen kernels separate",
 }
 
 
