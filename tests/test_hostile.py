@@ -49,6 +49,8 @@ def _edit_manifest(path, fn):
 
 def _edit_entries(path, fn):
     lpath = os.path.join(path, "steps.jsonl")
+    if not os.path.exists(lpath):  # a schema-1 trace: the entries live in the manifest
+        return _edit_manifest(path, lambda m: fn(m["steps"]))
     entries = [json.loads(line) for line in open(lpath, "rb").read().splitlines()]
     fn(entries)
     open(lpath, "w").write("".join(json.dumps(e) + "\n" for e in entries))
