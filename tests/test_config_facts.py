@@ -112,6 +112,22 @@ def test_every_tiny_family_matches_its_weights():
         ), family
 
 
+def test_info_on_a_saved_model_directory_matches_its_checkpoint(tmp_path, capsys):
+    """A directory with config.json and safetensors: the count from the config equals the headers' total."""
+    pytest.importorskip("torch")
+    from tests.tiny_models import tiny_model
+    from tracer.config_facts import checkpoint_params
+    from tui.cli import main
+
+    model = tiny_model("qwen3_moe")
+    model.save_pretrained(tmp_path / "m")
+    real = sum(p.numel() for p in model.parameters())
+    assert checkpoint_params(str(tmp_path / "m")) == real
+    assert main(["info", str(tmp_path / "m")]) == 0
+    out = capsys.readouterr().out
+    assert f"{real:,}" in out and "equal to the count" in out
+
+
 def test_gguf_header_counts_equal_tensor_shapes():
     """The embedded SmolLM2 GGUF: config from the header, weights untouched, totals equal the header's tensors."""
     from tracer.gguf_header import gguf_config

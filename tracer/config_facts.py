@@ -271,6 +271,30 @@ def _read_json(path: str) -> dict:
     return data
 
 
+def checkpoint_params(directory: str) -> int | None:
+    """Parameters stored in a model directory's safetensors files, from their headers only (None when none)."""
+    files = sorted(glob.glob(os.path.join(glob.escape(directory), "*.safetensors")))
+    if not files:
+        return None
+    total = 0
+    for path in files:
+        try:
+            with open(path, "rb") as f:
+                n = int.from_bytes(f.read(8), "little")
+                if not 0 < n <= MAX_CONFIG_BYTES * 25:
+                    return None
+                header = json.loads(f.read(n))
+        except (OSError, ValueError, RecursionError):
+            return None
+        for name, info in header.items():
+            if name != "__metadata__" and isinstance(info, dict) and isinstance(info.get("shape"), list):
+                count = 1
+                for dim in info["shape"]:
+                    count *= int(dim)
+                total += count
+    return total
+
+
 def hub_cache_config(repo_id: str) -> str | None:
     """Path of `config.json` for `repo_id` in the local Hugging Face cache (never the network)."""
     hub = os.environ.get("HF_HUB_CACHE") or os.path.join(

@@ -397,6 +397,10 @@ def _config_facts(target: str | None) -> dict:
         config, name, weights = read_config(target)
     facts = config_facts(config, name, target)
     facts["weights"] = weights
+    if os.path.isdir(target):
+        from tracer.config_facts import checkpoint_params
+
+        facts["checkpoint_params"] = checkpoint_params(target)
     return facts
 
 

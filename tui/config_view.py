@@ -34,6 +34,10 @@ def config_extras(facts: dict) -> Group:
         t.add_row("weights", Text(_inert(str(facts["weights"]))))
     if params.get("total"):
         t.add_row("total parameters", Text(_count(params["total"])))
+    stored = facts.get("checkpoint_params")
+    if stored is not None and params.get("total"):
+        verdict = "equal to the count" if stored == params["total"] else f"{stored - params['total']:+,} against the count"
+        t.add_row("in the checkpoint", Text(f"{stored:,} ({verdict}; safetensors headers only)"))
     if params.get("active") is not None and params.get("active") != params.get("total"):
         share = 100 * params["active"] / params["total"]
         t.add_row("active per token", Text(f"{_count(params['active'])}, {share:.1f}% of the total"))
