@@ -18,7 +18,7 @@ from tui.views.tensors import tensor_infos, tensor_op
 
 PAT = "blocks.{}.attn.hook_pattern"
 WINDOW = 4  # tests/tiny_models.py: Mistral and Gemma windows; the prompt has 8 tokens, 4 steps follow
-ALL = ["gpt2", "mistral", "qwen2", "qwen3", "phi3", "gemma2", "gemma3", "gpt_neox", "mixtral", "qwen3_moe", "olmo2"]
+ALL = ["gpt2", "mistral", "qwen2", "qwen3", "phi3", "gemma2", "gemma3", "gpt_neox", "mixtral", "qwen3_moe", "starcoder2"]
 
 
 @pytest.fixture(scope="module")
@@ -272,7 +272,7 @@ def test_moe_operations(fam, key):
 
 
 def test_generic_fallback_operations(fam):
-    o = ops(fam["olmo2"])
+    o = ops(fam["starcoder2"])
     assert set(o) >= {"hook_resid_pre", "hook_resid_post"} and "ln1.hook_normalized" not in o
     assert o["hook_resid_post"] == \
         "block 0(resid_pre [8, 64]) (generic fallback: internals not recorded) → resid_post [8, 64]"
@@ -288,8 +288,8 @@ def test_overview_shows_the_family_data_flow(fam, key):
     tr = fam[key]
     ov = model_overview(tr)
     assert ov.data_flow == tr.model["data_flow"] and ov.data_flow
-    assert ov.missing == tr.model["missing_names"] and ov.generic == (key == "olmo2")
-    if key != "olmo2":
+    assert ov.missing == tr.model["missing_names"] and ov.generic == (key == "starcoder2")
+    if key != "starcoder2":
         assert not any("generic" in line for line in ov.data_flow)
 
 
@@ -309,6 +309,7 @@ def test_overview_specifics(fam):
     assert mix.extras == ["mlp.hook_router_probs", "mlp.hook_expert_ids"]
     qwen_moe = dict(model_overview(fam["qwen3_moe"]).facts)
     assert qwen_moe["experts"] == "4, top-2 per token, weights = router probabilities"
-    generic = model_overview(fam["olmo2"])
-    assert len(generic.missing) == 22 and "attn.hook_pattern" in generic.missing and generic.extras == []
+    generic = model_overview(fam["starcoder2"])
+    assert len(generic.missing) == 14 and "hook_attn_out" in generic.missing and generic.extras == []
+    assert "attn.hook_pattern" not in generic.missing  # recorded through the attention interface
     assert spans([0, 2, 3, 4, 7]) == "0, 2–4, 7" and spans([]) == ""
