@@ -147,6 +147,7 @@ def test_finds_the_module_that_calls_the_attention_interface():
     block = Block()
     assert find_attention(block) is block.mix
     assert find_attention(block.ff) is None
+    assert find_attention(block.mix) is block.mix  # a block that computes attention inline is its own module
 
 
 # -- architectures stepscope has no adapter for, end to end ------------------------------------

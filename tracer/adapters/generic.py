@@ -48,8 +48,9 @@ def uses_attention_interface(module: nn.Module) -> bool:
 
 
 def find_attention(layer: nn.Module) -> nn.Module | None:
-    """The block's module that calls the attention interface (the shallowest, first), else None."""
-    found = [(name.count("."), m) for name, m in layer.named_modules() if name and uses_attention_interface(m)]
+    """The block's module that calls the attention interface (the shallowest, first; the block itself
+    when it computes attention inline), else None."""
+    found = [(name.count(".") + bool(name), m) for name, m in layer.named_modules() if uses_attention_interface(m)]
     return min(found, key=lambda f: f[0])[1] if found else None
 
 
