@@ -34,6 +34,9 @@ from .safe_io import open_dir, open_in_dir, read_in_dir, stat_in_dir
 from .schema import MAX_LOG_BYTES, MAX_MANIFEST_BYTES, check_depth, validate_entry, validate_manifest
 from .trace_format import MANIFEST, STEP_LOG, TraceError
 
+LENS_FILE = "lens.safetensors"
+LENS_NAMES = ("logit_lens.ids", "logit_lens.probs")  # computed by the trace's lens when not stored
+
 _DTYPES = {
     "F64": np.float64,
     "F32": np.float32,
@@ -170,8 +173,10 @@ class Step:
     generated token i. Its arrays cover the positions it computed; its sampling record says
     which token it chose."""
 
-    def __init__(self, trace_dir: str, entry: dict, facts: dict | None = None, version: int = 2):
+    def __init__(self, trace_dir: str, entry: dict, facts: dict | None = None, version: int = 2, lens=None):
         self._entry = entry
+        self._lens = lens  # () -> LogitLens | None: the lazy logit lens of the trace (tracer/lens.py)
+        self._lens_arrays: dict | None = None
         self._dir = trace_dir
         self._facts = facts
         self._version = version
@@ -262,18 +267,34 @@ class Step:
 
     @property
     def names(self) -> list[str]:
-        """Recorded names in forward-pass order (aliases included)."""
+        """Recorded names in forward-pass order (aliases and the lazy logit lens included)."""
         if self._names is None:
-            self._names = forward_order(self._load_header())
+            header = self._load_header()
+            self._names = forward_order([*header, *(n for n in LENS_NAMES if n not in header and self._lens_here())])
         return list(self._names)
 
     def __contains__(self, name: str) -> bool:
-        return name in self._load_header()
+        header = self._load_header()
+        return name in header or (name in LENS_NAMES and self._lens_here())
+
+    def _lens_here(self) -> bool:
+        """The trace's lens can compute this step's logit lens (it holds the residual rows)."""
+        lens = self._lens() if self._lens is not None else None
+        return lens is not None and lens.has_rows(self)
+
+    def _lens_value(self, name: str) -> np.ndarray:
+        if self._lens_arrays is None:
+            self._lens_arrays = self._lens().for_step(self)  # [n_layers, k] ids and probs
+        return self._lens_arrays[name]
 
     def shape(self, name: str) -> tuple[int, ...]:
+        if name in LENS_NAMES and name not in self._load_header() and name in self:
+            return tuple(self._lens_value(name).shape)
         return tuple(self._info(name)["shape"])
 
     def dtype(self, name: str) -> np.dtype:
+        if name in LENS_NAMES and name not in self._load_header() and name in self:
+            return self._lens_value(name).dtype
         return np.dtype(_DTYPES[self._info(name)["dtype"]])
 
     def _info(self, name: str) -> dict:
@@ -313,6 +334,8 @@ class Step:
         self._verified = True
 
     def __getitem__(self, name: str) -> np.ndarray:
+        if name in LENS_NAMES and name not in self._load_header() and name in self:
+            return self._lens_value(name)
         info = self._info(name)
         buf = self._mapped()
         begin, end = info["data_offsets"]
@@ -334,6 +357,7 @@ class Step:
     def release(self) -> None:
         """Drop the memory map (arrays already handed out stay valid until freed)."""
         self._map = None
+        self._lens_arrays = None
 
     def __repr__(self) -> str:
         return f"<Step {self.index} {self.kind} positions={self.positions} token={self.token.get('text')!r}>"
@@ -342,11 +366,13 @@ class Step:
 class StepList(Sequence):
     """The completed steps of a trace; keeps at most `max_open` step files mapped at once."""
 
-    def __init__(self, trace_dir: str, entries: list[dict], max_open: int = 32, facts: dict | None = None, version: int = 2):
+    def __init__(self, trace_dir: str, entries: list[dict], max_open: int = 32, facts: dict | None = None, version: int = 2,
+                 lens=None):
         self._dir = trace_dir
         self._facts = facts
         self._version = version
-        self._steps = [Step(trace_dir, e, facts, version) for e in entries]
+        self._lens = lens
+        self._steps = [Step(trace_dir, e, facts, version, lens) for e in entries]
         self._open: list[Step] = []
         self._max_open = max_open
 
@@ -367,7 +393,7 @@ class StepList(Sequence):
     def _sync(self, entries: list[dict]) -> None:
         """A live session wrote more steps: list them (entries is the manifest's step list)."""
         for entry in entries[len(self._steps) :]:
-            self._steps.append(Step(self._dir, entry, self._facts, self._version))
+            self._steps.append(Step(self._dir, entry, self._facts, self._version, self._lens))
 
 
 class Trace:
@@ -379,7 +405,17 @@ class Trace:
         self.path = path
         self.manifest = manifest
         version = manifest.get("schema_version", 2)
-        self.steps = StepList(path, manifest.get("steps", []), facts=manifest.get("model"), version=version)
+        self._lens_facts = (manifest.get("model") or {}).get("lens")
+        self._lens = None
+        self.steps = StepList(path, manifest.get("steps", []), facts=manifest.get("model"), version=version, lens=self.lens)
+
+    def lens(self):
+        """The trace's lazy logit lens (tracer/lens.py) or None; lens.safetensors read once, safely."""
+        if self._lens is None and self._lens_facts:
+            from .lens import LogitLens
+
+            self._lens = LogitLens.open(self.path, self._lens_facts, read=lambda _path: read_side_safetensors(self.path, LENS_FILE))
+        return self._lens
 
     @property
     def model(self) -> dict:
@@ -409,6 +445,23 @@ class Trace:
 
     def __repr__(self) -> str:
         return f"<Trace {self.path!r} model={self.model.get('name')!r} steps={len(self.steps)}>"
+
+
+def read_side_safetensors(trace_dir: str, name: str, max_bytes: int = 1 << 34) -> dict[str, np.ndarray]:
+    """{name: array} of a trace's side safetensors file (lens.safetensors), under the reader's rules."""
+    dir_fd = open_dir(trace_dir)
+    try:
+        raw = read_in_dir(dir_fd, name, max_bytes, f"{trace_dir}: {name}")
+    except FileNotFoundError:
+        raise TraceError(f"{trace_dir}: {name} is missing") from None
+    finally:
+        os.close(dir_fd)
+    header, start = parse_safetensors_header(raw[:8], lambda n: raw[8 : 8 + n], len(raw), name)
+    out = {}
+    for key, info in header.items():
+        b, e = info["data_offsets"]
+        out[key] = np.frombuffer(raw, dtype=_DTYPES[info["dtype"]], count=(e - b) // _ITEMSIZE[info["dtype"]], offset=start + b).reshape(info["shape"])
+    return out
 
 
 def read_step_log(raw: bytes, label: str) -> list[dict]:

@@ -176,7 +176,7 @@ _MODEL_INTS = {"n_layers": (1, MAX_LAYERS), "d_model": (1, MAX_DIM), "n_heads": 
                "d_head": (1, 65536), "d_mlp": (0, MAX_DIM), "vocab_size": (1, MAX_DIM)}
 _MODEL_OPT_INTS = {"n_ctx": (1, 1 << 30), "sliding_window": (0, 1 << 30), "rotary_dim": (0, 65536),
                    "n_experts": (0, 1 << 20), "experts_per_token": (0, 1 << 20)}
-_MODEL_STRS = ("name", "family", "architecture", "model_type", "source", "act", "norm", "positional")
+_MODEL_STRS = ("name", "family", "architecture", "model_type", "source", "act", "norm", "positional", "weights")
 
 
 def validate_model(m: Any, field: str = "manifest.model") -> dict:
@@ -202,6 +202,18 @@ def validate_model(m: Any, field: str = "manifest.model") -> dict:
     flow = m.get("data_flow")
     for i, s in enumerate([flow] if isinstance(flow, str) else (_opt(want_list, f"{field}.data_flow", flow, 100) or [])):
         want_str(f"{field}.data_flow[{i}]", s, 1000)
+    lens = _opt(want_dict, f"{field}.lens", m.get("lens"))
+    if lens is not None:  # the lazy logit lens (tracer/lens.py)
+        if lens.get("file", "lens.safetensors") != "lens.safetensors":
+            raise _fail(f"{field}.lens.file", '"lens.safetensors"', lens.get("file"))
+        if lens.get("norm") not in ("rmsnorm", "layernorm"):
+            raise _fail(f"{field}.lens.norm", '"rmsnorm" or "layernorm"', lens.get("norm"))
+        want_num(f"{field}.lens.eps", lens.get("eps"), 0.0, 1.0)
+        _opt(want_num, f"{field}.lens.weight_offset", lens.get("weight_offset"), -10.0, 10.0)
+        _opt(want_num, f"{field}.lens.softcap", lens.get("softcap"), 1e-6, 1e9)
+        _opt(want_int, f"{field}.lens.k", lens.get("k"), 1, 10_000)
+        if lens.get("n_layers", m["n_layers"]) != m["n_layers"]:
+            raise _fail(f"{field}.lens.n_layers", f"n_layers ({m['n_layers']})", lens.get("n_layers"))
     params = _opt(want_dict, f"{field}.params", m.get("params")) or {}
     for key, v in params.items():
         if key == "tied_embeddings":

@@ -432,8 +432,7 @@ def copy_trace(manifest: dict, src_dir: str, dst: str) -> str:
         target = tempfile.mkdtemp(prefix="." + os.path.basename(os.path.abspath(dst)) + ".stepscope-new-", dir=os.path.dirname(os.path.abspath(dst)))
     try:
         files = [e["file"] for e in manifest["steps"]]
-        if os.path.isfile(os.path.join(src_dir, "tokenizer.json")):
-            files.append("tokenizer.json")
+        files += [f for f in ("tokenizer.json", "lens.safetensors") if os.path.isfile(os.path.join(src_dir, f))]
         for name in files:
             shutil.copyfile(os.path.join(src_dir, name), os.path.join(target, name))
         lines = b"".join(json.dumps(e, ensure_ascii=False, separators=(",", ":")).encode("utf-8") + b"\n" for e in manifest["steps"])
