@@ -177,7 +177,7 @@ def cmd_trace(args) -> int:
 
     console = Console(stderr=True)
     settings = generation_settings(args)
-    _check_out_dir(args.out)
+    args.out_state = _check_out_dir(args.out)
     _quiet_transformers()
     from tracer.estimate import step_bytes
 
@@ -330,6 +330,10 @@ def _enforce_budget(args, session, settings, itemsize: int, console) -> None:
     )
     if not result.fits:
         session.close("error")
+        if getattr(args, "out_state", None) == "new":  # the directory this run created: nothing of value
+            import shutil
+
+            shutil.rmtree(args.out, ignore_errors=True)
         raise CliError(f"the trace would take about {human_bytes(result.total_bytes)}, over the budget of {human_bytes(budget)}; {result.advice}")
     if result.row_limit:
         session.recorder.row_limit = result.row_limit
