@@ -223,44 +223,76 @@ def validate_model(m: Any, field: str = "manifest.model") -> dict:
     return m
 
 
+def _num_ok(v: Any, lo: float, hi: float) -> bool:
+    """Fast check (finite bounds: NaN and inf fail the comparison); the want_* call names the field."""
+    return (type(v) is float or type(v) is int) and lo <= v <= hi
+
+
 def validate_token(t: Any, field: str) -> dict:
     want_dict(field, t)
     for key in ("id", "text"):
         if key not in t:
             raise TraceError(f"{field}.{key}: missing")
-    want_int(f"{field}.id", t["id"], 0, 1 << 31)
-    want_str(f"{field}.text", t["text"], 1024)
-    _opt(want_str, f"{field}.piece", t.get("piece"), 1024)
-    _opt(want_bool, f"{field}.special", t.get("special"))
-    _opt(want_int, f"{field}.position", t.get("position"), 0, MAX_POSITIONS)
+    v = t["id"]
+    if not (type(v) is int and 0 <= v <= 1 << 31):
+        want_int(f"{field}.id", v, 0, 1 << 31)
+    v = t["text"]
+    if not (type(v) is str and len(v) <= 1024):
+        want_str(f"{field}.text", v, 1024)
+    v = t.get("piece")
+    if v is not None and not (type(v) is str and len(v) <= 1024):
+        want_str(f"{field}.piece", v, 1024)
+    v = t.get("special")
+    if v is not None and type(v) is not bool:
+        want_bool(f"{field}.special", v)
+    v = t.get("position")
+    if v is not None and not (type(v) is int and 0 <= v <= MAX_POSITIONS):
+        want_int(f"{field}.position", v, 0, MAX_POSITIONS)
     return t
 
 
-_PROBS = ("chosen_prob", "chosen_raw_prob", "chosen_temp_prob", "top1_prob", "nucleus_mass", "top_p", "min_p")
+_PMAX = 1.0 + 1e-6
+_SAMPLING_NUMS = tuple((k, 0.0, _PMAX) for k in ("chosen_prob", "chosen_raw_prob", "chosen_temp_prob", "top1_prob", "nucleus_mass", "top_p", "min_p")) + (
+    ("entropy", 0.0, 1e6), ("raw_entropy", 0.0, 1e6), ("temperature", 0.0, 1e6))
 _SAMPLING_INTS = ("chosen_id", "chosen_rank", "top1_id", "nucleus_size", "top_k")
 
 
 def validate_sampling(s: Any, field: str) -> dict:
     want_dict(field, s)
-    for key in _PROBS:
-        _opt(want_num, f"{field}.{key}", s.get(key), 0.0, 1.0 + 1e-6)
+    for key, value in s.items():
+        if key != "stages" and type(value) in (dict, list):
+            check_depth(value, f"{field}.{key}", MAX_DEPTH - 2)
+    for key, lo, hi in _SAMPLING_NUMS:
+        v = s.get(key)
+        if v is not None and not _num_ok(v, lo, hi):
+            want_num(f"{field}.{key}", v, lo, hi)
     for key in _SAMPLING_INTS:
-        _opt(want_int, f"{field}.{key}", s.get(key), 0, 1 << 31)
-    for key in ("entropy", "raw_entropy"):
-        _opt(want_num, f"{field}.{key}", s.get(key), 0.0, 1e6)
-    _opt(want_num, f"{field}.temperature", s.get("temperature"), 0.0, 1e6)
+        v = s.get(key)
+        if v is not None and not (type(v) is int and 0 <= v <= 1 << 31):
+            want_int(f"{field}.{key}", v, 0, 1 << 31)
     _opt(want_bool, f"{field}.greedy", s.get("greedy"))
-    for i, st in enumerate(_opt(want_list, f"{field}.stages", s.get("stages"), 64) or []):
-        want_dict(f"{field}.stages[{i}]", st)
-        want_str(f"{field}.stages[{i}].name", st.get("name"), 64)
-        want_int(f"{field}.stages[{i}].kept", st.get("kept"), 0, MAX_DIM)
+    stages = s.get("stages")
+    if stages is not None:
+        want_list(f"{field}.stages", stages, 64)
+        for i, st in enumerate(stages):
+            if not (type(st) is dict and type(st.get("name")) is str and len(st["name"]) <= 64
+                    and type(st.get("kept")) is int and 0 <= st["kept"] <= MAX_DIM):
+                want_dict(f"{field}.stages[{i}]", st)
+                want_str(f"{field}.stages[{i}].name", st.get("name"), 64)
+                want_int(f"{field}.stages[{i}].kept", st.get("kept"), 0, MAX_DIM)
     return s
+
+
+_ENTRY_KEYS = frozenset(StepEntry.__annotations__)
 
 
 def validate_entry(e: Any, index: int, version: int, field: str | None = None) -> dict:
     """One step entry; `index` is its position in the step list (entries must be in order)."""
     field = field or f"steps[{index}]"
     want_dict(field, e)
+    for key, value in e.items():  # keys this schema does not know: bounded nesting, nothing else
+        if key not in _ENTRY_KEYS and type(value) in (dict, list):
+            check_depth(value, f"{field}.{key}", MAX_DEPTH - 1)
     for key in ("index", "positions", "token", "sampling", "file"):
         if key not in e:
             raise TraceError(f"{field}.{key}: missing")
