@@ -92,11 +92,19 @@ class GenericAdapter(Adapter):
     rotary = False
     norm = None
     gated_mlp = None
-    data_flow = (
-        "generic fallback: the block internals of this architecture are not known to stepscope",
-        "resid_post(L) = block_L(resid_pre(L)); resid_pre(L+1) = resid_post(L)",
-        "logits = the model's output; logit lens = lm_head(final_norm(resid_post)) when a final norm is found",
-    )
+    @property
+    def data_flow(self) -> tuple[str, ...]:
+        attention = (
+            ("attention (through transformers' attention interface): scores = q·kᵀ·scale + mask; "
+             "pattern = softmax(scores); z = pattern·v (q, k, v as the function receives them)",)
+            if any(a is not None for a in self._attn) else ()
+        )
+        return (
+            "generic fallback: the block internals of this architecture are not known to stepscope",
+            "resid_post(L) = block_L(resid_pre(L)); resid_pre(L+1) = resid_post(L)",
+            *attention,
+            "logits = the model's output; logit lens = lm_head(final_norm(resid_post)) when a final norm is found",
+        )
 
     def __init__(self, model: nn.Module):
         super().__init__(model)
@@ -222,10 +230,7 @@ class GenericAdapter(Adapter):
             "final_norm_found": self._norm is not None,
             "layers_without_attention": self.layers_without_attention(),
             "no_attention_reason": self._no_attention_reason(),
-            "attention_sink": (
-                SINK
-                if any(getattr(a, "sinks", None) is not None for a in self._attn) else None
-            ),
+            "attention_sink": SINK if any(getattr(a, "sinks", None) is not None for a in self._attn) else None,
             "attention_module": next((type(a).__name__ for a in self._attn if a is not None), None),
             "attention_inputs": (
                 "q, k, v as the attention function receives them (after the model's RoPE and q/k norms)"
