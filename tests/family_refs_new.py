@@ -13,6 +13,7 @@ recomputed from the recorded input of its own stage, as in family_checks.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from types import SimpleNamespace
 from typing import Callable
 
 import torch
@@ -137,7 +138,8 @@ def _check_moe(ck: Checks, rec: dict, p: str, ref: NewBlockRef, x: torch.Tensor)
     ck.close("mlp_out = Σ w·expert(ln2)", p + "hook_mlp_out", rec[p + "hook_mlp_out"], want)
 
 
-def _check_dense_mlp(ck: Checks, rec: dict, p: str, ref: NewBlockRef, x2: torch.Tensor) -> None:
+def _check_dense_mlp(ck: Checks, rec: dict, p: str, ref, x2: torch.Tensor) -> None:
+    """gate, up, act(gate)·up and the down projection; `ref` has gate, up, down and act."""
     ck.close("mlp pre = x·W_gate", p + "mlp.hook_pre", rec[p + "mlp.hook_pre"], ref.gate(x2))
     ck.close("mlp pre_linear = x·W_up", p + "mlp.hook_pre_linear", rec[p + "mlp.hook_pre_linear"], ref.up(x2))
     post = ref.act(rec[p + "mlp.hook_pre"]) * rec[p + "mlp.hook_pre_linear"]
@@ -275,9 +277,7 @@ def check_deepseek_block(ck: Checks, rec: dict, model, layer: int, cos_sin, posi
     x2 = _norm(ck, rec, p + "ln2.hook_normalized", rms(blk.post_attention_layernorm), mid)
     m, act_fn = blk.mlp, act(c.hidden_act)
     if not hasattr(m, "experts"):
-        ref = NewBlockRef(**{**_dense_mlp(blk), "act": act_fn}, **dict.fromkeys(
-            ("n_heads", "n_kv", "d_head", "q", "k", "v", "o", "scaling", "rotate", "ln1", "ln2", "ln1_post", "ln2_post", "qk_norm_whole")))
-        _check_dense_mlp(ck, rec, p, ref, x2)
+        _check_dense_mlp(ck, rec, p, SimpleNamespace(**_dense_mlp(blk), act=act_fn), x2)
     else:
         probs, ids = rec[p + "mlp.hook_router_probs"], rec[p + "mlp.hook_expert_ids"]  # [T, E] sigmoid, [T, k]
         ck.close("router_probs = σ(ln2·W_router)", p, probs, torch.sigmoid(linear(m.gate.weight)(x2)))
@@ -400,6 +400,7 @@ def check_linear_states(ck: Checks, step: dict, model, full: dict, end: int) -> 
         ck.close("state = delta-rule state after the step", name, step[name], state, "step_vs_full")
 
 
+# family -> its NewBlockRef builder (None: the family has its own check function below)
 NEW_BLOCKS = {"olmo2": _olmo2, "smollm3": _smollm3, "glm4": _glm4, "gpt_oss": _gpt_oss, "deepseek_v3": None, "qwen3_next": None}
 
 
