@@ -82,7 +82,7 @@ def _norm(ck: Checks, rec: dict, name: str, fn: Fn, x: torch.Tensor) -> torch.Te
 
 
 def check_new_block(ck: Checks, rec: dict, layer: int, ref: NewBlockRef, cos_sin, positions: torch.Tensor) -> None:
-    """One block of OLMo 2 / SmolLM3 / GLM-4: norms, q/k/v, q/k norms, RoPE, scores, pattern, z, MLP, residuals."""
+    """One block of OLMo 2 / SmolLM3 / GLM-4 / gpt-oss: norms, q/k/v, q/k norms, RoPE, scores (+ sink), pattern, z, MLP or experts, residuals."""
     p = f"blocks.{layer}."
     t = len(positions)
     pre = rec[p + "hook_resid_pre"]
