@@ -182,7 +182,7 @@ def _info(*args, env=None):
     return done, time.perf_counter() - t0
 
 
-@pytest.mark.parametrize("name", ["Meta-Llama-3-8B", "DeepSeek-V3"])
+@pytest.mark.parametrize("name", [*PUBLISHED, "DeepSeek-V3"])
 def test_info_on_a_config_is_fast(tmp_path, name):
     """`stepscope info config.json` prints the totals in under a second (no weights, no torch)."""
     config = DEEPSEEK_V3 if name == "DeepSeek-V3" else PUBLISHED[name][0]

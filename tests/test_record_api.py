@@ -83,7 +83,7 @@ def test_sampling_with_a_seed_equals_plain_generate(model_and_ids, tmp_path):
         scaled = raw / 0.7
         kth = torch.topk(scaled, 12).values[-1]
         want = torch.softmax(torch.where(scaled >= kth, scaled, torch.tensor(-float("inf"))), -1)  # [vocab]
-        cand = step["sample.candidate_ids"]
+        cand = step["sample.candidate_ids"].copy()
         np.testing.assert_allclose(step["sample.candidate_probs"], want[cand].numpy(), rtol=1e-4, atol=1e-6)
         assert s["chosen_prob"] == pytest.approx(float(want[s["chosen_id"]]), rel=1e-4, abs=1e-6)
         assert set(cand[:12].tolist()) == set(torch.topk(raw, 12).indices.tolist())
@@ -127,7 +127,7 @@ def test_custom_logits_processor_and_stopping_criteria(model_and_ids, tmp_path):
         assert stage["kept"] == vocab - len(banned)
         raw = full[step.positions[1] - 1]
         want = torch.softmax(proc(None, raw[None])[0], -1)  # the processor applied independently
-        cand = step["sample.candidate_ids"]
+        cand = step["sample.candidate_ids"].copy()
         np.testing.assert_allclose(step["sample.candidate_probs"], want[cand].numpy(), rtol=1e-4, atol=1e-6)
         assert s["chosen_id"] == int(torch.argmax(want)) and s["chosen_id"] not in banned
         assert s["chosen_raw_prob"] == pytest.approx(float(torch.softmax(raw, -1)[s["chosen_id"]]), rel=1e-4)
@@ -143,4 +143,7 @@ def test_function_form_and_refusals(model_and_ids, tmp_path):
     with pytest.raises(RecordError, match="beam search"):
         with stepscope.record(model, tok, out=str(tmp_path / "c")):
             model.generate(ids, max_new_tokens=2, num_beams=2)
-    assert "generate" not in model.__dict__
+    with pytest.raises(RecordError, match="KV cache"):
+        with stepscope.record(model, tok, out=str(tmp_path / "d")):
+            model.generate(ids, max_new_tokens=2, use_cache=False)
+    assert "generate" not in model.__dict__ and "forward" not in model.__dict__

@@ -74,7 +74,7 @@ def sampling_record(raw: torch.Tensor, final: torch.Tensor, chosen: int, stages:
 def _knobs(model, kwargs: dict) -> dict:
     """The sampling settings `generate` will use (its generation config, overridden by kwargs)."""
     config = kwargs.get("generation_config") or model.generation_config
-    values = {k: kwargs.get(k, getattr(config, k, None)) for k in (*_SETTINGS, "max_new_tokens", "max_length", "num_beams")}
+    values = {k: kwargs.get(k, getattr(config, k, None)) for k in (*_SETTINGS, "max_new_tokens", "max_length", "num_beams", "use_cache")}
     return {
         "do_sample": bool(values["do_sample"]),
         "temperature": float(values["temperature"] if values["temperature"] else 1.0),
@@ -84,6 +84,7 @@ def _knobs(model, kwargs: dict) -> dict:
         "max_new_tokens": values["max_new_tokens"],
         "max_length": values["max_length"],
         "num_beams": int(values["num_beams"] or 1),
+        "use_cache": values["use_cache"] is not False,
     }
 
 
@@ -137,6 +138,10 @@ class Recording:
         knobs = _knobs(self.model, kwargs)
         if knobs["num_beams"] > 1:
             raise RecordError("stepscope.record traces greedy or sampled decoding, not beam search")
+        if kwargs.get("assistant_model") is not None or kwargs.get("prompt_lookup_num_tokens"):
+            raise RecordError("stepscope.record traces one forward per token, not assisted or speculative decoding")
+        if not knobs["use_cache"]:
+            raise RecordError("stepscope.record needs the KV cache (use_cache=True, the default): steps are one new token each")
         max_new = knobs["max_new_tokens"] or max(1, (knobs["max_length"] or 20) - ids.shape[1])
         session = self._open(ids[0].tolist(), knobs, max_new)
         try:
@@ -179,8 +184,11 @@ class Recording:
         def traced_forward(*f_args, **f_kwargs):
             t0 = time.perf_counter()
             ids = f_kwargs.get("input_ids", f_args[0] if f_args else None)
+            width = int(ids.shape[1])
+            if session._steps_started and width != 1:  # a decode forward over more than the new token
+                raise RecordError(f"generate ran a forward over {width} positions after the prefill; stepscope.record traces one new token per step")
             out, arrays = session.capture(lambda: forward(*f_args, **f_kwargs))
-            pending[:] = [(arrays, out.logits[0, -1].detach().float().clone(), int(ids.shape[1]), t0)]
+            pending[:] = [(arrays, out.logits[0, -1].detach().float().clone(), width, t0)]
             return out
 
         get_processors, get_criteria = model._get_logits_processor, model._get_stopping_criteria
