@@ -72,7 +72,7 @@ def test_deepseek_v3_total_and_active():
     facts = config_facts(DEEPSEEK_V3, "DeepSeek-V3")
     assert round(facts["params"]["total"] / 1e9) == 671
     assert int(facts["params"]["active"] / 1e9) == 37
-    assert facts["n_experts"] == 256 and facts["experts_per_token"] == 8
+    assert facts["n_experts"] == 256 and facts["experts_per_token"] == 8 and facts["d_head"] == 192
     kv = facts["kv_cache"]
     assert kv["kind"] == "MLA"
     assert kv["bytes_per_token"] == 61 * (512 + 64) * 2  # latent + shared rope key per layer, bf16

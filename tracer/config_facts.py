@@ -232,7 +232,7 @@ def config_facts(config: dict, name: str = "", source: str = "") -> dict:
         "d_model": s["d"],
         "n_heads": s["n_heads"],
         "n_kv_heads": s["kv"],
-        "d_head": s["d_head"],
+        "d_head": c["qk_nope_head_dim"] + c["qk_rope_head_dim"] if c.get("kv_lora_rank") else s["d_head"],  # MLA: q/k heads
         "d_mlp": s["ff"],
         "vocab_size": s["vocab"],
         "n_ctx": _get(c, "max_position_embeddings", "n_positions"),
