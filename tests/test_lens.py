@@ -9,6 +9,7 @@ import warnings
 
 import numpy as np
 import pytest
+from safetensors import safe_open
 
 from tests.family_refs import randomize_norms
 from tests.tiny_models import byte_tokenizer, tiny_model
@@ -60,7 +61,8 @@ def test_lens_last_layer_is_the_models_logits(tmp_path):
 
 def test_lazy_lens_stores_rows_only_when_resid_post_is_not_recorded(tmp_path):
     full = _trace("llama", tmp_path / "full", "lazy")
-    assert "logit_lens.ids" not in full.steps[0].names and RESID_ROWS not in full.steps[0].names
+    stored = lambda step: set(safe_open(step.path, "numpy").keys())  # noqa: E731 (what the step file holds)
+    assert not {"logit_lens.ids", "logit_lens.probs", RESID_ROWS} & stored(full.steps[0])
     only = _trace("llama", tmp_path / "only", "lazy", record=["logits"])
     eager = _trace("llama", tmp_path / "eager", "eager", record=["logits"])
     lens = _lens(only)
@@ -70,6 +72,10 @@ def test_lazy_lens_stores_rows_only_when_resid_post_is_not_recorded(tmp_path):
         ids, probs = lens.top_k(lens.rows(b))
         np.testing.assert_array_equal(ids[:, 0], e["logit_lens.ids"][:, 0])
         np.testing.assert_allclose(probs, e["logit_lens.probs"], atol=1e-5)
+        for lazy in (a, b):  # the reader's lazy lens, read as the TUI reads it
+            assert "logit_lens.ids" in lazy.names and lazy.shape("logit_lens.ids") == e.shape("logit_lens.ids")
+            np.testing.assert_array_equal(lazy["logit_lens.ids"][:, 0], e["logit_lens.ids"][:, 0])
+            np.testing.assert_allclose(lazy["logit_lens.probs"], e["logit_lens.probs"], atol=1e-5)
 
 
 def test_no_lens_no_lens_file(tmp_path):

@@ -30,6 +30,7 @@ from .names import NameFilter, block_name
 from .reader import Step, Trace
 from .recorder import Recorder
 from .sampler import Sampler, SamplerSettings
+from .staging import SLOTS, HostStager
 from .trace_format import MANIFEST, SCHEMA, SCHEMA_VERSION, TraceWriteError, atomic_write_bytes, atomic_write_json
 from .writer import TraceWriter, copy_trace
 
@@ -47,7 +48,7 @@ class GenerationSettings(SamplerSettings):
     chat: bool | None = None  # None: on for instruct/chat models that have a chat template
     logit_lens_k: int = 10
     logit_lens: bool = True  # False: no logit lens at all
-    lens_mode: str = "eager"  # TEMP until the reader hook lands; "lazy": computed by the reader from resid_post; "eager": stored per step; auto: eager on CUDA
+    lens_mode: str = "auto"  # "lazy": the reader computes it from resid_post; "eager": stored per step; auto: eager on CUDA
     stop_at_eos: bool = True  # False: always generate max_new_tokens (benchmarks)
 
     def validate(self) -> None:
@@ -94,24 +95,18 @@ def cache_kwarg(model) -> str:
     return "cache" if "cache" in params else "past_key_values"
 
 
-def _to_numpy(tensors: dict[str, torch.Tensor], dtype: torch.dtype) -> dict[str, np.ndarray]:
-    """Move a step's tensors to host numpy arrays; one transfer on accelerators."""
-    out = {k: t.cpu().numpy() for k, t in tensors.items() if not t.is_floating_point()}  # ids stay integers
-    tensors = {k: t for k, t in tensors.items() if t.is_floating_point()}
-    if not tensors:
-        return out
-    first = next(iter(tensors.values()))
-    if first.device.type == "cpu" and all(t.device.type == "cpu" for t in tensors.values()):
-        out.update({k: t.to(dtype).numpy() for k, t in tensors.items()})
-        return out
-    names = list(tensors)
-    flat = torch.cat([tensors[n].to(first.device, dtype).reshape(-1) for n in names]).cpu()  # [sum numel]
-    offset = 0
-    for n in names:
-        t = tensors[n]
-        out[n] = flat[offset : offset + t.numel()].reshape(t.shape).numpy()
-        offset += t.numel()
-    return out
+class _Clock:
+    """Adds the seconds since the previous call to `parts[name]` (does nothing without a dict)."""
+
+    def __init__(self, parts: dict | None):
+        self.parts, self.last = parts, time.perf_counter()
+
+    def __call__(self, name: str) -> None:
+        if self.parts is not None:
+            now = time.perf_counter()
+            self.parts[name] = self.parts.get(name, 0.0) + now - self.last
+            self.last = now
+
 
 
 class LiveSession:
@@ -164,7 +159,6 @@ class LiveSession:
         self.sampler = Sampler(self.settings)
         self.eos = set(eos_ids(model, tokenizer)) if self.settings.stop_at_eos else set()
         self.special = set(int(i) for i in (getattr(tokenizer, "all_special_ids", []) or []))
-        self.device = self.adapter.embed().weight.device
         self._own_dir = out is None
         self.path = out or tempfile.mkdtemp(prefix="stepscope-live-")
         manifest = {
@@ -201,6 +195,8 @@ class LiveSession:
         if self._previous_attn != IMPLEMENTATION:
             model.set_attn_implementation(IMPLEMENTATION)
         self.recorder.install()  # recording only inside step(); removed in close()
+        self.stager = HostStager(self.device, self.store_dtype)
+        self.profile: dict[str, float] | None = None  # a dict: steps add seconds per part (bench/trace_overhead.py)
         self.trace = Trace(self.path, self.writer.manifest)
         from transformers import DynamicCache
 
@@ -306,25 +302,37 @@ class LiveSession:
         ids = torch.tensor([self._next_ids], device=self.device)  # [1, T]
         t0 = time.perf_counter()
         out, arrays = self.capture(lambda: self.model(input_ids=ids, use_cache=True, **{self._cache_kw: self.cache}))
+        clock = _Clock(self.profile)
         with torch.no_grad():
             chosen, record, sample_arrays = self.sampler(out.logits[0, -1])
         arrays.update(sample_arrays)
+        clock("sampler")
         return self.commit(arrays, chosen, record, ids.shape[1], time.perf_counter() - t0)
 
     def capture(self, run):
         """Run `run()` (one forward) with recording on: (its output, the step's arrays without sampling)."""
+        clock = _Clock(self.profile)
         with torch.no_grad(), self.recorder.capturing():
             out = run()
-        tensors = self.recorder.take()
+        clock("forward (hooks, eager attention)")
         with torch.no_grad():
+            tensors = self.recorder.take()
             lens = {}
             if self.eager_lens:
                 lens = self._logit_lens(self.recorder.take_lens_rows())
             elif self.lens_resid_rows:
                 tensors[RESID_ROWS] = self.recorder.take_lens_rows()  # [n_layers, d_model]
-        arrays = _to_numpy(tensors, self.store_dtype)
+            clock("norm scales, lens")
+            self._wait_for_slot()
+            arrays = self.stager.stage(tensors).arrays()  # CUDA: one gather + one pinned copy on a side stream
         arrays.update(lens)
+        clock("host copies")
         return out, arrays
+
+    def _wait_for_slot(self) -> None:
+        """The stager's next pinned slot was last used SLOTS steps ago: make sure the writer has written it."""
+        if self.stager.cuda and self.writer.steps_written < self._steps_started - SLOTS + 1:
+            self.writer.flush()
 
     def commit(self, arrays: dict, chosen: int, record: dict, width: int, seconds: float):
         """Write the step that computed `width` positions and chose `chosen` (what step() returns).
@@ -347,9 +355,13 @@ class LiveSession:
             self.finished, self.stop_reason = True, "eos"
         elif self._steps_started >= self.max_new_tokens:
             self.finished, self.stop_reason = True, "max_new_tokens"
+        clock = _Clock(self.profile)
         self.writer.add_step(arrays, entry, token)
+        clock("write")
         if self.writer._queue is None:
-            return self._sync_trace()
+            step = self._sync_trace()
+            clock("reader sync")
+            return step
         return None if self.finished else True  # background writer: the step lands shortly
 
     def _logit_lens(self, resid: torch.Tensor) -> dict[str, np.ndarray]:
