@@ -160,6 +160,31 @@ def test_bad_configs_one_line(tmp_path):
         read_config(str(tmp_path / "x.gguf"))
 
 
+def _gguf(meta: dict) -> bytes:
+    """A minimal GGUF v3 header (no tensors): strings and uint32 values."""
+    import struct
+
+    def string(x: str) -> bytes:
+        raw = x.encode()
+        return struct.pack("<Q", len(raw)) + raw
+
+    body = b"".join(string(k) + (struct.pack("<I", 8) + string(v) if isinstance(v, str) else struct.pack("<II", 4, v)) for k, v in meta.items())
+    return b"GGUF" + struct.pack("<IQQ", 3, 0, len(meta)) + body
+
+
+def test_hostile_gguf_header_reaches_the_terminal_inert(tmp_path, capsys):
+    from tui.cli import main
+
+    path = tmp_path / "evil.gguf"
+    path.write_bytes(_gguf({"general.architecture": "llama", "general.name": "\x1b]0;pwned\x07\x1b[2J[bold]x",
+                            "llama.block_count": 2, "llama.embedding_length": 64, "llama.attention.head_count": 4,
+                            "llama.feed_forward_length": 128, "llama.vocab_size": 100, "general.file_type": 3}))
+    assert main(["info", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "\x1b" not in out and "\x07" not in out
+    assert "\\x1b" in out and "GGUF Q4_1" in out
+
+
 def test_hub_id_from_cache_only(tmp_path, monkeypatch):
     snap = tmp_path / "models--org--tiny" / "snapshots" / "abc"
     snap.mkdir(parents=True)

@@ -11,6 +11,7 @@ import mmap
 import struct
 
 from .config_facts import ConfigError
+from .inert import inert
 
 _SCALARS = {0: "<B", 1: "<b", 2: "<H", 3: "<h", 4: "<I", 5: "<i", 6: "<f", 7: "<?", 10: "<Q", 11: "<q", 12: "<d"}
 _STRING, _ARRAY = 8, 9
@@ -106,7 +107,7 @@ def gguf_config(path: str) -> tuple[dict, str]:
     d, heads = get("embedding_length"), get("attention.head_count")
     config = {
         "model_type": _MODEL_TYPES.get(arch, arch),
-        "architectures": [f"{arch} (GGUF: {meta.get('general.name') or 'unnamed'})"],
+        "architectures": [inert(f"{arch} (GGUF: {meta.get('general.name') or 'unnamed'})", 120)],  # untrusted header text
         "hidden_size": d,
         "num_hidden_layers": get("block_count"),
         "num_attention_heads": heads,

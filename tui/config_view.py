@@ -8,12 +8,7 @@ from rich.text import Text
 
 from tracer.trace_format import human_bytes
 
-from .text import _escape_char
-
-
-def _inert(text: str) -> str:
-    """Control and invisible characters as visible escapes; spaces stay spaces."""
-    return "".join(_escape_char(ch) or ch for ch in text)
+from tracer.inert import inert
 
 
 def _count(n: int) -> str:
@@ -29,9 +24,9 @@ def config_extras(facts: dict) -> Group:
     if facts.get("from_config"):
         t.add_row("counted from", Text("the config alone (no weights loaded)"))
     if facts.get("params_note"):
-        t.add_row("note", Text(_inert(str(facts["params_note"])), style="yellow"))
+        t.add_row("note", Text(inert(str(facts["params_note"])), style="yellow"))
     if facts.get("weights"):
-        t.add_row("weights", Text(_inert(str(facts["weights"]))))
+        t.add_row("weights", Text(inert(str(facts["weights"]))))
     if params.get("total"):
         t.add_row("total parameters", Text(_count(params["total"])))
     stored = facts.get("checkpoint_params")
