@@ -141,6 +141,10 @@ def test_serve_forwards_model_and_generation_options(monkeypatch):
     assert seen["argv"][0] == "run" and seen["port"] == 8123 and seen["host"] == "127.0.0.1"
     argv = seen["argv"]
     assert argv[argv.index("--model") + 1] == "smollm2" and argv[argv.index("--top-k") + 1] == "5" and "--no-chat" in argv
+    from tui.cli import build_parser, generation_settings
     from tui.serve import app_command
 
     assert app_command(["view", "/a b"]).endswith("-m tui.cli view '/a b'")
+    run = build_parser().parse_args(argv)  # what each browser tab runs parses as `run` with the same settings
+    assert run.command == "run" and run.model == "smollm2" and run.top_k == 5 and run.chat is False
+    assert generation_settings(run).top_k == 5
