@@ -147,6 +147,8 @@ def test_every_counted_family_is_checked():
     assert CHECKED <= {c["model_type"] for c in FAMILY_CONFIGS.values()}
     assert "params_note" in config_facts({**PUBLISHED["SmolLM2-135M"][0], "model_type": "brand_new"})
     assert "params_note" not in config_facts(PUBLISHED["SmolLM2-135M"][0])
+    nested = config_facts({"model_type": "llava", "text_config": PUBLISHED["Meta-Llama-3-8B"][0], "vision_config": {}})
+    assert nested["params"]["total"] == PUBLISHED["Meta-Llama-3-8B"][1] and "language model only" in nested["params_note"]
 
 
 def test_bad_configs_one_line(tmp_path):

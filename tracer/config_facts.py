@@ -249,7 +249,9 @@ def config_facts(config: dict, name: str = "", source: str = "") -> dict:
         "dtype": dtype,
         "from_config": True,
     }
-    if s["model_type"] not in CHECKED:
+    if c is not config:
+        facts["params_note"] = "the language model only (the config's vision/audio towers are not counted)"
+    elif s["model_type"] not in CHECKED:
         facts["params_note"] = f"model type {s['model_type'] or '?'!r} is counted with the generic (Llama-style) rules: check against the weights with --load"
     return facts
 
