@@ -151,7 +151,9 @@ class Recording:
             raise
         generated = self.output if isinstance(self.output, torch.Tensor) else self.output.sequences
         new = generated[0, ids.shape[1] :].tolist()
-        eos = session.generation_eos
+        from .model_info import eos_ids
+
+        eos = set(eos_ids(self.model, self.tokenizer))
         session.finished = True
         session.stop_reason = "eos" if new and new[-1] in eos else ("max_new_tokens" if len(new) >= max_new else "stopping_criteria")
         session.close()
@@ -162,7 +164,6 @@ class Recording:
         return self.output
 
     def _open(self, prompt_ids: list[int], knobs: dict, max_new: int):
-        from .model_info import eos_ids
         from .session import GenerationSettings, LiveSession
 
         settings = GenerationSettings(
@@ -171,9 +172,7 @@ class Recording:
         )
         if not settings.do_sample:  # greedy: the temperature is not used; keep the record's settings valid
             settings.temperature = 1.0
-        session = LiveSession(self.model, self.tokenizer, settings=settings, out=self.out, prompt_ids=prompt_ids, **self.session_kwargs)
-        session.generation_eos = set(eos_ids(self.model, self.tokenizer))
-        return session
+        return LiveSession(self.model, self.tokenizer, settings=settings, out=self.out, prompt_ids=prompt_ids, **self.session_kwargs)
 
     def _run(self, session, original, knobs, args, kwargs):
         model = self.model
