@@ -147,3 +147,22 @@ def test_function_form_and_refusals(model_and_ids, tmp_path):
         with stepscope.record(model, tok, out=str(tmp_path / "d")):
             model.generate(ids, max_new_tokens=2, use_cache=False)
     assert "generate" not in model.__dict__ and "forward" not in model.__dict__
+
+
+def test_stop_at_eos_is_recorded(model_and_ids, tmp_path):
+    """A processor forcing EOS at the second new token: generate stops there, and so does the trace."""
+    model, tok, ids = model_and_ids
+    eos = tok.eos_token_id
+
+    class ForceEos(LogitsProcessor):
+        def __call__(self, input_ids, scores):
+            if input_ids.shape[1] == ids.shape[1] + 1:
+                scores = torch.full_like(scores, -float("inf"))
+                scores[:, eos] = 0.0
+            return scores
+
+    with stepscope.record(model, tok, out=str(tmp_path / "e")) as rec:
+        out = model.generate(ids, max_new_tokens=6, do_sample=False, eos_token_id=eos, logits_processor=LogitsProcessorList([ForceEos()]))
+    trace = rec.trace
+    assert out[0, -1].item() == eos and len(trace.steps) == 2
+    assert trace.manifest["stop_reason"] == "eos" and trace.steps[1].sampling["stages"][-1] == {"name": "ForceEos", "kept": 1}
