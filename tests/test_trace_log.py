@@ -126,10 +126,31 @@ def test_checksum_mismatch_fails_that_step_only(tiny_trace, tmp_path):
     data[-3] ^= 0x40  # one bit of one value: same size, header intact
     open(path, "wb").write(bytes(data))
     tr = load_trace(bad)
-    assert tr.steps[2].names  # the header is fine
+    step = tr.steps[2]
+    assert step.names  # the header is fine
+    with open(path, "rb") as fh, safe_open(path, framework="np") as f:  # the tensor holding the flipped byte
+        import struct
+
+        n = struct.unpack("<Q", fh.read(8))[0]
+        hit = [k for k in f.keys() if step._load_header()[k]["data_offsets"][0] <= len(data) - 3 - 8 - n < step._load_header()[k]["data_offsets"][1]]
+    others = [k for k in step.names if k not in hit and step.aliases.get(k) not in hit]
+    assert hit and others
+    for name in others:  # every other tensor of the step reads (each is checked on its own first read)
+        step[name]
     with pytest.raises(TraceError, match="step 2.*checksum mismatch"):
-        tr.steps[2]["logits"]
+        step[hit[0]]
     np.testing.assert_array_equal(tr.steps[1]["logits"], load_trace(tiny_trace).steps[1]["logits"])
+
+
+def test_header_tampering_is_caught_by_the_entry_checksum(tiny_trace, tmp_path):
+    bad = str(tmp_path / "retitled")
+    shutil.copytree(tiny_trace, bad)
+    path = os.path.join(bad, "step_00001.safetensors")
+    data = open(path, "rb").read()
+    i = data.index(b'"F32"')
+    open(path, "wb").write(data[:i] + b'"I32"' + data[i + 5 :])  # same size, same data, relabelled
+    with pytest.raises(TraceError, match="step 1.*checksum mismatch"):
+        load_trace(bad).steps[1].names
 
 
 def _session(prompt: str, row_limit: int | None, out: str):

@@ -52,7 +52,8 @@ _ITEMSIZE = {k: np.dtype(v).itemsize for k, v in _DTYPES.items()}
 _MAX_HEADER = 100_000_000  # safetensors' own limit
 _MAX_TENSORS = 100_000
 _MAX_STEP_FILE = 1 << 40
-_INT_NAMES = ("ids",)  # names ending so hold integers; every other recorded name holds floats
+_INT_NAMES = ("ids",)
+CRC_KEY = "stepscope.crc32"  # names ending so hold integers; every other recorded name holds floats
 
 
 def _no_duplicates(pairs):
@@ -76,8 +77,9 @@ def parse_json(raw: bytes, label: str) -> Any:
     return obj
 
 
-def parse_safetensors_header(prefix8: bytes, read_header, file_size: int, label: str) -> tuple[dict, int]:
-    """(tensor table, data start) under safetensors' rules: header length within the file and
+def parse_safetensors_header(prefix8: bytes, read_header, file_size: int, label: str, meta_out: dict | None = None) -> tuple[dict, int]:
+    """(tensor table, data start) under safetensors' rules (`meta_out` receives "meta", the
+    __metadata__ map, and "raw", the header bytes): header length within the file and
     8-byte aligned, JSON object, known dtypes, non-negative integer shapes and offsets, tensors
     contiguous from 0 without gap or overlap, each exactly its shape's bytes, data ending at EOF."""
     if len(prefix8) != 8:
@@ -97,6 +99,8 @@ def parse_safetensors_header(prefix8: bytes, read_header, file_size: int, label:
     meta = header.pop("__metadata__", None)
     if meta is not None and (type(meta) is not dict or any(type(v) is not str for v in meta.values())):
         raise TraceError(f"{label}: corrupted step file (bad __metadata__)")
+    if meta_out is not None:
+        meta_out.update(meta=meta or {}, raw=raw)
     if len(header) > _MAX_TENSORS:
         raise TraceError(f"{label}: corrupted step file (too many tensors)")
     spans = []
@@ -189,6 +193,8 @@ class Step:
         self._size = 0
         self._map: mmap.mmap | None = None
         self._verified = False
+        self._crcs: dict[tuple, int] | None = None  # data span -> crc32, when the file lists them
+        self._checked: set[tuple] = set()
 
     # -- metadata (manifest only, no file access) ------------------------------------------
     @property
@@ -249,7 +255,9 @@ class Step:
             fd, size = self._open()
             try:
                 with os.fdopen(fd, "rb", closefd=False) as fh:
-                    table, self._data_start = parse_safetensors_header(fh.read(8), fh.read, size, self._label())
+                    prefix8, extra = fh.read(8), {}
+                    table, self._data_start = parse_safetensors_header(prefix8, fh.read, size, self._label(), extra)
+                    self._crcs = self._tensor_crcs(table, extra["meta"], prefix8 + extra["raw"])
             except OSError as exc:
                 raise TraceError(f"{self._label()}: cannot read step file ({exc.strerror})") from None
             finally:
@@ -319,6 +327,33 @@ class Step:
                 self._verify(self._map)
         return self._map
 
+    def _tensor_crcs(self, table: dict, meta: dict, prefix: bytes) -> dict | None:
+        """Per-tensor crc32s from __metadata__, checked against the entry's checksum (header only);
+        None when the file has none (then the whole file is verified on first read)."""
+        want = self._entry.get("checksum")
+        listed = meta.get(CRC_KEY)
+        if want is None or listed is None:
+            return None
+        spans = sorted(tuple(info["data_offsets"]) for info in table.values())
+        if len(listed) != 8 * len(spans) or any(c not in "0123456789abcdef" for c in listed):
+            raise TraceError(f"{self._label()}: corrupted step file (bad checksum list)")
+        crcs = [int(listed[8 * i : 8 * i + 8], 16) for i in range(len(spans))]
+        got = f"crc32:{zlib.crc32(b''.join(struct.pack('<I', c) for c in crcs), zlib.crc32(prefix)):08x}"
+        if got != want:
+            raise TraceError(f"{self._label()}: checksum mismatch (the step file was modified or damaged)")
+        self._verified = True  # the header is verified; each tensor is checked on its first read
+        return dict(zip(spans, crcs))
+
+    def _check_tensor(self, buf, begin: int, end: int) -> None:
+        span = (begin, end)
+        if span in self._checked:
+            return
+        with memoryview(buf) as view:
+            crc = zlib.crc32(view[self._data_start + begin : self._data_start + end])
+        if crc != self._crcs.get(span):
+            raise TraceError(f"{self._label()}: checksum mismatch (the step file was modified or damaged)")
+        self._checked.add(span)
+
     def _verify(self, buf) -> None:
         """The entry's checksum against the file (once, on the first array read)."""
         want = self._entry.get("checksum")
@@ -339,6 +374,8 @@ class Step:
         info = self._info(name)
         buf = self._mapped()
         begin, end = info["data_offsets"]
+        if self._crcs is not None:
+            self._check_tensor(buf, begin, end)
         dtype = _DTYPES[info["dtype"]]
         count = (end - begin) // _ITEMSIZE[info["dtype"]]
         arr = np.frombuffer(buf, dtype=dtype, count=count, offset=self._data_start + begin)

@@ -166,9 +166,15 @@ def dedupe(arrays: dict[str, np.ndarray]) -> tuple[dict[str, np.ndarray], dict[s
     return stored, aliases, crcs
 
 
-def header_bytes(stored: dict[str, np.ndarray]) -> bytes:
-    """The safetensors prefix: 8-byte length + JSON header padded with spaces to 8-byte alignment."""
+CRC_KEY = "stepscope.crc32"  # __metadata__: each stored tensor's crc32, 8 hex digits each, in file order
+
+
+def header_bytes(stored: dict[str, np.ndarray], crcs: dict[str, int] | None = None) -> bytes:
+    """The safetensors prefix: 8-byte length + JSON header padded with spaces to 8-byte alignment.
+    `crcs` go into __metadata__ so that a reader can verify each tensor on its first read."""
     header, offset = {}, 0
+    if crcs is not None:
+        header["__metadata__"] = {CRC_KEY: "".join(f"{crcs[n]:08x}" for n in stored)}
     for name, a in stored.items():
         dtype = _SAFETENSORS_DTYPE.get(a.dtype.name)
         if dtype is None:
@@ -189,7 +195,7 @@ def write_step_file(path: str, arrays: dict[str, np.ndarray]) -> tuple[int, str,
     """Write one step's arrays as a safetensors file at `path` (temp file + rename), streaming
     the header and each tensor's bytes (no payload built in memory). (bytes, checksum, aliases)."""
     stored, aliases, crcs = dedupe(arrays)
-    prefix = header_bytes(stored)
+    prefix = header_bytes(stored, crcs)
     directory = os.path.dirname(os.path.abspath(path))
     fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=directory)
     try:
