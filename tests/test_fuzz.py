@@ -189,7 +189,10 @@ def test_fuzzed_traces_are_rejected_cleanly_or_read_identically(tmp_path):
                     counts["identical"] += 1
                 else:
                     assert family == "json", f"mutant {i}: a damaged step file was read with different content"
-                    assert got["arrays"] == base["arrays"], f"mutant {i}: arrays changed by a manifest edit"
+                    lens = {"logit_lens.ids", "logit_lens.probs"}  # computed from manifest lens facts (eps, offset)
+                    changed = {n for k, n in base["arrays"] if (k, n) in got["arrays"] and got["arrays"][(k, n)] != base["arrays"][(k, n)]}
+                    assert set(got["arrays"]) <= set(base["arrays"]) | {(k, n) for k, n in got["arrays"] if n in lens}
+                    assert changed <= lens, f"mutant {i}: arrays {sorted(changed)[:3]} changed by a manifest edit"
                     counts["valid"] += 1
             shutil.rmtree(d)
     finally:
