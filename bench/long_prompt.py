@@ -23,7 +23,7 @@ sys.path.insert(0, ROOT)
 def prompt_of(n_tokens: int) -> str:
     """Plain English text of about n_tokens SmolLM2 tokens (the tracer reports the exact count)."""
     sentence = "The capital of France is Paris, and the river that runs through it is the Seine. "
-    return sentence * max(1, n_tokens // 19)
+    return sentence * (n_tokens // 19 + 1)  # 19 tokens per sentence: at least n_tokens
 
 
 def main() -> None:
