@@ -186,10 +186,10 @@ def cmd_trace(args) -> int:
         load = progress.add_task("loading model", total=100)
 
         def on_load(stage, fraction):  # stages name user paths: never markup
-            progress.update(load, description=escape(stage), completed=int(100 * (fraction or 0)))
+            progress.update(load, description=escape(inert(stage)), completed=int(100 * (fraction or 0)))
 
         session = open_session(args, settings, progress=on_load, background_writer="auto")
-        progress.update(load, completed=100, description=escape(f"loaded {session.name}"))
+        progress.update(load, completed=100, description=escape(inert(f"loaded {session.name}")))
         facts = session.trace.model
         itemsize = 2 if session.store_dtype.itemsize == 2 else 4
         p = len(session.prompt_ids)
