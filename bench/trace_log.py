@@ -3,6 +3,7 @@
 
     python bench/trace_log.py                    # the measurements (a few minutes on 2 CPUs)
     python bench/trace_log.py --steps 2000       # shorter
+    python bench/trace_log.py --light            # tiny arrays: the format's own cost only (seconds)
     python bench/trace_log.py --make DIR         # only write a 10,000-step synthetic trace to DIR
                                                  # (e.g. for bench/tui_latency.py --trace DIR)
 
@@ -91,13 +92,14 @@ def _entry(index: int) -> tuple[dict, dict]:
             "token": token, "sampling": sampling, "seconds": 0.03}, token
 
 
-def make_trace(path: str, n_steps: int = 10_000, full: bool = False, timings: list | None = None) -> str:
-    """Write a synthetic trace of 1 prefill + n_steps - 1 decode steps; `timings` gets each add_step's seconds."""
+def make_trace(path: str, n_steps: int = 10_000, full: bool = False, timings: list | None = None, light: bool = False) -> str:
+    """Write a synthetic trace of 1 prefill + n_steps - 1 decode steps; `timings` gets each add_step's
+    seconds; `light`: one [1, d_model] array per step (the format's own cost, no bulk data)."""
     writer = TraceWriter(path, _manifest(n_steps), background=False)
     rng = np.random.default_rng(0)
-    decode = step_arrays(rng, 1, PROMPT + 1, full)  # reused: the cost measured is the writer's, not numpy's
+    decode = {"hook_embed": rng.normal(size=(1, D)).astype(np.float32)} if light else step_arrays(rng, 1, PROMPT + 1, full)  # reused: the cost measured is the writer's, not numpy's
     for index in range(n_steps):
-        arrays = step_arrays(rng, PROMPT, PROMPT, full) if index == 0 else (step_arrays(rng, 1, PROMPT + index, True) if full else decode)
+        arrays = ({"hook_embed": rng.normal(size=(PROMPT, D)).astype(np.float32)} if light else step_arrays(rng, PROMPT, PROMPT, full)) if index == 0 else (step_arrays(rng, 1, PROMPT + index, True) if full else decode)
         entry, token = _entry(index)
         t0 = time.perf_counter()
         writer.add_step(arrays, entry, token)
@@ -111,6 +113,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--steps", type=int, default=10_000)
     ap.add_argument("--make", metavar="DIR", help="only write the synthetic trace to DIR")
+    ap.add_argument("--light", action="store_true", help="one small array per step: the format's own cost")
     args = ap.parse_args()
     if args.make:
         make_trace(args.make, args.steps)
@@ -121,12 +124,12 @@ def main() -> None:
         path = os.path.join(tmp, "trace")
         timings: list[float] = []
         t0 = time.perf_counter()
-        make_trace(path, args.steps, timings=timings)
+        make_trace(path, args.steps, timings=timings, light=args.light)
         total = time.perf_counter() - t0
         early = statistics.median(timings[5:15])
         late = statistics.median(timings[-10:])
         size = sum(os.path.getsize(os.path.join(path, f)) for f in os.listdir(path))
-        print(f"synthetic SmolLM2-shaped trace: {args.steps} steps, {size / 2**30:.2f} GiB, written in {total:.1f} s")
+        print(f"synthetic SmolLM2-shaped trace{' (light: one [1, 576] array per step)' if args.light else ''}: {args.steps} steps, {size / 2**30:.2f} GiB, written in {total:.1f} s")
         print(f"write cost per step: step ~10 {early * 1e3:.2f} ms, step ~{args.steps} {late * 1e3:.2f} ms, ratio {late / early:.2f}")
         opens = []
         for _ in range(3):
@@ -134,7 +137,7 @@ def main() -> None:
             tr = load_trace(path)
             opens.append(time.perf_counter() - t0)
         t0 = time.perf_counter()
-        tr.steps[len(tr.steps) - 1]["blocks.29.hook_resid_post"].sum()
+        tr.steps[len(tr.steps) - 1]["hook_embed"].sum()
         first_read = time.perf_counter() - t0
         print(f"open {len(tr.steps)}-step trace: {min(opens) * 1e3:.0f} ms (best of 3; target < 1000 ms); "
               f"first array of the last step (header + checksum): {first_read * 1e3:.1f} ms")
