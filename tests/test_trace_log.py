@@ -180,3 +180,21 @@ def test_omitted_attention_rows_are_recomputed_exactly(tmp_path):
             np.testing.assert_allclose(got[finite], want[finite], rtol=1e-5, atol=1e-6)
     np.testing.assert_array_equal(step.attention_rows(1, "pattern", t - 4, t), step[name])  # stored rows as stored
     assert not cut.steps[1].omitted  # decode steps are never trimmed
+
+
+def test_writer_uses_the_schema_nan_becomes_null_and_invalid_entries_are_refused(tmp_path):
+    from tracer import TraceWriteError
+
+    out = str(tmp_path / "w")
+    w = TraceWriter(out, _manifest(), background=False)
+    entry, token = _entry(0)
+    entry["sampling"]["entropy"] = float("nan")  # e.g. NaN logits: the trace must stay readable
+    w.add_step({"logits": np.full((3, 8), np.nan, np.float32)}, entry, token)
+    entry, token = _entry(1)
+    entry["positions"] = "3:4"
+    with pytest.raises(TraceWriteError, match=r"invalid step entry: steps\[1\]\.positions"):
+        w.add_step({"logits": np.zeros((1, 8), np.float32)}, entry, token)
+    w.close()
+    tr = load_trace(out)
+    assert len(tr.steps) == 1 and tr.steps[0].sampling["entropy"] is None and tr.steps[0].nonfinite == ["logits"]
+    assert tr.manifest["stop_reason"] == "error"

@@ -283,6 +283,12 @@ def validate_sampling(s: Any, field: str) -> dict:
     return s
 
 
+def finite_or_none(record: dict) -> dict:
+    """A sampling record with every non-finite number replaced by null (a NaN logit must not make
+    the whole trace unreadable; the step's `nonfinite` list says where it came from)."""
+    return {k: (None if type(v) is float and not math.isfinite(v) else v) for k, v in record.items()}
+
+
 _ENTRY_KEYS = frozenset(StepEntry.__annotations__)
 
 

@@ -28,6 +28,7 @@ import zlib
 import numpy as np
 
 from .budget import trimmed_rows
+from .schema import finite_or_none, validate_entry
 from .names import forward_order
 from .safe_io import valid_name
 from .trace_format import (
@@ -37,6 +38,7 @@ from .trace_format import (
     SCHEMA,
     SCHEMA_VERSION,
     STEP_LOG,
+    TraceError,
     TraceWriteError,
     atomic_write_bytes,
     step_filename,
@@ -370,6 +372,12 @@ class TraceWriter:
         fpath = os.path.join(self.dir, name)
         kept = len(self.manifest["steps"])
         entry = dict(entry, nonfinite=nonfinite_names(arrays))
+        if isinstance(entry.get("sampling"), dict):
+            entry["sampling"] = finite_or_none(entry["sampling"])
+        try:  # the reader's schema: never write a line it would refuse
+            validate_entry(dict(entry, file=name, checksum="crc32:00000000"), kept, SCHEMA_VERSION)
+        except TraceError as exc:
+            raise TraceWriteError(f"refusing to write an invalid step entry: {exc}") from None
         try:
             size, checksum, aliases = write_step_file(fpath, arrays)
         except OSError as exc:
@@ -380,6 +388,7 @@ class TraceWriter:
         omitted = {n: rec for n, a in arrays.items() if (rec := trimmed_rows(n, a.shape, tuple(entry["positions"])))}
         if omitted:
             entry["omitted"] = omitted
+
         self._append(entry, kept)
         with self._lock:
             self.manifest["steps"].append(entry)
