@@ -40,6 +40,25 @@ TEXT = (
 )
 
 
+RANDOM_LLAMA = {  # Llama-3.2-1B's shape (with SmolLM2's vocabulary)
+    "1b": dict(hidden_size=2048, intermediate_size=8192, num_hidden_layers=16, num_attention_heads=32,
+               num_key_value_heads=8, max_position_embeddings=8192, rope_theta=500000.0),
+}
+
+
+def random_llama(size: str, vocab: int, device, dtype: str):
+    """A Llama-shaped model of random weights (no download), in `dtype` (bfloat16 unless given)."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch_dtype = {"auto": torch.bfloat16, "float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}[dtype]
+    config = LlamaConfig(vocab_size=vocab, **RANDOM_LLAMA[size])
+    torch.manual_seed(0)
+    with torch.device(device):
+        model = LlamaForCausalLM(config).to(torch_dtype)
+    model.generation_config.pad_token_id = 0
+    return model.eval()
+
+
 def _reset_peak(device: str) -> None:
     if device.startswith("cuda"):
         torch.cuda.synchronize()
@@ -120,10 +139,16 @@ def main() -> int:
     ap.add_argument("--prompt-tokens", type=int, default=128)
     ap.add_argument("--new-tokens", type=int, default=128)
     ap.add_argument("--repeats", type=int, default=2)
+    ap.add_argument("--dtype", default="auto")
+    ap.add_argument("--random-llama", choices=sorted(RANDOM_LLAMA), help="a Llama-shaped model with random weights "
+                    "built from a config (SmolLM2's tokenizer), instead of --model")
     args = ap.parse_args()
 
-    loaded = load_model(args.model, device=args.device)
+    loaded = load_model(args.model, device=args.device, dtype=args.dtype)
     model, tok = loaded.model, loaded.tokenizer
+    if args.random_llama:
+        model = random_llama(args.random_llama, len(tok), next(model.parameters()).device, args.dtype)
+        loaded.name = f"random Llama-shaped {args.random_llama} ({sum(p.numel() for p in model.parameters()) / 1e9:.2f}B parameters)"
     device = str(next(model.parameters()).device)
     text = TEXT * (args.prompt_tokens // 20 + 2)
     ids = torch.tensor([tok(text)["input_ids"][: args.prompt_tokens]], device=device)
