@@ -339,7 +339,7 @@ def test_foreign_directory_is_refused_untouched(tmp_path, capsys):
         (foreign / name).write_bytes(data)
     before = _snapshot(str(foreign))
     assert main(["trace", "--model", str(tmp_path / "nonexistent"), "--out", str(foreign)]) == 2
-    assert "not a stepscope trace" in capsys.readouterr().err
+    assert "not a trace directory" in capsys.readouterr().err
     assert _snapshot(str(foreign)) == before
 
 

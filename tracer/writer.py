@@ -70,7 +70,7 @@ def out_dir_state(path: str) -> str:
         return "new"
     foreign = [f for f in entries if not (valid_name(f) or f.startswith(".tmp-"))]
     if foreign or MANIFEST not in entries or not _is_stepscope_manifest(os.path.join(path, MANIFEST)):
-        raise TraceWriteError(f"{path} exists and is not a stepscope trace; choose an empty or new directory")
+        raise TraceWriteError(f"{path} is not a trace directory (it holds other files); choose an empty or new directory")
     return "trace"
 
 
