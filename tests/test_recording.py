@@ -282,3 +282,13 @@ def test_session_leaves_no_hooks_behind():
     session.close()
     assert hooked() == 0 and model.config._attn_implementation != "stepscope"
     assert not any("_stepscope_recorder" in m.__dict__ for m in model.modules())
+
+
+def test_nonfinite_scan_flags_nan_and_inf_but_not_masked_scores():
+    from tracer.session import nonfinite
+
+    ok, scores = torch.ones(2, 3), torch.tensor([[0.5, float("-inf")]])  # a masked score is -inf by design
+    assert nonfinite({"a": ok, "blocks.0.attn.hook_attn_scores": scores, "ids": torch.arange(3)}) == []
+    bad = {"a": ok, "b": torch.tensor([1.0, float("nan")]), "c": torch.tensor([float("-inf")]),
+           "blocks.1.attn.hook_attn_scores": torch.tensor([[float("inf")]])}
+    assert nonfinite(bad) == ["b", "c", "blocks.1.attn.hook_attn_scores"]

@@ -95,6 +95,22 @@ def cache_kwarg(model) -> str:
     return "cache" if "cache" in params else "past_key_values"
 
 
+def nonfinite(tensors: dict[str, torch.Tensor]) -> list[str]:
+    """Names holding NaN or inf (masked scores are -inf by design: only NaN/+inf count there), checked
+    with one pass over all floats at once; per name only when something is off."""
+    floats = {n: t for n, t in tensors.items() if t.is_floating_point() and t.numel()}
+    scores = [n for n in floats if n.endswith("hook_attn_scores")]
+    others = [n for n in floats if not n.endswith("hook_attn_scores")]
+    ok = not others or bool(torch.isfinite(torch.cat([floats[n].reshape(-1) for n in others])).all())
+    if scores:
+        flat = torch.cat([floats[n].reshape(-1) for n in scores])
+        ok = ok and not bool((torch.isnan(flat) | (flat == float("inf"))).any())
+    if ok:
+        return []
+    bad = lambda n, t: bool(torch.isnan(t).any() | (t == float("inf")).any()) if n in scores else not bool(torch.isfinite(t).all())  # noqa: E731
+    return [n for n, t in floats.items() if bad(n, t)]
+
+
 class _Clock:
     """Adds the seconds since the previous call to `parts[name]` (does nothing without a dict)."""
 
@@ -196,6 +212,7 @@ class LiveSession:
             model.set_attn_implementation(IMPLEMENTATION)
         self.recorder.install()  # recording only inside step(); removed in close()
         self.stager = HostStager(self.device, self.store_dtype)
+        self._nonfinite: list[str] | None = None  # computed by capture() for commit()'s entry
         self.profile: dict[str, float] | None = None  # a dict: steps add seconds per part (bench/trace_overhead.py)
         self.trace = Trace(self.path, self.writer.manifest)
         from transformers import DynamicCache
@@ -322,7 +339,8 @@ class LiveSession:
                 lens = self._logit_lens(self.recorder.take_lens_rows())
             elif self.lens_resid_rows:
                 tensors[RESID_ROWS] = self.recorder.take_lens_rows()  # [n_layers, d_model]
-            clock("norm scales, lens")
+            self._nonfinite = nonfinite(tensors)  # the writer's entry["nonfinite"], one pass on the device
+            clock("norm scales, lens, nonfinite scan")
             self._wait_for_slot()
             arrays = self.stager.stage(tensors).arrays()  # CUDA: one gather + one pinned copy on a side stream
         arrays.update(lens)
@@ -350,6 +368,8 @@ class LiveSession:
             "sampling": record,
             "seconds": round(seconds, 6),
         }
+        if self._nonfinite is not None:
+            entry["nonfinite"], self._nonfinite = self._nonfinite, None
         self._next_ids = [chosen]
         if chosen in self.eos:
             self.finished, self.stop_reason = True, "eos"
