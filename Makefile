@@ -8,7 +8,7 @@ PIP := $(PY) -m pip
 TORCH_SPEC ?= torch==2.13.0
 TRACE ?= traces/paris
 
-.PHONY: setup demo test screenshots bench clean
+.PHONY: setup demo demo-trace test screenshots bench clean
 
 $(VENV)/.stepscope-ready: pyproject.toml
 	python3 -m venv $(VENV)
@@ -20,16 +20,24 @@ $(VENV)/.stepscope-ready: pyproject.toml
 
 setup: $(VENV)/.stepscope-ready
 
-demo: setup
-	$(VENV)/bin/stepscope trace --no-chat --prompt "The capital of France is" --max-new-tokens 12 --out $(TRACE)
+DEMO_ARGS := --no-chat --prompt "The capital of France is" --max-new-tokens 12
+DEMO_STAMP := $(TRACE).settings
+
+# The demo trace is recorded once per settings: `$(DEMO_STAMP)` holds the arguments it was made
+# with, and a complete trace with the same arguments is reused (delete it, or `make clean`, to re-record).
+demo-trace: setup
+	@if [ -f $(TRACE)/manifest.json ] && [ -f $(DEMO_STAMP) ] && [ "$$(cat $(DEMO_STAMP))" = '$(DEMO_ARGS) $(TORCH_SPEC)' ]; then \
+		echo "reusing $(TRACE) (recorded with the same settings)"; \
+	else rm -f $(DEMO_STAMP); mkdir -p $(dir $(TRACE)); $(VENV)/bin/stepscope trace $(DEMO_ARGS) --out $(TRACE) && echo '$(DEMO_ARGS) $(TORCH_SPEC)' > $(DEMO_STAMP); fi
+
+demo: demo-trace
 	@if [ -t 0 ] && [ -t 1 ]; then $(VENV)/bin/stepscope view $(TRACE); \
 	else echo "(no terminal attached: open the debugger with $(VENV)/bin/stepscope view $(TRACE))"; fi
 
 test: setup
 	$(PY) -m pytest -q
 
-screenshots: setup
-	$(VENV)/bin/stepscope trace --no-chat --prompt "The capital of France is" --max-new-tokens 12 --out $(TRACE)
+screenshots: demo-trace
 	$(PY) scripts/screenshots.py $(TRACE)
 
 bench: setup

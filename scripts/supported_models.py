@@ -25,7 +25,7 @@ import torch  # noqa: E402
 import transformers  # noqa: E402
 
 from tests.family_checks import TOLERANCE  # noqa: E402
-from tests.family_matrix import FAMILIES, GENERIC, verify  # noqa: E402
+from tests.family_matrix import FAMILIES, GENERIC, NEW_FAMILIES, verify  # noqa: E402
 from tracer.names import FAMILY_EXTRAS, split_block_name  # noqa: E402
 
 EXTRA_NAMES = FAMILY_EXTRAS
@@ -55,7 +55,9 @@ def _row(family, t32, t16) -> str:
     block = {split_block_name(n)[1] for n in names if split_block_name(n)}
     extras = [n for n in EXTRA_NAMES if n in block]
     if m["family"] == "generic":
-        absent = f"missing: {len(m['missing_names'])} block names (all but resid_pre/resid_post)"
+        no_map = m.get("layers_without_attention") or []
+        absent = f"missing: {len(m['missing_names'])} block names (attention recorded through the interface"
+        absent += f"; layers {no_map} have no attention map)" if no_map else ")"
     else:
         absent = ", ".join(f"`{n}`" for n in m["not_applicable"] if n not in EXTRA_NAMES) or "none"
     checks = f"{sum(t32.checks.passed.values())} / {sum(t16.checks.passed.values())}"
@@ -67,7 +69,7 @@ def _row(family, t32, t16) -> str:
 
 def build() -> str:
     rows = []
-    for family in FAMILIES + GENERIC:
+    for family in FAMILIES + NEW_FAMILIES + GENERIC:
         with warnings.catch_warnings(), tempfile.TemporaryDirectory() as tmp:
             warnings.simplefilter("ignore")
             t32 = verify(family, torch.float32, out=os.path.join(tmp, "float32"))

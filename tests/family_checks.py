@@ -74,10 +74,20 @@ def allowed(positions: torch.Tensor, keys: torch.Tensor, window: int | None) -> 
     return ok
 
 
+def check_norm(ck: Checks, rec: dict, prefix: str, fn, x: torch.Tensor, what: str) -> torch.Tensor:
+    """A norm's three names: `hook_out` = the module's formula from its weights, and TransformerLens's
+    `hook_scale` / `hook_normalized` (before the weight). Returns the recorded output."""
+    out = rec[prefix + ".hook_out"]
+    ck.close(f"{what} (norm output)", prefix + ".hook_out", out, fn(x))
+    ck.close("scale = sqrt(mean(x²) + eps)", prefix + ".hook_scale", rec[prefix + ".hook_scale"], fn.scale(x))
+    ck.close("normalized = x / scale (before the weight)", prefix + ".hook_normalized", rec[prefix + ".hook_normalized"], fn.normalized(x))
+    return out
+
+
 def check_attention(ck: Checks, rec: dict, p: str, ref: BlockRef, cos_sin, positions: torch.Tensor) -> None:
     """Recompute q/k/v, RoPE, scores, pattern, z and attn_out of one block over a prefill-like forward."""
     t = len(positions)
-    ln1 = rec[p + "ln1.hook_normalized"]
+    ln1 = rec[p + "ln1.hook_out"]
     q_name, k_name = ("attn.hook_q", "attn.hook_k")
     ck.close("qkv = ln1·W (+b)", p + q_name, rec[p + q_name], ref.q(ln1).reshape(t, ref.n_heads, ref.d_head))
     ck.close("qkv = ln1·W (+b)", p + k_name, rec[p + k_name], ref.k(ln1).reshape(t, ref.n_kv, ref.d_head))
@@ -110,7 +120,7 @@ def check_attention(ck: Checks, rec: dict, p: str, ref: BlockRef, cos_sin, posit
 
 
 def check_mlp(ck: Checks, rec: dict, p: str, ref: BlockRef) -> None:
-    ln2 = rec[p + "ln2.hook_normalized"]
+    ln2 = rec[p + "ln2.hook_out"]
     if ref.mlp == "moe":
         probs = rec[p + "mlp.hook_router_probs"]  # [T, n_experts]
         ids = rec[p + "mlp.hook_expert_ids"]  # [T, top_k]
@@ -139,23 +149,21 @@ def check_block(ck: Checks, rec: dict, layer: int, ref: BlockRef, cos_sin, posit
     """The block's own equations: norms, attention, the residual sums of this family, the MLP."""
     p = f"blocks.{layer}."
     pre = rec[p + "hook_resid_pre"]
-    ck.close("ln1 = norm(resid_pre)", p + "ln1.hook_normalized", rec[p + "ln1.hook_normalized"], ref.ln1(pre))
+    check_norm(ck, rec, p + "ln1", ref.ln1, pre, "ln1 = norm(resid_pre)")
     check_attention(ck, rec, p, ref, cos_sin, positions)
     attn_added = rec[p + "hook_attn_out"]
     if ref.ln1_post is not None:
-        ck.close("ln1_post = norm(attn_out)", p + "ln1_post.hook_normalized", rec[p + "ln1_post.hook_normalized"], ref.ln1_post(attn_added))
-        attn_added = rec[p + "ln1_post.hook_normalized"]
+        attn_added = check_norm(ck, rec, p + "ln1_post", ref.ln1_post, attn_added, "ln1_post = norm(attn_out)")
     if ref.parallel:
         ck.true("parallel block has no resid_mid", p, p + "hook_resid_mid" not in rec)
-        ck.close("ln2 = norm(resid_pre) (parallel)", p + "ln2.hook_normalized", rec[p + "ln2.hook_normalized"], ref.ln2(pre))
+        check_norm(ck, rec, p + "ln2", ref.ln2, pre, "ln2 = norm(resid_pre) (parallel)")
     else:
         ck.close("resid_mid = resid_pre + attn_out", p + "hook_resid_mid", rec[p + "hook_resid_mid"], pre + attn_added)
-        ck.close("ln2 = norm(resid_mid)", p + "ln2.hook_normalized", rec[p + "ln2.hook_normalized"], ref.ln2(rec[p + "hook_resid_mid"]))
+        check_norm(ck, rec, p + "ln2", ref.ln2, rec[p + "hook_resid_mid"], "ln2 = norm(resid_mid)")
     check_mlp(ck, rec, p, ref)
     mlp_added = rec[p + "hook_mlp_out"]
     if ref.ln2_post is not None:
-        ck.close("ln2_post = norm(mlp_out)", p + "ln2_post.hook_normalized", rec[p + "ln2_post.hook_normalized"], ref.ln2_post(mlp_added))
-        mlp_added = rec[p + "ln2_post.hook_normalized"]
+        mlp_added = check_norm(ck, rec, p + "ln2_post", ref.ln2_post, mlp_added, "ln2_post = norm(mlp_out)")
     if ref.parallel:
         want = pre + rec[p + "hook_attn_out"] + mlp_added
         ck.close("resid_post = resid_pre + attn_out + mlp_out", p + "hook_resid_post", rec[p + "hook_resid_post"], want)
@@ -183,8 +191,8 @@ def check_chain_and_unembed(ck: Checks, rec: dict, head: HeadRef, n_layers: int)
         got, want = rec[f"blocks.{layer}.hook_resid_pre"], rec[f"blocks.{layer - 1}.hook_resid_post"]
         ck.true("resid_pre(L+1) = resid_post(L)", f"block {layer}", torch.equal(got, want))
     last = rec[f"blocks.{n_layers - 1}.hook_resid_post"]
-    ck.close("ln_final = norm(resid_post)", "ln_final.hook_normalized", rec["ln_final.hook_normalized"], head.final_norm(last))
-    ck.close("logits = unembed(ln_final)", "logits", rec["logits"], head.unembed(rec["ln_final.hook_normalized"]))
+    ln_final = check_norm(ck, rec, "ln_final", head.final_norm, last, "ln_final = norm(resid_post)")
+    ck.close("logits = unembed(ln_final)", "logits", rec["logits"], head.unembed(ln_final))
 
 
 def check_logit_lens(ck: Checks, step: dict, head: HeadRef, n_layers: int) -> None:

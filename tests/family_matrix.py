@@ -6,6 +6,7 @@ Used by tests/test_families.py (one test per check group) and scripts/supported_
 
 from __future__ import annotations
 
+import dataclasses
 import tempfile
 from dataclasses import dataclass, field
 
@@ -24,7 +25,8 @@ from .family_checks import (
     check_logit_lens,
     check_step_matches_full,
 )
-from .family_refs import block_ref, head_ref, rotary_tables
+from .family_refs import block_ref, head_ref, randomize_norms, rms, rotary_tables
+from .family_refs_new import NEW_BLOCKS, check_linear_states, check_new_blocks
 from .tiny_models import byte_tokenizer, tiny_model
 
 PROMPT = "Hi there"  # 8 byte tokens: with 4 new tokens the sequence outgrows the windows of 4
@@ -53,9 +55,19 @@ FAMILIES = [
     Family("mixtral", "Mixtral (MoE)", "Mixtral-8x7B", "router probabilities and chosen experts per token"),
     Family("qwen3_moe", "Qwen3-MoE", "Qwen3-30B-A3B", "Qwen3 attention + MoE router and experts (tested with norm_topk_prob off; Mixtral covers renormalised top-k)"),
 ]
+# 2026's families with an adapter (tests/test_new_families.py; recomputed by tests/family_refs_new.py)
+NEW_FAMILIES = [
+    Family("olmo2", "OLMo 2", "OLMo-2-1124-7B, OLMo-2-0425-1B", "no pre-norms: post-norms after attention and MLP, RMSNorm over all heads of q and k"),
+    Family("smollm3", "SmolLM3", "SmolLM3-3B", "RoPE off on every 4th layer (NoPE layers listed in the manifest)"),
+    Family("glm4", "GLM-4", "GLM-4-9B-0414, GLM-Z1", "sandwich norms, interleaved partial RoPE, fused gate/up projection"),
+    Family("deepseek_v3", "DeepSeek-V3", "DeepSeek-V3, DeepSeek-R1, Kimi-K2", "MLA: q/kv latents, rope/nope split, d_v != d_qk; sigmoid router, shared + routed experts"),
+    Family("qwen3_next", "Qwen3-Next", "Qwen3-Next-80B-A3B", "hybrid: Gated DeltaNet blocks (output, gate, recurrent state; no attention map) and gated full attention; MoE + shared expert"),
+    Family("gpt_oss", "gpt-oss", "gpt-oss-20b/120b", "attention sinks (the pattern's last column), alternating sliding/full layers, MoE with clamped SwiGLU"),
+]
+_GENERIC_NOTE = "records embed, resid_pre/post, attention (q/k/v as passed, scores, pattern, z), ln_final, logits"
 GENERIC = [
-    Family("olmo2", "generic fallback (OLMo 2)", "any decoder without an adapter", "records embed, resid_pre/post, ln_final, logits"),
-    Family("opt", "generic fallback (OPT)", "any decoder without an adapter", "records embed, resid_pre/post, ln_final, logits"),
+    Family("starcoder2", "generic fallback (StarCoder2)", "any decoder without an adapter", _GENERIC_NOTE),
+    Family("opt", "generic fallback (OPT)", "any decoder without an adapter", _GENERIC_NOTE),
 ]
 
 
@@ -84,7 +96,7 @@ def _torch(a) -> torch.Tensor:
 
 def trace_family(family: Family, dtype: torch.dtype = torch.float32, model=None, out: str | None = None) -> Traced:
     """Trace PROMPT greedily for NEW_TOKENS steps, then record one full no-cache forward."""
-    model = model if model is not None else tiny_model(family.key).to(dtype)
+    model = model if model is not None else randomize_norms(tiny_model(family.key)).to(dtype)
     tok = byte_tokenizer()
     out = out or tempfile.mkdtemp(prefix=f"stepscope-{family.key}-")
     session = LiveSession(model, tok, PROMPT, GenerationSettings(max_new_tokens=NEW_TOKENS), out=out, name=f"tiny-{family.key}")
@@ -114,34 +126,98 @@ def trace_family(family: Family, dtype: torch.dtype = torch.float32, model=None,
 
 def check_recomputation(t: Traced) -> None:
     """Every block's equations, embedding and logits, on the full forward and on the prefill step."""
-    head = head_ref(t.model, t.family.key)
+    head = _head(t)
     n_layers = len(t.adapter.layers())
     prompt_len = t.trace.prompt_len
     for rec, ids in ((t.full, t.full_ids), (t.steps[0], t.full_ids[:prompt_len])):
         positions = torch.arange(len(ids))
         check_head_and_final(t.checks, rec, head, ids, positions, n_layers)
+        if t.family.key in NEW_BLOCKS:
+            check_new_blocks(t.checks, rec, t.model, t.family.key, positions)
+            continue
         for layer in range(n_layers):
             ref = block_ref(t.model, t.family.key, layer)
             cos_sin = rotary_tables(t.model, t.family.key, layer, positions) if ref.rotary else None
             check_block(t.checks, rec, layer, ref, cos_sin, positions)
 
 
+# final norms that multiply by (1 + w) in families family_refs.head_ref does not know
+NORM_OFFSET = {"qwen3_next": 1.0}
+
+
+def _head(t: Traced):
+    """The head reference (embedding, final norm, unembedding) of the traced family."""
+    generic = t.adapter.family == "generic"
+    head = head_ref(t.model, "generic" if generic else t.family.key)
+    offset = NORM_OFFSET.get(t.family.key)
+    if offset is not None:
+        from tracer.adapters.generic import find_final_norm, find_layers
+
+        head = dataclasses.replace(head, final_norm=rms(find_final_norm(find_layers(t.model)[0]), offset))
+    return head
+
+
 def check_generic_recomputation(t: Traced) -> None:
     """The generic fallback's names (embedding, block chaining, final norm, logits), full forward and prefill."""
-    head = head_ref(t.model, "generic")
+    head = _head(t)
     n_layers = len(t.adapter.layers())
     for rec, ids in ((t.full, t.full_ids), (t.steps[0], t.full_ids[: t.trace.prompt_len])):
         check_generic(t.checks, rec, head, ids, n_layers)
 
 
+def _sink_free(rec: dict) -> dict:
+    """The tensors without the attention-sink column of scores and patterns (the sink has no key position)."""
+    return {n: v[..., :-1] if n.endswith(("hook_attn_scores", "hook_pattern")) else v for n, v in rec.items()}
+
+
 def check_steps(t: Traced) -> None:
     """Every step's tensors equal the matching rows of the full forward; its logit lens is recomputed."""
-    head = head_ref(t.model, "generic" if t.adapter.family == "generic" else t.family.key)
+    head = _head(t)
     n_layers = len(t.adapter.layers())
+    sink = bool(t.trace.model.get("attention_sink"))
     for entry, step in zip(t.trace.steps, t.steps):
         start, end = entry.positions
-        check_step_matches_full(t.checks, step, t.full, start, end)
+        if sink:  # the sink column: the same logit and the same absorbed mass as the full forward's rows
+            for name in (n for n in step if n.endswith(("hook_attn_scores", "hook_pattern"))):
+                t.checks.close("sink column = full forward rows", name, step[name][..., -1], t.full[name][:, start:end, -1], "step_vs_full")
+            step, full = _sink_free(step), _sink_free(t.full)
+        else:
+            full = t.full
+        if any(n.endswith("hook_state") for n in step):  # recurrent states exist only while generating (a cache)
+            check_linear_states(t.checks, step, t.model, t.full, end)
+            step = {n: v for n, v in step.items() if not n.endswith("hook_state")}
+        check_step_matches_full(t.checks, step, full, start, end)
         check_logit_lens(t.checks, step, head, n_layers)
+
+
+def check_generic_attention(t: Traced) -> None:
+    """The generic fallback's attention against the model's own eager attention weights
+    (`output_attentions`, transformers' code, not stepscope's), then pattern = softmax(scores),
+    rows sum to 1 with the sink, z = pattern·v; for every block that has attention."""
+    model = t.model
+    previous = model.config._attn_implementation
+    model.set_attn_implementation("eager")
+    try:
+        with torch.no_grad():
+            out = model(t.full_ids[None], use_cache=False, output_attentions=True)
+    finally:
+        model.set_attn_implementation(previous)
+    own = [a[0].to(torch.float64) for a in out.attentions if a is not None]  # per attention block [H, N, N]
+    layers = [i for i in range(len(t.adapter.layers())) if f"blocks.{i}.attn.hook_pattern" in t.full]
+    skipped = t.trace.model.get("layers_without_attention") or []
+    t.checks.true("attention recorded on every block that has it", f"{layers} + {skipped}", sorted(layers + skipped) == list(range(len(t.adapter.layers()))))
+    t.checks.true("one eager map per recorded block", f"{len(own)} vs {len(layers)}", len(own) == len(layers))
+    sink = bool(t.trace.model.get("attention_sink"))
+    for i, want in zip(layers, own):
+        p = f"blocks.{i}.attn."
+        scores, pattern = t.full[p + "hook_attn_scores"], t.full[p + "hook_pattern"]  # [H, N, N (+1)]
+        keys = pattern[..., :-1] if sink else pattern
+        t.checks.close("pattern = model's eager attention", p + "hook_pattern", keys, want)
+        t.checks.close("pattern = softmax(scores)", p + "hook_pattern", pattern, torch.softmax(scores, -1))
+        t.checks.close("pattern rows sum to 1", p + "hook_pattern", pattern.sum(-1), torch.ones(pattern.shape[:2], dtype=torch.float64))
+        v = t.full[p + "hook_v"]  # [N, n_kv, d_v]
+        z = torch.einsum("hts,shd->thd", keys, v.repeat_interleave(keys.shape[0] // v.shape[1], dim=1))  # [N, H, d_v]
+        t.checks.close("z = pattern·v", p + "hook_z", t.full[p + "hook_z"], z)
 
 
 def check_greedy(t: Traced) -> None:
@@ -153,6 +229,8 @@ def verify(family: Family, dtype: torch.dtype = torch.float32, out: str | None =
     t = trace_family(family, dtype, out=out)
     if t.adapter.family == "generic":
         check_generic_recomputation(t)
+        if t.adapter.attention_names:
+            check_generic_attention(t)
     else:
         check_recomputation(t)
     check_steps(t)

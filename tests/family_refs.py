@@ -23,6 +23,19 @@ def _w(t: torch.Tensor | None) -> torch.Tensor | None:
     return None if t is None else t.detach().to("cpu", D)
 
 
+def _with_tl_parts(f: Fn, centre: bool, eps: float) -> Fn:
+    """Attach TransformerLens's `scale` (sqrt(mean(x²) + eps), of the centred x for LayerNorm) and
+    `normalized` (x / scale, before the weight) to a norm function."""
+
+    def scale(x):
+        x = x - x.mean(-1, keepdim=True) if centre else x
+        return (x.pow(2).mean(-1, keepdim=True) + eps).sqrt()  # [T, 1]
+
+    f.scale = scale
+    f.normalized = lambda x: (x - x.mean(-1, keepdim=True) if centre else x) / scale(x)
+    return f
+
+
 def rms(norm, offset: float = 0.0) -> Fn:
     """x / sqrt(mean(x²) + eps) * (offset + w), from an RMSNorm module's weight and eps."""
     w = _w(norm.weight)
@@ -31,12 +44,27 @@ def rms(norm, offset: float = 0.0) -> Fn:
     def f(x):
         return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + eps) * (offset + w)
 
-    return f
+    return _with_tl_parts(f, False, eps)
 
 
 def layer_norm(norm) -> Fn:
     w, b = _w(norm.weight), _w(norm.bias)
-    return lambda x: F.layer_norm(x, (x.shape[-1],), w, b, norm.eps)
+    return _with_tl_parts(lambda x: F.layer_norm(x, (x.shape[-1],), w, b, norm.eps), True, norm.eps)
+
+
+def randomize_norms(model: torch.nn.Module, seed: int = 1) -> torch.nn.Module:
+    """Give every norm a random weight (and bias) so that a norm's output differs from its
+    normalized input (freshly built models have weight 1, bias 0, which would hide the difference)."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for module in model.modules():
+            if "norm" not in type(module).__name__.lower():
+                continue
+            for name, p in module.named_parameters(recurse=False):
+                if p.dim() == 1:
+                    base = 0.0 if name == "bias" else 1.0
+                    p.copy_((base + 0.2 * torch.randn(p.shape, generator=g)).to(p.dtype))
+    return model
 
 
 def linear(weight, bias=None, transposed: bool = False) -> Fn:

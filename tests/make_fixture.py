@@ -1,5 +1,8 @@
 """Regenerate the committed fixture trace: `python -m tests.make_fixture`.
 
+`tests/fixtures/tiny_trace` is written in the current format (schema 2);
+`tests/fixtures/tiny_trace_v1` is a frozen schema-1 copy for compatibility tests: never regenerate it.
+
 A tiny random Llama with GQA (2 layers, 4 query heads over 2 KV heads), a prompt holding a
 special token, markup-looking text and a newline, and sampled decoding so the candidate lists
 and sampler stages are non-trivial.

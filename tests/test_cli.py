@@ -40,7 +40,7 @@ def _assert_one_line_error(res, pattern):
         (["trace", "--model", "/no/such/model", "--out", "{tmp}/t"], "no such model directory"),
         (["trace", "--model", "{tmp}/x.gguf", "--out", "{tmp}/t"], "no such GGUF file"),
         (["view", "{tmp}/nothing"], "no such trace directory"),
-        (["info", "{tmp}"], "cannot load model"),
+        (["info", "{tmp}"], "has no config.json"),
         (["trace", "--model", "{model}", "--out", "/proc/stepscope-out"], "cannot create trace directory"),
         (["trace", "--model", "{model}", "--top-p", "1.5", "--out", "{tmp}/t"], "top-p must be in (0, 1]"),
         (["trace", "--model", "{model}", "--device", "tpu", "--out", "{tmp}/t"], "unknown device"),

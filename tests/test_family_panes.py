@@ -81,8 +81,8 @@ def test_kv_cache_pane_local_and_global_layers(fam):
                 "family extras recorded", "ln1_post.hook_normalized, ln2_post.hook_normalized"]),
     ("mixtral", ["router_probs = softmax(ln2·W_router)", "4, top-2 per token, weights renormalised",
                  "mlp.hook_router_probs, mlp.hook_expert_ids"]),
-    ("olmo2", ["generic fallback: 22 names not recorded", "not recorded (22 names; generic fallback",
-               "attn.hook_attn_scores, attn.hook_pattern"]),
+    ("starcoder2", ["generic fallback: 14 names not recorded", "not recorded (14 names; generic fallback",
+                    "hook_attn_out, hook_resid_mid"]),
 ])
 def test_model_overview_shows_the_family(fam, key, expected):
     pane = ModelOverviewPane(fam[key])

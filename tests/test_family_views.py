@@ -18,7 +18,7 @@ from tui.views.tensors import tensor_infos, tensor_op
 
 PAT = "blocks.{}.attn.hook_pattern"
 WINDOW = 4  # tests/tiny_models.py: Mistral and Gemma windows; the prompt has 8 tokens, 4 steps follow
-ALL = ["gpt2", "mistral", "qwen2", "qwen3", "phi3", "gemma2", "gemma3", "gpt_neox", "mixtral", "qwen3_moe", "olmo2"]
+ALL = ["gpt2", "mistral", "qwen2", "qwen3", "phi3", "gemma2", "gemma3", "gpt_neox", "mixtral", "qwen3_moe", "starcoder2"]
 
 
 @pytest.fixture(scope="module")
@@ -182,8 +182,8 @@ def test_qwen3_moe_dense_layers_keep_the_dense_mlp(tmp_path):
 # -- data flow: operation lines ----------------------------------------------------------------------
 
 # short names an operation line may mention only when the family records them
-FAMILY_NAMES = {"resid_mid": "hook_resid_mid", "ln1_post": "ln1_post.hook_normalized",
-                "ln2_post": "ln2_post.hook_normalized", "q_normed": "attn.hook_q_normed",
+FAMILY_NAMES = {"resid_mid": "hook_resid_mid", "ln1_post": "ln1_post.hook_out",
+                "ln2_post": "ln2_post.hook_out", "q_normed": "attn.hook_q_normed",
                 "k_normed": "attn.hook_k_normed", "rot_q": "attn.hook_rot_q", "rot_k": "attn.hook_rot_k",
                 "mlp_pre_linear": "mlp.hook_pre_linear", "mlp_post": "mlp.hook_post", "mlp_pre": "mlp.hook_pre",
                 "router_probs": "mlp.hook_router_probs", "pos_embed": "hook_pos_embed"}
@@ -214,7 +214,8 @@ def test_parallel_neox_has_no_resid_mid(fam):
     o = ops(fam["gpt_neox"])
     assert "hook_resid_mid" not in o
     assert o["hook_resid_post"] == "resid_pre [8, 64] + attn_out [8, 64] + mlp_out [8, 64] → resid_post [8, 64]"
-    assert o["ln2.hook_normalized"].startswith("LayerNorm(resid_pre [8, 64]) (parallel")
+    assert o["ln2.hook_normalized"].startswith("(resid_pre [8, 64] − mean) / ln2_scale")
+    assert o["ln2.hook_out"].startswith("LayerNorm: ln2_normalized [8, 64] · w + b (parallel")
     assert "query_key_value" in o["attn.hook_q"] and "q of each head's [q|k|v]" in o["attn.hook_q"]
     assert "on the first 4 of 16 features per head" in o["attn.hook_rot_k"]
     assert o["hook_attn_out"].endswith("+ b_O → attn_out [8, 64]")
@@ -227,7 +228,8 @@ def test_gemma_post_norms_feed_the_residual(fam, key):
     o = ops(fam[key])
     assert o["hook_resid_mid"] == "resid_pre [8, 64] + ln1_post [8, 64] → resid_mid [8, 64]"
     assert o["hook_resid_post"] == "resid_mid [8, 64] + ln2_post [8, 64] → resid_post [8, 64]"
-    assert o["ln1_post.hook_normalized"].startswith("RMSNorm(attn_out [8, 64]) · (1 + w)")
+    assert o["ln1_post.hook_normalized"].startswith("attn_out [8, 64] / ln1_post_scale [8, 1]")
+    assert o["ln1_post.hook_out"].startswith("RMSNorm: ln1_post_normalized [8, 64] · (1 + w)")
     assert o["hook_embed"] == "W_E [259, 64][ids [8]] × √d_model (8) → embed [8, 64]"
     assert o["logits"] == "3·tanh(ln_final [8, 64] × W_U [64, 259] / 3) → logits [8, 259]"
     assert "sliding-window causal mask (window 4)" in o["attn.hook_attn_scores"]
@@ -271,7 +273,7 @@ def test_moe_operations(fam, key):
 
 
 def test_generic_fallback_operations(fam):
-    o = ops(fam["olmo2"])
+    o = ops(fam["starcoder2"])
     assert set(o) >= {"hook_resid_pre", "hook_resid_post"} and "ln1.hook_normalized" not in o
     assert o["hook_resid_post"] == \
         "block 0(resid_pre [8, 64]) (generic fallback: internals not recorded) → resid_post [8, 64]"
@@ -287,15 +289,16 @@ def test_overview_shows_the_family_data_flow(fam, key):
     tr = fam[key]
     ov = model_overview(tr)
     assert ov.data_flow == tr.model["data_flow"] and ov.data_flow
-    assert ov.missing == tr.model["missing_names"] and ov.generic == (key == "olmo2")
-    if key != "olmo2":
+    assert ov.missing == tr.model["missing_names"] and ov.generic == (key == "starcoder2")
+    if key != "starcoder2":
         assert not any("generic" in line for line in ov.data_flow)
 
 
 def test_overview_specifics(fam):
     gemma = model_overview(fam["gemma2"])
     assert gemma.layer_kinds == [("local (window 4)", "0"), ("global (all positions)", "1")]
-    assert gemma.extras == ["ln1_post.hook_normalized", "ln2_post.hook_normalized"] and gemma.not_applicable == []
+    post = [f"{p}.{h}" for p in ("ln1_post", "ln2_post") for h in ("hook_scale", "hook_normalized", "hook_out")]
+    assert gemma.extras == post and gemma.not_applicable == []
     assert any("soft-capped at 3" in n for n in gemma.notes) and any("post-norms" in n for n in gemma.notes)
     assert model_overview(fam["mistral"]).layer_kinds == [("local (window 4)", "0–1")]
     neox = model_overview(fam["gpt_neox"])
@@ -307,6 +310,7 @@ def test_overview_specifics(fam):
     assert mix.extras == ["mlp.hook_router_probs", "mlp.hook_expert_ids"]
     qwen_moe = dict(model_overview(fam["qwen3_moe"]).facts)
     assert qwen_moe["experts"] == "4, top-2 per token, weights = router probabilities"
-    generic = model_overview(fam["olmo2"])
-    assert len(generic.missing) == 22 and "attn.hook_pattern" in generic.missing and generic.extras == []
+    generic = model_overview(fam["starcoder2"])
+    assert len(generic.missing) == 14 and "hook_attn_out" in generic.missing and generic.extras == []
+    assert "attn.hook_pattern" not in generic.missing  # recorded through the attention interface
     assert spans([0, 2, 3, 4, 7]) == "0, 2–4, 7" and spans([]) == ""

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import torch
 
+from tests.family_refs import randomize_norms
 from tests.tiny_models import byte_tokenizer, tiny_model
 from tracer import load_trace
 from tracer.adapters import adapter_for
@@ -38,6 +39,19 @@ def _layernorm(x, w, b, eps):
     return (x - mu) / np.sqrt(var + eps) * w + b
 
 
+def _check_norm(step, prefix, x, w, b, eps, centre):
+    """hook_out = the module's formula; hook_scale / hook_normalized with TransformerLens's meaning."""
+    x64 = x.astype(np.float64)
+    if centre:
+        x64 = x64 - x64.mean(-1, keepdims=True)
+    scale = np.sqrt((x64**2).mean(-1, keepdims=True) + eps)  # [T, 1]
+    np.testing.assert_allclose(step[prefix + ".hook_scale"], scale, rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(step[prefix + ".hook_normalized"], x64 / scale, atol=1e-5)
+    want = _layernorm(x, w, b, eps) if centre else _rmsnorm(x, w, eps)
+    np.testing.assert_allclose(step[prefix + ".hook_out"], want, atol=1e-5)
+    assert not np.allclose(step[prefix + ".hook_out"], step[prefix + ".hook_normalized"], atol=1e-3)  # the weight matters
+
+
 def _rope(x: np.ndarray, positions: np.ndarray, theta: float) -> np.ndarray:
     """x [T, n, d] rotated by position (rotate-half convention), recomputed from theta."""
     d = x.shape[-1]
@@ -52,7 +66,7 @@ def _rope(x: np.ndarray, positions: np.ndarray, theta: float) -> np.ndarray:
 @pytest.fixture(scope="module", params=["llama", "gpt2"])
 def traced(request, tmp_path_factory):
     family = request.param
-    model, tok = tiny_model(family), byte_tokenizer()
+    model, tok = randomize_norms(tiny_model(family)), byte_tokenizer()
     out = tmp_path_factory.mktemp(f"trace-{family}")
     session = LiveSession(model, tok, PROMPT, GenerationSettings(max_new_tokens=NEW), out=str(out), name=f"tiny-{family}")
     while session.step() is not None:
@@ -144,7 +158,7 @@ def test_attention_recomputed_from_weights(traced):
         positions = np.arange(start, end)
         for L, layer in enumerate(adapter.layers()):
             b = f"blocks.{L}."
-            x = step[b + "ln1.hook_normalized"]  # [T, d_model]
+            x = step[b + "ln1.hook_out"]  # [T, d_model]
             if family == "llama":
                 a = layer.self_attn
                 np.testing.assert_allclose(step[b + "attn.hook_q"], (x @ _w(a.q_proj.weight).T).reshape(-1, H, D), atol=ATOL)
@@ -181,9 +195,9 @@ def test_norms_mlp_and_logits_recomputed(traced):
             b = f"blocks.{L}."
             if family == "llama":
                 eps = model.config.rms_norm_eps
-                np.testing.assert_allclose(step[b + "ln1.hook_normalized"], _rmsnorm(step[b + "hook_resid_pre"], _w(layer.input_layernorm.weight), eps), atol=1e-5)
-                np.testing.assert_allclose(step[b + "ln2.hook_normalized"], _rmsnorm(step[b + "hook_resid_mid"], _w(layer.post_attention_layernorm.weight), eps), atol=1e-5)
-                m, x = layer.mlp, step[b + "ln2.hook_normalized"]
+                _check_norm(step, b + "ln1", step[b + "hook_resid_pre"], _w(layer.input_layernorm.weight), 0, eps, False)
+                _check_norm(step, b + "ln2", step[b + "hook_resid_mid"], _w(layer.post_attention_layernorm.weight), 0, eps, False)
+                m, x = layer.mlp, step[b + "ln2.hook_out"]
                 np.testing.assert_allclose(step[b + "mlp.hook_pre"], x @ _w(m.gate_proj.weight).T, atol=ATOL)
                 np.testing.assert_allclose(step[b + "mlp.hook_pre_linear"], x @ _w(m.up_proj.weight).T, atol=ATOL)
                 pre = step[b + "mlp.hook_pre"]
@@ -191,14 +205,15 @@ def test_norms_mlp_and_logits_recomputed(traced):
                 np.testing.assert_allclose(step[b + "hook_mlp_out"], step[b + "mlp.hook_post"] @ _w(m.down_proj.weight).T, atol=ATOL)
             else:
                 eps = model.config.layer_norm_epsilon
-                np.testing.assert_allclose(step[b + "ln1.hook_normalized"], _layernorm(step[b + "hook_resid_pre"], _w(layer.ln_1.weight), _w(layer.ln_1.bias), eps), atol=1e-5)
-                m, x = layer.mlp, step[b + "ln2.hook_normalized"]
+                _check_norm(step, b + "ln1", step[b + "hook_resid_pre"], _w(layer.ln_1.weight), _w(layer.ln_1.bias), eps, True)
+                _check_norm(step, b + "ln2", step[b + "hook_resid_mid"], _w(layer.ln_2.weight), _w(layer.ln_2.bias), eps, True)
+                m, x = layer.mlp, step[b + "ln2.hook_out"]
                 np.testing.assert_allclose(step[b + "mlp.hook_pre"], x @ _w(m.c_fc.weight) + _w(m.c_fc.bias), atol=ATOL)
                 pre = step[b + "mlp.hook_pre"]
                 gelu_new = 0.5 * pre * (1 + np.tanh(np.sqrt(2 / np.pi) * (pre + 0.044715 * pre**3)))
                 np.testing.assert_allclose(step[b + "mlp.hook_post"], gelu_new, atol=1e-5)
                 np.testing.assert_allclose(step[b + "hook_mlp_out"], step[b + "mlp.hook_post"] @ _w(m.c_proj.weight) + _w(m.c_proj.bias), atol=ATOL)
-        np.testing.assert_allclose(step["logits"], step["ln_final.hook_normalized"] @ w_u.T, atol=1e-4)
+        np.testing.assert_allclose(step["logits"], step["ln_final.hook_out"] @ w_u.T, atol=1e-4)
         if family == "gpt2":
             emb = _w(model.transformer.wte.weight)[[t["id"] for t in tr.tokens[slice(*step.positions)]]]
             np.testing.assert_allclose(step["hook_embed"], emb, atol=0)
@@ -257,7 +272,7 @@ def test_sampling_record_matches_logits(traced):
 def test_session_leaves_no_hooks_behind():
     model, tok = tiny_model("llama"), byte_tokenizer()
     session = LiveSession(model, tok, "ab", GenerationSettings(max_new_tokens=2))
-    hooked = lambda: sum(len(m._forward_hooks) + len(m._forward_pre_hooks) for m in model.modules())  # noqa: E731
+    hooked = lambda: sum("forward" in m.__dict__ for m in model.modules())  # noqa: E731 (forward wrappers)
     assert hooked() > 0 and model.config._attn_implementation == "stepscope"
     session.step()
     ids = torch.tensor([[1, 2, 3]])
@@ -267,3 +282,13 @@ def test_session_leaves_no_hooks_behind():
     session.close()
     assert hooked() == 0 and model.config._attn_implementation != "stepscope"
     assert not any("_stepscope_recorder" in m.__dict__ for m in model.modules())
+
+
+def test_nonfinite_scan_flags_nan_and_inf_but_not_masked_scores():
+    from tracer.session import nonfinite
+
+    ok, scores = torch.ones(2, 3), torch.tensor([[0.5, float("-inf")]])  # a masked score is -inf by design
+    assert nonfinite({"a": ok, "blocks.0.attn.hook_attn_scores": scores, "ids": torch.arange(3)}) == []
+    bad = {"a": ok, "b": torch.tensor([1.0, float("nan")]), "c": torch.tensor([float("-inf")]),
+           "blocks.1.attn.hook_attn_scores": torch.tensor([[float("inf")]])}
+    assert nonfinite(bad) == ["b", "c", "blocks.1.attn.hook_attn_scores"]

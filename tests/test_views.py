@@ -239,7 +239,7 @@ def test_operation_follows_family_flags(trace):
     assert operation(step, "blocks.0.mlp.hook_post", model) == "gelu_new(mlp_pre [6, 32]) → mlp_post [6, 32]"
     assert operation(step, "blocks.0.hook_resid_post", model) == \
         "resid_pre [6, 16] + attn_out [6, 16] + mlp_out [6, 16] → resid_post [6, 16]"
-    assert operation(step, "blocks.0.ln1.hook_normalized", model).startswith("LayerNorm(resid_pre")
+    assert operation(step, "blocks.0.ln1.hook_normalized", model).startswith("(resid_pre [6, 16] − mean) / ln1_scale [6, 1]")
     assert operation(step, "blocks.0.hook_resid_pre", model) == \
         "embed [6, 16] + pos_embed [6, 16] → resid_pre [6, 16]"
     assert operation(step, "blocks.0.attn.hook_attn_scores", model).startswith("q [6, 4, 4] · k cache")

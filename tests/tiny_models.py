@@ -93,8 +93,33 @@ FAMILY_CONFIGS.update(
             model_type="qwen3_moe", **_SMALL, num_key_value_heads=2, head_dim=16, num_experts=4, num_experts_per_tok=2,
             moe_intermediate_size=32, norm_topk_prob=False,  # top-k weights used as they are (not renormalised)
         ),
+        # 2026's families (tests/test_new_families.py)
+        "olmo2": dict(model_type="olmo2", **_SMALL, num_key_value_heads=2, pad_token_id=None),  # post-norms, q/k norm
+        "smollm3": dict(  # every 2nd layer without RoPE (NoPE), a sliding window on none
+            model_type="smollm3", **_SMALL, num_key_value_heads=2, no_rope_layer_interval=2, pad_token_id=None,
+        ),
+        "glm4": dict(model_type="glm4", **_SMALL, num_key_value_heads=2, head_dim=16, pad_token_id=None),  # sandwich norms, partial rotary
+        "deepseek_v3": dict(  # MLA (q and kv latents, rope/nope split, d_v != d_qk), shared + routed experts
+            model_type="deepseek_v3", **_SMALL, num_key_value_heads=4, q_lora_rank=24, kv_lora_rank=16,
+            qk_rope_head_dim=8, qk_nope_head_dim=16, v_head_dim=12, n_routed_experts=4, num_experts_per_tok=2,
+            n_shared_experts=1, moe_intermediate_size=32, first_k_dense_replace=1, n_group=1, topk_group=1,
+            pad_token_id=None,
+        ),
+        "gpt_oss": dict(  # attention sinks, alternating sliding/full layers, MoE
+            model_type="gpt_oss", **{**_SMALL, "intermediate_size": 32}, num_key_value_heads=2, head_dim=16,
+            num_local_experts=4, num_experts_per_tok=2, sliding_window=4,
+            layer_types=["sliding_attention", "full_attention"], pad_token_id=None,
+        ),
+        "qwen3_next": dict(  # hybrid: linear-attention (gated delta net) layer, then a full-attention layer
+            model_type="qwen3_next", **_SMALL, num_key_value_heads=2, head_dim=16,
+            layer_types=["linear_attention", "full_attention"], linear_num_value_heads=4, linear_num_key_heads=2,
+            linear_key_head_dim=8, linear_value_head_dim=8, linear_conv_kernel_dim=4, num_experts=4,
+            num_experts_per_tok=2, moe_intermediate_size=32, shared_expert_intermediate_size=32, pad_token_id=None,
+        ),
         # no adapter: traced by the generic fallback
-        "olmo2": dict(model_type="olmo2", **_SMALL, num_key_value_heads=2, pad_token_id=None),
+        "starcoder2": dict(  # LayerNorm with biases, RoPE, a sliding window: attention through the interface
+            model_type="starcoder2", **_SMALL, num_key_value_heads=2, sliding_window=4, pad_token_id=None,
+        ),
         "opt": dict(
             model_type="opt", hidden_size=64, ffn_dim=128, num_hidden_layers=2, num_attention_heads=4,
             max_position_embeddings=256, word_embed_proj_dim=64, pad_token_id=None,

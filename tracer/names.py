@@ -1,5 +1,8 @@
 """The recorded-name vocabulary (TransformerLens hook names, no batch axis) and its forward order.
 
+Norms use TransformerLens's meaning: `P.hook_scale` and `P.hook_normalized` (x / scale) come
+before the weight; `P.hook_out` is the norm module's output (P = ln1, ln2, ln_final, ...).
+
 T = positions computed in this step (prompt length at prefill, 1 at a decode step),
 S = key positions attended (cache + new). Shapes are a contract; readers rely on them.
 
@@ -14,7 +17,11 @@ import re
 # name (inside a block, without the "blocks.{L}." prefix) -> shape, in forward order
 BLOCK_NAMES: dict[str, str] = {
     "hook_resid_pre": "[T, d_model]",
-    "ln1.hook_normalized": "[T, d_model]",
+    "ln1.hook_scale": "[T, 1]",  # TransformerLens: sqrt(mean(x²) + eps) of the norm's input (LayerNorm: centred)
+    "ln1.hook_normalized": "[T, d_model]",  # x / scale, before the weight (and bias)
+    "ln1.hook_out": "[T, d_model]",  # the norm module's output (normalized · w [+ b])
+    "attn.hook_q_latent": "[T, q_lora_rank]",  # MLA (DeepSeek-V3): normed compressed query, input of W_UQ
+    "attn.hook_kv_latent": "[T, kv_lora_rank]",  # MLA: normed compressed key/value, what the cache keeps
     "attn.hook_q": "[T, n_heads, d_head]",
     "attn.hook_k": "[T, n_kv_heads, d_head]",
     "attn.hook_v": "[T, n_kv_heads, d_head]",
@@ -25,17 +32,28 @@ BLOCK_NAMES: dict[str, str] = {
     "attn.hook_attn_scores": "[n_heads, T, S]",  # scaled, masked (-inf), pre-softmax
     "attn.hook_pattern": "[n_heads, T, S]",
     "attn.hook_z": "[T, n_heads, d_head]",
+    "attn.hook_gate": "[T, n_heads, d_head]",  # output gate logits: attn_out = (z ⊙ σ(gate))·W_O (Qwen3-Next)
+    "linear_attn.hook_core_out": "[T, n_v_heads, d_v]",  # linear attention (Gated DeltaNet): delta-rule output
+    "linear_attn.hook_gate": "[T, n_v_heads, d_v]",  # its output gate (silu) after the norm
+    "linear_attn.hook_state": "[n_v_heads, d_k, d_v]",  # its recurrent state after the step (with a cache)
     "hook_attn_out": "[T, d_model]",
-    "ln1_post.hook_normalized": "[T, d_model]",  # post-attention norm (Gemma 2/3)
+    "ln1_post.hook_scale": "[T, 1]",  # post-attention norm (Gemma 2/3)
+    "ln1_post.hook_normalized": "[T, d_model]",  # x / scale, before the weight (and bias)
+    "ln1_post.hook_out": "[T, d_model]",  # the norm module's output (normalized · w [+ b])
     "hook_resid_mid": "[T, d_model]",
-    "ln2.hook_normalized": "[T, d_model]",
+    "ln2.hook_scale": "[T, 1]",  # TransformerLens: sqrt(mean(x²) + eps) of the norm's input (LayerNorm: centred)
+    "ln2.hook_normalized": "[T, d_model]",  # x / scale, before the weight (and bias)
+    "ln2.hook_out": "[T, d_model]",  # the norm module's output (normalized · w [+ b])
     "mlp.hook_router_probs": "[T, n_experts]",  # mixture of experts
     "mlp.hook_expert_ids": "[T, top_k_experts]",
+    "mlp.hook_shared_out": "[T, d_model]",  # shared experts' output (DeepSeek-V3), part of hook_mlp_out
     "mlp.hook_pre": "[T, d_mlp]",  # pre-activation (gate projection in gated MLPs)
     "mlp.hook_pre_linear": "[T, d_mlp]",  # up projection (gated MLPs)
     "mlp.hook_post": "[T, d_mlp]",  # input of the down projection
     "hook_mlp_out": "[T, d_model]",
-    "ln2_post.hook_normalized": "[T, d_model]",  # post-MLP norm (Gemma 2/3)
+    "ln2_post.hook_scale": "[T, 1]",  # post-MLP norm (Gemma 2/3)
+    "ln2_post.hook_normalized": "[T, d_model]",  # x / scale, before the weight (and bias)
+    "ln2_post.hook_out": "[T, d_model]",  # the norm module's output (normalized · w [+ b])
     "hook_resid_post": "[T, d_model]",
 }
 
@@ -43,10 +61,21 @@ BLOCK_NAMES: dict[str, str] = {
 FAMILY_EXTRAS: tuple[str, ...] = (
     "attn.hook_q_normed",
     "attn.hook_k_normed",
+    "ln1_post.hook_scale",
     "ln1_post.hook_normalized",
+    "ln1_post.hook_out",
+    "ln2_post.hook_scale",
     "ln2_post.hook_normalized",
+    "ln2_post.hook_out",
     "mlp.hook_router_probs",
     "mlp.hook_expert_ids",
+    "attn.hook_q_latent",
+    "attn.hook_kv_latent",
+    "mlp.hook_shared_out",
+    "attn.hook_gate",
+    "linear_attn.hook_core_out",
+    "linear_attn.hook_gate",
+    "linear_attn.hook_state",
 )
 
 HEAD_NAMES: dict[str, str] = {
@@ -55,7 +84,9 @@ HEAD_NAMES: dict[str, str] = {
 }
 
 FINAL_NAMES: dict[str, str] = {
-    "ln_final.hook_normalized": "[T, d_model]",
+    "ln_final.hook_scale": "[T, 1]",  # TransformerLens: sqrt(mean(x²) + eps) of the final norm's input (LayerNorm: centred)
+    "ln_final.hook_normalized": "[T, d_model]",  # x / scale, before the weight (and bias)
+    "ln_final.hook_out": "[T, d_model]",  # the norm module's output (normalized · w [+ b])
     "logits": "[T, vocab]",
 }
 
@@ -63,6 +94,7 @@ FINAL_NAMES: dict[str, str] = {
 SAMPLING_NAMES: dict[str, str] = {
     "logit_lens.ids": "[n_layers, k]",  # top-k ids of unembed(ln_final(resid_post)) per layer
     "logit_lens.probs": "[n_layers, k]",
+    "logit_lens.resid": "[n_layers, d_model]",  # the lens input rows, stored only when resid_post is not recorded
     "sample.candidate_ids": "[N]",  # by logit, best first: the kept set, then 20 removed ones
     "sample.candidate_logits": "[N]",  # raw logits
     "sample.candidate_raw_probs": "[N]",  # softmax(raw logits)

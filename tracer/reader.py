@@ -1,15 +1,19 @@
-"""Lazy, torch-free reading of a trace directory.
+"""Lazy, torch-free reading of a trace directory, which is untrusted input.
 
     from tracer import load_trace
     tr = load_trace("traces/paris")
     tr.tokens[-1]["text"]                      # prompt + generated tokens
     step = tr.steps[0]                         # the prefill
-    step.names                                 # recorded names, forward order
+    step.names                                 # recorded names, forward order (aliases included)
     step["blocks.3.attn.hook_pattern"]         # numpy array [n_heads, T, S], memory-mapped
     step.token, step.sampling                  # chosen token and the sampler record
+    step.attention_rows(3, "pattern", 0, 8)    # rows of a map, recomputed where the budget omitted them
 
-Opening reads only manifest.json. A step file's header is read when the step is first used,
-its arrays are memory-mapped when asked for. Nothing is ever unpickled.
+Opening reads manifest.json and steps.jsonl (schema 2) or manifest.json alone (schema 1), both
+validated against tracer/schema.py. A step file's header is read when the step is first used,
+checked with safetensors' own rules, its arrays are memory-mapped when asked for and its
+checksum verified then. Files are opened only inside the directory (tracer/safe_io.py).
+Nothing is ever unpickled.
 """
 
 from __future__ import annotations
@@ -19,13 +23,19 @@ import math
 import mmap
 import os
 import struct
+import zlib
 from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 
-from .names import forward_order
-from .trace_format import MANIFEST, SCHEMA, SCHEMA_VERSION, TraceError
+from .names import forward_order, shape_doc, split_block_name
+from .safe_io import open_dir, open_in_dir, read_in_dir, stat_in_dir
+from .schema import MAX_LOG_BYTES, MAX_MANIFEST_BYTES, check_depth, validate_entry, validate_manifest
+from .trace_format import MANIFEST, STEP_LOG, TraceError
+
+LENS_FILE = "lens.safetensors"
+LENS_NAMES = ("logit_lens.ids", "logit_lens.probs")  # computed by the trace's lens when not stored
 
 _DTYPES = {
     "F64": np.float64,
@@ -39,41 +49,127 @@ _DTYPES = {
     "BOOL": np.bool_,
 }
 _ITEMSIZE = {k: np.dtype(v).itemsize for k, v in _DTYPES.items()}
-_MAX_HEADER = 64 * 1024 * 1024
+_MAX_HEADER = 100_000_000  # safetensors' own limit
+_MAX_TENSORS = 100_000
+_MAX_STEP_FILE = 1 << 40
+_INT_NAMES = ("ids",)
+CRC_KEY = "stepscope.crc32"  # names ending so hold integers; every other recorded name holds floats
+
+
+def _no_duplicates(pairs):
+    out = {}
+    for k, v in pairs:
+        if k in out:
+            raise ValueError(f"duplicate key {k!r}")
+        out[k] = v
+    return out
+
+
+def parse_json(raw: bytes, label: str) -> Any:
+    """JSON from untrusted bytes: UTF-8, no duplicate keys, bounded depth; TraceError otherwise."""
+    try:
+        obj = json.loads(raw.decode("utf-8"), object_pairs_hook=_no_duplicates)
+    except RecursionError:
+        raise TraceError(f"{label}: nested too deeply") from None
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise TraceError(f"{label}: not valid JSON ({str(exc).splitlines()[0][:80]})") from None
+    check_depth(obj, label)
+    return obj
+
+
+def parse_safetensors_header(prefix8: bytes, read_header, file_size: int, label: str, meta_out: dict | None = None) -> tuple[dict, int]:
+    """(tensor table, data start) under safetensors' rules (`meta_out` receives "meta", the
+    __metadata__ map, and "raw", the header bytes): header length within the file and
+    8-byte aligned, JSON object, known dtypes, non-negative integer shapes and offsets, tensors
+    contiguous from 0 without gap or overlap, each exactly its shape's bytes, data ending at EOF."""
+    if len(prefix8) != 8:
+        raise TraceError(f"{label}: truncated step file")
+    (n,) = struct.unpack("<Q", prefix8)
+    if n > _MAX_HEADER or n > file_size - 8 or n % 8:
+        raise TraceError(f"{label}: corrupted step file (bad header length)")
+    raw = read_header(n)
+    if len(raw) != n or not raw.startswith(b"{"):
+        raise TraceError(f"{label}: corrupted step file (header is not a JSON object)")
+    try:
+        header = parse_json(raw, label)
+    except TraceError:
+        raise TraceError(f"{label}: corrupted step file (header is not JSON)") from None
+    if type(header) is not dict:
+        raise TraceError(f"{label}: corrupted step file (header is not an object)")
+    meta = header.pop("__metadata__", None)
+    if meta is not None and (type(meta) is not dict or any(type(v) is not str for v in meta.values())):
+        raise TraceError(f"{label}: corrupted step file (bad __metadata__)")
+    if meta_out is not None:
+        meta_out.update(meta=meta or {}, raw=raw)
+    if len(header) > _MAX_TENSORS:
+        raise TraceError(f"{label}: corrupted step file (too many tensors)")
+    spans = []
+    for name, info in header.items():
+        bad = TraceError(f"{label}: corrupted step file (bad entry for {name[:60]!r})")
+        if type(info) is not dict or set(info) != {"dtype", "shape", "data_offsets"} or len(name) > 200:
+            raise bad
+        dtype, shape, offsets = info["dtype"], info["shape"], info["data_offsets"]
+        if dtype not in _ITEMSIZE or type(shape) is not list or type(offsets) is not list or len(offsets) != 2:
+            raise bad
+        if len(shape) > 8 or any(type(d) is not int or d < 0 for d in shape):
+            raise bad
+        if any(type(o) is not int or o < 0 for o in offsets):
+            raise bad
+        count = math.prod(shape)
+        begin, end = offsets
+        if end < begin or end - begin != count * _ITEMSIZE[dtype]:
+            raise bad
+        spans.append((begin, end, name))
+    spans.sort()
+    cursor = 0
+    for begin, end, name in spans:
+        if begin != cursor:
+            raise TraceError(f"{label}: corrupted step file ({name[:60]!r} overlaps or leaves a gap)")
+        cursor = end
+    if 8 + n + cursor != file_size:
+        raise TraceError(f"{label}: corrupted step file (data does not end at the end of the file)")
+    return header, 8 + n
+
+
+def _check_shapes(header: dict, entry: dict, facts: dict, label: str) -> None:
+    """Each recorded array agrees with the model facts and the step's positions."""
+    start, end = entry["positions"]
+    omitted = entry.get("omitted") or {}
+    n_layers = facts["n_layers"]
+    for name, info in header.items():
+        block = split_block_name(name)
+        if block is not None and block[0] >= n_layers:
+            raise TraceError(f"{label}: {name[:60]!r} names layer {block[0]} of a {n_layers}-layer model")
+        kind = np.dtype(_DTYPES[info["dtype"]]).kind
+        if kind not in ("i", "u", "b") if name.endswith(_INT_NAMES) else kind != "f":
+            raise TraceError(f"{label}: {name[:60]!r} has dtype {info['dtype']}, unexpected for it")
+        doc = shape_doc(name)
+        if not doc:
+            continue
+        axes = [a.strip() for a in doc.strip("[]").split(",")]
+        shape = info["shape"]
+        if len(shape) != len(axes):
+            raise TraceError(f"{label}: {name[:60]!r} has shape {shape}, expected {doc}")
+        rows = end - start
+        if name in omitted:
+            r0, r1 = omitted[name]["rows"]
+            rows -= r1 - r0
+        want = {"T": rows, "d_model": facts["d_model"], "n_heads": facts["n_heads"], "n_layers": n_layers}
+        for axis, size in zip(axes, shape):
+            if axis in want and size != want[axis]:
+                raise TraceError(f"{label}: {name[:60]!r} has shape {shape}, expected {doc} with {axis}={want[axis]}")
 
 
 def read_safetensors_header(path: str) -> tuple[dict, int]:
-    """(header dict without __metadata__, byte offset of the data section). Validates offsets."""
-    try:
-        size = os.path.getsize(path)
-        with open(path, "rb") as fh:
-            raw = fh.read(8)
-            if len(raw) != 8:
-                raise TraceError(f"{path}: truncated step file")
-            (n,) = struct.unpack("<Q", raw)
-            if n > min(size - 8, _MAX_HEADER):
-                raise TraceError(f"{path}: corrupted step file (bad header length)")
-            header = json.loads(fh.read(n).decode("utf-8"))
-    except FileNotFoundError:
-        raise TraceError(f"{path}: step file is missing") from None
-    except (UnicodeDecodeError, json.JSONDecodeError):
-        raise TraceError(f"{path}: corrupted step file (header is not JSON)") from None
-    except OSError as exc:
-        raise TraceError(f"{path}: cannot read step file ({exc.strerror})") from None
-    if not isinstance(header, dict):
-        raise TraceError(f"{path}: corrupted step file (header is not an object)")
-    header.pop("__metadata__", None)
-    data_len = size - 8 - n
-    for name, info in header.items():
-        try:
-            itemsize = _ITEMSIZE[info["dtype"]]
-            begin, end = info["data_offsets"]
-            count = math.prod(info["shape"])
-        except (KeyError, TypeError, ValueError):
-            raise TraceError(f"{path}: corrupted step file (bad entry for {name!r})") from None
-        if not (0 <= begin <= end <= data_len) or end - begin != count * itemsize:
-            raise TraceError(f"{path}: corrupted step file ({name!r} lies outside the file)")
-    return header, 8 + n
+    """(tensor table, data start) of a safetensors file given by path (trusted callers, tests)."""
+    with open(path, "rb") as fh:
+        size = os.fstat(fh.fileno()).st_size
+        return parse_safetensors_header(fh.read(8), fh.read, size, path)
+
+
+def _v1_names(header: dict) -> dict[str, str]:
+    """Schema 1 stored the norm MODULE output under *.hook_normalized: exposed as *.hook_out."""
+    return {(n[: -len("hook_normalized")] + "hook_out" if n.endswith(".hook_normalized") else n): n for n in header}
 
 
 class Step:
@@ -81,15 +177,24 @@ class Step:
     generated token i. Its arrays cover the positions it computed; its sampling record says
     which token it chose."""
 
-    def __init__(self, trace_dir: str, entry: dict):
+    def __init__(self, trace_dir: str, entry: dict, facts: dict | None = None, version: int = 2, lens=None):
         self._entry = entry
+        self._lens = lens  # () -> LogitLens | None: the lazy logit lens of the trace (tracer/lens.py)
+        self._lens_arrays: dict | None = None
+        self._dir = trace_dir
+        self._facts = facts
+        self._version = version
         self.index: int = entry["index"]
         self.kind: str = entry.get("kind", "prefill" if self.index == 0 else "decode")
         self.path = os.path.join(trace_dir, entry["file"])
-        self._header: dict | None = None
+        self._header: dict | None = None  # exposed name -> safetensors entry (aliases included)
         self._names: list[str] | None = None
         self._data_start = 0
+        self._size = 0
         self._map: mmap.mmap | None = None
+        self._verified = False
+        self._crcs: dict[tuple, int] | None = None  # data span -> crc32, when the file lists them
+        self._checked: set[tuple] = set()
 
     # -- metadata (manifest only, no file access) ------------------------------------------
     @property
@@ -122,26 +227,82 @@ class Step:
         """Wall time of the forward pass and sampling, when recorded."""
         return self._entry.get("seconds")
 
+    @property
+    def aliases(self) -> dict[str, str]:
+        """{name: stored name}: arrays stored once under another name with identical bytes."""
+        return dict(self._entry.get("aliases") or {})
+
+    @property
+    def omitted(self) -> dict[str, dict]:
+        """{name: {"rows": [r0, r1], "reason", "recompute"}}: query rows not stored (budget)."""
+        return dict(self._entry.get("omitted") or {})
+
     # -- arrays ------------------------------------------------------------------------------
+    def _label(self) -> str:
+        return f"step {self.index} ({self._entry['file']})"
+
+    def _open(self) -> tuple[int, int]:
+        dir_fd = open_dir(self._dir)
+        try:
+            return open_in_dir(dir_fd, self._entry["file"], _MAX_STEP_FILE, self._label())
+        except FileNotFoundError:
+            raise TraceError(f"{self._label()}: step file is missing") from None
+        finally:
+            os.close(dir_fd)
+
     def _load_header(self) -> dict:
         if self._header is None:
-            self._header, self._data_start = read_safetensors_header(self.path)
+            fd, size = self._open()
+            try:
+                with os.fdopen(fd, "rb", closefd=False) as fh:
+                    prefix8, extra = fh.read(8), {}
+                    table, self._data_start = parse_safetensors_header(prefix8, fh.read, size, self._label(), extra)
+                    self._crcs = self._tensor_crcs(table, extra["meta"], prefix8 + extra["raw"])
+            except OSError as exc:
+                raise TraceError(f"{self._label()}: cannot read step file ({exc.strerror})") from None
+            finally:
+                os.close(fd)
+            if self._facts is not None:
+                _check_shapes(table, self._entry, self._facts, self._label())
+            names = _v1_names(table) if self._version < 2 else {n: n for n in table}
+            header = {exposed: table[stored] for exposed, stored in names.items()}
+            for alias, target in self.aliases.items():
+                if alias in header or target not in table:
+                    raise TraceError(f"{self._label()}: alias {alias[:60]!r} names no stored array")
+                header[alias] = table[target]
+            self._size, self._header = size, header
         return self._header
 
     @property
     def names(self) -> list[str]:
-        """Recorded names in forward-pass order."""
+        """Recorded names in forward-pass order (aliases and the lazy logit lens included)."""
         if self._names is None:
-            self._names = forward_order(self._load_header())
+            header = self._load_header()
+            self._names = forward_order([*header, *(n for n in LENS_NAMES if n not in header and self._lens_here())])
         return list(self._names)
 
     def __contains__(self, name: str) -> bool:
-        return name in self._load_header()
+        header = self._load_header()
+        return name in header or (name in LENS_NAMES and self._lens_here())
+
+    def _lens_here(self) -> bool:
+        """The trace's lens can compute this step's logit lens (it holds the residual rows)."""
+        lens = self._lens() if self._lens is not None else None
+        return lens is not None and lens.has_rows(self)
+
+    def _lens_value(self, name: str) -> np.ndarray:
+        if self._lens_arrays is None:
+            self._lens_arrays = self._lens().for_step(self)  # [n_layers, k] ids and probs
+        return self._lens_arrays[name]
 
     def shape(self, name: str) -> tuple[int, ...]:
+        if name in LENS_NAMES and name not in self._load_header() and name in self:
+            return tuple(self._lens_value(name).shape)
         return tuple(self._info(name)["shape"])
 
     def dtype(self, name: str) -> np.dtype:
+        if name in LENS_NAMES and name not in self._load_header() and name in self:
+            return self._lens_value(name).dtype
         return np.dtype(_DTYPES[self._info(name)["dtype"]])
 
     def _info(self, name: str) -> dict:
@@ -150,26 +311,90 @@ class Step:
         except KeyError:
             raise KeyError(f"{name!r} was not recorded in step {self.index}") from None
 
-    def __getitem__(self, name: str) -> np.ndarray:
-        info = self._info(name)
+    def _mapped(self) -> mmap.mmap:
         if self._map is None:
+            self._load_header()
+            fd, size = self._open()
             try:
-                with open(self.path, "rb") as fh:
-                    self._map = mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ)
+                if size != self._size:
+                    raise TraceError(f"{self._label()}: step file changed while open")
+                self._map = mmap.mmap(fd, 0, access=mmap.ACCESS_READ) if size else mmap.mmap(-1, 1)
             except (OSError, ValueError) as exc:
-                raise TraceError(f"{self.path}: cannot map step file ({exc})") from None
+                raise TraceError(f"{self._label()}: cannot map step file ({exc})") from None
+            finally:
+                os.close(fd)
+            if not self._verified:
+                self._verify(self._map)
+        return self._map
+
+    def _tensor_crcs(self, table: dict, meta: dict, prefix: bytes) -> dict | None:
+        """Per-tensor crc32s from __metadata__, checked against the entry's checksum (header only);
+        None when the file has none (then the whole file is verified on first read)."""
+        want = self._entry.get("checksum")
+        listed = meta.get(CRC_KEY)
+        if want is None or listed is None:
+            return None
+        spans = sorted(tuple(info["data_offsets"]) for info in table.values())
+        if len(listed) != 8 * len(spans) or any(c not in "0123456789abcdef" for c in listed):
+            raise TraceError(f"{self._label()}: corrupted step file (bad checksum list)")
+        crcs = [int(listed[8 * i : 8 * i + 8], 16) for i in range(len(spans))]
+        got = f"crc32:{zlib.crc32(b''.join(struct.pack('<I', c) for c in crcs), zlib.crc32(prefix)):08x}"
+        if got != want:
+            raise TraceError(f"{self._label()}: checksum mismatch (the step file was modified or damaged)")
+        self._verified = True  # the header is verified; each tensor is checked on its first read
+        return dict(zip(spans, crcs))
+
+    def _check_tensor(self, buf, begin: int, end: int) -> None:
+        span = (begin, end)
+        if span in self._checked:
+            return
+        with memoryview(buf) as view:
+            crc = zlib.crc32(view[self._data_start + begin : self._data_start + end])
+        if crc != self._crcs.get(span):
+            raise TraceError(f"{self._label()}: checksum mismatch (the step file was modified or damaged)")
+        self._checked.add(span)
+
+    def _verify(self, buf) -> None:
+        """The entry's checksum against the file (once, on the first array read)."""
+        want = self._entry.get("checksum")
+        if want is not None:
+            view = memoryview(buf)
+            spans = sorted(tuple(info["data_offsets"]) for name, info in self._header.items() if name not in self.aliases)
+            crcs = b"".join(struct.pack("<I", zlib.crc32(view[self._data_start + b : self._data_start + e])) for b, e in spans)
+            got = f"crc32:{zlib.crc32(crcs, zlib.crc32(view[: self._data_start])):08x}"
+            view.release()
+            if got != want:
+                self._map = None
+                raise TraceError(f"{self._label()}: checksum mismatch (the step file was modified or damaged)")
+        self._verified = True
+
+    def __getitem__(self, name: str) -> np.ndarray:
+        if name in LENS_NAMES and name not in self._load_header() and name in self:
+            return self._lens_value(name)
+        info = self._info(name)
+        buf = self._mapped()
         begin, end = info["data_offsets"]
+        if self._crcs is not None:
+            self._check_tensor(buf, begin, end)
         dtype = _DTYPES[info["dtype"]]
         count = (end - begin) // _ITEMSIZE[info["dtype"]]
-        arr = np.frombuffer(self._map, dtype=dtype, count=count, offset=self._data_start + begin)
+        arr = np.frombuffer(buf, dtype=dtype, count=count, offset=self._data_start + begin)
         return arr.reshape(info["shape"])
 
     def get(self, name: str, default: Any = None):
         return self[name] if name in self else default
 
+    def attention_rows(self, layer: int, kind: str, q0: int, q1: int) -> np.ndarray:
+        """Rows q0..q1 of layer's attention map ("pattern" or "scores") [n_heads, q1-q0, S]:
+        stored rows from the file, rows the budget omitted recomputed from hook_rot_q/hook_rot_k."""
+        from .attention_rows import rows
+
+        return rows(self, layer, kind, q0, q1)
+
     def release(self) -> None:
         """Drop the memory map (arrays already handed out stay valid until freed)."""
         self._map = None
+        self._lens_arrays = None
 
     def __repr__(self) -> str:
         return f"<Step {self.index} {self.kind} positions={self.positions} token={self.token.get('text')!r}>"
@@ -178,9 +403,13 @@ class Step:
 class StepList(Sequence):
     """The completed steps of a trace; keeps at most `max_open` step files mapped at once."""
 
-    def __init__(self, trace_dir: str, entries: list[dict], max_open: int = 32):
+    def __init__(self, trace_dir: str, entries: list[dict], max_open: int = 32, facts: dict | None = None, version: int = 2,
+                 lens=None):
         self._dir = trace_dir
-        self._steps = [Step(trace_dir, e) for e in entries]
+        self._facts = facts
+        self._version = version
+        self._lens = lens
+        self._steps = [Step(trace_dir, e, facts, version, lens) for e in entries]
         self._open: list[Step] = []
         self._max_open = max_open
 
@@ -201,16 +430,29 @@ class StepList(Sequence):
     def _sync(self, entries: list[dict]) -> None:
         """A live session wrote more steps: list them (entries is the manifest's step list)."""
         for entry in entries[len(self._steps) :]:
-            self._steps.append(Step(self._dir, entry))
+            self._steps.append(Step(self._dir, entry, self._facts, self._version, self._lens))
 
 
 class Trace:
-    """A trace directory opened for reading. `steps`, `tokens`, `model`, `manifest`."""
+    """A trace directory opened for reading. `steps`, `tokens`, `model`, `manifest`.
+    `manifest` is schema-1 shaped in memory whatever the version on disk: it holds "steps"
+    (every step entry) and "tokens" (prompt then generated tokens)."""
 
     def __init__(self, path: str, manifest: dict):
         self.path = path
         self.manifest = manifest
-        self.steps = StepList(path, manifest.get("steps", []))
+        version = manifest.get("schema_version", 2)
+        self._lens_facts = (manifest.get("model") or {}).get("lens")
+        self._lens = None
+        self.steps = StepList(path, manifest.get("steps", []), facts=manifest.get("model"), version=version, lens=self.lens)
+
+    def lens(self):
+        """The trace's lazy logit lens (tracer/lens.py) or None; lens.safetensors read once, safely."""
+        if self._lens is None and self._lens_facts:
+            from .lens import LogitLens
+
+            self._lens = LogitLens.open(self.path, self._lens_facts, read=lambda _path: read_side_safetensors(self.path, LENS_FILE))
+        return self._lens
 
     @property
     def model(self) -> dict:
@@ -249,43 +491,105 @@ class Trace:
         return f"<Trace {self.path!r} model={self.model.get('name')!r} steps={len(self.steps)}>"
 
 
-def read_manifest(path: str) -> dict:
-    mpath = os.path.join(path, MANIFEST)
-    if not os.path.isdir(path):
-        raise TraceError(f"{path}: no such trace directory")
+def read_side_safetensors(trace_dir: str, name: str, max_bytes: int = 1 << 34) -> dict[str, np.ndarray]:
+    """{name: array} of a trace's side safetensors file (lens.safetensors), under the reader's rules."""
+    dir_fd = open_dir(trace_dir)
     try:
-        with open(mpath, encoding="utf-8") as fh:
-            manifest = json.load(fh)
+        raw = read_in_dir(dir_fd, name, max_bytes, f"{trace_dir}: {name}")
     except FileNotFoundError:
-        raise TraceError(f"{path}: not a trace (no {MANIFEST})") from None
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise TraceError(f"{mpath}: corrupted manifest ({exc.__class__.__name__}: {exc})") from None
-    except OSError as exc:
-        raise TraceError(f"{mpath}: cannot read ({exc.strerror})") from None
-    if not isinstance(manifest, dict) or manifest.get("schema") != SCHEMA:
-        raise TraceError(f"{mpath}: not a stepscope trace manifest")
-    version = manifest.get("schema_version")
-    if not isinstance(version, int) or version > SCHEMA_VERSION:
-        raise TraceError(f"{mpath}: schema version {version!r} is newer than this stepscope reads")
-    for key in ("model", "tokens", "steps", "prompt_len", "generation"):
-        if key not in manifest:
-            raise TraceError(f"{mpath}: corrupted manifest (no {key!r})")
+        raise TraceError(f"{trace_dir}: {name} is missing") from None
+    finally:
+        os.close(dir_fd)
+    header, start = parse_safetensors_header(raw[:8], lambda n: raw[8 : 8 + n], len(raw), name)
+    out = {}
+    for key, info in header.items():
+        b, e = info["data_offsets"]
+        out[key] = np.frombuffer(raw, dtype=_DTYPES[info["dtype"]], count=(e - b) // _ITEMSIZE[info["dtype"]], offset=start + b).reshape(info["shape"])
+    return out
+
+
+def read_step_log(raw: bytes, label: str) -> list[dict]:
+    """Entries of steps.jsonl; a torn last line (a write cut short) is ignored. Nesting of keys
+    the schema does not know is bounded by validate_entry."""
+    lines = raw.split(b"\n")
+    torn = lines.pop()  # after the last "\n": empty, or a line cut short
+    if not torn:
+        try:  # fast path: the whole log as one JSON array, one line per entry
+            entries = json.loads(b"[" + b",".join(lines) + b"]")
+            if len(entries) == len(lines):
+                return entries
+        except (ValueError, RecursionError):
+            pass
+    entries = []
+    for i, line in enumerate(lines):
+        try:
+            entries.append(parse_json(line, f"{label} line {i + 1}"))
+        except TraceError:
+            if i == len(lines) - 1 and not torn:
+                break  # the last line is damaged: a torn write, ignored
+            raise
+    return entries
+
+
+def _check_sequence(manifest: dict, label: str) -> None:
+    """Steps in order, each at the positions the previous ones leave, tokens consistent."""
+    prompt_len = manifest["prompt_len"]
+    steps = manifest["steps"]
+    expected = prompt_len + len(steps)
+    if len(manifest["tokens"]) != expected:
+        raise TraceError(f"{label}.tokens: expected {expected} tokens (prompt + one per step), got {len(manifest['tokens'])}")
+    for i, e in enumerate(steps):
+        want = [0, prompt_len] if i == 0 else [prompt_len + i - 1, prompt_len + i]
+        if list(e["positions"]) != want:
+            raise TraceError(f"steps[{i}].positions: expected {want}, got {e['positions']}")
+        if e.get("kind", "prefill" if i == 0 else "decode") != ("prefill" if i == 0 else "decode"):
+            raise TraceError(f"steps[{i}].kind: expected {'prefill' if i == 0 else 'decode'}")
+
+
+def read_manifest(path: str) -> dict:
+    """The validated manifest (schema-1 shaped in memory: with "steps" and every token)."""
+    dir_fd = open_dir(path)
+    try:
+        try:
+            raw = read_in_dir(dir_fd, MANIFEST, MAX_MANIFEST_BYTES, f"{path}: {MANIFEST}")
+        except FileNotFoundError:
+            raise TraceError(f"{path}: not a trace (no {MANIFEST})") from None
+        try:
+            manifest = parse_json(raw, MANIFEST)
+        except TraceError as exc:
+            raise TraceError(f"{path}: corrupted manifest ({exc})") from None
+        validate_manifest(manifest)
+        version = manifest["schema_version"]
+        if version >= 2:
+            if len(manifest["tokens"]) != manifest["prompt_len"]:
+                raise TraceError(f"manifest.tokens: expected the {manifest['prompt_len']} prompt tokens, got {len(manifest['tokens'])}")
+            try:
+                log = read_in_dir(dir_fd, STEP_LOG, MAX_LOG_BYTES, f"{path}: {STEP_LOG}")
+            except FileNotFoundError:
+                raise TraceError(f"{path}: not a complete trace (no {STEP_LOG})") from None
+            manifest["steps"] = read_step_log(log, STEP_LOG)
+            for i, e in enumerate(manifest["steps"]):
+                validate_entry(e, i, version)
+            manifest["tokens"] = manifest["tokens"] + [e["token"] for e in manifest["steps"]]
+        else:
+            from .schema import want_list
+
+            for i, e in enumerate(want_list("manifest.steps", manifest.get("steps"))):
+                validate_entry(e, i, version)
+        _check_sequence(manifest, "manifest")
+        for e in manifest["steps"]:
+            size = stat_in_dir(dir_fd, e["file"], f"{e['file']}: step {e['index']}")
+            if "bytes" in e and size != e["bytes"]:
+                raise TraceError(f"{e['file']}: step {e['index']} is corrupted ({size} bytes, manifest says {e['bytes']})")
+    finally:
+        os.close(dir_fd)
     return manifest
 
 
 def load_trace(path: str | os.PathLike) -> Trace:
-    """Open a trace directory. Reads manifest.json only; checks each listed step file exists
-    with the size the manifest recorded (a stat each)."""
+    """Open a trace directory: reads and validates manifest.json and steps.jsonl, checks each
+    listed step file is a regular file of the recorded size (a stat each)."""
     path = os.fspath(path)
-    manifest = read_manifest(path)
-    for entry in manifest["steps"]:
-        fpath = os.path.join(path, entry.get("file", ""))
-        try:
-            size = os.path.getsize(fpath)
-        except OSError:
-            raise TraceError(f"{fpath}: step {entry.get('index')} is missing") from None
-        if "bytes" in entry and size != entry["bytes"]:
-            raise TraceError(
-                f"{fpath}: step {entry.get('index')} is corrupted ({size} bytes, manifest says {entry['bytes']})"
-            )
-    return Trace(path, manifest)
+    if "\0" in path:
+        raise TraceError("the trace path holds a NUL character")
+    return Trace(path, read_manifest(path))

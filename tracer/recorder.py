@@ -1,22 +1,34 @@
-"""Collects the recorded tensors of one forward pass through hooks and the traced attention.
+"""Collects the recorded tensors of one forward pass through forward wrappers and the traced attention.
 
-    with Recorder(adapter, keep).installed():     # hooks in; removed in a finally
+    with Recorder(adapter, keep).installed():     # wrappers in; removed in a finally
         model(...)                                # tensors land in recorder.tensors
     tensors = recorder.take()                     # {name: tensor on the model's device}
 
-Tensors are kept detached, without a copy; the session converts them to the storage dtype and
-moves them to the host once per step.
+What to record is decided once, at install: only modules holding a kept name get a wrapper, and
+each wrapper serves every hook point of its module in one Python call (no per-call name
+filtering). Tensors are kept detached, without a copy; the session converts them to the storage
+dtype and moves them to the host once per step.
+
+Norms follow TransformerLens: an adapter names a norm module's output `P.hook_normalized`
+(P = ln1, ln2, ln_final, ...); the recorder stores the module output as `P.hook_out` and derives
+`P.hook_scale` [T, 1] and `P.hook_normalized` = x / scale (LayerNorm: centred first), before the
+weight, from the norm's input, batched over the whole step in `take()`.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 
 import torch
+from torch import nn
 
 from .adapters import Adapter, HookPoint
+from .adapters.base import norm_eps, norm_kind
 from .attention import IMPLEMENTATION, register
 from .names import NameFilter, block_name
+
+NORMALIZED = ".hook_normalized"
 
 
 def _first_tensor(value):
@@ -47,117 +59,216 @@ def _picked_input(args, kwargs, pick):
     return None
 
 
-class Recorder:
-    """Hooks an adapter's model; `take()` hands over one forward's tensors."""
+def norm_names(prefix: str) -> tuple[str, str, str]:
+    """(hook_out, hook_normalized, hook_scale) of a norm prefix such as `blocks.3.ln1`."""
+    return prefix + ".hook_out", prefix + NORMALIZED, prefix + ".hook_scale"
 
-    def __init__(self, adapter: Adapter, keep: NameFilter | None = None, store_dtype: torch.dtype = torch.float32):
+
+def normalize(x: torch.Tensor, kind: str, eps: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """TransformerLens's (normalized, scale) of x [..., d] in float32: scale = sqrt(mean(x²) + eps)
+    over the last axis (of the centred x for LayerNorm), normalized = x / scale (before the weight)."""
+    x = x.float()
+    if kind == "layernorm":
+        x = x - x.mean(-1, keepdim=True)
+    scale = (x.pow(2).mean(-1, keepdim=True) + eps).sqrt()  # [..., 1]
+    return x / scale, scale
+
+
+class Recorder:
+    """Wraps an adapter's modules; `take()` hands over one forward's tensors."""
+
+    def __init__(self, adapter: Adapter, keep: NameFilter | None = None, store_dtype: torch.dtype = torch.float32,
+                 lens_rows: bool = False):
+        """`lens_rows`: also keep each layer's resid_post at the last position (see `take_lens_rows`)."""
         self.adapter = adapter
         self.keep = keep or NameFilter()
         self.store_dtype = store_dtype
+        self.want_lens_rows = lens_rows
         self.tensors: dict[str, torch.Tensor] = {}
         self.lens_rows: dict[int, torch.Tensor] = {}  # layer -> resid_post of the last position [d_model]
         self.layers = adapter.layers()
-        self._attn_layer: dict[int, int] = {}
-        self._handles: list = []
+        self._norm_inputs: list[tuple[str, torch.Tensor, str, float, bool, bool]] = []
+        self._attn_names: dict[int, tuple[tuple[str, str], ...]] = {}  # id(attention module) -> (role, name)
+        self._wrapped: list[tuple[nn.Module, object]] = []
         self._attn_modules: list = []
         self.active = False
 
     # -- recording -----------------------------------------------------------------------------
     def store(self, name: str, t: torch.Tensor) -> None:
-        """Keep `t` (detached, no copy: module outputs are fresh tensors that transformers never
-        modifies in place afterwards; the recomputation tests would catch one that did).
-        Conversion to the storage dtype happens once per step in the session."""
+        """Keep `t` when its name is kept (detached, no copy: module outputs are fresh tensors that
+        transformers never modifies in place afterwards; the recomputation tests would catch one that did)."""
         if self.keep(name):
             self.tensors[name] = t.detach()
 
+    row_limit: int | None = None  # keep only the last rows of attention maps (recording budget)
+
     def attention(self, module, query, key, value, scores, pattern, z) -> None:
         """Called by the traced attention function with the tensors it actually used."""
-        layer = self._attn_layer.get(id(module))
-        if layer is None or not self.active:
+        names = self._attn_names.get(id(module))
+        if not names or not self.active:
             return
-        names = self.adapter.attention_names
         t = query.shape[2]
-        parts = {
-            "q": query[0].transpose(0, 1),  # [T, n_heads, d_head]
-            "k": key[0, :, -t:].transpose(0, 1),  # [T, n_kv_heads, d_head] (new positions)
-            "v": value[0, :, -t:].transpose(0, 1),  # [T, n_kv_heads, d_head]
-            "scores": scores[0],  # [n_heads, T, S]
-            "pattern": pattern[0],  # [n_heads, T, S]
-            "z": z[0],  # [T, n_heads, d_head]
-        }
-        for role, local in names.items():
-            self.store(block_name(layer, local), parts[role])
+        for role, name in names:
+            if role == "q":
+                part = query[0].transpose(0, 1)  # [T, n_heads, d_head]
+            elif role == "k":
+                part = key[0, :, -t:].transpose(0, 1)  # [T, n_kv_heads, d_head] (new positions)
+            elif role == "v":
+                part = value[0, :, -t:].transpose(0, 1)  # [T, n_kv_heads, d_head]
+            else:
+                part = {"scores": scores, "pattern": pattern, "z": z}[role][0]  # [n_heads, T, S] / z [T, n_heads, d_head]
+                if role != "z" and self.row_limit and part.shape[1] > self.row_limit:  # budget (tracer/budget.py)
+                    part = part[:, -self.row_limit :].clone()  # [n_heads, row_limit, S]; the full map is freed
+            self.tensors[name] = part.detach()
 
     def take(self) -> dict[str, torch.Tensor]:
+        """The step's tensors (norm scale/normalized computed here, batched over all norms)."""
+        if self._norm_inputs:
+            self._derive_norms()
         out, self.tensors = self.tensors, {}
         return out
+
+    def _derive_norms(self) -> None:
+        groups: dict[tuple, list] = {}
+        for item in self._norm_inputs:
+            prefix, x, kind, eps, _, _ = item
+            groups.setdefault((kind, eps, tuple(x.shape), x.device, x.dtype), []).append(item)
+        self._norm_inputs = []
+        for (kind, eps, *_), items in groups.items():
+            xs = torch.stack([x for _, x, *_ in items])  # [n_norms, T, d_model]
+            normalized, scale = normalize(xs, kind, eps)  # [n_norms, T, d_model], [n_norms, T, 1]
+            for i, (prefix, _, _, _, keep_normalized, keep_scale) in enumerate(items):
+                _, n_name, s_name = norm_names(prefix)
+                if keep_normalized:
+                    self.tensors[n_name] = normalized[i]
+                if keep_scale:
+                    self.tensors[s_name] = scale[i]
 
     def take_lens_rows(self) -> torch.Tensor:
         """[n_layers, d_model]: each layer's resid_post at the last position of the step."""
         rows = [self.lens_rows[i] for i in range(len(self.layers))]
-        self.lens_rows = {}
+        self.lens_rows.clear()  # in place: the wrappers hold this dict
         return torch.stack(rows)
 
-    # -- hooks ---------------------------------------------------------------------------------
-    def _hook(self, point: HookPoint, name: str, lens_layer: int | None):
-        transform = point.transform
+    # -- wrappers ------------------------------------------------------------------------------
+    def _handler(self, point: HookPoint, name: str, lens_layer: int | None):
+        """A function (args, kwargs, output) -> None recording one hook point, or None when nothing is kept."""
+        transform, pick = point.transform, point.pick
+        get = (lambda a, k, o: _picked_input(a, k, pick)) if point.where == "in" else (lambda a, k, o: _picked_output(o, pick))
+        if point.where == "out" and name.endswith(NORMALIZED):
+            return self._norm_handler(point, name[: -len(NORMALIZED)], get)
+        keep = self.keep(name)
+        if lens_layer is not None and self.want_lens_rows:
+            rows = self.lens_rows
 
-        def on_tensor(t):
-            if t is None or not self.active:
-                return
-            if lens_layer is not None:
-                self.lens_rows[lens_layer] = t[0, -1].detach()
-            if self.keep(name):
-                self.store(name, transform(t))
+            def with_lens(a, k, o):
+                t = get(a, k, o)
+                if t is not None:
+                    rows[lens_layer] = t[0, -1].detach()
+                    if keep:
+                        self.tensors[name] = transform(t).detach()
 
-        pick = point.pick
-        if point.where == "in":
+            return with_lens
+        if not keep:
+            return None
 
-            def pre_hook(module, args, kwargs):
-                on_tensor(_picked_input(args, kwargs, pick))
+        def record(a, k, o):
+            t = get(a, k, o)
+            if t is not None:
+                self.tensors[name] = transform(t).detach()
 
-            return point.module.register_forward_pre_hook(pre_hook, with_kwargs=True)
+        return record
 
-        def hook(module, args, output):
-            on_tensor(_picked_output(output, pick))
+    def _norm_handler(self, point: HookPoint, prefix: str, get_out):
+        out_name, n_name, s_name = norm_names(prefix)
+        keep_out, keep_n, keep_s = self.keep(out_name), self.keep(n_name), self.keep(s_name)
+        eps = norm_eps(point.module)
+        if eps is None:  # cannot derive TransformerLens's scale without the module's epsilon
+            keep_n = keep_s = False
+        if not (keep_out or keep_n or keep_s):
+            return None
+        kind, transform = norm_kind(point.module, self.adapter.norm), point.transform
 
-        return point.module.register_forward_hook(hook)
+        def record(a, k, o):
+            if keep_out:
+                t = get_out(a, k, o)
+                if t is not None:
+                    self.tensors[out_name] = transform(t).detach()
+            if keep_n or keep_s:
+                x = _picked_input(a, k, 0)
+                if x is not None:
+                    self._norm_inputs.append((prefix, transform(x).detach(), kind, eps, keep_n, keep_s))
+
+        return record
+
+    def _wrap(self, module: nn.Module, handlers: list) -> None:
+        """Replace the module's forward (instance attribute) by one that runs the handlers after it."""
+        previous = module.__dict__.get("forward")
+        inner = module.forward
+        handlers = tuple(handlers)
+
+        @functools.wraps(inner)
+        def forward(*args, **kwargs):
+            out = inner(*args, **kwargs)
+            if self.active:
+                for h in handlers:
+                    h(args, kwargs, out)
+            return out
+
+        module.forward = forward
+        self._wrapped.append((module, previous))
+
+    def _points(self):
+        """(hook point, full name, lens layer or None) for every hook point of the adapter."""
+        for point in self.adapter.head_hooks():
+            yield point, point.name, None
+        for i, layer in enumerate(self.layers):
+            for point in self.adapter.block_hooks(layer):
+                yield point, block_name(i, point.name), (i if point.name == "hook_resid_post" else None)
 
     def install(self) -> None:
-        """Register the hooks and attach to the attention modules (idempotent). They record only
-        while `capturing()`; `remove()` takes them out again."""
-        if self._handles:
+        """Wrap the modules holding kept names and attach to the attention modules (idempotent).
+        They record only while `capturing()`; `remove()` takes them out again."""
+        if self._wrapped or self._attn_modules:
             return
         register()
         try:
-            for point in self.adapter.head_hooks():
-                self._handles.append(self._hook(point, point.name, None))
+            by_module: dict[int, tuple[nn.Module, list]] = {}
+            for point, name, lens_layer in self._points():
+                handler = self._handler(point, name, lens_layer)
+                if handler is not None:
+                    by_module.setdefault(id(point.module), (point.module, []))[1].append(handler)
+            for module, handlers in by_module.values():
+                self._wrap(module, handlers)
+            roles = self.adapter.attention_names
             for i, layer in enumerate(self.layers):
-                for point in self.adapter.block_hooks(layer):
-                    lens = i if point.name == "hook_resid_post" else None
-                    self._handles.append(self._hook(point, block_name(i, point.name), lens))
                 attn = self.adapter.attention(layer)
                 if attn is None:  # generic fallback: no attention module found, nothing to record there
                     continue
-                attn._stepscope_recorder = self
-                self._attn_layer[id(attn)] = i
-                self._attn_modules.append(attn)
+                names = tuple((role, block_name(i, local)) for role, local in roles.items() if self.keep(block_name(i, local)))
+                if names:
+                    attn._stepscope_recorder = self
+                    self._attn_names[id(attn)] = names
+                    self._attn_modules.append(attn)
         except BaseException:
             self.remove()
             raise
 
     def remove(self) -> None:
-        """Take every hook out and detach from the attention modules."""
-        for h in self._handles:
-            h.remove()
+        """Restore every wrapped forward and detach from the attention modules."""
+        for module, previous in reversed(self._wrapped):
+            if previous is None:
+                module.__dict__.pop("forward", None)
+            else:
+                module.forward = previous
         for attn in self._attn_modules:
             attn.__dict__.pop("_stepscope_recorder", None)
-        self._handles, self._attn_modules = [], []
-        self._attn_layer.clear()
+        self._wrapped, self._attn_modules = [], []
+        self._attn_names.clear()
 
     @contextlib.contextmanager
     def capturing(self):
-        """Record what the installed hooks see during the block (one forward pass)."""
+        """Record what the installed wrappers see during the block (one forward pass)."""
         self.active = True
         try:
             yield self
@@ -166,7 +277,7 @@ class Recorder:
 
     @contextlib.contextmanager
     def installed(self):
-        """Hooks and the traced attention in place for the duration; always removed."""
+        """Wrappers and the traced attention in place for the duration; always removed."""
         model = self.adapter.model
         previous = model.config._attn_implementation
         try:

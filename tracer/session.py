@@ -8,6 +8,7 @@ written to the session's trace directory before `step()` returns it.
 from __future__ import annotations
 
 import datetime as _dt
+import inspect
 import os
 import platform
 import shutil
@@ -22,14 +23,16 @@ from . import __version__
 from .adapters import adapter_for
 from .attention import IMPLEMENTATION
 from .attention import register as register_attention
+from .lens import LENS_FILE, RESID_ROWS, LogitLens
 from .loading import load_model
-from .model_info import eos_ids, model_facts, tokenizer_facts
+from .model_info import chat_default, eos_ids, model_facts, tokenizer_facts
 from .names import NameFilter, block_name
 from .reader import Step, Trace
 from .recorder import Recorder
 from .sampler import Sampler, SamplerSettings
+from .staging import SLOTS, HostStager
 from .trace_format import MANIFEST, SCHEMA, SCHEMA_VERSION, TraceWriteError, atomic_write_bytes, atomic_write_json
-from .writer import TraceWriter, prepare_directory
+from .writer import TraceWriter, copy_trace
 
 DEFAULT_PROMPT = "The capital of France is"
 TOKENIZER_FILE = "tokenizer.json"
@@ -44,7 +47,8 @@ class GenerationSettings(SamplerSettings):
     max_new_tokens: int = 16
     chat: bool | None = None  # None: on for instruct/chat models that have a chat template
     logit_lens_k: int = 10
-    logit_lens: bool = True  # False: skip it (on a CPU it costs ~30 LM-head passes per step)
+    logit_lens: bool = True  # False: no logit lens at all
+    lens_mode: str = "auto"  # "lazy": the reader computes it from resid_post; "eager": stored per step; auto: eager on CUDA
     stop_at_eos: bool = True  # False: always generate max_new_tokens (benchmarks)
 
     def validate(self) -> None:
@@ -53,14 +57,15 @@ class GenerationSettings(SamplerSettings):
             raise ValueError("max-new-tokens must be >= 1")
         if self.logit_lens_k < 1:
             raise ValueError("logit-lens k must be >= 1")
+        if self.lens_mode not in ("auto", "lazy", "eager"):
+            raise ValueError("lens mode must be auto, lazy or eager")
 
 
-def wants_chat(tokenizer, name: str, chat: bool | None) -> bool:
-    has_template = bool(getattr(tokenizer, "chat_template", None))
+def wants_chat(tokenizer, chat: bool | None, model=None) -> bool:
+    """`chat` when given (and a template exists), else what the tokenizer says (`chat_default`)."""
     if chat is not None:
-        return chat and has_template
-    lowered = name.lower()
-    return has_template and any(tag in lowered for tag in ("instruct", "chat", "-it"))
+        return chat and bool(getattr(tokenizer, "chat_template", None))
+    return chat_default(tokenizer, model)
 
 
 def encode_prompt(tokenizer, prompt: str, chat: bool) -> list[int]:
@@ -81,24 +86,43 @@ def resolve_store_dtype(model_dtype: torch.dtype, store: str | None) -> torch.dt
     return {"float32": torch.float32, "float16": torch.float16}[store]
 
 
-def _to_numpy(tensors: dict[str, torch.Tensor], dtype: torch.dtype) -> dict[str, np.ndarray]:
-    """Move a step's tensors to host numpy arrays; one transfer on accelerators."""
-    out = {k: t.cpu().numpy() for k, t in tensors.items() if not t.is_floating_point()}  # ids stay integers
-    tensors = {k: t for k, t in tensors.items() if t.is_floating_point()}
-    if not tensors:
-        return out
-    first = next(iter(tensors.values()))
-    if first.device.type == "cpu" and all(t.device.type == "cpu" for t in tensors.values()):
-        out.update({k: t.to(dtype).numpy() for k, t in tensors.items()})
-        return out
-    names = list(tensors)
-    flat = torch.cat([tensors[n].to(first.device, dtype).reshape(-1) for n in names]).cpu()  # [sum numel]
-    offset = 0
-    for n in names:
-        t = tensors[n]
-        out[n] = flat[offset : offset + t.numel()].reshape(t.shape).numpy()
-        offset += t.numel()
-    return out
+def cache_kwarg(model) -> str:
+    """The forward's KV-cache argument: `cache` in current transformers, `past_key_values` before."""
+    try:
+        params = inspect.signature(model.forward).parameters
+    except (TypeError, ValueError):
+        return "past_key_values"
+    return "cache" if "cache" in params else "past_key_values"
+
+
+def nonfinite(tensors: dict[str, torch.Tensor]) -> list[str]:
+    """Names holding NaN or inf (masked scores are -inf by design: only NaN/+inf count there), checked
+    with one pass over all floats at once; per name only when something is off."""
+    floats = {n: t for n, t in tensors.items() if t.is_floating_point() and t.numel()}
+    scores = [n for n in floats if n.endswith("hook_attn_scores")]
+    others = [n for n in floats if not n.endswith("hook_attn_scores")]
+    ok = not others or bool(torch.isfinite(torch.cat([floats[n].reshape(-1) for n in others])).all())
+    if scores:
+        flat = torch.cat([floats[n].reshape(-1) for n in scores])
+        ok = ok and not bool((torch.isnan(flat) | (flat == float("inf"))).any())
+    if ok:
+        return []
+    bad = lambda n, t: bool(torch.isnan(t).any() | (t == float("inf")).any()) if n in scores else not bool(torch.isfinite(t).all())  # noqa: E731
+    return [n for n, t in floats.items() if bad(n, t)]
+
+
+class _Clock:
+    """Adds the seconds since the previous call to `parts[name]` (does nothing without a dict)."""
+
+    def __init__(self, parts: dict | None):
+        self.parts, self.last = parts, time.perf_counter()
+
+    def __call__(self, name: str) -> None:
+        if self.parts is not None:
+            now = time.perf_counter()
+            self.parts[name] = self.parts.get(name, 0.0) + now - self.last
+            self.last = now
+
 
 
 class LiveSession:
@@ -125,7 +149,7 @@ class LiveSession:
         self.tokenizer = tokenizer
         self.adapter = adapter_for(model)
         self.name = name or getattr(model.config, "name_or_path", "") or model.__class__.__name__
-        self.chat = wants_chat(tokenizer, self.name, self.settings.chat)
+        self.chat = wants_chat(tokenizer, self.settings.chat, model)
         if prompt_ids is not None:
             self.prompt_ids, self.chat = [int(i) for i in prompt_ids], False
             prompt = tokenizer.decode(self.prompt_ids)
@@ -140,11 +164,17 @@ class LiveSession:
         self.max_new_tokens = min(self.settings.max_new_tokens, n_ctx - len(self.prompt_ids)) if n_ctx else self.settings.max_new_tokens
         self.store_dtype = resolve_store_dtype(model.dtype, store_dtype)
         self.keep = NameFilter(record)
-        self.recorder = Recorder(self.adapter, self.keep)
+        self.device = self.adapter.embed().weight.device
+        self.lens_facts, self.eager_lens = self._lens_plan()
+        n_layers = len(self.adapter.layers())
+        self.lens_resid_rows = bool(self.lens_facts) and not self.eager_lens and not all(
+            self.keep(block_name(i, "hook_resid_post")) for i in range(n_layers)
+        )
+        self.recorder = Recorder(self.adapter, self.keep, lens_rows=self.eager_lens or self.lens_resid_rows)
+        self._cache_kw = cache_kwarg(model)
         self.sampler = Sampler(self.settings)
         self.eos = set(eos_ids(model, tokenizer)) if self.settings.stop_at_eos else set()
         self.special = set(int(i) for i in (getattr(tokenizer, "all_special_ids", []) or []))
-        self.device = self.adapter.embed().weight.device
         self.path = out or tempfile.mkdtemp(prefix="stepscope-live-")
         manifest = {
             "schema": SCHEMA,
@@ -168,8 +198,11 @@ class LiveSession:
         }
         if background_writer == "auto":  # overlap disk writes with GPU work; on a CPU a writer
             background_writer = self.device.type == "cuda"  # thread only competes with the forward
+        if self.lens_facts:
+            facts["lens"] = {**self.lens_facts, "file": LENS_FILE, "k": self.settings.logit_lens_k}
         self.writer = TraceWriter(self.path, manifest, background=bool(background_writer))
         self._save_tokenizer()
+        self._save_lens()
         # The traced attention for the session's lifetime (restored in close()): switching per
         # step walks every module twice. Hooks still go in and out around each forward.
         register_attention()
@@ -177,6 +210,9 @@ class LiveSession:
         if self._previous_attn != IMPLEMENTATION:
             model.set_attn_implementation(IMPLEMENTATION)
         self.recorder.install()  # recording only inside step(); removed in close()
+        self.stager = HostStager(self.device, self.store_dtype)
+        self._nonfinite: list[str] | None = None  # computed by capture() for commit()'s entry
+        self.profile: dict[str, float] | None = None  # a dict: steps add seconds per part (bench/trace_overhead.py)
         self.trace = Trace(self.path, self.writer.manifest)
         from transformers import DynamicCache
 
@@ -186,17 +222,52 @@ class LiveSession:
         self.stop_reason: str | None = None
         self._closed = False
 
+    def _lens_plan(self) -> tuple[dict | None, bool]:
+        """(lens facts for the reader or None, compute the lens while tracing?). The lazy lens is
+        used only when numpy's final norm + unembedding reproduces the model's on a probe row."""
+        if not self.settings.logit_lens:
+            return None, False
+        facts = self.adapter.lens_facts()
+        if facts is None:
+            return None, True
+        with torch.no_grad():
+            arrays = {k: v.float().cpu().numpy() for k, v in self.adapter.lens_arrays().items()}
+            lens = LogitLens(facts, arrays)
+            probe = torch.randn(2, arrays["unembed.W_U"].shape[0], generator=torch.Generator().manual_seed(0)) * 3  # [2, d_model]
+            norm_device = next(self.adapter.final_norm().parameters()).device
+            want = self.adapter.unembed(probe.to(norm_device, self.model.dtype)).float().cpu().numpy()  # [2, vocab]
+        got = lens.logits(probe.to(self.model.dtype).float().numpy())
+        if not np.allclose(got, want, rtol=1e-3, atol=1e-3 * max(1.0, float(np.abs(want).max()))):
+            return None, True  # an adapter whose final norm is not what lens.py computes
+        mode = self.settings.lens_mode
+        return facts, mode == "eager" or (mode == "auto" and self.device.type == "cuda")
+
+    def _save_lens(self) -> None:
+        """`lens.safetensors`: final norm weights and W_U, once per trace (what the reader's lens needs)."""
+        if not self.lens_facts:
+            return
+        from safetensors.torch import save
+
+        arrays = {k: v.to(self.store_dtype if k == "unembed.W_U" else torch.float32).cpu().contiguous()
+                  for k, v in self.adapter.lens_arrays().items()}
+        data = save(arrays)
+        write_file = getattr(self.writer, "write_file", None)  # where the steps go
+        if write_file is not None:
+            write_file(LENS_FILE, data)
+            return
+        try:
+            atomic_write_bytes(os.path.join(self.path, LENS_FILE), data)
+        except OSError as exc:
+            raise TraceWriteError(f"cannot write {LENS_FILE} to {self.path}: {exc.strerror or exc}") from None
+
     def _save_tokenizer(self) -> None:
         """`tokenizer.json` beside the manifest: readers decode any id (candidates, logit lens)
         with the `tokenizers` library, without torch or transformers."""
         backend = getattr(self.tokenizer, "backend_tokenizer", None)
         if backend is None:
             return
-        try:
-            atomic_write_bytes(os.path.join(self.path, TOKENIZER_FILE), backend.to_str().encode("utf-8"))
-            self.writer.manifest["tokenizer"]["file"] = TOKENIZER_FILE
-        except OSError as exc:
-            raise TraceWriteError(f"cannot write {TOKENIZER_FILE} to {self.path}: {exc.strerror or exc}") from None
+        self.writer.write_file(TOKENIZER_FILE, backend.to_str().encode("utf-8"))  # where the steps go
+        self.writer.manifest["tokenizer"]["file"] = TOKENIZER_FILE
 
     @classmethod
     def open(
@@ -244,23 +315,49 @@ class LiveSession:
         """Compute, record and write the next step; None once generation has finished."""
         if self.finished or self._closed:
             return None
-        index = self._steps_started
-        start = len(self.prompt_ids) + index - 1 if index else 0
         ids = torch.tensor([self._next_ids], device=self.device)  # [1, T]
         t0 = time.perf_counter()
-        with torch.no_grad(), self.recorder.capturing():
-            out = self.model(input_ids=ids, past_key_values=self.cache, use_cache=True)
-        tensors = self.recorder.take()
+        out, arrays = self.capture(lambda: self.model(input_ids=ids, use_cache=True, **{self._cache_kw: self.cache}))
+        clock = _Clock(self.profile)
         with torch.no_grad():
-            lens_rows = self.recorder.take_lens_rows()
-            lens = self._logit_lens(lens_rows) if self.settings.logit_lens else {}
             chosen, record, sample_arrays = self.sampler(out.logits[0, -1])
-        arrays = _to_numpy(tensors, self.store_dtype)
         arrays.update(sample_arrays)
+        clock("sampler")
+        return self.commit(arrays, chosen, record, ids.shape[1], time.perf_counter() - t0)
+
+    def capture(self, run):
+        """Run `run()` (one forward) with recording on: (its output, the step's arrays without sampling)."""
+        clock = _Clock(self.profile)
+        with torch.no_grad(), self.recorder.capturing():
+            out = run()
+        clock("forward (hooks, eager attention)")
+        with torch.no_grad():
+            tensors = self.recorder.take()
+            lens = {}
+            if self.eager_lens:
+                lens = self._logit_lens(self.recorder.take_lens_rows())
+            elif self.lens_resid_rows:
+                tensors[RESID_ROWS] = self.recorder.take_lens_rows()  # [n_layers, d_model]
+            self._nonfinite = nonfinite(tensors)  # the writer's entry["nonfinite"], one pass on the device
+            clock("norm scales, lens, nonfinite scan")
+            self._wait_for_slot()
+            arrays = self.stager.stage(tensors).arrays()  # CUDA: one gather + one pinned copy on a side stream
         arrays.update(lens)
-        seconds = time.perf_counter() - t0
+        clock("host copies")
+        return out, arrays
+
+    def _wait_for_slot(self) -> None:
+        """The stager's next pinned slot was last used SLOTS steps ago: make sure the writer has written it."""
+        if self.stager.cuda and self.writer.steps_written < self._steps_started - SLOTS + 1:
+            self.writer.flush()
+
+    def commit(self, arrays: dict, chosen: int, record: dict, width: int, seconds: float):
+        """Write the step that computed `width` positions and chose `chosen` (what step() returns).
+        `stepscope.record` calls capture() and commit() around a user's own generate call."""
+        index = self._steps_started
+        start = len(self.prompt_ids) + index - 1 if index else 0
         self._steps_started += 1
-        position = start + ids.shape[1]
+        position = start + width
         token = self._token(chosen, position)
         entry = {
             "index": index,
@@ -270,14 +367,20 @@ class LiveSession:
             "sampling": record,
             "seconds": round(seconds, 6),
         }
+        if self._nonfinite is not None:
+            entry["nonfinite"], self._nonfinite = self._nonfinite, None
         self._next_ids = [chosen]
         if chosen in self.eos:
             self.finished, self.stop_reason = True, "eos"
         elif self._steps_started >= self.max_new_tokens:
             self.finished, self.stop_reason = True, "max_new_tokens"
+        clock = _Clock(self.profile)
         self.writer.add_step(arrays, entry, token)
+        clock("write")
         if self.writer._queue is None:
-            return self._sync_trace()
+            step = self._sync_trace()
+            clock("reader sync")
+            return step
         return None if self.finished else True  # background writer: the step lands shortly
 
     def _logit_lens(self, resid: torch.Tensor) -> dict[str, np.ndarray]:
@@ -314,18 +417,7 @@ class LiveSession:
         self.writer.flush()
         if os.path.abspath(path) == os.path.abspath(self.path):
             return path
-        prepare_directory(path)
-        manifest = dict(self.writer.manifest)
-        try:
-            files = [e["file"] for e in manifest["steps"]]
-            if os.path.isfile(os.path.join(self.path, TOKENIZER_FILE)):
-                files.append(TOKENIZER_FILE)
-            for name in files:
-                shutil.copyfile(os.path.join(self.path, name), os.path.join(path, name))
-            atomic_write_json(os.path.join(path, MANIFEST), manifest)
-        except OSError as exc:
-            raise TraceWriteError(f"cannot save the trace to {path}: {exc.strerror or exc}") from None
-        return path
+        return copy_trace(self.writer.manifest, self.path, path)
 
     def close(self, stop_reason: str | None = None) -> None:
         """Flush and finish the manifest. A temporary session directory is kept until the process ends."""

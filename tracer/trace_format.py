@@ -1,12 +1,14 @@
 """Constants and small helpers of the on-disk trace format (no torch, no numpy needed).
 
-A trace is a directory:
-    manifest.json              schema, model, tokenizer, prompt, settings, tokens, steps
+A trace is a directory (schema 2; docs/TRACE_FORMAT.md):
+    manifest.json              schema, model, tokenizer, prompt, settings, prompt tokens
+    steps.jsonl                append-only: one JSON step entry per line (O(1) per step)
     step_00000.safetensors     the prefill forward (step 0)
     step_00001.safetensors     the forward over generated token 1, ...
-Each step file is written to a temporary name and renamed into place before the manifest,
-itself rewritten atomically, lists it: a trace cut short by Ctrl-C, a crash or a kill always
-loads up to its last complete step.
+Each step file is written to a temporary name and renamed into place before its line is
+appended to steps.jsonl: a trace cut short by Ctrl-C, a crash or a kill always loads up to its
+last complete step (a torn last line is ignored). Schema-1 traces (steps inside manifest.json)
+still open.
 """
 
 from __future__ import annotations
@@ -16,8 +18,12 @@ import os
 import tempfile
 
 SCHEMA = "stepscope.trace"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+READABLE_VERSIONS = (1, 2)
 MANIFEST = "manifest.json"
+STEP_LOG = "steps.jsonl"
+TOKENIZER = "tokenizer.json"
+MANIFEST_PAD = 512  # trailing spaces: room to rewrite the manifest in place on a full disk
 
 
 def _file_mode() -> int:

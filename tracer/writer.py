@@ -1,40 +1,127 @@
-"""Writing a trace directory step by step, atomically, optionally on a background thread.
+"""Writing a trace directory step by step, append-only, optionally on a background thread.
 
-Order of operations for every step: arrays -> `step_NNNNN.safetensors` via temp file + rename,
-then manifest.json (temp file + rename) lists the step. A kill between the two leaves an
-unlisted step file, never a listed broken one. A full disk raises TraceWriteError and keeps
-every step already listed.
+Order of operations for every step: arrays -> `step_NNNNN.safetensors` (header and tensor bytes
+streamed straight into a temp file, then renamed), then one line appended to steps.jsonl. A kill
+between the two leaves an unlisted step file; a torn last line is ignored by the reader. The
+small manifest.json is written at open and at close only, so a step costs the same at step 10
+and at step 10,000. A full disk raises TraceWriteError, keeps every listed step and marks the
+manifest `stop_reason: "error"` (rewritten in place into its reserved padding if need be).
+
+An existing trace given as the output is replaced only once the new run has a complete step:
+the new trace is written in a fresh sibling directory and swapped in. A directory holding
+anything but a trace is refused before a byte is touched.
 """
 
 from __future__ import annotations
 
+import ctypes
 import errno
+import json
 import os
 import queue
+import shutil
+import struct
+import tempfile
 import threading
+import zlib
 
 import numpy as np
-from safetensors.numpy import save as safetensors_save
 
-from .trace_format import MANIFEST, TraceWriteError, atomic_write_bytes, atomic_write_json, step_filename
+from .budget import trimmed_rows
+from .schema import finite_or_none, validate_entry
+from .names import forward_order
+from .safe_io import valid_name
+from .trace_format import (
+    _FILE_MODE,
+    MANIFEST,
+    MANIFEST_PAD,
+    SCHEMA,
+    SCHEMA_VERSION,
+    STEP_LOG,
+    TraceError,
+    TraceWriteError,
+    atomic_write_bytes,
+    step_filename,
+)
+
+_SAFETENSORS_DTYPE = {
+    "float64": "F64", "float32": "F32", "float16": "F16", "int64": "I64", "int32": "I32",
+    "int16": "I16", "int8": "I8", "uint8": "U8", "bool": "BOOL",
+}
 
 
-def prepare_directory(path: str) -> None:
-    """Create the output directory (or accept an empty/previous trace one); one clear error otherwise."""
-    try:
-        os.makedirs(path, exist_ok=True)
-    except OSError as exc:
-        raise TraceWriteError(f"cannot create trace directory {path}: {exc.strerror}") from None
+# -- the output directory ------------------------------------------------------------------------
+def out_dir_state(path: str) -> str:
+    """"new" (absent or empty), "trace" (a previous stepscope trace) or raise TraceWriteError
+    (anything else). Reads at most a manifest's first bytes; never modifies anything."""
+    if not os.path.lexists(path):
+        parent = os.path.dirname(os.path.abspath(path))
+        if not os.path.isdir(parent):
+            raise TraceWriteError(f"cannot create trace directory {path}: its parent does not exist")
+        if not os.access(parent, os.W_OK):
+            raise TraceWriteError(f"cannot create trace directory {path}: {parent} is not writable")
+        return "new"
+    if os.path.islink(path) or not os.path.isdir(path):
+        raise TraceWriteError(f"{path} exists and is not a directory; choose an empty or new directory")
     if not os.access(path, os.W_OK):
         raise TraceWriteError(f"trace directory {path} is not writable")
-    leftovers = [f for f in os.listdir(path) if not f.startswith(".")]
-    if leftovers and MANIFEST not in leftovers:
-        raise TraceWriteError(f"{path} exists and is not a trace directory; choose an empty or new directory")
-    for f in leftovers:  # an earlier trace in the same place is replaced, not mixed
-        if f in (MANIFEST, "tokenizer.json") or (f.startswith("step_") and f.endswith(".safetensors")):
-            os.unlink(os.path.join(path, f))
+    entries = os.listdir(path)
+    if not entries:
+        return "new"
+    foreign = [f for f in entries if not (valid_name(f) or f.startswith(".tmp-"))]
+    if foreign or MANIFEST not in entries or not _is_stepscope_manifest(os.path.join(path, MANIFEST)):
+        raise TraceWriteError(f"{path} is not a trace directory (it holds other files); choose an empty or new directory")
+    return "trace"
 
 
+def _is_stepscope_manifest(path: str) -> bool:
+    if os.path.islink(path) or not os.path.isfile(path):
+        return False
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(4096)
+    except OSError:
+        return False
+    return b'"schema":"' + SCHEMA.encode() + b'"' in head.replace(b" ", b"")
+
+
+def prepare_directory(path: str) -> str:
+    """Check `path` as an output (see out_dir_state) and create it when new. Deletes nothing."""
+    state = out_dir_state(path)
+    if state == "new":
+        try:
+            os.makedirs(path, exist_ok=True)
+        except OSError as exc:
+            raise TraceWriteError(f"cannot create trace directory {path}: {exc.strerror}") from None
+    return state
+
+
+def _exchange(a: str, b: str) -> bool:
+    """Atomically swap two paths (Linux renameat2 RENAME_EXCHANGE); False where unsupported."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        fn = libc.renameat2
+    except (OSError, AttributeError):
+        return False
+    at_fdcwd, rename_exchange = -100, 2
+    return fn(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange) == 0
+
+
+def swap_in(staging: str, final: str) -> None:
+    """Put the directory `staging` at `final`; the trace that was there is deleted afterwards."""
+    if os.path.lexists(final) and _exchange(staging, final):
+        shutil.rmtree(staging, ignore_errors=True)  # staging now holds the old trace
+        return
+    old = None
+    if os.path.lexists(final):
+        old = tempfile.mkdtemp(prefix="." + os.path.basename(final) + ".stepscope-old-", dir=os.path.dirname(os.path.abspath(final)))
+        os.rename(final, os.path.join(old, "trace"))
+    os.rename(staging, final)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+# -- step files ------------------------------------------------------------------------------------
 def nonfinite_names(arrays: dict[str, np.ndarray]) -> list[str]:
     """Names holding NaN or inf (masked attention scores are -inf by design: only NaN/+inf count there)."""
     bad = []
@@ -50,6 +137,88 @@ def nonfinite_names(arrays: dict[str, np.ndarray]) -> list[str]:
     return bad
 
 
+def _bytes_of(a: np.ndarray) -> memoryview:
+    return memoryview(a.reshape(-1)).cast("B")
+
+
+def dedupe(arrays: dict[str, np.ndarray]) -> tuple[dict[str, np.ndarray], dict[str, str], dict[str, int]]:
+    """(stored arrays, aliases {name: stored name with identical bytes}, crc32 per stored name).
+    Same memory is an alias at once; otherwise same dtype, shape and crc32, confirmed byte by byte."""
+    stored: dict[str, np.ndarray] = {}
+    aliases: dict[str, str] = {}
+    crcs: dict[str, int] = {}
+    by_memory: dict[tuple, str] = {}
+    by_crc: dict[tuple, str] = {}
+    for name in forward_order(arrays):
+        a = np.ascontiguousarray(arrays[name])
+        mem = (a.__array_interface__["data"][0], a.shape, a.dtype.str)
+        if a.size and mem in by_memory:
+            aliases[name] = by_memory[mem]
+            continue
+        crc = zlib.crc32(_bytes_of(a))
+        key = (a.dtype.str, a.shape, crc)
+        twin = by_crc.get(key)
+        if twin is not None and np.array_equal(_bytes_of(stored[twin]), _bytes_of(a)):
+            aliases[name] = twin
+            continue
+        stored[name], crcs[name] = a, crc
+        by_crc.setdefault(key, name)
+        if a.size:
+            by_memory.setdefault(mem, name)
+    return stored, aliases, crcs
+
+
+CRC_KEY = "stepscope.crc32"  # __metadata__: each stored tensor's crc32, 8 hex digits each, in file order
+
+
+def header_bytes(stored: dict[str, np.ndarray], crcs: dict[str, int] | None = None) -> bytes:
+    """The safetensors prefix: 8-byte length + JSON header padded with spaces to 8-byte alignment.
+    `crcs` go into __metadata__ so that a reader can verify each tensor on its first read."""
+    header, offset = {}, 0
+    if crcs is not None:
+        header["__metadata__"] = {CRC_KEY: "".join(f"{crcs[n]:08x}" for n in stored)}
+    for name, a in stored.items():
+        dtype = _SAFETENSORS_DTYPE.get(a.dtype.name)
+        if dtype is None:
+            raise TraceWriteError(f"cannot store {name}: dtype {a.dtype} has no safetensors code")
+        header[name] = {"dtype": dtype, "shape": list(a.shape), "data_offsets": [offset, offset + a.nbytes]}
+        offset += a.nbytes
+    raw = json.dumps(header, separators=(",", ":")).encode("utf-8")
+    raw += b" " * (-len(raw) % 8)
+    return struct.pack("<Q", len(raw)) + raw
+
+
+def step_checksum(prefix: bytes, crcs) -> str:
+    """crc32 over the file's length+header bytes then each tensor's crc32 (4 bytes LE) in file order."""
+    return f"crc32:{zlib.crc32(b''.join(struct.pack('<I', c) for c in crcs), zlib.crc32(prefix)):08x}"
+
+
+def write_step_file(path: str, arrays: dict[str, np.ndarray]) -> tuple[int, str, dict[str, str]]:
+    """Write one step's arrays as a safetensors file at `path` (temp file + rename), streaming
+    the header and each tensor's bytes (no payload built in memory). (bytes, checksum, aliases)."""
+    stored, aliases, crcs = dedupe(arrays)
+    prefix = header_bytes(stored, crcs)
+    directory = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=directory)
+    try:
+        with os.fdopen(fd, "wb", buffering=0) as fh:
+            fh.write(prefix)
+            for a in stored.values():
+                view = _bytes_of(a)
+                while view:  # an unbuffered write may be partial
+                    view = view[fh.write(view) :]
+        os.chmod(tmp, _FILE_MODE)
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+    size = len(prefix) + sum(a.nbytes for a in stored.values())
+    return size, step_checksum(prefix, crcs.values()), aliases
+
+
 def _describe(exc: OSError, path: str) -> str:
     if exc.errno == errno.ENOSPC:
         return f"disk full while writing {path}"
@@ -58,19 +227,49 @@ def _describe(exc: OSError, path: str) -> str:
     return f"cannot write {path}: {exc.strerror or exc}"
 
 
+def manifest_bytes(manifest: dict) -> bytes:
+    """The on-disk manifest: everything but the steps; tokens of the prompt only; padded."""
+    disk = {k: v for k, v in manifest.items() if k != "steps"}
+    if "tokens" in disk and "prompt_len" in disk:
+        disk["tokens"] = disk["tokens"][: disk["prompt_len"]]
+    return json.dumps(disk, ensure_ascii=False, separators=(",", ":")).encode("utf-8") + b" " * MANIFEST_PAD
+
+
+def _rewrite_in_place(path: str, data: bytes) -> bool:
+    """Overwrite an existing file with `data` padded to its size (no new disk blocks needed)."""
+    try:
+        size = os.path.getsize(path)
+        if len(data.rstrip(b" ")) > size:
+            return False
+        with open(path, "r+b") as fh:
+            fh.write(data.rstrip(b" ").ljust(size, b" "))
+        return True
+    except OSError:
+        return False
+
+
 class TraceWriter:
     """Appends steps to a trace directory. `add_step` returns at once when `background`."""
 
     def __init__(self, path: str, manifest: dict, background: bool = True):
-        self.path = path
+        self.path = path  # where the trace ends up
         self.manifest = manifest
         self.manifest.setdefault("steps", [])
+        self.manifest["schema_version"] = SCHEMA_VERSION  # the layout written is always the current one
         self._error: TraceWriteError | None = None
         self._lock = threading.Lock()
         self._queue: queue.Queue | None = None
         self._thread: threading.Thread | None = None
-        prepare_directory(path)
+        self._log_fd: int | None = None
+        self._log_size = 0
+        if prepare_directory(path) == "trace":  # replaced only once the new run has a step
+            parent = os.path.dirname(os.path.abspath(path))
+            self.dir = tempfile.mkdtemp(prefix="." + os.path.basename(os.path.abspath(path)) + ".stepscope-new-", dir=parent)
+        else:
+            self.dir = path
+        self._staged = self.dir != path
         self._write_manifest()
+        self._open_log()
         if background:
             self._queue = queue.Queue(maxsize=8)
             self._thread = threading.Thread(target=self._run, name="stepscope-writer", daemon=True)
@@ -78,12 +277,19 @@ class TraceWriter:
 
     # -- public --------------------------------------------------------------------------------
     def add_step(self, arrays: dict[str, np.ndarray], entry: dict, token: dict | None = None) -> None:
-        """Queue (or write) one step. `entry` gets "file" and "bytes"; `token` joins manifest tokens."""
+        """Queue (or write) one step. `entry` gets file, bytes, checksum, aliases; `token` joins tokens."""
         self.raise_if_failed()
         if self._queue is None:
-            self._write_step(arrays, entry, token)
+            self._guarded_write(arrays, entry, token)
         else:
             self._queue.put((arrays, entry, token))
+
+    def write_file(self, name: str, data: bytes) -> None:
+        """A side file of the trace (tokenizer.json), atomically, where the steps go."""
+        try:
+            atomic_write_bytes(os.path.join(self.dir, name), data)
+        except OSError as exc:
+            raise TraceWriteError(_describe(exc, os.path.join(self.path, name))) from None
 
     def update(self, **fields) -> None:
         """Set top-level manifest fields (e.g. finished, stop_reason) and rewrite the manifest."""
@@ -101,15 +307,24 @@ class TraceWriter:
     def close(self, **fields) -> None:
         """Flush, write final manifest fields, stop the thread. Safe to call twice."""
         try:
-            if fields and self._error is None:
+            if self._queue is not None:
+                self._queue.join()
+            if self._error is not None:
+                self._mark_error()
+            elif fields:
                 self.update(**fields)
-            else:
-                self.flush()
         finally:
             if self._thread is not None and self._queue is not None:
                 self._queue.put(None)
                 self._thread.join(timeout=30)
                 self._thread = None
+            if self._log_fd is not None:
+                os.close(self._log_fd)
+                self._log_fd = None
+            if self._staged:  # no step was ever completed: the previous trace stays as it was
+                shutil.rmtree(self.dir, ignore_errors=True)
+                self._staged = False
+                self.dir = self.path
 
     def raise_if_failed(self) -> None:
         if self._error is not None:
@@ -127,42 +342,121 @@ class TraceWriter:
                 if item is None:
                     return
                 if self._error is None:
-                    self._write_step(*item)
-            except TraceWriteError as exc:
-                self._error = exc
-            except Exception as exc:  # never let the writer thread die silently
-                self._error = TraceWriteError(f"writing step failed: {exc}")
+                    self._guarded_write(*item)
+            except TraceWriteError:
+                pass  # kept in self._error
             finally:
                 self._queue.task_done()
 
-    def _write_step(self, arrays: dict[str, np.ndarray], entry: dict, token: dict | None) -> None:
-        index = entry["index"]
-        name = step_filename(index)
-        fpath = os.path.join(self.path, name)
-        entry = dict(entry, nonfinite=nonfinite_names(arrays))
-        payload = safetensors_save({k: np.ascontiguousarray(v) for k, v in arrays.items()})
+    def _guarded_write(self, arrays, entry, token) -> None:
         try:
-            atomic_write_bytes(fpath, payload)
+            self._write_step(arrays, entry, token)
+        except TraceWriteError as exc:
+            self._error = exc
+        except Exception as exc:  # never let the writer die silently
+            self._error = TraceWriteError(f"writing step failed: {exc}")
+        if self._error is not None:
+            self._mark_error()
+            raise self._error
+
+    def _mark_error(self) -> None:
+        """Best effort: the manifest on disk says the run stopped on an error."""
+        self.manifest.update(finished=False, stop_reason="error")
+        try:
+            self._write_manifest()
+        except TraceWriteError:
+            pass
+
+    def _write_step(self, arrays: dict[str, np.ndarray], entry: dict, token: dict | None) -> None:
+        name = step_filename(entry["index"])
+        fpath = os.path.join(self.dir, name)
+        kept = len(self.manifest["steps"])
+        entry = dict(entry, nonfinite=nonfinite_names(arrays))
+        if isinstance(entry.get("sampling"), dict):
+            entry["sampling"] = finite_or_none(entry["sampling"])
+        try:  # the reader's schema: never write a line it would refuse
+            validate_entry(dict(entry, file=name, checksum="crc32:00000000"), kept, SCHEMA_VERSION)
+        except TraceError as exc:
+            raise TraceWriteError(f"refusing to write an invalid step entry: {exc}") from None
+        try:
+            size, checksum, aliases = write_step_file(fpath, arrays)
         except OSError as exc:
-            kept = len(self.manifest["steps"])
-            raise TraceWriteError(f"{_describe(exc, fpath)}; the trace keeps its {kept} complete steps") from None
+            raise TraceWriteError(f"{_describe(exc, os.path.join(self.path, name))}; the trace keeps its {kept} complete steps") from None
+        entry.update(file=name, bytes=size, checksum=checksum)
+        if aliases:
+            entry["aliases"] = aliases
+        omitted = {n: rec for n, a in arrays.items() if (rec := trimmed_rows(n, a.shape, tuple(entry["positions"])))}
+        if omitted:
+            entry["omitted"] = omitted
+
+        self._append(entry, kept)
         with self._lock:
-            entry = dict(entry, file=name, bytes=len(payload))
             self.manifest["steps"].append(entry)
             if token is not None:
                 self.manifest["tokens"].append(token)
+        if self._staged:
+            self._swap()
+
+    def _swap(self) -> None:
+        try:
+            swap_in(self.dir, self.path)
+        except OSError as exc:
+            raise TraceWriteError(f"cannot replace {self.path}: {exc.strerror or exc}; the new trace is in {self.dir}") from None
+        self.dir, self._staged = self.path, False
+
+    def _open_log(self) -> None:
+        try:
+            self._log_fd = os.open(os.path.join(self.dir, STEP_LOG), os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_TRUNC, _FILE_MODE)
+        except OSError as exc:
+            raise TraceWriteError(_describe(exc, os.path.join(self.path, STEP_LOG))) from None
+        self._log_size = 0
+
+    def _append(self, entry: dict, kept: int) -> None:
+        """One line on steps.jsonl; a failed write is cut back so the log never holds half a line."""
+        line = json.dumps(entry, ensure_ascii=False, separators=(",", ":")).encode("utf-8") + b"\n"
+        try:
+            view = memoryview(line)
+            while view:
+                view = view[os.write(self._log_fd, view) :]
+        except OSError as exc:
             try:
-                self._write_manifest()
-            except TraceWriteError:
-                self.manifest["steps"].pop()
-                if token is not None:
-                    self.manifest["tokens"].pop()
-                raise
+                os.ftruncate(self._log_fd, self._log_size)
+            except OSError:
+                pass
+            raise TraceWriteError(f"{_describe(exc, os.path.join(self.path, STEP_LOG))}; the trace keeps its {kept} complete steps") from None
+        self._log_size += len(line)
 
     def _write_manifest(self) -> None:
-        mpath = os.path.join(self.path, MANIFEST)
+        mpath = os.path.join(self.dir, MANIFEST)
+        data = manifest_bytes(self.manifest)
         try:
-            atomic_write_json(mpath, self.manifest)
+            atomic_write_bytes(mpath, data)
         except OSError as exc:
-            kept = len(self.manifest.get("steps", [])) - 1
-            raise TraceWriteError(f"{_describe(exc, mpath)}; the trace keeps its {max(kept, 0)} complete steps") from None
+            if exc.errno in (errno.ENOSPC, errno.EDQUOT) and _rewrite_in_place(mpath, data):
+                return
+            kept = len(self.manifest.get("steps", []))
+            raise TraceWriteError(f"{_describe(exc, os.path.join(self.path, MANIFEST))}; the trace keeps its {kept} complete steps") from None
+
+
+def copy_trace(manifest: dict, src_dir: str, dst: str) -> str:
+    """Write a self-contained copy of a trace (its listed steps and tokenizer) to `dst`,
+    with the same replace-only-when-complete rules as a recording."""
+    state = prepare_directory(dst)
+    target = dst
+    if state == "trace":
+        target = tempfile.mkdtemp(prefix="." + os.path.basename(os.path.abspath(dst)) + ".stepscope-new-", dir=os.path.dirname(os.path.abspath(dst)))
+    try:
+        files = [e["file"] for e in manifest["steps"]]
+        files += [f for f in ("tokenizer.json", "lens.safetensors") if os.path.isfile(os.path.join(src_dir, f))]
+        for name in files:
+            shutil.copyfile(os.path.join(src_dir, name), os.path.join(target, name))
+        lines = b"".join(json.dumps(e, ensure_ascii=False, separators=(",", ":")).encode("utf-8") + b"\n" for e in manifest["steps"])
+        atomic_write_bytes(os.path.join(target, STEP_LOG), lines)
+        atomic_write_bytes(os.path.join(target, MANIFEST), manifest_bytes(dict(manifest, schema_version=SCHEMA_VERSION)))
+        if target != dst:
+            swap_in(target, dst)
+    except OSError as exc:
+        if target != dst:
+            shutil.rmtree(target, ignore_errors=True)
+        raise TraceWriteError(f"cannot save the trace to {dst}: {exc.strerror or exc}") from None
+    return dst

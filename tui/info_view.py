@@ -6,6 +6,7 @@ from rich.console import Group
 from rich.table import Table
 from rich.text import Text
 
+from tracer.inert import inert
 from tracer.names import FAMILY_EXTRAS
 from tracer.trace_format import human_bytes
 
@@ -39,13 +40,13 @@ def _fmt_count(n: int) -> str:
 
 def model_table(facts: dict) -> Group:
     """Architecture facts and parameter counts per component of a model."""
-    arch = Table(title=Text(str(facts.get("name", "model"))), show_header=False, box=None, pad_edge=False)
+    arch = Table(title=Text(inert(facts.get("name", "model"))), show_header=False, box=None, pad_edge=False)
     arch.add_column(style="bold")
     arch.add_column()
     for label, key in FACT_ROWS:
         value = facts.get(key)
         if value is not None:
-            arch.add_row(label, Text(str(value)))
+            arch.add_row(label, Text(inert(value)))
     params = Table(title="parameters", box=None)
     params.add_column("component", style="bold")
     params.add_column("count", justify="right")
@@ -57,21 +58,21 @@ def model_table(facts: dict) -> Group:
         if n is None or (n == 0 and key == "other"):
             continue
         note = " (tied to embedding)" if key == "lm_head" and counts.get("tied_embeddings") else ""
-        params.add_row(key, _fmt_count(n) + note, f"{100 * n / total:.1f}%")
+        params.add_row(inert(key, 40), _fmt_count(n) + note, f"{100 * n / total:.1f}%")
     parts = [arch, Text(""), params]
     flow = facts.get("data_flow")
     if flow:
         parts += [Text(""), Text("data flow", style="bold")]
-        parts += [Text(f"  {line}") for line in ([flow] if isinstance(flow, str) else flow)]
+        parts += [Text(f"  {inert(line)}") for line in ([flow] if isinstance(flow, str) else flow)]
     kinds = facts.get("layer_types")
     if kinds and len(set(kinds)) > 1:
-        summary = ", ".join(f"{k}: {sum(1 for x in kinds if x == k)}" for k in dict.fromkeys(kinds))
+        summary = ", ".join(f"{inert(k, 60)}: {sum(1 for x in kinds if x == k)}" for k in dict.fromkeys(kinds))
         parts.append(Text(f"layer types: {summary}"))
     absent = [n for n in facts.get("not_applicable") or [] if n not in FAMILY_EXTRAS]
     if absent:
-        parts.append(Text("not in this family: " + ", ".join(absent)))
+        parts.append(Text("not in this family: " + ", ".join(inert(n, 100) for n in absent)))
     if facts.get("missing_names"):
-        parts.append(Text("not recorded (generic adapter): " + ", ".join(facts["missing_names"]), style="yellow"))
+        parts.append(Text("not recorded (generic adapter): " + ", ".join(inert(n, 100) for n in facts["missing_names"]), style="yellow"))
     return Group(*parts)
 
 
@@ -84,15 +85,15 @@ def trace_summary(trace) -> Group:
     generated = "".join(tok["text"] for tok in trace.tokens[trace.prompt_len :])
     rows = [
         ("trace", trace.path),
-        ("prompt", repr(m["prompt"])),
+        ("prompt", repr(m.get("prompt", ""))),
         ("chat template", str(m.get("chat"))),
         ("prompt tokens", str(trace.prompt_len)),
         ("steps", f"{len(trace.steps)} (finished: {m.get('finished')}, stop: {m.get('stop_reason')})"),
         ("generated", repr(generated)),
         ("sampling", ", ".join(f"{k}={v}" for k, v in m["generation"].items())),
-        ("dtype", f"model {m['dtype']['model']}, stored {m['dtype']['stored']}"),
+        ("dtype", f"model {(m.get('dtype') or {}).get('model')}, stored {(m.get('dtype') or {}).get('stored')}"),
         ("size", human_bytes(trace.nbytes)),
     ]
     for label, value in rows:
-        t.add_row(label, Text(value))  # Text: token text is data, never markup
+        t.add_row(label, Text(inert(value, 2000)))  # data, never markup nor terminal control
     return Group(t)

@@ -4,16 +4,22 @@ without an adapter get the generic fallback (embeddings, block inputs/outputs, l
 from __future__ import annotations
 
 from .base import Adapter, HookPoint, UnsupportedModel
+from .deepseek_v3 import DeepseekV3Adapter
 from .gemma import GemmaAdapter
+from .glm4 import Glm4Adapter
+from .gpt_oss import GptOssAdapter
 from .generic import GenericAdapter, GenericFallbackWarning
 from .gpt2 import GPT2Adapter
 from .llama import LlamaAdapter
 from .mistral import MistralAdapter
 from .mixtral import MixtralAdapter
 from .neox import GPTNeoXAdapter
+from .olmo2 import Olmo2Adapter
 from .phi3 import Phi3Adapter
 from .qwen import Qwen2Adapter, Qwen3Adapter
 from .qwen3_moe import Qwen3MoeAdapter
+from .qwen3_next import Qwen3NextAdapter
+from .smollm3 import SmolLM3Adapter
 
 ADAPTERS: list[type[Adapter]] = [
     LlamaAdapter,
@@ -26,6 +32,12 @@ ADAPTERS: list[type[Adapter]] = [
     GPTNeoXAdapter,
     MixtralAdapter,
     Qwen3MoeAdapter,
+    Olmo2Adapter,
+    SmolLM3Adapter,
+    Glm4Adapter,
+    GptOssAdapter,
+    DeepseekV3Adapter,
+    Qwen3NextAdapter,
 ]
 
 

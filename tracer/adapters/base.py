@@ -51,6 +51,34 @@ class HookPoint:
     pick: int | str = 0
 
 
+def norm_kind(module: nn.Module, default: str) -> str:
+    """"layernorm" (centres, then scales) or "rmsnorm", from the module's class; `default` otherwise."""
+    name = type(module).__name__.lower()
+    if isinstance(module, nn.LayerNorm) or ("layernorm" in name and "rms" not in name):
+        return "layernorm"
+    return "rmsnorm" if "rms" in name else default
+
+
+def norm_eps(module: nn.Module) -> float | None:
+    """The epsilon a norm module adds under the square root, None when it has none we can find."""
+    for attr in ("variance_epsilon", "eps", "epsilon"):
+        value = getattr(module, attr, None)
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+    return None
+
+
+def expand_norm_names(names) -> set[str]:
+    """A norm declared as `P.hook_normalized` records P.hook_scale, P.hook_normalized and P.hook_out."""
+    out = set()
+    for n in names:
+        out.add(n)
+        if n.endswith(".hook_normalized"):
+            prefix = n[: -len(".hook_normalized")]
+            out |= {prefix + ".hook_scale", prefix + ".hook_out"}
+    return out
+
+
 class UnsupportedModel(ValueError):
     """The model cannot be traced (not a decoder, or no list of layers to hook)."""
 
@@ -68,6 +96,7 @@ class Adapter:
     norm = "rmsnorm"
     gated_mlp = True
     parallel_attn_mlp = False
+    norm_weight_offset = 0.0  # the norms multiply by (offset + w): 1.0 in Gemma
     # The block's real equations in recorded names, shown by the TUI instead of a generic diagram.
     data_flow: tuple[str, ...] = (
         "ln1 = RMSNorm(resid_pre)",
@@ -138,7 +167,7 @@ class Adapter:
         """Block-local names of the vocabulary this family does not have."""
         from ..names import BLOCK_NAMES
 
-        have = {p.name for layer in self.layers() for p in self.block_hooks(layer)} | set(self.attention_names.values())
+        have = expand_norm_names(p.name for layer in self.layers() for p in self.block_hooks(layer)) | set(self.attention_names.values())
         return [n for n in BLOCK_NAMES if n not in have]
 
     def missing_names(self) -> list[str]:
@@ -149,6 +178,39 @@ class Adapter:
     def unembed(self, x: torch.Tensor) -> torch.Tensor:
         """[n, d_model] residual -> [n, vocab] logits, through the final norm and the LM head."""
         return self.lm_head()(self.final_norm()(x))
+
+    def final_softcap(self) -> float | None:
+        """cap of the final logit soft-capping (cap · tanh(logits / cap)), None without one."""
+        return None
+
+    def lens_facts(self) -> dict | None:
+        """What tracer/lens.py needs to apply the final norm and unembedding in numpy, None when
+        this model's final norm or LM head is not one it can reproduce (the lens is then computed
+        while tracing)."""
+        try:
+            norm, head = self.final_norm(), self.lm_head()
+        except AttributeError:
+            return None
+        eps = norm_eps(norm) if norm is not None else None
+        if eps is None or not isinstance(getattr(head, "weight", None), torch.Tensor) or getattr(norm, "weight", None) is None:
+            return None
+        return {
+            "norm": norm_kind(norm, self.norm),
+            "eps": eps,
+            "weight_offset": self.norm_weight_offset,
+            "softcap": self.final_softcap(),
+            "n_layers": len(self.layers()),
+        }
+
+    def lens_arrays(self) -> dict[str, torch.Tensor]:
+        """Final norm weight (and bias) [d_model], unembedding W_U [d_model, vocab] (and b_U [vocab])."""
+        norm, head = self.final_norm(), self.lm_head()
+        out = {"ln_final.w": norm.weight.detach().float(), "unembed.W_U": head.weight.detach().t()}
+        if getattr(norm, "bias", None) is not None:
+            out["ln_final.b"] = norm.bias.detach().float()
+        if getattr(head, "bias", None) is not None:
+            out["unembed.b_U"] = head.bias.detach().float()
+        return out
 
     # -- facts -------------------------------------------------------------------------------
     def layer_types(self) -> list[str] | None:

@@ -7,7 +7,7 @@ alternating local (sliding-window) and global attention, logit soft-capping.
     logits     = cap · tanh(lm_head(ln_final) / cap)      (final_logit_softcapping)
 
 `hook_attn_out` / `hook_mlp_out` are the sublayer outputs *before* their post-norm; what is added
-to the residual stream is `ln1_post.hook_normalized` / `ln2_post.hook_normalized`.
+to the residual stream is `ln1_post.hook_out` / `ln2_post.hook_out` (the post-norms' outputs).
 """
 
 from __future__ import annotations
@@ -34,6 +34,7 @@ class GemmaAdapter(LlamaAdapter):
     family = "gemma"
     model_types = ("gemma2", "gemma3_text")
     norm = "rmsnorm"
+    norm_weight_offset = 1.0
 
     @property
     def data_flow(self) -> tuple[str, ...]:
@@ -90,6 +91,9 @@ class GemmaAdapter(LlamaAdapter):
         """The recorded logits are the model's output, after soft-capping (not the lm_head output)."""
         points = [p for p in super().head_hooks() if p.name != "logits"]
         return points + [HookPoint(self.model, "out", "logits", rows, pick="logits")]
+
+    def final_softcap(self) -> float | None:
+        return self.config.final_logit_softcapping
 
     def unembed(self, x: torch.Tensor) -> torch.Tensor:
         """[n, d_model] -> [n, vocab]: final norm, LM head, then the final soft-cap."""

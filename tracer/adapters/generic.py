@@ -4,17 +4,26 @@ Recorded: `hook_embed` (the input embeddings' output), every block's input `hook
 output `hook_resid_post` (the largest ModuleList of layers), `ln_final.hook_normalized` when a
 final norm is found by name, `logits` (the model's own output) and sampling. The logit lens is
 `lm_head(final_norm(resid_post))` (without any family-specific post-processing such as soft-caps).
+
+Attention, for any model whose attention goes through transformers' attention-function interface:
+the module of each block that calls it is found from its code, its layer from its position in the
+list of layers, and the traced attention function records q, k, v as the function receives them
+(after whatever RoPE or q/k norm the model applies: `hook_rot_q`/`hook_rot_k` when the config has
+RoPE, else `hook_q`/`hook_k`), scores, pattern and z. Blocks without such a module (linear
+attention, state-space layers) are listed in the manifest's `layers_without_attention`.
 Everything else is listed, once, as missing: in a warning and in the manifest's `missing_names`.
 """
 
 from __future__ import annotations
 
+import inspect
 import warnings
 
 from torch import nn
 
-from ..names import BLOCK_NAMES, FINAL_NAMES
+from ..names import BLOCK_NAMES, FAMILY_EXTRAS, FINAL_NAMES
 from .base import Adapter, HookPoint, UnsupportedModel, rows
+from .gpt_oss import SINK
 
 class GenericFallbackWarning(UserWarning):
     """Issued once per model traced by the generic fallback; names what cannot be recorded."""
@@ -22,6 +31,32 @@ class GenericFallbackWarning(UserWarning):
 
 FINAL_NORM_NAMES = ("norm", "final_norm", "ln_f", "final_layernorm", "final_layer_norm", "norm_f", "ln_final")
 FOUND_BLOCK_NAMES = ("hook_resid_pre", "hook_resid_post")
+_INTERFACE_MARKS = ("ALL_ATTENTION_FUNCTIONS", "attention_interface")
+_USES_INTERFACE: dict[type, bool] = {}
+
+
+def uses_attention_interface(module: nn.Module) -> bool:
+    """Whether the module's forward calls transformers' attention-function interface (read from its code)."""
+    cls = type(module)
+    if cls not in _USES_INTERFACE:
+        try:
+            source = inspect.getsource(cls.forward)
+        except (OSError, TypeError):
+            source = ""
+        _USES_INTERFACE[cls] = any(mark in source for mark in _INTERFACE_MARKS)
+    return _USES_INTERFACE[cls]
+
+
+def find_attention(layer: nn.Module) -> nn.Module | None:
+    """The block's module that calls the attention interface (the shallowest, first; the block itself
+    when it computes attention inline), else None."""
+    found = [(name.count(".") + bool(name), m) for name, m in layer.named_modules() if uses_attention_interface(m)]
+    return min(found, key=lambda f: f[0])[1] if found else None
+
+
+def has_rope(config) -> bool:
+    """Whether the config describes rotary position embeddings (q and k reach attention rotated)."""
+    return any(getattr(config, a, None) for a in ("rope_parameters", "rope_theta", "rope_scaling", "rotary_dim"))
 
 
 def find_layers(model: nn.Module) -> tuple[nn.Module, nn.ModuleList]:
@@ -57,11 +92,19 @@ class GenericAdapter(Adapter):
     rotary = False
     norm = None
     gated_mlp = None
-    data_flow = (
-        "generic fallback: the block internals of this architecture are not known to stepscope",
-        "resid_post(L) = block_L(resid_pre(L)); resid_pre(L+1) = resid_post(L)",
-        "logits = the model's output; logit lens = lm_head(final_norm(resid_post)) when a final norm is found",
-    )
+    @property
+    def data_flow(self) -> tuple[str, ...]:
+        attention = (
+            ("attention (through transformers' attention interface): scores = q·kᵀ·scale + mask; "
+             "pattern = softmax(scores); z = pattern·v (q, k, v as the function receives them)",)
+            if any(a is not None for a in self._attn) else ()
+        )
+        return (
+            "generic fallback: the block internals of this architecture are not known to stepscope",
+            "resid_post(L) = block_L(resid_pre(L)); resid_pre(L+1) = resid_post(L)",
+            *attention,
+            "logits = the model's output; logit lens = lm_head(final_norm(resid_post)) when a final norm is found",
+        )
 
     def __init__(self, model: nn.Module):
         super().__init__(model)
@@ -72,6 +115,8 @@ class GenericAdapter(Adapter):
         if self._head is None:
             raise UnsupportedModel(f"{type(model).__name__} has no output embeddings (LM head)")
         self._norm = find_final_norm(self._parent)
+        self._attn = [find_attention(layer) for layer in self._layers]
+        self._rotary = has_rope(model.config)
         if not getattr(model, "_stepscope_generic_warned", False):
             model._stepscope_generic_warned = True  # once per model, however many adapters are made
             self._warn()
@@ -80,9 +125,11 @@ class GenericAdapter(Adapter):
     def notice(self) -> str:
         """One line: what the fallback records and which names are missing."""
         missing = self.missing_names()
+        n_attn = sum(a is not None for a in self._attn)
+        attn = f", attention (q/k/v, scores, pattern, z) of {n_attn}" if n_attn else ""
         return (
             f"stepscope has no adapter for {self.config.model_type!r}: generic fallback records hook_embed, "
-            f"resid_pre/resid_post of each of {len(self._layers)} blocks"
+            f"resid_pre/resid_post of each of {len(self._layers)} blocks{attn}"
             f"{', ln_final' if self._norm is not None else ''}, logits and sampling; "
             f"missing ({len(missing)}): {', '.join(missing)}"
         )
@@ -106,11 +153,37 @@ class GenericAdapter(Adapter):
         return self._head
 
     def attention(self, layer):
-        return None  # not registered: the traced attention function records nothing here
+        """The module that calls the attention interface in this block; None records no attention there."""
+        return self._attn[self._layers_index(layer)]
+
+    def _layers_index(self, layer) -> int:
+        return next(i for i, m in enumerate(self._layers) if m is layer)
 
     @property
     def attention_names(self) -> dict[str, str]:
-        return {}
+        if not any(a is not None for a in self._attn):
+            return {}
+        q, k = ("attn.hook_rot_q", "attn.hook_rot_k") if self._rotary else ("attn.hook_q", "attn.hook_k")
+        return {"q": q, "k": k, "v": "attn.hook_v", "scores": "attn.hook_attn_scores", "pattern": "attn.hook_pattern", "z": "attn.hook_z"}
+
+    def layers_without_attention(self) -> list[int]:
+        return [i for i, a in enumerate(self._attn) if a is None]
+
+    def _no_attention_reason(self) -> str | None:
+        """Why some blocks have no attention map: the module they use instead (e.g. a linear-attention mixer)."""
+        missing = self.layers_without_attention()
+        if not missing:
+            return None
+
+        def kinds(layer) -> set[str]:
+            return {type(m).__name__ for m in layer.children()}
+
+        with_attn = [kinds(layer) for layer, a in zip(self._layers, self._attn) if a is not None]
+        mixers = sorted(kinds(self._layers[missing[0]]) - set().union(*with_attn))
+        return (
+            f"no module of these blocks calls the attention interface (they use {', '.join(mixers) or 'another mixer'}: "
+            "linear attention or a recurrent state, which has no attention map)"
+        )
 
     def block_hooks(self, layer) -> list[HookPoint]:
         return [HookPoint(layer, "in", "hook_resid_pre"), HookPoint(layer, "out", "hook_resid_post")]
@@ -125,7 +198,8 @@ class GenericAdapter(Adapter):
         return []  # unknown: what the family lacks cannot be told from outside
 
     def missing_names(self) -> list[str]:
-        missing = [n for n in BLOCK_NAMES if n not in FOUND_BLOCK_NAMES]
+        found = set(FOUND_BLOCK_NAMES) | set(self.attention_names.values())
+        missing = [n for n in BLOCK_NAMES if n not in found and n not in FAMILY_EXTRAS]
         if self._norm is None:
             missing += [n for n in FINAL_NAMES if n != "logits"]
         return missing
@@ -144,7 +218,7 @@ class GenericAdapter(Adapter):
             "d_mlp": getattr(c, "intermediate_size", None) or getattr(c, "ffn_dim", None),
             "vocab_size": c.vocab_size,
             "n_ctx": getattr(c, "max_position_embeddings", None),
-            "positional": None,
+            "positional": "rotary" if self._rotary else None,
             "norm": None,
             "act": getattr(c, "hidden_act", None) or getattr(c, "activation_function", None),
             "gated_mlp": None,
@@ -154,5 +228,13 @@ class GenericAdapter(Adapter):
             "n_experts": None,
             "data_flow": list(self.data_flow),
             "final_norm_found": self._norm is not None,
+            "layers_without_attention": self.layers_without_attention(),
+            "no_attention_reason": self._no_attention_reason(),
+            "attention_sink": SINK if any(getattr(a, "sinks", None) is not None for a in self._attn) else None,
+            "attention_module": next((type(a).__name__ for a in self._attn if a is not None), None),
+            "attention_inputs": (
+                "q, k, v as the attention function receives them (after the model's RoPE and q/k norms)"
+                if any(a is not None for a in self._attn) else None
+            ),
         }
         return facts

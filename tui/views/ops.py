@@ -14,18 +14,18 @@ from __future__ import annotations
 
 from tracer.names import split_block_name
 from tui.views.op_facts import Facts, dims
-from tui.views.ops_block import block_op
+from tui.views.ops_block import block_op, norm_parts
 
 _SHORT = {
-    "hook_resid_pre": "resid_pre", "ln1.hook_normalized": "ln1", "attn.hook_q": "q", "attn.hook_k": "k",
+    "hook_resid_pre": "resid_pre", "ln1.hook_out": "ln1", "attn.hook_q": "q", "attn.hook_k": "k",
     "attn.hook_v": "v", "attn.hook_q_normed": "q_normed", "attn.hook_k_normed": "k_normed",
     "attn.hook_rot_q": "rot_q", "attn.hook_rot_k": "rot_k", "attn.hook_attn_scores": "scores",
     "attn.hook_pattern": "pattern", "attn.hook_z": "z", "hook_attn_out": "attn_out",
-    "ln1_post.hook_normalized": "ln1_post", "hook_resid_mid": "resid_mid", "ln2.hook_normalized": "ln2",
+    "ln1_post.hook_out": "ln1_post", "hook_resid_mid": "resid_mid", "ln2.hook_out": "ln2",
     "mlp.hook_router_probs": "router_probs", "mlp.hook_expert_ids": "expert_ids", "mlp.hook_pre": "mlp_pre",
     "mlp.hook_pre_linear": "mlp_pre_linear", "mlp.hook_post": "mlp_post", "hook_mlp_out": "mlp_out",
-    "ln2_post.hook_normalized": "ln2_post", "hook_resid_post": "resid_post",
-    "hook_embed": "embed", "hook_pos_embed": "pos_embed", "ln_final.hook_normalized": "ln_final",
+    "ln2_post.hook_out": "ln2_post", "hook_resid_post": "resid_post",
+    "hook_embed": "embed", "hook_pos_embed": "pos_embed", "ln_final.hook_out": "ln_final",
     "logit_lens.ids": "lens_ids", "logit_lens.probs": "lens_probs",
 }
 
@@ -36,7 +36,9 @@ def short_name(name: str) -> str:
     rest = parts[1] if parts else name
     if rest in _SHORT:
         return _SHORT[rest]
-    rest = rest.removeprefix("sample.").replace(".hook_normalized", "").replace("hook_", "")
+    for suffix, short in ((".hook_normalized", "_normalized"), (".hook_scale", "_scale"), (".hook_out", "")):
+        rest = rest.replace(suffix, short)  # norms: ln1_normalized, ln1_scale, ln1 (its output)
+    rest = rest.removeprefix("sample.").replace("hook_", "")
     return rest.removeprefix("attn.").removeprefix("mlp.")
 
 
@@ -63,9 +65,10 @@ def _head_op(f: Facts, name: str, out: str) -> str | None:
         return f"W_E {dims(f.V, f.d)}[ids {dims(f.T)}]{scaled} → {out}"
     if name == "hook_pos_embed":
         return f"W_pos {dims(f.model.get('n_ctx', '?'), f.d)}[{f.positions()}] → {out}"
-    if name == "ln_final.hook_normalized":
-        norm, weight = ("final norm", "") if f.generic else (f.norm, f.norm_weight)
-        return f"{norm}(blocks.{f.L - 1}.resid_post {td}){weight} → {out}"
+    if name.startswith("ln_final.") and not f.generic:
+        return norm_parts(f, "ln_final", f"blocks.{f.L - 1}.resid_post", name.split(".", 1)[1], out)
+    if name.startswith("ln_final."):
+        return f"final norm(blocks.{f.L - 1}.resid_post {td}) → {out}"
     if name == "logits":
         if f.generic:
             return f"the model's output (LM head of the last hidden state) {dims(f.d, f.V)} → {out}"

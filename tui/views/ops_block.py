@@ -115,6 +115,36 @@ def _mlp(f: Facts, layer: int, rest: str, out: str) -> str | None:
     return None
 
 
+def norm_parts(f: Facts, prefix: str, x: str, suffix: str, out: str, note: str = "") -> str | None:
+    """TransformerLens's norm names: hook_scale, hook_normalized (before the weight), hook_out."""
+    td, centred = f.td(), f.norm == "LayerNorm"
+    if suffix == "hook_scale":
+        inner = f"({x} − mean)" if centred else x
+        return f"√(mean({inner} {td}²) + eps) → {out}"
+    if suffix == "hook_normalized":
+        inner = f"({x} {td} − mean)" if centred else f"{x} {td}"
+        return f"{inner} / {prefix}_scale {dims(f.T, 1)} → {out}"
+    if suffix == "hook_out":
+        weight = f.norm_weight or (" · w + b" if centred else " · w")
+        return f"{f.norm}: {prefix}_normalized {td}{weight}{note} → {out}"
+    return None
+
+
+def _norm_op(f: Facts, layer: int, rest: str, out: str) -> str | None:
+    prefix, _, suffix = rest.partition(".")
+    if prefix == "ln1":
+        return norm_parts(f, prefix, "resid_pre", suffix, out)
+    if prefix == "ln1_post":
+        return norm_parts(f, prefix, "attn_out", suffix, out, " (post-attention norm, added to the residual)")
+    if prefix == "ln2" and f.parallel:
+        return norm_parts(f, prefix, "resid_pre", suffix, out, " (parallel: the MLP reads the block input)")
+    if prefix == "ln2":
+        return norm_parts(f, prefix, "resid_mid", suffix, out)
+    if prefix == "ln2_post":
+        return norm_parts(f, prefix, "mlp_out", suffix, out, " (post-MLP norm, added to the residual)")
+    return None
+
+
 def _residual(f: Facts, layer: int, rest: str, out: str) -> str | None:
     td = f.td()
     if rest == "hook_resid_pre":
@@ -125,23 +155,16 @@ def _residual(f: Facts, layer: int, rest: str, out: str) -> str | None:
         return f"embed {td} → {out}"
     if f.generic and rest == "hook_resid_post":
         return f"block {layer}(resid_pre {td}) (generic fallback: internals not recorded) → {out}"
-    if rest == "ln1.hook_normalized":
-        return f"{f.norm}(resid_pre {td}){f.norm_weight} → {out}"
-    if rest == "ln1_post.hook_normalized":
-        return f"{f.norm}(attn_out {td}){f.norm_weight} (post-attention norm, added to the residual) → {out}"
+    norm = _norm_op(f, layer, rest, out)
+    if norm is not None:
+        return norm
     if rest == "hook_resid_mid":
-        added = "ln1_post" if f.post_norms or f.has(layer, "ln1_post.hook_normalized") else "attn_out"
+        added = "ln1_post" if f.post_norms or f.has(layer, "ln1_post.hook_out") else "attn_out"
         return f"resid_pre {td} + {added} {td} → {out}"
-    if rest == "ln2.hook_normalized":
-        if f.parallel:
-            return f"{f.norm}(resid_pre {td}) (parallel: the MLP reads the block input) → {out}"
-        return f"{f.norm}(resid_mid {td}){f.norm_weight} → {out}"
-    if rest == "ln2_post.hook_normalized":
-        return f"{f.norm}(mlp_out {td}){f.norm_weight} (post-MLP norm, added to the residual) → {out}"
     if rest == "hook_resid_post":
         if f.parallel:
             return f"resid_pre {td} + attn_out {td} + mlp_out {td} → {out}"
-        added = "ln2_post" if f.post_norms or f.has(layer, "ln2_post.hook_normalized") else "mlp_out"
+        added = "ln2_post" if f.post_norms or f.has(layer, "ln2_post.hook_out") else "mlp_out"
         return f"resid_mid {td} + {added} {td} → {out}"
     return None
 

@@ -48,7 +48,8 @@ class StatusBar(Pane):
         parts: list[tuple[int, Text]] = [(1, Text(" stepscope ", style=style("status-bar--title")))]
         if trace is not None:
             model = trace.model
-            parts.append((0, Text(inert_str(model.get("name", "?")))))
+            weights = f" · {model['weights']}" if model.get("weights") else ""  # e.g. GGUF Q4_1, dequantised to float32
+            parts.append((0, Text(inert_str(str(model.get("name", "?")) + weights))))
             parts.append((2, Text(self.mode, style=style("status-bar--key"))))
             n_steps = len(trace.steps)
             if n_steps:

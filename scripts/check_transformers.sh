@@ -1,0 +1,26 @@
+#!/bin/sh
+# The recording tests against the oldest and the newest transformers that pyproject.toml claims.
+#
+#     scripts/check_transformers.sh            # OLDEST and NEWEST below
+#     scripts/check_transformers.sh 5.12.1     # any other versions
+#
+# Each version is installed with its own dependencies into a separate target directory
+# ($TMPDIR/stepscope-transformers-V) that shadows the venv's copies on PYTHONPATH: the venv itself is
+# never changed. Needs network access to PyPI the first time (about 30 s per version), then ~1 min
+# of tests per version. tests/test_versions.py checks in CI that OLDEST is pyproject's lower bound.
+set -eu
+OLDEST=5.6.0   # 5.5.x fails: Mixtral / Qwen3-MoE experts had another layout
+NEWEST=5.24.0  # the newest release when the range was last checked
+cd "$(dirname "$0")/.."
+PY=${PYTHON:-.venv/bin/python}
+[ -x "$PY" ] || PY=python3
+[ $# -gt 0 ] || set -- "$OLDEST" "$NEWEST"
+status=0
+for v in "$@"; do
+    dir="${TMPDIR:-/tmp}/stepscope-transformers-$v"
+    [ -d "$dir/transformers" ] || "$PY" -m pip install -q --target "$dir" "transformers==$v"
+    echo "== transformers $v"
+    PYTHONPATH="$dir:$PWD" OMP_NUM_THREADS=1 "$PY" -m pytest -q -p no:cacheprovider \
+        tests/test_recording.py tests/test_lens.py tests/test_families.py || status=1
+done
+exit $status

@@ -1,0 +1,102 @@
+"""The logit lens computed later (tracer/lens.py, numpy, from the stored final norm + W_U and the
+recorded resid_post rows) equals the one computed during tracing; the session's forward uses the
+current cache argument (no deprecation warning)."""
+
+from __future__ import annotations
+
+import os
+import warnings
+
+import numpy as np
+import pytest
+from safetensors import safe_open
+
+from tests.family_refs import randomize_norms
+from tests.tiny_models import byte_tokenizer, tiny_model
+from tracer import load_trace
+from tracer.lens import LENS_FILE, RESID_ROWS, LogitLens
+from tracer.session import GenerationSettings, LiveSession, cache_kwarg
+
+PROMPT = "Hi there"
+
+
+def _trace(key: str, out, mode: str, record=None):
+    model = randomize_norms(tiny_model(key))
+    settings = GenerationSettings(max_new_tokens=3, lens_mode=mode)
+    session = LiveSession(model, byte_tokenizer(), PROMPT, settings, out=str(out), record=record, name=f"tiny-{key}")
+    while session.step() is not None:
+        pass
+    session.close()
+    return load_trace(str(out))
+
+
+def _lens(tr) -> LogitLens:
+    facts = tr.manifest["model"]["lens"]
+    return LogitLens.open(tr.path, facts)
+
+
+@pytest.mark.parametrize("key", ["llama", "gpt2", "gemma2", "gpt_neox"])  # RMSNorm, LayerNorm + bias, (1 + w) + soft-cap, NeoX
+def test_lens_later_equals_lens_while_tracing(key, tmp_path):
+    tr = _trace(key, tmp_path / key, "eager")
+    assert os.path.isfile(os.path.join(tr.path, LENS_FILE))
+    lens = _lens(tr)
+    for step in tr.steps:
+        ids, probs = lens.top_k(lens.rows(step))  # [n_layers, k]
+        want_ids = np.asarray(step["logit_lens.ids"])
+        want_p = np.asarray(step["logit_lens.probs"])
+        np.testing.assert_allclose(probs, want_p, atol=1e-5)
+        same = ids == want_ids
+        # an id may differ only where two probabilities tie to within the tolerance
+        assert np.all(same | np.isclose(probs, want_p, atol=1e-5)), key
+        assert np.array_equal(ids[:, 0], want_ids[:, 0])
+
+
+def test_lens_last_layer_is_the_models_logits(tmp_path):
+    tr = _trace("gemma2", tmp_path / "g", "lazy")  # soft-capped final logits
+    lens = _lens(tr)
+    for step in tr.steps:
+        logits = lens.logits(lens.rows(step))[-1]  # [vocab]
+        np.testing.assert_allclose(logits, step["logits"][-1], atol=1e-4)
+
+
+def test_lazy_lens_stores_rows_only_when_resid_post_is_not_recorded(tmp_path):
+    full = _trace("llama", tmp_path / "full", "lazy")
+    stored = lambda step: set(safe_open(step.path, "numpy").keys())  # noqa: E731 (what the step file holds)
+    assert not {"logit_lens.ids", "logit_lens.probs", RESID_ROWS} & stored(full.steps[0])
+    only = _trace("llama", tmp_path / "only", "lazy", record=["logits"])
+    eager = _trace("llama", tmp_path / "eager", "eager", record=["logits"])
+    lens = _lens(only)
+    for a, b, e in zip(full.steps, only.steps, eager.steps):
+        assert b.shape(RESID_ROWS) == (full.model["n_layers"], full.model["d_model"])
+        np.testing.assert_array_equal(lens.rows(a), lens.rows(b))
+        ids, probs = lens.top_k(lens.rows(b))
+        np.testing.assert_array_equal(ids[:, 0], e["logit_lens.ids"][:, 0])
+        np.testing.assert_allclose(probs, e["logit_lens.probs"], atol=1e-5)
+        for lazy in (a, b):  # the reader's lazy lens, read as the TUI reads it
+            assert "logit_lens.ids" in lazy.names and lazy.shape("logit_lens.ids") == e.shape("logit_lens.ids")
+            np.testing.assert_array_equal(lazy["logit_lens.ids"][:, 0], e["logit_lens.ids"][:, 0])
+            np.testing.assert_allclose(lazy["logit_lens.probs"], e["logit_lens.probs"], atol=1e-5)
+
+
+def test_no_lens_no_lens_file(tmp_path):
+    model = tiny_model("llama")
+    session = LiveSession(model, byte_tokenizer(), PROMPT, GenerationSettings(max_new_tokens=1, logit_lens=False),
+                          out=str(tmp_path / "t"))
+    session.step()
+    session.close()
+    tr = load_trace(str(tmp_path / "t"))
+    assert "lens" not in tr.manifest["model"] and not os.path.exists(os.path.join(tr.path, LENS_FILE))
+    assert not any(n.startswith("logit_lens.") for n in tr.steps[0].names)
+
+
+def test_forward_uses_the_current_cache_argument(tmp_path):
+    """transformers 5.x renamed `past_key_values` to `cache`: no deprecation warning from a traced step."""
+    model = tiny_model("llama")
+    assert cache_kwarg(model) in ("cache", "past_key_values")
+    with warnings.catch_warnings():
+        warnings.filterwarnings("error", message=".*past_key_values.*")
+        warnings.filterwarnings("error", category=FutureWarning)
+        session = LiveSession(model, byte_tokenizer(), PROMPT, GenerationSettings(max_new_tokens=3), out=str(tmp_path / "t"))
+        while session.step() is not None:
+            pass
+        session.close()

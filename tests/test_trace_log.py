@@ -1,0 +1,200 @@
+"""Trace format 2: append-only step log, aliases, checksums, schema-1 compatibility, omitted rows."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+
+import numpy as np
+import pytest
+from safetensors import safe_open
+
+from tests.tiny_models import byte_tokenizer, tiny_model
+from tracer import TraceError, load_trace
+from tracer.session import GenerationSettings, LiveSession
+from tracer.writer import TraceWriter, write_step_file
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+V1 = os.path.join(HERE, "fixtures", "tiny_trace_v1")
+
+
+def _manifest(prompt_len: int = 3) -> dict:
+    from tests.synthetic_trace import model_facts
+
+    return {
+        "schema": "stepscope.trace", "schema_version": 2, "model": model_facts(), "prompt": "abc", "prompt_len": prompt_len,
+        "generation": {"do_sample": False}, "dtype": {"model": "float32", "stored": "float32"},
+        "tokens": [{"id": i, "text": "a", "special": False, "position": i} for i in range(prompt_len)],
+        "finished": False, "stop_reason": None,
+    }
+
+
+def _entry(i: int, prompt_len: int = 3) -> tuple[dict, dict]:
+    token = {"id": 5, "text": "x", "special": False, "position": prompt_len + i}
+    pos = [0, prompt_len] if i == 0 else [prompt_len + i - 1, prompt_len + i]
+    return {"index": i, "kind": "prefill" if i == 0 else "decode", "positions": pos, "token": token,
+            "sampling": {"chosen_id": 5, "chosen_prob": 0.5}}, token
+
+
+@pytest.fixture(scope="module")
+def tiny_trace(tmp_path_factory):
+    out = str(tmp_path_factory.mktemp("tiny") / "t")
+    s = LiveSession(tiny_model("llama"), byte_tokenizer(), "hello world", GenerationSettings(max_new_tokens=3), out=out)
+    while s.step() is not None:
+        pass
+    s.close()
+    return out
+
+
+def test_appending_a_step_never_rewrites_the_manifest(tmp_path):
+    out = str(tmp_path / "log")
+    w = TraceWriter(out, _manifest(), background=False)
+    manifest = os.path.join(out, "manifest.json")
+    inode, size = os.stat(manifest).st_ino, os.path.getsize(manifest)
+    log_sizes = []
+    for i in range(40):
+        entry, token = _entry(i)
+        w.add_step({"logits": np.full((entry["positions"][1] - entry["positions"][0], 8), i, np.float32)}, entry, token)
+        log_sizes.append(os.path.getsize(os.path.join(out, "steps.jsonl")))
+    assert os.stat(manifest).st_ino == inode and os.path.getsize(manifest) == size  # O(1): untouched per step
+    growth = np.diff(log_sizes[5:])
+    assert growth.max() - growth.min() <= 4  # one line per step, same size whatever the count
+    w.close(finished=True, stop_reason="max_new_tokens")
+    tr = load_trace(out)
+    assert len(tr.steps) == 40 and len(tr.tokens) == 43 and tr.finished
+    assert float(tr.steps[39]["logits"][0, 0]) == 39.0
+
+
+def test_torn_last_line_is_ignored_and_a_damaged_middle_line_is_an_error(tiny_trace, tmp_path):
+    bad = str(tmp_path / "torn")
+    shutil.copytree(tiny_trace, bad)
+    log = os.path.join(bad, "steps.jsonl")
+    lines = open(log, "rb").read().splitlines(keepends=True)
+    with open(log, "wb") as fh:
+        fh.write(b"".join(lines[:-1]) + lines[-1][: len(lines[-1]) // 2])  # a write cut short
+    tr = load_trace(bad)
+    assert len(tr.steps) == len(lines) - 1 and len(tr.tokens) == tr.prompt_len + len(lines) - 1
+    with open(log, "wb") as fh:
+        fh.write(lines[0] + b"{not json\n" + b"".join(lines[2:]))
+    with pytest.raises(TraceError, match="steps.jsonl line 2"):
+        load_trace(bad)
+
+
+def test_schema_1_trace_opens_with_norm_output_under_hook_out():
+    tr = load_trace(V1)
+    assert tr.manifest["schema_version"] == 1 and len(tr.steps) == 8 and len(tr.tokens) == tr.prompt_len + 8
+    step = tr.steps[0]
+    assert "blocks.0.ln1.hook_out" in step and "blocks.0.ln1.hook_normalized" not in step
+    with safe_open(step.path, framework="np") as f:  # the v1 file's bytes, exposed under the new name
+        np.testing.assert_array_equal(f.get_tensor("blocks.0.ln1.hook_normalized"), step["blocks.0.ln1.hook_out"])
+        np.testing.assert_array_equal(f.get_tensor("ln_final.hook_normalized"), step["ln_final.hook_out"])
+    for s in tr.steps:
+        assert all(s[n].shape == s.shape(n) for n in s.names)
+
+
+def test_identical_arrays_are_stored_once_and_read_under_both_names(tiny_trace):
+    tr = load_trace(tiny_trace)
+    step = tr.steps[0]
+    assert step.aliases.get("blocks.1.hook_resid_pre") == "blocks.0.hook_resid_post"
+    with safe_open(step.path, framework="np") as f:
+        stored = set(f.keys())
+    assert "blocks.1.hook_resid_pre" not in stored and "blocks.1.hook_resid_pre" in step.names
+    pre, post = step["blocks.1.hook_resid_pre"], step["blocks.0.hook_resid_post"]
+    assert np.shares_memory(pre, post)  # zero-copy: the same mapped bytes
+    # independent check that they are the same tensor: resid_mid + mlp_out of layer 0
+    np.testing.assert_allclose(pre, step["blocks.0.hook_resid_mid"] + step["blocks.0.hook_mlp_out"], rtol=1e-5, atol=1e-5)
+
+
+def test_writer_aliases_only_byte_identical_arrays(tmp_path):
+    a = np.arange(12, dtype=np.float32).reshape(3, 4)
+    arrays = {"blocks.0.hook_resid_post": a, "blocks.1.hook_resid_pre": a.copy(), "blocks.1.hook_resid_mid": a + 0,
+              "blocks.1.hook_attn_out": np.where(a == 0, np.float32(-0.0), a)}  # -0.0 == 0.0, but other bytes
+    size, checksum, aliases = write_step_file(str(tmp_path / "step_00000.safetensors"), arrays)
+    assert aliases == {"blocks.1.hook_resid_pre": "blocks.0.hook_resid_post", "blocks.1.hook_resid_mid": "blocks.0.hook_resid_post"}
+    with safe_open(str(tmp_path / "step_00000.safetensors"), framework="np") as f:
+        assert sorted(f.keys()) == ["blocks.0.hook_resid_post", "blocks.1.hook_attn_out"]
+        assert np.signbit(f.get_tensor("blocks.1.hook_attn_out")[0, 0])
+    assert size == os.path.getsize(tmp_path / "step_00000.safetensors") and checksum.startswith("crc32:")
+
+
+def test_checksum_mismatch_fails_that_step_only(tiny_trace, tmp_path):
+    bad = str(tmp_path / "flipped")
+    shutil.copytree(tiny_trace, bad)
+    path = os.path.join(bad, "step_00002.safetensors")
+    data = bytearray(open(path, "rb").read())
+    data[-3] ^= 0x40  # one bit of one value: same size, header intact
+    open(path, "wb").write(bytes(data))
+    tr = load_trace(bad)
+    step = tr.steps[2]
+    assert step.names  # the header is fine
+    with open(path, "rb") as fh, safe_open(path, framework="np") as f:  # the tensor holding the flipped byte
+        import struct
+
+        n = struct.unpack("<Q", fh.read(8))[0]
+        hit = [k for k in f.keys() if step._load_header()[k]["data_offsets"][0] <= len(data) - 3 - 8 - n < step._load_header()[k]["data_offsets"][1]]
+    others = [k for k in step.names if k not in hit and step.aliases.get(k) not in hit]
+    assert hit and others
+    for name in others:  # every other tensor of the step reads (each is checked on its own first read)
+        step[name]
+    with pytest.raises(TraceError, match="step 2.*checksum mismatch"):
+        step[hit[0]]
+    np.testing.assert_array_equal(tr.steps[1]["logits"], load_trace(tiny_trace).steps[1]["logits"])
+
+
+def test_header_tampering_is_caught_by_the_entry_checksum(tiny_trace, tmp_path):
+    bad = str(tmp_path / "retitled")
+    shutil.copytree(tiny_trace, bad)
+    path = os.path.join(bad, "step_00001.safetensors")
+    data = open(path, "rb").read()
+    i = data.index(b'"F32"')
+    open(path, "wb").write(data[:i] + b'"I32"' + data[i + 5 :])  # same size, same data, relabelled
+    with pytest.raises(TraceError, match="step 1.*checksum mismatch"):
+        load_trace(bad).steps[1].names
+
+
+def _session(prompt: str, row_limit: int | None, out: str):
+    s = LiveSession(tiny_model("llama"), byte_tokenizer(), prompt, GenerationSettings(max_new_tokens=2), out=out)
+    s.recorder.row_limit = row_limit
+    while s.step() is not None:
+        pass
+    s.close()
+    return load_trace(out)
+
+
+def test_omitted_attention_rows_are_recomputed_exactly(tmp_path):
+    prompt = "the budget keeps the last rows"
+    full = _session(prompt, None, str(tmp_path / "full"))
+    cut = _session(prompt, 4, str(tmp_path / "cut"))
+    step, ref = cut.steps[0], full.steps[0]
+    t = step.positions[1]
+    name = "blocks.1.attn.hook_pattern"
+    assert step.shape(name)[1] == 4 and step.omitted[name]["rows"] == [0, t - 4]
+    assert step.omitted["blocks.0.attn.hook_attn_scores"]["rows"] == [0, t - 4]
+    for layer in (0, 1):
+        for kind, local in (("pattern", "attn.hook_pattern"), ("scores", "attn.hook_attn_scores")):
+            got = step.attention_rows(layer, kind, 0, t)
+            want = ref[f"blocks.{layer}.{local}"]
+            finite = np.isfinite(want)
+            assert np.array_equal(finite, np.isfinite(got))  # the same masked cells
+            np.testing.assert_allclose(got[finite], want[finite], rtol=1e-5, atol=1e-6)
+    np.testing.assert_array_equal(step.attention_rows(1, "pattern", t - 4, t), step[name])  # stored rows as stored
+    assert not cut.steps[1].omitted  # decode steps are never trimmed
+
+
+def test_writer_uses_the_schema_nan_becomes_null_and_invalid_entries_are_refused(tmp_path):
+    from tracer import TraceWriteError
+
+    out = str(tmp_path / "w")
+    w = TraceWriter(out, _manifest(), background=False)
+    entry, token = _entry(0)
+    entry["sampling"]["entropy"] = float("nan")  # e.g. NaN logits: the trace must stay readable
+    w.add_step({"logits": np.full((3, 8), np.nan, np.float32)}, entry, token)
+    entry, token = _entry(1)
+    entry["positions"] = "3:4"
+    with pytest.raises(TraceWriteError, match=r"invalid step entry: steps\[1\]\.positions"):
+        w.add_step({"logits": np.zeros((1, 8), np.float32)}, entry, token)
+    w.close()
+    tr = load_trace(out)
+    assert len(tr.steps) == 1 and tr.steps[0].sampling["entropy"] is None and tr.steps[0].nonfinite == ["logits"]
+    assert tr.manifest["stop_reason"] == "error"

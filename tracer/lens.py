@@ -1,0 +1,95 @@
+"""The logit lens at view time: top-k of softmax(unembed(ln_final(resid_post_L))) per layer, in numpy.
+
+The tracer stores the final norm's weights and the unembedding once per trace (`lens.safetensors`)
+and the norm's facts in the manifest (`model.lens`); each step holds the residual rows the lens
+reads (`blocks.{L}.hook_resid_post`, or `logit_lens.resid` when those are not recorded). The
+reader computes a step's lens on first use instead of the tracer computing it on every step.
+
+    lens = LogitLens.open(trace_dir, manifest["model"]["lens"])
+    ids, probs = lens.top_k(lens.rows(step))          # [n_layers, k] each
+
+Torch-free: the TUI's reading path never imports torch.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Callable
+
+import numpy as np
+
+LENS_FILE = "lens.safetensors"
+RESID_ROWS = "logit_lens.resid"  # [n_layers, d_model] last-position rows, when resid_post is not recorded
+NORM_W, NORM_B, W_U, B_U = "ln_final.w", "ln_final.b", "unembed.W_U", "unembed.b_U"
+
+
+def _read_safetensors(path: str) -> dict[str, np.ndarray]:
+    from safetensors.numpy import load_file
+
+    return load_file(path)
+
+
+class LogitLens:
+    """Final norm + unembedding of one trace, applied to residual rows."""
+
+    def __init__(self, facts: dict, arrays: dict[str, np.ndarray]):
+        self.norm: str = facts["norm"]  # "rmsnorm" | "layernorm"
+        self.eps = float(facts["eps"])
+        self.offset = float(facts.get("weight_offset") or 0.0)  # Gemma: the weight is 1 + w
+        self.softcap = facts.get("softcap")
+        self.k = int(facts.get("k") or 10)
+        self.n_layers = int(facts["n_layers"])
+        self.w = np.asarray(arrays[NORM_W], dtype=np.float32)  # [d_model]
+        self.b = np.asarray(arrays[NORM_B], dtype=np.float32) if NORM_B in arrays else None  # [d_model]
+        self.w_u = arrays[W_U]  # [d_model, vocab]
+        self.b_u = np.asarray(arrays[B_U], dtype=np.float32) if B_U in arrays else None  # [vocab]
+
+    @classmethod
+    def open(cls, trace_dir: str, facts: dict | None, read: Callable[[str], dict] | None = None) -> "LogitLens | None":
+        """The lens of a trace directory, None when the trace has none (`read` loads a safetensors file)."""
+        if not facts:
+            return None
+        return cls(facts, (read or _read_safetensors)(os.path.join(trace_dir, facts.get("file", LENS_FILE))))
+
+    def rows(self, step) -> np.ndarray:
+        """[n_layers, d_model]: each layer's resid_post at the step's last position."""
+        if RESID_ROWS in step:
+            return np.asarray(step[RESID_ROWS], dtype=np.float32)
+        return np.stack([np.asarray(step[f"blocks.{i}.hook_resid_post"][-1], dtype=np.float32) for i in range(self.n_layers)])
+
+    def has_rows(self, step) -> bool:
+        """Whether the step holds what `rows` reads."""
+        return RESID_ROWS in step or all(f"blocks.{i}.hook_resid_post" in step for i in range(self.n_layers))
+
+    def logits(self, rows: np.ndarray) -> np.ndarray:
+        """[n, d_model] residual rows -> [n, vocab] float32 logits through the final norm and the unembedding."""
+        x = rows.astype(np.float32)
+        if self.norm == "layernorm":
+            x = x - x.mean(-1, keepdims=True)
+        x = x / np.sqrt((x * x).mean(-1, keepdims=True) + np.float32(self.eps))  # hook_normalized
+        x = x * (self.w + np.float32(self.offset))
+        if self.b is not None:
+            x = x + self.b
+        logits = x @ np.asarray(self.w_u, dtype=np.float32)  # [n, vocab]
+        if self.b_u is not None:
+            logits = logits + self.b_u
+        if self.softcap:
+            logits = np.tanh(logits / np.float32(self.softcap)) * np.float32(self.softcap)
+        return logits
+
+    def top_k(self, rows: np.ndarray, k: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """(ids int64 [n, k], probs float32 [n, k]) of softmax(logits), most probable first."""
+        logits = self.logits(rows).astype(np.float64)  # [n, vocab]
+        logits -= logits.max(-1, keepdims=True)
+        probs = np.exp(logits)
+        probs /= probs.sum(-1, keepdims=True)
+        k = min(k or self.k, probs.shape[-1])
+        part = np.argpartition(-probs, k - 1, axis=-1)[:, :k]  # [n, k] unordered
+        order = np.argsort(-np.take_along_axis(probs, part, -1), axis=-1, kind="stable")
+        ids = np.take_along_axis(part, order, -1)
+        return ids.astype(np.int64), np.take_along_axis(probs, ids, -1).astype(np.float32)
+
+    def for_step(self, step) -> dict[str, np.ndarray]:
+        """{"logit_lens.ids", "logit_lens.probs"} of a step, as the tracer used to store them."""
+        ids, probs = self.top_k(self.rows(step))
+        return {"logit_lens.ids": ids, "logit_lens.probs": probs}
