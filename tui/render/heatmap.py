@@ -4,6 +4,9 @@ characters per drawn column, a position ruler and the cursor column's label on t
 
 A single row wider than the pane (a decode step) wraps over several lines, each labelled with
 the key positions it holds, so every key is drawn.
+
+An attention-sink column (`sink`: the mass each row puts on no key) is drawn apart, after a gap,
+under the label `sink` (on its own line when the row wraps).
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ CURSOR_CHAR = "◆"
 LABEL_STYLE = Style(dim=True)
 CURSOR_LABEL_STYLE = Style(bold=True, reverse=True)
 LOG_FLOOR = 1e-4
+SINK_LABEL = "sink"
 
 
 def _fmt(x: float) -> str:
@@ -37,7 +41,8 @@ class HeatmapRenderable:
     values [R, C]; mask [R, C] True = not attended (dim grey, distinct from weight 0); window_mask
     [R, C] True = outside a sliding window (lighter grey); `scale` "map"/"fixed" (linear over
     [vmin, vmax]) or "log" (log10 over [1e-4, vmax]); `cursor` = (row, col) of the drawn cell to
-    mark; `col_positions` label the ruler; `col_names` give the cursor column's label in full.
+    mark; `col_positions` label the ruler; `col_names` give the cursor column's label in full;
+    `sink` [R] the attention-sink mass of each row (drawn as a separate, labelled column).
     """
 
     def __init__(self, values: np.ndarray, mask: np.ndarray | None = None, *, vmin: float = 0.0,
@@ -45,7 +50,7 @@ class HeatmapRenderable:
                  cell: int = 1, label_width: int = 10, legend: bool = True, window_mask: np.ndarray | None = None,
                  window: int | None = None, scale: str = "map", cursor: tuple[int, int] | None = None,
                  col_positions: list[int] | None = None, col_names: list[str] | None = None,
-                 wrap: bool = False, pool: int = 1, col_end: int | None = None):
+                 wrap: bool = False, pool: int = 1, col_end: int | None = None, sink: np.ndarray | None = None):
         self.values = np.atleast_2d(np.asarray(values, dtype=np.float64))  # [R, C]
         self.mask = np.zeros(self.values.shape, dtype=bool) if mask is None else np.asarray(mask, dtype=bool)
         self.window_mask = None if window_mask is None else np.asarray(window_mask, dtype=bool)  # [R, C]
@@ -64,6 +69,7 @@ class HeatmapRenderable:
         self.wrap = wrap and self.values.shape[0] == 1
         self.pool = max(1, int(pool))
         self.col_end = col_end
+        self.sink = None if sink is None else np.asarray(sink, dtype=np.float64).reshape(-1)  # [R]
 
     @classmethod
     def from_map(cls, amap, **kwargs) -> "HeatmapRenderable":
@@ -72,7 +78,8 @@ class HeatmapRenderable:
                    row_labels=amap.row_names or amap.row_labels,
                    window_mask=amap.window_mask, window=amap.window, scale=getattr(amap, "scale", "map"),
                    col_positions=amap.col_positions, col_names=amap.col_names, pool=amap.pool,
-                   col_end=amap.first_key + amap.viewport.col0 + amap.viewport.cols, **kwargs)
+                   col_end=amap.first_key + amap.viewport.col0 + amap.viewport.cols,
+                   sink=getattr(amap, "sink", None), **kwargs)
 
     @property
     def grid_width(self) -> int:
@@ -83,16 +90,17 @@ class HeatmapRenderable:
         return self.label_width + (1 if self.label_width else 0)
 
     def __rich_measure__(self, console: Console, options: ConsoleOptions) -> Measurement:
-        width = self.prefix_width + self.grid_width
+        width = self.prefix_width + self.grid_width + (1 + self.cell if self.sink is not None else 0)
         return Measurement(min(width, options.max_width), max(width, 40 if self.legend else width))
 
-    def _levels(self) -> np.ndarray:
-        """[R, C] palette index of each drawn cell under the scale mode."""
+    def _levels(self, values: np.ndarray | None = None, masked: bool = True) -> np.ndarray:
+        """Palette index of each drawn cell (of `values`, default the map) under the scale mode."""
+        values = self.values if values is None else values
+        mask, window_mask = (self.mask, self.window_mask) if masked else (None, None)
         if self.scale == "log":
-            logv = np.log10(np.clip(np.nan_to_num(self.values, nan=0.0), LOG_FLOOR, None))
-            return levels(logv, math.log10(LOG_FLOOR), math.log10(max(self.vmax, LOG_FLOOR * 10)),
-                          self.mask, self.window_mask)
-        return levels(self.values, self.vmin, self.vmax, self.mask, self.window_mask)
+            logv = np.log10(np.clip(np.nan_to_num(values, nan=0.0), LOG_FLOOR, None))
+            return levels(logv, math.log10(LOG_FLOOR), math.log10(max(self.vmax, LOG_FLOOR * 10)), mask, window_mask)
+        return levels(values, self.vmin, self.vmax, mask, window_mask)
 
     def cols_per_line(self, max_width: int) -> int:
         """Drawn columns on one line (all of them unless wrapping)."""
@@ -114,6 +122,8 @@ class HeatmapRenderable:
             label, x = str(pos), j * self.cell
             if x + len(label) <= len(line):
                 line[x : x + len(label)] = list(label)
+        if self.sink is not None:
+            line += [" "] + list(SINK_LABEL)
         yield Segment(" " * self.prefix_width)
         yield Segment(truncate("".join(line), max(0, width - self.prefix_width)).rstrip(), LABEL_STYLE)
         yield Segment.line()
@@ -146,6 +156,8 @@ class HeatmapRenderable:
             yield Segment("  ")
             yield Segment("█", Style(color=WINDOW))
             yield Segment(f" outside window {self.window}" if self.window else " outside window", LABEL_STYLE)
+        if self.sink is not None:
+            yield Segment(f"  {SINK_LABEL}: mass on no key", LABEL_STYLE)
         yield Segment.line()
 
     def _wrap_label(self, c0: int, c1: int) -> str:
@@ -156,6 +168,7 @@ class HeatmapRenderable:
     def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
         width = options.max_width
         lv = self._levels()  # [R, C]
+        sink = None if self.sink is None else self._levels(self.sink, masked=False)  # [R]
         n_rows, n_cols = lv.shape
         cur_r, cur_c = self.cursor if self.cursor is not None else (-1, -1)
         if not self.wrap:
@@ -168,6 +181,9 @@ class HeatmapRenderable:
                     yield Segment(label, CURSOR_LABEL_STYLE if r == cur_r else LABEL_STYLE)
                     yield Segment(" ")
                 yield from _cells(lv[r], self.cell, cur_c if r == cur_r else -1)
+                if sink is not None and r < sink.shape[0]:
+                    yield Segment(" ")
+                    yield from _cells(sink[r : r + 1], self.cell, -1)
                 yield Segment.line()
         else:
             per_line = self.cols_per_line(width)
@@ -180,6 +196,12 @@ class HeatmapRenderable:
                                   CURSOR_LABEL_STYLE if on_cursor else LABEL_STYLE)
                     yield Segment(" ")
                 yield from _cells(lv[0, c0:c1], self.cell, cur_c - c0 if cur_r == 0 else -1)
+                yield Segment.line()
+            if sink is not None and sink.shape[0]:
+                if self.label_width:
+                    yield Segment(fit(SINK_LABEL, self.label_width, "right"), LABEL_STYLE)
+                    yield Segment(" ")
+                yield from _cells(sink[:1], self.cell, -1)
                 yield Segment.line()
         if self.legend:
             yield from self._legend()

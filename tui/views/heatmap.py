@@ -7,6 +7,12 @@ of steps 0..i stacked into one matrix over all positions so far (columns = absol
 reading only the rows inside the viewport (one step file per visible row). Cells are masked by
 the causal mask (key after the query) or by the window (key older than `window` positions),
 told apart in `window_mask`.
+
+Model facts from the manifest, never the family: with `attention_sink` the map's last column is
+the sink (the mass the head puts on no key), kept apart from the key columns (`AttentionMap.sink`);
+a layer in `layers_without_attention` has no map (`no_attention`, saying why). Rows the recording
+budget left out (`step.omitted`) are recomputed exactly from the recorded rotated q and k
+(`step.attention_rows`) and marked (`AttentionMap.recomputed`).
 """
 
 from __future__ import annotations
@@ -16,6 +22,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from tracer.inert import inert
 from tracer.names import block_name
 from tui.views.cache import cached
 from tui.views.vocab import token_texts
@@ -104,6 +111,8 @@ class AttentionMap:
     scale: str = "map"  # colour scale mode (SCALES)
     row_names: list[str] | None = None  # row label: "12 ·Paris" (one query), "12–15" when pooled
     col_names: list[str] | None = None  # column label in full: "k 12 ·Paris", "k 12–15" when pooled
+    sink: np.ndarray | None = None  # [R] mass on the attention sink (pooled: block maximum), when the model has one
+    recomputed: tuple[int, int] | None = None  # query positions [q0, q1) drawn from rows the budget omitted
 
 
 def _names(positions: list[int], labels: list[str], pool: int, last: int, prefix: str = "") -> list[str]:
@@ -111,6 +120,38 @@ def _names(positions: list[int], labels: list[str], pool: int, last: int, prefix
     if pool == 1:
         return [f"{prefix}{p} {lab}" for p, lab in zip(positions, labels)]
     return [f"{prefix}{p}–{min(p + pool - 1, last)}" for p in positions]
+
+
+def sink_columns(model: dict) -> int:
+    """1 when the model's maps end with an attention-sink column (manifest fact), else 0."""
+    return 1 if model.get("attention_sink") else 0
+
+
+def no_attention(model: dict, layer: int) -> str | None:
+    """Why a layer has no attention map (manifest facts, made inert), or None when it has one."""
+    if layer in (model.get("layers_without_attention") or ()):
+        return inert(model.get("no_attention_reason") or "this layer does not attend (no attention map)")
+    return None
+
+
+def omitted_rows(step, layer: int) -> tuple[int, int] | None:
+    """[q0, q1) absolute query positions of the layer's pattern the budget did not store, or None."""
+    info = (getattr(step, "omitted", None) or {}).get(block_name(layer, PATTERN))
+    if not info:
+        return None
+    start = step.positions[0]
+    r0, r1 = info["rows"]
+    return (start + int(r0), start + int(r1)) if r1 > r0 else None
+
+
+def map_rows(step, layer: int, kind: str, q0: int, q1: int) -> np.ndarray:
+    """[n_heads, q1-q0, S(+sink)] float32 rows q0..q1 (step-relative) of a map, recomputed exactly
+    where the budget omitted them (raises TraceError when they cannot be)."""
+    name = block_name(layer, PATTERN if kind == "pattern" else SCORES)
+    if name not in (getattr(step, "omitted", None) or {}):
+        return np.asarray(step[name][:, q0:q1], dtype=np.float32)
+    return cached(step, ("map_rows", layer, kind, q0, q1),
+                  lambda: np.asarray(step.attention_rows(layer, kind, q0, q1), dtype=np.float32))
 
 
 def kv_head_of(model: dict, head: int) -> int:
@@ -139,7 +180,7 @@ def keys_of(step, model: dict, layer: int) -> tuple[int, int]:
     start, end = step.positions
     name = block_name(layer, PATTERN)
     if name in step:
-        n_keys = int(step.shape(name)[-1])
+        n_keys = int(step.shape(name)[-1]) - sink_columns(model)
     else:
         window = layer_window(model, layer)
         n_keys = end - start + (min(start, window - 1) if window else start)
@@ -212,27 +253,39 @@ def _step_of_position(trace, last_step: int, position: int) -> int:
     return bisect.bisect_right(_StepStarts(trace, last_step + 1), position) - 1
 
 
-def _pattern_row(step, name: str, head: int, q: int) -> np.ndarray:
-    """[S] float32 weights of query position q of one head, cached: a step's rows never change."""
-    start = step.positions[0]
-    return cached(step, ("pattern_row", name, head, q),
-                  lambda: np.array(step[name][head, q - start], dtype=np.float32))
+def _full_row(step, layer: int, kind: str, head: int, q: int) -> np.ndarray:
+    """[S(+sink)] float32 row of query position q of one head ("pattern" or "scores"), recomputed
+    where the budget omitted it; cached: a step's rows never change."""
+    r = q - step.positions[0]
+    return cached(step, ("full_row", layer, kind, head, q), lambda: map_rows(step, layer, kind, r, r + 1)[head, 0].copy())
 
 
-def _read_rows(trace, step_index: int, layer: int, head: int, vp: Viewport, stack: bool) -> np.ndarray | None:
-    """[rows, cols] float32 weights of the window; None when the pattern was not recorded.
+def _pattern_row(step, model: dict, layer: int, head: int, q: int, kind: str = "pattern") -> np.ndarray:
+    """[S] the key columns of a row (the sink column, if any, left out)."""
+    row = _full_row(step, layer, kind, head, q)
+    return row[: row.shape[0] - sink_columns(model)]
+
+
+def _read_rows(trace, step_index: int, layer: int, head: int, vp: Viewport,
+               stack: bool) -> tuple[np.ndarray, np.ndarray | None] | None:
+    """([rows, cols] float32 weights of the window, [rows] sink mass or None); None when the
+    pattern was not recorded.
 
     Stacked, column c is position c: the row of query q (computed by step j) is placed from
     step j's first key position (end_j - S_j on a sliding layer).
     """
     name = block_name(layer, PATTERN)
     step = trace.steps[step_index]
+    sink = sink_columns(trace.model)
     if not stack:
         if name not in step:
             return None
-        pattern = step[name]  # [n_heads, T, S]
-        return np.asarray(pattern[head, vp.row0 : vp.row0 + vp.rows, vp.col0 : vp.col0 + vp.cols], dtype=np.float32)
+        block = map_rows(step, layer, "pattern", vp.row0, vp.row0 + vp.rows)[head]  # [rows, S(+sink)]
+        n_keys = block.shape[1] - sink
+        values = block[:, vp.col0 : min(vp.col0 + vp.cols, n_keys)]  # [rows, cols]
+        return values, (block[:, -1].copy() if sink else None)
     out = np.zeros((vp.rows, vp.cols), dtype=np.float32)  # [rows, cols]
+    sinks = np.zeros(vp.rows, dtype=np.float32) if sink else None  # [rows]
     found = False
     for r, q in enumerate(range(vp.row0, vp.row0 + vp.rows)):
         j = _step_of_position(trace, step_index, q)
@@ -242,10 +295,12 @@ def _read_rows(trace, step_index: int, layer: int, head: int, vp: Viewport, stac
         first, n_keys = key_span(trace, j, layer)
         lo, hi = max(vp.col0, first), min(vp.col0 + vp.cols, first + n_keys)  # visible key positions
         if lo < hi:
-            row = _pattern_row(src, name, head, q)  # [S_j] keys first..first + S_j - 1
+            row = _pattern_row(src, trace.model, layer, head, q)  # [S_j] keys first..first + S_j - 1
             out[r, lo - vp.col0 : hi - vp.col0] = row[lo - first : hi - first]
+        if sinks is not None:
+            sinks[r] = _full_row(src, layer, "pattern", head, q)[-1]
         found = True
-    return out if found else None
+    return (out, sinks) if found else None
 
 
 def _labels(trace, positions: list[int]) -> list[str]:
@@ -266,9 +321,10 @@ def attention_map(trace, step_index: int, layer: int, head: int, *, stack: bool 
     stacked, pool = bool(stack), max(1, int(pool))
     n_rows, n_cols = extent(trace, step_index, stacked, layer)
     vp = (viewport or Viewport(rows=n_rows, cols=n_cols)).clamp(n_rows, n_cols)
-    raw = _read_rows(trace, step_index, layer, head, vp, stacked)
-    if raw is None:
+    read = _read_rows(trace, step_index, layer, head, vp, stacked)
+    if read is None:
         return None
+    raw, sink = read
     first_query = 0 if stacked else start
     first_key = 0 if stacked else key_span(trace, step_index, layer)[0]
     window = layer_window(trace.model, layer)
@@ -276,6 +332,10 @@ def attention_map(trace, step_index: int, layer: int, head: int, *, stack: bool 
     k_pos = np.arange(first_key + vp.col0, first_key + vp.col0 + raw.shape[1])  # [C]
     mask, outside = _masks(q_pos, k_pos, window)  # [R, C] each
     values, mask, outside = _pool(np.nan_to_num(raw, nan=0.0), mask, outside, pool)
+    if sink is not None and pool > 1:  # a pooled block of rows: the largest sink mass in it
+        padded = np.full(-(-sink.shape[0] // pool) * pool, -np.inf, dtype=np.float32)  # [R']
+        padded[: sink.shape[0]] = sink
+        sink = padded.reshape(-1, pool).max(axis=1)  # [R' / pool]
     attended = values[~mask]
     vmax = float(attended.max()) if attended.size else 1.0
     rows = [int(p) for p in q_pos[::pool]]
@@ -292,7 +352,20 @@ def attention_map(trace, step_index: int, layer: int, head: int, *, stack: bool 
         first_key=first_key, scale=scale if scale in SCALES else "map",
         row_names=_names(rows, row_labels, pool, int(q_pos[-1])),
         col_names=_names(cols, col_labels, pool, int(k_pos[-1]), "k "),
+        sink=None if sink is None else np.nan_to_num(sink, nan=0.0).astype(np.float32),
+        recomputed=_recomputed(trace, step_index, layer, stacked, int(q_pos[0]), int(q_pos[-1]) + 1),
     )
+
+
+def _recomputed(trace, step_index: int, layer: int, stacked: bool, q0: int, q1: int) -> tuple[int, int] | None:
+    """[q0, q1) of the drawn query positions whose rows the budget omitted (recomputed), or None."""
+    steps = (range(_step_of_position(trace, step_index, q0), _step_of_position(trace, step_index, q1 - 1) + 1)
+             if stacked else (step_index,))
+    for j in steps:
+        rows = omitted_rows(trace.steps[j], layer)
+        if rows is not None and rows[0] < q1 and q0 < rows[1]:
+            return max(rows[0], q0), min(rows[1], q1)
+    return None
 
 
 @dataclass(frozen=True)
@@ -307,23 +380,25 @@ class CellInfo:
     score: float | None  # pre-softmax scaled score, when `attn.hook_attn_scores` was recorded
     rank: int | None  # 1-based rank of this key in the query's row, by weight (None: masked)
     n_keys: int  # keys the query attends
+    sink: float | None = None  # mass of the query's row on the attention sink (models with one)
+    recomputed: bool = False  # the row was omitted by the recording budget and recomputed from q, k
 
     def line(self) -> str:
         """The readout line: `q 7 ·Paris → k 2 ·capital · p 0.412 · score 3.12 · rank 1/8`."""
+        tail = ("" if self.sink is None else f" · sink {self.sink:.4f}") + (" · recomputed" if self.recomputed else "")
         if self.weight is None:
-            return f"q {self.query} {self.query_text} → k {self.key} {self.key_text} · masked (not attended)"
+            return f"q {self.query} {self.query_text} → k {self.key} {self.key_text} · masked (not attended){tail}"
         score = "" if self.score is None else f" · score {self.score:.4g}"
         return (f"q {self.query} {self.query_text} → k {self.key} {self.key_text} · p {self.weight:.4f}{score}"
-                f" · rank {self.rank}/{self.n_keys}")
+                f" · rank {self.rank}/{self.n_keys}{tail}")
 
 
 def _query_row(trace, step_index: int, layer: int, head: int, query: int, name: str) -> np.ndarray | None:
-    """[S] row of `name` for one query position of the step that computed it (or None)."""
+    """[S] key columns of `name`'s row for one query position of the step that computed it (or None)."""
     step = trace.steps[step_index]
-    full = block_name(layer, name)
-    if full not in step:
+    if block_name(layer, name) not in step:
         return None
-    return _pattern_row(step, full, head, query)
+    return _pattern_row(step, trace.model, layer, head, query, "pattern" if name == PATTERN else "scores")
 
 
 def default_key(trace, step_index: int, layer: int, head: int, query: int) -> int:
@@ -351,13 +426,17 @@ def cell_info(trace, step_index: int, layer: int, head: int, query: int, key: in
     first = key_span(trace, j, layer)[0]
     window = layer_window(trace.model, layer)
     texts = _labels(trace, [query, key])
+    sink = float(_full_row(trace.steps[j], layer, "pattern", head, query)[-1]) if sink_columns(trace.model) else None
+    rows = omitted_rows(trace.steps[j], layer)
+    recomputed = rows is not None and rows[0] <= query < rows[1]
     masked = key > query or key < first or (window is not None and key <= query - window)
     if masked or key - first >= row.shape[0]:
-        return CellInfo(query, texts[0], key, texts[1], None, None, None, int(np.count_nonzero(row > 0)))  # masked
+        return CellInfo(query, texts[0], key, texts[1], None, None, None, int(np.count_nonzero(row > 0)),
+                        sink, recomputed)  # masked
     weight = float(row[key - first])
     scores = _query_row(trace, j, layer, head, query, SCORES)
     score = None if scores is None else float(scores[key - first])
     attended = row[: query - first + 1]  # [keys up to the query]
     rank = int(np.count_nonzero(attended > weight)) + 1
     n_keys = min(attended.shape[0], window) if window else attended.shape[0]
-    return CellInfo(query, texts[0], key, texts[1], weight, score, rank, int(n_keys))
+    return CellInfo(query, texts[0], key, texts[1], weight, score, rank, int(n_keys), sink, recomputed)

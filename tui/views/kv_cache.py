@@ -4,7 +4,8 @@ Computed from the manifest (positions, model facts, stored dtype) and step-file 
 reading arrays. A full-attention layer keeps every position. A sliding-window layer (Mistral,
 Gemma's local layers) keeps only the last `window - 1` positions between steps (transformers'
 sliding-window cache), so a decode step reads S = min(end, window) keys: those plus its own.
-Gemma's global layers keep everything.
+Gemma's global layers keep everything. A layer without attention (manifest
+`layers_without_attention`, e.g. a linear-attention block keeping a recurrent state) has no KV cache.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from tui.text import escape_for_display
-from tui.views.heatmap import key_span, layer_window
+from tui.views.heatmap import key_span, layer_window, no_attention
 from tui.views.vocab import tok_text
 
 
@@ -30,11 +31,12 @@ class KVLayer:
     first_key: int = 0  # position of the first of them
     window: int | None = None  # the layer's sliding window, None for full attention
     dropped: int = 0  # positions this step evicted from the cache (slid out of the window)
+    no_attention: str | None = None  # why the layer has no KV cache (it does not attend), else None
 
     @property
     def kind(self) -> str:
-        """"local" (sliding window) or "global" (full attention)."""
-        return "local" if self.window else "global"
+        """"local" (sliding window), "global" (full attention) or "none" (no attention)."""
+        return "none" if self.no_attention else "local" if self.window else "global"
 
 
 @dataclass(frozen=True)
@@ -48,6 +50,7 @@ class KVCache:
     bytes_per_position: int  # K + V, one layer: 2 · n_kv_heads · d_head · itemsize
     total_bytes: int  # all layers after this step
     sliding_window: int | None  # the model's window (layers listed as full attention ignore it)
+    no_attention_reason: str | None = None  # why some layers keep no KV cache (manifest), else None
 
     @property
     def mixed(self) -> bool:
@@ -72,6 +75,10 @@ def kv_cache(trace, step_index: int) -> KVCache:
     per_pos = n_kv * d_head * itemsize  # K or V, one layer, one position
     layers = []
     for layer in range(int(model["n_layers"])):
+        reason = no_attention(model, layer)
+        if reason is not None:
+            layers.append(KVLayer(layer, 0, 0, 0, 0, 0, no_attention=reason))
+            continue
         window = layer_window(model, layer)
         before, after = cached_length(window, start), cached_length(window, end)
         first, n_keys = key_span(trace, step_index, layer)
@@ -82,5 +89,6 @@ def kv_cache(trace, step_index: int) -> KVCache:
     appended = [(p, escape_for_display(tok_text(tokens[p])), bool(tokens[p].get("special")))
                 for p in range(start, min(end, len(tokens)))]
     total = sum(row.k_bytes + row.v_bytes for row in layers)
+    reasons = [row.no_attention for row in layers if row.no_attention]
     return KVCache(step_index, step.kind, (start, end), appended, layers, dtype, 2 * per_pos, total,
-                   model.get("sliding_window") or None)
+                   model.get("sliding_window") or None, reasons[0] if reasons else None)

@@ -4,7 +4,8 @@ Layer row: residual-stream norm at the last position (`hook_resid_post`), mean a
 over heads of the last query row, logit-lens top-1 token, and on mixture-of-experts models the
 experts the last position chose. Head row: entropy of the last row, the largest weight and the
 key position it goes to (on a sliding-window layer column j is position end - S + j), the KV head
-read. Grid: layers × heads entropy.
+read. Grid: layers × heads entropy. With an attention sink (manifest fact) the entropy is over the
+keys and the sink (the row's whole distribution); the largest weight is over the keys only.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import numpy as np
 from tracer.names import block_name
 from tui.text import escape_for_display
 from tui.views.cache import cached
-from tui.views.heatmap import key_span, kv_head_of
+from tui.views.heatmap import key_span, kv_head_of, no_attention, sink_columns
 from tui.views.logit_lens import logit_lens
 from tui.views.mlp import ExpertChoice, routing
 from tui.views.vocab import tok_text
@@ -42,6 +43,7 @@ class LayerRow:
     lens_text: str | None  # escaped
     lens_prob: float | None
     experts: tuple[ExpertChoice, ...] | None = None  # chosen by the last position (MoE models only)
+    no_attention: str | None = None  # why the layer has no attention map (manifest facts), else None
 
 
 @dataclass(frozen=True)
@@ -74,9 +76,10 @@ def head_stats(trace, step_index: int, layer: int) -> HeadStats | None:
         return None
 
     def build() -> HeadStats:
-        last = np.asarray(step[name][:, -1, :], dtype=np.float64)  # [n_heads, S]
+        last = np.asarray(step[name][:, -1, :], dtype=np.float64)  # [n_heads, S(+sink)]
+        keys = last[:, : last.shape[1] - sink_columns(trace.model)]  # [n_heads, S]
         first_key = key_span(trace, step_index, layer)[0]
-        return HeadStats(entropy(last), last.max(axis=-1), first_key + last.argmax(axis=-1))
+        return HeadStats(entropy(last), keys.max(axis=-1), first_key + keys.argmax(axis=-1))
 
     return cached(step, ("head_stats", layer), build)
 
@@ -107,7 +110,7 @@ def layer_rows(trace, step_index: int) -> list[LayerRow]:
         rows.append(LayerRow(
             layer, resid_norm(trace, step_index, layer), float(hs.entropy.mean()) if hs is not None else None,
             top.id if top else None, escape_for_display(top.text) if top else None, top.prob if top else None,
-            layer_experts(trace, step_index, layer),
+            layer_experts(trace, step_index, layer), no_attention(trace.model, layer),
         ))
     return rows
 

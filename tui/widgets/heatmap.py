@@ -8,10 +8,11 @@ from textual import events
 from textual.binding import Binding
 from textual.reactive import reactive
 
+from tracer.trace_format import TraceError
 from tui.render.heatmap import HeatmapRenderable
 from tui.views.heatmap import (
     SCALES, ZOOMS, AttentionMap, Viewport, attention_map, cell_info, default_key, extent, fit_zoom, key_span,
-    zoom_label,
+    no_attention, omitted_rows, sink_columns, zoom_label,
 )
 from tui.widgets.pane import Pane
 
@@ -26,7 +27,9 @@ class HeatmapPane(Pane, can_focus=True):
     query row at a decode step (wrapped over lines so every key shows; only the window's keys on a
     sliding-window layer), or every row so far when stacked. A cell cursor (arrows, or a click)
     selects a query/key pair; the readout line explains it. Follows the newest position until
-    panned; `0` goes back to following.
+    panned; `0` goes back to following. From the manifest's facts: an attention-sink column is
+    drawn apart (labelled `sink`), a layer without attention says why, and rows the recording
+    budget did not store are recomputed from q and k and announced on a note line.
 
     | Key(s) | Description |
     | :- | :- |
@@ -95,11 +98,21 @@ class HeatmapPane(Pane, can_focus=True):
     def _wraps(self) -> bool:
         return not self.stacked and self._extent()[0] == 1
 
+    def _omitted(self) -> tuple[int, int] | None:
+        """Query positions [q0, q1) of the layer's map the budget left out at this step (or at the
+        prefill, whose rows a stacked map shows), or None."""
+        steps = self._trace.steps
+        rows = omitted_rows(steps[self.step_index], self.cursor.layer)
+        return rows if rows is not None or not self.stacked else omitted_rows(steps[0], self.cursor.layer)
+
     def _room(self) -> tuple[int, int]:
         """(lines, cells) for the grid."""
         top = 1 if self._wraps() else TOP_LINES
-        height = max(1, self.content_size.height - HEADER_LINES - top - LEGEND_LINES)
-        width = max(1, self.content_size.width - LABEL_WIDTH - 1)
+        has_trace = self._trace is not None and len(self._trace.steps)
+        note = 1 if has_trace and self._omitted() is not None else 0
+        sink = has_trace and sink_columns(self._trace.model)
+        height = max(1, self.content_size.height - HEADER_LINES - top - LEGEND_LINES - note - (1 if sink and self._wraps() else 0))
+        width = max(1, self.content_size.width - LABEL_WIDTH - 1 - (1 + ZOOMS[0][0] if sink and not self._wraps() else 0))
         return height, width
 
     @property
@@ -271,8 +284,16 @@ class HeatmapPane(Pane, can_focus=True):
             self.last_map = None
             return Text("attention: no trace", style="dim")
         layer, head = self.cursor.layer, self.cursor.head
-        amap = attention_map(trace, self.step_index, layer, head, stack=self.stacked, viewport=self.viewport(),
-                             pool=self.pool, scale=self.scale)
+        reason = no_attention(trace.model, layer)
+        if reason is not None:
+            self.last_map = None
+            return Text(f"attention: layer {layer} has no attention map: {reason}", style="dim")
+        try:
+            amap = attention_map(trace, self.step_index, layer, head, stack=self.stacked, viewport=self.viewport(),
+                                 pool=self.pool, scale=self.scale)
+        except TraceError as exc:  # rows the budget left out that cannot be recomputed
+            self.last_map = None
+            return Text(f"attention: {exc}", style="dim")
         self.last_map = amap
         if amap is None:
             return Text(f"attention: blocks.{layer}.attn.hook_pattern was not recorded at step {self.step_index}",
@@ -286,5 +307,14 @@ class HeatmapPane(Pane, can_focus=True):
         body = HeatmapRenderable.from_map(amap, cell=self.cell, label_width=LABEL_WIDTH,
                                           cursor=(row, col) if in_view else None, wrap=wraps)
         per_line = body.cols_per_line(self.content_size.width)
-        self._layout = (HEADER_LINES + (1 if wraps else TOP_LINES), LABEL_WIDTH + 1, per_line, wraps)
-        return Group(self._header(amap), self._readout(q, k), body)
+        omitted = self._omitted()
+        note = [] if omitted is None else [self._note(omitted, amap.recomputed)]
+        self._layout = (HEADER_LINES + len(note) + (1 if wraps else TOP_LINES), LABEL_WIDTH + 1, per_line, wraps)
+        return Group(self._header(amap), self._readout(q, k), *note, body)
+
+    def _note(self, omitted: tuple[int, int], drawn: tuple[int, int] | None) -> Text:
+        """What the budget left out and that the drawn rows are recomputed from q and k."""
+        q0, q1 = omitted
+        shown = "; rows drawn here are recomputed from hook_rot_q/hook_rot_k (exact)" if drawn else ""
+        return Text(f"budget: query rows {q0}–{q1 - 1} of this map were not stored{shown}",
+                    style="yellow", no_wrap=True, overflow="ellipsis")

@@ -57,7 +57,8 @@ class KVCachePane(LinesPane):
         summary = self.wrap_parts([kv.dtype, f"{human_bytes(kv.bytes_per_position)} per position per layer (K+V)",
                                    f"total {human_bytes(kv.total_bytes)}", *window])
         rows = [[str(r.layer), str(r.before), str(r.after), f"+{r.appended}", human_bytes(r.k_bytes),
-                 human_bytes(r.v_bytes)] for r in kv.layers]
+                 human_bytes(r.v_bytes)] if not r.no_attention else [str(r.layer), "—", "—", "—", "no KV", "—"]
+                for r in kv.layers]
         headers, justify = ["layer", "before", "after", "+new", "K", "V"], "rrrrrr"
         if kv.sliding_window:
             for row, r in zip(rows, kv.layers):
@@ -72,5 +73,9 @@ class KVCachePane(LinesPane):
         title = self.wrap_parts([f"{kv.kind.upper()} step {kv.step}", what])
         title[0].stylize("bold", 0, len(kv.kind))
         legend = Text(LEGEND + (LEGEND_WINDOW if kv.sliding_window else ""), style="dim", no_wrap=True)
-        self.first_row = 3 + len(title) + len(summary)  # where the table's rows start (clicks)
-        return [*title, *summary, appended, legend, *table]
+        none = [r.layer for r in kv.layers if r.no_attention]
+        why = [] if not none else self.wrap_parts(
+            f"no KV cache at layer{'s' if len(none) > 1 else ''} {', '.join(map(str, none))}: {kv.no_attention_reason}"
+            .split(" "), sep=" ", style="dim")
+        self.first_row = 3 + len(title) + len(summary) + len(why)  # where the table's rows start (clicks)
+        return [*title, *summary, *why, appended, legend, *table]

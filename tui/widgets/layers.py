@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from rich.text import Text
 
+from tui.views.heatmap import no_attention
 from tui.views.layers import head_stats, resid_norm
 from tui.views.logit_lens import logit_lens
 from tui.views.mlp import compact_choices, routing
@@ -33,7 +34,8 @@ class LayersList(Pane):
 
     COMPONENT_CLASSES = {"layers-list--selected", "layers-list--header", "layers-list--dim"}
     LEGEND = ("‖resid‖: norm of blocks.L.hook_resid_post at the last position · H(attn): mean attention "
-              "entropy over the heads, last query row (nats) · lens: logit-lens top-1 token and its p")
+              "entropy over the heads, last query row (nats); `no attn`: the layer has no attention map "
+              "(the Attention pane says why) · lens: logit-lens top-1 token and its p")
 
     def on_mount(self) -> None:
         self.tooltip = self.LEGEND
@@ -61,7 +63,8 @@ class LayersList(Pane):
             stats = head_stats(trace, index, layer)
             entropy = float(stats.entropy.mean()) if stats is not None else None
             line = Text(no_wrap=True, overflow="ellipsis", end="")
-            line.append(f"{layer:>2} {fmt_num(resid_norm(trace, index, layer), 1):>8} {fmt_num(entropy, 2):>7} ")
+            attn = "no attn" if entropy is None and no_attention(trace.model, layer) else fmt_num(entropy, 2)
+            line.append(f"{layer:>2} {fmt_num(resid_norm(trace, index, layer), 1):>8} {attn:>7} ")
             if moe:
                 chosen = routing(trace, index, layer)
                 line.append(f"{compact_choices(chosen.chosen if chosen else None) or '—':<7} ")

@@ -1,0 +1,162 @@
+"""The panes read family facts from the manifest: gpt-oss's attention-sink column drawn apart and
+labelled, Qwen3-Next's linear-attention layers saying why they have no map, rows the recording
+budget left out recomputed exactly (compared with a trace that stored them)."""
+
+import warnings
+
+import numpy as np
+import pytest
+
+from tests.family_matrix import NEW_TOKENS, PROMPT
+from tests.family_traces import Traces
+from tests.test_panes import assert_inert, cell_colours, drive, screen_lines, screen_text
+from tests.tiny_models import byte_tokenizer, tiny_model
+from tracer import load_trace
+from tracer.session import GenerationSettings, LiveSession
+from tui.render.palette import PALETTE_RGB, levels
+from tui.views.heatmap import ZOOMS
+from tui.widgets.heatmap import LABEL_WIDTH, HeatmapPane
+from tui.widgets.kv_cache import KVCachePane
+from tui.widgets.layers import LayersList
+
+
+@pytest.fixture(scope="module")
+def fam(tmp_path_factory):
+    return Traces(tmp_path_factory.mktemp("families"))
+
+
+def _raw(trace, step, name):
+    """The stored array, read straight from the step file's safetensors (not through the views)."""
+    from safetensors.numpy import load_file
+
+    return load_file(trace.steps[step].path)[name].astype(np.float64)
+
+
+def test_gpt_oss_sink_column_is_drawn_apart_and_labelled(fam):
+    trace = fam["gpt_oss"]
+    raw = _raw(trace, 0, "blocks.1.attn.hook_pattern")  # [n_heads, T, S + 1]
+    t = raw.shape[1]
+    assert raw.shape[2] == t + 1
+    np.testing.assert_allclose(raw.sum(-1), 1.0, atol=1e-5)  # rows sum to 1 with the sink column
+    pane = HeatmapPane(trace)
+    pane.level = ZOOMS.index((1, 1))  # one character per key: cell-exact assertions
+
+    async def script(app, pilot):
+        pane.cursor = pane.cursor.moved(layer=1, head=2)
+        await pilot.pause()
+        header = screen_lines(app)[0]
+        assert f"k 0–{t - 1} of {t}" in header and "-1" not in header  # the sink is not a key
+        amap = pane.last_map
+        np.testing.assert_allclose(amap.values[~amap.mask], raw[2, :, :t][~amap.mask], atol=1e-6)
+        np.testing.assert_allclose(amap.sink, raw[2, :, t], atol=1e-6)
+        text = screen_text(app)
+        assert "sink" in screen_lines(app)[2] and "sink: mass on no key" in text  # ruler label, legend
+        assert f"sink {raw[2, t - 1, t]:.4f}" in screen_lines(app)[1]  # the readout gives the cell's row its sink
+        # the sink cell of row 0: one gap after the t key cells, coloured by its mass on the map's scale
+        line = cell_colours(app, 4)  # header, readout, ruler, cursor label, then row 0
+        first = [ch for ch, _, _ in line].index("▀")
+        assert first >= LABEL_WIDTH + 1
+        cells = line[first:]
+        assert [ch for ch, _, _ in cells[: t + 2]] == ["▀"] * t + [" ", "▀"]
+        want = levels(np.array([raw[2, 0, t]]), amap.vmin, amap.vmax)[0]
+        assert cells[t + 1][1] == PALETTE_RGB[want]
+        assert_inert(app)
+
+    drive(pane, script, size=(80, 24))
+
+
+def test_gpt_oss_decode_step_on_a_sliding_layer(fam):
+    trace = fam["gpt_oss"]
+    pane = HeatmapPane(trace)
+
+    async def script(app, pilot):
+        pane.cursor = pane.cursor.moved(step=1, layer=0)
+        await pilot.pause()
+        raw = _raw(trace, 1, "blocks.0.attn.hook_pattern")  # [n_heads, 1, window + 1]
+        s = raw.shape[2] - 1
+        header = screen_lines(app)[0]
+        assert f"k {9 - s}–8 of 9" in header and "window 4" in header
+        np.testing.assert_allclose(pane.last_map.sink, raw[0, :, s], atol=1e-6)
+        assert any(line.strip().startswith("sink ▀") for line in screen_lines(app))
+
+    drive(pane, script, size=(80, 20))
+
+
+def test_qwen3_next_layers_without_attention_say_why(fam):
+    trace = fam["qwen3_next"]
+    reason = trace.model["no_attention_reason"]
+    assert trace.model["layers_without_attention"] == [0] and reason
+    heatmap = HeatmapPane(trace)
+
+    async def heatmap_script(app, pilot):
+        text = screen_text(app)
+        assert "layer 0 has no attention map" in text and "linear-attention" in text
+        assert "was not recorded" not in text
+        heatmap.cursor = heatmap.cursor.moved(layer=1)
+        await pilot.pause()
+        assert heatmap.last_map is not None and "L1 H0" in screen_lines(app)[0]
+
+    drive(heatmap, heatmap_script, size=(120, 20))
+
+    async def layers_script(app, pilot):
+        rows = [line.split() for line in screen_lines(app)[1:3]]
+        assert rows[0][0] == "0" and rows[0][2:4] == ["no", "attn"]
+        assert rows[1][0] == "1" and rows[1][2] != "no"
+
+    drive(LayersList(trace), layers_script, size=(60, 10))
+
+    async def kv_script(app, pilot):
+        text = " ".join(screen_text(app).split())
+        assert "no KV cache at layer 0: linear-attention" in text
+        rows = [line.split() for line in screen_lines(app)]
+        assert ["0", "—", "—", "—", "no", "KV", "—"] in rows
+        assert_inert(app)
+
+    drive(KVCachePane(trace), kv_script, size=(120, 24))
+
+
+def _llama_trace(out, row_limit=None):
+    """PROMPT + NEW_TOKENS greedy steps of the tiny Llama; `row_limit`: the budget's kept rows."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        session = LiveSession(tiny_model("llama"), byte_tokenizer(), PROMPT, GenerationSettings(max_new_tokens=NEW_TOKENS),
+                              out=str(out), name="tiny-llama")
+        session.recorder.row_limit = row_limit
+        while session.step() is not None:
+            pass
+        session.close()
+    return load_trace(str(out))
+
+
+@pytest.fixture(scope="module")
+def budget_pair(tmp_path_factory):
+    root = tmp_path_factory.mktemp("budget")
+    return _llama_trace(root / "full"), _llama_trace(root / "cut", row_limit=3)
+
+
+def test_heatmap_recomputes_rows_the_budget_left_out(budget_pair):
+    full, cut = budget_pair
+    t = cut.steps[0].positions[1]
+    assert cut.steps[0].omitted["blocks.1.attn.hook_pattern"]["rows"] == [0, t - 3]
+    want = _raw(full, 0, "blocks.1.attn.hook_pattern")  # [n_heads, T, T] every row, stored
+    pane = HeatmapPane(cut)
+
+    async def script(app, pilot):
+        pane.cursor = pane.cursor.moved(layer=1, head=3, query=1, key=0)
+        await pilot.pause()
+        lines = screen_lines(app)
+        assert f"budget: query rows 0–{t - 4} of this map were not stored" in lines[2]
+        assert "recomputed" in lines[1]  # the selected row is one of them
+        amap = pane.last_map
+        assert amap.values.shape == (t, t) and amap.recomputed == (0, t - 3)
+        np.testing.assert_allclose(amap.values[~amap.mask], want[3][~amap.mask], rtol=1e-5, atol=1e-6)
+        assert f"p {want[3, 1, 0]:.4f}" in lines[1]
+        pane.action_toggle_stack()  # the prefill's rows under later steps' rows
+        pane.cursor = pane.cursor.moved(step=2, query=None, key=None)
+        await pilot.pause()
+        stacked = pane.last_map
+        rows = stacked.row_positions
+        got = stacked.values[[rows.index(q) for q in range(t) if q in rows]]
+        np.testing.assert_allclose(got[:, :t], np.tril(want[3])[[q for q in range(t) if q in rows]], atol=1e-6)
+
+    drive(pane, script, size=(100, 30))
