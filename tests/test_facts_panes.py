@@ -115,11 +115,18 @@ def test_qwen3_next_layers_without_attention_say_why(fam):
     drive(KVCachePane(trace), kv_script, size=(120, 24))
 
 
+def _llama():
+    """The tiny Llama with random norm weights (so a norm's output differs from its normalized input)."""
+    from tests.family_refs import randomize_norms
+
+    return randomize_norms(tiny_model("llama"))
+
+
 def _llama_trace(out, row_limit=None):
     """PROMPT + NEW_TOKENS greedy steps of the tiny Llama; `row_limit`: the budget's kept rows."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        session = LiveSession(tiny_model("llama"), byte_tokenizer(), PROMPT, GenerationSettings(max_new_tokens=NEW_TOKENS),
+        session = LiveSession(_llama(), byte_tokenizer(), PROMPT, GenerationSettings(max_new_tokens=NEW_TOKENS),
                               out=str(out), name="tiny-llama")
         session.recorder.row_limit = row_limit
         while session.step() is not None:
@@ -160,3 +167,114 @@ def test_heatmap_recomputes_rows_the_budget_left_out(budget_pair):
         np.testing.assert_allclose(got[:, :t], np.tril(want[3])[[q for q in range(t) if q in rows]], atol=1e-6)
 
     drive(pane, script, size=(100, 30))
+
+
+def test_lens_pane_with_the_lazy_lens_equals_an_independent_unembedding(budget_pair):
+    import torch
+
+    from tui.widgets.logit_lens import LogitLensPane
+
+    trace = budget_pair[0]
+    step = trace.steps[1]
+    assert trace.lens is not None and "logit_lens.ids" not in _stored(step)  # computed at view time
+    model = _llama()  # the same seeded weights the trace was recorded with
+    rows = np.stack([_raw(trace, 1, f"blocks.{L}.hook_resid_post")[-1] for L in range(2)])  # [n_layers, d_model]
+    with torch.no_grad():
+        logits = model.lm_head(model.model.norm(torch.tensor(rows, dtype=torch.float32)))  # [n_layers, vocab]
+    probs = torch.softmax(logits.double(), -1).numpy()
+    pane = LogitLensPane(trace)
+
+    async def script(app, pilot):
+        pane.cursor = pane.cursor.moved(step=1)
+        await pilot.pause()
+        table = [line.split() for line in screen_lines(app) if line.split()[:1] in (["0"], ["1"])]
+        assert len(table) == 2
+        for layer, row in enumerate(table):
+            assert row[2] == f"{probs[layer].max():.3f}"  # top-1 p
+        ids = step["logit_lens.ids"]  # [n_layers, k] through the reader's lazy lens
+        np.testing.assert_array_equal(ids[:, 0], probs.argmax(-1))
+
+    drive(pane, script, size=(120, 20))
+
+
+def test_lens_pane_on_a_schema_1_trace_shows_its_stored_lens():
+    from tests.conftest import FIXTURE
+    from tui.widgets.logit_lens import LogitLensPane
+
+    trace = load_trace(FIXTURE + "_v1")
+    assert trace.manifest["schema_version"] == 1
+    probs = _raw(trace, 1, "logit_lens.probs")  # [n_layers, k] as stored in the v1 step file
+    pane = LogitLensPane(trace)
+
+    async def script(app, pilot):
+        pane.cursor = pane.cursor.moved(step=1)
+        await pilot.pause()
+        table = [line.split() for line in screen_lines(app) if line.split()[:1] in (["0"], ["1"])]
+        assert [row[2] for row in table] == [f"{p:.3f}" for p in probs[:, 0]]
+
+    drive(pane, script, size=(120, 20))
+
+
+def _stored(step) -> list[str]:
+    from safetensors import safe_open
+
+    with safe_open(step.path, "np") as f:
+        return list(f.keys())
+
+
+async def _select(app, pilot, pane, name):
+    from tui.widgets.tensor_list import TensorList
+
+    app.query_one(TensorList).focus()
+    await pilot.pause()
+    for _ in range(60):
+        if pane.selected == name:
+            return screen_text(app)
+        await pilot.press("down")
+    raise AssertionError(f"{name} not reached (at {pane.selected})")
+
+
+def test_tensors_pane_norm_names_mean_what_transformerlens_means(budget_pair):
+    from tui.widgets.tensor_inspector import TensorInspector
+
+    trace = budget_pair[0]
+    x = np.asarray(trace.steps[0]["blocks.0.hook_resid_pre"], dtype=np.float64)  # [T, d_model] (an alias of hook_embed)
+    model = _llama()
+    w = model.model.layers[0].input_layernorm.weight.detach().double().numpy()  # [d_model]
+    scale = np.sqrt((x**2).mean(-1, keepdims=True) + model.config.rms_norm_eps)  # [T, 1]
+    step = trace.steps[0]
+    np.testing.assert_allclose(step["blocks.0.ln1.hook_scale"], scale, rtol=1e-5)
+    np.testing.assert_allclose(step["blocks.0.ln1.hook_normalized"], x / scale, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(step["blocks.0.ln1.hook_out"], x / scale * w, rtol=1e-4, atol=1e-5)
+    assert not np.allclose(w, 1.0)  # hook_out and hook_normalized really differ
+    pane = TensorInspector(trace)
+
+    async def script(app, pilot):
+        t, d = x.shape
+        text = await _select(app, pilot, pane, "blocks.0.ln1.hook_scale")
+        assert f"√(mean(resid_pre [{t}, {d}]²) + eps) → ln1_scale [{t}, 1]" in text
+        text = await _select(app, pilot, pane, "blocks.0.ln1.hook_normalized")
+        assert f"resid_pre [{t}, {d}] / ln1_scale [{t}, 1] → ln1_normalized [{t}, {d}]" in text
+        text = await _select(app, pilot, pane, "blocks.0.ln1.hook_out")
+        assert f"RMSNorm: ln1_normalized [{t}, {d}] · w → ln1 [{t}, {d}]" in text
+
+    drive(pane, script, size=(120, 40))
+
+
+def test_tensors_pane_on_a_schema_1_trace_shows_the_norm_output_as_hook_out():
+    from tests.conftest import FIXTURE
+    from tui.widgets.tensor_inspector import TensorInspector
+
+    trace = load_trace(FIXTURE + "_v1")
+    step = trace.steps[0]
+    stored = _stored(step)
+    assert "blocks.0.ln1.hook_normalized" in stored  # v1's name for the module output
+    assert "blocks.0.ln1.hook_normalized" not in step.names and "blocks.0.ln1.hook_scale" not in step.names
+    np.testing.assert_array_equal(step["blocks.0.ln1.hook_out"], _raw(trace, 0, "blocks.0.ln1.hook_normalized"))
+    pane = TensorInspector(trace)
+
+    async def script(app, pilot):
+        text = await _select(app, pilot, pane, "blocks.0.ln1.hook_out")
+        assert "→ ln1 [" in text and "ln1.hook_normalized" not in text
+
+    drive(pane, script, size=(120, 40))
