@@ -100,7 +100,25 @@ def build_parser() -> argparse.ArgumentParser:
     _model_options_light(i)
     i.add_argument("--load", action="store_true", help="load the weights (slow) instead of reading the config alone")
     _serve_parser(sub)
+    _diff_parser(sub)
     return parser
+
+
+def _diff_parser(sub) -> None:
+    d = sub.add_parser("diff", help="compare two traces of the same model (exit 0 identical, 1 different, 2 bad input)")
+    d.add_argument("trace_a", help="first trace directory")
+    d.add_argument("trace_b", help="second trace directory")
+    d.add_argument("--top", type=int, default=3, help="how many of the most diverging layers to list")
+
+
+def cmd_diff(args) -> int:
+    """A compact text summary of the comparison; exit 0 identical, 1 different (bad input: 2, from main)."""
+    from tracer import load_trace
+    from tracer.diff import compare, summary
+
+    result = compare(load_trace(args.trace_a), load_trace(args.trace_b))
+    print(summary(result, max(0, args.top)))
+    return 0 if result.identical else 1
 
 
 SERVE_ONLY = ("trace_dir", "host", "port", "public_url")
@@ -483,7 +501,7 @@ def main(argv: list[str] | None = None) -> int:
     if not argv or (argv[0].startswith("-") and argv[0] not in ("-h", "--help", "--version")):
         argv = ["run", *argv]  # bare `stepscope [options]` opens the debugger
     args = parser.parse_args(argv)
-    handlers = {"trace": cmd_trace, "info": cmd_info, "view": cmd_view, "run": cmd_run, "serve": cmd_serve}
+    handlers = {"trace": cmd_trace, "info": cmd_info, "view": cmd_view, "run": cmd_run, "serve": cmd_serve, "diff": cmd_diff}
     try:
         return handlers[args.command](args)
     except KeyboardInterrupt:
