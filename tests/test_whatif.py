@@ -1,5 +1,5 @@
-"""Sampling what-if: the numpy pipeline against transformers' own logits warpers, and its replay on
-recorded steps against what the live sampler recorded."""
+"""Sampling what-if: the numpy pipeline against transformers' own logits warpers and against the
+live (torch) sampler, and its replay on recorded steps against what the live sampler recorded."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from transformers import LogitsProcessorList, MinPLogitsWarper, TemperatureLogit
 from tests.tiny_models import byte_tokenizer, tiny_model
 from tracer import load_trace
 from tracer.session import GenerationSettings, LiveSession
-from tracer.whatif import SamplerSettings, distribution, replay, side_by_side
+from tracer.whatif import WhatIfSettings, distribution, replay, side_by_side
 
 SETTINGS = [
     dict(temperature=0.7),
@@ -39,10 +39,26 @@ def _reference(raw: torch.Tensor, s: dict) -> np.ndarray:
 def test_pipeline_equals_transformers_warpers(s):
     for seed in range(3):
         raw = torch.randn(300, generator=torch.Generator().manual_seed(seed)) * 3  # [vocab]
-        d = distribution(raw.numpy(), SamplerSettings(do_sample=True, **s))
+        d = distribution(raw.numpy(), WhatIfSettings(do_sample=True, **s))
         want = _reference(raw, s)
         assert set(np.flatnonzero(d.probs > 0)) == set(np.flatnonzero(want > 0))
         np.testing.assert_allclose(d.probs, want, atol=1e-6)
+
+
+@pytest.mark.parametrize("s", SETTINGS + [dict(temperature=0.01), dict(top_k=1)])
+@pytest.mark.parametrize("do_sample", [True, False])
+def test_pipeline_equals_the_live_sampler(s, do_sample):
+    from tracer.sampler import Sampler, SamplerSettings
+
+    for seed in range(3):
+        raw = torch.randn(1000, generator=torch.Generator().manual_seed(seed)) * 4  # [vocab]
+        chosen, record, arrays = Sampler(SamplerSettings(do_sample=do_sample, **s))(raw)
+        d = distribution(raw.numpy(), WhatIfSettings(do_sample=do_sample, **s))
+        assert d.stages == record["stages"] and d.n_nucleus == record["nucleus_size"]
+        ids = arrays["sample.candidate_ids"]
+        np.testing.assert_allclose(d.probs[ids], arrays["sample.candidate_probs"], atol=1e-6)
+        np.testing.assert_allclose(d.temp_probs[ids], arrays["sample.candidate_temp_probs"], atol=1e-6)
+        assert d.probs[chosen] > 0 and abs(float(d.probs.sum()) - 1) < 1e-5
 
 
 @pytest.fixture(scope="module")
@@ -58,7 +74,7 @@ def sampled(tmp_path_factory):
 
 def test_replay_with_the_recorded_settings_reproduces_the_record(sampled):
     g = sampled.generation
-    s = SamplerSettings(True, g["temperature"], g["top_k"], g["top_p"], g.get("min_p", 0.0), g["seed"])
+    s = WhatIfSettings(True, g["temperature"], g["top_k"], g["top_p"], g.get("min_p", 0.0), g["seed"])
     for step in sampled.steps:
         w = replay(step, s)
         assert w.exact
@@ -75,17 +91,17 @@ def test_replay_with_the_recorded_settings_reproduces_the_record(sampled):
 def test_other_settings_change_the_candidates_and_the_choice(sampled):
     step = sampled.steps[1]
     logits = step["logits"][-1].astype(np.float64)
-    greedy = replay(step, SamplerSettings())
+    greedy = replay(step, WhatIfSettings())
     assert greedy.chosen == int(np.argmax(logits)) and greedy.ids[0] == greedy.chosen
-    one = replay(step, SamplerSettings(do_sample=True, top_k=1, seed=3))
+    one = replay(step, WhatIfSettings(do_sample=True, top_k=1, seed=3))
     assert one.ids.tolist() == [int(np.argmax(logits))] and one.probs.tolist() == [1.0] and one.chosen == one.ids[0]
-    hot = replay(step, SamplerSettings(do_sample=True, temperature=3.0))
-    assert len(hot.ids) == logits.shape[0] and hot.entropy > replay(step, SamplerSettings(do_sample=True, temperature=0.5)).entropy
-    draws = {replay(step, SamplerSettings(do_sample=True, temperature=3.0, seed=k)).chosen for k in range(12)}
+    hot = replay(step, WhatIfSettings(do_sample=True, temperature=3.0))
+    assert len(hot.ids) == logits.shape[0] and hot.entropy > replay(step, WhatIfSettings(do_sample=True, temperature=0.5)).entropy
+    draws = {replay(step, WhatIfSettings(do_sample=True, temperature=3.0, seed=k)).chosen for k in range(12)}
     assert len(draws) > 1  # the seed drives the draw
-    assert replay(step, SamplerSettings(do_sample=True, temperature=3.0, seed=7)).chosen == replay(step, SamplerSettings(do_sample=True, temperature=3.0, seed=7)).chosen
+    assert replay(step, WhatIfSettings(do_sample=True, temperature=3.0, seed=7)).chosen == replay(step, WhatIfSettings(do_sample=True, temperature=3.0, seed=7)).chosen
     with pytest.raises(ValueError, match="top-p"):
-        replay(step, SamplerSettings(do_sample=True, top_p=0.0))
+        replay(step, WhatIfSettings(do_sample=True, top_p=0.0))
 
 
 def test_without_full_logits_the_stored_candidates_are_used(tmp_path):
@@ -96,7 +112,7 @@ def test_without_full_logits_the_stored_candidates_are_used(tmp_path):
     session.close()
     step = load_trace(str(tmp_path / "t")).steps[1]
     assert "logits" not in step
-    w = replay(step, SamplerSettings(do_sample=True, temperature=0.5))
+    w = replay(step, WhatIfSettings(do_sample=True, temperature=0.5))
     assert not w.exact
     raw = step["sample.candidate_logits"].astype(np.float64) / 0.5
     want = np.exp(raw - raw.max())

@@ -9,7 +9,7 @@ from tests.tiny_models import byte_tokenizer, tiny_model
 from tracer import load_trace
 from tracer.attribution import attribute
 from tracer.session import GenerationSettings, LiveSession
-from tracer.whatif import SamplerSettings
+from tracer.whatif import WhatIfSettings
 from tui.views.attribution import attribution_lines, rivals, top_head
 from tui.views.diff import diff_lines
 from tui.views.whatif import adjusted, recorded_settings, whatif_lines
@@ -62,7 +62,7 @@ def test_whatif_lines(traces):
     would, happened = lines[1].split("happened:")
     assert would.split()[-1] == happened.split()[-2] == f"{a.steps[1].sampling['chosen_prob']:.3f}"  # same token, same p
     hot = adjusted(adjusted(greedy, "temperature", 10), "top_k", 5)
-    assert hot == SamplerSettings(True, 2.0, 5, 1.0, 0.0, 0)
+    assert hot == WhatIfSettings(True, 2.0, 5, 1.0, 0.0, 0)
     lines = [t.plain for t in whatif_lines(a, 1, hot)]
     assert "top_k 5" in lines[2] and len([l for l in lines[5:] if float(l.split()[-1]) > 0]) == 5
     assert adjusted(greedy, "top_p", -40).top_p == 0.05 and adjusted(greedy, "min_p", 100).min_p == 0.98

@@ -1,10 +1,11 @@
-"""The sampling pipeline in numpy (the one definition: tracer/sampler.py draws from it), and its
-replay on a recorded step: what other settings would have kept, weighed and chosen.
+"""The sampling pipeline in numpy, and its replay on a recorded step: what other settings would
+have kept, weighed and chosen. The same pipeline as tracer/sampler.py (torch), step for step;
+tests/test_whatif.py checks the two agree (kept counts per stage, final probabilities).
 
 raw logits → /temperature → top-k → top-p → min-p → softmax (transformers' order). Greedy
 decoding ignores the temperature and takes the argmax of the raw logits.
 
-    w = replay(step, SamplerSettings(do_sample=True, temperature=1.3, top_p=0.9, seed=4))
+    w = replay(step, WhatIfSettings(do_sample=True, temperature=1.3, top_p=0.9, seed=4))
     w.ids, w.probs, w.chosen          # kept candidates (most likely first), their final probabilities
     rows = side_by_side(step, w)      # (id, recorded final prob, what-if final prob) per candidate
 
@@ -17,12 +18,12 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-MAX_CANDIDATES = 256  # candidates sorted (and stored) at most; the whole vocabulary only when top-p needs it
+HEAD = 256  # candidates sorted first; the whole vocabulary only when top-p needs it
 
 
 @dataclass
-class SamplerSettings:
-    """The sampling settings of a run (tracer/sampler.py) or of a what-if replay."""
+class WhatIfSettings:
+    """The sampling settings of a replay (the fields of tracer.sampler.WhatIfSettings, torch-free)."""
 
     do_sample: bool = False
     temperature: float = 1.0
@@ -78,7 +79,7 @@ class Distribution:
     raw_probs: np.ndarray  # [vocab] softmax(raw)
     temperature: float  # the one applied (1.0 when greedy)
     temp_probs: np.ndarray  # [vocab] softmax(raw / T) after top-k
-    order: np.ndarray  # [N >= MAX_CANDIDATES or vocab] ids by temp_probs, descending
+    order: np.ndarray  # [N >= HEAD or vocab] ids by temp_probs, descending
     n_nucleus: int
     probs: np.ndarray  # [vocab] final sampling distribution (0 outside the kept set)
     stages: list[dict] = field(default_factory=list)  # {"name", "kept"}
@@ -102,7 +103,7 @@ def distribution(raw, s) -> Distribution:
         filtered[scaled < kth] = -np.inf
     stages.append({"name": "top_k", "kept": int(np.isfinite(filtered).sum())})
     temp_probs = softmax(filtered)  # [vocab] after temperature and top-k
-    order = _descending(temp_probs, min(vocab, MAX_CANDIDATES))
+    order = _descending(temp_probs, min(vocab, HEAD))
     n_nucleus = nucleus_size(temp_probs[order], s.top_p)
     if s.top_p < 1.0:
         if n_nucleus == len(order) < vocab and float(temp_probs[order].astype(np.float64).sum()) < s.top_p:
@@ -137,7 +138,7 @@ def draw(probs: np.ndarray, u: float) -> int:
 class WhatIf:
     """The replay of one step under other settings."""
 
-    settings: SamplerSettings
+    settings: WhatIfSettings
     ids: np.ndarray  # [K] the kept candidates, most likely first
     probs: np.ndarray  # [K] their final probabilities
     chosen: int  # greedy: the argmax; sampled: the draw of replay's generator at (seed, step)
@@ -158,7 +159,7 @@ def raw_logits(step) -> tuple[np.ndarray, bool]:
     return raw, False
 
 
-def replay(step, settings: SamplerSettings) -> WhatIf:
+def replay(step, settings: WhatIfSettings) -> WhatIf:
     """What the sampler would keep, weigh and choose at `step` under `settings` (numpy, no model).
     A sampled choice comes from numpy's generator seeded with (seed, step index): reproducible,
     but not the live run's torch draw (which the recorded token shows)."""

@@ -7,27 +7,27 @@ from dataclasses import replace
 
 from rich.text import Text
 
-from tracer.whatif import SamplerSettings, replay, side_by_side
+from tracer.whatif import WhatIfSettings, replay, side_by_side
 from tui.views.attribution import token
 
 ROWS = 15
 
 
-def recorded_settings(trace) -> SamplerSettings:
+def recorded_settings(trace) -> WhatIfSettings:
     """The settings the trace was generated with."""
     g = trace.generation
-    return SamplerSettings(bool(g.get("do_sample")), float(g.get("temperature") or 1.0), int(g.get("top_k") or 0),
+    return WhatIfSettings(bool(g.get("do_sample")), float(g.get("temperature") or 1.0), int(g.get("top_k") or 0),
                            float(g.get("top_p") or 1.0), float(g.get("min_p") or 0.0), int(g.get("seed") or 0))
 
 
-def settings_text(s: SamplerSettings) -> str:
+def settings_text(s: WhatIfSettings) -> str:
     if not s.do_sample:
         return "greedy"
     return (f"sample T {s.temperature:g} · top-k {s.top_k or 'off'} · top-p {s.top_p:g} · "
             f"min-p {s.min_p:g} · seed {s.seed}")
 
 
-def adjusted(s: SamplerSettings, what: str, delta: int) -> SamplerSettings:
+def adjusted(s: WhatIfSettings, what: str, delta: int) -> WhatIfSettings:
     """One key press: temperature ±0.1, top-k ±1 (0 = off), top-p ±0.05, min-p ±0.02, seed ±1;
     any change but the seed turns sampling on; values stay valid."""
     if what == "temperature":
@@ -43,7 +43,7 @@ def adjusted(s: SamplerSettings, what: str, delta: int) -> SamplerSettings:
     raise ValueError(what)
 
 
-def whatif_lines(trace, step: int, settings: SamplerSettings) -> list[Text]:
+def whatif_lines(trace, step: int, settings: WhatIfSettings) -> list[Text]:
     """Header (settings, what would be chosen vs what was), stages, then candidates side by side."""
     s = trace.steps[step]
     w = replay(s, settings)
