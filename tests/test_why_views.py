@@ -74,7 +74,7 @@ def test_diff_lines(traces):
     same = [t.plain for t in diff_lines(a, load_trace(a.path), 0, 0)]
     assert "identical" in same[-1]
     lines = [t.plain for t in diff_lines(a, b, 1, 1)]
-    assert "aligned position by position" in lines[0] and any(l.startswith("first differing token at position 12") for l in lines)
+    assert lines[0] == "aligned position by position" and any(l.startswith("first differing token at position 12") for l in lines)
     assert any("blocks.1.hook_resid_post [1, 64]" in l for l in lines)
     x, y = a.steps[1]["blocks.1.hook_resid_post"][-1], b.steps[1]["blocks.1.hook_resid_post"][-1]
     rel = np.linalg.norm(y.astype(np.float64) - x) / np.linalg.norm(x.astype(np.float64))

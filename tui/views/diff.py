@@ -28,7 +28,7 @@ def diff_lines(a, b, step: int, layer: int, name: str | None = None) -> list[Tex
         d = cached_diff(a, b)
     except TraceError as exc:
         return [Text(f"diff unavailable: {exc}", style="yellow")]
-    lines = [Text(f"A {inert(a.path, 60)} · B {inert(b.path, 60)} · aligned {d.aligned}", style="bold")]
+    lines = [Text(f"aligned {d.aligned}", style="bold"), Text(f"A {inert(a.path, 60)} · B {inert(b.path, 60)}", style="dim")]
     if d.identical:
         return lines + [Text(f"identical: {len(d.steps)} steps, every token and tensor equal", style="green")]
     if d.first_token is not None:
