@@ -80,6 +80,19 @@ def out_projection(attn: nn.Module | None) -> nn.Module | None:
     return None
 
 
+def _live_weight(module: nn.Module, name: str = "weight") -> torch.Tensor:
+    """The module's weight (or bias); outside its forward an accelerate-offloaded one is on "meta"
+    and lives in the hook's weights map (disk or CPU offload)."""
+    w = getattr(module, name)
+    if w.device.type == "meta":
+        hook = getattr(module, "_hf_hook", None)
+        for h in getattr(hook, "hooks", None) or [hook]:
+            weights = getattr(h, "weights_map", None)
+            if weights is not None:
+                return weights[name]
+    return w
+
+
 def head_results(proj: nn.Module, n_heads: int) -> Transform | None:
     """[B, T, n_heads * d_head] input of `proj` -> [n_heads, d_model]: each head's z_h·W_O[h] at the
     LAST position (TransformerLens's `attn.hook_result` row); None when the shapes do not split."""
@@ -89,7 +102,8 @@ def head_results(proj: nn.Module, n_heads: int) -> Transform | None:
         return None
 
     def result(t: torch.Tensor) -> torch.Tensor:
-        w = proj.weight.t() if conv1d else proj.weight  # [d_model, n_heads * d_head] (current weights)
+        w = _live_weight(proj).to(t.device)
+        w = w.t() if conv1d else w  # [d_model, n_heads * d_head] (current weights)
         z = t[0, -1].reshape(n_heads, -1)  # [n_heads, d_head]
         return torch.einsum("hd,mhd->hm", z.to(w.dtype), w.reshape(w.shape[0], n_heads, -1))  # [n_heads, d_model]
 
@@ -261,9 +275,9 @@ class Adapter:
                 if p.name in ("ln1_post.hook_normalized", "ln2_post.hook_normalized"):
                     prefix = f"blocks.{i}.{p.name.split('.')[0]}"
                     if isinstance(getattr(p.module, "weight", None), torch.Tensor):
-                        out[prefix + ".w"] = p.module.weight.detach().float()
+                        out[prefix + ".w"] = _live_weight(p.module).detach().float()
                     if isinstance(getattr(p.module, "bias", None), torch.Tensor):
-                        out[prefix + ".b"] = p.module.bias.detach().float()
+                        out[prefix + ".b"] = _live_weight(p.module, "bias").detach().float()
         return out
 
     # -- facts -------------------------------------------------------------------------------
