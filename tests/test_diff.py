@@ -81,9 +81,10 @@ def test_one_changed_value_is_found_exactly(traces, tmp_path, capsys, step, name
     assert [s.differs for s in d.steps] == [[name] if s.index == step else [] for s in d.steps]  # exactly that tensor
     side = tensor_diff(a, b, step, name)
     assert np.count_nonzero(side["diff"]) == 1 and side["diff"][index] == pytest.approx(1.0)
-    assert main(["diff", traces["france"], str(tmp_path / "copy")]) == 1
+    assert main(["diff", traces["france"], str(tmp_path / "copy"), "--tensor", name, "--step", str(step)]) == 1
     out = capsys.readouterr().out
-    assert name in out and f"step {step}" in out
+    assert f"first differing tensor: step {step} {name}{list(index)}" in out
+    assert "1 of " in out and f"  {list(index)}" in out  # the drill-down lists exactly that element
 
 
 def test_equal_length_prompts_position_by_position(traces):
@@ -121,5 +122,7 @@ def test_bad_input_exits_2(traces, tmp_path, capsys):
     assert main(["diff", traces["france"], other]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 2 and "not the same model" in err
+    assert main(["diff", traces["france"], traces["france"], "--tensor", "nope"]) == 2
+    assert "has no nope" in capsys.readouterr().err
     with pytest.raises(TraceError, match="no step 9"):
         tensor_diff(load_trace(traces["france"]), load_trace(traces["france"]), 9, "logits")

@@ -207,3 +207,22 @@ def summary(d: TraceDiff, top: int = 3) -> str:
         lines.append("residual divergence at the predicting position (rel |b−a|/|a|, cos):")
         lines += [f"  step {s} layer {layer}: rel {rel:.3g}, cos {cos:.4f}" for s, layer, rel, cos in worst]
     return "\n".join(lines)
+
+
+def tensor_summary(side: dict, name: str, step: int, n: int = 8) -> str:
+    """Text of one drill-down: shape, the largest |b − a|, and the n most different elements side by side."""
+    x, y, diff = side["a"], side["b"], side["diff"]
+    head = f"step {step} {inert(name, 120)} {list(x.shape)}" + (" (aligned at the end)" if side["cropped"] else "")
+    if not diff.size or not np.any(diff):
+        return head + ": equal"
+    flat = np.abs(diff).reshape(-1)
+    top = np.argsort(-flat, kind="stable")[:n]
+    lines = [head + f": {int(np.count_nonzero(diff))} of {diff.size} values differ, max |b−a| {float(flat.max()):.6g}",
+             "  index                     A             B           b−a"]
+    for i in top:
+        if not flat[i]:
+            break
+        idx = np.unravel_index(int(i), diff.shape)
+        lines.append(f"  {str(list(int(k) for k in idx)):<18} {float(x[idx]):>13.6g} {float(y[idx]):>13.6g} {float(diff[idx]):>+13.6g}")
+    return "\n".join(lines)
+

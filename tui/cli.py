@@ -109,15 +109,20 @@ def _diff_parser(sub) -> None:
     d.add_argument("trace_a", help="first trace directory")
     d.add_argument("trace_b", help="second trace directory")
     d.add_argument("--top", type=int, default=3, help="how many of the most diverging layers to list")
+    d.add_argument("--tensor", default=None, help="also show this tensor side by side (A, B, b−a), e.g. blocks.3.hook_resid_post")
+    d.add_argument("--step", type=int, default=0, help="the step of --tensor")
 
 
 def cmd_diff(args) -> int:
     """A compact text summary of the comparison; exit 0 identical, 1 different (bad input: 2, from main)."""
     from tracer import load_trace
-    from tracer.diff import compare, summary
+    from tracer.diff import compare, summary, tensor_diff, tensor_summary
 
-    result = compare(load_trace(args.trace_a), load_trace(args.trace_b))
+    a, b = load_trace(args.trace_a), load_trace(args.trace_b)
+    result = compare(a, b)
     print(summary(result, max(0, args.top)))
+    if args.tensor:
+        print(tensor_summary(tensor_diff(a, b, args.step, args.tensor), args.tensor, args.step))
     return 0 if result.identical else 1
 
 
