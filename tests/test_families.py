@@ -128,6 +128,7 @@ def test_manifest_names_shapes_and_facts(key):
     assert not (set().union(*EXTRAS.values()) - EXTRAS.get(key, set())) & local  # no other family's extras
     want = {f"blocks.{i}.{n}" for i in range(facts["n_layers"]) for n in local}
     want |= set(FINAL_NAMES) | set(SAMPLING_NAMES) - {"logit_lens.resid"} | {"hook_embed"}
+    want |= {f"blocks.{i}.attn.hook_result" for i, layer in enumerate(t.adapter.layers()) if t.adapter.result_hook(layer)}
     if facts["positional"] == "absolute":
         want.add("hook_pos_embed")
     assert set(step.names) == want

@@ -233,7 +233,10 @@ def test_decode_steps_equal_rows_of_full_forward(traced):
             if name.startswith(("sample.", "logit_lens.")):
                 continue
             ref = full[name]
-            if name.endswith(("hook_pattern", "hook_attn_scores")):
+            if name.endswith("attn.hook_result"):  # the last position only: the full forward's is the final step's
+                if end != ids.shape[1]:
+                    continue
+            elif name.endswith(("hook_pattern", "hook_attn_scores")):
                 ref = ref[:, start:end, :end]  # [H, 1, S]
             else:
                 ref = ref[start:end]

@@ -78,6 +78,11 @@ FAMILY_EXTRAS: tuple[str, ...] = (
     "linear_attn.hook_state",
 )
 
+# block names recorded at the step's predicting (last) position only, for direct logit attribution
+LAST_ROW_NAMES: dict[str, str] = {
+    "attn.hook_result": "[n_heads, d_model]",  # each head's z·W_O; TransformerLens's [T, n_heads, d_model] at the last row
+}
+
 HEAD_NAMES: dict[str, str] = {
     "hook_embed": "[T, d_model]",
     "hook_pos_embed": "[T, d_model]",  # absolute position models only
@@ -105,7 +110,9 @@ SAMPLING_NAMES: dict[str, str] = {
 
 _BLOCK_RE = re.compile(r"^blocks\.(\d+)\.(.+)$")
 _HEAD_ORDER = {n: i for i, n in enumerate(HEAD_NAMES)}
-_BLOCK_ORDER = {n: i for i, n in enumerate(BLOCK_NAMES)}
+_BLOCK_LIST = [*BLOCK_NAMES]
+_BLOCK_LIST.insert(_BLOCK_LIST.index("hook_attn_out"), "attn.hook_result")
+_BLOCK_ORDER = {n: i for i, n in enumerate(_BLOCK_LIST)}
 _TAIL_ORDER = {n: i for i, n in enumerate([*FINAL_NAMES, *SAMPLING_NAMES])}
 
 
@@ -140,7 +147,7 @@ def shape_doc(name: str) -> str:
     """The documented shape of a recorded name, e.g. "[T, n_heads, d_head]", or "" if unknown."""
     parts = split_block_name(name)
     if parts is not None:
-        return BLOCK_NAMES.get(parts[1], "")
+        return BLOCK_NAMES.get(parts[1]) or LAST_ROW_NAMES.get(parts[1], "")
     return HEAD_NAMES.get(name) or FINAL_NAMES.get(name) or SAMPLING_NAMES.get(name, "")
 
 

@@ -225,6 +225,9 @@ class Recorder:
         for i, layer in enumerate(self.layers):
             for point in self.adapter.block_hooks(layer):
                 yield point, block_name(i, point.name), (i if point.name == "hook_resid_post" else None)
+            result = self.adapter.result_hook(layer)  # attn.hook_result, last position only
+            if result is not None:
+                yield result, block_name(i, result.name), None
 
     def install(self) -> None:
         """Wrap the modules holding kept names and attach to the attention modules (idempotent).

@@ -100,7 +100,30 @@ def build_parser() -> argparse.ArgumentParser:
     _model_options_light(i)
     i.add_argument("--load", action="store_true", help="load the weights (slow) instead of reading the config alone")
     _serve_parser(sub)
+    _diff_parser(sub)
     return parser
+
+
+def _diff_parser(sub) -> None:
+    d = sub.add_parser("diff", help="compare two traces of the same model (exit 0 identical, 1 different, 2 bad input)")
+    d.add_argument("trace_a", help="first trace directory")
+    d.add_argument("trace_b", help="second trace directory")
+    d.add_argument("--top", type=int, default=3, help="how many of the most diverging layers to list")
+    d.add_argument("--tensor", default=None, help="also show this tensor side by side (A, B, b−a), e.g. blocks.3.hook_resid_post")
+    d.add_argument("--step", type=int, default=0, help="the step of --tensor")
+
+
+def cmd_diff(args) -> int:
+    """A compact text summary of the comparison; exit 0 identical, 1 different (bad input: 2, from main)."""
+    from tracer import load_trace
+    from tracer.diff import compare, summary, tensor_diff, tensor_summary
+
+    a, b = load_trace(args.trace_a), load_trace(args.trace_b)
+    result = compare(a, b)
+    print(summary(result, max(0, args.top)))
+    if args.tensor:
+        print(tensor_summary(tensor_diff(a, b, args.step, args.tensor), args.tensor, args.step))
+    return 0 if result.identical else 1
 
 
 SERVE_ONLY = ("trace_dir", "host", "port", "public_url")
@@ -531,7 +554,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"stepscope: argument {i + 1} is not valid UTF-8: {inert(arg)}", file=sys.stderr)
             return EXIT_USAGE
     args = parse_args(argv)
-    handlers = {"trace": cmd_trace, "info": cmd_info, "view": cmd_view, "run": cmd_run, "serve": cmd_serve}
+    handlers = {"trace": cmd_trace, "info": cmd_info, "view": cmd_view, "run": cmd_run, "serve": cmd_serve, "diff": cmd_diff}
     try:
         return handlers[args.command](args)
     except KeyboardInterrupt:

@@ -68,6 +68,48 @@ def norm_eps(module: nn.Module) -> float | None:
     return None
 
 
+OUT_PROJECTIONS = ("o_proj", "dense", "c_proj", "out_proj")  # attribute names of attention output projections
+
+
+def out_projection(attn: nn.Module | None) -> nn.Module | None:
+    """The attention module's output projection (z·W_O), None when it has none we recognise."""
+    for attr in OUT_PROJECTIONS:
+        module = getattr(attn, attr, None)
+        if isinstance(getattr(module, "weight", None), torch.Tensor) and module.weight.dim() == 2:
+            return module
+    return None
+
+
+def _live_weight(module: nn.Module, name: str = "weight") -> torch.Tensor:
+    """The module's weight (or bias); outside its forward an accelerate-offloaded one is on "meta"
+    and lives in the hook's weights map (disk or CPU offload)."""
+    w = getattr(module, name)
+    if w.device.type == "meta":
+        hook = getattr(module, "_hf_hook", None)
+        for h in getattr(hook, "hooks", None) or [hook]:
+            weights = getattr(h, "weights_map", None)
+            if weights is not None:
+                return weights[name]
+    return w
+
+
+def head_results(proj: nn.Module, n_heads: int) -> Transform | None:
+    """[B, T, n_heads * d_head] input of `proj` -> [n_heads, d_model]: each head's z_h·W_O[h] at the
+    LAST position (TransformerLens's `attn.hook_result` row); None when the shapes do not split."""
+    conv1d = type(proj).__name__ == "Conv1D"  # GPT-2: weight [in, out]
+    w = proj.weight.t() if conv1d else proj.weight  # [d_model, n_heads * d_head]
+    if w.shape[1] % n_heads:
+        return None
+
+    def result(t: torch.Tensor) -> torch.Tensor:
+        w = _live_weight(proj).to(t.device)
+        w = w.t() if conv1d else w  # [d_model, n_heads * d_head] (current weights)
+        z = t[0, -1].reshape(n_heads, -1)  # [n_heads, d_head]
+        return torch.einsum("hd,mhd->hm", z.to(w.dtype), w.reshape(w.shape[0], n_heads, -1))  # [n_heads, d_model]
+
+    return result
+
+
 def expand_norm_names(names) -> set[str]:
     """A norm declared as `P.hook_normalized` records P.hook_scale, P.hook_normalized and P.hook_out."""
     out = set()
@@ -136,6 +178,17 @@ class Adapter:
 
     def block_hooks(self, layer: nn.Module) -> list[HookPoint]:
         raise NotImplementedError
+
+    def result_hook(self, layer: nn.Module) -> HookPoint | None:
+        """`attn.hook_result` [n_heads, d_model] at the step's last position (direct logit attribution),
+        from the input of the attention's output projection; None where the block records no
+        `hook_attn_out` or has no output projection split by head."""
+        attn = self.attention(layer)
+        proj = out_projection(attn) if attn is not None else None
+        if proj is None or not any(p.name == "hook_attn_out" for p in self.block_hooks(layer)):
+            return None
+        transform = head_results(proj, self.config.num_attention_heads)
+        return HookPoint(proj, "in", "attn.hook_result", transform) if transform is not None else None
 
     def head_hooks(self) -> list[HookPoint]:
         """Hook points outside the blocks (embeddings, final norm, logits)."""
@@ -210,6 +263,21 @@ class Adapter:
             out["ln_final.b"] = norm.bias.detach().float()
         if getattr(head, "bias", None) is not None:
             out["unembed.b_U"] = head.bias.detach().float()
+        out.update(self.post_norm_arrays())
+        return out
+
+    def post_norm_arrays(self) -> dict[str, torch.Tensor]:
+        """`blocks.{L}.ln1_post.w` / `.b` (and ln2_post) [d_model]: the post-norms' weights, which direct
+        logit attribution needs to pass a head's output through its post-norm (Gemma 2/3, OLMo 2, GLM-4)."""
+        out = {}
+        for i, layer in enumerate(self.layers()):
+            for p in self.block_hooks(layer):
+                if p.name in ("ln1_post.hook_normalized", "ln2_post.hook_normalized"):
+                    prefix = f"blocks.{i}.{p.name.split('.')[0]}"
+                    if isinstance(getattr(p.module, "weight", None), torch.Tensor):
+                        out[prefix + ".w"] = _live_weight(p.module).detach().float()
+                    if isinstance(getattr(p.module, "bias", None), torch.Tensor):
+                        out[prefix + ".b"] = _live_weight(p.module, "bias").detach().float()
         return out
 
     # -- facts -------------------------------------------------------------------------------

@@ -1,0 +1,96 @@
+"""What the attribution pane shows: why the step chose its token and not another, as lines of Text.
+
+Layers × {attention, MLP} as signed bars (in layer order, or sorted by size), the selected
+layer's heads sorted by size, and the top contributors in words. Torch-free.
+"""
+
+from __future__ import annotations
+
+from rich.text import Text
+
+from tracer.attribution import Attribution, attribute
+from tracer.trace_format import TraceError
+from tui.text import display_token
+from tui.views.vocab import token_texts
+
+BAR = 12  # cells of the longest bar
+POSITIVE, NEGATIVE = "green", "red"
+
+_CACHE: dict[tuple[int, int, int | None], Attribution] = {}
+
+
+def cached_attribution(trace, step: int, other: int | None = None) -> Attribution:
+    """attribute(trace, step, other=other), kept for the last few (trace, step, other)."""
+    key = (id(trace), step, other)
+    hit = _CACHE.get(key)
+    if hit is None:
+        if len(_CACHE) > 64:
+            _CACHE.clear()
+        hit = _CACHE[key] = attribute(trace, step, other=other)
+    return hit
+
+
+def bar(value: float, scale: float, width: int = BAR) -> Text:
+    """A signed bar: green to the right for a push towards the chosen token, red for against."""
+    n = 0 if not scale else min(width, round(abs(value) / scale * width))
+    return Text("█" * n + " " * (width - n), style=POSITIVE if value >= 0 else NEGATIVE, end="")
+
+
+def token(trace, token_id: int) -> Text:
+    text, special = token_texts(trace)(token_id)
+    return display_token(text, special)
+
+
+def _value(v: float | None) -> str:
+    return "      —" if v is None else f"{v:+7.2f}"
+
+
+def attribution_lines(trace, step: int, layer: int, other: int | None = None, by_size: bool = False) -> list[Text]:
+    """The pane's lines at (step, selected layer); one explanatory line when the trace lacks what it needs."""
+    try:
+        a = cached_attribution(trace, step, other)
+    except TraceError as exc:
+        return [Text(f"attribution unavailable: {exc}", style="yellow")]
+    head = Text.assemble("why ", token(trace, a.target), " and not ", token(trace, a.other),
+                         f" at step {step}: logit difference {a.actual:+.3f} = Σ {len(a.terms)} terms ({a.total:+.3f})")
+    lines = [head, Text("top: " + a.words(6)), Text("final norm's scale frozen at this position · o: another rival · s: sort", style="dim")]
+    comps = [t for t in a.components() if t.layer is None]
+    scale = max((abs(t.value) for t in a.components()), default=0.0)
+    lines.append(Text("  " + " · ".join(f"{t.label} {t.value:+.2f}" for t in comps)))
+    lines.append(Text("layer     attn                    MLP", style="bold"))
+    order = list(range(len(a.layers)))
+    if by_size:
+        order.sort(key=lambda i: -max(abs(v) for v in a.layers[i].values() if v is not None))
+    for i in order:
+        row = a.layers[i]
+        mark = "▶" if i == layer else " "
+        if row.get("block") is not None:
+            line = Text.assemble(f"{mark}{i:>4} block {_value(row['block'])} ", bar(row["block"], scale))
+        else:
+            line = Text.assemble(f"{mark}{i:>4}  {_value(row['attn'])} ", bar(row["attn"], scale), f"  {_value(row['mlp'])} ", bar(row["mlp"], scale))
+        if i == layer:
+            line.stylize("reverse")
+        lines.append(line)
+    heads = sorted(a.heads(layer), key=lambda t: -abs(t.value))
+    if heads:
+        lines.append(Text(f"heads of layer {layer}, by size (h: the top head's pattern)", style="bold"))
+        head_scale = max(abs(t.value) for t in heads)
+        lines += [Text.assemble(f"  {t.label:<10} {t.value:+7.2f} ", bar(t.value, head_scale)) for t in heads]
+    return lines
+
+
+def top_head(trace, step: int, layer: int, other: int | None = None) -> int | None:
+    """The head of `layer` contributing most (by size) at the step, None without per-head results."""
+    try:
+        heads = cached_attribution(trace, step, other).heads(layer)
+    except TraceError:
+        return None
+    return max(heads, key=lambda t: abs(t.value)).head if heads else None
+
+
+def rivals(trace, step: int, n: int = 8) -> list[int]:
+    """Other tokens to compare the chosen one with: the stored candidates in order, chosen excluded."""
+    s = trace.steps[step]
+    chosen = int(s.token["id"])
+    ids = [int(i) for i in s["sample.candidate_ids"][: n + 1]] if "sample.candidate_ids" in s else []
+    return [i for i in ids if i != chosen][:n]

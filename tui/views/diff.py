@@ -1,0 +1,71 @@
+"""What the diff view shows: two traces compared at a step (tracer/diff.py), as lines of Text.
+Torch-free."""
+
+from __future__ import annotations
+
+from rich.text import Text
+
+from tracer.diff import TraceDiff, compare, tensor_diff
+from tracer.inert import inert
+from tracer.trace_format import TraceError
+from tui.views.attribution import bar, token
+
+_CACHE: dict[tuple[int, int], TraceDiff] = {}
+
+
+def cached_diff(a, b) -> TraceDiff:
+    key = (id(a), id(b))
+    if key not in _CACHE:
+        _CACHE.clear()
+        _CACHE[key] = compare(a, b)
+    return _CACHE[key]
+
+
+def diff_lines(a, b, step: int, layer: int, name: str | None = None) -> list[Text]:
+    """Alignment and first differences, the step's residual divergence per layer, then the
+    drill-down of one tensor (default: the selected layer's resid_post) side by side."""
+    try:
+        d = cached_diff(a, b)
+    except TraceError as exc:
+        return [Text(f"diff unavailable: {exc}", style="yellow")]
+    lines = [Text(f"aligned {d.aligned}", style="bold"), Text(f"A {inert(a.path, 60)} · B {inert(b.path, 60)}", style="dim")]
+    if d.identical:
+        return lines + [Text(f"identical: {len(d.steps)} steps, every token and tensor equal", style="green")]
+    if d.first_token is not None:
+        lines.append(Text(f"first differing token at position {d.first_token} (of A)"))
+    if d.first_step is not None:
+        s = d.steps[d.first_step]
+        lines.append(Text.assemble(f"first step choosing differently: {s.index}: A ", token(a, int(s.token_a["id"])),
+                                   " vs B ", token(b, int(s.token_b["id"]))))
+    if d.first_difference is not None:
+        f = d.first_difference
+        lines.append(Text(f"first differing value: step {f.step} {inert(f.name, 80)}{list(f.index)}"
+                          + (f" at position {f.position}" if f.position is not None else "")))
+    if step >= len(d.steps):
+        return lines + [Text(f"step {step} is only in one of the traces", style="dim")]
+    s = d.steps[step]
+    lines.append(Text.assemble(f"step {step}: A ", token(a, int(s.token_a["id"])), " · B ", token(b, int(s.token_b["id"])),
+                               f" · {len(s.differs)} tensors differ"))
+    lines.append(Text("layer  rel |b−a|/|a|    cos   (residual stream at the predicting position)", style="bold"))
+    scale = max((r for r, _ in s.layers), default=0.0)
+    for i, (rel, cos) in enumerate(s.layers):
+        line = Text.assemble(f"{'▶' if i == layer else ' '}{i:>4}  {rel:10.4f}  {cos:7.4f}  ", bar(rel, scale))
+        if i == layer:
+            line.stylize("reverse")
+        lines.append(line)
+    name = name or f"blocks.{layer}.hook_resid_post"
+    try:
+        side = tensor_diff(a, b, step, name)
+    except TraceError as exc:
+        return lines + [Text(str(exc), style="dim")]
+    x, y, diff = side["a"], side["b"], side["diff"]
+    flat = abs(diff).reshape(-1)
+    lines.append(Text(f"{inert(name, 80)} {list(x.shape)}" + (" (aligned at the end)" if side["cropped"] else "")
+                      + f": max |b−a| {float(flat.max()) if flat.size else 0:.4g}", style="bold"))
+    rows = x.reshape(-1, x.shape[-1]) if x.ndim > 1 else x.reshape(1, -1)
+    rows_b, rows_d = y.reshape(rows.shape), diff.reshape(rows.shape)
+    r = int(abs(rows_d).max(axis=1).argmax()) if rows_d.size else 0
+    top = sorted(range(rows.shape[1]), key=lambda j: -abs(rows_d[r, j]))[:8]
+    lines.append(Text(f"row {r}, largest differences:  index      A          B        b−a", style="dim"))
+    lines += [Text(f"{'':>31}{j:>6} {float(rows[r, j]):10.4g} {float(rows_b[r, j]):10.4g} {float(rows_d[r, j]):+10.4g}") for j in top]
+    return lines
