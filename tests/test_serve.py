@@ -96,7 +96,10 @@ def test_a_browser_sees_the_debuggers_first_screen(tmp_path):
     from tracer import load_trace
 
     trace = load_trace(FIXTURE)
-    first_token = trace.tokens[trace.prompt_len]["text"].strip()
+    from tui.text import escape_for_display
+    from tui.views.vocab import tok_text
+
+    first_token = escape_for_display(tok_text(trace.tokens[trace.prompt_len])).strip("·")  # as the TUI shows it
     port, devtools = _free_port(), _free_port()
     env = {**os.environ, "PYTHONPATH": ROOT + os.pathsep + os.environ.get("PYTHONPATH", "")}
     server = subprocess.Popen([sys.executable, "-m", "tui.cli", "serve", FIXTURE, "--port", str(port)], env=env,
@@ -148,3 +151,17 @@ def test_serve_forwards_model_and_generation_options(monkeypatch):
     run = build_parser().parse_args(argv)  # what each browser tab runs parses as `run` with the same settings
     assert run.command == "run" and run.model == "smollm2" and run.top_k == 5 and run.chat is False
     assert generation_settings(run).top_k == 5
+
+
+def test_the_served_debugger_needs_no_tty(monkeypatch):
+    """textual-serve runs `stepscope view` on pipes with its web driver: the TTY check lets it draw."""
+    import io
+
+    from tui.cli import CliError, _check_terminal
+
+    monkeypatch.setattr(sys, "stdin", io.StringIO())
+    monkeypatch.delenv("TEXTUAL_DRIVER", raising=False)
+    with pytest.raises(CliError, match="needs a terminal"):
+        _check_terminal()
+    monkeypatch.setenv("TEXTUAL_DRIVER", "textual.drivers.web_driver:WebDriver")
+    _check_terminal()

@@ -479,7 +479,10 @@ def _check_model_options(args) -> None:
 
 
 def _check_terminal() -> None:
-    """The debugger draws on a terminal: without one it would wait forever."""
+    """The debugger draws on a terminal: without one it would wait forever (under `stepscope serve`
+    textual-serve's web driver draws in the browser instead: no TTY needed)."""
+    if os.environ.get("TEXTUAL_DRIVER", "").endswith(":WebDriver"):
+        return
     if not (sys.stdin.isatty() and sys.stdout.isatty()):
         raise CliError("the debugger needs a terminal (stdin and stdout are not a TTY); "
                        "`stepscope trace` records without one")
