@@ -5,17 +5,17 @@ from __future__ import annotations
 
 import json
 import shutil
-import zlib
 
 import numpy as np
 import pytest
+from safetensors.numpy import load_file
 
 from tests.tiny_models import byte_tokenizer, tiny_model
 from tracer import load_trace
 from tracer.diff import compare, summary, tensor_diff
 from tracer.session import GenerationSettings, LiveSession
 from tracer.trace_format import TraceError
-from tracer.writer import step_checksum
+from tracer.writer import write_step_file
 from tui.cli import main
 
 
@@ -34,25 +34,22 @@ def traces(tmp_path_factory):
 
 
 def _change_one_value(src: str, dst: str, step: int, name: str, index: tuple) -> float:
-    """Copy a trace and add 1 to one float32 element of one stored tensor, in place in the step
-    file's bytes (same size, same header), keeping the step's checksum valid."""
+    """Copy a trace and add 1 to one float32 element of one stored tensor, rewriting that step
+    file with the trace writer (so its checksums stay valid)."""
     shutil.copytree(src, dst)
     log = f"{dst}/steps.jsonl"
     entries = [json.loads(line) for line in open(log)]
     assert name not in (entries[step].get("aliases") or {})
     path = f"{dst}/{entries[step]['file']}"
-    data = bytearray(open(path, "rb").read())
-    n = int.from_bytes(data[:8], "little")
-    info = json.loads(data[8 : 8 + n])[name]
-    assert info["dtype"] == "F32"
-    at = 8 + n + info["data_offsets"][0] + 4 * int(np.ravel_multi_index(index, info["shape"]))
-    value = np.frombuffer(bytes(data[at : at + 4]), np.float32)[0] + np.float32(1.0)
-    data[at : at + 4] = np.float32(value).tobytes()
-    open(path, "wb").write(bytes(data))
-    header = json.loads(data[8 : 8 + n])
-    spans = sorted(v["data_offsets"] for k, v in header.items() if k != "__metadata__")
-    crcs = [zlib.crc32(bytes(data[8 + n + b : 8 + n + e])) for b, e in spans]
-    entries[step]["checksum"] = step_checksum(bytes(data[: 8 + n]), crcs)
+    arrays = load_file(path)
+    assert arrays[name].dtype == np.float32
+    arrays[name][index] += np.float32(1.0)
+    value = arrays[name][index]
+    stored_aliases = entries[step].get("aliases") or {}
+    arrays.update({alias: arrays[target] for alias, target in stored_aliases.items()})
+    size, checksum, aliases = write_step_file(path, arrays)
+    assert aliases == stored_aliases
+    entries[step].update(bytes=size, checksum=checksum)
     with open(log, "w") as f:
         f.writelines(json.dumps(e) + "\n" for e in entries)
     return float(value)
