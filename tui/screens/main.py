@@ -19,8 +19,10 @@ from textual.containers import Container, Horizontal, Vertical
 from textual.screen import Screen
 from textual.widgets import ContentSwitcher, Footer, Tab, Tabs
 
+from tui.widgets.attribution import AttributionPane
 from tui.widgets.candidates import CandidatesPane
 from tui.widgets.cursor import Cursor
+from tui.widgets.diff import DiffPane
 from tui.widgets.heads import HeadsList
 from tui.widgets.heads_overview import HeadsOverview
 from tui.widgets.heatmap import HeatmapPane
@@ -34,10 +36,11 @@ from tui.widgets.status_bar import StatusBar
 from tui.widgets.tensor_inspector import TensorInspector
 from tui.widgets.token_strip import TokenStrip
 from tui.widgets.watch import WatchPane
+from tui.widgets.whatif import WhatIfPane
 
 NARROW_WIDTH = 110
 
-# (tab id, tab label, pane class) in key order 1..7
+# (tab id, tab label, pane class) in key order 1..9, 0
 PANES: list[tuple[str, str, type[Pane]]] = [
     ("candidates", "Candidates", CandidatesPane),
     ("heatmap", "Attention", HeatmapPane),
@@ -46,7 +49,15 @@ PANES: list[tuple[str, str, type[Pane]]] = [
     ("kv", "KV", KVCachePane),
     ("heads", "Heads", HeadsOverview),
     ("model", "Model", ModelOverviewPane),
+    ("why", "Why", AttributionPane),
+    ("whatif", "What if", WhatIfPane),
+    ("compare", "Compare", DiffPane),
 ]
+
+
+def pane_key(index: int) -> str:
+    """The number key of the index-th pane: 1..9, then 0."""
+    return str((index + 1) % 10)
 
 
 class PaneTabs(Tabs, can_focus=False):
@@ -70,7 +81,8 @@ class MainScreen(Screen[None]):
     | `Home` `End` | first / last step (in a focused pane: its own top / bottom) |
     | `j` `↓` / `k` `↑` | next / previous layer |
     | `l` / `h` | next / previous head |
-    | `1`..`7` | show a pane: candidates, attention, tensors, logit lens, KV cache, heads, model |
+    | `1`..`9` `0` | show a pane: candidates, attention, tensors, logit lens, KV cache, heads, model, why (attribution), what if (sampling), compare |
+    | `D` | compare with another trace directory (the Compare pane) |
     | `Tab` | focus the next pane (its own keys then apply) |
     | `f` | hide / show the layers+heads sidebar |
     | `b` | breakpoints |
@@ -99,10 +111,12 @@ class MainScreen(Screen[None]):
         Binding("l", "app.move_head(1)", "Head+", show=False, tooltip="Next head"),
         Binding("h", "app.move_head(-1)", "Head-", show=False, tooltip="Previous head"),
         *[
-            Binding(str(i + 1), f"show_pane('{pid}')", label, show=False, tooltip=f"Show the {label} pane")
+            Binding(pane_key(i), f"show_pane('{pid}')", label, show=False, tooltip=f"Show the {label} pane")
             for i, (pid, label, _) in enumerate(PANES)
         ],
         Binding("f", "toggle_sidebar", "Sidebar", show=False, tooltip="Hide/show the layers and heads sidebar"),
+        Binding("D", "compare_with", "Compare", show=False,
+                tooltip="Compare this trace with another trace directory (the Compare pane)"),
         Binding("b", "app.breakpoints", "Breaks", tooltip="Breakpoints: add, list, remove"),
         Binding("slash", "filter_tensors", "Filter", show=False,
                 tooltip="Filter the tensor list by name (shows the Tensors pane); then n / N: next / previous match"),
@@ -118,6 +132,8 @@ class MainScreen(Screen[None]):
     def __init__(self, **kwargs) -> None:
         super().__init__(**kwargs)
         self._panes: dict[str, Pane] = {}
+        self._compare = None  # trace B of the Compare pane, until it is mounted
+        self._initial_pane = "candidates"
 
     async def _dispatch_message(self, message) -> None:
         try:
@@ -129,7 +145,7 @@ class MainScreen(Screen[None]):
     def compose(self) -> ComposeResult:
         yield StatusBar(id="status")
         yield TokenStrip(id="strip")
-        tabs = [Tab(Text(f"{i + 1} {label}"), id=f"tab-{pid}") for i, (pid, label, _) in enumerate(PANES)]
+        tabs = [Tab(Text(f"{pane_key(i)} {label}"), id=f"tab-{pid}") for i, (pid, label, _) in enumerate(PANES)]
         yield PaneTabs(*tabs, id="tabs")
         with Horizontal(id="body"):
             with Vertical(id="sidebar"):
@@ -139,6 +155,8 @@ class MainScreen(Screen[None]):
             with ContentSwitcher(initial="pane-candidates", id="panes"):
                 for pid, _, cls in PANES:
                     pane = self._panes[pid] = cls(id=f"pane-{pid}-widget")
+                    if pid == "compare":
+                        pane.set_other(self._compare)
                     with Container(id=f"pane-{pid}", classes="pane-box"):
                         yield pane
         yield LoadingPanel(id="loading")
@@ -153,6 +171,8 @@ class MainScreen(Screen[None]):
         if progress is not None:
             self.set_progress(*progress)
         self.sync()
+        if self._initial_pane != "candidates":
+            self.action_show_pane(self._initial_pane)
 
     def on_resize(self, event) -> None:
         self.set_class(event.size.width < NARROW_WIDTH, "-narrow")
@@ -245,6 +265,38 @@ class MainScreen(Screen[None]):
 
         self.call_after_refresh(open_filter)
 
+    def compare_with(self, other, show: bool = True) -> None:
+        """Compare the app's trace with `other` (a loaded trace B) in the Compare pane (before or after mounting)."""
+        self._compare = other
+        if "compare" in self._panes:
+            self._panes["compare"].set_other(other)
+        if show:
+            if self.is_mounted:
+                self.action_show_pane("compare")
+            else:
+                self._initial_pane = "compare"
+
+    def action_compare_with(self) -> None:
+        """Ask for a trace directory to compare with (read here: a manifest only; the comparison runs in a worker)."""
+        from tracer import load_trace
+        from tui.screens.prompt import PromptScreen
+
+        loaded: dict = {}
+
+        def check(text: str) -> str | None:
+            try:
+                loaded[text] = load_trace(text.strip())
+            except Exception as exc:  # noqa: BLE001 - any unreadable directory: its one line under the field
+                return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            return None
+
+        def done(value: str | None) -> None:
+            if value is not None and value in loaded:
+                self.compare_with(loaded[value])
+
+        self.app.push_screen(PromptScreen("Compare with a trace directory (same model)", placeholder="path/to/trace",
+                                          hint="Enter compares (the Compare pane) · Esc cancels", check=check), done)
+
     def action_toggle_sidebar(self) -> None:
         self.toggle_class("-no-sidebar")
 
@@ -258,3 +310,8 @@ class MainScreen(Screen[None]):
     def on_pane_moved(self, message: Pane.Moved) -> None:
         message.stop()
         self.app.move(**message.changes)
+
+    def on_attribution_pane_open_heatmap(self, message: AttributionPane.OpenHeatmap) -> None:
+        message.stop()
+        self.app.move(layer=message.layer, head=message.head)
+        self.action_show_pane("heatmap")

@@ -6,9 +6,12 @@ layer's heads sorted by size, and the top contributors in words. Torch-free.
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
+from rich.style import Style
 from rich.text import Text
 
-from tracer.attribution import Attribution, attribute
+from tracer.attribution import Attribution, attribute, lens_arrays
 from tracer.trace_format import TraceError
 from tui.text import display_token
 from tui.views.vocab import token_texts
@@ -30,6 +33,31 @@ def cached_attribution(trace, step: int, other: int | None = None) -> Attributio
     return hit
 
 
+def lens_ready(trace) -> bool:
+    """Whether the unembedding the attribution reads is loaded (or the trace has none: nothing to wait for)."""
+    return getattr(trace, "_attribution_lens", None) is not None or not trace.model.get("lens")
+
+
+def lens_source(trace) -> SimpleNamespace:
+    """What a worker thread needs to read the trace's lens file without touching the Trace."""
+    return SimpleNamespace(path=trace.path, model=dict(trace.model))
+
+
+def read_lens(source) -> dict:
+    """lens.safetensors of `lens_source(trace)` (slow: W_U; run it in a thread)."""
+    return lens_arrays(source)
+
+
+def install_lens(trace, arrays: dict) -> None:
+    """Hand arrays read by `read_lens` to the trace (UI thread)."""
+    trace._attribution_lens = arrays
+
+
+def click(action: str) -> Style:
+    """A style that runs the pane's `action` when its text is clicked."""
+    return Style(meta={"@click": action})
+
+
 def bar(value: float, scale: float, width: int = BAR) -> Text:
     """A signed bar: green to the right for a push towards the chosen token, red for against."""
     n = 0 if not scale else min(width, round(abs(value) / scale * width))
@@ -45,15 +73,18 @@ def _value(v: float | None) -> str:
     return "      —" if v is None else f"{v:+7.2f}"
 
 
-def attribution_lines(trace, step: int, layer: int, other: int | None = None, by_size: bool = False) -> list[Text]:
+def attribution_lines(trace, step: int, layer: int, other: int | None = None, by_size: bool = False,
+                      head: int | None = None) -> list[Text]:
     """The pane's lines at (step, selected layer); one explanatory line when the trace lacks what it needs."""
     try:
         a = cached_attribution(trace, step, other)
     except TraceError as exc:
         return [Text(f"attribution unavailable: {exc}", style="yellow")]
-    head = Text.assemble("why ", token(trace, a.target), " and not ", token(trace, a.other),
+    title = Text.assemble("why ", token(trace, a.target), " and not ", token(trace, a.other),
                          f" at step {step}: logit difference {a.actual:+.3f} = Σ {len(a.terms)} terms ({a.total:+.3f})")
-    lines = [head, Text("top: " + a.words(6)), Text("final norm's scale frozen at this position · o: another rival · s: sort", style="dim")]
+    lines = [title, rival_line(trace, step, a.other), Text("top: " + a.words(6)),
+             Text("final norm's scale frozen at this position · o/O: another rival · s: sort · Enter: the head's pattern",
+                  style="dim")]
     comps = [t for t in a.components() if t.layer is None]
     scale = max((abs(t.value) for t in a.components()), default=0.0)
     lines.append(Text("  " + " · ".join(f"{t.label} {t.value:+.2f}" for t in comps)))
@@ -70,13 +101,31 @@ def attribution_lines(trace, step: int, layer: int, other: int | None = None, by
             line = Text.assemble(f"{mark}{i:>4}  {_value(row['attn'])} ", bar(row["attn"], scale), f"  {_value(row['mlp'])} ", bar(row["mlp"], scale))
         if i == layer:
             line.stylize("reverse")
+        line.stylize(click(f"select_layer({i})"))
         lines.append(line)
     heads = sorted(a.heads(layer), key=lambda t: -abs(t.value))
     if heads:
-        lines.append(Text(f"heads of layer {layer}, by size (h: the top head's pattern)", style="bold"))
+        lines.append(Text(f"heads of layer {layer}, by size (click one or Enter: its attention pattern; h: the top head)",
+                          style="bold"))
         head_scale = max(abs(t.value) for t in heads)
-        lines += [Text.assemble(f"  {t.label:<10} {t.value:+7.2f} ", bar(t.value, head_scale)) for t in heads]
+        for t in heads:
+            line = Text.assemble(f"{'▶' if t.head == head else ' '} {t.label:<10} {t.value:+7.2f} ", bar(t.value, head_scale))
+            line.stylize(click(f"open_head({t.head})"))
+            lines.append(line)
     return lines
+
+
+def rival_line(trace, step: int, other: int) -> Text:
+    """The tokens the chosen one can be compared with, the current one highlighted; each clickable."""
+    line = Text("vs ")
+    for k, tid in enumerate(rivals(trace, step)):
+        shown = token(trace, tid)
+        shown.stylize(click(f"pick_rival({k})"))
+        if tid == other:
+            shown.stylize("reverse")
+        line.append_text(shown)
+        line.append("  ")
+    return line
 
 
 def top_head(trace, step: int, layer: int, other: int | None = None) -> int | None:

@@ -8,7 +8,7 @@ from rich.text import Text
 from tracer.diff import TraceDiff, compare, tensor_diff
 from tracer.inert import inert
 from tracer.trace_format import TraceError
-from tui.views.attribution import bar, token
+from tui.views.attribution import bar, click, token
 
 _CACHE: dict[tuple[int, int], TraceDiff] = {}
 
@@ -21,14 +21,35 @@ def cached_diff(a, b) -> TraceDiff:
     return _CACHE[key]
 
 
-def diff_lines(a, b, step: int, layer: int, name: str | None = None) -> list[Text]:
-    """Alignment and first differences, the step's residual divergence per layer, then the
-    drill-down of one tensor (default: the selected layer's resid_post) side by side."""
+def token_rows(a, b, d: TraceDiff, step: int) -> list[Text]:
+    """The chosen tokens of both traces aligned by step (differing ones red, the cursor's step underlined);
+    a click on one goes to its step."""
+    rows = []
+    for label, trace, key in (("A ", a, "token_a"), ("B ", b, "token_b")):
+        line = Text(label, style="bold")
+        for s in d.steps:
+            shown = token(trace, int(getattr(s, key)["id"]))
+            shown.stylize(click(f"go_step({s.index})"))
+            if s.token_a["id"] != s.token_b["id"]:
+                shown.stylize("red")
+            if s.index == step:
+                shown.stylize("underline reverse")
+            line.append_text(shown)
+            line.append(" ")
+        rows.append(line)
+    return rows
+
+
+def diff_lines(a, b, step: int, layer: int, name: str | None = None, result: TraceDiff | None = None) -> list[Text]:
+    """Alignment and first differences, the tokens side by side, the step's residual divergence per
+    layer, then the drill-down of one tensor (default: the selected layer's resid_post) side by side
+    and as a difference. `result`: compare(a, b) when already computed (e.g. by a worker)."""
     try:
-        d = cached_diff(a, b)
+        d = result if result is not None else cached_diff(a, b)
     except TraceError as exc:
         return [Text(f"diff unavailable: {exc}", style="yellow")]
     lines = [Text(f"aligned {d.aligned}", style="bold"), Text(f"A {inert(a.path, 60)} · B {inert(b.path, 60)}", style="dim")]
+    lines += token_rows(a, b, d, step)
     if d.identical:
         return lines + [Text(f"identical: {len(d.steps)} steps, every token and tensor equal", style="green")]
     if d.first_token is not None:
@@ -52,6 +73,7 @@ def diff_lines(a, b, step: int, layer: int, name: str | None = None) -> list[Tex
         line = Text.assemble(f"{'▶' if i == layer else ' '}{i:>4}  {rel:10.4f}  {cos:7.4f}  ", bar(rel, scale))
         if i == layer:
             line.stylize("reverse")
+        line.stylize(click(f"select_layer({i})"))
         lines.append(line)
     name = name or f"blocks.{layer}.hook_resid_post"
     try:

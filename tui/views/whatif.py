@@ -8,7 +8,7 @@ from dataclasses import replace
 from rich.text import Text
 
 from tracer.whatif import WhatIfSettings, replay, side_by_side
-from tui.views.attribution import token
+from tui.views.attribution import click, token
 
 ROWS = 15
 
@@ -43,6 +43,25 @@ def adjusted(s: WhatIfSettings, what: str, delta: int) -> WhatIfSettings:
     raise ValueError(what)
 
 
+KNOBS = [("temperature", "t", "temperature"), ("top-k", "k", "top_k"), ("top-p", "p", "top_p"),
+         ("min-p", "m", "min_p"), ("seed", "n", "seed")]
+
+
+def controls() -> Text:
+    """The knobs as clickable buttons, each with its key: `temperature t[−] T[+] · …`."""
+    line = Text()
+    for label, key, what in KNOBS:
+        line.append(f"{label} ", style="dim")
+        line.append(f"{key}[−]", style=click(f"knob('{what}', -1)"))
+        line.append(" ")
+        line.append(f"{key.upper()}[+]", style=click(f"knob('{what}', 1)"))
+        line.append(" · ", style="dim")
+    line.append("g[greedy/sample]", style=click("toggle_sample"))
+    line.append(" ")
+    line.append("r[recorded]", style=click("recorded"))
+    return line
+
+
 def whatif_lines(trace, step: int, settings: WhatIfSettings) -> list[Text]:
     """Header (settings, what would be chosen vs what was), stages, then candidates side by side."""
     s = trace.steps[step]
@@ -54,7 +73,7 @@ def whatif_lines(trace, step: int, settings: WhatIfSettings) -> list[Text]:
                       token(trace, int(s.token["id"])), f" p {float(happened.get('chosen_prob', 0.0)):.3f}",
                       f" ({settings_text(recorded_settings(trace))})"),
         Text("kept: " + " → ".join(f"{st['name']} {st['kept']}" for st in w.stages) + f" · entropy {w.entropy:.2f}", style="dim"),
-        Text("t/T temperature · k/K top-k · p/P top-p · m/M min-p · n/N seed · g greedy/sample · r recorded", style="dim"),
+        controls(),
         Text(" token            happened   what if", style="bold"),
     ]
     for tid, before, after in side_by_side(s, w, ROWS)[:ROWS]:

@@ -4,27 +4,41 @@ from __future__ import annotations
 
 from rich.text import Text
 from textual.binding import Binding
+from textual.message import Message
+from textual.worker import Worker, WorkerState
 
-from tui.views.attribution import attribution_lines, rivals, top_head
+from tui.views.attribution import (attribution_lines, install_lens, lens_ready, lens_source, read_lens, rivals,
+                                   top_head)
 from tui.widgets.lines_pane import LinesPane
 
 
 class AttributionPane(LinesPane):
-    """Layers × {attention, MLP} signed bars, the selected layer's heads, top contributors in words."""
+    """Layers × {attention, MLP} signed bars, the selected layer's heads, top contributors in words.
+    The unembedding (W_U) is read once per trace in a thread worker; the pane says so meanwhile."""
 
-    WATCHES = frozenset({"step", "layer"})
+    WATCHES = frozenset({"step", "layer", "head"})
     BINDINGS = [
         *LinesPane.BINDINGS,
         Binding("o", "rival(1)", "Next rival", tooltip="Compare the chosen token with the next candidate"),
-        Binding("O", "rival(-1)", "Previous rival", show=False),
+        Binding("O", "rival(-1)", "Previous rival", show=False, tooltip="Compare with the previous candidate"),
         Binding("s", "sort", "Sort layers", tooltip="Layers in order, or by the size of their parts"),
-        Binding("h", "top_head", "Top head", tooltip="Select the selected layer's largest head (its pattern in the heatmap)"),
+        Binding("h", "top_head", "Top head", tooltip="Select the selected layer's largest head"),
+        Binding("enter", "open_head", "Pattern", tooltip="Show the selected head's attention pattern (Attention pane)"),
     ]
+
+    class OpenHeatmap(Message):
+        """Show the Attention pane at (layer, head)."""
+
+        def __init__(self, layer: int, head: int) -> None:
+            super().__init__()
+            self.layer, self.head = layer, head
 
     def __init__(self, trace=None, **kwargs) -> None:
         super().__init__(trace, **kwargs)
         self.rival = 0  # index into the step's candidates (0: the runner-up)
         self.by_size = False
+        self._loading = None  # the trace whose lens a worker is reading
+        self._failed: tuple[object, str] | None = None  # (trace, why its lens could not be read)
 
     def on_trace(self) -> None:
         self.rival = 0
@@ -44,17 +58,60 @@ class AttributionPane(LinesPane):
     def lines(self) -> list[Text]:
         if self.trace is None or not len(self.trace.steps):
             return [Text("no step yet", style="dim")]
-        return attribution_lines(self.trace, self.step_index, self.cursor.layer, self.other(), self.by_size)
+        if self._failed is not None and self._failed[0] is self.trace:
+            return [Text(f"attribution unavailable: {self._failed[1]}", style="yellow")]
+        if not lens_ready(self.trace):
+            self._load_lens()
+            return [Text("reading the unembedding (W_U) for the attribution…", style="dim")]
+        return attribution_lines(self.trace, self.step_index, self.cursor.layer, self.other(), self.by_size,
+                                 head=self.cursor.head)
 
+    # -- the first computation, off the UI thread -------------------------------------------------
+    def _load_lens(self) -> None:
+        trace = self.trace
+        if self._loading is trace:
+            return
+        self._loading = trace
+        source = lens_source(trace)
+        self.run_worker(lambda: (trace, read_lens(source)), thread=True, exclusive=True,
+                        group="attribution-lens", name="attribution-lens", exit_on_error=False)
+
+    def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
+        if event.worker.name != "attribution-lens":
+            return
+        event.stop()
+        if event.state == WorkerState.SUCCESS:
+            trace, arrays = event.worker.result  # (the worker only carried the reference)
+            install_lens(trace, arrays)
+        elif event.state == WorkerState.ERROR:
+            self._failed = (self._loading, str(event.worker.error))
+        else:
+            return
+        self._loading = None
+        self.invalidate()
+
+    # -- keys and clicks ---------------------------------------------------------------------------
     def action_rival(self, delta: int) -> None:
         self.rival = max(0, self.rival + delta)
+        self.invalidate()
+
+    def action_pick_rival(self, index: int) -> None:
+        self.rival = index
         self.invalidate()
 
     def action_sort(self) -> None:
         self.by_size = not self.by_size
         self.invalidate()
 
+    def action_select_layer(self, layer: int) -> None:
+        self.move(layer=layer)
+
     def action_top_head(self) -> None:
         head = top_head(self.trace, self.step_index, self.cursor.layer, self.other())
         if head is not None:
             self.move(head=head)
+
+    def action_open_head(self, head: int | None = None) -> None:
+        head = self.cursor.head if head is None else head
+        self.move(head=head)
+        self.post_message(self.OpenHeatmap(self.cursor.layer, head))
