@@ -111,6 +111,7 @@ def _diff_parser(sub) -> None:
     d.add_argument("--top", type=int, default=3, help="how many of the most diverging layers to list")
     d.add_argument("--tensor", default=None, help="also show this tensor side by side (A, B, b−a), e.g. blocks.3.hook_resid_post")
     d.add_argument("--step", type=int, default=0, help="the step of --tensor")
+    d.add_argument("--text", action="store_true", help="print the text summary even on a terminal (default there: the app's Compare pane)")
 
 
 def cmd_diff(args) -> int:
@@ -119,11 +120,24 @@ def cmd_diff(args) -> int:
     from tracer.diff import compare, summary, tensor_diff, tensor_summary
 
     a, b = load_trace(args.trace_a), load_trace(args.trace_b)
+    if not args.text and sys.stdin.isatty() and sys.stdout.isatty():
+        return _run_app(diff_app(a, b))
     result = compare(a, b)
     print(summary(result, max(0, args.top)))
     if args.tensor:
         print(tensor_summary(tensor_diff(a, b, args.step, args.tensor), args.tensor, args.step))
     return 0 if result.identical else 1
+
+
+def diff_app(a, b):
+    """The debugger on trace A with the Compare pane showing A against B (both models checked first)."""
+    from tracer.diff import check_same_model
+    from tui.app import StepscopeApp
+
+    check_same_model(a, b)
+    app = StepscopeApp(trace=a)
+    app.main_screen.compare_with(b)
+    return app
 
 
 SERVE_ONLY = ("trace_dir", "host", "port", "public_url")
