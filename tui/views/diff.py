@@ -67,6 +67,7 @@ def diff_lines(a, b, step: int, layer: int, name: str | None = None, result: Tra
     s = d.steps[step]
     lines.append(Text.assemble(f"step {step}: A ", token(a, int(s.token_a["id"])), " · B ", token(b, int(s.token_b["id"])),
                                f" · {len(s.differs)} tensors differ"))
+    lines += tensor_lines(a, b, step, name or f"blocks.{layer}.hook_resid_post")
     lines.append(Text("layer  rel |b−a|/|a|    cos   (residual stream at the predicting position)", style="bold"))
     scale = max((r for r, _ in s.layers), default=0.0)
     for i, (rel, cos) in enumerate(s.layers):
@@ -75,15 +76,20 @@ def diff_lines(a, b, step: int, layer: int, name: str | None = None, result: Tra
             line.stylize("reverse")
         line.stylize(click(f"select_layer({i})"))
         lines.append(line)
-    name = name or f"blocks.{layer}.hook_resid_post"
+    return lines
+
+
+def tensor_lines(a, b, step: int, name: str) -> list[Text]:
+    """One tensor of the step in both traces: its largest differences side by side (A, B, b − a)."""
     try:
         side = tensor_diff(a, b, step, name)
     except TraceError as exc:
-        return lines + [Text(str(exc), style="dim")]
+        return [Text(str(exc), style="dim")]
     x, y, diff = side["a"], side["b"], side["diff"]
     flat = abs(diff).reshape(-1)
-    lines.append(Text(f"{inert(name, 80)} {list(x.shape)}" + (" (aligned at the end)" if side["cropped"] else "")
-                      + f": max |b−a| {float(flat.max()) if flat.size else 0:.4g}", style="bold"))
+    lines = [Text(f"{inert(name, 80)} {list(x.shape)}" + (" (aligned at the end)" if side["cropped"] else "")
+                  + f": max |b−a| {float(flat.max()) if flat.size else 0:.4g}   (, . another tensor · r residual)",
+                  style="bold")]
     rows = x.reshape(-1, x.shape[-1]) if x.ndim > 1 else x.reshape(1, -1)
     rows_b, rows_d = y.reshape(rows.shape), diff.reshape(rows.shape)
     r = int(abs(rows_d).max(axis=1).argmax()) if rows_d.size else 0
