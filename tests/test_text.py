@@ -152,8 +152,22 @@ def test_truncate_and_fit_count_cells_not_characters():
 
 
 def test_inert_keeps_spaces_and_escapes_the_rest():
-    from tui.text import inert
+    from tracer.inert import inert
 
     assert inert("/tmp/my trace-exports/x.npy") == "/tmp/my trace-exports/x.npy"
     assert inert("a\x1b]52;c;AAAA\x07b") == "a\\x1b]52;c;AAAA\\x07b"  # OSC 52 made visible
     assert inert("[bold red]x\u202e\ufffe") == "[bold red]x\\u202e\\ufffe"
+
+
+def test_one_escape_rule_for_tokens_names_and_cli():
+    """tracer.inert (CLI, info), tui.text.inert_text (names in the TUI) and token display escape
+    the same code points the same way."""
+    from tracer.inert import inert
+    from tui.text import inert_text
+
+    for ch in ["\x1b", "\x85", "\u00a0", "\u00ad", "\u115f", "\u200b", "\u202e", "\u3164", "\ufe0f", "\ue000",
+               "\ufffe", "\U000e0041", "\u0378"]:
+        escaped = inert("x" + ch)  # after a letter: a token starting with a mark gets a ◌ base first
+        assert escaped.startswith("x\\") and escaped == escape_for_display("x" + ch) == inert_text("x" + ch).plain, ch
+    assert inert("a\nb") == "a\\x0ab" and inert("a\nb", newlines=True) == "a\nb"
+    assert inert("x" * 10, limit=4) == "xxxx…" and inert_text("[red]x[/red]").plain == "[red]x[/red]"

@@ -32,6 +32,7 @@ from textual.binding import Binding
 from textual.reactive import var
 from textual.worker import Worker, WorkerState
 
+from tracer.inert import inert
 from tracer.reader import Trace
 from tracer.trace_format import TraceError
 from tui.breakpoints import SYNTAX_HELP, BreakpointSet
@@ -45,7 +46,6 @@ from tui.screens.help import HelpScreen, binding_rows
 from tui.screens.main import PANES, MainScreen
 from tui.screens.prompt import GotoScreen, PromptScreen
 from tui.screens.too_small import MIN_HEIGHT, MIN_WIDTH, TooSmallScreen
-from tui.widgets.common import inert_str
 from tui.widgets.cursor import Cursor
 from tui.widgets.heads import HeadsList
 from tui.widgets.layers import LayersList
@@ -365,7 +365,7 @@ class StepscopeApp(LiveWorkers, App[None]):
         self._set_busy(False, message.reason)
 
     def on_saved(self, message: Saved) -> None:
-        self.notify(inert_str(f"trace written to {message.path}"), timeout=4, markup=False)
+        self.notify(inert(f"trace written to {message.path}"), timeout=4, markup=False)
         self._set_state(f"written to {message.path}")
 
     def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
@@ -390,13 +390,13 @@ class StepscopeApp(LiveWorkers, App[None]):
 
     # -- exports (tensor inspector and browser): a notification, inert --------------------------------
     def on_tensor_inspector_exported(self, message: TensorInspector.Exported) -> None:
-        self.notify(inert_str(f"exported {message.name} → {message.path}"), timeout=4, markup=False)
+        self.notify(inert(f"exported {message.name} → {message.path}"), timeout=4, markup=False)
 
     def on_tensor_browser_exported(self, message: TensorBrowser.Exported) -> None:
-        self.notify(inert_str(f"exported {message.name} → {message.path}"), timeout=4, markup=False)
+        self.notify(inert(f"exported {message.name} → {message.path}"), timeout=4, markup=False)
 
     def on_tensor_inspector_export_failed(self, message: TensorInspector.ExportFailed) -> None:
-        self.notify(inert_str(f"export of {message.name} failed: {message.error}"), severity="error", timeout=6,
+        self.notify(inert(f"export of {message.name} failed: {message.error}"), severity="error", timeout=6,
                     markup=False)
 
     # -- errors: inside the debugger a dialog, outside it one line and a non-zero exit -----------
@@ -406,7 +406,7 @@ class StepscopeApp(LiveWorkers, App[None]):
     def report_error(self, title: str, error: BaseException | str, hint: str = "") -> None:
         """Show an error dialog (once per distinct message); the debugger stays usable."""
         message = error if isinstance(error, str) else f"{type(error).__name__}: {error}"
-        message = inert_str(message)
+        message = inert(message)
         if message in self._reported:
             return
         self._reported.add(message)
@@ -490,7 +490,7 @@ class StepscopeApp(LiveWorkers, App[None]):
             self.trace.manifest.update(finished=message.finished, stop_reason=message.stop_reason)
         if message.changes:
             text = f"from step {self.n_steps}: {settings_text(message.changes)}"
-            self.notify(inert_str(text), timeout=3, markup=False)
+            self.notify(inert(text), timeout=3, markup=False)
             if not self.busy:
                 self._set_state(text)
 
@@ -537,7 +537,7 @@ class StepscopeApp(LiveWorkers, App[None]):
     def action_write(self) -> None:
         if self.session is None:
             if self.trace is not None:
-                self.notify(inert_str(f"replay: this trace is already on disk at {self.trace.path}"), timeout=4,
+                self.notify(inert(f"replay: this trace is already on disk at {self.trace.path}"), timeout=4,
                             markup=False)
             else:
                 self.notify("no live session yet: nothing to write", timeout=4)

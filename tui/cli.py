@@ -504,11 +504,10 @@ def _check_terminal() -> None:
 
 def _run_app(app) -> int:
     """Run the app; an uncaught exception inside it is one line and a non-zero exit, never 0."""
-    from tui.widgets.common import inert_str
 
     app.run()
     if app.crash is not None:
-        print(inert_str(f"stepscope: internal error: {type(app.crash).__name__}: {app.crash}").splitlines()[0]
+        print(inert(f"stepscope: internal error: {type(app.crash).__name__}: {app.crash}", newlines=True).splitlines()[0]
               + " (STEPSCOPE_DEBUG=1 shows the traceback)", file=sys.stderr)
         return 1
     return app.return_code or 0

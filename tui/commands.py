@@ -17,9 +17,10 @@ from functools import partial
 
 from textual.command import DiscoveryHit, Hit, Hits, Provider
 
+from tracer.inert import inert
 from tracer.names import split_block_name
 from tui.breakpoints import Breakpoint, BreakpointError
-from tui.text import display_token, inert
+from tui.text import display_token
 from tui.views.vocab import tok_text
 from tui.watch import ExprError, Watch
 

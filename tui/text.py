@@ -6,7 +6,9 @@ control byte reaches the terminal (each is shown as a visible escape such as `\\
 spaces other than U+0020, format characters, non-characters, private-use and unassigned code
 points are escaped too (`\\u00a0`). A token that is part of a UTF-8 sequence carries its bytes as
 lone surrogates (`surrogateescape`, see `token_text`) and shows them as `<0xC2>`; `merge_partial`
-joins consecutive such tokens into the character they complete.
+joins consecutive such tokens into the character they complete. Which code points are escaped is
+the one rule of `tracer.inert`; names, paths and messages (not tokens) use `inert_text`, a rich
+Text around `tracer.inert.inert`.
 """
 
 from __future__ import annotations
@@ -18,6 +20,8 @@ from functools import lru_cache
 from rich.cells import cell_len
 from rich.text import Text
 
+from tracer.inert import escape_char, inert
+
 SPACE = "·"
 NEWLINE = "↵"
 TAB = "⇥"
@@ -28,15 +32,6 @@ COMBINING_BASE = "◌"  # shown before a token that starts with a combining mark
 # visible replacements for whitespace, with the space markers of byte-level BPE (Ġ) and
 # SentencePiece (▁) vocabularies for texts taken from a raw vocabulary
 _WHITESPACE = {" ": SPACE, "Ġ": SPACE, "▁": SPACE, "\n": NEWLINE, "\t": TAB, "\r": RETURN}
-
-# invisible or reordering characters that would make a token lie about its content
-_INVISIBLE = {0x00AD, 0x061C, 0x180E, 0x2028, 0x2029, 0x2060, 0x2061, 0x2062, 0x2063, 0x2064, 0xFEFF}
-_INVISIBLE.update(range(0x200B, 0x2010))  # zero-width space/joiners, LRM, RLM
-_INVISIBLE.update(range(0x202A, 0x202F))  # bidi embeddings and overrides
-_INVISIBLE.update(range(0x2066, 0x206A))  # bidi isolates
-# general categories escaped: other spaces, line/paragraph separators, format, private use,
-# surrogates, unassigned (which includes the non-characters U+FFFE, U+FFFF, U+10FFFF, U+FDD0…)
-_ESCAPED_CATEGORIES = {"Zs", "Zl", "Zp", "Cf", "Co", "Cs", "Cn"}
 
 STYLE_WHITESPACE = "dim"
 STYLE_ESCAPE = "bold magenta"
@@ -127,13 +122,10 @@ def merge_partial(texts: list[str]) -> list[tuple[int, int, str]]:
 def _escape_char(ch: str) -> tuple[str, str] | None:
     """(visible escape, kind) of a control/invisible/odd character, or None when it shows as itself."""
     code = ord(ch)
-    if code < 0x20 or code == 0x7F or 0x80 <= code <= 0x9F:
-        return f"\\x{code:02x}", "escape"
     if 0xDC80 <= code <= 0xDCFF:
         return f"<0x{code - 0xDC00:02X}>", "bytes"
-    if code in _INVISIBLE or (code >= 0x80 and unicodedata.category(ch) in _ESCAPED_CATEGORIES):
-        return (f"\\u{code:04x}" if code <= 0xFFFF else f"\\U{code:08x}"), "escape"
-    return None
+    escaped = escape_char(ch)
+    return None if escaped == ch else (escaped, "escape")
 
 
 def _pieces(text: str) -> list[tuple[str, str]]:
@@ -161,15 +153,10 @@ def escape_for_display(text: str) -> str:
     return "".join(piece for piece, _ in _pieces(text))
 
 
-def inert(text: str) -> str:
-    """A name, path or message from a trace made safe as plain text: control, format, odd-space,
-    non-character and private-use code points escaped like token text, but ordinary spaces,
-    tabs and newlines kept (for manifest fields, tensor names, paths; never markup)."""
-    out = []
-    for ch in str(text):
-        escaped = None if ch in " \t\n" else _escape_char(ch)
-        out.append(escaped[0] if escaped is not None else ch)
-    return "".join(out)
+def inert_text(value: object, style: str = "", limit: int | None = 300, newlines: bool = False) -> Text:
+    """A name, path or message from a trace, a model or the file system as a `Text`: never markup,
+    unsafe code points escaped by `tracer.inert.inert` (`limit` and `newlines` as there)."""
+    return Text(inert(value, limit, newlines), style=style)
 
 
 _STYLES = {"text": "", "space": STYLE_WHITESPACE, "escape": STYLE_ESCAPE, "bytes": STYLE_BYTES}

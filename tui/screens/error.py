@@ -12,7 +12,7 @@ from textual.containers import Vertical, VerticalScroll
 from textual.screen import ModalScreen
 from textual.widgets import Button, Static
 
-from tui.widgets.common import inert
+from tui.text import inert_text
 
 
 class ErrorScreen(ModalScreen[None]):
@@ -35,10 +35,10 @@ class ErrorScreen(ModalScreen[None]):
 
     def compose(self) -> ComposeResult:
         with Vertical(id="error-box"):
-            yield Static(inert(self.title_text, style="bold"), id="error-title")
+            yield Static(inert_text(self.title_text, style="bold"), id="error-title")
             with VerticalScroll(id="error-scroll"):
-                yield Static(inert(self.message), id="error-message")
-            yield Static(inert(f"{self.hint} · Enter/Esc closes", style="dim"))
+                yield Static(inert_text(self.message, limit=None, newlines=True), id="error-message")
+            yield Static(inert_text(f"{self.hint} · Enter/Esc closes", style="dim"))
             yield Button("OK", id="error-ok", variant="error")
 
     def on_mount(self) -> None:

@@ -11,7 +11,7 @@ from typing import Any
 
 from rich.text import Text
 
-from tui.text import display_token, escape_for_display
+from tui.text import display_token
 
 PROB_BUCKETS = (0.8, 0.5, 0.2, 0.05)  # p >= 0.8 -> bucket 0 ... p < 0.05 -> bucket 4
 
@@ -51,18 +51,3 @@ def fmt_num(x: float | None, digits: int = 3) -> str:
     if x != 0 and (abs(x) >= 1e5 or abs(x) < 1e-3):
         return f"{x:.2e}"
     return f"{x:.{digits}f}" if abs(x) < 100 else f"{x:.1f}"
-
-
-def inert_str(text: Any) -> str:
-    """A string from a trace, a model or the file system made safe to print: never markup (the
-    caller passes it as `Text` or with markup off), control characters and invisible or
-    non-character code points escaped visibly (`\\x1b`, `\\ufffe`); spaces and newlines stay."""
-    s = "" if text is None else str(text)
-    if s.isprintable():
-        return s
-    return "".join(ch if ch == "\n" or ch.isprintable() else escape_for_display(ch) for ch in s)
-
-
-def inert(text: Any, style: str = "") -> Text:
-    """`inert_str` as a `Text` (no markup is ever parsed)."""
-    return Text(inert_str(text), style=style)

@@ -14,7 +14,7 @@ from textual.reactive import var
 from textual.strip import Strip
 from textual.widget import Widget
 
-from tui.widgets.common import inert_str
+from tracer.inert import inert
 from tui.widgets.cursor import FIELDS, Cursor
 
 
@@ -95,7 +95,7 @@ class Pane(Widget):
             return super().render_lines(crop)
         except Exception as exc:  # noqa: BLE001 - any failure of a view is reported, not fatal
             report_view_error(self, exc)
-            line = Text(inert_str(f"{type(self).__name__} failed: {type(exc).__name__}: {exc}"), style="red")
+            line = Text(inert(f"{type(self).__name__} failed: {type(exc).__name__}: {exc}"), style="red")
             strips = [Strip(list(line.render(self.app.console))).crop_extend(0, crop.width, None)]
             return (strips + [Strip.blank(crop.width)] * crop.height)[: crop.height]
 

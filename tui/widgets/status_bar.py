@@ -12,8 +12,8 @@ from __future__ import annotations
 from rich.text import Text
 from textual.reactive import reactive
 
+from tracer.inert import inert
 from tui.views.candidates import chosen_line
-from tui.widgets.common import inert_str
 from tui.widgets.pane import Pane
 from tui.widgets.heads import kv_head
 
@@ -49,7 +49,7 @@ class StatusBar(Pane):
         if trace is not None:
             model = trace.model
             weights = f" · {model['weights']}" if model.get("weights") else ""  # e.g. GGUF Q4_1, dequantised to float32
-            parts.append((0, Text(inert_str(str(model.get("name", "?")) + weights))))
+            parts.append((0, Text(inert(str(model.get("name", "?")) + weights))))
             parts.append((2, Text(self.mode, style=style("status-bar--key"))))
             n_steps = len(trace.steps)
             if n_steps:
@@ -68,7 +68,7 @@ class StatusBar(Pane):
             state = Text()
             if self.busy:
                 state.append(SPINNER[self.spin] + " ", style=style("status-bar--busy"))
-            state.append(inert_str(self.state), style=style("status-bar--state"))
+            state.append(inert(self.state), style=style("status-bar--state"))
             parts.append((8, state))
         sep = " │ "
         width = self.size.width or 80

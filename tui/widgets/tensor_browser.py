@@ -9,7 +9,8 @@ from textual.binding import Binding
 from textual.message import Message
 from textual.widget import Widget
 
-from tui.text import escape_for_display, fit, inert
+from tracer.inert import inert
+from tui.text import escape_for_display, fit
 from tui.views.tensors import (
     SliceView, axis_labels, axis_pairs, default_view, export_array, export_dir_for, export_filename,
     slice_filename, slice_label, slice_rows, view_slice, with_axes, with_index,

@@ -23,8 +23,8 @@ from textual.binding import Binding
 from textual.message import Message
 from textual.worker import get_current_worker
 
+from tracer.inert import inert
 from tui.render.spark import BLOCKS
-from tui.text import inert
 from tui.views.tensors import format_number
 from tui.watch import ExprError, Watch, fresh_step, private_trace
 from tui.watch.tokens import token_ids
