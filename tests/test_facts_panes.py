@@ -278,3 +278,25 @@ def test_tensors_pane_on_a_schema_1_trace_shows_the_norm_output_as_hook_out():
         assert "→ ln1 [" in text and "ln1.hook_normalized" not in text
 
     drive(pane, script, size=(120, 40))
+
+
+def test_budget_rows_of_a_model_with_sinks_are_refused_in_one_line(tmp_path):
+    """gpt-oss's sink logits are not recorded, so omitted rows cannot be recomputed from q and k:
+    the heatmap says so instead of failing (and `stepscope trace` does not trim such maps)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        session = LiveSession(tiny_model("gpt_oss"), byte_tokenizer(), PROMPT, GenerationSettings(max_new_tokens=1),
+                              out=str(tmp_path / "cut"), name="tiny-gpt-oss")
+        session.recorder.row_limit = 3
+        while session.step() is not None:
+            pass
+        session.close()
+    trace = load_trace(str(tmp_path / "cut"))
+    assert trace.steps[0].omitted
+    pane = HeatmapPane(trace)
+
+    async def script(app, pilot):
+        assert "attention with sinks cannot be recomputed from q and k" in screen_text(app)
+        assert getattr(app, "last_error", None) is None
+
+    drive(pane, script, size=(100, 20))

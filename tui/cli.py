@@ -358,7 +358,7 @@ def _enforce_budget(args, session, settings, itemsize: int, console) -> None:
     maps = [n for n in names if is_attention_map(n)]
     heads = facts["n_heads"]
     layers = range(facts["n_layers"])
-    can_trim = all(keep(block_name(i, "attn.hook_rot_q")) and keep(block_name(i, "attn.hook_rot_k")) for i in layers) and not facts.get("attn_sinks")
+    can_trim = all(keep(block_name(i, "attn.hook_rot_q")) and keep(block_name(i, "attn.hook_rot_k")) for i in layers) and not facts.get("attention_sink")
     result = plan(
         lambda t, s: step_bytes(session.adapter, facts, keep, t, s, itemsize, settings.logit_lens_k),
         lambda t, s: len(maps) * heads * t * s * itemsize,
