@@ -47,19 +47,24 @@ KNOBS = [("temperature", "t", "temperature"), ("top-k", "k", "top_k"), ("top-p",
          ("min-p", "m", "min_p"), ("seed", "n", "seed")]
 
 
-def controls() -> Text:
-    """The knobs as clickable buttons, each with its key: `temperature t[−] T[+] · …`."""
+def controls() -> list[Text]:
+    """The knobs as clickable buttons, each with its key: `temperature t[−] T[+] · …` (three short lines)."""
+    lines = []
+    for group in (KNOBS[:2], KNOBS[2:]):
+        line = Text()
+        for label, key, what in group:
+            if line:
+                line.append(" · ", style="dim")
+            line.append(f"{label} ", style="dim")
+            line.append(f"{key}[−]", style=click(f"knob('{what}', -1)"))
+            line.append(" ")
+            line.append(f"{key.upper()}[+]", style=click(f"knob('{what}', 1)"))
+        lines.append(line)
     line = Text()
-    for label, key, what in KNOBS:
-        line.append(f"{label} ", style="dim")
-        line.append(f"{key}[−]", style=click(f"knob('{what}', -1)"))
-        line.append(" ")
-        line.append(f"{key.upper()}[+]", style=click(f"knob('{what}', 1)"))
-        line.append(" · ", style="dim")
     line.append("g[greedy/sample]", style=click("toggle_sample"))
-    line.append(" ")
+    line.append(" · ", style="dim")
     line.append("r[recorded]", style=click("recorded"))
-    return line
+    return lines + [line]
 
 
 def whatif_lines(trace, step: int, settings: WhatIfSettings) -> list[Text]:
@@ -73,7 +78,7 @@ def whatif_lines(trace, step: int, settings: WhatIfSettings) -> list[Text]:
                       token(trace, int(s.token["id"])), f" p {float(happened.get('chosen_prob', 0.0)):.3f}",
                       f" ({settings_text(recorded_settings(trace))})"),
         Text("kept: " + " → ".join(f"{st['name']} {st['kept']}" for st in w.stages) + f" · entropy {w.entropy:.2f}", style="dim"),
-        controls(),
+        *controls(),
         Text(" token            happened   what if", style="bold"),
     ]
     for tid, before, after in side_by_side(s, w, ROWS)[:ROWS]:
