@@ -209,6 +209,8 @@ def _check(iv: Intervention, facts: dict) -> None:
         raise InterventionError(f"head {iv.head} is out of range (the model has {n_heads} per layer)")
     if iv.kind in NEURON_KINDS and not (isinstance(iv.index, int) and 0 <= iv.index < (d_mlp or 0)):
         raise InterventionError(f"neuron {iv.index} is out of range (d_mlp = {d_mlp})")
+    if iv.kind == "steer" and iv.vector.shape != (facts.get("d_model"),):
+        raise InterventionError(f"the steering vector has {iv.vector.size} values, the residual stream {facts.get('d_model')}")
 
 
 def check(adapter, interventions, facts: dict) -> None:
