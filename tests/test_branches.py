@@ -237,3 +237,20 @@ def test_branch_errors(tmp_path, llama):
     with pytest.raises(BranchError, match="no run named"):
         tree.switch("nope")
     tree.close()
+
+
+def test_view_opens_a_branch(tmp_path, llama, monkeypatch, capsys):
+    from tui import cli
+
+    root, b1 = _branch_dir(tmp_path, llama)
+    opened = []
+    monkeypatch.setattr("tui.app.StepscopeApp.run", lambda app: opened.append(app))
+    assert cli.main(["view", root, "--branch", "b1"]) == 0
+    assert cli.main(["view", b1]) == 0
+    assert cli.main(["view", root, "--branch", "nope"]) == 2
+    assert cli.main(["view", root, "--branch", "../x"]) == 2
+    err = capsys.readouterr().err.splitlines()
+    assert err == [f"stepscope: {root} has no branch 'nope' (branches: b1)",
+                   "stepscope: bad branch name '..': letters, digits, '.', '_' and '-' (64 at most)"]
+    assert len(opened) == 2
+    assert all(app.trace.path == b1 and app.trace.manifest["branch"]["step"] == 1 for app in opened)
