@@ -60,12 +60,21 @@ def llama():
     return tiny_model("llama"), byte_tokenizer()
 
 
-@pytest.mark.parametrize("family", ["llama", "gpt2"])
-def test_forced_branch_equals_fresh_trace_of_the_forced_prefix(tmp_path, family):
+@pytest.mark.parametrize("family, late, cache", [
+    ("llama", False, "cropped"),
+    ("gpt2", False, "cropped"),
+    ("mistral", False, "cropped"),  # sliding window 4 < the prompt: its past kept from the start
+    ("mistral", True, "recomputed: `crop` was called"),  # BranchSet made after the window filled
+    ("qwen3_next", False, "recomputed: a recurrent state cannot be cropped"),
+])
+def test_forced_branch_equals_fresh_trace_of_the_forced_prefix(tmp_path, family, late, cache):
     model, tok = tiny_model(family), byte_tokenizer()
     root = _session(model, tok, tmp_path / "root")
+    if late:
+        for _ in range(4):
+            root.step()
     tree = BranchSet(root)
-    for _ in range(4):
+    for _ in range(4 - len(root.trace.steps)):
         root.step()
     t = 2
     y = _other_token(root.trace.steps[t])
@@ -84,6 +93,7 @@ def test_forced_branch_equals_fresh_trace_of_the_forced_prefix(tmp_path, family)
     _assert_same_steps(branch, fresh_trace, range(N))
     assert branch.steps[t]._entry["forced"] is True and branch.steps[t].sampling["sampled_id"] == parent_tokens[t]
     assert branch.steps[t].sampling["chosen_id"] == y
+    assert branch.manifest["branch"]["cache"].startswith(cache)
 
 
 def test_cropped_cache_matches_a_prefill_without_cache(tmp_path, llama):

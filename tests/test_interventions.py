@@ -9,7 +9,7 @@ import torch
 
 from tests.tiny_models import byte_tokenizer, tiny_model
 from tracer import load_trace
-from tracer.branch import BranchSet, branch_path, effects
+from tracer.branch import BranchError, BranchSet, branch_path, effects
 from tracer.interventions import (
     Intervention,
     InterventionError,
@@ -255,11 +255,11 @@ def test_effect_on_the_chosen_token(tmp_path, llama):
 
 
 @pytest.mark.parametrize("iv, message", [
-    (zero_head(0, 9), "head 9 is out of range"),
-    (zero_neuron(0, 1000), "neuron 1000 is out of range"),
-    (zero_head(7, 0), "layer 7 is out of range"),
-    (Intervention("patch", 0, "ln2.hook_out"), "cannot intervene on ln2.hook_out"),
-    (steer(0, np.ones(3)), "steering vector has 3 values"),
+    (zero_head(0, 9, from_step=1), "head 9 is out of range"),
+    (zero_neuron(0, 1000, from_step=1), "neuron 1000 is out of range"),
+    (zero_head(7, 0, from_step=1), "layer 7 is out of range"),
+    (Intervention("patch", 0, "ln2.hook_out", from_step=1), "cannot intervene on ln2.hook_out"),
+    (steer(0, np.ones(3), from_step=1), "steering vector has 3 values"),
 ])
 def test_bad_interventions_are_refused_before_any_step(tmp_path, llama, iv, message):
     model, tok = llama
@@ -277,7 +277,7 @@ def test_hooks_removed_when_the_forward_fails(tmp_path, llama, monkeypatch):
     root = LiveSession(model, tok, PROMPT, GenerationSettings(max_new_tokens=3), out=str(tmp_path / "root"))
     tree = BranchSet(root)
     root.step()
-    b = tree.branch(step=1, interventions=[zero_neuron(0, 1), steer(1, np.zeros(64))])
+    b = tree.branch(step=1, interventions=[zero_neuron(0, 1, from_step=1), steer(1, np.zeros(64), from_step=1)])
 
     def boom(self, r, start):
         raise RuntimeError("edit failed")
@@ -287,3 +287,13 @@ def test_hooks_removed_when_the_forward_fails(tmp_path, llama, monkeypatch):
         b.step()
     tree.close()
     _no_hooks_left(model)
+
+
+def test_intervention_before_the_branch_point_is_refused(tmp_path, llama):
+    model, tok = llama
+    root = LiveSession(model, tok, PROMPT, GenerationSettings(max_new_tokens=3), out=str(tmp_path / "root"))
+    tree = BranchSet(root)
+    root.run()
+    with pytest.raises(BranchError, match="starts before step 2: branch at its first step"):
+        tree.branch(step=2, interventions=[zero_head(0, 0, from_step=1)])
+    tree.close()

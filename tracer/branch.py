@@ -36,7 +36,7 @@ BRANCHES = "branches"
 PARENT = "../.."  # the only parent a branch may name: the trace enclosing its branches/ directory
 NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}\Z")
 MAX_NESTING = 16
-_BRANCH_KEYS = {"parent", "name", "step", "reason", "interventions", "parent_checksums", "created", "points"}
+_BRANCH_KEYS = {"parent", "name", "step", "reason", "interventions", "parent_checksums", "cache", "points"}
 
 
 class BranchError(ValueError):
@@ -321,9 +321,14 @@ def make_branch_session(parent, step: int, name: str, force: list[int], interven
             self.path = os.path.join(parent.path, BRANCHES, check_name(name))
             if os.path.lexists(self.path):
                 raise BranchError(f"a branch named {name!r} already exists in {parent.path}")
-            os.makedirs(os.path.dirname(self.path), exist_ok=True)
+            early = [iv.tensor for iv in self.interventions if iv.from_step < step]
+            if early:
+                raise BranchError(f"an intervention on {early[0]} starts before step {step}: branch at its first step")
             pm = parent.writer.manifest
             p_len = len(self.prompt_ids)
+            start = 0 if step == 0 else p_len + step - 1  # first position step `step` computes
+            self.cache, how = branch_cache(parent, step, start, [int(t["id"]) for t in pm["tokens"][:start]])
+            os.makedirs(os.path.dirname(self.path), exist_ok=True)
             shared = [dict(e) for e in pm["steps"][:step]]
             up = pm.get("branch") or {}
             manifest = {k: copy.deepcopy(v) for k, v in pm.items() if k not in ("steps", "tokens", "branch", "finished", "stop_reason")}
@@ -342,27 +347,13 @@ def make_branch_session(parent, step: int, name: str, force: list[int], interven
                     "interventions": [iv.describe() for iv in self.interventions],
                     "parent_checksums": [e["checksum"] for e in shared],
                     "points": [step, *up.get("points", [])],
+                    "cache": how,
                 },
             )
             self.writer = EntryWriter(self.path, manifest, background=False)
             self._save_tokenizer()
             self.stager = HostStager(self.device, self.store_dtype)
             self.trace = Trace(self.path, self.writer.manifest)
-            start = 0 if step == 0 else p_len + step - 1  # first position step `step` computes
-            if step == 0:
-                from transformers import DynamicCache
-
-                self.cache = DynamicCache(config=self.model.config)
-            else:
-                self.cache = copy.deepcopy(parent.cache)  # the parent keeps its cache; nothing recomputed
-                extra = self.cache.get_seq_length() - start
-                if extra < 0:
-                    raise BranchError(f"cannot branch at step {step}: the parent's cache holds {extra + start} positions")
-                try:
-                    if extra:
-                        self.cache.crop(-extra)
-                except (RuntimeError, ValueError, NotImplementedError, TypeError) as exc:
-                    raise BranchError(f"cannot branch at step {step}: this model's cache cannot be cropped ({str(exc).splitlines()[0][:100]})") from None
             self._next_ids = list(self.prompt_ids) if step == 0 else [int(pm["tokens"][p_len + step - 1]["id"])]
             self._steps_started = step
             self.finished, self.stop_reason, self._closed = False, None, False
@@ -424,6 +415,66 @@ def make_branch_session(parent, step: int, name: str, force: list[int], interven
     return BranchSession()
 
 
+def record_past(cache) -> None:
+    """Sliding-window cache layers keep the states a later crop needs (transformers' own switch)."""
+    for layer in getattr(cache, "layers", []):
+        if getattr(layer, "is_sliding", False) and hasattr(layer, "activate_past_recording"):
+            layer.activate_past_recording()
+
+
+def _needs_recompute(cache) -> bool:
+    """A cache layer holding a recurrent state (linear attention), which crop() does not roll back."""
+    return any(hasattr(layer, "recurrent_states") for layer in getattr(cache, "layers", []))
+
+
+def _holds(cache, start: int) -> bool:
+    """Every sliding-window layer holds the keys a cache of `start` positions would."""
+    for layer in getattr(cache, "layers", []):
+        if getattr(layer, "is_sliding", False) and getattr(layer, "keys", None) is not None:
+            if layer.keys.shape[-2] != min(start, layer.sliding_window - 1) or layer.get_seq_length() != start:
+                return False
+    return True
+
+
+def branch_cache(parent, step: int, start: int, ids: list[int]):
+    """(cache holding positions 0..start-1, how): the parent's cache copied and cropped ("cropped"),
+    or, where a layer's state cannot be cropped (a recurrent state; a sliding window whose past was
+    not kept), rebuilt by one unrecorded forward over those positions ("recomputed: why")."""
+    import torch
+    from transformers import DynamicCache
+
+    model = parent.model
+    if start == 0:
+        cache = DynamicCache(config=model.config)
+        record_past(cache)
+        return cache, "new"
+    have = parent.cache.get_seq_length()
+    if have < start:
+        raise BranchError(f"cannot branch there: the parent's cache holds {have} positions, the branch needs {start}")
+    why = "a recurrent state cannot be cropped" if _needs_recompute(parent.cache) else None
+    if why is None:
+        cache = copy.deepcopy(parent.cache)  # the parent keeps its own cache
+        try:
+            if have > start:
+                cache.crop(start - have)
+            if not _holds(cache, start):
+                raise RuntimeError("a sliding window's past was not kept (BranchSet made after the first step)")
+            record_past(cache)
+            return cache, "cropped"
+        except (RuntimeError, ValueError, NotImplementedError, TypeError) as exc:
+            why = str(exc).splitlines()[0][:120]
+    run = parent
+    while run is not None:  # a recomputed prefix would miss the interventions applied to it
+        if any(iv.from_step < step for iv in getattr(run, "interventions", [])):
+            raise BranchError(f"cannot branch at step {step}: this cache cannot be cropped ({why}) and the steps before hold interventions")
+        run = getattr(run, "parent_session", None)
+    cache = DynamicCache(config=model.config)
+    record_past(cache)
+    with torch.no_grad():  # the recorder is not capturing: nothing is recorded or written
+        model(input_ids=torch.tensor([ids], device=parent.device), use_cache=True, **{parent._cache_kw: cache})
+    return cache, f"recomputed: {why}"
+
+
 class BranchSet:
     """The runs of one live session: the root ("") and its branches ("b1", "b1/b2"), one current."""
 
@@ -431,6 +482,8 @@ class BranchSet:
         self.sessions = {"": root}
         self.current = ""
         self._count = 0
+        if root.cache.get_seq_length() == 0:  # before the first step: sliding-window layers can then be cropped
+            record_past(root.cache)
 
     @property
     def session(self):
