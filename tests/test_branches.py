@@ -264,3 +264,26 @@ def test_view_opens_a_branch(tmp_path, llama, monkeypatch, capsys):
                    "stepscope: bad branch name '..': letters, digits, '.', '_' and '-' (64 at most)"]
     assert len(opened) == 2
     assert all(app.trace.path == b1 and app.trace.manifest["branch"]["step"] == 1 for app in opened)
+
+
+def test_readme_example(tmp_path, llama, monkeypatch):
+    import re
+
+    readme = open(os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "README.md"), encoding="utf-8").read()
+    code = re.search(r"<!-- readme-test: branches -->\n```python\n(.*?)```", readme, re.S).group(1)
+    model, tok = llama
+    replace = {
+        'LiveSession.open(prompt="The capital of France is", settings=GenerationSettings(max_new_tokens=8), out="traces/paris-live")':
+            'LiveSession(MODEL, TOK, "The capital of France is", GenerationSettings(max_new_tokens=8), out="traces/paris-live")',
+        "layer=27, head=4": "layer=1, head=3",
+    }
+    for old, new in replace.items():
+        assert old in code
+        code = code.replace(old, new)
+    monkeypatch.chdir(tmp_path)
+    os.makedirs("traces")
+    scope = {"MODEL": model, "TOK": tok}
+    exec(compile(code, "README.md[branches]", "exec"), scope)
+    london = load_trace("traces/paris-live/branches/london")
+    assert london.tokens[london.prompt_len]["text"] == " "  # the byte tokenizer's first token of " London"
+    assert scope["first"]["intervened"] == ["blocks.1.attn.hook_z"]

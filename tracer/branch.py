@@ -406,8 +406,11 @@ def make_branch_session(parent, step: int, name: str, force: list[int], interven
                 return
             self._closed = True
             try:
-                if self.root_session._closed:  # the root took the recorder out; this step put it back
+                root = self.root_session
+                if root._closed:  # the root took the recorder out and restored the attention; step() put them back
                     self.recorder.remove()
+                    if root._previous_attn not in (None, self.model.config._attn_implementation):
+                        self.model.set_attn_implementation(root._previous_attn)
             finally:
                 self.writer.close(finished=self.finished, stop_reason=self.stop_reason or stop_reason)
             self._sync_trace() if self.writer.steps_written else None
