@@ -91,7 +91,7 @@ def test_forced_branch_equals_fresh_trace_of_the_forced_prefix(tmp_path, family,
     assert [s.token["id"] for s in branch.steps][: t + 1] == parent_tokens[:t] + [y]
     assert len(branch.steps) == len(fresh_trace.steps) == N
     _assert_same_steps(branch, fresh_trace, range(N))
-    assert branch.steps[t]._entry["forced"] is True and branch.steps[t].sampling["sampled_id"] == parent_tokens[t]
+    assert branch.steps[t].forced and not branch.steps[t - 1].forced and branch.steps[t].sampling["sampled_id"] == parent_tokens[t]
     assert branch.steps[t].sampling["chosen_id"] == y
     assert branch.manifest["branch"]["cache"].startswith(cache)
 

@@ -100,7 +100,7 @@ def test_zero_head_recomputed_from_weights(tmp_path, family):
     proj, from_weights = _out_proj(model, family, L)
     np.testing.assert_allclose(s[f"blocks.{L}.hook_attn_out"], from_weights(z.reshape(z.shape[0], -1)), rtol=1e-5, atol=1e-5)
     assert not np.allclose(s["logits"], p["logits"])
-    assert s._entry["intervened"] == [f"blocks.{L}.attn.hook_z"] and "intervened" not in br.steps[T0 - 1]._entry
+    assert s.intervened == [f"blocks.{L}.attn.hook_z"] and br.steps[T0 - 1].intervened == []
     assert br.manifest["branch"]["interventions"] == [
         {"kind": "zero_head", "tensor": f"blocks.{L}.attn.hook_z", "from_step": T0, "only_at_step": False, "head": h}
     ]
@@ -123,7 +123,7 @@ def test_zero_head_at_one_step_only(tmp_path, llama):
     root, br = _run(model, tok, tmp_path, [zero_head(L, h, from_step=T0, only=True)])
     assert np.all(br.steps[T0][f"blocks.{L}.attn.hook_z"][:, h] == 0)
     assert np.any(br.steps[T0 + 1][f"blocks.{L}.attn.hook_z"][:, h] != 0)
-    assert "intervened" not in br.steps[T0 + 1]._entry
+    assert br.steps[T0 + 1].intervened == []
     pos = br.steps[T0].positions[0]
     d = root.model["d_head"]
     proj, _ = _out_proj(model, "llama", L)

@@ -241,8 +241,8 @@ def effects(branch, parent) -> list[dict]:
             "branch_token": tb,
             "parent_token_prob": {"parent": probability_of(p, tp), "branch": probability_of(b, tp)},
             "branch_token_prob": {"parent": probability_of(p, tb), "branch": probability_of(b, tb)},
-            "intervened": list(b._entry.get("intervened") or []),
-            "forced": bool(b._entry.get("forced")),
+            "intervened": b.intervened,
+            "forced": b.forced,
         })
     return out
 

@@ -227,6 +227,17 @@ class Step:
         return dict(self._entry.get("aliases") or {})
 
     @property
+    def intervened(self) -> list[str]:
+        """Recorded names an intervention edited in this step (a branch's steps; tracer/interventions.py)."""
+        names = self._entry.get("intervened")
+        return [n for n in names if type(n) is str] if type(names) is list else []
+
+    @property
+    def forced(self) -> bool:
+        """The token was forced (a branch's step), not chosen by the sampler."""
+        return self._entry.get("forced") is True
+
+    @property
     def omitted(self) -> dict[str, dict]:
         """{name: {"rows": [r0, r1], "reason", "recompute"}}: query rows not stored (budget)."""
         return dict(self._entry.get("omitted") or {})
