@@ -297,3 +297,26 @@ def test_intervention_before_the_branch_point_is_refused(tmp_path, llama):
     with pytest.raises(BranchError, match="starts before step 2: branch at its first step"):
         tree.branch(step=2, interventions=[zero_head(0, 0, from_step=1)])
     tree.close()
+
+
+@pytest.mark.parametrize("family", ["gpt_neox", "gemma2", "olmo2", "deepseek_v3", "gpt_oss", "qwen3_next", "starcoder2"])
+def test_head_ablation_and_steering_on_other_families(tmp_path, family):
+    """Parallel attention/MLP, post-norms and soft-caps, MLA (d_v != d_qk), attention sinks, a hybrid
+    with linear attention, the generic fallback: the edit lands where recorded, upstream is untouched."""
+    model, tok = tiny_model(family), byte_tokenizer()
+    session = LiveSession(model, tok, PROMPT, GenerationSettings(max_new_tokens=N), out=str(tmp_path / "root"))
+    L = session.writer.manifest["model"]["n_layers"] - 1
+    vec = np.linspace(-1, 1, session.writer.manifest["model"]["d_model"]).astype(np.float32)
+    tree = BranchSet(session)
+    session.run()
+    tree.branch(step=T0, parent="", interventions=[zero_head(L, 0, from_step=T0), steer(L, vec, from_step=T0)]).run()
+    tree.close()
+    root, br = load_trace(str(tmp_path / "root")), load_trace(branch_path(str(tmp_path / "root"), "b1"))
+    s, p = br.steps[T0], root.steps[T0]
+    assert np.all(s[f"blocks.{L}.attn.hook_z"][:, 0] == 0)
+    np.testing.assert_allclose(s[f"blocks.{L}.hook_resid_pre"], p[f"blocks.{L}.hook_resid_pre"] + vec, rtol=1e-5, atol=1e-5)
+    for name in s.names:
+        if name.startswith("blocks.") and int(name.split(".")[1]) < L:
+            np.testing.assert_allclose(s[name], p[name], rtol=1e-6, atol=1e-6, err_msg=name)
+    assert not np.allclose(s["logits"], p["logits"])
+    assert s.intervened == [f"blocks.{L}.attn.hook_z", f"blocks.{L}.hook_resid_pre"]
