@@ -320,3 +320,16 @@ def test_head_ablation_and_steering_on_other_families(tmp_path, family):
             np.testing.assert_allclose(s[name], p[name], rtol=1e-6, atol=1e-6, err_msg=name)
     assert not np.allclose(s["logits"], p["logits"])
     assert s.intervened == [f"blocks.{L}.attn.hook_z", f"blocks.{L}.hook_resid_pre"]
+
+
+def test_patch_from_another_model_is_refused(tmp_path, llama):
+    model, tok = llama
+    other = LiveSession(tiny_model("gpt2"), tok, OTHER, GenerationSettings(max_new_tokens=1), out=str(tmp_path / "other"))
+    other.run()
+    root = LiveSession(model, tok, PROMPT, GenerationSettings(max_new_tokens=2), out=str(tmp_path / "root"))
+    tree = BranchSet(root)
+    root.run()
+    iv = patch(0, "hook_resid_post", 2, load_trace(str(tmp_path / "other")), prompt_len=11)
+    with pytest.raises(InterventionError, match="its values come from a trace of GPT2LMHeadModel, not of this model"):
+        tree.branch(step=0, interventions=[iv])
+    tree.close()

@@ -81,6 +81,8 @@ def _field(path: str, manifest: dict) -> dict:
     step = info["step"]
     if type(step) is not int or not 0 <= step <= 1 << 31:
         raise TraceError(f"{label}.step: expected an int >= 0, got {str(step)[:40]}")
+    if type(info.get("reason", {})) is not dict or type(info.get("interventions", [])) is not list:
+        raise TraceError(f"{label}: reason must be an object and interventions a list")
     sums = info.get("parent_checksums", [])
     if type(sums) is not list or len(sums) != step or any(type(c) is not str or len(c) > 40 for c in sums):
         raise TraceError(f"{label}.parent_checksums: expected the {step} checksums of the shared steps")

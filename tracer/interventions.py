@@ -56,6 +56,7 @@ class Intervention:
     vector: np.ndarray | None = field(default=None, repr=False)  # mean z [d_head], steering [d_model], patch row
     positions: list[int] | None = None  # absolute token positions
     source: str = ""  # where `vector` came from, in words
+    source_model: str | None = None  # the model of the trace `vector` was read from (must be this one)
 
     @property
     def tensor(self) -> str:
@@ -129,7 +130,8 @@ def mean_head(layer: int, head: int, trace, step: int = 0, from_step: int = 0, o
     a, b = s.positions
     vec = z[:, head].mean(0).astype(np.float32)  # [d_head]
     src = f"mean of {name}[:, {head}] over positions {a}..{b - 1} (step {step} of {trace.path})"
-    return Intervention("mean_head", layer, "attn.hook_z", from_step, only, head=head, vector=vec, positions=positions, source=src)
+    return Intervention("mean_head", layer, "attn.hook_z", from_step, only, head=head, vector=vec, positions=positions, source=src,
+                        source_model=trace.model.get("name"))
 
 
 def zero_neuron(layer: int, neuron: int, from_step: int = 0, only: bool = False, positions=None) -> Intervention:
@@ -178,7 +180,8 @@ def patch(layer: int, name: str, position: int, source, prompt_len: int) -> Inte
     vec, _ = row_at(source, block_name(layer, name), position)
     step = 0 if position < prompt_len else position - prompt_len + 1
     src = f"{block_name(layer, name)}[{position}] of {source.path}"
-    return Intervention("patch", layer, name, step, True, vector=vec, positions=[position], source=src)
+    return Intervention("patch", layer, name, step, True, vector=vec, positions=[position], source=src,
+                        source_model=source.model.get("name"))
 
 
 # -- installing ----------------------------------------------------------------------------------
@@ -209,6 +212,11 @@ def _check(iv: Intervention, facts: dict) -> None:
         raise InterventionError(f"head {iv.head} is out of range (the model has {n_heads} per layer)")
     if iv.kind in NEURON_KINDS and not (isinstance(iv.index, int) and 0 <= iv.index < (d_mlp or 0)):
         raise InterventionError(f"neuron {iv.index} is out of range (d_mlp = {d_mlp})")
+    if iv.source_model is not None and iv.source_model != facts.get("name"):
+        raise InterventionError(f"{iv.kind}: its values come from a trace of {iv.source_model}, not of this model")
+    if iv.kind == "patch" and iv.name in ("hook_resid_pre", "hook_resid_post", "hook_attn_out", "hook_mlp_out"):
+        if iv.vector.shape != (facts.get("d_model"),):
+            raise InterventionError(f"patch: the row has shape {list(iv.vector.shape)}, {iv.name} here [{facts.get('d_model')}]")
     if iv.kind == "steer" and iv.vector.shape != (facts.get("d_model"),):
         raise InterventionError(f"the steering vector has {iv.vector.size} values, the residual stream {facts.get('d_model')}")
 

@@ -95,7 +95,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--out", default=None, help="also keep the trace in this directory (default: a temporary directory)")
     v = sub.add_parser("view", help="replay a saved trace")
     v.add_argument("trace_dir", help="trace directory (written by `stepscope trace` or `w` in the debugger)")
-    v.add_argument("--branch", default=None, help="open the trace's branch NAME (b1, or b1/b2 for a branch of b1; a branch directory path works too)")
+    v.add_argument("--branch", default=None, help="open the trace's branch NAME (b1, or b1/b2 for a branch of b1; a branch directory path works too) (default: the trace itself)")
     i = sub.add_parser("info", help="architecture facts and parameter counts of a model or a trace")
     i.add_argument("target", nargs="?", default=None, help="trace directory, config.json, model directory, .gguf file or hub id already in the local cache (default: the embedded SmolLM2-135M-Instruct)")
     _model_options_light(i)
