@@ -287,3 +287,20 @@ def test_readme_example(tmp_path, llama, monkeypatch):
     london = load_trace("traces/paris-live/branches/london")
     assert london.tokens[london.prompt_len]["text"] == " "  # the byte tokenizer's first token of " London"
     assert scope["first"]["intervened"] == ["blocks.1.attn.hook_z"]
+
+
+def test_reading_a_branch_never_imports_torch(tmp_path, llama):
+    import subprocess
+    import sys
+
+    root, b1 = _branch_dir(tmp_path, llama)
+    code = (
+        "import sys\nfrom tracer import load_trace\nfrom tracer.branch import list_branches, effects\n"
+        f"t = load_trace({b1!r}); r = load_trace({root!r})\n"
+        "[s[n] for s in t.steps for n in s.names]; effects(t, r); list_branches(r.path)\n"
+        "print('torch' in sys.modules)"
+    )
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    out = subprocess.run([sys.executable, "-c", code], cwd=repo, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": repo})
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "False"

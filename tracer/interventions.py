@@ -79,7 +79,7 @@ class Intervention:
 
     def edit(self, r: torch.Tensor, start: int) -> None:
         """Apply to `r`, the recorded-shape view [T, ...] of rows start..start+T, in place."""
-        rows = self._rows(r.shape[0], start)
+        rows = self._rows(r.shape[0], start, r.device)
         if rows is None:
             return
         vec = None if self.vector is None else torch.as_tensor(self.vector).to(r.device, r.dtype)
@@ -100,12 +100,12 @@ class Intervention:
         else:
             raise InterventionError(f"unknown intervention {self.kind!r}")
 
-    def _rows(self, t: int, start: int):
+    def _rows(self, t: int, start: int, device):
         """Row indices of this step to edit (a slice for every row), None when none is here."""
         if self.positions is None:
             return slice(None)
         rows = [p - start for p in self.positions if start <= p < start + t]
-        return torch.tensor(rows, dtype=torch.long) if rows else None
+        return torch.tensor(rows, dtype=torch.long, device=device) if rows else None
 
 
 # -- constructors --------------------------------------------------------------------------------
