@@ -304,3 +304,21 @@ def test_reading_a_branch_never_imports_torch(tmp_path, llama):
     out = subprocess.run([sys.executable, "-c", code], cwd=repo, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": repo})
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "False"
+
+
+def test_info_lists_the_branches(tmp_path, llama, capsys):
+    from tui import cli
+
+    model, tok = llama
+    root = _session(model, tok, tmp_path / "root", n=3)
+    tree = BranchSet(root)
+    root.run()
+    tree.branch(step=1, token=65, why="try\x1b[31m b", parent="").run()
+    from tracer.interventions import zero_head
+
+    tree.branch(step=2, interventions=[zero_head(1, 3, from_step=2)], parent="").run()
+    tree.close()
+    assert cli.main(["info", str(tmp_path / "root")]) == 0
+    out = capsys.readouterr().out
+    assert "b1: from step 1; forced 'b'; try\\x1b[31m b" in out  # the note arrives inert
+    assert "b2: from step 2; zero_head blocks.1.attn.hook_z head 3" in out

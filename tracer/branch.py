@@ -175,6 +175,27 @@ def list_branches(trace_dir: str, prefix: str = "") -> list[dict]:
     return out
 
 
+def describe(item: dict) -> str:
+    """One inert line for a `list_branches` item: name, branch point, forced tokens, interventions."""
+    from .inert import inert
+
+    if "error" in item:
+        return inert(f"{item['name']}: unreadable ({item['error']})", 300)
+    parts = [f"{item['name']}: from step {item['step']}"]
+    reason = item.get("reason") or {}
+    forced = reason.get("forced") if type(reason.get("forced")) is list else []
+    if forced:
+        text = "".join(str(t.get("text", "")) for t in forced if type(t) is dict)
+        parts.append(f"forced {text[:60]!r}")
+    ivs = [iv for iv in item.get("interventions") or [] if type(iv) is dict]
+    if ivs:
+        parts.append(", ".join(f"{iv.get('kind')} {iv.get('tensor')}" + (f" head {iv['head']}" if "head" in iv else "")
+                               for iv in ivs[:4]) + (" …" if len(ivs) > 4 else ""))
+    if type(reason.get("note")) is str:
+        parts.append(reason["note"][:80])
+    return inert("; ".join(parts), 300)
+
+
 def save_self_contained(trace, dst: str) -> str:
     """Write `trace` (a branch or any trace) to `dst` as an ordinary trace: every step file copied
     from wherever it lives, the manifest's `branch` kept as `branched_from` (where and why)."""

@@ -371,6 +371,7 @@ def cmd_info(args) -> int:
         console.print(trace_summary(tr))
         console.print(model_table(tr.model))
         console.print(config_extras(tr.model))  # where the weights came from
+        _print_branches(console, tr.path)
         return 0
 
     if not args.load:
@@ -419,6 +420,19 @@ def cmd_view(args) -> int:
 
     StepscopeApp(trace=trace).run()
     return 0
+
+
+def _print_branches(console, trace_dir: str) -> None:
+    """The trace's branches (tracer/branch.py), one inert line each."""
+    from rich.text import Text
+
+    from tracer.branch import describe, list_branches
+
+    items = list_branches(trace_dir)
+    if items:
+        console.print(Text(f"branches ({len(items)}; stepscope view {trace_dir} --branch NAME)"))
+        for item in items:
+            console.print(Text("  " + describe(item)))
 
 
 def _branch_dir(trace_dir: str, branch: str | None) -> str:
