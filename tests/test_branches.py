@@ -322,3 +322,20 @@ def test_info_lists_the_branches(tmp_path, llama, capsys):
     out = capsys.readouterr().out
     assert "b1: from step 1; forced 'b'; try\\x1b[31m b" in out  # the note arrives inert
     assert "b2: from step 2; zero_head blocks.1.attn.hook_z head 3" in out
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])
+async def test_the_app_replays_a_branch_across_its_branch_point(tmp_path, llama, anyio_backend):
+    """Shared steps (read from the parent directory) and the branch's own, stepped through in the app."""
+    from tui.app import StepscopeApp
+    from tui.screens.error import ErrorScreen
+
+    _, b1 = _branch_dir(tmp_path, llama)
+    app = StepscopeApp(trace=load_trace(b1))
+    async with app.run_test(size=(100, 30)) as pilot:
+        for key in ("end", "home", "n", "n"):
+            await pilot.press(key)
+            await pilot.pause()
+            assert not isinstance(app.screen, ErrorScreen), key
+        assert app.step == 2 == len(app.trace.steps) - 1
