@@ -115,6 +115,9 @@ def stepscope_attention(
     p = pattern[..., :s].reshape(b, n_kv, n_rep, t, s)  # [B, n_kv, rep, T, S]
     z = torch.matmul(p, value.unsqueeze(2)).reshape(b, n_heads, t, d_v)  # [B, n_heads, T, d_v]
     z = z.transpose(1, 2).contiguous()  # [B, T, n_heads, d_v]
+    edit = getattr(module, "_stepscope_edit_z", None)  # interventions on head outputs (tracer/interventions.py)
+    if edit is not None:
+        z = edit(z)  # [B, T, n_heads, d_v]
     recorder = getattr(module, "_stepscope_recorder", None)
     if recorder is not None:
         if masked is not None:

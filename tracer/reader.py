@@ -233,6 +233,17 @@ class Step:
         return dict(self._entry.get("aliases") or {})
 
     @property
+    def intervened(self) -> list[str]:
+        """Recorded names an intervention edited in this step (a branch's steps; tracer/interventions.py)."""
+        names = self._entry.get("intervened")
+        return [n for n in names if type(n) is str] if type(names) is list else []
+
+    @property
+    def forced(self) -> bool:
+        """The token was forced (a branch's step), not chosen by the sampler."""
+        return self._entry.get("forced") is True
+
+    @property
     def omitted(self) -> dict[str, dict]:
         """{name: {"rows": [r0, r1], "reason", "recompute"}}: query rows not stored (budget)."""
         return dict(self._entry.get("omitted") or {})
@@ -404,12 +415,13 @@ class StepList(Sequence):
     """The completed steps of a trace; keeps at most `max_open` step files mapped at once."""
 
     def __init__(self, trace_dir: str, entries: list[dict], max_open: int = 32, facts: dict | None = None, version: int = 2,
-                 lens=None):
+                 lens=None, dirs: list[str] | None = None):
         self._dir = trace_dir
         self._facts = facts
         self._version = version
         self._lens = lens
-        self._steps = [Step(trace_dir, e, facts, version, lens) for e in entries]
+        dirs = dirs or []  # a branch's first steps live in its parents' directories (tracer/branch.py)
+        self._steps = [Step(dirs[i] if i < len(dirs) else trace_dir, e, facts, version, lens) for i, e in enumerate(entries)]
         self._open: list[Step] = []
         self._max_open = max_open
 
@@ -444,14 +456,19 @@ class Trace:
         version = manifest.get("schema_version", 2)
         self._lens_facts = (manifest.get("model") or {}).get("lens")
         self._lens = None
-        self.steps = StepList(path, manifest.get("steps", []), facts=manifest.get("model"), version=version, lens=self.lens)
+        self.root, dirs = path, None  # root: the trace a branch belongs to (lens.safetensors lives there)
+        if manifest.get("branch") is not None:
+            from .branch import root_dir, step_dirs
+
+            self.root, dirs = root_dir(path, manifest), step_dirs(path, manifest)
+        self.steps = StepList(path, manifest.get("steps", []), facts=manifest.get("model"), version=version, lens=self.lens, dirs=dirs)
 
     def lens(self):
         """The trace's lazy logit lens (tracer/lens.py) or None; lens.safetensors read once, safely."""
         if self._lens is None and self._lens_facts:
             from .lens import LogitLens
 
-            self._lens = LogitLens.open(self.path, self._lens_facts, read=lambda _path: read_side_safetensors(self.path, LENS_FILE))
+            self._lens = LogitLens.open(self.path, self._lens_facts, read=lambda _path: read_side_safetensors(self.root, LENS_FILE))
         return self._lens
 
     @property
@@ -549,6 +566,7 @@ def _check_sequence(manifest: dict, label: str) -> None:
 def read_manifest(path: str) -> dict:
     """The validated manifest (schema-1 shaped in memory: with "steps" and every token)."""
     dir_fd = open_dir(path)
+    shared: list[dict] = []
     try:
         try:
             raw = read_in_dir(dir_fd, MANIFEST, MAX_MANIFEST_BYTES, f"{path}: {MANIFEST}")
@@ -568,6 +586,11 @@ def read_manifest(path: str) -> dict:
             except FileNotFoundError:
                 raise TraceError(f"{path}: not a complete trace (no {STEP_LOG})") from None
             manifest["steps"] = read_step_log(log, STEP_LOG)
+            if manifest.get("branch") is not None:  # a branch: the steps before its branch point are its parent's
+                from .branch import parent_steps
+
+                shared = parent_steps(path, manifest)
+                manifest["steps"] = shared + manifest["steps"]
             for i, e in enumerate(manifest["steps"]):
                 validate_entry(e, i, version)
             manifest["tokens"] = manifest["tokens"] + [e["token"] for e in manifest["steps"]]
@@ -577,7 +600,7 @@ def read_manifest(path: str) -> dict:
             for i, e in enumerate(want_list("manifest.steps", manifest.get("steps"))):
                 validate_entry(e, i, version)
         _check_sequence(manifest, "manifest")
-        for e in manifest["steps"]:
+        for e in manifest["steps"][len(shared) :]:  # a parent's steps were checked in its directory
             size = stat_in_dir(dir_fd, e["file"], f"{e['file']}: step {e['index']}")
             if "bytes" in e and size != e["bytes"]:
                 raise TraceError(f"{e['file']}: step {e['index']} is corrupted ({size} bytes, manifest says {e['bytes']})")

@@ -95,6 +95,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--out", default=None, help="also keep the trace in this directory (default: a temporary directory)")
     v = sub.add_parser("view", help="replay a saved trace")
     v.add_argument("trace_dir", help="trace directory (written by `stepscope trace` or `w` in the debugger)")
+    v.add_argument("--branch", default=None, help="open the trace's branch NAME (b1, or b1/b2 for a branch of b1; a branch directory path works too) (default: the trace itself)")
     i = sub.add_parser("info", help="architecture facts and parameter counts of a model or a trace")
     i.add_argument("target", nargs="?", default=None, help="trace directory, config.json, model directory, .gguf file or hub id already in the local cache (default: the embedded SmolLM2-135M-Instruct)")
     _model_options_light(i)
@@ -406,6 +407,7 @@ def cmd_info(args) -> int:
         console.print(trace_summary(tr))
         console.print(model_table(tr.model))
         console.print(config_extras(tr.model))  # where the weights came from
+        _print_branches(console, tr.path)
         return 0
 
     if not args.load:
@@ -447,13 +449,39 @@ def _config_facts(target: str | None) -> dict:
 def cmd_view(args) -> int:
     from tracer import load_trace
 
-    trace = load_trace(args.trace_dir)
+    trace = load_trace(_branch_dir(args.trace_dir, args.branch))
     if len(trace.steps):
         trace.steps[0].names  # the step the app opens on: a corrupted one is one line here
     _check_terminal()
     from tui.app import StepscopeApp
 
     return _run_app(StepscopeApp(trace=trace))
+
+
+def _print_branches(console, trace_dir: str) -> None:
+    """The trace's branches (tracer/branch.py), one inert line each."""
+    from rich.text import Text
+
+    from tracer.branch import describe, list_branches
+
+    items = list_branches(trace_dir)
+    if items:
+        console.print(Text(f"branches ({len(items)}; stepscope view {trace_dir} --branch NAME)"))
+        for item in items:
+            console.print(Text("  " + describe(item)))
+
+
+def _branch_dir(trace_dir: str, branch: str | None) -> str:
+    """The directory of `--branch NAME` of a trace (tracer/branch.py), or the trace itself."""
+    if branch is None:
+        return trace_dir
+    from tracer.branch import branch_path, list_branches
+
+    path = branch_path(trace_dir, branch)
+    if not os.path.isdir(path):
+        names = ", ".join(b["name"] for b in list_branches(trace_dir)) or "none"
+        raise CliError(f"{trace_dir} has no branch {branch!r} (branches: {names})")
+    return path
 
 
 def cmd_run(args) -> int:
