@@ -503,7 +503,10 @@ class StepscopeApp(LiveWorkers, App[None]):
                     ("Mouse", [("click a layer / head row", "select that layer / head"),
                                ("click a cell of the Heads grid", "select its layer and head"),
                                ("click a tab or a footer key", "show the pane / run the key"),
-                               ("click a token / an Attention cell", "select that query row / cell")])]
+                               ("click a token / an Attention cell", "select that query row / cell"),
+                               ("Why: click a layer / head / rival", "select the layer / open the head's pattern / compare with it"),
+                               ("What if: click a knob button", "change that setting (t[−] T[+] …)"),
+                               ("Compare: click a token / layer row", "go to that step / select the layer")])]
         for pane_id, label, _ in PANES:
             pane = self.main_screen.pane(pane_id) if self.main_screen.is_mounted else None
             rows: list[tuple[str, str]] = []
