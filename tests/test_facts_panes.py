@@ -300,3 +300,31 @@ def test_budget_rows_of_a_model_with_sinks_are_refused_in_one_line(tmp_path):
         assert getattr(app, "last_error", None) is None
 
     drive(pane, script, size=(100, 20))
+
+
+def test_tensor_browser_labels_the_sink_column_and_the_stored_rows(fam, budget_pair):
+    from tui.widgets.tensor_browser import TensorBrowser
+
+    trace = fam["gpt_oss"]
+    browser = TensorBrowser()
+
+    async def sink_script(app, pilot):
+        browser.open(trace.steps[0], "blocks.1.attn.hook_pattern", head=0, trace=trace)
+        await pilot.pause()
+        text = screen_text(app)
+        header = next(line for line in screen_lines(app) if " 0 H" in line)
+        assert header.split()[-1] == "sink" and "7 e" in header  # keys 0..7, then the sink
+        assert "last column = attention sink" in text
+
+    drive(browser, sink_script, size=(160, 20))
+    cut = budget_pair[1]
+    t = cut.steps[0].positions[1]
+    browser2 = TensorBrowser()
+
+    async def rows_script(app, pilot):
+        browser2.open(cut.steps[0], "blocks.0.attn.hook_pattern", head=0, trace=cut)
+        await pilot.pause()
+        labels = [line.split()[0] for line in screen_lines(app)[4:7]]  # the 3 stored rows: the last 3 positions
+        assert labels == [str(p) for p in range(t - 3, t)], screen_text(app)
+
+    drive(browser2, rows_script, size=(160, 20))

@@ -11,6 +11,7 @@ from textual.widget import Widget
 
 from tracer.inert import inert
 from tui.text import escape_for_display, fit
+from tui.views.heatmap import sink_columns
 from tui.views.tensors import (
     SliceView, axis_labels, axis_pairs, default_view, export_array, export_dir_for, export_filename,
     slice_filename, slice_label, slice_rows, view_slice, with_axes, with_index,
@@ -213,7 +214,9 @@ class TensorBrowser(Widget, can_focus=True):
         parts.append("e tensor · E slice → .npy")
         text = Text(" · ".join(parts), style="dim", no_wrap=True, overflow="ellipsis")
         if labels and labels[-1] == "key" and view.cols == len(labels) - 1:  # a sliding layer's cache
-            first = self.source.positions[1] - self.shape[-1]
+            first = self.source.positions[1] - self.shape[-1] + self._sink()
+            if self._sink():
+                text.append(" · last column = attention sink", style="dim")
             if first > 0:
                 text.append(f" · key column j = position {first} + j", style="dim")
         return text
@@ -226,12 +229,24 @@ class TensorBrowser(Widget, can_focus=True):
             return self._position_label(c)
         return str(c)
 
+    def _sink(self) -> int:
+        """1 when the model's attention maps end with a sink column (manifest fact), else 0."""
+        return sink_columns(self.trace.model) if self.trace is not None and "key" in self.labels else 0
+
+    def _stored_row(self, r: int) -> int:
+        """The step-relative query row of stored row r (rows the budget omitted are not stored)."""
+        rows = ((getattr(self.source, "omitted", None) or {}).get(self.tensor) or {}).get("rows")
+        return r + (rows[1] - rows[0]) if rows and r >= rows[0] else r
+
     def _position_label(self, i: int) -> str:
-        """`7 ·Paris` for a position axis (key axes offset on a sliding layer)."""
+        """`7 ·Paris` for a position axis (key axes offset on a sliding layer; `sink` for the sink column)."""
         labels = self.labels
         offset = 0
         if labels[self.view.cols] == "key" and self.source is not None:
-            offset = self.source.positions[1] - self.shape[self.view.cols]
+            n_keys = self.shape[self.view.cols] - self._sink()
+            if i >= n_keys:
+                return fit("sink", NUM)
+            offset = self.source.positions[1] - n_keys
         elif labels[self.view.cols] == "position" and self.source is not None:
             offset = self.source.positions[0]
         pos = i + offset
@@ -244,7 +259,7 @@ class TensorBrowser(Widget, can_focus=True):
             return "0"
         label = self.labels[self.view.rows]
         if label == "position" and self.trace is not None and self.source is not None:
-            pos = self.source.positions[0] + r
+            pos = self.source.positions[0] + self._stored_row(r)
             tokens = self.trace.tokens
             text = escape_for_display(tok_text(tokens[pos])) if 0 <= pos < len(tokens) else ""
             return fit(f"{pos} {text}", NUM)
