@@ -255,6 +255,7 @@ def test_view_opens_a_branch(tmp_path, llama, monkeypatch, capsys):
     root, b1 = _branch_dir(tmp_path, llama)
     opened = []
     monkeypatch.setattr("tui.app.StepscopeApp.run", lambda app: opened.append(app))
+    monkeypatch.setattr(cli, "_check_terminal", lambda: None)  # pytest has no TTY
     assert cli.main(["view", root, "--branch", "b1"]) == 0
     assert cli.main(["view", b1]) == 0
     assert cli.main(["view", root, "--branch", "nope"]) == 2
