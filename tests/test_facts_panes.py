@@ -328,3 +328,14 @@ def test_tensor_browser_labels_the_sink_column_and_the_stored_rows(fam, budget_p
         assert labels == [str(p) for p in range(t - 3, t)], screen_text(app)
 
     drive(browser2, rows_script, size=(160, 20))
+
+
+def test_op_lines_of_a_model_with_sinks(fam):
+    from tui.views.ops import operation
+
+    trace = fam["gpt_oss"]
+    step = trace.steps[1]  # decode on the sliding layer 0: 4 keys in the window + the sink
+    assert operation(step, "blocks.0.attn.hook_pattern", trace.model) == \
+        "softmax(scores [4, 1, 5]) → pattern [4, 1, 5] (last column: mass on the sink)"
+    assert operation(step, "blocks.0.attn.hook_z", trace.model).startswith("pattern[..., :4] [4, 1, 4] · v cache [4, 2, 16]")
+    assert "‖ the sink's logit (last column) → scores [4, 1, 5]" in operation(step, "blocks.0.attn.hook_attn_scores", trace.model)

@@ -52,7 +52,8 @@ def _scores(f: Facts, layer: int, out: str, group: str) -> str:
         raw = f"{cap:g}·tanh({raw} / {cap:g})"
     window = f.window(layer)
     mask = f"sliding-window causal mask (window {window})" if window else "causal mask"
-    return f"{raw} + {mask} → {out}{group}"
+    sink = " ‖ the sink's logit (last column)" if f.model.get("attention_sink") else ""
+    return f"{raw} + {mask}{sink} → {out}{group}"
 
 
 def _attention(f: Facts, layer: int, rest: str, out: str) -> str | None:
@@ -72,10 +73,12 @@ def _attention(f: Facts, layer: int, rest: str, out: str) -> str | None:
     if rest == "attn.hook_attn_scores":
         return _scores(f, layer, out, group)
     _, S = f.keys(layer)
+    sink = 1 if f.model.get("attention_sink") else 0  # the maps' last column is the sink (manifest fact)
     if rest == "attn.hook_pattern":
-        return f"softmax(scores {dims(H, T, S)}) → {out}"
+        return f"softmax(scores {dims(H, T, S + sink)}) → {out}" + (" (last column: mass on the sink)" if sink else "")
     if rest == "attn.hook_z":
-        return f"pattern {dims(H, T, S)} · {_keys(f, layer, 'v', Hk)} → {out}{group}"
+        keys = f"pattern[..., :{S}] {dims(H, T, S)}" if sink else f"pattern {dims(H, T, S)}"
+        return f"{keys} · {_keys(f, layer, 'v', Hk)} → {out}{group}"
     if rest == "hook_attn_out":
         bias = " + b_O" if f.layout.out_bias else ""
         return f"z {dims(T, H, dh)} × W_O {dims(H * dh, f.d)}{bias} → {out}"
