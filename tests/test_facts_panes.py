@@ -339,3 +339,17 @@ def test_op_lines_of_a_model_with_sinks(fam):
         "softmax(scores [4, 1, 5]) → pattern [4, 1, 5] (last column: mass on the sink)"
     assert operation(step, "blocks.0.attn.hook_z", trace.model).startswith("pattern[..., :4] [4, 1, 4] · v cache [4, 2, 16]")
     assert "‖ the sink's logit (last column) → scores [4, 1, 5]" in operation(step, "blocks.0.attn.hook_attn_scores", trace.model)
+
+
+def test_op_lines_of_linear_attention_and_gated_attention_blocks(fam):
+    from tui.views.ops import operation
+
+    trace = fam["qwen3_next"]
+    step = trace.steps[1]
+    op = lambda name: operation(step, name, trace.model)  # noqa: E731
+    assert op("blocks.0.hook_attn_out") == \
+        "(RMSNorm(core_out [1, 4, 8]) ⊙ silu(gate [1, 4, 8])) × W_out → attn_out [1, 64] (linear attention: no attention map)"
+    assert op("blocks.0.linear_attn.hook_gate") == "ln1 [1, 64] × W_z (output gate, before silu) → linear_attn.gate [1, 4, 8]"
+    assert op("blocks.0.linear_attn.hook_state").endswith("→ linear_attn.state [4, 8, 8]")
+    assert op("blocks.0.linear_attn.hook_core_out").startswith("gated delta rule")
+    assert op("blocks.1.hook_attn_out") == "(z [1, 4, 16] ⊙ σ(gate)) × W_O [64, 64] → attn_out [1, 64]"

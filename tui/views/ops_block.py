@@ -9,6 +9,7 @@ knows only the block's input and output.
 
 from __future__ import annotations
 
+from tracer.names import block_name
 from tui.views.op_facts import Facts, dims
 
 
@@ -81,7 +82,8 @@ def _attention(f: Facts, layer: int, rest: str, out: str) -> str | None:
         return f"{keys} · {_keys(f, layer, 'v', Hk)} → {out}{group}"
     if rest == "hook_attn_out":
         bias = " + b_O" if f.layout.out_bias else ""
-        return f"z {dims(T, H, dh)} × W_O {dims(H * dh, f.d)}{bias} → {out}"
+        z = f"(z {dims(T, H, dh)} ⊙ σ(gate))" if f.has(layer, "attn.hook_gate") else f"z {dims(T, H, dh)}"  # gated attention
+        return f"{z} × W_O {dims(H * dh, f.d)}{bias} → {out}"
     return None
 
 
@@ -172,9 +174,26 @@ def _residual(f: Facts, layer: int, rest: str, out: str) -> str | None:
     return None
 
 
+def _linear_attention(f: Facts, layer: int, rest: str, out: str) -> str | None:
+    """A linear-attention block (it records linear_attn.* and no attention map: Gated DeltaNet)."""
+    if not f.has(layer, "linear_attn.hook_core_out"):
+        return None
+    core = dims(*f.step.shape(block_name(layer, "linear_attn.hook_core_out")))  # [T, n_v_heads, d_v]
+    state = "recurrent state S [n_v_heads, d_k, d_v]"
+    if rest == "linear_attn.hook_core_out":
+        return f"gated delta rule over conv1d(ln1 {f.td()} × W_qkv), β, decay and the {state} → {out}"
+    if rest == "linear_attn.hook_gate":
+        return f"ln1 {f.td()} × W_z (output gate, before silu) → {out}"
+    if rest == "linear_attn.hook_state":
+        return f"{state} after this step (delta rule, one update per position) → {out}"
+    if rest == "hook_attn_out":
+        return f"(RMSNorm(core_out {core}) ⊙ silu(gate {core})) × W_out → {out} (linear attention: no attention map)"
+    return None
+
+
 def block_op(f: Facts, layer: int, rest: str, out: str) -> str:
     """One line: inputs and weights with shapes → `out` (the recorded name with its shape)."""
-    for part in (_residual, _attention, _mlp):
+    for part in (_residual, _linear_attention, _attention, _mlp):
         line = part(f, layer, rest, out)
         if line is not None:
             return line
