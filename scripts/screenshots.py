@@ -1,12 +1,14 @@
 """Render screenshots/*.svg of the debugger on a real trace (SmolLM2 on "The capital of France is").
 
     stepscope trace --no-chat --prompt "The capital of France is" --max-new-tokens 12 --out traces/paris
-    python scripts/screenshots.py traces/paris [--out screenshots]
+    stepscope trace --no-chat --prompt "The capital of Germany is" --max-new-tokens 12 --out traces/berlin
+    python scripts/screenshots.py traces/paris [--compare traces/berlin] [--out screenshots]
 
 Drives the app with Pilot (real key presses, no terminal needed) and saves one SVG per view:
 the main screen at the prefill and at the step that chose " Paris", the candidates, the attention
 heatmap (prefill map and stacked decode rows), the tensor inspector, the logit lens, the KV cache,
-the layers × heads overview, the model overview, breakpoints, help, and the 80×24 layout.
+the layers × heads overview, the model overview, the attribution (why), the what-if replay,
+the comparison of two traces (with --compare), breakpoints, help, and the 80×24 layout.
 """
 
 from __future__ import annotations
@@ -35,6 +37,10 @@ SHOTS: list[tuple[str, tuple[int, int], list[str], str]] = [
     ("kv-cache", (120, 36), ["PARIS", "5"], "prefill vs decode and what the step appended"),
     ("heads-overview", (120, 36), ["PARIS", "6", "j", "j", "j", "l"], "layers × heads entropy grid"),
     ("model", (120, 36), ["7"], "architecture facts and parameter counts"),
+    ("why", (120, 36), ["PARIS", "8", "WAIT", *["j"] * 23], "why ' Paris' and not ' the': layers, heads of layer 23"),
+    ("whatif", (120, 36), ["PARIS", "9", "tab", "T", "T", "T", "T", "T", "P", "p", "p"],
+     "the step replayed at temperature 1.5, top-p 0.9"),
+    ("compare", (120, 36), ["COMPARE", "WAIT", *["j"] * 23], "France vs Germany: tokens, divergence per layer"),
     ("breakpoints", (120, 36), ["b", *"p<0.5", "enter", *"text=answer", "enter"], "the breakpoints screen"),
     ("help", (120, 44), ["question_mark"], "every key"),
     ("small-80x24", (80, 24), ["PARIS"], "the layout at the smallest supported size"),
@@ -50,12 +56,14 @@ def paris_step(trace) -> int:
     return 0
 
 
-async def shoot(trace_path: str, out_dir: str) -> list[str]:
+async def shoot(trace_path: str, out_dir: str, compare: str | None = None) -> list[str]:
     from tracer import load_trace
     from tui.app import StepscopeApp
 
     written = []
     for name, size, keys, _ in SHOTS:
+        if "COMPARE" in keys and compare is None:
+            continue
         trace = load_trace(trace_path)
         app = StepscopeApp(trace=trace)
         async with app.run_test(size=size) as pilot:
@@ -65,6 +73,12 @@ async def shoot(trace_path: str, out_dir: str) -> list[str]:
                     app.move(step=paris_step(trace))
                 elif key.startswith("STEP:"):
                     app.move(step=int(key[5:]))
+                elif key == "COMPARE":
+                    app.main_screen.compare_with(load_trace(compare))
+                elif key == "WAIT":  # a pane's background work (W_U, the comparison)
+                    await pilot.pause()
+                    await app.workers.wait_for_complete()
+                    await pilot.pause()
                 else:
                     await pilot.press(key)
             await pilot.pause()
@@ -77,9 +91,10 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("trace", help="a trace directory (e.g. SmolLM2 on 'The capital of France is')")
     parser.add_argument("--out", default="screenshots", help="output directory (default screenshots/)")
+    parser.add_argument("--compare", default=None, help="a second trace of the same model for the compare shot")
     args = parser.parse_args(argv)
     os.makedirs(args.out, exist_ok=True)
-    for path in asyncio.run(shoot(args.trace, args.out)):
+    for path in asyncio.run(shoot(args.trace, args.out, args.compare)):
         print(path)
     return 0
 

@@ -38,7 +38,7 @@ def test_attribution_lines(traces):
     rows = [l for l in lines if l[:1] in ("▶", " ") and l[1:5].strip().isdigit()]
     assert [int(r[1:5]) for r in rows] == [0, 1] and rows[1].startswith("▶")
     assert f"{att.layers[0]['attn']:+7.2f}" in rows[0] and f"{att.layers[0]['mlp']:+7.2f}" in rows[0]
-    heads = lines[lines.index(next(l for l in lines if l.startswith("heads of layer 1"))) + 1 :]
+    heads = lines[lines.index(next(l for l in lines if l.strip().startswith("heads of layer 1"))) + 1 :]
     values = [float(h.split()[2]) for h in heads]
     assert len(values) == a.model["n_heads"] and values == sorted(values, key=lambda v: -abs(v))
     assert top_head(a, 1, 1) == max(att.heads(1), key=lambda t: abs(t.value)).head

@@ -92,6 +92,7 @@ def attribution_lines(trace, step: int, layer: int, other: int | None = None, by
     order = list(range(len(a.layers)))
     if by_size:
         order.sort(key=lambda i: -max(abs(v) for v in a.layers[i].values() if v is not None))
+    heads = sorted(a.heads(layer), key=lambda t: -abs(t.value))
     for i in order:
         row = a.layers[i]
         mark = "▶" if i == layer else " "
@@ -103,16 +104,25 @@ def attribution_lines(trace, step: int, layer: int, other: int | None = None, by
             line.stylize("reverse")
         line.stylize(click(f"select_layer({i})"))
         lines.append(line)
-    heads = sorted(a.heads(layer), key=lambda t: -abs(t.value))
-    if heads:
-        lines.append(Text(f"heads of layer {layer}, by size (click one or Enter: its attention pattern; h: the top head)",
-                          style="bold"))
-        head_scale = max(abs(t.value) for t in heads)
-        for t in heads:
-            line = Text.assemble(f"{'▶' if t.head == head else ' '} {t.label:<10} {t.value:+7.2f} ", bar(t.value, head_scale))
-            line.stylize(click(f"open_head({t.head})"))
-            lines.append(line)
+        if i == layer and heads:  # the drill-down: this layer's heads under its row
+            lines += head_lines(heads, head)
     return lines
+
+
+def head_lines(heads, head: int | None) -> list[Text]:
+    """A layer's heads (sorted by size) under its row; each clickable (its attention pattern)."""
+    lines = [Text(f"      heads of layer {heads[0].layer}, by size (click or Enter: the pattern; h: the top head)", style="bold")]
+    head_scale = max(abs(t.value) for t in heads)
+    for t in heads:
+        line = Text.assemble(f"     {'▶' if t.head == head else ' '} {t.label:<10} {t.value:+7.2f} ", bar(t.value, head_scale))
+        line.stylize(click(f"open_head({t.head})"))
+        lines.append(line)
+    return lines
+
+
+def selected_row(lines: list[Text]) -> int | None:
+    """Index of the selected layer's row (marked ▶ in the first column), None when absent."""
+    return next((i for i, line in enumerate(lines) if line.plain.startswith("▶")), None)
 
 
 def rival_line(trace, step: int, other: int) -> Text:

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from rich.text import Text
 from textual.binding import Binding
+from textual.geometry import Region
 from textual.message import Message
 from textual.worker import Worker, WorkerState
 
 from tui.views.attribution import (attribution_lines, install_lens, lens_ready, lens_source, read_lens, rivals,
-                                   top_head)
+                                   selected_row, top_head)
 from tui.widgets.lines_pane import LinesPane
 
 
@@ -47,6 +48,8 @@ class AttributionPane(LinesPane):
         if new.step != old.step:
             self.rival = 0
         super().on_cursor(old, new)
+        if new.layer != old.layer:
+            self.call_after_refresh(reveal_selected, self)
 
     def other(self) -> int | None:
         """The rival token id (None: the runner-up)."""
@@ -115,3 +118,16 @@ class AttributionPane(LinesPane):
         head = self.cursor.head if head is None else head
         self.move(head=head)
         self.post_message(self.OpenHeatmap(self.cursor.layer, head))
+
+
+def reveal_selected(pane: LinesPane, below: int | None = None) -> None:
+    """Scroll a lines pane so the selected layer's row (▶) and what follows it (its heads) are visible."""
+    if not pane.is_mounted:
+        return
+    pane._rebuild()
+    row = selected_row(pane._lines)
+    if row is None:
+        return
+    span = below if below is not None else next(
+        (k for k in range(1, len(pane._lines) - row) if pane._lines[row + k].plain[1:5].strip().isdigit()), len(pane._lines) - row)
+    pane.scroll_to_region(Region(0, row, 1, min(span, max(pane.size.height, 1))), animate=False, immediate=True)

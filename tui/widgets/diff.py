@@ -9,6 +9,7 @@ from textual.worker import Worker, WorkerState
 from tracer import load_trace
 from tracer.diff import compare
 from tui.views.diff import diff_lines
+from tui.widgets.attribution import reveal_selected
 from tui.widgets.lines_pane import LinesPane
 
 
@@ -48,6 +49,8 @@ class DiffPane(LinesPane):
         if new.layer != old.layer:
             self.tensor = None
         super().on_cursor(old, new)
+        if new.layer != old.layer:
+            self.call_after_refresh(reveal_selected, self, 1)
 
     def lines(self) -> list[Text]:
         if self.trace is None or self.other is None:
