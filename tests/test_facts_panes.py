@@ -105,6 +105,18 @@ def test_qwen3_next_layers_without_attention_say_why(fam):
 
     drive(LayersList(trace), layers_script, size=(60, 10))
 
+    from tui.widgets.heads import HeadsList
+
+    heads = HeadsList(trace)
+
+    async def heads_script(app, pilot):
+        assert "no attention heads at layer 0: linear-attention" in " ".join(screen_text(app).split())
+        heads.cursor = heads.cursor.moved(layer=1)
+        await pilot.pause()
+        assert "no attention heads" not in screen_text(app) and screen_lines(app)[1].split()[:2] == ["0", "0"]
+
+    drive(heads, heads_script, size=(40, 10))
+
     async def kv_script(app, pilot):
         text = " ".join(screen_text(app).split())
         assert "no KV cache at layer 0: linear-attention" in text

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from rich.text import Text
 
-from tui.views.heatmap import kv_head_of
+from tui.views.heatmap import kv_head_of, no_attention
 from tui.views.layers import head_rows
 from tui.views.vocab import tok_text
 from tui.widgets.common import fmt_num, token_display
@@ -52,6 +52,9 @@ class HeadsList(Pane):
         if trace is None or not len(trace.steps):
             return Text("heads", style="dim")
         model = trace.model
+        reason = no_attention(model, self.cursor.layer)
+        if reason is not None:  # a layer without attention (manifest facts): say why instead of dashes
+            return Text(f"no attention heads at layer {self.cursor.layer}: {reason}", style="dim")
         rows = head_rows(trace, self.step_index, self.cursor.layer)
         tokens = trace.tokens
         style = self.get_component_rich_style
