@@ -365,3 +365,17 @@ def test_op_lines_of_linear_attention_and_gated_attention_blocks(fam):
     assert op("blocks.0.linear_attn.hook_state").endswith("→ linear_attn.state [4, 8, 8]")
     assert op("blocks.0.linear_attn.hook_core_out").startswith("gated delta rule")
     assert op("blocks.1.hook_attn_out") == "(z [1, 4, 16] ⊙ σ(gate)) × W_O [64, 64] → attn_out [1, 64]"
+
+
+def test_tensors_pane_says_which_rows_the_budget_left_out(budget_pair):
+    from tui.widgets.tensor_inspector import TensorInspector
+
+    cut = budget_pair[1]
+    t = cut.steps[0].positions[1]
+    pane = TensorInspector(cut)
+
+    async def script(app, pilot):
+        text = await _select(app, pilot, pane, "blocks.0.attn.hook_pattern")
+        assert f"budget: query rows 0–{t - 4} not stored (only the last 3)" in " ".join(text.split())
+
+    drive(pane, script, size=(140, 40))

@@ -123,6 +123,11 @@ class TensorInspector(Pane):
             detail.show(None, empty="no tensors recorded at this step" if self._trace is not None else "no trace")
             return
         note = f"exported → {self.last_export}" if self.last_export else ""
+        omitted = (getattr(self._trace.steps[self.step_index], "omitted", None) or {}).get(info.name)
+        if omitted and not note:  # the recording budget kept only some rows of this map
+            r0, r1 = omitted["rows"]
+            note = (f"budget: query rows {r0}–{r1 - 1} not stored (only the last {info.shape[-2]}); "
+                    "the Attention pane recomputes them from hook_rot_q/hook_rot_k")
         detail.show(summarize(self._trace, self.step_index, info.name), note,
                     routing=mlp_routing_for(self._trace, self.step_index, info.name))
 
