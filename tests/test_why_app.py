@@ -244,3 +244,51 @@ def test_diff_on_a_terminal_opens_the_app_and_without_one_prints(paths, monkeypa
     assert len(opened) == 1 and opened[0].main_screen._initial_pane == "compare"
     assert cli.main(["diff", "--text", paths[0], paths[1]]) == 1  # the summary anyway, exit 1: they differ
     assert "first" in capsys.readouterr().out
+
+
+@pytest.fixture(scope="module")
+def branched(tmp_path_factory):
+    """A tiny trace with one branch forced at step 1 to another token."""
+    from tracer.branch import BranchSet
+
+    root = tmp_path_factory.mktemp("branched") / "root"
+    s = LiveSession(tiny_model("llama"), byte_tokenizer(), "Paris is in France", GenerationSettings(max_new_tokens=3),
+                    out=str(root), name="tiny")
+    tree = BranchSet(s)
+    while s.step() is not None:
+        pass
+    chosen = s.trace.steps[1].token["id"]
+    other = int(next(i for i in np.argsort(-np.asarray(s.trace.steps[1]["logits"][-1])) if int(i) != chosen))
+    tree.branch(step=1, token=other).run()
+    tree.close()
+    return str(root), other
+
+
+def _softmax_p(step, token_id):
+    row = np.asarray(step["logits"][-1], dtype=np.float64)
+    e = np.exp(row - row.max())
+    return float(e[token_id] / e.sum())
+
+
+def test_B_switches_to_a_branch_marks_where_it_leaves_and_shows_the_effect(branched):
+    root, forced = branched
+    original = load_trace(root)
+    app = StepscopeApp(trace=original)
+
+    async def script(app, pilot):
+        await pilot.press("B")
+        await pilot.pause()
+        assert app.trace is not original and app.trace.manifest["branch"]["step"] == 1
+        assert app.trace.steps[1].token["id"] == forced
+        assert "⑂" in screen(app)  # the token strip marks the branch point
+        await pilot.press("0", "right")
+        await until(pilot, lambda: "effect" in screen(app))
+        line = next(x for x in screen(app).splitlines() if "effect" in x)
+        parent_token = original.steps[1].token["id"]
+        assert "forced" in line
+        assert f"p {_softmax_p(original.steps[1], parent_token):.3f} → here {_softmax_p(app.trace.steps[1], parent_token):.3f}" in line
+        await pilot.press("B")  # back to the original run
+        await pilot.pause()
+        assert app.trace.path == original.path and "⑂" not in screen(app)
+
+    run(app, script)

@@ -105,7 +105,7 @@ def lens_arrays(trace) -> dict[str, np.ndarray]:
     facts = trace.model.get("lens")
     if not facts:
         raise TraceError("no attribution: this trace has no lens.safetensors (its final norm is not one stepscope reproduces)")
-    fd = open_dir(trace.path)
+    fd = open_dir(getattr(trace, "root", None) or trace.path)  # a branch: lens.safetensors is in its root trace
     try:
         data = read_in_dir(fd, facts.get("file", LENS_FILE), MAX_LENS_BYTES, f"{trace.path}: {LENS_FILE}")
     except FileNotFoundError:

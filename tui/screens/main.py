@@ -83,6 +83,7 @@ class MainScreen(Screen[None]):
     | `l` / `h` | next / previous head |
     | `1`..`9` `0` | show a pane: candidates, attention, tensors, logit lens, KV cache, heads, model, why (attribution), what if (sampling), compare |
     | `D` | compare with another trace directory (the Compare pane) |
+    | `B` | switch to the next run of the trace: the original, then each branch (replay) |
     | `Tab` | focus the next pane (its own keys then apply) |
     | `f` | hide / show the layers+heads sidebar |
     | `b` | breakpoints |
@@ -117,6 +118,8 @@ class MainScreen(Screen[None]):
         Binding("f", "toggle_sidebar", "Sidebar", show=False, tooltip="Hide/show the layers and heads sidebar"),
         Binding("D", "compare_with", "Compare", show=False,
                 tooltip="Compare this trace with another trace directory (the Compare pane)"),
+        Binding("B", "next_branch", "Branch", show=False,
+                tooltip="Switch to the next run of this trace: the original, then each branch (replay)"),
         Binding("b", "app.breakpoints", "Breaks", tooltip="Breakpoints: add, list, remove"),
         Binding("slash", "filter_tensors", "Filter", show=False,
                 tooltip="Filter the tensor list by name (shows the Tensors pane); then n / N: next / previous match"),
@@ -296,6 +299,31 @@ class MainScreen(Screen[None]):
 
         self.app.push_screen(PromptScreen("Compare with a trace directory (same model)", placeholder="path/to/trace",
                                           hint="Enter compares (the Compare pane) · Esc cancels", check=check), done)
+
+    def action_next_branch(self) -> None:
+        """Replay: open the next run of this trace (the original, then each branch); the Compare
+        pane then compares a branch with the run it left."""
+        from tracer import load_trace
+        from tui.views.branches import current_index, parent_dir, run_label, runs
+
+        app = self.app
+        if getattr(app, "session", None) is not None or app.trace is None:
+            app.notify("branches: open a written trace with `stepscope view` (live branching is not in the app yet)",
+                       timeout=4)
+            return
+        items = runs(app.trace)
+        if len(items) < 2:
+            app.notify("this trace has no branches", timeout=3)
+            return
+        item = items[(current_index(app.trace, items) + 1) % len(items)]
+        trace = load_trace(item["path"])
+        app.trace = trace
+        app.move(step=app.step)  # clamped to the new run
+        app._sync()
+        parent = parent_dir(trace)
+        if parent is not None:
+            self.compare_with(load_trace(parent), show=False)
+        app.notify(Text(f"run {item['name'] or '(original)'}: {run_label(item)}"), timeout=4)
 
     def action_toggle_sidebar(self) -> None:
         self.toggle_class("-no-sidebar")

@@ -40,7 +40,7 @@ def lens_ready(trace) -> bool:
 
 def lens_source(trace) -> SimpleNamespace:
     """What a worker thread needs to read the trace's lens file without touching the Trace."""
-    return SimpleNamespace(path=trace.path, model=dict(trace.model))
+    return SimpleNamespace(path=getattr(trace, "root", None) or trace.path, model=dict(trace.model))
 
 
 def read_lens(source) -> dict:

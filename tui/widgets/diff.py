@@ -62,7 +62,19 @@ class DiffPane(LinesPane):
         result = self._result[2]
         if isinstance(result, str):
             return [Text(f"diff unavailable: {result}", style="yellow")]
-        return diff_lines(self.trace, self.other, self.step_index, self.cursor.layer, self.tensor, result=result)
+        lines = diff_lines(self.trace, self.other, self.step_index, self.cursor.layer, self.tensor, result=result)
+        return self._effects() + lines
+
+    def _effects(self) -> list[Text]:
+        """When A is a branch of B: the effect on the chosen token's probability at the step."""
+        import os
+
+        from tui.views.branches import effect_lines, parent_dir
+
+        parent = parent_dir(self.trace)
+        if parent is None or os.path.realpath(parent) != os.path.realpath(self.other.path):
+            return []
+        return effect_lines(self.trace, self.other, self.step_index)
 
     def _start(self, pair) -> None:
         if self._computing == pair:

@@ -18,6 +18,7 @@ from rich.text import Text
 from textual import events
 
 from tui.text import has_partial_bytes, merge_partial
+from tui.views.branches import branch_point
 from tui.views.vocab import tok_text
 from tui.widgets.common import prob_bucket, token_display
 from tui.widgets.pane import Pane
@@ -54,6 +55,7 @@ class TokenStrip(Pane):
 
     def on_trace(self) -> None:
         self._groups, self._group_of, self._pieces, self._seen = [], [], {}, 0
+        self._branch_at = branch_point(self._trace) if self._trace is not None else None  # "⑂" before it
 
     def _sync(self, tokens: list[dict]) -> None:
         """Group tokens into pieces; when tokens are added, redone from the trailing pieces that
@@ -83,6 +85,8 @@ class TokenStrip(Pane):
         if hit is None:
             start, _, text = self._groups[g]
             piece = token_display(text, bool(tokens[start].get("special")))
+            if start == getattr(self, "_branch_at", None):  # where this branch leaves its parent
+                piece = Text.assemble(("⑂", "bold magenta"), piece)
             hit = self._pieces[g] = (piece, piece.cell_len)
         return hit
 
