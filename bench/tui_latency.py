@@ -216,7 +216,7 @@ def session_keys(n_steps: int) -> list[tuple[str, str]]:
     keys += [("step", "n")] * 20 + [("step", "p")] * 10
     keys += [("jump", "end"), ("step", "p"), ("step", "p"), ("jump", "home"), ("jump", "end")]
     keys += [("layer", "j")] * 12 + [("layer", "k")] * 4 + [("head", "l")] * 5 + [("head", "h")] * 2
-    for pane in "234567":
+    for pane in "234567890":  # 8 Why, 9 What if, 0 Compare (issue 12)
         keys += [("pane", pane)] + [("step", "p")] * 5 + [("layer", "j"), ("head", "l"), ("step", "n")]
     keys += [("pane", "1")] + [("step", "p")] * 5
     keys += [("(no-op)", "z")] * 10  # an unbound key: the harness's own cost, for reference
