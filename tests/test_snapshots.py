@@ -13,7 +13,8 @@ from tracer import load_trace
 from tui.app import StepscopeApp
 
 FIXTURE = os.path.join(os.path.dirname(__file__), "fixtures", "tiny_trace")
-PANE_KEYS = {"candidates": "1", "attention": "2", "tensors": "3", "lens": "4", "kv": "5", "heads": "6", "model": "7"}
+PANE_KEYS = {"candidates": "1", "attention": "2", "tensors": "3", "lens": "4", "kv": "5", "heads": "6", "model": "7",
+             "whatif": "9"}
 
 
 @pytest.fixture
@@ -25,6 +26,17 @@ def app():
 @pytest.mark.parametrize("pane", list(PANE_KEYS))
 def test_pane(snap_compare, app, pane, size):
     assert snap_compare(app, press=["n", "n", "j", "l", PANE_KEYS[pane]], terminal_size=size)
+
+
+@pytest.mark.parametrize("size", [(80, 24), (120, 40)], ids=["80x24", "120x40"])
+def test_why(snap_compare, app, size):
+    async def run_before(pilot):
+        await pilot.press("n", "n", "j", "l", "8")
+        await pilot.pause()
+        await pilot.app.workers.wait_for_complete()  # the unembedding, read in a worker
+        await pilot.pause()
+
+    assert snap_compare(app, run_before=run_before, terminal_size=size)
 
 
 def test_heatmap_decode_all_steps(snap_compare, app):
