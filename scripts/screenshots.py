@@ -40,7 +40,7 @@ SHOTS: list[tuple[str, tuple[int, int], list[str], str]] = [
     ("why", (120, 36), ["PARIS", "8", "WAIT", *["j"] * 23], "why ' Paris' and not ' the': layers, heads of layer 23"),
     ("whatif", (120, 36), ["PARIS", "9", "tab", "T", "T", "T", "T", "T", "P", "p", "p"],
      "the step replayed at temperature 1.5, top-p 0.9"),
-    ("compare", (120, 36), ["COMPARE", "WAIT", *["j"] * 23], "France vs Germany: tokens, divergence per layer"),
+    ("compare", (120, 36), ["COMPARE", "WAIT"], "France vs Germany: tokens, first differences, divergence per layer"),
     ("breakpoints", (120, 36), ["b", *"p<0.5", "enter", *"text=answer", "enter"], "the breakpoints screen"),
     ("help", (120, 44), ["question_mark"], "every key"),
     ("small-80x24", (80, 24), ["PARIS"], "the layout at the smallest supported size"),
