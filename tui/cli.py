@@ -110,7 +110,7 @@ def _diff_parser(sub) -> None:
     d.add_argument("trace_a", help="first trace directory")
     d.add_argument("trace_b", help="second trace directory")
     d.add_argument("--top", type=int, default=3, help="how many of the most diverging layers to list")
-    d.add_argument("--tensor", default=None, help="also show this tensor side by side (A, B, b−a), e.g. blocks.3.hook_resid_post")
+    d.add_argument("--tensor", default=None, help="also show this tensor side by side (A, B, b−a), e.g. blocks.3.hook_resid_post (default: none)")
     d.add_argument("--step", type=int, default=0, help="the step of --tensor")
     d.add_argument("--text", action="store_true", help="print the text summary even on a terminal (default there: the app's Compare pane)")
 
