@@ -15,6 +15,7 @@ and arrive as `WatchPane.Values` messages. Values are cached per step file. Hidd
 from __future__ import annotations
 
 import math
+import time
 
 import numpy as np
 from rich.text import Text
@@ -33,6 +34,7 @@ from tui.widgets.pane import Pane
 WATCH_HINT = ('e.g. p(" Paris") · rank(" London") · entropy · norm(blocks.10.hook_resid_post[-1]) · '
               'pattern(5, 3)[-1, 0] · lens(12, " Paris") · Enter adds · Esc cancels')
 CHUNK = 32  # steps evaluated per message from the worker
+DUTY = 1.0  # the worker sleeps this many times its own work after each step: a key never waits long for the GIL
 MAX_WATCHES = 12
 
 
@@ -178,10 +180,12 @@ class WatchPane(Pane, can_focus=True):
         for count, index in enumerate(sorted(wanted), 1):
             if worker.is_cancelled:
                 return
+            start = time.perf_counter()
             step = fresh_step(private, private.manifest["steps"][index])
             for watch in wanted[index]:
                 batch.setdefault(watch.text, {})[index] = watch.compute(private, index, tokens, step=step)
             step.release()
+            time.sleep(min(0.05, max(0.001, (time.perf_counter() - start) * DUTY)))  # the UI thread first
             if count % CHUNK == 0:
                 self.post_message(self.Values(private, batch))
                 batch = {}
