@@ -53,9 +53,21 @@ async def test_expression_breakpoint_on_arrays(fixture_trace):
     app = StepscopeApp(trace=trace)
     async with app.run_test(size=SIZE) as pilot:
         app.breakpoints.add(f"rank('x')<={bound}")
-        await pilot.press("c")
-        assert app.step == expected[0]
+        await pilot.press("c")  # reads step files: scanned in a worker
+        for _ in range(200):
+            if not app.continuing:
+                break
+            await pilot.pause(0.02)
+        assert not app.busy and app.step == expected[0]
         assert f'rank("x") <= {bound} ({ranks[expected[0]]})' in status_text(app)
+        app.breakpoints.clear()
+        app.breakpoints.add("norm(logits[-1])<0")  # never fires: the scan ends at the last step
+        await pilot.press("c")
+        for _ in range(200):
+            if not app.continuing:
+                break
+            await pilot.pause(0.02)
+        assert app.step == len(trace.steps) - 1 and "end of trace" in status_text(app)
 
 
 async def test_live_continue_stops_at_a_two_sided_breakpoint(tiny):

@@ -35,6 +35,7 @@ from textual.worker import Worker, WorkerState
 from tracer.inert import inert
 from tracer.reader import Trace
 from tracer.trace_format import TraceError
+from tui.breakpoint_scan import BreakpointScanDone, start_scan
 from tui.breakpoints import SYNTAX_HELP, BreakpointSet
 from tui.commands import PROVIDERS
 from tui.live import (WORKER_TITLES, ContinueDone, LiveWorkers, LoadProgress, Saved, SessionReady,
@@ -314,12 +315,34 @@ class StepscopeApp(LiveWorkers, App[None]):
         if self.busy:
             self.notify("busy: wait for the current step", timeout=2)
             return
+        if any(bp.reads_arrays for bp in self.breakpoints):  # step files to read: in a worker
+            self.continuing = True  # any key stops the scan
+            self._pause_event.clear()
+            self._set_busy(True, "looking for a breakpoint… (any key stops)")
+            start_scan(self, BreakpointSet(list(self.breakpoints)), self.step + 1, self._pause_event)
+            return
         steps = self.trace.manifest["steps"]
         hit = self.breakpoints.scan(steps, start=self.step + 1, trace=self.trace)
-        if hit is not None:
-            index, bp = hit
+        if hit is None:
+            self._continue_from(None, "")
+        else:
+            self._continue_from(hit[0], hit[1].explain(steps[hit[0]], self.trace))
+
+    def on_breakpoint_scan_done(self, message: BreakpointScanDone) -> None:
+        self.continuing = False
+        self._pause_event.clear()
+        self._set_busy(False, "")
+        if message.stopped:
+            self._set_state("stopped looking for a breakpoint")
+        else:
+            self._continue_from(message.index, message.text)
+
+    def _continue_from(self, index: int | None, text: str) -> None:
+        """After the recorded steps were scanned: stop at the breakpoint at `index`, else go to the
+        end and, live, go on generating."""
+        if index is not None:
             self.move(step=index)
-            self._set_state(f"breakpoint at step {index}: {bp.explain(steps[index], self.trace)}")
+            self._set_state(f"breakpoint at step {index}: {text}")
             return
         self.move(step=self.n_steps - 1)
         if not self.can_grow:

@@ -15,6 +15,7 @@ and arrive as `WatchPane.Values` messages. Values are cached per step file. Hidd
 from __future__ import annotations
 
 import math
+import time
 
 import numpy as np
 from rich.text import Text
@@ -33,6 +34,8 @@ from tui.widgets.pane import Pane
 WATCH_HINT = ('e.g. p(" Paris") · rank(" London") · entropy · norm(blocks.10.hook_resid_post[-1]) · '
               'pattern(5, 3)[-1, 0] · lens(12, " Paris") · Enter adds · Esc cancels')
 CHUNK = 32  # steps evaluated per message from the worker
+DUTY = 1.0  # the worker sleeps this many times its own work after each step: a key never waits long for the GIL
+BACKOFF = 0.1  # seconds after a cursor move during which the worker waits (the user is stepping: keys first)
 MAX_WATCHES = 12
 
 
@@ -136,6 +139,10 @@ class WatchPane(Pane, can_focus=True):
     def on_trace(self) -> None:
         self._evaluate_rest()  # a live trace grew: its new steps
 
+    def on_cursor(self, old, new) -> None:
+        self._moved_at = time.monotonic()  # read by the worker (a float: no lock needed)
+        super().on_cursor(old, new)
+
     def refresh_view(self) -> None:
         if not self.watches:
             return  # hidden: nothing to draw, no layout to redo
@@ -178,10 +185,14 @@ class WatchPane(Pane, can_focus=True):
         for count, index in enumerate(sorted(wanted), 1):
             if worker.is_cancelled:
                 return
+            while time.monotonic() - getattr(self, "_moved_at", 0.0) < BACKOFF and not worker.is_cancelled:
+                time.sleep(BACKOFF / 4)  # the user is stepping: let the keys have the CPU
+            start = time.perf_counter()
             step = fresh_step(private, private.manifest["steps"][index])
             for watch in wanted[index]:
                 batch.setdefault(watch.text, {})[index] = watch.compute(private, index, tokens, step=step)
             step.release()
+            time.sleep(min(0.05, max(0.001, (time.perf_counter() - start) * DUTY)))  # the UI thread first
             if count % CHUNK == 0:
                 self.post_message(self.Values(private, batch))
                 batch = {}
