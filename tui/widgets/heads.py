@@ -8,6 +8,8 @@ Keys (screen level): `h` previous head, `l` next head.
 
 from __future__ import annotations
 
+import textwrap
+
 from rich.text import Text
 
 from tui.views.heatmap import kv_head_of, no_attention
@@ -54,7 +56,9 @@ class HeadsList(Pane):
         model = trace.model
         reason = no_attention(model, self.cursor.layer)
         if reason is not None:  # a layer without attention (manifest facts): say why instead of dashes
-            return Text(f"no attention heads at layer {self.cursor.layer}: {reason}", style="dim")
+            lines = textwrap.wrap(f"no attention heads at layer {self.cursor.layer}: {reason}", max(self.size.width, 10),
+                                  break_on_hyphens=False)
+            return Text("\n".join(lines), style="dim")
         rows = head_rows(trace, self.step_index, self.cursor.layer)
         tokens = trace.tokens
         style = self.get_component_rich_style
