@@ -292,3 +292,41 @@ def test_B_switches_to_a_branch_marks_where_it_leaves_and_shows_the_effect(branc
         assert app.trace.path == original.path and "⑂" not in screen(app)
 
     run(app, script)
+
+
+def test_live_F_forces_another_token_in_a_branch_and_B_switches_runs(tiny):
+    from tests.test_app import make_factory, wait_idle
+
+    app = StepscopeApp(session_factory=make_factory(tiny, max_new_tokens=4))
+
+    async def script(app, pilot):
+        await wait_idle(app, pilot)
+        await pilot.press("n")
+        await wait_idle(app, pilot)
+        original, root = app.trace, app.session
+        assert app.step == 1 and app.n_steps == 2
+        chosen = original.steps[1].token["id"]
+        logits = np.asarray(original.steps[1]["logits"][-1], dtype=np.float64)
+        forced = int(next(i for i in np.argsort(-logits) if int(i) != chosen))
+        await pilot.press("F")
+        await pilot.pause()
+        app.screen.query_one("Input").value = f"#{forced}"
+        await pilot.press("enter")
+        await wait_idle(app, pilot)
+        branch = app.trace
+        assert branch is not original and app.session is not root and app.step == 1
+        assert branch.steps[1].token["id"] == forced and branch.steps[1].forced
+        # the forced step was computed on the same prefix as the original's: the same logits
+        np.testing.assert_allclose(np.asarray(branch.steps[1]["logits"][-1], dtype=np.float64), logits, rtol=1e-5, atol=1e-5)
+        assert "⑂" in screen(app)
+        await pilot.press("n")  # the branch continues after the forced token
+        await wait_idle(app, pilot)
+        assert app.n_steps == 3 and branch.tokens[branch.prompt_len + 1]["id"] == forced
+        await pilot.press("B")  # back to the original run, kept as it was
+        await pilot.pause()
+        assert app.trace is original and app.session is root and app.n_steps == 2 and "⑂" not in screen(app)
+        await pilot.press("B")
+        await pilot.pause()
+        assert app.trace is branch and app.n_steps == 3
+
+    run(app, script)

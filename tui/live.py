@@ -114,6 +114,7 @@ class LiveWorkers:
 
     session = None
     session_factory: Callable[..., Any] | None = None
+    branches = None  # tracer.branch.BranchSet of the live session (tui/branching.py), None without
 
     def _init_live(self) -> None:
         self._session_lock = threading.Lock()
@@ -140,6 +141,9 @@ class LiveWorkers:
 
         progress("loading the model", None)
         session = call_factory(self.session_factory, progress)
+        from tui.branching import make_branch_set
+
+        self.branches = make_branch_set(session)  # before the first step (sliding windows keep what a crop needs)
         with self._session_lock:
             manifest = copy.deepcopy(dict(session.writer.manifest, steps=[], tokens=session.writer.manifest["tokens"][: int(session.writer.manifest["prompt_len"])]))
             self.post_message(SessionReady(session, session.path, manifest))

@@ -83,7 +83,8 @@ class MainScreen(Screen[None]):
     | `l` / `h` | next / previous head |
     | `1`..`9` `0` | show a pane: candidates, attention, tensors, logit lens, KV cache, heads, model, why (attribution), what if (sampling), compare |
     | `D` | compare with another trace directory (the Compare pane) |
-    | `B` | switch to the next run of the trace: the original, then each branch (replay) |
+    | `B` | switch to the next run: the original, then each branch |
+    | `F` | live: branch at this step with another token forced (`#id` or text; default the Why pane's rival) |
     | `Tab` | focus the next pane (its own keys then apply) |
     | `f` | hide / show the layers+heads sidebar |
     | `b` | breakpoints |
@@ -119,7 +120,9 @@ class MainScreen(Screen[None]):
         Binding("D", "compare_with", "Compare", show=False,
                 tooltip="Compare this trace with another trace directory (the Compare pane)"),
         Binding("B", "next_branch", "Branch", show=False,
-                tooltip="Switch to the next run of this trace: the original, then each branch (replay)"),
+                tooltip="Switch to the next run: the original, then each branch"),
+        Binding("F", "force_token", "Force", show=False,
+                tooltip="Live: branch here, forcing another token at this step (#id or text), and continue"),
         Binding("b", "app.breakpoints", "Breaks", tooltip="Breakpoints: add, list, remove"),
         Binding("slash", "filter_tensors", "Filter", show=False,
                 tooltip="Filter the tensor list by name (shows the Tensors pane); then n / N: next / previous match"),
@@ -307,9 +310,10 @@ class MainScreen(Screen[None]):
         from tui.views.branches import current_index, parent_dir, run_label, runs
 
         app = self.app
-        if getattr(app, "session", None) is not None or app.trace is None:
-            app.notify("branches: open a written trace with `stepscope view` (live branching is not in the app yet)",
-                       timeout=4)
+        if getattr(app, "session", None) is not None:
+            self._next_live_run()
+            return
+        if app.trace is None:
             return
         items = runs(app.trace)
         if len(items) < 2:
@@ -324,6 +328,80 @@ class MainScreen(Screen[None]):
         if parent is not None:
             self.compare_with(load_trace(parent), show=False)
         app.notify(Text(f"run {item['name'] or '(original)'}: {run_label(item)}"), timeout=4)
+
+    def _next_live_run(self) -> None:
+        from tui.branching import switch_run
+
+        app = self.app
+        tree = getattr(app, "branches", None)
+        if tree is None or len(tree.sessions) < 2:
+            app.notify("no branches yet: F forces another token at this step", timeout=3)
+            return
+        if app.busy or app.continuing:
+            app.notify("busy: wait for the current step", timeout=2)
+            return
+        keys = list(tree.sessions)
+        key = keys[(keys.index(tree.current) + 1) % len(keys)]
+        app.trace = switch_run(app, key)
+        app.move(step=app.step)
+        app._sync()
+        app._set_state(f"run {key or '(original)'}")
+
+    def action_force_token(self) -> None:
+        """Live: a branch at the cursor's step with another token forced there, computed in a worker."""
+        from tui.branching import branch_worker, default_choice, parse_choice
+        from tui.screens.prompt import PromptScreen
+
+        app = self.app
+        if getattr(app, "session", None) is None or getattr(app, "branches", None) is None:
+            app.notify("forcing a token needs a live session (stepscope run)", timeout=3)
+            return
+        if app.busy or app.continuing or not app.n_steps:
+            app.notify("busy: wait for the current step", timeout=2)
+            return
+        step = app.step
+        rival = self._panes["why"].other() if "why" in self._panes else None
+
+        def check(text: str) -> str | None:
+            try:
+                parse_choice(text)
+            except ValueError as exc:
+                return str(exc)
+            return None
+
+        def done(value: str | None) -> None:
+            if value is None:
+                return
+            choice = parse_choice(value)
+            app._set_busy(True, f"branching at step {step}…")
+            self.run_worker(lambda: branch_worker(app, self, step, choice), thread=True, group="branch",
+                            name="branch", exit_on_error=False)
+
+        app.push_screen(PromptScreen(f"Force a token at step {step} (a branch; the original run is kept)",
+                                     value=default_choice(app.trace, step, rival),
+                                     hint="#id forces that token · other text forces its tokens · Enter branches · Esc cancels",
+                                     check=check), done)
+
+    def on_branch_made(self, message) -> None:
+        from tui.branching import adopt_branch
+
+        app = self.app
+        parent = app.trace
+        app.trace = adopt_branch(app, message)
+        app.move(step=message.step)
+        app._sync()
+        self.compare_with(parent, show=False)
+        app._set_busy(False, f"branch {message.name}: step {message.step} forced; n / c continue it, B switches runs")
+
+    def on_worker_state_changed(self, event) -> None:
+        from textual.worker import WorkerState
+
+        if event.worker.name != "branch":
+            return
+        event.stop()
+        if event.state == WorkerState.ERROR:
+            self.app._set_busy(False, "branch failed")
+            self.app.report_error("Branch failed", event.worker.error, hint="the original run is still usable")
 
     def action_toggle_sidebar(self) -> None:
         self.toggle_class("-no-sidebar")

@@ -1,0 +1,88 @@
+"""Live branches in the app: force another token at the cursor's step (a branch of the live run,
+its KV cache cropped to the branch point by tracer.branch) and switch between the runs.
+
+The branch is made and its first (forced) step computed in a thread worker, under the app's
+session lock; the UI thread then gets `BranchMade` and builds its own Trace of the branch."""
+
+from __future__ import annotations
+
+import copy
+
+from textual.message import Message
+
+from tracer.reader import Trace
+
+
+class BranchMade(Message):
+    """A branch exists and its forced step is computed: the UI switches to it."""
+
+    def __init__(self, name: str, session, path: str, manifest: dict, step: int) -> None:
+        super().__init__()
+        self.name, self.session, self.path, self.manifest, self.step = name, session, path, manifest, step
+
+
+def make_branch_set(session):
+    """A BranchSet over the live session (made before its first step), None where branching is unavailable."""
+    try:
+        from tracer.branch import BranchSet
+
+        return BranchSet(session)
+    except Exception:  # noqa: BLE001 - branching is optional: the debugger works without it
+        return None
+
+
+def parse_choice(text: str) -> dict:
+    """"#4528 …" forces token id 4528; any other text forces its tokens (successive steps)."""
+    text = text.strip("\n")
+    head = text.strip().split(" ", 1)[0]
+    if head.startswith("#") and head[1:].isdigit():
+        return {"token": int(head[1:])}
+    if not text:
+        raise ValueError("type a token (#id) or some text")
+    return {"text": text}
+
+
+def default_choice(trace, step: int, rival: int | None) -> str:
+    """The prompt's starting value: the Why pane's rival, else the step's runner-up candidate."""
+    from tui.views.attribution import rivals
+    from tui.views.vocab import token_texts
+
+    options = rivals(trace, step)
+    tid = rival if rival is not None else (options[0] if options else None)
+    if tid is None:
+        return ""
+    return f"#{tid} {token_texts(trace)(tid)[0]}"
+
+
+def branch_worker(app, screen, step: int, choice: dict) -> None:
+    """(thread) Make the branch of the current run at `step`, compute its forced step, hand it to the UI."""
+    tree = app.branches
+    with app._session_lock:
+        session = tree.branch(step, why="forced from the debugger", **choice)
+        session.step()
+        session.writer.flush()
+        manifest = copy.deepcopy(session.writer.manifest)
+        app._sent_steps = len(manifest["steps"])
+    screen.post_message(BranchMade(tree.current, session, session.path, manifest, step))
+
+
+def switch_run(app, key: str):
+    """(UI thread, no worker running) Make run `key` current; returns its UI Trace."""
+    with app._session_lock:
+        session = app.branches.switch(key)
+        app._sent_steps = len(session.writer.manifest["steps"])
+    app.session = session
+    app.live_finished, app.live_stop_reason = bool(session.finished), session.stop_reason
+    return app.run_traces[key]
+
+
+def adopt_branch(app, message: BranchMade) -> Trace:
+    """(UI thread) The new branch becomes the app's run: its own Trace, the cursor at the forced step."""
+    runs = getattr(app, "run_traces", None)
+    if runs is None:
+        runs = app.run_traces = {}
+    runs.setdefault("", app.trace)  # the original run's Trace, kept for switching back
+    trace = runs[message.name] = Trace(message.path, message.manifest)
+    app.session = message.session
+    app.live_finished, app.live_stop_reason = bool(message.session.finished), message.session.stop_reason
+    return trace
