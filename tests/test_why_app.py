@@ -330,3 +330,29 @@ def test_live_F_forces_another_token_in_a_branch_and_B_switches_runs(tiny):
         assert app.trace is branch and app.n_steps == 3
 
     run(app, script)
+
+
+def test_live_I_ablates_the_head_at_the_cursor_and_shows_the_effect(tiny):
+    from tests.test_app import make_factory, wait_idle
+
+    app = StepscopeApp(session_factory=make_factory(tiny, max_new_tokens=4))
+
+    async def script(app, pilot):
+        await wait_idle(app, pilot)
+        await pilot.press("n")
+        await wait_idle(app, pilot)
+        original = app.trace
+        await pilot.press("j", "l", "I")  # layer 1, head 1
+        await pilot.pause()
+        assert app.screen.query_one("Input").value == "zero head 1.1"
+        await pilot.press("enter")
+        await wait_idle(app, pilot)
+        branch = app.trace
+        assert branch is not original and branch.steps[1].intervened
+        z = np.asarray(branch.steps[1]["blocks.1.attn.hook_z"])  # [T, n_heads, d_head]
+        assert not z[..., 1, :].any() and np.asarray(original.steps[1]["blocks.1.attn.hook_z"])[..., 1, :].any()
+        chosen = original.steps[1].token["id"]
+        expected = f"p {_softmax_p(original.steps[1], chosen):.3f} → here {_softmax_p(branch.steps[1], chosen):.3f}"
+        assert expected in app.state_text
+
+    run(app, script)

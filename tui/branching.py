@@ -42,6 +42,49 @@ def parse_choice(text: str) -> dict:
     return {"text": text}
 
 
+INTERVENTION_HELP = ("zero head L.H · mean head L.H · scale head L.H F · zero neuron L N · clamp neuron L N V; "
+                     "add `only` for this step only (default: from this step on)")
+
+
+def parse_intervention(text: str) -> dict:
+    """"zero head 23.4", "scale head 23.4 0.5 only", "clamp neuron 5 123 2.0" -> {"intervene": (kind, args, only)}."""
+    words = text.split()
+    only = bool(words) and words[-1] == "only"
+    words = words[:-1] if only else words
+    try:
+        if len(words) >= 3 and words[1] == "head" and words[0] in ("zero", "mean", "scale"):
+            layer, head = (int(x) for x in words[2].split("."))
+            if words[0] == "scale":
+                if len(words) != 4:
+                    raise ValueError
+                return {"intervene": ("scale_head", (layer, head, float(words[3])), only)}
+            if len(words) != 3:
+                raise ValueError
+            return {"intervene": (f"{words[0]}_head", (layer, head), only)}
+        if len(words) >= 4 and words[1] == "neuron" and words[0] in ("zero", "clamp"):
+            layer, neuron = int(words[2]), int(words[3])
+            if words[0] == "clamp":
+                if len(words) != 5:
+                    raise ValueError
+                return {"intervene": ("clamp_neuron", (layer, neuron, float(words[4])), only)}
+            if len(words) != 4:
+                raise ValueError
+            return {"intervene": ("zero_neuron", (layer, neuron), only)}
+    except ValueError:
+        pass
+    raise ValueError(f"not an intervention: {INTERVENTION_HELP}")
+
+
+def build_intervention(spec: tuple, step: int, session):
+    """(worker: imports torch) The tracer Intervention of a parsed spec, from `step` on (or at it only)."""
+    from tracer import interventions
+
+    kind, args, only = spec
+    if kind == "mean_head":
+        return interventions.mean_head(*args, session.trace, step=0, from_step=step, only=only)
+    return getattr(interventions, kind)(*args, from_step=step, only=only)
+
+
 def default_choice(trace, step: int, rival: int | None) -> str:
     """The prompt's starting value: the Why pane's rival, else the step's runner-up candidate."""
     from tui.views.attribution import rivals
@@ -58,7 +101,10 @@ def branch_worker(app, screen, step: int, choice: dict) -> None:
     """(thread) Make the branch of the current run at `step`, compute its forced step, hand it to the UI."""
     tree = app.branches
     with app._session_lock:
-        session = tree.branch(step, why="forced from the debugger", **choice)
+        if "intervene" in choice:
+            spec = choice["intervene"]
+            choice = {"interventions": [build_intervention(spec, step, tree.session)]}
+        session = tree.branch(step, **choice)
         session.step()
         session.writer.flush()
         manifest = copy.deepcopy(session.writer.manifest)

@@ -85,6 +85,7 @@ class MainScreen(Screen[None]):
     | `D` | compare with another trace directory (the Compare pane) |
     | `B` | switch to the next run: the original, then each branch |
     | `F` | live: branch at this step with another token forced (`#id` or text; default the Why pane's rival) |
+    | `I` | live: branch at this step with an intervention (default: zero the head at the cursor); the effect on the chosen token's p |
     | `Tab` | focus the next pane (its own keys then apply) |
     | `f` | hide / show the layers+heads sidebar |
     | `b` | breakpoints |
@@ -121,6 +122,8 @@ class MainScreen(Screen[None]):
                 tooltip="Compare this trace with another trace directory (the Compare pane)"),
         Binding("B", "next_branch", "Branch", show=False,
                 tooltip="Switch to the next run: the original, then each branch"),
+        Binding("I", "intervene", "Intervene", show=False,
+                tooltip="Live: branch here with an intervention (zero / mean / scale the head at the cursor, an MLP neuron)"),
         Binding("F", "force_token", "Force", show=False,
                 tooltip="Live: branch here, forcing another token at this step (#id or text), and continue"),
         Binding("b", "app.breakpoints", "Breaks", tooltip="Breakpoints: add, list, remove"),
@@ -349,22 +352,37 @@ class MainScreen(Screen[None]):
 
     def action_force_token(self) -> None:
         """Live: a branch at the cursor's step with another token forced there, computed in a worker."""
-        from tui.branching import branch_worker, default_choice, parse_choice
+        from tui.branching import default_choice, parse_choice
+
+        rival = self._panes["why"].other() if "why" in self._panes else None
+        self._branch_dialog("Force a token at step {step} (a branch; the original run is kept)",
+                            lambda step: default_choice(self.app.trace, step, rival), parse_choice,
+                            "#id forces that token · other text forces its tokens · Enter branches · Esc cancels")
+
+    def action_intervene(self) -> None:
+        """Live: a branch at the cursor's step with an intervention, computed in a worker."""
+        from tui.branching import INTERVENTION_HELP, parse_intervention
+
+        app = self.app
+        self._branch_dialog("Intervene from step {step} (a branch; the original run is kept)",
+                            lambda step: f"zero head {app.layer}.{app.head}", parse_intervention, INTERVENTION_HELP)
+
+    def _branch_dialog(self, title: str, default, parse, hint: str) -> None:
+        from tui.branching import branch_worker
         from tui.screens.prompt import PromptScreen
 
         app = self.app
         if getattr(app, "session", None) is None or getattr(app, "branches", None) is None:
-            app.notify("forcing a token needs a live session (stepscope run)", timeout=3)
+            app.notify("branches need a live session (stepscope run)", timeout=3)
             return
         if app.busy or app.continuing or not app.n_steps:
             app.notify("busy: wait for the current step", timeout=2)
             return
         step = app.step
-        rival = self._panes["why"].other() if "why" in self._panes else None
 
         def check(text: str) -> str | None:
             try:
-                parse_choice(text)
+                parse(text)
             except ValueError as exc:
                 return str(exc)
             return None
@@ -372,15 +390,12 @@ class MainScreen(Screen[None]):
         def done(value: str | None) -> None:
             if value is None:
                 return
-            choice = parse_choice(value)
+            choice = parse(value)
             app._set_busy(True, f"branching at step {step}…")
             self.run_worker(lambda: branch_worker(app, self, step, choice), thread=True, group="branch",
                             name="branch", exit_on_error=False)
 
-        app.push_screen(PromptScreen(f"Force a token at step {step} (a branch; the original run is kept)",
-                                     value=default_choice(app.trace, step, rival),
-                                     hint="#id forces that token · other text forces its tokens · Enter branches · Esc cancels",
-                                     check=check), done)
+        app.push_screen(PromptScreen(title.format(step=step), value=default(step), hint=hint, check=check), done)
 
     def on_branch_made(self, message) -> None:
         from tui.branching import adopt_branch
@@ -391,7 +406,11 @@ class MainScreen(Screen[None]):
         app.move(step=message.step)
         app._sync()
         self.compare_with(parent, show=False)
-        app._set_busy(False, f"branch {message.name}: step {message.step} forced; n / c continue it, B switches runs")
+        from tui.views.branches import effect_lines
+
+        effect = effect_lines(app.trace, parent, message.step)
+        app._set_busy(False, (effect[0].plain if effect else f"branch {message.name} at step {message.step}")
+                      + " · n / c continue · B switches runs · 0 compares")
 
     def on_worker_state_changed(self, event) -> None:
         from textual.worker import WorkerState
