@@ -60,11 +60,13 @@ def effect_lines(branch, parent, step: int) -> list[Text]:
     def p(x) -> str:
         return "—" if x is None else f"{x:.3f}"
 
-    marks = (" forced" if e["forced"] else "") + (f" · intervened: {inert(', '.join(e['intervened']), 80)}" if e["intervened"] else "")
-    line = Text.assemble(("effect ", "bold"), f"step {step}{marks}: original chose ", token(parent, e["parent_token"]),
-                         f" p {p(e['parent_token_prob']['parent'])} → here {p(e['parent_token_prob']['branch'])}; this run chose ",
-                         token(branch, e["branch_token"]),
-                         f" p {p(e['branch_token_prob']['branch'])} (original {p(e['branch_token_prob']['parent'])})")
+    lines = [Text.assemble(("effect ", "bold"), f"step {step}: original chose ", token(parent, e["parent_token"]),
+                           f" p {p(e['parent_token_prob']['parent'])} → here {p(e['parent_token_prob']['branch'])}"),
+             Text.assemble(f"  this run chose ", token(branch, e["branch_token"]),
+                           f" p {p(e['branch_token_prob']['branch'])} (original {p(e['branch_token_prob']['parent'])})")]
+    marks = (["forced"] if e["forced"] else []) + ([f"intervened: {inert(', '.join(e['intervened']), 80)}"] if e["intervened"] else [])
     if not e["same_context"]:
-        line.append(" · earlier tokens differ", style="dim")
-    return [line]
+        marks.append("earlier tokens differ")
+    if marks:
+        lines.append(Text("  " + " · ".join(marks), style="dim"))
+    return lines
