@@ -322,7 +322,8 @@ class MainScreen(Screen[None]):
         if len(items) < 2:
             app.notify("this trace has no branches", timeout=3)
             return
-        item = items[(current_index(app.trace, items) + 1) % len(items)]
+        index = (current_index(app.trace, items) + 1) % len(items)
+        item = items[index]
         trace = load_trace(item["path"])
         app.trace = trace
         app.move(step=app.step)  # clamped to the new run
@@ -330,7 +331,7 @@ class MainScreen(Screen[None]):
         parent = parent_dir(trace)
         if parent is not None:
             self.compare_with(load_trace(parent), show=False)
-        app.notify(Text(f"run {item['name'] or '(original)'}: {run_label(item)}"), timeout=4)
+        app.notify(Text(f"run {item['name'] or '(original)'} ({index + 1} of {len(items)}): {run_label(item)}"), timeout=4)
 
     def _next_live_run(self) -> None:
         from tui.branching import switch_run
@@ -344,11 +345,12 @@ class MainScreen(Screen[None]):
             app.notify("busy: wait for the current step", timeout=2)
             return
         keys = list(tree.sessions)
-        key = keys[(keys.index(tree.current) + 1) % len(keys)]
+        index = (keys.index(tree.current) + 1) % len(keys)
+        key = keys[index]
         app.trace = switch_run(app, key)
         app.move(step=app.step)
         app._sync()
-        app._set_state(f"run {key or '(original)'}")
+        app._set_state(f"run {key or '(original)'} ({index + 1} of {len(keys)}: {', '.join(k or 'original' for k in keys)})")
 
     def action_force_token(self) -> None:
         """Live: a branch at the cursor's step with another token forced there, computed in a worker."""
