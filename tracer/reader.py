@@ -515,7 +515,8 @@ def read_step_log(raw: bytes, label: str) -> list[dict]:
     for i, line in enumerate(lines):
         body = unstamp(line, f"{label} line {i + 1}")
         if body is None:
-            raise TraceError(f"{label} line {i + 1}: no checksum (the line was modified or damaged)")
+            what = "bytes after its checksum" if STAMP_ANYWHERE.search(line) else "no checksum"
+            raise TraceError(f"{label} line {i + 1}: {what} (the line was modified or damaged)")
         bodies.append(body)
     try:  # fast path: the whole log as one JSON array
         entries = json.loads(b"[" + b",".join(bodies) + b"]")
