@@ -70,7 +70,9 @@ def _mutate_json(rng: random.Random, doc):
 
 
 def _dump(doc) -> bytes:
-    return json.dumps(doc, allow_nan=True).encode()
+    """Serialised as the writer does (compact, UTF-8), keeping the old "crc" member last: an edit
+    in place whose stamp no longer matches, so the checksum, not the formatting, must catch it."""
+    return json.dumps(doc, allow_nan=True, ensure_ascii=False, separators=(",", ":")).encode()
 
 
 def _mutate(rng: random.Random, d: str) -> str:
@@ -146,6 +148,9 @@ def test_fuzzed_traces_are_rejected_cleanly_or_read_identically(tmp_path):
     if load_trace(FIXTURE).manifest["schema_version"] < 2:
         pytest.skip("the fixture is a schema-1 trace (no checksums)")
     base = _snapshot(FIXTURE)
+    for name in ("manifest.json", "steps.jsonl"):  # re-serialising is byte-exact: a mutant differs by its mutation only
+        lines = open(os.path.join(FIXTURE, name), "rb").read().rstrip(b" ").splitlines()
+        assert all(_dump(json.loads(line)) == line for line in lines)
     rng = random.Random(20261129)
     opened: list[str] = []
     current = {"dir": None}
@@ -156,6 +161,7 @@ def test_fuzzed_traces_are_rejected_cleanly_or_read_identically(tmp_path):
 
     sys.addaudithook(audit)
     counts = {"rejected": 0, "identical": 0}
+    crc_caught = 0  # JSON mutants refused by a crc32 stamp mismatch
     rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     previous = signal.signal(signal.SIGALRM, _alarm)
     try:
@@ -171,6 +177,7 @@ def test_fuzzed_traces_are_rejected_cleanly_or_read_identically(tmp_path):
             except TraceError as exc:
                 assert "\n" not in str(exc) and len(str(exc)) < 600, str(exc)
                 counts["rejected"] += 1
+                crc_caught += family == "json" and "checksum mismatch" in str(exc)
                 got = None
             except Hang:
                 pytest.fail(f"mutant {i} ({family}) hung")
@@ -189,7 +196,8 @@ def test_fuzzed_traces_are_rejected_cleanly_or_read_identically(tmp_path):
         signal.signal(signal.SIGALRM, previous)
         current["dir"] = None
     growth_mb = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - rss0) / 1024
-    print(f"fuzz: {counts}, max RSS growth {growth_mb:.0f} MiB")
+    print(f"fuzz: {counts}, JSON mutants caught by their crc32 stamp: {crc_caught}, max RSS growth {growth_mb:.0f} MiB")
+    assert crc_caught > N_MUTANTS // 10
     assert growth_mb < 400
     assert counts["rejected"] > N_MUTANTS // 2 and sum(counts.values()) == N_MUTANTS
     assert not math.isnan(growth_mb) and np.isfinite(growth_mb)
