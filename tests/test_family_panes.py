@@ -75,7 +75,7 @@ def test_kv_cache_pane_local_and_global_layers(fam):
     ("gpt_neox", ["resid_post = resid_pre + attn_out + mlp_out (no resid_mid)", "not applicable",
                   "hook_resid_mid, mlp.hook_pre_linear"]),
     ("gemma2", ["resid_mid = resid_pre + ln1_post", "local (window 4): 0", "global (all positions): 1",
-                "family extras recorded", "ln1_post.hook_normalized, ln2_post.hook_normalized"]),
+                "family extras recorded", "ln1_post.hook_scale, ln1_post.hook_normalized, ln1_post.hook_out"]),
     ("mixtral", ["router_probs = softmax(ln2·W_router)", "4, top-2 per token, weights renormalised",
                  "mlp.hook_router_probs, mlp.hook_expert_ids"]),
     ("starcoder2", ["generic fallback: 14 names not recorded", "not recorded (14 names; generic fallback",
