@@ -257,3 +257,15 @@ def test_writer_uses_the_schema_nan_becomes_null_and_invalid_entries_are_refused
     tr = load_trace(out)
     assert len(tr.steps) == 1 and tr.steps[0].sampling["entropy"] is None and tr.steps[0].nonfinite == ["logits"]
     assert tr.manifest["stop_reason"] == "error"
+
+
+def test_info_on_a_damaged_step_log_is_one_line_naming_the_file(tmp_path, capsys):
+    from tests.make_fixture import FIXTURE
+    from tui.cli import main
+
+    bad = str(tmp_path / "t")
+    shutil.copytree(FIXTURE, bad)
+    _sub_once(os.path.join(bad, "steps.jsonl"), b'"chosen_rank":', b'"chosen_rank":1', 0)  # a digit prepended
+    assert main(["info", bad]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "steps.jsonl line 1: checksum mismatch" in err
