@@ -25,12 +25,13 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import torch  # noqa: E402
+from transformers import DynamicCache  # noqa: E402
 
 from tracer import load_trace  # noqa: E402
 from tracer.attention import IMPLEMENTATION, register  # noqa: E402
 from tracer.lens import LENS_FILE, LogitLens  # noqa: E402
 from tracer.loading import load_model  # noqa: E402
-from tracer.session import GenerationSettings, LiveSession  # noqa: E402
+from tracer.session import GenerationSettings, LiveSession, cache_kwarg  # noqa: E402
 from tracer.trace_format import human_bytes  # noqa: E402
 
 TEXT = (
@@ -115,6 +116,46 @@ def run_trace(model, tok, ids, new_tokens, device, out_dir, lens_mode="auto"):
     return seconds, tokens, _peak(device), size, (statistics.mean(decode) if decode else 0), parts, mode
 
 
+def lockstep(model, tok, ids, new_tokens, device, out_dir, plain_impl):
+    """Plain decoding (the model's own attention, KV cache, greedy argmax: what `generate` does per
+    token) and full tracing, alternating token by token so both see the same machine load.
+    Returns (plain seconds per decode step, traced seconds per decode step, same tokens?)."""
+    settings = GenerationSettings(max_new_tokens=new_tokens, chat=False, stop_at_eos=False)
+    session = LiveSession(model, tok, settings=settings, out=out_dir, background_writer="auto", prompt_ids=ids[0].tolist())
+    kw, cache = cache_kwarg(model), DynamicCache(config=model.config)
+
+    def plain_mode(on: bool) -> None:  # outside the timed regions: the session's attention and wrappers out/in
+        if on:
+            session.recorder.remove()
+            model.set_attn_implementation(plain_impl)
+        else:
+            model.set_attn_implementation(IMPLEMENTATION)
+            session.recorder.install()
+
+    plain_t, traced_t, plain_tokens = [], [], []
+    x = ids
+    with torch.no_grad():
+        for i in range(new_tokens):
+            plain_mode(True)
+            _sync(device)
+            t0 = time.perf_counter()
+            x = model(input_ids=x, use_cache=True, **{kw: cache}).logits[:, -1:].argmax(-1)  # [1, 1]
+            plain_tokens.append(int(x))
+            _sync(device)
+            t1 = time.perf_counter()
+            plain_mode(False)
+            t2 = time.perf_counter()
+            session.step()
+            _sync(device)
+            t3 = time.perf_counter()
+            if i:  # decode steps only (step 0 is the prefill)
+                plain_t.append(t1 - t0)
+                traced_t.append(t3 - t2)
+    session.close()
+    traced_tokens = [t["id"] for t in session.writer.manifest["tokens"][len(session.prompt_ids) :]]
+    return plain_t, traced_t, plain_tokens == traced_tokens
+
+
 def _lens_bytes(out_dir: str) -> int:
     path = os.path.join(out_dir, LENS_FILE)
     return os.path.getsize(path) if os.path.isfile(path) else 0
@@ -140,6 +181,7 @@ def main() -> int:
     ap.add_argument("--new-tokens", type=int, default=128)
     ap.add_argument("--repeats", type=int, default=2)
     ap.add_argument("--dtype", default="auto")
+    ap.add_argument("--lockstep-only", action="store_true", help="only the token-by-token alternating comparison")
     ap.add_argument("--random-llama", choices=sorted(RANDOM_LLAMA), help="a Llama-shaped model with random weights "
                     "built from a config (SmolLM2's tokenizer), instead of --model")
     args = ap.parse_args()
@@ -162,7 +204,7 @@ def main() -> int:
     tmp = tempfile.mkdtemp(prefix="stepscope-bench-")
     try:
         run_generate(model, ids[:, :16], 4, device)  # warm-up
-        for r in range(args.repeats):
+        for r in range(0 if args.lockstep_only else args.repeats):
             s, plain_tokens, plain_peak = run_generate(model, ids, args.new_tokens, device)
             plain.append(s)
             model.set_attn_implementation(IMPLEMENTATION)
@@ -180,9 +222,20 @@ def main() -> int:
             s, lens_tokens, *_ = run_trace(model, tok, ids, args.new_tokens, device, out_dir, lens_mode="eager")
             eager_lens.append(s)
             shutil.rmtree(out_dir)
+        lock_dir = os.path.join(tmp, "lockstep")
+        lock_plain, lock_traced, lock_same = lockstep(model, tok, ids, args.new_tokens, device, lock_dir, base_impl)
+        shutil.rmtree(lock_dir)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
+    med = statistics.median
+    pairs = sorted(b / a for a, b in zip(lock_plain, lock_traced))
+    print(f"token by token, alternating (same load for both): plain decode step {1000 * med(lock_plain):.1f} ms, "
+          f"full tracing {1000 * med(lock_traced):.1f} ms (medians); ratio of medians {med(lock_traced) / med(lock_plain):.2f}x, "
+          f"median of per-token ratios {med(pairs):.2f}x, ratio of totals {sum(lock_traced) / sum(lock_plain):.2f}x "
+          f"(same tokens: {lock_same}; target 1.3x)")
+    if args.lockstep_only:
+        return 0 if lock_same else 1
     same = plain_tokens == traced_tokens == lens_tokens
     p, t, e, n = min(plain), min(traced), min(eager_only), min(eager_lens)
     print(f"same tokens in every run: {same}")

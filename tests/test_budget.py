@@ -11,7 +11,7 @@ from tests.tiny_models import byte_tokenizer, tiny_model
 from tracer import load_trace
 from tracer.budget import ROWS_KEPT, parse_size, plan
 
-PROMPT = "a prompt long enough to pass the row limit of the budget policy, " * 2  # > 64 byte tokens
+PROMPT = "a prompt long enough to pass the row limit of the budget policy, " * 3  # ~195 byte tokens: maps matter
 
 
 @pytest.fixture(scope="module")
@@ -52,13 +52,13 @@ def test_within_budget_the_prefill_keeps_the_last_rows_and_recomputes_the_rest(m
     assert rc == 0 and "estimated trace size" in err
     full = load_trace(full_out).steps[0]
     # a budget between the trimmed and the full size
-    rc, err = _trace(model_dir, cut_out, str(int(load_trace(full_out).nbytes * 0.8)), capsys)
+    rc, err = _trace(model_dir, cut_out, str(int(load_trace(full_out).nbytes * 0.9)), capsys)
     assert rc == 0 and f"keep their last {ROWS_KEPT} query rows" in err, err
     cut = load_trace(cut_out)
     step = cut.steps[0]
     t = step.positions[1]
     assert step.shape("blocks.0.attn.hook_pattern")[1] == ROWS_KEPT and step.omitted["blocks.0.attn.hook_pattern"]["rows"] == [0, t - ROWS_KEPT]
-    assert cut.nbytes < load_trace(full_out).nbytes * 0.8
+    assert cut.nbytes < load_trace(full_out).nbytes * 0.9
     got = step.attention_rows(1, "pattern", 0, t)
     np.testing.assert_allclose(got, full["blocks.1.attn.hook_pattern"], rtol=1e-5, atol=1e-6)
 

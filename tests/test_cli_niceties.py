@@ -104,14 +104,11 @@ def test_weights_origin_of_the_embedded_model():
 
 
 def test_info_on_a_trace_says_where_the_weights_came_from(tmp_path, capsys):
-    import json
-
     from tests.make_fixture import FIXTURE as src
+    from tests.trace_edit import edit_manifest
 
     dst = tmp_path / "t"
     shutil.copytree(src, dst)
-    manifest = json.loads((dst / "manifest.json").read_text())
-    manifest["model"]["weights"] = "GGUF Q4_1, dequantised to float32"
-    (dst / "manifest.json").write_text(json.dumps(manifest))
+    edit_manifest(str(dst), lambda m: m["model"].update(weights="GGUF Q4_1, dequantised to float32"))  # re-stamped
     assert main(["info", str(dst)]) == 0
     assert "GGUF Q4_1, dequantised to float32" in capsys.readouterr().out

@@ -16,6 +16,7 @@ import pytest
 from safetensors import safe_open
 
 from tests.tiny_models import byte_tokenizer, tiny_model
+from tests.trace_edit import edit_entries, edit_manifest  # hand edits, re-stamped with their crc32
 from tracer import TraceError, load_trace
 from tracer.session import GenerationSettings, LiveSession
 
@@ -40,22 +41,6 @@ def _copy(base, tmp_path, name="t"):
     return dst
 
 
-def _edit_manifest(path, fn):
-    mpath = os.path.join(path, "manifest.json")
-    m = json.loads(open(mpath, "rb").read())
-    fn(m)
-    open(mpath, "w").write(json.dumps(m))
-
-
-def _edit_entries(path, fn):
-    lpath = os.path.join(path, "steps.jsonl")
-    if not os.path.exists(lpath):  # a schema-1 trace: the entries live in the manifest
-        return _edit_manifest(path, lambda m: fn(m["steps"]))
-    entries = [json.loads(line) for line in open(lpath, "rb").read().splitlines()]
-    fn(entries)
-    open(lpath, "w").write("".join(json.dumps(e) + "\n" for e in entries))
-
-
 def _read_everything(path):
     tr = load_trace(path)
     for step in tr.steps:
@@ -69,7 +54,7 @@ def _read_everything(path):
                                   "/dev/zero", "/proc/self/mem", "step_00001.safetensors\x00"])
 def test_step_file_names_outside_the_directory_are_refused(base, tmp_path, file):
     bad = _copy(base, tmp_path)
-    _edit_entries(bad, lambda es: es[1].update(file=file))
+    edit_entries(bad, lambda es: es[1].update(file=file))
     with pytest.raises(TraceError, match=r"steps\[1\]\.file"):
         load_trace(bad)
 
@@ -148,7 +133,7 @@ def test_huge_sparse_manifest_is_refused_before_reading(base, tmp_path):
 ])
 def test_absurd_sizes_are_rejected_naming_the_field(base, tmp_path, edit, field):
     bad = _copy(base, tmp_path)
-    _edit_manifest(bad, edit)
+    edit_manifest(bad, edit)
     with pytest.raises(TraceError, match=field):
         load_trace(bad)
 
@@ -169,8 +154,8 @@ def _hostile_trace(base, tmp_path, s: str) -> str:
         m["dtype"]["stored"] = s[:30]
         m["tokens"][0]["text"] = s
 
-    _edit_manifest(bad, fn)
-    _edit_entries(bad, lambda es: [e["sampling"].setdefault("stages", []).append({"name": s[:60], "kept": 1}) or
+    edit_manifest(bad, fn)
+    edit_entries(bad, lambda es: [e["sampling"].setdefault("stages", []).append({"name": s[:60], "kept": 1}) or
                                    e["token"].update(text=s) for e in es])
     return bad
 
@@ -222,7 +207,7 @@ ENTRY_MUTANTS = [
 @pytest.mark.parametrize("i", range(len(ENTRY_MUTANTS)))
 def test_malformed_step_entries_are_trace_errors(base, tmp_path, i):
     bad = _copy(base, tmp_path)
-    _edit_entries(bad, lambda es: ENTRY_MUTANTS[i](es[1]))
+    edit_entries(bad, lambda es: ENTRY_MUTANTS[i](es[1]))
     with pytest.raises(TraceError, match=r"steps\[1\]"):
         load_trace(bad)
 
@@ -235,7 +220,7 @@ def test_malformed_step_entries_are_trace_errors(base, tmp_path, i):
 ])
 def test_malformed_manifests_are_trace_errors(base, tmp_path, edit):
     bad = _copy(base, tmp_path)
-    _edit_manifest(bad, edit)
+    edit_manifest(bad, edit)
     with pytest.raises(TraceError):
         load_trace(bad)
 
@@ -251,7 +236,7 @@ def test_deeply_nested_json_is_a_trace_error(base, tmp_path):
 
 def test_info_on_a_broken_trace_is_one_line_exit_2(base, tmp_path):
     bad = _copy(base, tmp_path)
-    _edit_entries(bad, lambda es: es[0].pop("sampling"))
+    edit_entries(bad, lambda es: es[0].pop("sampling"))
     res = subprocess.run([sys.executable, "-m", "tui.cli", "info", bad], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert res.returncode == 2 and res.stderr.count("\n") == 1 and "Traceback" not in res.stderr
     assert "steps[0].sampling" in res.stderr
@@ -296,7 +281,7 @@ def test_step_files_follow_safetensors_rules(base, tmp_path, kind):
         open(path, "wb").write(struct.pack("<Q", n - 1) + raw[8 : 8 + n - 1] + raw[8 + n :])
     else:
         _rewrite_header(path, STEP_MUTANTS[kind])
-    _edit_entries(bad, lambda es: es[1].update(bytes=os.path.getsize(path)))
+    edit_entries(bad, lambda es: es[1].update(bytes=os.path.getsize(path)))
     with pytest.raises(TraceError):
         _read_everything(bad)
     if kind not in ("F32 as I32", "unaligned"):  # those two safetensors accepts; stepscope is stricter
@@ -307,7 +292,7 @@ def test_step_files_follow_safetensors_rules(base, tmp_path, kind):
 
 def test_shapes_disagreeing_with_model_facts_are_rejected(base, tmp_path):
     bad = _copy(base, tmp_path)
-    _edit_manifest(bad, lambda m: m["model"].update(d_model=m["model"]["d_model"] * 2))
+    edit_manifest(bad, lambda m: m["model"].update(d_model=m["model"]["d_model"] * 2))
     tr = load_trace(bad)
     with pytest.raises(TraceError, match="d_model"):
         tr.steps[0].names

@@ -295,3 +295,20 @@ def test_nonfinite_scan_flags_nan_and_inf_but_not_masked_scores():
     bad = {"a": ok, "b": torch.tensor([1.0, float("nan")]), "c": torch.tensor([float("-inf")]),
            "blocks.1.attn.hook_attn_scores": torch.tensor([[float("inf")]])}
     assert nonfinite(bad) == ["b", "c", "blocks.1.attn.hook_attn_scores"]
+
+
+def test_only_modules_holding_kept_names_are_wrapped():
+    from tracer.names import NameFilter
+
+    model = tiny_model("llama")
+    adapter = adapter_for(model)
+    recorder = Recorder(adapter, NameFilter(["blocks.1.hook_resid_post", "blocks.0.ln2.hook_scale"]))
+    with torch.no_grad(), recorder.installed():
+        wrapped = [m for m in model.modules() if "forward" in m.__dict__]
+        attached = [m for m in model.modules() if "_stepscope_recorder" in m.__dict__]
+        model(torch.tensor([[1, 2, 3]]))
+    assert {id(m) for m in wrapped} == {id(adapter.layers()[1]), id(adapter.layers()[0].post_attention_layernorm)}
+    assert attached == []  # no attention name kept: the traced attention records nothing
+    got = recorder.take()
+    assert set(got) == {"blocks.1.hook_resid_post", "blocks.0.ln2.hook_scale"} and got["blocks.0.ln2.hook_scale"].shape == (3, 1)
+    assert not any("forward" in m.__dict__ for m in model.modules())  # removed again

@@ -81,6 +81,65 @@ def test_torn_last_line_is_ignored_and_a_damaged_middle_line_is_an_error(tiny_tr
         load_trace(bad)
 
 
+def _sub_once(path: str, old: bytes, new: bytes, line: int | None = None) -> None:
+    """Replace the first `old` (in 0-based `line` when given) by `new`, byte for byte."""
+    raw = open(path, "rb").read()
+    if line is None:
+        assert old in raw
+        raw = raw.replace(old, new, 1)
+    else:
+        lines = raw.split(b"\n")
+        assert old in lines[line]
+        lines[line] = lines[line].replace(old, new, 1)
+        raw = b"\n".join(lines)
+    open(path, "wb").write(raw)
+
+
+def test_schema_valid_edits_of_the_json_files_fail_their_checksum(tmp_path):
+    from tests.make_fixture import FIXTURE
+    from tests.trace_edit import edit_entries, edit_manifest
+
+    base = load_trace(FIXTURE)
+    rank = base.steps[2].sampling["chosen_rank"]
+    cases = {  # each edit is valid JSON and valid under the schema: only the crc32 can catch it
+        "log": ("steps.jsonl", b'"chosen_rank":%d,' % rank, b'"chosen_rank":%d,' % (rank + 1), 2, "steps.jsonl line 3: checksum mismatch"),
+        "manifest": ("manifest.json", b'"name":"tiny-llama-gqa"', b'"name":"tiny-llama-gqb"', None, "manifest.json: checksum mismatch"),
+        "log stamp": ("steps.jsonl", b',"crc":"', b',"CRC":"', 0, "steps.jsonl line 1: no checksum"),
+        "manifest stamp": ("manifest.json", b',"crc":"', b',"CRC":"', None, "manifest.json: no checksum"),
+    }
+    for case, (name, old, new, line, message) in cases.items():
+        bad = str(tmp_path / case.replace(" ", "_"))
+        shutil.copytree(FIXTURE, bad)
+        _sub_once(os.path.join(bad, name), old, new, line)
+        with pytest.raises(TraceError, match=message):
+            load_trace(bad)
+    # the same edits re-stamped (as a deliberate editor could) load, with the edited values:
+    # the checksum was the only thing refusing them
+    edited = str(tmp_path / "restamped")
+    shutil.copytree(FIXTURE, edited)
+    edit_entries(edited, lambda es: es[2]["sampling"].update(chosen_rank=rank + 1))
+    edit_manifest(edited, lambda m: m["model"].update(name="tiny-llama-gqb"))
+    tr = load_trace(edited)
+    assert tr.steps[2].sampling["chosen_rank"] == rank + 1 and tr.model["name"] == "tiny-llama-gqb"
+
+
+def test_the_last_log_line_whole_without_newline_counts_damaged_after_its_stamp_is_an_error(tmp_path):
+    from tests.make_fixture import FIXTURE
+
+    n = len(load_trace(FIXTURE).steps)
+    for tail, outcome in ((b"", n), (b"{", "steps.jsonl line %d: bytes after its checksum" % n), (b"\x00", "line %d: bytes after" % n)):
+        bad = str(tmp_path / f"t{len(tail)}{tail[:1].hex()}")
+        shutil.copytree(FIXTURE, bad)
+        log = os.path.join(bad, "steps.jsonl")
+        raw = open(log, "rb").read()
+        open(log, "wb").write(raw[:-1] + tail)  # the final newline replaced
+        if isinstance(outcome, int):
+            assert len(load_trace(bad).steps) == outcome  # a whole stamped entry: only its newline is missing
+        else:
+            with pytest.raises(TraceError, match=outcome):
+                load_trace(bad)
+
+
 def test_schema_1_trace_opens_with_norm_output_under_hook_out():
     tr = load_trace(V1)
     assert tr.manifest["schema_version"] == 1 and len(tr.steps) == 8 and len(tr.tokens) == tr.prompt_len + 8
@@ -198,3 +257,15 @@ def test_writer_uses_the_schema_nan_becomes_null_and_invalid_entries_are_refused
     tr = load_trace(out)
     assert len(tr.steps) == 1 and tr.steps[0].sampling["entropy"] is None and tr.steps[0].nonfinite == ["logits"]
     assert tr.manifest["stop_reason"] == "error"
+
+
+def test_info_on_a_damaged_step_log_is_one_line_naming_the_file(tmp_path, capsys):
+    from tests.make_fixture import FIXTURE
+    from tui.cli import main
+
+    bad = str(tmp_path / "t")
+    shutil.copytree(FIXTURE, bad)
+    _sub_once(os.path.join(bad, "steps.jsonl"), b'"chosen_rank":', b'"chosen_rank":1', 0)  # a digit prepended
+    assert main(["info", bad]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "steps.jsonl line 1: checksum mismatch" in err

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 DEFAULT_BUDGET = 8 * 1024**3  # bytes: a laptop's spare disk for one trace
 ROWS_KEPT = 64
+MARGIN = 1.1  # the estimate (tracer/estimate.py) came within 5% of real traces; keep 10% spare
 _MAP_SUFFIXES = ("attn.hook_attn_scores", "attn.hook_pattern")
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?)i?b?\s*$", re.IGNORECASE)
 
@@ -58,11 +59,11 @@ def plan(step_bytes, map_bytes, prompt_len: int, max_new_tokens: int, budget: in
     computing t positions against s keys (tracer/estimate.py)."""
     p, n = prompt_len, max_new_tokens
     decode = sum(step_bytes(1, p + i) for i in range(1, n)) if n < 256 else (n - 1) * step_bytes(1, p + n // 2)
-    full = step_bytes(p, p) + decode
+    full = int(MARGIN * (step_bytes(p, p) + decode))
     if full <= budget:
         return Plan(full, full, budget, None, True)
     if can_trim and p > ROWS_KEPT:
-        trimmed = full - map_bytes(p, p) + map_bytes(ROWS_KEPT, p)
+        trimmed = full - int(MARGIN * (map_bytes(p, p) - map_bytes(ROWS_KEPT, p)))
         if trimmed <= budget:
             return Plan(trimmed, full, budget, ROWS_KEPT, True)
         full_or_trim = trimmed

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 
+from .adapters.base import expand_norm_names
 from .names import NameFilter, block_name, shape_doc
 
 _DIM = re.compile(r"[A-Za-z_]+|\d+")
@@ -18,9 +19,9 @@ def _numel(doc: str, dims: dict[str, int]) -> int:
 
 def recorded_names(adapter) -> list[str]:
     """Every name the adapter records for one step (before any filter)."""
-    names = [p.name for p in adapter.head_hooks()]
+    names = sorted(expand_norm_names(p.name for p in adapter.head_hooks()))  # a norm records scale, normalized, out
     first = adapter.layers()[0]
-    local = [p.name for p in adapter.block_hooks(first)] + list(adapter.attention_names.values())
+    local = sorted(expand_norm_names(p.name for p in adapter.block_hooks(first))) + list(adapter.attention_names.values())
     for layer in range(len(adapter.layers())):
         names += [block_name(layer, n) for n in local]
     return names

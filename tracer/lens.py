@@ -79,15 +79,16 @@ class LogitLens:
 
     def top_k(self, rows: np.ndarray, k: int | None = None) -> tuple[np.ndarray, np.ndarray]:
         """(ids int64 [n, k], probs float32 [n, k]) of softmax(logits), most probable first."""
-        logits = self.logits(rows).astype(np.float64)  # [n, vocab]
-        logits -= logits.max(-1, keepdims=True)
-        probs = np.exp(logits)
-        probs /= probs.sum(-1, keepdims=True)
-        k = min(k or self.k, probs.shape[-1])
-        part = np.argpartition(-probs, k - 1, axis=-1)[:, :k]  # [n, k] unordered
-        order = np.argsort(-np.take_along_axis(probs, part, -1), axis=-1, kind="stable")
+        logits = self.logits(rows)  # [n, vocab] float32
+        k = min(k or self.k, logits.shape[-1])
+        part = np.argpartition(logits, logits.shape[-1] - k, axis=-1)[:, -k:]  # [n, k] the k largest, unordered
+        top = np.take_along_axis(logits, part, -1).astype(np.float64)  # [n, k]
+        peak = logits.max(-1, keepdims=True)  # [n, 1]
+        total = np.exp(logits - peak).sum(-1, keepdims=True, dtype=np.float64)  # [n, 1] softmax denominators
+        probs = np.exp(top - peak) / total  # [n, k]
+        order = np.argsort(-probs, axis=-1, kind="stable")
         ids = np.take_along_axis(part, order, -1)
-        return ids.astype(np.int64), np.take_along_axis(probs, ids, -1).astype(np.float32)
+        return ids.astype(np.int64), np.take_along_axis(probs, order, -1).astype(np.float32)
 
     def for_step(self, step) -> dict[str, np.ndarray]:
         """{"logit_lens.ids", "logit_lens.probs"} of a step, as the tracer used to store them."""

@@ -10,7 +10,8 @@
     step.attention_rows(3, "pattern", 0, 8)    # rows of a map, recomputed where the budget omitted them
 
 Opening reads manifest.json and steps.jsonl (schema 2) or manifest.json alone (schema 1), both
-validated against tracer/schema.py. A step file's header is read when the step is first used,
+validated against tracer/schema.py; in schema 2 the manifest and each log line carry a crc32 of
+their own bytes, checked then. A step file's header is read when the step is first used,
 checked with safetensors' own rules, its arrays are memory-mapped when asked for and its
 checksum verified then. Files are opened only inside the directory (tracer/safe_io.py).
 Nothing is ever unpickled.
@@ -32,7 +33,7 @@ import numpy as np
 from .names import forward_order, shape_doc, split_block_name
 from .safe_io import open_dir, open_in_dir, read_in_dir, stat_in_dir
 from .schema import MAX_LOG_BYTES, MAX_MANIFEST_BYTES, check_depth, validate_entry, validate_manifest
-from .trace_format import MANIFEST, STEP_LOG, TraceError
+from .trace_format import MANIFEST, STAMP_ANYWHERE, STEP_LOG, TraceError, unstamp
 
 LENS_FILE = "lens.safetensors"
 LENS_NAMES = ("logit_lens.ids", "logit_lens.probs")  # computed by the trace's lens when not stored
@@ -526,26 +527,28 @@ def read_side_safetensors(trace_dir: str, name: str, max_bytes: int = 1 << 34) -
 
 
 def read_step_log(raw: bytes, label: str) -> list[dict]:
-    """Entries of steps.jsonl; a torn last line (a write cut short) is ignored. Nesting of keys
-    the schema does not know is bounded by validate_entry."""
+    """Entries of steps.jsonl. Every complete line must carry its crc32 stamp and match it; an
+    unterminated last line that is a whole stamped entry counts, one cut short (a torn write,
+    which never holds a whole stamp) is ignored. Nesting of keys the schema does not know is
+    bounded by validate_entry."""
     lines = raw.split(b"\n")
     torn = lines.pop()  # after the last "\n": empty, or a line cut short
-    if not torn:
-        try:  # fast path: the whole log as one JSON array, one line per entry
-            entries = json.loads(b"[" + b",".join(lines) + b"]")
-            if len(entries) == len(lines):
-                return entries
-        except (ValueError, RecursionError):
-            pass
-    entries = []
+    if torn and STAMP_ANYWHERE.search(torn):
+        lines.append(torn)  # holds a whole entry's stamp: must verify like any line
+    bodies = []
     for i, line in enumerate(lines):
-        try:
-            entries.append(parse_json(line, f"{label} line {i + 1}"))
-        except TraceError:
-            if i == len(lines) - 1 and not torn:
-                break  # the last line is damaged: a torn write, ignored
-            raise
-    return entries
+        body = unstamp(line, f"{label} line {i + 1}")
+        if body is None:
+            what = "bytes after its checksum" if STAMP_ANYWHERE.search(line) else "no checksum"
+            raise TraceError(f"{label} line {i + 1}: {what} (the line was modified or damaged)")
+        bodies.append(body)
+    try:  # fast path: the whole log as one JSON array
+        entries = json.loads(b"[" + b",".join(bodies) + b"]")
+        if len(entries) == len(bodies) and all(type(e) is dict for e in entries):
+            return entries
+    except (ValueError, RecursionError):
+        pass
+    return [parse_json(body, f"{label} line {i + 1}") for i, body in enumerate(bodies)]
 
 
 def _check_sequence(manifest: dict, label: str) -> None:
@@ -572,12 +575,15 @@ def read_manifest(path: str) -> dict:
             raw = read_in_dir(dir_fd, MANIFEST, MAX_MANIFEST_BYTES, f"{path}: {MANIFEST}")
         except FileNotFoundError:
             raise TraceError(f"{path}: not a trace (no {MANIFEST})") from None
+        body = unstamp(raw.rstrip(b" \t\r\n"), MANIFEST)
         try:
-            manifest = parse_json(raw, MANIFEST)
+            manifest = parse_json(raw if body is None else body, MANIFEST)
         except TraceError as exc:
             raise TraceError(f"{path}: corrupted manifest ({exc})") from None
         validate_manifest(manifest)
         version = manifest["schema_version"]
+        if body is None and version >= 2:
+            raise TraceError(f"{MANIFEST}: no checksum (a schema-{version} manifest carries one: the file was modified or damaged)")
         if version >= 2:
             if len(manifest["tokens"]) != manifest["prompt_len"]:
                 raise TraceError(f"manifest.tokens: expected the {manifest['prompt_len']} prompt tokens, got {len(manifest['tokens'])}")

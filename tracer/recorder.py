@@ -6,8 +6,9 @@
 
 What to record is decided once, at install: only modules holding a kept name get a wrapper, and
 each wrapper serves every hook point of its module in one Python call (no per-call name
-filtering). Tensors are kept detached, without a copy; the session converts them to the storage
-dtype and moves them to the host once per step.
+filtering). Tensors are kept detached, without a copy (module outputs are fresh tensors that
+transformers never modifies in place afterwards; the recomputation tests would catch one that
+did); the session converts them to the storage dtype and moves them to the host once per step.
 
 Norms follow TransformerLens: an adapter names a norm module's output `P.hook_normalized`
 (P = ln1, ln2, ln_final, ...); the recorder stores the module output as `P.hook_out` and derives
@@ -94,12 +95,6 @@ class Recorder:
         self.active = False
 
     # -- recording -----------------------------------------------------------------------------
-    def store(self, name: str, t: torch.Tensor) -> None:
-        """Keep `t` when its name is kept (detached, no copy: module outputs are fresh tensors that
-        transformers never modifies in place afterwards; the recomputation tests would catch one that did)."""
-        if self.keep(name):
-            self.tensors[name] = t.detach()
-
     row_limit: int | None = None  # keep only the last rows of attention maps (recording budget)
 
     def attention(self, module, query, key, value, scores, pattern, z) -> None:

@@ -228,8 +228,8 @@ class LiveSession:
         if not self.settings.logit_lens:
             return None, False
         facts = self.adapter.lens_facts()
-        if facts is None:
-            return None, True
+        if facts is None or (self.settings.lens_mode == "auto" and self.device.type == "cuda"):
+            return None, True  # on CUDA the lens is cheap, stored per step: no lens file (W_U in float32 is 2 GB for a 128k vocabulary)
         with torch.no_grad():
             arrays = {k: v.float().cpu().numpy() for k, v in self.adapter.lens_arrays().items()}
             lens = LogitLens(facts, arrays)
@@ -239,8 +239,7 @@ class LiveSession:
         got = lens.logits(probe.to(self.model.dtype).float().numpy())
         if not np.allclose(got, want, rtol=1e-3, atol=1e-3 * max(1.0, float(np.abs(want).max()))):
             return None, True  # an adapter whose final norm is not what lens.py computes
-        mode = self.settings.lens_mode
-        return facts, mode == "eager" or (mode == "auto" and self.device.type == "cuda")
+        return facts, self.settings.lens_mode == "eager"  # "eager" keeps the file too, so both can be compared
 
     def _save_lens(self) -> None:
         """`lens.safetensors`: final norm weights and W_U, once per trace (what the reader's lens needs)."""

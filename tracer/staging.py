@@ -84,7 +84,8 @@ class HostStager:
         with torch.cuda.stream(self._stream):
             self._stream.wait_stream(main)  # the tensors were produced on the main stream
             for t in tensors.values():
-                t.record_stream(self._stream)  # allocated on the main stream, read on this one
+                if t.is_cuda:
+                    t.record_stream(self._stream)  # allocated on the main stream, read on this one
             for dtype, names in groups.items():
                 flat = torch.cat([tensors[n].to(self.device, dtype).reshape(-1) for n in names])  # [sum numel]: one gather
                 host = self._pinned(dtype, flat.numel(), slot)

@@ -9,13 +9,20 @@ Each step file is written to a temporary name and renamed into place before its 
 appended to steps.jsonl: a trace cut short by Ctrl-C, a crash or a kill always loads up to its
 last complete step (a torn last line is ignored). Schema-1 traces (steps inside manifest.json)
 still open.
+
+Integrity: manifest.json and every steps.jsonl line end with a crc32 of their own bytes,
+`{...,"crc":"xxxxxxxx"}` (stamp/unstamp below), like each step file's entry checksum: accidental
+damage to any file of a trace is detected on open. A checksum is no signature: whoever edits a
+file on purpose can re-stamp it.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import tempfile
+import zlib
 
 SCHEMA = "stepscope.trace"
 SCHEMA_VERSION = 2
@@ -42,6 +49,39 @@ class TraceError(Exception):
 
 class TraceWriteError(TraceError):
     """A trace cannot be written (unwritable directory, full disk)."""
+
+
+_STAMP_HEAD = b',"crc":"'
+_STAMP_LEN = len(_STAMP_HEAD) + 10  # ,"crc":"xxxxxxxx"}
+STAMP_ANYWHERE = re.compile(rb',"crc":"[0-9a-f]{8}"\}')
+
+
+def stamp(body: bytes) -> bytes:
+    """A compact JSON object's bytes with the crc32 of those bytes appended as its last member:
+    b'{"a":1}' -> b'{"a":1,"crc":"xxxxxxxx"}'."""
+    if body[:1] != b"{" or body[-1:] != b"}" or body == b"{}":
+        raise ValueError("stamp() takes the bytes of a non-empty JSON object")
+    return body[:-1] + b'%s%08x"}' % (_STAMP_HEAD, zlib.crc32(body))
+
+
+def stamp_json(obj: dict) -> bytes:
+    """The compact JSON of `obj` (a dict without "crc"), stamped."""
+    return stamp(json.dumps(obj, ensure_ascii=False, separators=(",", ":")).encode("utf-8"))
+
+
+def unstamp(raw: bytes, label: str) -> bytes | None:
+    """The object's bytes without its stamp (what the crc covers) when `raw` ends with one that
+    matches; None when it carries no stamp; TraceError when the bytes do not match the stamp."""
+    tail = raw[-_STAMP_LEN:]
+    if len(raw) <= _STAMP_LEN + 1 or not tail.startswith(_STAMP_HEAD) or not tail.endswith(b'"}'):
+        return None
+    digits = tail[len(_STAMP_HEAD) : -2]
+    if digits.strip(b"0123456789abcdef"):
+        return None
+    body = raw[:-_STAMP_LEN] + b"}"
+    if zlib.crc32(body) != int(digits, 16):
+        raise TraceError(f"{label}: checksum mismatch (the file was modified or damaged)")
+    return body
 
 
 def step_filename(index: int) -> str:

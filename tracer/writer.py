@@ -41,6 +41,7 @@ from .trace_format import (
     TraceError,
     TraceWriteError,
     atomic_write_bytes,
+    stamp_json,
     step_filename,
 )
 
@@ -228,11 +229,16 @@ def _describe(exc: OSError, path: str) -> str:
 
 
 def manifest_bytes(manifest: dict) -> bytes:
-    """The on-disk manifest: everything but the steps; tokens of the prompt only; padded."""
+    """The on-disk manifest: everything but the steps; tokens of the prompt only; stamped with its crc32, padded."""
     disk = {k: v for k, v in manifest.items() if k != "steps"}
     if "tokens" in disk and "prompt_len" in disk:
         disk["tokens"] = disk["tokens"][: disk["prompt_len"]]
-    return json.dumps(disk, ensure_ascii=False, separators=(",", ":")).encode("utf-8") + b" " * MANIFEST_PAD
+    return stamp_json(disk) + b" " * MANIFEST_PAD
+
+
+def log_line(entry: dict) -> bytes:
+    """One steps.jsonl line: the entry's compact JSON, stamped with its crc32, and a newline."""
+    return stamp_json(entry) + b"\n"
 
 
 def _rewrite_in_place(path: str, data: bytes) -> bool:
@@ -413,7 +419,7 @@ class TraceWriter:
 
     def _append(self, entry: dict, kept: int) -> None:
         """One line on steps.jsonl; a failed write is cut back so the log never holds half a line."""
-        line = json.dumps(entry, ensure_ascii=False, separators=(",", ":")).encode("utf-8") + b"\n"
+        line = log_line(entry)
         try:
             view = memoryview(line)
             while view:
@@ -450,7 +456,7 @@ def copy_trace(manifest: dict, src_dir: str, dst: str) -> str:
         files += [f for f in ("tokenizer.json", "lens.safetensors") if os.path.isfile(os.path.join(src_dir, f))]
         for name in files:
             shutil.copyfile(os.path.join(src_dir, name), os.path.join(target, name))
-        lines = b"".join(json.dumps(e, ensure_ascii=False, separators=(",", ":")).encode("utf-8") + b"\n" for e in manifest["steps"])
+        lines = b"".join(log_line(e) for e in manifest["steps"])
         atomic_write_bytes(os.path.join(target, STEP_LOG), lines)
         atomic_write_bytes(os.path.join(target, MANIFEST), manifest_bytes(dict(manifest, schema_version=SCHEMA_VERSION)))
         if target != dst:

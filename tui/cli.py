@@ -400,7 +400,7 @@ def cmd_info(args) -> int:
 
     console = Console()
     target = args.target
-    if target and os.path.isfile(os.path.join(target, "manifest.json")):
+    if target and os.path.lexists(os.path.join(target, "manifest.json")):  # a trace, even a hostile one: load_trace judges it
         from tracer import load_trace
 
         tr = load_trace(target)
