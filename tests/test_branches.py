@@ -8,6 +8,8 @@ import shutil
 
 import numpy as np
 import pytest
+
+from tests.trace_edit import edit_manifest
 import torch
 
 from tests.tiny_models import byte_tokenizer, tiny_model
@@ -187,10 +189,7 @@ def _branch_dir(tmp_path, llama):
 
 
 def _edit_manifest(path, **branch):
-    m = json.load(open(os.path.join(path, "manifest.json")))
-    m["branch"].update(branch)
-    with open(os.path.join(path, "manifest.json"), "w") as fh:
-        json.dump(m, fh)
+    edit_manifest(path, lambda m: m["branch"].update(branch))
 
 
 @pytest.mark.parametrize("edit, message", [

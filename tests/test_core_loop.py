@@ -328,17 +328,15 @@ def test_a_crash_exits_non_zero_with_one_line(tmp_path):
 
 
 async def test_trace_strings_are_inert_in_the_app(tmp_path):
-    import json
     import shutil
 
     from tracer import load_trace
     from tests.conftest import FIXTURE
+    from tests.trace_edit import edit_manifest
 
     bad = tmp_path / "[@click=app.quit]"
     shutil.copytree(FIXTURE, bad)
-    manifest = json.loads((bad / "manifest.json").read_text())
-    manifest["model"]["name"] = "[bold red]evil\x1b[2J"
-    (bad / "manifest.json").write_text(json.dumps(manifest))
+    edit_manifest(str(bad), lambda m: m["model"].update(name="[bold red]evil\x1b[2J"))
     app = StepscopeApp(trace=load_trace(str(bad)))
     async with app.run_test(size=(160, 40), notifications=True) as pilot:
         await pilot.press("w")  # replay: the notification names the directory

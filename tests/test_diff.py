@@ -3,7 +3,6 @@ two prompts compared (equal lengths position by position, unequal aligned at the
 
 from __future__ import annotations
 
-import json
 import shutil
 
 import numpy as np
@@ -11,6 +10,7 @@ import pytest
 from safetensors.numpy import load_file
 
 from tests.tiny_models import byte_tokenizer, tiny_model
+from tests.trace_edit import edit_entries
 from tracer import load_trace
 from tracer.diff import compare, summary, tensor_diff
 from tracer.session import GenerationSettings, LiveSession
@@ -37,8 +37,7 @@ def _change_one_value(src: str, dst: str, step: int, name: str, index: tuple) ->
     """Copy a trace and add 1 to one float32 element of one stored tensor, rewriting that step
     file with the trace writer (so its checksums stay valid)."""
     shutil.copytree(src, dst)
-    log = f"{dst}/steps.jsonl"
-    entries = [json.loads(line) for line in open(log)]
+    entries = load_trace(dst).manifest["steps"]
     assert name not in (entries[step].get("aliases") or {})
     path = f"{dst}/{entries[step]['file']}"
     arrays = load_file(path)
@@ -49,9 +48,7 @@ def _change_one_value(src: str, dst: str, step: int, name: str, index: tuple) ->
     arrays.update({alias: arrays[target] for alias, target in stored_aliases.items()})
     size, checksum, aliases = write_step_file(path, arrays)
     assert aliases == stored_aliases
-    entries[step].update(bytes=size, checksum=checksum)
-    with open(log, "w") as f:
-        f.writelines(json.dumps(e) + "\n" for e in entries)
+    edit_entries(dst, lambda es: es[step].update(bytes=size, checksum=checksum))
     return float(value)
 
 

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import copy
 import datetime as _dt
-import json
 import os
 import re
 import shutil
@@ -199,7 +198,7 @@ def describe(item: dict) -> str:
 def save_self_contained(trace, dst: str) -> str:
     """Write `trace` (a branch or any trace) to `dst` as an ordinary trace: every step file copied
     from wherever it lives, the manifest's `branch` kept as `branched_from` (where and why)."""
-    from .writer import manifest_bytes, prepare_directory, swap_in
+    from .writer import log_line, manifest_bytes, prepare_directory, swap_in
 
     state = prepare_directory(dst)
     target = dst
@@ -216,8 +215,7 @@ def save_self_contained(trace, dst: str) -> str:
             if os.path.isfile(os.path.join(src, name)):
                 shutil.copyfile(os.path.join(src, name), os.path.join(target, name))
         entries = [s._entry for s in trace.steps._steps]
-        lines = b"".join(json.dumps(e, ensure_ascii=False, separators=(",", ":")).encode("utf-8") + b"\n" for e in entries)
-        atomic_write_bytes(os.path.join(target, STEP_LOG), lines)
+        atomic_write_bytes(os.path.join(target, STEP_LOG), b"".join(log_line(e) for e in entries))
         atomic_write_bytes(os.path.join(target, MANIFEST), manifest_bytes(manifest))
         if target != dst:
             swap_in(target, dst)
