@@ -379,3 +379,30 @@ def test_tensors_pane_says_which_rows_the_budget_left_out(budget_pair):
         assert f"budget: query rows 0–{t - 4} not stored (only the last 3)" in " ".join(text.split())
 
     drive(pane, script, size=(140, 40))
+
+
+@pytest.mark.parametrize("which", ["gpt_oss", "qwen3_next", "budget", "schema1"])
+def test_every_pane_of_the_app_opens_on_family_facts(fam, budget_pair, which):
+    """The whole app on traces whose facts differ (sinks, layers without attention, omitted rows,
+    schema 1): every pane shown at every layer of two steps, no error dialog."""
+    import asyncio
+
+    from tests.conftest import FIXTURE
+    from tui.app import StepscopeApp
+
+    trace = {"gpt_oss": lambda: fam["gpt_oss"], "qwen3_next": lambda: fam["qwen3_next"],
+             "budget": lambda: budget_pair[1], "schema1": lambda: load_trace(FIXTURE + "_v1")}[which]()
+    app = StepscopeApp(trace=trace)
+
+    async def main():
+        async with app.run_test(size=(100, 30)) as pilot:
+            await pilot.pause()
+            for pane in "1234567":
+                await pilot.press(pane, "j", "n", "k", "p")
+                await pilot.pause()
+                assert app.last_error is None, (pane, app.last_error)
+            await pilot.press("2", "n", "s", "j")
+            await pilot.pause()
+            assert app.last_error is None, app.last_error
+
+    asyncio.run(main())
