@@ -406,3 +406,20 @@ def test_every_pane_of_the_app_opens_on_family_facts(fam, budget_pair, which):
             assert app.last_error is None, app.last_error
 
     asyncio.run(main())
+
+
+def test_kv_cache_bytes_of_mla_use_each_tensors_head_size(fam):
+    """DeepSeek-V3 (MLA): V has its own head size (fact d_head_v), so K and V bytes differ; both
+    equal what the recorded k and v of every position so far take."""
+    from tui.views.kv_cache import kv_cache
+
+    trace = fam["deepseek_v3"]
+    end = trace.steps[1].positions[1]
+    k = _raw(trace, 1, "blocks.0.attn.hook_rot_k")  # [1, n_kv_heads, d_qk] the new position's key
+    v = _raw(trace, 1, "blocks.0.attn.hook_v")  # [1, n_kv_heads, d_v]
+    itemsize = np.dtype(trace.manifest["dtype"]["stored"]).itemsize
+    kv = kv_cache(trace, 1)
+    assert k.shape[2] != v.shape[2]
+    assert kv.layers[0].k_bytes == end * k.shape[1] * k.shape[2] * itemsize
+    assert kv.layers[0].v_bytes == end * v.shape[1] * v.shape[2] * itemsize
+    assert kv.bytes_per_position == (k[0].size + v[0].size) * itemsize

@@ -47,7 +47,7 @@ class KVCache:
     appended: list[tuple[int, str, bool]]  # (position, escaped text, special)
     layers: list[KVLayer]
     dtype: str
-    bytes_per_position: int  # K + V, one layer: 2 · n_kv_heads · d_head · itemsize
+    bytes_per_position: int  # K + V, one layer: n_kv_heads · (d_head + d_head_v) · itemsize
     total_bytes: int  # all layers after this step
     sliding_window: int | None  # the model's window (layers listed as full attention ignore it)
     no_attention_reason: str | None = None  # why some layers keep no KV cache (manifest), else None
@@ -72,7 +72,8 @@ def kv_cache(trace, step_index: int) -> KVCache:
     itemsize = np.dtype(dtype).itemsize
     n_kv = int(model.get("n_kv_heads") or model["n_heads"])
     d_head = int(model.get("d_head") or model["d_model"] // model["n_heads"])
-    per_pos = n_kv * d_head * itemsize  # K or V, one layer, one position
+    per_pos = n_kv * d_head * itemsize  # K, one layer, one position
+    v_per_pos = n_kv * int(model.get("d_head_v") or d_head) * itemsize  # V (MLA: its own head size, fact d_head_v)
     layers = []
     for layer in range(int(model["n_layers"])):
         reason = no_attention(model, layer)
@@ -83,12 +84,12 @@ def kv_cache(trace, step_index: int) -> KVCache:
         before, after = cached_length(window, start), cached_length(window, end)
         first, n_keys = key_span(trace, step_index, layer)
         dropped = before + (end - start) - after
-        layers.append(KVLayer(layer, before, after, end - start, after * per_pos, after * per_pos,
+        layers.append(KVLayer(layer, before, after, end - start, after * per_pos, after * v_per_pos,
                               n_keys, first, window, dropped))
     tokens = trace.tokens
     appended = [(p, escape_for_display(tok_text(tokens[p])), bool(tokens[p].get("special")))
                 for p in range(start, min(end, len(tokens)))]
     total = sum(row.k_bytes + row.v_bytes for row in layers)
     reasons = [row.no_attention for row in layers if row.no_attention]
-    return KVCache(step_index, step.kind, (start, end), appended, layers, dtype, 2 * per_pos, total,
+    return KVCache(step_index, step.kind, (start, end), appended, layers, dtype, per_pos + v_per_pos, total,
                    model.get("sliding_window") or None, reasons[0] if reasons else None)
