@@ -423,3 +423,19 @@ def test_kv_cache_bytes_of_mla_use_each_tensors_head_size(fam):
     assert kv.layers[0].k_bytes == end * k.shape[1] * k.shape[2] * itemsize
     assert kv.layers[0].v_bytes == end * v.shape[1] * v.shape[2] * itemsize
     assert kv.bytes_per_position == (k[0].size + v[0].size) * itemsize
+
+
+def test_op_lines_of_latent_attention(fam):
+    """DeepSeek-V3 (MLA, from its facts): the latents, q and v from them, RoPE on the last features,
+    and v/z with their own head size (not q/k's)."""
+    from tui.views.ops import operation
+
+    trace = fam["deepseek_v3"]
+    step = trace.steps[1]
+    op = lambda name: operation(step, name, trace.model)  # noqa: E731
+    dv = step.shape("blocks.0.attn.hook_v")[2]
+    assert op("blocks.0.attn.hook_q_latent") == "RMSNorm(ln1 [1, 64] × W_DQ [64, 24]) → q_latent [1, 24]"
+    assert op("blocks.0.attn.hook_q").startswith("q_latent [1, 24] × W_UQ [24, 96] = [q_nope 16 | q_pe 8]")
+    assert "RoPE on the last 8 of 24 features" in op("blocks.0.attn.hook_rot_q")
+    assert op("blocks.0.attn.hook_z") == f"pattern [4, 1, 9] · v cache [9, 4, {dv}] → z [1, 4, {dv}]"
+    assert op("blocks.0.hook_attn_out") == f"z [1, 4, {dv}] × W_O [{4 * dv}, 64] → attn_out [1, 64]"

@@ -46,6 +46,7 @@ class Facts:
         self.H = int(model.get("n_heads") or 0)
         self.Hk = int(model.get("n_kv_heads") or self.H)
         self.dh = int(model.get("d_head") or (self.d // max(1, self.H)))
+        self.dv = int(model.get("d_head_v") or self.dh)  # v/z head size (MLA: its own, fact d_head_v)
         self.m = int(model.get("d_mlp") or 0)
         self.V = int(model.get("vocab_size") or 0)
         self.L = int(model.get("n_layers") or 0)

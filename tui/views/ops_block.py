@@ -35,10 +35,10 @@ def _rope(f: Facts, src: str, heads: int) -> str:
 
 
 def _keys(f: Facts, layer: int, what: str, heads: int, transposed: bool = False) -> str:
-    """`rot_k cache [S, Hk, dh]`, with the window's positions on a sliding layer's decode step."""
+    """`rot_k cache [S, Hk, dh]` (v: its head size dv), with the window's positions on a sliding layer's decode step."""
     first, S = f.keys(layer)
     where = f" (positions {first}..{f.end - 1})" if first else ""
-    return f"{what} cache {dims(S, heads, f.dh)}{'ᵀ' if transposed else ''}{where}"
+    return f"{what} cache {dims(S, heads, f.dv if what == 'v' else f.dh)}{'ᵀ' if transposed else ''}{where}"
 
 
 def _scores(f: Facts, layer: int, out: str, group: str) -> str:
@@ -82,8 +82,9 @@ def _attention(f: Facts, layer: int, rest: str, out: str) -> str | None:
         return f"{keys} · {_keys(f, layer, 'v', Hk)} → {out}{group}"
     if rest == "hook_attn_out":
         bias = " + b_O" if f.layout.out_bias else ""
-        z = f"(z {dims(T, H, dh)} ⊙ σ(gate))" if f.has(layer, "attn.hook_gate") else f"z {dims(T, H, dh)}"  # gated attention
-        return f"{z} × W_O {dims(H * dh, f.d)}{bias} → {out}"
+        dv = f.dv
+        z = f"(z {dims(T, H, dv)} ⊙ σ(gate))" if f.has(layer, "attn.hook_gate") else f"z {dims(T, H, dv)}"  # gated attention
+        return f"{z} × W_O {dims(H * dv, f.d)}{bias} → {out}"
     return None
 
 
@@ -191,9 +192,32 @@ def _linear_attention(f: Facts, layer: int, rest: str, out: str) -> str | None:
     return None
 
 
+def _latent_attention(f: Facts, layer: int, rest: str, out: str) -> str | None:
+    """Multi-head latent attention (facts kv_lora_rank, q_lora_rank, qk_rope_head_dim: DeepSeek-V3)."""
+    kr, qr, rope = (int(f.model.get(k) or 0) for k in ("kv_lora_rank", "q_lora_rank", "qk_rope_head_dim"))
+    if not kr:
+        return None
+    T, H, dh, dv, nope = f.T, f.H, f.dh, f.dv, f.dh - rope
+    q_src = f"q_latent {dims(T, qr)} × W_UQ {dims(qr, H * dh)}" if qr else f"ln1 {f.td()} × W_Q {dims(f.d, H * dh)}"
+    if rest == "attn.hook_q_latent":
+        return f"RMSNorm(ln1 {f.td()} × W_DQ {dims(f.d, qr)}) → {out}"
+    if rest == "attn.hook_kv_latent":
+        return f"RMSNorm((ln1 {f.td()} × W_DKV {dims(f.d, kr + rope)})[:{kr}]) (what the cache keeps) → {out}"
+    if rest == "attn.hook_q":
+        return f"{q_src} = [q_nope {nope} | q_pe {rope}] per head → {out}"
+    if rest == "attn.hook_v":
+        return f"kv_latent {dims(T, kr)} × W_UKV, the v part ({dv} per head) → {out}"
+    if rest == "attn.hook_rot_q":
+        return f"[q_nope | RoPE(q_pe, {f.positions()})] (RoPE on the last {rope} of {dh} features per head) → {out}"
+    if rest == "attn.hook_rot_k":
+        return (f"[k_nope (kv_latent × W_UKV) | RoPE(k_pe, {f.positions()})] (k_pe: (ln1 × W_DKV)[{kr}:], "
+                f"one {rope}-feature key shared by the heads) → {out}")
+    return None
+
+
 def block_op(f: Facts, layer: int, rest: str, out: str) -> str:
     """One line: inputs and weights with shapes → `out` (the recorded name with its shape)."""
-    for part in (_residual, _linear_attention, _attention, _mlp):
+    for part in (_residual, _linear_attention, _latent_attention, _attention, _mlp):
         line = part(f, layer, rest, out)
         if line is not None:
             return line
