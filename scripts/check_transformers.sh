@@ -10,8 +10,9 @@
 # of tests per version. tests/test_versions.py checks in CI that OLDEST is pyproject's lower bound.
 #
 # Scope: the recording, lens and family tests of the original families. The 2026 families need newer
-# releases (measured 00:02 UTC with tests/test_new_families.py): gpt-oss and DeepSeek-V3 fail on
-# 5.16.1 and pass on 5.20.2; Qwen3-Next fails on 5.23.0 and passes on 5.24.0.
+# releases (measured with tests/test_new_families.py): gpt-oss and DeepSeek-V3 fail on 5.16.1 and
+# pass on 5.20.2; Qwen3-Next fails on 5.23.0 and passes on 5.24.0. Their adapters say so
+# (`min_transformers`): on an older release they refuse in one line instead of recording.
 set -eu
 OLDEST=5.6.0   # 5.5.x fails: Mixtral / Qwen3-MoE experts had another layout
 NEWEST=5.24.0  # the newest release when the range was last checked

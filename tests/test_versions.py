@@ -34,3 +34,19 @@ def test_declared_range_is_the_tested_one():
     assert len(lower) == 1 and Version(lower[0].version) == Version(tested["OLDEST"])
     assert Version(tested["NEWEST"]) in declared
     assert Version(tested["OLDEST"]) in declared
+
+
+def test_an_adapter_refuses_a_transformers_older_than_its_modelling_code(monkeypatch):
+    """gpt-oss, DeepSeek-V3 and Qwen3-Next need newer releases than pyproject's floor: one line."""
+    import pytest
+
+    from tests.tiny_models import tiny_model
+    import tracer.adapters
+    from tracer.adapters import UnsupportedModel, adapter_for
+
+    model = tiny_model("qwen3_next")
+    adapter_for(model)  # the installed release is new enough
+    assert tracer.adapters.installed_transformers() == transformers.__version__
+    monkeypatch.setattr(tracer.adapters, "installed_transformers", lambda: "5.23.0")
+    with pytest.raises(UnsupportedModel, match=r"qwen3_next needs transformers >= 5.24 \(installed: 5.23.0\)"):
+        adapter_for(model)

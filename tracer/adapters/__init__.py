@@ -49,8 +49,28 @@ def adapter_for(model) -> Adapter:
     model_type = getattr(model.config, "model_type", None)
     for cls in ADAPTERS:
         if model_type in cls.model_types:
+            _check_transformers(model_type, cls.min_transformers)
             return cls(model)
     return GenericAdapter(model)
+
+
+def installed_transformers() -> str:
+    """The installed transformers release (its distribution metadata)."""
+    from importlib.metadata import version
+
+    return version("transformers")
+
+
+def _check_transformers(model_type: str, needed: str) -> None:
+    """Refuse in one line a transformers release older than the adapter's modelling code."""
+    from packaging.version import Version
+
+    installed = installed_transformers()
+    if Version(installed) < Version(needed):
+        raise UnsupportedModel(
+            f"{model_type} needs transformers >= {needed} (installed: {installed}); "
+            f"pip install -U 'transformers>={needed},<6'"
+        )
 
 
 __all__ = [

@@ -134,6 +134,7 @@ class Adapter:
 
     family = "generic"
     model_types: tuple[str, ...] = ()
+    min_transformers: str = "0"  # the oldest transformers whose modelling code this adapter matches
     rotary = True
     norm = "rmsnorm"
     gated_mlp = True

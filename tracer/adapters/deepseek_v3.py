@@ -37,6 +37,7 @@ def _sorted_ids(ids: torch.Tensor) -> torch.Tensor:
 class DeepseekV3Adapter(LlamaAdapter):
     family = "deepseek_v3"
     model_types = ("deepseek_v3",)
+    min_transformers = "5.20"  # measured: older releases lay out its modules differently
     data_flow = (
         "ln1 = RMSNorm(resid_pre); q_latent = RMSNorm(ln1·W_DQ); q = q_latent·W_UQ = [q_nope | q_pe]",
         "kv_latent = RMSNorm(ln1·W_DKV[:r]) (cached); k_pe = ln1·W_DKV[r:] (one head); [k_nope | v] = kv_latent·W_UKV",

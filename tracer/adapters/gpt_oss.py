@@ -24,6 +24,7 @@ SINK = (
 class GptOssAdapter(LlamaAdapter):
     family = "gpt_oss"
     model_types = ("gpt_oss",)
+    min_transformers = "5.20"  # measured: older releases lay out its modules differently
     data_flow = (
         "ln1 = RMSNorm(resid_pre); q, k, v = ln1·W_Q + b_Q, ln1·W_K + b_K, ln1·W_V + b_V; rot_q, rot_k = RoPE(q, k)",
         "scores = rot_q·rot_kᵀ/√d_head + causal mask (sliding window on local layers), then the sink logit as a last column",

@@ -47,6 +47,7 @@ def _state(layer_idx: int):
 class Qwen3NextAdapter(Qwen3Adapter):
     family = "qwen3_next"
     model_types = ("qwen3_next",)
+    min_transformers = "5.24"  # measured: older releases lay out its modules differently
     norm_weight_offset = 1.0
     data_flow = (
         "ln1 = RMSNorm(resid_pre) (weight 1 + w)",
