@@ -49,6 +49,8 @@ _SAFETENSORS_DTYPE = {
     "float64": "F64", "float32": "F32", "float16": "F16", "int64": "I64", "int32": "I32",
     "int16": "I16", "int8": "I8", "uint8": "U8", "bool": "BOOL",
 }
+_DTYPE_CODE = {np.dtype(name): code for name, code in _SAFETENSORS_DTYPE.items()}  # dtype objects: no name lookup per array
+_IOV_MAX = 1024  # buffers per writev call (POSIX's usual limit)
 
 
 # -- the output directory ------------------------------------------------------------------------
@@ -144,18 +146,13 @@ def _bytes_of(a: np.ndarray) -> memoryview:
 
 def dedupe(arrays: dict[str, np.ndarray]) -> tuple[dict[str, np.ndarray], dict[str, str], dict[str, int]]:
     """(stored arrays, aliases {name: stored name with identical bytes}, crc32 per stored name).
-    Same memory is an alias at once; otherwise same dtype, shape and crc32, confirmed byte by byte."""
+    An alias has the same dtype, shape and crc32 as a stored array, confirmed byte by byte."""
     stored: dict[str, np.ndarray] = {}
     aliases: dict[str, str] = {}
     crcs: dict[str, int] = {}
-    by_memory: dict[tuple, str] = {}
     by_crc: dict[tuple, str] = {}
     for name in forward_order(arrays):
         a = np.ascontiguousarray(arrays[name])
-        mem = (a.__array_interface__["data"][0], a.shape, a.dtype.str)
-        if a.size and mem in by_memory:
-            aliases[name] = by_memory[mem]
-            continue
         crc = zlib.crc32(_bytes_of(a))
         key = (a.dtype.str, a.shape, crc)
         twin = by_crc.get(key)
@@ -164,8 +161,6 @@ def dedupe(arrays: dict[str, np.ndarray]) -> tuple[dict[str, np.ndarray], dict[s
             continue
         stored[name], crcs[name] = a, crc
         by_crc.setdefault(key, name)
-        if a.size:
-            by_memory.setdefault(mem, name)
     return stored, aliases, crcs
 
 
@@ -179,7 +174,7 @@ def header_bytes(stored: dict[str, np.ndarray], crcs: dict[str, int] | None = No
     if crcs is not None:
         header["__metadata__"] = {CRC_KEY: "".join(f"{crcs[n]:08x}" for n in stored)}
     for name, a in stored.items():
-        dtype = _SAFETENSORS_DTYPE.get(a.dtype.name)
+        dtype = _DTYPE_CODE.get(a.dtype)
         if dtype is None:
             raise TraceWriteError(f"cannot store {name}: dtype {a.dtype} has no safetensors code")
         header[name] = {"dtype": dtype, "shape": list(a.shape), "data_offsets": [offset, offset + a.nbytes]}
@@ -194,6 +189,18 @@ def step_checksum(prefix: bytes, crcs) -> str:
     return f"crc32:{zlib.crc32(b''.join(struct.pack('<I', c) for c in crcs), zlib.crc32(prefix)):08x}"
 
 
+def _write_all(fd: int, views: list[memoryview]) -> None:
+    """Write every buffer in order with as few system calls as writev allows (partial writes resumed)."""
+    i = 0
+    while i < len(views):
+        n = os.writev(fd, views[i : i + _IOV_MAX])
+        while n and n >= len(views[i]):
+            n -= len(views[i])
+            i += 1
+        if n:
+            views[i] = views[i][n:]
+
+
 def write_step_file(path: str, arrays: dict[str, np.ndarray]) -> tuple[int, str, dict[str, str]]:
     """Write one step's arrays as a safetensors file at `path` (temp file + rename), streaming
     the header and each tensor's bytes (no payload built in memory). (bytes, checksum, aliases)."""
@@ -202,12 +209,10 @@ def write_step_file(path: str, arrays: dict[str, np.ndarray]) -> tuple[int, str,
     directory = os.path.dirname(os.path.abspath(path))
     fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=directory)
     try:
-        with os.fdopen(fd, "wb", buffering=0) as fh:
-            fh.write(prefix)
-            for a in stored.values():
-                view = _bytes_of(a)
-                while view:  # an unbuffered write may be partial
-                    view = view[fh.write(view) :]
+        try:
+            _write_all(fd, [memoryview(prefix), *(_bytes_of(a) for a in stored.values() if a.nbytes)])
+        finally:
+            os.close(fd)
         os.chmod(tmp, _FILE_MODE)
         os.replace(tmp, path)
     except BaseException:
