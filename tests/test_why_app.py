@@ -354,5 +354,11 @@ def test_live_I_ablates_the_head_at_the_cursor_and_shows_the_effect(tiny):
         chosen = original.steps[1].token["id"]
         expected = f"p {_softmax_p(original.steps[1], chosen):.3f} → here {_softmax_p(branch.steps[1], chosen):.3f}"
         assert expected in app.state_text
+        await pilot.press("slash")  # the Tensors pane, filtered: it marks what the intervention edited
+        await pilot.pause()
+        await pilot.press(*"hook_z", "enter")
+        await pilot.pause()
+        rows = [x for x in screen(app).splitlines() if "attn.hook_z" in x and "float32" in x]
+        assert [("✎" in x, "blocks.1." in x) for x in rows if "✎" in x] == [(True, True)]
 
     run(app, script)

@@ -108,6 +108,7 @@ class TensorList(ScrollView, can_focus=True, inherit_bindings=False):
         self.infos = [i for i in self.all_infos if name_matches(i.name, self.name_filter)]
         self._shape_width = max([len(_shape(i.shape)) for i in self.infos] + [len("shape")])
         self._nonfinite = bool(self.infos) and bool(trace.steps[step_index].nonfinite)
+        self._edited = set(getattr(trace.steps[step_index], "intervened", None) or []) if self.infos else set()
         names = [i.name for i in self.infos]
         self.virtual_size = Size(0, len(self.infos) + 1)
         self._strips.clear()
@@ -230,7 +231,11 @@ class TensorList(ScrollView, can_focus=True, inherit_bindings=False):
             "hist": spark_chars(stats.hist.reshape(-1, 2).sum(axis=1) if stats.hist.size % 2 == 0 else stats.hist,
                                 zero_blank=True),
         }
-        text = Text(middle_ellipsis(info.name, name_width).ljust(name_width), no_wrap=True, end="")
+        if info.name in getattr(self, "_edited", ()):  # a branch's intervention edited it (issue 12)
+            text = Text((middle_ellipsis(info.name, name_width - 2) + " ✎").ljust(name_width), style="bold magenta",
+                        no_wrap=True, end="")
+        else:
+            text = Text(middle_ellipsis(info.name, name_width).ljust(name_width), no_wrap=True, end="")
         for key, _, width in columns:
             text.append(" ")
             style = self.get_component_rich_style("tensor-list--nonfinite") if key == "nonfinite" else ""
