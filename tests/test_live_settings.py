@@ -86,3 +86,31 @@ async def test_sampler_change_applies_from_the_next_step_and_is_in_its_entry(tin
         await pilot.press("n")
         await settle()
         assert app.n_steps == 5 and app.live_finished
+
+
+def test_session_update_settings_records_seed_and_limit_per_step(tiny, tmp_path):
+    """tracer side: the session validates first (nothing changes on a bad value), applies from the
+    next step, and each later step entry says what it ran with; raising the limit resumes."""
+    from tracer import load_trace
+    from tracer.session import GenerationSettings, LiveSession
+
+    model, tokenizer = tiny
+    s = LiveSession(model, tokenizer, "ab", GenerationSettings(max_new_tokens=2, stop_at_eos=False), out=str(tmp_path / "t"))
+    s.step()
+    with pytest.raises(ValueError, match="temperature"):
+        s.update_settings(do_sample=True, temperature=-1.0)
+    with pytest.raises(ValueError, match="cannot change"):
+        s.update_settings(chat=True)
+    assert s.settings.do_sample is False and "settings" not in s.writer.manifest.get("generation", {}).get("changes", [{}])[0]
+    s.update_settings(do_sample=True, temperature=0.7, seed=5)
+    s.step()
+    assert s.finished and s.stop_reason == "max_new_tokens"
+    s.update_settings(max_new_tokens=3)
+    assert not s.finished
+    s.step()
+    s.close()
+    entries = load_trace(str(tmp_path / "t")).manifest["steps"]
+    assert "settings" not in entries[0]
+    assert entries[1]["settings"] == {"do_sample": True, "temperature": 0.7, "top_k": 0, "top_p": 1.0,
+                                      "min_p": 0.0, "seed": 5, "max_new_tokens": 2}
+    assert entries[2]["settings"]["max_new_tokens"] == 3 and entries[1]["sampling"]["temperature"] == 0.7

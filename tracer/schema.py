@@ -74,6 +74,7 @@ class StepEntry(TypedDict, total=False):
     checksum: str  # "crc32:xxxxxxxx" of the whole step file (schema 2)
     aliases: dict[str, str]  # name -> stored name with identical bytes (schema 2)
     omitted: dict[str, dict]  # name -> {"rows": [r0, r1], "reason", "recompute"} (schema 2)
+    settings: dict[str, Any]  # after a live settings change: do_sample, temperature, ..., seed, max_new_tokens
 
 
 class ModelFacts(TypedDict, total=False):
@@ -156,6 +157,18 @@ def want_list(field: str, v: Any, max_len: int = MAX_LIST) -> list:
 
 def _opt(check, field: str, v: Any, *args):
     return None if v is None else check(field, v, *args)
+
+
+def _validate_settings(d: dict, field: str) -> None:
+    """Generation settings: names to numbers, short strings, bools or null."""
+    for key, v in d.items():
+        want_str(field, key, 100)
+        if type(v) in (int, float):
+            want_num(f"{field}.{key}", v)
+        elif type(v) is str:
+            want_str(f"{field}.{key}", v, 200)
+        elif v is not None and type(v) is not bool:
+            raise _fail(f"{field}.{key}", "a number, string, bool or null", v)
 
 
 def check_depth(obj: Any, field: str, limit: int = MAX_DEPTH) -> None:
@@ -314,6 +327,8 @@ def validate_entry(e: Any, index: int, version: int, field: str | None = None) -
     want_int(f"{field}.positions[1]", pos[1], start + 1, MAX_POSITIONS)
     validate_token(e["token"], f"{field}.token")
     validate_sampling(e["sampling"], f"{field}.sampling")
+    if e.get("settings") is not None:  # settings changed live: what this step ran with
+        _validate_settings(want_dict(f"{field}.settings", e["settings"]), f"{field}.settings")
     _opt(want_num, f"{field}.seconds", e.get("seconds"), 0.0, 1e9)
     for i, n in enumerate(_opt(want_list, f"{field}.nonfinite", e.get("nonfinite"), 100_000) or []):
         want_str(f"{field}.nonfinite[{i}]", n, 200)
@@ -367,12 +382,11 @@ def validate_manifest(m: Any, field: str = "manifest") -> dict:
         validate_token(t, f"{field}.tokens[{i}]")
     gen = want_dict(f"{field}.generation", m["generation"])
     for key, v in gen.items():
-        if type(v) in (int, float):
-            want_num(f"{field}.generation.{want_str(field + '.generation', key, 100)}", v)
-        elif v is not None and type(v) not in (str, bool):
-            raise _fail(f"{field}.generation.{key}", "a number, string, bool or null", v)
-        elif type(v) is str:
-            want_str(f"{field}.generation.{key}", v, 200)
+        if key == "changes":  # live setting changes: [{"from_step": int, setting: scalar, ...}]
+            for i, change in enumerate(want_list(f"{field}.generation.changes", v, 100_000)):
+                _validate_settings(want_dict(f"{field}.generation.changes[{i}]", change), f"{field}.generation.changes[{i}]")
+        else:
+            _validate_settings({key: v}, f"{field}.generation")
     _opt(want_str, f"{field}.prompt", m.get("prompt"), MAX_PROMPT)
     _opt(want_bool, f"{field}.chat", m.get("chat"))
     _opt(want_bool, f"{field}.finished", m.get("finished"))

@@ -14,7 +14,7 @@ import platform
 import shutil
 import tempfile
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 import numpy as np
 import torch
@@ -368,6 +368,8 @@ class LiveSession:
         }
         if self._nonfinite is not None:
             entry["nonfinite"], self._nonfinite = self._nonfinite, None
+        if self._settings_changed:
+            entry["settings"] = self.live_settings()  # changed live: what this step ran with
         self._next_ids = [chosen]
         if chosen in self.eos:
             self.finished, self.stop_reason = True, "eos"
@@ -381,6 +383,42 @@ class LiveSession:
             clock("reader sync")
             return step
         return None if self.finished else True  # background writer: the step lands shortly
+
+    # -- live settings ------------------------------------------------------------------------
+    LIVE_FIELDS = ("do_sample", "temperature", "top_k", "top_p", "min_p", "seed", "max_new_tokens")
+    _settings_changed = False
+
+    def update_settings(self, **changes) -> dict:
+        """Change sampler settings and the token limit from the next step on, validated first
+        (ValueError names the problem; nothing changes then). A seed change reseeds the sampler;
+        the limit is clamped to the context and may finish or resume the generation. Every later
+        step entry carries the settings it ran with (`settings`), and the manifest lists the
+        changes (`generation.changes`). Returns the changes applied."""
+        unknown = sorted(set(changes) - set(self.LIVE_FIELDS))
+        if unknown:
+            raise ValueError(f"cannot change {', '.join(unknown)} in a live session")
+        settings = replace(self.settings, **changes)
+        settings.validate()
+        n_ctx = (self.writer.manifest.get("model") or {}).get("n_ctx")
+        limit = min(settings.max_new_tokens, int(n_ctx) - len(self.prompt_ids)) if n_ctx else settings.max_new_tokens
+        self.settings = self.sampler.settings = settings
+        if "seed" in changes:
+            self.sampler.generator.manual_seed(int(settings.seed))
+        self.max_new_tokens = settings.max_new_tokens = limit
+        done = self._steps_started
+        if self.finished and self.stop_reason == "max_new_tokens" and done < limit:
+            self.finished, self.stop_reason = False, None  # room again: generation goes on
+        elif not self.finished and done >= limit:
+            self.finished, self.stop_reason = True, "max_new_tokens"
+        generation = self.writer.manifest.setdefault("generation", {})
+        generation.update(self.live_settings())
+        generation.setdefault("changes", []).append({"from_step": done, **changes})
+        self._settings_changed = True
+        return changes
+
+    def live_settings(self) -> dict:
+        """The settings a live session can change, as they are now."""
+        return {f: getattr(self.settings, f) for f in self.LIVE_FIELDS}
 
     def _logit_lens(self, resid: torch.Tensor) -> dict[str, np.ndarray]:
         """Top-k of unembed(ln_final(resid_post_L)) at the last position, for every layer."""

@@ -100,37 +100,12 @@ def _validate(v: dict) -> None:
 
 
 def apply_to_session(session, changes: dict) -> dict:
-    """(worker, under the session lock) Apply `changes` from the next step on. Uses
-    `session.update_settings(**changes)` when the session has it; otherwise sets the sampler's
-    settings (each step's sampling record then carries them), reseeds on a seed change and moves
-    the token limit. Returns the changes applied."""
-    update = getattr(session, "update_settings", None)
-    if callable(update):
-        update(**changes)
-        return changes
-    sampler_changes = {k: v for k, v in changes.items() if k in SAMPLER_FIELDS}
-    if sampler_changes:
-        settings = replace(session.settings, **sampler_changes)
-        settings.validate()
-        session.settings = settings
-        session.sampler.settings = settings
-        if "seed" in sampler_changes:
-            session.sampler.generator.manual_seed(int(sampler_changes["seed"]))
-    if "max_new_tokens" in changes:
-        limit = int(changes["max_new_tokens"])
-        n_ctx = (session.writer.manifest.get("model") or {}).get("n_ctx")
-        if n_ctx:
-            limit = min(limit, int(n_ctx) - len(session.prompt_ids))
-        session.settings.max_new_tokens = session.max_new_tokens = limit
-        done = session._steps_started
-        if session.finished and session.stop_reason == "max_new_tokens" and done < limit:
-            session.finished, session.stop_reason = False, None  # room again: generation goes on
-        elif not session.finished and done >= limit:
-            session.finished, session.stop_reason = True, "max_new_tokens"
-    generation = session.writer.manifest.setdefault("generation", {})
-    generation.update({k: v for k, v in current_settings(session.settings).items()})
-    generation.setdefault("changes", []).append({"from_step": session._steps_started, **changes})
-    return changes
+    """(worker, under the session lock) Apply `changes` from the next step on through the
+    session's own `update_settings` (validated there; ValueError becomes SettingsError)."""
+    try:
+        return session.update_settings(**changes)
+    except ValueError as exc:
+        raise SettingsError(str(exc).splitlines()[0]) from None
 
 
 __all__ = ["SettingsError", "apply_to_session", "current_settings", "parse_settings", "settings_text"]
