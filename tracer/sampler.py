@@ -10,35 +10,15 @@ its record still carries the model's probabilities.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
-
 import numpy as np
 import torch
+
+from .sampler_settings import SamplerSettings
 
 MIN_CANDIDATES = 20
 HEAD_CANDIDATES = 256  # stored when nothing is filtered out (pure temperature / greedy)
 TAIL_CANDIDATES = 20  # stored past the last kept candidate, to show what the filters removed
 MAX_CANDIDATES = 4096
-
-
-@dataclass
-class SamplerSettings:
-    do_sample: bool = False
-    temperature: float = 1.0
-    top_k: int = 0  # 0 = off
-    top_p: float = 1.0  # 1.0 = off
-    min_p: float = 0.0  # 0.0 = off
-    seed: int = 0
-
-    def validate(self) -> None:
-        if not self.temperature > 0:
-            raise ValueError("temperature must be > 0")
-        if self.top_k < 0:
-            raise ValueError("top-k must be >= 0")
-        if not 0 < self.top_p <= 1:
-            raise ValueError("top-p must be in (0, 1]")
-        if not 0 <= self.min_p < 1:
-            raise ValueError("min-p must be in [0, 1)")
 
 
 def nucleus_size(sorted_probs: torch.Tensor, top_p: float) -> int:

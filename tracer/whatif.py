@@ -14,36 +14,16 @@ Torch-free: the TUI's reading path never imports torch.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 
 import numpy as np
+
+from .sampler_settings import SamplerSettings
 
 HEAD = 256  # candidates sorted first; the whole vocabulary only when top-p needs it
 
 
-@dataclass
-class WhatIfSettings:
-    """The sampling settings of a replay (the fields of tracer.sampler.WhatIfSettings, torch-free)."""
-
-    do_sample: bool = False
-    temperature: float = 1.0
-    top_k: int = 0  # 0 = off
-    top_p: float = 1.0  # 1.0 = off
-    min_p: float = 0.0  # 0.0 = off
-    seed: int = 0
-
-    def validate(self) -> None:
-        if not self.temperature > 0:
-            raise ValueError("temperature must be > 0")
-        if self.top_k < 0:
-            raise ValueError("top-k must be >= 0")
-        if not 0 < self.top_p <= 1:
-            raise ValueError("top-p must be in (0, 1]")
-        if not 0 <= self.min_p < 1:
-            raise ValueError("min-p must be in [0, 1)")
-
-    def as_dict(self) -> dict:
-        return asdict(self)
+WhatIfSettings = SamplerSettings  # the settings of a replay: the live sampler's own
 
 
 def softmax(x: np.ndarray) -> np.ndarray:
