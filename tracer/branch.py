@@ -23,13 +23,11 @@ import copy
 import datetime as _dt
 import os
 import re
-import shutil
-import tempfile
 import time
 
 import numpy as np
 
-from .trace_format import MANIFEST, STEP_LOG, TraceError, TraceWriteError, atomic_write_bytes
+from .trace_format import MANIFEST, TraceError
 
 BRANCHES = "branches"
 PARENT = "../.."  # the only parent a branch may name: the trace enclosing its branches/ directory
@@ -198,32 +196,16 @@ def describe(item: dict) -> str:
 def save_self_contained(trace, dst: str) -> str:
     """Write `trace` (a branch or any trace) to `dst` as an ordinary trace: every step file copied
     from wherever it lives, the manifest's `branch` kept as `branched_from` (where and why)."""
-    from .writer import log_line, manifest_bytes, prepare_directory, swap_in
+    from .writer import copy_trace
 
-    state = prepare_directory(dst)
-    target = dst
-    if state == "trace":
-        target = tempfile.mkdtemp(prefix="." + os.path.basename(os.path.abspath(dst)) + ".stepscope-new-", dir=os.path.dirname(os.path.abspath(dst)))
     manifest = {k: v for k, v in trace.manifest.items() if k != "branch"}
     if trace.manifest.get("branch") is not None:
         b = trace.manifest["branch"]
         manifest["branched_from"] = {k: b[k] for k in ("name", "step", "reason", "interventions") if k in b}
-    try:
-        for s in trace.steps._steps:
-            shutil.copyfile(s.path, os.path.join(target, s._entry["file"]))
-        for name, src in (("tokenizer.json", trace.path), ("lens.safetensors", trace.root)):
-            if os.path.isfile(os.path.join(src, name)):
-                shutil.copyfile(os.path.join(src, name), os.path.join(target, name))
-        entries = [s._entry for s in trace.steps._steps]
-        atomic_write_bytes(os.path.join(target, STEP_LOG), b"".join(log_line(e) for e in entries))
-        atomic_write_bytes(os.path.join(target, MANIFEST), manifest_bytes(manifest))
-        if target != dst:
-            swap_in(target, dst)
-    except OSError as exc:
-        if target != dst:
-            shutil.rmtree(target, ignore_errors=True)
-        raise TraceWriteError(f"cannot save the branch to {dst}: {exc.strerror or exc}") from None
-    return dst
+    manifest["steps"] = [s._entry for s in trace.steps._steps]
+    sources = {s._entry["file"]: s.path for s in trace.steps._steps}
+    sources["lens.safetensors"] = os.path.join(trace.root, "lens.safetensors")
+    return copy_trace(manifest, trace.path, dst, sources)
 
 
 # -- effect of a branch on token probabilities -----------------------------------------------------

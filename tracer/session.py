@@ -11,7 +11,6 @@ import datetime as _dt
 import inspect
 import os
 import platform
-import shutil
 import tempfile
 import time
 from dataclasses import asdict, dataclass, replace
@@ -31,7 +30,7 @@ from .reader import Step, Trace
 from .recorder import Recorder
 from .sampler import Sampler, SamplerSettings
 from .staging import SLOTS, HostStager
-from .trace_format import MANIFEST, SCHEMA, SCHEMA_VERSION, TraceWriteError, atomic_write_bytes, atomic_write_json
+from .trace_format import SCHEMA, SCHEMA_VERSION, TraceWriteError, atomic_write_bytes
 from .writer import TraceWriter, copy_trace
 
 DEFAULT_PROMPT = "The capital of France is"

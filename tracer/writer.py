@@ -449,20 +449,23 @@ class TraceWriter:
             raise TraceWriteError(f"{_describe(exc, os.path.join(self.path, MANIFEST))}; the trace keeps its {kept} complete steps") from None
 
 
-def copy_trace(manifest: dict, src_dir: str, dst: str) -> str:
-    """Write a self-contained copy of a trace (its listed steps and tokenizer) to `dst`,
-    with the same replace-only-when-complete rules as a recording."""
+def copy_trace(manifest: dict, src_dir: str, dst: str, sources: dict[str, str] | None = None) -> str:
+    """Write a self-contained copy of a trace (its listed steps, tokenizer and lens file) to `dst`,
+    with the same replace-only-when-complete rules as a recording. Each file is read from
+    `sources[name]` when given (a branch's shared steps live in its parent), else from `src_dir`."""
     state = prepare_directory(dst)
     target = dst
     if state == "trace":
         target = tempfile.mkdtemp(prefix="." + os.path.basename(os.path.abspath(dst)) + ".stepscope-new-", dir=os.path.dirname(os.path.abspath(dst)))
+    sources = sources or {}
     try:
-        files = [e["file"] for e in manifest["steps"]]
-        files += [f for f in ("tokenizer.json", "lens.safetensors") if os.path.isfile(os.path.join(src_dir, f))]
+        files = [e["file"] for e in manifest["steps"]] + ["tokenizer.json", "lens.safetensors"]
         for name in files:
-            shutil.copyfile(os.path.join(src_dir, name), os.path.join(target, name))
-        lines = b"".join(log_line(e) for e in manifest["steps"])
-        atomic_write_bytes(os.path.join(target, STEP_LOG), lines)
+            src = sources.get(name, os.path.join(src_dir, name))
+            if name in ("tokenizer.json", "lens.safetensors") and not os.path.isfile(src):
+                continue
+            shutil.copyfile(src, os.path.join(target, name))
+        atomic_write_bytes(os.path.join(target, STEP_LOG), b"".join(log_line(e) for e in manifest["steps"]))
         atomic_write_bytes(os.path.join(target, MANIFEST), manifest_bytes(dict(manifest, schema_version=SCHEMA_VERSION)))
         if target != dst:
             swap_in(target, dst)
