@@ -308,9 +308,17 @@ def test_live_F_forces_another_token_in_a_branch_and_B_switches_runs(tiny):
         chosen = original.steps[1].token["id"]
         logits = np.asarray(original.steps[1]["logits"][-1], dtype=np.float64)
         forced = int(next(i for i in np.argsort(-logits) if int(i) != chosen))
+        await pilot.press("1")  # pick the alternative with a click in the Candidates pane
+        await pilot.pause()
+        pane = app.main_screen.pane("candidates")
+        rows = screen(app).splitlines()
+        y = next(i for i, row in enumerate(rows) if f" {forced:>6} " in row and pane.region.x < row.index(f" {forced:>6} "))
+        assert await pilot.click(None, offset=(rows[y].index(f" {forced:>6} ") + 2, y))
+        await pilot.pause()
+        assert app.main_screen.pane("why").other() == forced
         await pilot.press("F")
         await pilot.pause()
-        app.screen.query_one("Input").value = f"#{forced}"
+        assert app.screen.query_one("Input").value.startswith(f"#{forced} ")
         await pilot.press("enter")
         await wait_idle(app, pilot)
         branch = app.trace

@@ -438,6 +438,23 @@ class MainScreen(Screen[None]):
         message.stop()
         self.app.move(**message.changes)
 
+    def on_candidates_pane_picked(self, message: CandidatesPane.Picked) -> None:
+        """A clicked candidate: the Why pane explains the chosen token against it; F would force it."""
+        message.stop()
+        app = self.app
+        trace = getattr(app, "trace", None)
+        if trace is None or not app.n_steps:
+            return
+        chosen = int(trace.steps[app.step].token["id"])
+        if message.token_id == chosen:
+            self._panes["why"].pick(None)
+            return
+        self._panes["why"].pick(message.token_id)
+        from tui.views.attribution import token
+
+        live = " · F forces it here (a branch)" if getattr(app, "session", None) is not None else ""
+        app.notify(Text.assemble("picked ", token(trace, message.token_id), f": 8 explains why not it{live}"), timeout=3)
+
     def on_attribution_pane_open_heatmap(self, message: AttributionPane.OpenHeatmap) -> None:
         message.stop()
         self.app.move(layer=message.layer, head=message.head)

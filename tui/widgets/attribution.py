@@ -37,22 +37,25 @@ class AttributionPane(LinesPane):
     def __init__(self, trace=None, **kwargs) -> None:
         super().__init__(trace, **kwargs)
         self.rival = 0  # index into the step's candidates (0: the runner-up)
+        self.picked: int | None = None  # a token picked elsewhere (a click in the Candidates pane), this step only
         self.by_size = False
         self._loading = None  # the trace whose lens a worker is reading
         self._failed: tuple[object, str] | None = None  # (trace, why its lens could not be read)
 
     def on_trace(self) -> None:
-        self.rival = 0
+        self.rival, self.picked = 0, None
 
     def on_cursor(self, old, new) -> None:
         if new.step != old.step:
-            self.rival = 0
+            self.rival, self.picked = 0, None
         super().on_cursor(old, new)
         if new.layer != old.layer:
             self.call_after_refresh(reveal_selected, self)
 
     def other(self) -> int | None:
         """The rival token id (None: the runner-up)."""
+        if self.picked is not None:
+            return self.picked
         if not self.rival:
             return None
         options = rivals(self.trace, self.step_index)
@@ -94,12 +97,17 @@ class AttributionPane(LinesPane):
         self.invalidate()
 
     # -- keys and clicks ---------------------------------------------------------------------------
+    def pick(self, token_id: int | None) -> None:
+        """Explain the chosen token against `token_id` (None: back to the runner-up)."""
+        self.picked = token_id
+        self.invalidate()
+
     def action_rival(self, delta: int) -> None:
-        self.rival = max(0, self.rival + delta)
+        self.rival, self.picked = max(0, self.rival + delta), None
         self.invalidate()
 
     def action_pick_rival(self, index: int) -> None:
-        self.rival = index
+        self.rival, self.picked = index, None
         self.invalidate()
 
     def action_sort(self) -> None:

@@ -13,8 +13,10 @@ Keys (when focused): ↑/↓ PageUp/PageDown scroll.
 
 from __future__ import annotations
 
+from rich.style import Style
 from rich.text import Text
 from textual.binding import Binding
+from textual.message import Message
 from textual.reactive import reactive
 
 from tui.text import fit
@@ -86,6 +88,16 @@ class CandidatesPane(Pane, can_focus=True):
 
     def action_scroll_rows(self, delta: int) -> None:
         self.offset_rows += delta
+
+    class Picked(Message):
+        """A candidate was clicked: the alternative to explain (Why) or to force (F)."""
+
+        def __init__(self, token_id: int) -> None:
+            super().__init__()
+            self.token_id = token_id
+
+    def action_pick(self, token_id: int) -> None:
+        self.post_message(self.Picked(token_id))
 
     def prefetch(self, step_index: int) -> None:
         """Compute (into the views cache) the candidates of `step_index`."""
@@ -182,5 +194,6 @@ class CandidatesPane(Pane, can_focus=True):
                 line.stylize(chosen_style)
             elif not row.kept:
                 line.stylize(outside_style)
+            line.stylize(Style(meta={"@click": f"pick({row.id})"}))  # a click picks it (Why, F: issue 12)
             lines.append(line)
         return lines
