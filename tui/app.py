@@ -527,6 +527,7 @@ class StepscopeApp(LiveWorkers, App[None]):
                                ("click a cell of the Heads grid", "select its layer and head"),
                                ("click a tab or a footer key", "show the pane / run the key"),
                                ("click a token / an Attention cell", "select that query row / cell"),
+                               ("click a candidate", "pick it: Why explains against it, F (live) forces it"),
                                ("Why: click a layer / head / rival", "select the layer / open the head's pattern / compare with it"),
                                ("What if: click a knob button", "change that setting (t[−] T[+] …)"),
                                ("Compare: click a token / layer row", "go to that step / select the layer")])]
