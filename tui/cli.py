@@ -260,8 +260,6 @@ def cmd_trace(args) -> int:
 
 def open_session(args, settings, progress=None, background_writer=False):
     """A LiveSession from the model and generation options of `trace` and `run`."""
-    from tracer.session import DEFAULT_PROMPT, LiveSession
-
     if args.chat is None and args.prompt is None:
         settings.chat = False  # the default prompt is a completion prompt, not a chat turn
     try:

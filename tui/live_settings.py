@@ -10,7 +10,6 @@ result is a valid sampler); `settings_text(current)` is the line the dialog star
 from __future__ import annotations
 
 import math
-from dataclasses import replace
 
 KEYS = {
     "temperature": "temperature", "t": "temperature", "temp": "temperature",
