@@ -295,7 +295,7 @@ def test_B_switches_to_a_branch_marks_where_it_leaves_and_shows_the_effect(branc
     run(app, script)
 
 
-def test_live_F_forces_another_token_in_a_branch_and_B_switches_runs(tiny):
+def test_live_F_forces_another_token_in_a_branch_and_B_switches_runs(tiny, tmp_path):
     from tests.test_app import make_factory, wait_idle
 
     app = StepscopeApp(session_factory=make_factory(tiny, max_new_tokens=4))
@@ -337,8 +337,19 @@ def test_live_F_forces_another_token_in_a_branch_and_B_switches_runs(tiny):
         await pilot.press("B")
         await pilot.pause()
         assert app.trace is branch and app.n_steps == 3
+        await pilot.press("w")  # w writes the branch as a self-contained trace
+        await pilot.pause()
+        app.screen.query_one("Input").value = str(out)
+        await pilot.press("enter")
+        await until(pilot, lambda: (out / "manifest.json").exists() and not app.busy)
+        await pilot.pause(0.2)
 
+    out = tmp_path / "written"
     run(app, script)
+    written = load_trace(str(out))
+    assert written.manifest.get("branch") is None and written.manifest["branched_from"]["step"] == 1
+    assert [t["id"] for t in written.tokens] == [t["id"] for t in load_trace(app.session.path).tokens]
+    np.testing.assert_array_equal(np.asarray(written.steps[0]["logits"]), np.asarray(load_trace(app.session.path).steps[0]["logits"]))
 
 
 def test_live_I_ablates_the_head_at_the_cursor_and_shows_the_effect(tiny):
