@@ -45,6 +45,9 @@ class DiffPane(LinesPane):
             self.tensor = None
             self.invalidate()
 
+    def on_trace(self) -> None:
+        self._result = None  # another trace A, or a live one that grew: compare again
+
     def on_cursor(self, old, new) -> None:
         if new.layer != old.layer:
             self.tensor = None
