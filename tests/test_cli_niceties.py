@@ -69,16 +69,11 @@ def test_chat_default_follows_the_tokenizer(tmp_path):
     assert instruct.chat_template == CHAT_TEMPLATE and chat_default(instruct)
 
 
-def test_local_copy_of_the_instruct_model_is_still_instruct(tmp_path):
+def test_local_copy_of_the_instruct_model_is_still_instruct(tmp_path, smollm2_cache):
     """A copy of SmolLM2-135M-Instruct's tokenizer in a directory named `bars-smol-hf` defaults to chat."""
-    pytest.importorskip("transformers")
     from transformers import AutoTokenizer
 
-    from tracer.loading import _gguf_cache_dir
-
-    cached = _gguf_cache_dir(default_gguf_path())
-    if not os.path.isdir(cached):
-        pytest.skip("the dequantised SmolLM2 cache is not built")
+    cached = smollm2_cache
     copy = tmp_path / "bars-smol-hf"
     copy.mkdir()
     for name in ("tokenizer.json", "tokenizer_config.json", "chat_template.jinja"):
