@@ -363,13 +363,21 @@ class MainScreen(Screen[None]):
 
     def action_intervene(self) -> None:
         """Live: a branch at the cursor's step with an intervention, computed in a worker."""
-        from tui.branching import INTERVENTION_HELP, parse_intervention
+        from tui.branching import INTERVENTION_HELP, check_intervention, intervention_templates, parse_intervention
 
         app = self.app
-        self._branch_dialog("Intervene from step {step} (a branch; the original run is kept)",
-                            lambda step: f"zero head {app.layer}.{app.head}", parse_intervention, INTERVENTION_HELP)
+        sources: dict = {}  # other traces a patch reads, loaded once per dialog
 
-    def _branch_dialog(self, title: str, default, parse, hint: str) -> None:
+        def parse(text: str) -> dict:
+            choice = parse_intervention(text)
+            check_intervention(app.trace, app.step, choice["intervene"], sources)
+            return choice
+
+        self._branch_dialog("Intervene from step {step} (a branch; the original run is kept)",
+                            lambda step: f"zero head {app.layer}.{app.head}", parse, INTERVENTION_HELP,
+                            choices=lambda step: intervention_templates(app.trace, step, app.layer, app.head))
+
+    def _branch_dialog(self, title: str, default, parse, hint: str, choices=None) -> None:
         from tui.branching import branch_worker
         from tui.screens.prompt import PromptScreen
 
@@ -397,7 +405,8 @@ class MainScreen(Screen[None]):
             self.run_worker(lambda: branch_worker(app, self, step, choice), thread=True, group="branch",
                             name="branch", exit_on_error=False)
 
-        app.push_screen(PromptScreen(title.format(step=step), value=default(step), hint=hint, check=check), done)
+        app.push_screen(PromptScreen(title.format(step=step), value=default(step), hint=hint, check=check,
+                                     choices=choices(step) if choices else ()), done)
 
     def on_branch_made(self, message) -> None:
         from tui.branching import adopt_branch

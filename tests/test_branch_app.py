@@ -1,0 +1,104 @@
+"""Issue 12 in the app, the last gaps: the intervention dialog's steering vector and activation
+patching (branches checked against an independent recomputation), and the branch list (R)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from tests.test_why_app import run, screen
+from tracer import load_trace
+from tracer.session import GenerationSettings, LiveSession
+from tui.app import StepscopeApp
+
+
+async def click_label(app, pilot, label: str):
+    """Click `[label]` where it is on the screen."""
+    rows = screen(app).splitlines()
+    y = next(i for i, row in enumerate(rows) if f"[{label}]" in row)
+    assert await pilot.click(None, offset=(rows[y].index(f"[{label}]") + 1, y))
+    await pilot.pause()
+
+
+def test_live_I_steers_the_residual_stream_with_a_difference_of_two_recorded_residuals(tiny):
+    from tests.test_app import make_factory, wait_idle
+
+    app = StepscopeApp(session_factory=make_factory(tiny, max_new_tokens=4))
+
+    async def script(app, pilot):
+        await wait_idle(app, pilot)
+        await pilot.press("n")
+        await wait_idle(app, pilot)
+        original = app.trace
+        pos = original.prompt_len  # the row step 1 computes
+        await pilot.press("I")
+        await pilot.pause()
+        await click_label(app, pilot, "steer")  # a click fills the field from the cursor (layer 0, step 1)
+        field = app.screen.query_one("Input")
+        assert field.value == f"steer 0 {pos} {pos - 1} 1.0"
+        field.value = f"steer 0 {pos} 99 1.0"  # a position no step computed: refused in the dialog
+        await pilot.press("enter")
+        await pilot.pause()
+        assert "no step of this trace computed position 99" in screen(app) and app.trace is original
+        field.value = ""
+        await pilot.press(*f"steer 0 {pos} {pos - 1} 2.5", "enter")
+        await wait_idle(app, pilot)
+        branch = app.trace
+        assert branch is not original and branch.steps[1].intervened
+        name = "blocks.0.hook_resid_post"
+        # the vector, recomputed here from the original run's recorded rows
+        vector = 2.5 * (np.asarray(original.steps[1][name][0], np.float32) - np.asarray(original.steps[0][name][-1], np.float32))
+        np.testing.assert_allclose(branch.steps[1][name], np.asarray(original.steps[1][name]) + vector, rtol=1e-5, atol=1e-5)
+        np.testing.assert_array_equal(branch.steps[1]["blocks.1.hook_resid_pre"], branch.steps[1][name])  # the next block reads it
+        np.testing.assert_array_equal(branch.steps[1]["blocks.0.hook_resid_pre"], original.steps[1]["blocks.0.hook_resid_pre"])
+        model = tiny[0]  # logits recomputed from the steered stream through the rest of the model
+        import torch
+
+        with torch.no_grad():
+            hidden = torch.tensor(np.asarray(branch.steps[1]["blocks.1.hook_resid_post"]))[None]
+            logits = model.lm_head(model.model.norm(hidden))[0, -1].numpy()
+        np.testing.assert_allclose(np.asarray(branch.steps[1]["logits"][-1]), logits, rtol=1e-4, atol=1e-4)
+
+    run(app, script)
+
+
+def test_live_I_patches_an_activation_from_another_trace(tiny, tmp_path):
+    from tests.test_app import make_factory, wait_idle
+
+    other = LiveSession(tiny[0], tiny[1], "Jello", GenerationSettings(max_new_tokens=3), out=str(tmp_path / "other"))
+    other.run()
+    other.close()
+    source = load_trace(str(tmp_path / "other"))
+    app = StepscopeApp(session_factory=make_factory(tiny, max_new_tokens=4))
+
+    async def script(app, pilot):
+        await wait_idle(app, pilot)
+        await pilot.press("n")
+        await wait_idle(app, pilot)
+        original = app.trace
+        pos = original.prompt_len
+        await pilot.press("I")
+        await pilot.pause()
+        await click_label(app, pilot, "patch")
+        field = app.screen.query_one("Input")
+        assert field.value == f"patch 0 hook_resid_post {pos} "
+        field.value = f"patch 0 hook_resid_post {pos} {tmp_path / 'missing'}"  # refusals: one line in the dialog
+        await pilot.press("enter")
+        await pilot.pause()
+        error = app.screen.query_one("#prompt-error").render().plain
+        assert "missing" in error and "\n" not in error and app.trace is original
+        field.value = f"patch 0 hook_resid_post {pos - 2} {tmp_path / 'other'}"  # a prompt position: step 0 is past
+        await pilot.press("enter")
+        await pilot.pause()
+        assert "is computed at step 0, before this branch (step 1)" in screen(app)
+        field.value = f"patch 0 hook_resid_post {pos} {tmp_path / 'other'}"
+        await pilot.press("enter")
+        await wait_idle(app, pilot)
+        branch = app.trace
+        assert branch is not original and branch.steps[1].intervened
+        name = "blocks.0.hook_resid_post"
+        np.testing.assert_array_equal(branch.steps[1][name][0], source.steps[1][name][0])  # the other trace's row
+        assert not np.allclose(original.steps[1][name][0], source.steps[1][name][0])
+        np.testing.assert_array_equal(branch.steps[1]["blocks.1.hook_resid_pre"], branch.steps[1][name])
+        np.testing.assert_array_equal(branch.steps[1]["blocks.0.hook_resid_pre"], original.steps[1]["blocks.0.hook_resid_pre"])
+
+    run(app, script)
