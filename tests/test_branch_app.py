@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from tests.test_why_app import run, screen
+from tests.test_why_app import branched, run, screen  # noqa: F401 - `branched` is a fixture
 from tracer import load_trace
 from tracer.session import GenerationSettings, LiveSession
 from tui.app import StepscopeApp
@@ -100,5 +100,82 @@ def test_live_I_patches_an_activation_from_another_trace(tiny, tmp_path):
         assert not np.allclose(original.steps[1][name][0], source.steps[1][name][0])
         np.testing.assert_array_equal(branch.steps[1]["blocks.1.hook_resid_pre"], branch.steps[1][name])
         np.testing.assert_array_equal(branch.steps[1]["blocks.0.hook_resid_pre"], original.steps[1]["blocks.0.hook_resid_pre"])
+
+    run(app, script)
+
+
+def _rows(app) -> list[str]:
+    return [row for row in screen(app).splitlines() if " steps " in row]
+
+
+def test_live_R_lists_the_runs_and_enter_or_a_click_opens_one(tiny):
+    from tests.test_app import make_factory, wait_idle
+
+    app = StepscopeApp(session_factory=make_factory(tiny, max_new_tokens=4))
+
+    async def script(app, pilot):
+        await wait_idle(app, pilot)
+        await pilot.press("n")
+        await wait_idle(app, pilot)
+        original, root = app.trace, app.session
+        await pilot.press("j", "l", "I", "enter")  # b1: head 1.1 zeroed from step 1
+        await wait_idle(app, pilot)
+        b1 = app.trace
+        await pilot.press("n")  # b1 has 3 steps
+        await wait_idle(app, pilot)
+        await pilot.press("home", "F")  # b2 (of b1): another token forced at step 0
+        await pilot.pause()
+        app.screen.query_one("Input").value = "#65 A"
+        await pilot.press("enter")
+        await wait_idle(app, pilot)
+        b2 = app.trace
+        assert b2.steps[0].token["id"] == 65
+        await pilot.press("R")
+        await pilot.pause()
+        rows = _rows(app)
+        assert len(rows) == 3 and "(original)" in rows[0] and "the original run" in rows[0] and "2 steps" in rows[0]
+        assert "b1" in rows[1] and "3 steps" in rows[1] and "from step 1" in rows[1] and "zero_head blocks.1.attn.hook_z head 1" in rows[1]
+        assert "b1/b2" in rows[2] and "▶" in rows[2] and "from step 0" in rows[2] and "forced '" in rows[2] and "1 steps" in rows[2]
+        await pilot.press("up", "up", "enter")  # Enter opens the original run
+        await pilot.pause()
+        assert app.trace is original and app.session is root and app.n_steps == 2
+        await pilot.press("R")
+        await pilot.pause()
+        lines = screen(app).splitlines()
+        y = next(i for i, row in enumerate(lines) if " b1 " in row and " steps " in row)
+        assert await pilot.click(None, offset=(lines[y].index(" b1 ") + 1, y))  # a click opens b1
+        await pilot.pause()
+        assert app.trace is b1 and app.n_steps == 3 and "RunsScreen" not in type(app.screen).__name__
+        await pilot.press("R", "escape")  # Esc closes without switching
+        await pilot.pause()
+        assert app.trace is b1
+
+    run(app, script)
+
+
+def test_replay_R_lists_the_branches_of_a_trace(branched):
+    root, forced = branched
+    original = load_trace(root)
+    app = StepscopeApp(trace=original)
+
+    async def script(app, pilot):
+        await pilot.press("R")
+        await pilot.pause()
+        rows = _rows(app)
+        n = len(original.steps)
+        assert len(rows) == 2 and "▶" in rows[0] and f"{n} steps" in rows[0]
+        assert "b1" in rows[1] and "from step 1" in rows[1] and "forced" in rows[1] and f"{n} steps" in rows[1]
+        lines = screen(app).splitlines()
+        y = lines.index(rows[1])
+        assert await pilot.click(None, offset=(rows[1].index("b1"), y))  # a click opens the branch
+        await pilot.pause()
+        assert app.trace is not original and app.trace.manifest["branch"]["name"] == "b1"
+        assert app.trace.steps[1].token["id"] == forced and app.trace.steps[1].forced
+        await pilot.press("R")
+        await pilot.pause()
+        assert "▶" in _rows(app)[1]
+        await pilot.press("home", "enter")  # Enter on the original opens it again
+        await pilot.pause()
+        assert app.trace.path == original.path
 
     run(app, script)
