@@ -68,6 +68,8 @@ def test_live_I_patches_an_activation_from_another_trace(tiny, tmp_path):
     other.run()
     other.close()
     source = load_trace(str(tmp_path / "other"))
+    alien = tmp_path / "alien"  # a trace of another model
+    LiveSession(tiny[0], tiny[1], "Jello", GenerationSettings(max_new_tokens=1), out=str(alien), name="another-model").run()
     app = StepscopeApp(session_factory=make_factory(tiny, max_new_tokens=4))
 
     async def script(app, pilot):
@@ -86,6 +88,11 @@ def test_live_I_patches_an_activation_from_another_trace(tiny, tmp_path):
         await pilot.pause()
         error = app.screen.query_one("#prompt-error").render().plain
         assert "missing" in error and "\n" not in error and app.trace is original
+        field.value = f"patch 0 hook_resid_post {pos} {alien}"
+        await pilot.press("enter")
+        await pilot.pause()
+        error = app.screen.query_one("#prompt-error").render().plain
+        assert "is a trace of another-model, not of" in error and app.trace is original, error
         field.value = f"patch 0 hook_resid_post {pos - 2} {tmp_path / 'other'}"  # a prompt position: step 0 is past
         await pilot.press("enter")
         await pilot.pause()
