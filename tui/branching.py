@@ -122,6 +122,7 @@ def check_intervention(trace, step: int, spec: tuple, sources: dict) -> None:
     """(UI thread, numpy) Refuse, in one line (ValueError), a steer or patch this run cannot apply at
     `step`; `sources` caches the other traces loaded (path -> Trace)."""
     from tracer import load_trace
+    from tracer.inert import inert
     from tracer.names import block_name
 
     kind, args, _ = spec
@@ -142,7 +143,8 @@ def check_intervention(trace, step: int, spec: tuple, sources: dict) -> None:
                 raise ValueError(str(exc).splitlines()[0] if str(exc) else type(exc).__name__) from None
         source = sources[path]
         if source.model.get("name") != trace.model.get("name"):
-            raise ValueError(f"{path} is a trace of {source.model.get('name')}, not of {trace.model.get('name')}")
+            theirs, ours = (inert(str(t.model.get("name")), 80) for t in (source, trace))
+            raise ValueError(f"{inert(path, 120)} is a trace of {theirs}, not of {ours}")
         at = 0 if position < trace.prompt_len else position - trace.prompt_len + 1
         if at < step:
             raise ValueError(f"position {position} is computed at step {at}, before this branch (step {step}): go to step {at}")
