@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 
+import numpy as np
 from textual.message import Message
 
 from tracer.reader import Trace
@@ -42,12 +43,31 @@ def parse_choice(text: str) -> dict:
     return {"text": text}
 
 
-INTERVENTION_HELP = ("zero head L.H · mean head L.H · scale head L.H F · zero neuron L N · clamp neuron L N V; "
+INTERVENTION_HELP = ("zero head L.H · mean head L.H · scale head L.H F · zero neuron L N · clamp neuron L N V · "
+                     "steer L P1 P2 S (adds S × (resid_post[P1] − resid_post[P2]) of this run after block L) · "
+                     "patch L NAME P PATH (NAME at position P from another trace); "
                      "add `only` for this step only (default: from this step on)")
+
+
+def predicting_position(trace, step: int) -> int:
+    """The token position whose row step `step` computes last (the one that predicts its token)."""
+    return trace.prompt_len - 1 + step
+
+
+def intervention_templates(trace, step: int, layer: int, head: int) -> list[tuple[str, str]]:
+    """(label, text) of every kind, filled from the cursor: the dialog's clickable choices."""
+    pos = predicting_position(trace, step)
+    return [("zero head", f"zero head {layer}.{head}"), ("mean head", f"mean head {layer}.{head}"),
+            ("scale head", f"scale head {layer}.{head} 0.5"), ("zero neuron", f"zero neuron {layer} 0"),
+            ("clamp neuron", f"clamp neuron {layer} 0 1.0"), ("steer", f"steer {layer} {pos} {max(pos - 1, 0)} 1.0"),
+            ("patch", f"patch {layer} hook_resid_post {pos} ")]
 
 
 def parse_intervention(text: str) -> dict:
     """"zero head 23.4", "scale head 23.4 0.5 only", "clamp neuron 5 123 2.0" -> {"intervene": (kind, args, only)}."""
+    parts = text.split(maxsplit=4)
+    if parts and parts[0] == "patch":
+        return _parse_patch(parts)
     words = text.split()
     only = bool(words) and words[-1] == "only"
     words = words[:-1] if only else words
@@ -70,9 +90,69 @@ def parse_intervention(text: str) -> dict:
             if len(words) != 4:
                 raise ValueError
             return {"intervene": ("zero_neuron", (layer, neuron), only)}
+        if len(words) == 5 and words[0] == "steer":
+            return {"intervene": ("steer", (int(words[1]), int(words[2]), int(words[3]), float(words[4])), only)}
     except ValueError:
         pass
     raise ValueError(f"not an intervention: {INTERVENTION_HELP}")
+
+
+def _parse_patch(parts: list[str]) -> dict:
+    """"patch L NAME P PATH" (at the one step computing position P; PATH may contain spaces)."""
+    try:
+        if len(parts) == 5:
+            return {"intervene": ("patch", (int(parts[1]), parts[2], int(parts[3]), parts[4].strip()), True)}
+    except ValueError:
+        pass
+    raise ValueError("patch L NAME P PATH: e.g. patch 3 hook_resid_post 7 traces/germany")
+
+
+def _row(trace, name: str, position: int):
+    """The row of `name` at token `position` in a trace (numpy), or a one-line refusal (ValueError)."""
+    for s in trace.steps:
+        a, b = s.positions
+        if a <= position < b:
+            if name not in s:
+                raise ValueError(f"{name} is not recorded at step {s.index}")
+            return s[name][position - a]
+    raise ValueError(f"no step of this trace computed position {position}")
+
+
+def check_intervention(trace, step: int, spec: tuple, sources: dict) -> None:
+    """(UI thread, numpy) Refuse, in one line (ValueError), a steer or patch this run cannot apply at
+    `step`; `sources` caches the other traces loaded (path -> Trace)."""
+    from tracer import load_trace
+    from tracer.inert import inert
+    from tracer.names import block_name
+
+    kind, args, _ = spec
+    if kind == "steer":
+        layer, p1, p2, _ = args
+        _row(trace, block_name(layer, "hook_resid_post"), p1)
+        _row(trace, block_name(layer, "hook_resid_post"), p2)
+    elif kind == "patch":
+        layer, name, position, path = args
+        from tracer.interventions import EDITABLE
+
+        if name not in EDITABLE:
+            raise ValueError(f"cannot patch {name}: editable names are {', '.join(EDITABLE)}")
+        if path not in sources:
+            try:
+                sources[path] = load_trace(path)
+            except Exception as exc:  # noqa: BLE001 - any unreadable directory: one line in the dialog
+                raise ValueError(str(exc).splitlines()[0] if str(exc) else type(exc).__name__) from None
+        source = sources[path]
+        if source.model.get("name") != trace.model.get("name"):
+            theirs, ours = (inert(str(t.model.get("name")), 80) for t in (source, trace))
+            raise ValueError(f"{inert(path, 120)} is a trace of {theirs}, not of {ours}")
+        at = 0 if position < trace.prompt_len else position - trace.prompt_len + 1
+        if at < step:
+            raise ValueError(f"position {position} is computed at step {at}, before this branch (step {step}): go to step {at}")
+        full = block_name(layer, name)
+        row = _row(source, full, position)
+        mine = _row(trace, full, min(position, trace.prompt_len - 1))
+        if tuple(row.shape) != tuple(mine.shape):
+            raise ValueError(f"{full} has shape {list(row.shape)} in {path}, {list(mine.shape)} here")
 
 
 def build_intervention(spec: tuple, step: int, session):
@@ -80,6 +160,19 @@ def build_intervention(spec: tuple, step: int, session):
     from tracer import interventions
 
     kind, args, only = spec
+    if kind == "steer":
+        layer, p1, p2, scale = args
+        name = f"blocks.{layer}.hook_resid_post"
+        a, _ = interventions.row_at(session.trace, name, p1)  # [d_model]
+        b, _ = interventions.row_at(session.trace, name, p2)  # [d_model]
+        vector = scale * (a.astype(np.float32) - b.astype(np.float32))  # [d_model]
+        return interventions.steer(layer, vector, name="hook_resid_post", from_step=step, only=only,
+                                   source=f"{scale:g} × ({name}[{p1}] − {name}[{p2}]) of this run")
+    if kind == "patch":
+        from tracer import load_trace
+
+        layer, name, position, path = args
+        return interventions.patch(layer, name, position, load_trace(path), prompt_len=session.trace.prompt_len)
     if kind == "mean_head":
         return interventions.mean_head(*args, session.trace, step=0, from_step=step, only=only)
     return getattr(interventions, kind)(*args, from_step=step, only=only)

@@ -122,8 +122,10 @@ class MainScreen(Screen[None]):
                 tooltip="Compare this trace with another trace directory (the Compare pane)"),
         Binding("B", "next_branch", "Branch", show=False,
                 tooltip="Switch to the next run: the original, then each branch"),
+        Binding("R", "list_runs", "Runs", show=False,
+                tooltip="Runs: the original and its branches in a list (Enter or a click opens one)"),
         Binding("I", "intervene", "Intervene", show=False,
-                tooltip="Live: branch here with an intervention (zero / mean / scale the head at the cursor, an MLP neuron)"),
+                tooltip="Live: branch here with an intervention (head zero / mean / scale, MLP neuron, steering vector, patch from a trace)"),
         Binding("F", "force_token", "Force", show=False,
                 tooltip="Live: branch here, forcing another token at this step (#id or text), and continue"),
         Binding("b", "app.breakpoints", "Breaks", tooltip="Breakpoints: add, list, remove"),
@@ -309,12 +311,13 @@ class MainScreen(Screen[None]):
     def action_next_branch(self) -> None:
         """Replay: open the next run of this trace (the original, then each branch); the Compare
         pane then compares a branch with the run it left."""
-        from tracer import load_trace
-        from tui.views.branches import current_index, parent_dir, run_label, runs
+        from tui.views.branches import current_index, runs
 
         app = self.app
         if getattr(app, "session", None) is not None:
-            self._next_live_run()
+            keys = self._live_keys()
+            if keys is not None:
+                self._open_live_run(keys, (keys.index(app.branches.current) + 1) % len(keys))
             return
         if app.trace is None:
             return
@@ -322,7 +325,45 @@ class MainScreen(Screen[None]):
         if len(items) < 2:
             app.notify("this trace has no branches", timeout=3)
             return
-        index = (current_index(app.trace, items) + 1) % len(items)
+        self._open_replay_run(items, (current_index(app.trace, items) + 1) % len(items))
+
+    def action_list_runs(self) -> None:
+        """The runs (original + branches) in a list; Enter or a click opens one (as `B` does)."""
+        from tracer import load_trace
+        from tui.screens.runs import RunsScreen
+        from tui.views.branches import current_index, runs
+
+        app = self.app
+        if getattr(app, "session", None) is not None:
+            keys = self._live_keys(need_branches=False)
+            if keys is None:
+                return
+            items = []
+            for key in keys:  # no worker runs now: the writers' manifests are safe to read
+                manifest = app.branches.sessions[key].writer.manifest
+                b = manifest.get("branch") or {}
+                items.append({"name": key, "step": b.get("step"), "reason": b.get("reason"),
+                              "interventions": b.get("interventions") or [], "steps": len(manifest["steps"])})
+            current = keys.index(app.branches.current)
+            opened = lambda index: None if index is None or index == current else self._open_live_run(keys, index)
+        elif app.trace is not None:
+            items = runs(app.trace)
+            for item in items:
+                try:
+                    item["steps"] = len(load_trace(item["path"]).steps)
+                except Exception:  # noqa: BLE001 - a damaged branch still gets its row
+                    item["steps"] = None
+            current = current_index(app.trace, items)
+            opened = lambda index: None if index is None or index == current else self._open_replay_run(items, index)
+        else:
+            return
+        app.push_screen(RunsScreen(items, current), opened)
+
+    def _open_replay_run(self, items: list[dict], index: int) -> None:
+        from tracer import load_trace
+        from tui.views.branches import parent_dir, run_label
+
+        app = self.app
         item = items[index]
         trace = load_trace(item["path"])
         app.trace = trace
@@ -333,19 +374,22 @@ class MainScreen(Screen[None]):
             self.compare_with(load_trace(parent), show=False)
         app.notify(Text(f"run {item['name'] or '(original)'} ({index + 1} of {len(items)}): {run_label(item)}"), timeout=4)
 
-    def _next_live_run(self) -> None:
+    def _live_keys(self, need_branches: bool = True) -> list[str] | None:
+        """The live runs' keys, or None (with a notice) when there is nothing to switch to or a step runs."""
+        app = self.app
+        tree = getattr(app, "branches", None)
+        if tree is None or (need_branches and len(tree.sessions) < 2):
+            app.notify("no branches yet: F forces another token at this step", timeout=3)
+            return None
+        if app.busy or app.continuing:
+            app.notify("busy: wait for the current step", timeout=2)
+            return None
+        return list(tree.sessions)
+
+    def _open_live_run(self, keys: list[str], index: int) -> None:
         from tui.branching import switch_run
 
         app = self.app
-        tree = getattr(app, "branches", None)
-        if tree is None or len(tree.sessions) < 2:
-            app.notify("no branches yet: F forces another token at this step", timeout=3)
-            return
-        if app.busy or app.continuing:
-            app.notify("busy: wait for the current step", timeout=2)
-            return
-        keys = list(tree.sessions)
-        index = (keys.index(tree.current) + 1) % len(keys)
         key = keys[index]
         app.trace = switch_run(app, key)
         app.move(step=app.step)
@@ -363,13 +407,21 @@ class MainScreen(Screen[None]):
 
     def action_intervene(self) -> None:
         """Live: a branch at the cursor's step with an intervention, computed in a worker."""
-        from tui.branching import INTERVENTION_HELP, parse_intervention
+        from tui.branching import INTERVENTION_HELP, check_intervention, intervention_templates, parse_intervention
 
         app = self.app
-        self._branch_dialog("Intervene from step {step} (a branch; the original run is kept)",
-                            lambda step: f"zero head {app.layer}.{app.head}", parse_intervention, INTERVENTION_HELP)
+        sources: dict = {}  # other traces a patch reads, loaded once per dialog
 
-    def _branch_dialog(self, title: str, default, parse, hint: str) -> None:
+        def parse(text: str) -> dict:
+            choice = parse_intervention(text)
+            check_intervention(app.trace, app.step, choice["intervene"], sources)
+            return choice
+
+        self._branch_dialog("Intervene from step {step} (a branch; the original run is kept)",
+                            lambda step: f"zero head {app.layer}.{app.head}", parse, INTERVENTION_HELP,
+                            choices=lambda step: intervention_templates(app.trace, step, app.layer, app.head))
+
+    def _branch_dialog(self, title: str, default, parse, hint: str, choices=None) -> None:
         from tui.branching import branch_worker
         from tui.screens.prompt import PromptScreen
 
@@ -397,7 +449,8 @@ class MainScreen(Screen[None]):
             self.run_worker(lambda: branch_worker(app, self, step, choice), thread=True, group="branch",
                             name="branch", exit_on_error=False)
 
-        app.push_screen(PromptScreen(title.format(step=step), value=default(step), hint=hint, check=check), done)
+        app.push_screen(PromptScreen(title.format(step=step), value=default(step), hint=hint, check=check,
+                                     choices=choices(step) if choices else ()), done)
 
     def on_branch_made(self, message) -> None:
         from tui.branching import adopt_branch

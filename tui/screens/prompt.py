@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from rich.style import Style
 from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding
@@ -34,9 +35,11 @@ class PromptScreen(ModalScreen[str | None]):
         placeholder: str = "",
         hint: str = "",
         check: Callable[[str], str | None] | None = None,
+        choices: list[tuple[str, str]] = (),
         **kwargs,
     ) -> None:
         super().__init__(**kwargs)
+        self.choices = list(choices)  # (label, text): a click on a label puts its text in the field
         self.title_text = title
         self.value = value
         self.placeholder = placeholder
@@ -46,12 +49,28 @@ class PromptScreen(ModalScreen[str | None]):
     def compose(self) -> ComposeResult:
         with Vertical(id="prompt-box"):
             yield Static(Text(self.title_text, style="bold"), id="prompt-title")
+            if self.choices:
+                yield Static(self._choices_text(), id="prompt-choices")
             yield Input(value=self.value, placeholder=self.placeholder, id="prompt-input")
             yield Static(Text(self.hint, style="dim"), id="prompt-hint")
             yield Static(id="prompt-error")
 
     def on_mount(self) -> None:
         self.query_one(Input).focus()
+
+    def _choices_text(self) -> Text:
+        text = Text()
+        for i, (label, _) in enumerate(self.choices):
+            text.append("  " if i else "")
+            text.append(f"[{label}]", style=Style(meta={"@click": f"screen.choose({i})"}))
+        return text
+
+    def action_choose(self, index: int) -> None:
+        """Put choice `index`'s text in the field (a click on its label)."""
+        field = self.query_one(Input)
+        field.value = self.choices[index][1]
+        field.cursor_position = len(field.value)
+        field.focus()
 
     def on_input_submitted(self, event: Input.Submitted) -> None:
         event.stop()
