@@ -201,7 +201,6 @@ def test_model_overview_pane_set_trace_later(trace):
 # -- the committed fixture (a real tiny Llama) -----------------------------------------------------------
 
 
-@pytest.mark.skipif(not os.path.isdir(FIXTURE), reason="fixture trace not committed yet")
 @pytest.mark.parametrize("cls", [HeatmapPane, TensorInspector, LogitLensPane, KVCachePane, ModelOverviewPane])
 def test_panes_on_the_real_fixture(cls):
     tr = load_trace(FIXTURE)

@@ -421,7 +421,6 @@ def test_vocab_texts_known_and_unknown(trace):
 # -- the committed fixture (a real tiny Llama) -------------------------------------------------------
 
 
-@pytest.mark.skipif(not os.path.isdir(FIXTURE), reason="fixture trace not committed yet")
 def test_views_on_the_real_fixture():
     tr = load_trace(FIXTURE)
     model = tr.model

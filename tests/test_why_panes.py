@@ -1,5 +1,4 @@
-"""Pilot tests of the attribution pane, the what-if panel and the diff view (the tui branch's Pane API;
-skipped on a branch without it)."""
+"""Pilot tests of the attribution pane, the what-if panel and the diff view, each mounted alone."""
 
 from __future__ import annotations
 
@@ -7,19 +6,17 @@ import asyncio
 
 import pytest
 
-pytest.importorskip("tui.widgets.pane")
+from textual.app import App
 
-from textual.app import App  # noqa: E402
-
-from tests.tiny_models import byte_tokenizer, tiny_model  # noqa: E402
-from tracer import load_trace  # noqa: E402
-from tracer.attribution import attribute  # noqa: E402
-from tracer.session import GenerationSettings, LiveSession  # noqa: E402
-from tracer.whatif import WhatIfSettings  # noqa: E402
-from tui.widgets.attribution import AttributionPane  # noqa: E402
-from tui.widgets.cursor import Cursor  # noqa: E402
-from tui.widgets.diff import DiffPane  # noqa: E402
-from tui.widgets.whatif import WhatIfPane  # noqa: E402
+from tests.tiny_models import byte_tokenizer, tiny_model
+from tracer import load_trace
+from tracer.attribution import attribute
+from tracer.session import GenerationSettings, LiveSession
+from tracer.whatif import WhatIfSettings
+from tui.widgets.attribution import AttributionPane
+from tui.widgets.cursor import Cursor
+from tui.widgets.diff import DiffPane
+from tui.widgets.whatif import WhatIfPane
 
 
 class PaneApp(App):
