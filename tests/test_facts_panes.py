@@ -9,7 +9,8 @@ import pytest
 
 from tests.family_matrix import NEW_TOKENS, PROMPT
 from tests.family_traces import Traces
-from tests.test_panes import assert_inert, cell_colours, drive, screen_lines, screen_text
+from tests.pane_harness import drive, screen_lines
+from tests.test_panes import assert_inert, cell_colours, screen_text
 from tests.tiny_models import byte_tokenizer, tiny_model
 from tracer import load_trace
 from tracer.session import GenerationSettings, LiveSession

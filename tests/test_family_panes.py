@@ -4,7 +4,8 @@ cache rows, the family's data flow in the model overview, MoE routing in the ten
 import pytest
 
 from tests.family_traces import Traces
-from tests.test_panes import assert_inert, cell_colours, drive, screen_lines, screen_text
+from tests.pane_harness import drive, screen_lines
+from tests.test_panes import assert_inert, cell_colours, screen_text
 from tui.render.palette import MASKED_RGB, PALETTE_RGB, WINDOW_RGB
 from tui.views.heatmap import ZOOMS
 from tui.widgets.cursor import Cursor

@@ -1,13 +1,12 @@
 """The pane widgets mounted alone in a minimal App, driven with Pilot."""
 
-import asyncio
 import os
 
 import numpy as np
 import pytest
-from textual.app import App
 
 from tests import synthetic_trace as syn
+from tests.pane_harness import drive, screen_lines
 from tracer import load_trace
 from tui.views.tensors import format_number
 from tui.widgets.heatmap import HeatmapPane
@@ -18,42 +17,7 @@ from tui.widgets.tensor_browser import TensorBrowser
 from tui.widgets.tensor_inspector import TensorInspector
 from tui.widgets.tensor_list import TensorList
 
-PANES_TCSS = os.path.join(os.path.dirname(__file__), "..", "tui", "widgets", "panes.tcss")
 FIXTURE = os.path.join(os.path.dirname(__file__), "fixtures", "tiny_trace")
-
-
-class PaneApp(App):
-    """Mounts one pane; collects the messages it sends up."""
-
-    CSS_PATH = PANES_TCSS
-
-    def __init__(self, pane):
-        super().__init__()
-        self.pane = pane
-        self.messages = []
-
-    def compose(self):
-        yield self.pane
-
-    def on_tensor_inspector_exported(self, message):
-        self.messages.append(message)
-
-
-def drive(pane, script, size=(100, 30)):
-    """Run `await script(app, pilot)` with the pane mounted."""
-    app = PaneApp(pane)
-
-    async def main():
-        async with app.run_test(size=size) as pilot:
-            await pilot.pause()
-            await script(app, pilot)
-
-    asyncio.run(main())
-    return app
-
-
-def screen_lines(app) -> list[str]:
-    return [strip.text for strip in app.screen._compositor.render_strips()]
 
 
 def screen_text(app) -> str:

@@ -9,8 +9,8 @@ import os
 import numpy as np
 import pytest
 from rich.cells import cell_len
-from textual.app import App
 
+from tests import pane_harness as harness
 from tests import synthetic_trace as syn
 from tracer import load_trace
 from tui.render.palette import MASKED_RGB, PALETTE_RGB
@@ -18,41 +18,14 @@ from tui.views.heatmap import ZOOMS
 from tui.widgets.cursor import Cursor
 from tui.widgets.heatmap import HeatmapPane
 
-PANES_TCSS = os.path.join(os.path.dirname(__file__), "..", "tui", "widgets", "panes.tcss")
-
-
-class PaneApp(App):
-    """Mounts one pane and moves its cursor as the real app does (clamped to the trace)."""
-
-    CSS_PATH = PANES_TCSS
-
-    def __init__(self, pane):
-        super().__init__()
-        self.pane = pane
-        self.moves = []
-
-    def compose(self):
-        yield self.pane
-
-    def on_pane_moved(self, message):
-        self.moves.append(message.changes)
-        self.pane.cursor = self.pane.cursor.moved(**message.changes).clamped(self.pane.trace)
 
 
 def drive(pane, script, size=(100, 30)):
-    app = PaneApp(pane)
-
-    async def main():
-        async with app.run_test(size=size) as pilot:
-            await pilot.pause()
-            await script(app, pilot)
-
-    asyncio.run(main())
-    return app
+    """The harness with the app's part played: a Pane.Moved moves the pane's cursor."""
+    return harness.drive(pane, script, size, follow_moves=True)
 
 
-def lines(app) -> list[str]:
-    return [strip.text for strip in app.screen._compositor.render_strips()]
+lines = harness.screen_lines
 
 
 def colours(app, y: int) -> list[tuple[str, tuple | None, tuple | None]]:

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import asyncio
 
 import pytest
 
-from textual.app import App
 
+from tests import pane_harness as harness
 from tests.tiny_models import byte_tokenizer, tiny_model
 from tracer import load_trace
 from tracer.attribution import attribute
@@ -19,29 +18,8 @@ from tui.widgets.diff import DiffPane
 from tui.widgets.whatif import WhatIfPane
 
 
-class PaneApp(App):
-    def __init__(self, pane):
-        super().__init__()
-        self.pane = pane
-        self.moves = []
-
-    def compose(self):
-        yield self.pane
-
-    def on_pane_moved(self, message):
-        self.moves.append(message.changes)
-
-
 def drive(pane, script, size=(100, 40)):
-    app = PaneApp(pane)
-
-    async def main():
-        async with app.run_test(size=size) as pilot:
-            await pilot.pause()
-            await script(app, pilot)
-
-    asyncio.run(main())
-    return app
+    return harness.drive(pane, script, size)
 
 
 def screen(app) -> str:
