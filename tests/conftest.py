@@ -57,3 +57,25 @@ def smollm2_cache() -> str:
     if not os.path.isdir(cached):
         load_model(None, device="cpu")  # converts the GGUF once into the cache
     return cached
+
+
+@pytest.fixture(scope="module")
+def branched(tmp_path_factory):
+    """(root trace dir, forced token id): a tiny trace with one branch forced at step 1 to its runner-up."""
+    import numpy as np
+
+    from tests.tiny_models import byte_tokenizer, tiny_model
+    from tracer.branch import BranchSet
+    from tracer.session import GenerationSettings, LiveSession
+
+    root = tmp_path_factory.mktemp("branched") / "root"
+    s = LiveSession(tiny_model("llama"), byte_tokenizer(), "Paris is in France", GenerationSettings(max_new_tokens=3),
+                    out=str(root), name="tiny")
+    tree = BranchSet(s)
+    while s.step() is not None:
+        pass
+    chosen = s.trace.steps[1].token["id"]
+    other = int(next(i for i in np.argsort(-np.asarray(s.trace.steps[1]["logits"][-1])) if int(i) != chosen))
+    tree.branch(step=1, token=other).run()
+    tree.close()
+    return str(root), other

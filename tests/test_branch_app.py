@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from tests.test_why_app import branched, run, screen  # noqa: F401 - `branched` is a fixture
+from tests.test_why_app import run, screen
 from tracer import load_trace
 from tracer.session import GenerationSettings, LiveSession
 from tui.app import StepscopeApp

@@ -14,7 +14,7 @@ import torch
 
 from tests.tiny_models import byte_tokenizer, tiny_model
 from tracer import load_trace
-from tracer.branch import BranchError, BranchSet, branch_path, list_branches, save_self_contained
+from tracer.branch import BranchError, BranchSet, branch_path, list_branches
 from tracer.session import GenerationSettings, LiveSession
 from tracer.trace_format import TraceError
 

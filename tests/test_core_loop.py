@@ -15,7 +15,6 @@ from tui.app import StepscopeApp
 from tui.screens.error import ErrorScreen
 from tui.screens.main import MainScreen
 from tui.screens.prompt import PromptScreen
-from tui.widgets.cursor import Cursor
 
 pytestmark = pytest.mark.anyio
 

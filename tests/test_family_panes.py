@@ -8,7 +8,6 @@ from tests.pane_harness import drive, screen_lines
 from tests.test_panes import assert_inert, cell_colours, screen_text
 from tui.render.palette import MASKED_RGB, PALETTE_RGB, WINDOW_RGB
 from tui.views.heatmap import ZOOMS
-from tui.widgets.cursor import Cursor
 from tui.widgets.heatmap import HeatmapPane
 from tui.widgets.kv_cache import KVCachePane
 from tui.widgets.model_overview import ModelOverviewPane

@@ -247,24 +247,6 @@ def test_diff_on_a_terminal_opens_the_app_and_without_one_prints(paths, monkeypa
     assert "first" in capsys.readouterr().out
 
 
-@pytest.fixture(scope="module")
-def branched(tmp_path_factory):
-    """A tiny trace with one branch forced at step 1 to another token."""
-    from tracer.branch import BranchSet
-
-    root = tmp_path_factory.mktemp("branched") / "root"
-    s = LiveSession(tiny_model("llama"), byte_tokenizer(), "Paris is in France", GenerationSettings(max_new_tokens=3),
-                    out=str(root), name="tiny")
-    tree = BranchSet(s)
-    while s.step() is not None:
-        pass
-    chosen = s.trace.steps[1].token["id"]
-    other = int(next(i for i in np.argsort(-np.asarray(s.trace.steps[1]["logits"][-1])) if int(i) != chosen))
-    tree.branch(step=1, token=other).run()
-    tree.close()
-    return str(root), other
-
-
 def _softmax_p(step, token_id):
     row = np.asarray(step["logits"][-1], dtype=np.float64)
     e = np.exp(row - row.max())
