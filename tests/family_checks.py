@@ -212,8 +212,8 @@ def check_step_matches_full(ck: Checks, step: dict, full: dict, start: int, end:
     shorter than `end` on sliding-window layers whose cache keeps only the window).
     """
     for name, got in step.items():
-        if name.startswith(("sample.", "logit_lens.")) or name.endswith("attn.hook_result"):
-            continue  # hook_result: the last position only (tests/test_attribution.py checks it against z·W_O)
+        if name.startswith(("sample.", "logit_lens.")) or name.endswith(("attn.hook_result", "attn.hook_o_input")):
+            continue  # the last position only (tests/test_attribution.py checks hook_result against z·W_O)
         want = full[name]
         if name.endswith(("hook_attn_scores", "hook_pattern")):
             s = got.shape[-1]

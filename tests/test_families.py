@@ -128,7 +128,10 @@ def test_manifest_names_shapes_and_facts(key):
     assert not (set().union(*EXTRAS.values()) - EXTRAS.get(key, set())) & local  # no other family's extras
     want = {f"blocks.{i}.{n}" for i in range(facts["n_layers"]) for n in local}
     want |= set(FINAL_NAMES) | set(SAMPLING_NAMES) - {"logit_lens.resid"} | {"hook_embed"}
-    want |= {f"blocks.{i}.attn.hook_result" for i, layer in enumerate(t.adapter.layers()) if t.adapter.result_hook(layer)}
+    result_layers = {i for i, layer in enumerate(t.adapter.layers()) if t.adapter.result_hook(layer)}
+    want |= {f"blocks.{i}.attn.hook_result" for i in result_layers}
+    if facts.get("lens"):  # hook_result computed by the reader from the recorded input of W_O
+        want |= {f"blocks.{i}.attn.hook_o_input" for i in result_layers}
     if facts["positional"] == "absolute":
         want.add("hook_pos_embed")
     assert set(step.names) == want

@@ -19,13 +19,19 @@ cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device"
 PROMPT = "Hi there"
 
 
-def test_stager_on_the_cpu_hands_over_views():
+def test_stager_on_the_cpu_gathers_one_flat_buffer():
     st = HostStager(torch.device("cpu"), torch.float32)
     f32, ids, f16 = torch.randn(3, 4), torch.arange(5), torch.randn(2, 2, dtype=torch.float16)
-    arrays = st.stage({"a": f32, "ids": ids, "h": f16}).arrays()
-    assert np.shares_memory(arrays["a"], f32.numpy())  # no copy on the CPU
+    t = torch.randn(4, 3).t()  # not contiguous
+    staged = st.stage({"a": f32, "ids": ids, "h": f16, "t": t})
+    arrays = staged.arrays()
     assert arrays["ids"].dtype == np.int64 and arrays["h"].dtype == np.float32
-    np.testing.assert_array_equal(arrays["h"], f16.float().numpy())
+    for name, want in [("a", f32), ("h", f16.float()), ("t", t), ("ids", ids)]:
+        np.testing.assert_array_equal(arrays[name], want.numpy())
+    assert not np.shares_memory(arrays["a"], f32.numpy())  # never a view of a live model tensor
+    assert arrays["a"].base is arrays["h"].base is arrays["t"].base  # one buffer for every float
+    f32.add_(1)  # the model may reuse its memory after the step
+    assert not np.array_equal(arrays["a"], f32.numpy())
 
 
 def _trace(model, out, **settings):

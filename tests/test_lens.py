@@ -100,3 +100,23 @@ def test_forward_uses_the_current_cache_argument(tmp_path):
         while session.step() is not None:
             pass
         session.close()
+
+
+@pytest.mark.parametrize("key", ["llama", "gpt2", "qwen3_next"])  # Linear, Conv1D, z gated before W_O
+def test_head_results_computed_later_equal_those_computed_while_tracing(key, tmp_path):
+    """A lazy trace stores each layer's W_O once and the input of W_O per step (attn.hook_o_input);
+    the reader's attn.hook_result equals the one a tracing run computed from the model."""
+    lazy, eager = _trace(key, tmp_path / "lazy", "lazy"), _trace(key, tmp_path / "eager", "eager")
+    with safe_open(os.path.join(lazy.path, LENS_FILE), "np") as fh:
+        w_o = {k for k in fh.keys() if k.endswith(".attn.W_O")}
+    with safe_open(os.path.join(eager.path, LENS_FILE), "np") as fh:
+        assert not any(k.endswith(".attn.W_O") for k in fh.keys())
+    layers = [i for i in range(lazy.model["n_layers"]) if f"blocks.{i}.attn.hook_result" in eager.steps[0]]
+    assert layers and w_o == {f"blocks.{i}.attn.W_O" for i in layers}
+    for a, b in zip(lazy.steps, eager.steps):
+        assert a.token["id"] == b.token["id"]
+        for i in layers:
+            name = f"blocks.{i}.attn.hook_result"
+            assert name in a.names and name in a and a.shape(name) == b.shape(name) and a.dtype(name) == b.dtype(name)
+            assert name not in a._load_header() and f"blocks.{i}.attn.hook_o_input" in a._load_header()
+            np.testing.assert_allclose(a[name], b[name], rtol=1e-5, atol=1e-6)

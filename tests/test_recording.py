@@ -232,8 +232,13 @@ def test_decode_steps_equal_rows_of_full_forward(traced):
         for name in step.names:
             if name.startswith(("sample.", "logit_lens.")):
                 continue
-            ref = full[name]
-            if name.endswith("attn.hook_result"):  # the last position only: the full forward's is the final step's
+            if name.endswith("attn.hook_o_input"):  # the last row of hook_z (no family here gates z)
+                if end != ids.shape[1]:
+                    continue
+                ref = full[name.replace("attn.hook_o_input", "attn.hook_z")][-1]
+            else:
+                ref = full[name]
+            if name.endswith(("attn.hook_result", "attn.hook_o_input")):  # the last position only: the final step's
                 if end != ids.shape[1]:
                     continue
             elif name.endswith(("hook_pattern", "hook_attn_scores")):
@@ -288,13 +293,20 @@ def test_session_leaves_no_hooks_behind():
 
 
 def test_nonfinite_scan_flags_nan_and_inf_but_not_masked_scores():
-    from tracer.session import nonfinite
+    from tracer.staging import HostStager, nonfinite
 
+    stage = HostStager(torch.device("cpu"), torch.float32).stage
     ok, scores = torch.ones(2, 3), torch.tensor([[0.5, float("-inf")]])  # a masked score is -inf by design
-    assert nonfinite({"a": ok, "blocks.0.attn.hook_attn_scores": scores, "ids": torch.arange(3)}) == []
+    clean = {"a": ok, "blocks.0.attn.hook_attn_scores": scores, "ids": torch.arange(3)}
+    assert nonfinite(clean) == [] and stage(clean).nonfinite == []
     bad = {"a": ok, "b": torch.tensor([1.0, float("nan")]), "c": torch.tensor([float("-inf")]),
            "blocks.1.attn.hook_attn_scores": torch.tensor([[float("inf")]])}
     assert nonfinite(bad) == ["b", "c", "blocks.1.attn.hook_attn_scores"]
+    assert stage(bad).nonfinite == ["b", "c", "blocks.1.attn.hook_attn_scores"]
+    for name, value in [("a", float("nan")), ("a", float("-inf")), ("blocks.0.attn.hook_attn_scores", float("nan"))]:
+        one = {k: v.clone() for k, v in clean.items()}
+        one[name].view(-1)[0] = value  # a single bad value anywhere in the flat buffer is found
+        assert stage(one).nonfinite == [name], (name, value)
 
 
 def test_only_modules_holding_kept_names_are_wrapped():

@@ -139,7 +139,9 @@ def test_step_files_are_standard_safetensors(small_trace):
     tr = load_trace(small_trace)
     step = tr.steps[1]
     with safe_open(step.path, framework="np") as f:
-        lazy = {n for n in ("logit_lens.ids", "logit_lens.probs") if n not in step._load_header()}  # the reader's lens
+        lazy = set(step.names) - set(step._load_header())  # what the reader computes: the lens and head results
+        results = {n for n in lazy if n.endswith(".attn.hook_result") and n.replace("hook_result", "hook_o_input") in f.keys()}
+        assert lazy - results == {"logit_lens.ids", "logit_lens.probs"} and results
         assert sorted(f.keys()) == sorted(set(step.names) - set(step.aliases) - lazy)
         for name in set(step.names) - lazy:
             np.testing.assert_array_equal(f.get_tensor(step.aliases.get(name, name)), step[name])

@@ -62,6 +62,29 @@ def _causal_mask(t: int, s: int, window: int | None, device) -> torch.Tensor:
     return ok[None, None]
 
 
+_mask_cache: tuple = (None, 0, (None, None))  # (mask tensor, S, parts), replaced whole: every layer of a forward gets the same mask
+
+
+def _mask_parts(attention_mask: torch.Tensor, s: int) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+    """(masked [B, 1, T, S] bool or None when no key is masked, additive float mask or None when it
+    is all zeros or boolean), worked out once per mask tensor: a forward hands the same mask to
+    every layer. The cache holds the mask itself, so an identical object is the same mask."""
+    global _mask_cache
+    cached, cached_s, parts = _mask_cache  # one read: another thread may replace it
+    if cached is attention_mask and cached_s == s:
+        return parts
+    mask = attention_mask[:, :, :, :s]
+    if mask.dtype == torch.bool:
+        masked, additive = ~mask, None
+    else:
+        masked = mask <= torch.finfo(mask.dtype).min / 2
+        additive = mask if bool(mask.any()) else None  # + 0.0 changes no score
+    if not bool(masked.any()):
+        masked = None
+    _mask_cache = (attention_mask, s, (masked, additive))
+    return masked, additive
+
+
 def stepscope_attention(
     module: torch.nn.Module,
     query: torch.Tensor,  # [B, n_heads, T, d_head] (after RoPE / q-norm where the family has them)
@@ -94,13 +117,11 @@ def stepscope_attention(
         attention_mask = _causal_mask(t, s, kwargs.get("sliding_window"), query.device)  # [1, 1, T, S]
     masked = None
     if attention_mask is not None:
-        mask = attention_mask[:, :, :, :s]
-        if mask.dtype == torch.bool:
-            masked = ~mask  # [B, 1, T, S]
+        masked, additive = _mask_parts(attention_mask, s)  # [B, 1, T, S] or None (nothing masked)
+        if additive is not None:
+            scores = scores + additive
+        elif masked is not None:
             scores = scores.masked_fill(masked, torch.finfo(scores.dtype).min)
-        else:
-            scores = scores + mask
-            masked = mask <= torch.finfo(mask.dtype).min / 2
     sinks = kwargs.get("s_aux")
     if sinks is None:
         sinks = kwargs.get("sinks")

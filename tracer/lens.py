@@ -5,6 +5,10 @@ and the norm's facts in the manifest (`model.lens`); each step holds the residua
 reads (`blocks.{L}.hook_resid_post`, or `logit_lens.resid` when those are not recorded). The
 reader computes a step's lens on first use instead of the tracer computing it on every step.
 
+The same file may hold each layer's W_O (`blocks.{L}.attn.W_O` [n_heads, d_head, d_model]): the
+reader then computes `attn.hook_result` from the recorded `attn.hook_o_input` row (`head_result`)
+instead of the tracer reading every W_O again on every step.
+
     lens = LogitLens.open(trace_dir, manifest["model"]["lens"])
     ids, probs = lens.top_k(lens.rows(step))          # [n_layers, k] each
 
@@ -14,6 +18,7 @@ Torch-free: the TUI's reading path never imports torch.
 from __future__ import annotations
 
 import os
+import re
 from typing import Callable
 
 import numpy as np
@@ -21,6 +26,7 @@ import numpy as np
 LENS_FILE = "lens.safetensors"
 RESID_ROWS = "logit_lens.resid"  # [n_layers, d_model] last-position rows, when resid_post is not recorded
 NORM_W, NORM_B, W_U, B_U = "ln_final.w", "ln_final.b", "unembed.W_U", "unembed.b_U"
+W_O_NAME = re.compile(r"blocks\.(\d{1,6})\.attn\.W_O\Z")
 
 
 def _read_safetensors(path: str) -> dict[str, np.ndarray]:
@@ -43,6 +49,21 @@ class LogitLens:
         self.b = np.asarray(arrays[NORM_B], dtype=np.float32) if NORM_B in arrays else None  # [d_model]
         self.w_u = arrays[W_U]  # [d_model, vocab]
         self.b_u = np.asarray(arrays[B_U], dtype=np.float32) if B_U in arrays else None  # [vocab]
+        self.w_o: dict[int, np.ndarray] = {}  # layer -> W_O [n_heads, d_head, d_model]
+        for name, a in arrays.items():
+            m = W_O_NAME.match(name)
+            if m and a.ndim == 3:
+                self.w_o[int(m.group(1))] = a
+
+    def head_result(self, layer: int, o_input: np.ndarray) -> np.ndarray | None:
+        """`attn.hook_result` [n_heads, d_model] (float32): each head's row of the output projection's
+        input [n_heads, d_head] times its W_O; None when the file has no W_O for the layer or the
+        shapes disagree."""
+        w = self.w_o.get(layer)
+        if w is None or o_input.shape != w.shape[:2]:
+            return None
+        z = np.asarray(o_input, dtype=np.float32)[:, None, :]  # [n_heads, 1, d_head]
+        return np.matmul(z, np.asarray(w, dtype=np.float32))[:, 0, :]  # [n_heads, d_model]
 
     @classmethod
     def open(cls, trace_dir: str, facts: dict | None, read: Callable[[str], dict] | None = None) -> "LogitLens | None":

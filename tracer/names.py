@@ -81,7 +81,9 @@ FAMILY_EXTRAS: tuple[str, ...] = (
 # block names recorded at the step's predicting (last) position only, for direct logit attribution
 LAST_ROW_NAMES: dict[str, str] = {
     "attn.hook_result": "[n_heads, d_model]",  # each head's z·W_O; TransformerLens's [T, n_heads, d_model] at the last row
+    "attn.hook_o_input": "[n_heads, d_head]",  # the output projection's input (hook_z, gated where the family gates it)
 }
+RESULT, O_INPUT = "attn.hook_result", "attn.hook_o_input"  # a lazy trace stores O_INPUT; the reader computes RESULT
 
 HEAD_NAMES: dict[str, str] = {
     "hook_embed": "[T, d_model]",
@@ -112,6 +114,7 @@ _BLOCK_RE = re.compile(r"^blocks\.(\d+)\.(.+)$")
 _HEAD_ORDER = {n: i for i, n in enumerate(HEAD_NAMES)}
 _BLOCK_LIST = [*BLOCK_NAMES]
 _BLOCK_LIST.insert(_BLOCK_LIST.index("hook_attn_out"), "attn.hook_result")
+_BLOCK_LIST.insert(_BLOCK_LIST.index("attn.hook_result"), "attn.hook_o_input")
 _BLOCK_ORDER = {n: i for i, n in enumerate(_BLOCK_LIST)}
 _TAIL_ORDER = {n: i for i, n in enumerate([*FINAL_NAMES, *SAMPLING_NAMES])}
 

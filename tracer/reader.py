@@ -19,6 +19,7 @@ Nothing is ever unpickled.
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import mmap
@@ -26,11 +27,11 @@ import os
 import struct
 import zlib
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
-from .names import forward_order, shape_doc, split_block_name
+from .names import O_INPUT, RESULT, forward_order, shape_doc, split_block_name
 from .safe_io import open_dir, open_in_dir, read_in_dir, stat_in_dir
 from .schema import MAX_LOG_BYTES, MAX_MANIFEST_BYTES, check_depth, validate_entry, validate_manifest
 from .trace_format import MANIFEST, STAMP_ANYWHERE, STEP_LOG, TraceError, unstamp
@@ -182,6 +183,8 @@ class Step:
         self._entry = entry
         self._lens = lens  # () -> LogitLens | None: the lazy logit lens of the trace (tracer/lens.py)
         self._lens_arrays: dict | None = None
+        self._derived_names: dict | None = None  # name -> () -> array, for names the reader computes
+        self._derived_values: dict[str, np.ndarray] = {}
         self._dir = trace_dir
         self._facts = facts
         self._version = version
@@ -287,20 +290,40 @@ class Step:
 
     @property
     def names(self) -> list[str]:
-        """Recorded names in forward-pass order (aliases and the lazy logit lens included)."""
+        """Recorded names in forward-pass order (aliases and the names the reader computes included)."""
         if self._names is None:
-            header = self._load_header()
-            self._names = forward_order([*header, *(n for n in LENS_NAMES if n not in header and self._lens_here())])
+            self._names = forward_order([*self._load_header(), *self._derived()])
         return list(self._names)
 
     def __contains__(self, name: str) -> bool:
-        header = self._load_header()
-        return name in header or (name in LENS_NAMES and self._lens_here())
+        return name in self._load_header() or name in self._derived()
 
-    def _lens_here(self) -> bool:
-        """The trace's lens can compute this step's logit lens (it holds the residual rows)."""
-        lens = self._lens() if self._lens is not None else None
-        return lens is not None and lens.has_rows(self)
+    def _derived(self) -> dict[str, Callable[[], np.ndarray]]:
+        """Names not in the file that the trace's lens file lets the reader compute exactly: the
+        logit lens (from the residual rows) and `attn.hook_result` (from `attn.hook_o_input` and W_O)."""
+        if self._derived_names is None:
+            header = self._load_header()
+            lens = self._lens() if self._lens is not None else None
+            out: dict[str, Callable[[], np.ndarray]] = {}
+            if lens is not None:
+                if lens.has_rows(header):
+                    out.update({n: functools.partial(self._lens_value, n) for n in LENS_NAMES if n not in header})
+                for layer in lens.w_o:
+                    name, source = f"blocks.{layer}.{RESULT}", f"blocks.{layer}.{O_INPUT}"
+                    if name not in header and source in header and tuple(header[source]["shape"]) == lens.w_o[layer].shape[:2]:
+                        out[name] = functools.partial(self._head_result, lens, layer, source)
+            self._derived_names = out
+        return self._derived_names
+
+    def _head_result(self, lens, layer: int, source: str) -> np.ndarray:
+        return lens.head_result(layer, self[source])
+
+    def _derived_value(self, name: str) -> np.ndarray:
+        value = self._derived_values.get(name)
+        if value is None:
+            compute = self._derived()[name]
+            value = self._derived_values[name] = compute()
+        return value
 
     def _lens_value(self, name: str) -> np.ndarray:
         if self._lens_arrays is None:
@@ -308,13 +331,13 @@ class Step:
         return self._lens_arrays[name]
 
     def shape(self, name: str) -> tuple[int, ...]:
-        if name in LENS_NAMES and name not in self._load_header() and name in self:
-            return tuple(self._lens_value(name).shape)
+        if name not in self._load_header() and name in self._derived():
+            return tuple(self._derived_value(name).shape)
         return tuple(self._info(name)["shape"])
 
     def dtype(self, name: str) -> np.dtype:
-        if name in LENS_NAMES and name not in self._load_header() and name in self:
-            return self._lens_value(name).dtype
+        if name not in self._load_header() and name in self._derived():
+            return self._derived_value(name).dtype
         return np.dtype(_DTYPES[self._info(name)["dtype"]])
 
     def _info(self, name: str) -> dict:
@@ -381,8 +404,8 @@ class Step:
         self._verified = True
 
     def __getitem__(self, name: str) -> np.ndarray:
-        if name in LENS_NAMES and name not in self._load_header() and name in self:
-            return self._lens_value(name)
+        if name not in self._load_header() and name in self._derived():
+            return self._derived_value(name)
         info = self._info(name)
         buf = self._mapped()
         begin, end = info["data_offsets"]
@@ -407,6 +430,7 @@ class Step:
         """Drop the memory map (arrays already handed out stay valid until freed)."""
         self._map = None
         self._lens_arrays = None
+        self._derived_values = {}
 
     def __repr__(self) -> str:
         return f"<Step {self.index} {self.kind} positions={self.positions} token={self.token.get('text')!r}>"

@@ -26,6 +26,7 @@ from torch import nn
 
 from .adapters import Adapter, HookPoint
 from .adapters.base import norm_eps, norm_kind
+from .adapters.base import rows as base_rows
 from .attention import IMPLEMENTATION, register
 from .names import NameFilter, block_name
 
@@ -60,6 +61,11 @@ def _picked_input(args, kwargs, pick):
     return None
 
 
+def _detached(t: torch.Tensor) -> torch.Tensor:
+    """`t` without autograd history (a no-op under no_grad, where recording usually runs)."""
+    return t.detach() if t.requires_grad else t
+
+
 def norm_names(prefix: str) -> tuple[str, str, str]:
     """(hook_out, hook_normalized, hook_scale) of a norm prefix such as `blocks.3.ln1`."""
     return prefix + ".hook_out", prefix + NORMALIZED, prefix + ".hook_scale"
@@ -79,8 +85,11 @@ class Recorder:
     """Wraps an adapter's modules; `take()` hands over one forward's tensors."""
 
     def __init__(self, adapter: Adapter, keep: NameFilter | None = None, store_dtype: torch.dtype = torch.float32,
-                 lens_rows: bool = False):
-        """`lens_rows`: also keep each layer's resid_post at the last position (see `take_lens_rows`)."""
+                 lens_rows: bool = False, lazy_result: bool = False):
+        """`lens_rows`: also keep each layer's resid_post at the last position (see `take_lens_rows`).
+        `lazy_result`: record `attn.hook_o_input` for the reader to compute `attn.hook_result` from
+        (with W_O stored once per trace) instead of computing it here (a pass over W_O per step)."""
+        self.lazy_result = lazy_result
         self.adapter = adapter
         self.keep = keep or NameFilter()
         self.store_dtype = store_dtype
@@ -114,7 +123,7 @@ class Recorder:
                 part = {"scores": scores, "pattern": pattern, "z": z}[role][0]  # [n_heads, T, S] / z [T, n_heads, d_head]
                 if role != "z" and self.row_limit and part.shape[1] > self.row_limit:  # budget (tracer/budget.py)
                     part = part[:, -self.row_limit :].clone()  # [n_heads, row_limit, S]; the full map is freed
-            self.tensors[name] = part.detach()
+            self.tensors[name] = _detached(part)
 
     def take(self) -> dict[str, torch.Tensor]:
         """The step's tensors (norm scale/normalized computed here, batched over all norms)."""
@@ -146,31 +155,49 @@ class Recorder:
         return torch.stack(rows)
 
     # -- wrappers ------------------------------------------------------------------------------
-    def _handler(self, point: HookPoint, name: str, lens_layer: int | None):
-        """A function (args, kwargs, output) -> None recording one hook point, or None when nothing is kept."""
+    def _handler(self, point: HookPoint, name: str, lens_layer: int | None, kept_as: str | None = None):
+        """A function (args, kwargs, output) -> None recording one hook point, or None when nothing is kept.
+        `kept_as`: the name whose keep pattern decides (attn.hook_o_input is kept for attn.hook_result)."""
         transform, pick = point.transform, point.pick
         get = (lambda a, k, o: _picked_input(a, k, pick)) if point.where == "in" else (lambda a, k, o: _picked_output(o, pick))
         if point.where == "out" and name.endswith(NORMALIZED):
             return self._norm_handler(point, name[: -len(NORMALIZED)], get)
-        keep = self.keep(name)
+        keep = self.keep(kept_as or name)
         if lens_layer is not None and self.want_lens_rows:
             rows = self.lens_rows
 
             def with_lens(a, k, o):
                 t = get(a, k, o)
                 if t is not None:
-                    rows[lens_layer] = t[0, -1].detach()
+                    rows[lens_layer] = _detached(t[0, -1])
                     if keep:
-                        self.tensors[name] = transform(t).detach()
+                        self.tensors[name] = _detached(transform(t))
 
             return with_lens
         if not keep:
             return None
+        if transform is base_rows and pick == 0:  # the common case: [1, T, X] -> [T, X], fewest calls
+            Tensor = torch.Tensor
+            if point.where == "out":
+
+                def record_first_output(a, k, o):
+                    t = o if type(o) is Tensor else _first_tensor(o)
+                    if t is not None:
+                        self.tensors[name] = _detached(t[0])
+
+                return record_first_output
+
+            def record_first_input(a, k, o):
+                t = a[0] if a and type(a[0]) is Tensor else _picked_input(a, k, 0)
+                if t is not None:
+                    self.tensors[name] = _detached(t[0])
+
+            return record_first_input
 
         def record(a, k, o):
             t = get(a, k, o)
             if t is not None:
-                self.tensors[name] = transform(t).detach()
+                self.tensors[name] = _detached(transform(t))
 
         return record
 
@@ -188,11 +215,11 @@ class Recorder:
             if keep_out:
                 t = get_out(a, k, o)
                 if t is not None:
-                    self.tensors[out_name] = transform(t).detach()
+                    self.tensors[out_name] = _detached(transform(t))
             if keep_n or keep_s:
                 x = _picked_input(a, k, 0)
                 if x is not None:
-                    self._norm_inputs.append((prefix, transform(x).detach(), kind, eps, keep_n, keep_s))
+                    self._norm_inputs.append((prefix, _detached(transform(x)), kind, eps, keep_n, keep_s))
 
         return record
 
@@ -214,15 +241,15 @@ class Recorder:
         self._wrapped.append((module, previous))
 
     def _points(self):
-        """(hook point, full name, lens layer or None) for every hook point of the adapter."""
+        """(hook point, full name, lens layer or None, name deciding keep) for every hook point of the adapter."""
         for point in self.adapter.head_hooks():
-            yield point, point.name, None
+            yield point, point.name, None, None
         for i, layer in enumerate(self.layers):
             for point in self.adapter.block_hooks(layer):
-                yield point, block_name(i, point.name), (i if point.name == "hook_resid_post" else None)
-            result = self.adapter.result_hook(layer)  # attn.hook_result, last position only
+                yield point, block_name(i, point.name), (i if point.name == "hook_resid_post" else None), None
+            result = self.adapter.result_hook(layer, lazy=self.lazy_result)  # last position only
             if result is not None:
-                yield result, block_name(i, result.name), None
+                yield result, block_name(i, result.name), None, block_name(i, "attn.hook_result")
 
     def install(self) -> None:
         """Wrap the modules holding kept names and attach to the attention modules (idempotent).
@@ -232,8 +259,8 @@ class Recorder:
         register()
         try:
             by_module: dict[int, tuple[nn.Module, list]] = {}
-            for point, name, lens_layer in self._points():
-                handler = self._handler(point, name, lens_layer)
+            for point, name, lens_layer, kept_as in self._points():
+                handler = self._handler(point, name, lens_layer, kept_as)
                 if handler is not None:
                     by_module.setdefault(id(point.module), (point.module, []))[1].append(handler)
             for module, handlers in by_module.values():

@@ -50,15 +50,19 @@ class Sampler:
         vocab = raw.shape[0]
         raw_probs = torch.softmax(raw, -1)  # [vocab]
         temperature = s.temperature if s.do_sample else 1.0
-        scaled = raw / temperature  # [vocab]
+        scaled = raw / temperature if temperature != 1.0 else raw  # [vocab] (x / 1.0 is x)
         stages = [{"name": "raw", "kept": vocab}, {"name": "temperature", "kept": vocab}]
 
-        filtered = scaled.clone()
+        # `filtered` is replaced, never written in place, so an unfiltered stage reuses what it had
+        filtered = scaled
+        n_kept = int(torch.isfinite(filtered).sum())
         if 0 < s.top_k < vocab:
             kth = torch.topk(scaled, s.top_k).values[-1]
-            filtered[scaled < kth] = -math.inf
-        stages.append({"name": "top_k", "kept": int(torch.isfinite(filtered).sum())})
-        temp_probs = torch.softmax(filtered, -1)  # [vocab] after temperature and top-k
+            filtered = scaled.masked_fill(scaled < kth, -math.inf)
+            n_kept = int(torch.isfinite(filtered).sum())
+        stages.append({"name": "top_k", "kept": n_kept})
+        temp_probs = raw_probs if filtered is raw else torch.softmax(filtered, -1)  # [vocab] after temperature and top-k
+        after_top_k = filtered
 
         # candidates in order of scaled logit: the same order as temp_probs for the tokens top-k
         # kept, and a meaningful order for the ones it removed (their temp_prob is 0)
@@ -71,23 +75,25 @@ class Sampler:
         if s.top_p < 1.0:
             keep = torch.zeros(vocab, dtype=torch.bool)
             keep[order[:n_nucleus]] = True
-            filtered[~keep] = -math.inf
+            filtered = filtered.masked_fill(~keep, -math.inf)
+            n_kept = int(torch.isfinite(filtered).sum())
         else:
             n_nucleus = int((temp_probs > 0).sum())
-        stages.append({"name": "top_p", "kept": int(torch.isfinite(filtered).sum())})
+        stages.append({"name": "top_p", "kept": n_kept})
         if s.min_p > 0:
             p = torch.softmax(filtered, -1)
-            filtered[p < s.min_p * p.max()] = -math.inf
-        stages.append({"name": "min_p", "kept": int(torch.isfinite(filtered).sum())})
-        probs = torch.softmax(filtered, -1)  # [vocab] final sampling distribution
+            filtered = filtered.masked_fill(p < s.min_p * p.max(), -math.inf)
+            n_kept = int(torch.isfinite(filtered).sum())
+        stages.append({"name": "min_p", "kept": n_kept})
+        probs = temp_probs if filtered is after_top_k else torch.softmax(filtered, -1)  # [vocab] final sampling distribution
 
+        top1 = int(torch.argmax(raw).item())
         if s.do_sample:
             chosen = int(torch.multinomial(probs, 1, generator=self.generator).item())
         else:
-            chosen = int(torch.argmax(raw).item())
+            chosen = top1
 
         nucleus_mass = float(temp_probs[order[:n_nucleus]].double().sum()) if s.top_p < 1.0 else 1.0
-        n_kept = int(torch.isfinite(filtered).sum())
         filtering = n_kept < vocab  # top-k/top-p/min-p removed something: show the removed tail
         wanted = n_kept + TAIL_CANDIDATES if filtering else HEAD_CANDIDATES
         n_store = min(max(wanted, MIN_CANDIDATES), vocab, MAX_CANDIDATES)
@@ -103,7 +109,7 @@ class Sampler:
             "sample.candidate_probs": probs[ids].numpy(),
             "sample.candidate_cumulative": torch.cumsum(sorted_temp.double(), 0).float().numpy(),
         }
-        top1 = int(torch.argmax(raw).item())
+        raw_entropy = _entropy(raw_probs)
         record = {
             "greedy": not s.do_sample,
             "temperature": temperature,
@@ -117,8 +123,8 @@ class Sampler:
             "chosen_temp_prob": float(temp_probs[chosen]),
             "top1_id": top1,
             "top1_prob": float(raw_probs[top1]),
-            "entropy": _entropy(probs),
-            "raw_entropy": _entropy(raw_probs),
+            "entropy": raw_entropy if probs is raw_probs else _entropy(probs),
+            "raw_entropy": raw_entropy,
             "nucleus_size": n_nucleus,
             "nucleus_mass": nucleus_mass,
             "stages": stages,

@@ -30,8 +30,8 @@ from .reader import Step, Trace
 from .recorder import Recorder
 from .sampler import Sampler, SamplerSettings
 from .staging import SLOTS, HostStager
-from .trace_format import SCHEMA, SCHEMA_VERSION, TraceWriteError, atomic_write_bytes
-from .writer import TraceWriter, copy_trace
+from .trace_format import SCHEMA, SCHEMA_VERSION
+from .writer import TraceWriter, copy_trace, nonfinite_names
 
 DEFAULT_PROMPT = "The capital of France is"
 TOKENIZER_FILE = "tokenizer.json"
@@ -94,22 +94,6 @@ def cache_kwarg(model) -> str:
     return "cache" if "cache" in params else "past_key_values"
 
 
-def nonfinite(tensors: dict[str, torch.Tensor]) -> list[str]:
-    """Names holding NaN or inf (masked scores are -inf by design: only NaN/+inf count there), checked
-    with one pass over all floats at once; per name only when something is off."""
-    floats = {n: t for n, t in tensors.items() if t.is_floating_point() and t.numel()}
-    scores = [n for n in floats if n.endswith("hook_attn_scores")]
-    others = [n for n in floats if not n.endswith("hook_attn_scores")]
-    ok = not others or bool(torch.isfinite(torch.cat([floats[n].reshape(-1) for n in others])).all())
-    if scores:
-        flat = torch.cat([floats[n].reshape(-1) for n in scores])
-        ok = ok and not bool((torch.isnan(flat) | (flat == float("inf"))).any())
-    if ok:
-        return []
-    bad = lambda n, t: bool(torch.isnan(t).any() | (t == float("inf")).any()) if n in scores else not bool(torch.isfinite(t).all())  # noqa: E731
-    return [n for n, t in floats.items() if bad(n, t)]
-
-
 class _Clock:
     """Adds the seconds since the previous call to `parts[name]` (does nothing without a dict)."""
 
@@ -169,7 +153,8 @@ class LiveSession:
         self.lens_resid_rows = bool(self.lens_facts) and not self.eager_lens and not all(
             self.keep(block_name(i, "hook_resid_post")) for i in range(n_layers)
         )
-        self.recorder = Recorder(self.adapter, self.keep, lens_rows=self.eager_lens or self.lens_resid_rows)
+        self.recorder = Recorder(self.adapter, self.keep, lens_rows=self.eager_lens or self.lens_resid_rows,
+                                 lazy_result=bool(self.lens_facts) and not self.eager_lens)
         self._cache_kw = cache_kwarg(model)
         self.sampler = Sampler(self.settings)
         self.eos = set(eos_ids(model, tokenizer)) if self.settings.stop_at_eos else set()
@@ -210,7 +195,7 @@ class LiveSession:
             model.set_attn_implementation(IMPLEMENTATION)
         self.recorder.install()  # recording only inside step(); removed in close()
         self.stager = HostStager(self.device, self.store_dtype)
-        self._nonfinite: list[str] | None = None  # computed by capture() for commit()'s entry
+        self._nonfinite: tuple[list[str], int] | None = None  # capture(): (names with NaN/inf, arrays scanned) for commit()
         self.profile: dict[str, float] | None = None  # a dict: steps add seconds per part (bench/trace_overhead.py)
         self.trace = Trace(self.path, self.writer.manifest)
         from transformers import DynamicCache
@@ -241,22 +226,17 @@ class LiveSession:
         return facts, self.settings.lens_mode == "eager"  # "eager" keeps the file too, so both can be compared
 
     def _save_lens(self) -> None:
-        """`lens.safetensors`: final norm weights and W_U, once per trace (what the reader's lens needs)."""
+        """`lens.safetensors`, once per trace: the final norm's weights and W_U (what the reader's lens
+        needs) and, when the reader computes `attn.hook_result`, each layer's W_O [n_heads, d_head,
+        d_model]. Streamed from the weights' memory into the file (no serialised copy)."""
         if not self.lens_facts:
             return
-        from safetensors.torch import save
-
-        arrays = {k: v.to(self.store_dtype if k == "unembed.W_U" else torch.float32).cpu().contiguous()
-                  for k, v in self.adapter.lens_arrays().items()}
-        data = save(arrays)
-        write_file = getattr(self.writer, "write_file", None)  # where the steps go
-        if write_file is not None:
-            write_file(LENS_FILE, data)
-            return
-        try:
-            atomic_write_bytes(os.path.join(self.path, LENS_FILE), data)
-        except OSError as exc:
-            raise TraceWriteError(f"cannot write {LENS_FILE} to {self.path}: {exc.strerror or exc}") from None
+        weights = dict(self.adapter.lens_arrays())
+        if self.recorder.lazy_result:
+            weights.update({k: w for k, w in self.adapter.result_weights().items() if self.keep(k.replace(".W_O", ".hook_result"))})
+        big = lambda k: k == "unembed.W_U" or k.endswith(".W_O")  # noqa: E731 - stored like the activations
+        arrays = {k: v.detach().to(self.store_dtype if big(k) else torch.float32).cpu().numpy() for k, v in weights.items()}
+        self.writer.write_arrays(LENS_FILE, arrays)
 
     def _save_tokenizer(self) -> None:
         """`tokenizer.json` beside the manifest: readers decode any id (candidates, logit lens)
@@ -336,12 +316,13 @@ class LiveSession:
                 lens = self._logit_lens(self.recorder.take_lens_rows())
             elif self.lens_resid_rows:
                 tensors[RESID_ROWS] = self.recorder.take_lens_rows()  # [n_layers, d_model]
-            self._nonfinite = nonfinite(tensors)  # the writer's entry["nonfinite"], one pass on the device
-            clock("norm scales, lens, nonfinite scan")
+            clock("norm scales, lens")
             self._wait_for_slot()
-            arrays = self.stager.stage(tensors).arrays()  # CUDA: one gather + one pinned copy on a side stream
+            staged = self.stager.stage(tensors)  # one gather and NaN/inf scan; CUDA: one pinned copy on a side stream
+            arrays = staged.arrays()
+        self._nonfinite = (staged.nonfinite, len(arrays))  # commit() scans what is added after this
         arrays.update(lens)
-        clock("host copies")
+        clock("host copies, nonfinite scan")
         return out, arrays
 
     def _wait_for_slot(self) -> None:
@@ -365,8 +346,10 @@ class LiveSession:
             "sampling": record,
             "seconds": round(seconds, 6),
         }
-        if self._nonfinite is not None:
-            entry["nonfinite"], self._nonfinite = self._nonfinite, None
+        if self._nonfinite is not None:  # the staged tensors were scanned on the way to the host
+            bad, n_staged = self._nonfinite
+            added = dict(list(arrays.items())[n_staged:]) if len(arrays) > n_staged else {}
+            entry["nonfinite"], self._nonfinite = bad + nonfinite_names(added), None
         if self._settings_changed:
             entry["settings"] = self.live_settings()  # changed live: what this step ran with
         self._next_ids = [chosen]

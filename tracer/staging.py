@@ -1,10 +1,14 @@
-"""A step's tensors to host numpy arrays: views on the CPU; on CUDA one gather and one copy per step.
+"""A step's tensors to host numpy arrays through one flat buffer per step (CPU and CUDA alike).
 
-On an accelerator every recorded tensor is first gathered on the device into one flat buffer per
-dtype (converted to the storage dtype there), then copied with one asynchronous transfer into a
-reused pinned host buffer on a side stream, so there is no host sync per tensor and the copy runs
-beside the sampler. The returned arrays are views into the pinned buffer: a slot is reused
-`SLOTS` steps later, and the session waits for the writer before reusing one it still holds.
+Every recorded float tensor is gathered, in the storage dtype, into one flat buffer: the other
+names first, then the attention scores (where masked keys are -inf by design). The NaN/inf scan
+is then two reductions over that buffer instead of one per tensor, and the arrays handed to the
+writer are views into it. On the CPU the buffer is a fresh host tensor (one `torch.cat`). On an
+accelerator the gather happens on the device and the buffer is copied with one asynchronous
+transfer into a reused pinned host buffer on a side stream, so there is no host sync per tensor
+and the copy runs beside the sampler; a pinned slot is reused `SLOTS` steps later, and the
+session waits for the writer before reusing one it still holds. Integer tensors (rare) travel
+as they are.
 """
 
 from __future__ import annotations
@@ -13,23 +17,52 @@ import numpy as np
 import torch
 
 SLOTS = 2  # pinned buffers per dtype group, used in turn
+SCORES = "hook_attn_scores"  # names ending so may hold -inf (masked keys); NaN and +inf still count
 
 
-def _host_views(flat: torch.Tensor, names: list[str], shapes: list[torch.Size]) -> dict[str, np.ndarray]:
-    """Numpy views of consecutive pieces of a flat host tensor."""
-    out, offset, data = {}, 0, flat.numpy()
+def _host_views(flat: np.ndarray, names: list[str], shapes: list[torch.Size]) -> dict[str, np.ndarray]:
+    """Numpy views of consecutive pieces of a flat host array."""
+    out, offset = {}, 0
     for name, shape in zip(names, shapes):
         n = shape.numel()
-        out[name] = data[offset : offset + n].reshape(tuple(shape))
+        out[name] = flat[offset : offset + n].reshape(shape)
         offset += n
     return out
+
+
+def _scan(flat: torch.Tensor, n_other: int) -> bool:
+    """True when the flat buffer holds no NaN/inf (the scores part, from n_other on: no NaN/+inf).
+    One min/max pass per part (NaN propagates through both)."""
+    if n_other:
+        lo, hi = torch.aminmax(flat[:n_other])
+        if not bool(torch.isfinite(lo) & torch.isfinite(hi)):
+            return False
+    if flat.numel() > n_other:
+        top = torch.aminmax(flat[n_other:]).max
+        return not bool(torch.isnan(top) | (top == float("inf")))
+    return True
+
+
+def nonfinite(tensors: dict[str, torch.Tensor]) -> list[str]:
+    """Names holding NaN or inf (masked scores are -inf by design: only NaN/+inf count there)."""
+    bad = []
+    for name, t in tensors.items():
+        if not t.is_floating_point() or not t.numel():
+            continue
+        if name.endswith(SCORES):
+            if bool(torch.isnan(t).any() | (t == float("inf")).any()):
+                bad.append(name)
+        elif not bool(torch.isfinite(t).all()):
+            bad.append(name)
+    return bad
 
 
 class Staged:
     """One step's host arrays, available once its copy has finished (`arrays()` waits for it)."""
 
-    def __init__(self, arrays: dict[str, np.ndarray], event=None):
+    def __init__(self, arrays: dict[str, np.ndarray], nonfinite: list[str], event=None):
         self._arrays, self._event = arrays, event
+        self.nonfinite = nonfinite  # names holding NaN/inf, from the scan before the copy
 
     def arrays(self) -> dict[str, np.ndarray]:
         if self._event is not None:
@@ -46,6 +79,7 @@ class HostStager:
         self.cuda = self.device.type == "cuda"
         self._stream = torch.cuda.Stream(self.device) if self.cuda else None
         self._buffers: dict[tuple[torch.dtype, int], torch.Tensor] = {}  # (dtype, slot) -> pinned [numel]
+        self._layouts: dict[tuple, tuple] = {}  # names in arrival order -> (float names, n_other, int names)
         self.steps = 0
 
     @property
@@ -53,18 +87,45 @@ class HostStager:
         """The slot the next step uses (the session checks the writer is done with it first)."""
         return self.steps % SLOTS
 
+    def _layout(self, tensors: dict[str, torch.Tensor]) -> tuple[list[str], int, list[str]]:
+        """(float names, other names first then scores; how many are not scores; integer names),
+        decided once per set of names (a decode step records the same names every time)."""
+        key = tuple(tensors)
+        layout = self._layouts.get(key)
+        if layout is None:
+            floats = [n for n in key if tensors[n].is_floating_point()]
+            other = [n for n in floats if not n.endswith(SCORES)]
+            scores = [n for n in floats if n.endswith(SCORES)]
+            layout = (other + scores, len(other), [n for n in key if not tensors[n].is_floating_point()])
+            if len(self._layouts) > 16:
+                self._layouts.clear()
+            self._layouts[key] = layout
+        return layout
+
     def stage(self, tensors: dict[str, torch.Tensor]) -> Staged:
         """Start moving `tensors` to the host; floats become the storage dtype, integers stay integers."""
         self.steps += 1
+        names, n_other, ints = self._layout(tensors)
+        flat, n_other_numel = self._gather(tensors, names, n_other)  # [sum numel] on the tensors' device
+        bad = [] if flat is None or _scan(flat, n_other_numel) else nonfinite({n: tensors[n] for n in names})
         if not self.cuda:
-            return Staged({k: self._cpu(t) for k, t in tensors.items()})
-        return self._stage_cuda(tensors)
+            arrays = _host_views(flat.numpy(), names, [tensors[n].shape for n in names]) if flat is not None else {}
+            arrays.update({n: tensors[n].cpu().numpy() for n in ints})
+            return Staged(arrays, bad)
+        return self._copy_cuda(tensors, names, flat, ints, bad)
 
-    def _cpu(self, t: torch.Tensor) -> np.ndarray:
-        """A view when the tensor is already a CPU tensor of the storage dtype (the usual case)."""
-        if t.dtype is not self.store_dtype and t.is_floating_point():
-            t = t.to(self.store_dtype)
-        return (t if t.is_cpu else t.cpu()).numpy()
+    def _gather(self, tensors, names, n_other) -> tuple[torch.Tensor | None, int]:
+        """One flat buffer of the float tensors in the storage dtype, and the numel before the scores."""
+        if not names:
+            return None, 0
+        pieces = [tensors[n].reshape(-1) for n in names]
+        n_other_numel = sum(p.numel() for p in pieces[:n_other]) if n_other < len(pieces) else -1
+        flat = torch.cat(pieces) if len(pieces) > 1 else pieces[0]
+        if flat.dtype != self.store_dtype:
+            flat = flat.to(self.store_dtype)
+        elif len(pieces) == 1 and flat.data_ptr() == tensors[names[0]].data_ptr():
+            flat = flat.clone()  # the host arrays never alias a live model tensor
+        return flat, (flat.numel() if n_other_numel < 0 else n_other_numel)
 
     def _pinned(self, dtype: torch.dtype, numel: int, slot: int) -> torch.Tensor:
         buf = self._buffers.get((dtype, slot))
@@ -73,25 +134,27 @@ class HostStager:
             self._buffers[dtype, slot] = buf
         return buf[:numel]
 
-    def _stage_cuda(self, tensors: dict[str, torch.Tensor]) -> Staged:
+    def _copy_cuda(self, tensors, names, flat, ints, bad) -> Staged:
         slot = (self.steps - 1) % SLOTS
-        groups: dict[torch.dtype, list[str]] = {}
-        for name, t in tensors.items():
-            dtype = self.store_dtype if t.is_floating_point() else t.dtype
-            groups.setdefault(dtype, []).append(name)
         main = torch.cuda.current_stream(self.device)
         arrays: dict[str, np.ndarray] = {}
+        groups = [(flat, names)] if flat is not None else []
+        by_dtype: dict[torch.dtype, list[str]] = {}
+        for n in ints:
+            by_dtype.setdefault(tensors[n].dtype, []).append(n)
         with torch.cuda.stream(self._stream):
             self._stream.wait_stream(main)  # the tensors were produced on the main stream
-            for t in tensors.values():
-                if t.is_cuda:
-                    t.record_stream(self._stream)  # allocated on the main stream, read on this one
-            for dtype, names in groups.items():
-                flat = torch.cat([tensors[n].to(self.device, dtype).reshape(-1) for n in names])  # [sum numel]: one gather
-                host = self._pinned(dtype, flat.numel(), slot)
-                host.copy_(flat, non_blocking=True)  # one transfer per dtype group
+            if flat is not None:
                 flat.record_stream(self._stream)
-                arrays.update(_host_views(host, names, [tensors[n].shape for n in names]))
+            for n in ints:
+                if tensors[n].is_cuda:
+                    tensors[n].record_stream(self._stream)
+            groups += [(torch.cat([tensors[n].to(self.device).reshape(-1) for n in group]), group) for group in by_dtype.values()]
+            for data, group in groups:
+                host = self._pinned(data.dtype, data.numel(), slot)
+                host.copy_(data, non_blocking=True)  # one transfer per dtype group
+                data.record_stream(self._stream)
+                arrays.update(_host_views(host.numpy(), group, [tensors[n].shape for n in group]))
             event = torch.cuda.Event()
             event.record(self._stream)
-        return Staged(arrays, event)
+        return Staged(arrays, bad, event)

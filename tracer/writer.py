@@ -17,6 +17,7 @@ from __future__ import annotations
 import ctypes
 import errno
 import json
+import mmap
 import os
 import queue
 import shutil
@@ -144,6 +145,24 @@ def _bytes_of(a: np.ndarray) -> memoryview:
     return memoryview(a.reshape(-1)).cast("B")
 
 
+def _same_bytes(a: np.ndarray, b: np.ndarray) -> bool:
+    return np.array_equal(np.frombuffer(_bytes_of(a), np.uint8), np.frombuffer(_bytes_of(b), np.uint8))
+
+
+_ORDERS: dict[tuple, list[str]] = {}  # names in arrival order -> the same names in forward order
+
+
+def _forward_order(arrays: dict) -> list[str]:
+    """forward_order(arrays), sorted once per set of names (every decode step records the same)."""
+    key = tuple(arrays)
+    order = _ORDERS.get(key)
+    if order is None:
+        if len(_ORDERS) > 64:
+            _ORDERS.clear()
+        order = _ORDERS[key] = forward_order(key)
+    return order
+
+
 def dedupe(arrays: dict[str, np.ndarray]) -> tuple[dict[str, np.ndarray], dict[str, str], dict[str, int]]:
     """(stored arrays, aliases {name: stored name with identical bytes}, crc32 per stored name).
     An alias has the same dtype, shape and crc32 as a stored array, confirmed byte by byte."""
@@ -151,12 +170,15 @@ def dedupe(arrays: dict[str, np.ndarray]) -> tuple[dict[str, np.ndarray], dict[s
     aliases: dict[str, str] = {}
     crcs: dict[str, int] = {}
     by_crc: dict[tuple, str] = {}
-    for name in forward_order(arrays):
-        a = np.ascontiguousarray(arrays[name])
-        crc = zlib.crc32(_bytes_of(a))
-        key = (a.dtype.str, a.shape, crc)
+    crc32 = zlib.crc32
+    for name in _forward_order(arrays):
+        a = arrays[name]
+        if not a.flags.c_contiguous:
+            a = np.ascontiguousarray(a)
+        crc = crc32(a.data.cast("B") if a.ndim else memoryview(a.reshape(1)).cast("B"))
+        key = (a.dtype, a.shape, crc)
         twin = by_crc.get(key)
-        if twin is not None and np.array_equal(_bytes_of(stored[twin]), _bytes_of(a)):
+        if twin is not None and _same_bytes(stored[twin], a):
             aliases[name] = twin
             continue
         stored[name], crcs[name] = a, crc
@@ -165,28 +187,41 @@ def dedupe(arrays: dict[str, np.ndarray]) -> tuple[dict[str, np.ndarray], dict[s
 
 
 CRC_KEY = "stepscope.crc32"  # __metadata__: each stored tensor's crc32, 8 hex digits each, in file order
+_JSON_NAMES: dict[str, str] = {}  # name -> its JSON string literal (names repeat every step)
+
+
+def _json_name(name: str) -> str:
+    quoted = _JSON_NAMES.get(name)
+    if quoted is None:
+        if len(_JSON_NAMES) > 100_000:
+            _JSON_NAMES.clear()
+        quoted = _JSON_NAMES[name] = json.dumps(name)
+    return quoted
 
 
 def header_bytes(stored: dict[str, np.ndarray], crcs: dict[str, int] | None = None) -> bytes:
     """The safetensors prefix: 8-byte length + JSON header padded with spaces to 8-byte alignment.
-    `crcs` go into __metadata__ so that a reader can verify each tensor on its first read."""
-    header, offset = {}, 0
+    `crcs` go into __metadata__ so that a reader can verify each tensor on its first read.
+    The JSON is what json.dumps(..., separators=(",", ":")) gives, assembled from cached pieces."""
+    parts, offset = [], 0
     if crcs is not None:
-        header["__metadata__"] = {CRC_KEY: "".join(f"{crcs[n]:08x}" for n in stored)}
+        parts.append('"__metadata__":{"%s":"%s"}' % (CRC_KEY, "".join(["%08x" % crcs[n] for n in stored])))
     for name, a in stored.items():
         dtype = _DTYPE_CODE.get(a.dtype)
         if dtype is None:
             raise TraceWriteError(f"cannot store {name}: dtype {a.dtype} has no safetensors code")
-        header[name] = {"dtype": dtype, "shape": list(a.shape), "data_offsets": [offset, offset + a.nbytes]}
-        offset += a.nbytes
-    raw = json.dumps(header, separators=(",", ":")).encode("utf-8")
+        end = offset + a.nbytes
+        parts.append('%s:{"dtype":"%s","shape":[%s],"data_offsets":[%d,%d]}'
+                     % (_json_name(name), dtype, ",".join(map(str, a.shape)), offset, end))
+        offset = end
+    raw = ("{" + ",".join(parts) + "}").encode("utf-8")
     raw += b" " * (-len(raw) % 8)
     return struct.pack("<Q", len(raw)) + raw
 
 
 def step_checksum(prefix: bytes, crcs) -> str:
     """crc32 over the file's length+header bytes then each tensor's crc32 (4 bytes LE) in file order."""
-    return f"crc32:{zlib.crc32(b''.join(struct.pack('<I', c) for c in crcs), zlib.crc32(prefix)):08x}"
+    return f"crc32:{zlib.crc32(struct.pack(f'<{len(crcs)}I', *crcs), zlib.crc32(prefix)):08x}"
 
 
 def _write_all(fd: int, views: list[memoryview]) -> None:
@@ -201,16 +236,46 @@ def _write_all(fd: int, views: list[memoryview]) -> None:
             views[i] = views[i][n:]
 
 
-def write_step_file(path: str, arrays: dict[str, np.ndarray]) -> tuple[int, str, dict[str, str]]:
-    """Write one step's arrays as a safetensors file at `path` (temp file + rename), streaming
-    the header and each tensor's bytes (no payload built in memory). (bytes, checksum, aliases)."""
-    stored, aliases, crcs = dedupe(arrays)
-    prefix = header_bytes(stored, crcs)
-    directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=directory)
+_MAP_MIN = 256 * 1024  # files at least this big are filled through a mapping of their reserved blocks
+_NO_FALLOCATE = {errno.EOPNOTSUPP, errno.EINVAL, errno.ENOSYS, errno.ENODEV}
+
+
+def _fill(fd: int, prefix: bytes, arrays: list[np.ndarray], size: int) -> None:
+    """Put `prefix` then each array's bytes (C order; any strides) at the start of the empty file
+    `fd`. Large files get their blocks reserved first (posix_fallocate: a full disk is an OSError
+    here, never a fault later) and are filled through a shared mapping, which costs about half of
+    write() for fresh page-cache pages on ext4 and copies strided arrays straight into the file.
+    Filesystems without fallocate get writev."""
+    if size >= _MAP_MIN:
+        try:
+            os.posix_fallocate(fd, 0, size)
+        except OSError as exc:
+            if exc.errno not in _NO_FALLOCATE:
+                raise
+        else:
+            with mmap.mmap(fd, size) as m:
+                m[: len(prefix)] = prefix
+                offset = len(prefix)
+                for a in arrays:
+                    end = offset + a.nbytes
+                    if a.flags.c_contiguous:
+                        m[offset:end] = _bytes_of(a)
+                    else:
+                        np.copyto(np.frombuffer(m, a.dtype, a.size, offset).reshape(a.shape), a)
+                    offset = end
+            return
+    _write_all(fd, [memoryview(prefix), *(_bytes_of(np.ascontiguousarray(a)) for a in arrays)])
+
+
+def write_safetensors(path: str, prefix: bytes, arrays: list[np.ndarray]) -> int:
+    """A safetensors file at `path` from its prefix (header_bytes) and its arrays in file order,
+    through a temp file in the same directory and a rename. Returns its size."""
+    arrays = [a for a in arrays if a.nbytes]
+    size = len(prefix) + sum(a.nbytes for a in arrays)
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=os.path.dirname(os.path.abspath(path)))
     try:
         try:
-            _write_all(fd, [memoryview(prefix), *(_bytes_of(a) for a in stored.values() if a.nbytes)])
+            _fill(fd, prefix, arrays, size)
         finally:
             os.close(fd)
         os.chmod(tmp, _FILE_MODE)
@@ -221,8 +286,16 @@ def write_step_file(path: str, arrays: dict[str, np.ndarray]) -> tuple[int, str,
         except OSError:
             pass
         raise
-    size = len(prefix) + sum(a.nbytes for a in stored.values())
-    return size, step_checksum(prefix, crcs.values()), aliases
+    return size
+
+
+def write_step_file(path: str, arrays: dict[str, np.ndarray]) -> tuple[int, str, dict[str, str]]:
+    """Write one step's arrays as a safetensors file at `path` (temp file + rename), straight
+    from the arrays' memory (no payload built in memory). (bytes, checksum, aliases)."""
+    stored, aliases, crcs = dedupe(arrays)
+    prefix = header_bytes(stored, crcs)
+    size = write_safetensors(path, prefix, list(stored.values()))
+    return size, step_checksum(prefix, list(crcs.values())), aliases
 
 
 def _describe(exc: OSError, path: str) -> str:
@@ -294,6 +367,13 @@ class TraceWriter:
             self._guarded_write(arrays, entry, token)
         else:
             self._queue.put((arrays, entry, token))
+
+    def write_arrays(self, name: str, arrays: dict[str, np.ndarray]) -> None:
+        """A side safetensors file of the trace (lens.safetensors), streamed from the arrays' memory."""
+        try:
+            write_safetensors(os.path.join(self.dir, name), header_bytes(arrays), list(arrays.values()))
+        except OSError as exc:
+            raise TraceWriteError(_describe(exc, os.path.join(self.path, name))) from None
 
     def write_file(self, name: str, data: bytes) -> None:
         """A side file of the trace (tokenizer.json), atomically, where the steps go."""
@@ -382,7 +462,9 @@ class TraceWriter:
         name = step_filename(entry["index"])
         fpath = os.path.join(self.dir, name)
         kept = len(self.manifest["steps"])
-        entry = dict(entry, nonfinite=nonfinite_names(arrays))
+        entry = dict(entry)
+        if entry.get("nonfinite") is None:  # the session scans its arrays on the way to the host
+            entry["nonfinite"] = nonfinite_names(arrays)
         if isinstance(entry.get("sampling"), dict):
             entry["sampling"] = finite_or_none(entry["sampling"])
         try:  # the reader's schema: never write a line it would refuse

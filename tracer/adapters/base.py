@@ -13,6 +13,8 @@ from typing import Callable
 import torch
 from torch import nn
 
+from ..names import O_INPUT
+
 Transform = Callable[[torch.Tensor], torch.Tensor]
 
 
@@ -93,21 +95,35 @@ def _live_weight(module: nn.Module, name: str = "weight") -> torch.Tensor:
     return w
 
 
+def _out_weight(proj: nn.Module) -> torch.Tensor:
+    """[d_model, n_heads * d_head]: the output projection's current weight (GPT-2's Conv1D stores it transposed)."""
+    w = _live_weight(proj)
+    return w.t() if type(proj).__name__ == "Conv1D" else w
+
+
 def head_results(proj: nn.Module, n_heads: int) -> Transform | None:
     """[B, T, n_heads * d_head] input of `proj` -> [n_heads, d_model]: each head's z_h·W_O[h] at the
     LAST position (TransformerLens's `attn.hook_result` row); None when the shapes do not split."""
-    conv1d = type(proj).__name__ == "Conv1D"  # GPT-2: weight [in, out]
-    w = proj.weight.t() if conv1d else proj.weight  # [d_model, n_heads * d_head]
-    if w.shape[1] % n_heads:
+    if _out_weight(proj).shape[1] % n_heads:
         return None
 
     def result(t: torch.Tensor) -> torch.Tensor:
-        w = _live_weight(proj).to(t.device)
-        w = w.t() if conv1d else w  # [d_model, n_heads * d_head] (current weights)
+        w = _out_weight(proj).to(t.device)  # [d_model, n_heads * d_head] (current weights)
         z = t[0, -1].reshape(n_heads, -1)  # [n_heads, d_head]
         return torch.einsum("hd,mhd->hm", z.to(w.dtype), w.reshape(w.shape[0], n_heads, -1))  # [n_heads, d_model]
 
     return result
+
+
+def head_inputs(n_heads: int) -> Transform:
+    """[B, T, n_heads * d_head] input of the output projection -> [n_heads, d_head] at the LAST position."""
+    return lambda t: t[0, -1].reshape(n_heads, -1)
+
+
+def w_o(proj: nn.Module, n_heads: int) -> torch.Tensor:
+    """TransformerLens's W_O [n_heads, d_head, d_model] of an output projection (a view: no copy)."""
+    w = _out_weight(proj)  # [d_model, n_heads * d_head]
+    return w.reshape(w.shape[0], n_heads, -1).permute(1, 2, 0)
 
 
 def expand_norm_names(names) -> set[str]:
@@ -180,16 +196,34 @@ class Adapter:
     def block_hooks(self, layer: nn.Module) -> list[HookPoint]:
         raise NotImplementedError
 
-    def result_hook(self, layer: nn.Module) -> HookPoint | None:
+    def result_hook(self, layer: nn.Module, lazy: bool = False) -> HookPoint | None:
         """`attn.hook_result` [n_heads, d_model] at the step's last position (direct logit attribution),
         from the input of the attention's output projection; None where the block records no
-        `hook_attn_out` or has no output projection split by head."""
+        `hook_attn_out` or has no output projection split by head. `lazy`: the projection's input
+        row instead, `attn.hook_o_input` [n_heads, d_head], from which the reader computes
+        hook_result with W_O (`result_weights`) when it is read."""
+        proj = self._result_projection(layer)
+        n_heads = self.config.num_attention_heads
+        if proj is None or head_results(proj, n_heads) is None:
+            return None
+        if lazy:
+            return HookPoint(proj, "in", O_INPUT, head_inputs(n_heads))
+        return HookPoint(proj, "in", "attn.hook_result", head_results(proj, n_heads))
+
+    def _result_projection(self, layer: nn.Module) -> nn.Module | None:
         attn = self.attention(layer)
         proj = out_projection(attn) if attn is not None else None
         if proj is None or not any(p.name == "hook_attn_out" for p in self.block_hooks(layer)):
             return None
-        transform = head_results(proj, self.config.num_attention_heads)
-        return HookPoint(proj, "in", "attn.hook_result", transform) if transform is not None else None
+        return proj
+
+    def result_weights(self) -> dict[str, torch.Tensor]:
+        """`blocks.{L}.attn.W_O` [n_heads, d_head, d_model] of every layer with a result hook (views)."""
+        out = {}
+        for i, layer in enumerate(self.layers()):
+            if self.result_hook(layer) is not None:
+                out[f"blocks.{i}.attn.W_O"] = w_o(self._result_projection(layer), self.config.num_attention_heads)
+        return out
 
     def head_hooks(self) -> list[HookPoint]:
         """Hook points outside the blocks (embeddings, final norm, logits)."""
