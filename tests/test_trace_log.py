@@ -176,6 +176,68 @@ def test_writer_aliases_only_byte_identical_arrays(tmp_path):
     assert size == os.path.getsize(tmp_path / "step_00000.safetensors") and checksum.startswith("crc32:")
 
 
+@pytest.mark.parametrize("big", [False, True])  # a small file is written with writev, a big one past the page cache
+def test_staged_step_arrays_write_the_same_file_as_a_plain_dict(tmp_path, big):
+    """The session's path (one flat buffer: checksums of its slices, neighbouring arrays written as
+    one piece, maps last) stores exactly what a plain dict of the same arrays stores."""
+    import torch
+
+    from tracer.staging import HostStager
+    from tracer.writer import StepArrays
+
+    g = torch.Generator().manual_seed(0)
+    n = 70_000 if big else 7
+    post = torch.randn(1, n, generator=g)
+    tensors = {"hook_embed": torch.randn(1, n, generator=g), "blocks.0.attn.hook_attn_scores": torch.tensor([[[0.5, float("-inf")]]]),
+               "blocks.0.attn.hook_pattern": torch.tensor([[[1.0, 0.0]]]), "blocks.0.hook_resid_post": post,
+               "blocks.1.hook_resid_pre": post, "blocks.1.attn.hook_q": torch.randn(3, 2, generator=g).t(),  # a view; not contiguous
+               "blocks.1.hook_resid_mid": post.clone(), "ids": torch.arange(4)}
+    arrays = HostStager(torch.device("cpu"), torch.float32).stage(tensors).arrays()
+    assert isinstance(arrays, StepArrays) and list(arrays.spans)[-2:] == ["blocks.0.attn.hook_pattern", "blocks.0.attn.hook_attn_scores"]
+    arrays["sample.candidate_ids"] = np.arange(5, dtype=np.int64)  # added after staging, like the sampler's
+    plain = {k: np.array(v) for k, v in arrays.items()}
+    got = write_step_file(str(tmp_path / "a.safetensors"), arrays)
+    want = write_step_file(str(tmp_path / "b.safetensors"), plain)
+    assert got[2] == want[2] == {"blocks.1.hook_resid_pre": "blocks.0.hook_resid_post", "blocks.1.hook_resid_mid": "blocks.0.hook_resid_post"}
+    with safe_open(str(tmp_path / "a.safetensors"), framework="np") as fa, safe_open(str(tmp_path / "b.safetensors"), framework="np") as fb:
+        assert sorted(fa.keys()) == sorted(fb.keys()) == sorted(set(plain) - set(got[2]))
+        for name in fa.keys():
+            np.testing.assert_array_equal(fa.get_tensor(name), fb.get_tensor(name))
+            np.testing.assert_array_equal(fa.get_tensor(name), tensors[name].numpy() if name in tensors else plain[name])
+    assert got[0] == os.path.getsize(tmp_path / "a.safetensors") and (got[0] > 256 * 1024) == big
+
+
+def test_a_filesystem_without_direct_io_gets_the_same_file(tmp_path, monkeypatch):
+    """Big files go past the page cache (O_DIRECT, padded then truncated); where the filesystem
+    refuses that (EINVAL at open or at the first write), the same bytes are written normally."""
+    import errno
+
+    from tracer import direct_io
+
+    arrays = {"logits": np.random.default_rng(0).standard_normal((3, 50_001)).astype(np.float32),
+              "hook_embed": np.arange(10, dtype=np.float32).reshape(2, 5)}
+    direct = write_step_file(str(tmp_path / "direct.safetensors"), arrays)
+    real_open, real_pwrite = os.open, os.pwrite
+    for where in ("open", "pwrite"):
+        def refuse_open(path, flags, *a, **k):
+            if where == "open" and flags & os.O_DIRECT:
+                raise OSError(errno.EINVAL, "Invalid argument")
+            return real_open(path, flags, *a, **k)
+
+        def refuse_pwrite(fd, data, offset):
+            if where == "pwrite":
+                raise OSError(errno.EINVAL, "Invalid argument")
+            return real_pwrite(fd, data, offset)
+
+        monkeypatch.setattr(direct_io.os, "open", refuse_open)
+        monkeypatch.setattr(direct_io.os, "pwrite", refuse_pwrite)
+        plain = write_step_file(str(tmp_path / f"plain_{where}.safetensors"), arrays)
+        monkeypatch.undo()
+        assert plain == direct and direct[0] > 256 * 1024
+        assert open(tmp_path / f"plain_{where}.safetensors", "rb").read() == open(tmp_path / "direct.safetensors", "rb").read()
+    assert not [f for f in os.listdir(tmp_path) if f.startswith(".tmp-")]
+
+
 def test_checksum_mismatch_fails_that_step_only(tiny_trace, tmp_path):
     bad = str(tmp_path / "flipped")
     shutil.copytree(tiny_trace, bad)

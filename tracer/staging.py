@@ -15,19 +15,33 @@ from __future__ import annotations
 
 import numpy as np
 import torch
+from torch._utils import _flatten_dense_tensors  # what DDP buckets with: one C++ call
+
+from .budget import is_attention_map
+from .writer import StepArrays
 
 SLOTS = 2  # pinned buffers per dtype group, used in turn
 SCORES = "hook_attn_scores"  # names ending so may hold -inf (masked keys); NaN and +inf still count
 
 
-def _host_views(flat: np.ndarray, names: list[str], shapes: list[torch.Size]) -> dict[str, np.ndarray]:
-    """Numpy views of consecutive pieces of a flat host array."""
-    out, offset = {}, 0
+def _host_views(flat: np.ndarray, names: list[str], shapes: list[torch.Size], into: dict | None = None) -> dict:
+    """Numpy views of consecutive pieces of a flat host array; with `into` (a StepArrays), their
+    byte spans too."""
+    out = into if into is not None else {}
+    spans = getattr(into, "spans", None)
+    offset, size = 0, flat.itemsize
     for name, shape in zip(names, shapes):
         n = shape.numel()
         out[name] = flat[offset : offset + n].reshape(shape)
+        if spans is not None:
+            spans[name] = (offset * size, (offset + n) * size)
         offset += n
     return out
+
+
+def _step_arrays(flat: np.ndarray, names: list[str], shapes: list[torch.Size]) -> StepArrays:
+    arrays = StepArrays({}, memoryview(flat).cast("B"))
+    return _host_views(flat, names, shapes, arrays)
 
 
 def _scan(flat: torch.Tensor, n_other: int) -> bool:
@@ -88,15 +102,17 @@ class HostStager:
         return self.steps % SLOTS
 
     def _layout(self, tensors: dict[str, torch.Tensor]) -> tuple[list[str], int, list[str]]:
-        """(float names, other names first then scores; how many are not scores; integer names),
-        decided once per set of names (a decode step records the same names every time)."""
+        """(float names: attention maps last, scores the very last; how many are not scores; integer
+        names), decided once per set of names (a decode step records the same names every time)."""
         key = tuple(tensors)
         layout = self._layouts.get(key)
         if layout is None:
             floats = [n for n in key if tensors[n].is_floating_point()]
-            other = [n for n in floats if not n.endswith(SCORES)]
+            fixed = [n for n in floats if not is_attention_map(n)]
+            patterns = [n for n in floats if is_attention_map(n) and not n.endswith(SCORES)]
             scores = [n for n in floats if n.endswith(SCORES)]
-            layout = (other + scores, len(other), [n for n in key if not tensors[n].is_floating_point()])
+            # maps last: a decode step's maps grow by a key each step, everything before them keeps its offset
+            layout = (fixed + patterns + scores, len(fixed) + len(patterns), [n for n in key if not tensors[n].is_floating_point()])
             if len(self._layouts) > 16:
                 self._layouts.clear()
             self._layouts[key] = layout
@@ -109,7 +125,7 @@ class HostStager:
         flat, n_other_numel = self._gather(tensors, names, n_other)  # [sum numel] on the tensors' device
         bad = [] if flat is None or _scan(flat, n_other_numel) else nonfinite({n: tensors[n] for n in names})
         if not self.cuda:
-            arrays = _host_views(flat.numpy(), names, [tensors[n].shape for n in names]) if flat is not None else {}
+            arrays = _step_arrays(flat.numpy(), names, [tensors[n].shape for n in names]) if flat is not None else StepArrays({})
             arrays.update({n: tensors[n].cpu().numpy() for n in ints})
             return Staged(arrays, bad)
         return self._copy_cuda(tensors, names, flat, ints, bad)
@@ -118,13 +134,16 @@ class HostStager:
         """One flat buffer of the float tensors in the storage dtype, and the numel before the scores."""
         if not names:
             return None, 0
-        pieces = [tensors[n].reshape(-1) for n in names]
+        pieces = [tensors[n] for n in names]
         n_other_numel = sum(p.numel() for p in pieces[:n_other]) if n_other < len(pieces) else -1
-        flat = torch.cat(pieces) if len(pieces) > 1 else pieces[0]
+        if len({p.dtype for p in pieces}) == 1:
+            flat = _flatten_dense_tensors(pieces)  # [sum numel]: flatten and concatenate in one call; a copy
+            if len(pieces) == 1:
+                flat = flat.clone()  # one tensor "flattens" to a view of itself: the host arrays never alias the model's
+        else:
+            flat = torch.cat([p.reshape(-1).to(self.store_dtype) for p in pieces])
         if flat.dtype != self.store_dtype:
             flat = flat.to(self.store_dtype)
-        elif len(pieces) == 1 and flat.data_ptr() == tensors[names[0]].data_ptr():
-            flat = flat.clone()  # the host arrays never alias a live model tensor
         return flat, (flat.numel() if n_other_numel < 0 else n_other_numel)
 
     def _pinned(self, dtype: torch.dtype, numel: int, slot: int) -> torch.Tensor:
@@ -137,7 +156,7 @@ class HostStager:
     def _copy_cuda(self, tensors, names, flat, ints, bad) -> Staged:
         slot = (self.steps - 1) % SLOTS
         main = torch.cuda.current_stream(self.device)
-        arrays: dict[str, np.ndarray] = {}
+        arrays = StepArrays({})
         groups = [(flat, names)] if flat is not None else []
         by_dtype: dict[torch.dtype, list[str]] = {}
         for n in ints:
@@ -150,11 +169,15 @@ class HostStager:
                 if tensors[n].is_cuda:
                     tensors[n].record_stream(self._stream)
             groups += [(torch.cat([tensors[n].to(self.device).reshape(-1) for n in group]), group) for group in by_dtype.values()]
-            for data, group in groups:
+            for i, (data, group) in enumerate(groups):
                 host = self._pinned(data.dtype, data.numel(), slot)
                 host.copy_(data, non_blocking=True)  # one transfer per dtype group
                 data.record_stream(self._stream)
-                arrays.update(_host_views(host.numpy(), group, [tensors[n].shape for n in group]))
+                shapes = [tensors[n].shape for n in group]
+                if i == 0 and flat is not None:  # the floats: the writer's flat buffer
+                    arrays = _host_views(host.numpy(), group, shapes, StepArrays(arrays, memoryview(host.numpy()).cast("B")))
+                else:  # integer groups: plain arrays (their spans would be in another buffer)
+                    arrays.update(_host_views(host.numpy(), group, shapes))
             event = torch.cuda.Event()
             event.record(self._stream)
         return Staged(arrays, bad, event)

@@ -16,8 +16,8 @@ from __future__ import annotations
 
 import ctypes
 import errno
+import itertools
 import json
-import mmap
 import os
 import queue
 import shutil
@@ -29,6 +29,7 @@ import zlib
 import numpy as np
 
 from .budget import trimmed_rows
+from .direct_io import contiguous_pieces, write_direct
 from .schema import finite_or_none, validate_entry
 from .names import forward_order
 from .safe_io import valid_name
@@ -163,40 +164,89 @@ def _forward_order(arrays: dict) -> list[str]:
     return order
 
 
+class StepArrays(dict):
+    """A step's arrays (name -> numpy array) where some lie end to end in one flat host buffer:
+    `spans[name]` = (start, end) bytes in `flat`. The session's stager builds one per step; the
+    writer then stores them in this order, checksums slices of the buffer and writes runs of
+    neighbouring arrays as single pieces. Arrays added later (sampling) are ordinary entries."""
+
+    def __init__(self, arrays: dict[str, np.ndarray], flat: memoryview | None = None, spans: dict | None = None):
+        super().__init__(arrays)
+        self.flat = flat  # bytes of the flat buffer
+        self.spans: dict[str, tuple[int, int]] = spans or {}
+
+
 def dedupe(arrays: dict[str, np.ndarray]) -> tuple[dict[str, np.ndarray], dict[str, str], dict[str, int]]:
-    """(stored arrays, aliases {name: stored name with identical bytes}, crc32 per stored name).
-    An alias has the same dtype, shape and crc32 as a stored array, confirmed byte by byte."""
+    """(stored arrays, aliases {name: stored name with identical bytes}, crc32 per stored name), in
+    file order: forward order for a plain dict, the given order for StepArrays (arrival order, where
+    an alias's source also comes first). An alias has the same dtype, shape and crc32 as a stored
+    array, confirmed byte by byte."""
     stored: dict[str, np.ndarray] = {}
     aliases: dict[str, str] = {}
     crcs: dict[str, int] = {}
-    by_crc: dict[tuple, str] = {}
+    by_crc: dict[int, list[str]] = {}
     crc32 = zlib.crc32
-    for name in _forward_order(arrays):
+    spans = arrays.spans if isinstance(arrays, StepArrays) else {}
+    flat = arrays.flat if spans else None
+    for name in (arrays if spans else _forward_order(arrays)):
         a = arrays[name]
-        if not a.flags.c_contiguous:
-            a = np.ascontiguousarray(a)
-        crc = crc32(a.data.cast("B") if a.ndim else memoryview(a.reshape(1)).cast("B"))
-        key = (a.dtype, a.shape, crc)
-        twin = by_crc.get(key)
-        if twin is not None and _same_bytes(stored[twin], a):
-            aliases[name] = twin
-            continue
+        span = spans.get(name)
+        if span is not None:
+            crc = crc32(flat[span[0] : span[1]])
+        else:
+            if not a.flags.c_contiguous:
+                a = np.ascontiguousarray(a)
+            crc = crc32(a.data.cast("B") if a.ndim else memoryview(a.reshape(1)).cast("B"))
+        twins = by_crc.get(crc)
+        if twins is not None:
+            twin = next((t for t in twins if stored[t].dtype == a.dtype and stored[t].shape == a.shape and _same_bytes(stored[t], a)), None)
+            if twin is not None:
+                aliases[name] = twin
+                continue
+            twins.append(name)
+        else:
+            by_crc[crc] = [name]
         stored[name], crcs[name] = a, crc
-        by_crc.setdefault(key, name)
     return stored, aliases, crcs
 
 
+def data_pieces(stored: dict[str, np.ndarray], arrays: dict) -> list:
+    """The stored arrays' bytes in file order as few pieces as possible: neighbouring spans of a
+    StepArrays buffer become one memoryview; other arrays stay arrays."""
+    spans = arrays.spans if isinstance(arrays, StepArrays) else {}
+    if not spans:
+        return list(stored.values())
+    pieces, run = [], None  # run: [start, end] of the current stretch of the flat buffer
+    for name, a in stored.items():
+        span = spans.get(name)
+        if span is not None and run is not None and span[0] == run[1]:
+            run[1] = span[1]
+            continue
+        if run is not None:
+            pieces.append(arrays.flat[run[0] : run[1]])
+            run = None
+        if span is not None:
+            run = [span[0], span[1]]
+        else:
+            pieces.append(a)
+    if run is not None:
+        pieces.append(arrays.flat[run[0] : run[1]])
+    return pieces
+
+
 CRC_KEY = "stepscope.crc32"  # __metadata__: each stored tensor's crc32, 8 hex digits each, in file order
-_JSON_NAMES: dict[str, str] = {}  # name -> its JSON string literal (names repeat every step)
+_FRAGMENTS: dict[tuple, str] = {}  # (name, dtype, shape, start, end) -> its header entry (decode steps repeat them)
 
 
-def _json_name(name: str) -> str:
-    quoted = _JSON_NAMES.get(name)
-    if quoted is None:
-        if len(_JSON_NAMES) > 100_000:
-            _JSON_NAMES.clear()
-        quoted = _JSON_NAMES[name] = json.dumps(name)
-    return quoted
+def _fragment(name: str, dtype: str, shape: tuple, start: int, end: int) -> str:
+    key = (name, dtype, shape, start, end)
+    text = _FRAGMENTS.get(key)
+    if text is None:
+        if len(_FRAGMENTS) > 200_000:
+            _FRAGMENTS.clear()
+        text = _FRAGMENTS[key] = '%s:{"dtype":"%s","shape":[%s],"data_offsets":[%d,%d]}' % (
+            json.dumps(name), dtype, ",".join(map(str, shape)), start, end)
+    return text
 
 
 def header_bytes(stored: dict[str, np.ndarray], crcs: dict[str, int] | None = None) -> bytes:
@@ -205,14 +255,14 @@ def header_bytes(stored: dict[str, np.ndarray], crcs: dict[str, int] | None = No
     The JSON is what json.dumps(..., separators=(",", ":")) gives, assembled from cached pieces."""
     parts, offset = [], 0
     if crcs is not None:
-        parts.append('"__metadata__":{"%s":"%s"}' % (CRC_KEY, "".join(["%08x" % crcs[n] for n in stored])))
+        listed = [crcs[n] for n in stored]
+        parts.append('"__metadata__":{"%s":"%s"}' % (CRC_KEY, struct.pack(f">{len(listed)}I", *listed).hex()))
     for name, a in stored.items():
         dtype = _DTYPE_CODE.get(a.dtype)
         if dtype is None:
             raise TraceWriteError(f"cannot store {name}: dtype {a.dtype} has no safetensors code")
         end = offset + a.nbytes
-        parts.append('%s:{"dtype":"%s","shape":[%s],"data_offsets":[%d,%d]}'
-                     % (_json_name(name), dtype, ",".join(map(str, a.shape)), offset, end))
+        parts.append(_fragment(name, dtype, a.shape, offset, end))
         offset = end
     raw = ("{" + ",".join(parts) + "}").encode("utf-8")
     raw += b" " * (-len(raw) % 8)
@@ -236,46 +286,33 @@ def _write_all(fd: int, views: list[memoryview]) -> None:
             views[i] = views[i][n:]
 
 
-_MAP_MIN = 256 * 1024  # files at least this big are filled through a mapping of their reserved blocks
-_NO_FALLOCATE = {errno.EOPNOTSUPP, errno.EINVAL, errno.ENOSYS, errno.ENODEV}
+_DIRECT_MIN = 256 * 1024  # files at least this big bypass the page cache (tracer/direct_io.py)
 
 
-def _fill(fd: int, prefix: bytes, arrays: list[np.ndarray], size: int) -> None:
-    """Put `prefix` then each array's bytes (C order; any strides) at the start of the empty file
-    `fd`. Large files get their blocks reserved first (posix_fallocate: a full disk is an OSError
-    here, never a fault later) and are filled through a shared mapping, which costs about half of
-    write() for fresh page-cache pages on ext4 and copies strided arrays straight into the file.
-    Filesystems without fallocate get writev."""
-    if size >= _MAP_MIN:
-        try:
-            os.posix_fallocate(fd, 0, size)
-        except OSError as exc:
-            if exc.errno not in _NO_FALLOCATE:
-                raise
-        else:
-            with mmap.mmap(fd, size) as m:
-                m[: len(prefix)] = prefix
-                offset = len(prefix)
-                for a in arrays:
-                    end = offset + a.nbytes
-                    if a.flags.c_contiguous:
-                        m[offset:end] = _bytes_of(a)
-                    else:
-                        np.copyto(np.frombuffer(m, a.dtype, a.size, offset).reshape(a.shape), a)
-                    offset = end
+def _bytes(piece) -> memoryview:
+    return piece if isinstance(piece, memoryview) else _bytes_of(np.ascontiguousarray(piece))
+
+
+def _fill(fd: int, tmp: str, prefix: bytes, pieces: list, size: int) -> None:
+    """Put `prefix` then each piece (a memoryview, or an array in C order with any strides) into
+    the empty file `tmp` (descriptor `fd`): past the page cache when the file is large and the
+    filesystem allows it, else with writev."""
+    if size >= _DIRECT_MIN:
+        chunks = itertools.chain([memoryview(prefix)], *((p,) if isinstance(p, memoryview) else contiguous_pieces(p) for p in pieces))
+        if write_direct(tmp, fd, chunks, size):
             return
-    _write_all(fd, [memoryview(prefix), *(_bytes_of(np.ascontiguousarray(a)) for a in arrays)])
+    _write_all(fd, [memoryview(prefix), *(_bytes(p) for p in pieces)])
 
 
-def write_safetensors(path: str, prefix: bytes, arrays: list[np.ndarray]) -> int:
-    """A safetensors file at `path` from its prefix (header_bytes) and its arrays in file order,
-    through a temp file in the same directory and a rename. Returns its size."""
-    arrays = [a for a in arrays if a.nbytes]
-    size = len(prefix) + sum(a.nbytes for a in arrays)
+def write_safetensors(path: str, prefix: bytes, pieces: list) -> int:
+    """A safetensors file at `path` from its prefix (header_bytes) and its data in file order
+    (arrays or memoryviews), through a temp file in the same directory and a rename. Returns its size."""
+    pieces = [p for p in pieces if (len(p) if isinstance(p, memoryview) else p.nbytes)]
+    size = len(prefix) + sum(len(p) if isinstance(p, memoryview) else p.nbytes for p in pieces)
     fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=os.path.dirname(os.path.abspath(path)))
     try:
         try:
-            _fill(fd, prefix, arrays, size)
+            _fill(fd, tmp, prefix, pieces, size)
         finally:
             os.close(fd)
         os.chmod(tmp, _FILE_MODE)
@@ -294,7 +331,7 @@ def write_step_file(path: str, arrays: dict[str, np.ndarray]) -> tuple[int, str,
     from the arrays' memory (no payload built in memory). (bytes, checksum, aliases)."""
     stored, aliases, crcs = dedupe(arrays)
     prefix = header_bytes(stored, crcs)
-    size = write_safetensors(path, prefix, list(stored.values()))
+    size = write_safetensors(path, prefix, data_pieces(stored, arrays))
     return size, step_checksum(prefix, list(crcs.values())), aliases
 
 
@@ -478,8 +515,9 @@ class TraceWriter:
         entry.update(file=name, bytes=size, checksum=checksum)
         if aliases:
             entry["aliases"] = aliases
-        omitted = {n: rec for n, a in arrays.items() if (rec := trimmed_rows(n, a.shape, tuple(entry["positions"])))}
-        if omitted:
+        positions = tuple(entry["positions"])
+        omitted = {n: rec for n, a in arrays.items() if (rec := trimmed_rows(n, a.shape, positions))} if positions[1] - positions[0] > 1 else {}
+        if omitted:  # a row limit trims prefill attention maps only (a decode step has one row)
             entry["omitted"] = omitted
 
         self._append(entry, kept)
