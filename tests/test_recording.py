@@ -292,9 +292,13 @@ def test_session_leaves_no_hooks_behind():
     assert not any("_stepscope_recorder" in m.__dict__ for m in model.modules())
 
 
-def test_nonfinite_scan_flags_nan_and_inf_but_not_masked_scores():
+@pytest.mark.parametrize("flat", [True, False])  # one flat copy (decode steps), or views (a step over FLAT_MAX)
+def test_nonfinite_scan_flags_nan_and_inf_but_not_masked_scores(flat, monkeypatch):
+    from tracer import staging
     from tracer.staging import HostStager, nonfinite
 
+    if not flat:
+        monkeypatch.setattr(staging, "FLAT_MAX", 0)
     stage = HostStager(torch.device("cpu"), torch.float32).stage
     ok, scores = torch.ones(2, 3), torch.tensor([[0.5, float("-inf")]])  # a masked score is -inf by design
     clean = {"a": ok, "blocks.0.attn.hook_attn_scores": scores, "ids": torch.arange(3)}
@@ -306,7 +310,10 @@ def test_nonfinite_scan_flags_nan_and_inf_but_not_masked_scores():
     for name, value in [("a", float("nan")), ("a", float("-inf")), ("blocks.0.attn.hook_attn_scores", float("nan"))]:
         one = {k: v.clone() for k, v in clean.items()}
         one[name].view(-1)[0] = value  # a single bad value anywhere in the flat buffer is found
-        assert stage(one).nonfinite == [name], (name, value)
+        staged = stage(one)
+        assert staged.nonfinite == [name], (name, value)
+        for k, v in one.items():
+            np.testing.assert_array_equal(staged.arrays()[k], v.numpy())
 
 
 def test_only_modules_holding_kept_names_are_wrapped():

@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .lens import B_U, LENS_FILE, NORM_B, NORM_W, W_U
+from .lens import B_U, LENS_FILE, NORM_B, NORM_W, W_U, canonical
 from .trace_format import TraceError
 
 MAX_LENS_BYTES = 16 << 30  # lens.safetensors: W_U of a large vocabulary in float32
@@ -113,7 +113,7 @@ def lens_arrays(trace) -> dict[str, np.ndarray]:
     finally:
         os.close(fd)
     try:
-        arrays = load(data)
+        arrays = canonical(load(data))
     except Exception as exc:  # a damaged file: one line, not a traceback
         raise TraceError(f"{trace.path}: {LENS_FILE}: not a safetensors file ({type(exc).__name__})") from None
     if NORM_W not in arrays or W_U not in arrays:

@@ -27,6 +27,29 @@ LENS_FILE = "lens.safetensors"
 RESID_ROWS = "logit_lens.resid"  # [n_layers, d_model] last-position rows, when resid_post is not recorded
 NORM_W, NORM_B, W_U, B_U = "ln_final.w", "ln_final.b", "unembed.W_U", "unembed.b_U"
 W_O_NAME = re.compile(r"blocks\.(\d{1,6})\.attn\.W_O\Z")
+TRANSPOSED = "_T"  # `X_T` is X stored in the model's own layout: W_U_T [vocab, d_model], W_O_T [d_model, n_heads, d_head]
+
+
+def stored_layout(name: str, shape: tuple, contiguous_if) -> tuple[str, tuple[int, ...]] | None:
+    """For the tracer: (stored name, axis order) when W_U or W_O is cheaper to store transposed,
+    i.e. `contiguous_if(order)` says the permuted view is contiguous (the model's own layout: no copy)."""
+    order = (1, 0) if name == W_U else (2, 0, 1) if W_O_NAME.match(name) and len(shape) == 3 else None
+    return (name + TRANSPOSED, order) if order is not None and contiguous_if(order) else None
+
+
+def canonical(arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """The lens file's arrays under their canonical names and shapes (transposed views of any
+    `X_T`): W_U [d_model, vocab], blocks.{L}.attn.W_O [n_heads, d_head, d_model]."""
+    out = dict(arrays)
+    for name, a in arrays.items():
+        if not name.endswith(TRANSPOSED):
+            continue
+        base = name[: -len(TRANSPOSED)]
+        if base == W_U and a.ndim == 2:
+            out.setdefault(base, a.T)
+        elif W_O_NAME.match(base) and a.ndim == 3:
+            out.setdefault(base, a.transpose(1, 2, 0))
+    return out
 
 
 def _read_safetensors(path: str) -> dict[str, np.ndarray]:
@@ -39,6 +62,7 @@ class LogitLens:
     """Final norm + unembedding of one trace, applied to residual rows."""
 
     def __init__(self, facts: dict, arrays: dict[str, np.ndarray]):
+        arrays = canonical(arrays)
         self.norm: str = facts["norm"]  # "rmsnorm" | "layernorm"
         self.eps = float(facts["eps"])
         self.offset = float(facts.get("weight_offset") or 0.0)  # Gemma: the weight is 1 + w

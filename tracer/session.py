@@ -22,7 +22,7 @@ from . import __version__
 from .adapters import adapter_for
 from .attention import IMPLEMENTATION
 from .attention import register as register_attention
-from .lens import LENS_FILE, RESID_ROWS, LogitLens
+from .lens import LENS_FILE, RESID_ROWS, LogitLens, stored_layout
 from .loading import load_model
 from .model_info import chat_default, eos_ids, model_facts, tokenizer_facts
 from .names import NameFilter, block_name
@@ -234,8 +234,14 @@ class LiveSession:
         weights = dict(self.adapter.lens_arrays())
         if self.recorder.lazy_result:
             weights.update({k: w for k, w in self.adapter.result_weights().items() if self.keep(k.replace(".W_O", ".hook_result"))})
-        big = lambda k: k == "unembed.W_U" or k.endswith(".W_O")  # noqa: E731 - stored like the activations
-        arrays = {k: v.detach().to(self.store_dtype if big(k) else torch.float32).cpu().numpy() for k, v in weights.items()}
+        arrays = {}
+        for name, w in weights.items():
+            w = w.detach()
+            stored = stored_layout(name, tuple(w.shape), lambda order, w=w: w.permute(order).is_contiguous())
+            if stored is not None:  # W_U and W_O in the model's own layout: written without a transposing copy
+                name, w = stored[0], w.permute(stored[1])
+            big = name.startswith("unembed.W_U") or ".attn.W_O" in name  # stored like the activations
+            arrays[name] = w.to(self.store_dtype if big else torch.float32).cpu().numpy()
         self.writer.write_arrays(LENS_FILE, arrays)
 
     def _save_tokenizer(self) -> None:

@@ -8,7 +8,8 @@ accelerator the gather happens on the device and the buffer is copied with one a
 transfer into a reused pinned host buffer on a side stream, so there is no host sync per tensor
 and the copy runs beside the sampler; a pinned slot is reused `SLOTS` steps later, and the
 session waits for the writer before reusing one it still holds. Integer tensors (rare) travel
-as they are.
+as they are. A CPU step bigger than FLAT_MAX (a long prefill) is not copied again: its arrays
+are views of the tensors, scanned one by one, so memory holds it once.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from .budget import is_attention_map
 from .writer import StepArrays
 
 SLOTS = 2  # pinned buffers per dtype group, used in turn
+FLAT_MAX = 64 << 20  # a CPU step bigger than this is handed over as views (no flat copy)
 SCORES = "hook_attn_scores"  # names ending so may hold -inf (masked keys); NaN and +inf still count
 
 
@@ -121,6 +123,8 @@ class HostStager:
     def stage(self, tensors: dict[str, torch.Tensor]) -> Staged:
         """Start moving `tensors` to the host; floats become the storage dtype, integers stay integers."""
         self.steps += 1
+        if not self.cuda and sum(t.numel() * t.element_size() for t in tensors.values()) > FLAT_MAX:
+            return self._views(tensors)  # a long prefill: no second copy of it in memory
         names, n_other, ints = self._layout(tensors)
         flat, n_other_numel = self._gather(tensors, names, n_other)  # [sum numel] on the tensors' device
         bad = [] if flat is None or _scan(flat, n_other_numel) else nonfinite({n: tensors[n] for n in names})
@@ -129,6 +133,20 @@ class HostStager:
             arrays.update({n: tensors[n].cpu().numpy() for n in ints})
             return Staged(arrays, bad)
         return self._copy_cuda(tensors, names, flat, ints, bad)
+
+    def _views(self, tensors: dict[str, torch.Tensor]) -> Staged:
+        """Host arrays that are views of the CPU tensors (converted only where the storage dtype
+        differs), scanned tensor by tensor: for steps too big to copy once more."""
+        bad = []
+        arrays = {}
+        for name, t in tensors.items():
+            if t.is_floating_point():
+                if t.numel() and not _scan(t.reshape(-1), 0 if name.endswith(SCORES) else t.numel()):
+                    bad.append(name)
+                if t.dtype != self.store_dtype:
+                    t = t.to(self.store_dtype)
+            arrays[name] = t.cpu().numpy()
+        return Staged(arrays, bad)
 
     def _gather(self, tensors, names, n_other) -> tuple[torch.Tensor | None, int]:
         """One flat buffer of the float tensors in the storage dtype, and the numel before the scores."""
