@@ -183,7 +183,7 @@ def test_staged_step_arrays_write_the_same_file_as_a_plain_dict(tmp_path, big):
     import torch
 
     from tracer.staging import HostStager
-    from tracer.writer import StepArrays
+    from tracer.step_arrays import StepArrays
 
     g = torch.Generator().manual_seed(0)
     n = 70_000 if big else 7
@@ -205,6 +205,23 @@ def test_staged_step_arrays_write_the_same_file_as_a_plain_dict(tmp_path, big):
             np.testing.assert_array_equal(fa.get_tensor(name), fb.get_tensor(name))
             np.testing.assert_array_equal(fa.get_tensor(name), tensors[name].numpy() if name in tensors else plain[name])
     assert got[0] == os.path.getsize(tmp_path / "a.safetensors") and (got[0] > 256 * 1024) == big
+
+
+def test_step_arrays_is_a_mapping_over_one_buffer():
+    from tracer.step_arrays import StepArrays
+
+    flat = np.arange(10, dtype=np.float32)
+    arrays = StepArrays(flat, ["a", "b"], [(2, 3), (4,)])
+    arrays["c"] = np.ones(2, np.int64)
+    assert list(arrays) == ["a", "b", "c"] and len(arrays) == 3 and "b" in arrays and "z" not in arrays
+    np.testing.assert_array_equal(arrays["a"], flat[:6].reshape(2, 3))
+    assert np.shares_memory(arrays["b"], flat) and arrays.spans["b"] == (24, 40)
+    arrays["a"] = np.zeros((2, 3), np.float32)  # replaced: it leaves the buffer
+    assert "a" not in arrays.spans and list(arrays) == ["b", "c", "a"] and not arrays["a"].any()
+    del arrays["b"], arrays["c"]
+    assert list(arrays) == ["a"] and dict(arrays.items()).keys() == {"a"}
+    with pytest.raises(KeyError):
+        arrays["b"]
 
 
 def test_a_filesystem_without_direct_io_gets_the_same_file(tmp_path, monkeypatch):

@@ -132,8 +132,11 @@ def stepscope_attention(
         scores = torch.cat([scores, sink], dim=-1)  # [B, n_heads, T, S + 1]
         if masked is not None:
             masked = F.pad(masked.expand(b, -1, t, s), (0, 1), value=False)  # the sink is never masked
-    pattern = F.softmax(scores, dim=-1, dtype=torch.float32).to(query.dtype)  # [B, n_heads, T, S (+1)]
-    p = pattern[..., :s].reshape(b, n_kv, n_rep, t, s)  # [B, n_kv, rep, T, S]
+    pattern = F.softmax(scores, dim=-1, dtype=torch.float32)  # [B, n_heads, T, S (+1)]
+    if pattern.dtype != query.dtype:
+        pattern = pattern.to(query.dtype)
+    attended = pattern[..., :s] if sinks is not None else pattern  # [B, n_heads, T, S] without the sink column
+    p = attended.reshape(b, n_kv, n_rep, t, s)  # [B, n_kv, rep, T, S]
     z = torch.matmul(p, value.unsqueeze(2)).reshape(b, n_heads, t, d_v)  # [B, n_heads, T, d_v]
     z = z.transpose(1, 2).contiguous()  # [B, T, n_heads, d_v]
     edit = getattr(module, "_stepscope_edit_z", None)  # interventions on head outputs (tracer/interventions.py)
@@ -144,7 +147,7 @@ def stepscope_attention(
         if masked is not None:
             scores = scores.masked_fill(masked, float("-inf"))
         recorder.attention(module, query, key, value, scores, pattern, z)
-    return z, pattern[..., :s]
+    return z, attended
 
 
 def register() -> None:

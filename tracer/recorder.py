@@ -97,7 +97,7 @@ class Recorder:
         self.tensors: dict[str, torch.Tensor] = {}
         self.lens_rows: dict[int, torch.Tensor] = {}  # layer -> resid_post of the last position [d_model]
         self.layers = adapter.layers()
-        self._norm_inputs: list[tuple[str, torch.Tensor, str, float, bool, bool]] = []
+        self._norm_inputs: list[tuple] = []  # (normalized name, scale name, input, kind, eps, keep normalized, keep scale)
         self._attn_names: dict[int, tuple[tuple[str, str], ...]] = {}  # id(attention module) -> (role, name)
         self._wrapped: list[tuple[nn.Module, object]] = []
         self._attn_modules: list = []
@@ -112,6 +112,7 @@ class Recorder:
         if not names or not self.active:
             return
         t = query.shape[2]
+        maps = {"scores": scores, "pattern": pattern}
         for role, name in names:
             if role == "q":
                 part = query[0].transpose(0, 1)  # [T, n_heads, d_head]
@@ -119,9 +120,11 @@ class Recorder:
                 part = key[0, :, -t:].transpose(0, 1)  # [T, n_kv_heads, d_head] (new positions)
             elif role == "v":
                 part = value[0, :, -t:].transpose(0, 1)  # [T, n_kv_heads, d_head]
+            elif role == "z":
+                part = z[0]  # [T, n_heads, d_head]
             else:
-                part = {"scores": scores, "pattern": pattern, "z": z}[role][0]  # [n_heads, T, S] / z [T, n_heads, d_head]
-                if role != "z" and self.row_limit and part.shape[1] > self.row_limit:  # budget (tracer/budget.py)
+                part = maps[role][0]  # [n_heads, T, S]
+                if self.row_limit and part.shape[1] > self.row_limit:  # budget (tracer/budget.py)
                     part = part[:, -self.row_limit :].clone()  # [n_heads, row_limit, S]; the full map is freed
             self.tensors[name] = _detached(part)
 
@@ -135,18 +138,18 @@ class Recorder:
     def _derive_norms(self) -> None:
         groups: dict[tuple, list] = {}
         for item in self._norm_inputs:
-            prefix, x, kind, eps, _, _ = item
-            groups.setdefault((kind, eps, tuple(x.shape), x.device, x.dtype), []).append(item)
+            x, kind, eps = item[2], item[3], item[4]
+            groups.setdefault((kind, eps, x.shape, x.device, x.dtype), []).append(item)
         self._norm_inputs = []
+        tensors = self.tensors
         for (kind, eps, *_), items in groups.items():
-            xs = torch.stack([x for _, x, *_ in items])  # [n_norms, T, d_model]
+            xs = torch.stack([item[2] for item in items])  # [n_norms, T, d_model]
             normalized, scale = normalize(xs, kind, eps)  # [n_norms, T, d_model], [n_norms, T, 1]
-            for i, (prefix, _, _, _, keep_normalized, keep_scale) in enumerate(items):
-                _, n_name, s_name = norm_names(prefix)
+            for (n_name, s_name, _, _, _, keep_normalized, keep_scale), n_row, s_row in zip(items, normalized.unbind(0), scale.unbind(0)):
                 if keep_normalized:
-                    self.tensors[n_name] = normalized[i]
+                    tensors[n_name] = n_row
                 if keep_scale:
-                    self.tensors[s_name] = scale[i]
+                    tensors[s_name] = s_row
 
     def take_lens_rows(self) -> torch.Tensor:
         """[n_layers, d_model]: each layer's resid_post at the last position of the step."""
@@ -219,7 +222,7 @@ class Recorder:
             if keep_n or keep_s:
                 x = _picked_input(a, k, 0)
                 if x is not None:
-                    self._norm_inputs.append((prefix, _detached(transform(x)), kind, eps, keep_n, keep_s))
+                    self._norm_inputs.append((n_name, s_name, _detached(transform(x)), kind, eps, keep_n, keep_s))
 
         return record
 

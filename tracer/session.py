@@ -30,6 +30,7 @@ from .reader import Step, Trace
 from .recorder import Recorder
 from .sampler import Sampler, SamplerSettings
 from .staging import SLOTS, HostStager
+from .step_arrays import StepArrays
 from .trace_format import SCHEMA, SCHEMA_VERSION
 from .writer import TraceWriter, copy_trace, nonfinite_names
 
@@ -354,7 +355,10 @@ class LiveSession:
         }
         if self._nonfinite is not None:  # the staged tensors were scanned on the way to the host
             bad, n_staged = self._nonfinite
-            added = dict(list(arrays.items())[n_staged:]) if len(arrays) > n_staged else {}
+            if isinstance(arrays, StepArrays):  # its flat buffer was scanned; what else it holds was added or is integer
+                added = arrays.extra
+            else:
+                added = dict(list(arrays.items())[n_staged:]) if len(arrays) > n_staged else {}
             entry["nonfinite"], self._nonfinite = bad + nonfinite_names(added), None
         if self._settings_changed:
             entry["settings"] = self.live_settings()  # changed live: what this step ran with

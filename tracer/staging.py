@@ -19,31 +19,21 @@ import torch
 from torch._utils import _flatten_dense_tensors  # what DDP buckets with: one C++ call
 
 from .budget import is_attention_map
-from .writer import StepArrays
+from .step_arrays import StepArrays
 
 SLOTS = 2  # pinned buffers per dtype group, used in turn
 FLAT_MAX = 64 << 20  # a CPU step bigger than this is handed over as views (no flat copy)
 SCORES = "hook_attn_scores"  # names ending so may hold -inf (masked keys); NaN and +inf still count
 
 
-def _host_views(flat: np.ndarray, names: list[str], shapes: list[torch.Size], into: dict | None = None) -> dict:
-    """Numpy views of consecutive pieces of a flat host array; with `into` (a StepArrays), their
-    byte spans too."""
-    out = into if into is not None else {}
-    spans = getattr(into, "spans", None)
-    offset, size = 0, flat.itemsize
+def _host_views(flat: np.ndarray, names: list[str], shapes: list[torch.Size]) -> dict[str, np.ndarray]:
+    """Numpy views of consecutive pieces of a flat host array."""
+    out, offset = {}, 0
     for name, shape in zip(names, shapes):
         n = shape.numel()
         out[name] = flat[offset : offset + n].reshape(shape)
-        if spans is not None:
-            spans[name] = (offset * size, (offset + n) * size)
         offset += n
     return out
-
-
-def _step_arrays(flat: np.ndarray, names: list[str], shapes: list[torch.Size]) -> StepArrays:
-    arrays = StepArrays({}, memoryview(flat).cast("B"))
-    return _host_views(flat, names, shapes, arrays)
 
 
 def _scan(flat: torch.Tensor, n_other: int) -> bool:
@@ -129,7 +119,7 @@ class HostStager:
         flat, n_other_numel = self._gather(tensors, names, n_other)  # [sum numel] on the tensors' device
         bad = [] if flat is None or _scan(flat, n_other_numel) else nonfinite({n: tensors[n] for n in names})
         if not self.cuda:
-            arrays = _step_arrays(flat.numpy(), names, [tensors[n].shape for n in names]) if flat is not None else StepArrays({})
+            arrays = StepArrays(flat.numpy(), names, [tensors[n].shape for n in names]) if flat is not None else StepArrays()
             arrays.update({n: tensors[n].cpu().numpy() for n in ints})
             return Staged(arrays, bad)
         return self._copy_cuda(tensors, names, flat, ints, bad)
@@ -174,7 +164,7 @@ class HostStager:
     def _copy_cuda(self, tensors, names, flat, ints, bad) -> Staged:
         slot = (self.steps - 1) % SLOTS
         main = torch.cuda.current_stream(self.device)
-        arrays = StepArrays({})
+        arrays = StepArrays()
         groups = [(flat, names)] if flat is not None else []
         by_dtype: dict[torch.dtype, list[str]] = {}
         for n in ints:
@@ -193,8 +183,8 @@ class HostStager:
                 data.record_stream(self._stream)
                 shapes = [tensors[n].shape for n in group]
                 if i == 0 and flat is not None:  # the floats: the writer's flat buffer
-                    arrays = _host_views(host.numpy(), group, shapes, StepArrays(arrays, memoryview(host.numpy()).cast("B")))
-                else:  # integer groups: plain arrays (their spans would be in another buffer)
+                    arrays = StepArrays(host.numpy(), group, shapes)
+                else:  # integer groups: plain arrays
                     arrays.update(_host_views(host.numpy(), group, shapes))
             event = torch.cuda.Event()
             event.record(self._stream)

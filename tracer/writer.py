@@ -29,6 +29,7 @@ import zlib
 import numpy as np
 
 from .budget import trimmed_rows
+from .step_arrays import StepArrays
 from .direct_io import contiguous_pieces, write_direct
 from .schema import finite_or_none, validate_entry
 from .names import forward_order
@@ -146,10 +147,6 @@ def _bytes_of(a: np.ndarray) -> memoryview:
     return memoryview(a.reshape(-1)).cast("B")
 
 
-def _same_bytes(a: np.ndarray, b: np.ndarray) -> bool:
-    return np.array_equal(np.frombuffer(_bytes_of(a), np.uint8), np.frombuffer(_bytes_of(b), np.uint8))
-
-
 _ORDERS: dict[tuple, list[str]] = {}  # names in arrival order -> the same names in forward order
 
 
@@ -164,73 +161,79 @@ def _forward_order(arrays: dict) -> list[str]:
     return order
 
 
-class StepArrays(dict):
-    """A step's arrays (name -> numpy array) where some lie end to end in one flat host buffer:
-    `spans[name]` = (start, end) bytes in `flat`. The session's stager builds one per step; the
-    writer then stores them in this order, checksums slices of the buffer and writes runs of
-    neighbouring arrays as single pieces. Arrays added later (sampling) are ordinary entries."""
-
-    def __init__(self, arrays: dict[str, np.ndarray], flat: memoryview | None = None, spans: dict | None = None):
-        super().__init__(arrays)
-        self.flat = flat  # bytes of the flat buffer
-        self.spans: dict[str, tuple[int, int]] = spans or {}
+Entry = tuple  # (name, numpy dtype, shape, nbytes, (start, end) in the StepArrays buffer or None, array or None)
 
 
-def dedupe(arrays: dict[str, np.ndarray]) -> tuple[dict[str, np.ndarray], dict[str, str], dict[str, int]]:
-    """(stored arrays, aliases {name: stored name with identical bytes}, crc32 per stored name), in
-    file order: forward order for a plain dict, the given order for StepArrays (arrival order, where
-    an alias's source also comes first). An alias has the same dtype, shape and crc32 as a stored
-    array, confirmed byte by byte."""
-    stored: dict[str, np.ndarray] = {}
+def _entries(arrays) -> list[Entry]:
+    """Every array as an Entry in candidate file order: a StepArrays' buffer order then its extra
+    arrays (arrival order: an alias's source comes first); forward order for a plain dict."""
+    if isinstance(arrays, StepArrays):
+        dtype, shapes = (arrays.flat.dtype if arrays.flat is not None else None), arrays.shapes
+        out = [(n, dtype, shapes[n], span[1] - span[0], span, None) for n, span in arrays.spans.items()]
+        items = arrays.extra.items()
+    else:
+        out, items = [], ((n, arrays[n]) for n in _forward_order(arrays))
+    for name, a in items:
+        if not a.flags.c_contiguous:
+            a = np.ascontiguousarray(a)
+        out.append((name, a.dtype, a.shape, a.nbytes, None, a))
+    return out
+
+
+def _entry_bytes(entry: Entry, flat: memoryview | None) -> memoryview:
+    span, a = entry[4], entry[5]
+    if span is not None:
+        return flat[span[0] : span[1]]
+    return a.data.cast("B") if a.ndim else memoryview(a.reshape(1)).cast("B")
+
+
+def dedupe(arrays) -> tuple[list[Entry], dict[str, str], list[int]]:
+    """(stored entries in file order, aliases {name: stored name with identical bytes}, crc32 of
+    each stored entry). An alias has the same dtype, shape and crc32 as a stored array, confirmed
+    byte by byte."""
+    flat = arrays.flat_bytes if isinstance(arrays, StepArrays) else None
+    stored: list[Entry] = []
     aliases: dict[str, str] = {}
-    crcs: dict[str, int] = {}
-    by_crc: dict[int, list[str]] = {}
+    crcs: list[int] = []
+    by_crc: dict[int, list[int]] = {}  # crc -> indices into stored
     crc32 = zlib.crc32
-    spans = arrays.spans if isinstance(arrays, StepArrays) else {}
-    flat = arrays.flat if spans else None
-    for name in (arrays if spans else _forward_order(arrays)):
-        a = arrays[name]
-        span = spans.get(name)
-        if span is not None:
-            crc = crc32(flat[span[0] : span[1]])
-        else:
-            if not a.flags.c_contiguous:
-                a = np.ascontiguousarray(a)
-            crc = crc32(a.data.cast("B") if a.ndim else memoryview(a.reshape(1)).cast("B"))
+    for entry in _entries(arrays):
+        data = _entry_bytes(entry, flat)
+        crc = crc32(data)
         twins = by_crc.get(crc)
         if twins is not None:
-            twin = next((t for t in twins if stored[t].dtype == a.dtype and stored[t].shape == a.shape and _same_bytes(stored[t], a)), None)
+            twin = next((stored[i] for i in twins if stored[i][1] == entry[1] and stored[i][2] == entry[2]
+                         and _entry_bytes(stored[i], flat) == data), None)
             if twin is not None:
-                aliases[name] = twin
+                aliases[entry[0]] = twin[0]
                 continue
-            twins.append(name)
+            twins.append(len(stored))
         else:
-            by_crc[crc] = [name]
-        stored[name], crcs[name] = a, crc
+            by_crc[crc] = [len(stored)]
+        stored.append(entry)
+        crcs.append(crc)
     return stored, aliases, crcs
 
 
-def data_pieces(stored: dict[str, np.ndarray], arrays: dict) -> list:
-    """The stored arrays' bytes in file order as few pieces as possible: neighbouring spans of a
+def data_pieces(stored: list[Entry], arrays) -> list:
+    """The stored entries' bytes in file order as few pieces as possible: neighbouring spans of a
     StepArrays buffer become one memoryview; other arrays stay arrays."""
-    spans = arrays.spans if isinstance(arrays, StepArrays) else {}
-    if not spans:
-        return list(stored.values())
+    flat = arrays.flat_bytes if isinstance(arrays, StepArrays) else None
     pieces, run = [], None  # run: [start, end] of the current stretch of the flat buffer
-    for name, a in stored.items():
-        span = spans.get(name)
+    for entry in stored:
+        span = entry[4]
         if span is not None and run is not None and span[0] == run[1]:
             run[1] = span[1]
             continue
         if run is not None:
-            pieces.append(arrays.flat[run[0] : run[1]])
+            pieces.append(flat[run[0] : run[1]])
             run = None
         if span is not None:
             run = [span[0], span[1]]
         else:
-            pieces.append(a)
+            pieces.append(entry[5])
     if run is not None:
-        pieces.append(arrays.flat[run[0] : run[1]])
+        pieces.append(flat[run[0] : run[1]])
     return pieces
 
 
@@ -249,20 +252,24 @@ def _fragment(name: str, dtype: str, shape: tuple, start: int, end: int) -> str:
     return text
 
 
-def header_bytes(stored: dict[str, np.ndarray], crcs: dict[str, int] | None = None) -> bytes:
+def header_bytes(stored, crcs=None) -> bytes:
     """The safetensors prefix: 8-byte length + JSON header padded with spaces to 8-byte alignment.
-    `crcs` go into __metadata__ so that a reader can verify each tensor on its first read.
-    The JSON is what json.dumps(..., separators=(",", ":")) gives, assembled from cached pieces."""
+    `stored`: entries (see dedupe) or a dict name -> array; `crcs` (a list in file order, or a dict
+    by name) go into __metadata__ so that a reader can verify each tensor on its first read. The
+    JSON is what json.dumps(..., separators=(",", ":")) gives, assembled from cached pieces."""
+    if isinstance(stored, dict):
+        if isinstance(crcs, dict):
+            crcs = [crcs[n] for n in stored]
+        stored = [(n, a.dtype, a.shape, a.nbytes, None, a) for n, a in stored.items()]
     parts, offset = [], 0
     if crcs is not None:
-        listed = [crcs[n] for n in stored]
-        parts.append('"__metadata__":{"%s":"%s"}' % (CRC_KEY, struct.pack(f">{len(listed)}I", *listed).hex()))
-    for name, a in stored.items():
-        dtype = _DTYPE_CODE.get(a.dtype)
-        if dtype is None:
-            raise TraceWriteError(f"cannot store {name}: dtype {a.dtype} has no safetensors code")
-        end = offset + a.nbytes
-        parts.append(_fragment(name, dtype, a.shape, offset, end))
+        parts.append('"__metadata__":{"%s":"%s"}' % (CRC_KEY, struct.pack(f">{len(crcs)}I", *crcs).hex()))
+    for name, dtype, shape, nbytes, _, _ in stored:
+        code = _DTYPE_CODE.get(dtype)
+        if code is None:
+            raise TraceWriteError(f"cannot store {name}: dtype {dtype} has no safetensors code")
+        end = offset + nbytes
+        parts.append(_fragment(name, code, tuple(shape), offset, end))
         offset = end
     raw = ("{" + ",".join(parts) + "}").encode("utf-8")
     raw += b" " * (-len(raw) % 8)
@@ -332,7 +339,7 @@ def write_step_file(path: str, arrays: dict[str, np.ndarray]) -> tuple[int, str,
     stored, aliases, crcs = dedupe(arrays)
     prefix = header_bytes(stored, crcs)
     size = write_safetensors(path, prefix, data_pieces(stored, arrays))
-    return size, step_checksum(prefix, list(crcs.values())), aliases
+    return size, step_checksum(prefix, crcs), aliases
 
 
 def _describe(exc: OSError, path: str) -> str:
