@@ -108,9 +108,10 @@ def stepscope_attention(
     n_rep = n_heads // n_kv  # query heads served by each KV head (GQA/MQA); no copy of K/V
     if scaling is None:
         scaling = d**-0.5
-    q = query.reshape(b, n_kv, n_rep, t, d)  # [B, n_kv, rep, T, d_head]
-    scores = torch.matmul(q, key.unsqueeze(2).transpose(-1, -2)) * scaling  # [B, n_kv, rep, T, S]
-    scores = scores.reshape(b, n_heads, t, s)  # [B, n_heads, T, S]
+    # GQA without copying K/V: each KV head's rep query heads are one [rep * T, d] matrix
+    q = query.reshape(b * n_kv, n_rep * t, d)  # [B·n_kv, rep·T, d_head]
+    scores = torch.bmm(q, key.reshape(b * n_kv, s, d).transpose(1, 2)) * scaling  # [B·n_kv, rep·T, S]
+    scores = scores.view(b, n_heads, t, s)  # [B, n_heads, T, S]
     if softcap is not None:
         scores = torch.tanh(scores / softcap) * softcap
     if attention_mask is None and kwargs.get("is_causal", getattr(module, "is_causal", False)) and t > 1:
@@ -136,8 +137,8 @@ def stepscope_attention(
     if pattern.dtype != query.dtype:
         pattern = pattern.to(query.dtype)
     attended = pattern[..., :s] if sinks is not None else pattern  # [B, n_heads, T, S] without the sink column
-    p = attended.reshape(b, n_kv, n_rep, t, s)  # [B, n_kv, rep, T, S]
-    z = torch.matmul(p, value.unsqueeze(2)).reshape(b, n_heads, t, d_v)  # [B, n_heads, T, d_v]
+    p = attended.reshape(b * n_kv, n_rep * t, s)  # [B·n_kv, rep·T, S]
+    z = torch.bmm(p, value.reshape(b * n_kv, s, d_v)).view(b, n_heads, t, d_v)  # [B, n_heads, T, d_v]
     z = z.transpose(1, 2).contiguous()  # [B, T, n_heads, d_v]
     edit = getattr(module, "_stepscope_edit_z", None)  # interventions on head outputs (tracer/interventions.py)
     if edit is not None:

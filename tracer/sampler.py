@@ -32,8 +32,8 @@ def nucleus_size(sorted_probs: torch.Tensor, top_p: float) -> int:
 
 
 def _entropy(probs: torch.Tensor) -> float:
-    p = probs[probs > 0].double()
-    return max(0.0, float(-(p * p.log()).sum()))  # a one-point distribution: 0, not -0.0
+    """-sum p·ln p in float64 (0·ln 0 = 0)."""
+    return max(0.0, float(torch.special.entr(probs.double()).sum()))  # a one-point distribution: 0, not -0.0
 
 
 class Sampler:
@@ -117,7 +117,7 @@ class Sampler:
             "top_p": s.top_p,
             "min_p": s.min_p,
             "chosen_id": chosen,
-            "chosen_rank": int((raw > raw[chosen]).sum()),
+            "chosen_rank": 0 if chosen == top1 else int((raw > raw[chosen]).sum()),  # argmax: nothing above it
             "chosen_prob": float(probs[chosen]),
             "chosen_raw_prob": float(raw_probs[chosen]),
             "chosen_temp_prob": float(temp_probs[chosen]),
