@@ -1,6 +1,6 @@
 """Tracing overhead: plain `model.generate` against full tracing to disk, side by side, one process.
 
-    python bench/trace_overhead.py [--model M] [--prompt-tokens 128] [--new-tokens 128] [--repeats 2]
+    python bench/trace_overhead.py [--model M] [--prompt-tokens 128] [--new-tokens 128] [--repeats 3]
 
 Same model, same 128-token prompt, same 128 greedy tokens (EOS disabled in both so the lengths
 match; the token lists are compared). Also measures the traced eager attention alone (no hooks,
@@ -179,7 +179,7 @@ def main() -> int:
     ap.add_argument("--device", default="auto")
     ap.add_argument("--prompt-tokens", type=int, default=128)
     ap.add_argument("--new-tokens", type=int, default=128)
-    ap.add_argument("--repeats", type=int, default=2)
+    ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--dtype", default="auto")
     ap.add_argument("--lockstep-only", action="store_true", help="only the token-by-token alternating comparison")
     ap.add_argument("--random-llama", choices=sorted(RANDOM_LLAMA), help="a Llama-shaped model with random weights "
@@ -241,7 +241,9 @@ def main() -> int:
     print(f"same tokens in every run: {same}")
     print(f"plain generate ({base_impl}):        {p:7.2f} s  ({1000 * p / args.new_tokens:6.1f} ms/token)")
     print(f"generate, traced attention only:     {e:7.2f} s  ratio {e / p:5.2f}x")
-    print(f"full tracing to disk, {mode} lens:    {t:7.2f} s  ratio {t / p:5.2f}x  (target 1.3x)")
+    paired = sorted(b / a for a, b in zip(plain, traced))  # each repeat runs plain then traced, same conditions
+    print(f"full tracing to disk, {mode} lens:    {t:7.2f} s  ratio {t / p:5.2f}x  (target 1.3x; per repeat "
+          f"{', '.join(f'{r:.2f}' for r in paired)}, median {statistics.median(paired):.2f}x)")
     print(f"full tracing, lens while tracing:    {n:7.2f} s  ratio {n / p:5.2f}x")
     print(f"per decode step of the full tracing run (ms; plain generate: {1000 * p / args.new_tokens:.1f} per token):")
     for name, ms in parts.items():

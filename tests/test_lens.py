@@ -122,3 +122,18 @@ def test_head_results_computed_later_equal_those_computed_while_tracing(key, tmp
             assert name in a.names and name in a and a.shape(name) == b.shape(name) and a.dtype(name) == b.dtype(name)
             assert name not in a._load_header() and f"blocks.{i}.attn.hook_o_input" in a._load_header()
             np.testing.assert_allclose(a[name], b[name], rtol=1e-5, atol=1e-6)
+
+
+def test_a_lens_file_that_cannot_be_written_fails_the_first_step(tmp_path, monkeypatch):
+    """lens.safetensors is written beside the prefill; its failure surfaces when step 0 is committed."""
+    from tracer.trace_format import TraceWriteError
+    from tracer.writer import TraceWriter
+
+    def full(self, name, arrays):
+        raise TraceWriteError(f"disk full while writing {name}")
+
+    monkeypatch.setattr(TraceWriter, "write_arrays", full)
+    session = LiveSession(tiny_model("llama"), byte_tokenizer(), PROMPT, GenerationSettings(max_new_tokens=2), out=str(tmp_path / "t"))
+    with pytest.raises(TraceWriteError, match="disk full while writing lens.safetensors"):
+        session.step()
+    session.close()

@@ -54,11 +54,15 @@ class _Stream:
     def __init__(self, fd: int):
         self.fd, self.buf, self.fill, self.offset = fd, _buffer(), 0, 0
         self.view = memoryview(self.buf)
+        self.array = np.frombuffer(self.buf, np.uint8)  # copies through numpy release the GIL
 
     def put(self, data: memoryview) -> None:
         while len(data):
             n = min(len(data), CHUNK - self.fill)
-            self.view[self.fill : self.fill + n] = data[:n]
+            if n >= 65536:
+                self.array[self.fill : self.fill + n] = np.frombuffer(data, np.uint8, n)
+            else:
+                self.view[self.fill : self.fill + n] = data[:n]
             self.fill += n
             data = data[n:]
             if self.fill == CHUNK:
@@ -81,6 +85,7 @@ class _Stream:
         self.fill = 0
 
     def close(self) -> None:
+        del self.array
         self.view.release()
 
 
