@@ -124,8 +124,8 @@ def test_head_results_computed_later_equal_those_computed_while_tracing(key, tmp
             np.testing.assert_allclose(a[name], b[name], rtol=1e-5, atol=1e-6)
 
 
-def test_a_lens_file_that_cannot_be_written_fails_the_first_step(tmp_path, monkeypatch):
-    """lens.safetensors is written beside the prefill; its failure surfaces when step 0 is committed."""
+def test_a_lens_file_that_cannot_be_written_fails_the_session_in_one_line(tmp_path, monkeypatch):
+    """A lens.safetensors that cannot be written stops the session before any step, with the reason."""
     from tracer.trace_format import TraceWriteError
     from tracer.writer import TraceWriter
 
@@ -133,7 +133,5 @@ def test_a_lens_file_that_cannot_be_written_fails_the_first_step(tmp_path, monke
         raise TraceWriteError(f"disk full while writing {name}")
 
     monkeypatch.setattr(TraceWriter, "write_arrays", full)
-    session = LiveSession(tiny_model("llama"), byte_tokenizer(), PROMPT, GenerationSettings(max_new_tokens=2), out=str(tmp_path / "t"))
     with pytest.raises(TraceWriteError, match="disk full while writing lens.safetensors"):
-        session.step()
-    session.close()
+        LiveSession(tiny_model("llama"), byte_tokenizer(), PROMPT, GenerationSettings(max_new_tokens=2), out=str(tmp_path / "t"))

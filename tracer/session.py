@@ -12,7 +12,6 @@ import inspect
 import os
 import platform
 import tempfile
-import threading
 import time
 from dataclasses import asdict, dataclass, replace
 
@@ -108,27 +107,6 @@ class _Clock:
             self.parts[name] = self.parts.get(name, 0.0) + now - self.last
             self.last = now
 
-
-
-class _Job:
-    """`fn(*args)` on a thread of its own; `result()` waits and re-raises what it raised."""
-
-    def __init__(self, fn, *args):
-        self._error: BaseException | None = None
-
-        def run():
-            try:
-                fn(*args)
-            except BaseException as exc:  # handed to result()
-                self._error = exc
-
-        self._thread = threading.Thread(target=run, name="stepscope-lens", daemon=True)
-        self._thread.start()
-
-    def result(self) -> None:
-        self._thread.join()
-        if self._error is not None:
-            raise self._error
 
 
 class LiveSession:
@@ -265,15 +243,7 @@ class LiveSession:
                 name, w = stored[0], w.permute(stored[1])
             big = name.startswith("unembed.W_U") or ".attn.W_O" in name  # stored like the activations
             arrays[name] = w.to(self.store_dtype if big else torch.float32).cpu().numpy()
-        # written beside the prefill (mostly device time: the forward runs meanwhile); joined before
-        # the first step is committed, which may move the directory into place
-        self._lens_job = _Job(self.writer.write_arrays, LENS_FILE, arrays)
-
-    def _lens_written(self) -> None:
-        """Wait for lens.safetensors (a TraceWriteError from writing it is raised here)."""
-        job, self._lens_job = self._lens_job, None
-        if job is not None:
-            job.result()
+        self.writer.write_arrays(LENS_FILE, arrays)
 
     def _save_tokenizer(self) -> None:
         """`tokenizer.json` beside the manifest: readers decode any id (candidates, logit lens)
@@ -316,7 +286,6 @@ class LiveSession:
 
     # -- stepping -----------------------------------------------------------------------------
     _steps_started = 0
-    _lens_job: "_Job | None" = None
 
     def _token(self, token_id: int, position: int) -> dict:
         return {
@@ -399,7 +368,6 @@ class LiveSession:
         elif self._steps_started >= self.max_new_tokens:
             self.finished, self.stop_reason = True, "max_new_tokens"
         clock = _Clock(self.profile)
-        self._lens_written()
         self.writer.add_step(arrays, entry, token)
         clock("write")
         if self.writer._queue is None:
@@ -475,7 +443,6 @@ class LiveSession:
     # -- output -------------------------------------------------------------------------------
     def save(self, path: str) -> str:
         """Copy the trace so far to `path` (step files first, manifest last)."""
-        self._lens_written()
         self.writer.flush()
         if os.path.abspath(path) == os.path.abspath(self.path):
             return path
@@ -486,10 +453,6 @@ class LiveSession:
         if self._closed:
             return
         self._closed = True
-        try:
-            self._lens_written()
-        except Exception:
-            pass  # a failed lens file: the trace has no lens; its steps are still closed properly
         try:
             self.recorder.remove()
             if self._previous_attn not in (None, IMPLEMENTATION):

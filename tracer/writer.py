@@ -192,25 +192,23 @@ def dedupe(arrays) -> tuple[list[Entry], dict[str, str], list[int]]:
     each stored entry). An alias has the same dtype, shape and crc32 as a stored array, confirmed
     byte by byte."""
     flat = arrays.flat_bytes if isinstance(arrays, StepArrays) else None
+    entries = _entries(arrays)
+    datas = [_entry_bytes(e, flat) for e in entries]
+    all_crcs = list(map(zlib.crc32, datas))  # one C call per array, no Python frame
     stored: list[Entry] = []
     aliases: dict[str, str] = {}
     crcs: list[int] = []
-    by_crc: dict[int, list[int]] = {}  # crc -> indices into stored
-    crc32 = zlib.crc32
-    for entry in _entries(arrays):
-        data = _entry_bytes(entry, flat)
-        crc = crc32(data)
-        twins = by_crc.get(crc)
-        if twins is not None:
-            twin = next((stored[i] for i in twins if stored[i][1] == entry[1] and stored[i][2] == entry[2]
-                         and _entry_bytes(stored[i], flat) == data), None)
+    first: dict[int, int] = {}  # crc -> index (into entries) of the first stored array with it
+    for i, crc in enumerate(all_crcs):
+        j = first.setdefault(crc, i)
+        if j != i:  # same crc as an earlier array: an alias if dtype, shape and bytes agree
+            later = (k for k in range(j + 1, i) if all_crcs[k] == crc and entries[k][0] not in aliases)  # lazily: rare
+            twin = next((k for k in itertools.chain((j,), later)
+                         if entries[k][1] == entries[i][1] and entries[k][2] == entries[i][2] and datas[k] == datas[i]), None)
             if twin is not None:
-                aliases[entry[0]] = twin[0]
+                aliases[entries[i][0]] = entries[twin][0]
                 continue
-            twins.append(len(stored))
-        else:
-            by_crc[crc] = [len(stored)]
-        stored.append(entry)
+        stored.append(entries[i])
         crcs.append(crc)
     return stored, aliases, crcs
 
