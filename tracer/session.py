@@ -334,7 +334,7 @@ class LiveSession:
 
     def _wait_for_slot(self) -> None:
         """The stager's next pinned slot was last used SLOTS steps ago: make sure the writer has written it."""
-        if self.stager.cuda and self.writer.steps_written < self._steps_started - SLOTS + 1:
+        if self.writer.steps_written < self._steps_started - SLOTS + 1:
             self.writer.flush()
 
     def commit(self, arrays: dict, chosen: int, record: dict, width: int, seconds: float):

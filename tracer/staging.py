@@ -78,14 +78,17 @@ class Staged:
 
 
 class HostStager:
-    """Moves each step's tensors to the host; reuses its pinned buffers on CUDA."""
+    """Moves each step's tensors to the host through buffers it reuses: SLOTS host buffers on the
+    CPU, SLOTS pinned ones on CUDA. A step's arrays stay valid until the step SLOTS later is staged
+    (the session makes a background writer finish a step before its slot comes round again)."""
 
     def __init__(self, device: torch.device, store_dtype: torch.dtype):
         self.device, self.store_dtype = torch.device(device), store_dtype
         self.cuda = self.device.type == "cuda"
         self._stream = torch.cuda.Stream(self.device) if self.cuda else None
         self._buffers: dict[tuple[torch.dtype, int], torch.Tensor] = {}  # (dtype, slot) -> pinned [numel]
-        self._layouts: dict[tuple, tuple] = {}  # names in arrival order -> (float names, n_other, int names)
+        self._layouts: dict[tuple, tuple] = {}  # names in arrival order -> (float names, n_other, int names, n_fixed)
+        self._cpu_slots: list[tuple | None] = [None] * SLOTS  # (names, fixed shapes, buffer, fixed views, fixed numel)
         self.steps = 0
 
     @property
@@ -93,9 +96,10 @@ class HostStager:
         """The slot the next step uses (the session checks the writer is done with it first)."""
         return self.steps % SLOTS
 
-    def _layout(self, tensors: dict[str, torch.Tensor]) -> tuple[list[str], int, list[str]]:
+    def _layout(self, tensors: dict[str, torch.Tensor]) -> tuple[list[str], int, list[str], int]:
         """(float names: attention maps last, scores the very last; how many are not scores; integer
-        names), decided once per set of names (a decode step records the same names every time)."""
+        names; how many are not maps), decided once per set of names (a decode step records the
+        same names every time)."""
         key = tuple(tensors)
         layout = self._layouts.get(key)
         if layout is None:
@@ -104,7 +108,7 @@ class HostStager:
             patterns = [n for n in floats if is_attention_map(n) and not n.endswith(SCORES)]
             scores = [n for n in floats if n.endswith(SCORES)]
             # maps last: a decode step's maps grow by a key each step, everything before them keeps its offset
-            layout = (fixed + patterns + scores, len(fixed) + len(patterns), [n for n in key if not tensors[n].is_floating_point()])
+            layout = (fixed + patterns + scores, len(fixed) + len(patterns), [n for n in key if not tensors[n].is_floating_point()], len(fixed))
             if len(self._layouts) > 16:
                 self._layouts.clear()
             self._layouts[key] = layout
@@ -115,14 +119,44 @@ class HostStager:
         self.steps += 1
         if not self.cuda and sum(t.numel() * t.element_size() for t in tensors.values()) > FLAT_MAX:
             return self._views(tensors)  # a long prefill: no second copy of it in memory
-        names, n_other, ints = self._layout(tensors)
-        flat, n_other_numel = self._gather(tensors, names, n_other)  # [sum numel] on the tensors' device
-        bad = [] if flat is None or _scan(flat, n_other_numel) else nonfinite({n: tensors[n] for n in names})
+        names, n_other, ints, n_fixed = self._layout(tensors)
         if not self.cuda:
-            arrays = StepArrays(flat.numpy(), names, [tensors[n].shape for n in names]) if flat is not None else StepArrays()
+            flat, n_other_numel, shapes = self._gather_cpu(tensors, names, n_fixed, n_other)
+            bad = [] if flat is None or _scan(flat, n_other_numel) else nonfinite({n: tensors[n] for n in names})
+            arrays = StepArrays(flat.numpy(), names, shapes) if flat is not None else StepArrays()
             arrays.update({n: tensors[n].cpu().numpy() for n in ints})
             return Staged(arrays, bad)
+        flat, n_other_numel = self._gather(tensors, names, n_other)  # [sum numel] on the device
+        bad = [] if flat is None or _scan(flat, n_other_numel) else nonfinite({n: tensors[n] for n in names})
         return self._copy_cuda(tensors, names, flat, ints, bad)
+
+    def _gather_cpu(self, tensors, names, n_fixed, n_other):
+        """(flat [sum numel] in the storage dtype, numel before the scores, shapes): the float
+        tensors copied by one `_foreach_copy_` into views of a reused host buffer (SLOTS of them,
+        used in turn). The views of everything before the attention maps are made once per layout;
+        only the maps' (which grow a key per decode step) are made per step."""
+        if not names:
+            return None, 0, []
+        srcs = [tensors[n] for n in names]
+        shapes = [t.shape for t in srcs]
+        numels = [shape.numel() for shape in shapes]
+        total = sum(numels)
+        index = (self.steps - 1) % SLOTS
+        slot = self._cpu_slots[index]
+        if slot is None or slot[0] is not names or slot[1] != shapes[:n_fixed] or slot[2].numel() < total:
+            buf = torch.empty(int(total * 1.25) + 4096, dtype=self.store_dtype)  # room for the maps to grow
+            views, offset = [], 0
+            for shape, n in zip(shapes[:n_fixed], numels[:n_fixed]):
+                views.append(buf[offset : offset + n].view(shape))
+                offset += n
+            slot = self._cpu_slots[index] = (names, shapes[:n_fixed], buf, views, offset)
+        _, _, buf, views, offset = slot
+        maps = []
+        for shape, n in zip(shapes[n_fixed:], numels[n_fixed:]):
+            maps.append(buf[offset : offset + n].view(shape))
+            offset += n
+        torch._foreach_copy_(views + maps, srcs)  # one call for every tensor; converts dtypes
+        return buf[:total], sum(numels[:n_other]), shapes
 
     def _views(self, tensors: dict[str, torch.Tensor]) -> Staged:
         """Host arrays that are views of the CPU tensors (converted only where the storage dtype
