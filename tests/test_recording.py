@@ -331,3 +331,33 @@ def test_only_modules_holding_kept_names_are_wrapped():
     got = recorder.take()
     assert set(got) == {"blocks.1.hook_resid_post", "blocks.0.ln2.hook_scale"} and got["blocks.0.ln2.hook_scale"].shape == (3, 1)
     assert not any("forward" in m.__dict__ for m in model.modules())  # removed again
+
+
+@pytest.mark.parametrize("key", ["llama", "gpt2"])  # RMSNorm (bit-exact), LayerNorm (centred in numpy)
+def test_hook_normalized_is_computed_by_the_reader_from_the_recorded_norm_input(key, tmp_path):
+    """A norm's input is a tensor the trace already holds (ln1's is hook_resid_pre, ln2's
+    hook_resid_mid): the file stores hook_scale only, the manifest names the input, and the
+    reader's hook_normalized equals the one the tracer computes when it cannot leave it out."""
+    from tracer.session import GenerationSettings, LiveSession
+
+    def trace(out, record=None):
+        s = LiveSession(randomize_norms(tiny_model(key)), byte_tokenizer(), "Hi there", GenerationSettings(max_new_tokens=3), out=str(out), record=record)
+        s.run()
+        return load_trace(str(out))
+
+    lazy = trace(tmp_path / "lazy")
+    inputs = lazy.model["norm_inputs"]
+    assert inputs["blocks.0.ln1"] == {"input": "blocks.0.hook_resid_pre", "kind": "rmsnorm" if key == "llama" else "layernorm"}
+    assert inputs["blocks.1.ln2"]["input"] == "blocks.1.hook_resid_mid" and inputs["ln_final"]["input"] == "blocks.1.hook_resid_post"
+    # only ln1's normalized and scale kept, not its input: the tracer stores normalized itself
+    stored = trace(tmp_path / "stored", record=["blocks.*.ln1.hook_normalized", "blocks.*.ln1.hook_scale"])
+    assert "norm_inputs" not in stored.model
+    for a, b in zip(lazy.steps, stored.steps):
+        for layer in range(2):
+            name = f"blocks.{layer}.ln1.hook_normalized"
+            assert name in a.names and name not in a._load_header() and name in b._load_header()
+            assert a.shape(name) == b.shape(name) and a.dtype(name) == np.float32
+            if key == "llama":
+                np.testing.assert_array_equal(a[name], b[name])  # x / scale: the same division
+            else:
+                np.testing.assert_allclose(a[name], b[name], rtol=1e-5, atol=1e-6)

@@ -141,7 +141,9 @@ def test_step_files_are_standard_safetensors(small_trace):
     with safe_open(step.path, framework="np") as f:
         lazy = set(step.names) - set(step._load_header())  # what the reader computes: the lens and head results
         results = {n for n in lazy if n.endswith(".attn.hook_result") and n.replace("hook_result", "hook_o_input") in f.keys()}
-        assert lazy - results == {"logit_lens.ids", "logit_lens.probs"} and results
+        inputs = tr.model["norm_inputs"]  # a norm's hook_normalized: its recorded input / hook_scale
+        norms = {n for n in lazy if n.endswith(".hook_normalized") and inputs[n.removesuffix(".hook_normalized")]["input"] in step.names}
+        assert lazy - results - norms == {"logit_lens.ids", "logit_lens.probs"} and results and norms
         assert sorted(f.keys()) == sorted(set(step.names) - set(step.aliases) - lazy)
         for name in set(step.names) - lazy:
             np.testing.assert_array_equal(f.get_tensor(step.aliases.get(name, name)), step[name])

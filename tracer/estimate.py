@@ -44,6 +44,8 @@ def step_bytes(adapter, facts: dict, keep: NameFilter, t: int, s: int, itemsize:
         "n_experts": facts.get("n_experts") or 1,
         "top_k_experts": facts.get("experts_per_token") or 1,
     }
-    total = sum(_numel(shape_doc(n), dims) * itemsize for n in recorded_names(adapter) if keep(n))
+    # a norm's hook_normalized is computed by the reader from its recorded input (resid_pre, ...)
+    derived = (lambda n: n.endswith(".hook_normalized")) if not keep.patterns else (lambda n: False)  # noqa: E731
+    total = sum(_numel(shape_doc(n), dims) * itemsize for n in recorded_names(adapter) if keep(n) and not derived(n))
     total += 2 * facts["n_layers"] * lens_k * 8 + 6 * 64 * 8  # logit lens + sampling arrays
     return total

@@ -299,21 +299,37 @@ class Step:
         return name in self._load_header() or name in self._derived()
 
     def _derived(self) -> dict[str, Callable[[], np.ndarray]]:
-        """Names not in the file that the trace's lens file lets the reader compute exactly: the
-        logit lens (from the residual rows) and `attn.hook_result` (from `attn.hook_o_input` and W_O)."""
+        """Names not in the file that the reader computes exactly from what is: the logit lens (from
+        the residual rows and the lens file), `attn.hook_result` (from `attn.hook_o_input` and W_O)
+        and `P.hook_normalized` (the norm's recorded input / `P.hook_scale`, manifest `norm_inputs`)."""
         if self._derived_names is None:
             header = self._load_header()
             lens = self._lens() if self._lens is not None else None
             out: dict[str, Callable[[], np.ndarray]] = {}
-            if lens is not None:
+            if lens is not None:  # (the norms below need no lens)
                 if lens.has_rows(header):
                     out.update({n: functools.partial(self._lens_value, n) for n in LENS_NAMES if n not in header})
                 for layer in lens.w_o:
                     name, source = f"blocks.{layer}.{RESULT}", f"blocks.{layer}.{O_INPUT}"
                     if name not in header and source in header and tuple(header[source]["shape"]) == lens.w_o[layer].shape[:2]:
                         out[name] = functools.partial(self._head_result, lens, layer, source)
+            norms = (self._facts or {}).get("norm_inputs") or {}
+            for prefix, spec in norms.items():
+                name, source, scale = prefix + ".hook_normalized", spec["input"], prefix + ".hook_scale"
+                if name not in header and source in header and scale in header:
+                    out[name] = functools.partial(self._normalized, source, scale, spec["kind"])
             self._derived_names = out
         return self._derived_names
+
+    def _normalized(self, source: str, scale: str, kind: str) -> np.ndarray:
+        """TransformerLens's hook_normalized: the norm's input (centred for LayerNorm) / hook_scale, float32."""
+        x = np.asarray(self[source], dtype=np.float32)
+        if kind == "layernorm":
+            x = x - x.mean(-1, keepdims=True, dtype=np.float32)
+        s = np.asarray(self[scale], dtype=np.float32)
+        if x.shape[:-1] != s.shape[:-1]:
+            raise TraceError(f"{self._label()}: {source[:60]!r} and {scale[:60]!r} disagree in shape")
+        return x / s
 
     def _head_result(self, lens, layer: int, source: str) -> np.ndarray:
         return lens.head_result(layer, self[source])

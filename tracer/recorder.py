@@ -61,6 +61,10 @@ def _picked_input(args, kwargs, pick):
     return None
 
 
+def _same_tensor(a: torch.Tensor, b: torch.Tensor) -> bool:
+    return a.data_ptr() == b.data_ptr() and a.shape == b.shape and a.stride() == b.stride() and a.dtype == b.dtype
+
+
 def _detached(t: torch.Tensor) -> torch.Tensor:
     """`t` without autograd history (a no-op under no_grad, where recording usually runs)."""
     return t.detach() if t.requires_grad else t
@@ -85,11 +89,15 @@ class Recorder:
     """Wraps an adapter's modules; `take()` hands over one forward's tensors."""
 
     def __init__(self, adapter: Adapter, keep: NameFilter | None = None, store_dtype: torch.dtype = torch.float32,
-                 lens_rows: bool = False, lazy_result: bool = False):
+                 lens_rows: bool = False, lazy_result: bool = False, reader_normalized: bool = False):
         """`lens_rows`: also keep each layer's resid_post at the last position (see `take_lens_rows`).
         `lazy_result`: record `attn.hook_o_input` for the reader to compute `attn.hook_result` from
-        (with W_O stored once per trace) instead of computing it here (a pass over W_O per step)."""
+        (with W_O stored once per trace) instead of computing it here (a pass over W_O per step).
+        `reader_normalized`: leave out a norm's hook_normalized when its input is recorded under
+        another name (see `norm_inputs`); the reader computes it (input / hook_scale)."""
         self.lazy_result = lazy_result
+        self.reader_normalized = reader_normalized
+        self.norm_inputs: dict[str, tuple[str, str]] = {}  # norm prefix -> (recorded name of its input, kind)
         self.adapter = adapter
         self.keep = keep or NameFilter()
         self.store_dtype = store_dtype
@@ -136,20 +144,47 @@ class Recorder:
         return out
 
     def _derive_norms(self) -> None:
+        """hook_scale of every norm, batched; hook_normalized only for a norm whose input is not
+        itself recorded (the reader computes it as input / scale from `norm_inputs` otherwise)."""
         groups: dict[tuple, list] = {}
         for item in self._norm_inputs:
             x, kind, eps = item[2], item[3], item[4]
             groups.setdefault((kind, eps, x.shape, x.device, x.dtype), []).append(item)
-        self._norm_inputs = []
+        items_all, self._norm_inputs = self._norm_inputs, []
+        recorded = self._recorded_inputs(items_all) if self.reader_normalized else set()  # names the reader computes
         tensors = self.tensors
         for (kind, eps, *_), items in groups.items():
             xs = torch.stack([item[2] for item in items])  # [n_norms, T, d_model]
             normalized, scale = normalize(xs, kind, eps)  # [n_norms, T, d_model], [n_norms, T, 1]
             for (n_name, s_name, _, _, _, keep_normalized, keep_scale), n_row, s_row in zip(items, normalized.unbind(0), scale.unbind(0)):
-                if keep_normalized:
+                if keep_normalized and n_name not in recorded:
                     tensors[n_name] = n_row
-                if keep_scale:
+                if keep_scale or n_name in recorded:
                     tensors[s_name] = s_row
+
+    def _recorded_inputs(self, items: list) -> set[str]:
+        """hook_normalized names whose norm input is exactly a tensor recorded under another name
+        (the same memory, shape and strides: ln1's input is the block's hook_resid_pre), learned
+        on the first step and checked on every step; `norm_inputs` maps their prefixes."""
+        tensors, out, index = self.tensors, set(), None
+        for n_name, s_name, x, kind, _, keep_n, _ in items:
+            if not keep_n:
+                continue
+            prefix = n_name[: -len(NORMALIZED)]
+            known = self.norm_inputs.get(prefix)
+            if known is None:  # learned once (a trace has one mapping), then checked on every step
+                if index is None:
+                    index = {}
+                    for name, t in tensors.items():  # the latest name wins: ln1's input is resid_pre, not hook_embed
+                        index[t.data_ptr(), t.shape, t.stride(), t.dtype] = name
+                found = index.get((x.data_ptr(), x.shape, x.stride(), x.dtype))
+                if found is None or found.endswith(NORMALIZED):
+                    continue
+                known = self.norm_inputs[prefix] = (found, kind)
+            source = tensors.get(known[0])
+            if source is not None and _same_tensor(source, x):
+                out.add(n_name)  # else this step stores hook_normalized itself
+        return out
 
     def take_lens_rows(self) -> torch.Tensor:
         """[n_layers, d_model]: each layer's resid_post at the last position of the step."""

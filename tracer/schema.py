@@ -91,6 +91,7 @@ class ModelFacts(TypedDict, total=False):
     n_ctx: int | None
     sliding_window: int | None
     params: dict[str, int]
+    norm_inputs: dict[str, dict]  # norm prefix -> {"input": recorded name of its input, "kind": "rmsnorm" | "layernorm"}
 
 
 class Manifest(TypedDict, total=False):
@@ -227,6 +228,15 @@ def validate_model(m: Any, field: str = "manifest.model") -> dict:
         _opt(want_int, f"{field}.lens.k", lens.get("k"), 1, 10_000)
         if lens.get("n_layers", m["n_layers"]) != m["n_layers"]:
             raise _fail(f"{field}.lens.n_layers", f"n_layers ({m['n_layers']})", lens.get("n_layers"))
+    norms = _opt(want_dict, f"{field}.norm_inputs", m.get("norm_inputs")) or {}
+    if len(norms) > 4 * MAX_LAYERS + 16:
+        raise _fail(f"{field}.norm_inputs", f"at most {4 * MAX_LAYERS + 16} norms", len(norms))
+    for prefix, spec in norms.items():  # hook_normalized computed by the reader: input / hook_scale
+        want_str(f"{field}.norm_inputs", prefix, 200)
+        want_dict(f"{field}.norm_inputs.{prefix[:60]}", spec)
+        want_str(f"{field}.norm_inputs.{prefix[:60]}.input", spec.get("input"), 200)
+        if spec.get("kind") not in ("rmsnorm", "layernorm"):
+            raise _fail(f"{field}.norm_inputs.{prefix[:60]}.kind", '"rmsnorm" or "layernorm"', spec.get("kind"))
     params = _opt(want_dict, f"{field}.params", m.get("params")) or {}
     for key, v in params.items():
         if key == "tied_embeddings":

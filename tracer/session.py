@@ -155,7 +155,7 @@ class LiveSession:
             self.keep(block_name(i, "hook_resid_post")) for i in range(n_layers)
         )
         self.recorder = Recorder(self.adapter, self.keep, lens_rows=self.eager_lens or self.lens_resid_rows,
-                                 lazy_result=bool(self.lens_facts) and not self.eager_lens)
+                                 lazy_result=bool(self.lens_facts) and not self.eager_lens, reader_normalized=True)
         self._cache_kw = cache_kwarg(model)
         self.sampler = Sampler(self.settings)
         self.eos = set(eos_ids(model, tokenizer)) if self.settings.stop_at_eos else set()
@@ -318,6 +318,7 @@ class LiveSession:
         clock("forward (hooks, eager attention)")
         with torch.no_grad():
             tensors = self.recorder.take()
+            self._note_norm_inputs()
             lens = {}
             if self.eager_lens:
                 lens = self._logit_lens(self.recorder.take_lens_rows())
@@ -331,6 +332,15 @@ class LiveSession:
         arrays.update(lens)
         clock("host copies, nonfinite scan")
         return out, arrays
+
+    def _note_norm_inputs(self) -> None:
+        """Put newly learned norm inputs (Recorder.norm_inputs) in the manifest before the step that
+        relies on them is written: readers compute hook_normalized from them."""
+        facts = self.writer.manifest["model"]
+        learned = self.recorder.norm_inputs
+        if len(learned) != len(facts.get("norm_inputs") or {}):
+            facts["norm_inputs"] = {p: {"input": name, "kind": kind} for p, (name, kind) in learned.items()}
+            self.writer.update()
 
     def _wait_for_slot(self) -> None:
         """The stager's next pinned slot was last used SLOTS steps ago: make sure the writer has written it."""
