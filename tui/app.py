@@ -25,7 +25,6 @@ import os
 from collections.abc import Callable
 from typing import Any
 
-from rich.text import Text
 from textual import events
 from textual.app import App
 from textual.binding import Binding

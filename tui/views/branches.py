@@ -62,7 +62,7 @@ def effect_lines(branch, parent, step: int) -> list[Text]:
 
     lines = [Text.assemble(("effect ", "bold"), f"step {step}: original chose ", token(parent, e["parent_token"]),
                            f" p {p(e['parent_token_prob']['parent'])} → here {p(e['parent_token_prob']['branch'])}"),
-             Text.assemble(f"  this run chose ", token(branch, e["branch_token"]),
+             Text.assemble("  this run chose ", token(branch, e["branch_token"]),
                            f" p {p(e['branch_token_prob']['branch'])} (original {p(e['branch_token_prob']['parent'])})")]
     marks = (["forced"] if e["forced"] else []) + ([f"intervened: {inert(', '.join(e['intervened']), 80)}"] if e["intervened"] else [])
     if not e["same_context"]:
