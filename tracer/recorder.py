@@ -75,14 +75,15 @@ def norm_names(prefix: str) -> tuple[str, str, str]:
     return prefix + ".hook_out", prefix + NORMALIZED, prefix + ".hook_scale"
 
 
-def normalize(x: torch.Tensor, kind: str, eps: float) -> tuple[torch.Tensor, torch.Tensor]:
+def normalize(x: torch.Tensor, kind: str, eps: float, with_normalized: bool = True) -> tuple[torch.Tensor | None, torch.Tensor]:
     """TransformerLens's (normalized, scale) of x [..., d] in float32: scale = sqrt(mean(x²) + eps)
-    over the last axis (of the centred x for LayerNorm), normalized = x / scale (before the weight)."""
+    over the last axis (of the centred x for LayerNorm), normalized = x / scale (before the weight;
+    None unless `with_normalized`)."""
     x = x.float()
     if kind == "layernorm":
         x = x - x.mean(-1, keepdim=True)
     scale = (x.pow(2).mean(-1, keepdim=True) + eps).sqrt()  # [..., 1]
-    return x / scale, scale
+    return (x / scale if with_normalized else None), scale
 
 
 class Recorder:
@@ -155,8 +156,10 @@ class Recorder:
         tensors = self.tensors
         for (kind, eps, *_), items in groups.items():
             xs = torch.stack([item[2] for item in items])  # [n_norms, T, d_model]
-            normalized, scale = normalize(xs, kind, eps)  # [n_norms, T, d_model], [n_norms, T, 1]
-            for (n_name, s_name, _, _, _, keep_normalized, keep_scale), n_row, s_row in zip(items, normalized.unbind(0), scale.unbind(0)):
+            wanted = any(item[5] and item[0] not in recorded for item in items)  # a hook_normalized to store here
+            normalized, scale = normalize(xs, kind, eps, wanted)  # [n_norms, T, d_model] or None, [n_norms, T, 1]
+            rows = normalized.unbind(0) if normalized is not None else [None] * len(items)
+            for (n_name, s_name, _, _, _, keep_normalized, keep_scale), n_row, s_row in zip(items, rows, scale.unbind(0)):
                 if keep_normalized and n_name not in recorded:
                     tensors[n_name] = n_row
                 if keep_scale or n_name in recorded:
