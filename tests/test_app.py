@@ -3,6 +3,8 @@ model; assertions on what the screen shows and on the app's state."""
 
 from __future__ import annotations
 
+import numpy as np
+
 import os
 import time
 
@@ -316,6 +318,23 @@ async def test_live_session_steps_continues_and_writes(tiny, tmp_path):
         assert len(saved.steps) == 5
         assert [t["id"] for t in saved.tokens] == [t["id"] for t in app.trace.tokens]
     assert progress_seen
+
+
+async def test_live_steps_list_the_names_a_trace_on_disk_lists(tiny):
+    """The UI's own Trace of a live session reads the steps like a trace opened from disk: the names
+    the reader computes (logit lens, attn.hook_result, hook_normalized) are there, with the values
+    a reader of the directory gets."""
+    app = StepscopeApp(session_factory=make_factory(tiny, max_new_tokens=3))
+    async with app.run_test(size=SIZE) as pilot:
+        await wait_idle(app, pilot)
+        await pilot.press("n")
+        await wait_idle(app, pilot)
+        disk = load_trace(app.session.path)
+        for live_step, disk_step in zip(app.trace.steps, disk.steps):
+            assert live_step.names == disk_step.names
+            for name in ("logit_lens.ids", "blocks.0.attn.hook_result", "blocks.0.ln1.hook_normalized"):
+                assert name in live_step.names and name not in live_step._load_header()
+                np.testing.assert_array_equal(live_step[name], disk_step[name])
 
 
 async def test_live_continue_stops_at_breakpoint_and_any_key_pauses(tiny):

@@ -80,10 +80,10 @@ async def test_only_the_ui_thread_touches_the_apps_trace(tiny, monkeypatch):
     real_add, real_getitem = Trace.add_steps, type(Trace("", {"steps": []}).steps).__getitem__
     ui_traces = []
 
-    def add_steps(self, entries, tokens):
+    def add_steps(self, entries, tokens, model=None):
         threads.add(threading.current_thread().name)
         ui_traces.append(self)
-        return real_add(self, entries, tokens)
+        return real_add(self, entries, tokens, model)
 
     def getitem(self, i):
         if any(self is t.steps for t in ui_traces):

@@ -538,12 +538,16 @@ class Trace:
     def nbytes(self) -> int:
         return sum(s.nbytes for s in self.steps._steps)
 
-    def add_steps(self, entries: list[dict], tokens: list[dict]) -> None:
+    def add_steps(self, entries: list[dict], tokens: list[dict], model: dict | None = None) -> None:
         """A live session completed more steps (files on disk): list their entries and chosen
-        tokens. Called only by the thread that owns this Trace (the app's UI thread)."""
+        tokens, and take `model` facts it learned meanwhile (`norm_inputs`), so the steps read like
+        those of a trace opened from disk. Called only by the thread that owns this Trace (the
+        app's UI thread)."""
+        if model:
+            self.manifest["model"].update(model)  # in place: the steps share this dict
         self.manifest["steps"].extend(entries)
         self.manifest["tokens"].extend(tokens)
-        self.steps._steps.extend(Step(self.path, e) for e in entries)
+        self.steps._sync(self.manifest["steps"])
 
     def __repr__(self) -> str:
         return f"<Trace {self.path!r} model={self.model.get('name')!r} steps={len(self.steps)}>"

@@ -373,7 +373,7 @@ class StepscopeApp(LiveWorkers, App[None]):
         gc.freeze()  # the model and tokenizer are here to stay
 
     def on_steps_ready(self, message: StepsReady) -> None:
-        self.trace.add_steps(message.entries, message.tokens)
+        self.trace.add_steps(message.entries, message.tokens, message.model)
         self.trace.manifest.update(finished=message.finished, stop_reason=message.stop_reason)
         self.live_finished, self.live_stop_reason = message.finished, message.stop_reason
         self.move(step=self.n_steps - 1)  # follow the newest step

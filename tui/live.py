@@ -75,11 +75,13 @@ class SessionReady(Message):
 
 
 class StepsReady(Message):
-    """Steps completed on disk: copies of their manifest `entries` and chosen `tokens`."""
+    """Steps completed on disk: copies of their manifest `entries` and chosen `tokens`, and of
+    `model` facts the session learned with them (`norm_inputs`; None when nothing changed)."""
 
-    def __init__(self, entries: list[dict], tokens: list[dict], finished: bool, stop_reason: str | None) -> None:
+    def __init__(self, entries: list[dict], tokens: list[dict], finished: bool, stop_reason: str | None,
+                 model: dict | None = None) -> None:
         super().__init__()
-        self.entries, self.tokens = entries, tokens
+        self.entries, self.tokens, self.model = entries, tokens, model
         self.finished, self.stop_reason = finished, stop_reason
 
 
@@ -120,6 +122,7 @@ class LiveWorkers:
         self._session_lock = threading.Lock()
         self._pause_event = threading.Event()
         self._sent_steps = 0  # steps already handed to the UI (worker side; under the lock)
+        self._sent_norm_inputs: dict | None = None  # the model facts already handed with them
 
     def _post_new_steps(self, session) -> None:
         """(worker, under the lock) Hand copies of the steps written since the last call to the UI."""
@@ -131,7 +134,11 @@ class LiveWorkers:
         prompt_len = int(manifest["prompt_len"])
         tokens = [dict(t) for t in manifest["tokens"][prompt_len + self._sent_steps : prompt_len + self._sent_steps + len(entries)]]
         self._sent_steps += len(entries)
-        self.post_message(StepsReady(entries, tokens, bool(session.finished), session.stop_reason))
+        learned = manifest["model"].get("norm_inputs")
+        model = {"norm_inputs": copy.deepcopy(learned)} if learned and learned != self._sent_norm_inputs else None
+        if model:
+            self._sent_norm_inputs = model["norm_inputs"]
+        self.post_message(StepsReady(entries, tokens, bool(session.finished), session.stop_reason, model))
 
     # -- workers (run in threads) ----------------------------------------------------------------
     @work(thread=True, exclusive=True, group="session", exit_on_error=False, name="load")
