@@ -88,14 +88,15 @@ def step_filename(index: int) -> str:
     return f"step_{index:05d}.safetensors"
 
 
-def atomic_write_bytes(path: str, data: bytes) -> None:
-    """Write `data` to `path` through a temporary file in the same directory and a rename."""
-    directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=directory)
+def atomic_write(path: str, fill) -> None:
+    """Create `path` whole or not at all: `fill(fd, tmp)` writes a temporary file in the same
+    directory (fd open for reading and writing, closed afterwards), which is then renamed."""
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=os.path.dirname(os.path.abspath(path)))
     try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
+        try:
+            fill(fd, tmp)
+        finally:
+            os.close(fd)
         os.chmod(tmp, _FILE_MODE)
         os.replace(tmp, path)
     except BaseException:
@@ -104,6 +105,17 @@ def atomic_write_bytes(path: str, data: bytes) -> None:
         except OSError:
             pass
         raise
+
+
+def atomic_write_bytes(path: str, data: bytes) -> None:
+    """Write `data` to `path` through a temporary file in the same directory and a rename."""
+
+    def fill(fd: int, _tmp: str) -> None:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view) :]
+
+    atomic_write(path, fill)
 
 
 def human_bytes(n: float) -> str:

@@ -43,6 +43,7 @@ from .trace_format import (
     STEP_LOG,
     TraceError,
     TraceWriteError,
+    atomic_write,
     atomic_write_bytes,
     stamp_json,
     step_filename,
@@ -319,20 +320,7 @@ def write_safetensors(path: str, prefix: bytes, pieces: list) -> int:
     (arrays or memoryviews), through a temp file in the same directory and a rename. Returns its size."""
     pieces = [p for p in pieces if (len(p) if isinstance(p, memoryview) else p.nbytes)]
     size = len(prefix) + sum(len(p) if isinstance(p, memoryview) else p.nbytes for p in pieces)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=os.path.dirname(os.path.abspath(path)))
-    try:
-        try:
-            _fill(fd, tmp, prefix, pieces, size)
-        finally:
-            os.close(fd)
-        os.chmod(tmp, _FILE_MODE)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+    atomic_write(path, lambda fd, tmp: _fill(fd, tmp, prefix, pieces, size))
     return size
 
 
