@@ -29,8 +29,8 @@ def main() -> None:
     import torch
     from transformers import DynamicCache
 
-    from tracer.branch import BranchSet, branch_cache
-    from tracer.session import GenerationSettings, LiveSession
+    from stepscope.tracer.branch import BranchSet, branch_cache
+    from stepscope.tracer.session import GenerationSettings, LiveSession
 
     sentence = "The capital of France is Paris, and the river that runs through it is the Seine. "
     prompt = sentence * max(1, args.tokens // 19)

@@ -35,7 +35,7 @@ def main() -> None:
     args = ap.parse_args()
     tmp = None if args.out else tempfile.mkdtemp(prefix="stepscope-long-")
     out = args.out or os.path.join(tmp, "trace")
-    cmd = [sys.executable, "-m", "tui.cli", "trace", "--prompt", prompt_of(args.tokens), "--no-chat",
+    cmd = [sys.executable, "-m", "stepscope", "trace", "--prompt", prompt_of(args.tokens), "--no-chat",
            "--max-new-tokens", str(args.new), "--out", out]
     t0 = time.perf_counter()
     res = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
@@ -46,7 +46,7 @@ def main() -> None:
         if res.returncode:
             print(f"stepscope trace failed ({res.returncode}):\n{res.stderr[-2000:]}")
             sys.exit(1)
-        from tracer import load_trace
+        from stepscope.tracer import load_trace
 
         tr = load_trace(out)
         size = sum(os.path.getsize(os.path.join(out, f)) for f in os.listdir(out))

@@ -29,9 +29,9 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from bench.trace_overhead import TEXT  # noqa: E402
-from tracer import load_trace  # noqa: E402
-from tracer.loading import load_model  # noqa: E402
-from tracer.session import GenerationSettings, LiveSession  # noqa: E402
+from stepscope.tracer import load_trace  # noqa: E402
+from stepscope.tracer.loading import load_model  # noqa: E402
+from stepscope.tracer.session import GenerationSettings, LiveSession  # noqa: E402
 
 
 def tl_bridge(loaded):

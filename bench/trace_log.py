@@ -25,10 +25,10 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from tracer import load_trace  # noqa: E402
-from tracer.names import block_name  # noqa: E402
-from tracer.trace_format import unstamp  # noqa: E402
-from tracer.writer import TraceWriter  # noqa: E402
+from stepscope.tracer import load_trace  # noqa: E402
+from stepscope.tracer.names import block_name  # noqa: E402
+from stepscope.tracer.trace_format import unstamp  # noqa: E402
+from stepscope.tracer.writer import TraceWriter  # noqa: E402
 
 N_LAYERS, D, H, KV, DH, DM, VOCAB, PROMPT = 30, 576, 9, 3, 64, 1536, 49152, 5
 

@@ -27,12 +27,12 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import torch  # noqa: E402
 from transformers import DynamicCache  # noqa: E402
 
-from tracer import load_trace  # noqa: E402
-from tracer.attention import IMPLEMENTATION, register  # noqa: E402
-from tracer.lens import LENS_FILE, LogitLens  # noqa: E402
-from tracer.loading import load_model  # noqa: E402
-from tracer.session import GenerationSettings, LiveSession, cache_kwarg  # noqa: E402
-from tracer.trace_format import human_bytes  # noqa: E402
+from stepscope.tracer import load_trace  # noqa: E402
+from stepscope.tracer.attention import IMPLEMENTATION, register  # noqa: E402
+from stepscope.tracer.lens import LENS_FILE, LogitLens  # noqa: E402
+from stepscope.tracer.loading import load_model  # noqa: E402
+from stepscope.tracer.session import GenerationSettings, LiveSession, cache_kwarg  # noqa: E402
+from stepscope.tracer.trace_format import human_bytes  # noqa: E402
 
 TEXT = (
     "The history of the city begins with a small settlement on the river, where traders met to exchange "

@@ -51,7 +51,7 @@ def rss_mib() -> float:
 
 def record_smollm2(path: str, n_tokens: int, prompt: str) -> None:
     """Record the embedded SmolLM2 generating `n_tokens` tokens, EOS ignored (sampling, T=0.8)."""
-    from tracer.session import GenerationSettings, LiveSession
+    from stepscope.tracer.session import GenerationSettings, LiveSession
 
     settings = GenerationSettings(do_sample=True, temperature=0.8, top_p=0.95, seed=0, max_new_tokens=n_tokens,
                                   chat=False, stop_at_eos=False)  # a benchmark wants exactly n_tokens
@@ -69,8 +69,8 @@ def write_synthetic(path: str, n_tokens: int, n_layers: int = 30) -> None:
     """A trace with SmolLM2-135M's shapes (d_model 576, 9 heads / 3 KV heads, vocab 49152)."""
     import numpy as np
 
-    from tracer.names import block_name
-    from tracer.writer import TraceWriter
+    from stepscope.tracer.names import block_name
+    from stepscope.tracer.writer import TraceWriter
 
     d, h, kv, dh, dm, vocab, prompt_len = 576, 9, 3, 64, 1536, 49152, 5
     rng = np.random.default_rng(0)
@@ -230,7 +230,7 @@ def watch_expressions(trace, n: int) -> list[str]:
     head_layer, head = min(5, int(model.get("n_layers") or 1) - 1), min(3, int(model.get("n_heads") or 1) - 1)
     candidates = [f"norm(blocks.{layer}.hook_resid_post[-1])", f"pattern({head_layer}, {head})[-1, 0]",
                   'p(" Paris")', "entropy", f"lens({layer})", "rank(0)", "top1"]
-    from tui.watch import ExprError, Watch
+    from stepscope.tui.watch import ExprError, Watch
 
     chosen = []
     for text in candidates:
@@ -248,8 +248,8 @@ async def measure(
 ) -> dict[str, list[float]]:
     from textual.app import App
 
-    from tracer import load_trace
-    from tui.app import StepscopeApp
+    from stepscope.tracer import load_trace
+    from stepscope.tui.app import StepscopeApp
 
     t0 = time.perf_counter()
     trace = load_trace(trace_path)
@@ -272,7 +272,7 @@ async def measure(
             await pilot.pause()
             watch_info = []
             if watches:
-                from tui.widgets.watch import WatchPane
+                from stepscope.tui.widgets.watch import WatchPane
 
                 watch_pane = app.main_screen.query_one(WatchPane)
                 t_watch = time.perf_counter()

@@ -57,8 +57,8 @@ def paris_step(trace) -> int:
 
 
 async def shoot(trace_path: str, out_dir: str, compare: str | None = None) -> list[str]:
-    from tracer import load_trace
-    from tui.app import StepscopeApp
+    from stepscope.tracer import load_trace
+    from stepscope.tui.app import StepscopeApp
 
     written = []
     for name, size, keys, _ in SHOTS:

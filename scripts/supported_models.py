@@ -26,7 +26,7 @@ import transformers  # noqa: E402
 
 from tests.family_checks import TOLERANCE  # noqa: E402
 from tests.family_matrix import FAMILIES, GENERIC, NEW_FAMILIES, verify  # noqa: E402
-from tracer.names import FAMILY_EXTRAS, split_block_name  # noqa: E402
+from stepscope.tracer.names import FAMILY_EXTRAS, split_block_name  # noqa: E402
 
 EXTRA_NAMES = FAMILY_EXTRAS
 HEADER = """# Supported models

@@ -9,20 +9,20 @@
 Importing this module does not import torch; `record` imports it when called.
 """
 
-from tracer import Step, Trace, TraceError, __version__, load_trace
-from tracer.export import candidates, decoder, lens, positions, tl_cache, token_ids
+from stepscope.tracer import Step, Trace, TraceError, __version__, load_trace
+from stepscope.tracer.export import candidates, decoder, lens, positions, tl_cache, token_ids
 
 
 def record(model, tokenizer, out=None, **kwargs):
     """Context manager: trace the `model.generate(...)` call made inside it (see `tracer.record.record`)."""
-    from tracer.record import record as _record
+    from stepscope.tracer.record import record as _record
 
     return _record(model, tokenizer, out=out, **kwargs)
 
 
 def record_generate(model, tokenizer, *args, **kwargs):
     """Function form: `output, trace = record_generate(model, tokenizer, input_ids, out=..., max_new_tokens=...)`."""
-    from tracer.record import record_generate as _record_generate
+    from stepscope.tracer.record import record_generate as _record_generate
 
     return _record_generate(model, tokenizer, *args, **kwargs)
 

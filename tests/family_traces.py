@@ -7,8 +7,8 @@ import warnings
 
 from tests.family_matrix import NEW_TOKENS, PROMPT
 from tests.tiny_models import byte_tokenizer, tiny_model
-from tracer import load_trace
-from tracer.session import GenerationSettings, LiveSession
+from stepscope.tracer import load_trace
+from stepscope.tracer.session import GenerationSettings, LiveSession
 
 
 def trace_tiny(key: str, out, record: list[str] | None = None, **config) -> object:

@@ -14,7 +14,7 @@ import os
 import shutil
 
 from tests.tiny_models import byte_tokenizer, tiny_model
-from tracer.session import GenerationSettings, LiveSession
+from stepscope.tracer.session import GenerationSettings, LiveSession
 
 FIXTURE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "fixtures", "tiny_trace")
 PROMPT = "<|im_start|>Hi [red]x[/red]\n"

@@ -15,8 +15,8 @@ import os
 
 import numpy as np
 
-from tracer.names import NameFilter, block_name
-from tracer.writer import TraceWriter
+from stepscope.tracer.names import NameFilter, block_name
+from stepscope.tracer.writer import TraceWriter
 
 N_LAYERS, D_MODEL, N_HEADS, N_KV_HEADS, D_HEAD, D_MLP, VOCAB = 2, 16, 4, 2, 4, 32, 50
 LENS_K = 5

@@ -10,16 +10,16 @@ import time
 
 import pytest
 
-from tracer import load_trace
-from tui.app import StepscopeApp
-from tui.screens.breakpoints import BreakpointsScreen
-from tui.screens.error import ErrorScreen
-from tui.screens.help import HelpScreen
-from tui.screens.main import MainScreen
-from tui.screens.prompt import GotoScreen, PromptScreen
-from tui.screens.too_small import TooSmallScreen
-from tui.widgets.cursor import Cursor
-from tui.widgets.loading import LoadingPanel
+from stepscope.tracer import load_trace
+from stepscope.tui.app import StepscopeApp
+from stepscope.tui.screens.breakpoints import BreakpointsScreen
+from stepscope.tui.screens.error import ErrorScreen
+from stepscope.tui.screens.help import HelpScreen
+from stepscope.tui.screens.main import MainScreen
+from stepscope.tui.screens.prompt import GotoScreen, PromptScreen
+from stepscope.tui.screens.too_small import TooSmallScreen
+from stepscope.tui.widgets.cursor import Cursor
+from stepscope.tui.widgets.loading import LoadingPanel
 
 pytestmark = pytest.mark.anyio  # async tests run on asyncio via anyio's pytest plugin
 
@@ -250,7 +250,7 @@ async def test_token_text_is_inert(tmp_path):
 # -- live session (tiny random model) ---------------------------------------------------------
 
 def make_factory(tiny, max_new_tokens=4, slow=0.0, fail_at=None, seen=None):
-    from tracer.session import GenerationSettings, LiveSession
+    from stepscope.tracer.session import GenerationSettings, LiveSession
 
     def factory(progress=None):
         if progress is not None:

@@ -11,10 +11,10 @@ import torch
 from tests.family_matrix import FAMILIES, GENERIC, NEW_FAMILIES, PROMPT
 from tests.family_refs import randomize_norms
 from tests.tiny_models import byte_tokenizer, tiny_model
-from tracer import load_trace
-from tracer.attribution import attribute
-from tracer.session import GenerationSettings, LiveSession
-from tracer.trace_format import TraceError
+from stepscope.tracer import load_trace
+from stepscope.tracer.attribution import attribute
+from stepscope.tracer.session import GenerationSettings, LiveSession
+from stepscope.tracer.trace_format import TraceError
 
 KEYS = [f.key for f in FAMILIES + NEW_FAMILIES + GENERIC]
 
@@ -69,8 +69,8 @@ def test_hook_result_is_z_times_w_o(tmp_path, key):
     """Each head's row equals its z (last position) times its slice of the output projection,
     from the model's weights (Linear [d_model, in] and GPT-2's Conv1D [in, d_model])."""
     model, trace = _trace(tmp_path, key, new_tokens=1)
-    from tracer.adapters import adapter_for
-    from tracer.adapters.base import out_projection
+    from stepscope.tracer.adapters import adapter_for
+    from stepscope.tracer.adapters.base import out_projection
 
     adapter = adapter_for(model)
     n_heads = trace.model["n_heads"]

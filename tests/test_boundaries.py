@@ -11,8 +11,8 @@ FIXTURE = os.path.join(ROOT, "tests", "fixtures", "tiny_trace")
 
 REPLAY = """
 import asyncio, sys
-from tracer import load_trace
-from tui.app import StepscopeApp
+from stepscope.tracer import load_trace
+from stepscope.tui.app import StepscopeApp
 
 async def main():
     app = StepscopeApp(trace=load_trace(sys.argv[1]))
@@ -36,6 +36,6 @@ def test_replaying_a_trace_never_imports_torch():
 
 
 def test_cli_view_path_imports_no_torch():
-    code = "import sys, tui.cli, tui.app; assert 'torch' not in sys.modules; print('ok')"
+    code = "import sys, stepscope.tui.cli, stepscope.tui.app; assert 'torch' not in sys.modules; print('ok')"
     res = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert res.returncode == 0, res.stderr

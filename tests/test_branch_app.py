@@ -6,9 +6,9 @@ from __future__ import annotations
 import numpy as np
 
 from tests.test_why_app import run, screen
-from tracer import load_trace
-from tracer.session import GenerationSettings, LiveSession
-from tui.app import StepscopeApp
+from stepscope.tracer import load_trace
+from stepscope.tracer.session import GenerationSettings, LiveSession
+from stepscope.tui.app import StepscopeApp
 
 
 async def click_label(app, pilot, label: str):

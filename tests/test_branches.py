@@ -13,10 +13,10 @@ from tests.trace_edit import edit_manifest
 import torch
 
 from tests.tiny_models import byte_tokenizer, tiny_model
-from tracer import load_trace
-from tracer.branch import BranchError, BranchSet, branch_path, list_branches
-from tracer.session import GenerationSettings, LiveSession
-from tracer.trace_format import TraceError
+from stepscope.tracer import load_trace
+from stepscope.tracer.branch import BranchError, BranchSet, branch_path, list_branches
+from stepscope.tracer.session import GenerationSettings, LiveSession
+from stepscope.tracer.trace_format import TraceError
 
 PROMPT = "The cat sat"
 N = 6  # tokens per run
@@ -249,11 +249,11 @@ def test_branch_errors(tmp_path, llama):
 
 
 def test_view_opens_a_branch(tmp_path, llama, monkeypatch, capsys):
-    from tui import cli
+    from stepscope.tui import cli
 
     root, b1 = _branch_dir(tmp_path, llama)
     opened = []
-    monkeypatch.setattr("tui.app.StepscopeApp.run", lambda app: opened.append(app))
+    monkeypatch.setattr("stepscope.tui.app.StepscopeApp.run", lambda app: opened.append(app))
     monkeypatch.setattr(cli, "_check_terminal", lambda: None)  # pytest has no TTY
     assert cli.main(["view", root, "--branch", "b1"]) == 0
     assert cli.main(["view", b1]) == 0
@@ -295,7 +295,7 @@ def test_reading_a_branch_never_imports_torch(tmp_path, llama):
 
     root, b1 = _branch_dir(tmp_path, llama)
     code = (
-        "import sys\nfrom tracer import load_trace\nfrom tracer.branch import list_branches, effects\n"
+        "import sys\nfrom stepscope.tracer import load_trace\nfrom stepscope.tracer.branch import list_branches, effects\n"
         f"t = load_trace({b1!r}); r = load_trace({root!r})\n"
         "[s[n] for s in t.steps for n in s.names]; effects(t, r); list_branches(r.path)\n"
         "print('torch' in sys.modules)"
@@ -307,14 +307,14 @@ def test_reading_a_branch_never_imports_torch(tmp_path, llama):
 
 
 def test_info_lists_the_branches(tmp_path, llama, capsys):
-    from tui import cli
+    from stepscope.tui import cli
 
     model, tok = llama
     root = _session(model, tok, tmp_path / "root", n=3)
     tree = BranchSet(root)
     root.run()
     tree.branch(step=1, token=65, why="try\x1b[31m b", parent="").run()
-    from tracer.interventions import zero_head
+    from stepscope.tracer.interventions import zero_head
 
     tree.branch(step=2, interventions=[zero_head(1, 3, from_step=2)], parent="").run()
     tree.close()
@@ -328,8 +328,8 @@ def test_info_lists_the_branches(tmp_path, llama, capsys):
 @pytest.mark.parametrize("anyio_backend", ["asyncio"])
 async def test_the_app_replays_a_branch_across_its_branch_point(tmp_path, llama, anyio_backend):
     """Shared steps (read from the parent directory) and the branch's own, stepped through in the app."""
-    from tui.app import StepscopeApp
-    from tui.screens.error import ErrorScreen
+    from stepscope.tui.app import StepscopeApp
+    from stepscope.tui.screens.error import ErrorScreen
 
     _, b1 = _branch_dir(tmp_path, llama)
     app = StepscopeApp(trace=load_trace(b1))

@@ -8,8 +8,8 @@ import os
 import numpy as np
 import pytest
 
-from tracer import load_trace
-from tui.breakpoints import Breakpoint, BreakpointError, BreakpointSet, Comparison, NonFinite, TokenText
+from stepscope.tracer import load_trace
+from stepscope.tui.breakpoints import Breakpoint, BreakpointError, BreakpointSet, Comparison, NonFinite, TokenText
 
 FIXTURE = os.path.join(os.path.dirname(__file__), "fixtures", "tiny_trace")
 

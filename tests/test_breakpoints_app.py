@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import pytest
 
-from tui.app import StepscopeApp
-from tui.screens.breakpoints import BreakpointsScreen
-from tui.screens.main import MainScreen
+from stepscope.tui.app import StepscopeApp
+from stepscope.tui.screens.breakpoints import BreakpointsScreen
+from stepscope.tui.screens.main import MainScreen
 
 pytestmark = pytest.mark.anyio
 SIZE = (140, 40)
@@ -71,7 +71,7 @@ async def test_expression_breakpoint_on_arrays(fixture_trace):
 
 
 async def test_live_continue_stops_at_a_two_sided_breakpoint(tiny):
-    from tracer.session import GenerationSettings, LiveSession
+    from stepscope.tracer.session import GenerationSettings, LiveSession
 
     model, tokenizer = tiny
 

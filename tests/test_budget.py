@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from tests.tiny_models import byte_tokenizer, tiny_model
-from tracer import load_trace
-from tracer.budget import ROWS_KEPT, parse_size, plan
+from stepscope.tracer import load_trace
+from stepscope.tracer.budget import ROWS_KEPT, parse_size, plan
 
 PROMPT = "a prompt long enough to pass the row limit of the budget policy, " * 3  # ~195 byte tokens: maps matter
 
@@ -23,7 +23,7 @@ def model_dir(tmp_path_factory):
 
 
 def _trace(model_dir, out, budget, capsys):
-    from tui.cli import main
+    from stepscope.tui.cli import main
 
     rc = main(["trace", "--model", model_dir, "--prompt", PROMPT, "--no-chat", "--max-new-tokens", "2",
                "--out", out, "--budget", budget])

@@ -9,10 +9,10 @@ import shutil
 import pytest
 
 from tests.tiny_models import CHAT_TEMPLATE, byte_tokenizer
-from tracer import __version__
-from tracer.loading import DEFAULT_NAME, default_alias, default_gguf_path
-from tracer.model_info import chat_default
-from tui.cli import build_parser, main
+from stepscope.tracer import __version__
+from stepscope.tracer.loading import DEFAULT_NAME, default_alias, default_gguf_path
+from stepscope.tracer.model_info import chat_default
+from stepscope.tui.cli import build_parser, main
 
 
 def test_version(capsys):
@@ -81,7 +81,7 @@ def test_local_copy_of_the_instruct_model_is_still_instruct(tmp_path, smollm2_ca
             shutil.copy(os.path.join(cached, name), copy / name)
     tok = AutoTokenizer.from_pretrained(str(copy))
     assert chat_default(tok)
-    from tracer.session import wants_chat
+    from stepscope.tracer.session import wants_chat
 
     assert wants_chat(tok, None) and not wants_chat(tok, False)
 
@@ -89,7 +89,7 @@ def test_local_copy_of_the_instruct_model_is_still_instruct(tmp_path, smollm2_ca
 def test_weights_origin_of_the_embedded_model():
     import torch
 
-    from tracer.model_info import weights_origin
+    from stepscope.tracer.model_info import weights_origin
 
     class Loaded:
         dtype = torch.float32

@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from tracer.config_facts import ConfigError, config_facts, hub_cache_config, read_config
+from stepscope.tracer.config_facts import ConfigError, config_facts, hub_cache_config, read_config
 
 # Published config.json values (only the keys that size the model), as the model cards ship them.
 PUBLISHED = {
@@ -116,8 +116,8 @@ def test_info_on_a_saved_model_directory_matches_its_checkpoint(tmp_path, capsys
     """A directory with config.json and safetensors: the count from the config equals the headers' total."""
     pytest.importorskip("torch")
     from tests.tiny_models import tiny_model
-    from tracer.config_facts import checkpoint_params
-    from tui.cli import main
+    from stepscope.tracer.config_facts import checkpoint_params
+    from stepscope.tui.cli import main
 
     model = tiny_model("qwen3_moe")
     model.save_pretrained(tmp_path / "m")
@@ -130,8 +130,8 @@ def test_info_on_a_saved_model_directory_matches_its_checkpoint(tmp_path, capsys
 
 def test_gguf_header_counts_equal_tensor_shapes():
     """The embedded SmolLM2 GGUF: config from the header, weights untouched, totals equal the header's tensors."""
-    from tracer.gguf_header import gguf_config
-    from tracer.loading import default_gguf_path
+    from stepscope.tracer.gguf_header import gguf_config
+    from stepscope.tracer.loading import default_gguf_path
 
     config, weights = gguf_config(default_gguf_path())
     facts = config_facts(config)
@@ -142,7 +142,7 @@ def test_gguf_header_counts_equal_tensor_shapes():
 def test_every_counted_family_is_checked():
     """Each model type the counter claims as checked has a tiny model compared against its weights above."""
     from tests.tiny_models import FAMILY_CONFIGS
-    from tracer.config_facts import CHECKED
+    from stepscope.tracer.config_facts import CHECKED
 
     assert CHECKED <= {c["model_type"] for c in FAMILY_CONFIGS.values()}
     assert "params_note" in config_facts({**PUBLISHED["SmolLM2-135M"][0], "model_type": "brand_new"})
@@ -175,7 +175,7 @@ def _gguf(meta: dict) -> bytes:
 
 
 def test_hostile_gguf_header_reaches_the_terminal_inert(tmp_path, capsys):
-    from tui.cli import main
+    from stepscope.tui.cli import main
 
     path = tmp_path / "evil.gguf"
     path.write_bytes(_gguf({"general.architecture": "llama", "general.name": "\x1b]0;pwned\x07\x1b[2J[bold]x",
@@ -205,7 +205,7 @@ def _info(*args, env=None):
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     env = {**os.environ, "PYTHONPATH": root, "COLUMNS": "200", **(env or {})}
     t0 = time.perf_counter()
-    done = subprocess.run([sys.executable, "-m", "tui.cli", "info", *args], capture_output=True, text=True, env=env, timeout=60)
+    done = subprocess.run([sys.executable, "-m", "stepscope", "info", *args], capture_output=True, text=True, env=env, timeout=60)
     return done, time.perf_counter() - t0
 
 

@@ -11,10 +11,10 @@ import time
 
 import pytest
 
-from tui.app import StepscopeApp
-from tui.screens.error import ErrorScreen
-from tui.screens.main import MainScreen
-from tui.screens.prompt import PromptScreen
+from stepscope.tui.app import StepscopeApp
+from stepscope.tui.screens.error import ErrorScreen
+from stepscope.tui.screens.main import MainScreen
+from stepscope.tui.screens.prompt import PromptScreen
 
 pytestmark = pytest.mark.anyio
 
@@ -53,7 +53,7 @@ def idle(app):
 
 @pytest.mark.parametrize("size", [(120, 40), (80, 24)])
 async def test_bare_stepscope_first_screen_is_fully_drawn(tiny_model_dir, size):
-    from tui.cli import live_app, parse_args
+    from stepscope.tui.cli import live_app, parse_args
 
     app = live_app(parse_args(["--model", tiny_model_dir, "--max-new-tokens", "3"]))  # bare `stepscope` path
     async with app.run_test(size=size) as pilot:
@@ -74,7 +74,7 @@ async def test_bare_stepscope_first_screen_is_fully_drawn(tiny_model_dir, size):
 async def test_only_the_ui_thread_touches_the_apps_trace(tiny, monkeypatch):
     import threading
 
-    from tracer.reader import Trace
+    from stepscope.tracer.reader import Trace
 
     threads = set()
     real_add, real_getitem = Trace.add_steps, type(Trace("", {"steps": []}).steps).__getitem__
@@ -159,7 +159,7 @@ async def test_click_every_clickable_widget(fixture_trace):
 
 def run_cli(*args, timeout=60):
     env = dict(os.environ, PYTHONPATH=ROOT, CUDA_VISIBLE_DEVICES="")
-    return subprocess.run([sys.executable, "-m", "tui.cli", *args], cwd=ROOT, capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "stepscope", *args], cwd=ROOT, capture_output=True, text=True,
                           timeout=timeout, stdin=subprocess.DEVNULL, env=env)
 
 
@@ -223,7 +223,7 @@ async def test_statuses_clear_after_navigating(fixture_trace):
 
 
 def make_factory(tiny, max_new_tokens=40, slow=0.0):
-    from tracer.session import GenerationSettings, LiveSession
+    from stepscope.tracer.session import GenerationSettings, LiveSession
 
     def factory(progress=None):
         session = LiveSession(tiny[0], tiny[1], "Hello", GenerationSettings(max_new_tokens=max_new_tokens))
@@ -270,7 +270,7 @@ async def test_ctrl_c_quits(fixture_trace):
 # -- issue 9 in the app: errors in views are dialogs, strings are inert ---------------------------------
 
 async def test_a_failing_pane_opens_the_error_dialog_and_the_debugger_goes_on(fixture_trace, monkeypatch):
-    from tui.widgets.logit_lens import LogitLensPane
+    from stepscope.tui.widgets.logit_lens import LogitLensPane
 
     def broken(self):
         raise ValueError("lens exploded [bold]")
@@ -306,9 +306,9 @@ def test_a_crash_exits_non_zero_with_one_line(tmp_path):
     script = tmp_path / "crash.py"
     script.write_text(
         "import sys\n"
-        "from tracer import load_trace\n"
-        "from tui.app import StepscopeApp\n"
-        "from tui.cli import _run_app\n"
+        "from stepscope.tracer import load_trace\n"
+        "from stepscope.tui.app import StepscopeApp\n"
+        "from stepscope.tui.cli import _run_app\n"
         "class Crashing(StepscopeApp):\n"
         "    def on_mount(self):\n"
         "        raise RuntimeError('boom \\x1b[31m')\n"
@@ -329,7 +329,7 @@ def test_a_crash_exits_non_zero_with_one_line(tmp_path):
 async def test_trace_strings_are_inert_in_the_app(tmp_path):
     import shutil
 
-    from tracer import load_trace
+    from stepscope.tracer import load_trace
     from tests.conftest import FIXTURE
     from tests.trace_edit import edit_manifest
 
@@ -350,7 +350,7 @@ async def test_trace_strings_are_inert_in_the_app(tmp_path):
 # -- defect 9: layout at 80×24 and 120×40 -------------------------------------------------------------
 
 def test_tensor_columns_drop_in_the_stated_order():
-    from tui.widgets.tensor_list import layout
+    from stepscope.tui.widgets.tensor_list import layout
 
     seen = []
     for width in range(200, 20, -1):
@@ -421,6 +421,6 @@ async def test_every_pane_has_a_legend(fixture_trace):
         expected = {"candidates": "final, renormalised", "tensors": "‖x‖ (L2 norm)", "lens": "ln_final(resid_post)",
                     "kv": "+new: appended", "heads": "attention entropy per head", "model": "share: of the total"}
         for pane_id, words in expected.items():
-            await pilot.press(str([p for p, _, _ in __import__("tui.screens.main", fromlist=["PANES"]).PANES].index(pane_id) + 1))
+            await pilot.press(str([p for p, _, _ in __import__("stepscope.tui.screens.main", fromlist=["PANES"]).PANES].index(pane_id) + 1))
             await pilot.pause()
             assert words in region_text(app, screen.pane(pane_id)), pane_id

@@ -11,12 +11,12 @@ from safetensors.numpy import load_file
 
 from tests.tiny_models import byte_tokenizer, tiny_model
 from tests.trace_edit import edit_entries
-from tracer import load_trace
-from tracer.diff import compare, summary, tensor_diff
-from tracer.session import GenerationSettings, LiveSession
-from tracer.trace_format import TraceError
-from tracer.writer import write_step_file
-from tui.cli import main
+from stepscope.tracer import load_trace
+from stepscope.tracer.diff import compare, summary, tensor_diff
+from stepscope.tracer.session import GenerationSettings, LiveSession
+from stepscope.tracer.trace_format import TraceError
+from stepscope.tracer.writer import write_step_file
+from stepscope.tui.cli import main
 
 
 def _trace(path, prompt: str, new_tokens: int = 3, family: str = "llama") -> str:

@@ -11,11 +11,11 @@ import pytest
 import torch
 
 from tests.tiny_models import byte_tokenizer, tiny_model
-from tracer import load_trace
-from tracer.adapters import adapter_for
-from tracer.export import candidates, decoder, lens, positions, tl_cache, token_ids
-from tracer.recorder import Recorder
-from tracer.session import GenerationSettings, LiveSession
+from stepscope.tracer import load_trace
+from stepscope.tracer.adapters import adapter_for
+from stepscope.tracer.export import candidates, decoder, lens, positions, tl_cache, token_ids
+from stepscope.tracer.recorder import Recorder
+from stepscope.tracer.session import GenerationSettings, LiveSession
 
 
 @pytest.fixture(scope="module")
@@ -75,7 +75,7 @@ def test_torch_on_request_only(traced):
     tensors = tl_cache(trace, -1, names=["blocks.0.hook_resid_post", "blocks.0.attn.hook_pattern"], torch=True)
     assert all(isinstance(t, torch.Tensor) and t.dtype == torch.float32 for t in tensors.values())
     code = (
-        "import sys; from tracer import load_trace; from tracer.export import tl_cache, candidates, lens;"
+        "import sys; from stepscope.tracer import load_trace; from stepscope.tracer.export import tl_cache, candidates, lens;"
         f"tr = load_trace({trace.path!r}); c = tl_cache(tr); candidates(tr, tr.steps[0]); lens(tr, tr.steps[0]);"
         "assert 'torch' not in sys.modules, 'torch imported'; print(len(c))"
     )

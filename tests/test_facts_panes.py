@@ -12,13 +12,13 @@ from tests.family_traces import Traces
 from tests.pane_harness import drive, screen_lines
 from tests.test_panes import assert_inert, cell_colours, screen_text
 from tests.tiny_models import byte_tokenizer, tiny_model
-from tracer import load_trace
-from tracer.session import GenerationSettings, LiveSession
-from tui.render.palette import PALETTE_RGB, levels
-from tui.views.heatmap import ZOOMS
-from tui.widgets.heatmap import LABEL_WIDTH, HeatmapPane
-from tui.widgets.kv_cache import KVCachePane
-from tui.widgets.layers import LayersList
+from stepscope.tracer import load_trace
+from stepscope.tracer.session import GenerationSettings, LiveSession
+from stepscope.tui.render.palette import PALETTE_RGB, levels
+from stepscope.tui.views.heatmap import ZOOMS
+from stepscope.tui.widgets.heatmap import LABEL_WIDTH, HeatmapPane
+from stepscope.tui.widgets.kv_cache import KVCachePane
+from stepscope.tui.widgets.layers import LayersList
 
 
 @pytest.fixture(scope="module")
@@ -106,7 +106,7 @@ def test_qwen3_next_layers_without_attention_say_why(fam):
 
     drive(LayersList(trace), layers_script, size=(60, 10))
 
-    from tui.widgets.heads import HeadsList
+    from stepscope.tui.widgets.heads import HeadsList
 
     heads = HeadsList(trace)
 
@@ -185,7 +185,7 @@ def test_heatmap_recomputes_rows_the_budget_left_out(budget_pair):
 def test_lens_pane_with_the_lazy_lens_equals_an_independent_unembedding(budget_pair):
     import torch
 
-    from tui.widgets.logit_lens import LogitLensPane
+    from stepscope.tui.widgets.logit_lens import LogitLensPane
 
     trace = budget_pair[0]
     step = trace.steps[1]
@@ -212,7 +212,7 @@ def test_lens_pane_with_the_lazy_lens_equals_an_independent_unembedding(budget_p
 
 def test_lens_pane_on_a_schema_1_trace_shows_its_stored_lens():
     from tests.conftest import FIXTURE
-    from tui.widgets.logit_lens import LogitLensPane
+    from stepscope.tui.widgets.logit_lens import LogitLensPane
 
     trace = load_trace(FIXTURE + "_v1")
     assert trace.manifest["schema_version"] == 1
@@ -236,7 +236,7 @@ def _stored(step) -> list[str]:
 
 
 async def _select(app, pilot, pane, name):
-    from tui.widgets.tensor_list import TensorList
+    from stepscope.tui.widgets.tensor_list import TensorList
 
     app.query_one(TensorList).focus()
     await pilot.pause()
@@ -248,7 +248,7 @@ async def _select(app, pilot, pane, name):
 
 
 def test_tensors_pane_norm_names_mean_what_transformerlens_means(budget_pair):
-    from tui.widgets.tensor_inspector import TensorInspector
+    from stepscope.tui.widgets.tensor_inspector import TensorInspector
 
     trace = budget_pair[0]
     x = np.asarray(trace.steps[0]["blocks.0.hook_resid_pre"], dtype=np.float64)  # [T, d_model] (an alias of hook_embed)
@@ -276,7 +276,7 @@ def test_tensors_pane_norm_names_mean_what_transformerlens_means(budget_pair):
 
 def test_tensors_pane_on_a_schema_1_trace_shows_the_norm_output_as_hook_out():
     from tests.conftest import FIXTURE
-    from tui.widgets.tensor_inspector import TensorInspector
+    from stepscope.tui.widgets.tensor_inspector import TensorInspector
 
     trace = load_trace(FIXTURE + "_v1")
     step = trace.steps[0]
@@ -316,7 +316,7 @@ def test_budget_rows_of_a_model_with_sinks_are_refused_in_one_line(tmp_path):
 
 
 def test_tensor_browser_labels_the_sink_column_and_the_stored_rows(fam, budget_pair):
-    from tui.widgets.tensor_browser import TensorBrowser
+    from stepscope.tui.widgets.tensor_browser import TensorBrowser
 
     trace = fam["gpt_oss"]
     browser = TensorBrowser()
@@ -344,7 +344,7 @@ def test_tensor_browser_labels_the_sink_column_and_the_stored_rows(fam, budget_p
 
 
 def test_op_lines_of_a_model_with_sinks(fam):
-    from tui.views.ops import operation
+    from stepscope.tui.views.ops import operation
 
     trace = fam["gpt_oss"]
     step = trace.steps[1]  # decode on the sliding layer 0: 4 keys in the window + the sink
@@ -355,7 +355,7 @@ def test_op_lines_of_a_model_with_sinks(fam):
 
 
 def test_op_lines_of_linear_attention_and_gated_attention_blocks(fam):
-    from tui.views.ops import operation
+    from stepscope.tui.views.ops import operation
 
     trace = fam["qwen3_next"]
     step = trace.steps[1]
@@ -369,7 +369,7 @@ def test_op_lines_of_linear_attention_and_gated_attention_blocks(fam):
 
 
 def test_tensors_pane_says_which_rows_the_budget_left_out(budget_pair):
-    from tui.widgets.tensor_inspector import TensorInspector
+    from stepscope.tui.widgets.tensor_inspector import TensorInspector
 
     cut = budget_pair[1]
     t = cut.steps[0].positions[1]
@@ -389,7 +389,7 @@ def test_every_pane_of_the_app_opens_on_family_facts(fam, budget_pair, which):
     import asyncio
 
     from tests.conftest import FIXTURE
-    from tui.app import StepscopeApp
+    from stepscope.tui.app import StepscopeApp
 
     trace = {"gpt_oss": lambda: fam["gpt_oss"], "qwen3_next": lambda: fam["qwen3_next"],
              "budget": lambda: budget_pair[1], "schema1": lambda: load_trace(FIXTURE + "_v1")}[which]()
@@ -412,7 +412,7 @@ def test_every_pane_of_the_app_opens_on_family_facts(fam, budget_pair, which):
 def test_kv_cache_bytes_of_mla_use_each_tensors_head_size(fam):
     """DeepSeek-V3 (MLA): V has its own head size (fact d_head_v), so K and V bytes differ; both
     equal what the recorded k and v of every position so far take."""
-    from tui.views.kv_cache import kv_cache
+    from stepscope.tui.views.kv_cache import kv_cache
 
     trace = fam["deepseek_v3"]
     end = trace.steps[1].positions[1]
@@ -429,7 +429,7 @@ def test_kv_cache_bytes_of_mla_use_each_tensors_head_size(fam):
 def test_op_lines_of_latent_attention(fam):
     """DeepSeek-V3 (MLA, from its facts): the latents, q and v from them, RoPE on the last features,
     and v/z with their own head size (not q/k's)."""
-    from tui.views.ops import operation
+    from stepscope.tui.views.ops import operation
 
     trace = fam["deepseek_v3"]
     step = trace.steps[1]

@@ -29,9 +29,9 @@ from tests.family_matrix import (
 )
 from tests.family_refs import block_ref, head_ref, randomize_norms, rotary_tables
 from tests.tiny_models import tiny_model
-from tracer.adapters import UnsupportedModel, adapter_for
-from tracer.adapters.generic import GenericFallbackWarning, find_layers
-from tracer.names import BLOCK_NAMES, FINAL_NAMES, SAMPLING_NAMES, shape_doc
+from stepscope.tracer.adapters import UnsupportedModel, adapter_for
+from stepscope.tracer.adapters.generic import GenericFallbackWarning, find_layers
+from stepscope.tracer.names import BLOCK_NAMES, FINAL_NAMES, SAMPLING_NAMES, shape_doc
 
 BY_KEY = {f.key: f for f in FAMILIES + GENERIC}
 KEYS = [f.key for f in FAMILIES]

@@ -6,14 +6,14 @@ import pytest
 from tests.family_traces import Traces
 from tests.pane_harness import drive, screen_lines
 from tests.test_panes import assert_inert, cell_colours, screen_text
-from tui.render.palette import MASKED_RGB, PALETTE_RGB, WINDOW_RGB
-from tui.views.heatmap import ZOOMS
-from tui.widgets.heatmap import HeatmapPane
-from tui.widgets.kv_cache import KVCachePane
-from tui.widgets.model_overview import ModelOverviewPane
-from tui.widgets.tensor_detail import TensorDetail
-from tui.widgets.tensor_inspector import TensorInspector
-from tui.widgets.tensor_list import TensorList
+from stepscope.tui.render.palette import MASKED_RGB, PALETTE_RGB, WINDOW_RGB
+from stepscope.tui.views.heatmap import ZOOMS
+from stepscope.tui.widgets.heatmap import HeatmapPane
+from stepscope.tui.widgets.kv_cache import KVCachePane
+from stepscope.tui.widgets.model_overview import ModelOverviewPane
+from stepscope.tui.widgets.tensor_detail import TensorDetail
+from stepscope.tui.widgets.tensor_inspector import TensorInspector
+from stepscope.tui.widgets.tensor_list import TensorList
 
 
 @pytest.fixture(scope="module")
@@ -155,8 +155,8 @@ def test_tensor_detail_stays_small_without_experts(fam):
 
 
 def test_layers_list_shows_the_chosen_experts(fam):
-    from tui.views.mlp import routing
-    from tui.widgets.layers import LayersList
+    from stepscope.tui.views.mlp import routing
+    from stepscope.tui.widgets.layers import LayersList
 
     trace = fam["mixtral"]
     pane = LayersList(trace)
@@ -180,7 +180,7 @@ def test_layers_list_shows_the_chosen_experts(fam):
 
 
 def test_layers_list_has_no_experts_column_on_dense_models(fam):
-    from tui.widgets.layers import LayersList
+    from stepscope.tui.widgets.layers import LayersList
 
     seen = {}
 

@@ -8,13 +8,13 @@ import numpy as np
 import pytest
 
 from tests.family_traces import Traces, trace_tiny
-from tui.views.heatmap import Viewport, attention_map, extent, key_span
-from tui.views.kv_cache import kv_cache
-from tui.views.layers import head_rows, layer_experts, layer_rows
-from tui.views.mlp import compact_choices, format_choices, mlp_routing, mlp_routing_for, routing
-from tui.views.model_overview import model_overview, spans
-from tui.views.ops import short_name
-from tui.views.tensors import tensor_infos, tensor_op
+from stepscope.tui.views.heatmap import Viewport, attention_map, extent, key_span
+from stepscope.tui.views.kv_cache import kv_cache
+from stepscope.tui.views.layers import head_rows, layer_experts, layer_rows
+from stepscope.tui.views.mlp import compact_choices, format_choices, mlp_routing, mlp_routing_for, routing
+from stepscope.tui.views.model_overview import model_overview, spans
+from stepscope.tui.views.ops import short_name
+from stepscope.tui.views.tensors import tensor_infos, tensor_op
 
 PAT = "blocks.{}.attn.hook_pattern"
 WINDOW = 4  # tests/tiny_models.py: Mistral and Gemma windows; the prompt has 8 tokens, 4 steps follow
@@ -28,7 +28,7 @@ def fam(tmp_path_factory):
 
 def texts(trace, positions):
     """Escaped token texts; a partial UTF-8 token shows its bytes (`<0xE3>`), via its piece."""
-    from tui.text import escape_for_display, token_text
+    from stepscope.tui.text import escape_for_display, token_text
 
     return [escape_for_display(token_text(trace.tokens[p]["text"], trace.tokens[p].get("piece"))) for p in positions]
 

@@ -24,7 +24,7 @@ import numpy as np
 import pytest
 
 from tests.trace_edit import edit_entries
-from tracer import TraceError, load_trace
+from stepscope.tracer import TraceError, load_trace
 
 FIXTURE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "fixtures", "tiny_trace")
 N_MUTANTS = 400

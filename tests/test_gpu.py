@@ -11,9 +11,9 @@ import torch
 
 from tests.family_refs import randomize_norms
 from tests.tiny_models import byte_tokenizer, tiny_model
-from tracer import load_trace
-from tracer.session import GenerationSettings, LiveSession
-from tracer.staging import SLOTS, HostStager
+from stepscope.tracer import load_trace
+from stepscope.tracer.session import GenerationSettings, LiveSession
+from stepscope.tracer.staging import SLOTS, HostStager
 
 cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
 PROMPT = "Hi there"
@@ -90,7 +90,7 @@ def test_cuda_trace_equals_cpu_trace(key, tmp_path):
 @pytest.mark.gpu
 @cuda
 def test_smollm2_cuda_trace_equals_cpu_trace(tmp_path):
-    from tracer.loading import ModelLoadError, load_model
+    from stepscope.tracer.loading import ModelLoadError, load_model
 
     try:
         cpu_model = load_model(None, device="cpu").model

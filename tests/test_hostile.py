@@ -17,8 +17,8 @@ from safetensors import safe_open
 
 from tests.tiny_models import byte_tokenizer, tiny_model
 from tests.trace_edit import edit_entries, edit_manifest  # hand edits, re-stamped with their crc32
-from tracer import TraceError, load_trace
-from tracer.session import GenerationSettings, LiveSession
+from stepscope.tracer import TraceError, load_trace
+from stepscope.tracer.session import GenerationSettings, LiveSession
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 HOSTILE = ["\x1b]0;pwned\x07", "\x1b]52;c;ZXZpbA==\x07", "\x1b[2J\x1b[H", "[bold red]x[/]", "[@click=app.quit]q[/]",
@@ -170,7 +170,7 @@ def _assert_inert(text: str) -> None:
 def test_info_renders_every_hostile_field_inert(base, tmp_path, s):
     from rich.console import Console
 
-    from tui.info_view import model_table, trace_summary
+    from stepscope.tui.info_view import model_table, trace_summary
 
     tr = load_trace(_hostile_trace(base, tmp_path, s))
     buf = io.StringIO()
@@ -184,10 +184,10 @@ def test_info_renders_every_hostile_field_inert(base, tmp_path, s):
 
 
 def test_cli_info_on_a_hostile_trace_prints_nothing_raw(base, tmp_path):
-    from tui.cli import main
+    from stepscope.tui.cli import main
 
     path = _hostile_trace(base, tmp_path, "\x1b]0;pwned\x07\uffff")
-    res = subprocess.run([sys.executable, "-m", "tui.cli", "info", path], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    res = subprocess.run([sys.executable, "-m", "stepscope", "info", path], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert res.returncode == 0, res.stderr
     _assert_inert(res.stdout + res.stderr)
     assert "\\x1b" in res.stdout  # visible escape instead
@@ -237,7 +237,7 @@ def test_deeply_nested_json_is_a_trace_error(base, tmp_path):
 def test_info_on_a_broken_trace_is_one_line_exit_2(base, tmp_path):
     bad = _copy(base, tmp_path)
     edit_entries(bad, lambda es: es[0].pop("sampling"))
-    res = subprocess.run([sys.executable, "-m", "tui.cli", "info", bad], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    res = subprocess.run([sys.executable, "-m", "stepscope", "info", bad], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert res.returncode == 2 and res.stderr.count("\n") == 1 and "Traceback" not in res.stderr
     assert "steps[0].sampling" in res.stderr
 
@@ -304,7 +304,7 @@ def _snapshot(path):
 
 
 def test_failed_run_keeps_the_existing_trace(base, tmp_path, capsys):
-    from tui.cli import main
+    from stepscope.tui.cli import main
 
     existing = _copy(base, tmp_path)
     before = _snapshot(existing)
@@ -316,7 +316,7 @@ def test_failed_run_keeps_the_existing_trace(base, tmp_path, capsys):
 
 
 def test_foreign_directory_is_refused_untouched(tmp_path, capsys):
-    from tui.cli import main
+    from stepscope.tui.cli import main
 
     foreign = tmp_path / "foreign"
     foreign.mkdir()
@@ -361,7 +361,7 @@ def test_a_new_run_replaces_an_old_trace_once_its_first_step_is_complete(base, t
     (["--budget", "lots"], "--budget"),
 ])
 def test_bad_arguments_exit_2_with_one_line(tmp_path, capsys, argv, message):
-    from tui.cli import main
+    from stepscope.tui.cli import main
 
     out = tmp_path / "never"
     assert main(["trace", "--out", str(out), *argv]) == 2
@@ -371,7 +371,7 @@ def test_bad_arguments_exit_2_with_one_line(tmp_path, capsys, argv, message):
 
 
 def test_garbage_gguf_is_one_line(tmp_path, capsys):
-    from tui.cli import main
+    from stepscope.tui.cli import main
 
     gguf = tmp_path / "model.gguf"
     gguf.write_bytes(b"GGUF\x03\x00\x00\x00garbage")

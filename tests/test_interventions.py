@@ -8,9 +8,9 @@ import pytest
 import torch
 
 from tests.tiny_models import byte_tokenizer, tiny_model
-from tracer import load_trace
-from tracer.branch import BranchError, BranchSet, branch_path, effects
-from tracer.interventions import (
+from stepscope.tracer import load_trace
+from stepscope.tracer.branch import BranchError, BranchSet, branch_path, effects
+from stepscope.tracer.interventions import (
     Intervention,
     InterventionError,
     clamp_neuron,
@@ -22,7 +22,7 @@ from tracer.interventions import (
     zero_head,
     zero_neuron,
 )
-from tracer.session import GenerationSettings, LiveSession
+from stepscope.tracer.session import GenerationSettings, LiveSession
 
 PROMPT, OTHER = "The cat sat", "The dog ran"  # same token length (byte tokenizer)
 N = 5
@@ -82,7 +82,7 @@ def _no_hooks_left(model):
     """No intervention hook and no z editor remains (transformers keeps hooks of its own)."""
     for m in model.modules():
         hooks = [*m._forward_hooks.values(), *m._forward_pre_hooks.values()]
-        assert not [f for f in hooks if f.__module__ == "tracer.interventions"], type(m).__name__
+        assert not [f for f in hooks if f.__module__ == "stepscope.tracer.interventions"], type(m).__name__
         assert "_stepscope_edit_z" not in m.__dict__
 
 

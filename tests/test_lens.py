@@ -13,9 +13,9 @@ from safetensors import safe_open
 
 from tests.family_refs import randomize_norms
 from tests.tiny_models import byte_tokenizer, tiny_model
-from tracer import load_trace
-from tracer.lens import LENS_FILE, RESID_ROWS, LogitLens
-from tracer.session import GenerationSettings, LiveSession, cache_kwarg
+from stepscope.tracer import load_trace
+from stepscope.tracer.lens import LENS_FILE, RESID_ROWS, LogitLens
+from stepscope.tracer.session import GenerationSettings, LiveSession, cache_kwarg
 
 PROMPT = "Hi there"
 
@@ -126,8 +126,8 @@ def test_head_results_computed_later_equal_those_computed_while_tracing(key, tmp
 
 def test_a_lens_file_that_cannot_be_written_fails_the_session_in_one_line(tmp_path, monkeypatch):
     """A lens.safetensors that cannot be written stops the session before any step, with the reason."""
-    from tracer.trace_format import TraceWriteError
-    from tracer.writer import TraceWriter
+    from stepscope.tracer.trace_format import TraceWriteError
+    from stepscope.tracer.writer import TraceWriter
 
     def full(self, name, arrays):
         raise TraceWriteError(f"disk full while writing {name}")

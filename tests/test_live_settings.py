@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from tui.live_settings import SettingsError, parse_settings, settings_text
+from stepscope.tui.live_settings import SettingsError, parse_settings, settings_text
 
 CURRENT = {"do_sample": False, "temperature": 1.0, "top_k": 0, "top_p": 1.0, "min_p": 0.0, "seed": 0,
            "max_new_tokens": 16}
@@ -31,10 +31,10 @@ def test_bad_settings_are_one_line(text, message):
 
 @pytest.mark.anyio
 async def test_sampler_change_applies_from_the_next_step_and_is_in_its_entry(tiny):
-    from tracer.session import GenerationSettings, LiveSession
-    from tui.app import StepscopeApp
-    from tui.screens.main import MainScreen
-    from tui.screens.prompt import PromptScreen
+    from stepscope.tracer.session import GenerationSettings, LiveSession
+    from stepscope.tui.app import StepscopeApp
+    from stepscope.tui.screens.main import MainScreen
+    from stepscope.tui.screens.prompt import PromptScreen
 
     model, tokenizer = tiny
 
@@ -91,8 +91,8 @@ async def test_sampler_change_applies_from_the_next_step_and_is_in_its_entry(tin
 def test_session_update_settings_records_seed_and_limit_per_step(tiny, tmp_path):
     """tracer side: the session validates first (nothing changes on a bad value), applies from the
     next step, and each later step entry says what it ran with; raising the limit resumes."""
-    from tracer import load_trace
-    from tracer.session import GenerationSettings, LiveSession
+    from stepscope.tracer import load_trace
+    from stepscope.tracer.session import GenerationSettings, LiveSession
 
     model, tokenizer = tiny
     s = LiveSession(model, tokenizer, "ab", GenerationSettings(max_new_tokens=2, stop_at_eos=False), out=str(tmp_path / "t"))

@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import pytest
 
-from tracer import load_trace
-from tui.app import StepscopeApp
-from tui.screens.main import MainScreen
-from tui.widgets.tensor_list import TensorList
-from tui.widgets.watch import WatchPane
+from stepscope.tracer import load_trace
+from stepscope.tui.app import StepscopeApp
+from stepscope.tui.screens.main import MainScreen
+from stepscope.tui.widgets.tensor_list import TensorList
+from stepscope.tui.widgets.watch import WatchPane
 
 pytestmark = pytest.mark.anyio
 SIZE = (120, 40)

@@ -7,15 +7,15 @@ import pytest
 
 from tests import synthetic_trace as syn
 from tests.pane_harness import drive, screen_lines
-from tracer import load_trace
-from tui.views.tensors import format_number
-from tui.widgets.heatmap import HeatmapPane
-from tui.widgets.kv_cache import KVCachePane
-from tui.widgets.logit_lens import LogitLensPane
-from tui.widgets.model_overview import ModelOverviewPane
-from tui.widgets.tensor_browser import TensorBrowser
-from tui.widgets.tensor_inspector import TensorInspector
-from tui.widgets.tensor_list import TensorList
+from stepscope.tracer import load_trace
+from stepscope.tui.views.tensors import format_number
+from stepscope.tui.widgets.heatmap import HeatmapPane
+from stepscope.tui.widgets.kv_cache import KVCachePane
+from stepscope.tui.widgets.logit_lens import LogitLensPane
+from stepscope.tui.widgets.model_overview import ModelOverviewPane
+from stepscope.tui.widgets.tensor_browser import TensorBrowser
+from stepscope.tui.widgets.tensor_inspector import TensorInspector
+from stepscope.tui.widgets.tensor_list import TensorList
 
 FIXTURE = os.path.join(os.path.dirname(__file__), "fixtures", "tiny_trace")
 

@@ -12,11 +12,11 @@ from rich.cells import cell_len
 
 from tests import pane_harness as harness
 from tests import synthetic_trace as syn
-from tracer import load_trace
-from tui.render.palette import MASKED_RGB, PALETTE_RGB
-from tui.views.heatmap import ZOOMS
-from tui.widgets.cursor import Cursor
-from tui.widgets.heatmap import HeatmapPane
+from stepscope.tracer import load_trace
+from stepscope.tui.render.palette import MASKED_RGB, PALETTE_RGB
+from stepscope.tui.views.heatmap import ZOOMS
+from stepscope.tui.widgets.cursor import Cursor
+from stepscope.tui.widgets.heatmap import HeatmapPane
 
 
 
@@ -224,10 +224,10 @@ def test_heatmap_validates_and_reports_missing(tmp_path, trace):
 
 # -- tensor browser (issue 7 defect 5) ------------------------------------------------------------------
 
-from tui.views.tensors import format_number  # noqa: E402
-from tui.widgets.tensor_browser import TensorBrowser  # noqa: E402
-from tui.widgets.tensor_inspector import TensorInspector  # noqa: E402
-from tui.widgets.tensor_list import TensorList  # noqa: E402
+from stepscope.tui.views.tensors import format_number  # noqa: E402
+from stepscope.tui.widgets.tensor_browser import TensorBrowser  # noqa: E402
+from stepscope.tui.widgets.tensor_inspector import TensorInspector  # noqa: E402
+from stepscope.tui.widgets.tensor_list import TensorList  # noqa: E402
 
 
 def text_of(app) -> str:
@@ -317,7 +317,7 @@ def test_browser_export_beside_the_trace_with_feedback(trace, tmp_path_factory):
 
 # -- token strip (issue 7 defect 7) ---------------------------------------------------------------------
 
-from tui.widgets.token_strip import TokenStrip  # noqa: E402
+from stepscope.tui.widgets.token_strip import TokenStrip  # noqa: E402
 
 
 def _bytes_trace(tmp_path, monkeypatch, texts_pieces):
@@ -394,8 +394,8 @@ def test_heatmap_follows_a_query_chosen_in_the_strip(trace):
 
 # -- candidates (issue 7 defects 4 and 7) ------------------------------------------------------------
 
-from tui.views.candidates import candidates  # noqa: E402
-from tui.widgets.candidates import CandidatesPane  # noqa: E402
+from stepscope.tui.views.candidates import candidates  # noqa: E402
+from stepscope.tui.widgets.candidates import CandidatesPane  # noqa: E402
 
 
 def test_candidates_final_p_column_one_based_ranks_and_greyed_tail(trace):
@@ -463,7 +463,7 @@ def test_candidate_rows_with_odd_spaces_keep_their_columns(tmp_path, monkeypatch
 
 
 def test_app_strip_click_and_heatmap_arrows_move_one_cursor(trace):
-    from tui.app import StepscopeApp
+    from stepscope.tui.app import StepscopeApp
 
     app = StepscopeApp(trace=trace)
 
@@ -498,7 +498,7 @@ def test_app_strip_click_and_heatmap_arrows_move_one_cursor(trace):
 @pytest.fixture(scope="module")
 def sampled(tiny, tmp_path_factory):
     """Prompt `a½中🙂` (one token per byte: 10 tokens), 3 sampled tokens with top-k 5."""
-    from tracer.session import GenerationSettings, LiveSession
+    from stepscope.tracer.session import GenerationSettings, LiveSession
 
     model, tok = tiny
     out = tmp_path_factory.mktemp("sampled") / "trace"
@@ -545,7 +545,7 @@ def test_sampled_step_shows_twenty_removed_candidates_greyed(sampled):
 
 def test_lens_shows_a_no_break_space_token_visibly(tmp_path, monkeypatch):
     """The no-break space (SmolLM2 id 15442) rendered blank in the Lens."""
-    from tui.widgets.logit_lens import LogitLensPane
+    from stepscope.tui.widgets.logit_lens import LogitLensPane
 
     monkeypatch.setitem(syn.TEXTS, 8, "\u00a0")  # the token step 0 chooses
     tr = load_trace(syn.build_trace(tmp_path / "nbsp", n_decode=1))

@@ -10,10 +10,10 @@ from transformers import LogitsProcessor, LogitsProcessorList, StoppingCriteria,
 
 import stepscope
 from tests.tiny_models import byte_tokenizer, tiny_model
-from tracer.adapters import adapter_for
-from tracer.export import tl_cache
-from tracer.record import RecordError
-from tracer.recorder import Recorder
+from stepscope.tracer.adapters import adapter_for
+from stepscope.tracer.export import tl_cache
+from stepscope.tracer.record import RecordError
+from stepscope.tracer.recorder import Recorder
 
 PROMPT = "Hi there"
 

@@ -9,10 +9,10 @@ import torch
 
 from tests.family_refs import randomize_norms
 from tests.tiny_models import byte_tokenizer, tiny_model
-from tracer import load_trace
-from tracer.adapters import adapter_for
-from tracer.recorder import Recorder
-from tracer.session import GenerationSettings, LiveSession
+from stepscope.tracer import load_trace
+from stepscope.tracer.adapters import adapter_for
+from stepscope.tracer.recorder import Recorder
+from stepscope.tracer.session import GenerationSettings, LiveSession
 
 PROMPT = "Hi [b]x\n"
 NEW = 4
@@ -294,8 +294,8 @@ def test_session_leaves_no_hooks_behind():
 
 @pytest.mark.parametrize("flat", [True, False])  # one flat copy (decode steps), or views (a step over FLAT_MAX)
 def test_nonfinite_scan_flags_nan_and_inf_but_not_masked_scores(flat, monkeypatch):
-    from tracer import staging
-    from tracer.staging import HostStager, nonfinite
+    from stepscope.tracer import staging
+    from stepscope.tracer.staging import HostStager, nonfinite
 
     if not flat:
         monkeypatch.setattr(staging, "FLAT_MAX", 0)
@@ -317,7 +317,7 @@ def test_nonfinite_scan_flags_nan_and_inf_but_not_masked_scores(flat, monkeypatc
 
 
 def test_only_modules_holding_kept_names_are_wrapped():
-    from tracer.names import NameFilter
+    from stepscope.tracer.names import NameFilter
 
     model = tiny_model("llama")
     adapter = adapter_for(model)
@@ -338,7 +338,7 @@ def test_hook_normalized_is_computed_by_the_reader_from_the_recorded_norm_input(
     """A norm's input is a tensor the trace already holds (ln1's is hook_resid_pre, ln2's
     hook_resid_mid): the file stores hook_scale only, the manifest names the input, and the
     reader's hook_normalized equals the one the tracer computes when it cannot leave it out."""
-    from tracer.session import GenerationSettings, LiveSession
+    from stepscope.tracer.session import GenerationSettings, LiveSession
 
     def trace(out, record=None):
         s = LiveSession(randomize_norms(tiny_model(key)), byte_tokenizer(), "Hi there", GenerationSettings(max_new_tokens=3), out=str(out), record=record)

@@ -7,10 +7,10 @@ import numpy as np
 from rich.color import ColorSystem
 from rich.console import Console
 
-from tui.render import MASKED, PALETTE, WINDOW, HeatmapRenderable, Histogram, ProbBar, Sparkline
-from tui.render.palette import PALETTE_RGB, levels, luminance
-from tui.render.probbar import bar_chars
-from tui.render.spark import spark_chars
+from stepscope.tui.render import MASKED, PALETTE, WINDOW, HeatmapRenderable, Histogram, ProbBar, Sparkline
+from stepscope.tui.render.palette import PALETTE_RGB, levels, luminance
+from stepscope.tui.render.probbar import bar_chars
+from stepscope.tui.render.spark import spark_chars
 
 SGR = re.compile(r"\x1b\[([0-9;]*)m")
 CELL = re.compile(r"\x1b\[([0-9;]*)m(▀+)")

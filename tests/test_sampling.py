@@ -7,9 +7,9 @@ import pytest
 import torch
 
 from tests.tiny_models import byte_tokenizer, tiny_model
-from tracer import load_trace
-from tracer.sampler import Sampler, SamplerSettings, nucleus_size
-from tracer.session import GenerationSettings, LiveSession
+from stepscope.tracer import load_trace
+from stepscope.tracer.sampler import Sampler, SamplerSettings, nucleus_size
+from stepscope.tracer.session import GenerationSettings, LiveSession
 
 
 def _logits(seed=0, vocab=300):

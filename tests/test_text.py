@@ -6,7 +6,7 @@ import re
 from rich.console import Console
 from rich.text import Text
 
-from tui.text import STYLE_SPECIAL, display_token, escape_for_display, truncate
+from stepscope.tui.text import STYLE_SPECIAL, display_token, escape_for_display, truncate
 
 SGR = re.compile(r"\x1b\[[0-9;]*m")  # rich's own colour codes
 
@@ -88,7 +88,7 @@ def test_escape_is_idempotent_and_truncate():
 
 from rich.cells import cell_len  # noqa: E402
 
-from tui.text import fit, merge_partial, piece_bytes, token_text  # noqa: E402
+from stepscope.tui.text import fit, merge_partial, piece_bytes, token_text  # noqa: E402
 
 
 def test_unicode_spaces_and_format_characters_are_visible():
@@ -152,7 +152,7 @@ def test_truncate_and_fit_count_cells_not_characters():
 
 
 def test_inert_keeps_spaces_and_escapes_the_rest():
-    from tracer.inert import inert
+    from stepscope.tracer.inert import inert
 
     assert inert("/tmp/my trace-exports/x.npy") == "/tmp/my trace-exports/x.npy"
     assert inert("a\x1b]52;c;AAAA\x07b") == "a\\x1b]52;c;AAAA\\x07b"  # OSC 52 made visible
@@ -162,8 +162,8 @@ def test_inert_keeps_spaces_and_escapes_the_rest():
 def test_one_escape_rule_for_tokens_names_and_cli():
     """tracer.inert (CLI, info), tui.text.inert_text (names in the TUI) and token display escape
     the same code points the same way."""
-    from tracer.inert import inert
-    from tui.text import inert_text
+    from stepscope.tracer.inert import inert
+    from stepscope.tui.text import inert_text
 
     for ch in ["\x1b", "\x85", "\u00a0", "\u00ad", "\u115f", "\u200b", "\u202e", "\u3164", "\ufe0f", "\ue000",
                "\ufffe", "\U000e0041", "\u0378"]:

@@ -13,10 +13,10 @@ import numpy as np
 import pytest
 from safetensors import safe_open
 
-import tracer.writer as writer_mod
+import stepscope.tracer.writer as writer_mod
 from tests.tiny_models import byte_tokenizer, tiny_model
-from tracer import TraceError, TraceWriteError, load_trace
-from tracer.session import GenerationSettings, LiveSession
+from stepscope.tracer import TraceError, TraceWriteError, load_trace
+from stepscope.tracer.session import GenerationSettings, LiveSession
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -55,7 +55,7 @@ def _wait_for_steps(path, n, proc, timeout=120):
 
 
 def _trace_cmd(model_dir, out, n=400):
-    return [sys.executable, "-m", "tui.cli", "trace", "--model", model_dir, "--prompt", "abc", "--no-chat",
+    return [sys.executable, "-m", "stepscope", "trace", "--model", model_dir, "--prompt", "abc", "--no-chat",
             "--max-new-tokens", str(n), "--out", out]
 
 
@@ -151,7 +151,7 @@ def test_step_files_are_standard_safetensors(small_trace):
 
 def test_reading_never_imports_torch(small_trace):
     code = (
-        "import sys; from tracer import load_trace; tr = load_trace(sys.argv[1]); "
+        "import sys; from stepscope.tracer import load_trace; tr = load_trace(sys.argv[1]); "
         "s = tr.steps[1]; [s[n].sum() for n in s.names]; "
         "assert 'torch' not in sys.modules, 'torch imported'; print(len(s.names))"
     )
@@ -162,7 +162,7 @@ def test_reading_never_imports_torch(small_trace):
 
 def test_tracer_never_imports_textual_or_rich():
     code = (
-        "import sys, tracer, tracer.session, tracer.loading, tracer.recorder, tracer.estimate; "
+        "import sys, stepscope.tracer, stepscope.tracer.session, stepscope.tracer.loading, stepscope.tracer.recorder, stepscope.tracer.estimate; "
         "bad = [m for m in sys.modules if m.split('.')[0] in ('textual', 'rich')]; "
         "assert not bad, bad"
     )

@@ -10,9 +10,9 @@ import pytest
 from safetensors import safe_open
 
 from tests.tiny_models import byte_tokenizer, tiny_model
-from tracer import TraceError, load_trace
-from tracer.session import GenerationSettings, LiveSession
-from tracer.writer import TraceWriter, write_step_file
+from stepscope.tracer import TraceError, load_trace
+from stepscope.tracer.session import GenerationSettings, LiveSession
+from stepscope.tracer.writer import TraceWriter, write_step_file
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 V1 = os.path.join(HERE, "fixtures", "tiny_trace_v1")
@@ -182,8 +182,8 @@ def test_staged_step_arrays_write_the_same_file_as_a_plain_dict(tmp_path, big):
     one piece, maps last) stores exactly what a plain dict of the same arrays stores."""
     import torch
 
-    from tracer.staging import HostStager
-    from tracer.step_arrays import StepArrays
+    from stepscope.tracer.staging import HostStager
+    from stepscope.tracer.step_arrays import StepArrays
 
     g = torch.Generator().manual_seed(0)
     n = 70_000 if big else 7
@@ -208,7 +208,7 @@ def test_staged_step_arrays_write_the_same_file_as_a_plain_dict(tmp_path, big):
 
 
 def test_step_arrays_is_a_mapping_over_one_buffer():
-    from tracer.step_arrays import StepArrays
+    from stepscope.tracer.step_arrays import StepArrays
 
     flat = np.arange(10, dtype=np.float32)
     arrays = StepArrays(flat, ["a", "b"], [(2, 3), (4,)])
@@ -229,7 +229,7 @@ def test_a_filesystem_without_direct_io_gets_the_same_file(tmp_path, monkeypatch
     refuses that (EINVAL at open or at the first write), the same bytes are written normally."""
     import errno
 
-    from tracer import direct_io
+    from stepscope.tracer import direct_io
 
     arrays = {"logits": np.random.default_rng(0).standard_normal((3, 50_001)).astype(np.float32),
               "hook_embed": np.arange(10, dtype=np.float32).reshape(2, 5)}
@@ -320,7 +320,7 @@ def test_omitted_attention_rows_are_recomputed_exactly(tmp_path):
 
 
 def test_writer_uses_the_schema_nan_becomes_null_and_invalid_entries_are_refused(tmp_path):
-    from tracer import TraceWriteError
+    from stepscope.tracer import TraceWriteError
 
     out = str(tmp_path / "w")
     w = TraceWriter(out, _manifest(), background=False)
@@ -339,7 +339,7 @@ def test_writer_uses_the_schema_nan_becomes_null_and_invalid_entries_are_refused
 
 def test_info_on_a_damaged_step_log_is_one_line_naming_the_file(tmp_path, capsys):
     from tests.make_fixture import FIXTURE
-    from tui.cli import main
+    from stepscope.tui.cli import main
 
     bad = str(tmp_path / "t")
     shutil.copytree(FIXTURE, bad)

@@ -6,21 +6,21 @@ import numpy as np
 import pytest
 
 from tests import synthetic_trace as syn
-from tracer import load_trace
-from tracer.names import forward_order
-from tui.views import cache
-from tui.views.candidates import candidates, chosen_line, settings_line, stages_line
-from tui.views.heatmap import Viewport, attention_map, extent, kv_head_of
-from tui.views.kv_cache import kv_cache
-from tui.views.layers import entropy, fmt, head_grid, head_rows, head_stats, layer_rows
-from tui.views.logit_lens import logit_lens
-from tui.views.model_overview import human_count, model_overview
-from tui.views.ops import operation, short_name
-from tui.views.tensors import (
+from stepscope.tracer import load_trace
+from stepscope.tracer.names import forward_order
+from stepscope.tui.views import cache
+from stepscope.tui.views.candidates import candidates, chosen_line, settings_line, stages_line
+from stepscope.tui.views.heatmap import Viewport, attention_map, extent, kv_head_of
+from stepscope.tui.views.kv_cache import kv_cache
+from stepscope.tui.views.layers import entropy, fmt, head_grid, head_rows, head_stats, layer_rows
+from stepscope.tui.views.logit_lens import logit_lens
+from stepscope.tui.views.model_overview import human_count, model_overview
+from stepscope.tui.views.ops import operation, short_name
+from stepscope.tui.views.tensors import (
     axis_names, browse_slice, clamp_lead, compute_stats, export_npy, format_number, slice_rows, tensor_infos,
     tensor_op, tensor_stats, summarize,
 )
-from tui.views.vocab import token_texts
+from stepscope.tui.views.vocab import token_texts
 
 FIXTURE = os.path.join(os.path.dirname(__file__), "fixtures", "tiny_trace")
 PAT = "blocks.{}.attn.hook_pattern"
@@ -80,7 +80,7 @@ def test_stacked_map_is_lower_triangular_over_all_positions(trace):
 
 
 def test_stacked_reads_only_the_visible_rows(trace, monkeypatch):
-    from tracer.reader import Step
+    from stepscope.tracer.reader import Step
 
     seen = []
     original = Step.__getitem__
@@ -191,7 +191,7 @@ def test_stats_count_nan_and_inf(tmp_path):
 
 
 def test_stats_are_cached_per_step_and_name(trace, monkeypatch):
-    import tui.views.tensors as tensors
+    import stepscope.tui.views.tensors as tensors
 
     calls = []
     monkeypatch.setattr(tensors, "compute_stats", lambda arr, bins=24: calls.append(arr.shape) or "stats")
@@ -462,7 +462,7 @@ def test_vocab_texts_from_a_saved_tokenizer(tmp_path):
 
 # -- heatmap: zoom levels, labels, scales, the cell readout (issue 7 defect 6) ----------------------
 
-from tui.views.heatmap import ZOOMS, cell_info, fit_zoom, scale_legend, zoom_label  # noqa: E402
+from stepscope.tui.views.heatmap import ZOOMS, cell_info, fit_zoom, scale_legend, zoom_label  # noqa: E402
 
 
 def test_every_zoom_level_is_reachable_in_order():
@@ -508,7 +508,7 @@ def test_cell_readout_matches_the_recorded_row(trace):
 
 # -- tensor browser: named axes, any two axes, head slices, export beside the trace (defect 5) ------
 
-from tui.views.tensors import (  # noqa: E402
+from stepscope.tui.views.tensors import (  # noqa: E402
     SliceView, axis_labels, axis_pairs, default_view, export_array, export_dir_for, slice_filename, slice_label,
     view_slice, with_axes, with_index,
 )

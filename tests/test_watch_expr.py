@@ -8,7 +8,7 @@ import os
 import numpy as np
 import pytest
 
-from tui.watch import ExprError, Watch, parse, parse_comparison, unparse
+from stepscope.tui.watch import ExprError, Watch, parse, parse_comparison, unparse
 
 
 def softmax(x):
@@ -130,8 +130,8 @@ def test_a_damaged_step_file_is_nan_with_a_reason(tmp_path):
     import shutil
 
     from tests.synthetic_trace import build_trace
-    from tracer import load_trace
-    from tui.breakpoints import Breakpoint
+    from stepscope.tracer import load_trace
+    from stepscope.tui.breakpoints import Breakpoint
 
     path = build_trace(tmp_path / "t", n_decode=3)
     trace = load_trace(path)
@@ -165,7 +165,7 @@ class _Lens:
 
 
 def test_lens_of_any_token_with_a_readers_lazy_lens(tmp_path):
-    from tracer import load_trace
+    from stepscope.tracer import load_trace
 
     trace = load_trace(os.path.join(os.path.dirname(__file__), "fixtures", "tiny_trace"))
     w_u = np.random.default_rng(0).normal(size=(64, 259)).astype(np.float32)
@@ -178,8 +178,8 @@ def test_lens_of_any_token_with_a_readers_lazy_lens(tmp_path):
 
 
 def test_private_trace_grows_instead_of_reloading(fixture_trace):
-    from tracer.reader import Trace
-    from tui.watch import fresh_step, private_trace
+    from stepscope.tracer.reader import Trace
+    from stepscope.tui.watch import fresh_step, private_trace
 
     ui = Trace(fixture_trace.path, {**fixture_trace.manifest, "steps": list(fixture_trace.manifest["steps"][:3]),
                                     "tokens": list(fixture_trace.tokens[:fixture_trace.prompt_len + 3])})

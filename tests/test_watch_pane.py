@@ -6,10 +6,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from tui.app import StepscopeApp
-from tui.screens.main import MainScreen
-from tui.screens.prompt import PromptScreen
-from tui.widgets.watch import WatchPane, bin_of, spark
+from stepscope.tui.app import StepscopeApp
+from stepscope.tui.screens.main import MainScreen
+from stepscope.tui.screens.prompt import PromptScreen
+from stepscope.tui.widgets.watch import WatchPane, bin_of, spark
 
 pytestmark = pytest.mark.anyio
 SIZE = (120, 40)

@@ -9,9 +9,9 @@ import torch
 from transformers import LogitsProcessorList, MinPLogitsWarper, TemperatureLogitsWarper, TopKLogitsWarper, TopPLogitsWarper
 
 from tests.tiny_models import byte_tokenizer, tiny_model
-from tracer import load_trace
-from tracer.session import GenerationSettings, LiveSession
-from tracer.whatif import WhatIfSettings, distribution, replay, side_by_side
+from stepscope.tracer import load_trace
+from stepscope.tracer.session import GenerationSettings, LiveSession
+from stepscope.tracer.whatif import WhatIfSettings, distribution, replay, side_by_side
 
 SETTINGS = [
     dict(temperature=0.7),
@@ -48,7 +48,7 @@ def test_pipeline_equals_transformers_warpers(s):
 @pytest.mark.parametrize("s", SETTINGS + [dict(temperature=0.01), dict(top_k=1)])
 @pytest.mark.parametrize("do_sample", [True, False])
 def test_pipeline_equals_the_live_sampler(s, do_sample):
-    from tracer.sampler import Sampler, SamplerSettings
+    from stepscope.tracer.sampler import Sampler, SamplerSettings
 
     for seed in range(3):
         raw = torch.randn(1000, generator=torch.Generator().manual_seed(seed)) * 4  # [vocab]

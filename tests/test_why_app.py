@@ -12,13 +12,13 @@ import numpy as np
 import pytest
 
 from tests.tiny_models import byte_tokenizer, tiny_model
-from tracer import load_trace
-from tracer.attribution import attribute
-from tracer.session import GenerationSettings, LiveSession
-from tui.app import StepscopeApp
-from tui.widgets.attribution import AttributionPane
-from tui.widgets.diff import DiffPane
-from tui.widgets.whatif import WhatIfPane
+from stepscope.tracer import load_trace
+from stepscope.tracer.attribution import attribute
+from stepscope.tracer.session import GenerationSettings, LiveSession
+from stepscope.tui.app import StepscopeApp
+from stepscope.tui.widgets.attribution import AttributionPane
+from stepscope.tui.widgets.diff import DiffPane
+from stepscope.tui.widgets.whatif import WhatIfPane
 
 
 def _trace(path, prompt):
@@ -72,7 +72,7 @@ async def click_text(pilot, pane, text: str, nth: int = 0):
 
 
 def test_why_pane_reads_the_unembedding_in_a_worker_and_the_keys_stay_live(paths, monkeypatch):
-    import tui.widgets.attribution as module
+    import stepscope.tui.widgets.attribution as module
 
     release = threading.Event()
     real = module.read_lens
@@ -140,7 +140,7 @@ def test_why_pane_keys_and_clicks(paths):
 
 
 def module_rivals(trace, step):
-    from tui.views.attribution import rivals
+    from stepscope.tui.views.attribution import rivals
 
     return rivals(trace, step)
 
@@ -166,7 +166,7 @@ def test_whatif_pane_keys_and_clicks(paths):
         argmax = int(np.argmax(np.asarray(trace.steps[1]["logits"][-1])))
         chosen = next(line for line in pane.plain_lines if line.startswith("would choose"))
         assert "p 1.000" in chosen
-        from tui.views.attribution import token
+        from stepscope.tui.views.attribution import token
 
         assert chosen.startswith("would choose " + token(trace, argmax).plain)
         await click_text(pilot, pane, "r[recorded]")
@@ -176,8 +176,8 @@ def test_whatif_pane_keys_and_clicks(paths):
 
 
 def test_compare_pane_from_diff_app(paths, tmp_path):
-    from tracer.diff import compare
-    from tui.cli import diff_app
+    from stepscope.tracer.diff import compare
+    from stepscope.tui.cli import diff_app
 
     a, b = load_trace(paths[0]), load_trace(paths[1])
     app = diff_app(a, b)
@@ -235,7 +235,7 @@ def test_compare_with_a_copy_is_identical_and_D_opens_a_directory(paths, tmp_pat
 def test_diff_on_a_terminal_opens_the_app_and_without_one_prints(paths, monkeypatch, capsys):
     import sys
 
-    from tui import cli
+    from stepscope.tui import cli
 
     opened = []
     monkeypatch.setattr(cli, "_run_app", lambda app: opened.append(app) or 0)

@@ -8,14 +8,14 @@ import pytest
 
 from tests import pane_harness as harness
 from tests.tiny_models import byte_tokenizer, tiny_model
-from tracer import load_trace
-from tracer.attribution import attribute
-from tracer.session import GenerationSettings, LiveSession
-from tracer.whatif import WhatIfSettings
-from tui.widgets.attribution import AttributionPane
-from tui.widgets.cursor import Cursor
-from tui.widgets.diff import DiffPane
-from tui.widgets.whatif import WhatIfPane
+from stepscope.tracer import load_trace
+from stepscope.tracer.attribution import attribute
+from stepscope.tracer.session import GenerationSettings, LiveSession
+from stepscope.tracer.whatif import WhatIfSettings
+from stepscope.tui.widgets.attribution import AttributionPane
+from stepscope.tui.widgets.cursor import Cursor
+from stepscope.tui.widgets.diff import DiffPane
+from stepscope.tui.widgets.whatif import WhatIfPane
 
 
 def drive(pane, script, size=(100, 40)):

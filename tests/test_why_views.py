@@ -6,13 +6,13 @@ import numpy as np
 import pytest
 
 from tests.tiny_models import byte_tokenizer, tiny_model
-from tracer import load_trace
-from tracer.attribution import attribute
-from tracer.session import GenerationSettings, LiveSession
-from tracer.whatif import WhatIfSettings
-from tui.views.attribution import attribution_lines, rivals, top_head
-from tui.views.diff import diff_lines
-from tui.views.whatif import adjusted, recorded_settings, whatif_lines
+from stepscope.tracer import load_trace
+from stepscope.tracer.attribution import attribute
+from stepscope.tracer.session import GenerationSettings, LiveSession
+from stepscope.tracer.whatif import WhatIfSettings
+from stepscope.tui.views.attribution import attribution_lines, rivals, top_head
+from stepscope.tui.views.diff import diff_lines
+from stepscope.tui.views.whatif import adjusted, recorded_settings, whatif_lines
 
 
 def _trace(path, prompt: str, **settings) -> object:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import os
 
-from tracer.trace_format import stamp_json, unstamp
+from stepscope.tracer.trace_format import stamp_json, unstamp
 
 
 def _load(raw: bytes, label: str):

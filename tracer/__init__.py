@@ -1,6 +1,6 @@
 """stepscope's tracer: records every intermediate tensor of a decoder's generation.
 
-`from tracer import load_trace` stays torch-free; the recording side (`tracer.session`,
+`from stepscope.tracer import load_trace` stays torch-free; the recording side (`tracer.session`,
 `tracer.loading`) imports torch and transformers when used.
 """
 

@@ -1,6 +1,6 @@
 """Lazy, torch-free reading of a trace directory, which is untrusted input.
 
-    from tracer import load_trace
+    from stepscope.tracer import load_trace
     tr = load_trace("traces/paris")
     tr.tokens[-1]["text"]                      # prompt + generated tokens
     step = tr.steps[0]                         # the prefill

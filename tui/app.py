@@ -31,27 +31,27 @@ from textual.binding import Binding
 from textual.reactive import var
 from textual.worker import Worker, WorkerState
 
-from tracer.inert import inert
-from tracer.reader import Trace
-from tracer.trace_format import TraceError
-from tui.breakpoint_scan import BreakpointScanDone, start_scan
-from tui.breakpoints import SYNTAX_HELP, BreakpointSet
-from tui.commands import PROVIDERS
-from tui.live import (WORKER_TITLES, ContinueDone, LiveWorkers, LoadProgress, Saved, SessionReady,
+from stepscope.tracer.inert import inert
+from stepscope.tracer.reader import Trace
+from stepscope.tracer.trace_format import TraceError
+from stepscope.tui.breakpoint_scan import BreakpointScanDone, start_scan
+from stepscope.tui.breakpoints import SYNTAX_HELP, BreakpointSet
+from stepscope.tui.commands import PROVIDERS
+from stepscope.tui.live import (WORKER_TITLES, ContinueDone, LiveWorkers, LoadProgress, Saved, SessionReady,
                       SettingsApplied, StepsReady, default_session_factory)
-from tui.live_settings import SettingsError, current_settings, parse_settings, settings_text
-from tui.screens.breakpoints import BreakpointsScreen
-from tui.screens.error import ErrorScreen
-from tui.screens.help import HelpScreen, binding_rows
-from tui.screens.main import PANES, MainScreen
-from tui.screens.prompt import GotoScreen, PromptScreen
-from tui.screens.too_small import MIN_HEIGHT, MIN_WIDTH, TooSmallScreen
-from tui.widgets.cursor import Cursor
-from tui.widgets.heads import HeadsList
-from tui.widgets.layers import LayersList
-from tui.widgets.tensor_browser import TensorBrowser
-from tui.widgets.tensor_inspector import TensorInspector
-from tui.widgets.watch import WATCH_HINT, WatchPane
+from stepscope.tui.live_settings import SettingsError, current_settings, parse_settings, settings_text
+from stepscope.tui.screens.breakpoints import BreakpointsScreen
+from stepscope.tui.screens.error import ErrorScreen
+from stepscope.tui.screens.help import HelpScreen, binding_rows
+from stepscope.tui.screens.main import PANES, MainScreen
+from stepscope.tui.screens.prompt import GotoScreen, PromptScreen
+from stepscope.tui.screens.too_small import MIN_HEIGHT, MIN_WIDTH, TooSmallScreen
+from stepscope.tui.widgets.cursor import Cursor
+from stepscope.tui.widgets.heads import HeadsList
+from stepscope.tui.widgets.layers import LayersList
+from stepscope.tui.widgets.tensor_browser import TensorBrowser
+from stepscope.tui.widgets.tensor_inspector import TensorInspector
+from stepscope.tui.widgets.watch import WATCH_HINT, WatchPane
 
 _HERE = os.path.dirname(os.path.abspath(__file__))
 

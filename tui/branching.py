@@ -11,7 +11,7 @@ import copy
 import numpy as np
 from textual.message import Message
 
-from tracer.reader import Trace
+from stepscope.tracer.reader import Trace
 
 
 class BranchMade(Message):
@@ -25,7 +25,7 @@ class BranchMade(Message):
 def make_branch_set(session):
     """A BranchSet over the live session (made before its first step), None where branching is unavailable."""
     try:
-        from tracer.branch import BranchSet
+        from stepscope.tracer.branch import BranchSet
 
         return BranchSet(session)
     except Exception:  # noqa: BLE001 - branching is optional: the debugger works without it
@@ -121,9 +121,9 @@ def _row(trace, name: str, position: int):
 def check_intervention(trace, step: int, spec: tuple, sources: dict) -> None:
     """(UI thread, numpy) Refuse, in one line (ValueError), a steer or patch this run cannot apply at
     `step`; `sources` caches the other traces loaded (path -> Trace)."""
-    from tracer import load_trace
-    from tracer.inert import inert
-    from tracer.names import block_name
+    from stepscope.tracer import load_trace
+    from stepscope.tracer.inert import inert
+    from stepscope.tracer.names import block_name
 
     kind, args, _ = spec
     if kind == "steer":
@@ -132,7 +132,7 @@ def check_intervention(trace, step: int, spec: tuple, sources: dict) -> None:
         _row(trace, block_name(layer, "hook_resid_post"), p2)
     elif kind == "patch":
         layer, name, position, path = args
-        from tracer.interventions import EDITABLE
+        from stepscope.tracer.interventions import EDITABLE
 
         if name not in EDITABLE:
             raise ValueError(f"cannot patch {name}: editable names are {', '.join(EDITABLE)}")
@@ -157,7 +157,7 @@ def check_intervention(trace, step: int, spec: tuple, sources: dict) -> None:
 
 def build_intervention(spec: tuple, step: int, session):
     """(worker: imports torch) The tracer Intervention of a parsed spec, from `step` on (or at it only)."""
-    from tracer import interventions
+    from stepscope.tracer import interventions
 
     kind, args, only = spec
     if kind == "steer":
@@ -169,7 +169,7 @@ def build_intervention(spec: tuple, step: int, session):
         return interventions.steer(layer, vector, name="hook_resid_post", from_step=step, only=only,
                                    source=f"{scale:g} × ({name}[{p1}] − {name}[{p2}]) of this run")
     if kind == "patch":
-        from tracer import load_trace
+        from stepscope.tracer import load_trace
 
         layer, name, position, path = args
         return interventions.patch(layer, name, position, load_trace(path), prompt_len=session.trace.prompt_len)
@@ -180,8 +180,8 @@ def build_intervention(spec: tuple, step: int, session):
 
 def default_choice(trace, step: int, rival: int | None) -> str:
     """The prompt's starting value: the Why pane's rival, else the step's runner-up candidate."""
-    from tui.views.attribution import rivals
-    from tui.views.vocab import token_texts
+    from stepscope.tui.views.attribution import rivals
+    from stepscope.tui.views.vocab import token_texts
 
     options = rivals(trace, step)
     tid = rival if rival is not None else (options[0] if options else None)

@@ -9,8 +9,8 @@ import threading
 from textual.message import Message
 from textual.worker import get_current_worker
 
-from tui.breakpoints import BreakpointSet
-from tui.watch import fresh_step, private_trace
+from stepscope.tui.breakpoints import BreakpointSet
+from stepscope.tui.watch import fresh_step, private_trace
 
 
 class BreakpointScanDone(Message):

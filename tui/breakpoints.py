@@ -16,7 +16,7 @@ watch expression (`tui.watch`) in either direction, or test the chosen token's t
 Conditions on the manifest entry (everything above but expressions naming tensors, tokens or the
 logit lens) are checked without opening a step file, so scanning 1,000 steps costs no file access.
 
-    from tui.breakpoints import Breakpoint, BreakpointSet
+    from stepscope.tui.breakpoints import Breakpoint, BreakpointSet
     bps = BreakpointSet([Breakpoint.parse("p>0.9 and entropy<0.5")])
     hit = bps.first_hit(trace.steps[4], trace)   # the Breakpoint that fires, or None
     i, bp = bps.scan(trace.manifest["steps"], start=1, trace=trace)
@@ -33,10 +33,10 @@ from typing import Any
 
 import numpy as np
 
-from tracer.trace_format import TraceError
-from tui.watch import ExprError, fresh_step, parse_comparison, unparse
-from tui.watch.evaluate import VARIABLES, Context, EvalError, check, compare, evaluate, needs_arrays
-from tui.watch.parse import Compare, Name
+from stepscope.tracer.trace_format import TraceError
+from stepscope.tui.watch import ExprError, fresh_step, parse_comparison, unparse
+from stepscope.tui.watch.evaluate import VARIABLES, Context, EvalError, check, compare, evaluate, needs_arrays
+from stepscope.tui.watch.parse import Compare, Name
 
 SYNTAX_HELP = ('p<0.3 · p>0.9 · top1>0.8 · entropy<0.5 · rank>1 · rank(" London")<3 · id=7042 · step=5 · '
                'text=Paris · nan · join with "and"')

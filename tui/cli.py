@@ -17,7 +17,7 @@ import math
 import os
 import sys
 
-from tracer.inert import inert
+from stepscope.tracer.inert import inert
 
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
@@ -47,7 +47,7 @@ class _SubParser(argparse.ArgumentParser):
 
 
 def _version() -> str:
-    from tracer import __version__
+    from stepscope.tracer import __version__
 
     return __version__
 
@@ -117,8 +117,8 @@ def _diff_parser(sub) -> None:
 
 def cmd_diff(args) -> int:
     """A compact text summary of the comparison; exit 0 identical, 1 different (bad input: 2, from main)."""
-    from tracer import load_trace
-    from tracer.diff import compare, summary, tensor_diff, tensor_summary
+    from stepscope.tracer import load_trace
+    from stepscope.tracer.diff import compare, summary, tensor_diff, tensor_summary
 
     a, b = load_trace(args.trace_a), load_trace(args.trace_b)
     if not args.text and sys.stdin.isatty() and sys.stdout.isatty():
@@ -132,8 +132,8 @@ def cmd_diff(args) -> int:
 
 def diff_app(a, b):
     """The debugger on trace A with the Compare pane showing A against B (both models checked first)."""
-    from tracer.diff import check_same_model
-    from tui.app import StepscopeApp
+    from stepscope.tracer.diff import check_same_model
+    from stepscope.tui.app import StepscopeApp
 
     check_same_model(a, b)
     app = StepscopeApp(trace=a)
@@ -162,7 +162,7 @@ def _model_options_light(p: argparse.ArgumentParser) -> None:
 
 
 def generation_settings(args):
-    from tracer.session import GenerationSettings
+    from stepscope.tracer.session import GenerationSettings
 
     validate_args(args)
     sampling_knobs = [args.temperature, args.top_k, args.top_p, args.min_p]
@@ -191,7 +191,7 @@ def _quiet_transformers() -> None:
 
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     warnings.filterwarnings("ignore")
-    from tracer.adapters.generic import GenericFallbackWarning
+    from stepscope.tracer.adapters.generic import GenericFallbackWarning
 
     warnings.simplefilter("default", GenericFallbackWarning)  # the one notice a user must see
 
@@ -211,13 +211,13 @@ def cmd_trace(args) -> int:
     from rich.markup import escape
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from tracer.trace_format import human_bytes
+    from stepscope.tracer.trace_format import human_bytes
 
     console = Console(stderr=True)
     settings = generation_settings(args)
     args.out_state = _check_out_dir(args.out)
     _quiet_transformers()
-    from tracer.estimate import step_bytes
+    from stepscope.tracer.estimate import step_bytes
 
     columns = [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn()]
     with Progress(*columns, console=console, transient=False) as progress:
@@ -247,7 +247,7 @@ def cmd_trace(args) -> int:
             kept = session.writer.steps_written
             console.print(f"interrupted: {inert(args.out)} keeps its {kept} complete steps", markup=False, highlight=False)
             return EXIT_INTERRUPTED
-    from tracer import load_trace
+    from stepscope.tracer import load_trace
 
     tr = load_trace(args.out)
     text = "".join(t["text"] for t in tr.tokens[tr.prompt_len :])
@@ -267,7 +267,7 @@ def open_session(args, settings, progress=None, background_writer=False):
     except (CliError, KeyboardInterrupt):
         raise
     except Exception as exc:  # a damaged model file: one line naming the model, not parser internals
-        if type(exc).__module__.startswith("tracer") or type(exc).__name__ in ("PromptError", "ModelLoadError", "UnsupportedModel"):
+        if type(exc).__module__.startswith("stepscope.tracer") or type(exc).__name__ in ("PromptError", "ModelLoadError", "UnsupportedModel"):
             raise
         import struct
 
@@ -277,7 +277,7 @@ def open_session(args, settings, progress=None, background_writer=False):
 
 
 def _open_live_session(args, settings, progress, background_writer):
-    from tracer.session import DEFAULT_PROMPT, LiveSession
+    from stepscope.tracer.session import DEFAULT_PROMPT, LiveSession
 
     return LiveSession.open(
         args.model,
@@ -316,7 +316,7 @@ def validate_args(args) -> None:
     if getattr(args, "out", None) is not None and ("\0" in args.out or not args.out.strip()):
         raise CliError("--out is not a usable path")
     if getattr(args, "budget", None) is not None:
-        from tracer.budget import parse_size
+        from stepscope.tracer.budget import parse_size
 
         try:
             parse_size(args.budget)
@@ -329,7 +329,7 @@ def record_patterns(spec: str | None) -> list[str] | None:
     """--record's patterns; CliError when given but empty or when one matches no recordable name."""
     if spec is None:
         return None
-    from tracer.names import BLOCK_NAMES, FINAL_NAMES, HEAD_NAMES, SAMPLING_NAMES
+    from stepscope.tracer.names import BLOCK_NAMES, FINAL_NAMES, HEAD_NAMES, SAMPLING_NAMES
 
     patterns = [p.strip() for p in spec.split(",") if p.strip()]
     valid = "valid patterns name recorded tensors, e.g. blocks.*.attn.hook_pattern, blocks.3.hook_resid_post, *hook_z, logits"
@@ -346,10 +346,10 @@ def record_patterns(spec: str | None) -> list[str] | None:
 
 def _enforce_budget(args, session, settings, itemsize: int, console) -> None:
     """Apply the recording budget (tracer/budget.py): trim prefill attention rows or refuse."""
-    from tracer.budget import DEFAULT_BUDGET, is_attention_map, parse_size, plan
-    from tracer.estimate import recorded_names, step_bytes
-    from tracer.names import block_name
-    from tracer.trace_format import human_bytes
+    from stepscope.tracer.budget import DEFAULT_BUDGET, is_attention_map, parse_size, plan
+    from stepscope.tracer.estimate import recorded_names, step_bytes
+    from stepscope.tracer.names import block_name
+    from stepscope.tracer.trace_format import human_bytes
 
     budget = parse_size(args.budget) if args.budget else DEFAULT_BUDGET
     facts, keep = session.trace.model, session.keep
@@ -385,7 +385,7 @@ def _enforce_budget(args, session, settings, itemsize: int, console) -> None:
 def _check_out_dir(path: str) -> str:
     """"new" or "trace" (replaced only once the new run has a step); TraceWriteError for a
     directory holding anything else. Touches nothing."""
-    from tracer.writer import out_dir_state
+    from stepscope.tracer.writer import out_dir_state
 
     return out_dir_state(path)
 
@@ -393,13 +393,13 @@ def _check_out_dir(path: str) -> str:
 def cmd_info(args) -> int:
     from rich.console import Console
 
-    from tui.config_view import config_extras
-    from tui.info_view import model_table, trace_summary
+    from stepscope.tui.config_view import config_extras
+    from stepscope.tui.info_view import model_table, trace_summary
 
     console = Console()
     target = args.target
     if target and os.path.lexists(os.path.join(target, "manifest.json")):  # a trace, even a hostile one: load_trace judges it
-        from tracer import load_trace
+        from stepscope.tracer import load_trace
 
         tr = load_trace(target)
         console.print(trace_summary(tr))
@@ -414,9 +414,9 @@ def cmd_info(args) -> int:
         console.print(config_extras(facts))
         return 0
     _quiet_transformers()
-    from tracer.adapters import adapter_for
-    from tracer.loading import load_model
-    from tracer.model_info import model_facts
+    from stepscope.tracer.adapters import adapter_for
+    from stepscope.tracer.loading import load_model
+    from stepscope.tracer.model_info import model_facts
 
     loaded = load_model(target, device=args.device, dtype=args.dtype)
     facts = model_facts(loaded.model, adapter_for(loaded.model), loaded.name, loaded.source)
@@ -427,8 +427,8 @@ def cmd_info(args) -> int:
 
 def _config_facts(target: str | None) -> dict:
     """`info` without weights: facts from a config.json, a model directory, a .gguf header or a cached hub id."""
-    from tracer.config_facts import config_facts, read_config
-    from tracer.loading import default_alias, default_gguf_path
+    from stepscope.tracer.config_facts import config_facts, read_config
+    from stepscope.tracer.loading import default_alias, default_gguf_path
 
     if target is None or default_alias(target):
         name, target = "SmolLM2-135M-Instruct", default_gguf_path()
@@ -438,20 +438,20 @@ def _config_facts(target: str | None) -> dict:
     facts = config_facts(config, name, target)
     facts["weights"] = weights
     if os.path.isdir(target):
-        from tracer.config_facts import checkpoint_params
+        from stepscope.tracer.config_facts import checkpoint_params
 
         facts["checkpoint_params"] = checkpoint_params(target)
     return facts
 
 
 def cmd_view(args) -> int:
-    from tracer import load_trace
+    from stepscope.tracer import load_trace
 
     trace = load_trace(_branch_dir(args.trace_dir, args.branch))
     if len(trace.steps):
         trace.steps[0].names  # the step the app opens on: a corrupted one is one line here
     _check_terminal()
-    from tui.app import StepscopeApp
+    from stepscope.tui.app import StepscopeApp
 
     return _run_app(StepscopeApp(trace=trace))
 
@@ -460,7 +460,7 @@ def _print_branches(console, trace_dir: str) -> None:
     """The trace's branches (tracer/branch.py), one inert line each."""
     from rich.text import Text
 
-    from tracer.branch import describe, list_branches
+    from stepscope.tracer.branch import describe, list_branches
 
     items = list_branches(trace_dir)
     if items:
@@ -473,7 +473,7 @@ def _branch_dir(trace_dir: str, branch: str | None) -> str:
     """The directory of `--branch NAME` of a trace (tracer/branch.py), or the trace itself."""
     if branch is None:
         return trace_dir
-    from tracer.branch import branch_path, list_branches
+    from stepscope.tracer.branch import branch_path, list_branches
 
     path = branch_path(trace_dir, branch)
     if not os.path.isdir(path):
@@ -499,7 +499,7 @@ def live_app(args):
         _quiet_transformers()
         return open_session(args, settings, progress=progress)
 
-    from tui.app import StepscopeApp
+    from stepscope.tui.app import StepscopeApp
 
     return StepscopeApp(session_factory=factory)
 
@@ -507,7 +507,7 @@ def live_app(args):
 def _check_model_options(args) -> None:
     """Refuse what loading the model would refuse at once (device, dtype, a missing model path),
     before the app starts, with the same one-line messages as `trace`."""
-    from tracer.loading import ModelLoadError, resolve_device, resolve_dtype
+    from stepscope.tracer.loading import ModelLoadError, resolve_device, resolve_dtype
 
     resolve_device(args.device)
     resolve_dtype(args.dtype)
@@ -549,7 +549,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 
 def cmd_serve(args) -> int:
     if args.trace_dir is not None:
-        from tracer import load_trace
+        from stepscope.tracer import load_trace
 
         trace = load_trace(args.trace_dir)  # a bad trace is one line here, not in every browser tab
         if len(trace.steps):
@@ -560,7 +560,7 @@ def cmd_serve(args) -> int:
         app_argv = ["run", *_forwarded_options(args)]
     if not 0 < args.port < 65536:
         raise CliError(f"--port must be in 1..65535 (got {args.port})")
-    from tui.serve import serve
+    from stepscope.tui.serve import serve
 
     try:
         import textual_serve  # noqa: F401
@@ -610,7 +610,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _is_user_error(exc: Exception) -> bool:
-    from tracer.trace_format import TraceError
+    from stepscope.tracer.trace_format import TraceError
 
     names = {c.__name__ for c in type(exc).__mro__}
     return isinstance(exc, (CliError, TraceError, ValueError, FileNotFoundError)) or bool(
@@ -621,7 +621,7 @@ def _is_user_error(exc: Exception) -> bool:
 def _one_line(exc: Exception) -> str:
     text = str(exc).strip().splitlines()
     msg = text[0] if text else exc.__class__.__name__
-    if isinstance(exc, (CliError,)) or type(exc).__module__.startswith("tracer"):
+    if isinstance(exc, (CliError,)) or type(exc).__module__.startswith("stepscope.tracer"):
         return msg
     return f"{exc.__class__.__name__}: {msg}"
 

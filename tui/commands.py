@@ -17,12 +17,12 @@ from functools import partial
 
 from textual.command import DiscoveryHit, Hit, Hits, Provider
 
-from tracer.inert import inert
-from tracer.names import split_block_name
-from tui.breakpoints import Breakpoint, BreakpointError
-from tui.text import display_token
-from tui.views.vocab import tok_text
-from tui.watch import ExprError, Watch
+from stepscope.tracer.inert import inert
+from stepscope.tracer.names import split_block_name
+from stepscope.tui.breakpoints import Breakpoint, BreakpointError
+from stepscope.tui.text import display_token
+from stepscope.tui.views.vocab import tok_text
+from stepscope.tui.watch import ExprError, Watch
 
 _NUMBER = re.compile(r"^\s*(?:step\s*|g\s*)?(-?\d+)\s*$", re.IGNORECASE)
 _LAYER_HEAD = re.compile(r"^\s*(?:l(?:ayer)?\s*(\d+))?\s*(?:[,.\s]\s*)?(?:h(?:ead)?\s*(\d+))?\s*$", re.IGNORECASE)
@@ -105,7 +105,7 @@ class PlaceCommands(Provider):
                 label = " ".join(f"{k} {v}" for k, v in changes.items())
                 yield Hit(EXACT, label, partial(app.move, **changes), help="select it (sidebar, heatmap, tensors)")
         matcher = self.matcher(query)
-        from tui.screens.main import PANES
+        from stepscope.tui.screens.main import PANES
 
         for pid, label, _ in PANES:
             text = f"pane: {label}"
@@ -116,7 +116,7 @@ class PlaceCommands(Provider):
 
     async def discover(self) -> Hits:
         app = self.app
-        from tui.screens.main import PANES
+        from stepscope.tui.screens.main import PANES
 
         for pid, label, _ in PANES:
             yield DiscoveryHit(f"pane: {label}", partial(app.main_screen.action_show_pane, pid), help="show this pane")
@@ -124,7 +124,7 @@ class PlaceCommands(Provider):
 
 def goto_tensor(app, name: str) -> None:
     """Show the Tensors pane with `name` selected (its layer becomes the cursor's)."""
-    from tui.widgets.tensor_list import TensorList
+    from stepscope.tui.widgets.tensor_list import TensorList
 
     block = split_block_name(name)
     if block is not None:
@@ -222,7 +222,7 @@ def add_breakpoint(app, bp: Breakpoint) -> None:
 
 
 def add_watch(app, text: str) -> None:
-    from tui.widgets.watch import WatchPane
+    from stepscope.tui.widgets.watch import WatchPane
 
     error = app.main_screen.query_one(WatchPane).add_watch(text)
     if error:

@@ -6,9 +6,9 @@ from rich.console import Group
 from rich.table import Table
 from rich.text import Text
 
-from tracer.trace_format import human_bytes
+from stepscope.tracer.trace_format import human_bytes
 
-from tracer.inert import inert
+from stepscope.tracer.inert import inert
 
 
 def _count(n: int) -> str:

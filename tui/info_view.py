@@ -6,9 +6,9 @@ from rich.console import Group
 from rich.table import Table
 from rich.text import Text
 
-from tracer.inert import inert
-from tracer.names import FAMILY_EXTRAS
-from tracer.trace_format import human_bytes
+from stepscope.tracer.inert import inert
+from stepscope.tracer.names import FAMILY_EXTRAS
+from stepscope.tracer.trace_format import human_bytes
 
 FACT_ROWS = [
     ("family", "family"),

@@ -27,8 +27,8 @@ from textual import work
 from textual.message import Message
 from textual.worker import get_current_worker
 
-from tui.breakpoints import BreakpointSet
-from tui.live_settings import apply_to_session, current_settings
+from stepscope.tui.breakpoints import BreakpointSet
+from stepscope.tui.live_settings import apply_to_session, current_settings
 
 WORKER_TITLES = {
     "load": "Could not start the live session",
@@ -42,7 +42,7 @@ WORKER_TITLES = {
 def default_session_factory(progress: Callable[[str, float], None] | None = None):
     """The embedded default model (SmolLM2) on the default prompt "The capital of France is",
     as a plain completion (no chat template), like `stepscope` with no arguments."""
-    from tracer.session import GenerationSettings, LiveSession
+    from stepscope.tracer.session import GenerationSettings, LiveSession
 
     return LiveSession.open(None, settings=GenerationSettings(chat=False), progress=progress)
 
@@ -148,7 +148,7 @@ class LiveWorkers:
 
         progress("loading the model", None)
         session = call_factory(self.session_factory, progress)
-        from tui.branching import make_branch_set
+        from stepscope.tui.branching import make_branch_set
 
         self.branches = make_branch_set(session)  # before the first step (sliding windows keep what a crop needs)
         with self._session_lock:

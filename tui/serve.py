@@ -14,7 +14,7 @@ import sys
 
 def app_command(app_argv: list[str]) -> str:
     """The shell command textual-serve runs per browser tab: this Python, this CLI, these arguments."""
-    return shlex.join([sys.executable, "-m", "tui.cli", *app_argv])
+    return shlex.join([sys.executable, "-m", "stepscope", *app_argv])
 
 
 def serve(app_argv: list[str], host: str = "127.0.0.1", port: int = 8000, public_url: str | None = None) -> None:

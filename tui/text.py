@@ -20,7 +20,7 @@ from functools import lru_cache
 from rich.cells import cell_len
 from rich.text import Text
 
-from tracer.inert import escape_char, inert
+from stepscope.tracer.inert import escape_char, inert
 
 SPACE = "·"
 NEWLINE = "↵"

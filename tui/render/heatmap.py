@@ -20,8 +20,8 @@ from rich.measure import Measurement
 from rich.segment import Segment
 from rich.style import Style
 
-from tui.render.palette import MASKED, PALETTE, WINDOW, colour, half_block_style, levels
-from tui.text import fit, truncate
+from stepscope.tui.render.palette import MASKED, PALETTE, WINDOW, colour, half_block_style, levels
+from stepscope.tui.text import fit, truncate
 
 CELL_CHAR = "▀"  # drawn with foreground = background = the cell's colour
 CURSOR_CHAR = "◆"

@@ -17,7 +17,7 @@ from textual.screen import ModalScreen
 from textual.widgets import Input, OptionList, Static
 from textual.widgets.option_list import Option
 
-from tui.breakpoints import SYNTAX_HELP, BreakpointError, BreakpointSet
+from stepscope.tui.breakpoints import SYNTAX_HELP, BreakpointError, BreakpointSet
 
 
 class BreakpointList(OptionList):

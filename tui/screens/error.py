@@ -12,7 +12,7 @@ from textual.containers import Vertical, VerticalScroll
 from textual.screen import ModalScreen
 from textual.widgets import Button, Static
 
-from tui.text import inert_text
+from stepscope.tui.text import inert_text
 
 
 class ErrorScreen(ModalScreen[None]):

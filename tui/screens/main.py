@@ -19,24 +19,24 @@ from textual.containers import Container, Horizontal, Vertical
 from textual.screen import Screen
 from textual.widgets import ContentSwitcher, Footer, Tab, Tabs
 
-from tui.widgets.attribution import AttributionPane
-from tui.widgets.candidates import CandidatesPane
-from tui.widgets.cursor import Cursor
-from tui.widgets.diff import DiffPane
-from tui.widgets.heads import HeadsList
-from tui.widgets.heads_overview import HeadsOverview
-from tui.widgets.heatmap import HeatmapPane
-from tui.widgets.kv_cache import KVCachePane
-from tui.widgets.layers import LayersList
-from tui.widgets.loading import LoadingPanel
-from tui.widgets.logit_lens import LogitLensPane
-from tui.widgets.model_overview import ModelOverviewPane
-from tui.widgets.pane import Pane, report_view_error
-from tui.widgets.status_bar import StatusBar
-from tui.widgets.tensor_inspector import TensorInspector
-from tui.widgets.token_strip import TokenStrip
-from tui.widgets.watch import WatchPane
-from tui.widgets.whatif import WhatIfPane
+from stepscope.tui.widgets.attribution import AttributionPane
+from stepscope.tui.widgets.candidates import CandidatesPane
+from stepscope.tui.widgets.cursor import Cursor
+from stepscope.tui.widgets.diff import DiffPane
+from stepscope.tui.widgets.heads import HeadsList
+from stepscope.tui.widgets.heads_overview import HeadsOverview
+from stepscope.tui.widgets.heatmap import HeatmapPane
+from stepscope.tui.widgets.kv_cache import KVCachePane
+from stepscope.tui.widgets.layers import LayersList
+from stepscope.tui.widgets.loading import LoadingPanel
+from stepscope.tui.widgets.logit_lens import LogitLensPane
+from stepscope.tui.widgets.model_overview import ModelOverviewPane
+from stepscope.tui.widgets.pane import Pane, report_view_error
+from stepscope.tui.widgets.status_bar import StatusBar
+from stepscope.tui.widgets.tensor_inspector import TensorInspector
+from stepscope.tui.widgets.token_strip import TokenStrip
+from stepscope.tui.widgets.watch import WatchPane
+from stepscope.tui.widgets.whatif import WhatIfPane
 
 NARROW_WIDTH = 110
 
@@ -265,7 +265,7 @@ class MainScreen(Screen[None]):
         self._panes[pane_id].show(getattr(self.app, "trace", None), getattr(self.app, "cursor", Cursor()))
 
     def action_filter_tensors(self) -> None:
-        from tui.widgets.tensor_list import TensorList
+        from stepscope.tui.widgets.tensor_list import TensorList
 
         self.action_show_pane("tensors")
         tensors = self._panes["tensors"].query_one(TensorList)
@@ -289,8 +289,8 @@ class MainScreen(Screen[None]):
 
     def action_compare_with(self) -> None:
         """Ask for a trace directory to compare with (read here: a manifest only; the comparison runs in a worker)."""
-        from tracer import load_trace
-        from tui.screens.prompt import PromptScreen
+        from stepscope.tracer import load_trace
+        from stepscope.tui.screens.prompt import PromptScreen
 
         loaded: dict = {}
 
@@ -311,7 +311,7 @@ class MainScreen(Screen[None]):
     def action_next_branch(self) -> None:
         """Replay: open the next run of this trace (the original, then each branch); the Compare
         pane then compares a branch with the run it left."""
-        from tui.views.branches import current_index, runs
+        from stepscope.tui.views.branches import current_index, runs
 
         app = self.app
         if getattr(app, "session", None) is not None:
@@ -329,9 +329,9 @@ class MainScreen(Screen[None]):
 
     def action_list_runs(self) -> None:
         """The runs (original + branches) in a list; Enter or a click opens one (as `B` does)."""
-        from tracer import load_trace
-        from tui.screens.runs import RunsScreen
-        from tui.views.branches import current_index, runs
+        from stepscope.tracer import load_trace
+        from stepscope.tui.screens.runs import RunsScreen
+        from stepscope.tui.views.branches import current_index, runs
 
         app = self.app
         if getattr(app, "session", None) is not None:
@@ -360,8 +360,8 @@ class MainScreen(Screen[None]):
         app.push_screen(RunsScreen(items, current), opened)
 
     def _open_replay_run(self, items: list[dict], index: int) -> None:
-        from tracer import load_trace
-        from tui.views.branches import parent_dir, run_label
+        from stepscope.tracer import load_trace
+        from stepscope.tui.views.branches import parent_dir, run_label
 
         app = self.app
         item = items[index]
@@ -387,7 +387,7 @@ class MainScreen(Screen[None]):
         return list(tree.sessions)
 
     def _open_live_run(self, keys: list[str], index: int) -> None:
-        from tui.branching import switch_run
+        from stepscope.tui.branching import switch_run
 
         app = self.app
         key = keys[index]
@@ -398,7 +398,7 @@ class MainScreen(Screen[None]):
 
     def action_force_token(self) -> None:
         """Live: a branch at the cursor's step with another token forced there, computed in a worker."""
-        from tui.branching import default_choice, parse_choice
+        from stepscope.tui.branching import default_choice, parse_choice
 
         rival = self._panes["why"].other() if "why" in self._panes else None
         self._branch_dialog("Force a token at step {step} (a branch; the original run is kept)",
@@ -407,7 +407,7 @@ class MainScreen(Screen[None]):
 
     def action_intervene(self) -> None:
         """Live: a branch at the cursor's step with an intervention, computed in a worker."""
-        from tui.branching import INTERVENTION_HELP, check_intervention, intervention_templates, parse_intervention
+        from stepscope.tui.branching import INTERVENTION_HELP, check_intervention, intervention_templates, parse_intervention
 
         app = self.app
         sources: dict = {}  # other traces a patch reads, loaded once per dialog
@@ -422,8 +422,8 @@ class MainScreen(Screen[None]):
                             choices=lambda step: intervention_templates(app.trace, step, app.layer, app.head))
 
     def _branch_dialog(self, title: str, default, parse, hint: str, choices=None) -> None:
-        from tui.branching import branch_worker
-        from tui.screens.prompt import PromptScreen
+        from stepscope.tui.branching import branch_worker
+        from stepscope.tui.screens.prompt import PromptScreen
 
         app = self.app
         if getattr(app, "session", None) is None or getattr(app, "branches", None) is None:
@@ -453,7 +453,7 @@ class MainScreen(Screen[None]):
                                      choices=choices(step) if choices else ()), done)
 
     def on_branch_made(self, message) -> None:
-        from tui.branching import adopt_branch
+        from stepscope.tui.branching import adopt_branch
 
         app = self.app
         parent = app.trace
@@ -461,7 +461,7 @@ class MainScreen(Screen[None]):
         app.move(step=message.step)
         app._sync()
         self.compare_with(parent, show=False)
-        from tui.views.branches import effect_lines
+        from stepscope.tui.views.branches import effect_lines
 
         effect = effect_lines(app.trace, parent, message.step)
         app._set_busy(False, (effect[0].plain if effect else f"branch {message.name} at step {message.step}")
@@ -503,7 +503,7 @@ class MainScreen(Screen[None]):
             self._panes["why"].pick(None)
             return
         self._panes["why"].pick(message.token_id)
-        from tui.views.attribution import token
+        from stepscope.tui.views.attribution import token
 
         live = " · F forces it here (a branch)" if getattr(app, "session", None) is not None else ""
         app.notify(Text.assemble("picked ", token(trace, message.token_id), f": 8 explains why not it{live}"), timeout=3)

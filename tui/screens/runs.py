@@ -14,8 +14,8 @@ from textual.screen import ModalScreen
 from textual.widgets import OptionList, Static
 from textual.widgets.option_list import Option
 
-from tracer.inert import inert
-from tui.views.branches import run_label
+from stepscope.tracer.inert import inert
+from stepscope.tui.views.branches import run_label
 
 
 def run_line(item: dict, current: bool) -> Text:

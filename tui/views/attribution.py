@@ -11,10 +11,10 @@ from types import SimpleNamespace
 from rich.style import Style
 from rich.text import Text
 
-from tracer.attribution import Attribution, attribute, lens_arrays
-from tracer.trace_format import TraceError
-from tui.text import display_token
-from tui.views.vocab import token_texts
+from stepscope.tracer.attribution import Attribution, attribute, lens_arrays
+from stepscope.tracer.trace_format import TraceError
+from stepscope.tui.text import display_token
+from stepscope.tui.views.vocab import token_texts
 
 BAR = 12  # cells of the longest bar
 POSITIVE, NEGATIVE = "green", "red"

@@ -7,9 +7,9 @@ import os
 
 from rich.text import Text
 
-from tracer.branch import describe, effects, list_branches
-from tracer.inert import inert
-from tui.views.attribution import token
+from stepscope.tracer.branch import describe, effects, list_branches
+from stepscope.tracer.inert import inert
+from stepscope.tui.views.attribution import token
 
 
 def root_dir(trace) -> str:

@@ -8,9 +8,9 @@ from dataclasses import dataclass
 import numpy as np
 from rich.text import Text
 
-from tui.text import display_token, escape_for_display
-from tui.views.cache import cached
-from tui.views.vocab import tok_text as token_text_of, token_texts
+from stepscope.tui.text import display_token, escape_for_display
+from stepscope.tui.views.cache import cached
+from stepscope.tui.views.vocab import tok_text as token_text_of, token_texts
 
 STAGE_LABELS = {"raw": "raw", "temperature": "/T", "top_k": "top-k", "top_p": "top-p", "min_p": "min-p"}
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 from rich.text import Text
 
-from tracer.diff import TraceDiff, compare, tensor_diff
-from tracer.inert import inert
-from tracer.trace_format import TraceError
-from tui.views.attribution import bar, click, token
+from stepscope.tracer.diff import TraceDiff, compare, tensor_diff
+from stepscope.tracer.inert import inert
+from stepscope.tracer.trace_format import TraceError
+from stepscope.tui.views.attribution import bar, click, token
 
 _CACHE: dict[tuple[int, int], TraceDiff] = {}
 

@@ -22,10 +22,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from tracer.inert import inert
-from tracer.names import block_name
-from tui.views.cache import cached
-from tui.views.vocab import token_texts
+from stepscope.tracer.inert import inert
+from stepscope.tracer.names import block_name
+from stepscope.tui.views.cache import cached
+from stepscope.tui.views.vocab import token_texts
 
 PATTERN = "attn.hook_pattern"
 SCORES = "attn.hook_attn_scores"

@@ -14,9 +14,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from tui.text import escape_for_display
-from tui.views.heatmap import key_span, layer_window, no_attention
-from tui.views.vocab import tok_text
+from stepscope.tui.text import escape_for_display
+from stepscope.tui.views.heatmap import key_span, layer_window, no_attention
+from stepscope.tui.views.vocab import tok_text
 
 
 @dataclass(frozen=True)

@@ -14,13 +14,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from tracer.names import block_name
-from tui.text import escape_for_display
-from tui.views.cache import cached
-from tui.views.heatmap import key_span, kv_head_of, no_attention, sink_columns
-from tui.views.logit_lens import logit_lens
-from tui.views.mlp import ExpertChoice, routing
-from tui.views.vocab import tok_text
+from stepscope.tracer.names import block_name
+from stepscope.tui.text import escape_for_display
+from stepscope.tui.views.cache import cached
+from stepscope.tui.views.heatmap import key_span, kv_head_of, no_attention, sink_columns
+from stepscope.tui.views.logit_lens import logit_lens
+from stepscope.tui.views.mlp import ExpertChoice, routing
+from stepscope.tui.views.vocab import tok_text
 
 DASH = "—"
 

@@ -7,8 +7,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from tui.views.cache import cached
-from tui.views.vocab import tok_text, token_texts
+from stepscope.tui.views.cache import cached
+from stepscope.tui.views.vocab import tok_text, token_texts
 
 
 @dataclass(frozen=True)

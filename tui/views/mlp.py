@@ -12,10 +12,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from tracer.names import block_name, split_block_name
-from tui.text import escape_for_display
-from tui.views.cache import cached
-from tui.views.vocab import tok_text
+from stepscope.tracer.names import block_name, split_block_name
+from stepscope.tui.text import escape_for_display
+from stepscope.tui.views.cache import cached
+from stepscope.tui.views.vocab import tok_text
 
 ROUTER = "mlp.hook_router_probs"
 EXPERT_IDS = "mlp.hook_expert_ids"

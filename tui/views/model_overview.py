@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from tracer.names import FAMILY_EXTRAS
+from stepscope.tracer.names import FAMILY_EXTRAS
 
 PARAM_ORDER = ("embedding", "attention", "mlp", "norms", "lm_head")
 EXTRA_NAMES = FAMILY_EXTRAS  # block names only some families have

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from tracer.names import block_name
-from tui.views.heatmap import keys_of, layer_window
+from stepscope.tracer.names import block_name
+from stepscope.tui.views.heatmap import keys_of, layer_window
 
 
 def dims(*sizes) -> str:

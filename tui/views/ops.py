@@ -12,9 +12,9 @@ pick the data flow: block names in `tui.views.ops_block`, the rest here.
 
 from __future__ import annotations
 
-from tracer.names import split_block_name
-from tui.views.op_facts import Facts, dims
-from tui.views.ops_block import block_op, norm_parts
+from stepscope.tracer.names import split_block_name
+from stepscope.tui.views.op_facts import Facts, dims
+from stepscope.tui.views.ops_block import block_op, norm_parts
 
 _SHORT = {
     "hook_resid_pre": "resid_pre", "ln1.hook_out": "ln1", "attn.hook_q": "q", "attn.hook_k": "k",

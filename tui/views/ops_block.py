@@ -9,8 +9,8 @@ knows only the block's input and output.
 
 from __future__ import annotations
 
-from tracer.names import block_name
-from tui.views.op_facts import Facts, dims
+from stepscope.tracer.names import block_name
+from stepscope.tui.views.op_facts import Facts, dims
 
 
 def _proj(f: Facts, which: str, heads: int) -> str:

@@ -13,9 +13,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from tracer.names import shape_doc
-from tui.views.cache import cached
-from tui.views.ops import operation
+from stepscope.tracer.names import shape_doc
+from stepscope.tui.views.cache import cached
+from stepscope.tui.views.ops import operation
 
 HIST_BINS = 24
 

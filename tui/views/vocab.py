@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import weakref
 
-from tui.text import escape_for_display, token_text
+from stepscope.tui.text import escape_for_display, token_text
 
 _TABLES: "weakref.WeakKeyDictionary[object, TokenTexts]" = weakref.WeakKeyDictionary()
 

@@ -7,8 +7,8 @@ from dataclasses import replace
 
 from rich.text import Text
 
-from tracer.whatif import WhatIfSettings, replay, side_by_side
-from tui.views.attribution import click, token
+from stepscope.tracer.whatif import WhatIfSettings, replay, side_by_side
+from stepscope.tui.views.attribution import click, token
 
 ROWS = 15
 

@@ -14,9 +14,9 @@ import math
 
 import numpy as np
 
-from tracer.trace_format import TraceError
-from tui.watch.evaluate import FUNCTIONS, VARIABLES, Context, EvalError, check, needs_arrays, scalar_value
-from tui.watch.parse import ExprError, parse, parse_comparison, unparse
+from stepscope.tracer.trace_format import TraceError
+from stepscope.tui.watch.evaluate import FUNCTIONS, VARIABLES, Context, EvalError, check, needs_arrays, scalar_value
+from stepscope.tui.watch.parse import ExprError, parse, parse_comparison, unparse
 
 __all__ = ["FUNCTIONS", "VARIABLES", "EvalError", "ExprError", "Watch", "fresh_step", "private_trace", "parse", "parse_comparison",
            "unparse"]
@@ -26,7 +26,7 @@ def fresh_step(trace, entry: dict):
     """A private `Step` over the step file of manifest `entry`, sharing nothing with `trace.steps`
     (safe to build and read in a worker thread; drop it after use). The one place the TUI builds a
     Step itself: adapt it here if the reader's Step changes."""
-    from tracer.reader import Step
+    from stepscope.tracer.reader import Step
 
     steps = trace.steps  # a reader whose steps carry model facts, schema version or a lazy lens: the same
     extra = {name: getattr(steps, "_" + name) for name in ("facts", "version", "lens") if hasattr(steps, "_" + name)}
@@ -38,7 +38,7 @@ def private_trace(trace, previous=None):
     far): a worker reads it while the UI thread keeps the app's Trace to itself. `previous` (an
     earlier private copy of the same trace) is grown instead, so what it loaded lazily (a logit
     lens' unembedding) is loaded once."""
-    from tracer.reader import Trace
+    from stepscope.tracer.reader import Trace
 
     steps, tokens = trace.manifest["steps"], trace.tokens
     if previous is not None and previous.path == trace.path:

@@ -17,8 +17,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from tui.watch.parse import Binary, Call, Compare, ExprError, Index, Name, Num, Slice, Str, Unary, unparse
-from tui.watch.tokens import token_ids
+from stepscope.tui.watch.parse import Binary, Call, Compare, ExprError, Index, Name, Num, Slice, Str, Unary, unparse
+from stepscope.tui.watch.tokens import token_ids
 
 
 class EvalError(ValueError):

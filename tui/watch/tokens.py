@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 import weakref
 
-from tui.watch.parse import ExprError
+from stepscope.tui.watch.parse import ExprError
 
 _RESOLVERS: "weakref.WeakKeyDictionary[object, TokenIds]" = weakref.WeakKeyDictionary()
 

@@ -8,9 +8,9 @@ from textual.geometry import Region
 from textual.message import Message
 from textual.worker import Worker, WorkerState
 
-from tui.views.attribution import (attribution_lines, install_lens, lens_ready, lens_source, read_lens, rivals,
+from stepscope.tui.views.attribution import (attribution_lines, install_lens, lens_ready, lens_source, read_lens, rivals,
                                    selected_row, top_head)
-from tui.widgets.lines_pane import LinesPane
+from stepscope.tui.widgets.lines_pane import LinesPane
 
 
 class AttributionPane(LinesPane):

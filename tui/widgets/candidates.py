@@ -19,10 +19,10 @@ from textual.binding import Binding
 from textual.message import Message
 from textual.reactive import reactive
 
-from tui.text import fit
-from tui.views.candidates import STAGE_LABELS, candidates, chosen_line
-from tui.widgets.common import fmt_num, fmt_prob, token_display
-from tui.widgets.pane import Pane
+from stepscope.tui.text import fit
+from stepscope.tui.views.candidates import STAGE_LABELS, candidates, chosen_line
+from stepscope.tui.widgets.common import fmt_num, fmt_prob, token_display
+from stepscope.tui.widgets.pane import Pane
 
 MAX_ROWS = 512  # rows scrollable; only the visible ones are built
 LEGEND = ("raw p = softmax(logits) · p/T = after temperature and top-k · p = final, renormalised after "

@@ -11,7 +11,7 @@ from typing import Any
 
 from rich.text import Text
 
-from tui.text import display_token
+from stepscope.tui.text import display_token
 
 PROB_BUCKETS = (0.8, 0.5, 0.2, 0.05)  # p >= 0.8 -> bucket 0 ... p < 0.05 -> bucket 4
 

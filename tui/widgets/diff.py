@@ -6,11 +6,11 @@ from rich.text import Text
 from textual.binding import Binding
 from textual.worker import Worker, WorkerState
 
-from tracer import load_trace
-from tracer.diff import compare
-from tui.views.diff import diff_lines
-from tui.widgets.attribution import reveal_selected
-from tui.widgets.lines_pane import LinesPane
+from stepscope.tracer import load_trace
+from stepscope.tracer.diff import compare
+from stepscope.tui.views.diff import diff_lines
+from stepscope.tui.widgets.attribution import reveal_selected
+from stepscope.tui.widgets.lines_pane import LinesPane
 
 
 def _compare_paths(path_a: str, path_b: str):
@@ -72,7 +72,7 @@ class DiffPane(LinesPane):
         """When A is a branch of B: the effect on the chosen token's probability at the step."""
         import os
 
-        from tui.views.branches import effect_lines, parent_dir
+        from stepscope.tui.views.branches import effect_lines, parent_dir
 
         parent = parent_dir(self.trace)
         if parent is None or os.path.realpath(parent) != os.path.realpath(self.other.path):

@@ -14,9 +14,9 @@ import math
 
 from rich.text import Text
 
-from tui.views.layers import head_stats
-from tui.widgets.pane import Pane
-from tui.widgets.layers import window
+from stepscope.tui.views.layers import head_stats
+from stepscope.tui.widgets.pane import Pane
+from stepscope.tui.widgets.layers import window
 
 SHADES = ("██", "▓▓", "▒▒", "░░", "··")  # focused .. diffuse
 LEVEL_CLASSES = tuple(f"heads-overview--l{i}" for i in range(len(SHADES)))

@@ -8,13 +8,13 @@ from textual import events
 from textual.binding import Binding
 from textual.reactive import reactive
 
-from tracer.trace_format import TraceError
-from tui.render.heatmap import HeatmapRenderable
-from tui.views.heatmap import (
+from stepscope.tracer.trace_format import TraceError
+from stepscope.tui.render.heatmap import HeatmapRenderable
+from stepscope.tui.views.heatmap import (
     SCALES, ZOOMS, AttentionMap, Viewport, attention_map, cell_info, default_key, extent, fit_zoom, key_span,
     no_attention, omitted_rows, sink_columns, zoom_label,
 )
-from tui.widgets.pane import Pane
+from stepscope.tui.widgets.pane import Pane
 
 HEADER_LINES = 2  # the header and the readout line
 TOP_LINES = 2  # the position ruler and the cursor column's label (one line when a row wraps)

@@ -7,12 +7,12 @@ from __future__ import annotations
 
 from rich.text import Text
 
-from tracer.trace_format import human_bytes
-from tui.render.columns import columns
-from tui.text import display_token
-from tui.views.kv_cache import kv_cache
-from tui.widgets.lines_pane import LinesPane
-from tui.views.vocab import tok_text
+from stepscope.tracer.trace_format import human_bytes
+from stepscope.tui.render.columns import columns
+from stepscope.tui.text import display_token
+from stepscope.tui.views.kv_cache import kv_cache
+from stepscope.tui.widgets.lines_pane import LinesPane
+from stepscope.tui.views.vocab import tok_text
 
 MAX_APPENDED = 12
 LEGEND = ("before/after: positions cached by the layer before/after this step · +new: appended by it · "

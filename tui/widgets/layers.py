@@ -12,12 +12,12 @@ from __future__ import annotations
 
 from rich.text import Text
 
-from tui.views.heatmap import no_attention
-from tui.views.layers import head_stats, resid_norm
-from tui.views.logit_lens import logit_lens
-from tui.views.mlp import compact_choices, routing
-from tui.widgets.common import fmt_num, fmt_prob, token_display
-from tui.widgets.pane import Pane
+from stepscope.tui.views.heatmap import no_attention
+from stepscope.tui.views.layers import head_stats, resid_norm
+from stepscope.tui.views.logit_lens import logit_lens
+from stepscope.tui.views.mlp import compact_choices, routing
+from stepscope.tui.widgets.common import fmt_num, fmt_prob, token_display
+from stepscope.tui.widgets.pane import Pane
 
 
 def window(selected: int, total: int, height: int) -> tuple[int, int]:

@@ -9,7 +9,7 @@ from textual.geometry import Size
 from textual.scroll_view import ScrollView
 from textual.strip import Strip
 
-from tui.widgets.pane import Pane
+from stepscope.tui.widgets.pane import Pane
 
 
 class LinesPane(Pane, ScrollView, can_focus=True, inherit_bindings=False):

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from rich.text import Text
 
-from tui.render.columns import columns
-from tui.text import display_token
-from tui.views.logit_lens import LensToken, logit_lens
-from tui.widgets.lines_pane import LinesPane
+from stepscope.tui.render.columns import columns
+from stepscope.tui.text import display_token
+from stepscope.tui.views.logit_lens import LensToken, logit_lens
+from stepscope.tui.widgets.lines_pane import LinesPane
 
 MAX_OTHERS = 4
 TOKEN_WIDTH = 16

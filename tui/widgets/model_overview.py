@@ -5,10 +5,10 @@ from __future__ import annotations
 
 from rich.text import Text
 
-from tui.render.columns import columns
-from tui.render.probbar import bar_chars
-from tui.views.model_overview import ModelOverview, human_count, model_overview
-from tui.widgets.lines_pane import LinesPane
+from stepscope.tui.render.columns import columns
+from stepscope.tui.render.probbar import bar_chars
+from stepscope.tui.views.model_overview import ModelOverview, human_count, model_overview
+from stepscope.tui.widgets.lines_pane import LinesPane
 
 BAR = 20
 NAMES_PER_LINE = 4

@@ -14,8 +14,8 @@ from textual.reactive import var
 from textual.strip import Strip
 from textual.widget import Widget
 
-from tracer.inert import inert
-from tui.widgets.cursor import FIELDS, Cursor
+from stepscope.tracer.inert import inert
+from stepscope.tui.widgets.cursor import FIELDS, Cursor
 
 
 class Pane(Widget):

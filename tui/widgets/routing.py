@@ -8,10 +8,10 @@ import math
 
 from rich.text import Text
 
-from tui.render.probbar import bar_chars
-from tui.render.spark import spark_chars
-from tui.text import STYLE_SPECIAL
-from tui.views.mlp import MlpRouting, Routing, format_choices
+from stepscope.tui.render.probbar import bar_chars
+from stepscope.tui.render.spark import spark_chars
+from stepscope.tui.text import STYLE_SPECIAL
+from stepscope.tui.views.mlp import MlpRouting, Routing, format_choices
 
 BAR = 16
 MAX_BARS = 8  # more experts than this: a sparkline of all of them, then bars of the top ones

@@ -12,10 +12,10 @@ from __future__ import annotations
 from rich.text import Text
 from textual.reactive import reactive
 
-from tracer.inert import inert
-from tui.views.candidates import chosen_line
-from tui.widgets.pane import Pane
-from tui.widgets.heads import kv_head
+from stepscope.tracer.inert import inert
+from stepscope.tui.views.candidates import chosen_line
+from stepscope.tui.widgets.pane import Pane
+from stepscope.tui.widgets.heads import kv_head
 
 SPINNER = "⠋⠙⠹⠸⠼⠴⠦⠧⠇⠏"
 

@@ -9,14 +9,14 @@ from textual.binding import Binding
 from textual.message import Message
 from textual.widget import Widget
 
-from tracer.inert import inert
-from tui.text import escape_for_display, fit
-from tui.views.heatmap import sink_columns
-from tui.views.tensors import (
+from stepscope.tracer.inert import inert
+from stepscope.tui.text import escape_for_display, fit
+from stepscope.tui.views.heatmap import sink_columns
+from stepscope.tui.views.tensors import (
     SliceView, axis_labels, axis_pairs, default_view, export_array, export_dir_for, export_filename,
     slice_filename, slice_label, slice_rows, view_slice, with_axes, with_index,
 )
-from tui.views.vocab import tok_text, token_texts
+from stepscope.tui.views.vocab import tok_text, token_texts
 
 NUM = 10
 

@@ -12,10 +12,10 @@ from rich.console import Group, RenderableType
 from rich.text import Text
 from textual.widget import Widget
 
-from tui.render.spark import Histogram
-from tui.views.mlp import EXPERT_IDS, ROUTER, MlpRouting
-from tui.views.tensors import TensorSummary, format_number
-from tui.widgets.routing import routing_lines
+from stepscope.tui.render.spark import Histogram
+from stepscope.tui.views.mlp import EXPERT_IDS, ROUTER, MlpRouting
+from stepscope.tui.views.tensors import TensorSummary, format_number
+from stepscope.tui.widgets.routing import routing_lines
 
 
 def wrap_op(op: str, width: int) -> Text:

@@ -12,13 +12,13 @@ from textual.binding import Binding
 from textual.message import Message
 from textual.widgets import Static
 
-from tui.views.heatmap import kv_head_of
-from tui.views.mlp import is_moe, mlp_routing_for
-from tui.views.tensors import export_dir_for, export_npy, summarize
-from tui.widgets.tensor_browser import TensorBrowser
-from tui.widgets.pane import Pane
-from tui.widgets.tensor_detail import TensorDetail
-from tui.widgets.tensor_list import TensorList
+from stepscope.tui.views.heatmap import kv_head_of
+from stepscope.tui.views.mlp import is_moe, mlp_routing_for
+from stepscope.tui.views.tensors import export_dir_for, export_npy, summarize
+from stepscope.tui.widgets.tensor_browser import TensorBrowser
+from stepscope.tui.widgets.pane import Pane
+from stepscope.tui.widgets.tensor_detail import TensorDetail
+from stepscope.tui.widgets.tensor_list import TensorList
 
 
 class TensorInspector(Pane):

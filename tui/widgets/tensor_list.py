@@ -13,11 +13,11 @@ from textual.reactive import reactive
 from textual.scroll_view import ScrollView
 from textual.strip import Strip
 
-from tui.render.columns import middle_ellipsis
-from tui.render.spark import spark_chars
-from tui.text import truncate
-from tui.views.name_filter import name_matches
-from tui.views.tensors import TensorInfo, format_number, tensor_infos, tensor_stats
+from stepscope.tui.render.columns import middle_ellipsis
+from stepscope.tui.render.spark import spark_chars
+from stepscope.tui.text import truncate
+from stepscope.tui.views.name_filter import name_matches
+from stepscope.tui.views.tensors import TensorInfo, format_number, tensor_infos, tensor_stats
 
 NUM = 9
 # (key, title, width), most important first: on a narrow pane columns drop from the END of this
@@ -189,7 +189,7 @@ class TensorList(ScrollView, can_focus=True, inherit_bindings=False):
             self.cursor = 0
 
     def action_filter(self) -> None:
-        from tui.screens.prompt import PromptScreen
+        from stepscope.tui.screens.prompt import PromptScreen
 
         def check(text: str) -> str | None:
             if text and not any(name_matches(i.name, text) for i in self.all_infos):

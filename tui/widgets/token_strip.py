@@ -17,11 +17,11 @@ from rich.style import Style
 from rich.text import Text
 from textual import events
 
-from tui.text import has_partial_bytes, merge_partial
-from tui.views.branches import branch_point
-from tui.views.vocab import tok_text
-from tui.widgets.common import prob_bucket, token_display
-from tui.widgets.pane import Pane
+from stepscope.tui.text import has_partial_bytes, merge_partial
+from stepscope.tui.views.branches import branch_point
+from stepscope.tui.views.vocab import tok_text
+from stepscope.tui.widgets.common import prob_bucket, token_display
+from stepscope.tui.widgets.pane import Pane
 
 MORE = "…"
 

@@ -24,12 +24,12 @@ from textual.binding import Binding
 from textual.message import Message
 from textual.worker import get_current_worker
 
-from tracer.inert import inert
-from tui.render.spark import BLOCKS
-from tui.views.tensors import format_number
-from tui.watch import ExprError, Watch, fresh_step, private_trace
-from tui.watch.tokens import token_ids
-from tui.widgets.pane import Pane
+from stepscope.tracer.inert import inert
+from stepscope.tui.render.spark import BLOCKS
+from stepscope.tui.views.tensors import format_number
+from stepscope.tui.watch import ExprError, Watch, fresh_step, private_trace
+from stepscope.tui.watch.tokens import token_ids
+from stepscope.tui.widgets.pane import Pane
 
 WATCH_HINT = ('e.g. p(" Paris") · rank(" London") · entropy · norm(blocks.10.hook_resid_post[-1]) · '
               'pattern(5, 3)[-1, 0] · lens(12, " Paris") · Enter adds · Esc cancels')

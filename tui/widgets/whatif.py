@@ -5,8 +5,8 @@ from __future__ import annotations
 from rich.text import Text
 from textual.binding import Binding
 
-from tui.views.whatif import adjusted, recorded_settings, whatif_lines
-from tui.widgets.lines_pane import LinesPane
+from stepscope.tui.views.whatif import adjusted, recorded_settings, whatif_lines
+from stepscope.tui.widgets.lines_pane import LinesPane
 
 _KNOBS = [("t", "temperature"), ("k", "top_k"), ("p", "top_p"), ("m", "min_p"), ("n", "seed")]
 
