@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 
 import pytest
 
-from tests.tiny_models import byte_tokenizer, tiny_model
+from tests.support.paths import ROOT
+from tests.support.tiny_models import byte_tokenizer, tiny_model
 from stepscope.tracer import load_trace
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def run_cli(*args, timeout=300):

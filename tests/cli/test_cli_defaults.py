@@ -8,7 +8,7 @@ import shutil
 
 import pytest
 
-from tests.tiny_models import CHAT_TEMPLATE, byte_tokenizer
+from tests.support.tiny_models import CHAT_TEMPLATE, byte_tokenizer
 from stepscope.tracer import __version__
 from stepscope.tracer.loading import DEFAULT_NAME, default_alias, default_gguf_path
 from stepscope.tracer.model_info import chat_default
@@ -99,8 +99,8 @@ def test_weights_origin_of_the_embedded_model():
 
 
 def test_info_on_a_trace_says_where_the_weights_came_from(tmp_path, capsys):
-    from tests.make_fixture import FIXTURE as src
-    from tests.trace_edit import edit_manifest
+    from tests.support.paths import FIXTURE as src
+    from tests.support.trace_edit import edit_manifest
 
     dst = tmp_path / "t"
     shutil.copytree(src, dst)

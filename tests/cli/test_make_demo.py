@@ -7,8 +7,8 @@ import shutil
 import subprocess
 
 import pytest
+from tests.support.paths import ROOT
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FAKE = """#!/bin/sh
 # records its arguments and writes a manifest where --out says
 echo "$@" >> "{log}"

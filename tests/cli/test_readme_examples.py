@@ -7,10 +7,10 @@ import re
 
 import pytest
 
-from tests.tiny_models import byte_tokenizer, tiny_model
+from tests.support.paths import README
+from tests.support.tiny_models import byte_tokenizer, tiny_model
 from stepscope.tracer.session import GenerationSettings, LiveSession
 
-README = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "README.md")
 BLOCKS = dict(re.findall(r"<!-- readme-test: (\w+) -->\n```python\n(.*?)```", open(README, encoding="utf-8").read(), re.S))
 
 

@@ -19,10 +19,9 @@ import time
 
 import pytest
 
+from tests.support.paths import FIXTURE, ROOT
 from stepscope.tui.cli import main
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-FIXTURE = os.path.join(ROOT, "tests", "fixtures", "tiny_trace")
 CHROMIUM = next((shutil.which(n) for n in ("chromium", "chromium-browser", "google-chrome") if shutil.which(n)), None)
 
 

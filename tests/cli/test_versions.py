@@ -9,8 +9,7 @@ import re
 import transformers
 from packaging.specifiers import SpecifierSet
 from packaging.version import Version
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from tests.support.paths import ROOT
 
 
 def _declared() -> SpecifierSet:
@@ -40,7 +39,7 @@ def test_an_adapter_refuses_a_transformers_older_than_its_modelling_code(monkeyp
     """gpt-oss, DeepSeek-V3 and Qwen3-Next need newer releases than pyproject's floor: one line."""
     import pytest
 
-    from tests.tiny_models import tiny_model
+    from tests.support.tiny_models import tiny_model
     import stepscope.tracer.adapters
     from stepscope.tracer.adapters import UnsupportedModel, adapter_for
 

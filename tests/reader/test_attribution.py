@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 import torch
 
-from tests.family_matrix import FAMILIES, GENERIC, NEW_FAMILIES, PROMPT
-from tests.family_refs import randomize_norms
-from tests.tiny_models import byte_tokenizer, tiny_model
+from tests.support.family_matrix import FAMILIES, GENERIC, NEW_FAMILIES, PROMPT
+from tests.support.family_refs import randomize_norms
+from tests.support.tiny_models import byte_tokenizer, tiny_model
 from stepscope.tracer import load_trace
 from stepscope.tracer.attribution import attribute
 from stepscope.tracer.session import GenerationSettings, LiveSession

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 from safetensors.numpy import load_file
 
-from tests.tiny_models import byte_tokenizer, tiny_model
-from tests.trace_edit import edit_entries
+from tests.support.tiny_models import byte_tokenizer, tiny_model
+from tests.support.trace_edit import edit_entries
 from stepscope.tracer import load_trace
 from stepscope.tracer.diff import compare, summary, tensor_diff
 from stepscope.tracer.session import GenerationSettings, LiveSession

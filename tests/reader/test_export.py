@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 import torch
 
-from tests.tiny_models import byte_tokenizer, tiny_model
+from tests.support.paths import ROOT
+from tests.support.tiny_models import byte_tokenizer, tiny_model
 from stepscope.tracer import load_trace
 from stepscope.tracer.adapters import adapter_for
 from stepscope.tracer.export import candidates, decoder, lens, positions, tl_cache, token_ids
@@ -79,8 +80,7 @@ def test_torch_on_request_only(traced):
         f"tr = load_trace({trace.path!r}); c = tl_cache(tr); candidates(tr, tr.steps[0]); lens(tr, tr.steps[0]);"
         "assert 'torch' not in sys.modules, 'torch imported'; print(len(c))"
     )
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env={**os.environ, "PYTHONPATH": root})
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env={**os.environ, "PYTHONPATH": ROOT})
     assert done.returncode == 0, done.stderr
 
 

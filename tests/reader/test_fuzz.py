@@ -23,10 +23,10 @@ import sys
 import numpy as np
 import pytest
 
-from tests.trace_edit import edit_entries
+from tests.support.paths import FIXTURE
+from tests.support.trace_edit import edit_entries
 from stepscope.tracer import TraceError, load_trace
 
-FIXTURE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "fixtures", "tiny_trace")
 N_MUTANTS = 400
 HOSTILE_VALUES = [None, -1, 0, 10**18, -(10**18), 1.5, float("nan"), float("inf"), "", "x" * 5000, "\x1b]0;t\x07",
                   [], {}, True, False, [1, 2, 3], {"a": 1}, "../../etc/passwd", "/dev/zero", 2**70]

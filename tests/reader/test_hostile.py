@@ -15,12 +15,12 @@ import numpy as np
 import pytest
 from safetensors import safe_open
 
-from tests.tiny_models import byte_tokenizer, tiny_model
-from tests.trace_edit import edit_entries, edit_manifest  # hand edits, re-stamped with their crc32
+from tests.support.paths import ROOT
+from tests.support.tiny_models import byte_tokenizer, tiny_model
+from tests.support.trace_edit import edit_entries, edit_manifest  # hand edits, re-stamped with their crc32
 from stepscope.tracer import TraceError, load_trace
 from stepscope.tracer.session import GenerationSettings, LiveSession
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 HOSTILE = ["\x1b]0;pwned\x07", "\x1b]52;c;ZXZpbA==\x07", "\x1b[2J\x1b[H", "[bold red]x[/]", "[@click=app.quit]q[/]",
            "\x9b31m", "\uffff\ufffe\U0010ffff\ue000", "\u202eevil", "a\x00b", "\r\x08\x7f"]
 

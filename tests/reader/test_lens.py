@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 from safetensors import safe_open
 
-from tests.family_refs import randomize_norms
-from tests.tiny_models import byte_tokenizer, tiny_model
+from tests.support.family_refs import randomize_norms
+from tests.support.tiny_models import byte_tokenizer, tiny_model
 from stepscope.tracer import load_trace
 from stepscope.tracer.lens import LENS_FILE, RESID_ROWS, LogitLens
 from stepscope.tracer.session import GenerationSettings, LiveSession, cache_kwarg

@@ -9,17 +9,14 @@ import numpy as np
 import pytest
 from safetensors import safe_open
 
-from tests.tiny_models import byte_tokenizer, tiny_model
+from tests.support.paths import FIXTURE, FIXTURE_V1
+from tests.support.tiny_models import byte_tokenizer, tiny_model
 from stepscope.tracer import TraceError, load_trace
 from stepscope.tracer.session import GenerationSettings, LiveSession
 from stepscope.tracer.writer import TraceWriter, write_step_file
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-V1 = os.path.join(HERE, "fixtures", "tiny_trace_v1")
-
-
 def _manifest(prompt_len: int = 3) -> dict:
-    from tests.synthetic_trace import model_facts
+    from tests.support.synthetic_trace import model_facts
 
     return {
         "schema": "stepscope.trace", "schema_version": 2, "model": model_facts(), "prompt": "abc", "prompt_len": prompt_len,
@@ -95,8 +92,7 @@ def _sub_once(path: str, old: bytes, new: bytes, line: int | None = None) -> Non
 
 
 def test_schema_valid_edits_of_the_json_files_fail_their_checksum(tmp_path):
-    from tests.make_fixture import FIXTURE
-    from tests.trace_edit import edit_entries, edit_manifest
+    from tests.support.trace_edit import edit_entries, edit_manifest
 
     base = load_trace(FIXTURE)
     rank = base.steps[2].sampling["chosen_rank"]
@@ -123,7 +119,6 @@ def test_schema_valid_edits_of_the_json_files_fail_their_checksum(tmp_path):
 
 
 def test_the_last_log_line_whole_without_newline_counts_damaged_after_its_stamp_is_an_error(tmp_path):
-    from tests.make_fixture import FIXTURE
 
     n = len(load_trace(FIXTURE).steps)
     for tail, outcome in ((b"", n), (b"{", "steps.jsonl line %d: bytes after its checksum" % n), (b"\x00", "line %d: bytes after" % n)):
@@ -140,7 +135,7 @@ def test_the_last_log_line_whole_without_newline_counts_damaged_after_its_stamp_
 
 
 def test_schema_1_trace_opens_with_norm_output_under_hook_out():
-    tr = load_trace(V1)
+    tr = load_trace(FIXTURE_V1)
     assert tr.manifest["schema_version"] == 1 and len(tr.steps) == 8 and len(tr.tokens) == tr.prompt_len + 8
     step = tr.steps[0]
     assert "blocks.0.ln1.hook_out" in step and "blocks.0.ln1.hook_normalized" not in step
@@ -338,7 +333,6 @@ def test_writer_uses_the_schema_nan_becomes_null_and_invalid_entries_are_refused
 
 
 def test_info_on_a_damaged_step_log_is_one_line_naming_the_file(tmp_path, capsys):
-    from tests.make_fixture import FIXTURE
     from stepscope.tui.cli import main
 
     bad = str(tmp_path / "t")

@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-FIXTURE = os.path.join(ROOT, "tests", "fixtures", "tiny_trace")
+from tests.support.paths import FIXTURE, ROOT
 
 REPLAY = """
 import asyncio, sys

@@ -26,7 +26,7 @@ from .family_checks import (
     check_step_matches_full,
 )
 from .family_refs import block_ref, head_ref, randomize_norms, rms, rotary_tables
-from .family_refs_new import NEW_BLOCKS, check_linear_states, check_new_blocks
+from .family_refs_variant import NEW_BLOCKS, check_linear_states, check_new_blocks
 from .tiny_models import byte_tokenizer, tiny_model
 
 PROMPT = "Hi there"  # 8 byte tokens: with 4 new tokens the sequence outgrows the windows of 4

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import warnings
 
-from tests.family_matrix import NEW_TOKENS, PROMPT
-from tests.tiny_models import byte_tokenizer, tiny_model
+from tests.support.family_matrix import NEW_TOKENS, PROMPT
+from tests.support.tiny_models import byte_tokenizer, tiny_model
 from stepscope.tracer import load_trace
 from stepscope.tracer.session import GenerationSettings, LiveSession
 

@@ -1,4 +1,4 @@
-"""Regenerate the committed fixture trace: `python -m tests.make_fixture`.
+"""Regenerate the committed fixture trace: `python -m tests.support.make_fixture`.
 
 `tests/fixtures/tiny_trace` is written in the current format (schema 2);
 `tests/fixtures/tiny_trace_v1` is a frozen schema-1 copy for compatibility tests: never regenerate it.
@@ -13,10 +13,10 @@ from __future__ import annotations
 import os
 import shutil
 
-from tests.tiny_models import byte_tokenizer, tiny_model
+from tests.support.paths import FIXTURE
+from tests.support.tiny_models import byte_tokenizer, tiny_model
 from stepscope.tracer.session import GenerationSettings, LiveSession
 
-FIXTURE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "fixtures", "tiny_trace")
 PROMPT = "<|im_start|>Hi [red]x[/red]\n"
 
 

@@ -7,7 +7,9 @@ import os
 
 from textual.app import App
 
-PANES_TCSS = os.path.join(os.path.dirname(__file__), "..", "tui", "widgets", "panes.tcss")
+from tests.support.paths import ROOT
+
+PANES_TCSS = os.path.join(ROOT, "tui", "widgets", "panes.tcss")
 
 
 class PaneApp(App):
@@ -51,3 +53,25 @@ def drive(pane, script, size=(100, 30), follow_moves: bool = False) -> PaneApp:
 def screen_lines(app) -> list[str]:
     """The screen as plain text lines."""
     return [strip.text for strip in app.screen._compositor.render_strips()]
+
+
+def screen_text(app) -> str:
+    """The screen as plain text, trailing spaces stripped."""
+    return "\n".join(line.rstrip() for line in screen_lines(app))
+
+
+def cell_colours(app, y: int) -> list[tuple[str, tuple | None, tuple | None]]:
+    """(char, fg rgb, bg rgb) of every cell of screen line y."""
+    out = []
+    for seg in app.screen._compositor.render_strips()[y]:
+        style = seg.style
+        fg = tuple(style.color.triplet) if style and style.color and style.color.triplet else None
+        bg = tuple(style.bgcolor.triplet) if style and style.bgcolor and style.bgcolor.triplet else None
+        out += [(ch, fg, bg) for ch in seg.text]
+    return out
+
+
+def assert_inert(app):
+    """No escape or bell character from a trace reached the screen."""
+    for line in screen_lines(app):
+        assert "\x1b" not in line and "\x07" not in line

@@ -1,6 +1,6 @@
 """A small, self-consistent synthetic trace of a Llama-like model (GQA), written with TraceWriter.
 
-    from tests.synthetic_trace import build_trace
+    from tests.support.synthetic_trace import build_trace
     path = build_trace(tmp_path / "trace")            # -> directory; tracer.load_trace(path)
 
 Shapes follow docs/TRACE_FORMAT.md exactly: n_layers=2, d_model=16, n_heads=4, n_kv_heads=2,

@@ -8,11 +8,11 @@ import shutil
 
 import numpy as np
 import pytest
-
-from tests.trace_edit import edit_manifest
 import torch
 
-from tests.tiny_models import byte_tokenizer, tiny_model
+from tests.support.paths import README, ROOT
+from tests.support.tiny_models import byte_tokenizer, tiny_model
+from tests.support.trace_edit import edit_manifest
 from stepscope.tracer import load_trace
 from stepscope.tracer.branch import BranchError, BranchSet, branch_path, list_branches
 from stepscope.tracer.session import GenerationSettings, LiveSession
@@ -269,7 +269,7 @@ def test_view_opens_a_branch(tmp_path, llama, monkeypatch, capsys):
 def test_readme_example(tmp_path, llama, monkeypatch):
     import re
 
-    readme = open(os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "README.md"), encoding="utf-8").read()
+    readme = open(README, encoding="utf-8").read()
     code = re.search(r"<!-- readme-test: branches -->\n```python\n(.*?)```", readme, re.S).group(1)
     model, tok = llama
     replace = {
@@ -300,8 +300,7 @@ def test_reading_a_branch_never_imports_torch(tmp_path, llama):
         "[s[n] for s in t.steps for n in s.names]; effects(t, r); list_branches(r.path)\n"
         "print('torch' in sys.modules)"
     )
-    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    out = subprocess.run([sys.executable, "-c", code], cwd=repo, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": repo})
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": ROOT})
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "False"
 

@@ -7,7 +7,7 @@ import os
 import numpy as np
 import pytest
 
-from tests.tiny_models import byte_tokenizer, tiny_model
+from tests.support.tiny_models import byte_tokenizer, tiny_model
 from stepscope.tracer import load_trace
 from stepscope.tracer.budget import ROWS_KEPT, parse_size, plan
 

@@ -10,6 +10,7 @@ import time
 
 import pytest
 
+from tests.support.paths import ROOT
 from stepscope.tracer.config_facts import ConfigError, config_facts, hub_cache_config, read_config
 
 # Published config.json values (only the keys that size the model), as the model cards ship them.
@@ -100,7 +101,7 @@ def test_kv_cache_gqa_and_mha():
 def test_every_tiny_family_matches_its_weights():
     """The count from the config equals the real parameter count of a model built from it, for every family."""
     pytest.importorskip("torch")
-    from tests.tiny_models import FAMILY_CONFIGS, tiny_model
+    from tests.support.tiny_models import FAMILY_CONFIGS, tiny_model
 
     for family in FAMILY_CONFIGS:
         model = tiny_model(family)
@@ -115,7 +116,7 @@ def test_every_tiny_family_matches_its_weights():
 def test_info_on_a_saved_model_directory_matches_its_checkpoint(tmp_path, capsys):
     """A directory with config.json and safetensors: the count from the config equals the headers' total."""
     pytest.importorskip("torch")
-    from tests.tiny_models import tiny_model
+    from tests.support.tiny_models import tiny_model
     from stepscope.tracer.config_facts import checkpoint_params
     from stepscope.tui.cli import main
 
@@ -141,7 +142,7 @@ def test_gguf_header_counts_equal_tensor_shapes():
 
 def test_every_counted_family_is_checked():
     """Each model type the counter claims as checked has a tiny model compared against its weights above."""
-    from tests.tiny_models import FAMILY_CONFIGS
+    from tests.support.tiny_models import FAMILY_CONFIGS
     from stepscope.tracer.config_facts import CHECKED
 
     assert CHECKED <= {c["model_type"] for c in FAMILY_CONFIGS.values()}
@@ -202,8 +203,7 @@ def test_hub_id_from_cache_only(tmp_path, monkeypatch):
 
 
 def _info(*args, env=None):
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    env = {**os.environ, "PYTHONPATH": root, "COLUMNS": "200", **(env or {})}
+    env = {**os.environ, "PYTHONPATH": ROOT, "COLUMNS": "200", **(env or {})}
     t0 = time.perf_counter()
     done = subprocess.run([sys.executable, "-m", "stepscope", "info", *args], capture_output=True, text=True, env=env, timeout=60)
     return done, time.perf_counter() - t0

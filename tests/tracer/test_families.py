@@ -16,8 +16,8 @@ import pytest
 import torch
 from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForMaskedLM
 
-from tests.family_checks import TOLERANCE, CheckFailed, Checks, check_block, check_head_and_final, check_step_matches_full
-from tests.family_matrix import (
+from tests.support.family_checks import TOLERANCE, CheckFailed, Checks, check_block, check_head_and_final, check_step_matches_full
+from tests.support.family_matrix import (
     FAMILIES,
     GENERIC,
     NEW_TOKENS,
@@ -27,8 +27,8 @@ from tests.family_matrix import (
     trace_family,
     verify,
 )
-from tests.family_refs import block_ref, head_ref, randomize_norms, rotary_tables
-from tests.tiny_models import tiny_model
+from tests.support.family_refs import block_ref, head_ref, randomize_norms, rotary_tables
+from tests.support.tiny_models import tiny_model
 from stepscope.tracer.adapters import UnsupportedModel, adapter_for
 from stepscope.tracer.adapters.generic import GenericFallbackWarning, find_layers
 from stepscope.tracer.names import BLOCK_NAMES, FINAL_NAMES, SAMPLING_NAMES, shape_doc

@@ -13,8 +13,8 @@ import warnings
 import pytest
 import torch
 
-from tests.family_matrix import NEW_FAMILIES, check_greedy, check_recomputation, check_steps, trace_family, verify
-from tests.family_checks import CheckFailed, Checks
+from tests.support.family_checks import CheckFailed, Checks
+from tests.support.family_matrix import NEW_FAMILIES, check_greedy, check_recomputation, check_steps, trace_family, verify
 
 BY_KEY = {f.key: f for f in NEW_FAMILIES}
 KEYS = list(BY_KEY)
@@ -112,8 +112,8 @@ def test_smollm3_nope_layer_is_not_rotated(traced):
 
 def test_glm4_rope_is_interleaved_not_rotate_half(traced):
     """The interleaved reference is the one that matches: rotate-half would not (the check can fail)."""
-    from tests.family_refs import rope, rotary_tables
-    from tests.family_refs_new import rope_interleaved
+    from tests.support.family_refs import rope, rotary_tables
+    from tests.support.family_refs_variant import rope_interleaved
 
     t = traced("glm4")
     q = t.full["blocks.0.attn.hook_q"]

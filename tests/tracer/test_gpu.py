@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from tests.family_refs import randomize_norms
-from tests.tiny_models import byte_tokenizer, tiny_model
+from tests.support.family_refs import randomize_norms
+from tests.support.tiny_models import byte_tokenizer, tiny_model
 from stepscope.tracer import load_trace
 from stepscope.tracer.session import GenerationSettings, LiveSession
 from stepscope.tracer.staging import SLOTS, HostStager

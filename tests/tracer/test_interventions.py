@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from tests.tiny_models import byte_tokenizer, tiny_model
+from tests.support.tiny_models import byte_tokenizer, tiny_model
 from stepscope.tracer import load_trace
 from stepscope.tracer.branch import BranchError, BranchSet, branch_path, effects
 from stepscope.tracer.interventions import (

@@ -9,7 +9,7 @@ import torch
 from transformers import LogitsProcessor, LogitsProcessorList, StoppingCriteria, StoppingCriteriaList
 
 import stepscope
-from tests.tiny_models import byte_tokenizer, tiny_model
+from tests.support.tiny_models import byte_tokenizer, tiny_model
 from stepscope.tracer.adapters import adapter_for
 from stepscope.tracer.export import tl_cache
 from stepscope.tracer.record import RecordError

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from tests.tiny_models import byte_tokenizer, tiny_model
+from tests.support.tiny_models import byte_tokenizer, tiny_model
 from stepscope.tracer import load_trace
 from stepscope.tracer.sampler import Sampler, SamplerSettings, nucleus_size
 from stepscope.tracer.session import GenerationSettings, LiveSession

@@ -4,12 +4,10 @@ model; assertions on what the screen shows and on the app's state."""
 from __future__ import annotations
 
 import numpy as np
-
-import os
-import time
-
 import pytest
 
+from tests.support.app_harness import make_factory, wait_idle
+from tests.support.paths import FIXTURE
 from stepscope.tracer import load_trace
 from stepscope.tui.app import StepscopeApp
 from stepscope.tui.screens.breakpoints import BreakpointsScreen
@@ -23,7 +21,6 @@ from stepscope.tui.widgets.loading import LoadingPanel
 
 pytestmark = pytest.mark.anyio  # async tests run on asyncio via anyio's pytest plugin
 
-FIXTURE = os.path.join(os.path.dirname(__file__), "fixtures", "tiny_trace")
 SIZE = (100, 30)
 
 
@@ -232,7 +229,7 @@ async def test_write_in_replay_explains(trace):
 
 async def test_token_text_is_inert(tmp_path):
     """A token holding `[red]x[/red]`, an ANSI escape and a bell shows literally."""
-    from tests.synthetic_trace import build_trace
+    from tests.support.synthetic_trace import build_trace
 
     path = build_trace(tmp_path / "syn", n_decode=4)
     app = StepscopeApp(trace=load_trace(path))
@@ -248,41 +245,6 @@ async def test_token_text_is_inert(tmp_path):
 
 
 # -- live session (tiny random model) ---------------------------------------------------------
-
-def make_factory(tiny, max_new_tokens=4, slow=0.0, fail_at=None, seen=None):
-    from stepscope.tracer.session import GenerationSettings, LiveSession
-
-    def factory(progress=None):
-        if progress is not None:
-            progress("building the tiny model", 0.5)
-        session = LiveSession(tiny[0], tiny[1], "Hello", GenerationSettings(max_new_tokens=max_new_tokens))
-        real_step = session.step
-        calls = {"n": 0}
-
-        def step():
-            calls["n"] += 1
-            if fail_at is not None and calls["n"] == fail_at:
-                raise RuntimeError("CUDA out of memory (simulated)")
-            if slow:
-                time.sleep(slow)
-            return real_step()
-
-        session.step = step
-        if seen is not None:
-            seen.append(session)
-        return session
-
-    return factory
-
-
-async def wait_idle(app, pilot, timeout=20.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        await pilot.pause(0.02)
-        if app.trace is not None and app.n_steps and not app.busy and not app.continuing:
-            return
-    raise AssertionError("the app stayed busy")
-
 
 async def test_live_session_steps_continues_and_writes(tiny, tmp_path):
     progress_seen = []

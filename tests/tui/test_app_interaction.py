@@ -11,14 +11,13 @@ import time
 
 import pytest
 
+from tests.support.paths import FIXTURE, ROOT
 from stepscope.tui.app import StepscopeApp
 from stepscope.tui.screens.error import ErrorScreen
 from stepscope.tui.screens.main import MainScreen
 from stepscope.tui.screens.prompt import PromptScreen
 
 pytestmark = pytest.mark.anyio
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def screen_text(app) -> str:
@@ -179,7 +178,7 @@ def test_run_refuses_bad_model_options_before_the_app(args, words):
 
 
 def test_run_and_view_without_a_terminal_exit_2_at_once(tiny_model_dir):
-    for args in (["run", "--model", tiny_model_dir], ["view", os.path.join(ROOT, "tests", "fixtures", "tiny_trace")]):
+    for args in (["run", "--model", tiny_model_dir], ["view", FIXTURE]):
         res = run_cli(*args)
         assert res.returncode == 2 and "needs a terminal" in res.stderr and len(res.stderr.splitlines()) == 1
 
@@ -312,7 +311,7 @@ def test_a_crash_exits_non_zero_with_one_line(tmp_path):
         "class Crashing(StepscopeApp):\n"
         "    def on_mount(self):\n"
         "        raise RuntimeError('boom \\x1b[31m')\n"
-        f"app = Crashing(trace=load_trace({os.path.join(ROOT, 'tests', 'fixtures', 'tiny_trace')!r}))\n"
+        f"app = Crashing(trace=load_trace({FIXTURE!r}))\n"
         "orig = app.run\n"
         "app.run = lambda: orig(headless=True)\n"
         "sys.exit(_run_app(app))\n"
@@ -330,8 +329,7 @@ async def test_trace_strings_are_inert_in_the_app(tmp_path):
     import shutil
 
     from stepscope.tracer import load_trace
-    from tests.conftest import FIXTURE
-    from tests.trace_edit import edit_manifest
+    from tests.support.trace_edit import edit_manifest
 
     bad = tmp_path / "[@click=app.quit]"
     shutil.copytree(FIXTURE, bad)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from tests.test_why_app import run, screen
+from tests.support.app_harness import make_factory, run, screen, wait_idle
 from stepscope.tracer import load_trace
 from stepscope.tracer.session import GenerationSettings, LiveSession
 from stepscope.tui.app import StepscopeApp
@@ -20,8 +20,6 @@ async def click_label(app, pilot, label: str):
 
 
 def test_live_I_steers_the_residual_stream_with_a_difference_of_two_recorded_residuals(tiny):
-    from tests.test_app import make_factory, wait_idle
-
     app = StepscopeApp(session_factory=make_factory(tiny, max_new_tokens=4))
 
     async def script(app, pilot):
@@ -62,8 +60,6 @@ def test_live_I_steers_the_residual_stream_with_a_difference_of_two_recorded_res
 
 
 def test_live_I_patches_an_activation_from_another_trace(tiny, tmp_path):
-    from tests.test_app import make_factory, wait_idle
-
     other = LiveSession(tiny[0], tiny[1], "Jello", GenerationSettings(max_new_tokens=3), out=str(tmp_path / "other"))
     other.run()
     other.close()
@@ -116,8 +112,6 @@ def _rows(app) -> list[str]:
 
 
 def test_live_R_lists_the_runs_and_enter_or_a_click_opens_one(tiny):
-    from tests.test_app import make_factory, wait_idle
-
     app = StepscopeApp(session_factory=make_factory(tiny, max_new_tokens=4))
 
     async def script(app, pilot):

@@ -3,15 +3,12 @@ and on arrays through watch expressions, scanning a trace."""
 
 from __future__ import annotations
 
-import os
-
 import numpy as np
 import pytest
 
+from tests.support.paths import FIXTURE
 from stepscope.tracer import load_trace
 from stepscope.tui.breakpoints import Breakpoint, BreakpointError, BreakpointSet, Comparison, NonFinite, TokenText
-
-FIXTURE = os.path.join(os.path.dirname(__file__), "fixtures", "tiny_trace")
 
 
 def entry(index=1, text=" Paris", token_id=7042, chosen=0.42, top1=0.5, entropy=2.0, rank=0, nonfinite=()):
@@ -152,7 +149,7 @@ def test_expression_conditions_on_arrays_two_sided():
 
 
 def test_nonfinite_from_a_written_trace(tmp_path):
-    from tests.synthetic_trace import build_trace
+    from tests.support.synthetic_trace import build_trace
 
     trace = load_trace(build_trace(tmp_path / "nan", n_decode=2, nan_in="blocks.1.hook_resid_post"))
     bp = Breakpoint.parse("nan")

@@ -7,11 +7,11 @@ import warnings
 import numpy as np
 import pytest
 
-from tests.family_matrix import NEW_TOKENS, PROMPT
-from tests.family_traces import Traces
-from tests.pane_harness import drive, screen_lines
-from tests.test_panes import assert_inert, cell_colours, screen_text
-from tests.tiny_models import byte_tokenizer, tiny_model
+from tests.support.family_matrix import NEW_TOKENS, PROMPT
+from tests.support.family_traces import Traces
+from tests.support.pane_harness import assert_inert, cell_colours, drive, screen_lines, screen_text
+from tests.support.paths import FIXTURE
+from tests.support.tiny_models import byte_tokenizer, tiny_model
 from stepscope.tracer import load_trace
 from stepscope.tracer.session import GenerationSettings, LiveSession
 from stepscope.tui.render.palette import PALETTE_RGB, levels
@@ -130,7 +130,7 @@ def test_qwen3_next_layers_without_attention_say_why(fam):
 
 def _llama():
     """The tiny Llama with random norm weights (so a norm's output differs from its normalized input)."""
-    from tests.family_refs import randomize_norms
+    from tests.support.family_refs import randomize_norms
 
     return randomize_norms(tiny_model("llama"))
 
@@ -211,7 +211,6 @@ def test_lens_pane_with_the_lazy_lens_equals_an_independent_unembedding(budget_p
 
 
 def test_lens_pane_on_a_schema_1_trace_shows_its_stored_lens():
-    from tests.conftest import FIXTURE
     from stepscope.tui.widgets.logit_lens import LogitLensPane
 
     trace = load_trace(FIXTURE + "_v1")
@@ -275,7 +274,6 @@ def test_tensors_pane_norm_names_mean_what_transformerlens_means(budget_pair):
 
 
 def test_tensors_pane_on_a_schema_1_trace_shows_the_norm_output_as_hook_out():
-    from tests.conftest import FIXTURE
     from stepscope.tui.widgets.tensor_inspector import TensorInspector
 
     trace = load_trace(FIXTURE + "_v1")
@@ -388,7 +386,6 @@ def test_every_pane_of_the_app_opens_on_family_facts(fam, budget_pair, which):
     schema 1): every pane shown at every layer of two steps, no error dialog."""
     import asyncio
 
-    from tests.conftest import FIXTURE
     from stepscope.tui.app import StepscopeApp
 
     trace = {"gpt_oss": lambda: fam["gpt_oss"], "qwen3_next": lambda: fam["qwen3_next"],

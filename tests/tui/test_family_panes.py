@@ -3,9 +3,8 @@ cache rows, the family's data flow in the model overview, MoE routing in the ten
 
 import pytest
 
-from tests.family_traces import Traces
-from tests.pane_harness import drive, screen_lines
-from tests.test_panes import assert_inert, cell_colours, screen_text
+from tests.support.family_traces import Traces
+from tests.support.pane_harness import assert_inert, cell_colours, drive, screen_lines, screen_text
 from stepscope.tui.render.palette import MASKED_RGB, PALETTE_RGB, WINDOW_RGB
 from stepscope.tui.views.heatmap import ZOOMS
 from stepscope.tui.widgets.heatmap import HeatmapPane

@@ -7,7 +7,7 @@ import re
 import numpy as np
 import pytest
 
-from tests.family_traces import Traces, trace_tiny
+from tests.support.family_traces import Traces, trace_tiny
 from stepscope.tui.views.heatmap import Viewport, attention_map, extent, key_span
 from stepscope.tui.views.kv_cache import kv_cache
 from stepscope.tui.views.layers import head_rows, layer_experts, layer_rows

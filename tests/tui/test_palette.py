@@ -17,7 +17,7 @@ SIZE = (120, 40)
 
 @pytest.fixture(scope="module")
 def synthetic(tmp_path_factory):
-    from tests.synthetic_trace import build_trace
+    from tests.support.synthetic_trace import build_trace
 
     return load_trace(build_trace(tmp_path_factory.mktemp("palette") / "t", n_decode=7))
 

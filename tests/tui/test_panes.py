@@ -1,12 +1,11 @@
 """The pane widgets mounted alone in a minimal App, driven with Pilot."""
 
-import os
-
 import numpy as np
 import pytest
 
-from tests import synthetic_trace as syn
-from tests.pane_harness import drive, screen_lines
+from tests.support import synthetic_trace as syn
+from tests.support.pane_harness import assert_inert, drive, screen_lines, screen_text
+from tests.support.paths import FIXTURE
 from stepscope.tracer import load_trace
 from stepscope.tui.views.tensors import format_number
 from stepscope.tui.widgets.heatmap import HeatmapPane
@@ -16,28 +15,6 @@ from stepscope.tui.widgets.model_overview import ModelOverviewPane
 from stepscope.tui.widgets.tensor_browser import TensorBrowser
 from stepscope.tui.widgets.tensor_inspector import TensorInspector
 from stepscope.tui.widgets.tensor_list import TensorList
-
-FIXTURE = os.path.join(os.path.dirname(__file__), "fixtures", "tiny_trace")
-
-
-def screen_text(app) -> str:
-    return "\n".join(line.rstrip() for line in screen_lines(app))
-
-
-def cell_colours(app, y: int) -> list[tuple[str, tuple | None, tuple | None]]:
-    """(char, fg rgb, bg rgb) of every cell of screen line y."""
-    out = []
-    for seg in app.screen._compositor.render_strips()[y]:
-        style = seg.style
-        fg = tuple(style.color.triplet) if style and style.color and style.color.triplet else None
-        bg = tuple(style.bgcolor.triplet) if style and style.bgcolor and style.bgcolor.triplet else None
-        out += [(ch, fg, bg) for ch in seg.text]
-    return out
-
-
-def assert_inert(app):
-    for line in screen_lines(app):
-        assert "\x1b" not in line and "\x07" not in line
 
 
 @pytest.fixture(scope="module")

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 from rich.cells import cell_len
 
-from tests import pane_harness as harness
-from tests import synthetic_trace as syn
+from tests.support import pane_harness as harness
+from tests.support import synthetic_trace as syn
 from stepscope.tracer import load_trace
 from stepscope.tui.render.palette import MASKED_RGB, PALETTE_RGB
 from stepscope.tui.views.heatmap import ZOOMS

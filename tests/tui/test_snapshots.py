@@ -5,14 +5,12 @@ tests/__snapshots__/."""
 
 from __future__ import annotations
 
-import os
-
 import pytest
 
+from tests.support.paths import FIXTURE
 from stepscope.tracer import load_trace
 from stepscope.tui.app import StepscopeApp
 
-FIXTURE = os.path.join(os.path.dirname(__file__), "fixtures", "tiny_trace")
 PANE_KEYS = {"candidates": "1", "attention": "2", "tensors": "3", "lens": "4", "kv": "5", "heads": "6", "model": "7",
              "whatif": "9"}
 

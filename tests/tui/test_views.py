@@ -5,7 +5,8 @@ import os
 import numpy as np
 import pytest
 
-from tests import synthetic_trace as syn
+from tests.support import synthetic_trace as syn
+from tests.support.paths import FIXTURE
 from stepscope.tracer import load_trace
 from stepscope.tracer.names import forward_order
 from stepscope.tui.views import cache
@@ -22,7 +23,6 @@ from stepscope.tui.views.tensors import (
 )
 from stepscope.tui.views.vocab import token_texts
 
-FIXTURE = os.path.join(os.path.dirname(__file__), "fixtures", "tiny_trace")
 PAT = "blocks.{}.attn.hook_pattern"
 
 

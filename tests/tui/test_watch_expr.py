@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import math
-import os
 
 import numpy as np
 import pytest
 
+from tests.support.paths import FIXTURE
 from stepscope.tui.watch import ExprError, Watch, parse, parse_comparison, unparse
 
 
@@ -129,7 +129,7 @@ def test_manifest_only_expressions_need_no_array():
 def test_a_damaged_step_file_is_nan_with_a_reason(tmp_path):
     import shutil
 
-    from tests.synthetic_trace import build_trace
+    from tests.support.synthetic_trace import build_trace
     from stepscope.tracer import load_trace
     from stepscope.tui.breakpoints import Breakpoint
 
@@ -167,7 +167,7 @@ class _Lens:
 def test_lens_of_any_token_with_a_readers_lazy_lens(tmp_path):
     from stepscope.tracer import load_trace
 
-    trace = load_trace(os.path.join(os.path.dirname(__file__), "fixtures", "tiny_trace"))
+    trace = load_trace(FIXTURE)
     w_u = np.random.default_rng(0).normal(size=(64, 259)).astype(np.float32)
     trace.lens = _Lens(w_u)
     step = trace.steps[3]

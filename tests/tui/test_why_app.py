@@ -3,7 +3,6 @@ the UI thread, and `stepscope diff` on a terminal opening the Compare pane."""
 
 from __future__ import annotations
 
-import asyncio
 import shutil
 import threading
 import time
@@ -11,7 +10,8 @@ import time
 import numpy as np
 import pytest
 
-from tests.tiny_models import byte_tokenizer, tiny_model
+from tests.support.app_harness import make_factory, run, screen, wait_idle
+from tests.support.tiny_models import byte_tokenizer, tiny_model
 from stepscope.tracer import load_trace
 from stepscope.tracer.attribution import attribute
 from stepscope.tracer.session import GenerationSettings, LiveSession
@@ -36,26 +36,12 @@ def paths(tmp_path_factory):
     return _trace(root / "a", "Paris is in France"), _trace(root / "b", "Paris is in Greece")
 
 
-def screen(app) -> str:
-    return "\n".join(strip.text.rstrip() for strip in app.screen._compositor.render_strips())
-
-
 async def until(pilot, condition, timeout=10.0):
     """Let the app run until `condition()` holds (a worker's result arrived)."""
     end = time.monotonic() + timeout
     while not condition():
         assert time.monotonic() < end, "timed out"
         await pilot.pause(0.05)
-
-
-def run(app, script, size=(120, 40)):
-    async def main():
-        async with app.run_test(size=size) as pilot:
-            await pilot.pause()
-            await script(app, pilot)
-
-    asyncio.run(main())
-    assert app.last_error is None, app.last_error
 
 
 async def click_text(pilot, pane, text: str, nth: int = 0):
@@ -278,8 +264,6 @@ def test_B_switches_to_a_branch_marks_where_it_leaves_and_shows_the_effect(branc
 
 
 def test_live_F_forces_another_token_in_a_branch_and_B_switches_runs(tiny, tmp_path):
-    from tests.test_app import make_factory, wait_idle
-
     app = StepscopeApp(session_factory=make_factory(tiny, max_new_tokens=4))
 
     async def script(app, pilot):
@@ -335,8 +319,6 @@ def test_live_F_forces_another_token_in_a_branch_and_B_switches_runs(tiny, tmp_p
 
 
 def test_live_I_ablates_the_head_at_the_cursor_and_shows_the_effect(tiny):
-    from tests.test_app import make_factory, wait_idle
-
     app = StepscopeApp(session_factory=make_factory(tiny, max_new_tokens=4))
 
     async def script(app, pilot):

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-
 import pytest
 
 
-from tests import pane_harness as harness
-from tests.tiny_models import byte_tokenizer, tiny_model
+from tests.support import pane_harness as harness
+from tests.support.tiny_models import byte_tokenizer, tiny_model
 from stepscope.tracer import load_trace
 from stepscope.tracer.attribution import attribute
 from stepscope.tracer.session import GenerationSettings, LiveSession

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from tests.tiny_models import byte_tokenizer, tiny_model
+from tests.support.tiny_models import byte_tokenizer, tiny_model
 from stepscope.tracer import load_trace
 from stepscope.tracer.attribution import attribute
 from stepscope.tracer.session import GenerationSettings, LiveSession
