@@ -24,8 +24,8 @@ sys.path.insert(0, ROOT)
 import torch  # noqa: E402
 import transformers  # noqa: E402
 
-from tests.family_checks import TOLERANCE  # noqa: E402
-from tests.family_matrix import FAMILIES, GENERIC, NEW_FAMILIES, verify  # noqa: E402
+from tests.support.family_checks import TOLERANCE  # noqa: E402
+from tests.support.family_matrix import FAMILIES, GENERIC, VARIANT_FAMILIES, verify  # noqa: E402
 from stepscope.tracer.names import FAMILY_EXTRAS, split_block_name  # noqa: E402
 
 EXTRA_NAMES = FAMILY_EXTRAS
@@ -69,7 +69,7 @@ def _row(family, t32, t16) -> str:
 
 def build() -> str:
     rows = []
-    for family in FAMILIES + NEW_FAMILIES + GENERIC:
+    for family in FAMILIES + VARIANT_FAMILIES + GENERIC:
         with warnings.catch_warnings(), tempfile.TemporaryDirectory() as tmp:
             warnings.simplefilter("ignore")
             t32 = verify(family, torch.float32, out=os.path.join(tmp, "float32"))

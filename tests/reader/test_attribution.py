@@ -1,5 +1,5 @@
 """Direct logit attribution: the parts and bias terms sum to the logit difference the model itself
-produced (its recorded LM-head output), on every family of tests/family_matrix.py; each head's
+produced (its recorded LM-head output), on every family of tests/support/family_matrix.py; each head's
 `attn.hook_result` row equals z·W_O recomputed from the model's weights."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from tests.support.family_matrix import FAMILIES, GENERIC, NEW_FAMILIES, PROMPT
+from tests.support.family_matrix import FAMILIES, GENERIC, VARIANT_FAMILIES, PROMPT
 from tests.support.family_refs import randomize_norms
 from tests.support.tiny_models import byte_tokenizer, tiny_model
 from stepscope.tracer import load_trace
@@ -16,7 +16,7 @@ from stepscope.tracer.attribution import attribute
 from stepscope.tracer.session import GenerationSettings, LiveSession
 from stepscope.tracer.trace_format import TraceError
 
-KEYS = [f.key for f in FAMILIES + NEW_FAMILIES + GENERIC]
+KEYS = [f.key for f in FAMILIES + VARIANT_FAMILIES + GENERIC]
 
 
 def _trace(tmp_path, key: str, new_tokens: int = 2, **settings):

@@ -1,4 +1,5 @@
-"""Issue 9, "Found" items 1-7: hostile traces, hostile text and failed runs, each as a test."""
+"""Hostile input: traces that point outside themselves or lie about sizes and shapes, hostile text
+shown inert, malformed JSON, and failed runs that keep the trace already there."""
 
 from __future__ import annotations
 

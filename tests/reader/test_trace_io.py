@@ -106,7 +106,7 @@ def test_full_disk_gives_clear_error_and_keeps_steps(tmp_path, monkeypatch):
         s.step()
     tr = load_trace(out)
     assert len(tr.steps) == 2 and tr.steps[1]["logits"].shape[0] == 1
-    assert tr.manifest["stop_reason"] == "error" and not tr.finished  # issue 9 item 6: was null
+    assert tr.manifest["stop_reason"] == "error" and not tr.finished  # a stop reason, never null
     assert not [f for f in os.listdir(out) if f.startswith(".tmp")]  # no half-written temp file left
 
 

@@ -1,6 +1,6 @@
-"""Recomputation checks shared by tests/test_families.py and scripts/supported_models.py.
+"""Recomputation checks shared by tests/tracer/test_families.py and scripts/supported_models.py.
 
-Every recorded tensor is compared with an independent recomputation (tests/family_refs.py) from
+Every recorded tensor is compared with an independent recomputation (family_refs.py) from
 the recorded *inputs* of its own stage, so an error shows where it arises instead of piling up.
 Tolerances per dtype are documented in docs/FIDELITY.md (`TOLERANCE` here is the source).
 
@@ -213,7 +213,7 @@ def check_step_matches_full(ck: Checks, step: dict, full: dict, start: int, end:
     """
     for name, got in step.items():
         if name.startswith(("sample.", "logit_lens.")) or name.endswith(("attn.hook_result", "attn.hook_o_input")):
-            continue  # the last position only (tests/test_attribution.py checks hook_result against z·W_O)
+            continue  # the last position only (tests/reader/test_attribution.py checks hook_result against z·W_O)
         want = full[name]
         if name.endswith(("hook_attn_scores", "hook_pattern")):
             s = got.shape[-1]

@@ -1,6 +1,6 @@
 """The family matrix: which tiny model stands for which family, how it is traced and verified.
 
-Used by tests/test_families.py (one test per check group) and scripts/supported_models.py
+Used by tests/tracer/test_families.py (one test per check group) and scripts/supported_models.py
 (which runs `verify` for every family and writes docs/SUPPORTED_MODELS.md).
 """
 
@@ -26,7 +26,7 @@ from .family_checks import (
     check_step_matches_full,
 )
 from .family_refs import block_ref, head_ref, randomize_norms, rms, rotary_tables
-from .family_refs_variant import NEW_BLOCKS, check_linear_states, check_new_blocks
+from .family_refs_variant import VARIANT_BLOCKS, check_linear_states, check_variant_blocks
 from .tiny_models import byte_tokenizer, tiny_model
 
 PROMPT = "Hi there"  # 8 byte tokens: with 4 new tokens the sequence outgrows the windows of 4
@@ -55,8 +55,9 @@ FAMILIES = [
     Family("mixtral", "Mixtral (MoE)", "Mixtral-8x7B", "router probabilities and chosen experts per token"),
     Family("qwen3_moe", "Qwen3-MoE", "Qwen3-30B-A3B", "Qwen3 attention + MoE router and experts (tested with norm_topk_prob off; Mixtral covers renormalised top-k)"),
 ]
-# 2026's families with an adapter (tests/test_new_families.py; recomputed by tests/family_refs_new.py)
-NEW_FAMILIES = [
+# families with an adapter whose blocks vary the common shape (tests/tracer/test_families_variant_blocks.py;
+# recomputed by family_refs_variant.py)
+VARIANT_FAMILIES = [
     Family("olmo2", "OLMo 2", "OLMo-2-1124-7B, OLMo-2-0425-1B", "no pre-norms: post-norms after attention and MLP, RMSNorm over all heads of q and k"),
     Family("smollm3", "SmolLM3", "SmolLM3-3B", "RoPE off on every 4th layer (NoPE layers listed in the manifest)"),
     Family("glm4", "GLM-4", "GLM-4-9B-0414, GLM-Z1", "sandwich norms, interleaved partial RoPE, fused gate/up projection"),
@@ -132,8 +133,8 @@ def check_recomputation(t: Traced) -> None:
     for rec, ids in ((t.full, t.full_ids), (t.steps[0], t.full_ids[:prompt_len])):
         positions = torch.arange(len(ids))
         check_head_and_final(t.checks, rec, head, ids, positions, n_layers)
-        if t.family.key in NEW_BLOCKS:
-            check_new_blocks(t.checks, rec, t.model, t.family.key, positions)
+        if t.family.key in VARIANT_BLOCKS:
+            check_variant_blocks(t.checks, rec, t.model, t.family.key, positions)
             continue
         for layer in range(n_layers):
             ref = block_ref(t.model, t.family.key, layer)

@@ -2,8 +2,8 @@
 
 `block_ref(model, family, layer)` returns a `BlockRef`: the weights of one block as plain
 functions of recorded inputs (a norm of a residual, a projection of a normed input, an expert
-of the MLP). Only the rotary tables (cos, sin) come from the model's rotary embedding, as the
-brief asks; everything else is written out from the parameters.
+of the MLP). Only the rotary tables (cos, sin) come from the model's rotary embedding; everything else is
+written out from the parameters.
 """
 
 from __future__ import annotations

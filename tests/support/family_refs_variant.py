@@ -1,6 +1,7 @@
-"""Block equations of 2026's families (OLMo 2, SmolLM3, GLM-4, gpt-oss, DeepSeek-V3, Qwen3-Next) recomputed from their weights.
+"""Block equations of the families whose blocks vary the common shape (OLMo 2, SmolLM3, GLM-4,
+gpt-oss, DeepSeek-V3, Qwen3-Next), recomputed from their weights.
 
-Built on tests/family_refs.py and tests/family_checks.py (weights as float64 functions, `Checks`,
+Built on family_refs.py and family_checks.py (weights as float64 functions, `Checks`,
 the causal/window mask, rotate-half RoPE); what differs is written out here: OLMo 2 has no norm
 before its sublayers and normalises the whole q/k projection, SmolLM3 skips RoPE on its NoPE
 layers, GLM-4 rotates interleaved feature pairs of a partial rotary slice, gpt-oss adds a sink
@@ -42,7 +43,7 @@ def _identity_rotation(x, cos, sin):
 
 
 @dataclass
-class NewBlockRef:
+class VariantBlockRef:
     n_heads: int
     n_kv: int
     d_head: int
@@ -81,7 +82,7 @@ def _norm(ck: Checks, rec: dict, name: str, fn: Fn, x: torch.Tensor) -> torch.Te
     return rec[name]
 
 
-def check_new_block(ck: Checks, rec: dict, layer: int, ref: NewBlockRef, cos_sin, positions: torch.Tensor) -> None:
+def check_variant_block(ck: Checks, rec: dict, layer: int, ref: VariantBlockRef, cos_sin, positions: torch.Tensor) -> None:
     """One block of OLMo 2 / SmolLM3 / GLM-4 / gpt-oss: norms, q/k/v, q/k norms, RoPE, scores (+ sink), pattern, z, MLP or experts, residuals."""
     p = f"blocks.{layer}."
     t = len(positions)
@@ -127,7 +128,7 @@ def check_new_block(ck: Checks, rec: dict, layer: int, ref: NewBlockRef, cos_sin
     ck.close("resid_post = resid_mid + mlp_out", p + "hook_resid_post", rec[p + "hook_resid_post"], mid + added)
 
 
-def _check_moe(ck: Checks, rec: dict, p: str, ref: NewBlockRef, x: torch.Tensor) -> None:
+def _check_moe(ck: Checks, rec: dict, p: str, ref: VariantBlockRef, x: torch.Tensor) -> None:
     """Router probabilities, the chosen experts and the weighted sum of their outputs (top-k renormalised)."""
     probs, ids = rec[p + "mlp.hook_router_probs"], rec[p + "mlp.hook_expert_ids"]  # [T, E], [T, k]
     ck.close("router_probs = softmax(ln2·W_router)", p, probs, torch.softmax(ref.router(x), -1))
@@ -169,7 +170,7 @@ def _dense_mlp(layer) -> dict:
     return dict(gate=linear(m.gate_proj.weight), up=linear(m.up_proj.weight), down=linear(m.down_proj.weight))
 
 
-def _olmo2(model, i) -> NewBlockRef:
+def _olmo2(model, i) -> VariantBlockRef:
     layer = model.model.layers[i]
     a = layer.self_attn
     ref = _common(model, layer)
@@ -177,19 +178,19 @@ def _olmo2(model, i) -> NewBlockRef:
         _dense_mlp(layer), rotate=rope, ln1_post=rms(layer.post_attention_layernorm), ln2_post=rms(layer.post_feedforward_layernorm),
         qk_norm_whole=(rms(a.q_norm), rms(a.k_norm)),
     )
-    return NewBlockRef(**ref)
+    return VariantBlockRef(**ref)
 
 
-def _smollm3(model, i) -> NewBlockRef:
+def _smollm3(model, i) -> VariantBlockRef:
     layer = model.model.layers[i]
     ref = _common(model, layer)
     use_rope = bool(model.config.no_rope_layers[i])
     ref.update(_dense_mlp(layer), rotate=rope if use_rope else _identity_rotation,
                ln1=rms(layer.input_layernorm), ln2=rms(layer.post_attention_layernorm))
-    return NewBlockRef(**ref)
+    return VariantBlockRef(**ref)
 
 
-def _glm4(model, i) -> NewBlockRef:
+def _glm4(model, i) -> VariantBlockRef:
     layer = model.model.layers[i]
     ref = _common(model, layer)
     gu = _w(layer.mlp.gate_up_proj.weight)  # [2 d_mlp, d_model]: gate rows, then up rows
@@ -199,7 +200,7 @@ def _glm4(model, i) -> NewBlockRef:
         ln1=rms(layer.input_layernorm), ln1_post=rms(layer.post_self_attn_layernorm),
         ln2=rms(layer.post_attention_layernorm), ln2_post=rms(layer.post_mlp_layernorm),
     )
-    return NewBlockRef(**ref)
+    return VariantBlockRef(**ref)
 
 
 def _gpt_oss_expert(ex, e: int, alpha: float, limit: float) -> Fn:
@@ -215,7 +216,7 @@ def _gpt_oss_expert(ex, e: int, alpha: float, limit: float) -> Fn:
     return f
 
 
-def _gpt_oss(model, i) -> NewBlockRef:
+def _gpt_oss(model, i) -> VariantBlockRef:
     layer, c = model.model.layers[i], model.config
     ref = _common(model, layer)
     window = c.sliding_window if c.layer_types[i] == "sliding_attention" else None
@@ -226,7 +227,7 @@ def _gpt_oss(model, i) -> NewBlockRef:
         router=linear(router.weight, router.bias), top_k=c.num_experts_per_tok,
         experts=[_gpt_oss_expert(ex, e, c.swiglu_alpha, c.swiglu_limit) for e in range(c.num_local_experts)],
     )
-    return NewBlockRef(**ref)
+    return VariantBlockRef(**ref)
 
 
 def rope_deinterleaved(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
@@ -400,11 +401,11 @@ def check_linear_states(ck: Checks, step: dict, model, full: dict, end: int) -> 
         ck.close("state = delta-rule state after the step", name, step[name], state, "step_vs_full")
 
 
-# family -> its NewBlockRef builder (None: the family has its own check function below)
-NEW_BLOCKS = {"olmo2": _olmo2, "smollm3": _smollm3, "glm4": _glm4, "gpt_oss": _gpt_oss, "deepseek_v3": None, "qwen3_next": None}
+# family -> its VariantBlockRef builder (None: the family has its own check function below)
+VARIANT_BLOCKS = {"olmo2": _olmo2, "smollm3": _smollm3, "glm4": _glm4, "gpt_oss": _gpt_oss, "deepseek_v3": None, "qwen3_next": None}
 
 
-def check_new_blocks(ck: Checks, rec: dict, model, family: str, positions: torch.Tensor) -> None:
+def check_variant_blocks(ck: Checks, rec: dict, model, family: str, positions: torch.Tensor) -> None:
     """Every block of a new family over a prefill-like forward at `positions`."""
     for layer in range(model.config.num_hidden_layers):
         cos, sin = rotary_tables(model, family, layer, positions)
@@ -415,7 +416,7 @@ def check_new_blocks(ck: Checks, rec: dict, model, family: str, positions: torch
         elif family == "qwen3_next":
             check_qwen3_next_block(ck, rec, model, layer, (cos, sin), positions)
         else:
-            check_new_block(ck, rec, layer, NEW_BLOCKS[family](model, layer), (cos, sin), positions)
+            check_variant_block(ck, rec, layer, VARIANT_BLOCKS[family](model, layer), (cos, sin), positions)
 
 
-__all__ = ["D", "NEW_BLOCKS", "check_new_block", "check_new_blocks", "rope_interleaved"]
+__all__ = ["D", "VARIANT_BLOCKS", "check_variant_block", "check_variant_blocks", "rope_interleaved"]

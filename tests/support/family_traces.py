@@ -1,5 +1,5 @@
 """Tiny traces of the model families for the TUI tests: the family matrix's tiny models and
-prompt (tests/family_matrix.py), traced greedily without the recomputation checks."""
+prompt (family_matrix.py), traced greedily without the recomputation checks."""
 
 from __future__ import annotations
 

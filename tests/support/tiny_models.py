@@ -49,7 +49,7 @@ FAMILY_CONFIGS = {
     "gpt2": dict(model_type="gpt2", n_embd=64, n_layer=2, n_head=4, n_positions=256),
 }
 
-# The other families of tests/test_families.py: tiny, with each family's specifics switched on
+# The other families of tests/tracer/test_families.py: tiny, with each family's specifics switched on
 # (sliding windows smaller than the test sequence, soft-caps low enough to bend the values).
 _SMALL = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4, max_position_embeddings=256)
 FAMILY_CONFIGS.update(
@@ -93,7 +93,7 @@ FAMILY_CONFIGS.update(
             model_type="qwen3_moe", **_SMALL, num_key_value_heads=2, head_dim=16, num_experts=4, num_experts_per_tok=2,
             moe_intermediate_size=32, norm_topk_prob=False,  # top-k weights used as they are (not renormalised)
         ),
-        # 2026's families (tests/test_new_families.py)
+        # families whose blocks vary the common shape (tests/tracer/test_families_variant_blocks.py)
         "olmo2": dict(model_type="olmo2", **_SMALL, num_key_value_heads=2, pad_token_id=None),  # post-norms, q/k norm
         "smollm3": dict(  # every 2nd layer without RoPE (NoPE), a sliding window on none
             model_type="smollm3", **_SMALL, num_key_value_heads=2, no_rope_layer_interval=2, pad_token_id=None,

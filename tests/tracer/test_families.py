@@ -1,6 +1,6 @@
 """Every supported family, traced from a tiny random model, against independent recomputation.
 
-Per family: block equations from the weights (tests/family_refs.py), decode steps equal to one
+Per family: block equations from the weights (tests/support/family_refs.py), decode steps equal to one
 full no-cache forward, greedy tokens equal to `model.generate`, the manifest's facts. Also: the
 checks reject wrong tensors, sliding windows show in the pattern, the generic fallback,
 disk-offloaded device maps, bfloat16 and float16 (tolerances: docs/FIDELITY.md).
@@ -233,7 +233,7 @@ def test_generic_fallback_traces_and_says_what_is_missing(key):
     want = {f"blocks.{i}.{n}" for i in range(2) for n in ("hook_resid_pre", "hook_resid_post")}
     want |= {"hook_embed", "ln_final.hook_normalized", "logits"} | set(SAMPLING_NAMES) - {"logit_lens.resid"}
     names = set(t.trace.steps[0].names)
-    extra = names - want  # attention (tests/test_generic_attention.py) and the final norm's scale/out
+    extra = names - want  # attention (test_generic_attention.py) and the final norm's scale/out
     assert want <= names and all(".attn.hook_" in n or n.startswith("ln_final.") for n in extra)
     assert t.checks.passed["decode step = full forward rows"] > 0 and t.checks.passed["logits = unembed(ln_final)"] == 2
 

@@ -1,7 +1,7 @@
-"""2026's families with an adapter (OLMo 2, SmolLM3, GLM-4, gpt-oss, DeepSeek-V3, Qwen3-Next): the same proof
-as tests/test_families.py.
+"""The families whose blocks vary the common shape (OLMo 2, SmolLM3, GLM-4, gpt-oss, DeepSeek-V3,
+Qwen3-Next): the same proof as test_families.py.
 
-Per family: every block recomputed from the weights (tests/family_refs_new.py), decode steps equal
+Per family: every block recomputed from the weights (tests/support/family_refs_variant.py), decode steps equal
 to one full no-cache forward, greedy tokens equal to `model.generate`, the manifest's names and facts.
 """
 
@@ -14,9 +14,9 @@ import pytest
 import torch
 
 from tests.support.family_checks import CheckFailed, Checks
-from tests.support.family_matrix import NEW_FAMILIES, check_greedy, check_recomputation, check_steps, trace_family, verify
+from tests.support.family_matrix import VARIANT_FAMILIES, check_greedy, check_recomputation, check_steps, trace_family, verify
 
-BY_KEY = {f.key: f for f in NEW_FAMILIES}
+BY_KEY = {f.key: f for f in VARIANT_FAMILIES}
 KEYS = list(BY_KEY)
 _CACHE: dict = {}
 
@@ -44,7 +44,7 @@ EXTRAS = {  # block names beyond the common vocabulary, and common names the fam
 
 @pytest.fixture(scope="module")
 def traced(tmp_path_factory):
-    root = tmp_path_factory.mktemp("new-families")
+    root = tmp_path_factory.mktemp("variant-families")
 
     def get(key: str):
         if key not in _CACHE:

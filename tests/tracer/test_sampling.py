@@ -86,7 +86,7 @@ def test_invalid_settings_are_rejected():
 
 @pytest.mark.parametrize("settings", [dict(top_p=0.9), dict(top_k=20), dict(top_k=40, min_p=0.05), dict(top_p=0.999)])
 def test_removed_tail_is_stored_past_the_kept_set(settings):
-    """Issue 7 defect 4: at least 20 candidates past the last kept one, in logit order."""
+    """At least 20 candidates past the last kept one are stored, in logit order."""
     logits = _logits(4, vocab=2000)
     _, rec, arr = Sampler(SamplerSettings(do_sample=True, temperature=0.9, seed=1, **settings))(logits)
     kept = rec["stages"][-1]["kept"]

@@ -1,6 +1,6 @@
-"""Issue 7's core-loop defects, each driven with Pilot (keys and clicks) or the CLI: the first live
-screen, clicks on every clickable widget, `run` validation, Home/End, sticky statuses, `w` during
-`c`, Ctrl-C, errors in views, inert strings from traces and the file system."""
+"""The app's core loop, driven with Pilot (keys and clicks) or the CLI: the first live screen,
+clicks on every clickable widget, `run` validation, Home/End, sticky statuses, `w` during `c`,
+Ctrl-C, errors in views, inert strings from traces and the file system, layout at small sizes."""
 
 from __future__ import annotations
 
@@ -48,7 +48,7 @@ def idle(app):
     return app.trace is not None and app.n_steps and not app.busy and not app.continuing
 
 
-# -- defect 1: the first live screen is fully drawn right after the prefill ------------------------
+# -- the first live screen is fully drawn right after the prefill ----------------------------------
 
 @pytest.mark.parametrize("size", [(120, 40), (80, 24)])
 async def test_bare_stepscope_first_screen_is_fully_drawn(tiny_model_dir, size):
@@ -102,7 +102,7 @@ async def test_only_the_ui_thread_touches_the_apps_trace(tiny, monkeypatch):
     assert threads == {threading.main_thread().name}
 
 
-# -- defect 2: every clickable widget, clicked -----------------------------------------------------
+# -- every clickable widget, clicked ---------------------------------------------------------------
 
 async def test_click_every_clickable_widget(fixture_trace):
     app = StepscopeApp(trace=fixture_trace)
@@ -154,7 +154,7 @@ async def test_click_every_clickable_widget(fixture_trace):
         assert isinstance(app.screen, MainScreen)
 
 
-# -- defect 3: `run` validates like `trace`, before the app starts -----------------------------------
+# -- `run` validates like `trace`, before the app starts ---------------------------------------------
 
 def run_cli(*args, timeout=60):
     env = dict(os.environ, PYTHONPATH=ROOT, CUDA_VISIBLE_DEVICES="")
@@ -183,7 +183,7 @@ def test_run_and_view_without_a_terminal_exit_2_at_once(tiny_model_dir):
         assert res.returncode == 2 and "needs a terminal" in res.stderr and len(res.stderr.splitlines()) == 1
 
 
-# -- defect 8: Home/End scroll a focused pane; statuses clear; `w` during `c`; Ctrl-C ------------------
+# -- Home/End scroll a focused pane; statuses clear; `w` during `c`; Ctrl-C ----------------------------
 
 async def test_home_end_scroll_the_focused_lens(fixture_trace):
     app = StepscopeApp(trace=fixture_trace)
@@ -266,7 +266,7 @@ async def test_ctrl_c_quits(fixture_trace):
     assert app.return_code == 0
 
 
-# -- issue 9 in the app: errors in views are dialogs, strings are inert ---------------------------------
+# -- errors in views are dialogs, strings are inert -----------------------------------------------------
 
 async def test_a_failing_pane_opens_the_error_dialog_and_the_debugger_goes_on(fixture_trace, monkeypatch):
     from stepscope.tui.widgets.logit_lens import LogitLensPane
@@ -345,7 +345,7 @@ async def test_trace_strings_are_inert_in_the_app(tmp_path):
         assert not app._exit
 
 
-# -- defect 9: layout at 80×24 and 120×40 -------------------------------------------------------------
+# -- layout at 80×24 and 120×40 -----------------------------------------------------------------------
 
 def test_tensor_columns_drop_in_the_stated_order():
     from stepscope.tui.widgets.tensor_list import layout

@@ -1,4 +1,4 @@
-"""Issue 12 in the app, the last gaps: the intervention dialog's steering vector and activation
+"""Interventions in the app: the intervention dialog's steering vector and activation
 patching (branches checked against an independent recomputation), and the branch list (R)."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The TUI's pure views on real tiny traces of each family (tests/family_traces.py): sliding
+"""The TUI's pure views on real tiny traces of each family (tests/support/family_traces.py): sliding
 windows (Mistral, Gemma 2/3 local/global), mixture-of-experts routing (Mixtral, Qwen3-MoE), and
 each family's own data flow in the operation lines and the model overview."""
 
@@ -17,7 +17,7 @@ from stepscope.tui.views.ops import short_name
 from stepscope.tui.views.tensors import tensor_infos, tensor_op
 
 PAT = "blocks.{}.attn.hook_pattern"
-WINDOW = 4  # tests/tiny_models.py: Mistral and Gemma windows; the prompt has 8 tokens, 4 steps follow
+WINDOW = 4  # tests/support/tiny_models.py: Mistral and Gemma windows; the prompt has 8 tokens, 4 steps follow
 ALL = ["gpt2", "mistral", "qwen2", "qwen3", "phi3", "gemma2", "gemma3", "gpt_neox", "mixtral", "qwen3_moe", "starcoder2"]
 
 

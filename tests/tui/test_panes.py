@@ -22,7 +22,7 @@ def trace(tmp_path_factory):
     return load_trace(syn.build_trace(tmp_path_factory.mktemp("syn") / "trace", n_decode=4))
 
 
-# -- heatmap: see tests/test_panes_views.py (TUI-views) ----------------------------------------------
+# -- heatmap: see test_panes_heatmap_strip_candidates.py----------------------------------------------
 
 
 # -- tensor inspector ---------------------------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""TUI-views' panes (heatmap, candidates, token strip, tensor browser) mounted alone, driven with
+"""The heatmap, candidates, token strip and tensor browser panes mounted alone, driven with
 Pilot keys and clicks; the test App plays the app's part of moving the cursor (Pane.Moved)."""
 
 from __future__ import annotations
@@ -50,7 +50,7 @@ def trace(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def long_trace(tmp_path_factory):
-    """A 1-row decode step over 260 keys (prompt of 258), as in the issue."""
+    """A 1-row decode step over 260 keys (prompt of 258): wider than any terminal."""
     ids = [1] + [3 + i % 40 for i in range(257)]
     return load_trace(syn.build_trace(tmp_path_factory.mktemp("long") / "trace", n_decode=2, prompt_ids=ids))
 
@@ -84,7 +84,7 @@ def test_heatmap_prefill_one_line_per_query_in_colour(trace):
 
 
 def test_every_zoom_level_reachable_with_plus_and_minus(trace):
-    """Issue 7 defect 6: zoom jumped ×4 → 1/2."""
+    """+ and - step through the zoom levels one at a time, none skipped; pooled rows are labelled by position range."""
     pane = HeatmapPane(trace)
 
     async def script(app, pilot):
@@ -107,7 +107,7 @@ def test_every_zoom_level_reachable_with_plus_and_minus(trace):
 
 
 def test_wide_characters_never_shift_a_row(tmp_path, monkeypatch):
-    """Issue 7 defect 6: rows with `中`, `🙂` started one cell later than the others."""
+    """Rows with `中`, `🙂` start in the same cell as the others."""
     for i, text in zip(range(40, 46), ["中", "🙂", "a", "文字", "x", "b"]):
         monkeypatch.setitem(syn.TEXTS, i, text)
     tr = load_trace(syn.build_trace(tmp_path / "wide", n_decode=1, prompt_ids=list(range(40, 46))))
@@ -125,7 +125,7 @@ def test_wide_characters_never_shift_a_row(tmp_path, monkeypatch):
 
 
 def test_decode_step_shows_all_keys_wrapped_with_positions(long_trace):
-    """Issue 7 defect 6: a decode step drew only the last ~70 of 260 keys, with no hint."""
+    """A decode step over 260 keys shows every key, wrapped, with their positions."""
     pane = HeatmapPane(long_trace)
 
     async def script(app, pilot):
@@ -222,7 +222,7 @@ def test_heatmap_validates_and_reports_missing(tmp_path, trace):
     drive(pane, script)
 
 
-# -- tensor browser (issue 7 defect 5) ------------------------------------------------------------------
+# -- tensor browser ------------------------------------------------------------------------------------
 
 from stepscope.tui.views.tensors import format_number  # noqa: E402
 from stepscope.tui.widgets.tensor_browser import TensorBrowser  # noqa: E402
@@ -315,7 +315,7 @@ def test_browser_export_beside_the_trace_with_feedback(trace, tmp_path_factory):
     drive(pane, script, size=(110, 32))
 
 
-# -- token strip (issue 7 defect 7) ---------------------------------------------------------------------
+# -- token strip ---------------------------------------------------------------------------------------
 
 from stepscope.tui.widgets.token_strip import TokenStrip  # noqa: E402
 
@@ -392,7 +392,7 @@ def test_heatmap_follows_a_query_chosen_in_the_strip(trace):
     drive(pane, script, size=(80, 24))
 
 
-# -- candidates (issue 7 defects 4 and 7) ------------------------------------------------------------
+# -- candidates ------------------------------------------------------------------------------------
 
 from stepscope.tui.views.candidates import candidates  # noqa: E402
 from stepscope.tui.widgets.candidates import CandidatesPane  # noqa: E402

@@ -1,7 +1,7 @@
 """Snapshot tests (pytest-textual-snapshot): every pane at 80×24 and 120×40, a decode step of the
 heatmap, help and the too-small notice, on the committed fixture trace. Update after a deliberate
-change with `pytest tests/test_snapshots.py --snapshot-update` and review the SVGs in
-tests/__snapshots__/."""
+change with `pytest tests/tui/test_snapshots.py --snapshot-update` and review the SVGs in
+tests/tui/__snapshots__/."""
 
 from __future__ import annotations
 

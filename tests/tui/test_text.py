@@ -84,7 +84,7 @@ def test_escape_is_idempotent_and_truncate():
     assert truncate("abc", 0) == ""
 
 
-# -- issue 7 defect 7: odd whitespace, partial UTF-8 bytes, non-characters, cell widths ----------
+# -- odd whitespace, partial UTF-8 bytes, non-characters, cell widths ----------------------------
 
 from rich.cells import cell_len  # noqa: E402
 

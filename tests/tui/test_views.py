@@ -390,7 +390,7 @@ def test_candidates_greedy_and_helpers(greedy):
 
 
 def test_candidate_ranks_are_one_based_and_final_p_matches_the_header(trace):
-    """Issue 7 defect 4: header rank 0 vs table rank 1; the header's p had no column."""
+    """The header and the table agree: ranks count from 1 and the header's p is the final p column."""
     for i in range(len(trace.steps)):
         step, c = trace.steps[i], candidates(trace, i)
         assert [r.rank for r in c.rows] == list(range(1, len(c.rows) + 1))
@@ -460,7 +460,7 @@ def test_vocab_texts_from_a_saved_tokenizer(tmp_path):
     assert texts(6) == ("[red]x[/red]", False)  # the trace's own tokens still come first
 
 
-# -- heatmap: zoom levels, labels, scales, the cell readout (issue 7 defect 6) ----------------------
+# -- heatmap: zoom levels, labels, scales, the cell readout ---------------------------------------
 
 from stepscope.tui.views.heatmap import ZOOMS, cell_info, fit_zoom, scale_legend, zoom_label  # noqa: E402
 
@@ -506,7 +506,7 @@ def test_cell_readout_matches_the_recorded_row(trace):
     assert later.weight == pytest.approx(float(trace.steps[2][PAT.format(0)][0, 0, 3]))
 
 
-# -- tensor browser: named axes, any two axes, head slices, export beside the trace (defect 5) ------
+# -- tensor browser: named axes, any two axes, head slices, export beside the trace ---------------
 
 from stepscope.tui.views.tensors import (  # noqa: E402
     SliceView, axis_labels, axis_pairs, default_view, export_array, export_dir_for, slice_filename, slice_label,
