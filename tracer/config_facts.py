@@ -21,7 +21,7 @@ _QK_NORM_PER_HEAD = {"qwen3", "qwen3_moe", "qwen3_next", "gemma3", "gemma3_text"
 _QK_NORM_FULL = {"olmo2"}  # q_norm over n_heads * d_head, k_norm over n_kv_heads * d_head
 _FOUR_NORMS = {"gemma2", "gemma3", "gemma3_text", "glm4"}  # pre and post norms around attention and MLP
 _TIED_DEFAULT_FALSE = {"llama", "mistral", "mixtral", "qwen2", "qwen2_moe", "qwen3_moe", "deepseek_v3", "gpt_neox", "phi3", "olmo2", "glm4", "gpt_oss"}
-# model types whose counts are checked against real weights (tests/tracer/test_config_facts.py); others
+# model types whose counts are checked against real weights (tests/test_config_facts.py); others
 # are counted with the same rules (a Llama-style decoder unless a rule above says otherwise)
 CHECKED = {"gpt2", "llama", "mistral", "qwen2", "qwen3", "phi3", "gemma2", "gemma3_text", "gpt_neox", "mixtral",
            "qwen3_moe", "olmo2", "smollm3", "glm4", "deepseek_v3", "gpt_oss", "qwen3_next", "opt"}
