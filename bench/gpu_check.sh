@@ -12,7 +12,7 @@ export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || true
 "$PY" -c "import torch; assert torch.cuda.is_available(), 'no CUDA device'; print('torch', torch.__version__, torch.cuda.get_device_name(0))"
 echo "== GPU tests"
-"$PY" -m pytest -q -p no:cacheprovider -m gpu tests/test_gpu.py
+"$PY" -m pytest -q -p no:cacheprovider -m gpu tests/tracer/test_gpu.py
 echo "== SmolLM2-135M on cuda"
 "$PY" bench/trace_overhead.py --device cuda --repeats 2
 echo "== random Llama-shaped 1B, bfloat16, on cuda"

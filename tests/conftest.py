@@ -6,7 +6,7 @@ import os
 
 import pytest
 
-FIXTURE = os.path.join(os.path.dirname(__file__), "fixtures", "tiny_trace")
+from tests.support.paths import FIXTURE
 
 
 @pytest.fixture
@@ -27,7 +27,7 @@ def fixture_trace():
 def tiny():
     """(model, tokenizer): a tiny random Llama and the byte-level tokenizer."""
     pytest.importorskip("torch")
-    from tests.tiny_models import byte_tokenizer, tiny_model
+    from tests.support.tiny_models import byte_tokenizer, tiny_model
 
     return tiny_model("llama"), byte_tokenizer()
 
@@ -36,7 +36,7 @@ def tiny():
 def tiny_model_dir(tmp_path_factory):
     """A tiny random Llama saved as a model directory (what `--model DIR` loads)."""
     pytest.importorskip("torch")
-    from tests.tiny_models import byte_tokenizer, tiny_model
+    from tests.support.tiny_models import byte_tokenizer, tiny_model
 
     d = tmp_path_factory.mktemp("tiny-llama")
     tiny_model("llama").save_pretrained(d)
@@ -64,7 +64,7 @@ def branched(tmp_path_factory):
     """(root trace dir, forced token id): a tiny trace with one branch forced at step 1 to its runner-up."""
     import numpy as np
 
-    from tests.tiny_models import byte_tokenizer, tiny_model
+    from tests.support.tiny_models import byte_tokenizer, tiny_model
     from stepscope.tracer.branch import BranchSet
     from stepscope.tracer.session import GenerationSettings, LiveSession
 

@@ -1,6 +1,6 @@
 """The sampling pipeline in numpy, and its replay on a recorded step: what other settings would
 have kept, weighed and chosen. The same pipeline as tracer/sampler.py (torch), step for step;
-tests/test_whatif.py checks the two agree (kept counts per stage, final probabilities).
+tests/tracer/test_whatif.py checks the two agree (kept counts per stage, final probabilities).
 
 raw logits → /temperature → top-k → top-p → min-p → softmax (transformers' order). Greedy
 decoding ignores the temperature and takes the argmax of the raw logits.

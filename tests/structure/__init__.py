@@ -1,0 +1,1 @@
+"""Tests of the code structure: which parts may import which."""

@@ -1,0 +1,70 @@
+"""The recording budget of `stepscope trace`: estimate printed, rows trimmed within it, refusal beyond."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+
+from tests.support.tiny_models import byte_tokenizer, tiny_model
+from stepscope.tracer import load_trace
+from stepscope.tracer.budget import ROWS_KEPT, parse_size, plan
+
+PROMPT = "a prompt long enough to pass the row limit of the budget policy, " * 3  # ~195 byte tokens: maps matter
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory):
+    d = tmp_path_factory.mktemp("tiny-llama")
+    tiny_model("llama").save_pretrained(d)
+    byte_tokenizer().save_pretrained(d)
+    return str(d)
+
+
+def _trace(model_dir, out, budget, capsys):
+    from stepscope.tui.cli import main
+
+    rc = main(["trace", "--model", model_dir, "--prompt", PROMPT, "--no-chat", "--max-new-tokens", "2",
+               "--out", out, "--budget", budget])
+    return rc, capsys.readouterr().err
+
+
+def test_sizes_parse():
+    assert parse_size("8G") == 8 * 2**30 and parse_size("500MB") == 500 * 2**20 and parse_size("1024") == 1024
+    with pytest.raises(ValueError):
+        parse_size("-3G")
+
+
+def test_plan_trims_only_when_needed():
+    step = lambda t, s: 100 * t + t * s  # noqa: E731  (the maps are the t*s part)
+    maps = lambda t, s: t * s  # noqa: E731
+    assert plan(step, maps, 1000, 4, 10**9, True).row_limit is None
+    p = plan(step, maps, 1000, 4, 300_000, True)
+    assert p.fits and p.row_limit == ROWS_KEPT and p.total_bytes < p.full_bytes
+    assert not plan(step, maps, 1000, 4, 1000, True).fits
+    assert not plan(step, maps, 1000, 4, 300_000, False).fits  # q/k not recorded: nothing to recompute from
+
+
+def test_within_budget_the_prefill_keeps_the_last_rows_and_recomputes_the_rest(model_dir, tmp_path, capsys):
+    full_out, cut_out = str(tmp_path / "full"), str(tmp_path / "cut")
+    rc, err = _trace(model_dir, full_out, "8G", capsys)
+    assert rc == 0 and "estimated trace size" in err
+    full = load_trace(full_out).steps[0]
+    # a budget between the trimmed and the full size
+    rc, err = _trace(model_dir, cut_out, str(int(load_trace(full_out).nbytes * 0.9)), capsys)
+    assert rc == 0 and f"keep their last {ROWS_KEPT} query rows" in err, err
+    cut = load_trace(cut_out)
+    step = cut.steps[0]
+    t = step.positions[1]
+    assert step.shape("blocks.0.attn.hook_pattern")[1] == ROWS_KEPT and step.omitted["blocks.0.attn.hook_pattern"]["rows"] == [0, t - ROWS_KEPT]
+    assert cut.nbytes < load_trace(full_out).nbytes * 0.9
+    got = step.attention_rows(1, "pattern", 0, t)
+    np.testing.assert_allclose(got, full["blocks.1.attn.hook_pattern"], rtol=1e-5, atol=1e-6)
+
+
+def test_beyond_the_budget_the_run_is_refused_and_nothing_is_left(model_dir, tmp_path, capsys):
+    out = str(tmp_path / "never")
+    rc, err = _trace(model_dir, out, "10K", capsys)
+    assert rc == 2 and "over the budget" in err and "--budget" in err
+    assert not os.path.exists(out)
