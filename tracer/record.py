@@ -68,7 +68,7 @@ def sampling_record(raw: torch.Tensor, final: torch.Tensor, chosen: int, stages:
         "entropy": _entropy(probs),
         "raw_entropy": _entropy(raw_probs),
         "nucleus_size": kept,
-        "nucleus_mass": float(probs[probs > 0].double().sum()),
+        "nucleus_mass": min(1.0, float(probs[probs > 0].double().sum())),  # float32 rounding over a large vocabulary
         "stages": [{"name": "raw", "kept": vocab}, *stages],
         "source": "generate",  # the user's own generate call: stages are its processors, in order
     }
