@@ -16,6 +16,11 @@ import os
 import sys
 import warnings
 
+import numpy as np
+
+from stepscope.tracer import load_trace
+from stepscope.tracer.names import block_name
+
 
 # -- loading a model ------------------------------------------------------------------------------
 def load_model(spec: str | None = None, device: str = "auto", dtype: str = "auto", device_map: str | None = None,
@@ -77,7 +82,7 @@ def open_live_session(model: str | None = None, prompt: str | None = None, **opt
     return LiveSession.open(model, prompt=DEFAULT_PROMPT if prompt is None else prompt, **options)
 
 
-def default_live_session(progress=None):
+def open_default_session(progress=None):
     """The embedded default model (SmolLM2) on the default prompt, as a plain completion (no chat
     template), like `stepscope` with no arguments."""
     from stepscope.tracer.session import GenerationSettings, LiveSession
@@ -104,21 +109,28 @@ def make_branch_set(session):
         return None
 
 
-def intervention(kind: str, *args, **kwargs):
-    """The tracer Intervention `kind` (zero_head, mean_head, scale_head, zero_neuron, clamp_neuron, steer,
-    patch) built from its arguments (tracer/interventions.py)."""
+def build_intervention(spec: tuple, step: int, session):
+    """(a worker thread) The tracer Intervention of a spec parsed by the debugger, (kind, args, only), from
+    `step` on (or at it only): zero_head, mean_head, scale_head, zero_neuron, clamp_neuron, steer, patch."""
     from stepscope.tracer import interventions
 
-    if kind not in ("zero_head", "mean_head", "scale_head", "zero_neuron", "clamp_neuron", "steer", "patch"):
+    kind, args, only = spec
+    if kind == "steer":
+        layer, p1, p2, scale = args
+        name = block_name(layer, "hook_resid_post")
+        a, _ = interventions.row_at(session.trace, name, p1)  # [d_model]
+        b, _ = interventions.row_at(session.trace, name, p2)  # [d_model]
+        vector = scale * (a.astype(np.float32) - b.astype(np.float32))  # [d_model]
+        return interventions.steer(layer, vector, name="hook_resid_post", from_step=step, only=only,
+                                   source=f"{scale:g} × ({name}[{p1}] − {name}[{p2}]) of this run")
+    if kind == "patch":
+        layer, name, position, path = args
+        return interventions.patch(layer, name, position, load_trace(path), prompt_len=session.trace.prompt_len)
+    if kind == "mean_head":
+        return interventions.mean_head(*args, session.trace, step=0, from_step=step, only=only)
+    if kind not in ("zero_head", "scale_head", "zero_neuron", "clamp_neuron"):
         raise ValueError(f"unknown intervention {kind!r}")
-    return getattr(interventions, kind)(*args, **kwargs)
-
-
-def resid_row(trace, name: str, position: int):
-    """(row [d_model], step) of tensor `name` at token `position` of a trace (interventions.row_at)."""
-    from stepscope.tracer.interventions import row_at
-
-    return row_at(trace, name, position)
+    return getattr(interventions, kind)(*args, from_step=step, only=only)
 
 
 def editable_names() -> tuple[str, ...]:
