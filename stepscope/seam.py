@@ -6,7 +6,8 @@ their bodies. Everything that replays a trace (`import stepscope`, `stepscope vi
 debugger on a saved trace, the CLI's parser) imports only this module's name, never torch;
 the first call that needs a model pays for torch then.
 
-Every other module imports at its top. Callers: the CLI's `trace`, `run`, `serve` and `info --load`,
+It also imports textual-serve when `stepscope serve` starts a server (aiohttp and jinja are slow
+to import: no other command pays for them). Every other module imports at its top. Callers: the CLI's `trace`, `run`, `serve` and `info --load`,
 `stepscope.record` / `record_generate` / `load_model`, and the debugger's live session and branches.
 """
 
@@ -153,3 +154,12 @@ def record_generate(model, tokenizer, *args, **kwargs):
     from stepscope.tracer.record import record_generate as run
 
     return run(model, tokenizer, *args, **kwargs)
+
+
+# -- the browser ----------------------------------------------------------------------------------
+def serve_command(command: str, host: str, port: int, title: str, public_url: str | None = None) -> None:
+    """Serve `command` (a shell command running the debugger) to browsers with textual-serve until Ctrl+C;
+    ImportError when textual-serve is not installed."""
+    from textual_serve.server import Server
+
+    Server(command, host=host, port=port, title=title, public_url=public_url).serve()

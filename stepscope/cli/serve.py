@@ -12,13 +12,9 @@ import os
 import shlex
 import sys
 
+from stepscope import seam
 from stepscope.cli.common import CliError, EXIT_OK, generation_options, generation_settings, model_options
 from stepscope.tracer import load_trace
-
-try:
-    from textual_serve.server import Server
-except ImportError:  # a missing optional piece is one line when `serve` is used, not an import error
-    Server = None
 
 
 def add_parser(sub) -> None:
@@ -39,10 +35,11 @@ def app_command(app_argv: list[str]) -> str:
 
 def serve(app_argv: list[str], host: str = "127.0.0.1", port: int = 8000, public_url: str | None = None) -> None:
     """Serve the debugger started with `app_argv` (e.g. ["view", TRACE]) until Ctrl+C."""
-    if Server is None:
-        raise CliError("stepscope serve needs textual-serve: pip install textual-serve")
     title = "stepscope " + " ".join(app_argv[:2])
-    Server(app_command(app_argv), host=host, port=port, title=title, public_url=public_url).serve()
+    try:
+        seam.serve_command(app_command(app_argv), host=host, port=port, title=title, public_url=public_url)
+    except ImportError:
+        raise CliError("stepscope serve needs textual-serve: pip install textual-serve") from None
 
 
 def forwarded_options(args) -> list[str]:
