@@ -16,8 +16,9 @@ import sys
 import tempfile
 import time
 
+from stepscope.tracer import load_trace
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
 
 
 def prompt_of(n_tokens: int) -> str:
@@ -46,8 +47,6 @@ def main() -> None:
         if res.returncode:
             print(f"stepscope trace failed ({res.returncode}):\n{res.stderr[-2000:]}")
             sys.exit(1)
-        from stepscope.tracer import load_trace
-
         tr = load_trace(out)
         size = sum(os.path.getsize(os.path.join(out, f)) for f in os.listdir(out))
         step0 = tr.steps[0]

@@ -1,6 +1,6 @@
 """`python -m stepscope`: the same command line as `stepscope`."""
 
-from stepscope.tui.cli import main
+from stepscope.cli.main import main
 
 if __name__ == "__main__":
     raise SystemExit(main())

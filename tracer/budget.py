@@ -5,12 +5,19 @@ prefill's attention scores and pattern ([n_heads, T, T]) keep only their last RO
 rows; every other row is recomputable exactly from the recorded hook_rot_q / hook_rot_k
 (`step.attention_rows`). The step entry's "omitted" says which rows are not stored. If the
 trace still does not fit, the run is refused before it starts, naming what would make it fit.
+
+`recording_plan` is the policy every recording applies (`stepscope trace`, `run`, `serve` and
+`stepscope.record`): LiveSession plans before it writes anything, and refuses with BudgetError.
 """
 
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+
+from .estimate import step_bytes
+from .names import NameFilter, block_name
+from .trace_format import human_bytes
 
 DEFAULT_BUDGET = 8 * 1024**3  # bytes: a laptop's spare disk for one trace
 ROWS_KEPT = 64
@@ -28,6 +35,21 @@ def parse_size(text: str) -> int:
     if value < 1 or value > 1 << 50:
         raise ValueError(f"--budget: {text!r} is out of range")
     return int(value)
+
+
+class BudgetError(ValueError):
+    """The trace would exceed its budget even with the prefill's attention maps trimmed (one line)."""
+
+
+def budget_bytes(budget: int | str | None) -> int:
+    """A budget in bytes: None is DEFAULT_BUDGET, a string is a size like "8G" (`parse_size`)."""
+    if budget is None:
+        return DEFAULT_BUDGET
+    if isinstance(budget, str):
+        return parse_size(budget)
+    if int(budget) < 1:
+        raise ValueError(f"budget: {budget!r} is out of range")
+    return int(budget)
 
 
 def is_attention_map(name: str) -> bool:
@@ -52,6 +74,20 @@ class Plan:
     row_limit: int | None
     fits: bool
     advice: str = ""
+    prefill_bytes: int = 0  # the estimate of the prefill step alone
+    decode_bytes: int = 0  # and of the first decode step
+
+    def refusal(self) -> str:
+        """The one-line reason a run that does not fit is refused."""
+        return f"the trace would take about {human_bytes(self.total_bytes)}, over the budget of {human_bytes(self.budget)}; {self.advice}"
+
+    def summary(self) -> str:
+        """One line: the estimated size within the budget, and the rows trimmed to fit it."""
+        if self.row_limit and self.fits:
+            return (f"budget {human_bytes(self.budget)}: the prefill's attention maps keep their last {self.row_limit} query rows "
+                    f"(the others are recomputed from hook_rot_q/hook_rot_k when viewed); about {human_bytes(self.total_bytes)} "
+                    f"instead of {human_bytes(self.full_bytes)}")
+        return f"estimated trace size {human_bytes(self.total_bytes)} (budget {human_bytes(self.budget)})"
 
 
 def plan(step_bytes, map_bytes, prompt_len: int, max_new_tokens: int, budget: int, can_trim: bool) -> Plan:
@@ -69,5 +105,23 @@ def plan(step_bytes, map_bytes, prompt_len: int, max_new_tokens: int, budget: in
         full_or_trim = trimmed
     else:
         full_or_trim = full
-    advice = "raise --budget, record fewer names with --record, store float16 with --store-dtype float16, or shorten the prompt"
+    advice = ("raise --budget (budget=), record fewer names with --record (names=), store float16 with --store-dtype float16 "
+              "(store_dtype=\"float16\"), or shorten the prompt")
     return Plan(full_or_trim, full, budget, ROWS_KEPT if can_trim and p > ROWS_KEPT else None, False, advice)
+
+
+def recording_plan(names: list[str], facts: dict, keep: NameFilter, prompt_len: int, max_new_tokens: int,
+                   itemsize: int, lens_k: int, budget: int) -> Plan:
+    """The plan of a recording: `names` every name a step records (before `keep`), `facts` the model facts."""
+    maps = [n for n in names if keep(n) and is_attention_map(n)]
+    heads = facts["n_heads"]
+    layers = range(facts["n_layers"])
+    can_trim = all(keep(block_name(i, "attn.hook_rot_q")) and keep(block_name(i, "attn.hook_rot_k")) for i in layers) and not facts.get("attention_sink")
+
+    def whole(t: int, s: int) -> int:
+        return step_bytes(names, facts, keep, t, s, itemsize, lens_k)
+
+    result = plan(whole, lambda t, s: len(maps) * heads * t * s * itemsize, prompt_len, max_new_tokens, budget, can_trim)
+    result.prefill_bytes = whole(prompt_len, prompt_len)
+    result.decode_bytes = whole(1, prompt_len + 1)
+    return result

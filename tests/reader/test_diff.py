@@ -16,7 +16,7 @@ from stepscope.tracer.diff import compare, summary, tensor_diff
 from stepscope.tracer.session import GenerationSettings, LiveSession
 from stepscope.tracer.trace_format import TraceError
 from stepscope.tracer.writer import write_step_file
-from stepscope.tui.cli import main
+from stepscope.cli.main import main
 
 
 def _trace(path, prompt: str, new_tokens: int = 3, family: str = "llama") -> str:

@@ -185,7 +185,7 @@ def test_info_renders_every_hostile_field_inert(base, tmp_path, s):
 
 
 def test_cli_info_on_a_hostile_trace_prints_nothing_raw(base, tmp_path):
-    from stepscope.tui.cli import main
+    from stepscope.cli.main import main
 
     path = _hostile_trace(base, tmp_path, "\x1b]0;pwned\x07\uffff")
     res = subprocess.run([sys.executable, "-m", "stepscope", "info", path], cwd=ROOT, capture_output=True, text=True, timeout=120)
@@ -305,7 +305,7 @@ def _snapshot(path):
 
 
 def test_failed_run_keeps_the_existing_trace(base, tmp_path, capsys):
-    from stepscope.tui.cli import main
+    from stepscope.cli.main import main
 
     existing = _copy(base, tmp_path)
     before = _snapshot(existing)
@@ -317,7 +317,7 @@ def test_failed_run_keeps_the_existing_trace(base, tmp_path, capsys):
 
 
 def test_foreign_directory_is_refused_untouched(tmp_path, capsys):
-    from stepscope.tui.cli import main
+    from stepscope.cli.main import main
 
     foreign = tmp_path / "foreign"
     foreign.mkdir()
@@ -362,7 +362,7 @@ def test_a_new_run_replaces_an_old_trace_once_its_first_step_is_complete(base, t
     (["--budget", "lots"], "--budget"),
 ])
 def test_bad_arguments_exit_2_with_one_line(tmp_path, capsys, argv, message):
-    from stepscope.tui.cli import main
+    from stepscope.cli.main import main
 
     out = tmp_path / "never"
     assert main(["trace", "--out", str(out), *argv]) == 2
@@ -372,7 +372,7 @@ def test_bad_arguments_exit_2_with_one_line(tmp_path, capsys, argv, message):
 
 
 def test_garbage_gguf_is_one_line(tmp_path, capsys):
-    from stepscope.tui.cli import main
+    from stepscope.cli.main import main
 
     gguf = tmp_path / "model.gguf"
     gguf.write_bytes(b"GGUF\x03\x00\x00\x00garbage")

@@ -333,7 +333,7 @@ def test_writer_uses_the_schema_nan_becomes_null_and_invalid_entries_are_refused
 
 
 def test_info_on_a_damaged_step_log_is_one_line_naming_the_file(tmp_path, capsys):
-    from stepscope.tui.cli import main
+    from stepscope.cli.main import main
 
     bad = str(tmp_path / "t")
     shutil.copytree(FIXTURE, bad)

@@ -34,6 +34,22 @@ def test_replaying_a_trace_never_imports_torch():
 
 
 def test_cli_view_path_imports_no_torch():
-    code = "import sys, stepscope.tui.cli, stepscope.tui.app; assert 'torch' not in sys.modules; print('ok')"
+    code = ("import sys, stepscope, stepscope.cli.main, stepscope.seam, stepscope.tui.app; "
+            "heavy = sorted(m for m in ('torch', 'transformers', 'accelerate') if m in sys.modules); "
+            "assert not heavy, heavy; print('ok')")
     res = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert res.returncode == 0, res.stderr
+
+
+def test_stepscope_view_runs_without_torch():
+    """`stepscope view` end to end, up to the terminal check (pytest has no TTY), imports no torch."""
+    code = ("import sys\n"
+            "from stepscope.cli.main import main\n"
+            "rc = main(['view', sys.argv[1]])\n"
+            "heavy = sorted(m for m in ('torch', 'transformers', 'accelerate') if m in sys.modules)\n"
+            "assert rc == 2 and not heavy, (rc, heavy)\n"
+            "print('ok')\n")
+    res = subprocess.run([sys.executable, "-c", code, FIXTURE], cwd=ROOT, capture_output=True, text=True, timeout=60,
+                         stdin=subprocess.DEVNULL)
+    assert res.returncode == 0, res.stderr
+    assert "needs a terminal" in res.stderr and res.stdout.strip().endswith("ok")

@@ -249,16 +249,17 @@ def test_branch_errors(tmp_path, llama):
 
 
 def test_view_opens_a_branch(tmp_path, llama, monkeypatch, capsys):
-    from stepscope.tui import cli
+    from stepscope.cli import view
+    from stepscope.cli.main import main
 
     root, b1 = _branch_dir(tmp_path, llama)
     opened = []
     monkeypatch.setattr("stepscope.tui.app.StepscopeApp.run", lambda app: opened.append(app))
-    monkeypatch.setattr(cli, "_check_terminal", lambda: None)  # pytest has no TTY
-    assert cli.main(["view", root, "--branch", "b1"]) == 0
-    assert cli.main(["view", b1]) == 0
-    assert cli.main(["view", root, "--branch", "nope"]) == 2
-    assert cli.main(["view", root, "--branch", "../x"]) == 2
+    monkeypatch.setattr(view, "check_terminal", lambda: None)  # pytest has no TTY
+    assert main(["view", root, "--branch", "b1"]) == 0
+    assert main(["view", b1]) == 0
+    assert main(["view", root, "--branch", "nope"]) == 2
+    assert main(["view", root, "--branch", "../x"]) == 2
     err = capsys.readouterr().err.splitlines()
     assert err == [f"stepscope: {root} has no branch 'nope' (branches: b1)",
                    "stepscope: bad branch name '..': letters, digits, '.', '_' and '-' (64 at most)"]
@@ -306,7 +307,7 @@ def test_reading_a_branch_never_imports_torch(tmp_path, llama):
 
 
 def test_info_lists_the_branches(tmp_path, llama, capsys):
-    from stepscope.tui import cli
+    from stepscope.cli.main import main
 
     model, tok = llama
     root = _session(model, tok, tmp_path / "root", n=3)
@@ -317,7 +318,7 @@ def test_info_lists_the_branches(tmp_path, llama, capsys):
 
     tree.branch(step=2, interventions=[zero_head(1, 3, from_step=2)], parent="").run()
     tree.close()
-    assert cli.main(["info", str(tmp_path / "root")]) == 0
+    assert main(["info", str(tmp_path / "root")]) == 0
     out = capsys.readouterr().out
     assert "b1: from step 1; forced 'b'; try\\x1b[31m b" in out  # the note arrives inert
     assert "b2: from step 2; zero_head blocks.1.attn.hook_z head 3" in out

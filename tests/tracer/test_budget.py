@@ -1,4 +1,5 @@
-"""The recording budget of `stepscope trace`: estimate printed, rows trimmed within it, refusal beyond."""
+"""The recording budget: estimate printed, rows trimmed within it, refusal beyond; the same policy for
+`stepscope trace`, `stepscope run`, a live session and `stepscope.record`."""
 
 from __future__ import annotations
 
@@ -6,10 +7,15 @@ import os
 
 import numpy as np
 import pytest
+import torch
 
+import stepscope
 from tests.support.tiny_models import byte_tokenizer, tiny_model
+from stepscope.cli.main import main, parse_args
+from stepscope.cli.run import live_app
 from stepscope.tracer import load_trace
-from stepscope.tracer.budget import ROWS_KEPT, parse_size, plan
+from stepscope.tracer.budget import ROWS_KEPT, BudgetError, parse_size, plan
+from stepscope.tracer.session import GenerationSettings, LiveSession
 
 PROMPT = "a prompt long enough to pass the row limit of the budget policy, " * 3  # ~195 byte tokens: maps matter
 
@@ -23,8 +29,6 @@ def model_dir(tmp_path_factory):
 
 
 def _trace(model_dir, out, budget, capsys):
-    from stepscope.tui.cli import main
-
     rc = main(["trace", "--model", model_dir, "--prompt", PROMPT, "--no-chat", "--max-new-tokens", "2",
                "--out", out, "--budget", budget])
     return rc, capsys.readouterr().err
@@ -68,3 +72,63 @@ def test_beyond_the_budget_the_run_is_refused_and_nothing_is_left(model_dir, tmp
     rc, err = _trace(model_dir, out, "10K", capsys)
     assert rc == 2 and "over the budget" in err and "--budget" in err
     assert not os.path.exists(out)
+
+
+# -- the same policy for every recording: the Python API and the live session -----------------------
+@pytest.fixture(scope="module")
+def llama():
+    return tiny_model("llama"), byte_tokenizer()
+
+
+def _prompt_ids(tok):
+    return torch.tensor([tok(PROMPT)["input_ids"]])  # [1, T]
+
+
+def test_record_refuses_a_trace_over_the_budget_before_writing(llama, tmp_path):
+    model, tok = llama
+    out = tmp_path / "never"
+    with pytest.raises(BudgetError, match="over the budget"):
+        with stepscope.record(model, tok, out=str(out), budget="10K"):
+            model.generate(_prompt_ids(tok), max_new_tokens=2, do_sample=False)
+    assert not out.exists()
+    assert "generate" not in model.__dict__ and "forward" not in model.__dict__  # nothing left patched
+
+
+def test_record_trims_the_prefill_maps_within_the_budget(llama, tmp_path):
+    model, tok = llama
+    with stepscope.record(model, tok, out=str(tmp_path / "full")) as rec:
+        model.generate(_prompt_ids(tok), max_new_tokens=2, do_sample=False)
+    full = rec.trace
+    assert not full.steps[0].omitted
+    output, cut = stepscope.record_generate(model, tok, _prompt_ids(tok), out=str(tmp_path / "cut"),
+                                            budget=int(full.nbytes * 0.9), max_new_tokens=2, do_sample=False)
+    step = cut.steps[0]
+    t = step.positions[1]
+    assert step.shape("blocks.0.attn.hook_pattern")[1] == ROWS_KEPT
+    assert step.omitted["blocks.0.attn.hook_pattern"]["rows"] == [0, t - ROWS_KEPT]
+    np.testing.assert_allclose(step.attention_rows(1, "pattern", 0, t), full.steps[0]["blocks.1.attn.hook_pattern"], rtol=1e-5, atol=1e-6)
+
+
+def test_a_live_session_applies_the_budget(llama, tmp_path):
+    model, tok = llama
+    settings = GenerationSettings(max_new_tokens=2, chat=False)
+    with pytest.raises(BudgetError, match="over the budget"):
+        LiveSession(model, tok, PROMPT, settings, out=str(tmp_path / "never"), budget="10K")
+    assert not (tmp_path / "never").exists()
+    full = LiveSession(model, tok, PROMPT, settings, out=str(tmp_path / "full"))
+    assert full.plan.fits and full.plan.row_limit is None
+    full.run()
+    live = LiveSession(model, tok, PROMPT, settings, out=str(tmp_path / "cut"), budget=int(load_trace(str(tmp_path / "full")).nbytes * 0.9))
+    assert live.plan.row_limit == ROWS_KEPT and "keep their last" in live.plan.summary()
+    live.run()
+    step = load_trace(str(tmp_path / "cut")).steps[0]
+    assert step.shape("blocks.0.attn.hook_pattern")[1] == ROWS_KEPT
+
+
+def test_run_takes_the_budget_option(model_dir, tmp_path):
+    """`stepscope run` (and `serve`, which forwards its options to `run`) records under --budget too."""
+    app = live_app(parse_args(["run", "--model", model_dir, "--prompt", PROMPT, "--no-chat", "--max-new-tokens", "2",
+                               "--out", str(tmp_path / "never"), "--budget", "10K"]))
+    with pytest.raises(BudgetError, match="over the budget"):
+        app.session_factory()
+    assert not (tmp_path / "never").exists()

@@ -118,7 +118,7 @@ def test_info_on_a_saved_model_directory_matches_its_checkpoint(tmp_path, capsys
     pytest.importorskip("torch")
     from tests.support.tiny_models import tiny_model
     from stepscope.tracer.config_facts import checkpoint_params
-    from stepscope.tui.cli import main
+    from stepscope.cli.main import main
 
     model = tiny_model("qwen3_moe")
     model.save_pretrained(tmp_path / "m")
@@ -132,7 +132,7 @@ def test_info_on_a_saved_model_directory_matches_its_checkpoint(tmp_path, capsys
 def test_gguf_header_counts_equal_tensor_shapes():
     """The embedded SmolLM2 GGUF: config from the header, weights untouched, totals equal the header's tensors."""
     from stepscope.tracer.gguf_header import gguf_config
-    from stepscope.tracer.loading import default_gguf_path
+    from stepscope.tracer.model_spec import default_gguf_path
 
     config, weights = gguf_config(default_gguf_path())
     facts = config_facts(config)
@@ -176,7 +176,7 @@ def _gguf(meta: dict) -> bytes:
 
 
 def test_hostile_gguf_header_reaches_the_terminal_inert(tmp_path, capsys):
-    from stepscope.tui.cli import main
+    from stepscope.cli.main import main
 
     path = tmp_path / "evil.gguf"
     path.write_bytes(_gguf({"general.architecture": "llama", "general.name": "\x1b]0;pwned\x07\x1b[2J[bold]x",

@@ -32,3 +32,14 @@ def test_paris_is_the_top_candidate_of_the_first_step(tmp_path):
     lens = step["logit_lens.ids"][:, 0]
     assert lens[-1] == step.token["id"] and lens[0] != step.token["id"]
     assert np.isclose(step["blocks.0.attn.hook_pattern"].sum(-1), 1, atol=1e-4).all()
+
+
+def test_load_model_gives_the_embedded_model_and_tokenizer(smollm2_cache, tmp_path):
+    """`stepscope.load_model("smollm2")`: the embedded model offline, ready for `stepscope.record`."""
+    import stepscope
+
+    model, tokenizer = stepscope.load_model("smollm2", device="cpu")
+    assert model.config.num_hidden_layers == 30 and tokenizer.decode(tokenizer("Paris")["input_ids"]) == "Paris"
+    ids = tokenizer("The capital of France is", return_tensors="pt")["input_ids"]
+    output, trace = stepscope.record_generate(model, tokenizer, ids, out=str(tmp_path / "t"), max_new_tokens=1, do_sample=False)
+    assert trace.tokens[-1]["text"] == " Paris" and output.shape[1] == ids.shape[1] + 1

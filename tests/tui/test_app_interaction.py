@@ -52,7 +52,8 @@ def idle(app):
 
 @pytest.mark.parametrize("size", [(120, 40), (80, 24)])
 async def test_bare_stepscope_first_screen_is_fully_drawn(tiny_model_dir, size):
-    from stepscope.tui.cli import live_app, parse_args
+    from stepscope.cli.main import parse_args
+    from stepscope.cli.run import live_app
 
     app = live_app(parse_args(["--model", tiny_model_dir, "--max-new-tokens", "3"]))  # bare `stepscope` path
     async with app.run_test(size=size) as pilot:
@@ -307,14 +308,14 @@ def test_a_crash_exits_non_zero_with_one_line(tmp_path):
         "import sys\n"
         "from stepscope.tracer import load_trace\n"
         "from stepscope.tui.app import StepscopeApp\n"
-        "from stepscope.tui.cli import _run_app\n"
+        "from stepscope.cli.common import run_app\n"
         "class Crashing(StepscopeApp):\n"
         "    def on_mount(self):\n"
         "        raise RuntimeError('boom \\x1b[31m')\n"
         f"app = Crashing(trace=load_trace({FIXTURE!r}))\n"
         "orig = app.run\n"
         "app.run = lambda: orig(headless=True)\n"
-        "sys.exit(_run_app(app))\n"
+        "sys.exit(run_app(app))\n"
     )
     env = dict(os.environ, PYTHONPATH=ROOT)
     env.pop("STEPSCOPE_DEBUG", None)

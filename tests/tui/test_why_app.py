@@ -163,7 +163,7 @@ def test_whatif_pane_keys_and_clicks(paths):
 
 def test_compare_pane_from_diff_app(paths, tmp_path):
     from stepscope.tracer.diff import compare
-    from stepscope.tui.cli import diff_app
+    from stepscope.cli.diff import diff_app
 
     a, b = load_trace(paths[0]), load_trace(paths[1])
     app = diff_app(a, b)
@@ -221,15 +221,16 @@ def test_compare_with_a_copy_is_identical_and_D_opens_a_directory(paths, tmp_pat
 def test_diff_on_a_terminal_opens_the_app_and_without_one_prints(paths, monkeypatch, capsys):
     import sys
 
-    from stepscope.tui import cli
+    from stepscope.cli import diff
+    from stepscope.cli.main import main
 
     opened = []
-    monkeypatch.setattr(cli, "_run_app", lambda app: opened.append(app) or 0)
+    monkeypatch.setattr(diff, "run_app", lambda app: opened.append(app) or 0)
     monkeypatch.setattr(sys.stdin, "isatty", lambda: True, raising=False)
     monkeypatch.setattr(sys.stdout, "isatty", lambda: True, raising=False)
-    assert cli.main(["diff", paths[0], paths[1]]) == 0
+    assert main(["diff", paths[0], paths[1]]) == 0
     assert len(opened) == 1 and opened[0].main_screen._initial_pane == "compare"
-    assert cli.main(["diff", "--text", paths[0], paths[1]]) == 1  # the summary anyway, exit 1: they differ
+    assert main(["diff", "--text", paths[0], paths[1]]) == 1  # the summary anyway, exit 1: they differ
     assert "first" in capsys.readouterr().out
 
 

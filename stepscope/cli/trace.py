@@ -1,0 +1,61 @@
+"""`stepscope trace`: record a trace to disk, with a progress bar, without a terminal UI."""
+
+from __future__ import annotations
+
+import os
+
+from rich.console import Console
+from rich.markup import escape
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from stepscope import seam
+from stepscope.cli.common import EXIT_INTERRUPTED, EXIT_OK, generation_settings, generation_options, model_options, open_session
+from stepscope.tracer import load_trace
+from stepscope.tracer.inert import inert
+from stepscope.tracer.trace_format import human_bytes
+
+
+def add_parser(sub) -> None:
+    t = sub.add_parser("trace", help="record a trace to disk")
+    model_options(t)
+    generation_options(t)
+    t.add_argument("--out", required=True, help="trace directory to write (an existing trace there is replaced once the new one has its first step)")
+
+
+def say(console: Console, text: str) -> None:
+    """One plain line: user text never becomes markup."""
+    console.print(text, markup=False, highlight=False)
+
+
+def run(args) -> int:
+    console = Console(stderr=True)
+    settings = generation_settings(args)
+    seam.check_out_dir(args.out)
+    seam.quiet_transformers()
+    columns = [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn()]
+    with Progress(*columns, console=console, transient=False) as progress:
+        load = progress.add_task("loading model", total=100)
+
+        def on_load(stage, fraction):  # stages name user paths: never markup
+            progress.update(load, description=escape(inert(stage)), completed=int(100 * (fraction or 0)))
+
+        session = open_session(args, settings, progress=on_load, background_writer="auto")  # refuses a trace over the budget
+        progress.update(load, completed=100, description=escape(inert(f"loaded {session.name}")))
+        plan = session.plan
+        say(console, f"prompt {len(session.prompt_ids)} tokens; estimated {human_bytes(plan.prefill_bytes)} for the prefill step, "
+                     f"about {human_bytes(plan.decode_bytes)} per decode step ({session.trace.manifest['dtype']['stored']})")
+        say(console, plan.summary())
+        gen = progress.add_task("generating", total=session.max_new_tokens)
+        try:
+            session.run(on_step=lambda n: progress.update(gen, completed=n))
+        except KeyboardInterrupt:
+            kept = session.writer.steps_written
+            say(console, f"interrupted: {inert(args.out)} keeps its {kept} complete steps")
+            return EXIT_INTERRUPTED
+    tr = load_trace(args.out)
+    text = "".join(t["text"] for t in tr.tokens[tr.prompt_len :])
+    out = Console()
+    say(out, f"trace: {inert(os.path.abspath(args.out))}")
+    say(out, f"steps: {len(tr.steps)}  size: {human_bytes(tr.nbytes)}  stop: {inert(tr.manifest['stop_reason'])}")
+    say(out, f"generated: {inert(repr(text))}")
+    return EXIT_OK
