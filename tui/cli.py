@@ -457,10 +457,10 @@ def cmd_view(args) -> int:
 
 
 def _print_branches(console, trace_dir: str) -> None:
-    """The trace's branches (tracer/branch.py), one inert line each."""
+    """The trace's branches (tracer/branch_layout.py), one inert line each."""
     from rich.text import Text
 
-    from stepscope.tracer.branch import describe, list_branches
+    from stepscope.tracer.branch_layout import describe, list_branches
 
     items = list_branches(trace_dir)
     if items:
@@ -470,10 +470,10 @@ def _print_branches(console, trace_dir: str) -> None:
 
 
 def _branch_dir(trace_dir: str, branch: str | None) -> str:
-    """The directory of `--branch NAME` of a trace (tracer/branch.py), or the trace itself."""
+    """The directory of `--branch NAME` of a trace (tracer/branch_layout.py), or the trace itself."""
     if branch is None:
         return trace_dir
-    from stepscope.tracer.branch import branch_path, list_branches
+    from stepscope.tracer.branch_layout import branch_path, list_branches
 
     path = branch_path(trace_dir, branch)
     if not os.path.isdir(path):
