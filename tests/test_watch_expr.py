@@ -8,7 +8,10 @@ import os
 import numpy as np
 import pytest
 
-from stepscope.tui.watch import ExprError, Watch, parse, parse_comparison, unparse
+from stepscope.tracer import load_trace
+from stepscope.tracer.branch_layout import branch_path
+from stepscope.tui.breakpoints import Breakpoint
+from stepscope.tui.watch import ExprError, Watch, fresh_step, parse, parse_comparison, private_trace, unparse
 
 
 def softmax(x):
@@ -197,12 +200,8 @@ def test_private_trace_grows_instead_of_reloading(fixture_trace):
 def test_watches_and_breakpoints_read_a_branchs_shared_steps(branched):
     """A branch's steps before its branch point live in its parent's directory: a watch or a
     breakpoint evaluated on a fresh step (what the workers build) reads them there."""
-    from stepscope.tracer import load_trace
-    from stepscope.tui.breakpoints import Breakpoint
-    from stepscope.tui.watch import fresh_step, private_trace
-
     root, _ = branched
-    trace = load_trace(os.path.join(root, "branches", "b1"))  # forced at step 1: step 0 is the root's
+    trace = load_trace(branch_path(root, "b1"))  # forced at step 1: step 0 is the root's
     shared = trace.manifest["steps"][0]
     want = float(np.linalg.norm(trace.steps[0]["blocks.0.hook_resid_post"][-1]))
     private = private_trace(trace)

@@ -472,6 +472,7 @@ class LiveSession:
 
     @property
     def closed(self) -> bool:
+        """close() has run: the recorder is out and the model's attention implementation restored."""
         return self._closed
 
     @property
