@@ -29,7 +29,8 @@ from transformers import DynamicCache  # noqa: E402
 
 from stepscope.tracer import load_trace  # noqa: E402
 from stepscope.tracer.attention import IMPLEMENTATION, register  # noqa: E402
-from stepscope.tracer.lens import LENS_FILE, LogitLens  # noqa: E402
+from stepscope.tracer.lens import LogitLens  # noqa: E402
+from stepscope.tracer.trace_format import LENS_FILE  # noqa: E402
 from stepscope.tracer.loading import load_model  # noqa: E402
 from stepscope.tracer.session import GenerationSettings, LiveSession, cache_kwarg  # noqa: E402
 from stepscope.tracer.trace_format import human_bytes  # noqa: E402

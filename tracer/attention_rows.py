@@ -34,7 +34,7 @@ def recompute(step, layer: int, kind: str, q0: int, q1: int) -> np.ndarray:
     start, end = step.positions
     if start != 0:
         raise TraceError(f"step {step.index}: omitted attention rows can be recomputed at the prefill only")
-    facts = step._facts or {}
+    facts = step.facts or {}
     if facts.get("attention_sink"):  # the manifest fact (tracer/adapters): a sink column q·k cannot give
         raise TraceError(f"step {step.index}: attention with sinks cannot be recomputed from q and k")
     q_name, k_name = f"blocks.{layer}.attn.hook_rot_q", f"blocks.{layer}.attn.hook_rot_k"

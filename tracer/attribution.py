@@ -23,13 +23,15 @@ difference. With a final logit soft-cap the split is of the pre-cap difference a
 
 from __future__ import annotations
 
-import os
+import weakref
 from dataclasses import dataclass, field
 
 import numpy as np
+from safetensors.numpy import load
 
-from .lens import B_U, LENS_FILE, NORM_B, NORM_W, W_U, canonical
-from .trace_format import TraceError
+from .lens import B_U, NORM_B, NORM_W, W_U, canonical
+from .safe_io import read_trace_file
+from .trace_format import LENS_FILE, TraceError
 
 MAX_LENS_BYTES = 16 << 30  # lens.safetensors: W_U of a large vocabulary in float32
 
@@ -93,32 +95,43 @@ class Attribution:
         return ", ".join(f"{t.label} {t.value:+.2f}" for t in self.top(n))
 
 
+_LENS_ARRAYS: "weakref.WeakKeyDictionary[object, dict[str, np.ndarray]]" = weakref.WeakKeyDictionary()
+
+
 def lens_arrays(trace) -> dict[str, np.ndarray]:
-    """`lens.safetensors` of a trace as {name: float array}, read through the safe reader (cached on the trace)."""
-    cached = getattr(trace, "_attribution_lens", None)
-    if cached is not None:
-        return cached
-    from safetensors.numpy import load
+    """`lens.safetensors` of a trace as {name: float array} (read_lens_arrays, cached per trace)."""
+    cached = _LENS_ARRAYS.get(trace)
+    if cached is None:
+        cached = _LENS_ARRAYS[trace] = read_lens_arrays(trace)
+    return cached
 
-    from .safe_io import open_dir, read_in_dir
 
+def lens_loaded(trace) -> bool:
+    """Whether `lens_arrays(trace)` is cached (answers without reading)."""
+    return trace in _LENS_ARRAYS
+
+
+def keep_lens_arrays(trace, arrays: dict[str, np.ndarray]) -> None:
+    """Cache arrays `read_lens_arrays` read elsewhere (a worker thread) as the trace's."""
+    _LENS_ARRAYS[trace] = arrays
+
+
+def read_lens_arrays(trace) -> dict[str, np.ndarray]:
+    """`lens.safetensors` of a trace (anything with `path`, `model` and optionally `root`) as
+    {name: float array}, read through the safe reader now."""
     facts = trace.model.get("lens")
     if not facts:
         raise TraceError("no attribution: this trace has no lens.safetensors (its final norm is not one stepscope reproduces)")
-    fd = open_dir(getattr(trace, "root", None) or trace.path)  # a branch: lens.safetensors is in its root trace
-    try:
-        data = read_in_dir(fd, facts.get("file", LENS_FILE), MAX_LENS_BYTES, f"{trace.path}: {LENS_FILE}")
+    try:  # a branch: lens.safetensors is in its root trace
+        data = read_trace_file(getattr(trace, "root", None) or trace.path, facts.get("file", LENS_FILE), MAX_LENS_BYTES)
     except FileNotFoundError:
         raise TraceError(f"{trace.path}: {LENS_FILE} missing") from None
-    finally:
-        os.close(fd)
     try:
         arrays = canonical(load(data))
     except Exception as exc:  # a damaged file: one line, not a traceback
         raise TraceError(f"{trace.path}: {LENS_FILE}: not a safetensors file ({type(exc).__name__})") from None
     if NORM_W not in arrays or W_U not in arrays:
         raise TraceError(f"{trace.path}: {LENS_FILE} lacks {NORM_W} or {W_U}")
-    trace._attribution_lens = arrays
     return arrays
 
 

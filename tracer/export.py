@@ -9,11 +9,10 @@ default (the reading path never imports torch); `torch=True` gives float32 torch
 
 from __future__ import annotations
 
-import os
-
 import numpy as np
 
 from .names import shape_doc, split_block_name
+from .tokenizer_file import trace_tokenizer
 
 _MAPS = ("attn.hook_attn_scores", "attn.hook_pattern")  # [n_heads, T, S]: keys padded to the last S
 _PAD = {"attn.hook_attn_scores": -np.inf, "attn.hook_pattern": 0.0}  # masked future keys, as TransformerLens
@@ -105,11 +104,8 @@ def token_ids(trace, steps=None) -> np.ndarray:
 def decoder(trace):
     """`decode(ids) -> str` from the trace's tokenizer.json (the `tokenizers` library), else the
     token texts the manifest holds (ids outside the sequence then decode as `<id N>`)."""
-    path = os.path.join(trace.path, "tokenizer.json")
-    if os.path.isfile(path) and not os.path.islink(path):
-        from tokenizers import Tokenizer
-
-        tok = Tokenizer.from_file(path)
+    tok = trace_tokenizer(trace.path)
+    if tok is not None:
         return lambda ids: tok.decode([int(i) for i in ids], skip_special_tokens=False)
     known = {t["id"]: t["text"] for t in trace.tokens}
     return lambda ids: "".join(known.get(int(i), f"<id {int(i)}>") for i in ids)

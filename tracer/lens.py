@@ -22,8 +22,10 @@ import re
 from typing import Callable
 
 import numpy as np
+from safetensors.numpy import load_file
 
-LENS_FILE = "lens.safetensors"
+from .trace_format import LENS_FILE
+
 RESID_ROWS = "logit_lens.resid"  # [n_layers, d_model] last-position rows, when resid_post is not recorded
 NORM_W, NORM_B, W_U, B_U = "ln_final.w", "ln_final.b", "unembed.W_U", "unembed.b_U"
 W_O_NAME = re.compile(r"blocks\.(\d{1,6})\.attn\.W_O\Z")
@@ -50,12 +52,6 @@ def canonical(arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         elif W_O_NAME.match(base) and a.ndim == 3:
             out.setdefault(base, a.transpose(1, 2, 0))
     return out
-
-
-def _read_safetensors(path: str) -> dict[str, np.ndarray]:
-    from safetensors.numpy import load_file
-
-    return load_file(path)
 
 
 class LogitLens:
@@ -94,7 +90,7 @@ class LogitLens:
         """The lens of a trace directory, None when the trace has none (`read` loads a safetensors file)."""
         if not facts:
             return None
-        return cls(facts, (read or _read_safetensors)(os.path.join(trace_dir, facts.get("file", LENS_FILE))))
+        return cls(facts, (read or load_file)(os.path.join(trace_dir, facts.get("file", LENS_FILE))))
 
     def rows(self, step) -> np.ndarray:
         """[n_layers, d_model]: each layer's resid_post at the step's last position."""

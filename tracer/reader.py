@@ -31,52 +31,20 @@ from typing import Any, Callable
 
 import numpy as np
 
+from .attention_rows import rows as attention_map_rows
+from .branch_layout import branch_field, parent_dir, root_dir, shared_steps, step_dirs
+from .lens import LogitLens
 from .names import O_INPUT, RESULT, forward_order, shape_doc, split_block_name
-from .safe_io import open_dir, open_in_dir, read_in_dir, stat_in_dir
-from .schema import MAX_LOG_BYTES, MAX_MANIFEST_BYTES, check_depth, validate_entry, validate_manifest
-from .trace_format import MANIFEST, STAMP_ANYWHERE, STEP_LOG, TraceError, unstamp
+from .safe_io import open_dir, open_in_dir, read_in_dir, read_trace_file, stat_in_dir
+from .schema import MAX_LOG_BYTES, MAX_MANIFEST_BYTES, MAX_STEP_BYTES, parse_json, validate_entry, validate_manifest, want_list
+from .trace_format import (
+    CRC_KEY, DTYPES, ITEMSIZE, LENS_FILE, MANIFEST, STAMP_ANYWHERE, STEP_LOG, TraceError, parse_crc_list, step_checksum, unstamp,
+)
 
-LENS_FILE = "lens.safetensors"
 LENS_NAMES = ("logit_lens.ids", "logit_lens.probs")  # computed by the trace's lens when not stored
-
-_DTYPES = {
-    "F64": np.float64,
-    "F32": np.float32,
-    "F16": np.float16,
-    "I64": np.int64,
-    "I32": np.int32,
-    "I16": np.int16,
-    "I8": np.int8,
-    "U8": np.uint8,
-    "BOOL": np.bool_,
-}
-_ITEMSIZE = {k: np.dtype(v).itemsize for k, v in _DTYPES.items()}
 _MAX_HEADER = 100_000_000  # safetensors' own limit
 _MAX_TENSORS = 100_000
-_MAX_STEP_FILE = 1 << 40
-_INT_NAMES = ("ids",)
-CRC_KEY = "stepscope.crc32"  # names ending so hold integers; every other recorded name holds floats
-
-
-def _no_duplicates(pairs):
-    out = {}
-    for k, v in pairs:
-        if k in out:
-            raise ValueError(f"duplicate key {k!r}")
-        out[k] = v
-    return out
-
-
-def parse_json(raw: bytes, label: str) -> Any:
-    """JSON from untrusted bytes: UTF-8, no duplicate keys, bounded depth; TraceError otherwise."""
-    try:
-        obj = json.loads(raw.decode("utf-8"), object_pairs_hook=_no_duplicates)
-    except RecursionError:
-        raise TraceError(f"{label}: nested too deeply") from None
-    except (UnicodeDecodeError, ValueError) as exc:
-        raise TraceError(f"{label}: not valid JSON ({str(exc).splitlines()[0][:80]})") from None
-    check_depth(obj, label)
-    return obj
+_INT_NAMES = ("ids",)  # names ending so hold integers; every other recorded name holds floats
 
 
 def parse_safetensors_header(prefix8: bytes, read_header, file_size: int, label: str, meta_out: dict | None = None) -> tuple[dict, int]:
@@ -111,7 +79,7 @@ def parse_safetensors_header(prefix8: bytes, read_header, file_size: int, label:
         if type(info) is not dict or set(info) != {"dtype", "shape", "data_offsets"} or len(name) > 200:
             raise bad
         dtype, shape, offsets = info["dtype"], info["shape"], info["data_offsets"]
-        if dtype not in _ITEMSIZE or type(shape) is not list or type(offsets) is not list or len(offsets) != 2:
+        if dtype not in ITEMSIZE or type(shape) is not list or type(offsets) is not list or len(offsets) != 2:
             raise bad
         if len(shape) > 8 or any(type(d) is not int or d < 0 for d in shape):
             raise bad
@@ -119,7 +87,7 @@ def parse_safetensors_header(prefix8: bytes, read_header, file_size: int, label:
             raise bad
         count = math.prod(shape)
         begin, end = offsets
-        if end < begin or end - begin != count * _ITEMSIZE[dtype]:
+        if end < begin or end - begin != count * ITEMSIZE[dtype]:
             raise bad
         spans.append((begin, end, name))
     spans.sort()
@@ -142,7 +110,7 @@ def _check_shapes(header: dict, entry: dict, facts: dict, label: str) -> None:
         block = split_block_name(name)
         if block is not None and block[0] >= n_layers:
             raise TraceError(f"{label}: {name[:60]!r} names layer {block[0]} of a {n_layers}-layer model")
-        kind = np.dtype(_DTYPES[info["dtype"]]).kind
+        kind = DTYPES[info["dtype"]].kind
         if kind not in ("i", "u", "b") if name.endswith(_INT_NAMES) else kind != "f":
             raise TraceError(f"{label}: {name[:60]!r} has dtype {info['dtype']}, unexpected for it")
         doc = shape_doc(name)
@@ -202,6 +170,16 @@ class Step:
 
     # -- metadata (manifest only, no file access) ------------------------------------------
     @property
+    def entry(self) -> dict:
+        """The step's manifest entry (steps.jsonl line), as validated on open; not to be modified."""
+        return self._entry
+
+    @property
+    def facts(self) -> dict | None:
+        """The trace's model facts (manifest `model`) the step's arrays were checked against."""
+        return self._facts
+
+    @property
     def positions(self) -> tuple[int, int]:
         """[start, end) token positions this step computed."""
         start, end = self._entry["positions"]
@@ -259,7 +237,7 @@ class Step:
     def _open(self) -> tuple[int, int]:
         dir_fd = open_dir(self._dir)
         try:
-            return open_in_dir(dir_fd, self._entry["file"], _MAX_STEP_FILE, self._label())
+            return open_in_dir(dir_fd, self._entry["file"], MAX_STEP_BYTES, self._label())
         except FileNotFoundError:
             raise TraceError(f"{self._label()}: step file is missing") from None
         finally:
@@ -354,7 +332,7 @@ class Step:
     def dtype(self, name: str) -> np.dtype:
         if name not in self._load_header() and name in self._derived():
             return self._derived_value(name).dtype
-        return np.dtype(_DTYPES[self._info(name)["dtype"]])
+        return DTYPES[self._info(name)["dtype"]]
 
     def _info(self, name: str) -> dict:
         try:
@@ -386,11 +364,10 @@ class Step:
         if want is None or listed is None:
             return None
         spans = sorted(tuple(info["data_offsets"]) for info in table.values())
-        if len(listed) != 8 * len(spans) or any(c not in "0123456789abcdef" for c in listed):
+        crcs = parse_crc_list(listed, len(spans))
+        if crcs is None:
             raise TraceError(f"{self._label()}: corrupted step file (bad checksum list)")
-        crcs = [int(listed[8 * i : 8 * i + 8], 16) for i in range(len(spans))]
-        got = f"crc32:{zlib.crc32(b''.join(struct.pack('<I', c) for c in crcs), zlib.crc32(prefix)):08x}"
-        if got != want:
+        if step_checksum(prefix, crcs) != want:
             raise TraceError(f"{self._label()}: checksum mismatch (the step file was modified or damaged)")
         self._verified = True  # the header is verified; each tensor is checked on its first read
         return dict(zip(spans, crcs))
@@ -411,8 +388,8 @@ class Step:
         if want is not None:
             view = memoryview(buf)
             spans = sorted(tuple(info["data_offsets"]) for name, info in self._header.items() if name not in self.aliases)
-            crcs = b"".join(struct.pack("<I", zlib.crc32(view[self._data_start + b : self._data_start + e])) for b, e in spans)
-            got = f"crc32:{zlib.crc32(crcs, zlib.crc32(view[: self._data_start])):08x}"
+            crcs = [zlib.crc32(view[self._data_start + b : self._data_start + e]) for b, e in spans]
+            got = step_checksum(view[: self._data_start], crcs)
             view.release()
             if got != want:
                 self._map = None
@@ -427,8 +404,8 @@ class Step:
         begin, end = info["data_offsets"]
         if self._crcs is not None:
             self._check_tensor(buf, begin, end)
-        dtype = _DTYPES[info["dtype"]]
-        count = (end - begin) // _ITEMSIZE[info["dtype"]]
+        dtype = DTYPES[info["dtype"]]
+        count = (end - begin) // ITEMSIZE[info["dtype"]]
         arr = np.frombuffer(buf, dtype=dtype, count=count, offset=self._data_start + begin)
         return arr.reshape(info["shape"])
 
@@ -438,9 +415,7 @@ class Step:
     def attention_rows(self, layer: int, kind: str, q0: int, q1: int) -> np.ndarray:
         """Rows q0..q1 of layer's attention map ("pattern" or "scores") [n_heads, q1-q0, S]:
         stored rows from the file, rows the budget omitted recomputed from hook_rot_q/hook_rot_k."""
-        from .attention_rows import rows
-
-        return rows(self, layer, kind, q0, q1)
+        return attention_map_rows(self, layer, kind, q0, q1)
 
     def release(self) -> None:
         """Drop the memory map (arrays already handed out stay valid until freed)."""
@@ -461,10 +436,15 @@ class StepList(Sequence):
         self._facts = facts
         self._version = version
         self._lens = lens
-        dirs = dirs or []  # a branch's first steps live in its parents' directories (tracer/branch.py)
-        self._steps = [Step(dirs[i] if i < len(dirs) else trace_dir, e, facts, version, lens) for i, e in enumerate(entries)]
+        self._dirs = dirs or []  # a branch's first steps live in its parents' directories (tracer/branch_layout.py)
+        self._steps = [self._new_step(e) for e in entries]
         self._open: list[Step] = []
         self._max_open = max_open
+
+    def _new_step(self, entry: dict) -> Step:
+        index = entry["index"]
+        trace_dir = self._dirs[index] if 0 <= index < len(self._dirs) else self._dir
+        return Step(trace_dir, entry, self._facts, self._version, self._lens)
 
     def __len__(self) -> int:
         return len(self._steps)
@@ -480,10 +460,31 @@ class StepList(Sequence):
             self._open.pop(0).release()
         return step
 
-    def _sync(self, entries: list[dict]) -> None:
+    @property
+    def entries(self) -> list[dict]:
+        """Every listed step's manifest entry, in order (no step file is opened)."""
+        return [s.entry for s in self._steps]
+
+    @property
+    def files(self) -> dict[str, str]:
+        """{step file name: its path}: where each listed step's file lives (a parent's directory
+        for a branch's shared steps)."""
+        return {s.entry["file"]: s.path for s in self._steps}
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes of every listed step file (from the entries)."""
+        return sum(s.nbytes for s in self._steps)
+
+    def fresh(self, entry: dict) -> Step:
+        """A new Step over the file of manifest `entry` (one of this trace's steps), sharing nothing
+        with this list: safe to build and read in a worker thread; drop it after use."""
+        return self._new_step(entry)
+
+    def sync(self, entries: list[dict]) -> None:
         """A live session wrote more steps: list them (entries is the manifest's step list)."""
         for entry in entries[len(self._steps) :]:
-            self._steps.append(Step(self._dir, entry, self._facts, self._version, self._lens))
+            self._steps.append(self._new_step(entry))
 
 
 class Trace:
@@ -499,16 +500,12 @@ class Trace:
         self._lens = None
         self.root, dirs = path, None  # root: the trace a branch belongs to (lens.safetensors lives there)
         if manifest.get("branch") is not None:
-            from .branch import root_dir, step_dirs
-
             self.root, dirs = root_dir(path, manifest), step_dirs(path, manifest)
         self.steps = StepList(path, manifest.get("steps", []), facts=manifest.get("model"), version=version, lens=self.lens, dirs=dirs)
 
     def lens(self):
         """The trace's lazy logit lens (tracer/lens.py) or None; lens.safetensors read once, safely."""
         if self._lens is None and self._lens_facts:
-            from .lens import LogitLens
-
             self._lens = LogitLens.open(self.path, self._lens_facts, read=lambda _path: read_side_safetensors(self.root, LENS_FILE))
         return self._lens
 
@@ -536,7 +533,7 @@ class Trace:
 
     @property
     def nbytes(self) -> int:
-        return sum(s.nbytes for s in self.steps._steps)
+        return self.steps.nbytes
 
     def add_steps(self, entries: list[dict], tokens: list[dict], model: dict | None = None) -> None:
         """A live session completed more steps (files on disk): list their entries and chosen
@@ -547,7 +544,7 @@ class Trace:
             self.manifest["model"].update(model)  # in place: the steps share this dict
         self.manifest["steps"].extend(entries)
         self.manifest["tokens"].extend(tokens)
-        self.steps._sync(self.manifest["steps"])
+        self.steps.sync(self.manifest["steps"])
 
     def __repr__(self) -> str:
         return f"<Trace {self.path!r} model={self.model.get('name')!r} steps={len(self.steps)}>"
@@ -555,18 +552,15 @@ class Trace:
 
 def read_side_safetensors(trace_dir: str, name: str, max_bytes: int = 1 << 34) -> dict[str, np.ndarray]:
     """{name: array} of a trace's side safetensors file (lens.safetensors), under the reader's rules."""
-    dir_fd = open_dir(trace_dir)
     try:
-        raw = read_in_dir(dir_fd, name, max_bytes, f"{trace_dir}: {name}")
+        raw = read_trace_file(trace_dir, name, max_bytes)
     except FileNotFoundError:
         raise TraceError(f"{trace_dir}: {name} is missing") from None
-    finally:
-        os.close(dir_fd)
     header, start = parse_safetensors_header(raw[:8], lambda n: raw[8 : 8 + n], len(raw), name)
     out = {}
     for key, info in header.items():
         b, e = info["data_offsets"]
-        out[key] = np.frombuffer(raw, dtype=_DTYPES[info["dtype"]], count=(e - b) // _ITEMSIZE[info["dtype"]], offset=start + b).reshape(info["shape"])
+        out[key] = np.frombuffer(raw, dtype=DTYPES[info["dtype"]], count=(e - b) // ITEMSIZE[info["dtype"]], offset=start + b).reshape(info["shape"])
     return out
 
 
@@ -637,16 +631,13 @@ def read_manifest(path: str) -> dict:
                 raise TraceError(f"{path}: not a complete trace (no {STEP_LOG})") from None
             manifest["steps"] = read_step_log(log, STEP_LOG)
             if manifest.get("branch") is not None:  # a branch: the steps before its branch point are its parent's
-                from .branch import parent_steps
-
-                shared = parent_steps(path, manifest)
+                branch_field(path, manifest)  # checked before its parent is read
+                shared = shared_steps(path, manifest, read_manifest(parent_dir(path)))
                 manifest["steps"] = shared + manifest["steps"]
             for i, e in enumerate(manifest["steps"]):
                 validate_entry(e, i, version)
             manifest["tokens"] = manifest["tokens"] + [e["token"] for e in manifest["steps"]]
         else:
-            from .schema import want_list
-
             for i, e in enumerate(want_list("manifest.steps", manifest.get("steps"))):
                 validate_entry(e, i, version)
         _check_sequence(manifest, "manifest")

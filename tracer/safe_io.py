@@ -11,20 +11,17 @@ from __future__ import annotations
 
 import errno
 import os
-import re
 import stat
 
-from .trace_format import TraceError
+from .trace_format import FIXED_FILES, STEP_FILE, TraceError
 
-STEP_FILE = re.compile(r"step_\d{5,9}\.safetensors\Z")
-FIXED_FILES = frozenset({"manifest.json", "steps.jsonl", "tokenizer.json", "lens.safetensors"})
 _NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
 _NONBLOCK = getattr(os, "O_NONBLOCK", 0)
 _DIRECTORY = getattr(os, "O_DIRECTORY", 0)
 
 
 def valid_name(name: object) -> bool:
-    """True for the names a trace may list: manifest.json, steps.jsonl, tokenizer.json, step_N.safetensors."""
+    """True for the names a trace may hold: its fixed files (trace_format.FIXED_FILES) and step_N.safetensors."""
     return isinstance(name, str) and (name in FIXED_FILES or STEP_FILE.match(name) is not None)
 
 
@@ -81,6 +78,16 @@ def read_in_dir(dir_fd: int, name: str, max_bytes: int, label: str) -> bytes:
         raise TraceError(f"{label}: cannot read ({exc.strerror})") from None
     finally:
         os.close(fd)
+
+
+def read_trace_file(trace_dir: str, name: str, max_bytes: int) -> bytes:
+    """The whole content of the file `name` of the trace at `trace_dir` (read_in_dir's rules).
+    FileNotFoundError when it is absent; TraceError when it is refused or unreadable."""
+    dir_fd = open_dir(trace_dir)
+    try:
+        return read_in_dir(dir_fd, name, max_bytes, f"{trace_dir}: {name}")
+    finally:
+        os.close(dir_fd)
 
 
 def stat_in_dir(dir_fd: int, name: str, label: str) -> int:

@@ -9,14 +9,17 @@ Unknown extra keys are accepted (newer writers), known ones must be right.
 
 from __future__ import annotations
 
+import json
 import math
 import re
 from typing import Any, TypedDict
 
-from .trace_format import READABLE_VERSIONS, SCHEMA, TraceError
+from .safe_io import valid_name
+from .trace_format import LENS_FILE, READABLE_VERSIONS, SCHEMA, TOKENIZER_FILE, TraceError
 
 MAX_MANIFEST_BYTES = 64 * 1024 * 1024
 MAX_LOG_BYTES = 512 * 1024 * 1024
+MAX_TOKENIZER_BYTES = 1 << 30
 MAX_DEPTH = 32
 MAX_STR = 4096  # names, facts, token texts
 MAX_PROMPT = 4 * 1024 * 1024
@@ -185,6 +188,27 @@ def check_depth(obj: Any, field: str, limit: int = MAX_DEPTH) -> None:
             stack.extend((v, depth + 1) for v in node)
 
 
+def _no_duplicates(pairs):
+    out = {}
+    for k, v in pairs:
+        if k in out:
+            raise ValueError(f"duplicate key {k!r}")
+        out[k] = v
+    return out
+
+
+def parse_json(raw: bytes, label: str) -> Any:
+    """JSON from untrusted bytes: UTF-8, no duplicate keys, bounded depth; TraceError otherwise."""
+    try:
+        obj = json.loads(raw.decode("utf-8"), object_pairs_hook=_no_duplicates)
+    except RecursionError:
+        raise TraceError(f"{label}: nested too deeply") from None
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise TraceError(f"{label}: not valid JSON ({str(exc).splitlines()[0][:80]})") from None
+    check_depth(obj, label)
+    return obj
+
+
 # -- records ------------------------------------------------------------------------------------------
 _MODEL_INTS = {"n_layers": (1, MAX_LAYERS), "d_model": (1, MAX_DIM), "n_heads": (1, 65536), "n_kv_heads": (1, 65536),
                "d_head": (1, 65536), "d_mlp": (0, MAX_DIM), "vocab_size": (1, MAX_DIM)}
@@ -218,8 +242,8 @@ def validate_model(m: Any, field: str = "manifest.model") -> dict:
         want_str(f"{field}.data_flow[{i}]", s, 1000)
     lens = _opt(want_dict, f"{field}.lens", m.get("lens"))
     if lens is not None:  # the lazy logit lens (tracer/lens.py)
-        if lens.get("file", "lens.safetensors") != "lens.safetensors":
-            raise _fail(f"{field}.lens.file", '"lens.safetensors"', lens.get("file"))
+        if lens.get("file", LENS_FILE) != LENS_FILE:
+            raise _fail(f"{field}.lens.file", f'"{LENS_FILE}"', lens.get("file"))
         if lens.get("norm") not in ("rmsnorm", "layernorm"):
             raise _fail(f"{field}.lens.norm", '"rmsnorm" or "layernorm"', lens.get("norm"))
         want_num(f"{field}.lens.eps", lens.get("eps"), 0.0, 1.0)
@@ -342,8 +366,6 @@ def validate_entry(e: Any, index: int, version: int, field: str | None = None) -
     _opt(want_num, f"{field}.seconds", e.get("seconds"), 0.0, 1e9)
     for i, n in enumerate(_opt(want_list, f"{field}.nonfinite", e.get("nonfinite"), 100_000) or []):
         want_str(f"{field}.nonfinite[{i}]", n, 200)
-    from .safe_io import valid_name
-
     if not valid_name(e["file"]) or not e["file"].startswith("step_"):
         raise _fail(f"{field}.file", "a name like step_00001.safetensors", e["file"])
     _opt(want_int, f"{field}.bytes", e.get("bytes"), 0, MAX_STEP_BYTES)
@@ -412,8 +434,8 @@ def validate_manifest(m: Any, field: str = "manifest") -> dict:
     tok = _opt(want_dict, f"{field}.tokenizer", m.get("tokenizer")) or {}
     for key in ("name", "class", "file"):
         _opt(want_str, f"{field}.tokenizer.{key}", tok.get(key), 200)
-    if tok.get("file") not in (None, "tokenizer.json"):
-        raise _fail(f"{field}.tokenizer.file", '"tokenizer.json"', tok.get("file"))
+    if tok.get("file") not in (None, TOKENIZER_FILE):
+        raise _fail(f"{field}.tokenizer.file", f'"{TOKENIZER_FILE}"', tok.get("file"))
     versions = _opt(want_dict, f"{field}.versions", m.get("versions")) or {}
     for key, v in versions.items():
         _opt(want_str, f"{field}.versions.{key}", v, 100)

@@ -26,7 +26,7 @@ from .adapters.base import expand_norm_names
 from .attention import IMPLEMENTATION
 from .attention import register as register_attention
 from .budget import BudgetError, Plan, budget_bytes, recording_plan
-from .lens import LENS_FILE, RESID_ROWS, LogitLens, stored_layout
+from .lens import RESID_ROWS, LogitLens, stored_layout
 from .loading import load_model
 from .model_info import chat_default, eos_ids, model_facts, tokenizer_facts
 from .names import NameFilter, block_name
@@ -35,12 +35,12 @@ from .recorder import Recorder
 from .sampler import Sampler, SamplerSettings
 from .staging import SLOTS, HostStager
 from .step_arrays import StepArrays
-from .trace_format import SCHEMA, SCHEMA_VERSION
+from .trace_format import LENS_FILE, SCHEMA, SCHEMA_VERSION, TOKENIZER_FILE
+
+LIVE_DIR_PREFIX = "stepscope-live-"  # a session without `out` records into a fresh temporary directory
 from .writer import TraceWriter, copy_trace, nonfinite_names
 
 DEFAULT_PROMPT = "The capital of France is"
-TOKENIZER_FILE = "tokenizer.json"
-TEMP_PREFIX = "stepscope-live-"  # a session without `out` records into a fresh temporary directory
 
 
 class PromptError(ValueError):
@@ -185,7 +185,7 @@ class LiveSession:
         self.special = set(int(i) for i in (getattr(tokenizer, "all_special_ids", []) or []))
         self.names = recorded_names(self.adapter)
         self.plan = self._budget_plan(facts, budget_bytes(budget))
-        self.path = out or tempfile.mkdtemp(prefix=TEMP_PREFIX)
+        self.path = out or tempfile.mkdtemp(prefix=LIVE_DIR_PREFIX)
         manifest = {
             "schema": SCHEMA,
             "schema_version": SCHEMA_VERSION,
@@ -420,7 +420,7 @@ class LiveSession:
         clock = _Clock(self.profile)
         self.writer.add_step(arrays, entry, token)
         clock("write")
-        if self.writer._queue is None:
+        if not self.writer.background:
             step = self._sync_trace()
             clock("reader sync")
             return step
@@ -474,7 +474,7 @@ class LiveSession:
         }
 
     def _sync_trace(self) -> Step:
-        self.trace.steps._sync(self.writer.manifest["steps"])
+        self.trace.steps.sync(self.writer.manifest["steps"])
         return self.trace.steps[len(self.trace.steps) - 1]
 
     def run(self, on_step=None) -> None:
@@ -510,6 +510,16 @@ class LiveSession:
         finally:
             self.writer.close(finished=self.finished, stop_reason=self.stop_reason or stop_reason)
         self._sync_trace() if self.writer.steps_written else None
+
+    @property
+    def closed(self) -> bool:
+        """close() has run: the recorder is out and the model's attention implementation restored."""
+        return self._closed
+
+    @property
+    def previous_attn(self) -> str | None:
+        """The model's attention implementation before the session (restored by close())."""
+        return self._previous_attn
 
     def __enter__(self):
         return self

@@ -1,4 +1,4 @@
-"""Constants and small helpers of the on-disk trace format (no torch, no numpy needed).
+"""The on-disk trace format: every file name, the dtype table, the checksums (numpy only, no torch).
 
 A trace is a directory (schema 2; docs/TRACE_FORMAT.md):
     manifest.json              schema, model, tokenizer, prompt, settings, prompt tokens
@@ -8,7 +8,9 @@ A trace is a directory (schema 2; docs/TRACE_FORMAT.md):
 Each step file is written to a temporary name and renamed into place before its line is
 appended to steps.jsonl: a trace cut short by Ctrl-C, a crash or a kill always loads up to its
 last complete step (a torn last line is ignored). Schema-1 traces (steps inside manifest.json)
-still open.
+still open. Beside them: tokenizer.json (decoding without transformers), lens.safetensors (the
+logit lens' weights, tracer/lens.py) and branches/<name>/, each branch a trace of its own
+(tracer/branch_layout.py).
 
 Integrity: manifest.json and every steps.jsonl line end with a crc32 of their own bytes,
 `{...,"crc":"xxxxxxxx"}` (stamp/unstamp below), like each step file's entry checksum: accidental
@@ -21,16 +23,27 @@ from __future__ import annotations
 import json
 import os
 import re
+import struct
 import tempfile
 import zlib
+
+import numpy as np
 
 SCHEMA = "stepscope.trace"
 SCHEMA_VERSION = 2
 READABLE_VERSIONS = (1, 2)
+MANIFEST_PAD = 512  # trailing spaces: room to rewrite the manifest in place on a full disk
+
+# -- file names ------------------------------------------------------------------------------------
 MANIFEST = "manifest.json"
 STEP_LOG = "steps.jsonl"
-TOKENIZER = "tokenizer.json"
-MANIFEST_PAD = 512  # trailing spaces: room to rewrite the manifest in place on a full disk
+TOKENIZER_FILE = "tokenizer.json"  # the tokenizer, for the `tokenizers` library
+LENS_FILE = "lens.safetensors"  # final norm, unembedding (and W_O) for the reader's logit lens
+FIXED_FILES = frozenset({MANIFEST, STEP_LOG, TOKENIZER_FILE, LENS_FILE})
+SIDE_FILES = (TOKENIZER_FILE, LENS_FILE)  # optional files a copy of a trace takes along
+STEP_FILE = re.compile(r"step_\d{5,9}\.safetensors\Z")
+BRANCHES_DIR = "branches"  # <trace>/branches/<name>/: a branch, itself a trace
+TEMP_PREFIX = ".tmp-"  # a file being written (renamed into place when complete)
 
 
 def _file_mode() -> int:
@@ -40,7 +53,7 @@ def _file_mode() -> int:
     return 0o666 & ~mask
 
 
-_FILE_MODE = _file_mode()
+FILE_MODE = _file_mode()
 
 
 class TraceError(Exception):
@@ -88,16 +101,51 @@ def step_filename(index: int) -> str:
     return f"step_{index:05d}.safetensors"
 
 
+# -- step files: safetensors dtypes and checksums ----------------------------------------------------
+DTYPES = {
+    "F64": np.dtype(np.float64),
+    "F32": np.dtype(np.float32),
+    "F16": np.dtype(np.float16),
+    "I64": np.dtype(np.int64),
+    "I32": np.dtype(np.int32),
+    "I16": np.dtype(np.int16),
+    "I8": np.dtype(np.int8),
+    "U8": np.dtype(np.uint8),
+    "BOOL": np.dtype(np.bool_),
+}  # safetensors code -> numpy dtype (the codes a trace may hold)
+ITEMSIZE = {code: dtype.itemsize for code, dtype in DTYPES.items()}
+DTYPE_CODES = {dtype: code for code, dtype in DTYPES.items()}  # numpy dtype -> safetensors code
+CRC_KEY = "stepscope.crc32"  # __metadata__: each stored tensor's crc32, 8 hex digits each, in file order
+
+
+def step_checksum(prefix: bytes, crcs) -> str:
+    """A step entry's checksum: crc32 over the file's length+header bytes then each stored
+    tensor's crc32 (4 bytes little-endian) in file order."""
+    return f"crc32:{zlib.crc32(struct.pack(f'<{len(crcs)}I', *crcs), zlib.crc32(prefix)):08x}"
+
+
+def crc_list(crcs) -> str:
+    """The CRC_KEY metadata value: the tensors' crc32s as 8 hex digits each."""
+    return struct.pack(f">{len(crcs)}I", *crcs).hex()
+
+
+def parse_crc_list(text: str, count: int) -> list[int] | None:
+    """The crc32s of a CRC_KEY value listing `count` tensors; None when it is malformed."""
+    if len(text) != 8 * count or any(c not in "0123456789abcdef" for c in text):
+        return None
+    return [int(text[8 * i : 8 * i + 8], 16) for i in range(count)]
+
+
 def atomic_write(path: str, fill) -> None:
     """Create `path` whole or not at all: `fill(fd, tmp)` writes a temporary file in the same
     directory (fd open for reading and writing, closed afterwards), which is then renamed."""
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=os.path.dirname(os.path.abspath(path)))
+    fd, tmp = tempfile.mkstemp(prefix=TEMP_PREFIX, dir=os.path.dirname(os.path.abspath(path)))
     try:
         try:
             fill(fd, tmp)
         finally:
             os.close(fd)
-        os.chmod(tmp, _FILE_MODE)
+        os.chmod(tmp, FILE_MODE)
         os.replace(tmp, path)
     except BaseException:
         try:

@@ -35,25 +35,26 @@ from .schema import finite_or_none, validate_entry
 from .names import forward_order
 from .safe_io import valid_name
 from .trace_format import (
-    _FILE_MODE,
+    CRC_KEY,
+    DTYPE_CODES,
+    FILE_MODE,
     MANIFEST,
     MANIFEST_PAD,
     SCHEMA,
     SCHEMA_VERSION,
+    SIDE_FILES,
     STEP_LOG,
+    TEMP_PREFIX,
     TraceError,
     TraceWriteError,
     atomic_write,
     atomic_write_bytes,
+    crc_list,
     stamp_json,
+    step_checksum,
     step_filename,
 )
 
-_SAFETENSORS_DTYPE = {
-    "float64": "F64", "float32": "F32", "float16": "F16", "int64": "I64", "int32": "I32",
-    "int16": "I16", "int8": "I8", "uint8": "U8", "bool": "BOOL",
-}
-_DTYPE_CODE = {np.dtype(name): code for name, code in _SAFETENSORS_DTYPE.items()}  # dtype objects: no name lookup per array
 _IOV_MAX = 1024  # buffers per writev call (POSIX's usual limit)
 
 
@@ -75,7 +76,7 @@ def out_dir_state(path: str) -> str:
     entries = os.listdir(path)
     if not entries:
         return "new"
-    foreign = [f for f in entries if not (valid_name(f) or f.startswith(".tmp-"))]
+    foreign = [f for f in entries if not (valid_name(f) or f.startswith(TEMP_PREFIX))]
     if foreign or MANIFEST not in entries or not _is_stepscope_manifest(os.path.join(path, MANIFEST)):
         raise TraceWriteError(f"{path} is not a trace directory (it holds other files); choose an empty or new directory")
     return "trace"
@@ -241,7 +242,6 @@ def data_pieces(stored: list[Entry], arrays) -> list:
     return pieces
 
 
-CRC_KEY = "stepscope.crc32"  # __metadata__: each stored tensor's crc32, 8 hex digits each, in file order
 _FRAGMENTS: dict[tuple, str] = {}  # (name, dtype, shape, start, end) -> its header entry (decode steps repeat them)
 
 
@@ -267,9 +267,9 @@ def header_bytes(stored, crcs=None) -> bytes:
         stored = [(n, a.dtype, a.shape, a.nbytes, None, a) for n, a in stored.items()]
     parts, offset = [], 0
     if crcs is not None:
-        parts.append('"__metadata__":{"%s":"%s"}' % (CRC_KEY, struct.pack(f">{len(crcs)}I", *crcs).hex()))
+        parts.append('"__metadata__":{"%s":"%s"}' % (CRC_KEY, crc_list(crcs)))
     for name, dtype, shape, nbytes, _, _ in stored:
-        code = _DTYPE_CODE.get(dtype)
+        code = DTYPE_CODES.get(dtype)
         if code is None:
             raise TraceWriteError(f"cannot store {name}: dtype {dtype} has no safetensors code")
         end = offset + nbytes
@@ -278,11 +278,6 @@ def header_bytes(stored, crcs=None) -> bytes:
     raw = ("{" + ",".join(parts) + "}").encode("utf-8")
     raw += b" " * (-len(raw) % 8)
     return struct.pack("<Q", len(raw)) + raw
-
-
-def step_checksum(prefix: bytes, crcs) -> str:
-    """crc32 over the file's length+header bytes then each tensor's crc32 (4 bytes LE) in file order."""
-    return f"crc32:{zlib.crc32(struct.pack(f'<{len(crcs)}I', *crcs), zlib.crc32(prefix)):08x}"
 
 
 def _write_all(fd: int, views: list[memoryview]) -> None:
@@ -457,6 +452,11 @@ class TraceWriter:
             raise self._error
 
     @property
+    def background(self) -> bool:
+        """Steps are written on a background thread: add_step returns before they are on disk."""
+        return self._queue is not None
+
+    @property
     def steps_written(self) -> int:
         return len(self.manifest["steps"])
 
@@ -535,7 +535,7 @@ class TraceWriter:
 
     def _open_log(self) -> None:
         try:
-            self._log_fd = os.open(os.path.join(self.dir, STEP_LOG), os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_TRUNC, _FILE_MODE)
+            self._log_fd = os.open(os.path.join(self.dir, STEP_LOG), os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_TRUNC, FILE_MODE)
         except OSError as exc:
             raise TraceWriteError(_describe(exc, os.path.join(self.path, STEP_LOG))) from None
         self._log_size = 0
@@ -577,10 +577,10 @@ def copy_trace(manifest: dict, src_dir: str, dst: str, sources: dict[str, str] |
         target = tempfile.mkdtemp(prefix="." + os.path.basename(os.path.abspath(dst)) + ".stepscope-new-", dir=os.path.dirname(os.path.abspath(dst)))
     sources = sources or {}
     try:
-        files = [e["file"] for e in manifest["steps"]] + ["tokenizer.json", "lens.safetensors"]
+        files = [e["file"] for e in manifest["steps"]] + list(SIDE_FILES)
         for name in files:
             src = sources.get(name, os.path.join(src_dir, name))
-            if name in ("tokenizer.json", "lens.safetensors") and not os.path.isfile(src):
+            if name in SIDE_FILES and not os.path.isfile(src):
                 continue
             shutil.copyfile(src, os.path.join(target, name))
         atomic_write_bytes(os.path.join(target, STEP_LOG), b"".join(log_line(e) for e in manifest["steps"]))

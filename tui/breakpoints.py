@@ -57,7 +57,7 @@ def step_nonfinite(step: Any) -> list[str]:
 
 
 def _entry(step: Any) -> dict:
-    return step if isinstance(step, dict) else step._entry
+    return step if isinstance(step, dict) else step.entry
 
 
 @dataclass(frozen=True)

@@ -21,6 +21,7 @@ from tests.support.tiny_models import byte_tokenizer, tiny_model
 from tests.support.trace_edit import edit_entries, edit_manifest  # hand edits, re-stamped with their crc32
 from stepscope.tracer import TraceError, load_trace
 from stepscope.tracer.session import GenerationSettings, LiveSession
+from stepscope.tracer.trace_format import FIXED_FILES
 
 HOSTILE = ["\x1b]0;pwned\x07", "\x1b]52;c;ZXZpbA==\x07", "\x1b[2J\x1b[H", "[bold red]x[/]", "[@click=app.quit]q[/]",
            "\x9b31m", "\uffff\ufffe\U0010ffff\ue000", "\u202eevil", "a\x00b", "\r\x08\x7f"]
@@ -88,9 +89,8 @@ def test_every_file_opened_is_inside_the_trace(base, tmp_path):
         _read_everything(path)
     finally:
         hook_on[0] = False
-    names = {"manifest.json", "steps.jsonl", "tokenizer.json", "lens.safetensors"}
     for p in opened:  # relative names are opened against the trace directory's descriptor
-        assert p == path or p in names or p.startswith("step_"), p
+        assert p == path or p in FIXED_FILES or p.startswith("step_"), p
 
 
 # -- 2. hangs ------------------------------------------------------------------------------------------

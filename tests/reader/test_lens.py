@@ -14,7 +14,8 @@ from safetensors import safe_open
 from tests.support.family_refs import randomize_norms
 from tests.support.tiny_models import byte_tokenizer, tiny_model
 from stepscope.tracer import load_trace
-from stepscope.tracer.lens import LENS_FILE, RESID_ROWS, LogitLens
+from stepscope.tracer.lens import RESID_ROWS, LogitLens
+from stepscope.tracer.trace_format import LENS_FILE
 from stepscope.tracer.session import GenerationSettings, LiveSession, cache_kwarg
 
 PROMPT = "Hi there"

@@ -14,7 +14,8 @@ from tests.support.paths import README, ROOT
 from tests.support.tiny_models import byte_tokenizer, tiny_model
 from tests.support.trace_edit import edit_manifest
 from stepscope.tracer import load_trace
-from stepscope.tracer.branch import BranchError, BranchSet, branch_path, list_branches
+from stepscope.tracer.branch import BranchSet
+from stepscope.tracer.branch_layout import BranchError, branch_path, list_branches
 from stepscope.tracer.session import GenerationSettings, LiveSession
 from stepscope.tracer.trace_format import TraceError
 
@@ -296,7 +297,7 @@ def test_reading_a_branch_never_imports_torch(tmp_path, llama):
 
     root, b1 = _branch_dir(tmp_path, llama)
     code = (
-        "import sys\nfrom stepscope.tracer import load_trace\nfrom stepscope.tracer.branch import list_branches, effects\n"
+        "import sys\nfrom stepscope.tracer import load_trace\nfrom stepscope.tracer.branch_layout import list_branches, effects\n"
         f"t = load_trace({b1!r}); r = load_trace({root!r})\n"
         "[s[n] for s in t.steps for n in s.names]; effects(t, r); list_branches(r.path)\n"
         "print('torch' in sys.modules)"

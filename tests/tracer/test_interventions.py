@@ -9,7 +9,8 @@ import torch
 
 from tests.support.tiny_models import byte_tokenizer, tiny_model
 from stepscope.tracer import load_trace
-from stepscope.tracer.branch import BranchError, BranchSet, branch_path, effects
+from stepscope.tracer.branch import BranchSet
+from stepscope.tracer.branch_layout import BranchError, branch_path, effects
 from stepscope.tracer.interventions import (
     Intervention,
     InterventionError,

@@ -9,6 +9,7 @@ from tests.support import synthetic_trace as syn
 from tests.support.paths import FIXTURE
 from stepscope.tracer import load_trace
 from stepscope.tracer.names import forward_order
+from stepscope.tracer.trace_format import TOKENIZER_FILE
 from stepscope.tui.views import cache
 from stepscope.tui.views.candidates import candidates, chosen_line, settings_line, stages_line
 from stepscope.tui.views.heatmap import Viewport, attention_map, extent, kv_head_of
@@ -454,7 +455,7 @@ def test_vocab_texts_from_a_saved_tokenizer(tmp_path):
     vocab.update({"hello": 40, "[UNK]": 49})
     vocab = {k: v for k, v in vocab.items() if k not in ("w40", "w49")}
     tok = tokenizers.Tokenizer(tokenizers.models.WordLevel(vocab, unk_token="[UNK]"))
-    tok.save(os.path.join(path, "tokenizer.json"))
+    tok.save(os.path.join(path, TOKENIZER_FILE))
     texts = token_texts(load_trace(path))
     assert texts(40) == ("hello", False)  # decoded by the trace's tokenizer
     assert texts(6) == ("[red]x[/red]", False)  # the trace's own tokens still come first

@@ -8,7 +8,10 @@ import numpy as np
 import pytest
 
 from tests.support.paths import FIXTURE
-from stepscope.tui.watch import ExprError, Watch, parse, parse_comparison, unparse
+from stepscope.tracer import load_trace
+from stepscope.tracer.branch_layout import branch_path
+from stepscope.tui.breakpoints import Breakpoint
+from stepscope.tui.watch import ExprError, Watch, fresh_step, parse, parse_comparison, private_trace, unparse
 
 
 def softmax(x):
@@ -192,3 +195,20 @@ def test_private_trace_grows_instead_of_reloading(fixture_trace):
     assert private_trace(other, first) is not first  # not the same steps: a new copy
     step = fresh_step(again, again.manifest["steps"][4])
     assert step is not ui.steps[4] and np.array_equal(step["logits"], ui.steps[4]["logits"])
+
+
+def test_watches_and_breakpoints_read_a_branchs_shared_steps(branched):
+    """A branch's steps before its branch point live in its parent's directory: a watch or a
+    breakpoint evaluated on a fresh step (what the workers build) reads them there."""
+    root, _ = branched
+    trace = load_trace(branch_path(root, "b1"))  # forced at step 1: step 0 is the root's
+    shared = trace.manifest["steps"][0]
+    want = float(np.linalg.norm(trace.steps[0]["blocks.0.hook_resid_post"][-1]))
+    private = private_trace(trace)
+    step = fresh_step(private, shared)
+    assert os.path.dirname(step.path) == root
+    value, error = Watch.compile("norm(blocks.0.hook_resid_post[-1])", trace).compute(private, 0, step=step)
+    assert error is None and value == pytest.approx(want)
+    assert Watch.compile("norm(blocks.0.hook_resid_post[-1])", private).at(private, 0) == pytest.approx(want)
+    bp = Breakpoint.parse(f"norm(blocks.0.hook_resid_post[-1])>{want * 0.99}")
+    assert bp.matches(shared, trace)  # an entry: the breakpoint reads a fresh step of it

@@ -11,7 +11,7 @@ from types import SimpleNamespace
 from rich.style import Style
 from rich.text import Text
 
-from stepscope.tracer.attribution import Attribution, attribute, lens_arrays
+from stepscope.tracer.attribution import Attribution, attribute, keep_lens_arrays, lens_loaded, read_lens_arrays
 from stepscope.tracer.trace_format import TraceError
 from stepscope.tui.text import display_token
 from stepscope.tui.views.vocab import token_texts
@@ -35,7 +35,7 @@ def cached_attribution(trace, step: int, other: int | None = None) -> Attributio
 
 def lens_ready(trace) -> bool:
     """Whether the unembedding the attribution reads is loaded (or the trace has none: nothing to wait for)."""
-    return getattr(trace, "_attribution_lens", None) is not None or not trace.model.get("lens")
+    return lens_loaded(trace) or not trace.model.get("lens")
 
 
 def lens_source(trace) -> SimpleNamespace:
@@ -45,12 +45,12 @@ def lens_source(trace) -> SimpleNamespace:
 
 def read_lens(source) -> dict:
     """lens.safetensors of `lens_source(trace)` (slow: W_U; run it in a thread)."""
-    return lens_arrays(source)
+    return read_lens_arrays(source)
 
 
 def install_lens(trace, arrays: dict) -> None:
     """Hand arrays read by `read_lens` to the trace (UI thread)."""
-    trace._attribution_lens = arrays
+    keep_lens_arrays(trace, arrays)
 
 
 def click(action: str) -> Style:

@@ -7,7 +7,7 @@ import os
 
 from rich.text import Text
 
-from stepscope.tracer.branch import describe, effects, list_branches
+from stepscope.tracer.branch_layout import describe, effects, list_branches
 from stepscope.tracer.inert import inert
 from stepscope.tui.views.attribution import token
 

@@ -8,9 +8,9 @@ a UTF-8 character keeps its bytes (`tui.text.token_text`), so it shows as `<0xC2
 
 from __future__ import annotations
 
-import os
 import weakref
 
+from stepscope.tracer.tokenizer_file import trace_tokenizer
 from stepscope.tui.text import escape_for_display, token_text
 
 _TABLES: "weakref.WeakKeyDictionary[object, TokenTexts]" = weakref.WeakKeyDictionary()
@@ -49,14 +49,7 @@ class TokenTexts:
     def _decode(self, token_id: int) -> str | None:
         if not self._tokenizer_tried:
             self._tokenizer_tried = True
-            path = os.path.join(self._trace.path, "tokenizer.json")
-            if os.path.isfile(path):
-                try:
-                    from tokenizers import Tokenizer
-
-                    self._tokenizer = Tokenizer.from_file(path)
-                except Exception:  # an unreadable tokenizer file only costs the text
-                    self._tokenizer = None
+            self._tokenizer = trace_tokenizer(self._trace.path)  # None: an unreadable file only costs the text
         if self._tokenizer is None:
             return None
         try:

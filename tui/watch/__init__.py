@@ -14,6 +14,7 @@ import math
 
 import numpy as np
 
+from stepscope.tracer.reader import Trace
 from stepscope.tracer.trace_format import TraceError
 from stepscope.tui.watch.evaluate import FUNCTIONS, VARIABLES, Context, EvalError, check, needs_arrays, scalar_value
 from stepscope.tui.watch.parse import ExprError, parse, parse_comparison, unparse
@@ -24,13 +25,8 @@ __all__ = ["FUNCTIONS", "VARIABLES", "EvalError", "ExprError", "Watch", "fresh_s
 
 def fresh_step(trace, entry: dict):
     """A private `Step` over the step file of manifest `entry`, sharing nothing with `trace.steps`
-    (safe to build and read in a worker thread; drop it after use). The one place the TUI builds a
-    Step itself: adapt it here if the reader's Step changes."""
-    from stepscope.tracer.reader import Step
-
-    steps = trace.steps  # a reader whose steps carry model facts, schema version or a lazy lens: the same
-    extra = {name: getattr(steps, "_" + name) for name in ("facts", "version", "lens") if hasattr(steps, "_" + name)}
-    return Step(trace.path, entry, **extra)
+    (safe to build and read in a worker thread; drop it after use)."""
+    return trace.steps.fresh(entry)
 
 
 def private_trace(trace, previous=None):
@@ -38,8 +34,6 @@ def private_trace(trace, previous=None):
     far): a worker reads it while the UI thread keeps the app's Trace to itself. `previous` (an
     earlier private copy of the same trace) is grown instead, so what it loaded lazily (a logit
     lens' unembedding) is loaded once."""
-    from stepscope.tracer.reader import Trace
-
     steps, tokens = trace.manifest["steps"], trace.tokens
     if previous is not None and previous.path == trace.path:
         n, mine = len(previous.manifest["steps"]), previous.manifest["steps"]

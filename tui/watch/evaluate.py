@@ -75,7 +75,7 @@ class Context:
     def __init__(self, trace, step, tokens: Callable[[str], int] | None = None):
         self.trace = trace
         self.step = step
-        self.entry = step if isinstance(step, dict) else step._entry
+        self.entry = step if isinstance(step, dict) else step.entry
         self.index = int(self.entry.get("index", 0))
         self._tokens = tokens
         self._memo: dict = {}

@@ -3,9 +3,9 @@
 
 from __future__ import annotations
 
-import os
 import weakref
 
+from stepscope.tracer.tokenizer_file import trace_tokenizer
 from stepscope.tui.watch.parse import ExprError
 
 _RESOLVERS: "weakref.WeakKeyDictionary[object, TokenIds]" = weakref.WeakKeyDictionary()
@@ -23,14 +23,7 @@ class TokenIds:
     def _load(self):
         if not self._tried:
             self._tried = True
-            path = os.path.join(self._trace.path, "tokenizer.json")
-            if os.path.isfile(path):
-                try:
-                    from tokenizers import Tokenizer
-
-                    self._tokenizer = Tokenizer.from_file(path)
-                except Exception:  # an unreadable tokenizer: fall back to the manifest's texts
-                    self._tokenizer = None
+            self._tokenizer = trace_tokenizer(self._trace.path)  # None: the manifest's texts only
         return self._tokenizer
 
     def __call__(self, text: str) -> int:
