@@ -36,9 +36,9 @@ from .sampler import Sampler, SamplerSettings
 from .staging import SLOTS, HostStager
 from .step_arrays import StepArrays
 from .trace_format import LENS_FILE, SCHEMA, SCHEMA_VERSION, TOKENIZER_FILE
+from .writer import TraceWriter, copy_trace, nonfinite_names
 
 LIVE_DIR_PREFIX = "stepscope-live-"  # a session without `out` records into a fresh temporary directory
-from .writer import TraceWriter, copy_trace, nonfinite_names
 
 DEFAULT_PROMPT = "The capital of France is"
 

@@ -10,7 +10,7 @@ from rich.text import Text
 from stepscope import seam
 from stepscope.cli.common import EXIT_OK
 from stepscope.tracer import load_trace
-from stepscope.tracer.branch import describe, list_branches
+from stepscope.tracer.branch_layout import describe, list_branches
 from stepscope.tracer.config_facts import checkpoint_params, config_facts, read_config
 from stepscope.tracer.model_spec import DEFAULT_NAME, default_alias, default_gguf_path
 from stepscope.tui.config_view import config_extras

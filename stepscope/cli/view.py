@@ -6,7 +6,7 @@ import os
 
 from stepscope.cli.common import CliError, check_terminal, run_app
 from stepscope.tracer import load_trace
-from stepscope.tracer.branch import branch_path, list_branches
+from stepscope.tracer.branch_layout import branch_path, list_branches
 from stepscope.tui.app import StepscopeApp
 
 
