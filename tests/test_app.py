@@ -18,7 +18,7 @@ from stepscope.tui.screens.help import HelpScreen
 from stepscope.tui.screens.main import MainScreen
 from stepscope.tui.screens.prompt import GotoScreen, PromptScreen
 from stepscope.tui.screens.too_small import TooSmallScreen
-from stepscope.tui.widgets.cursor import Cursor
+from stepscope.tui.state import Cursor
 from stepscope.tui.widgets.loading import LoadingPanel
 
 pytestmark = pytest.mark.anyio  # async tests run on asyncio via anyio's pytest plugin

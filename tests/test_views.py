@@ -10,7 +10,8 @@ from stepscope.tracer import load_trace
 from stepscope.tracer.names import forward_order
 from stepscope.tui.views import cache
 from stepscope.tui.views.candidates import candidates, chosen_line, settings_line, stages_line
-from stepscope.tui.views.heatmap import Viewport, attention_map, extent, kv_head_of
+from stepscope.tracer.geometry import kv_head_of
+from stepscope.tui.views.heatmap import Viewport, attention_map, extent
 from stepscope.tui.views.kv_cache import kv_cache
 from stepscope.tui.views.layers import entropy, fmt, head_grid, head_rows, head_stats, layer_rows
 from stepscope.tui.views.logit_lens import logit_lens

@@ -440,7 +440,7 @@ class Step:
         stored rows from the file, rows the budget omitted recomputed from hook_rot_q/hook_rot_k."""
         from .attention_rows import rows
 
-        return rows(self, layer, kind, q0, q1)
+        return rows(self, self._facts, layer, kind, q0, q1)
 
     def release(self) -> None:
         """Drop the memory map (arrays already handed out stay valid until freed)."""

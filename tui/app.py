@@ -46,7 +46,7 @@ from stepscope.tui.screens.help import HelpScreen, binding_rows
 from stepscope.tui.screens.main import PANES, MainScreen
 from stepscope.tui.screens.prompt import GotoScreen, PromptScreen
 from stepscope.tui.screens.too_small import MIN_HEIGHT, MIN_WIDTH, TooSmallScreen
-from stepscope.tui.widgets.cursor import Cursor
+from stepscope.tui.state import Cursor
 from stepscope.tui.widgets.heads import HeadsList
 from stepscope.tui.widgets.layers import LayersList
 from stepscope.tui.widgets.tensor_browser import TensorBrowser

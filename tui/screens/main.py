@@ -21,7 +21,7 @@ from textual.widgets import ContentSwitcher, Footer, Tab, Tabs
 
 from stepscope.tui.widgets.attribution import AttributionPane
 from stepscope.tui.widgets.candidates import CandidatesPane
-from stepscope.tui.widgets.cursor import Cursor
+from stepscope.tui.state import Cursor
 from stepscope.tui.widgets.diff import DiffPane
 from stepscope.tui.widgets.heads import HeadsList
 from stepscope.tui.widgets.heads_overview import HeadsOverview

@@ -11,7 +11,7 @@ from textual.widget import Widget
 
 from stepscope.tracer.inert import inert
 from stepscope.tui.text import escape_for_display, fit
-from stepscope.tui.views.heatmap import sink_columns
+from stepscope.tracer.geometry import sink_columns
 from stepscope.tui.views.tensors import (
     SliceView, axis_labels, axis_pairs, default_view, export_array, export_dir_for, export_filename,
     slice_filename, slice_label, slice_rows, view_slice, with_axes, with_index,
