@@ -9,7 +9,8 @@ from tests import synthetic_trace as syn
 from stepscope.tracer import load_trace
 from stepscope.tracer.names import forward_order
 from stepscope.tui.views import cache
-from stepscope.tui.views.candidates import candidates, chosen_line, settings_line, stages_line
+from stepscope.tui.render.candidates import chosen_line
+from stepscope.tui.views.candidates import candidates, settings_line, stages_line
 from stepscope.tracer.geometry import kv_head_of
 from stepscope.tui.views.heatmap import Viewport, attention_map, extent
 from stepscope.tui.views.kv_cache import kv_cache

@@ -166,7 +166,7 @@ def test_whatif_pane_keys_and_clicks(paths):
         argmax = int(np.argmax(np.asarray(trace.steps[1]["logits"][-1])))
         chosen = next(line for line in pane.plain_lines if line.startswith("would choose"))
         assert "p 1.000" in chosen
-        from stepscope.tui.views.attribution import token
+        from stepscope.tui.render.lines import token
 
         assert chosen.startswith("would choose " + token(trace, argmax).plain)
         await click_text(pilot, pane, "r[recorded]")

@@ -24,6 +24,7 @@ difference. With a final logit soft-cap the split is of the pre-cap difference a
 from __future__ import annotations
 
 import os
+import weakref
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -93,9 +94,28 @@ class Attribution:
         return ", ".join(f"{t.label} {t.value:+.2f}" for t in self.top(n))
 
 
+_LENS_KEPT: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # trace -> its lens arrays
+
+
+def cached_lens(trace) -> dict[str, np.ndarray] | None:
+    """The lens arrays kept for `trace` (by `lens_arrays` or `keep_lens`), None before."""
+    try:
+        return _LENS_KEPT.get(trace)
+    except TypeError:  # an object without weak references (a plain namespace): nothing kept
+        return None
+
+
+def keep_lens(trace, arrays: dict[str, np.ndarray]) -> None:
+    """Keep `arrays` (read by `lens_arrays` elsewhere, e.g. in a worker thread) for `trace`."""
+    try:
+        _LENS_KEPT[trace] = arrays
+    except TypeError:  # an object without weak references (a plain namespace): not kept
+        pass
+
+
 def lens_arrays(trace) -> dict[str, np.ndarray]:
-    """`lens.safetensors` of a trace as {name: float array}, read through the safe reader (cached on the trace)."""
-    cached = getattr(trace, "_attribution_lens", None)
+    """`lens.safetensors` of a trace as {name: float array}, read through the safe reader (kept for the trace)."""
+    cached = cached_lens(trace)
     if cached is not None:
         return cached
     from safetensors.numpy import load
@@ -118,7 +138,7 @@ def lens_arrays(trace) -> dict[str, np.ndarray]:
         raise TraceError(f"{trace.path}: {LENS_FILE}: not a safetensors file ({type(exc).__name__})") from None
     if NORM_W not in arrays or W_U not in arrays:
         raise TraceError(f"{trace.path}: {LENS_FILE} lacks {NORM_W} or {W_U}")
-    trace._attribution_lens = arrays
+    keep_lens(trace, arrays)
     return arrays
 
 

@@ -14,7 +14,7 @@ from textual.reactive import reactive
 
 from stepscope.tracer.geometry import kv_head_of
 from stepscope.tracer.inert import inert
-from stepscope.tui.views.candidates import chosen_line
+from stepscope.tui.render.candidates import chosen_line
 from stepscope.tui.widgets.pane import Pane
 
 SPINNER = "⠋⠙⠹⠸⠼⠴⠦⠧⠇⠏"
