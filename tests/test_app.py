@@ -291,7 +291,7 @@ async def test_live_session_steps_continues_and_writes(tiny, tmp_path):
         panel = app.main_screen.query_one(LoadingPanel)
         progress_seen.append(panel.stage)
         await wait_idle(app, pilot)
-        assert app.mode == "live" and app.n_steps == 1 and app.step == 0
+        assert app.state.source == "live" and app.n_steps == 1 and app.step == 0
         assert "live" in status_text(app) and "step 0/0 prefill" in status_text(app)
         await pilot.press("n")  # at the end: computes step 1 in a worker
         await wait_idle(app, pilot)
@@ -430,9 +430,9 @@ async def test_loading_shows_progress_and_stays_responsive():
 
 
 def test_constructor_modes(trace):
-    assert StepscopeApp(trace=trace).mode == "replay"
+    assert StepscopeApp(trace=trace).state.source == "replay"
     app = StepscopeApp()
-    assert app.mode == "live" and app.session_factory is not None
+    assert app.state.source == "live" and app.session_factory is not None
     with pytest.raises(ValueError):
         StepscopeApp(trace=trace, session_factory=lambda: None)
 
