@@ -333,7 +333,7 @@ def test_layer_rows_match_numpy(trace):
         last = step[PAT.format(row.layer)][:, -1, :].astype(np.float64)  # [H, S]
         ent = -(last * np.log(last)).sum(axis=-1)
         assert row.attn_entropy == pytest.approx(ent.mean())
-        assert row.lens_id == int(step["logit_lens.ids"][row.layer, 0])
+        assert row.lens.id == int(step["logit_lens.ids"][row.layer, 0])
 
 
 def test_head_rows_and_grid(trace):
@@ -353,7 +353,7 @@ def test_head_rows_and_grid(trace):
 def test_layers_tolerate_names_not_recorded(subset):
     rows = layer_rows(subset, 1)
     assert rows[0].resid_norm is not None and rows[1].resid_norm is None
-    assert rows[0].attn_entropy is None and rows[0].lens_id is not None  # lens is always recorded
+    assert rows[0].attn_entropy is None and rows[0].lens is not None  # lens is always recorded
     assert head_stats(subset, 0, 0) is None
     assert all(r.entropy is None and r.max_token is None for r in head_rows(subset, 0, 1))
     assert np.isnan(head_grid(subset, 0)).all()

@@ -13,6 +13,11 @@ import weakref
 
 from stepscope.tui.text import escape_for_display, token_text
 
+try:
+    from tokenizers import Tokenizer
+except ImportError:  # optional: without it, ids the trace does not hold show as ⟨id⟩
+    Tokenizer = None
+
 _TABLES: "weakref.WeakKeyDictionary[object, TokenTexts]" = weakref.WeakKeyDictionary()
 
 
@@ -50,10 +55,8 @@ class TokenTexts:
         if not self._tokenizer_tried:
             self._tokenizer_tried = True
             path = os.path.join(self._trace.path, "tokenizer.json")
-            if os.path.isfile(path):
+            if Tokenizer is not None and os.path.isfile(path):
                 try:
-                    from tokenizers import Tokenizer
-
                     self._tokenizer = Tokenizer.from_file(path)
                 except Exception:  # an unreadable tokenizer file only costs the text
                     self._tokenizer = None
