@@ -55,15 +55,6 @@ def fit_zoom(n_rows: int, n_cols: int, height: int, width: int, wrap: bool = Fal
     return len(ZOOMS) - 1
 
 
-def scale_legend(scale: str, vmax: float) -> str:
-    """What the colours mean under a scale mode, for the legend."""
-    if scale == "fixed":
-        return "scale fixed 0–1 (comparable across heads and steps)"
-    if scale == "log":
-        return f"scale log10 {LOG_FLOOR:g}–1"
-    return f"scale per map 0–{vmax:.3g} (this map's largest weight)"
-
-
 @dataclass(frozen=True)
 class Viewport:
     """A window of a matrix in data coordinates: first row/column and how many of each."""

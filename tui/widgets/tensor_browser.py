@@ -94,10 +94,6 @@ class TensorBrowser(Widget, can_focus=True):
         self.note = None
         self.refresh()
 
-    def close_note(self) -> None:
-        self.note = None
-        self.refresh()
-
     @property
     def shape(self) -> tuple[int, ...]:
         return tuple(self.source.shape(self.tensor)) if self.source is not None and self.tensor else ()
