@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from .geometry import kv_heads, layer_window
 from .trace_format import TraceError
 
 KINDS = {"pattern": "attn.hook_pattern", "scores": "attn.hook_attn_scores"}
@@ -22,15 +23,12 @@ def attention_params(facts: dict, layer: int) -> dict:
         scalar = config.get("query_pre_attn_scalar")
         scale = float(scalar) ** -0.5 if scalar else float(facts["d_head"]) ** -0.5
     softcap = facts.get("attn_softcap", config.get("attn_logit_softcapping"))
-    window = facts.get("sliding_window")
-    types = facts.get("layer_types")
-    if types is not None and layer < len(types) and types[layer] != "sliding_attention":
-        window = None
-    return {"scale": float(scale), "softcap": softcap, "window": window}
+    return {"scale": float(scale), "softcap": softcap, "window": layer_window(facts, layer)}
 
 
-def recompute(step, layer: int, kind: str, q0: int, q1: int) -> np.ndarray:
-    """[n_heads, q1-q0, S] of a prefill step from its recorded rotated q and k."""
+def recompute(step, facts: dict | None, layer: int, kind: str, q0: int, q1: int) -> np.ndarray:
+    """[n_heads, q1-q0, S] of a prefill step from its recorded rotated q and k (`facts`: the
+    manifest's model facts)."""
     start, end = step.positions
     if start != 0:
         raise TraceError(f"step {step.index}: omitted attention rows can be recomputed at the prefill only")
@@ -44,7 +42,7 @@ def recompute(step, layer: int, kind: str, q0: int, q1: int) -> np.ndarray:
     k = np.asarray(step[k_name], dtype=np.float32)  # [S, n_kv_heads, d_head]
     n_heads, n_kv = q.shape[1], k.shape[1]
     p = attention_params(facts, layer)
-    kv_of_head = np.arange(n_heads) // (n_heads // n_kv)  # GQA: query head -> its KV head
+    kv_of_head = kv_heads(n_heads, n_kv)  # GQA: query head -> its KV head
     scores = np.einsum("rhd,shd->hrs", q, k[:, kv_of_head, :]) * np.float32(p["scale"])  # [n_heads, R, S]
     if p["softcap"]:
         cap = np.float32(p["softcap"])
@@ -62,8 +60,9 @@ def recompute(step, layer: int, kind: str, q0: int, q1: int) -> np.ndarray:
     return (e / e.sum(-1, keepdims=True)).astype(step.dtype(f"blocks.{layer}.{KINDS[kind]}"))
 
 
-def rows(step, layer: int, kind: str, q0: int, q1: int) -> np.ndarray:
-    """Rows q0..q1 (step-relative query rows) of a layer's map, stored or recomputed."""
+def rows(step, facts: dict | None, layer: int, kind: str, q0: int, q1: int) -> np.ndarray:
+    """Rows q0..q1 (step-relative query rows) of a layer's map, stored or recomputed (`facts`:
+    the manifest's model facts)."""
     if kind not in KINDS:
         raise ValueError(f"kind must be one of {sorted(KINDS)}")
     name = f"blocks.{layer}.{KINDS[kind]}"
@@ -81,5 +80,5 @@ def rows(step, layer: int, kind: str, q0: int, q1: int) -> np.ndarray:
         out[:, i] = stored[:, row if row < r0 else row - (r1 - r0)]
     lo, hi = max(q0, r0), min(q1, r1)
     if lo < hi:
-        out[:, lo - q0 : hi - q0] = recompute(step, layer, kind, lo, hi)
+        out[:, lo - q0 : hi - q0] = recompute(step, facts, layer, kind, lo, hi)
     return out

@@ -7,12 +7,17 @@
                                                     #   progress(stage: str, fraction: float|None))
     StepscopeApp()                                  # live on the embedded default model and prompt
 
-The app owns the debugger state: the `trace` (only the UI thread touches it), one immutable
-`cursor` (`tui.widgets.cursor.Cursor`: step, layer, head, selected attention cell; clamped by
-`validate_cursor`, pushed to the visible views by `watch_cursor`) and the breakpoints. Views ask
-for a move with `Pane.Moved`; actions call `move(**changes)`. Model work runs in
-thread workers (`tui.live`); their errors open an error modal and leave the session usable.
-While the user reads, the caches of the neighbouring steps are warmed (`_schedule_prefetch`).
+The app owns the debugger state and is the only one to change it: the `trace` (only the UI thread
+touches it), one immutable `cursor` (`tui.state.Cursor`: step, layer, head, selected attention
+cell; clamped by `validate_cursor`, pushed to the visible views by `watch_cursor`), one immutable
+`state` (`tui.state.AppState`: replay or live, idle / busy / continuing, the status note, the live
+session's end), the breakpoints, and the live runs (`session`, `branches`, `run_traces`,
+`current_run`, `live_settings`, and the workers' `link`). Views ask for a move with `Pane.Moved`;
+the main screen asks for the rest with its messages (`MainScreen.OpenTrace`, `SwitchRun`,
+`MakeBranch`, `PauseRequested`); model work runs in thread workers (`tui.live`,
+`tui.branching`) that post messages with copies. Their errors open an error modal and leave the
+session usable. While the user reads, the caches of the neighbouring steps are warmed
+(`_schedule_prefetch`).
 
 Keys: see `tui.screens.main` (the table there) or press `?` in the app.
 """
@@ -23,6 +28,7 @@ import datetime as _dt
 import gc
 import os
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 from textual import events
@@ -34,24 +40,28 @@ from textual.worker import Worker, WorkerState
 from stepscope.tracer.inert import inert
 from stepscope.tracer.reader import Trace
 from stepscope.tracer.trace_format import TraceError
+from stepscope.tui.branching import BranchMade, branch_worker
 from stepscope.tui.breakpoint_scan import BreakpointScanDone, start_scan
 from stepscope.tui.breakpoints import SYNTAX_HELP, BreakpointSet
 from stepscope.tui.commands import PROVIDERS
-from stepscope.tui.live import (WORKER_TITLES, ContinueDone, LiveWorkers, LoadProgress, Saved, SessionReady,
-                      SettingsApplied, StepsReady, default_session_factory)
-from stepscope.tui.live_settings import SettingsError, current_settings, parse_settings, settings_text
+from stepscope.tui.live import (WORKER_TITLES, ContinueDone, LiveLink, LiveWorkers, LoadProgress, Saved, SessionReady,
+                                SettingsApplied, StepsReady, default_session_factory)
+from stepscope.tui.live_settings import SettingsError, parse_settings, session_settings, settings_text
+from stepscope.tui.render.branches import effect_lines
 from stepscope.tui.screens.breakpoints import BreakpointsScreen
 from stepscope.tui.screens.error import ErrorScreen
 from stepscope.tui.screens.help import HelpScreen, binding_rows
 from stepscope.tui.screens.main import PANES, MainScreen
 from stepscope.tui.screens.prompt import GotoScreen, PromptScreen
 from stepscope.tui.screens.too_small import MIN_HEIGHT, MIN_WIDTH, TooSmallScreen
-from stepscope.tui.widgets.cursor import Cursor
+from stepscope.tui.state import Activity, AppState, Cursor
 from stepscope.tui.widgets.heads import HeadsList
 from stepscope.tui.widgets.layers import LayersList
 from stepscope.tui.widgets.tensor_browser import TensorBrowser
 from stepscope.tui.widgets.tensor_inspector import TensorInspector
 from stepscope.tui.widgets.watch import WATCH_HINT, WatchPane
+
+IDLE, BUSY, CONTINUING = Activity.IDLE, Activity.BUSY, Activity.CONTINUING
 
 _HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -84,20 +94,24 @@ class StepscopeApp(LiveWorkers, App[None]):
         if trace is not None and session_factory is not None:
             raise ValueError("give StepscopeApp a trace or a session_factory, not both")
         super().__init__(**kwargs)
-        self._init_live()
         self.trace = trace
         self.session_factory = session_factory if trace is None else None
         if trace is None and session_factory is None:
             self.session_factory = default_session_factory
-        self.mode = "replay" if trace is not None else "live"
+        self.state = AppState(source="replay" if trace is not None else "live")
+        """What the debugger is doing (replaced, never changed in place, by the app only)."""
         self.breakpoints = breakpoints if breakpoints is not None else BreakpointSet()
-        self.continuing = False
-        self.busy = False
-        self.state_text = ""
         self.last_error: str | None = None
         self.load_progress: tuple[str, float | None] = ("starting", None)
-        self.live_finished = False  # the live session's state, as the last StepsReady said
-        self.live_stop_reason: str | None = None
+        # the live runs (UI thread): the current run's session, the BranchSet over the runs, the UI
+        # Trace of each run once there is a branch ("" the original), the current run's key and a
+        # copy of its sampler settings; `link`: what the workers share (lock, pause, steps sent)
+        self.session = None
+        self.branches = None
+        self.run_traces: dict[str, Trace] = {}
+        self.current_run = ""
+        self.live_settings: dict = {}
+        self.link = LiveLink()
         self._live_worker: Worker | None = None  # the latest session worker (load, step, continue)
         self.main_screen = MainScreen()
         self._reported: set[str] = set()
@@ -111,7 +125,7 @@ class StepscopeApp(LiveWorkers, App[None]):
     def on_mount(self) -> None:
         if self.trace is None:
             self._set_busy(True, "loading the model")
-            self._live_worker = self.load_session()
+            self._live_worker = self.load_session(self.session_factory)
         self._check_size(self.size.width, self.size.height)
         self.call_after_refresh(gc.freeze)
 
@@ -131,21 +145,21 @@ class StepscopeApp(LiveWorkers, App[None]):
             self.pop_screen()
 
     def on_unmount(self) -> None:
-        self._pause_event.set()
+        self.link.pause.set()
         timer = getattr(self, "_prefetch_timer", None)
         if timer is not None:
             timer.stop()
         self._prefetch_jobs = []
         session = self.session
         if session is not None:
-            locked = self._session_lock.acquire(timeout=10)  # let a step being computed finish
+            locked = self.link.lock.acquire(timeout=10)  # let a step being computed finish
             try:
                 session.close()
             except Exception:  # noqa: BLE001 - closing must not hide the real exit
                 pass
             finally:
                 if locked:
-                    self._session_lock.release()
+                    self.link.lock.release()
 
     PASS_WHILE_CONTINUING = frozenset({"w", "q", "ctrl+c"})
     """Keys that pause a running continue AND do their own work (write, quit)."""
@@ -159,6 +173,21 @@ class StepscopeApp(LiveWorkers, App[None]):
         await super().on_event(event)
 
     # -- state ----------------------------------------------------------------------------------
+    @property
+    def busy(self) -> bool:
+        """A worker computes, or `c` runs."""
+        return self.state.busy
+
+    @property
+    def continuing(self) -> bool:
+        """`c` runs: any key pauses it."""
+        return self.state.continuing
+
+    @property
+    def run_keys(self) -> list[str]:
+        """The live runs: "" (the original), then each branch, in the order they were made."""
+        return list(self.run_traces) or [""]
+
     @property
     def n_steps(self) -> int:
         return len(self.trace.steps) if self.trace is not None else 0
@@ -184,7 +213,7 @@ class StepscopeApp(LiveWorkers, App[None]):
         if self.n_steps and target.step != self.cursor.step:
             problem = self._unreadable(target.step)
             if problem is not None:  # stay where we are; say why, once, in a modal
-                self.continuing = False
+                self._stop_continuing()
                 self.call_later(self._report_unreadable, target.step, problem)
                 return target.moved(step=self.cursor.step)
         return target
@@ -201,7 +230,7 @@ class StepscopeApp(LiveWorkers, App[None]):
         self.report_error(f"Step {index} cannot be read", problem, hint="the other steps of the trace are still usable")
 
     def watch_cursor(self, old: Cursor, new: Cursor) -> None:
-        if not self.busy and self.state_text:  # a note about where we were (end of trace, a breakpoint)
+        if not self.busy and self.state.note:  # a note about where we were (end of trace, a breakpoint)
             self._set_state("")
         self._sync()
 
@@ -247,14 +276,26 @@ class StepscopeApp(LiveWorkers, App[None]):
         if self._prefetch_jobs:
             self.call_later(self._run_prefetch_job)
 
-    def _set_state(self, text: str) -> None:
-        self.state_text = text
+    def _update(self, **changes) -> None:
+        """Replace the app state with `changes` applied and show its note and activity."""
+        self.state = self.state.with_(**changes)
         if self.main_screen.is_mounted:
-            self.main_screen.set_state(text, self.busy)
+            self.main_screen.set_state(self.state.note, self.state.busy)
+
+    def _set_state(self, text: str) -> None:
+        self._update(note=text)
 
     def _set_busy(self, busy: bool, text: str = "") -> None:
-        self.busy = busy
-        self._set_state(text)
+        self._update(activity=BUSY if busy else IDLE, note=text)
+
+    def _start_continuing(self, text: str) -> None:
+        self.link.pause.clear()
+        self._update(activity=CONTINUING, note=text)
+
+    def _stop_continuing(self) -> None:
+        """A continue stops being interruptible by any key (its worker may still finish its step)."""
+        if self.state.continuing:
+            self.state = self.state.with_(activity=BUSY)
 
     @property
     def at_end(self) -> bool:
@@ -263,7 +304,7 @@ class StepscopeApp(LiveWorkers, App[None]):
     @property
     def can_grow(self) -> bool:
         """A live session that has not finished can compute more steps."""
-        return self.session is not None and not self.live_finished
+        return self.session is not None and not self.state.finished
 
     # -- stepping actions -------------------------------------------------------------------------
     def action_next_step(self) -> None:
@@ -276,7 +317,7 @@ class StepscopeApp(LiveWorkers, App[None]):
             self.notify("busy: the next step is being computed", timeout=2)
         elif self.can_grow:
             self._set_busy(True, f"computing step {self.n_steps}…")
-            self._live_worker = self.compute_next()
+            self._live_worker = self.compute_next(self.session)
         else:
             self._set_state(self._end_text())
 
@@ -299,7 +340,7 @@ class StepscopeApp(LiveWorkers, App[None]):
 
     def _end_text(self) -> str:
         if self.session is not None:
-            reason = self.live_stop_reason or ("finished" if self.live_finished else "")
+            reason = self.state.stop_reason or ("finished" if self.state.finished else "")
             return f"end of generation ({reason})" if reason else "end of generation"
         reason = (self.trace.manifest.get("stop_reason") if self.trace is not None else None) or ""
         return f"end of trace ({reason})" if reason else "end of trace"
@@ -315,10 +356,8 @@ class StepscopeApp(LiveWorkers, App[None]):
             self.notify("busy: wait for the current step", timeout=2)
             return
         if any(bp.reads_arrays for bp in self.breakpoints):  # step files to read: in a worker
-            self.continuing = True  # any key stops the scan
-            self._pause_event.clear()
-            self._set_busy(True, "looking for a breakpoint… (any key stops)")
-            start_scan(self, BreakpointSet(list(self.breakpoints)), self.step + 1, self._pause_event)
+            self._start_continuing("looking for a breakpoint… (any key stops)")  # any key stops the scan
+            start_scan(self, BreakpointSet(list(self.breakpoints)), self.step + 1, self.link.pause)
             return
         steps = self.trace.manifest["steps"]
         hit = self.breakpoints.scan(steps, start=self.step + 1, trace=self.trace)
@@ -328,8 +367,7 @@ class StepscopeApp(LiveWorkers, App[None]):
             self._continue_from(hit[0], hit[1].explain(steps[hit[0]], self.trace))
 
     def on_breakpoint_scan_done(self, message: BreakpointScanDone) -> None:
-        self.continuing = False
-        self._pause_event.clear()
+        self.link.pause.clear()
         self._set_busy(False, "")
         if message.stopped:
             self._set_state("stopped looking for a breakpoint")
@@ -347,15 +385,13 @@ class StepscopeApp(LiveWorkers, App[None]):
         if not self.can_grow:
             self._set_state(self._end_text())
             return
-        self.continuing = True
-        self._pause_event.clear()
-        self._set_busy(True, "continuing… (any key pauses)")
-        self._live_worker = self.continue_live(BreakpointSet(list(self.breakpoints)))
+        self._start_continuing("continuing… (any key pauses)")
+        self._live_worker = self.continue_live(self.session, BreakpointSet(list(self.breakpoints)))
 
     def pause(self) -> None:
         """Stop a running continue after the step being computed."""
         if self.continuing:
-            self._pause_event.set()
+            self.link.pause.set()
             self._set_state("pausing after this step…")
 
     # -- worker callbacks (UI thread) ------------------------------------------------------------
@@ -366,24 +402,23 @@ class StepscopeApp(LiveWorkers, App[None]):
         self._set_state(message.stage)
 
     def on_session_ready(self, message: SessionReady) -> None:
-        self.session = message.session
+        self.session, self.branches, self.live_settings = message.session, message.branches, message.settings
         self.trace = Trace(message.path, message.manifest)  # the UI's own Trace: only this thread touches it
-        self.mode = "live"
+        self.state = self.state.with_(source="live")
         self._sync()
         gc.freeze()  # the model and tokenizer are here to stay
 
     def on_steps_ready(self, message: StepsReady) -> None:
         self.trace.add_steps(message.entries, message.tokens, message.model)
         self.trace.manifest.update(finished=message.finished, stop_reason=message.stop_reason)
-        self.live_finished, self.live_stop_reason = message.finished, message.stop_reason
+        self.state = self.state.with_(finished=message.finished, stop_reason=message.stop_reason)
         self.move(step=self.n_steps - 1)  # follow the newest step
         self._sync()
         if not self.continuing:
-            self._set_busy(False, self._end_text() if self.live_finished else "")
+            self._set_busy(False, self._end_text() if self.state.finished else "")
 
     def on_continue_done(self, message: ContinueDone) -> None:
-        self.continuing = False
-        self._pause_event.clear()
+        self.link.pause.clear()
         self._set_busy(False, message.reason)
 
     def on_saved(self, message: Saved) -> None:
@@ -392,12 +427,16 @@ class StepscopeApp(LiveWorkers, App[None]):
 
     def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
         worker = event.worker
+        if worker.name == "branch":
+            if event.state == WorkerState.ERROR:
+                self._set_busy(False, "branch failed")
+                self.report_error(WORKER_TITLES["branch"], worker.error, hint="the original run is still usable")
+            return
         if event.state == WorkerState.ERROR:
             error = worker.error
             title = WORKER_TITLES.get(worker.name, "Error")
             if worker is self._live_worker:
-                self.continuing = False
-                self._pause_event.clear()
+                self.link.pause.clear()
                 self._set_busy(False, title.lower())
             hint = (
                 "no model is loaded: q quits" if worker.name == "load" and self.session is None
@@ -407,7 +446,6 @@ class StepscopeApp(LiveWorkers, App[None]):
         elif event.state == WorkerState.CANCELLED and worker is self._live_worker:
             # (starting an exclusive worker also "cancels" the previous one when it has finished
             # but not yet reported: only the current worker's cancellation changes the state)
-            self.continuing = False
             self._set_busy(False, "paused")
 
     # -- exports (tensor inspector and browser): a notification, inert --------------------------------
@@ -437,7 +475,7 @@ class StepscopeApp(LiveWorkers, App[None]):
             self.crash = error if isinstance(error, BaseException) else RuntimeError(message)
             self.exit(return_code=1)
             return
-        self.continuing = False
+        self._stop_continuing()
         self.push_screen(ErrorScreen(title, message, hint=hint or "the rest of the debugger is still usable"))
 
     async def _dispatch_action(self, namespace, action_name: str, params) -> bool:
@@ -476,17 +514,15 @@ class StepscopeApp(LiveWorkers, App[None]):
         """Watch an expression: its value and a sparkline over all steps in the sidebar."""
         if self.trace is None:
             return
-        pane = self.main_screen.query_one(WatchPane)
         self.push_screen(PromptScreen("Watch an expression", value=text, placeholder='p(" Paris")',
-                                      hint=WATCH_HINT, check=pane.add_watch))
+                                      hint=WATCH_HINT, check=self.main_screen.add_watch))
 
     def action_live_settings(self) -> None:
         """Change the sampler settings and the token limit of a live session (from the next step)."""
         if self.session is None:
             self.notify("replay: sampler settings can be changed in a live session", timeout=3)
             return
-        current = current_settings(self.session.settings)  # (read only: the worker changes it under the lock)
-        current["max_new_tokens"] = getattr(self.session, "max_new_tokens", current.get("max_new_tokens"))
+        current = dict(self.live_settings)  # the copy the session's last message carried
 
         def check(text: str) -> str | None:
             try:
@@ -499,7 +535,7 @@ class StepscopeApp(LiveWorkers, App[None]):
             if value is not None:
                 changes = parse_settings(value, current)
                 if changes:
-                    self.apply_settings(changes)
+                    self.apply_settings(self.session, changes)
 
         self.push_screen(PromptScreen(
             "Sampler settings and token limit (from the next step)", value=settings_text(current),
@@ -507,7 +543,8 @@ class StepscopeApp(LiveWorkers, App[None]):
             check=check), done)
 
     def on_settings_applied(self, message: SettingsApplied) -> None:
-        self.live_finished, self.live_stop_reason = message.finished, message.stop_reason
+        self.live_settings = message.settings
+        self.state = self.state.with_(finished=message.finished, stop_reason=message.stop_reason)
         if self.trace is not None:
             self.trace.manifest.update(finished=message.finished, stop_reason=message.stop_reason)
         if message.changes:
@@ -585,10 +622,54 @@ class StepscopeApp(LiveWorkers, App[None]):
             if value:
                 path = os.path.abspath(os.path.expanduser(value))
                 self._set_state(f"writing {path}…")
-                self.save_session(path)
+                self.save_session(self.session, path)
 
         self.push_screen(
             PromptScreen("Write the live session to a trace directory", value=default,
                          hint="Enter writes (steps so far) · Esc cancels", check=check),
             done,
         )
+
+    # -- runs and branches: what the main screen asks for -------------------------------------------
+    def _show_trace(self, trace) -> None:
+        """The views show `trace` (another run), the cursor clamped to it."""
+        self.trace = trace
+        self.move(step=self.step)
+        self._sync()
+
+    def on_main_screen_open_trace(self, message: MainScreen.OpenTrace) -> None:
+        self._show_trace(message.trace)
+
+    def on_main_screen_switch_run(self, message: MainScreen.SwitchRun) -> None:
+        """(no worker runs: the screen checked) Make live run `key` current."""
+        with self.link.lock:
+            session = self.branches.switch(message.key)
+            self.link.sent_all(session)
+            settings, finished, stop_reason = session_settings(session), bool(session.finished), session.stop_reason
+        self.session, self.current_run, self.live_settings = session, message.key, settings
+        self.state = self.state.with_(finished=finished, stop_reason=stop_reason)
+        self._show_trace(self.run_traces[message.key])
+        self._set_state(message.note)
+
+    def on_main_screen_make_branch(self, message: MainScreen.MakeBranch) -> None:
+        self._set_busy(True, f"branching at step {message.step}…")
+        self.run_worker(partial(branch_worker, self.link, self.branches, message.step, message.choice, self.post_message),
+                        thread=True, group="branch", name="branch", exit_on_error=False)
+
+    def on_branch_made(self, message: BranchMade) -> None:
+        """The new branch becomes the current run: its own Trace, the cursor at the forced step."""
+        parent = self.trace
+        self.run_traces.setdefault("", parent)  # the original run's Trace, kept for switching back
+        trace = self.run_traces[message.name] = Trace(message.path, message.manifest)
+        self.session, self.current_run, self.live_settings = message.session, message.name, message.settings
+        self.state = self.state.with_(finished=message.finished, stop_reason=message.stop_reason)
+        self.trace = trace
+        self.move(step=message.step)
+        self._sync()
+        self.main_screen.compare_with(parent, show=False)
+        effect = effect_lines(trace, parent, message.step)
+        self._set_busy(False, (effect[0].plain if effect else f"branch {message.name} at step {message.step}")
+                       + " · n / c continue · B switches runs · 0 compares")
+
+    def on_main_screen_pause_requested(self, message: MainScreen.PauseRequested) -> None:
+        self.pause()

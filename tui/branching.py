@@ -1,35 +1,36 @@
 """Live branches in the app: force another token at the cursor's step (a branch of the live run,
 its KV cache cropped to the branch point by tracer.branch) and switch between the runs.
 
-The branch is made and its first (forced) step computed in a thread worker, under the app's
-session lock; the UI thread then gets `BranchMade` and builds its own Trace of the branch."""
+The branch is made and its first (forced) step computed in a thread worker (`branch_worker`),
+under the session lock; the worker posts `BranchMade` (copies) and the app, on the UI thread,
+builds its own Trace of the branch."""
 
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable
 
 import numpy as np
 from textual.message import Message
 
-from stepscope.tracer.reader import Trace
+from stepscope.tracer import load_trace
+from stepscope.tracer.inert import inert
+from stepscope.tracer.names import block_name
+from stepscope.tui.live_settings import session_settings
+from stepscope.tui.views.attribution import rivals
+from stepscope.tui.views.vocab import token_texts
 
 
 class BranchMade(Message):
-    """A branch exists and its forced step is computed: the UI switches to it."""
+    """A branch exists and its forced step is computed: the app switches to it. `manifest` is a
+    copy of the branch's manifest (the parent's shared steps and the new one), `settings` of its
+    sampler settings and token limit, `finished`/`stop_reason` its state."""
 
-    def __init__(self, name: str, session, path: str, manifest: dict, step: int) -> None:
+    def __init__(self, name: str, session, path: str, manifest: dict, step: int, settings: dict, finished: bool,
+                 stop_reason: str | None) -> None:
         super().__init__()
         self.name, self.session, self.path, self.manifest, self.step = name, session, path, manifest, step
-
-
-def make_branch_set(session):
-    """A BranchSet over the live session (made before its first step), None where branching is unavailable."""
-    try:
-        from stepscope.tracer.branch import BranchSet
-
-        return BranchSet(session)
-    except Exception:  # noqa: BLE001 - branching is optional: the debugger works without it
-        return None
+        self.settings, self.finished, self.stop_reason = settings, finished, stop_reason
 
 
 def parse_choice(text: str) -> dict:
@@ -121,10 +122,6 @@ def _row(trace, name: str, position: int):
 def check_intervention(trace, step: int, spec: tuple, sources: dict) -> None:
     """(UI thread, numpy) Refuse, in one line (ValueError), a steer or patch this run cannot apply at
     `step`; `sources` caches the other traces loaded (path -> Trace)."""
-    from stepscope.tracer import load_trace
-    from stepscope.tracer.inert import inert
-    from stepscope.tracer.names import block_name
-
     kind, args, _ = spec
     if kind == "steer":
         layer, p1, p2, _ = args
@@ -132,10 +129,9 @@ def check_intervention(trace, step: int, spec: tuple, sources: dict) -> None:
         _row(trace, block_name(layer, "hook_resid_post"), p2)
     elif kind == "patch":
         layer, name, position, path = args
-        from stepscope.tracer.interventions import EDITABLE
-
-        if name not in EDITABLE:
-            raise ValueError(f"cannot patch {name}: editable names are {', '.join(EDITABLE)}")
+        editable = editable_names()
+        if name not in editable:
+            raise ValueError(f"cannot patch {name}: editable names are {', '.join(editable)}")
         if path not in sources:
             try:
                 sources[path] = load_trace(path)
@@ -155,6 +151,50 @@ def check_intervention(trace, step: int, spec: tuple, sources: dict) -> None:
             raise ValueError(f"{full} has shape {list(row.shape)} in {path}, {list(mine.shape)} here")
 
 
+def default_choice(trace, step: int, rival: int | None) -> str:
+    """The prompt's starting value: the Why pane's rival, else the step's runner-up candidate."""
+    options = rivals(trace, step)
+    tid = rival if rival is not None else (options[0] if options else None)
+    if tid is None:
+        return ""
+    return f"#{tid} {token_texts(trace)(tid)[0]}"
+
+
+def branch_worker(link, branches, step: int, choice: dict, post: Callable[[Message], object]) -> None:
+    """(thread) Make the branch of the current run at `step`, compute its forced step, and `post`
+    a `BranchMade` with copies (`link`: the app's LiveLink; `branches`: its BranchSet)."""
+    with link.lock:
+        if "intervene" in choice:
+            spec = choice["intervene"]
+            choice = {"interventions": [build_intervention(spec, step, branches.session)]}
+        session = branches.branch(step, **choice)
+        session.step()
+        session.writer.flush()
+        manifest = copy.deepcopy(session.writer.manifest)
+        link.sent_all(session)
+        message = BranchMade(branches.current, session, session.path, manifest, step, session_settings(session),
+                             bool(session.finished), session.stop_reason)
+    post(message)
+
+
+# -- the recording side (imports torch when called) -------------------------------------------------
+def make_branch_set(session):
+    """A BranchSet over the live session (made before its first step), None where branching is unavailable."""
+    try:
+        from stepscope.tracer.branch import BranchSet
+
+        return BranchSet(session)
+    except Exception:  # noqa: BLE001 - branching is optional: the debugger works without it
+        return None
+
+
+def editable_names() -> tuple[str, ...]:
+    """The tensor names an intervention can patch (`tracer.interventions.EDITABLE`)."""
+    from stepscope.tracer.interventions import EDITABLE
+
+    return tuple(EDITABLE)
+
+
 def build_intervention(spec: tuple, step: int, session):
     """(worker: imports torch) The tracer Intervention of a parsed spec, from `step` on (or at it only)."""
     from stepscope.tracer import interventions
@@ -169,59 +209,8 @@ def build_intervention(spec: tuple, step: int, session):
         return interventions.steer(layer, vector, name="hook_resid_post", from_step=step, only=only,
                                    source=f"{scale:g} × ({name}[{p1}] − {name}[{p2}]) of this run")
     if kind == "patch":
-        from stepscope.tracer import load_trace
-
         layer, name, position, path = args
         return interventions.patch(layer, name, position, load_trace(path), prompt_len=session.trace.prompt_len)
     if kind == "mean_head":
         return interventions.mean_head(*args, session.trace, step=0, from_step=step, only=only)
     return getattr(interventions, kind)(*args, from_step=step, only=only)
-
-
-def default_choice(trace, step: int, rival: int | None) -> str:
-    """The prompt's starting value: the Why pane's rival, else the step's runner-up candidate."""
-    from stepscope.tui.views.attribution import rivals
-    from stepscope.tui.views.vocab import token_texts
-
-    options = rivals(trace, step)
-    tid = rival if rival is not None else (options[0] if options else None)
-    if tid is None:
-        return ""
-    return f"#{tid} {token_texts(trace)(tid)[0]}"
-
-
-def branch_worker(app, screen, step: int, choice: dict) -> None:
-    """(thread) Make the branch of the current run at `step`, compute its forced step, hand it to the UI."""
-    tree = app.branches
-    with app._session_lock:
-        if "intervene" in choice:
-            spec = choice["intervene"]
-            choice = {"interventions": [build_intervention(spec, step, tree.session)]}
-        session = tree.branch(step, **choice)
-        session.step()
-        session.writer.flush()
-        manifest = copy.deepcopy(session.writer.manifest)
-        app._sent_steps = len(manifest["steps"])
-    screen.post_message(BranchMade(tree.current, session, session.path, manifest, step))
-
-
-def switch_run(app, key: str):
-    """(UI thread, no worker running) Make run `key` current; returns its UI Trace."""
-    with app._session_lock:
-        session = app.branches.switch(key)
-        app._sent_steps = len(session.writer.manifest["steps"])
-    app.session = session
-    app.live_finished, app.live_stop_reason = bool(session.finished), session.stop_reason
-    return app.run_traces[key]
-
-
-def adopt_branch(app, message: BranchMade) -> Trace:
-    """(UI thread) The new branch becomes the app's run: its own Trace, the cursor at the forced step."""
-    runs = getattr(app, "run_traces", None)
-    if runs is None:
-        runs = app.run_traces = {}
-    runs.setdefault("", app.trace)  # the original run's Trace, kept for switching back
-    trace = runs[message.name] = Trace(message.path, message.manifest)
-    app.session = message.session
-    app.live_finished, app.live_stop_reason = bool(message.session.finished), message.session.stop_reason
-    return trace

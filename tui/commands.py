@@ -20,6 +20,7 @@ from textual.command import DiscoveryHit, Hit, Hits, Provider
 from stepscope.tracer.inert import inert
 from stepscope.tracer.names import split_block_name
 from stepscope.tui.breakpoints import Breakpoint, BreakpointError
+from stepscope.tui.screens.main import PANES
 from stepscope.tui.text import display_token
 from stepscope.tui.views.vocab import tok_text
 from stepscope.tui.watch import ExprError, Watch
@@ -105,8 +106,6 @@ class PlaceCommands(Provider):
                 label = " ".join(f"{k} {v}" for k, v in changes.items())
                 yield Hit(EXACT, label, partial(app.move, **changes), help="select it (sidebar, heatmap, tensors)")
         matcher = self.matcher(query)
-        from stepscope.tui.screens.main import PANES
-
         for pid, label, _ in PANES:
             text = f"pane: {label}"
             score = matcher.match(text)
@@ -116,34 +115,16 @@ class PlaceCommands(Provider):
 
     async def discover(self) -> Hits:
         app = self.app
-        from stepscope.tui.screens.main import PANES
-
         for pid, label, _ in PANES:
             yield DiscoveryHit(f"pane: {label}", partial(app.main_screen.action_show_pane, pid), help="show this pane")
 
 
 def goto_tensor(app, name: str) -> None:
     """Show the Tensors pane with `name` selected (its layer becomes the cursor's)."""
-    from stepscope.tui.widgets.tensor_list import TensorList
-
     block = split_block_name(name)
     if block is not None:
         app.move(layer=block[0])
-    screen = app.main_screen
-    screen.action_show_pane("tensors")
-
-    def select() -> None:
-        tensors = screen.pane("tensors").query_one(TensorList)
-        tensors.select_name(name)
-        tensors.focus()
-
-    app.call_after_refresh(select)
-
-
-def _fuzzy_name(query: str) -> re.Pattern:
-    """Words of the query in order, anything between (`res post 10` matches blocks.10.hook_resid_post
-    only if the words appear in that order; the matcher's score ranks the rest)."""
-    return re.compile(".*".join(re.escape(w) for w in query.split()), re.IGNORECASE)
+    app.main_screen.show_tensor(name)
 
 
 class TensorCommands(Provider):
@@ -222,9 +203,7 @@ def add_breakpoint(app, bp: Breakpoint) -> None:
 
 
 def add_watch(app, text: str) -> None:
-    from stepscope.tui.widgets.watch import WatchPane
-
-    error = app.main_screen.query_one(WatchPane).add_watch(text)
+    error = app.main_screen.add_watch(text)
     if error:
         app.notify(inert(error), severity="warning", timeout=4, markup=False)
 

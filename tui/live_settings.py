@@ -34,6 +34,14 @@ def current_settings(settings) -> dict:
     return {f: getattr(settings, f) for f in (*SAMPLER_FIELDS, "max_new_tokens") if hasattr(settings, f)}
 
 
+def session_settings(session) -> dict:
+    """(worker, or the UI thread under the session lock) A copy of a live session's sampler settings
+    and its token limit."""
+    settings = current_settings(session.settings)
+    settings["max_new_tokens"] = getattr(session, "max_new_tokens", settings.get("max_new_tokens"))
+    return settings
+
+
 def settings_text(values: dict) -> str:
     """`sample=on temperature=0.8 top_k=0 ...` for the dialog."""
     parts = []
@@ -107,4 +115,4 @@ def apply_to_session(session, changes: dict) -> dict:
         raise SettingsError(str(exc).splitlines()[0]) from None
 
 
-__all__ = ["SettingsError", "apply_to_session", "current_settings", "parse_settings", "settings_text"]
+__all__ = ["SettingsError", "apply_to_session", "current_settings", "parse_settings", "session_settings", "settings_text"]

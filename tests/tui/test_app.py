@@ -16,7 +16,7 @@ from stepscope.tui.screens.help import HelpScreen
 from stepscope.tui.screens.main import MainScreen
 from stepscope.tui.screens.prompt import GotoScreen, PromptScreen
 from stepscope.tui.screens.too_small import TooSmallScreen
-from stepscope.tui.widgets.cursor import Cursor
+from stepscope.tui.state import Cursor
 from stepscope.tui.widgets.loading import LoadingPanel
 
 pytestmark = pytest.mark.anyio  # async tests run on asyncio via anyio's pytest plugin
@@ -253,7 +253,7 @@ async def test_live_session_steps_continues_and_writes(tiny, tmp_path):
         panel = app.main_screen.query_one(LoadingPanel)
         progress_seen.append(panel.stage)
         await wait_idle(app, pilot)
-        assert app.mode == "live" and app.n_steps == 1 and app.step == 0
+        assert app.state.source == "live" and app.n_steps == 1 and app.step == 0
         assert "live" in status_text(app) and "step 0/0 prefill" in status_text(app)
         await pilot.press("n")  # at the end: computes step 1 in a worker
         await wait_idle(app, pilot)
@@ -392,9 +392,9 @@ async def test_loading_shows_progress_and_stays_responsive():
 
 
 def test_constructor_modes(trace):
-    assert StepscopeApp(trace=trace).mode == "replay"
+    assert StepscopeApp(trace=trace).state.source == "replay"
     app = StepscopeApp()
-    assert app.mode == "live" and app.session_factory is not None
+    assert app.state.source == "live" and app.session_factory is not None
     with pytest.raises(ValueError):
         StepscopeApp(trace=trace, session_factory=lambda: None)
 

@@ -96,7 +96,7 @@ async def test_only_the_ui_thread_touches_the_apps_trace(tiny, monkeypatch):
     async with app.run_test(size=(100, 30)) as pilot:
         await wait_for(pilot, lambda: idle(app))
         await pilot.press("c")
-        await wait_for(pilot, lambda: idle(app) and app.live_finished)
+        await wait_for(pilot, lambda: idle(app) and app.state.finished)
         assert app.trace is not app.session.trace  # the session's own trace stays in the worker
         assert len(app.trace.steps) == len(app.session.trace.steps) == 4
         assert [t["id"] for t in app.trace.tokens] == [t["id"] for t in app.session.trace.tokens]

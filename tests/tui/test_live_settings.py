@@ -77,15 +77,15 @@ async def test_sampler_change_applies_from_the_next_step_and_is_in_its_entry(tin
         await settle()
         await pilot.press("n")
         await settle()
-        assert app.n_steps == 4 and app.live_finished and app.live_stop_reason == "max_new_tokens"
+        assert app.n_steps == 4 and app.state.finished and app.state.stop_reason == "max_new_tokens"
         await pilot.press("o")  # a higher limit resumes generation
         app.screen.query_one("Input").value = "tokens=5"
         await pilot.press("enter")
         await settle()
-        assert not app.live_finished
+        assert not app.state.finished
         await pilot.press("n")
         await settle()
-        assert app.n_steps == 5 and app.live_finished
+        assert app.n_steps == 5 and app.state.finished
 
 
 def test_session_update_settings_records_seed_and_limit_per_step(tiny, tmp_path):

@@ -14,8 +14,8 @@ from tests.support import pane_harness as harness
 from tests.support import synthetic_trace as syn
 from stepscope.tracer import load_trace
 from stepscope.tui.render.palette import MASKED_RGB, PALETTE_RGB
+from stepscope.tui.state import Cursor
 from stepscope.tui.views.heatmap import ZOOMS
-from stepscope.tui.widgets.cursor import Cursor
 from stepscope.tui.widgets.heatmap import HeatmapPane
 
 

@@ -152,7 +152,7 @@ def test_whatif_pane_keys_and_clicks(paths):
         argmax = int(np.argmax(np.asarray(trace.steps[1]["logits"][-1])))
         chosen = next(line for line in pane.plain_lines if line.startswith("would choose"))
         assert "p 1.000" in chosen
-        from stepscope.tui.views.attribution import token
+        from stepscope.tui.render.lines import token
 
         assert chosen.startswith("would choose " + token(trace, argmax).plain)
         await click_text(pilot, pane, "r[recorded]")
@@ -338,7 +338,7 @@ def test_live_I_ablates_the_head_at_the_cursor_and_shows_the_effect(tiny):
         assert not z[..., 1, :].any() and np.asarray(original.steps[1]["blocks.1.attn.hook_z"])[..., 1, :].any()
         chosen = original.steps[1].token["id"]
         expected = f"p {_softmax_p(original.steps[1], chosen):.3f} → here {_softmax_p(branch.steps[1], chosen):.3f}"
-        assert expected in app.state_text
+        assert expected in app.state.note
         await pilot.press("slash")  # the Tensors pane, filtered: it marks what the intervention edited
         await pilot.pause()
         await pilot.press(*"hook_z", "enter")

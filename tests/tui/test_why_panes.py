@@ -11,8 +11,8 @@ from stepscope.tracer import load_trace
 from stepscope.tracer.attribution import attribute
 from stepscope.tracer.session import GenerationSettings, LiveSession
 from stepscope.tracer.whatif import WhatIfSettings
+from stepscope.tui.state import Cursor
 from stepscope.tui.widgets.attribution import AttributionPane
-from stepscope.tui.widgets.cursor import Cursor
 from stepscope.tui.widgets.diff import DiffPane
 from stepscope.tui.widgets.whatif import WhatIfPane
 

@@ -10,9 +10,11 @@ from stepscope.tracer import load_trace
 from stepscope.tracer.attribution import attribute
 from stepscope.tracer.session import GenerationSettings, LiveSession
 from stepscope.tracer.whatif import WhatIfSettings
-from stepscope.tui.views.attribution import attribution_lines, rivals, top_head
-from stepscope.tui.views.diff import diff_lines
-from stepscope.tui.views.whatif import adjusted, recorded_settings, whatif_lines
+from stepscope.tui.render.attribution import attribution_lines
+from stepscope.tui.render.diff import diff_lines
+from stepscope.tui.render.whatif import whatif_lines
+from stepscope.tui.views.attribution import rivals, top_head
+from stepscope.tui.views.whatif import adjusted, recorded_settings
 
 
 def _trace(path, prompt: str, **settings) -> object:

@@ -1,4 +1,6 @@
-"""Rich renderables for the TUI: half-block heatmap, sparkline/histogram, probability bar."""
+"""Rich renderables for the TUI: half-block heatmap, sparkline/histogram, probability bar, and the
+lines of the text panes (attribution, compare, what if, branch effects, the chosen token), built
+from the data `tui.views` shapes."""
 
 from stepscope.tui.render.heatmap import HeatmapRenderable
 from stepscope.tui.render.palette import MASKED, PALETTE, WINDOW

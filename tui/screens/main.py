@@ -16,12 +16,20 @@ from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Container, Horizontal, Vertical
+from textual.message import Message
 from textual.screen import Screen
 from textual.widgets import ContentSwitcher, Footer, Tab, Tabs
 
+from stepscope.tracer import load_trace
+from stepscope.tui.branching import (INTERVENTION_HELP, check_intervention, default_choice, intervention_templates,
+                                     parse_choice, parse_intervention)
+from stepscope.tui.render.lines import token
+from stepscope.tui.screens.prompt import PromptScreen
+from stepscope.tui.screens.runs import RunsScreen
+from stepscope.tui.state import Cursor
+from stepscope.tui.views.branches import current_index, parent_dir, run_label, runs
 from stepscope.tui.widgets.attribution import AttributionPane
 from stepscope.tui.widgets.candidates import CandidatesPane
-from stepscope.tui.widgets.cursor import Cursor
 from stepscope.tui.widgets.diff import DiffPane
 from stepscope.tui.widgets.heads import HeadsList
 from stepscope.tui.widgets.heads_overview import HeadsOverview
@@ -34,6 +42,7 @@ from stepscope.tui.widgets.model_overview import ModelOverviewPane
 from stepscope.tui.widgets.pane import Pane, report_view_error
 from stepscope.tui.widgets.status_bar import StatusBar
 from stepscope.tui.widgets.tensor_inspector import TensorInspector
+from stepscope.tui.widgets.tensor_list import TensorList
 from stepscope.tui.widgets.token_strip import TokenStrip
 from stepscope.tui.widgets.watch import WatchPane
 from stepscope.tui.widgets.whatif import WhatIfPane
@@ -69,8 +78,10 @@ class PaneTabs(Tabs, can_focus=False):
 
 
 class MainScreen(Screen[None]):
-    """The debugger screen. The app owns the trace and the cursor and calls `sync()`; every view
-    (a `Pane`) gets them by `show(trace, cursor)`; its `Pane.Moved` requests come back up here.
+    """The debugger screen. The app owns the trace, the cursor and the state and calls `sync()`;
+    every view (a `Pane`) gets them by `show(trace, cursor)`; its `Pane.Moved` requests come back up
+    here and go on to `app.move`. What else changes the app's state the screen asks for with its
+    messages (`OpenTrace`, `SwitchRun`, `MakeBranch`, `PauseRequested`), handled by the app.
 
     | key | action |
     |---|---|
@@ -98,6 +109,31 @@ class MainScreen(Screen[None]):
     """
 
     AUTO_FOCUS = ""  # nothing focused: the debugger keys (arrows included) act at once
+
+    class OpenTrace(Message):
+        """Replay: show `trace`, another run (the original or a branch) of the trace on disk."""
+
+        def __init__(self, trace) -> None:
+            super().__init__()
+            self.trace = trace
+
+    class SwitchRun(Message):
+        """Live: make run `key` ("" the original, "b1", "b1/b2", ...) current; `note` says which."""
+
+        def __init__(self, key: str, note: str) -> None:
+            super().__init__()
+            self.key, self.note = key, note
+
+    class MakeBranch(Message):
+        """Live: branch the current run at `step` with `choice` (`tui.branching.parse_choice` or
+        `parse_intervention`); the app computes it in a worker and switches to it."""
+
+        def __init__(self, step: int, choice: dict) -> None:
+            super().__init__()
+            self.step, self.choice = step, choice
+
+    class PauseRequested(Message):
+        """Esc while `c` runs: pause after the step being computed."""
 
     BINDINGS = [
         Binding("n,right", "app.next_step", "Next", tooltip="Next step (live: computes the next token at the end)"),
@@ -177,7 +213,9 @@ class MainScreen(Screen[None]):
         self.query_one("#layers").border_title = "layers"
         self.query_one("#heads").border_title = "heads"
         self.set_class(self.app.size.width < NARROW_WIDTH, "-narrow")
-        self.set_state(getattr(self.app, "state_text", ""), getattr(self.app, "busy", False))
+        state = getattr(self.app, "state", None)
+        if state is not None:
+            self.set_state(state.note, state.busy)
         progress = getattr(self.app, "load_progress", None)
         if progress is not None:
             self.set_progress(*progress)
@@ -211,7 +249,7 @@ class MainScreen(Screen[None]):
         trace = getattr(self.app, "trace", None)
         cursor = getattr(self.app, "cursor", Cursor())
         self.set_class(trace is None or not len(trace.steps), "-loading")  # until the prefill is there
-        self.query_one(StatusBar).mode = self.app.mode
+        self.query_one(StatusBar).mode = self.app.state.source
         for view in self.views():
             view.show(trace, cursor)
 
@@ -264,9 +302,22 @@ class MainScreen(Screen[None]):
                 self.set_focus(None)
         self._panes[pane_id].show(getattr(self.app, "trace", None), getattr(self.app, "cursor", Cursor()))
 
-    def action_filter_tensors(self) -> None:
-        from stepscope.tui.widgets.tensor_list import TensorList
+    def show_tensor(self, name: str) -> None:
+        """Show the Tensors pane with `name` selected and focused (after the next refresh)."""
+        self.action_show_pane("tensors")
 
+        def select() -> None:
+            tensors = self._panes["tensors"].query_one(TensorList)
+            tensors.select_name(name)
+            tensors.focus()
+
+        self.app.call_after_refresh(select)
+
+    def add_watch(self, text: str) -> str | None:
+        """Watch an expression in the sidebar; the reason it cannot be, or None."""
+        return self.query_one(WatchPane).add_watch(text)
+
+    def action_filter_tensors(self) -> None:
         self.action_show_pane("tensors")
         tensors = self._panes["tensors"].query_one(TensorList)
 
@@ -287,11 +338,23 @@ class MainScreen(Screen[None]):
             else:
                 self._initial_pane = "compare"
 
+    def on_tensor_list_filter_asked(self, message: TensorList.FilterAsked) -> None:
+        """The tensor list's `/`: ask for the filter; the list applies it."""
+        message.stop()
+        tensors = message.tensor_list
+
+        def done(value: str | None) -> None:
+            if value is not None:
+                tensors.set_filter(value)
+                tensors.focus()
+
+        self.app.push_screen(PromptScreen(
+            "Filter the tensors", value=tensors.name_filter, placeholder="resid_post · attn 5 · blocks.*.hook_z",
+            hint="words (all must appear; a number is a layer) or a glob · empty shows all · "
+                 "then n / N: next / previous match · Esc clears", check=tensors.filter_problem), done)
+
     def action_compare_with(self) -> None:
         """Ask for a trace directory to compare with (read here: a manifest only; the comparison runs in a worker)."""
-        from stepscope.tracer import load_trace
-        from stepscope.tui.screens.prompt import PromptScreen
-
         loaded: dict = {}
 
         def check(text: str) -> str | None:
@@ -309,15 +372,13 @@ class MainScreen(Screen[None]):
                                           hint="Enter compares (the Compare pane) · Esc cancels", check=check), done)
 
     def action_next_branch(self) -> None:
-        """Replay: open the next run of this trace (the original, then each branch); the Compare
-        pane then compares a branch with the run it left."""
-        from stepscope.tui.views.branches import current_index, runs
-
+        """Open the next run of this trace (the original, then each branch); the Compare pane then
+        compares a branch with the run it left."""
         app = self.app
-        if getattr(app, "session", None) is not None:
+        if app.session is not None:
             keys = self._live_keys()
             if keys is not None:
-                self._open_live_run(keys, (keys.index(app.branches.current) + 1) % len(keys))
+                self._open_live_run(keys, (keys.index(app.current_run) + 1) % len(keys))
             return
         if app.trace is None:
             return
@@ -329,22 +390,18 @@ class MainScreen(Screen[None]):
 
     def action_list_runs(self) -> None:
         """The runs (original + branches) in a list; Enter or a click opens one (as `B` does)."""
-        from stepscope.tracer import load_trace
-        from stepscope.tui.screens.runs import RunsScreen
-        from stepscope.tui.views.branches import current_index, runs
-
         app = self.app
-        if getattr(app, "session", None) is not None:
+        if app.session is not None:
             keys = self._live_keys(need_branches=False)
             if keys is None:
                 return
             items = []
-            for key in keys:  # no worker runs now: the writers' manifests are safe to read
-                manifest = app.branches.sessions[key].writer.manifest
-                b = manifest.get("branch") or {}
+            for key in keys:  # the UI's own Trace of each run
+                trace = app.run_traces.get(key, app.trace)
+                b = trace.manifest.get("branch") or {}
                 items.append({"name": key, "step": b.get("step"), "reason": b.get("reason"),
-                              "interventions": b.get("interventions") or [], "steps": len(manifest["steps"])})
-            current = keys.index(app.branches.current)
+                              "interventions": b.get("interventions") or [], "steps": len(trace.steps)})
+            current = keys.index(app.current_run)
             opened = lambda index: None if index is None or index == current else self._open_live_run(keys, index)
         elif app.trace is not None:
             items = runs(app.trace)
@@ -360,46 +417,34 @@ class MainScreen(Screen[None]):
         app.push_screen(RunsScreen(items, current), opened)
 
     def _open_replay_run(self, items: list[dict], index: int) -> None:
-        from stepscope.tracer import load_trace
-        from stepscope.tui.views.branches import parent_dir, run_label
-
-        app = self.app
         item = items[index]
         trace = load_trace(item["path"])
-        app.trace = trace
-        app.move(step=app.step)  # clamped to the new run
-        app._sync()
+        self.post_message(self.OpenTrace(trace))
         parent = parent_dir(trace)
         if parent is not None:
             self.compare_with(load_trace(parent), show=False)
-        app.notify(Text(f"run {item['name'] or '(original)'} ({index + 1} of {len(items)}): {run_label(item)}"), timeout=4)
+        self.app.notify(Text(f"run {item['name'] or '(original)'} ({index + 1} of {len(items)}): {run_label(item)}"),
+                        timeout=4)
 
     def _live_keys(self, need_branches: bool = True) -> list[str] | None:
         """The live runs' keys, or None (with a notice) when there is nothing to switch to or a step runs."""
         app = self.app
-        tree = getattr(app, "branches", None)
-        if tree is None or (need_branches and len(tree.sessions) < 2):
+        keys = app.run_keys
+        if app.branches is None or (need_branches and len(keys) < 2):
             app.notify("no branches yet: F forces another token at this step", timeout=3)
             return None
         if app.busy or app.continuing:
             app.notify("busy: wait for the current step", timeout=2)
             return None
-        return list(tree.sessions)
+        return keys
 
     def _open_live_run(self, keys: list[str], index: int) -> None:
-        from stepscope.tui.branching import switch_run
-
-        app = self.app
         key = keys[index]
-        app.trace = switch_run(app, key)
-        app.move(step=app.step)
-        app._sync()
-        app._set_state(f"run {key or '(original)'} ({index + 1} of {len(keys)}: {', '.join(k or 'original' for k in keys)})")
+        self.post_message(self.SwitchRun(
+            key, f"run {key or '(original)'} ({index + 1} of {len(keys)}: {', '.join(k or 'original' for k in keys)})"))
 
     def action_force_token(self) -> None:
         """Live: a branch at the cursor's step with another token forced there, computed in a worker."""
-        from stepscope.tui.branching import default_choice, parse_choice
-
         rival = self._panes["why"].other() if "why" in self._panes else None
         self._branch_dialog("Force a token at step {step} (a branch; the original run is kept)",
                             lambda step: default_choice(self.app.trace, step, rival), parse_choice,
@@ -407,8 +452,6 @@ class MainScreen(Screen[None]):
 
     def action_intervene(self) -> None:
         """Live: a branch at the cursor's step with an intervention, computed in a worker."""
-        from stepscope.tui.branching import INTERVENTION_HELP, check_intervention, intervention_templates, parse_intervention
-
         app = self.app
         sources: dict = {}  # other traces a patch reads, loaded once per dialog
 
@@ -422,11 +465,8 @@ class MainScreen(Screen[None]):
                             choices=lambda step: intervention_templates(app.trace, step, app.layer, app.head))
 
     def _branch_dialog(self, title: str, default, parse, hint: str, choices=None) -> None:
-        from stepscope.tui.branching import branch_worker
-        from stepscope.tui.screens.prompt import PromptScreen
-
         app = self.app
-        if getattr(app, "session", None) is None or getattr(app, "branches", None) is None:
+        if app.session is None or app.branches is None:
             app.notify("branches need a live session (stepscope run)", timeout=3)
             return
         if app.busy or app.continuing or not app.n_steps:
@@ -442,47 +482,18 @@ class MainScreen(Screen[None]):
             return None
 
         def done(value: str | None) -> None:
-            if value is None:
-                return
-            choice = parse(value)
-            app._set_busy(True, f"branching at step {step}…")
-            self.run_worker(lambda: branch_worker(app, self, step, choice), thread=True, group="branch",
-                            name="branch", exit_on_error=False)
+            if value is not None:
+                self.post_message(self.MakeBranch(step, parse(value)))
 
         app.push_screen(PromptScreen(title.format(step=step), value=default(step), hint=hint, check=check,
                                      choices=choices(step) if choices else ()), done)
-
-    def on_branch_made(self, message) -> None:
-        from stepscope.tui.branching import adopt_branch
-
-        app = self.app
-        parent = app.trace
-        app.trace = adopt_branch(app, message)
-        app.move(step=message.step)
-        app._sync()
-        self.compare_with(parent, show=False)
-        from stepscope.tui.views.branches import effect_lines
-
-        effect = effect_lines(app.trace, parent, message.step)
-        app._set_busy(False, (effect[0].plain if effect else f"branch {message.name} at step {message.step}")
-                      + " · n / c continue · B switches runs · 0 compares")
-
-    def on_worker_state_changed(self, event) -> None:
-        from textual.worker import WorkerState
-
-        if event.worker.name != "branch":
-            return
-        event.stop()
-        if event.state == WorkerState.ERROR:
-            self.app._set_busy(False, "branch failed")
-            self.app.report_error("Branch failed", event.worker.error, hint="the original run is still usable")
 
     def action_toggle_sidebar(self) -> None:
         self.toggle_class("-no-sidebar")
 
     def action_pause_or_blur(self) -> None:
-        if getattr(self.app, "continuing", False):
-            self.app.pause()
+        if self.app.continuing:
+            self.post_message(self.PauseRequested())
         else:
             self.set_focus(None)
 
@@ -503,9 +514,7 @@ class MainScreen(Screen[None]):
             self._panes["why"].pick(None)
             return
         self._panes["why"].pick(message.token_id)
-        from stepscope.tui.views.attribution import token
-
-        live = " · F forces it here (a branch)" if getattr(app, "session", None) is not None else ""
+        live = " · F forces it here (a branch)" if app.session is not None else ""
         app.notify(Text.assemble("picked ", token(trace, message.token_id), f": 8 explains why not it{live}"), timeout=3)
 
     def on_attribution_pane_open_heatmap(self, message: AttributionPane.OpenHeatmap) -> None:

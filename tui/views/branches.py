@@ -1,15 +1,12 @@
 """Branches of a trace on disk, for the app (torch-free): the runs to switch between, where a
-branch leaves its parent, and the effect on the chosen token's probability next to the parent."""
+branch leaves its parent, and the effect on the chosen token's probability next to the parent
+(drawn by `tui.render.branches`)."""
 
 from __future__ import annotations
 
 import os
 
-from rich.text import Text
-
 from stepscope.tracer.branch_layout import describe, effects, list_branches
-from stepscope.tracer.inert import inert
-from stepscope.tui.views.attribution import token
 
 
 def root_dir(trace) -> str:
@@ -49,24 +46,9 @@ def run_label(item: dict) -> str:
     return "the original run" if not item["name"] else describe(item)
 
 
-def effect_lines(branch, parent, step: int) -> list[Text]:
-    """At `step`: the token each run chose and its probability in both runs (raw softmax), when
-    `branch` is a branch of `parent` and the step is at or after the branch point."""
+def branch_effect(branch, parent, step: int) -> dict | None:
+    """At `step`: the token each run chose and its probability in both runs (raw softmax, the
+    `tracer.branch.effects` row), when `branch` is a branch of `parent` and the step is at or after
+    the branch point; else None."""
     rows = [e for e in effects(branch, parent) if e["step"] == step]
-    if not rows:
-        return []
-    e = rows[0]
-
-    def p(x) -> str:
-        return "—" if x is None else f"{x:.3f}"
-
-    lines = [Text.assemble(("effect ", "bold"), f"step {step}: original chose ", token(parent, e["parent_token"]),
-                           f" p {p(e['parent_token_prob']['parent'])} → here {p(e['parent_token_prob']['branch'])}"),
-             Text.assemble("  this run chose ", token(branch, e["branch_token"]),
-                           f" p {p(e['branch_token_prob']['branch'])} (original {p(e['branch_token_prob']['parent'])})")]
-    marks = (["forced"] if e["forced"] else []) + ([f"intervened: {inert(', '.join(e['intervened']), 80)}"] if e["intervened"] else [])
-    if not e["same_context"]:
-        marks.append("earlier tokens differ")
-    if marks:
-        lines.append(Text("  " + " · ".join(marks), style="dim"))
-    return lines
+    return rows[0] if rows else None

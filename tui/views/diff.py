@@ -1,14 +1,11 @@
-"""What the diff view shows: two traces compared at a step (tracer/diff.py), as lines of Text.
-Torch-free."""
+"""What the Compare pane reads: two traces compared at a step (`tracer.diff`), and the largest
+differences of one tensor. The lines are drawn by `tui.render.diff`."""
 
 from __future__ import annotations
 
-from rich.text import Text
+from dataclasses import dataclass
 
 from stepscope.tracer.diff import TraceDiff, compare, tensor_diff
-from stepscope.tracer.inert import inert
-from stepscope.tracer.trace_format import TraceError
-from stepscope.tui.views.attribution import bar, click, token
 
 _CACHE: dict[tuple[int, int], TraceDiff] = {}
 
@@ -21,79 +18,27 @@ def cached_diff(a, b) -> TraceDiff:
     return _CACHE[key]
 
 
-def token_rows(a, b, d: TraceDiff, step: int) -> list[Text]:
-    """The chosen tokens of both traces aligned by step (differing ones red, the cursor's step underlined);
-    a click on one goes to its step."""
-    rows = []
-    for label, trace, key in (("A ", a, "token_a"), ("B ", b, "token_b")):
-        line = Text(label, style="bold")
-        for s in d.steps:
-            shown = token(trace, int(getattr(s, key)["id"]))
-            shown.stylize(click(f"go_step({s.index})"))
-            if s.token_a["id"] != s.token_b["id"]:
-                shown.stylize("red")
-            if s.index == step:
-                shown.stylize("underline reverse")
-            line.append_text(shown)
-            line.append(" ")
-        rows.append(line)
-    return rows
+@dataclass(frozen=True)
+class TensorDifference:
+    """One tensor of a step in both traces: where they differ most."""
+
+    shape: list[int]  # A's shape
+    cropped: bool  # aligned at the end (the traces' lengths differ)
+    max_abs: float  # largest |b − a|
+    row: int  # the row (over the last axis) holding the largest difference
+    top: list[tuple[int, float, float, float]]  # (index, A, B, b − a) of its largest differences
 
 
-def diff_lines(a, b, step: int, layer: int, name: str | None = None, result: TraceDiff | None = None) -> list[Text]:
-    """Alignment and first differences, the tokens side by side, the step's residual divergence per
-    layer, then the drill-down of one tensor (default: the selected layer's resid_post) side by side
-    and as a difference. `result`: compare(a, b) when already computed (e.g. by a worker)."""
-    try:
-        d = result if result is not None else cached_diff(a, b)
-    except TraceError as exc:
-        return [Text(f"diff unavailable: {exc}", style="yellow")]
-    lines = [Text(f"aligned {d.aligned}", style="bold"), Text(f"A {inert(a.path, 60)} · B {inert(b.path, 60)}", style="dim")]
-    lines += token_rows(a, b, d, step)
-    if d.identical:
-        return lines + [Text(f"identical: {len(d.steps)} steps, every token and tensor equal", style="green")]
-    if d.first_token is not None:
-        lines.append(Text(f"first differing token at position {d.first_token} (of A)"))
-    if d.first_step is not None:
-        s = d.steps[d.first_step]
-        lines.append(Text.assemble(f"first step choosing differently: {s.index}: A ", token(a, int(s.token_a["id"])),
-                                   " vs B ", token(b, int(s.token_b["id"]))))
-    if d.first_difference is not None:
-        f = d.first_difference
-        lines.append(Text(f"first differing value: step {f.step} {inert(f.name, 80)}{list(f.index)}"
-                          + (f" at position {f.position}" if f.position is not None else "")))
-    if step >= len(d.steps):
-        return lines + [Text(f"step {step} is only in one of the traces", style="dim")]
-    s = d.steps[step]
-    lines.append(Text.assemble(f"step {step}: A ", token(a, int(s.token_a["id"])), " · B ", token(b, int(s.token_b["id"])),
-                               f" · {len(s.differs)} tensors differ"))
-    lines += tensor_lines(a, b, step, name or f"blocks.{layer}.hook_resid_post")
-    lines.append(Text("layer  rel |b−a|/|a|    cos   (residual stream at the predicting position)", style="bold"))
-    scale = max((r for r, _ in s.layers), default=0.0)
-    for i, (rel, cos) in enumerate(s.layers):
-        line = Text.assemble(f"{'▶' if i == layer else ' '}{i:>4}  {rel:10.4f}  {cos:7.4f}  ", bar(rel, scale))
-        if i == layer:
-            line.stylize("reverse")
-        line.stylize(click(f"select_layer({i})"))
-        lines.append(line)
-    return lines
-
-
-def tensor_lines(a, b, step: int, name: str) -> list[Text]:
-    """One tensor of the step in both traces: its largest differences side by side (A, B, b − a)."""
-    try:
-        side = tensor_diff(a, b, step, name)
-    except TraceError as exc:
-        return [Text(str(exc), style="dim")]
+def tensor_difference(a, b, step: int, name: str, n: int = 8) -> TensorDifference:
+    """The n largest differences of tensor `name` at `step` (raises TraceError when not comparable)."""
+    side = tensor_diff(a, b, step, name)
     x, y, diff = side["a"], side["b"], side["diff"]
     flat = abs(diff).reshape(-1)
-    lines = [Text(f"{inert(name, 80)} {list(x.shape)}" + (" (aligned at the end)" if side["cropped"] else "")
-                  + f": max |b−a| {float(flat.max()) if flat.size else 0:.4g}   (, . another tensor · r residual)",
-                  style="bold")]
-    rows = x.reshape(-1, x.shape[-1]) if x.ndim > 1 else x.reshape(1, -1)
-    rows_b, rows_d = y.reshape(rows.shape), diff.reshape(rows.shape)
+    rows = x.reshape(-1, x.shape[-1]) if x.ndim > 1 else x.reshape(1, -1)  # [R, C]
+    rows_b, rows_d = y.reshape(rows.shape), diff.reshape(rows.shape)  # [R, C]
     r = int(abs(rows_d).max(axis=1).argmax()) if rows_d.size else 0
-    top = sorted(range(rows.shape[1]), key=lambda j: -abs(rows_d[r, j]))[:8]
-    lines.append(Text(f"row {r}, largest differences:  index      A          B        b−a", style="dim"))
-    lines += [Text(f"{'':>31}{j:>6} {float(rows[r, j]):10.4g} {float(rows_b[r, j]):10.4g} {float(rows_d[r, j]):+10.4g}") for j in top]
-    return lines
+    top = sorted(range(rows.shape[1]), key=lambda j: -abs(rows_d[r, j]))[:n]
+    return TensorDifference(list(x.shape), bool(side["cropped"]), float(flat.max()) if flat.size else 0.0, r,
+                            [(j, float(rows[r, j]), float(rows_b[r, j]), float(rows_d[r, j])) for j in top])
+
+

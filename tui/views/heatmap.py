@@ -23,6 +23,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from stepscope.tracer.inert import inert
+from stepscope.tracer.geometry import keys_of, kv_head_of, layer_window, sink_columns
 from stepscope.tracer.names import block_name
 from stepscope.tui.views.cache import cached
 from stepscope.tui.views.vocab import token_texts
@@ -52,15 +53,6 @@ def fit_zoom(n_rows: int, n_cols: int, height: int, width: int, wrap: bool = Fal
         if lines <= height and (wrap or cols <= width):
             return level
     return len(ZOOMS) - 1
-
-
-def scale_legend(scale: str, vmax: float) -> str:
-    """What the colours mean under a scale mode, for the legend."""
-    if scale == "fixed":
-        return "scale fixed 0–1 (comparable across heads and steps)"
-    if scale == "log":
-        return f"scale log10 {LOG_FLOOR:g}–1"
-    return f"scale per map 0–{vmax:.3g} (this map's largest weight)"
 
 
 @dataclass(frozen=True)
@@ -122,11 +114,6 @@ def _names(positions: list[int], labels: list[str], pool: int, last: int, prefix
     return [f"{prefix}{p}–{min(p + pool - 1, last)}" for p in positions]
 
 
-def sink_columns(model: dict) -> int:
-    """1 when the model's maps end with an attention-sink column (manifest fact), else 0."""
-    return 1 if model.get("attention_sink") else 0
-
-
 def no_attention(model: dict, layer: int) -> str | None:
     """Why a layer has no attention map (manifest facts, made inert), or None when it has one."""
     if layer in (model.get("layers_without_attention") or ()):
@@ -152,39 +139,6 @@ def map_rows(step, layer: int, kind: str, q0: int, q1: int) -> np.ndarray:
         return np.asarray(step[name][:, q0:q1], dtype=np.float32)
     return cached(step, ("map_rows", layer, kind, q0, q1),
                   lambda: np.asarray(step.attention_rows(layer, kind, q0, q1), dtype=np.float32))
-
-
-def kv_head_of(model: dict, head: int) -> int:
-    """The KV head a query head shares: head // (n_heads // n_kv_heads)."""
-    n_heads = int(model["n_heads"])
-    n_kv = int(model.get("n_kv_heads") or n_heads)
-    return head // max(1, n_heads // n_kv)
-
-
-def layer_window(model: dict, layer: int) -> int | None:
-    """The sliding-window size of a layer, or None for full attention (`layer_types` decides
-    per layer when the model alternates, as Gemma 2/3 do)."""
-    window = model.get("sliding_window") or None
-    types = model.get("layer_types")
-    if window and types and layer < len(types) and "sliding" not in str(types[layer]):
-        return None
-    return int(window) if window else None
-
-
-def keys_of(step, model: dict, layer: int) -> tuple[int, int]:
-    """(first key position, S) of a `tracer.Step`'s pattern at a layer: header only.
-
-    S is the recorded pattern's last axis; when the pattern was not recorded it follows the
-    cache rule (a sliding layer keeps window - 1 earlier positions, so S = T + min(start, window - 1)).
-    """
-    start, end = step.positions
-    name = block_name(layer, PATTERN)
-    if name in step:
-        n_keys = int(step.shape(name)[-1]) - sink_columns(model)
-    else:
-        window = layer_window(model, layer)
-        n_keys = end - start + (min(start, window - 1) if window else start)
-    return end - n_keys, n_keys
 
 
 def key_span(trace, step_index: int, layer: int) -> tuple[int, int]:

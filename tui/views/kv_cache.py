@@ -14,8 +14,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from stepscope.tracer.geometry import layer_window
 from stepscope.tui.text import escape_for_display
-from stepscope.tui.views.heatmap import key_span, layer_window, no_attention
+from stepscope.tui.views.heatmap import key_span, no_attention
 from stepscope.tui.views.vocab import tok_text
 
 

@@ -2,14 +2,15 @@
 
 Layer row: residual-stream norm at the last position (`hook_resid_post`), mean attention entropy
 over heads of the last query row, logit-lens top-1 token, and on mixture-of-experts models the
-experts the last position chose. Head row: entropy of the last row, the largest weight and the
+experts the last position chose (the layers list draws these rows). Head row: entropy of the last row, the largest weight and the
 key position it goes to (on a sliding-window layer column j is position end - S + j), the KV head
-read. Grid: layers × heads entropy. With an attention sink (manifest fact) the entropy is over the
+read (the heads list draws these rows). Grid: layers × heads entropy (the heads overview draws it). With an attention sink (manifest fact) the entropy is over the
 keys and the sink (the row's whole distribution); the largest weight is over the keys only.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 import numpy as np
@@ -17,8 +18,9 @@ import numpy as np
 from stepscope.tracer.names import block_name
 from stepscope.tui.text import escape_for_display
 from stepscope.tui.views.cache import cached
-from stepscope.tui.views.heatmap import key_span, kv_head_of, no_attention, sink_columns
-from stepscope.tui.views.logit_lens import logit_lens
+from stepscope.tracer.geometry import kv_head_of, sink_columns
+from stepscope.tui.views.heatmap import key_span, no_attention
+from stepscope.tui.views.logit_lens import LensToken, logit_lens
 from stepscope.tui.views.mlp import ExpertChoice, routing
 from stepscope.tui.views.vocab import tok_text
 
@@ -39,9 +41,7 @@ class LayerRow:
     layer: int
     resid_norm: float | None
     attn_entropy: float | None  # mean over heads, nats
-    lens_id: int | None
-    lens_text: str | None  # escaped
-    lens_prob: float | None
+    lens: LensToken | None  # the logit lens's top-1 token (raw text: display it with tui.text.display_token)
     experts: tuple[ExpertChoice, ...] | None = None  # chosen by the last position (MoE models only)
     no_attention: str | None = None  # why the layer has no attention map (manifest facts), else None
 
@@ -101,16 +101,16 @@ def layer_experts(trace, step_index: int, layer: int) -> tuple[ExpertChoice, ...
     return r.chosen if r is not None else None
 
 
-def layer_rows(trace, step_index: int) -> list[LayerRow]:
+def layer_rows(trace, step_index: int, layers: Iterable[int] | None = None) -> list[LayerRow]:
+    """The rows of `layers` (default: every layer); only those are read."""
     lens = logit_lens(trace, step_index)
     rows = []
-    for layer in range(int(trace.model["n_layers"])):
+    for layer in range(int(trace.model["n_layers"])) if layers is None else layers:
         hs = head_stats(trace, step_index, layer)
         top = lens.rows[layer].top1 if lens is not None and layer < len(lens.rows) else None
         rows.append(LayerRow(
             layer, resid_norm(trace, step_index, layer), float(hs.entropy.mean()) if hs is not None else None,
-            top.id if top else None, escape_for_display(top.text) if top else None, top.prob if top else None,
-            layer_experts(trace, step_index, layer), no_attention(trace.model, layer),
+            top, layer_experts(trace, step_index, layer), no_attention(trace.model, layer),
         ))
     return rows
 
@@ -131,12 +131,14 @@ def head_rows(trace, step_index: int, layer: int) -> list[HeadRow]:
     return rows
 
 
-def head_grid(trace, step_index: int, stat: str = "entropy") -> np.ndarray:
-    """[n_layers, n_heads] of a per-head statistic ("entropy" or "max_weight"); NaN where not recorded."""
+def head_grid(trace, step_index: int, stat: str = "entropy", layers: range | None = None) -> np.ndarray:
+    """[len(layers), n_heads] of a per-head statistic ("entropy" or "max_weight") of `layers`
+    (default: every layer; only those are read); NaN where not recorded."""
     model = trace.model
-    grid = np.full((int(model["n_layers"]), int(model["n_heads"])), np.nan)  # [n_layers, n_heads]
-    for layer in range(grid.shape[0]):
+    layers = range(int(model["n_layers"])) if layers is None else layers
+    grid = np.full((len(layers), int(model["n_heads"])), np.nan)  # [layers, n_heads]
+    for row, layer in enumerate(layers):
         hs = head_stats(trace, step_index, layer)
         if hs is not None:
-            grid[layer] = getattr(hs, stat)
+            grid[row] = getattr(hs, stat)
     return grid

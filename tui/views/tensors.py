@@ -243,26 +243,6 @@ def slice_filename(step_index: int, name: str, shape: tuple[int, ...], view: Sli
     return export_filename(step_index, name)[: -len(".npy")] + held + pair + ".npy"
 
 
-def n_leading(shape: tuple[int, ...]) -> int:
-    """How many leading indices fix a tensor down to a 2-D (or 1-D) slice."""
-    return max(0, len(shape) - 2)
-
-
-def browse_slice(arr: np.ndarray, lead: tuple[int, ...] = ()) -> np.ndarray:
-    """The 2-D (or 1-D, or 0-D promoted to 1-D) slice at the given leading indices (clamped)."""
-    k = n_leading(arr.shape)
-    idx = tuple(min(max(0, int(i)), arr.shape[a] - 1) for a, i in enumerate(tuple(lead)[:k]))
-    idx += (0,) * (k - len(idx))
-    out = arr[idx] if idx else arr
-    return np.atleast_1d(out)
-
-
-def clamp_lead(shape: tuple[int, ...], lead: tuple[int, ...]) -> tuple[int, ...]:
-    k = n_leading(shape)
-    lead = tuple(lead)[:k] + (0,) * max(0, k - len(lead))
-    return tuple(min(max(0, int(i)), shape[a] - 1) for a, i in enumerate(lead))
-
-
 def format_number(x: float, width: int = 10) -> str:
     """A right-aligned number that fits `width` characters (nan/inf spelled out)."""
     if not np.isfinite(x):

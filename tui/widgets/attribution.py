@@ -8,8 +8,8 @@ from textual.geometry import Region
 from textual.message import Message
 from textual.worker import Worker, WorkerState
 
-from stepscope.tui.views.attribution import (attribution_lines, install_lens, lens_ready, lens_source, read_lens, rivals,
-                                   selected_row, top_head)
+from stepscope.tui.render.attribution import attribution_lines, selected_row
+from stepscope.tui.views.attribution import install_lens, lens_ready, lens_source, read_lens, rivals, top_head
 from stepscope.tui.widgets.lines_pane import LinesPane
 
 
@@ -132,10 +132,10 @@ def reveal_selected(pane: LinesPane, below: int | None = None) -> None:
     """Scroll a lines pane so the selected layer's row (▶) and what follows it (its heads) are visible."""
     if not pane.is_mounted:
         return
-    pane._rebuild()
-    row = selected_row(pane._lines)
+    lines = pane.drawn_lines
+    row = selected_row(lines)
     if row is None:
         return
     span = below if below is not None else next(
-        (k for k in range(1, len(pane._lines) - row) if pane._lines[row + k].plain[1:5].strip().isdigit()), len(pane._lines) - row)
+        (k for k in range(1, len(lines) - row) if lines[row + k].plain[1:5].strip().isdigit()), len(lines) - row)
     pane.scroll_to_region(Region(0, row, 1, min(span, max(pane.size.height, 1))), animate=False, immediate=True)

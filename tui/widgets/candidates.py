@@ -20,7 +20,8 @@ from textual.message import Message
 from textual.reactive import reactive
 
 from stepscope.tui.text import fit
-from stepscope.tui.views.candidates import STAGE_LABELS, candidates, chosen_line
+from stepscope.tui.render.candidates import chosen_line
+from stepscope.tui.views.candidates import STAGE_LABELS, candidates
 from stepscope.tui.widgets.common import fmt_num, fmt_prob, token_display
 from stepscope.tui.widgets.pane import Pane
 

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import os
+
 from rich.text import Text
 from textual.binding import Binding
 from textual.worker import Worker, WorkerState
 
 from stepscope.tracer import load_trace
 from stepscope.tracer.diff import compare
-from stepscope.tui.views.diff import diff_lines
+from stepscope.tui.render.branches import effect_lines
+from stepscope.tui.render.diff import diff_lines
+from stepscope.tui.views.branches import parent_dir
 from stepscope.tui.widgets.attribution import reveal_selected
 from stepscope.tui.widgets.lines_pane import LinesPane
 
@@ -70,10 +74,6 @@ class DiffPane(LinesPane):
 
     def _effects(self) -> list[Text]:
         """When A is a branch of B: the effect on the chosen token's probability at the step."""
-        import os
-
-        from stepscope.tui.views.branches import effect_lines, parent_dir
-
         parent = parent_dir(self.trace)
         if parent is None or os.path.realpath(parent) != os.path.realpath(self.other.path):
             return []

@@ -12,17 +12,12 @@ import textwrap
 
 from rich.text import Text
 
-from stepscope.tui.views.heatmap import kv_head_of, no_attention
+from stepscope.tui.views.heatmap import no_attention
 from stepscope.tui.views.layers import head_rows
 from stepscope.tui.views.vocab import tok_text
 from stepscope.tui.widgets.common import fmt_num, token_display
 from stepscope.tui.widgets.pane import Pane
 from stepscope.tui.widgets.layers import window
-
-
-def kv_head(model: dict, head: int) -> int:
-    """The KV head query head `head` reads (GQA/MQA grouping)."""
-    return kv_head_of(model, head)
 
 
 def attention_kind(model: dict) -> str:

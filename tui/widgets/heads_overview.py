@@ -14,7 +14,7 @@ import math
 
 from rich.text import Text
 
-from stepscope.tui.views.layers import head_stats
+from stepscope.tui.views.layers import head_grid, head_stats
 from stepscope.tui.widgets.pane import Pane
 from stepscope.tui.widgets.layers import window
 
@@ -93,13 +93,14 @@ class HeadsOverview(Pane, can_focus=True):
         lines.append(header)
         start, end = window(self.cursor.layer, n_layers, self.size.height - 4)
         self._first_row = start
+        grid = head_grid(trace, index, layers=range(start, end)) / norm  # [rows, n_heads], NaN: not recorded
         for layer in range(start, end):
-            stats = head_stats(trace, index, layer)
+            values = grid[layer - start]
             line = Text(f"{layer:>4} ", style=style("heads-overview--row") if layer == self.cursor.layer else "")
             # consecutive cells of one style form one span (fewer segments: a cheaper redraw)
             run_text, run_style = "", None
             for head in range(n_heads):
-                value = float(stats.entropy[head]) / norm if stats is not None and head < len(stats.entropy) else None
+                value = float(values[head])
                 lv = level(value)
                 cell_style = selected if (layer == self.cursor.layer and head == self.cursor.head) else (
                     levels[lv] if lv is not None else None)

@@ -12,10 +12,9 @@ from __future__ import annotations
 
 from rich.text import Text
 
-from stepscope.tui.views.heatmap import no_attention
-from stepscope.tui.views.layers import head_stats, resid_norm
+from stepscope.tui.views.layers import head_stats, layer_rows, resid_norm
 from stepscope.tui.views.logit_lens import logit_lens
-from stepscope.tui.views.mlp import compact_choices, routing
+from stepscope.tui.views.mlp import compact_choices
 from stepscope.tui.widgets.common import fmt_num, fmt_prob, token_display
 from stepscope.tui.widgets.pane import Pane
 
@@ -58,17 +57,14 @@ class LayersList(Pane):
         out.append(header, style=style("layers-list--header"))
         start, end = window(self.cursor.layer, n_layers, self.size.height - 1)
         self._first_row = start
-        lens = logit_lens(trace, index)
-        for layer in range(start, end):  # only the rows that show are computed
-            stats = head_stats(trace, index, layer)
-            entropy = float(stats.entropy.mean()) if stats is not None else None
+        for row in layer_rows(trace, index, range(start, end)):  # only the rows that show are computed
+            layer = row.layer
             line = Text(no_wrap=True, overflow="ellipsis", end="")
-            attn = "no attn" if entropy is None and no_attention(trace.model, layer) else fmt_num(entropy, 2)
-            line.append(f"{layer:>2} {fmt_num(resid_norm(trace, index, layer), 1):>8} {attn:>7} ")
+            attn = "no attn" if row.attn_entropy is None and row.no_attention else fmt_num(row.attn_entropy, 2)
+            line.append(f"{layer:>2} {fmt_num(row.resid_norm, 1):>8} {attn:>7} ")
             if moe:
-                chosen = routing(trace, index, layer)
-                line.append(f"{compact_choices(chosen.chosen if chosen else None) or '—':<7} ")
-            top = lens.rows[layer].top1 if lens is not None and layer < len(lens.rows) else None
+                line.append(f"{compact_choices(row.experts) or '—':<7} ")
+            top = row.lens
             if top is not None:  # token, a gap, p; on a narrow sidebar p goes first, then the token is cut
                 room = self.size.width - line.cell_len
                 token = token_display(top.text, top.special)

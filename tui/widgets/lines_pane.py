@@ -89,10 +89,15 @@ class LinesPane(Pane, ScrollView, can_focus=True, inherit_bindings=False):
         raise NotImplementedError(f"{type(self).__name__} must define lines()")
 
     @property
+    def drawn_lines(self) -> list[Text]:
+        """The current content (built if stale)."""
+        self._rebuild()
+        return self._lines
+
+    @property
     def plain_lines(self) -> list[str]:
         """The current content as plain strings (built if stale)."""
-        self._rebuild()
-        return [line.plain for line in self._lines]
+        return [line.plain for line in self.drawn_lines]
 
     def _rebuild(self) -> None:
         if not self._stale:

@@ -15,7 +15,7 @@ from textual.strip import Strip
 from textual.widget import Widget
 
 from stepscope.tracer.inert import inert
-from stepscope.tui.widgets.cursor import FIELDS, Cursor
+from stepscope.tui.state import FIELDS, Cursor
 
 
 class Pane(Widget):

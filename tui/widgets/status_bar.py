@@ -12,10 +12,10 @@ from __future__ import annotations
 from rich.text import Text
 from textual.reactive import reactive
 
+from stepscope.tracer.geometry import kv_head_of
 from stepscope.tracer.inert import inert
-from stepscope.tui.views.candidates import chosen_line
+from stepscope.tui.render.candidates import chosen_line
 from stepscope.tui.widgets.pane import Pane
-from stepscope.tui.widgets.heads import kv_head
 
 SPINNER = "⠋⠙⠹⠸⠼⠴⠦⠧⠇⠏"
 
@@ -62,7 +62,7 @@ class StatusBar(Pane):
             parts.append((
                 6,
                 Text(f"L {self.cursor.layer} (0–{max(n_layers - 1, 0)}) H {self.cursor.head} (0–{max(n_heads - 1, 0)}) "
-                     f"kv {kv_head(model, self.cursor.head)}"),
+                     f"kv {kv_head_of(model, self.cursor.head)}"),
             ))
         if self.state:
             state = Text()

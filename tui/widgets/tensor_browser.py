@@ -11,7 +11,7 @@ from textual.widget import Widget
 
 from stepscope.tracer.inert import inert
 from stepscope.tui.text import escape_for_display, fit
-from stepscope.tui.views.heatmap import sink_columns
+from stepscope.tracer.geometry import sink_columns
 from stepscope.tui.views.tensors import (
     SliceView, axis_labels, axis_pairs, default_view, export_array, export_dir_for, export_filename,
     slice_filename, slice_label, slice_rows, view_slice, with_axes, with_index,
@@ -91,10 +91,6 @@ class TensorBrowser(Widget, can_focus=True):
                     if axis in self.view.fixed():
                         self.view = with_index(self.view, self.shape, axis, int(index) - self.view.index[axis])
             self.row0 = self.col0 = 0
-        self.note = None
-        self.refresh()
-
-    def close_note(self) -> None:
         self.note = None
         self.refresh()
 

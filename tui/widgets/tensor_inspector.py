@@ -12,7 +12,7 @@ from textual.binding import Binding
 from textual.message import Message
 from textual.widgets import Static
 
-from stepscope.tui.views.heatmap import kv_head_of
+from stepscope.tracer.geometry import kv_head_of
 from stepscope.tui.views.mlp import is_moe, mlp_routing_for
 from stepscope.tui.views.tensors import export_dir_for, export_npy, summarize
 from stepscope.tui.widgets.tensor_browser import TensorBrowser

@@ -88,6 +88,14 @@ class TensorList(ScrollView, can_focus=True, inherit_bindings=False):
             super().__init__()
             self.name = name
 
+    class FilterAsked(Message):
+        """`/` on the list: the screen asks for a filter (`filter_problem` checks one as it is typed)
+        and hands it back with `set_filter`."""
+
+        def __init__(self, tensor_list: "TensorList") -> None:
+            super().__init__()
+            self.tensor_list = tensor_list
+
     def __init__(self, **kwargs) -> None:
         super().__init__(**kwargs)
         self._trace = None
@@ -188,23 +196,15 @@ class TensorList(ScrollView, can_focus=True, inherit_bindings=False):
         if self.infos and (keep is None or keep not in [i.name for i in self.infos]):
             self.cursor = 0
 
+    def filter_problem(self, text: str) -> str | None:
+        """Why `text` is no use as a filter (no tensor of the step matches it), or None."""
+        if text and not any(name_matches(i.name, text) for i in self.all_infos):
+            return f"no tensor of this step matches {text!r}"
+        return None
+
     def action_filter(self) -> None:
-        from stepscope.tui.screens.prompt import PromptScreen
-
-        def check(text: str) -> str | None:
-            if text and not any(name_matches(i.name, text) for i in self.all_infos):
-                return f"no tensor of this step matches {text!r}"
-            return None
-
-        def done(value: str | None) -> None:
-            if value is not None:
-                self.set_filter(value)
-                self.focus()
-
-        self.app.push_screen(PromptScreen(
-            "Filter the tensors", value=self.name_filter, placeholder="resid_post · attn 5 · blocks.*.hook_z",
-            hint="words (all must appear; a number is a layer) or a glob · empty shows all · "
-                 "then n / N: next / previous match · Esc clears", check=check), done)
+        """Ask for a filter: the screen opens the prompt and calls `set_filter`."""
+        self.post_message(self.FilterAsked(self))
 
     def action_next_match(self, delta: int) -> None:
         if not self.name_filter or not self.infos:

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from rich.text import Text
 from textual.binding import Binding
 
-from stepscope.tui.views.whatif import adjusted, recorded_settings, whatif_lines
+from stepscope.tui.render.whatif import whatif_lines
+from stepscope.tui.views.whatif import adjusted, recorded_settings
 from stepscope.tui.widgets.lines_pane import LinesPane
 
 _KNOBS = [("t", "temperature"), ("k", "top_k"), ("p", "top_p"), ("m", "min_p"), ("n", "seed")]
@@ -41,8 +44,6 @@ class WhatIfPane(LinesPane):
         self.invalidate()
 
     def action_toggle_sample(self) -> None:
-        from dataclasses import replace
-
         self.settings = replace(self.settings, do_sample=not self.settings.do_sample)
         self.invalidate()
 

@@ -1,8 +1,10 @@
-"""The debugger's cursor: one immutable value (step, layer, head, selected attention cell) owned by
-the app and handed to every pane. `clamped(trace)` makes any value valid for a trace."""
+"""The app's state values: the `Cursor` (where the user looks) and `AppState` (what the debugger
+is doing). Both are immutable; only the app replaces them (`StepscopeApp.move`, the app's own
+handlers of screen and worker messages), and hands them down to the views."""
 
 from __future__ import annotations
 
+import enum
 from dataclasses import dataclass, fields, replace
 
 FIELDS = ("step", "layer", "head", "query", "key")
@@ -48,3 +50,41 @@ class Cursor:
 
 def _clamp(value, top: int) -> int:
     return max(0, min(int(value), max(top, 0)))
+
+
+class Activity(enum.Enum):
+    """What the debugger is doing."""
+
+    IDLE = "idle"
+    """Waiting for the user."""
+    BUSY = "busy"
+    """A worker computes (the model loading, the next step, a branch); keys still work."""
+    CONTINUING = "continuing"
+    """`c` runs (live generation, or a scan for a breakpoint): any key pauses it."""
+
+
+@dataclass(frozen=True)
+class AppState:
+    """The debugger's mode: where the trace comes from, what runs, the status bar's note, and the
+    live session's end (as the last message from its worker said)."""
+
+    source: str = "replay"
+    """"replay" (a trace read from disk) or "live" (a session computing steps)."""
+    activity: Activity = Activity.IDLE
+    note: str = ""
+    """The status bar's state text (end of trace, a breakpoint, computing step 5…)."""
+    finished: bool = False
+    """Live: the session ended (EOS or the token limit)."""
+    stop_reason: str | None = None
+
+    @property
+    def busy(self) -> bool:
+        return self.activity is not Activity.IDLE
+
+    @property
+    def continuing(self) -> bool:
+        return self.activity is Activity.CONTINUING
+
+    def with_(self, **changes) -> "AppState":
+        """A copy with `changes` applied."""
+        return replace(self, **changes)
