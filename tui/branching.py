@@ -10,9 +10,9 @@ from __future__ import annotations
 import copy
 from collections.abc import Callable
 
-import numpy as np
 from textual.message import Message
 
+from stepscope import seam
 from stepscope.tracer import load_trace
 from stepscope.tracer.inert import inert
 from stepscope.tracer.names import block_name
@@ -129,7 +129,7 @@ def check_intervention(trace, step: int, spec: tuple, sources: dict) -> None:
         _row(trace, block_name(layer, "hook_resid_post"), p2)
     elif kind == "patch":
         layer, name, position, path = args
-        editable = editable_names()
+        editable = seam.editable_names()
         if name not in editable:
             raise ValueError(f"cannot patch {name}: editable names are {', '.join(editable)}")
         if path not in sources:
@@ -166,7 +166,7 @@ def branch_worker(link, branches, step: int, choice: dict, post: Callable[[Messa
     with link.lock:
         if "intervene" in choice:
             spec = choice["intervene"]
-            choice = {"interventions": [build_intervention(spec, step, branches.session)]}
+            choice = {"interventions": [seam.build_intervention(spec, step, branches.session)]}
         session = branches.branch(step, **choice)
         session.step()
         session.writer.flush()
@@ -175,42 +175,3 @@ def branch_worker(link, branches, step: int, choice: dict, post: Callable[[Messa
         message = BranchMade(branches.current, session, session.path, manifest, step, session_settings(session),
                              bool(session.finished), session.stop_reason)
     post(message)
-
-
-# -- the recording side (imports torch when called) -------------------------------------------------
-def make_branch_set(session):
-    """A BranchSet over the live session (made before its first step), None where branching is unavailable."""
-    try:
-        from stepscope.tracer.branch import BranchSet
-
-        return BranchSet(session)
-    except Exception:  # noqa: BLE001 - branching is optional: the debugger works without it
-        return None
-
-
-def editable_names() -> tuple[str, ...]:
-    """The tensor names an intervention can patch (`tracer.interventions.EDITABLE`)."""
-    from stepscope.tracer.interventions import EDITABLE
-
-    return tuple(EDITABLE)
-
-
-def build_intervention(spec: tuple, step: int, session):
-    """(worker: imports torch) The tracer Intervention of a parsed spec, from `step` on (or at it only)."""
-    from stepscope.tracer import interventions
-
-    kind, args, only = spec
-    if kind == "steer":
-        layer, p1, p2, scale = args
-        name = f"blocks.{layer}.hook_resid_post"
-        a, _ = interventions.row_at(session.trace, name, p1)  # [d_model]
-        b, _ = interventions.row_at(session.trace, name, p2)  # [d_model]
-        vector = scale * (a.astype(np.float32) - b.astype(np.float32))  # [d_model]
-        return interventions.steer(layer, vector, name="hook_resid_post", from_step=step, only=only,
-                                   source=f"{scale:g} × ({name}[{p1}] − {name}[{p2}]) of this run")
-    if kind == "patch":
-        layer, name, position, path = args
-        return interventions.patch(layer, name, position, load_trace(path), prompt_len=session.trace.prompt_len)
-    if kind == "mean_head":
-        return interventions.mean_head(*args, session.trace, step=0, from_step=step, only=only)
-    return getattr(interventions, kind)(*args, from_step=step, only=only)

@@ -28,7 +28,7 @@ from textual import work
 from textual.message import Message
 from textual.worker import get_current_worker
 
-from stepscope.tui.branching import make_branch_set
+from stepscope import seam
 from stepscope.tui.breakpoints import BreakpointSet
 from stepscope.tui.live_settings import apply_to_session, session_settings
 
@@ -45,7 +45,7 @@ WORKER_TITLES = {
 def default_session_factory(progress: Callable[[str, float], None] | None = None):
     """The embedded default model (SmolLM2) on the default prompt "The capital of France is",
     as a plain completion (no chat template), like `stepscope` with no arguments."""
-    return open_default_session(progress)
+    return seam.open_default_session(progress)
 
 
 def call_factory(factory: Callable[..., Any], progress: Callable[[str, float], None]):
@@ -169,7 +169,7 @@ class LiveWorkers:
 
         progress("loading the model", None)
         session = call_factory(factory, progress)
-        branches = make_branch_set(session)  # before the first step (sliding windows keep what a crop needs)
+        branches = seam.make_branch_set(session)  # before the first step (sliding windows keep what a crop needs)
         with self.link.lock:
             manifest = session.writer.manifest
             manifest = copy.deepcopy(dict(manifest, steps=[], tokens=manifest["tokens"][: int(manifest["prompt_len"])]))
@@ -227,11 +227,3 @@ class LiveWorkers:
         with self.link.lock:
             written = session.save(path)
         self.post_message(Saved(written or path))
-
-
-# -- the recording side (imports torch when called) -------------------------------------------------
-def open_default_session(progress: Callable[[str, float], None] | None = None):
-    """A LiveSession on the embedded default model, as a plain completion."""
-    from stepscope.tracer.session import GenerationSettings, LiveSession
-
-    return LiveSession.open(None, settings=GenerationSettings(chat=False), progress=progress)
