@@ -60,9 +60,9 @@ def recompute(step, facts: dict | None, layer: int, kind: str, q0: int, q1: int)
     return (e / e.sum(-1, keepdims=True)).astype(step.dtype(f"blocks.{layer}.{KINDS[kind]}"))
 
 
-def rows(step, facts: dict | None, layer: int, kind: str, q0: int, q1: int) -> np.ndarray:
-    """Rows q0..q1 (step-relative query rows) of a layer's map, stored or recomputed (`facts`:
-    the manifest's model facts)."""
+def rows(step, layer: int, kind: str, q0: int, q1: int) -> np.ndarray:
+    """Rows q0..q1 (step-relative query rows) of a layer's map, stored or recomputed (from the
+    manifest's model facts, `step.facts`)."""
     if kind not in KINDS:
         raise ValueError(f"kind must be one of {sorted(KINDS)}")
     name = f"blocks.{layer}.{KINDS[kind]}"
@@ -80,5 +80,5 @@ def rows(step, facts: dict | None, layer: int, kind: str, q0: int, q1: int) -> n
         out[:, i] = stored[:, row if row < r0 else row - (r1 - r0)]
     lo, hi = max(q0, r0), min(q1, r1)
     if lo < hi:
-        out[:, lo - q0 : hi - q0] = recompute(step, facts, layer, kind, lo, hi)
+        out[:, lo - q0 : hi - q0] = recompute(step, step.facts, layer, kind, lo, hi)
     return out
