@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 import torch
 
 from stepscope.tracer import load_trace
-from stepscope.tracer.adapters import adapter_for
+from stepscope.tracer.adapters.registry import adapter_for
 from stepscope.tracer.recorder import Recorder
 from stepscope.tracer.session import GenerationSettings, LiveSession
 

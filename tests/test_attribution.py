@@ -69,7 +69,7 @@ def test_hook_result_is_z_times_w_o(tmp_path, key):
     """Each head's row equals its z (last position) times its slice of the output projection,
     from the model's weights (Linear [d_model, in] and GPT-2's Conv1D [in, d_model])."""
     model, trace = _trace(tmp_path, key, new_tokens=1)
-    from stepscope.tracer.adapters import adapter_for
+    from stepscope.tracer.adapters.registry import adapter_for
     from stepscope.tracer.adapters.base import out_projection
 
     adapter = adapter_for(model)

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import re
 
-from .adapters.base import expand_norm_names
-from .names import NameFilter, block_name, shape_doc
+from .names import NameFilter, block_name, expand_norm_names, shape_doc
 
 _DIM = re.compile(r"[A-Za-z_]+|\d+")
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+from .gguf_header import FILE_TYPES, read_header
+
 COMPONENTS = ("embedding", "attention", "mlp", "norms", "lm_head", "other")
 
 
@@ -64,8 +66,6 @@ def weights_origin(source: str, model) -> str | None:
     """Where the weights came from in words, e.g. "GGUF Q4_1, dequantised to float32"."""
     if not (isinstance(source, str) and source.endswith(".gguf")):
         return None
-    from .gguf_header import FILE_TYPES, read_header
-
     try:
         kind = read_header(source)[0].get("general.file_type")
     except ValueError:

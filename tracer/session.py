@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from . import __version__
-from .adapters import adapter_for
+from .adapters.registry import adapter_for
 from .attention import IMPLEMENTATION
 from .attention import register as register_attention
 from .lens import LENS_FILE, RESID_ROWS, LogitLens, stored_layout

@@ -414,7 +414,7 @@ def cmd_info(args) -> int:
         console.print(config_extras(facts))
         return 0
     _quiet_transformers()
-    from stepscope.tracer.adapters import adapter_for
+    from stepscope.tracer.adapters.registry import adapter_for
     from stepscope.tracer.loading import load_model
     from stepscope.tracer.model_info import model_facts
 
