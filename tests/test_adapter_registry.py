@@ -93,6 +93,8 @@ def test_a_family_is_one_class_that_registers_itself(monkeypatch):
     assert registered_adapters()["toy_registry_test"] is ToyAdapter
     with pytest.raises(TypeError, match="two adapters"):
         type("OtherToyAdapter", (Adapter,), {"family": "toy2", "model_types": ("toy_registry_test",)})
+    with pytest.raises(TypeError, match="unknown module roles"):
+        type("TypoAdapter", (Adapter,), {"modules": {"ln_1": "ln_1"}})
     model = tiny_model("llama")
     model.config.model_type = "toy_registry_test"
     assert isinstance(adapter_for(model), ToyAdapter)

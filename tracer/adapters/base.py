@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from ..names import BLOCK_NAMES, O_INPUT, expand_norm_names
-from .slots import ATTENTION, BLOCK_SLOTS, MLP, Slot
+from .slots import ATTENTION, BLOCK_SLOTS, MLP, ROLES, Slot
 
 Transform = Callable[[torch.Tensor], torch.Tensor]
 
@@ -188,6 +188,9 @@ class Adapter:
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
+        unknown = sorted((set(cls.modules) | {s.role for s in cls.slots}) - set(ROLES))
+        if unknown:
+            raise TypeError(f"{cls.__qualname__}: unknown module roles {unknown} (roles: {', '.join(ROLES)})")
         for model_type in cls.__dict__.get("model_types", ()):
             other = _REGISTERED.get(model_type)
             if other is not None and (other.__module__, other.__qualname__) != (cls.__module__, cls.__qualname__):
