@@ -82,7 +82,7 @@ def _attention(c: dict, s: dict) -> int:
     if rules.qk_norm == "full":
         n += (h + kv) * dh
     if rules.attention_sinks:
-        n += h
+        n += h  # one sink logit per head
     if rules.output_gate:
         n += d * h * dh  # the output gate shares q_proj
     return n
