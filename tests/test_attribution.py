@@ -58,7 +58,7 @@ def test_terms_sum_to_the_logit_difference(tmp_path, key):
         b = attribute(trace, i, other=other)
         assert b.actual == pytest.approx(logits[chosen] - logits[other], abs=1e-9)
         _close(b)
-    if trace.model["family"] != "generic":  # adapters: per-head results on every attention block
+    if not trace.model.get("generic_fallback"):  # adapters: per-head results on every attention block
         a = attribute(trace, len(trace.steps) - 1)
         heads = [t for t in a.terms if t.kind == "head"]
         assert heads and {t.layer for t in heads} == {i for i in range(trace.model["n_layers"]) if f"blocks.{i}.attn.hook_result" in trace.steps[-1]}
