@@ -42,6 +42,14 @@ for every decode step, and against `model.generate`'s greedy tokens; in float32 
 (tolerances: `docs/FIDELITY.md`). "Names per step" counts the names of the prefill step
 (per block / in all, sampling included).
 
+A family is one module in `tracer/adapters/`: an `Adapter` subclass that declares its
+`model_types` (it registers itself; `tracer/adapters/registry.py` imports the module), names its
+block's modules per role (`modules`), composes the standard hook slots (`tracer/adapters/slots.py`)
+where its block differs, lists its own attention and MLP names (`attention_hooks`, `mlp_hooks`)
+and writes what readers need into the manifest's facts (`layout`, `norm_topk_prob`, post-norms,
+...). Where its config counts parameters differently from a Llama-style decoder (`stepscope info`
+without weights), it adds an entry to `tracer/adapters/facts.py`. No other module names a family.
+
 transformers {version}, torch {torch}.
 
 | family | model_type | example models | specifics | names per step | not applicable | family extras | checks passed (float32 / bfloat16) |
@@ -54,7 +62,7 @@ def _row(family, t32, t16) -> str:
     names = t32.trace.steps[0].names
     block = {split_block_name(n)[1] for n in names if split_block_name(n)}
     extras = [n for n in EXTRA_NAMES if n in block]
-    if m["family"] == "generic":
+    if m.get("generic_fallback"):
         no_map = m.get("layers_without_attention") or []
         absent = f"missing: {len(m['missing_names'])} block names (attention recorded through the interface"
         absent += f"; layers {no_map} have no attention map)" if no_map else ")"

@@ -41,7 +41,7 @@ def check_model_options(spec: str | None, device: str, dtype: str) -> None:
 
 def loaded_model_facts(spec: str | None, device: str = "cpu", dtype: str = "auto") -> dict:
     """The model facts a trace's manifest would hold, from the loaded weights (`stepscope info --load`)."""
-    from stepscope.tracer.adapters import adapter_for
+    from stepscope.tracer.adapters.registry import adapter_for
     from stepscope.tracer.loading import load_model as load
     from stepscope.tracer.model_info import model_facts
 

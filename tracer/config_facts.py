@@ -12,24 +12,15 @@ import glob
 import json
 import os
 
+from .adapters.facts import CHECKED, config_rules
+from .errors import ConfigError
+from .gguf_header import gguf_config
 from .model_info import COMPONENTS
 
-# families whose MLP is up → act → down (no gate), with LayerNorm (weight and bias) and biases
-_LAYERNORM_FAMILIES = {"gpt2", "gpt_neox", "gptj", "opt", "phi", "bloom", "falcon", "starcoder2", "gpt_bigcode", "codegen"}
-_QKV_BIAS_ONLY = {"qwen2", "qwen2_moe", "glm4", "glm"}  # q/k/v projections have a bias, o does not
-_QK_NORM_PER_HEAD = {"qwen3", "qwen3_moe", "qwen3_next", "gemma3", "gemma3_text"}  # [d_head] weights
-_QK_NORM_FULL = {"olmo2"}  # q_norm over n_heads * d_head, k_norm over n_kv_heads * d_head
-_FOUR_NORMS = {"gemma2", "gemma3", "gemma3_text", "glm4"}  # pre and post norms around attention and MLP
-_TIED_DEFAULT_FALSE = {"llama", "mistral", "mixtral", "qwen2", "qwen2_moe", "qwen3_moe", "deepseek_v3", "gpt_neox", "phi3", "olmo2", "glm4", "gpt_oss"}
-# model types whose counts are checked against real weights (tests/test_config_facts.py); others
-# are counted with the same rules (a Llama-style decoder unless a rule above says otherwise)
-CHECKED = {"gpt2", "llama", "mistral", "qwen2", "qwen3", "phi3", "gemma2", "gemma3_text", "gpt_neox", "mixtral",
-           "qwen3_moe", "olmo2", "smollm3", "glm4", "deepseek_v3", "gpt_oss", "qwen3_next", "opt"}
 DTYPE_BYTES = {"float32": 4, "float16": 2, "bfloat16": 2, "float8_e4m3fn": 1}
 
-
-class ConfigError(ValueError):
-    """The config cannot be read or lacks a size the counts need; one line for the user."""
+__all__ = ["CHECKED", "ConfigError", "DTYPE_BYTES", "checkpoint_params", "config_facts", "hub_cache_config",
+           "kv_cache", "parameter_counts", "read_config", "text_config"]
 
 
 def _get(c: dict, *keys, default=None):
@@ -54,7 +45,7 @@ def _shape(c: dict) -> dict:
     kv = 1 if c.get("multi_query") else _int(c, "num_key_value_heads", "n_kv_heads", default=n_heads)
     if d == 0 or n_heads == 0:
         raise ConfigError("config has no hidden size or no attention heads")
-    layernorm = mt in _LAYERNORM_FAMILIES
+    rules = config_rules(mt)
     ff = _int(c, "intermediate_size", "n_inner", "ffn_dim", default=4 * d)
     return {
         "model_type": mt,
@@ -65,15 +56,15 @@ def _shape(c: dict) -> dict:
         "d_head": _int(c, "head_dim", default=d // n_heads),
         "ff": ff,
         "vocab": _int(c, "vocab_size"),
-        "layernorm": layernorm,
-        "tied": bool(c.get("tie_word_embeddings", mt not in _TIED_DEFAULT_FALSE)),
+        "rules": rules,
+        "layernorm": rules.layernorm,
+        "tied": bool(c.get("tie_word_embeddings", rules.tied_default)),
     }
 
 
 # -- parameter counts --------------------------------------------------------------------------
 def _attention(c: dict, s: dict) -> int:
     d, h, kv, dh = s["d"], s["n_heads"], s["kv"], s["d_head"]
-    mt = s["model_type"]
     if c.get("kv_lora_rank"):  # multi-head latent attention (DeepSeek-V2/V3)
         rope, nope, dv = c["qk_rope_head_dim"], c["qk_nope_head_dim"], c["v_head_dim"]
         r_q, r_kv = c.get("q_lora_rank"), c["kv_lora_rank"]
@@ -81,17 +72,18 @@ def _attention(c: dict, s: dict) -> int:
         kv_part = d * (r_kv + rope) + r_kv + r_kv * h * (nope + dv)  # kv_a (with the rope key), its norm, kv_b
         return q + kv_part + h * dv * d
     n = d * h * dh * 2 + d * kv * dh * 2  # W_Q, W_O, W_K, W_V
-    if mt in _QKV_BIAS_ONLY:
-        n += h * dh + 2 * kv * dh if mt.startswith("qwen2") or c.get("attention_bias") else 0
-    elif mt in ("gpt2", "gpt_neox", "opt", "phi", "starcoder2") or c.get("attention_bias"):
+    rules = s["rules"]
+    if rules.attention_bias == "all" or (rules.attention_bias == "config" and c.get("attention_bias")):
         n += h * dh + 2 * kv * dh + d  # q, k, v and output biases
-    if mt in _QK_NORM_PER_HEAD:
+    elif rules.attention_bias == "qkv" or (rules.attention_bias == "qkv_config" and c.get("attention_bias")):
+        n += h * dh + 2 * kv * dh  # q, k, v biases (o has none)
+    if rules.qk_norm == "per_head":
         n += 2 * dh
-    if mt in _QK_NORM_FULL:
+    if rules.qk_norm == "full":
         n += (h + kv) * dh
-    if mt == "gpt_oss":
-        n += h  # attention sinks
-    if mt == "qwen3_next":
+    if rules.attention_sinks:
+        n += h  # one sink logit per head
+    if rules.output_gate:
         n += d * h * dh  # the output gate shares q_proj
     return n
 
@@ -138,10 +130,9 @@ def _layer_mlp(c: dict, s: dict, layer: int) -> tuple[int, int, int]:
     n_exp, k, ff, shared = moe
     d = s["d"]
     expert = 3 * d * ff
-    if s["model_type"] == "gpt_oss":
-        expert += 2 * ff + d  # gate_up and down biases
     router = n_exp * d
-    if s["model_type"] == "gpt_oss":
+    if s["rules"].expert_biases:
+        expert += 2 * ff + d  # gate_up and down biases
         router += n_exp  # router bias
     shared_n = 3 * d * shared if shared else 0
     if c.get("shared_expert_intermediate_size"):
@@ -159,11 +150,11 @@ def parameter_counts(c: dict) -> dict:
     counts = dict.fromkeys(COMPONENTS, 0)
     embed = s["vocab"] * s["d"]
     counts["embedding"] = embed
-    if s["model_type"] in ("gpt2", "opt", "gpt_bigcode"):
+    if s["rules"].learned_positions:
         n_pos = _int(c, "n_positions", "max_position_embeddings")
-        counts["embedding"] += (n_pos + 2 if s["model_type"] == "opt" else n_pos) * s["d"]
+        counts["embedding"] += (n_pos + s["rules"].position_offset) * s["d"]
     counts["lm_head"] = 0 if s["tied"] else embed
-    norms_per_layer = 4 if s["model_type"] in _FOUR_NORMS else 2
+    norms_per_layer = s["rules"].norms_per_layer
     active_mlp = router = 0
     for layer in range(s["layers"]):
         total, active, r = _layer_mlp(c, s, layer)
@@ -236,7 +227,7 @@ def config_facts(config: dict, name: str = "", source: str = "") -> dict:
         "d_mlp": s["ff"],
         "vocab_size": s["vocab"],
         "n_ctx": _get(c, "max_position_embeddings", "n_positions"),
-        "positional": "absolute" if s["model_type"] in ("gpt2", "opt", "gpt_bigcode") else "rotary",
+        "positional": "absolute" if s["rules"].learned_positions else "rotary",
         "norm": "LayerNorm" if s["layernorm"] else "RMSNorm",
         "act": _get(c, "hidden_act", "activation_function"),
         "gated_mlp": not s["layernorm"],
@@ -317,8 +308,6 @@ def hub_cache_config(repo_id: str) -> str | None:
 def read_config(target: str) -> tuple[dict, str, str | None]:
     """(config dict, display name, weights note) for a config.json, model directory, .gguf or cached hub id."""
     if target.endswith(".gguf") and os.path.isfile(target):
-        from .gguf_header import gguf_config
-
         config, weights = gguf_config(target)
         return config, os.path.splitext(os.path.basename(target))[0], weights
     if os.path.isdir(target):

@@ -10,7 +10,8 @@ from __future__ import annotations
 import mmap
 import struct
 
-from .config_facts import ConfigError
+from .adapters.facts import GGUF_MODEL_TYPES
+from .errors import ConfigError
 from .inert import inert
 
 _SCALARS = {0: "<B", 1: "<b", 2: "<H", 3: "<h", 4: "<I", 5: "<i", 6: "<f", 7: "<?", 10: "<Q", 11: "<q", 12: "<d"}
@@ -19,8 +20,6 @@ MAX_ITEMS = 1 << 24
 # GGML file types (llama.cpp's LLAMA_FTYPE) that the header's general.file_type names
 FILE_TYPES = {0: "F32", 1: "F16", 2: "Q4_0", 3: "Q4_1", 7: "Q8_0", 8: "Q5_0", 9: "Q5_1", 10: "Q2_K", 11: "Q3_K_S",
               12: "Q3_K_M", 13: "Q3_K_L", 14: "Q4_K_S", 15: "Q4_K_M", 16: "Q5_K_S", 17: "Q5_K_M", 18: "Q6_K", 32: "BF16"}
-_MODEL_TYPES = {"llama": "llama", "qwen2": "qwen2", "qwen3": "qwen3", "gpt2": "gpt2", "mistral": "mistral",
-                "phi3": "phi3", "gemma2": "gemma2", "gemma3": "gemma3_text", "qwen2moe": "qwen2_moe", "qwen3moe": "qwen3_moe"}
 
 
 class _Cursor:
@@ -106,7 +105,7 @@ def gguf_config(path: str) -> tuple[dict, str]:
     vocab = get("vocab_size") or (tokens[1] if isinstance(tokens, tuple) else None)
     d, heads = get("embedding_length"), get("attention.head_count")
     config = {
-        "model_type": _MODEL_TYPES.get(arch, arch),
+        "model_type": GGUF_MODEL_TYPES.get(arch, arch),
         "architectures": [inert(f"{arch} (GGUF: {meta.get('general.name') or 'unnamed'})", 120)],  # untrusted header text
         "hidden_size": d,
         "num_hidden_layers": get("block_count"),

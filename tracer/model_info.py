@@ -1,8 +1,11 @@
-"""Architecture facts, parameter counts per component and tokenizer facts, as plain dicts."""
+"""Architecture facts, parameter counts per component and tokenizer facts, as plain dicts, and
+what a reader makes of a few of them (older traces lack some keys)."""
 
 from __future__ import annotations
 
 import json
+
+from .gguf_header import FILE_TYPES, read_header
 
 COMPONENTS = ("embedding", "attention", "mlp", "norms", "lm_head", "other")
 
@@ -60,12 +63,22 @@ def model_facts(model, adapter, name: str, source: str) -> dict:
     return facts
 
 
+def is_generic_fallback(facts: dict) -> bool:
+    """Traced by the generic fallback (`generic_fallback`; older traces: only it wrote `final_norm_found`)."""
+    flag = facts.get("generic_fallback")
+    return bool(flag) if flag is not None else "final_norm_found" in facts
+
+
+def renormalises_top_k(facts: dict) -> bool | None:
+    """Whether a mixture of experts renormalises the chosen experts' weights to sum 1
+    (`norm_topk_prob`), None when the facts do not say."""
+    return bool(facts["norm_topk_prob"]) if "norm_topk_prob" in facts else None
+
+
 def weights_origin(source: str, model) -> str | None:
     """Where the weights came from in words, e.g. "GGUF Q4_1, dequantised to float32"."""
     if not (isinstance(source, str) and source.endswith(".gguf")):
         return None
-    from .gguf_header import FILE_TYPES, read_header
-
     try:
         kind = read_header(source)[0].get("general.file_type")
     except ValueError:

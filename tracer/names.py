@@ -146,6 +146,17 @@ def forward_order(names) -> list[str]:
     return sorted(names, key=order_key)
 
 
+def expand_norm_names(names) -> set[str]:
+    """A norm declared as `P.hook_normalized` records P.hook_scale, P.hook_normalized and P.hook_out."""
+    out = set()
+    for n in names:
+        out.add(n)
+        if n.endswith(".hook_normalized"):
+            prefix = n[: -len(".hook_normalized")]
+            out |= {prefix + ".hook_scale", prefix + ".hook_out"}
+    return out
+
+
 def shape_doc(name: str) -> str:
     """The documented shape of a recorded name, e.g. "[T, n_heads, d_head]", or "" if unknown."""
     parts = split_block_name(name)

@@ -24,7 +24,7 @@ import functools
 import torch
 from torch import nn
 
-from .adapters import Adapter, HookPoint
+from .adapters.base import Adapter, HookPoint
 from .adapters.base import norm_eps, norm_kind
 from .adapters.base import rows as base_rows
 from .attention import IMPLEMENTATION, register

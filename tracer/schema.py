@@ -83,6 +83,10 @@ class StepEntry(TypedDict, total=False):
 class ModelFacts(TypedDict, total=False):
     name: str
     family: str
+    generic_fallback: bool  # traced by the generic fallback (no adapter for the architecture)
+    layout: dict[str, Any]  # projections: {"qkv": "separate" | "fused" | "fused_heads" | "conv1d", "qkv_bias",
+    #                         "out_bias", "mlp_fused", "conv1d": bool}
+    norm_topk_prob: bool  # mixture of experts: the chosen experts' weights are renormalised to sum 1
     architecture: str
     n_layers: int
     d_model: int

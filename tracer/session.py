@@ -21,15 +21,14 @@ import transformers
 from transformers import DynamicCache
 
 from . import __version__
-from .adapters import adapter_for
-from .adapters.base import expand_norm_names
+from .adapters.registry import adapter_for
 from .attention import IMPLEMENTATION
 from .attention import register as register_attention
 from .budget import BudgetError, Plan, budget_bytes, recording_plan
 from .lens import RESID_ROWS, LogitLens, stored_layout
 from .loading import load_model
 from .model_info import chat_default, eos_ids, model_facts, tokenizer_facts
-from .names import NameFilter, block_name
+from .names import NameFilter, block_name, expand_norm_names
 from .reader import Step, Trace
 from .recorder import Recorder
 from .sampler import Sampler, SamplerSettings

@@ -40,12 +40,13 @@ def test_an_adapter_refuses_a_transformers_older_than_its_modelling_code(monkeyp
     import pytest
 
     from tests.support.tiny_models import tiny_model
-    import stepscope.tracer.adapters
-    from stepscope.tracer.adapters import UnsupportedModel, adapter_for
+    from stepscope.tracer.adapters import registry
+    from stepscope.tracer.adapters.base import UnsupportedModel
+    from stepscope.tracer.adapters.registry import adapter_for
 
     model = tiny_model("qwen3_next")
     adapter_for(model)  # the installed release is new enough
-    assert stepscope.tracer.adapters.installed_transformers() == transformers.__version__
-    monkeypatch.setattr(stepscope.tracer.adapters, "installed_transformers", lambda: "5.23.0")
+    assert registry.installed_transformers() == transformers.__version__
+    monkeypatch.setattr(registry, "installed_transformers", lambda: "5.23.0")
     with pytest.raises(UnsupportedModel, match=r"qwen3_next needs transformers >= 5.24 \(installed: 5.23.0\)"):
         adapter_for(model)

@@ -58,7 +58,7 @@ def test_terms_sum_to_the_logit_difference(tmp_path, key):
         b = attribute(trace, i, other=other)
         assert b.actual == pytest.approx(logits[chosen] - logits[other], abs=1e-9)
         _close(b)
-    if trace.model["family"] != "generic":  # adapters: per-head results on every attention block
+    if not trace.model.get("generic_fallback"):  # adapters: per-head results on every attention block
         a = attribute(trace, len(trace.steps) - 1)
         heads = [t for t in a.terms if t.kind == "head"]
         assert heads and {t.layer for t in heads} == {i for i in range(trace.model["n_layers"]) if f"blocks.{i}.attn.hook_result" in trace.steps[-1]}
@@ -69,7 +69,7 @@ def test_hook_result_is_z_times_w_o(tmp_path, key):
     """Each head's row equals its z (last position) times its slice of the output projection,
     from the model's weights (Linear [d_model, in] and GPT-2's Conv1D [in, d_model])."""
     model, trace = _trace(tmp_path, key, new_tokens=1)
-    from stepscope.tracer.adapters import adapter_for
+    from stepscope.tracer.adapters.registry import adapter_for
     from stepscope.tracer.adapters.base import out_projection
 
     adapter = adapter_for(model)

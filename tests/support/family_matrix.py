@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 import torch
 
 from stepscope.tracer import load_trace
-from stepscope.tracer.adapters import adapter_for
+from stepscope.tracer.adapters.registry import adapter_for
 from stepscope.tracer.recorder import Recorder
 from stepscope.tracer.session import GenerationSettings, LiveSession
 
@@ -148,7 +148,7 @@ NORM_OFFSET = {"qwen3_next": 1.0}
 
 def _head(t: Traced):
     """The head reference (embedding, final norm, unembedding) of the traced family."""
-    generic = t.adapter.family == "generic"
+    generic = t.adapter.generic_fallback
     head = head_ref(t.model, "generic" if generic else t.family.key)
     offset = NORM_OFFSET.get(t.family.key)
     if offset is not None:
@@ -228,7 +228,7 @@ def check_greedy(t: Traced) -> None:
 def verify(family: Family, dtype: torch.dtype = torch.float32, out: str | None = None) -> Traced:
     """Trace (into `out`, else a new temporary directory) and run every check; raises CheckFailed on the first failure."""
     t = trace_family(family, dtype, out=out)
-    if t.adapter.family == "generic":
+    if t.adapter.generic_fallback:
         check_generic_recomputation(t)
         if t.adapter.attention_names:
             check_generic_attention(t)

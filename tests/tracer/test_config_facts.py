@@ -143,7 +143,7 @@ def test_gguf_header_counts_equal_tensor_shapes():
 def test_every_counted_family_is_checked():
     """Each model type the counter claims as checked has a tiny model compared against its weights above."""
     from tests.support.tiny_models import FAMILY_CONFIGS
-    from stepscope.tracer.config_facts import CHECKED
+    from stepscope.tracer.adapters.facts import CHECKED
 
     assert CHECKED <= {c["model_type"] for c in FAMILY_CONFIGS.values()}
     assert "params_note" in config_facts({**PUBLISHED["SmolLM2-135M"][0], "model_type": "brand_new"})

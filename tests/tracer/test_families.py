@@ -29,7 +29,8 @@ from tests.support.family_matrix import (
 )
 from tests.support.family_refs import block_ref, head_ref, randomize_norms, rotary_tables
 from tests.support.tiny_models import tiny_model
-from stepscope.tracer.adapters import UnsupportedModel, adapter_for
+from stepscope.tracer.adapters.base import UnsupportedModel
+from stepscope.tracer.adapters.registry import adapter_for
 from stepscope.tracer.adapters.generic import GenericFallbackWarning, find_layers
 from stepscope.tracer.names import BLOCK_NAMES, FINAL_NAMES, SAMPLING_NAMES, shape_doc
 

@@ -10,7 +10,7 @@ import torch
 from tests.support.family_refs import randomize_norms
 from tests.support.tiny_models import byte_tokenizer, tiny_model
 from stepscope.tracer import load_trace
-from stepscope.tracer.adapters import adapter_for
+from stepscope.tracer.adapters.registry import adapter_for
 from stepscope.tracer.recorder import Recorder
 from stepscope.tracer.session import GenerationSettings, LiveSession
 

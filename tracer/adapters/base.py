@@ -3,17 +3,23 @@
 An adapter names, for one model family, the modules whose input or output *is* a recorded
 tensor (`HookPoint`s), which attention names the traced attention function records, and the
 family's architecture facts. Everything else (hooks, recording, sampling, writing) is shared.
+
+A block's hook points come from the standard slots (`slots.BLOCK_SLOTS`) at the modules the
+adapter names per role, plus the family's own attention and MLP names. Every subclass that
+declares `model_types` registers itself (`registered_adapters`); the package's `registry`
+module imports each family's module and picks the adapter for a model.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Callable
 
 import torch
 from torch import nn
 
-from ..names import O_INPUT
+from ..names import BLOCK_NAMES, O_INPUT, expand_norm_names
+from .slots import ATTENTION, BLOCK_SLOTS, MLP, ROLES, Slot
 
 Transform = Callable[[torch.Tensor], torch.Tensor]
 
@@ -126,36 +132,50 @@ def w_o(proj: nn.Module, n_heads: int) -> torch.Tensor:
     return w.reshape(w.shape[0], n_heads, -1).permute(1, 2, 0)
 
 
-def expand_norm_names(names) -> set[str]:
-    """A norm declared as `P.hook_normalized` records P.hook_scale, P.hook_normalized and P.hook_out."""
-    out = set()
-    for n in names:
-        out.add(n)
-        if n.endswith(".hook_normalized"):
-            prefix = n[: -len(".hook_normalized")]
-            out |= {prefix + ".hook_scale", prefix + ".hook_out"}
-    return out
-
-
 class UnsupportedModel(ValueError):
     """The model cannot be traced (not a decoder, or no list of layers to hook)."""
+
+
+@dataclass(frozen=True)
+class Layout:
+    """How a family lays out its projections: the manifest's `layout`, read by the TUI's operation lines."""
+
+    qkv: str = "separate"  # "separate" | "fused" (one qkv_proj) | "fused_heads" (per head [q|k|v]) | "conv1d"
+    qkv_bias: bool = False  # q/k/v projections have biases
+    out_bias: bool = False  # W_O and the MLP projections have biases
+    mlp_fused: bool = False  # gate and up in one gate_up_proj
+    conv1d: bool = False  # Conv1D modules (weights stored [in, out])
+
+
+_REGISTERED: dict[str, type[Adapter]] = {}
+
+
+def registered_adapters() -> dict[str, type[Adapter]]:
+    """model_type -> the adapter class that declared it (every imported family module)."""
+    return dict(_REGISTERED)
 
 
 class Adapter:
     """Base adapter: a decoder with `model.model.layers` in the Llama layout.
 
     Subclasses override what differs. `block_hooks` lists the hook points of one block with
-    block-local names; the traced attention function records `attention_names`.
+    block-local names, from `slots` at the modules `modules` names; the traced attention
+    function records `attention_names`. A subclass that declares `model_types` registers itself.
     """
 
-    family = "generic"
+    family = ""
     model_types: tuple[str, ...] = ()
     min_transformers: str = "0"  # the oldest transformers whose modelling code this adapter matches
+    generic_fallback = False  # the adapter for architectures no family adapter knows
     rotary = True
     norm = "rmsnorm"
     gated_mlp = True
     parallel_attn_mlp = False
     norm_weight_offset = 0.0  # the norms multiply by (offset + w): 1.0 in Gemma
+    layout = Layout()
+    # role -> the block's attribute holding that module (slots.ROLES); a role left out is not there
+    modules: dict[str, str] = {"ln1": "input_layernorm", "attn": "self_attn", "ln2": "post_attention_layernorm", "mlp": "mlp"}
+    slots: tuple[Slot, ...] = BLOCK_SLOTS
     # The block's real equations in recorded names, shown by the TUI instead of a generic diagram.
     data_flow: tuple[str, ...] = (
         "ln1 = RMSNorm(resid_pre)",
@@ -165,6 +185,17 @@ class Adapter:
         "ln2 = RMSNorm(resid_mid); post = act(ln2·W_gate) * (ln2·W_up)",
         "mlp_out = post·W_down; resid_post = resid_mid + mlp_out",
     )
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        unknown = sorted((set(cls.modules) | {s.role for s in cls.slots}) - set(ROLES))
+        if unknown:
+            raise TypeError(f"{cls.__qualname__}: unknown module roles {unknown} (roles: {', '.join(ROLES)})")
+        for model_type in cls.__dict__.get("model_types", ()):
+            other = _REGISTERED.get(model_type)
+            if other is not None and (other.__module__, other.__qualname__) != (cls.__module__, cls.__qualname__):
+                raise TypeError(f"model_type {model_type!r} has two adapters: {other.__qualname__} and {cls.__qualname__}")
+            _REGISTERED[model_type] = cls
 
     def __init__(self, model: nn.Module):
         self.model = model
@@ -189,12 +220,54 @@ class Adapter:
     def lm_head(self) -> nn.Module:
         return self.model.lm_head
 
-    def attention(self, layer: nn.Module) -> nn.Module:
+    def attention(self, layer: nn.Module) -> nn.Module | None:
         """The module the traced attention function receives as `module`."""
-        return layer.self_attn
+        return self.slot_module(layer, "attn")
+
+    def n_kv_heads(self) -> int:
+        return getattr(self.config, "num_key_value_heads", None) or self.config.num_attention_heads
+
+    def d_head(self) -> int:
+        c = self.config
+        return getattr(c, "head_dim", None) or c.hidden_size // c.num_attention_heads
+
+    # -- hook points -------------------------------------------------------------------------
+    def slot_module(self, layer: nn.Module, role: str) -> nn.Module | None:
+        """The block's module in `role` ("block": the block itself), None where the family has none."""
+        if role == "block":
+            return layer
+        attr = self.modules.get(role)
+        return getattr(layer, attr) if attr else None
+
+    def attention_hooks(self, attn: nn.Module) -> list[HookPoint]:
+        """q and k before RoPE (v, rotated q/k, scores, pattern and z come from the attention function)."""
+        return [
+            HookPoint(attn.q_proj, "out", "attn.hook_q", heads(self.config.num_attention_heads)),
+            HookPoint(attn.k_proj, "out", "attn.hook_k", heads(self.n_kv_heads())),
+        ]
+
+    def mlp_hooks(self, mlp: nn.Module) -> list[HookPoint]:
+        """The MLP's own names (hook_mlp_out is a standard slot): SwiGLU gate, up and down's input."""
+        return [
+            HookPoint(mlp.gate_proj, "out", "mlp.hook_pre"),
+            HookPoint(mlp.up_proj, "out", "mlp.hook_pre_linear"),
+            HookPoint(mlp.down_proj, "in", "mlp.hook_post"),
+        ]
 
     def block_hooks(self, layer: nn.Module) -> list[HookPoint]:
-        raise NotImplementedError
+        """The block's hook points in forward order: the slots, with the family's attention and MLP names."""
+        points = []
+        for slot in self.slots:
+            module = self.slot_module(layer, slot.role)
+            if module is None:
+                continue
+            if slot == ATTENTION:
+                points += self.attention_hooks(module)
+            elif slot == MLP:
+                points += self.mlp_hooks(module)
+            else:
+                points.append(HookPoint(module, slot.where, slot.name))
+        return points
 
     def result_hook(self, layer: nn.Module, lazy: bool = False) -> HookPoint | None:
         """`attn.hook_result` [n_heads, d_model] at the step's last position (direct logit attribution),
@@ -253,8 +326,6 @@ class Adapter:
 
     def not_applicable(self) -> list[str]:
         """Block-local names of the vocabulary this family does not have."""
-        from ..names import BLOCK_NAMES
-
         have = expand_norm_names(p.name for layer in self.layers() for p in self.block_hooks(layer)) | set(self.attention_names.values())
         return [n for n in BLOCK_NAMES if n not in have]
 
@@ -333,10 +404,8 @@ class Adapter:
         """Features of each head that RoPE turns (fewer than d_head with a partial_rotary_factor)."""
         if not self.rotary:
             return None
-        c = self.config
-        d_head = getattr(c, "head_dim", None) or c.hidden_size // c.num_attention_heads
-        factor = (getattr(c, "rope_parameters", None) or {}).get("partial_rotary_factor") or 1.0
-        return int(d_head * factor)
+        factor = (getattr(self.config, "rope_parameters", None) or {}).get("partial_rotary_factor") or 1.0
+        return int(self.d_head() * factor)
 
     def facts(self) -> dict:
         c = self.config
@@ -344,6 +413,8 @@ class Adapter:
         d_model = c.hidden_size
         return {
             "family": self.family,
+            "generic_fallback": self.generic_fallback,
+            "layout": asdict(self.layout),
             "n_layers": c.num_hidden_layers,
             "d_model": d_model,
             "n_heads": n_heads,

@@ -20,8 +20,8 @@ from __future__ import annotations
 import torch
 
 from .base import HookPoint, heads, rows
+from .common import router_hooks
 from .llama import LlamaAdapter
-from .mixtral import _as_is
 
 
 def _sigmoid_probs(router_logits: torch.Tensor) -> torch.Tensor:
@@ -61,10 +61,8 @@ class DeepseekV3Adapter(LlamaAdapter):
         if not hasattr(mlp, "experts"):
             return super().mlp_hooks(mlp)
         return [
-            HookPoint(mlp.gate, "out", "mlp.hook_router_probs", _sigmoid_probs, pick=0),
-            HookPoint(mlp.gate, "out", "mlp.hook_expert_ids", lambda t: _sorted_ids(_as_is(t)), pick=2),
+            *router_hooks(mlp.gate, probs=_sigmoid_probs, ids=_sorted_ids),
             HookPoint(mlp.shared_experts, "out", "mlp.hook_shared_out"),
-            HookPoint(mlp, "out", "hook_mlp_out"),
         ]
 
     def rotary_dim(self) -> int | None:

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import torch
 
-from .base import HookPoint, heads, rows
+from .base import HookPoint, rows
 from .llama import LlamaAdapter
 
 
@@ -35,6 +35,12 @@ class GemmaAdapter(LlamaAdapter):
     model_types = ("gemma2", "gemma3_text")
     norm = "rmsnorm"
     norm_weight_offset = 1.0
+    modules = {
+        **LlamaAdapter.modules,
+        "ln1_post": "post_attention_layernorm",
+        "ln2": "pre_feedforward_layernorm",
+        "ln2_post": "post_feedforward_layernorm",
+    }
 
     @property
     def data_flow(self) -> tuple[str, ...]:
@@ -61,31 +67,13 @@ class GemmaAdapter(LlamaAdapter):
         )
 
     def attention_hooks(self, attn) -> list[HookPoint]:
-        c = self.config
-        points = [
-            HookPoint(attn.q_proj, "out", "attn.hook_q", heads(c.num_attention_heads)),
-            HookPoint(attn.k_proj, "out", "attn.hook_k", heads(self.n_kv_heads())),
-        ]
+        points = super().attention_hooks(attn)
         if hasattr(attn, "q_norm"):  # Gemma 3
             points += [
                 HookPoint(attn.q_norm, "out", "attn.hook_q_normed", _heads_first),
                 HookPoint(attn.k_norm, "out", "attn.hook_k_normed", _heads_first),
             ]
         return points
-
-    def block_hooks(self, layer) -> list[HookPoint]:
-        return [
-            HookPoint(layer, "in", "hook_resid_pre"),
-            HookPoint(layer.input_layernorm, "out", "ln1.hook_normalized"),
-            *self.attention_hooks(layer.self_attn),
-            HookPoint(layer.self_attn, "out", "hook_attn_out"),
-            HookPoint(layer.post_attention_layernorm, "out", "ln1_post.hook_normalized"),
-            HookPoint(layer.pre_feedforward_layernorm, "in", "hook_resid_mid"),
-            HookPoint(layer.pre_feedforward_layernorm, "out", "ln2.hook_normalized"),
-            *self.mlp_hooks(layer.mlp),
-            HookPoint(layer.post_feedforward_layernorm, "out", "ln2_post.hook_normalized"),
-            HookPoint(layer, "out", "hook_resid_post"),
-        ]
 
     def head_hooks(self) -> list[HookPoint]:
         """The recorded logits are the model's output, after soft-capping (not the lm_head output)."""

@@ -18,12 +18,16 @@ from __future__ import annotations
 
 import inspect
 import warnings
+import weakref
+from dataclasses import asdict
 
 from torch import nn
 
 from ..names import BLOCK_NAMES, FAMILY_EXTRAS, FINAL_NAMES
 from .base import Adapter, HookPoint, UnsupportedModel, rows
-from .gpt_oss import SINK
+from .common import ATTENTION_SINK
+from .slots import RESID_POST, RESID_PRE
+
 
 class GenericFallbackWarning(UserWarning):
     """Issued once per model traced by the generic fallback; names what cannot be recorded."""
@@ -33,6 +37,7 @@ FINAL_NORM_NAMES = ("norm", "final_norm", "ln_f", "final_layernorm", "final_laye
 FOUND_BLOCK_NAMES = ("hook_resid_pre", "hook_resid_post")
 _INTERFACE_MARKS = ("ALL_ATTENTION_FUNCTIONS", "attention_interface")
 _USES_INTERFACE: dict[type, bool] = {}
+_WARNED: weakref.WeakSet = weakref.WeakSet()  # models whose fallback notice was issued
 
 
 def uses_attention_interface(module: nn.Module) -> bool:
@@ -89,9 +94,12 @@ def find_final_norm(parent: nn.Module) -> nn.Module | None:
 
 class GenericAdapter(Adapter):
     family = "generic"
+    generic_fallback = True
     rotary = False
     norm = None
     gated_mlp = None
+    slots = (RESID_PRE, RESID_POST)
+
     @property
     def data_flow(self) -> tuple[str, ...]:
         attention = (
@@ -117,8 +125,8 @@ class GenericAdapter(Adapter):
         self._norm = find_final_norm(self._parent)
         self._attn = [find_attention(layer) for layer in self._layers]
         self._rotary = has_rope(model.config)
-        if not getattr(model, "_stepscope_generic_warned", False):
-            model._stepscope_generic_warned = True  # once per model, however many adapters are made
+        if model not in _WARNED:
+            _WARNED.add(model)  # once per model, however many adapters are made
             self._warn()
 
     @property
@@ -185,9 +193,6 @@ class GenericAdapter(Adapter):
             "linear attention or a recurrent state, which has no attention map)"
         )
 
-    def block_hooks(self, layer) -> list[HookPoint]:
-        return [HookPoint(layer, "in", "hook_resid_pre"), HookPoint(layer, "out", "hook_resid_post")]
-
     def head_hooks(self) -> list[HookPoint]:
         points = [HookPoint(self.embed(), "out", "hook_embed")]
         if self._norm is not None:
@@ -209,7 +214,9 @@ class GenericAdapter(Adapter):
         d_model = getattr(c, "hidden_size", None) or self.embed().weight.shape[1]
         n_heads = getattr(c, "num_attention_heads", None)
         facts = {
-            "family": "generic",
+            "family": self.family,
+            "generic_fallback": self.generic_fallback,
+            "layout": asdict(self.layout),
             "n_layers": len(self._layers),
             "d_model": d_model,
             "n_heads": n_heads,
@@ -230,7 +237,7 @@ class GenericAdapter(Adapter):
             "final_norm_found": self._norm is not None,
             "layers_without_attention": self.layers_without_attention(),
             "no_attention_reason": self._no_attention_reason(),
-            "attention_sink": SINK if any(getattr(a, "sinks", None) is not None for a in self._attn) else None,
+            "attention_sink": ATTENTION_SINK if any(getattr(a, "sinks", None) is not None for a in self._attn) else None,
             "attention_module": next((type(a).__name__ for a in self._attn if a is not None), None),
             "attention_inputs": (
                 "q, k, v as the attention function receives them (after the model's RoPE and q/k norms)"

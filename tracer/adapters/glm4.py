@@ -10,13 +10,14 @@
 from __future__ import annotations
 
 from .base import HookPoint
+from .common import fused_mlp_hooks
 from .llama import LlamaAdapter
-from .phi3 import _half
 
 
 class Glm4Adapter(LlamaAdapter):
     family = "glm4"
     model_types = ("glm4",)
+    modules = {**LlamaAdapter.modules, "ln1_post": "post_self_attn_layernorm", "ln2_post": "post_mlp_layernorm"}
     data_flow = (
         "ln1 = RMSNorm(resid_pre); q, k, v = ln1·W_Q + b_Q, ln1·W_K + b_K, ln1·W_V + b_V",
         "rot_q, rot_k = RoPE(q, k): interleaved pairs, first rotary_dim features only",
@@ -27,26 +28,7 @@ class Glm4Adapter(LlamaAdapter):
     )
 
     def mlp_hooks(self, mlp) -> list[HookPoint]:
-        return [
-            HookPoint(mlp.gate_up_proj, "out", "mlp.hook_pre", _half(0)),
-            HookPoint(mlp.gate_up_proj, "out", "mlp.hook_pre_linear", _half(1)),
-            HookPoint(mlp.down_proj, "in", "mlp.hook_post"),
-            HookPoint(mlp, "out", "hook_mlp_out"),
-        ]
-
-    def block_hooks(self, layer) -> list[HookPoint]:
-        return [
-            HookPoint(layer, "in", "hook_resid_pre"),
-            HookPoint(layer.input_layernorm, "out", "ln1.hook_normalized"),
-            *self.attention_hooks(layer.self_attn),
-            HookPoint(layer.self_attn, "out", "hook_attn_out"),
-            HookPoint(layer.post_self_attn_layernorm, "out", "ln1_post.hook_normalized"),
-            HookPoint(layer.post_attention_layernorm, "in", "hook_resid_mid"),
-            HookPoint(layer.post_attention_layernorm, "out", "ln2.hook_normalized"),
-            *self.mlp_hooks(layer.mlp),
-            HookPoint(layer.post_mlp_layernorm, "out", "ln2_post.hook_normalized"),
-            HookPoint(layer, "out", "hook_resid_post"),
-        ]
+        return fused_mlp_hooks(mlp)
 
     def facts(self) -> dict:
         facts = super().facts()

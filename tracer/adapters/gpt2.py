@@ -6,7 +6,7 @@
 
 from __future__ import annotations
 
-from .base import Adapter, HookPoint
+from .base import Adapter, HookPoint, Layout
 
 
 class GPT2Adapter(Adapter):
@@ -15,6 +15,8 @@ class GPT2Adapter(Adapter):
     rotary = False
     norm = "layernorm"
     gated_mlp = False
+    layout = Layout(qkv="conv1d", qkv_bias=True, out_bias=True, conv1d=True)
+    modules = {"ln1": "ln_1", "attn": "attn", "ln2": "ln_2", "mlp": "mlp"}
     data_flow = (
         "resid_pre(block 0) = embed + pos_embed (learned absolute positions)",
         "ln1 = LayerNorm(resid_pre); q|k|v = ln1·W_QKV + b_QKV (Conv1D c_attn, split in three)",
@@ -39,21 +41,11 @@ class GPT2Adapter(Adapter):
     def final_norm(self):
         return self.base().ln_f
 
-    def attention(self, layer):
-        return layer.attn
+    def attention_hooks(self, attn) -> list[HookPoint]:
+        return []  # q, k and v reach the attention function split from c_attn's output
 
-    def block_hooks(self, layer) -> list[HookPoint]:
-        return [
-            HookPoint(layer, "in", "hook_resid_pre"),
-            HookPoint(layer.ln_1, "out", "ln1.hook_normalized"),
-            HookPoint(layer.attn, "out", "hook_attn_out"),
-            HookPoint(layer.ln_2, "in", "hook_resid_mid"),
-            HookPoint(layer.ln_2, "out", "ln2.hook_normalized"),
-            HookPoint(layer.mlp.c_fc, "out", "mlp.hook_pre"),
-            HookPoint(layer.mlp.c_proj, "in", "mlp.hook_post"),
-            HookPoint(layer.mlp, "out", "hook_mlp_out"),
-            HookPoint(layer, "out", "hook_resid_post"),
-        ]
+    def mlp_hooks(self, mlp) -> list[HookPoint]:
+        return [HookPoint(mlp.c_fc, "out", "mlp.hook_pre"), HookPoint(mlp.c_proj, "in", "mlp.hook_post")]
 
     def facts(self) -> dict:
         facts = super().facts()

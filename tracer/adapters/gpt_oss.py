@@ -12,13 +12,8 @@ The recorded scores and pattern have one more column than keys, the last: the si
 from __future__ import annotations
 
 from .base import HookPoint
+from .common import ATTENTION_SINK, router_hooks
 from .llama import LlamaAdapter
-from .mixtral import _as_is, _router_probs
-
-SINK = (
-    "the last key column of attn.hook_attn_scores / attn.hook_pattern is the attention sink "
-    "(its logit, and the probability mass it absorbs; z uses the other columns)"
-)
 
 
 class GptOssAdapter(LlamaAdapter):
@@ -35,11 +30,7 @@ class GptOssAdapter(LlamaAdapter):
     )
 
     def mlp_hooks(self, mlp) -> list[HookPoint]:
-        return [
-            HookPoint(mlp.router, "out", "mlp.hook_router_probs", _router_probs, pick=0),
-            HookPoint(mlp.router, "out", "mlp.hook_expert_ids", _as_is, pick=2),
-            HookPoint(mlp, "out", "hook_mlp_out"),
-        ]
+        return router_hooks(mlp.router)
 
     def facts(self) -> dict:
         facts = super().facts()
@@ -47,7 +38,7 @@ class GptOssAdapter(LlamaAdapter):
         facts.update(
             n_experts=c.num_local_experts,
             experts_per_token=c.num_experts_per_tok,
-            attention_sink=SINK,
+            attention_sink=ATTENTION_SINK,
             swiglu_alpha=getattr(c, "swiglu_alpha", None),
             swiglu_limit=getattr(c, "swiglu_limit", None),
         )

@@ -10,29 +10,9 @@ Per-expert activations (hook_pre / hook_post) have no single [T, d_mlp] value: n
 
 from __future__ import annotations
 
-import torch
-
 from .base import HookPoint
+from .common import router_hooks
 from .llama import LlamaAdapter
-
-
-def _router_probs(router_logits: torch.Tensor) -> torch.Tensor:
-    """[T, n_experts] router logits -> probabilities, as the router computes them (float32 softmax)."""
-    return torch.softmax(router_logits.float(), dim=-1)
-
-
-def _as_is(t: torch.Tensor) -> torch.Tensor:
-    """[T, top_k] expert ids (the router flattens the batch already)."""
-    return t
-
-
-def moe_hooks(moe) -> list[HookPoint]:
-    """Router (its outputs: logits, top-k weights, top-k ids) and the block's output."""
-    return [
-        HookPoint(moe.gate, "out", "mlp.hook_router_probs", _router_probs, pick=0),
-        HookPoint(moe.gate, "out", "mlp.hook_expert_ids", _as_is, pick=2),
-        HookPoint(moe, "out", "hook_mlp_out"),
-    ]
 
 
 class MixtralAdapter(LlamaAdapter):
@@ -48,10 +28,11 @@ class MixtralAdapter(LlamaAdapter):
     )
 
     def mlp_hooks(self, mlp) -> list[HookPoint]:
-        return moe_hooks(mlp)
+        return router_hooks(mlp.gate)
 
     def facts(self) -> dict:
         facts = super().facts()
         c = self.config
-        facts.update(n_experts=c.num_local_experts, experts_per_token=c.num_experts_per_tok)
+        facts.update(n_experts=c.num_local_experts, experts_per_token=c.num_experts_per_tok,
+                     norm_topk_prob=True)  # the top-k weights are always renormalised
         return facts

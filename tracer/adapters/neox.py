@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import torch
 
-from .base import Adapter, HookPoint
+from .base import Adapter, HookPoint, Layout
+from .slots import RESID_MID, without
 
 
 def _qkv_part(n_heads: int, which: int):
@@ -30,10 +31,14 @@ class GPTNeoXAdapter(Adapter):
     model_types = ("gpt_neox",)
     norm = "layernorm"
     gated_mlp = False
+    layout = Layout(qkv="fused_heads", qkv_bias=True, out_bias=True)
+    modules = {"ln1": "input_layernorm", "attn": "attention", "ln2": "post_attention_layernorm", "mlp": "mlp"}
 
     def __init__(self, model):
         super().__init__(model)
         self.parallel_attn_mlp = bool(getattr(self.config, "use_parallel_residual", True))
+        if self.parallel_attn_mlp:
+            self.slots = without(self.slots, RESID_MID)  # attention and MLP both read resid_pre
 
     @property
     def data_flow(self) -> tuple[str, ...]:
@@ -65,31 +70,18 @@ class GPTNeoXAdapter(Adapter):
     def lm_head(self):
         return self.model.get_output_embeddings()  # `lm_head` (older releases: `embed_out`)
 
-    def attention(self, layer):
-        return layer.attention
-
     def d_head(self) -> int:
         return self.config.hidden_size // self.config.num_attention_heads
 
-    def block_hooks(self, layer) -> list[HookPoint]:
+    def attention_hooks(self, attn) -> list[HookPoint]:
         n = self.config.num_attention_heads
-        qkv = layer.attention.query_key_value
-        points = [
-            HookPoint(layer, "in", "hook_resid_pre"),
-            HookPoint(layer.input_layernorm, "out", "ln1.hook_normalized"),
-            HookPoint(qkv, "out", "attn.hook_q", _qkv_part(n, 0)),
-            HookPoint(qkv, "out", "attn.hook_k", _qkv_part(n, 1)),
-            HookPoint(layer.attention, "out", "hook_attn_out"),
+        return [
+            HookPoint(attn.query_key_value, "out", "attn.hook_q", _qkv_part(n, 0)),
+            HookPoint(attn.query_key_value, "out", "attn.hook_k", _qkv_part(n, 1)),
         ]
-        if not self.parallel_attn_mlp:
-            points.append(HookPoint(layer.post_attention_layernorm, "in", "hook_resid_mid"))
-        return points + [
-            HookPoint(layer.post_attention_layernorm, "out", "ln2.hook_normalized"),
-            HookPoint(layer.mlp.dense_h_to_4h, "out", "mlp.hook_pre"),
-            HookPoint(layer.mlp.dense_4h_to_h, "in", "mlp.hook_post"),
-            HookPoint(layer.mlp, "out", "hook_mlp_out"),
-            HookPoint(layer, "out", "hook_resid_post"),
-        ]
+
+    def mlp_hooks(self, mlp) -> list[HookPoint]:
+        return [HookPoint(mlp.dense_h_to_4h, "out", "mlp.hook_pre"), HookPoint(mlp.dense_4h_to_h, "in", "mlp.hook_post")]
 
     def facts(self) -> dict:
         facts = super().facts()

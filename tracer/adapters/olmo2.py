@@ -13,11 +13,14 @@ from __future__ import annotations
 
 from .base import HookPoint, heads
 from .llama import LlamaAdapter
+from .slots import BLOCK_SLOTS, RESID_MID, replacing
 
 
 class Olmo2Adapter(LlamaAdapter):
     family = "olmo2"
     model_types = ("olmo2",)
+    modules = {"attn": "self_attn", "ln1_post": "post_attention_layernorm", "mlp": "mlp", "ln2_post": "post_feedforward_layernorm"}
+    slots = replacing(BLOCK_SLOTS, RESID_MID.at("mlp"))  # no ln1/ln2: resid_mid is the MLP's input
     data_flow = (
         "q, k, v = resid_pre·W_Q, resid_pre·W_K, resid_pre·W_V (no norm before attention)",
         "q_normed, k_normed = RMSNorm over all heads of q, k; rot_q, rot_k = RoPE(q_normed, k_normed)",
@@ -33,18 +36,6 @@ class Olmo2Adapter(LlamaAdapter):
             *super().attention_hooks(attn),
             HookPoint(attn.q_norm, "out", "attn.hook_q_normed", heads(n_heads)),  # [B, T, n_heads * d_head] out
             HookPoint(attn.k_norm, "out", "attn.hook_k_normed", heads(n_kv)),
-        ]
-
-    def block_hooks(self, layer) -> list[HookPoint]:
-        return [
-            HookPoint(layer, "in", "hook_resid_pre"),
-            *self.attention_hooks(layer.self_attn),
-            HookPoint(layer.self_attn, "out", "hook_attn_out"),
-            HookPoint(layer.post_attention_layernorm, "out", "ln1_post.hook_normalized"),
-            HookPoint(layer.mlp, "in", "hook_resid_mid"),
-            *self.mlp_hooks(layer.mlp),
-            HookPoint(layer.post_feedforward_layernorm, "out", "ln2_post.hook_normalized"),
-            HookPoint(layer, "out", "hook_resid_post"),
         ]
 
     def facts(self) -> dict:

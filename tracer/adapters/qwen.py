@@ -6,13 +6,14 @@
 
 from __future__ import annotations
 
-from .base import HookPoint, per_head
+from .base import HookPoint, Layout, per_head
 from .llama import LlamaAdapter
 
 
 class Qwen2Adapter(LlamaAdapter):
     family = "qwen2"
     model_types = ("qwen2",)
+    layout = Layout(qkv_bias=True)
     data_flow = (
         "ln1 = RMSNorm(resid_pre)",
         "q, k, v = ln1·W_Q + b_Q, ln1·W_K + b_K, ln1·W_V + b_V; rot_q, rot_k = RoPE(q, k)",

@@ -10,7 +10,7 @@ and record the dense names there.
 from __future__ import annotations
 
 from .base import HookPoint
-from .mixtral import moe_hooks
+from .common import router_hooks
 from .qwen import Qwen3Adapter
 
 
@@ -28,7 +28,7 @@ class Qwen3MoeAdapter(Qwen3Adapter):
     )
 
     def mlp_hooks(self, mlp) -> list[HookPoint]:
-        return moe_hooks(mlp) if hasattr(mlp, "gate") and hasattr(mlp, "experts") else super().mlp_hooks(mlp)
+        return router_hooks(mlp.gate) if hasattr(mlp, "gate") and hasattr(mlp, "experts") else super().mlp_hooks(mlp)
 
     def facts(self) -> dict:
         facts = super().facts()

@@ -16,7 +16,7 @@ from __future__ import annotations
 import torch
 
 from .base import HookPoint, heads, per_head
-from .mixtral import moe_hooks
+from .common import router_hooks
 from .qwen import Qwen3Adapter
 
 
@@ -61,7 +61,15 @@ class Qwen3NextAdapter(Qwen3Adapter):
     def attention(self, layer):
         return getattr(layer, "self_attn", None)  # linear-attention blocks have no attention map
 
+    def slot_module(self, layer, role: str):
+        """The attention role is the block's token mixer: full attention, else linear attention."""
+        if role == "attn" and self.attention(layer) is None:
+            return layer.linear_attn
+        return super().slot_module(layer, role)
+
     def attention_hooks(self, attn) -> list[HookPoint]:
+        if not hasattr(attn, "q_proj"):  # a linear-attention mixer
+            return self.linear_attention_hooks(attn, attn.layer_idx)
         c = self.config
         return [
             HookPoint(attn.q_proj, "out", "attn.hook_q", _q_half(c.num_attention_heads, 0)),
@@ -80,23 +88,7 @@ class Qwen3NextAdapter(Qwen3Adapter):
         ]
 
     def mlp_hooks(self, mlp) -> list[HookPoint]:
-        return moe_hooks(mlp) if hasattr(mlp, "experts") else super().mlp_hooks(mlp)
-
-    def block_hooks(self, layer) -> list[HookPoint]:
-        if hasattr(layer, "self_attn"):
-            mixer, inner = layer.self_attn, self.attention_hooks(layer.self_attn)
-        else:
-            mixer, inner = layer.linear_attn, self.linear_attention_hooks(layer.linear_attn, layer.linear_attn.layer_idx)
-        return [
-            HookPoint(layer, "in", "hook_resid_pre"),
-            HookPoint(layer.input_layernorm, "out", "ln1.hook_normalized"),
-            *inner,
-            HookPoint(mixer, "out", "hook_attn_out"),
-            HookPoint(layer.post_attention_layernorm, "in", "hook_resid_mid"),
-            HookPoint(layer.post_attention_layernorm, "out", "ln2.hook_normalized"),
-            *self.mlp_hooks(layer.mlp),
-            HookPoint(layer, "out", "hook_resid_post"),
-        ]
+        return router_hooks(mlp.gate) if hasattr(mlp, "experts") else super().mlp_hooks(mlp)
 
     def layer_types(self) -> list[str] | None:
         return list(self.config.layer_types)

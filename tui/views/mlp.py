@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from stepscope.tracer.model_info import renormalises_top_k
 from stepscope.tracer.names import block_name, split_block_name
 from stepscope.tui.text import escape_for_display
 from stepscope.tui.views.cache import cached
@@ -42,14 +43,6 @@ class Routing:
 
 def is_moe(model: dict) -> bool:
     return bool(model.get("n_experts"))
-
-
-def renormalises(model: dict) -> bool | None:
-    """Whether the chosen experts' weights are renormalised: `norm_topk_prob` when the manifest
-    says it (Qwen-MoE), always for Mixtral, unknown otherwise."""
-    if "norm_topk_prob" in model:
-        return bool(model["norm_topk_prob"])
-    return True if model.get("family") == "mixtral" else None
 
 
 def is_mlp_name(name: str) -> bool:
@@ -86,7 +79,7 @@ def routing(trace, step_index: int, layer: int, row: int = -1) -> Routing | None
         ids = np.argsort(-probs, kind="stable")[:k]  # [top_k]
     ids = [int(e) for e in ids]
     p = [float(probs[e]) if probs is not None else float("nan") for e in ids]
-    renorm = renormalises(trace.model)
+    renorm = renormalises_top_k(trace.model)
     total = sum(p)
     w = [x / total for x in p] if renorm and total > 0 else p
     order = sorted(range(len(ids)), key=lambda i: -p[i] if np.isfinite(p[i]) else i)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from stepscope.tracer.model_info import is_generic_fallback, renormalises_top_k
 from stepscope.tracer.names import FAMILY_EXTRAS
 
 PARAM_ORDER = ("embedding", "attention", "mlp", "norms", "lm_head")
@@ -80,8 +81,8 @@ def experts_fact(m: dict) -> str:
     if not n:
         return "—"
     k = m.get("experts_per_token")
-    renorm = m.get("norm_topk_prob", True if m.get("family") == "mixtral" else None)
-    weights = {True: ", weights renormalised over the top-k", False: ", weights = router probabilities"}.get(renorm, "")
+    weights = {True: ", weights renormalised over the top-k", False: ", weights = router probabilities"}.get(
+        renormalises_top_k(m), "")
     dense = m.get("mlp_only_layers") or []
     return f"{n}, top-{k} per token{weights}" + (f"; dense MLP at layers {spans(sorted(dense))}" if dense else "")
 
@@ -142,8 +143,8 @@ def model_overview(trace) -> ModelOverview:
         facts.append(("tied embeddings", _fact(bool(tied))))
     flow = [str(line) for line in m.get("data_flow") or []]
     not_applicable = [str(n) for n in m.get("not_applicable") or [] if n not in EXTRA_NAMES]
-    known = "not_applicable" in m and m.get("family") != "generic"  # older traces do not say
+    generic = is_generic_fallback(m)
+    known = "not_applicable" in m and not generic  # older traces do not say
     extras = [n for n in EXTRA_NAMES if known and n not in m["not_applicable"]]
     return ModelOverview(facts, rows, total, flow, layer_kinds(m), not_applicable, extras,
-                         [str(n) for n in m.get("missing_names") or []], family_notes(m),
-                         m.get("family") == "generic")
+                         [str(n) for n in m.get("missing_names") or []], family_notes(m), generic)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from stepscope.tracer.model_info import is_generic_fallback
 from stepscope.tracer.names import block_name
 from stepscope.tui.views.heatmap import keys_of, layer_window
 
@@ -13,9 +14,13 @@ def dims(*sizes) -> str:
     return "[" + ", ".join(str(s) for s in sizes) + "]"
 
 
+QKV_LAYOUTS = ("separate", "fused", "fused_heads", "conv1d")
+
+
 @dataclass(frozen=True)
 class Layout:
-    """How a family lays out its projections (the facts do not say it; the family name does)."""
+    """How the family lays out its projections: the manifest's `layout` fact (defaults: separate
+    q/k/v projections without biases, as in Llama, for traces that do not say)."""
 
     qkv: str = "separate"  # "separate" | "fused" (Phi-3 qkv_proj) | "fused_heads" (NeoX) | "conv1d" (GPT-2)
     qkv_bias: bool = False  # q/k/v projections have biases (Qwen2, GPT-2, NeoX)
@@ -23,13 +28,14 @@ class Layout:
     mlp_fused: bool = False  # gate and up in one gate_up_proj (Phi-3)
     conv1d: bool = False  # GPT-2's Conv1D modules (weights stored [in, out])
 
-
-LAYOUTS = {
-    "gpt2": Layout(qkv="conv1d", qkv_bias=True, out_bias=True, conv1d=True),
-    "gpt_neox": Layout(qkv="fused_heads", qkv_bias=True, out_bias=True),
-    "phi3": Layout(qkv="fused", mlp_fused=True),
-    "qwen2": Layout(qkv_bias=True),
-}
+    @classmethod
+    def from_fact(cls, fact) -> Layout:
+        """The layout a manifest states; anything it does not state (or states oddly) keeps the default."""
+        if not isinstance(fact, dict):
+            return cls()
+        qkv = fact.get("qkv")
+        flags = {k: bool(fact[k]) for k in ("qkv_bias", "out_bias", "mlp_fused", "conv1d") if k in fact}
+        return cls(qkv=qkv if qkv in QKV_LAYOUTS else "separate", **flags)
 
 
 class Facts:
@@ -39,9 +45,8 @@ class Facts:
         start, end = step.positions
         self.step, self.model = step, model
         self.T, self.end = end - start, end
-        self.family = str(model.get("family") or "")
-        self.generic = self.family == "generic"
-        self.layout = LAYOUTS.get(self.family, Layout())
+        self.generic = is_generic_fallback(model)
+        self.layout = Layout.from_fact(model.get("layout"))
         self.d = int(model.get("d_model") or 0)
         self.H = int(model.get("n_heads") or 0)
         self.Hk = int(model.get("n_kv_heads") or self.H)

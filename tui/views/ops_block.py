@@ -9,6 +9,7 @@ knows only the block's input and output.
 
 from __future__ import annotations
 
+from stepscope.tracer.model_info import renormalises_top_k
 from stepscope.tracer.names import block_name
 from stepscope.tui.views.op_facts import Facts, dims
 
@@ -111,8 +112,7 @@ def _mlp(f: Facts, layer: int, rest: str, out: str) -> str | None:
         return f"{f.act}(mlp_pre {dims(T, m)}) → {out}"
     if rest == "hook_mlp_out":
         if f.moe(layer):
-            renorm = f.model.get("norm_topk_prob", f.family == "mixtral")
-            w = "top-k router probs renormalised" if renorm else "top-k router probs"
+            w = "top-k router probs renormalised" if renormalises_top_k(f.model) else "top-k router probs"
             return (f"Σ over the top-{f.top_k or 'k'} of {f.E} experts w_e · expert_e({mlp_in} {td}) "
                     f"(w = {w}; expert = down(act(gate)·up)) → {out}")
         if f.gated:
