@@ -13,7 +13,8 @@ when called (through `stepscope.seam`).
 
 from stepscope import seam
 from stepscope.tracer import Step, Trace, TraceError, __version__, load_trace
-from stepscope.tracer.export import candidates, decoder, lens, positions, tl_cache, token_ids
+from stepscope.tracer import export
+from stepscope.tracer.export import candidates, decoder, lens, positions, token_ids
 
 
 def record(model, tokenizer, out=None, **kwargs):
@@ -25,6 +26,13 @@ def record(model, tokenizer, out=None, **kwargs):
 def record_generate(model, tokenizer, *args, **kwargs):
     """Function form: `output, trace = record_generate(model, tokenizer, input_ids, out=..., max_new_tokens=...)`."""
     return seam.record_generate(model, tokenizer, *args, **kwargs)
+
+
+def tl_cache(trace, steps=None, names=None, torch: bool = False) -> dict:
+    """Steps of a trace as {TransformerLens name: [1, ...]} (see `tracer.export.tl_cache`): numpy arrays,
+    or float32 / int64 torch tensors with `torch=True` (imports torch)."""
+    arrays = export.tl_cache(trace, steps, names)
+    return seam.as_torch(arrays) if torch else arrays
 
 
 def load_model(spec: str | None = "smollm2", device: str = "auto", dtype: str = "auto"):

@@ -142,6 +142,13 @@ def editable_names() -> tuple[str, ...]:
 
 
 # -- the Python API -------------------------------------------------------------------------------
+def as_torch(arrays: dict) -> dict:
+    """numpy arrays as torch tensors: floats as float32, integers as int64."""
+    import torch
+
+    return {n: torch.from_numpy(a.astype(np.float32) if a.dtype.kind == "f" else a.astype(np.int64)) for n, a in arrays.items()}
+
+
 def record(model, tokenizer, out=None, **kwargs):
     """Context manager tracing the `model.generate(...)` call made inside it (tracer/record.py)."""
     from stepscope.tracer.record import record as recording

@@ -15,10 +15,20 @@ exactly (a position bias, sparse key indices, dropout in training mode) is refus
 
 from __future__ import annotations
 
+import weakref
+from collections.abc import Callable
+
 import torch
 from torch.nn import functional as F
+from transformers import AttentionInterface
+from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, AttentionMaskInterface
 
 from .adapters.base import UnsupportedModel
+
+# What the traced attention does besides attending, per attention module, kept here rather than on the
+# modules: the Recorder that takes its tensors, and the interventions' edit of its head outputs z.
+RECORDERS: "weakref.WeakKeyDictionary[torch.nn.Module, object]" = weakref.WeakKeyDictionary()
+Z_EDITS: "weakref.WeakKeyDictionary[torch.nn.Module, Callable[[torch.Tensor], torch.Tensor]]" = weakref.WeakKeyDictionary()
 
 IMPLEMENTATION = "stepscope"
 _REGISTERED = False
@@ -140,10 +150,10 @@ def stepscope_attention(
     p = attended.reshape(b * n_kv, n_rep * t, s)  # [B·n_kv, rep·T, S]
     z = torch.bmm(p, value.reshape(b * n_kv, s, d_v)).view(b, n_heads, t, d_v)  # [B, n_heads, T, d_v]
     z = z.transpose(1, 2).contiguous()  # [B, T, n_heads, d_v]
-    edit = getattr(module, "_stepscope_edit_z", None)  # interventions on head outputs (tracer/interventions.py)
+    edit = Z_EDITS.get(module)  # interventions on head outputs (tracer/interventions.py)
     if edit is not None:
         z = edit(z)  # [B, T, n_heads, d_v]
-    recorder = getattr(module, "_stepscope_recorder", None)
+    recorder = RECORDERS.get(module)
     if recorder is not None:
         if masked is not None:
             scores = scores.masked_fill(masked, float("-inf"))
@@ -156,9 +166,6 @@ def register() -> None:
     global _REGISTERED
     if _REGISTERED:
         return
-    from transformers import AttentionInterface
-    from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, AttentionMaskInterface
-
     AttentionInterface.register(IMPLEMENTATION, stepscope_attention)
     AttentionMaskInterface.register(IMPLEMENTATION, ALL_MASK_ATTENTION_FUNCTIONS["eager"])
     _REGISTERED = True

@@ -24,6 +24,7 @@ import numpy as np
 import torch
 from transformers import DynamicCache
 
+from .internals import attn_implementation
 from .attention import IMPLEMENTATION
 from .attention import register as register_attention
 from .branch_layout import PARENT, BranchError, check_name
@@ -153,7 +154,7 @@ class BranchSession(LiveSession):
     def _ensure_recording(self) -> None:
         """The recorder and traced attention in place (the root session may have closed)."""
         register_attention()
-        if self.model.config._attn_implementation != IMPLEMENTATION:
+        if attn_implementation(self.model) != IMPLEMENTATION:
             self.model.set_attn_implementation(IMPLEMENTATION)
         self.recorder.install()
 
@@ -198,7 +199,7 @@ class BranchSession(LiveSession):
             root = self.root_session
             if root.closed:  # the root took the recorder out and restored the attention; step() put them back
                 self.recorder.remove()
-                if root.previous_attn not in (None, self.model.config._attn_implementation):
+                if root.previous_attn not in (None, attn_implementation(self.model)):
                     self.model.set_attn_implementation(root.previous_attn)
         finally:
             self.writer.close(finished=self.finished, stop_reason=self.stop_reason or stop_reason)

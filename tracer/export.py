@@ -3,8 +3,8 @@
 `tl_cache(trace, steps)` joins a range of steps into one dict keyed by TransformerLens names with
 TransformerLens's layout: a leading batch axis of 1, positions concatenated (`[1, pos, ...]`), and
 attention maps as `[1, n_heads, query_pos, key_pos]` with keys from position 0, so a trace's
-steps 0..n read like `model.run_with_cache(tokens)` over the same sequence. numpy arrays by
-default (the reading path never imports torch); `torch=True` gives float32 torch tensors.
+steps 0..n read like `model.run_with_cache(tokens)` over the same sequence, as numpy arrays (the
+reading path never imports torch; `stepscope.tl_cache(..., torch=True)` gives torch tensors).
 """
 
 from __future__ import annotations
@@ -66,7 +66,7 @@ def _join(name: str, arrays: list[np.ndarray]) -> np.ndarray:
     return np.concatenate(arrays, axis=0)  # [sum T, ...]
 
 
-def tl_cache(trace, steps=None, names=None, torch: bool = False) -> dict:
+def tl_cache(trace, steps=None, names=None) -> dict:
     """Steps (None = all, an index, a slice or consecutive indices) as {TransformerLens name: [1, ...]}.
 
     `names`: an iterable of names to keep (default every positional name). Rows are the positions
@@ -81,10 +81,6 @@ def tl_cache(trace, steps=None, names=None, torch: bool = False) -> dict:
             raise KeyError(f"{name!r} is not recorded in step {missing[0]}")
         joined = _join(name, [_read(s, name) for s in chosen])[None]  # batch axis of 1
         out[name] = joined
-    if torch:
-        import torch as _torch
-
-        out = {n: _torch.from_numpy(a.astype(np.float32) if a.dtype.kind == "f" else a.astype(np.int64)) for n, a in out.items()}
     return out
 
 

@@ -7,7 +7,7 @@
 Each intervention edits one recorded tensor `blocks.{layer}.{name}` (recorded shape, rows = the
 positions the step computes) before anything downstream reads it, so the recorded value is the
 edited one and every later tensor is computed from it:
-- `attn.hook_z` (head outputs) inside the traced attention function (`_stepscope_edit_z`);
+- `attn.hook_z` (head outputs) inside the traced attention function (`attention.Z_EDITS`);
 - a module output (`hook_attn_out`, `hook_mlp_out`, `hook_resid_post`) in place, by a forward hook;
 - a module input (`hook_resid_pre`: the block's input; `mlp.hook_post`: the down projection's
   input, its only reader) on a copy passed on by a forward pre-hook.
@@ -21,7 +21,9 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from .attention import Z_EDITS
 from .names import block_name
+from .recorder import picked_output
 
 HEAD_KINDS = ("zero_head", "mean_head", "scale_head")
 NEURON_KINDS = ("zero_neuron", "clamp_neuron")
@@ -237,10 +239,8 @@ def _view(point, t: torch.Tensor) -> torch.Tensor:
 
 
 def _out_hook(point, ivs, start):
-    from .recorder import _picked_output
-
     def hook(module, args, output):
-        t = _picked_output(output, point.pick)
+        t = picked_output(output, point.pick)
         if t is not None:
             r = _view(point, t)
             for iv in ivs:
@@ -286,7 +286,7 @@ def applied(adapter, interventions, step: int, start: int):
                         iv.edit(z[0], start)  # z [B, T, n_heads, d_v]: rows of the batch of one
                     return z
 
-                target._stepscope_edit_z = edit_z
+                Z_EDITS[target] = edit_z
                 edited_attn.append(target)
             elif target.where == "out":
                 handles.append(target.module.register_forward_hook(_out_hook(target, ivs, start)))
@@ -297,4 +297,4 @@ def applied(adapter, interventions, step: int, start: int):
         for h in handles:
             h.remove()
         for attn in edited_attn:
-            attn.__dict__.pop("_stepscope_edit_z", None)
+            Z_EDITS.pop(attn, None)

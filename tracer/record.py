@@ -20,9 +20,10 @@ import numpy as np
 import torch
 from transformers import LogitsProcessorList, StoppingCriteria
 
+from .internals import GENERATION_HOOKS, generation_hooks
 from .model_info import eos_ids
 from .reader import load_trace
-from .sampler import MAX_CANDIDATES, MIN_CANDIDATES, _entropy
+from .sampler import MAX_CANDIDATES, MIN_CANDIDATES, entropy
 from .session import GenerationSettings, LiveSession
 
 _SETTINGS = ("do_sample", "temperature", "top_k", "top_p", "min_p")
@@ -65,8 +66,8 @@ def sampling_record(raw: torch.Tensor, final: torch.Tensor, chosen: int, stages:
         "chosen_temp_prob": float(probs[chosen]),
         "top1_id": top1,
         "top1_prob": float(raw_probs[top1]),
-        "entropy": _entropy(probs),
-        "raw_entropy": _entropy(raw_probs),
+        "entropy": entropy(probs),
+        "raw_entropy": entropy(raw_probs),
         "nucleus_size": kept,
         "nucleus_mass": min(1.0, float(probs[probs > 0].double().sum())),  # float32 rounding over a large vocabulary
         "stages": [{"name": "raw", "kept": vocab}, *stages],
@@ -197,7 +198,7 @@ class Recording:
             pending[:] = [(arrays, out.logits[0, -1].detach().float().clone(), width, t0)]
             return out
 
-        get_processors, get_criteria = model._get_logits_processor, model._get_stopping_criteria
+        get_processors, get_criteria = generation_hooks(model)
 
         def processors(*p_args, **p_kwargs):
             staged = _Stages(get_processors(*p_args, **p_kwargs))
@@ -218,7 +219,7 @@ class Recording:
             found.append(_WriteStep(write_step))
             return found
 
-        patches = {"forward": traced_forward, "_get_logits_processor": processors, "_get_stopping_criteria": criteria}
+        patches = {"forward": traced_forward, **dict(zip(GENERATION_HOOKS, (processors, criteria)))}
         saved = {k: model.__dict__[k] for k in patches if k in model.__dict__}
         model.__dict__.update(patches)
         try:

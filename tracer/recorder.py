@@ -24,10 +24,11 @@ import functools
 import torch
 from torch import nn
 
+from .internals import attn_implementation
 from .adapters.base import Adapter, HookPoint
 from .adapters.base import norm_eps, norm_kind
 from .adapters.base import rows as base_rows
-from .attention import IMPLEMENTATION, register
+from .attention import IMPLEMENTATION, RECORDERS, register
 from .names import NameFilter, block_name
 
 NORMALIZED = ".hook_normalized"
@@ -41,7 +42,7 @@ def _first_tensor(value):
     return getattr(value, "last_hidden_state", None)
 
 
-def _picked_output(output, pick):
+def picked_output(output, pick):
     """The output a hook point names: by position in a tuple output, or by attribute (ModelOutput)."""
     if isinstance(pick, str):
         return getattr(output, pick, None)
@@ -50,7 +51,7 @@ def _picked_output(output, pick):
     return output[pick] if isinstance(output, (tuple, list)) and len(output) > pick else None
 
 
-def _picked_input(args, kwargs, pick):
+def picked_input(args, kwargs, pick):
     """The input a hook point names: a positional argument by index, or a keyword argument by name."""
     if isinstance(pick, str):
         return kwargs.get(pick)
@@ -200,7 +201,7 @@ class Recorder:
         """A function (args, kwargs, output) -> None recording one hook point, or None when nothing is kept.
         `kept_as`: the name whose keep pattern decides (attn.hook_o_input is kept for attn.hook_result)."""
         transform, pick = point.transform, point.pick
-        get = (lambda a, k, o: _picked_input(a, k, pick)) if point.where == "in" else (lambda a, k, o: _picked_output(o, pick))
+        get = (lambda a, k, o: picked_input(a, k, pick)) if point.where == "in" else (lambda a, k, o: picked_output(o, pick))
         if point.where == "out" and name.endswith(NORMALIZED):
             return self._norm_handler(point, name[: -len(NORMALIZED)], get)
         keep = self.keep(kept_as or name)
@@ -229,7 +230,7 @@ class Recorder:
                 return record_first_output
 
             def record_first_input(a, k, o):
-                t = a[0] if a and type(a[0]) is Tensor else _picked_input(a, k, 0)
+                t = a[0] if a and type(a[0]) is Tensor else picked_input(a, k, 0)
                 if t is not None:
                     self.tensors[name] = _detached(t[0])
 
@@ -258,7 +259,7 @@ class Recorder:
                 if t is not None:
                     self.tensors[out_name] = _detached(transform(t))
             if keep_n or keep_s:
-                x = _picked_input(a, k, 0)
+                x = picked_input(a, k, 0)
                 if x is not None:
                     self._norm_inputs.append((n_name, s_name, _detached(transform(x)), kind, eps, keep_n, keep_s))
 
@@ -313,7 +314,7 @@ class Recorder:
                     continue
                 names = tuple((role, block_name(i, local)) for role, local in roles.items() if self.keep(block_name(i, local)))
                 if names:
-                    attn._stepscope_recorder = self
+                    RECORDERS[attn] = self
                     self._attn_names[id(attn)] = names
                     self._attn_modules.append(attn)
         except BaseException:
@@ -328,7 +329,7 @@ class Recorder:
             else:
                 module.forward = previous
         for attn in self._attn_modules:
-            attn.__dict__.pop("_stepscope_recorder", None)
+            RECORDERS.pop(attn, None)
         self._wrapped, self._attn_modules = [], []
         self._attn_names.clear()
 
@@ -345,7 +346,7 @@ class Recorder:
     def installed(self):
         """Wrappers and the traced attention in place for the duration; always removed."""
         model = self.adapter.model
-        previous = model.config._attn_implementation
+        previous = attn_implementation(model)
         try:
             register()
             if previous != IMPLEMENTATION:

@@ -31,7 +31,7 @@ def nucleus_size(sorted_probs: torch.Tensor, top_p: float) -> int:
     return max(1, min(n, nonzero))
 
 
-def _entropy(probs: torch.Tensor) -> float:
+def entropy(probs: torch.Tensor) -> float:
     """-sum p·ln p in float64 (0·ln 0 = 0)."""
     return max(0.0, float(torch.special.entr(probs.double()).sum()))  # a one-point distribution: 0, not -0.0
 
@@ -109,7 +109,7 @@ class Sampler:
             "sample.candidate_probs": probs[ids].numpy(),
             "sample.candidate_cumulative": torch.cumsum(sorted_temp.double(), 0).float().numpy(),
         }
-        raw_entropy = _entropy(raw_probs)
+        raw_entropy = entropy(raw_probs)
         record = {
             "greedy": not s.do_sample,
             "temperature": temperature,
@@ -123,7 +123,7 @@ class Sampler:
             "chosen_temp_prob": float(temp_probs[chosen]),
             "top1_id": top1,
             "top1_prob": float(raw_probs[top1]),
-            "entropy": raw_entropy if probs is raw_probs else _entropy(probs),
+            "entropy": raw_entropy if probs is raw_probs else entropy(probs),
             "raw_entropy": raw_entropy,
             "nucleus_size": n_nucleus,
             "nucleus_mass": nucleus_mass,

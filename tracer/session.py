@@ -20,6 +20,7 @@ import torch
 import transformers
 from transformers import DynamicCache
 
+from .internals import attn_implementation
 from . import __version__
 from .adapters.registry import adapter_for
 from .attention import IMPLEMENTATION
@@ -215,7 +216,7 @@ class LiveSession:
         # The traced attention for the session's lifetime (restored in close()): switching per
         # step walks every module twice. Hooks still go in and out around each forward.
         register_attention()
-        self._previous_attn = model.config._attn_implementation
+        self._previous_attn = attn_implementation(model)
         if self._previous_attn != IMPLEMENTATION:
             model.set_attn_implementation(IMPLEMENTATION)
         self.recorder.install()  # recording only inside step(); removed in close()

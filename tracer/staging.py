@@ -16,8 +16,8 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from torch._utils import _flatten_dense_tensors  # what DDP buckets with: one C++ call
 
+from .internals import flatten_dense_tensors, foreach_copy
 from .budget import is_attention_map
 from .step_arrays import StepArrays
 
@@ -155,7 +155,7 @@ class HostStager:
         for shape, n in zip(shapes[n_fixed:], numels[n_fixed:]):
             maps.append(buf[offset : offset + n].view(shape))
             offset += n
-        torch._foreach_copy_(views + maps, srcs)  # one call for every tensor; converts dtypes
+        foreach_copy(views + maps, srcs)  # one call for every tensor; converts dtypes
         return buf[:total], sum(numels[:n_other]), shapes
 
     def _views(self, tensors: dict[str, torch.Tensor]) -> Staged:
@@ -179,7 +179,7 @@ class HostStager:
         pieces = [tensors[n] for n in names]
         n_other_numel = sum(p.numel() for p in pieces[:n_other]) if n_other < len(pieces) else -1
         if len({p.dtype for p in pieces}) == 1:
-            flat = _flatten_dense_tensors(pieces)  # [sum numel]: flatten and concatenate in one call; a copy
+            flat = flatten_dense_tensors(pieces)  # [sum numel]: flatten and concatenate in one call; a copy
             if len(pieces) == 1:
                 flat = flat.clone()  # one tensor "flattens" to a view of itself: the host arrays never alias the model's
         else:

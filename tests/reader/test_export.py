@@ -10,6 +10,8 @@ import numpy as np
 import pytest
 import torch
 
+import stepscope
+
 from tests.support.paths import ROOT
 from tests.support.tiny_models import byte_tokenizer, tiny_model
 from stepscope.tracer import load_trace
@@ -73,7 +75,7 @@ def test_a_step_range_is_the_matching_rows(traced):
 
 def test_torch_on_request_only(traced):
     trace = traced[0]
-    tensors = tl_cache(trace, -1, names=["blocks.0.hook_resid_post", "blocks.0.attn.hook_pattern"], torch=True)
+    tensors = stepscope.tl_cache(trace, -1, names=["blocks.0.hook_resid_post", "blocks.0.attn.hook_pattern"], torch=True)
     assert all(isinstance(t, torch.Tensor) and t.dtype == torch.float32 for t in tensors.values())
     code = (
         "import sys; from stepscope.tracer import load_trace; from stepscope.tracer.export import tl_cache, candidates, lens;"

@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 from tests.support.family_matrix import GENERIC, verify
+from stepscope.tracer.attention import RECORDERS
 from stepscope.tracer.adapters.generic import GenericAdapter, GenericFallbackWarning, find_attention
 from stepscope.tracer.attention import AttentionNotReproducible, stepscope_attention
 
@@ -31,7 +32,7 @@ def _module(n_heads=4, n_kv=2, sinks=None):
     m.is_causal = True
     if sinks is not None:
         m.sinks = nn.Parameter(sinks)
-    m._stepscope_recorder = Recording()
+    RECORDERS[m] = Recording()
     return m.eval()
 
 
@@ -66,7 +67,7 @@ def test_sinks_add_a_labelled_last_column_and_match_gpt_oss():
     want_z, want_w = eager_attention_forward(m, q, k, v, mask, scaling=0.35)
     torch.testing.assert_close(z, want_z)
     torch.testing.assert_close(weights, want_w)  # what the model gets back has no sink column
-    got = m._stepscope_recorder.got
+    got = RECORDERS[m].got
     assert got["pattern"].shape[-1] == 6 and got["scores"].shape[-1] == 6  # S + the sink
     torch.testing.assert_close(got["pattern"].sum(-1), torch.ones(1, 4, 5))
     torch.testing.assert_close(got["pattern"][..., :-1], want_w)
@@ -84,7 +85,7 @@ def test_softcap_matches_gemma2():
     want_z, want_w = eager_attention_forward(m, q, k, v, mask, scaling=0.35, softcap=2.0)
     torch.testing.assert_close(z, want_z)
     torch.testing.assert_close(weights, want_w)
-    assert m._stepscope_recorder.got["scores"][torch.isfinite(m._stepscope_recorder.got["scores"])].abs().max() <= 2.0
+    assert RECORDERS[m].got["scores"][torch.isfinite(RECORDERS[m].got["scores"])].abs().max() <= 2.0
 
 
 @pytest.mark.parametrize("window", [None, 2])

@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from tests.support.tiny_models import byte_tokenizer, tiny_model
+from stepscope.tracer.attention import Z_EDITS
 from stepscope.tracer import load_trace
 from stepscope.tracer.branch import BranchSet
 from stepscope.tracer.branch_layout import BranchError, branch_path, effects
@@ -84,7 +85,7 @@ def _no_hooks_left(model):
     for m in model.modules():
         hooks = [*m._forward_hooks.values(), *m._forward_pre_hooks.values()]
         assert not [f for f in hooks if f.__module__ == "stepscope.tracer.interventions"], type(m).__name__
-        assert "_stepscope_edit_z" not in m.__dict__
+        assert m not in Z_EDITS
 
 
 @pytest.mark.parametrize("family", ["llama", "gpt2"])

@@ -9,6 +9,7 @@ import torch
 
 from tests.support.family_refs import randomize_norms
 from tests.support.tiny_models import byte_tokenizer, tiny_model
+from stepscope.tracer.attention import RECORDERS
 from stepscope.tracer import load_trace
 from stepscope.tracer.adapters.registry import adapter_for
 from stepscope.tracer.recorder import Recorder
@@ -289,7 +290,7 @@ def test_session_leaves_no_hooks_behind():
     assert session.recorder.tensors == {}
     session.close()
     assert hooked() == 0 and model.config._attn_implementation != "stepscope"
-    assert not any("_stepscope_recorder" in m.__dict__ for m in model.modules())
+    assert not any(m in RECORDERS for m in model.modules())
 
 
 @pytest.mark.parametrize("flat", [True, False])  # one flat copy (decode steps), or views (a step over FLAT_MAX)
@@ -324,7 +325,7 @@ def test_only_modules_holding_kept_names_are_wrapped():
     recorder = Recorder(adapter, NameFilter(["blocks.1.hook_resid_post", "blocks.0.ln2.hook_scale"]))
     with torch.no_grad(), recorder.installed():
         wrapped = [m for m in model.modules() if "forward" in m.__dict__]
-        attached = [m for m in model.modules() if "_stepscope_recorder" in m.__dict__]
+        attached = [m for m in model.modules() if m in RECORDERS]
         model(torch.tensor([[1, 2, 3]]))
     assert {id(m) for m in wrapped} == {id(adapter.layers()[1]), id(adapter.layers()[0].post_attention_layernorm)}
     assert attached == []  # no attention name kept: the traced attention records nothing
