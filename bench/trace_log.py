@@ -63,7 +63,7 @@ def step_arrays(rng: np.random.Generator, t: int, s: int, full: bool = False) ->
     f32 = np.float32
     arrays = {"hook_embed": rng.normal(size=(t, D)).astype(f32)}
     for layer in range(N_LAYERS):
-        p = lambda n: block_name(layer, n)  # noqa: E731
+        p = lambda n, layer=layer: block_name(layer, n)  # noqa: E731
         for n in ("ln1.hook_normalized", "hook_attn_out", "hook_resid_mid", "ln2.hook_normalized", "hook_mlp_out", "hook_resid_post"):
             arrays[p(n)] = rng.normal(size=(t, D)).astype(f32)  # [T, d_model]
         arrays[p("hook_resid_pre")] = arrays[block_name(layer - 1, "hook_resid_post")] if layer else arrays["hook_embed"]

@@ -30,10 +30,12 @@ from transformers import DynamicCache  # noqa: E402
 from stepscope.tracer import load_trace  # noqa: E402
 from stepscope.tracer.attention import IMPLEMENTATION, register  # noqa: E402
 from stepscope.tracer.lens import LogitLens  # noqa: E402
-from stepscope.tracer.trace_format import LENS_FILE  # noqa: E402
 from stepscope.tracer.loading import load_model  # noqa: E402
 from stepscope.tracer.session import GenerationSettings, LiveSession, cache_kwarg  # noqa: E402
-from stepscope.tracer.trace_format import human_bytes  # noqa: E402
+from stepscope.tracer.trace_format import (
+    LENS_FILE,  # noqa: E402
+    human_bytes,  # noqa: E402
+)
 
 TEXT = (
     "The history of the city begins with a small settlement on the river, where traders met to exchange "

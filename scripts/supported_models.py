@@ -24,9 +24,9 @@ sys.path.insert(0, ROOT)
 import torch  # noqa: E402
 import transformers  # noqa: E402
 
+from stepscope.tracer.names import FAMILY_EXTRAS, split_block_name  # noqa: E402
 from tests.support.family_checks import TOLERANCE  # noqa: E402
 from tests.support.family_matrix import FAMILIES, GENERIC, VARIANT_FAMILIES, verify  # noqa: E402
-from stepscope.tracer.names import FAMILY_EXTRAS, split_block_name  # noqa: E402
 
 EXTRA_NAMES = FAMILY_EXTRAS
 HEADER = """# Supported models

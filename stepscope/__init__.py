@@ -12,8 +12,7 @@ when called (through `stepscope.seam`).
 """
 
 from stepscope import seam
-from stepscope.tracer import Step, Trace, TraceError, __version__, load_trace
-from stepscope.tracer import export
+from stepscope.tracer import Step, Trace, TraceError, __version__, export, load_trace
 from stepscope.tracer.export import candidates, decoder, lens, positions, token_ids
 
 

@@ -64,9 +64,9 @@ def branched(tmp_path_factory):
     """(root trace dir, forced token id): a tiny trace with one branch forced at step 1 to its runner-up."""
     import numpy as np
 
-    from tests.support.tiny_models import byte_tokenizer, tiny_model
     from stepscope.tracer.branch import BranchSet
     from stepscope.tracer.session import GenerationSettings, LiveSession
+    from tests.support.tiny_models import byte_tokenizer, tiny_model
 
     root = tmp_path_factory.mktemp("branched") / "root"
     s = LiveSession(tiny_model("llama"), byte_tokenizer(), "Paris is in France", GenerationSettings(max_new_tokens=3),

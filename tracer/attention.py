@@ -27,8 +27,8 @@ from .adapters.base import UnsupportedModel
 
 # What the traced attention does besides attending, per attention module, kept here rather than on the
 # modules: the Recorder that takes its tensors, and the interventions' edit of its head outputs z.
-RECORDERS: "weakref.WeakKeyDictionary[torch.nn.Module, object]" = weakref.WeakKeyDictionary()
-Z_EDITS: "weakref.WeakKeyDictionary[torch.nn.Module, Callable[[torch.Tensor], torch.Tensor]]" = weakref.WeakKeyDictionary()
+RECORDERS: weakref.WeakKeyDictionary[torch.nn.Module, object] = weakref.WeakKeyDictionary()
+Z_EDITS: weakref.WeakKeyDictionary[torch.nn.Module, Callable[[torch.Tensor], torch.Tensor]] = weakref.WeakKeyDictionary()
 
 IMPLEMENTATION = "stepscope"
 _REGISTERED = False

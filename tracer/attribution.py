@@ -95,7 +95,7 @@ class Attribution:
         return ", ".join(f"{t.label} {t.value:+.2f}" for t in self.top(n))
 
 
-_LENS_ARRAYS: "weakref.WeakKeyDictionary[object, dict[str, np.ndarray]]" = weakref.WeakKeyDictionary()
+_LENS_ARRAYS: weakref.WeakKeyDictionary[object, dict[str, np.ndarray]] = weakref.WeakKeyDictionary()
 
 
 def lens_arrays(trace) -> dict[str, np.ndarray]:

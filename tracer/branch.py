@@ -24,10 +24,10 @@ import numpy as np
 import torch
 from transformers import DynamicCache
 
-from .internals import attn_implementation
 from .attention import IMPLEMENTATION
 from .attention import register as register_attention
 from .branch_layout import PARENT, BranchError, check_name
+from .internals import attn_implementation
 from .interventions import applied, check
 from .reader import Trace
 from .sampler import Sampler

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import os
 import re
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 from safetensors.numpy import load_file
@@ -86,7 +86,7 @@ class LogitLens:
         return np.matmul(z, np.asarray(w, dtype=np.float32))[:, 0, :]  # [n_heads, d_model]
 
     @classmethod
-    def open(cls, trace_dir: str, facts: dict | None, read: Callable[[str], dict] | None = None) -> "LogitLens | None":
+    def open(cls, trace_dir: str, facts: dict | None, read: Callable[[str], dict] | None = None) -> LogitLens | None:
         """The lens of a trace directory, None when the trace has none (`read` loads a safetensors file)."""
         if not facts:
             return None

@@ -26,8 +26,8 @@ import mmap
 import os
 import struct
 import zlib
-from collections.abc import Sequence
-from typing import Any, Callable
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -38,7 +38,17 @@ from .names import O_INPUT, RESULT, forward_order, shape_doc, split_block_name
 from .safe_io import open_dir, open_in_dir, read_in_dir, read_trace_file, stat_in_dir
 from .schema import MAX_LOG_BYTES, MAX_MANIFEST_BYTES, MAX_STEP_BYTES, parse_json, validate_entry, validate_manifest, want_list
 from .trace_format import (
-    CRC_KEY, DTYPES, ITEMSIZE, LENS_FILE, MANIFEST, STAMP_ANYWHERE, STEP_LOG, TraceError, parse_crc_list, step_checksum, unstamp,
+    CRC_KEY,
+    DTYPES,
+    ITEMSIZE,
+    LENS_FILE,
+    MANIFEST,
+    STAMP_ANYWHERE,
+    STEP_LOG,
+    TraceError,
+    parse_crc_list,
+    step_checksum,
+    unstamp,
 )
 
 LENS_NAMES = ("logit_lens.ids", "logit_lens.probs")  # computed by the trace's lens when not stored

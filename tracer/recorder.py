@@ -24,11 +24,10 @@ import functools
 import torch
 from torch import nn
 
-from .internals import attn_implementation
-from .adapters.base import Adapter, HookPoint
-from .adapters.base import norm_eps, norm_kind
+from .adapters.base import Adapter, HookPoint, norm_eps, norm_kind
 from .adapters.base import rows as base_rows
 from .attention import IMPLEMENTATION, RECORDERS, register
+from .internals import attn_implementation
 from .names import NameFilter, block_name
 
 NORMALIZED = ".hook_normalized"
@@ -171,7 +170,7 @@ class Recorder:
         (the same memory, shape and strides: ln1's input is the block's hook_resid_pre), learned
         on the first step and checked on every step; `norm_inputs` maps their prefixes."""
         tensors, out, index = self.tensors, set(), None
-        for n_name, s_name, x, kind, _, keep_n, _ in items:
+        for n_name, _, x, kind, _, keep_n, _ in items:
             if not keep_n:
                 continue
             prefix = n_name[: -len(NORMALIZED)]

@@ -10,6 +10,7 @@ its record still carries the model's probabilities.
 from __future__ import annotations
 
 import math
+
 import numpy as np
 import torch
 

@@ -20,12 +20,12 @@ import torch
 import transformers
 from transformers import DynamicCache
 
-from .internals import attn_implementation
 from . import __version__
 from .adapters.registry import adapter_for
 from .attention import IMPLEMENTATION
 from .attention import register as register_attention
 from .budget import BudgetError, Plan, budget_bytes, recording_plan
+from .internals import attn_implementation
 from .lens import RESID_ROWS, LogitLens, stored_layout
 from .loading import load_model
 from .model_info import chat_default, eos_ids, model_facts, tokenizer_facts
@@ -302,7 +302,7 @@ class LiveSession:
         progress=None,
         background_writer: bool | str = False,
         budget: int | str | None = None,
-    ) -> "LiveSession":
+    ) -> LiveSession:
         """Load a model by spec (None = the embedded SmolLM2) and open a session on it."""
         loaded = load_model(model, device=device, dtype=dtype, device_map=device_map, progress=progress)
         return cls(

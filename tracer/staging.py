@@ -17,8 +17,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from .internals import flatten_dense_tensors, foreach_copy
 from .budget import is_attention_map
+from .internals import flatten_dense_tensors, foreach_copy
 from .step_arrays import StepArrays
 
 SLOTS = 2  # pinned buffers per dtype group, used in turn

@@ -29,11 +29,11 @@ import zlib
 import numpy as np
 
 from .budget import trimmed_rows
-from .step_arrays import StepArrays
 from .direct_io import contiguous_pieces, write_direct
-from .schema import finite_or_none, validate_entry
 from .names import forward_order
 from .safe_io import valid_name
+from .schema import finite_or_none, validate_entry
+from .step_arrays import StepArrays
 from .trace_format import (
     CRC_KEY,
     DTYPE_CODES,

@@ -44,8 +44,18 @@ from stepscope.tui.branching import BranchMade, branch_worker
 from stepscope.tui.breakpoint_scan import BreakpointScanDone, start_scan
 from stepscope.tui.breakpoints import SYNTAX_HELP, BreakpointSet
 from stepscope.tui.commands import PROVIDERS
-from stepscope.tui.live import (WORKER_TITLES, ContinueDone, LiveLink, LiveWorkers, LoadProgress, Saved, SessionReady,
-                                SettingsApplied, StepsReady, default_session_factory)
+from stepscope.tui.live import (
+    WORKER_TITLES,
+    ContinueDone,
+    LiveLink,
+    LiveWorkers,
+    LoadProgress,
+    Saved,
+    SessionReady,
+    SettingsApplied,
+    StepsReady,
+    default_session_factory,
+)
 from stepscope.tui.live_settings import SettingsError, parse_settings, session_settings, settings_text
 from stepscope.tui.render.branches import effect_lines
 from stepscope.tui.screens.breakpoints import BreakpointsScreen
@@ -221,7 +231,7 @@ class StepscopeApp(LiveWorkers, App[None]):
     def _unreadable(self, index: int) -> str | None:
         """Why step `index` cannot be shown (a corrupted or vanished step file), or None."""
         try:
-            self.trace.steps[index].names  # reads (and caches) the file's header only
+            _ = self.trace.steps[index].names  # reads (and caches) the file's header only
         except TraceError as exc:
             return str(exc)
         return None

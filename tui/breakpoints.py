@@ -209,7 +209,7 @@ class Breakpoint:
     enabled: bool = True
 
     @classmethod
-    def parse(cls, spec: str) -> "Breakpoint":
+    def parse(cls, spec: str) -> Breakpoint:
         """`p>0.9`, `entropy<0.5 and top1<0.5`, `rank(" London")<3`, `text=Paris`, `nan`, `step=5`."""
         if not spec.strip():
             raise BreakpointError(f"empty breakpoint; examples: {SYNTAX_HELP}")

@@ -6,9 +6,8 @@ from rich.console import Group
 from rich.table import Table
 from rich.text import Text
 
-from stepscope.tracer.trace_format import human_bytes
-
 from stepscope.tracer.inert import inert
+from stepscope.tracer.trace_format import human_bytes
 
 
 def _count(n: int) -> str:

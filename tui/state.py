@@ -21,17 +21,17 @@ class Cursor:
     query: int | None = None
     key: int | None = None
 
-    def moved(self, **changes) -> "Cursor":
+    def moved(self, **changes) -> Cursor:
         """A copy with `changes` applied (fields not named keep their value)."""
         return replace(self, **changes)
 
-    def changed(self, other: "Cursor | None") -> frozenset[str]:
+    def changed(self, other: Cursor | None) -> frozenset[str]:
         """Names of the fields that differ from `other` (every field when other is None)."""
         if other is None:
             return frozenset(FIELDS)
         return frozenset(f.name for f in fields(self) if getattr(self, f.name) != getattr(other, f.name))
 
-    def clamped(self, trace) -> "Cursor":
+    def clamped(self, trace) -> Cursor:
         """The nearest valid cursor for `trace` (no trace: the origin)."""
         if trace is None:
             return Cursor()
@@ -85,6 +85,6 @@ class AppState:
     def continuing(self) -> bool:
         return self.activity is Activity.CONTINUING
 
-    def with_(self, **changes) -> "AppState":
+    def with_(self, **changes) -> AppState:
         """A copy with `changes` applied."""
         return replace(self, **changes)

@@ -4,7 +4,13 @@ from __future__ import annotations
 
 from stepscope import seam
 from stepscope.cli.common import (
-    check_model_options, check_terminal, generation_options, generation_settings, model_options, open_session, run_app,
+    check_model_options,
+    check_terminal,
+    generation_options,
+    generation_settings,
+    model_options,
+    open_session,
+    run_app,
 )
 from stepscope.tui.app import StepscopeApp
 

@@ -13,7 +13,7 @@ import shlex
 import sys
 
 from stepscope import seam
-from stepscope.cli.common import CliError, EXIT_OK, generation_options, generation_settings, model_options
+from stepscope.cli.common import EXIT_OK, CliError, generation_options, generation_settings, model_options
 from stepscope.tracer import load_trace
 
 
@@ -61,7 +61,7 @@ def run(args) -> int:
     if args.trace_dir is not None:
         trace = load_trace(args.trace_dir)  # a bad trace is one line here, not in every browser tab
         if len(trace.steps):
-            trace.steps[0].names
+            _ = trace.steps[0].names
         app_argv = ["view", os.path.abspath(args.trace_dir)]
     else:
         generation_settings(args)  # invalid settings are one line here

@@ -9,7 +9,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from stepscope import seam
-from stepscope.cli.common import EXIT_INTERRUPTED, EXIT_OK, generation_settings, generation_options, model_options, open_session
+from stepscope.cli.common import EXIT_INTERRUPTED, EXIT_OK, generation_options, generation_settings, model_options, open_session
 from stepscope.tracer import load_trace
 from stepscope.tracer.inert import inert
 from stepscope.tracer.trace_format import human_bytes

@@ -30,6 +30,6 @@ def branch_dir(trace_dir: str, branch: str | None) -> str:
 def run(args) -> int:
     trace = load_trace(branch_dir(args.trace_dir, args.branch))
     if len(trace.steps):
-        trace.steps[0].names  # the step the app opens on: a corrupted one is one line here
+        _ = trace.steps[0].names  # the step the app opens on: a corrupted one is one line here
     check_terminal()
     return run_app(StepscopeApp(trace=trace))

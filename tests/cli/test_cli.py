@@ -7,9 +7,9 @@ import sys
 
 import pytest
 
+from stepscope.tracer import load_trace
 from tests.support.paths import ROOT
 from tests.support.tiny_models import byte_tokenizer, tiny_model
-from stepscope.tracer import load_trace
 
 
 def run_cli(*args, timeout=300):

@@ -8,11 +8,11 @@ import shutil
 
 import pytest
 
-from tests.support.tiny_models import CHAT_TEMPLATE, byte_tokenizer
-from stepscope.tracer import __version__
-from stepscope.tracer.model_spec import DEFAULT_NAME, default_alias, default_gguf_path
-from stepscope.tracer.model_info import chat_default
 from stepscope.cli.main import build_parser, main
+from stepscope.tracer import __version__
+from stepscope.tracer.model_info import chat_default
+from stepscope.tracer.model_spec import DEFAULT_NAME, default_alias, default_gguf_path
+from tests.support.tiny_models import CHAT_TEMPLATE, byte_tokenizer
 
 
 def test_version(capsys):

@@ -7,6 +7,7 @@ import shutil
 import subprocess
 
 import pytest
+
 from tests.support.paths import ROOT
 
 FAKE = """#!/bin/sh

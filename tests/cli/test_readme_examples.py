@@ -7,9 +7,9 @@ import re
 
 import pytest
 
+from stepscope.tracer.session import GenerationSettings, LiveSession
 from tests.support.paths import README
 from tests.support.tiny_models import byte_tokenizer, tiny_model
-from stepscope.tracer.session import GenerationSettings, LiveSession
 
 BLOCKS = dict(re.findall(r"<!-- readme-test: (\w+) -->\n```python\n(.*?)```", open(README, encoding="utf-8").read(), re.S))
 

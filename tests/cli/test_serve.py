@@ -19,8 +19,8 @@ import time
 
 import pytest
 
-from tests.support.paths import FIXTURE, ROOT
 from stepscope.cli.main import main
+from tests.support.paths import FIXTURE, ROOT
 
 CHROMIUM = next((shutil.which(n) for n in ("chromium", "chromium-browser", "google-chrome") if shutil.which(n)), None)
 

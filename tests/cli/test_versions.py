@@ -9,6 +9,7 @@ import re
 import transformers
 from packaging.specifiers import SpecifierSet
 from packaging.version import Version
+
 from tests.support.paths import ROOT
 
 
@@ -39,10 +40,10 @@ def test_an_adapter_refuses_a_transformers_older_than_its_modelling_code(monkeyp
     """gpt-oss, DeepSeek-V3 and Qwen3-Next need newer releases than pyproject's floor: one line."""
     import pytest
 
-    from tests.support.tiny_models import tiny_model
     from stepscope.tracer.adapters import registry
     from stepscope.tracer.adapters.base import UnsupportedModel
     from stepscope.tracer.adapters.registry import adapter_for
+    from tests.support.tiny_models import tiny_model
 
     model = tiny_model("qwen3_next")
     adapter_for(model)  # the installed release is new enough

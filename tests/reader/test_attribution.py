@@ -8,13 +8,13 @@ import numpy as np
 import pytest
 import torch
 
-from tests.support.family_matrix import FAMILIES, GENERIC, VARIANT_FAMILIES, PROMPT
-from tests.support.family_refs import randomize_norms
-from tests.support.tiny_models import byte_tokenizer, tiny_model
 from stepscope.tracer import load_trace
 from stepscope.tracer.attribution import attribute
 from stepscope.tracer.session import GenerationSettings, LiveSession
 from stepscope.tracer.trace_format import TraceError
+from tests.support.family_matrix import FAMILIES, GENERIC, PROMPT, VARIANT_FAMILIES
+from tests.support.family_refs import randomize_norms
+from tests.support.tiny_models import byte_tokenizer, tiny_model
 
 KEYS = [f.key for f in FAMILIES + VARIANT_FAMILIES + GENERIC]
 
@@ -69,8 +69,8 @@ def test_hook_result_is_z_times_w_o(tmp_path, key):
     """Each head's row equals its z (last position) times its slice of the output projection,
     from the model's weights (Linear [d_model, in] and GPT-2's Conv1D [in, d_model])."""
     model, trace = _trace(tmp_path, key, new_tokens=1)
-    from stepscope.tracer.adapters.registry import adapter_for
     from stepscope.tracer.adapters.base import out_projection
+    from stepscope.tracer.adapters.registry import adapter_for
 
     adapter = adapter_for(model)
     n_heads = trace.model["n_heads"]

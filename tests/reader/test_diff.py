@@ -9,14 +9,14 @@ import numpy as np
 import pytest
 from safetensors.numpy import load_file
 
-from tests.support.tiny_models import byte_tokenizer, tiny_model
-from tests.support.trace_edit import edit_entries
+from stepscope.cli.main import main
 from stepscope.tracer import load_trace
 from stepscope.tracer.diff import compare, summary, tensor_diff
 from stepscope.tracer.session import GenerationSettings, LiveSession
 from stepscope.tracer.trace_format import TraceError
 from stepscope.tracer.writer import write_step_file
-from stepscope.cli.main import main
+from tests.support.tiny_models import byte_tokenizer, tiny_model
+from tests.support.trace_edit import edit_entries
 
 
 def _trace(path, prompt: str, new_tokens: int = 3, family: str = "llama") -> str:

@@ -11,14 +11,13 @@ import pytest
 import torch
 
 import stepscope
-
-from tests.support.paths import ROOT
-from tests.support.tiny_models import byte_tokenizer, tiny_model
 from stepscope.tracer import load_trace
 from stepscope.tracer.adapters.registry import adapter_for
 from stepscope.tracer.export import candidates, decoder, lens, positions, tl_cache, token_ids
 from stepscope.tracer.recorder import Recorder
 from stepscope.tracer.session import GenerationSettings, LiveSession
+from tests.support.paths import ROOT
+from tests.support.tiny_models import byte_tokenizer, tiny_model
 
 
 @pytest.fixture(scope="module")

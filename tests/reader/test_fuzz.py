@@ -23,9 +23,9 @@ import sys
 import numpy as np
 import pytest
 
+from stepscope.tracer import TraceError, load_trace
 from tests.support.paths import FIXTURE
 from tests.support.trace_edit import edit_entries
-from stepscope.tracer import TraceError, load_trace
 
 N_MUTANTS = 400
 HOSTILE_VALUES = [None, -1, 0, 10**18, -(10**18), 1.5, float("nan"), float("inf"), "", "x" * 5000, "\x1b]0;t\x07",

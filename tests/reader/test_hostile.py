@@ -16,12 +16,12 @@ import numpy as np
 import pytest
 from safetensors import safe_open
 
-from tests.support.paths import ROOT
-from tests.support.tiny_models import byte_tokenizer, tiny_model
-from tests.support.trace_edit import edit_entries, edit_manifest  # hand edits, re-stamped with their crc32
 from stepscope.tracer import TraceError, load_trace
 from stepscope.tracer.session import GenerationSettings, LiveSession
 from stepscope.tracer.trace_format import FIXED_FILES
+from tests.support.paths import ROOT
+from tests.support.tiny_models import byte_tokenizer, tiny_model
+from tests.support.trace_edit import edit_entries, edit_manifest  # hand edits, re-stamped with their crc32
 
 HOSTILE = ["\x1b]0;pwned\x07", "\x1b]52;c;ZXZpbA==\x07", "\x1b[2J\x1b[H", "[bold red]x[/]", "[@click=app.quit]q[/]",
            "\x9b31m", "\uffff\ufffe\U0010ffff\ue000", "\u202eevil", "a\x00b", "\r\x08\x7f"]
@@ -286,7 +286,7 @@ def test_step_files_follow_safetensors_rules(base, tmp_path, kind):
     with pytest.raises(TraceError):
         _read_everything(bad)
     if kind not in ("F32 as I32", "unaligned"):  # those two safetensors accepts; stepscope is stricter
-        with pytest.raises(Exception):
+        with pytest.raises(Exception):  # noqa: B017 - whatever safetensors raises
             with safe_open(path, framework="np") as f:
                 [f.get_tensor(k) for k in f.keys()]
 

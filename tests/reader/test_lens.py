@@ -11,12 +11,12 @@ import numpy as np
 import pytest
 from safetensors import safe_open
 
-from tests.support.family_refs import randomize_norms
-from tests.support.tiny_models import byte_tokenizer, tiny_model
 from stepscope.tracer import load_trace
 from stepscope.tracer.lens import RESID_ROWS, LogitLens
-from stepscope.tracer.trace_format import LENS_FILE
 from stepscope.tracer.session import GenerationSettings, LiveSession, cache_kwarg
+from stepscope.tracer.trace_format import LENS_FILE
+from tests.support.family_refs import randomize_norms
+from tests.support.tiny_models import byte_tokenizer, tiny_model
 
 PROMPT = "Hi there"
 

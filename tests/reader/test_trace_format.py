@@ -9,11 +9,12 @@ import numpy as np
 import pytest
 from safetensors import safe_open
 
-from tests.support.paths import FIXTURE, FIXTURE_V1
-from tests.support.tiny_models import byte_tokenizer, tiny_model
 from stepscope.tracer import TraceError, load_trace
 from stepscope.tracer.session import GenerationSettings, LiveSession
 from stepscope.tracer.writer import TraceWriter, write_step_file
+from tests.support.paths import FIXTURE, FIXTURE_V1
+from tests.support.tiny_models import byte_tokenizer, tiny_model
+
 
 def _manifest(prompt_len: int = 3) -> dict:
     from tests.support.synthetic_trace import model_facts
@@ -231,12 +232,12 @@ def test_a_filesystem_without_direct_io_gets_the_same_file(tmp_path, monkeypatch
     direct = write_step_file(str(tmp_path / "direct.safetensors"), arrays)
     real_open, real_pwrite = os.open, os.pwrite
     for where in ("open", "pwrite"):
-        def refuse_open(path, flags, *a, **k):
+        def refuse_open(path, flags, *a, where=where, **k):
             if where == "open" and flags & os.O_DIRECT:
                 raise OSError(errno.EINVAL, "Invalid argument")
             return real_open(path, flags, *a, **k)
 
-        def refuse_pwrite(fd, data, offset):
+        def refuse_pwrite(fd, data, offset, where=where):
             if where == "pwrite":
                 raise OSError(errno.EINVAL, "Invalid argument")
             return real_pwrite(fd, data, offset)

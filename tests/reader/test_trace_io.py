@@ -14,10 +14,10 @@ import pytest
 from safetensors import safe_open
 
 import stepscope.tracer.writer as writer_mod
-from tests.support.paths import ROOT
-from tests.support.tiny_models import byte_tokenizer, tiny_model
 from stepscope.tracer import TraceError, TraceWriteError, load_trace
 from stepscope.tracer.session import GenerationSettings, LiveSession
+from tests.support.paths import ROOT
+from tests.support.tiny_models import byte_tokenizer, tiny_model
 
 
 @pytest.fixture(scope="module")

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 
 from stepscope import seam
-from tests.support.tiny_models import byte_tokenizer, tiny_model
 from stepscope.tracer.branch import BranchSet
 from stepscope.tracer.session import GenerationSettings, LiveSession
+from tests.support.tiny_models import byte_tokenizer, tiny_model
 
 
 @pytest.fixture(scope="module")

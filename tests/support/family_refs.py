@@ -9,8 +9,8 @@ written out from the parameters.
 from __future__ import annotations
 
 import inspect
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 import torch
 from torch.nn import functional as F
@@ -39,7 +39,7 @@ def _with_tl_parts(f: Fn, centre: bool, eps: float) -> Fn:
 def rms(norm, offset: float = 0.0) -> Fn:
     """x / sqrt(mean(x²) + eps) * (offset + w), from an RMSNorm module's weight and eps."""
     w = _w(norm.weight)
-    eps = getattr(norm, "variance_epsilon", None) or getattr(norm, "eps")
+    eps = getattr(norm, "variance_epsilon", None) or norm.eps
 
     def f(x):
         return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + eps) * (offset + w)

@@ -13,13 +13,13 @@ recomputed from the recorded input of its own stage, as in family_checks.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from types import SimpleNamespace
-from typing import Callable
 
 import torch
 
-from .family_checks import D, Checks, _repeat_kv, allowed
+from .family_checks import Checks, D, _repeat_kv, allowed
 from .family_refs import _w, act, linear, rms, rope, rotary_tables
 
 Fn = Callable[[torch.Tensor], torch.Tensor]

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import warnings
 
-from tests.support.family_matrix import NEW_TOKENS, PROMPT
-from tests.support.tiny_models import byte_tokenizer, tiny_model
 from stepscope.tracer import load_trace
 from stepscope.tracer.session import GenerationSettings, LiveSession
+from tests.support.family_matrix import NEW_TOKENS, PROMPT
+from tests.support.tiny_models import byte_tokenizer, tiny_model
 
 
 def trace_tiny(key: str, out, record: list[str] | None = None, **config) -> object:

@@ -13,9 +13,9 @@ from __future__ import annotations
 import os
 import shutil
 
+from stepscope.tracer.session import GenerationSettings, LiveSession
 from tests.support.paths import FIXTURE
 from tests.support.tiny_models import byte_tokenizer, tiny_model
-from stepscope.tracer.session import GenerationSettings, LiveSession
 
 PROMPT = "<|im_start|>Hi [red]x[/red]\n"
 

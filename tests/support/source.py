@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import ast
 import os
-import tomllib
 from dataclasses import dataclass
 from functools import cache
+
+import tomllib
 
 from tests.support.paths import ROOT
 

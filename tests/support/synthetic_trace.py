@@ -160,7 +160,7 @@ def _step_arrays(rng, start: int, end: int, chosen: int, settings: dict) -> tupl
     arrays: dict[str, np.ndarray] = {"hook_embed": rng.normal(size=(t, D_MODEL))}  # [T, d_model]
     resid = arrays["hook_embed"]
     for layer in range(N_LAYERS):
-        def put(name, value):
+        def put(name, value, layer=layer):
             arrays[block_name(layer, name)] = value
 
         put("hook_resid_pre", resid)

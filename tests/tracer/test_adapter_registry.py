@@ -10,8 +10,6 @@ import sys
 
 import pytest
 
-from tests.support.paths import ROOT
-from tests.support.tiny_models import tiny_model
 from stepscope.tracer.adapters import base as adapter_base
 from stepscope.tracer.adapters import facts as config_rule_table
 from stepscope.tracer.adapters.base import Adapter, registered_adapters
@@ -22,6 +20,8 @@ from stepscope.tracer.model_info import is_generic_fallback, renormalises_top_k
 from stepscope.tracer.names import BLOCK_NAMES
 from stepscope.tui.views.model_overview import experts_fact
 from stepscope.tui.views.op_facts import Layout
+from tests.support.paths import ROOT
+from tests.support.tiny_models import tiny_model
 
 ADAPTERS_DIR = os.path.join(ROOT, "tracer", "adapters")
 

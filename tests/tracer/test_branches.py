@@ -10,14 +10,14 @@ import numpy as np
 import pytest
 import torch
 
-from tests.support.paths import README, ROOT
-from tests.support.tiny_models import byte_tokenizer, tiny_model
-from tests.support.trace_edit import edit_manifest
 from stepscope.tracer import load_trace
 from stepscope.tracer.branch import BranchSet
 from stepscope.tracer.branch_layout import BranchError, branch_path, list_branches
 from stepscope.tracer.session import GenerationSettings, LiveSession
 from stepscope.tracer.trace_format import TraceError
+from tests.support.paths import README, ROOT
+from tests.support.tiny_models import byte_tokenizer, tiny_model
+from tests.support.trace_edit import edit_manifest
 
 PROMPT = "The cat sat"
 N = 6  # tokens per run

@@ -10,12 +10,12 @@ import pytest
 import torch
 
 import stepscope
-from tests.support.tiny_models import byte_tokenizer, tiny_model
 from stepscope.cli.main import main, parse_args
 from stepscope.cli.run import live_app
 from stepscope.tracer import load_trace
 from stepscope.tracer.budget import ROWS_KEPT, BudgetError, parse_size, plan
 from stepscope.tracer.session import GenerationSettings, LiveSession
+from tests.support.tiny_models import byte_tokenizer, tiny_model
 
 PROMPT = "a prompt long enough to pass the row limit of the budget policy, " * 3  # ~195 byte tokens: maps matter
 

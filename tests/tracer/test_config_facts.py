@@ -10,8 +10,8 @@ import time
 
 import pytest
 
-from tests.support.paths import ROOT
 from stepscope.tracer.config_facts import ConfigError, config_facts, hub_cache_config, read_config
+from tests.support.paths import ROOT
 
 # Published config.json values (only the keys that size the model), as the model cards ship them.
 PUBLISHED = {
@@ -116,9 +116,9 @@ def test_every_tiny_family_matches_its_weights():
 def test_info_on_a_saved_model_directory_matches_its_checkpoint(tmp_path, capsys):
     """A directory with config.json and safetensors: the count from the config equals the headers' total."""
     pytest.importorskip("torch")
-    from tests.support.tiny_models import tiny_model
-    from stepscope.tracer.config_facts import checkpoint_params
     from stepscope.cli.main import main
+    from stepscope.tracer.config_facts import checkpoint_params
+    from tests.support.tiny_models import tiny_model
 
     model = tiny_model("qwen3_moe")
     model.save_pretrained(tmp_path / "m")
@@ -142,8 +142,8 @@ def test_gguf_header_counts_equal_tensor_shapes():
 
 def test_every_counted_family_is_checked():
     """Each model type the counter claims as checked has a tiny model compared against its weights above."""
-    from tests.support.tiny_models import FAMILY_CONFIGS
     from stepscope.tracer.adapters.facts import CHECKED
+    from tests.support.tiny_models import FAMILY_CONFIGS
 
     assert CHECKED <= {c["model_type"] for c in FAMILY_CONFIGS.values()}
     assert "params_note" in config_facts({**PUBLISHED["SmolLM2-135M"][0], "model_type": "brand_new"})

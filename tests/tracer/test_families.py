@@ -16,6 +16,10 @@ import pytest
 import torch
 from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForMaskedLM
 
+from stepscope.tracer.adapters.base import UnsupportedModel
+from stepscope.tracer.adapters.generic import GenericFallbackWarning, find_layers
+from stepscope.tracer.adapters.registry import adapter_for
+from stepscope.tracer.names import BLOCK_NAMES, FINAL_NAMES, SAMPLING_NAMES, shape_doc
 from tests.support.family_checks import TOLERANCE, CheckFailed, Checks, check_block, check_head_and_final, check_step_matches_full
 from tests.support.family_matrix import (
     FAMILIES,
@@ -29,10 +33,6 @@ from tests.support.family_matrix import (
 )
 from tests.support.family_refs import block_ref, head_ref, randomize_norms, rotary_tables
 from tests.support.tiny_models import tiny_model
-from stepscope.tracer.adapters.base import UnsupportedModel
-from stepscope.tracer.adapters.registry import adapter_for
-from stepscope.tracer.adapters.generic import GenericFallbackWarning, find_layers
-from stepscope.tracer.names import BLOCK_NAMES, FINAL_NAMES, SAMPLING_NAMES, shape_doc
 
 BY_KEY = {f.key: f for f in FAMILIES + GENERIC}
 KEYS = [f.key for f in FAMILIES]

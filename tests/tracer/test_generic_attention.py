@@ -10,10 +10,9 @@ import pytest
 import torch
 from torch import nn
 
-from tests.support.family_matrix import GENERIC, verify
-from stepscope.tracer.attention import RECORDERS
 from stepscope.tracer.adapters.generic import GenericAdapter, GenericFallbackWarning, find_attention
-from stepscope.tracer.attention import AttentionNotReproducible, stepscope_attention
+from stepscope.tracer.attention import RECORDERS, AttentionNotReproducible, stepscope_attention
+from tests.support.family_matrix import GENERIC, verify
 
 BY_KEY = {f.key: f for f in GENERIC}
 ATTN = ("attn.hook_v", "attn.hook_attn_scores", "attn.hook_pattern", "attn.hook_z")
@@ -190,8 +189,8 @@ def test_unknown_architecture_records_attention(verified, key):
 def test_generic_fallback_on_a_hybrid_model_says_which_layers_have_no_attention_map():
     """Qwen3-Next seen by the generic fallback (its adapter set aside): the linear-attention block has no
     module calling the interface, so no attention names there, and the manifest says why."""
-    from tests.support.tiny_models import tiny_model
     from stepscope.tracer.recorder import Recorder
+    from tests.support.tiny_models import tiny_model
 
     model = tiny_model("qwen3_next")
     with warnings.catch_warnings():
@@ -224,8 +223,8 @@ def test_no_sink_no_sink_column(verified):
 def test_generic_fallback_on_an_mla_model_matches_its_eager_attention():
     """DeepSeek-V3 seen by the generic fallback (its adapter set aside): the MLA shapes (d_v != d_qk,
     which raised a RuntimeError before) and the maps of the model's own eager attention."""
-    from tests.support.tiny_models import tiny_model
     from stepscope.tracer.recorder import Recorder
+    from tests.support.tiny_models import tiny_model
 
     model = tiny_model("deepseek_v3")
     ids = torch.arange(3, 12)[None]

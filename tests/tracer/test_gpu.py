@@ -9,11 +9,11 @@ import numpy as np
 import pytest
 import torch
 
-from tests.support.family_refs import randomize_norms
-from tests.support.tiny_models import byte_tokenizer, tiny_model
 from stepscope.tracer import load_trace
 from stepscope.tracer.session import GenerationSettings, LiveSession
 from stepscope.tracer.staging import SLOTS, HostStager
+from tests.support.family_refs import randomize_norms
+from tests.support.tiny_models import byte_tokenizer, tiny_model
 
 cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
 PROMPT = "Hi there"

@@ -7,9 +7,8 @@ import numpy as np
 import pytest
 import torch
 
-from tests.support.tiny_models import byte_tokenizer, tiny_model
-from stepscope.tracer.attention import Z_EDITS
 from stepscope.tracer import load_trace
+from stepscope.tracer.attention import Z_EDITS
 from stepscope.tracer.branch import BranchSet
 from stepscope.tracer.branch_layout import BranchError, branch_path, effects
 from stepscope.tracer.interventions import (
@@ -25,6 +24,7 @@ from stepscope.tracer.interventions import (
     zero_neuron,
 )
 from stepscope.tracer.session import GenerationSettings, LiveSession
+from tests.support.tiny_models import byte_tokenizer, tiny_model
 
 PROMPT, OTHER = "The cat sat", "The dog ran"  # same token length (byte tokenizer)
 N = 5

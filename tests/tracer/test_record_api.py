@@ -9,11 +9,11 @@ import torch
 from transformers import LogitsProcessor, LogitsProcessorList, StoppingCriteria, StoppingCriteriaList
 
 import stepscope
-from tests.support.tiny_models import byte_tokenizer, tiny_model
 from stepscope.tracer.adapters.registry import adapter_for
 from stepscope.tracer.export import tl_cache
 from stepscope.tracer.record import RecordError
 from stepscope.tracer.recorder import Recorder
+from tests.support.tiny_models import byte_tokenizer, tiny_model
 
 PROMPT = "Hi there"
 

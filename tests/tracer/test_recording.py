@@ -7,13 +7,13 @@ import numpy as np
 import pytest
 import torch
 
-from tests.support.family_refs import randomize_norms
-from tests.support.tiny_models import byte_tokenizer, tiny_model
-from stepscope.tracer.attention import RECORDERS
 from stepscope.tracer import load_trace
 from stepscope.tracer.adapters.registry import adapter_for
+from stepscope.tracer.attention import RECORDERS
 from stepscope.tracer.recorder import Recorder
 from stepscope.tracer.session import GenerationSettings, LiveSession
+from tests.support.family_refs import randomize_norms
+from tests.support.tiny_models import byte_tokenizer, tiny_model
 
 PROMPT = "Hi [b]x\n"
 NEW = 4

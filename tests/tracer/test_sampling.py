@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 import torch
 
-from tests.support.tiny_models import byte_tokenizer, tiny_model
 from stepscope.tracer import load_trace
 from stepscope.tracer.sampler import Sampler, SamplerSettings, nucleus_size
 from stepscope.tracer.session import GenerationSettings, LiveSession
+from tests.support.tiny_models import byte_tokenizer, tiny_model
 
 
 def _logits(seed=0, vocab=300):

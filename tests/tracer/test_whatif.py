@@ -8,10 +8,10 @@ import pytest
 import torch
 from transformers import LogitsProcessorList, MinPLogitsWarper, TemperatureLogitsWarper, TopKLogitsWarper, TopPLogitsWarper
 
-from tests.support.tiny_models import byte_tokenizer, tiny_model
 from stepscope.tracer import load_trace
 from stepscope.tracer.session import GenerationSettings, LiveSession
 from stepscope.tracer.whatif import WhatIfSettings, distribution, replay, side_by_side
+from tests.support.tiny_models import byte_tokenizer, tiny_model
 
 SETTINGS = [
     dict(temperature=0.7),

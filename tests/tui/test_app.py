@@ -6,8 +6,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from tests.support.app_harness import make_factory, wait_idle
-from tests.support.paths import FIXTURE
 from stepscope.tracer import load_trace
 from stepscope.tui.app import StepscopeApp
 from stepscope.tui.screens.breakpoints import BreakpointsScreen
@@ -18,6 +16,8 @@ from stepscope.tui.screens.prompt import GotoScreen, PromptScreen
 from stepscope.tui.screens.too_small import TooSmallScreen
 from stepscope.tui.state import Cursor
 from stepscope.tui.widgets.loading import LoadingPanel
+from tests.support.app_harness import make_factory, wait_idle
+from tests.support.paths import FIXTURE
 
 pytestmark = pytest.mark.anyio  # async tests run on asyncio via anyio's pytest plugin
 

@@ -11,11 +11,11 @@ import time
 
 import pytest
 
-from tests.support.paths import FIXTURE, ROOT
 from stepscope.tui.app import StepscopeApp
 from stepscope.tui.screens.error import ErrorScreen
 from stepscope.tui.screens.main import MainScreen
 from stepscope.tui.screens.prompt import PromptScreen
+from tests.support.paths import FIXTURE, ROOT
 
 pytestmark = pytest.mark.anyio
 

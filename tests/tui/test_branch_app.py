@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from tests.support.app_harness import make_factory, run, screen, wait_idle
 from stepscope.tracer import load_trace
 from stepscope.tracer.session import GenerationSettings, LiveSession
 from stepscope.tui.app import StepscopeApp
+from tests.support.app_harness import make_factory, run, screen, wait_idle
 
 
 async def click_label(app, pilot, label: str):

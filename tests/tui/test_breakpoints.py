@@ -6,9 +6,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from tests.support.paths import FIXTURE
 from stepscope.tracer import load_trace
 from stepscope.tui.breakpoints import Breakpoint, BreakpointError, BreakpointSet, Comparison, NonFinite, TokenText
+from tests.support.paths import FIXTURE
 
 
 def entry(index=1, text=" Paris", token_id=7042, chosen=0.42, top1=0.5, entropy=2.0, rank=0, nonfinite=()):

@@ -7,11 +7,6 @@ import warnings
 import numpy as np
 import pytest
 
-from tests.support.family_matrix import NEW_TOKENS, PROMPT
-from tests.support.family_traces import Traces
-from tests.support.pane_harness import assert_inert, cell_colours, drive, screen_lines, screen_text
-from tests.support.paths import FIXTURE
-from tests.support.tiny_models import byte_tokenizer, tiny_model
 from stepscope.tracer import load_trace
 from stepscope.tracer.session import GenerationSettings, LiveSession
 from stepscope.tui.render.palette import PALETTE_RGB, levels
@@ -19,6 +14,11 @@ from stepscope.tui.views.heatmap import ZOOMS
 from stepscope.tui.widgets.heatmap import LABEL_WIDTH, HeatmapPane
 from stepscope.tui.widgets.kv_cache import KVCachePane
 from stepscope.tui.widgets.layers import LayersList
+from tests.support.family_matrix import NEW_TOKENS, PROMPT
+from tests.support.family_traces import Traces
+from tests.support.pane_harness import assert_inert, cell_colours, drive, screen_lines, screen_text
+from tests.support.paths import FIXTURE
+from tests.support.tiny_models import byte_tokenizer, tiny_model
 
 
 @pytest.fixture(scope="module")

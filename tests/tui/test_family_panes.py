@@ -3,8 +3,6 @@ cache rows, the family's data flow in the model overview, MoE routing in the ten
 
 import pytest
 
-from tests.support.family_traces import Traces
-from tests.support.pane_harness import assert_inert, cell_colours, drive, screen_lines, screen_text
 from stepscope.tui.render.palette import MASKED_RGB, PALETTE_RGB, WINDOW_RGB
 from stepscope.tui.views.heatmap import ZOOMS
 from stepscope.tui.widgets.heatmap import HeatmapPane
@@ -13,6 +11,8 @@ from stepscope.tui.widgets.model_overview import ModelOverviewPane
 from stepscope.tui.widgets.tensor_detail import TensorDetail
 from stepscope.tui.widgets.tensor_inspector import TensorInspector
 from stepscope.tui.widgets.tensor_list import TensorList
+from tests.support.family_traces import Traces
+from tests.support.pane_harness import assert_inert, cell_colours, drive, screen_lines, screen_text
 
 
 @pytest.fixture(scope="module")

@@ -7,7 +7,6 @@ import re
 import numpy as np
 import pytest
 
-from tests.support.family_traces import Traces, trace_tiny
 from stepscope.tui.views.heatmap import Viewport, attention_map, extent, key_span
 from stepscope.tui.views.kv_cache import kv_cache
 from stepscope.tui.views.layers import head_rows, layer_experts, layer_rows
@@ -15,6 +14,7 @@ from stepscope.tui.views.mlp import compact_choices, format_choices, mlp_routing
 from stepscope.tui.views.model_overview import model_overview, spans
 from stepscope.tui.views.ops import short_name
 from stepscope.tui.views.tensors import tensor_infos, tensor_op
+from tests.support.family_traces import Traces, trace_tiny
 
 PAT = "blocks.{}.attn.hook_pattern"
 WINDOW = 4  # tests/support/tiny_models.py: Mistral and Gemma windows; the prompt has 8 tokens, 4 steps follow

@@ -3,9 +3,6 @@
 import numpy as np
 import pytest
 
-from tests.support import synthetic_trace as syn
-from tests.support.pane_harness import assert_inert, drive, screen_lines, screen_text
-from tests.support.paths import FIXTURE
 from stepscope.tracer import load_trace
 from stepscope.tui.views.tensors import format_number
 from stepscope.tui.widgets.heatmap import HeatmapPane
@@ -15,6 +12,9 @@ from stepscope.tui.widgets.model_overview import ModelOverviewPane
 from stepscope.tui.widgets.tensor_browser import TensorBrowser
 from stepscope.tui.widgets.tensor_inspector import TensorInspector
 from stepscope.tui.widgets.tensor_list import TensorList
+from tests.support import synthetic_trace as syn
+from tests.support.pane_harness import assert_inert, drive, screen_lines, screen_text
+from tests.support.paths import FIXTURE
 
 
 @pytest.fixture(scope="module")

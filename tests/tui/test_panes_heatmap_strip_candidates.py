@@ -10,14 +10,13 @@ import numpy as np
 import pytest
 from rich.cells import cell_len
 
-from tests.support import pane_harness as harness
-from tests.support import synthetic_trace as syn
 from stepscope.tracer import load_trace
 from stepscope.tui.render.palette import MASKED_RGB, PALETTE_RGB
 from stepscope.tui.state import Cursor
 from stepscope.tui.views.heatmap import ZOOMS
 from stepscope.tui.widgets.heatmap import HeatmapPane
-
+from tests.support import pane_harness as harness
+from tests.support import synthetic_trace as syn
 
 
 def drive(pane, script, size=(100, 30)):

@@ -7,9 +7,9 @@ from __future__ import annotations
 
 import pytest
 
-from tests.support.paths import FIXTURE
 from stepscope.tracer import load_trace
 from stepscope.tui.app import StepscopeApp
+from tests.support.paths import FIXTURE
 
 PANE_KEYS = {"candidates": "1", "attention": "2", "tensors": "3", "lens": "4", "kv": "5", "heads": "6", "model": "7",
              "whatif": "9"}

@@ -5,15 +5,13 @@ import os
 import numpy as np
 import pytest
 
-from tests.support import synthetic_trace as syn
-from tests.support.paths import FIXTURE
 from stepscope.tracer import load_trace
+from stepscope.tracer.geometry import kv_head_of
 from stepscope.tracer.names import forward_order
 from stepscope.tracer.trace_format import TOKENIZER_FILE
-from stepscope.tui.views import cache
 from stepscope.tui.render.candidates import chosen_line
+from stepscope.tui.views import cache
 from stepscope.tui.views.candidates import candidates, settings_line, stages_line
-from stepscope.tracer.geometry import kv_head_of
 from stepscope.tui.views.heatmap import Viewport, attention_map, extent
 from stepscope.tui.views.kv_cache import kv_cache
 from stepscope.tui.views.layers import entropy, fmt, head_grid, head_rows, head_stats, layer_rows
@@ -21,10 +19,19 @@ from stepscope.tui.views.logit_lens import logit_lens
 from stepscope.tui.views.model_overview import human_count, model_overview
 from stepscope.tui.views.ops import operation, short_name
 from stepscope.tui.views.tensors import (
-    axis_names, compute_stats, export_npy, format_number, slice_rows, tensor_infos,
-    tensor_op, tensor_stats, summarize,
+    axis_names,
+    compute_stats,
+    export_npy,
+    format_number,
+    slice_rows,
+    summarize,
+    tensor_infos,
+    tensor_op,
+    tensor_stats,
 )
 from stepscope.tui.views.vocab import token_texts
+from tests.support import synthetic_trace as syn
+from tests.support.paths import FIXTURE
 
 PAT = "blocks.{}.attn.hook_pattern"
 
@@ -503,8 +510,17 @@ def test_cell_readout_matches_the_recorded_row(trace):
 # -- tensor browser: named axes, any two axes, head slices, export beside the trace ---------------
 
 from stepscope.tui.views.tensors import (  # noqa: E402
-    SliceView, axis_labels, axis_pairs, default_view, export_array, export_dir_for, slice_filename, slice_label,
-    view_slice, with_axes, with_index,
+    SliceView,
+    axis_labels,
+    axis_pairs,
+    default_view,
+    export_array,
+    export_dir_for,
+    slice_filename,
+    slice_label,
+    view_slice,
+    with_axes,
+    with_index,
 )
 
 

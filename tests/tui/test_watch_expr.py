@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 import math
+import os
 
 import numpy as np
 import pytest
 
-from tests.support.paths import FIXTURE
 from stepscope.tracer import load_trace
 from stepscope.tracer.branch_layout import branch_path
 from stepscope.tui.breakpoints import Breakpoint
 from stepscope.tui.watch import ExprError, Watch, fresh_step, parse, parse_comparison, private_trace, unparse
+from tests.support.paths import FIXTURE
 
 
 def softmax(x):
@@ -132,9 +133,9 @@ def test_manifest_only_expressions_need_no_array():
 def test_a_damaged_step_file_is_nan_with_a_reason(tmp_path):
     import shutil
 
-    from tests.support.synthetic_trace import build_trace
     from stepscope.tracer import load_trace
     from stepscope.tui.breakpoints import Breakpoint
+    from tests.support.synthetic_trace import build_trace
 
     path = build_trace(tmp_path / "t", n_decode=3)
     trace = load_trace(path)

@@ -10,8 +10,6 @@ import time
 import numpy as np
 import pytest
 
-from tests.support.app_harness import make_factory, run, screen, wait_idle
-from tests.support.tiny_models import byte_tokenizer, tiny_model
 from stepscope.tracer import load_trace
 from stepscope.tracer.attribution import attribute
 from stepscope.tracer.session import GenerationSettings, LiveSession
@@ -19,6 +17,8 @@ from stepscope.tui.app import StepscopeApp
 from stepscope.tui.widgets.attribution import AttributionPane
 from stepscope.tui.widgets.diff import DiffPane
 from stepscope.tui.widgets.whatif import WhatIfPane
+from tests.support.app_harness import make_factory, run, screen, wait_idle
+from tests.support.tiny_models import byte_tokenizer, tiny_model
 
 
 def _trace(path, prompt):
@@ -162,8 +162,8 @@ def test_whatif_pane_keys_and_clicks(paths):
 
 
 def test_compare_pane_from_diff_app(paths, tmp_path):
-    from stepscope.tracer.diff import compare
     from stepscope.cli.diff import diff_app
+    from stepscope.tracer.diff import compare
 
     a, b = load_trace(paths[0]), load_trace(paths[1])
     app = diff_app(a, b)

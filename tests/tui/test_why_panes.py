@@ -4,9 +4,6 @@ from __future__ import annotations
 
 import pytest
 
-
-from tests.support import pane_harness as harness
-from tests.support.tiny_models import byte_tokenizer, tiny_model
 from stepscope.tracer import load_trace
 from stepscope.tracer.attribution import attribute
 from stepscope.tracer.session import GenerationSettings, LiveSession
@@ -15,6 +12,8 @@ from stepscope.tui.state import Cursor
 from stepscope.tui.widgets.attribution import AttributionPane
 from stepscope.tui.widgets.diff import DiffPane
 from stepscope.tui.widgets.whatif import WhatIfPane
+from tests.support import pane_harness as harness
+from tests.support.tiny_models import byte_tokenizer, tiny_model
 
 
 def drive(pane, script, size=(100, 40)):

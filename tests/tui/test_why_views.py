@@ -5,7 +5,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from tests.support.tiny_models import byte_tokenizer, tiny_model
 from stepscope.tracer import load_trace
 from stepscope.tracer.attribution import attribute
 from stepscope.tracer.session import GenerationSettings, LiveSession
@@ -15,6 +14,7 @@ from stepscope.tui.render.diff import diff_lines
 from stepscope.tui.render.whatif import whatif_lines
 from stepscope.tui.views.attribution import rivals, top_head
 from stepscope.tui.views.whatif import adjusted, recorded_settings
+from tests.support.tiny_models import byte_tokenizer, tiny_model
 
 
 def _trace(path, prompt: str, **settings) -> object:

@@ -12,8 +12,8 @@ module imports each family's module and picks the adapter for a model.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from typing import Callable
 
 import torch
 from torch import nn

@@ -72,7 +72,7 @@ class HeatmapRenderable:
         self.sink = None if sink is None else np.asarray(sink, dtype=np.float64).reshape(-1)  # [R]
 
     @classmethod
-    def from_map(cls, amap, **kwargs) -> "HeatmapRenderable":
+    def from_map(cls, amap, **kwargs) -> HeatmapRenderable:
         """From a `tui.views.heatmap.AttentionMap`."""
         return cls(amap.values, amap.mask, vmin=amap.vmin, vmax=amap.vmax,
                    row_labels=amap.row_names or amap.row_labels,

@@ -21,8 +21,14 @@ from textual.screen import Screen
 from textual.widgets import ContentSwitcher, Footer, Tab, Tabs
 
 from stepscope.tracer import load_trace
-from stepscope.tui.branching import (INTERVENTION_HELP, check_intervention, default_choice, intervention_templates,
-                                     parse_choice, parse_intervention)
+from stepscope.tui.branching import (
+    INTERVENTION_HELP,
+    check_intervention,
+    default_choice,
+    intervention_templates,
+    parse_choice,
+    parse_intervention,
+)
 from stepscope.tui.render.lines import token
 from stepscope.tui.screens.prompt import PromptScreen
 from stepscope.tui.screens.runs import RunsScreen
@@ -402,7 +408,8 @@ class MainScreen(Screen[None]):
                 items.append({"name": key, "step": b.get("step"), "reason": b.get("reason"),
                               "interventions": b.get("interventions") or [], "steps": len(trace.steps)})
             current = keys.index(app.current_run)
-            opened = lambda index: None if index is None or index == current else self._open_live_run(keys, index)
+            def opened(index):
+                return None if index is None or index == current else self._open_live_run(keys, index)
         elif app.trace is not None:
             items = runs(app.trace)
             for item in items:
@@ -411,7 +418,8 @@ class MainScreen(Screen[None]):
                 except Exception:  # noqa: BLE001 - a damaged branch still gets its row
                     item["steps"] = None
             current = current_index(app.trace, items)
-            opened = lambda index: None if index is None or index == current else self._open_replay_run(items, index)
+            def opened(index):
+                return None if index is None or index == current else self._open_replay_run(items, index)
         else:
             return
         app.push_screen(RunsScreen(items, current), opened)

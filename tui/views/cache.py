@@ -9,7 +9,7 @@ from typing import TypeVar
 T = TypeVar("T")
 
 _MAX_ENTRIES = 4096
-_CACHE: "OrderedDict[tuple, object]" = OrderedDict()
+_CACHE: OrderedDict[tuple, object] = OrderedDict()
 
 
 def step_key(step) -> tuple:

@@ -22,8 +22,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from stepscope.tracer.inert import inert
 from stepscope.tracer.geometry import keys_of, kv_head_of, layer_window, sink_columns
+from stepscope.tracer.inert import inert
 from stepscope.tracer.names import block_name
 from stepscope.tui.views.cache import cached
 from stepscope.tui.views.vocab import token_texts
@@ -64,14 +64,14 @@ class Viewport:
     rows: int = 32
     cols: int = 64
 
-    def clamp(self, n_rows: int, n_cols: int) -> "Viewport":
+    def clamp(self, n_rows: int, n_cols: int) -> Viewport:
         """Fit inside an n_rows × n_cols matrix (a window larger than the data shows all of it)."""
         rows, cols = max(1, min(self.rows, n_rows)), max(1, min(self.cols, n_cols))
         row0 = min(max(0, self.row0), max(0, n_rows - rows))
         col0 = min(max(0, self.col0), max(0, n_cols - cols))
         return Viewport(row0, col0, rows, cols)
 
-    def moved(self, drow: int, dcol: int) -> "Viewport":
+    def moved(self, drow: int, dcol: int) -> Viewport:
         return Viewport(self.row0 + drow, self.col0 + dcol, self.rows, self.cols)
 
 

@@ -15,10 +15,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from stepscope.tracer.geometry import kv_head_of, sink_columns
 from stepscope.tracer.names import block_name
 from stepscope.tui.text import escape_for_display
 from stepscope.tui.views.cache import cached
-from stepscope.tracer.geometry import kv_head_of, sink_columns
 from stepscope.tui.views.heatmap import key_span, no_attention
 from stepscope.tui.views.logit_lens import LensToken, logit_lens
 from stepscope.tui.views.mlp import ExpertChoice, routing

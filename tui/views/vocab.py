@@ -13,7 +13,7 @@ import weakref
 from stepscope.tracer.tokenizer_file import trace_tokenizer
 from stepscope.tui.text import escape_for_display, token_text
 
-_TABLES: "weakref.WeakKeyDictionary[object, TokenTexts]" = weakref.WeakKeyDictionary()
+_TABLES: weakref.WeakKeyDictionary[object, TokenTexts] = weakref.WeakKeyDictionary()
 
 
 class TokenTexts:

@@ -61,7 +61,7 @@ class Watch:
         self._errors: dict[tuple, str] = {}
 
     @classmethod
-    def compile(cls, text: str, trace=None) -> "Watch":
+    def compile(cls, text: str, trace=None) -> Watch:
         """Parse and check `text` against `trace` (names, functions, token texts); one-line ExprError."""
         tree = parse(text)
         check(tree, trace)

@@ -8,7 +8,7 @@ import weakref
 from stepscope.tracer.tokenizer_file import trace_tokenizer
 from stepscope.tui.watch.parse import ExprError
 
-_RESOLVERS: "weakref.WeakKeyDictionary[object, TokenIds]" = weakref.WeakKeyDictionary()
+_RESOLVERS: weakref.WeakKeyDictionary[object, TokenIds] = weakref.WeakKeyDictionary()
 
 
 class TokenIds:

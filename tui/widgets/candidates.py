@@ -19,8 +19,8 @@ from textual.binding import Binding
 from textual.message import Message
 from textual.reactive import reactive
 
-from stepscope.tui.text import fit
 from stepscope.tui.render.candidates import chosen_line
+from stepscope.tui.text import fit
 from stepscope.tui.views.candidates import STAGE_LABELS, candidates
 from stepscope.tui.widgets.common import fmt_num, fmt_prob, token_display
 from stepscope.tui.widgets.pane import Pane

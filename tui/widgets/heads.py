@@ -16,8 +16,8 @@ from stepscope.tui.views.heatmap import no_attention
 from stepscope.tui.views.layers import head_rows
 from stepscope.tui.views.vocab import tok_text
 from stepscope.tui.widgets.common import fmt_num, token_display
-from stepscope.tui.widgets.pane import Pane
 from stepscope.tui.widgets.layers import window
+from stepscope.tui.widgets.pane import Pane
 
 
 def attention_kind(model: dict) -> str:

@@ -15,8 +15,8 @@ import math
 from rich.text import Text
 
 from stepscope.tui.views.layers import head_grid, head_stats
-from stepscope.tui.widgets.pane import Pane
 from stepscope.tui.widgets.layers import window
+from stepscope.tui.widgets.pane import Pane
 
 SHADES = ("██", "▓▓", "▒▒", "░░", "··")  # focused .. diffuse
 LEVEL_CLASSES = tuple(f"heads-overview--l{i}" for i in range(len(SHADES)))

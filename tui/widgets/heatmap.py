@@ -11,8 +11,20 @@ from textual.reactive import reactive
 from stepscope.tracer.trace_format import TraceError
 from stepscope.tui.render.heatmap import HeatmapRenderable
 from stepscope.tui.views.heatmap import (
-    SCALES, ZOOMS, AttentionMap, Viewport, attention_map, cell_info, default_key, extent, fit_zoom, key_span,
-    no_attention, omitted_rows, sink_columns, zoom_label,
+    SCALES,
+    ZOOMS,
+    AttentionMap,
+    Viewport,
+    attention_map,
+    cell_info,
+    default_key,
+    extent,
+    fit_zoom,
+    key_span,
+    no_attention,
+    omitted_rows,
+    sink_columns,
+    zoom_label,
 )
 from stepscope.tui.widgets.pane import Pane
 

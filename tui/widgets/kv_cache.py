@@ -11,8 +11,8 @@ from stepscope.tracer.trace_format import human_bytes
 from stepscope.tui.render.columns import columns
 from stepscope.tui.text import display_token
 from stepscope.tui.views.kv_cache import kv_cache
-from stepscope.tui.widgets.lines_pane import LinesPane
 from stepscope.tui.views.vocab import tok_text
+from stepscope.tui.widgets.lines_pane import LinesPane
 
 MAX_APPENDED = 12
 LEGEND = ("before/after: positions cached by the layer before/after this step · +new: appended by it · "

@@ -9,12 +9,23 @@ from textual.binding import Binding
 from textual.message import Message
 from textual.widget import Widget
 
+from stepscope.tracer.geometry import sink_columns
 from stepscope.tracer.inert import inert
 from stepscope.tui.text import escape_for_display, fit
-from stepscope.tracer.geometry import sink_columns
 from stepscope.tui.views.tensors import (
-    SliceView, axis_labels, axis_pairs, default_view, export_array, export_dir_for, export_filename,
-    slice_filename, slice_label, slice_rows, view_slice, with_axes, with_index,
+    SliceView,
+    axis_labels,
+    axis_pairs,
+    default_view,
+    export_array,
+    export_dir_for,
+    export_filename,
+    slice_filename,
+    slice_label,
+    slice_rows,
+    view_slice,
+    with_axes,
+    with_index,
 )
 from stepscope.tui.views.vocab import tok_text, token_texts
 

@@ -15,8 +15,8 @@ from textual.widgets import Static
 from stepscope.tracer.geometry import kv_head_of
 from stepscope.tui.views.mlp import is_moe, mlp_routing_for
 from stepscope.tui.views.tensors import export_dir_for, export_npy, summarize
-from stepscope.tui.widgets.tensor_browser import TensorBrowser
 from stepscope.tui.widgets.pane import Pane
+from stepscope.tui.widgets.tensor_browser import TensorBrowser
 from stepscope.tui.widgets.tensor_detail import TensorDetail
 from stepscope.tui.widgets.tensor_list import TensorList
 

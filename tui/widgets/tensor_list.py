@@ -92,7 +92,7 @@ class TensorList(ScrollView, can_focus=True, inherit_bindings=False):
         """`/` on the list: the screen asks for a filter (`filter_problem` checks one as it is typed)
         and hands it back with `set_filter`."""
 
-        def __init__(self, tensor_list: "TensorList") -> None:
+        def __init__(self, tensor_list: TensorList) -> None:
             super().__init__()
             self.tensor_list = tensor_list
 

@@ -199,7 +199,7 @@ class WatchPane(Pane, can_focus=True):
         if batch:
             self.post_message(self.Values(private, batch))
 
-    def on_watch_pane_values(self, message: "WatchPane.Values") -> None:
+    def on_watch_pane_values(self, message: WatchPane.Values) -> None:
         message.stop()
         by_text = {w.text: w for w in self.watches}
         for text, values in message.values.items():
