@@ -9,7 +9,7 @@ the logit lens computed while tracing ("eager": ~30 LM-head passes per step) ins
 by the reader from the recorded resid_post rows (the default on a CPU; the lens is still in the
 viewer). Prints wall-time ratios, the per-part cost of a decode step, bytes per generated token
 and peak memory (RSS on the CPU, allocator peak on CUDA).
-Target (issue 8): full tracing (every name, every layer, every step, to disk, lens available) <= 1.3x.
+Target: full tracing (every name, every layer, every step, to disk, lens available) <= 1.3x.
 """
 
 from __future__ import annotations

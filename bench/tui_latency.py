@@ -216,7 +216,7 @@ def session_keys(n_steps: int) -> list[tuple[str, str]]:
     keys += [("step", "n")] * 20 + [("step", "p")] * 10
     keys += [("jump", "end"), ("step", "p"), ("step", "p"), ("jump", "home"), ("jump", "end")]
     keys += [("layer", "j")] * 12 + [("layer", "k")] * 4 + [("head", "l")] * 5 + [("head", "h")] * 2
-    for pane in "234567890":  # 8 Why, 9 What if, 0 Compare (issue 12)
+    for pane in "234567890":  # 8 Why, 9 What if, 0 Compare
         keys += [("pane", pane)] + [("step", "p")] * 5 + [("layer", "j"), ("head", "l"), ("step", "n")]
     keys += [("pane", "1")] + [("step", "p")] * 5
     keys += [("(no-op)", "z")] * 10  # an unbound key: the harness's own cost, for reference
@@ -224,7 +224,7 @@ def session_keys(n_steps: int) -> list[tuple[str, str]]:
 
 
 def watch_expressions(trace, n: int) -> list[str]:
-    """`n` watch expressions of issue 11's kinds that this trace can evaluate (layer/head clamped)."""
+    """`n` watch expressions of the documented kinds that this trace can evaluate (layer/head clamped)."""
     model = trace.model
     layer = min(10, int(model.get("n_layers") or 1) - 1)
     head_layer, head = min(5, int(model.get("n_layers") or 1) - 1), min(3, int(model.get("n_heads") or 1) - 1)
@@ -325,7 +325,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=2, help="times the key sequence is played")
     parser.add_argument("--by-pane", action="store_true", help="break the figures down by the pane shown")
     parser.add_argument("--watches", type=int, default=0, metavar="N",
-                        help="also play the keys with N watch expressions open (issue 11: p95 < 50 ms with 3), "
+                        help="also play the keys with N watch expressions open (target: p95 < 50 ms with 3), "
                              "after a run without, and print both")
     parser.add_argument("--interval", type=float, default=0.15,
                         help="seconds between keys, not measured (default 0.15: someone reading as they step; "

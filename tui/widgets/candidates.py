@@ -195,6 +195,6 @@ class CandidatesPane(Pane, can_focus=True):
                 line.stylize(chosen_style)
             elif not row.kept:
                 line.stylize(outside_style)
-            line.stylize(Style(meta={"@click": f"pick({row.id})"}))  # a click picks it (Why, F: issue 12)
+            line.stylize(Style(meta={"@click": f"pick({row.id})"}))  # a click picks it (for Why and F)
             lines.append(line)
         return lines

@@ -231,7 +231,7 @@ class TensorList(ScrollView, can_focus=True, inherit_bindings=False):
             "hist": spark_chars(stats.hist.reshape(-1, 2).sum(axis=1) if stats.hist.size % 2 == 0 else stats.hist,
                                 zero_blank=True),
         }
-        if info.name in getattr(self, "_edited", ()):  # a branch's intervention edited it (issue 12)
+        if info.name in getattr(self, "_edited", ()):  # a branch's intervention edited it
             text = Text((middle_ellipsis(info.name, name_width - 2) + " ✎").ljust(name_width), style="bold magenta",
                         no_wrap=True, end="")
         else:
