@@ -14,11 +14,13 @@ from __future__ import annotations
 
 import re
 from functools import partial
+from typing import cast
 
 from textual.command import DiscoveryHit, Hit, Hits, Provider
 
 from stepscope.tracer.inert import inert
 from stepscope.tracer.names import split_block_name
+from stepscope.tui.app_view import DebuggerApp
 from stepscope.tui.breakpoints import Breakpoint, BreakpointError
 from stepscope.tui.screens.main import PANES
 from stepscope.tui.text import display_token
@@ -48,7 +50,7 @@ class StepCommands(Provider):
     """Go to a step by number or by the text of the token it chose."""
 
     async def search(self, query: str) -> Hits:
-        app = self.app
+        app = cast(DebuggerApp, self.app)  # the app's own state (App[object] to textual)
         if not _app_ready(app):
             return
         trace, n = app.trace, len(app.trace.steps)
@@ -78,7 +80,7 @@ class StepCommands(Provider):
                       help="go to the step that chose this token")
 
     async def discover(self) -> Hits:
-        app = self.app
+        app = cast(DebuggerApp, self.app)  # the app's own state (App[object] to textual)
         if _app_ready(app):
             yield DiscoveryHit("go to step… (type a number or a token's text)", app.action_goto,
                                help="step by number; or type the text of a generated token")
@@ -88,7 +90,7 @@ class PlaceCommands(Provider):
     """A layer, a head, a pane."""
 
     async def search(self, query: str) -> Hits:
-        app = self.app
+        app = cast(DebuggerApp, self.app)  # the app's own state (App[object] to textual)
         if not _app_ready(app):
             return
         model = app.trace.model
@@ -114,7 +116,7 @@ class PlaceCommands(Provider):
                           text=text, help="show this pane")
 
     async def discover(self) -> Hits:
-        app = self.app
+        app = cast(DebuggerApp, self.app)  # the app's own state (App[object] to textual)
         for pid, label, _ in PANES:
             yield DiscoveryHit(f"pane: {label}", partial(app.main_screen.action_show_pane, pid), help="show this pane")
 
@@ -131,7 +133,7 @@ class TensorCommands(Provider):
     """A tensor of the current step by fuzzy name."""
 
     async def search(self, query: str) -> Hits:
-        app = self.app
+        app = cast(DebuggerApp, self.app)  # the app's own state (App[object] to textual)
         if not _app_ready(app) or not query.strip():
             return
         try:
@@ -156,7 +158,7 @@ class ActionCommands(Provider):
     """Add a breakpoint or a watch from the text typed; open the screens that list them."""
 
     async def search(self, query: str) -> Hits:
-        app = self.app
+        app = cast(DebuggerApp, self.app)  # the app's own state (App[object] to textual)
         if not _app_ready(app) or not query.strip():
             return
         m = _PREFIX.match(query)
