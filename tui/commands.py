@@ -53,6 +53,7 @@ class StepCommands(Provider):
         app = cast(DebuggerApp, self.app)  # the app's own state (App[object] to textual)
         if not _app_ready(app):
             return
+        assert app.trace is not None  # _app_ready
         trace, n = app.trace, len(app.trace.steps)
         m = _NUMBER.match(query)
         if m:
@@ -93,6 +94,7 @@ class PlaceCommands(Provider):
         app = cast(DebuggerApp, self.app)  # the app's own state (App[object] to textual)
         if not _app_ready(app):
             return
+        assert app.trace is not None  # _app_ready
         model = app.trace.model
         n_layers, n_heads = int(model.get("n_layers") or 0), int(model.get("n_heads") or 0)
         m = _DOTTED.match(query) or (_LAYER_HEAD.match(query) if re.search(r"[lLhH]", query) else None)
@@ -137,6 +139,7 @@ class TensorCommands(Provider):
         if not _app_ready(app) or not query.strip():
             return
         try:
+            assert app.trace is not None  # _app_ready
             names = app.trace.steps[app.step].names
         except Exception:  # noqa: BLE001 - an unreadable step: no tensor hits (the app reports it)
             return

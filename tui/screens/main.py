@@ -218,7 +218,7 @@ class MainScreen(Screen[None]):
                 for pid, _, cls in PANES:
                     pane = self._panes[pid] = cls(id=f"pane-{pid}-widget")
                     if pid == "compare":
-                        pane.set_other(self._compare)
+                        cast(DiffPane, pane).set_other(self._compare)
                     with Container(id=f"pane-{pid}", classes="pane-box"):
                         yield pane
         yield LoadingPanel(id="loading")
@@ -276,7 +276,7 @@ class MainScreen(Screen[None]):
         jobs = [lambda: "logits" in trace.steps[step_index]]  # reads the step file's header once
         for view in (self.query_one(LayersList), self.query_one(HeadsList), self.active_pane):
             if view.display:
-                jobs.append(lambda view=view: view.prefetch(step_index))
+                jobs.append(lambda view=view: view.prefetch(step_index))  # type: ignore[misc]  # (a default-bound loop variable)
         return jobs
 
     def hidden_pane_jobs(self, step_index: int) -> list:
@@ -346,7 +346,7 @@ class MainScreen(Screen[None]):
         """Compare the app's trace with `other` (a loaded trace B) in the Compare pane (before or after mounting)."""
         self._compare = other
         if "compare" in self._panes:
-            self._panes["compare"].set_other(other)
+            cast(DiffPane, self._panes["compare"]).set_other(other)
         if show:
             if self.is_mounted:
                 self.action_show_pane("compare")
@@ -413,6 +413,7 @@ class MainScreen(Screen[None]):
             items = []
             for key in keys:  # the UI's own Trace of each run
                 trace = app.run_traces.get(key, app.trace)
+                assert trace is not None  # a live app has the current run's trace
                 b = trace.manifest.get("branch") or {}
                 items.append({"name": key, "step": b.get("step"), "reason": b.get("reason"),
                               "interventions": b.get("interventions") or [], "steps": len(trace.steps)})
@@ -440,7 +441,7 @@ class MainScreen(Screen[None]):
         parent = parent_dir(trace)
         if parent is not None:
             self.compare_with(load_trace(parent), show=False)
-        self.debugger.notify(Text(f"run {item['name'] or '(original)'} ({index + 1} of {len(items)}): {run_label(item)}"),
+        self.debugger.notify(Text(f"run {item['name'] or '(original)'} ({index + 1} of {len(items)}): {run_label(item)}"),  # type: ignore[arg-type]  # textual shows a rich Text; typed str
                         timeout=4)
 
     def _live_keys(self, need_branches: bool = True) -> list[str] | None:
@@ -462,7 +463,7 @@ class MainScreen(Screen[None]):
 
     def action_force_token(self) -> None:
         """Live: a branch at the cursor's step with another token forced there, computed in a worker."""
-        rival = self._panes["why"].other() if "why" in self._panes else None
+        rival = cast(AttributionPane, self._panes["why"]).other() if "why" in self._panes else None
         self._branch_dialog("Force a token at step {step} (a branch; the original run is kept)",
                             lambda step: default_choice(self.debugger.trace, step, rival), parse_choice,
                             "#id forces that token · other text forces its tokens · Enter branches · Esc cancels")
@@ -528,11 +529,11 @@ class MainScreen(Screen[None]):
             return
         chosen = int(trace.steps[app.step].token["id"])
         if message.token_id == chosen:
-            self._panes["why"].pick(None)
+            cast(AttributionPane, self._panes["why"]).pick(None)
             return
-        self._panes["why"].pick(message.token_id)
+        cast(AttributionPane, self._panes["why"]).pick(message.token_id)
         live = " · F forces it here (a branch)" if app.session is not None else ""
-        app.notify(Text.assemble("picked ", token(trace, message.token_id), f": 8 explains why not it{live}"), timeout=3)
+        app.notify(Text.assemble("picked ", token(trace, message.token_id), f": 8 explains why not it{live}"), timeout=3)  # type: ignore[arg-type]  # (the same)
 
     def on_attribution_pane_open_heatmap(self, message: AttributionPane.OpenHeatmap) -> None:
         message.stop()
