@@ -161,9 +161,9 @@ class CandidatesPane(Pane, can_focus=True):
         lines.append(header)
         # the body: candidate rows and the cut-off line; only the visible window is built
         body: list[CandidateRow | None] = []
-        for row in data.rows:
-            body.append(row)
-            if data.cutoff is not None and row.rank - 1 == data.cutoff:
+        for candidate in data.rows:
+            body.append(candidate)
+            if data.cutoff is not None and candidate.rank - 1 == data.cutoff:
                 body.append(None)
         self._n_rows = len(body)
         visible = max(self.size.height - self.HEADER_LINES, 1)

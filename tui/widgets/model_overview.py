@@ -63,7 +63,7 @@ class ModelOverviewPane(LinesPane):
         facts = columns(["fact", "value"], fact_rows, justify="ll")[1:]
         for line in facts:
             line.stylize("dim", 0, max(len(label) for label, _ in ov.facts))
-        rows = [[Text(r.component), f"{r.count:,} ({human_count(r.count)})", f"{r.share:.1%}",
+        rows: list[list[Cell]] = [[Text(r.component), f"{r.count:,} ({human_count(r.count)})", f"{r.share:.1%}",
                  Text(bar_chars(r.share, BAR), style="green")] for r in ov.params]
         total = Text(f"{ov.total:,} ({human_count(ov.total)})", style="bold")
         rows.append([Text("total", style="bold"), total, "", ""])
