@@ -222,13 +222,14 @@ def _check(iv: Intervention, facts: dict) -> None:
         raise InterventionError(f"neuron {iv.index} is out of range (d_mlp = {d_mlp})")
     if iv.source_model is not None and iv.source_model != facts.get("name"):
         raise InterventionError(f"{iv.kind}: its values come from a trace of {iv.source_model}, not of this model")
-    if iv.kind in ("patch", "steer"):
-        assert iv.vector is not None  # patch and steer carry their vector
-        if iv.kind == "patch" and iv.name in ("hook_resid_pre", "hook_resid_post", "hook_attn_out", "hook_mlp_out"):
-            if iv.vector.shape != (facts.get("d_model"),):
-                raise InterventionError(f"patch: the row has shape {list(iv.vector.shape)}, {iv.name} here [{facts.get('d_model')}]")
-        if iv.kind == "steer" and iv.vector.shape != (facts.get("d_model"),):
-            raise InterventionError(f"the steering vector has {iv.vector.size} values, the residual stream {facts.get('d_model')}")
+    vector = iv.vector
+    if iv.kind == "patch" and iv.name in ("hook_resid_pre", "hook_resid_post", "hook_attn_out", "hook_mlp_out"):
+        if vector is not None and vector.shape != (facts.get("d_model"),):
+            raise InterventionError(f"patch: the row has shape {list(vector.shape)}, {iv.name} here [{facts.get('d_model')}]")
+    if iv.kind == "steer":
+        assert vector is not None  # a steer carries its vector
+        if vector.shape != (facts.get("d_model"),):
+            raise InterventionError(f"the steering vector has {vector.size} values, the residual stream {facts.get('d_model')}")
 
 
 def check(adapter, interventions, facts: dict) -> None:
