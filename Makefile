@@ -8,7 +8,7 @@ PIP := $(PY) -m pip
 TORCH_SPEC ?= torch==2.13.0
 TRACE ?= traces/paris
 
-.PHONY: setup demo demo-trace test screenshots bench clean
+.PHONY: setup demo demo-trace lint test screenshots bench clean
 
 $(VENV)/.stepscope-ready: pyproject.toml
 	python3 -m venv $(VENV)
@@ -34,7 +34,12 @@ demo: demo-trace
 	@if [ -t 0 ] && [ -t 1 ]; then $(VENV)/bin/stepscope view $(TRACE); \
 	else echo "(no terminal attached: open the debugger with $(VENV)/bin/stepscope view $(TRACE))"; fi
 
-test: setup
+# ruff, then mypy on the installed namespace (tests/support/layout.py links it under build/layout)
+lint: setup
+	$(VENV)/bin/ruff check .
+	cd "$$($(PY) -m tests.support.layout)" && MYPYPATH=. $(abspath $(VENV))/bin/mypy --config-file $(CURDIR)/pyproject.toml --cache-dir ../mypy-cache -p stepscope
+
+test: lint
 	$(PY) -m pytest -q
 
 screenshots: demo-trace

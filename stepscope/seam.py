@@ -128,7 +128,8 @@ def build_intervention(spec: tuple, step: int, session):
         layer, name, position, path = args
         return interventions.patch(layer, name, position, load_trace(path), prompt_len=session.trace.prompt_len)
     if kind == "mean_head":
-        return interventions.mean_head(*args, session.trace, step=0, from_step=step, only=only)
+        layer, head = args
+        return interventions.mean_head(layer, head, session.trace, step=0, from_step=step, only=only)
     if kind not in ("zero_head", "scale_head", "zero_neuron", "clamp_neuron"):
         raise ValueError(f"unknown intervention {kind!r}")
     return getattr(interventions, kind)(*args, from_step=step, only=only)

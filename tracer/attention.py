@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import weakref
 from collections.abc import Callable
+from typing import Protocol
 
 import torch
 from torch.nn import functional as F
@@ -25,9 +26,16 @@ from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, AttentionMa
 
 from .adapters.base import UnsupportedModel
 
+
+class AttentionRecorder(Protocol):
+    """What the traced attention hands its tensors to (the recorder of the module's model)."""
+
+    def attention(self, module, query, key, value, scores, pattern, z) -> None: ...
+
+
 # What the traced attention does besides attending, per attention module, kept here rather than on the
 # modules: the Recorder that takes its tensors, and the interventions' edit of its head outputs z.
-RECORDERS: weakref.WeakKeyDictionary[torch.nn.Module, object] = weakref.WeakKeyDictionary()
+RECORDERS: weakref.WeakKeyDictionary[torch.nn.Module, AttentionRecorder] = weakref.WeakKeyDictionary()
 Z_EDITS: weakref.WeakKeyDictionary[torch.nn.Module, Callable[[torch.Tensor], torch.Tensor]] = weakref.WeakKeyDictionary()
 
 IMPLEMENTATION = "stepscope"
@@ -84,6 +92,7 @@ def _mask_parts(attention_mask: torch.Tensor, s: int) -> tuple[torch.Tensor | No
     if cached is attention_mask and cached_s == s:
         return parts
     mask = attention_mask[:, :, :, :s]
+    masked: torch.Tensor | None
     if mask.dtype == torch.bool:
         masked, additive = ~mask, None
     else:

@@ -248,7 +248,7 @@ def _layer_terms(step, arrays, i: int, g: np.ndarray, offset: float, kind: str, 
         value = float((_need(step, p + "hook_resid_post")[-1] - _need(step, p + "hook_resid_pre")[-1]) @ g)
         terms.append(Term("block", value, i))
         return {"attn": None, "mlp": None, "block": value}
-    totals = {"block": None}
+    totals: dict[str, float | None] = {"block": None}
     for sub, out in (("attn", attn_out), ("mlp", mlp_out)):
         post = f"{p}{'ln1' if sub == 'attn' else 'ln2'}_post"
         g_sub, post_bias = g, 0.0
@@ -258,7 +258,7 @@ def _layer_terms(step, arrays, i: int, g: np.ndarray, offset: float, kind: str, 
                 terms.append(Term(sub, value, i))
                 totals[sub] = value
                 continue
-            s = float(_row(step, post + ".hook_scale")[0])
+            s = float(_need(step, post + ".hook_scale")[-1][0])
             g_sub = _through_norm(g, np.asarray(arrays[f"{post}.w"], dtype=np.float64), offset, s, kind)
             if f"{post}.b" in arrays:
                 post_bias = float(np.asarray(arrays[f"{post}.b"], dtype=np.float64) @ g)

@@ -100,7 +100,7 @@ class BranchSession(LiveSession):
         for attr in self.SHARED:
             setattr(self, attr, getattr(parent, attr))
         self._cache_kw = cache_kwarg(self.model)
-        self.root_session = parent.root_session if isinstance(parent, BranchSession) else parent
+        self.root_session: LiveSession = parent.root_session if isinstance(parent, BranchSession) else parent
         self.parent_session = parent
         self.interventions = list(interventions)
         check(self.adapter, self.interventions, parent.writer.manifest["model"])
@@ -305,7 +305,7 @@ class BranchSet:
                 if os.path.join(parent_key, name).lstrip("/") not in self.sessions and not os.path.lexists(
                         os.path.join(session.path, BRANCHES_DIR, name)):
                     break
-        reason = {"forced": [{"id": t, "text": session.tokenizer.decode([t])} for t in force]} if force else {}
+        reason: dict = {"forced": [{"id": t, "text": session.tokenizer.decode([t])} for t in force]} if force else {}
         if interventions:
             reason["interventions"] = len(interventions)
         if why:

@@ -138,7 +138,7 @@ def list_branches(trace_dir: str, prefix: str = "") -> list[dict]:
         if not NAME.match(name) or os.path.islink(path) or not os.path.isdir(path):
             continue
         full = prefix + name
-        item = {"name": full, "path": path}
+        item: dict = {"name": full, "path": path}
         try:
             fd = open_dir(path)
             try:

@@ -317,7 +317,7 @@ def read_config(target: str) -> tuple[dict, str, str | None]:
         return _read_json(path), os.path.basename(os.path.normpath(target)), None
     if os.path.isfile(target):
         return _read_json(target), os.path.basename(os.path.dirname(os.path.abspath(target))) or target, None
-    path = hub_cache_config(target) if target.count("/") == 1 and not target.startswith((".", "/", "~")) else None
-    if path is None:
+    cached = hub_cache_config(target) if target.count("/") == 1 and not target.startswith((".", "/", "~")) else None
+    if cached is None:
         raise ConfigError(f"{target}: no such file or directory, and no cached config for a hub id of that name (no download is attempted)")
-    return _read_json(path), target, None
+    return _read_json(cached), target, None

@@ -37,15 +37,15 @@ def contiguous_pieces(a: np.ndarray):
     """The bytes of `a` in C order as memoryviews: one view when contiguous, else copies of
     blocks of its leading axis (at most about CHUNK bytes each, so no full-size temporary)."""
     if a.flags.c_contiguous:
-        yield memoryview(a.reshape(-1)).cast("B")
+        yield memoryview(a.reshape(-1)).cast("B")  # type: ignore[arg-type]  # numpy stubs: ndarray is a Buffer only on 3.12+
         return
     if a.ndim < 2:
-        yield memoryview(np.ascontiguousarray(a).reshape(-1)).cast("B")
+        yield memoryview(np.ascontiguousarray(a).reshape(-1)).cast("B")  # type: ignore[arg-type]  # numpy stubs: ndarray is a Buffer only on 3.12+
         return
     row = max(1, a[0].nbytes)
     step = max(1, CHUNK // row)
     for i in range(0, a.shape[0], step):
-        yield memoryview(np.ascontiguousarray(a[i : i + step]).reshape(-1)).cast("B")
+        yield memoryview(np.ascontiguousarray(a[i : i + step]).reshape(-1)).cast("B")  # type: ignore[arg-type]  # numpy stubs: ndarray is a Buffer only on 3.12+
 
 
 class _Stream:

@@ -9,6 +9,8 @@ reading path never imports torch; `stepscope.tl_cache(..., torch=True)` gives to
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 import numpy as np
 
 from .names import shape_doc, split_block_name
@@ -21,7 +23,7 @@ _PAD = {"attn.hook_attn_scores": -np.inf, "attn.hook_pattern": 0.0}  # masked fu
 def _step_range(trace, steps) -> list:
     n = len(trace.steps)
     if steps is None:
-        indices = range(n)
+        indices: Iterable[int] = range(n)
     elif isinstance(steps, int):
         indices = range(steps, steps + 1) if steps >= 0 else range(n + steps, n + steps + 1)
     elif isinstance(steps, slice):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import mmap
 import struct
+from typing import Any
 
 from .adapters.facts import GGUF_MODEL_TYPES
 from .errors import ConfigError
@@ -18,7 +19,7 @@ _SCALARS = {0: "<B", 1: "<b", 2: "<H", 3: "<h", 4: "<I", 5: "<i", 6: "<f", 7: "<
 _STRING, _ARRAY = 8, 9
 MAX_ITEMS = 1 << 24
 # GGML file types (llama.cpp's LLAMA_FTYPE) that the header's general.file_type names
-FILE_TYPES = {0: "F32", 1: "F16", 2: "Q4_0", 3: "Q4_1", 7: "Q8_0", 8: "Q5_0", 9: "Q5_1", 10: "Q2_K", 11: "Q3_K_S",
+FILE_TYPES: dict[Any, str] = {0: "F32", 1: "F16", 2: "Q4_0", 3: "Q4_1", 7: "Q8_0", 8: "Q5_0", 9: "Q5_1", 10: "Q2_K", 11: "Q3_K_S",
               12: "Q3_K_M", 13: "Q3_K_L", 14: "Q4_K_S", 15: "Q4_K_M", 16: "Q5_K_S", 17: "Q5_K_M", 18: "Q6_K", 32: "BF16"}
 
 
@@ -72,11 +73,11 @@ def read_header(path: str) -> tuple[dict, dict[str, tuple[int, ...]]]:
             version, n_tensors, n_kv = c.take("<I"), c.take("<Q"), c.take("<Q")
             if version < 2 or n_tensors > MAX_ITEMS or n_kv > MAX_ITEMS:
                 raise ConfigError(f"{path}: unsupported or corrupt GGUF header (version {version})")
-            meta = {}
+            meta: dict = {}
             for _ in range(n_kv):
                 key = c.string()
                 meta[key] = c.value(c.take("<I"))
-            shapes = {}
+            shapes: dict = {}  # name -> shape (c.string() keeps the name)
             for _ in range(n_tensors):
                 name = c.string()
                 dims = c.take("<I")

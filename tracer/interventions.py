@@ -90,14 +90,20 @@ class Intervention:
             if self.kind == "zero_head":
                 r[rows, self.head] = 0
             elif self.kind == "mean_head":
+                assert vec is not None  # a mean_head carries its mean
                 r[rows, self.head] = vec  # [d_head] broadcast over rows
             else:
+                assert self.value is not None  # a scale_head carries its factor
                 r[rows, self.head] = part * self.value
         elif self.kind in NEURON_KINDS:
-            r[rows, self.index] = 0 if self.kind == "zero_neuron" else self.value
+            value = 0 if self.kind == "zero_neuron" else self.value
+            assert value is not None  # a clamp_neuron carries its value
+            r[rows, self.index] = value
         elif self.kind == "steer":
+            assert vec is not None  # steer and patch carry their vector
             r[rows] += vec  # [d_model] broadcast over rows
         elif self.kind == "patch":
+            assert vec is not None
             r[rows] = vec  # one row of the recorded shape
         else:
             raise InterventionError(f"unknown intervention {self.kind!r}")
@@ -210,17 +216,20 @@ def _point(adapter, layer: int, name: str):
 
 def _check(iv: Intervention, facts: dict) -> None:
     n_heads, d_mlp = facts.get("n_heads"), facts.get("d_mlp")
-    if iv.kind in HEAD_KINDS and not (isinstance(iv.head, int) and 0 <= iv.head < n_heads):
+    if iv.kind in HEAD_KINDS and not (isinstance(iv.head, int) and 0 <= iv.head < (n_heads or 0)):
         raise InterventionError(f"head {iv.head} is out of range (the model has {n_heads} per layer)")
     if iv.kind in NEURON_KINDS and not (isinstance(iv.index, int) and 0 <= iv.index < (d_mlp or 0)):
         raise InterventionError(f"neuron {iv.index} is out of range (d_mlp = {d_mlp})")
     if iv.source_model is not None and iv.source_model != facts.get("name"):
         raise InterventionError(f"{iv.kind}: its values come from a trace of {iv.source_model}, not of this model")
+    vector = iv.vector
     if iv.kind == "patch" and iv.name in ("hook_resid_pre", "hook_resid_post", "hook_attn_out", "hook_mlp_out"):
-        if iv.vector.shape != (facts.get("d_model"),):
-            raise InterventionError(f"patch: the row has shape {list(iv.vector.shape)}, {iv.name} here [{facts.get('d_model')}]")
-    if iv.kind == "steer" and iv.vector.shape != (facts.get("d_model"),):
-        raise InterventionError(f"the steering vector has {iv.vector.size} values, the residual stream {facts.get('d_model')}")
+        if vector is not None and vector.shape != (facts.get("d_model"),):
+            raise InterventionError(f"patch: the row has shape {list(vector.shape)}, {iv.name} here [{facts.get('d_model')}]")
+    if iv.kind == "steer":
+        assert vector is not None  # a steer carries its vector
+        if vector.shape != (facts.get("d_model"),):
+            raise InterventionError(f"the steering vector has {vector.size} values, the residual stream {facts.get('d_model')}")
 
 
 def check(adapter, interventions, facts: dict) -> None:

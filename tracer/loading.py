@@ -22,7 +22,7 @@ Progress = Callable[[str, "float | None"], None]
 
 @dataclass
 class LoadedModel:
-    model: object
+    model: torch.nn.Module
     tokenizer: object
     name: str
     source: str
@@ -71,10 +71,10 @@ def _convert_gguf(gguf_path: str, target: str, progress: Progress) -> None:
     progress("dequantising GGUF weights (first run only)", 0.3)
     model = AutoModelForCausalLM.from_pretrained(directory, gguf_file=filename)
     # A GGUF-loaded model refuses save_pretrained while it still carries its quantizer.
-    model.hf_quantizer = None
+    model.hf_quantizer = None  # type: ignore[assignment]  # torch types module attributes as Tensor | Module
     if hasattr(model.config, "quantization_config"):
         del model.config.quantization_config
-    model.is_quantized = False
+    model.is_quantized = False  # type: ignore[assignment]  # (same)
     progress("caching as safetensors", 0.7)
     tmp = f"{target}.tmp-{os.getpid()}"
     os.makedirs(tmp, exist_ok=True)
@@ -90,7 +90,7 @@ def _from_pretrained(source: str, device: str, dtype, device_map: str | None):
     tokenizer = AutoTokenizer.from_pretrained(source)
     model = AutoModelForCausalLM.from_pretrained(source, **kwargs)
     if not device_map:
-        model.to(device)
+        model.to(device)  # type: ignore[arg-type]  # transformers' stubs wrap `to` with a self-typed decorator
     model.eval()
     return model, tokenizer
 

@@ -258,7 +258,8 @@ class Step:
             fd, size = self._open()
             try:
                 with os.fdopen(fd, "rb", closefd=False) as fh:
-                    prefix8, extra = fh.read(8), {}
+                    extra: dict = {}
+                    prefix8 = fh.read(8)
                     table, self._data_start = parse_safetensors_header(prefix8, fh.read, size, self._label(), extra)
                     self._crcs = self._tensor_crcs(table, extra["meta"], prefix8 + extra["raw"])
             except OSError as exc:
@@ -388,6 +389,7 @@ class Step:
             return
         with memoryview(buf) as view:
             crc = zlib.crc32(view[self._data_start + begin : self._data_start + end])
+        assert self._crcs is not None  # tensors are checked only when the file lists their crcs
         if crc != self._crcs.get(span):
             raise TraceError(f"{self._label()}: checksum mismatch (the step file was modified or damaged)")
         self._checked.add(span)
@@ -397,6 +399,7 @@ class Step:
         want = self._entry.get("checksum")
         if want is not None:
             view = memoryview(buf)
+            assert self._header is not None  # loaded before the file is mapped
             spans = sorted(tuple(info["data_offsets"]) for name, info in self._header.items() if name not in self.aliases)
             crcs = [zlib.crc32(view[self._data_start + b : self._data_start + e]) for b, e in spans]
             got = step_checksum(view[: self._data_start], crcs)

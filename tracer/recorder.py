@@ -20,6 +20,8 @@ from __future__ import annotations
 
 import contextlib
 import functools
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import torch
 from torch import nn
@@ -108,7 +110,7 @@ class Recorder:
         self.layers = adapter.layers()
         self._norm_inputs: list[tuple] = []  # (normalized name, scale name, input, kind, eps, keep normalized, keep scale)
         self._attn_names: dict[int, tuple[tuple[str, str], ...]] = {}  # id(attention module) -> (role, name)
-        self._wrapped: list[tuple[nn.Module, object]] = []
+        self._wrapped: list[tuple[nn.Module, Callable[..., Any] | None]] = []  # (module, its own forward attribute)
         self._attn_modules: list = []
         self.active = False
 
@@ -161,6 +163,7 @@ class Recorder:
             rows = normalized.unbind(0) if normalized is not None else [None] * len(items)
             for (n_name, s_name, _, _, _, keep_normalized, keep_scale), n_row, s_row in zip(items, rows, scale.unbind(0)):
                 if keep_normalized and n_name not in recorded:
+                    assert n_row is not None  # `wanted`: normalize computed the rows
                     tensors[n_name] = n_row
                 if keep_scale or n_name in recorded:
                     tensors[s_name] = s_row
@@ -264,7 +267,7 @@ class Recorder:
 
         return record
 
-    def _wrap(self, module: nn.Module, handlers: list) -> None:
+    def _wrap(self, module: nn.Module, handlers: Sequence) -> None:
         """Replace the module's forward (instance attribute) by one that runs the handlers after it."""
         previous = module.__dict__.get("forward")
         inner = module.forward

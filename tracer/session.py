@@ -14,6 +14,7 @@ import platform
 import tempfile
 import time
 from dataclasses import asdict, dataclass, replace
+from typing import cast
 
 import numpy as np
 import torch
@@ -171,7 +172,7 @@ class LiveSession:
         self.max_new_tokens = min(self.settings.max_new_tokens, n_ctx - len(self.prompt_ids)) if n_ctx else self.settings.max_new_tokens
         self.store_dtype = resolve_store_dtype(model.dtype, store_dtype)
         self.keep = NameFilter(record)
-        self.device = self.adapter.embed().weight.device
+        self.device: torch.device = cast(torch.Tensor, self.adapter.embed().weight).device
         self.lens_facts, self.eager_lens = self._lens_plan()
         n_layers = len(self.adapter.layers())
         self.lens_resid_rows = bool(self.lens_facts) and not self.eager_lens and not all(
@@ -395,7 +396,7 @@ class LiveSession:
         self._steps_started += 1
         position = start + width
         token = self._token(chosen, position)
-        entry = {
+        entry: dict = {
             "index": index,
             "kind": "prefill" if index == 0 else "decode",
             "positions": [start, position],

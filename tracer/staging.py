@@ -14,6 +14,8 @@ are views of the tensors, scanned one by one, so memory holds it once.
 
 from __future__ import annotations
 
+from collections.abc import MutableMapping
+
 import numpy as np
 import torch
 
@@ -66,11 +68,11 @@ def nonfinite(tensors: dict[str, torch.Tensor]) -> list[str]:
 class Staged:
     """One step's host arrays, available once its copy has finished (`arrays()` waits for it)."""
 
-    def __init__(self, arrays: dict[str, np.ndarray], nonfinite: list[str], event=None):
+    def __init__(self, arrays: MutableMapping[str, np.ndarray], nonfinite: list[str], event=None):
         self._arrays, self._event = arrays, event
         self.nonfinite = nonfinite  # names holding NaN/inf, from the scan before the copy
 
-    def arrays(self) -> dict[str, np.ndarray]:
+    def arrays(self) -> MutableMapping[str, np.ndarray]:
         if self._event is not None:
             self._event.synchronize()  # this step's copy only, not the device's whole queue
             self._event = None
@@ -203,6 +205,7 @@ class HostStager:
         by_dtype: dict[torch.dtype, list[str]] = {}
         for n in ints:
             by_dtype.setdefault(tensors[n].dtype, []).append(n)
+        assert self._stream is not None  # made for a CUDA device
         with torch.cuda.stream(self._stream):
             self._stream.wait_stream(main)  # the tensors were produced on the main stream
             if flat is not None:

@@ -21,7 +21,8 @@ class StepArrays(MutableMapping):
     def __init__(self, flat: np.ndarray | None = None, names=(), shapes=()):
         """`flat`: a 1-D array holding, end to end, the arrays `names` with `shapes` (C order)."""
         self.flat = flat
-        self.flat_bytes = memoryview(flat).cast("B") if flat is not None else None
+        # (numpy's stubs give ndarray the buffer protocol only from Python 3.12)
+        self.flat_bytes = memoryview(flat).cast("B") if flat is not None else None  # type: ignore[arg-type]
         self.spans: dict[str, tuple[int, int]] = {}  # name -> (start, end) bytes in flat
         self.shapes: dict[str, tuple[int, ...]] = {}
         self.extra: dict[str, np.ndarray] = {}
@@ -38,6 +39,7 @@ class StepArrays(MutableMapping):
         arr = self._views.get(name)
         if arr is None:
             start, end = self.spans[name]
+            assert self.flat is not None  # spans are only set with a flat buffer
             size = self.flat.itemsize
             arr = self._views[name] = self.flat[start // size : end // size].reshape(self.shapes[name])
         return arr

@@ -102,7 +102,7 @@ def step_filename(index: int) -> str:
 
 
 # -- step files: safetensors dtypes and checksums ----------------------------------------------------
-DTYPES = {
+DTYPES: dict[str, np.dtype] = {
     "F64": np.dtype(np.float64),
     "F32": np.dtype(np.float32),
     "F16": np.dtype(np.float16),
@@ -118,7 +118,7 @@ DTYPE_CODES = {dtype: code for code, dtype in DTYPES.items()}  # numpy dtype -> 
 CRC_KEY = "stepscope.crc32"  # __metadata__: each stored tensor's crc32, 8 hex digits each, in file order
 
 
-def step_checksum(prefix: bytes, crcs) -> str:
+def step_checksum(prefix: bytes | memoryview, crcs) -> str:
     """A step entry's checksum: crc32 over the file's length+header bytes then each stored
     tensor's crc32 (4 bytes little-endian) in file order."""
     return f"crc32:{zlib.crc32(struct.pack(f'<{len(crcs)}I', *crcs), zlib.crc32(prefix)):08x}"

@@ -25,6 +25,7 @@ import struct
 import tempfile
 import threading
 import zlib
+from collections.abc import Iterable
 
 import numpy as np
 
@@ -146,7 +147,7 @@ def nonfinite_names(arrays: dict[str, np.ndarray]) -> list[str]:
 
 
 def _bytes_of(a: np.ndarray) -> memoryview:
-    return memoryview(a.reshape(-1)).cast("B")
+    return memoryview(a.reshape(-1)).cast("B")  # type: ignore[arg-type]  # numpy stubs: ndarray is a Buffer only on 3.12+
 
 
 _ORDERS: dict[tuple, list[str]] = {}  # names in arrival order -> the same names in forward order
@@ -169,6 +170,8 @@ Entry = tuple  # (name, numpy dtype, shape, nbytes, (start, end) in the StepArra
 def _entries(arrays) -> list[Entry]:
     """Every array as an Entry in candidate file order: a StepArrays' buffer order then its extra
     arrays (arrival order: an alias's source comes first); forward order for a plain dict."""
+    items: Iterable[tuple[str, np.ndarray]]
+    out: list[Entry]
     if isinstance(arrays, StepArrays):
         dtype, shapes = (arrays.flat.dtype if arrays.flat is not None else None), arrays.shapes
         out = [(n, dtype, shapes[n], span[1] - span[0], span, None) for n, span in arrays.spans.items()]
@@ -185,6 +188,7 @@ def _entries(arrays) -> list[Entry]:
 def _entry_bytes(entry: Entry, flat: memoryview | None) -> memoryview:
     span, a = entry[4], entry[5]
     if span is not None:
+        assert flat is not None  # a span is in a StepArrays buffer
         return flat[span[0] : span[1]]
     return a.data.cast("B") if a.ndim else memoryview(a.reshape(1)).cast("B")
 
@@ -224,13 +228,15 @@ def data_pieces(stored: list[Entry], arrays) -> list:
     """The stored entries' bytes in file order as few pieces as possible: neighbouring spans of a
     StepArrays buffer become one memoryview; other arrays stay arrays."""
     flat = arrays.flat_bytes if isinstance(arrays, StepArrays) else None
-    pieces, run = [], None  # run: [start, end] of the current stretch of the flat buffer
+    pieces: list = []
+    run: list[int] | None = None  # [start, end] of the current stretch of the flat buffer (a StepArrays')
     for entry in stored:
         span = entry[4]
         if span is not None and run is not None and span[0] == run[1]:
             run[1] = span[1]
             continue
         if run is not None:
+            assert flat is not None
             pieces.append(flat[run[0] : run[1]])
             run = None
         if span is not None:
@@ -238,6 +244,7 @@ def data_pieces(stored: list[Entry], arrays) -> list:
         else:
             pieces.append(entry[5])
     if run is not None:
+        assert flat is not None
         pieces.append(flat[run[0] : run[1]])
     return pieces
 
@@ -462,8 +469,10 @@ class TraceWriter:
 
     # -- internals -------------------------------------------------------------------------------
     def _run(self) -> None:
+        q = self._queue
+        assert q is not None  # set before the thread starts, never unset
         while True:
-            item = self._queue.get()
+            item = q.get()
             try:
                 if item is None:
                     return
@@ -472,7 +481,7 @@ class TraceWriter:
             except TraceWriteError:
                 pass  # kept in self._error
             finally:
-                self._queue.task_done()
+                q.task_done()
 
     def _guarded_write(self, arrays, entry, token) -> None:
         try:
@@ -543,13 +552,15 @@ class TraceWriter:
     def _append(self, entry: dict, kept: int) -> None:
         """One line on steps.jsonl; a failed write is cut back so the log never holds half a line."""
         line = log_line(entry)
+        fd = self._log_fd
+        assert fd is not None  # open from __init__ until close()
         try:
             view = memoryview(line)
             while view:
-                view = view[os.write(self._log_fd, view) :]
+                view = view[os.write(fd, view) :]
         except OSError as exc:
             try:
-                os.ftruncate(self._log_fd, self._log_size)
+                os.ftruncate(fd, self._log_size)
             except OSError:
                 pass
             raise TraceWriteError(f"{_describe(exc, os.path.join(self.path, STEP_LOG))}; the trace keeps its {kept} complete steps") from None

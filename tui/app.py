@@ -116,8 +116,8 @@ class StepscopeApp(LiveWorkers, App[None]):
         # the live runs (UI thread): the current run's session, the BranchSet over the runs, the UI
         # Trace of each run once there is a branch ("" the original), the current run's key and a
         # copy of its sampler settings; `link`: what the workers share (lock, pause, steps sent)
-        self.session = None
-        self.branches = None
+        self.session: Any = None  # a LiveSession (the recording side, reached through the seam)
+        self.branches: Any = None  # its BranchSet
         self.run_traces: dict[str, Trace] = {}
         self.current_run = ""
         self.live_settings: dict = {}
@@ -159,7 +159,7 @@ class StepscopeApp(LiveWorkers, App[None]):
         timer = getattr(self, "_prefetch_timer", None)
         if timer is not None:
             timer.stop()
-        self._prefetch_jobs = []
+        self._prefetch_jobs: list = []
         session = self.session
         if session is not None:
             locked = self.link.lock.acquire(timeout=10)  # let a step being computed finish
@@ -257,7 +257,7 @@ class StepscopeApp(LiveWorkers, App[None]):
         timer = getattr(self, "_prefetch_timer", None)
         if timer is not None:
             timer.stop()
-        self._prefetch_jobs: list = []
+        self._prefetch_jobs = []
         self._prefetch_timer = self.set_timer(self.PREFETCH_DELAY, self._start_prefetch)
 
     def _start_prefetch(self) -> None:
@@ -440,7 +440,7 @@ class StepscopeApp(LiveWorkers, App[None]):
         if worker.name == "branch":
             if event.state == WorkerState.ERROR:
                 self._set_busy(False, "branch failed")
-                self.report_error(WORKER_TITLES["branch"], worker.error, hint="the original run is still usable")
+                self.report_error(WORKER_TITLES["branch"], worker.error or "unknown error", hint="the original run is still usable")
             return
         if event.state == WorkerState.ERROR:
             error = worker.error

@@ -14,11 +14,13 @@ from __future__ import annotations
 
 import re
 from functools import partial
+from typing import cast
 
 from textual.command import DiscoveryHit, Hit, Hits, Provider
 
 from stepscope.tracer.inert import inert
 from stepscope.tracer.names import split_block_name
+from stepscope.tui.app_view import DebuggerApp
 from stepscope.tui.breakpoints import Breakpoint, BreakpointError
 from stepscope.tui.screens.main import PANES
 from stepscope.tui.text import display_token
@@ -48,9 +50,10 @@ class StepCommands(Provider):
     """Go to a step by number or by the text of the token it chose."""
 
     async def search(self, query: str) -> Hits:
-        app = self.app
+        app = cast(DebuggerApp, self.app)  # the app's own state (App[object] to textual)
         if not _app_ready(app):
             return
+        assert app.trace is not None  # _app_ready
         trace, n = app.trace, len(app.trace.steps)
         m = _NUMBER.match(query)
         if m:
@@ -78,7 +81,7 @@ class StepCommands(Provider):
                       help="go to the step that chose this token")
 
     async def discover(self) -> Hits:
-        app = self.app
+        app = cast(DebuggerApp, self.app)  # the app's own state (App[object] to textual)
         if _app_ready(app):
             yield DiscoveryHit("go to step… (type a number or a token's text)", app.action_goto,
                                help="step by number; or type the text of a generated token")
@@ -88,9 +91,10 @@ class PlaceCommands(Provider):
     """A layer, a head, a pane."""
 
     async def search(self, query: str) -> Hits:
-        app = self.app
+        app = cast(DebuggerApp, self.app)  # the app's own state (App[object] to textual)
         if not _app_ready(app):
             return
+        assert app.trace is not None  # _app_ready
         model = app.trace.model
         n_layers, n_heads = int(model.get("n_layers") or 0), int(model.get("n_heads") or 0)
         m = _DOTTED.match(query) or (_LAYER_HEAD.match(query) if re.search(r"[lLhH]", query) else None)
@@ -114,7 +118,7 @@ class PlaceCommands(Provider):
                           text=text, help="show this pane")
 
     async def discover(self) -> Hits:
-        app = self.app
+        app = cast(DebuggerApp, self.app)  # the app's own state (App[object] to textual)
         for pid, label, _ in PANES:
             yield DiscoveryHit(f"pane: {label}", partial(app.main_screen.action_show_pane, pid), help="show this pane")
 
@@ -131,10 +135,11 @@ class TensorCommands(Provider):
     """A tensor of the current step by fuzzy name."""
 
     async def search(self, query: str) -> Hits:
-        app = self.app
+        app = cast(DebuggerApp, self.app)  # the app's own state (App[object] to textual)
         if not _app_ready(app) or not query.strip():
             return
         try:
+            assert app.trace is not None  # _app_ready
             names = app.trace.steps[app.step].names
         except Exception:  # noqa: BLE001 - an unreadable step: no tensor hits (the app reports it)
             return
@@ -156,7 +161,7 @@ class ActionCommands(Provider):
     """Add a breakpoint or a watch from the text typed; open the screens that list them."""
 
     async def search(self, query: str) -> Hits:
-        app = self.app
+        app = cast(DebuggerApp, self.app)  # the app's own state (App[object] to textual)
         if not _app_ready(app) or not query.strip():
             return
         m = _PREFIX.match(query)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from rich.console import Group
+from rich.console import Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
@@ -59,7 +59,7 @@ def model_table(facts: dict) -> Group:
             continue
         note = " (tied to embedding)" if key == "lm_head" and counts.get("tied_embeddings") else ""
         params.add_row(inert(key, 40), _fmt_count(n) + note, f"{100 * n / total:.1f}%")
-    parts = [arch, Text(""), params]
+    parts: list[RenderableType] = [arch, Text(""), params]
     flow = facts.get("data_flow")
     if flow:
         parts += [Text(""), Text("data flow", style="bold")]

@@ -21,7 +21,7 @@ from __future__ import annotations
 import copy
 import inspect
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from textual import work
@@ -50,6 +50,7 @@ def default_session_factory(progress: Callable[[str, float], None] | None = None
 
 def call_factory(factory: Callable[..., Any], progress: Callable[[str, float], None]):
     """Call a session factory, handing it `progress` when it takes one."""
+    params: Mapping[str, inspect.Parameter]
     try:
         params = inspect.signature(factory).parameters
     except (TypeError, ValueError):
@@ -154,6 +155,7 @@ class LiveWorkers:
     `LiveLink`) and their arguments, and post messages."""
 
     link: LiveLink
+    post_message: Callable[[Message], bool]  # the app's (a MessagePump's)
 
     def _post_new_steps(self, session) -> None:
         """(worker, under the lock) Hand copies of the steps written since the last call to the UI."""

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
+from typing import Any, cast
 
 import torch
 from torch import nn
@@ -59,7 +60,7 @@ class HookPoint:
     pick: int | str = 0
 
 
-def norm_kind(module: nn.Module, default: str) -> str:
+def norm_kind(module: nn.Module, default: str | None) -> str | None:
     """"layernorm" (centres, then scales) or "rmsnorm", from the module's class; `default` otherwise."""
     name = type(module).__name__.lower()
     if isinstance(module, nn.LayerNorm) or ("layernorm" in name and "rms" not in name):
@@ -83,7 +84,7 @@ def out_projection(attn: nn.Module | None) -> nn.Module | None:
     """The attention module's output projection (z·W_O), None when it has none we recognise."""
     for attr in OUT_PROJECTIONS:
         module = getattr(attn, attr, None)
-        if isinstance(getattr(module, "weight", None), torch.Tensor) and module.weight.dim() == 2:
+        if module is not None and isinstance(getattr(module, "weight", None), torch.Tensor) and module.weight.dim() == 2:
             return module
     return None
 
@@ -155,6 +156,17 @@ def registered_adapters() -> dict[str, type[Adapter]]:
     return dict(_REGISTERED)
 
 
+# The Llama-layout block's real equations in recorded names (`Adapter.data_flow`).
+LLAMA_DATA_FLOW: tuple[str, ...] = (
+    "ln1 = RMSNorm(resid_pre)",
+    "q, k, v = ln1·W_Q, ln1·W_K, ln1·W_V; rot_q, rot_k = RoPE(q, k)",
+    "pattern = softmax(rot_q·rot_kᵀ/√d_head + causal mask); z = pattern·v",
+    "attn_out = z·W_O; resid_mid = resid_pre + attn_out",
+    "ln2 = RMSNorm(resid_mid); post = act(ln2·W_gate) * (ln2·W_up)",
+    "mlp_out = post·W_down; resid_post = resid_mid + mlp_out",
+)
+
+
 class Adapter:
     """Base adapter: a decoder with `model.model.layers` in the Llama layout.
 
@@ -168,23 +180,20 @@ class Adapter:
     min_transformers: str = "0"  # the oldest transformers whose modelling code this adapter matches
     generic_fallback = False  # the adapter for architectures no family adapter knows
     rotary = True
-    norm = "rmsnorm"
-    gated_mlp = True
+    norm: str | None = "rmsnorm"  # None: unknown (the generic fallback)
+    gated_mlp: bool | None = True
     parallel_attn_mlp = False
     norm_weight_offset = 0.0  # the norms multiply by (offset + w): 1.0 in Gemma
     layout = Layout()
     # role -> the block's attribute holding that module (slots.ROLES); a role left out is not there
     modules: dict[str, str] = {"ln1": "input_layernorm", "attn": "self_attn", "ln2": "post_attention_layernorm", "mlp": "mlp"}
     slots: tuple[Slot, ...] = BLOCK_SLOTS
-    # The block's real equations in recorded names, shown by the TUI instead of a generic diagram.
-    data_flow: tuple[str, ...] = (
-        "ln1 = RMSNorm(resid_pre)",
-        "q, k, v = ln1·W_Q, ln1·W_K, ln1·W_V; rot_q, rot_k = RoPE(q, k)",
-        "pattern = softmax(rot_q·rot_kᵀ/√d_head + causal mask); z = pattern·v",
-        "attn_out = z·W_O; resid_mid = resid_pre + attn_out",
-        "ln2 = RMSNorm(resid_mid); post = act(ln2·W_gate) * (ln2·W_up)",
-        "mlp_out = post·W_down; resid_post = resid_mid + mlp_out",
-    )
+
+    @property
+    def data_flow(self) -> tuple[str, ...]:
+        """The block's real equations in recorded names, shown by the TUI instead of a generic diagram
+        (a family overrides it with its own, as a class attribute or a property)."""
+        return LLAMA_DATA_FLOW
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
@@ -198,11 +207,13 @@ class Adapter:
             _REGISTERED[model_type] = cls
 
     def __init__(self, model: nn.Module):
-        self.model = model
-        self.config = model.config
+        # A transformers model and its config: their submodules and facts are attributes that vary by
+        # family (torch types a submodule attribute as `Tensor | Module`), so both are read dynamically.
+        self.model: Any = model
+        self.config: Any = model.config
 
     # -- structure ---------------------------------------------------------------------------
-    def base(self) -> nn.Module:
+    def base(self) -> Any:  # the decoder body, a transformers module (submodules by attribute)
         return self.model.model
 
     def embed(self) -> nn.Module:
@@ -239,14 +250,14 @@ class Adapter:
         attr = self.modules.get(role)
         return getattr(layer, attr) if attr else None
 
-    def attention_hooks(self, attn: nn.Module) -> list[HookPoint]:
+    def attention_hooks(self, attn: Any) -> list[HookPoint]:  # attn: the family's attention module
         """q and k before RoPE (v, rotated q/k, scores, pattern and z come from the attention function)."""
         return [
             HookPoint(attn.q_proj, "out", "attn.hook_q", heads(self.config.num_attention_heads)),
             HookPoint(attn.k_proj, "out", "attn.hook_k", heads(self.n_kv_heads())),
         ]
 
-    def mlp_hooks(self, mlp: nn.Module) -> list[HookPoint]:
+    def mlp_hooks(self, mlp: Any) -> list[HookPoint]:  # mlp: the family's MLP module
         """The MLP's own names (hook_mlp_out is a standard slot): SwiGLU gate, up and down's input."""
         return [
             HookPoint(mlp.gate_proj, "out", "mlp.hook_pre"),
@@ -277,11 +288,12 @@ class Adapter:
         hook_result with W_O (`result_weights`) when it is read."""
         proj = self._result_projection(layer)
         n_heads = self.config.num_attention_heads
-        if proj is None or head_results(proj, n_heads) is None:
+        results = head_results(proj, n_heads) if proj is not None else None
+        if proj is None or results is None:
             return None
         if lazy:
             return HookPoint(proj, "in", O_INPUT, head_inputs(n_heads))
-        return HookPoint(proj, "in", "attn.hook_result", head_results(proj, n_heads))
+        return HookPoint(proj, "in", "attn.hook_result", results)
 
     def _result_projection(self, layer: nn.Module) -> nn.Module | None:
         attn = self.attention(layer)
@@ -295,7 +307,9 @@ class Adapter:
         out = {}
         for i, layer in enumerate(self.layers()):
             if self.result_hook(layer) is not None:
-                out[f"blocks.{i}.attn.W_O"] = w_o(self._result_projection(layer), self.config.num_attention_heads)
+                proj = self._result_projection(layer)
+                assert proj is not None  # a result hook reads this projection
+                out[f"blocks.{i}.attn.W_O"] = w_o(proj, self.config.num_attention_heads)
         return out
 
     def head_hooks(self) -> list[HookPoint]:
@@ -364,11 +378,12 @@ class Adapter:
     def lens_arrays(self) -> dict[str, torch.Tensor]:
         """Final norm weight (and bias) [d_model], unembedding W_U [d_model, vocab] (and b_U [vocab])."""
         norm, head = self.final_norm(), self.lm_head()
-        out = {"ln_final.w": norm.weight.detach().float(), "unembed.W_U": head.weight.detach().t()}
+        weight = cast(torch.Tensor, norm.weight)  # torch types a module attribute as Tensor | Module
+        out = {"ln_final.w": weight.detach().float(), "unembed.W_U": cast(torch.Tensor, head.weight).detach().t()}
         if getattr(norm, "bias", None) is not None:
-            out["ln_final.b"] = norm.bias.detach().float()
+            out["ln_final.b"] = cast(torch.Tensor, norm.bias).detach().float()
         if getattr(head, "bias", None) is not None:
-            out["unembed.b_U"] = head.bias.detach().float()
+            out["unembed.b_U"] = cast(torch.Tensor, head.bias).detach().float()
         out.update(self.post_norm_arrays())
         return out
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import nn
 
@@ -31,7 +33,7 @@ def half(which: int) -> Transform:
     return split
 
 
-def fused_mlp_hooks(mlp: nn.Module) -> list[HookPoint]:
+def fused_mlp_hooks(mlp: Any) -> list[HookPoint]:  # mlp: a family's MLP module (submodules by attribute)
     """A gated MLP whose gate and up projections are one `gate_up_proj`."""
     return [
         HookPoint(mlp.gate_up_proj, "out", "mlp.hook_pre", half(0)),

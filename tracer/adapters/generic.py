@@ -116,10 +116,10 @@ class GenericAdapter(Adapter):
 
     def __init__(self, model: nn.Module):
         super().__init__(model)
-        if getattr(model.config, "is_encoder_decoder", False) or not model.can_generate():
+        if getattr(model.config, "is_encoder_decoder", False) or not self.model.can_generate():
             raise UnsupportedModel(f"{type(model).__name__} is not a generative decoder")
         self._parent, self._layers = find_layers(model)
-        self._head = model.get_output_embeddings()
+        self._head = self.model.get_output_embeddings()
         if self._head is None:
             raise UnsupportedModel(f"{type(model).__name__} has no output embeddings (LM head)")
         self._norm = find_final_norm(self._parent)

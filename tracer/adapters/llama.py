@@ -11,4 +11,4 @@ from .base import Adapter
 
 class LlamaAdapter(Adapter):
     family = "llama"
-    model_types = ("llama",)
+    model_types: tuple[str, ...] = ("llama",)

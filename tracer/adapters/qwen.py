@@ -27,7 +27,7 @@ class Qwen2Adapter(LlamaAdapter):
 class Qwen3Adapter(LlamaAdapter):
     family = "qwen3"
     model_types = ("qwen3",)
-    data_flow = (
+    data_flow: tuple[str, ...] = (
         "ln1 = RMSNorm(resid_pre)",
         "q, k, v = ln1·W_Q, ln1·W_K, ln1·W_V",
         "q_normed, k_normed = RMSNorm per head (q_norm, k_norm); rot_q, rot_k = RoPE(q_normed, k_normed)",

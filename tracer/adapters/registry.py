@@ -39,8 +39,8 @@ def adapter_for(model: nn.Module) -> Adapter:
     for a transformers release older than the family's modelling code.
     """
     model_type = getattr(model.config, "model_type", None)
-    cls = registered_adapters().get(model_type)
-    if cls is None:
+    cls = registered_adapters().get(model_type) if model_type is not None else None
+    if cls is None or model_type is None:
         return GenericAdapter(model)
     check_transformers(model_type, cls.min_transformers)
     return cls(model)

@@ -3,6 +3,8 @@ redraw on every keypress (no measuring pass, no markup: cells are `Text` or lite
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from rich.cells import cell_len
 from rich.style import Style
 from rich.text import Text
@@ -14,7 +16,7 @@ def _text(cell: Cell) -> Text:
     return cell if isinstance(cell, Text) else Text(str(cell))
 
 
-def columns(header: list[str], rows: list[list[Cell]], justify: str = "", gap: int = 2,
+def columns(header: list[str], rows: Sequence[Sequence[Cell]], justify: str = "", gap: int = 2,
             header_style: str | Style = "bold dim", max_width: int | None = None) -> list[Text]:
     """Header line then one line per row. `justify`: one letter per column, "l" or "r" (default
     "l" for the first column, "r" for the rest). A cell wider than `max_width` is cut with "…"."""

@@ -86,7 +86,7 @@ class HelpScreen(ModalScreen[None]):
         self.sections = sections
 
     def compose(self) -> ComposeResult:
-        parts = []
+        parts: list = []  # Text titles and Table sections
         for i, (title, rows) in enumerate(self.sections):
             parts.append(Text(("\n" if i else "") + title, style="bold underline"))
             table = Table(box=None, show_header=False, padding=(0, 2, 0, 0), expand=False)

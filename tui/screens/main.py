@@ -12,6 +12,8 @@ Keys: see the table in `MainScreen`'s docstring (and `?` in the app).
 
 from __future__ import annotations
 
+from typing import cast
+
 from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding
@@ -21,6 +23,7 @@ from textual.screen import Screen
 from textual.widgets import ContentSwitcher, Footer, Tab, Tabs
 
 from stepscope.tracer import load_trace
+from stepscope.tui.app_view import DebuggerApp
 from stepscope.tui.branching import (
     INTERVENTION_HELP,
     check_intervention,
@@ -54,6 +57,7 @@ from stepscope.tui.widgets.watch import WatchPane
 from stepscope.tui.widgets.whatif import WhatIfPane
 
 NARROW_WIDTH = 110
+
 
 # (tab id, tab label, pane class) in key order 1..9, 0
 PANES: list[tuple[str, str, type[Pane]]] = [
@@ -182,6 +186,11 @@ class MainScreen(Screen[None]):
         Binding("q", "app.quit", "Quit", tooltip="Quit"),
     ]
 
+    @property
+    def debugger(self) -> DebuggerApp:
+        """The app, typed as the state this screen reads (changes go through `move` and messages)."""
+        return cast(DebuggerApp, self.app)
+
     def __init__(self, **kwargs) -> None:
         super().__init__(**kwargs)
         self._panes: dict[str, Pane] = {}
@@ -209,7 +218,7 @@ class MainScreen(Screen[None]):
                 for pid, _, cls in PANES:
                     pane = self._panes[pid] = cls(id=f"pane-{pid}-widget")
                     if pid == "compare":
-                        pane.set_other(self._compare)
+                        cast(DiffPane, pane).set_other(self._compare)
                     with Container(id=f"pane-{pid}", classes="pane-box"):
                         yield pane
         yield LoadingPanel(id="loading")
@@ -218,11 +227,11 @@ class MainScreen(Screen[None]):
     def on_mount(self) -> None:
         self.query_one("#layers").border_title = "layers"
         self.query_one("#heads").border_title = "heads"
-        self.set_class(self.app.size.width < NARROW_WIDTH, "-narrow")
-        state = getattr(self.app, "state", None)
+        self.set_class(self.debugger.size.width < NARROW_WIDTH, "-narrow")
+        state = getattr(self.debugger, "state", None)
         if state is not None:
             self.set_state(state.note, state.busy)
-        progress = getattr(self.app, "load_progress", None)
+        progress = getattr(self.debugger, "load_progress", None)
         if progress is not None:
             self.set_progress(*progress)
         self.sync()
@@ -252,22 +261,22 @@ class MainScreen(Screen[None]):
 
     def sync(self) -> None:
         """Give the app's trace and cursor to the visible views (a hidden pane reads nothing)."""
-        trace = getattr(self.app, "trace", None)
-        cursor = getattr(self.app, "cursor", Cursor())
+        trace = getattr(self.debugger, "trace", None)
+        cursor = getattr(self.debugger, "cursor", Cursor())
         self.set_class(trace is None or not len(trace.steps), "-loading")  # until the prefill is there
-        self.query_one(StatusBar).mode = self.app.state.source
+        self.query_one(StatusBar).mode = self.debugger.state.source
         for view in self.views():
             view.show(trace, cursor)
 
     def prefetch_jobs(self, step_index: int) -> list:
         """Callables that warm the caches of the visible widgets for `step_index` (each cheap)."""
-        trace = getattr(self.app, "trace", None)
+        trace = getattr(self.debugger, "trace", None)
         if trace is None or not 0 <= step_index < len(trace.steps):
             return []
         jobs = [lambda: "logits" in trace.steps[step_index]]  # reads the step file's header once
         for view in (self.query_one(LayersList), self.query_one(HeadsList), self.active_pane):
             if view.display:
-                jobs.append(lambda view=view: view.prefetch(step_index))
+                jobs.append(lambda view=view: view.prefetch(step_index))  # type: ignore[misc]  # (a default-bound loop variable)
         return jobs
 
     def hidden_pane_jobs(self, step_index: int) -> list:
@@ -306,7 +315,7 @@ class MainScreen(Screen[None]):
             switcher.current = f"pane-{pane_id}"
             if focused_in_old:
                 self.set_focus(None)
-        self._panes[pane_id].show(getattr(self.app, "trace", None), getattr(self.app, "cursor", Cursor()))
+        self._panes[pane_id].show(getattr(self.debugger, "trace", None), getattr(self.debugger, "cursor", Cursor()))
 
     def show_tensor(self, name: str) -> None:
         """Show the Tensors pane with `name` selected and focused (after the next refresh)."""
@@ -317,7 +326,7 @@ class MainScreen(Screen[None]):
             tensors.select_name(name)
             tensors.focus()
 
-        self.app.call_after_refresh(select)
+        self.debugger.call_after_refresh(select)
 
     def add_watch(self, text: str) -> str | None:
         """Watch an expression in the sidebar; the reason it cannot be, or None."""
@@ -337,7 +346,7 @@ class MainScreen(Screen[None]):
         """Compare the app's trace with `other` (a loaded trace B) in the Compare pane (before or after mounting)."""
         self._compare = other
         if "compare" in self._panes:
-            self._panes["compare"].set_other(other)
+            cast(DiffPane, self._panes["compare"]).set_other(other)
         if show:
             if self.is_mounted:
                 self.action_show_pane("compare")
@@ -354,7 +363,7 @@ class MainScreen(Screen[None]):
                 tensors.set_filter(value)
                 tensors.focus()
 
-        self.app.push_screen(PromptScreen(
+        self.debugger.push_screen(PromptScreen(
             "Filter the tensors", value=tensors.name_filter, placeholder="resid_post · attn 5 · blocks.*.hook_z",
             hint="words (all must appear; a number is a layer) or a glob · empty shows all · "
                  "then n / N: next / previous match · Esc clears", check=tensors.filter_problem), done)
@@ -374,13 +383,13 @@ class MainScreen(Screen[None]):
             if value is not None and value in loaded:
                 self.compare_with(loaded[value])
 
-        self.app.push_screen(PromptScreen("Compare with a trace directory (same model)", placeholder="path/to/trace",
+        self.debugger.push_screen(PromptScreen("Compare with a trace directory (same model)", placeholder="path/to/trace",
                                           hint="Enter compares (the Compare pane) · Esc cancels", check=check), done)
 
     def action_next_branch(self) -> None:
         """Open the next run of this trace (the original, then each branch); the Compare pane then
         compares a branch with the run it left."""
-        app = self.app
+        app = self.debugger
         if app.session is not None:
             keys = self._live_keys()
             if keys is not None:
@@ -396,7 +405,7 @@ class MainScreen(Screen[None]):
 
     def action_list_runs(self) -> None:
         """The runs (original + branches) in a list; Enter or a click opens one (as `B` does)."""
-        app = self.app
+        app = self.debugger
         if app.session is not None:
             keys = self._live_keys(need_branches=False)
             if keys is None:
@@ -404,6 +413,7 @@ class MainScreen(Screen[None]):
             items = []
             for key in keys:  # the UI's own Trace of each run
                 trace = app.run_traces.get(key, app.trace)
+                assert trace is not None  # a live app has the current run's trace
                 b = trace.manifest.get("branch") or {}
                 items.append({"name": key, "step": b.get("step"), "reason": b.get("reason"),
                               "interventions": b.get("interventions") or [], "steps": len(trace.steps)})
@@ -431,12 +441,12 @@ class MainScreen(Screen[None]):
         parent = parent_dir(trace)
         if parent is not None:
             self.compare_with(load_trace(parent), show=False)
-        self.app.notify(Text(f"run {item['name'] or '(original)'} ({index + 1} of {len(items)}): {run_label(item)}"),
+        self.debugger.notify(Text(f"run {item['name'] or '(original)'} ({index + 1} of {len(items)}): {run_label(item)}"),  # type: ignore[arg-type]  # textual shows a rich Text; typed str
                         timeout=4)
 
     def _live_keys(self, need_branches: bool = True) -> list[str] | None:
         """The live runs' keys, or None (with a notice) when there is nothing to switch to or a step runs."""
-        app = self.app
+        app = self.debugger
         keys = app.run_keys
         if app.branches is None or (need_branches and len(keys) < 2):
             app.notify("no branches yet: F forces another token at this step", timeout=3)
@@ -453,14 +463,14 @@ class MainScreen(Screen[None]):
 
     def action_force_token(self) -> None:
         """Live: a branch at the cursor's step with another token forced there, computed in a worker."""
-        rival = self._panes["why"].other() if "why" in self._panes else None
+        rival = cast(AttributionPane, self._panes["why"]).other() if "why" in self._panes else None
         self._branch_dialog("Force a token at step {step} (a branch; the original run is kept)",
-                            lambda step: default_choice(self.app.trace, step, rival), parse_choice,
+                            lambda step: default_choice(self.debugger.trace, step, rival), parse_choice,
                             "#id forces that token · other text forces its tokens · Enter branches · Esc cancels")
 
     def action_intervene(self) -> None:
         """Live: a branch at the cursor's step with an intervention, computed in a worker."""
-        app = self.app
+        app = self.debugger
         sources: dict = {}  # other traces a patch reads, loaded once per dialog
 
         def parse(text: str) -> dict:
@@ -473,7 +483,7 @@ class MainScreen(Screen[None]):
                             choices=lambda step: intervention_templates(app.trace, step, app.layer, app.head))
 
     def _branch_dialog(self, title: str, default, parse, hint: str, choices=None) -> None:
-        app = self.app
+        app = self.debugger
         if app.session is None or app.branches is None:
             app.notify("branches need a live session (stepscope run)", timeout=3)
             return
@@ -500,7 +510,7 @@ class MainScreen(Screen[None]):
         self.toggle_class("-no-sidebar")
 
     def action_pause_or_blur(self) -> None:
-        if self.app.continuing:
+        if self.debugger.continuing:
             self.post_message(self.PauseRequested())
         else:
             self.set_focus(None)
@@ -508,24 +518,24 @@ class MainScreen(Screen[None]):
     # -- messages up --------------------------------------------------------------------------
     def on_pane_moved(self, message: Pane.Moved) -> None:
         message.stop()
-        self.app.move(**message.changes)
+        self.debugger.move(**message.changes)
 
     def on_candidates_pane_picked(self, message: CandidatesPane.Picked) -> None:
         """A clicked candidate: the Why pane explains the chosen token against it; F would force it."""
         message.stop()
-        app = self.app
+        app = self.debugger
         trace = getattr(app, "trace", None)
         if trace is None or not app.n_steps:
             return
         chosen = int(trace.steps[app.step].token["id"])
         if message.token_id == chosen:
-            self._panes["why"].pick(None)
+            cast(AttributionPane, self._panes["why"]).pick(None)
             return
-        self._panes["why"].pick(message.token_id)
+        cast(AttributionPane, self._panes["why"]).pick(message.token_id)
         live = " · F forces it here (a branch)" if app.session is not None else ""
-        app.notify(Text.assemble("picked ", token(trace, message.token_id), f": 8 explains why not it{live}"), timeout=3)
+        app.notify(Text.assemble("picked ", token(trace, message.token_id), f": 8 explains why not it{live}"), timeout=3)  # type: ignore[arg-type]  # (the same)
 
     def on_attribution_pane_open_heatmap(self, message: AttributionPane.OpenHeatmap) -> None:
         message.stop()
-        self.app.move(layer=message.layer, head=message.head)
+        self.debugger.move(layer=message.layer, head=message.head)
         self.action_show_pane("heatmap")

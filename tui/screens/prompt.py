@@ -5,7 +5,7 @@ Keys: `Enter` accepts, `Esc` cancels.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from rich.style import Style
 from rich.text import Text
@@ -35,7 +35,7 @@ class PromptScreen(ModalScreen[str | None]):
         placeholder: str = "",
         hint: str = "",
         check: Callable[[str], str | None] | None = None,
-        choices: list[tuple[str, str]] = (),
+        choices: Sequence[tuple[str, str]] = (),
         **kwargs,
     ) -> None:
         super().__init__(**kwargs)

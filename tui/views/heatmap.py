@@ -184,7 +184,7 @@ def _pool(values: np.ndarray, mask: np.ndarray, outside: np.ndarray,
     m[:r, :c] = mask
     w[:r, :c] = outside
     v = v.reshape(rp, pool, cp, pool).max(axis=(1, 3))  # [rp, cp]
-    m = m.reshape(rp, pool, cp, pool).all(axis=(1, 3))  # [rp, cp]
+    m = m.reshape(rp, pool, cp, pool).all(axis=(1, 3))  # type: ignore[assignment]  # [rp, cp] (numpy's stubs: a scalar or an array)
     w = m & w.reshape(rp, pool, cp, pool).any(axis=(1, 3))  # [rp, cp]
     return np.where(m, 0.0, v).astype(np.float32), m, w
 

@@ -75,15 +75,16 @@ def routing(trace, step_index: int, layer: int, row: int = -1) -> Routing | None
     probs = None if probs is None else probs.astype(np.float64)
     ids = _row(step, layer, EXPERT_IDS, row)  # [top_k]
     if ids is None:
+        assert probs is not None  # has_routing: one of the two is recorded
         k = int(trace.model.get("experts_per_token") or 1)
         ids = np.argsort(-probs, kind="stable")[:k]  # [top_k]
-    ids = [int(e) for e in ids]
-    p = [float(probs[e]) if probs is not None else float("nan") for e in ids]
+    expert_ids = [int(e) for e in ids]
+    p = [float(probs[e]) if probs is not None else float("nan") for e in expert_ids]
     renorm = renormalises_top_k(trace.model)
     total = sum(p)
     w = [x / total for x in p] if renorm and total > 0 else p
-    order = sorted(range(len(ids)), key=lambda i: -p[i] if np.isfinite(p[i]) else i)
-    chosen = tuple(ExpertChoice(ids[i], p[i], w[i]) for i in order)
+    order = sorted(range(len(expert_ids)), key=lambda i: -p[i] if np.isfinite(p[i]) else i)
+    chosen = tuple(ExpertChoice(expert_ids[i], p[i], w[i]) for i in order)
     position = start + row
     tokens = trace.tokens
     token = tokens[position] if position < len(tokens) else {"text": "", "special": False}
@@ -159,4 +160,6 @@ def mlp_routing_for(trace, step_index: int, name: str) -> MlpRouting | None:
     """`mlp_routing` for any `blocks.L.mlp.*` / `hook_mlp_out` name of an MoE model, else None."""
     if not is_moe(trace.model) or not is_mlp_name(name):
         return None
-    return mlp_routing(trace, step_index, split_block_name(name)[0])
+    block = split_block_name(name)
+    assert block is not None  # an MLP name is a block's
+    return mlp_routing(trace, step_index, block[0])

@@ -81,7 +81,7 @@ def experts_fact(m: dict) -> str:
     if not n:
         return "—"
     k = m.get("experts_per_token")
-    weights = {True: ", weights renormalised over the top-k", False: ", weights = router probabilities"}.get(
+    weights = {True: ", weights renormalised over the top-k", False: ", weights = router probabilities", None: ""}.get(
         renormalises_top_k(m), "")
     dense = m.get("mlp_only_layers") or []
     return f"{n}, top-{k} per token{weights}" + (f"; dense MLP at layers {spans(sorted(dense))}" if dense else "")

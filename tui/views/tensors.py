@@ -157,7 +157,7 @@ def axis_pairs(ndim: int) -> list[tuple[int | None, int]]:
     if ndim <= 1:
         return [(None, 0)]
     pairs = [(r, c) for r in range(ndim) for c in range(r + 1, ndim)]
-    return sorted(pairs, key=lambda rc: (-rc[1], -rc[0]))
+    return sorted(pairs, key=lambda rc: (-rc[1], -(rc[0] or 0)))  # (rc[0] is an axis here, never None)
 
 
 def default_view(name: str, shape: tuple[int, ...], head: int | None = None, kv_head: int | None = None) -> SliceView:

@@ -59,6 +59,7 @@ class Watch:
         self._values: dict[tuple, float] = {}
         self.version = 0  # bumped by every stored value (views key their drawings on it)
         self._errors: dict[tuple, str] = {}
+        self.spark_memo: tuple | None = None  # the watch pane's sparkline: (its key, the drawing)
 
     @classmethod
     def compile(cls, text: str, trace=None) -> Watch:

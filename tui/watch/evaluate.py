@@ -30,7 +30,7 @@ class Func:
     """A function of the expression language: `arity` (min, max) and what it returns."""
 
     arity: tuple[int, int]
-    doc: str
+    doc: str | None
     impl: Callable
     token_args: tuple[int, ...] = ()  # argument positions that are tokens (text in quotes, or an id)
 

@@ -103,6 +103,7 @@ def tokenize(text: str) -> list[tuple[str, str, int]]:
             col = pos + len(text[pos:]) - len(text[pos:].lstrip())
             raise ExprError(f"unexpected {text[col]!r} at column {col + 1}")
         kind = m.lastgroup
+        assert kind is not None  # every alternative of the token pattern is a named group
         tokens.append((kind, m.group(kind), m.start(kind)))
         pos = m.end()
     tokens.append(("end", "", len(text)))

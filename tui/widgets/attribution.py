@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import cast
+
 from rich.text import Text
 from textual.binding import Binding
 from textual.geometry import Region
@@ -87,7 +89,7 @@ class AttributionPane(LinesPane):
             return
         event.stop()
         if event.state == WorkerState.SUCCESS:
-            trace, arrays = event.worker.result  # (the worker only carried the reference)
+            trace, arrays = cast(tuple, event.worker.result)  # (the worker only carried the reference)
             install_lens(trace, arrays)
         elif event.state == WorkerState.ERROR:
             self._failed = (self._loading, str(event.worker.error))

@@ -21,7 +21,7 @@ from textual.reactive import reactive
 
 from stepscope.tui.render.candidates import chosen_line
 from stepscope.tui.text import fit
-from stepscope.tui.views.candidates import STAGE_LABELS, candidates
+from stepscope.tui.views.candidates import STAGE_LABELS, CandidateRow, candidates
 from stepscope.tui.widgets.common import fmt_num, fmt_prob, token_display
 from stepscope.tui.widgets.pane import Pane
 
@@ -160,10 +160,10 @@ class CandidatesPane(Pane, can_focus=True):
             header.append(f" {name:>5}")
         lines.append(header)
         # the body: candidate rows and the cut-off line; only the visible window is built
-        body: list[object] = []
-        for row in data.rows:
-            body.append(row)
-            if data.cutoff is not None and row.rank - 1 == data.cutoff:
+        body: list[CandidateRow | None] = []
+        for candidate in data.rows:
+            body.append(candidate)
+            if data.cutoff is not None and candidate.rank - 1 == data.cutoff:
                 body.append(None)
         self._n_rows = len(body)
         visible = max(self.size.height - self.HEADER_LINES, 1)

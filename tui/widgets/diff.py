@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from typing import cast
 
 from rich.text import Text
 from textual.binding import Binding
@@ -39,7 +40,7 @@ class DiffPane(LinesPane):
         super().__init__(trace, **kwargs)
         self.other = other  # trace B
         self.tensor: str | None = None  # the tensor drilled into (None: the selected layer's resid_post)
-        self._result = None  # (trace A, trace B, TraceDiff | str error)
+        self._result: tuple | None = None  # (trace A, trace B, TraceDiff | str error)
         self._computing = None
 
     def set_other(self, other) -> None:
@@ -92,7 +93,7 @@ class DiffPane(LinesPane):
             return
         event.stop()
         if event.state == WorkerState.SUCCESS:
-            pair, result = event.worker.result
+            pair, result = cast(tuple, event.worker.result)  # the worker's return value (SUCCESS)
         elif event.state == WorkerState.ERROR:
             pair, result = self._computing, str(event.worker.error)
         else:

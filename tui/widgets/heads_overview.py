@@ -118,12 +118,12 @@ class HeadsOverview(Pane, can_focus=True):
                        f"H/log(S) {value / norm:.2f}",
                        f"max weight {float(stats.max_weight[self.cursor.head]):.3f} "
                        f"at position {int(stats.max_position[self.cursor.head])}"]
-            line = ""  # broken between its figures, never through one
+            text = ""  # broken between its figures, never through one
             for piece in readout:
-                if line and len(line) + 2 + len(piece) > self.size.width:
-                    lines.append(Text(line, style=header_style))
-                    line = piece
+                if text and len(text) + 2 + len(piece) > self.size.width:
+                    lines.append(Text(text, style=header_style))
+                    text = piece
                 else:
-                    line = f"{line}, {piece}" if line else piece
-            lines.append(Text(line, style=header_style))
+                    text = f"{text}, {piece}" if text else piece
+            lines.append(Text(text, style=header_style))
         return Text("\n").join(lines)

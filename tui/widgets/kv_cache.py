@@ -67,8 +67,8 @@ class KVCachePane(LinesPane):
             headers, justify = headers + ["keys read", "kind", "evicted"], justify + "rlr"
         table = columns(headers, rows, justify=justify)
         selected = self.get_component_rich_style("kv-cache--selected")
-        for row, line in zip(kv.layers, table[1:]):
-            if row.layer == self.cursor.layer:
+        for layer_row, line in zip(kv.layers, table[1:]):
+            if layer_row.layer == self.cursor.layer:
                 line.stylize(selected)
         title = self.wrap_parts([f"{kv.kind.upper()} step {kv.step}", what])
         title[0].stylize("bold", 0, len(kv.kind))

@@ -3,6 +3,7 @@ line API, so a redraw renders only the lines on screen and never triggers a layo
 
 from __future__ import annotations
 
+from rich.style import Style
 from rich.text import Text
 from textual.binding import Binding
 from textual.geometry import Size
@@ -55,7 +56,7 @@ class LinesPane(Pane, ScrollView, can_focus=True, inherit_bindings=False):
         self._trace = trace
         self._lines: list[Text] = []
         self._strips: dict[tuple[int, int], Strip] = {}  # (line index, width) -> rendered line (cleared on rebuild)
-        self._strip_style = None  # the widget style the cached lines were drawn with
+        self._strip_style: Style | None = None  # the widget style the cached lines were drawn with
         self._stale = True
 
     # -- state ------------------------------------------------------------------------------------

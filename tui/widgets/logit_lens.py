@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from rich.text import Text
 
-from stepscope.tui.render.columns import columns
+from stepscope.tui.render.columns import Cell, columns
 from stepscope.tui.text import display_token
 from stepscope.tui.views.logit_lens import LensToken, logit_lens
 from stepscope.tui.widgets.lines_pane import LinesPane
@@ -38,7 +38,7 @@ class LogitLensPane(LinesPane):
                  else "never top-1 in the lens")
         header = Text.assemble(f"step {lens.step} chose ", display_token(lens.chosen_text, lens.chosen_special),
                                f" (id {lens.chosen_id}) · {where}", no_wrap=True)
-        rows = []
+        rows: list[list[Cell]] = []
         for row in lens.rows:
             others = Text(" ").join(self._token(t, lens.chosen_id) for t in row.top[1 : 1 + MAX_OTHERS])
             if row.first_top1:

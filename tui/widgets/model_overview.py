@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from rich.text import Text
 
-from stepscope.tui.render.columns import columns
+from stepscope.tui.render.columns import Cell, columns
 from stepscope.tui.render.probbar import bar_chars
 from stepscope.tui.views.model_overview import ModelOverview, human_count, model_overview
 from stepscope.tui.widgets.lines_pane import LinesPane
@@ -56,14 +56,14 @@ class ModelOverviewPane(LinesPane):
         ov = model_overview(self._trace)
         label_width = max((len(label) for label, _ in ov.facts), default=0) + 2
         room = max(self.scrollable_content_region.width - label_width, 16)
-        fact_rows = []
+        fact_rows: list[list[Cell]] = []
         for label, value in ov.facts:  # a long value continues on the next line, broken after a comma
             for i, chunk in enumerate(_chunks(value, room)):
                 fact_rows.append([label if i == 0 else "", Text(chunk)])
         facts = columns(["fact", "value"], fact_rows, justify="ll")[1:]
         for line in facts:
             line.stylize("dim", 0, max(len(label) for label, _ in ov.facts))
-        rows = [[Text(r.component), f"{r.count:,} ({human_count(r.count)})", f"{r.share:.1%}",
+        rows: list[list[Cell]] = [[Text(r.component), f"{r.count:,} ({human_count(r.count)})", f"{r.share:.1%}",
                  Text(bar_chars(r.share, BAR), style="green")] for r in ov.params]
         total = Text(f"{ov.total:,} ({human_count(ov.total)})", style="bold")
         rows.append([Text("total", style="bold"), total, "", ""])

@@ -23,7 +23,7 @@ def _token(r: Routing) -> Text:
 
 def summary_line(mr: MlpRouting) -> Text:
     last = mr.last
-    how = {True: " (weights renormalised)", False: " (weights = router probabilities)"}.get(last.renormalised, "")
+    how = {True: " (weights renormalised)", False: " (weights = router probabilities)", None: ""}.get(last.renormalised, "")
     def choice(c) -> str:
         weight = f" → w {c.weight:.3f}" if last.renormalised and math.isfinite(c.weight) else ""
         return f"e{c.expert} {c.prob:.3f}{weight}"

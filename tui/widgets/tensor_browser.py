@@ -9,6 +9,7 @@ from textual.binding import Binding
 from textual.message import Message
 from textual.widget import Widget
 
+from stepscope.tracer import Step, Trace
 from stepscope.tracer.geometry import sink_columns
 from stepscope.tracer.inert import inert
 from stepscope.tui.text import escape_for_display, fit
@@ -78,9 +79,9 @@ class TensorBrowser(Widget, can_focus=True):
 
     def __init__(self, **kwargs) -> None:
         super().__init__(**kwargs)
-        self.source = None  # the tracer Step shown
+        self.source: Step | None = None  # the tracer Step shown
         self.tensor: str | None = None  # the recorded name shown
-        self.trace = None  # for token texts, the chosen token and the export directory
+        self.trace: Trace | None = None  # for token texts, the chosen token and the export directory
         self.export_dir: str | None = None  # None: beside the trace
         self.view: SliceView | None = None
         self.row0 = 0
@@ -118,20 +119,26 @@ class TensorBrowser(Widget, can_focus=True):
     def labels(self) -> list[str]:
         return axis_labels(self.tensor, len(self.shape)) if self.tensor else []
 
+    @property
+    def shown(self) -> SliceView:
+        """The view of the open tensor (drawing and the slice actions run only with one open)."""
+        assert self.view is not None
+        return self.view
+
     def current_slice(self):
         """[R, C] numbers shown (rows axis × columns axis)."""
         return view_slice(self.source[self.tensor], self.view)
 
     def _extent(self) -> tuple[int, int]:
         shape = self.shape or (1,)
-        rows = 1 if self.view.rows is None else shape[self.view.rows]
-        return rows, shape[self.view.cols]
+        rows = 1 if self.shown.rows is None else shape[self.shown.rows]
+        return rows, shape[self.shown.cols]
 
     # -- actions --------------------------------------------------------------------------------
     def action_index(self, delta: int) -> None:
         held = self.view.fixed() if self.view is not None else []
         if held:
-            self.view = with_index(self.view, self.shape, held[0], delta)
+            self.view = with_index(self.shown, self.shape, held[0], delta)
             self.note = None
             self.refresh()
 
@@ -182,7 +189,7 @@ class TensorBrowser(Widget, can_focus=True):
         directory = self.export_dir or export_dir_for(self.trace)
         try:
             if only_slice:
-                name = slice_filename(self.source.index, self.tensor, self.shape, self.view)
+                name = slice_filename(self.source.index, self.tensor, self.shape, self.shown)
                 path = export_array(self.current_slice(), directory, name)
             else:
                 path = export_array(self.source[self.tensor], directory, export_filename(self.source.index, self.tensor))
@@ -202,12 +209,13 @@ class TensorBrowser(Widget, can_focus=True):
     # -- drawing --------------------------------------------------------------------------------
     def _title(self) -> Text:
         shape = self.shape
-        title = Text.assemble((inert(self.tensor), "bold"), f" {list(shape)} · {slice_label(self.tensor, shape, self.view)}",
+        assert self.tensor is not None  # drawn with a tensor open
+        title = Text.assemble((inert(self.tensor), "bold"), f" {list(shape)} · {slice_label(self.tensor, shape, self.shown)}",
                               no_wrap=True, overflow="ellipsis")
         return title
 
     def _help(self) -> Text:
-        labels, view = self.labels, self.view
+        labels, view = self.labels, self.shown
         parts = []
         held = view.fixed()
         if held:
@@ -221,6 +229,7 @@ class TensorBrowser(Widget, can_focus=True):
         parts.append("e tensor · E slice → .npy")
         text = Text(" · ".join(parts), style="dim", no_wrap=True, overflow="ellipsis")
         if labels and labels[-1] == "key" and view.cols == len(labels) - 1:  # a sliding layer's cache
+            assert self.source is not None  # drawn with a tensor open
             first = self.source.positions[1] - self.shape[-1] + self._sink()
             if self._sink():
                 text.append(" · last column = attention sink", style="dim")
@@ -232,7 +241,7 @@ class TensorBrowser(Widget, can_focus=True):
         if self._vocab_axis():
             text, _ = token_texts(self.trace)(c) if self.trace is not None else (str(c), False)
             return fit(f"{c} {escape_for_display(text)}", NUM)
-        if self.labels[self.view.cols] in ("position", "key") and self.trace is not None:
+        if self.labels[self.shown.cols] in ("position", "key") and self.trace is not None:
             return self._position_label(c)
         return str(c)
 
@@ -249,22 +258,23 @@ class TensorBrowser(Widget, can_focus=True):
         """`7 ·Paris` for a position axis (key axes offset on a sliding layer; `sink` for the sink column)."""
         labels = self.labels
         offset = 0
-        if labels[self.view.cols] == "key" and self.source is not None:
-            n_keys = self.shape[self.view.cols] - self._sink()
+        if labels[self.shown.cols] == "key" and self.source is not None:
+            n_keys = self.shape[self.shown.cols] - self._sink()
             if i >= n_keys:
                 return fit("sink", NUM)
             offset = self.source.positions[1] - n_keys
-        elif labels[self.view.cols] == "position" and self.source is not None:
+        elif labels[self.shown.cols] == "position" and self.source is not None:
             offset = self.source.positions[0]
         pos = i + offset
+        assert self.trace is not None  # position labels need the trace (the callers check)
         tokens = self.trace.tokens
         text = escape_for_display(tok_text(tokens[pos])) if 0 <= pos < len(tokens) else ""
         return fit(f"{pos} {text}", NUM)
 
     def _row_label(self, r: int) -> str:
-        if self.view.rows is None:
+        if self.shown.rows is None:
             return "0"
-        label = self.labels[self.view.rows]
+        label = self.labels[self.shown.rows]
         if label == "position" and self.trace is not None and self.source is not None:
             pos = self.source.positions[0] + self._stored_row(r)
             tokens = self.trace.tokens

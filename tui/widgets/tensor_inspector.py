@@ -109,7 +109,7 @@ class TensorInspector(Pane):
         keep = tensors.selected.name if tensors.selected is not None else None
         tensors.show(self._trace, self.step_index, keep)
         browser = self.query_one(TensorBrowser)
-        if browser.display and self._trace is not None and browser.tensor in self._trace.steps[self.step_index]:
+        if browser.display and self._trace is not None and browser.tensor is not None and browser.tensor in self._trace.steps[self.step_index]:
             browser.open(self._trace.steps[self.step_index], browser.tensor, browser.lead)
         elif browser.display:
             self._close_browser()

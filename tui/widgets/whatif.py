@@ -37,13 +37,18 @@ class WhatIfPane(LinesPane):
     def lines(self) -> list[Text]:
         if self.trace is None or not len(self.trace.steps):
             return [Text("no step yet", style="dim")]
+        assert self.settings is not None  # set with the trace
         return whatif_lines(self.trace, self.step_index, self.settings)
 
     def action_knob(self, what: str, delta: int) -> None:
+        if self.settings is None:  # no trace yet
+            return
         self.settings = adjusted(self.settings, what, delta)
         self.invalidate()
 
     def action_toggle_sample(self) -> None:
+        if self.settings is None:
+            return
         self.settings = replace(self.settings, do_sample=not self.settings.do_sample)
         self.invalidate()
 
