@@ -31,6 +31,7 @@ from collections.abc import Callable
 from functools import partial
 from typing import Any
 
+from rich.text import Text
 from textual import events
 from textual.app import App
 from textual.binding import Binding
@@ -472,6 +473,13 @@ class StepscopeApp(LiveWorkers, App[None]):
     # -- errors: inside the debugger a dialog, outside it one line and a non-zero exit -----------
     MAX_REPORTED_ERRORS = 20
     """Past this many distinct errors in one session, the next one ends the app (exit 1)."""
+
+    def notify(self, message: object, *, title: str = "", severity: str = "information",
+               timeout: float | None = None, markup: bool = False) -> None:
+        """Every notification is a plain inert string, never markup: a rich `Text` gives its plain text,
+        anything else its `str`; control and invisible characters are escaped visibly (`inert`)."""
+        plain = message.plain if isinstance(message, Text) else str(message)
+        super().notify(inert(plain), title=inert(title), severity=severity, timeout=timeout, markup=False)
 
     def report_error(self, title: str, error: BaseException | str, hint: str = "") -> None:
         """Show an error dialog (once per distinct message); the debugger stays usable."""

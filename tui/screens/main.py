@@ -431,7 +431,7 @@ class MainScreen(Screen[None]):
         parent = parent_dir(trace)
         if parent is not None:
             self.compare_with(load_trace(parent), show=False)
-        self.app.notify(Text(f"run {item['name'] or '(original)'} ({index + 1} of {len(items)}): {run_label(item)}"),
+        self.app.notify(f"run {item['name'] or '(original)'} ({index + 1} of {len(items)}): {run_label(item)}",
                         timeout=4)
 
     def _live_keys(self, need_branches: bool = True) -> list[str] | None:
@@ -523,7 +523,7 @@ class MainScreen(Screen[None]):
             return
         self._panes["why"].pick(message.token_id)
         live = " · F forces it here (a branch)" if app.session is not None else ""
-        app.notify(Text.assemble("picked ", token(trace, message.token_id), f": 8 explains why not it{live}"), timeout=3)
+        app.notify(f"picked {token(trace, message.token_id).plain}: 8 explains why not it{live}", timeout=3)
 
     def on_attribution_pane_open_heatmap(self, message: AttributionPane.OpenHeatmap) -> None:
         message.stop()

