@@ -11,6 +11,7 @@ from stepscope.tui.app import StepscopeApp
 from stepscope.tui.screens.main import MainScreen
 from tests.support.app_harness import make_factory, wait_idle
 from tests.support.paths import FIXTURE
+from tests.support.synthetic_trace import build_trace
 
 pytestmark = pytest.mark.anyio
 
@@ -93,8 +94,8 @@ def test_probabilities_have_one_width():
 
 
 @pytest.mark.parametrize("size", SIZES)
-async def test_candidate_columns_align_at_any_value_and_rows_are_not_links(size):
-    app = StepscopeApp(trace=load_trace(FIXTURE))
+async def test_candidate_columns_align_at_any_value_and_rows_are_not_links(size, tmp_path):
+    app = StepscopeApp(trace=load_trace(build_trace(tmp_path / "greedy", n_decode=1, do_sample=False)))
     async with app.run_test(size=size) as pilot:
         await pilot.press("1")
         pane = app.main_screen.pane("candidates")
@@ -115,7 +116,8 @@ async def test_candidate_columns_align_at_any_value_and_rows_are_not_links(size)
                         seen_small |= "e-" in field
             await pilot.press("pagedown")
         assert seen_small  # the tail of the table has probabilities below 0.001
-        for strip in app.screen._compositor.render_strips():
-            for segment in strip:
+        region = pane.region
+        for strip in app.screen._compositor.render_strips()[region.y : region.bottom]:
+            for segment in strip.crop(region.x, region.right):
                 if segment.style is not None and segment.text.strip():
                     assert not segment.style.underline, segment
