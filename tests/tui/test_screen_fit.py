@@ -4,6 +4,7 @@ nothing clipped mid-word, a label or unit on every number."""
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 from stepscope.tracer.reader import load_trace
@@ -121,3 +122,75 @@ async def test_candidate_columns_align_at_any_value_and_rows_are_not_links(size,
             for segment in strip.crop(region.x, region.right):
                 if segment.style is not None and segment.text.strip():
                     assert not segment.style.underline, segment
+
+
+# -- 3. the logit lens is exact at every layer, from the stored W_U -----------------------------------
+
+def independent_lens(path: str, step, token_id: int) -> tuple[np.ndarray, np.ndarray]:
+    """(p [n_layers], rank [n_layers]) of a token: final RMSNorm of each layer's recorded resid_post at
+    the last position, times the stored W_U, softmax over the whole vocabulary (float64 numpy)."""
+    import json
+    import os
+
+    from safetensors.numpy import load_file
+
+    facts = json.load(open(os.path.join(path, "manifest.json")))["model"]["lens"]
+    arrays = load_file(os.path.join(path, "lens.safetensors"))
+    w_u = arrays["unembed.W_U"] if "unembed.W_U" in arrays else arrays["unembed.W_U_T"].T
+    probs, ranks = [], []
+    for layer in range(facts["n_layers"]):
+        x = np.asarray(step[f"blocks.{layer}.hook_resid_post"][-1], dtype=np.float64)
+        x = x / np.sqrt((x * x).mean() + facts["eps"]) * arrays["ln_final.w"]
+        logits = x @ w_u.astype(np.float64)
+        e = np.exp(logits - logits.max())
+        probs.append(e[token_id] / e.sum())
+        ranks.append(1 + int((logits > logits[token_id]).sum()))
+    return np.array(probs), np.array(ranks)
+
+
+def test_lens_view_is_exact_for_the_chosen_and_any_token(fixture_trace):
+    from stepscope.tui.views.logit_lens import logit_lens
+
+    trace = fixture_trace
+    for index in (0, 3):
+        step = trace.steps[index]
+        chosen = int(step.token["id"])
+        for token_id in (None, 7, 200):
+            lens = logit_lens(trace, index, token_id)
+            p, rank = independent_lens(FIXTURE, step, chosen if token_id is None else token_id)
+            assert lens.exact
+            assert [row.chosen_rank for row in lens.rows] == rank.tolist()
+            assert np.allclose([row.chosen_prob for row in lens.rows], p, rtol=1e-4, atol=1e-7)
+
+
+@pytest.mark.parametrize("size", SIZES)
+async def test_lens_pane_shows_rank_and_p_of_the_chosen_token_at_every_layer(fixture_trace, size):
+    app = StepscopeApp(trace=fixture_trace)
+    async with app.run_test(size=size) as pilot:
+        await pilot.press("4")
+        await pilot.pause()
+        step = fixture_trace.steps[0]
+        p, rank = independent_lens(FIXTURE, step, int(step.token["id"]))
+        lines = region_lines(app, app.main_screen.pane("lens"))
+        header = next(i for i, line in enumerate(lines) if line.split()[:1] == ["L"])
+        for layer in range(len(p)):
+            cells = lines[header + 1 + layer].split()
+            assert cells[0] == str(layer)
+            assert str(rank[layer]) in cells and f"{p[layer]:.3f}" in cells, lines[header + 1 + layer]
+        assert "exact" in "\n".join(lines)
+
+
+def test_lens_in_watches_and_breakpoints_is_exact(fixture_trace):
+    from stepscope.tui.breakpoints import Breakpoint
+    from stepscope.tui.watch import Watch
+
+    trace = fixture_trace
+    step = trace.steps[2]
+    for token_id in (7, 200, int(step["logit_lens.ids"][1, 0])):
+        p, rank = independent_lens(FIXTURE, step, token_id)
+        for layer in (0, 1):
+            assert Watch.compile(f"lens({layer}, {token_id})", trace).at(trace, 2) == pytest.approx(p[layer], rel=1e-4)
+            assert Watch.compile(f"lensrank({layer}, {token_id})", trace).at(trace, 2) == rank[layer]
+    p, _ = independent_lens(FIXTURE, step, 200)
+    assert Breakpoint.parse(f"lens(1, 200) > {p[1] * 0.99}").matches(trace.steps[2], trace)
+    assert not Breakpoint.parse(f"lens(1, 200) > {p[1] * 1.01}").matches(trace.steps[2], trace)
