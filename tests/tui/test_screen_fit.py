@@ -194,3 +194,59 @@ def test_lens_in_watches_and_breakpoints_is_exact(fixture_trace):
     p, _ = independent_lens(FIXTURE, step, 200)
     assert Breakpoint.parse(f"lens(1, 200) > {p[1] * 0.99}").matches(trace.steps[2], trace)
     assert not Breakpoint.parse(f"lens(1, 200) > {p[1] * 1.01}").matches(trace.steps[2], trace)
+
+
+# -- 5. the heads pane reaches the last layer of a deep model ---------------------------------------
+
+@pytest.fixture(scope="module")
+def deep_trace(tmp_path_factory):
+    """A synthetic trace of a 30-layer model."""
+    from tests.support import synthetic_trace
+
+    saved = synthetic_trace.N_LAYERS
+    synthetic_trace.N_LAYERS = 30
+    try:
+        return build_trace(tmp_path_factory.mktemp("deep") / "trace", n_decode=1)
+    finally:
+        synthetic_trace.N_LAYERS = saved
+
+
+def heads_rows(app) -> dict[int, int]:
+    """{layer: y} of the layer rows the Heads pane shows."""
+    rows = {}
+    for y, line in enumerate(region_lines(app, app.main_screen.pane("heads"))):
+        cells = line.split()
+        if len(cells) == 5 and cells[0].isdigit() and all(len(c) == 2 for c in cells[1:]):
+            rows[int(cells[0])] = y
+    return rows
+
+
+async def test_heads_pane_shows_every_layer_when_they_fit(deep_trace):
+    app = StepscopeApp(trace=load_trace(deep_trace))
+    async with app.run_test(size=(120, 40)) as pilot:
+        await pilot.press("6")
+        await pilot.pause()
+        assert sorted(heads_rows(app)) == list(range(30))
+
+
+@pytest.mark.parametrize("size", SIZES)
+@pytest.mark.parametrize("keys", [["down"] * 29, ["tab", "pagedown", "pagedown", "pagedown", "pagedown"]])
+async def test_heads_pane_reaches_the_last_layer(deep_trace, size, keys):
+    app = StepscopeApp(trace=load_trace(deep_trace))
+    async with app.run_test(size=size) as pilot:
+        await pilot.press("6")
+        if keys[0] == "tab":
+            app.main_screen.pane("heads").focus()
+            keys = keys[1:]
+        await pilot.press(*keys)
+        await pilot.pause()
+        assert app.layer == 29
+        rows = heads_rows(app)
+        assert 29 in rows
+        await pilot.press("pageup" if "pagedown" in keys else "k")
+        await pilot.pause()
+        rows = heads_rows(app)
+        assert app.layer < 29
+        if 29 in rows:
+            await pilot.click(app.main_screen.pane("heads"), offset=(5 + 3 * 2 + 1, rows[29]))
+            assert (app.layer, app.head) == (29, 2)

@@ -5,7 +5,9 @@ step: H / log(S) in [0, 1], 0 = the head looks at a single key, 1 = spread evenl
 drawn with shade glyphs (`  ░ ▒ ▓ █`, darker = more focused), so the grid reads in 256 colours
 and in monochrome; the selected layer/head is highlighted. Only the rows that fit are read.
 
-Keys (screen level): `j`/`k` layer, `h`/`l` head; a click on a cell selects its layer and head.
+Keys (screen level): `j`/`k` `↓`/`↑` layer, `h`/`l` head; focused, `PgDn`/`PgUp` move a page of
+layers; a click on a cell selects its layer and head. Every layer's row is reachable: the rows shown
+are the height left after the title, the column header and the readout.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from __future__ import annotations
 import math
 
 from rich.text import Text
+from textual.binding import Binding
 
 from stepscope.tui.views.layers import head_grid, head_stats
 from stepscope.tui.widgets.layers import window
@@ -47,8 +50,19 @@ class HeadsOverview(Pane, can_focus=True):
     PREFETCH_WHEN_HIDDEN = True
     """Cheap enough to prepare for the current step while another pane shows (a quick switch)."""
 
+    BINDINGS = [
+        Binding("pagedown", "page(1)", "Page down", show=False, tooltip="A page of layers down"),
+        Binding("pageup", "page(-1)", "Page up", show=False, tooltip="A page of layers up"),
+    ]
+
     _first_row = 0
+    _rows = 1  # layer rows the last render showed
     ROW_LABEL = 5  # "  12 " before the cells; each cell is 3 cells wide ("▓▓ ")
+
+    def action_page(self, direction: int) -> None:
+        n_layers = int(self._trace.model.get("n_layers") or 0) if self._trace is not None else 0
+        if n_layers:
+            self.move(layer=min(max(self.cursor.layer + direction * max(self._rows, 1), 0), n_layers - 1))
 
     def on_click(self, event) -> None:
         """A click on a cell selects that layer and head."""
@@ -66,7 +80,7 @@ class HeadsOverview(Pane, can_focus=True):
         if trace is None or not 0 <= step_index < len(trace.steps):
             return
         n_layers = int(trace.model.get("n_layers") or 0)
-        height = self.size.height - 4 if self.size.height else n_layers  # hidden: prepare every row
+        height = self.size.height - 3 if self.size.height else n_layers  # hidden: prepare every row
         start, end = window(self.cursor.layer, n_layers, height)
         for layer in range(start, end):
             head_stats(trace, step_index, layer)
@@ -91,8 +105,9 @@ class HeadsOverview(Pane, can_focus=True):
         for head in range(n_heads):
             header.append(f"{head:>2} ")
         lines.append(header)
-        start, end = window(self.cursor.layer, n_layers, self.size.height - 4)
-        self._first_row = start
+        readout = self._readout(trace, index, norm)
+        start, end = window(self.cursor.layer, n_layers, self.size.height - 2 - len(readout))
+        self._first_row, self._rows = start, end - start
         grid = head_grid(trace, index, layers=range(start, end)) / norm  # [rows, n_heads], NaN: not recorded
         for layer in range(start, end):
             values = grid[layer - start]
@@ -111,19 +126,24 @@ class HeadsOverview(Pane, can_focus=True):
             if run_text:
                 line.append(run_text, style=run_style)
             lines.append(line)
-        stats = head_stats(trace, index, self.cursor.layer)
-        if stats is not None and self.cursor.head < len(stats.entropy):
-            value = float(stats.entropy[self.cursor.head])
-            readout = [f"L{self.cursor.layer} H{self.cursor.head}: entropy {value:.3f} nats",
-                       f"H/log(S) {value / norm:.2f}",
-                       f"max weight {float(stats.max_weight[self.cursor.head]):.3f} "
-                       f"at position {int(stats.max_position[self.cursor.head])}"]
-            line = ""  # broken between its figures, never through one
-            for piece in readout:
-                if line and len(line) + 2 + len(piece) > self.size.width:
-                    lines.append(Text(line, style=header_style))
-                    line = piece
-                else:
-                    line = f"{line}, {piece}" if line else piece
-            lines.append(Text(line, style=header_style))
+        lines.extend(Text(line, style=header_style) for line in readout)
         return Text("\n").join(lines)
+
+    def _readout(self, trace, index: int, norm: float) -> list[str]:
+        """The selected head's figures, broken between its figures (never through one) to the width."""
+        stats = head_stats(trace, index, self.cursor.layer)
+        if stats is None or self.cursor.head >= len(stats.entropy):
+            return []
+        value = float(stats.entropy[self.cursor.head])
+        readout = [f"L{self.cursor.layer} H{self.cursor.head}: entropy {value:.3f} nats",
+                   f"H/log(S) {value / norm:.2f}",
+                   f"max weight {float(stats.max_weight[self.cursor.head]):.3f} "
+                   f"at position {int(stats.max_position[self.cursor.head])}"]
+        out, line = [], ""
+        for piece in readout:
+            if line and len(line) + 2 + len(piece) > self.size.width:
+                out.append(line)
+                line = piece
+            else:
+                line = f"{line}, {piece}" if line else piece
+        return [*out, line]
