@@ -250,3 +250,69 @@ async def test_heads_pane_reaches_the_last_layer(deep_trace, size, keys):
         if 29 in rows:
             await pilot.click(app.main_screen.pane("heads"), offset=(5 + 3 * 2 + 1, rows[29]))
             assert (app.layer, app.head) == (29, 2)
+
+
+# -- 4. the header always shows the mode, the step, the layer and the head -----------------------------
+
+def header(app) -> str:
+    return app.main_screen._compositor.render_strips()[0].text.rstrip()
+
+
+EFFECT = ("effect step 1: original chose ·Paris p 0.773 → here 0.141 · n / c continue · B switches runs · "
+          "0 compares")
+
+
+@pytest.mark.parametrize("size", SIZES)
+async def test_header_keeps_step_layer_and_head_with_a_long_note(fixture_trace, size):
+    app = StepscopeApp(trace=fixture_trace)
+    async with app.run_test(size=size) as pilot:
+        await pilot.press("n", "j", "l")
+        for note in (EFFECT, "breakpoint at step 1: p(chosen) < 0.3 (0.025) · c continues", ""):
+            app.main_screen.set_state(note, False)
+            await pilot.pause()
+            line = header(app)
+            assert len(line) <= size[0]
+            assert "replay" in line and "step 1/7 decode" in line and "L 1" in line and "H 1" in line, line
+            if note and size[0] >= 80:
+                assert note[:20] in line, line  # the note degrades, it is not dropped
+            if size[0] >= 200:
+                assert "tiny-llama-gqa" in line and "chose" in line and "(0–3)" in line, line
+            if size[0] >= 120 and note == EFFECT:
+                assert "original chose ·Paris p 0.773 → here 0.141" in line, line  # hints go before the effect
+
+
+def test_header_degrades_in_its_stated_order():
+    from rich.text import Text
+
+    from stepscope.tui.widgets.status_bar import layout
+
+    pieces = {"title": Text("stepscope"), "model": Text("a-model-with-a-long-name-7b"), "mode": Text("live"),
+              "step": Text("step 3/15 decode"), "chosen": Text("chose ·Paris · rank 1 · p 0.420 (raw 0.300)"),
+              "where": Text("L 5 (0–29) H 2 (0–8) kv 0"), "state": Text(EFFECT)}
+    widths = [300, 200, 160, 120, 100, 80, 60, 50]
+    lines = [layout(pieces, w).plain for w in widths]
+    for w, line in zip(widths, lines):
+        assert len(line) <= w and "live" in line and "step 3/15 decode" in line and "L 5" in line and "H 2" in line
+    assert "(raw 0.300)" in lines[0] and "(raw" not in lines[2]
+    assert "stepscope" in lines[1] and "stepscope" not in lines[4]
+    assert "chose ·Paris" in lines[3] and "here 0.141" in lines[3]
+
+
+async def test_live_branch_header_at_120x40(tiny):
+    app = StepscopeApp(session_factory=make_factory(tiny, max_new_tokens=3))
+    async with app.run_test(size=(120, 40)) as pilot:
+        await wait_idle(app, pilot)
+        await pilot.press("n")
+        await wait_idle(app, pilot)
+        await pilot.press("F")
+        await pilot.pause()
+        await pilot.press("enter")
+        await wait_idle(app, pilot)
+        assert app.current_run
+        line = header(app)
+        assert "live" in line and f"step {app.step}/" in line and "L 0" in line and "H 0" in line, line
+        assert "original chose" in line, line
+        await pilot.press("B")
+        await pilot.pause()
+        line = header(app)
+        assert "live" in line and "step" in line and "L 0" in line and "H 0" in line, line
