@@ -37,7 +37,7 @@ class WhatIfPane(LinesPane):
     def lines(self) -> list[Text]:
         if self.trace is None or not len(self.trace.steps):
             return [Text("no step yet", style="dim")]
-        return whatif_lines(self.trace, self.step_index, self.settings)
+        return whatif_lines(self.trace, self.step_index, self.settings, width=max(self.scrollable_content_region.width, 20))
 
     def action_knob(self, what: str, delta: int) -> None:
         self.settings = adjusted(self.settings, what, delta)
