@@ -316,3 +316,48 @@ async def test_live_branch_header_at_120x40(tiny):
         await pilot.pause()
         line = header(app)
         assert "live" in line and "step" in line and "L 0" in line and "H 0" in line, line
+
+
+# -- 10. nothing clipped mid-word at 120x40; tabs and titles degrade at 80x24 ----------------------------
+
+def pane_lines(app) -> list[str]:
+    return [line.rstrip() for line in region_lines(app, app.main_screen.query_one("#panes"))]
+
+
+@pytest.mark.parametrize("sidebar", [True, False])
+async def test_nothing_is_clipped_at_120x40(tmp_path, sidebar):
+    for path in (FIXTURE, build_trace(tmp_path / "syn", n_decode=2)):
+        app = StepscopeApp(trace=load_trace(path))
+        async with app.run_test(size=(120, 40)) as pilot:
+            if not sidebar:
+                await pilot.press("f")
+            for key in "1234567890":
+                await pilot.press(key)
+                await pilot.pause(0.3)
+                for line in pane_lines(app):
+                    assert not line.endswith("…") and not line.endswith(" ·"), (key, line)
+            tabs = region_lines(app, app.main_screen.query_one("#tabs"))[0]
+            assert all(f"{k} " in tabs for k in "1234567890") and "0 Compare" in tabs
+            footer = screen_text(app).splitlines()[-1]
+            assert footer.rstrip().endswith("q Quit"), footer
+
+
+@pytest.mark.parametrize("size", [(80, 24), (100, 30)])
+async def test_tabs_and_titles_degrade_at_80x24(fixture_trace, size):
+    from stepscope.tui.screens.main import tab_labels
+
+    app = StepscopeApp(trace=fixture_trace)
+    async with app.run_test(size=size) as pilot:
+        await pilot.press("8")
+        await pilot.pause(0.5)
+        tabs = region_lines(app, app.main_screen.query_one("#tabs"))[0]
+        assert all(f"{k} " in tabs + " " for k in "1234567890"), tabs  # every tab and its key
+        assert "8 Why" in tabs
+        text = "\n".join(pane_lines(app))
+        from stepscope.tracer.attribution import attribute
+
+        actual = attribute(fixture_trace, 0).actual
+        assert f"logit difference {actual:+.3f}" in text, text  # the number the title explains, whole
+    assert tab_labels(200, "lens")[0] == "1 Candidates"
+    assert tab_labels(80, "lens")[0] == "1 Cand" and tab_labels(40, "lens")[3] == "4 Lens"
+    assert tab_labels(40, "lens")[0] == "1" and tab_labels(20, "lens") == list("1234567890")

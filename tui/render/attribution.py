@@ -25,7 +25,8 @@ def attribution_lines(trace, step: int, layer: int, other: int | None = None, by
     try:
         a = cached_attribution(trace, step, other)
     except TraceError as exc:
-        return [Text(f"attribution unavailable: {exc}", style="yellow")]
+        return [Text(line, style="yellow")
+                for line in wrap_parts(f"attribution unavailable: {exc}".split(" "), width or 10_000, sep=" ")]
     title = wrap_texts([Text.assemble("why ", token(trace, a.target), " and not ", token(trace, a.other)),
                         Text(f"at step {step}:"), Text(f"logit difference {a.actual:+.3f}"),
                         Text(f"= Σ {len(a.terms)} terms ({a.total:+.3f}), in logits")], width)
