@@ -70,6 +70,7 @@ from stepscope.tui.widgets.heads import HeadsList
 from stepscope.tui.widgets.layers import LayersList
 from stepscope.tui.widgets.tensor_browser import TensorBrowser
 from stepscope.tui.widgets.tensor_inspector import TensorInspector
+from stepscope.tui.widgets.token_strip import LEGEND as TOKEN_STRIP_LEGEND
 from stepscope.tui.widgets.watch import WATCH_HINT, WatchPane
 
 IDLE, BUSY, CONTINUING = Activity.IDLE, Activity.BUSY, Activity.CONTINUING
@@ -612,6 +613,7 @@ class StepscopeApp(LiveWorkers, App[None]):
             ("status bar", "step i/N: step i of 0..N (0 = prefill) · chose: the token, its rank by logit (1 = top), "
                            "its final p · L l (0–n) H h (0–m): the selected layer and head and their ranges · "
                            "kv: the KV head the query head reads"),
+            ("token strip", TOKEN_STRIP_LEGEND),
         ]))
         return sections
 

@@ -23,6 +23,7 @@ from rich.text import Text
 from stepscope.tracer.inert import escape_char, inert
 
 SPACE = "·"
+LONE_SPACE = "␣"  # a token of spaces only: `·` alone reads as a full stop
 NEWLINE = "↵"
 TAB = "⇥"
 RETURN = "␍"
@@ -146,10 +147,20 @@ def _pieces(text: str) -> list[tuple[str, str]]:
     return out
 
 
+_SPACES = frozenset(" Ġ▁")
+
+
+def _lone_spaces(text: str) -> bool:
+    """Whether a token is spaces only (shown `␣`, not `·`, which alone reads as a full stop)."""
+    return bool(text) and all(ch in _SPACES for ch in text)
+
+
 def escape_for_display(text: str) -> str:
     """Plain-string form of `display_token`: whitespace visible, control characters as escapes."""
     if not text:
         return EMPTY
+    if _lone_spaces(text):
+        return LONE_SPACE * len(text)
     return "".join(piece for piece, _ in _pieces(text))
 
 
@@ -168,6 +179,8 @@ def display_token(text: str, special: bool = False) -> Text:
         return Text(EMPTY, style=STYLE_WHITESPACE, end="")
     if special:
         return Text(escape_for_display(text), style=STYLE_SPECIAL, end="")
+    if _lone_spaces(text):
+        return Text(LONE_SPACE * len(text), style=STYLE_WHITESPACE, end="")
     return Text.assemble(*((piece, _STYLES[kind]) for piece, kind in _pieces(text)), end="")
 
 

@@ -17,11 +17,15 @@ import math
 from rich.text import Text
 from textual.binding import Binding
 
+from stepscope.tui.render.columns import wrap_parts
 from stepscope.tui.views.layers import head_grid, head_stats
 from stepscope.tui.widgets.layers import window
 from stepscope.tui.widgets.pane import Pane
 
 SHADES = ("██", "▓▓", "▒▒", "░░", "··")  # focused .. diffuse
+TITLE = "entropy H/log(S), last query row:"
+SCALE = "focused " + " ".join(f"{shade}<.{2 * (i + 1)}" for i, shade in enumerate(SHADES[:-1])) + f" {SHADES[-1]}≤1 diffuse"
+# focused ██<.2 ▓▓<.4 ▒▒<.6 ░░<.8 ··≤1 diffuse: the levels of `level()`
 LEVEL_CLASSES = tuple(f"heads-overview--l{i}" for i in range(len(SHADES)))
 
 
@@ -56,6 +60,7 @@ class HeadsOverview(Pane, can_focus=True):
     ]
 
     _first_row = 0
+    _top = 2  # lines above the first row (title, column header)
     _rows = 1  # layer rows the last render showed
     ROW_LABEL = 5  # "  12 " before the cells; each cell is 3 cells wide ("▓▓ ")
 
@@ -67,9 +72,9 @@ class HeadsOverview(Pane, can_focus=True):
     def on_click(self, event) -> None:
         """A click on a cell selects that layer and head."""
         offset = event.get_content_offset(self)
-        if offset is None or self._trace is None or offset.y < 2 or offset.x < self.ROW_LABEL:
+        if offset is None or self._trace is None or offset.y < self._top or offset.x < self.ROW_LABEL:
             return
-        layer = self._first_row + offset.y - 2
+        layer = self._first_row + offset.y - self._top
         head = (offset.x - self.ROW_LABEL) // 3
         if layer < int(self._trace.model.get("n_layers") or 0) and head < int(self._trace.model.get("n_heads") or 0):
             self.move(layer=layer, head=head)
@@ -99,14 +104,15 @@ class HeadsOverview(Pane, can_focus=True):
         header_style = style("heads-overview--header")
         levels = [style(c) for c in LEVEL_CLASSES]
         selected = style("heads-overview--selected")
-        title = "attention entropy per head, last query row, H/log(S): █ focused … · diffuse"
-        lines = [Text(title, style=header_style)]
+        title = wrap_parts([TITLE, SCALE], self.size.width or 80, sep=" ")
+        lines = [Text(t, style=header_style) for t in title]
+        self._top = len(title) + 1  # the title and the column header above the rows
         header = Text("   L ", style=header_style)
         for head in range(n_heads):
             header.append(f"{head:>2} ")
         lines.append(header)
         readout = self._readout(trace, index, norm)
-        start, end = window(self.cursor.layer, n_layers, self.size.height - 2 - len(readout))
+        start, end = window(self.cursor.layer, n_layers, self.size.height - self._top - len(readout))
         self._first_row, self._rows = start, end - start
         grid = head_grid(trace, index, layers=range(start, end)) / norm  # [rows, n_heads], NaN: not recorded
         for layer in range(start, end):
