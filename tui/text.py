@@ -173,13 +173,15 @@ def inert_text(value: object, style: str = "", limit: int | None = 300, newlines
 _STYLES = {"text": "", "space": STYLE_WHITESPACE, "escape": STYLE_ESCAPE, "bytes": STYLE_BYTES}
 
 
-def display_token(text: str, special: bool = False) -> Text:
-    """A styled, inert `Text` for one token: special tokens distinct, whitespace dim, escapes marked."""
+def display_token(text: str, special: bool = False, alone: bool = True) -> Text:
+    """A styled, inert `Text` for one token: special tokens distinct, whitespace dim, escapes marked.
+    A token of spaces only shows `␣` when `alone` (in a list or a column); in running text (the
+    token strip) its neighbours make `·` clear."""
     if not text:
         return Text(EMPTY, style=STYLE_WHITESPACE, end="")
     if special:
         return Text(escape_for_display(text), style=STYLE_SPECIAL, end="")
-    if _lone_spaces(text):
+    if alone and _lone_spaces(text):
         return Text(LONE_SPACE * len(text), style=STYLE_WHITESPACE, end="")
     return Text.assemble(*((piece, _STYLES[kind]) for piece, kind in _pieces(text)), end="")
 

@@ -26,11 +26,12 @@ def prob_bucket(p: float | None) -> int:
     return 4
 
 
-def token_display(text: Any, special: bool = False) -> Text:
-    """A token's text made safe and visible (whitespace, control characters, markup inert)."""
+def token_display(text: Any, special: bool = False, alone: bool = True) -> Text:
+    """A token's text made safe and visible (whitespace, control characters, markup inert; `alone` as
+    in `display_token`)."""
     if not isinstance(text, str):
         text = "" if text is None else str(text)
-    return display_token(text, special)
+    return display_token(text, special, alone)
 
 
 def fmt_prob(p: float | None) -> str:

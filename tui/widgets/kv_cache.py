@@ -15,8 +15,8 @@ from stepscope.tui.views.vocab import tok_text
 from stepscope.tui.widgets.lines_pane import LinesPane
 
 MAX_APPENDED = 12
-LEGEND = ("before/after: positions cached by the layer before/after this step", "+new: appended by it",
-          "K, V: bytes of the layer's keys and values after it")
+LEGEND = ("before/after: positions cached before/after", "+new: appended by this step",
+          "K, V: bytes of the layer's keys and values")
 LEGEND_WINDOW = ("keys read: the keys this step's query saw", "evicted: dropped by the window")
 
 

@@ -83,9 +83,9 @@ def _width(pieces: dict[str, Text]) -> int:
 
 
 def _compact_where(where: Text) -> Text:
-    """`L 5 (0–29) H 2 (0–8) kv 0` -> `L 5 H 2`."""
+    """`L 5 (0–29) H 2 (0–8) kv 0` -> `L 5 H 2 kv 0`."""
     words = where.plain.split()
-    return Text(f"L {words[1]} H {words[4]}") if len(words) >= 5 else where
+    return Text(f"L {words[1]} H {words[4]} kv {words[-1]}") if len(words) >= 8 else where
 
 
 def _drop_last_hint(state: Text) -> Text | None:
@@ -98,7 +98,7 @@ def _drop_last_hint(state: Text) -> Text | None:
 def layout(pieces: dict[str, Text], width: int) -> Text:
     """One line of `pieces` fitted to `width`, degrading in this order until it fits:
     1. the chosen line loses its ` (raw …)` tail;  2. the state note loses its trailing ` · ` hints,
-    one at a time;  3. the `stepscope` title goes;  4. `L 5 (0–29) H 2 (0–8) kv 0` becomes `L 5 H 2`;
+    one at a time;  3. the `stepscope` title goes;  4. `L 5 (0–29) H 2 (0–8) kv 0` becomes `L 5 H 2 kv 0`;
     5. the model name is shortened in the middle (to 16 cells);  6. the chosen line goes;
     7. the model name goes;  8. the state note is cut with an ellipsis (then goes).
     The mode (`live`/`replay`), the step and the layer and head are never dropped."""

@@ -88,7 +88,7 @@ class TokenStrip(Pane):
         hit = self._pieces.get(g)
         if hit is None:
             start, _, text = self._groups[g]
-            piece = token_display(text, bool(tokens[start].get("special")))
+            piece = token_display(text, bool(tokens[start].get("special")), alone=False)  # running text: `·`
             if start == getattr(self, "_branch_at", None):  # where this branch leaves its parent
                 piece = Text.assemble(("⑂", "bold magenta"), piece)
             hit = self._pieces[g] = (piece, piece.cell_len)
