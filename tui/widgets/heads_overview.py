@@ -23,7 +23,7 @@ from stepscope.tui.widgets.layers import window
 from stepscope.tui.widgets.pane import Pane
 
 SHADES = ("██", "▓▓", "▒▒", "░░", "··")  # focused .. diffuse
-TITLE = "attention entropy per head, H/log(S):"
+TITLE = "attention entropy per head H/log S:"
 SCALE = "focused " + " ".join(f"{shade}<.{2 * (i + 1)}" for i, shade in enumerate(SHADES[:-1])) + f" {SHADES[-1]}≤1 diffuse"
 # focused ██<.2 ▓▓<.4 ▒▒<.6 ░░<.8 ··≤1 diffuse: the levels of `level()`
 LEVEL_CLASSES = tuple(f"heads-overview--l{i}" for i in range(len(SHADES)))
@@ -141,7 +141,7 @@ class HeadsOverview(Pane, can_focus=True):
         if stats is None or self.cursor.head >= len(stats.entropy):
             return []
         value = float(stats.entropy[self.cursor.head])
-        readout = [f"L{self.cursor.layer} H{self.cursor.head}, last query row: entropy {value:.3f} nats",
+        readout = [f"L{self.cursor.layer} H{self.cursor.head}: entropy {value:.3f} nats",
                    f"H/log(S) {value / norm:.2f}",
                    f"max weight {float(stats.max_weight[self.cursor.head]):.3f} "
                    f"at position {int(stats.max_position[self.cursor.head])}"]
