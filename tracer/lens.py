@@ -131,6 +131,21 @@ class LogitLens:
         ids = np.take_along_axis(part, order, -1)
         return ids.astype(np.int64), np.take_along_axis(probs, order, -1).astype(np.float32)
 
+    def token_stats(self, rows: np.ndarray, token_ids) -> tuple[np.ndarray, np.ndarray]:
+        """Exact (probs float64 [n, m], ranks int64 [n, m]) of the tokens `token_ids` [m] in each row's
+        softmax(logits) over the whole vocabulary; rank 1 = the largest logit (1 + the number of
+        strictly larger logits)."""
+        ids = np.atleast_1d(np.asarray(token_ids, dtype=np.int64))  # [m]
+        logits = self.logits(rows).astype(np.float64)  # [n, vocab]
+        if ids.size and (ids.min() < 0 or ids.max() >= logits.shape[-1]):
+            raise IndexError(f"token ids outside 0..{logits.shape[-1] - 1}")
+        peak = logits.max(-1, keepdims=True)  # [n, 1]
+        total = np.exp(logits - peak).sum(-1, keepdims=True)  # [n, 1]
+        picked = logits[:, ids]  # [n, m]
+        probs = np.exp(picked - peak) / total  # [n, m]
+        ranks = 1 + (logits[:, None, :] > picked[:, :, None]).sum(-1)  # [n, m]
+        return probs, ranks.astype(np.int64)
+
     def for_step(self, step) -> dict[str, np.ndarray]:
         """{"logit_lens.ids", "logit_lens.probs"} of a step, as the tracer used to store them."""
         ids, probs = self.top_k(self.rows(step))

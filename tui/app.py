@@ -31,6 +31,7 @@ from collections.abc import Callable
 from functools import partial
 from typing import Any
 
+from rich.text import Text
 from textual import events
 from textual.app import App
 from textual.binding import Binding
@@ -69,6 +70,7 @@ from stepscope.tui.widgets.heads import HeadsList
 from stepscope.tui.widgets.layers import LayersList
 from stepscope.tui.widgets.tensor_browser import TensorBrowser
 from stepscope.tui.widgets.tensor_inspector import TensorInspector
+from stepscope.tui.widgets.token_strip import LEGEND as TOKEN_STRIP_LEGEND
 from stepscope.tui.widgets.watch import WATCH_HINT, WatchPane
 
 IDLE, BUSY, CONTINUING = Activity.IDLE, Activity.BUSY, Activity.CONTINUING
@@ -473,6 +475,13 @@ class StepscopeApp(LiveWorkers, App[None]):
     MAX_REPORTED_ERRORS = 20
     """Past this many distinct errors in one session, the next one ends the app (exit 1)."""
 
+    def notify(self, message: object, *, title: str = "", severity: str = "information",
+               timeout: float | None = None, markup: bool = False) -> None:
+        """Every notification is a plain inert string, never markup: a rich `Text` gives its plain text,
+        anything else its `str`; control and invisible characters are escaped visibly (`inert`)."""
+        plain = message.plain if isinstance(message, Text) else str(message)
+        super().notify(inert(plain), title=inert(title), severity=severity, timeout=timeout, markup=False)
+
     def report_error(self, title: str, error: BaseException | str, hint: str = "") -> None:
         """Show an error dialog (once per distinct message); the debugger stays usable."""
         message = error if isinstance(error, str) else f"{type(error).__name__}: {error}"
@@ -604,6 +613,7 @@ class StepscopeApp(LiveWorkers, App[None]):
             ("status bar", "step i/N: step i of 0..N (0 = prefill) · chose: the token, its rank by logit (1 = top), "
                            "its final p · L l (0–n) H h (0–m): the selected layer and head and their ranges · "
                            "kv: the KV head the query head reads"),
+            ("token strip", TOKEN_STRIP_LEGEND),
         ]))
         return sections
 

@@ -35,12 +35,17 @@ PARAM_ROWS = ["embedding", "attention", "mlp", "norms", "lm_head", "other", "tot
 
 
 def _fmt_count(n: int) -> str:
-    return f"{n:,}" + (f"  ({n / 1e6:.1f} M)" if n >= 1e5 else "")
+    """`5,637,100,000  (5.64 B)`: the exact count, then a short form in K, M or B."""
+    for unit, size, digits in (("B", 1e9, 2), ("M", 1e6, 1), ("K", 1e3, 0)):
+        if n >= max(size, 1e5):
+            return f"{n:,}  ({n / size:.{digits}f} {unit})"
+    return f"{n:,}"
 
 
 def model_table(facts: dict) -> Group:
     """Architecture facts and parameter counts per component of a model."""
-    arch = Table(title=Text(inert(facts.get("name", "model"))), show_header=False, box=None, pad_edge=False)
+    name = Text(inert(facts.get("name", "model")), style="bold italic", no_wrap=True, overflow="ellipsis")  # one line
+    arch = Table(show_header=False, box=None, pad_edge=False)
     arch.add_column(style="bold")
     arch.add_column()
     for label, key in FACT_ROWS:
@@ -59,7 +64,7 @@ def model_table(facts: dict) -> Group:
             continue
         note = " (tied to embedding)" if key == "lm_head" and counts.get("tied_embeddings") else ""
         params.add_row(inert(key, 40), _fmt_count(n) + note, f"{100 * n / total:.1f}%")
-    parts: list[RenderableType] = [arch, Text(""), params]
+    parts: list[RenderableType] = [name, arch, Text(""), params]
     flow = facts.get("data_flow")
     if flow:
         parts += [Text(""), Text("data flow", style="bold")]

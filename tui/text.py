@@ -23,6 +23,7 @@ from rich.text import Text
 from stepscope.tracer.inert import escape_char, inert
 
 SPACE = "·"
+LONE_SPACE = "␣"  # a token of spaces only: `·` alone reads as a full stop
 NEWLINE = "↵"
 TAB = "⇥"
 RETURN = "␍"
@@ -146,10 +147,20 @@ def _pieces(text: str) -> list[tuple[str, str]]:
     return out
 
 
+_SPACES = frozenset(" Ġ▁")
+
+
+def _lone_spaces(text: str) -> bool:
+    """Whether a token is spaces only (shown `␣`, not `·`, which alone reads as a full stop)."""
+    return bool(text) and all(ch in _SPACES for ch in text)
+
+
 def escape_for_display(text: str) -> str:
     """Plain-string form of `display_token`: whitespace visible, control characters as escapes."""
     if not text:
         return EMPTY
+    if _lone_spaces(text):
+        return LONE_SPACE * len(text)
     return "".join(piece for piece, _ in _pieces(text))
 
 
@@ -162,12 +173,16 @@ def inert_text(value: object, style: str = "", limit: int | None = 300, newlines
 _STYLES = {"text": "", "space": STYLE_WHITESPACE, "escape": STYLE_ESCAPE, "bytes": STYLE_BYTES}
 
 
-def display_token(text: str, special: bool = False) -> Text:
-    """A styled, inert `Text` for one token: special tokens distinct, whitespace dim, escapes marked."""
+def display_token(text: str, special: bool = False, alone: bool = True) -> Text:
+    """A styled, inert `Text` for one token: special tokens distinct, whitespace dim, escapes marked.
+    A token of spaces only shows `␣` when `alone` (in a list or a column); in running text (the
+    token strip) its neighbours make `·` clear."""
     if not text:
         return Text(EMPTY, style=STYLE_WHITESPACE, end="")
     if special:
         return Text(escape_for_display(text), style=STYLE_SPECIAL, end="")
+    if alone and _lone_spaces(text):
+        return Text(LONE_SPACE * len(text), style=STYLE_WHITESPACE, end="")
     return Text.assemble(*((piece, _STYLES[kind]) for piece, kind in _pieces(text)), end="")
 
 

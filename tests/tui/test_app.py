@@ -82,7 +82,7 @@ async def test_layer_and_head_keys_clamp(trace):
         assert app.layer == 0
         await pilot.press("down", "l", "l", "l", "l", "l")
         assert (app.layer, app.head) == (1, 3)  # 4 heads
-        assert "L 1 (0–1) H 3 (0–3) kv 1" in status_text(app)  # GQA: query head 3 reads KV head 1
+        assert "L 1 H 3 kv 1" in status_text(app)  # GQA: query head 3 reads KV head 1 (ranges: at 120 columns)
         await pilot.press("h", "up")
         assert (app.layer, app.head) == (0, 2)
         heads = app.main_screen.query_one("#heads")
@@ -210,7 +210,7 @@ async def test_usable_at_80x24(trace):
     async with app.run_test(size=(80, 24)) as pilot:
         await pilot.press("n")
         text = screen_text(app)
-        assert "step 1/7" in text and "1 Candidates" in text and "7 Model" in text
+        assert "step 1/7" in text and "1 Cand" in text and "7 Model" in text  # short tab labels at 80
         assert "Quit" in text.splitlines()[-1]  # the footer
         await pilot.press("f")  # sidebar off: the pane gets the full width
         assert not app.main_screen.query_one("#sidebar").display

@@ -34,7 +34,9 @@ def test_tensor_inspector_lists_stats_and_op(trace):
     async def script(app, pilot):
         app.query_one(TensorList).focus()
         await pilot.pause()
-        legend, *lines = screen_lines(app)
+        shown = screen_lines(app)
+        header = next(i for i, line in enumerate(shown) if line.startswith("tensor"))
+        legend, lines = " ".join(shown[:header]), shown[header:]  # the legend wraps between its parts
         assert "‖x‖ (L2 norm) over every element" in legend  # what each figure is
         assert lines[0].startswith("tensor") and "shape" in lines[0] and "min" in lines[0]
         assert lines[1].startswith("hook_embed") and "[6, 16]" in lines[1] and "float32" in lines[1]

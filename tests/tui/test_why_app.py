@@ -76,7 +76,7 @@ def test_why_pane_reads_the_unembedding_in_a_worker_and_the_keys_stay_live(paths
         release.set()
         await until(pilot, lambda: "logit difference" in screen(app))
         expected = attribute(trace, 1)
-        assert f"{expected.actual:+.3f}" in screen(app) and "top: " + expected.words(6)[:30] in screen(app)
+        assert f"{expected.actual:+.3f}" in screen(app) and "top (logits): " + expected.words(6)[:20] in screen(app)
 
     run(app, script)
 

@@ -36,7 +36,10 @@ def test_attribution_lines(traces):
     att = attribute(a, 1)
     lines = [t.plain for t in attribution_lines(a, 1, layer=1)]
     assert lines[0].startswith("why ") and f"{att.actual:+.3f}" in lines[0] and f"Σ {len(att.terms)} terms" in lines[0]
-    assert lines[1].startswith("vs ") and lines[2] == "top: " + att.words(6)
+    assert lines[1].startswith("vs ") and lines[2] == "top (logits): " + att.words(6)
+    narrow = [t.plain for t in attribution_lines(a, 1, layer=1, width=44)]  # wrapped between figures
+    assert all(len(line) <= 44 for line in narrow[:6]), narrow
+    assert f"logit difference {att.actual:+.3f}" in "\n".join(narrow)
     rows = [l for l in lines if l[:1] in ("▶", " ") and l[1:5].strip().isdigit()]
     assert [int(r[1:5]) for r in rows] == [0, 1] and rows[1].startswith("▶")
     assert f"{att.layers[0]['attn']:+7.2f}" in rows[0] and f"{att.layers[0]['mlp']:+7.2f}" in rows[0]
@@ -62,11 +65,12 @@ def test_whatif_lines(traces):
     chosen = a.steps[1].token["id"]
     assert lines[0] == "what if: greedy"
     would, happened = lines[1].split("happened:")
-    assert would.split()[-1] == happened.split()[-2] == f"{a.steps[1].sampling['chosen_prob']:.3f}"  # same token, same p
+    assert lines[2] == "recorded: greedy"
+    assert would.split()[-1] == happened.split()[-1] == f"{a.steps[1].sampling['chosen_prob']:.3f}"  # same token, same p
     hot = adjusted(adjusted(greedy, "temperature", 10), "top_k", 5)
     assert hot == WhatIfSettings(True, 2.0, 5, 1.0, 0.0, 0)
     lines = [t.plain for t in whatif_lines(a, 1, hot)]
-    assert "top_k 5" in lines[2] and len([l for l in lines[7:] if float(l.split()[-1]) > 0]) == 5
+    assert "top_k 5" in lines[3] and len([l for l in lines[8:] if float(l.split()[-1]) > 0]) == 5
     assert adjusted(greedy, "top_p", -40).top_p == 0.05 and adjusted(greedy, "min_p", 100).min_p == 0.98
     assert int(np.argmax(a.steps[1]["logits"][-1])) == chosen
 

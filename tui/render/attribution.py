@@ -8,6 +8,7 @@ from __future__ import annotations
 from rich.text import Text
 
 from stepscope.tracer.trace_format import TraceError
+from stepscope.tui.render.columns import wrap_parts, wrap_texts
 from stepscope.tui.render.lines import bar, click, token
 from stepscope.tui.views.attribution import cached_attribution, rivals
 
@@ -17,21 +18,27 @@ def _value(v: float | None) -> str:
 
 
 def attribution_lines(trace, step: int, layer: int, other: int | None = None, by_size: bool = False,
-                      head: int | None = None) -> list[Text]:
-    """The pane's lines at (step, selected layer); one explanatory line when the trace lacks what it needs."""
+                      head: int | None = None, width: int | None = None) -> list[Text]:
+    """The pane's lines at (step, selected layer); one explanatory line when the trace lacks what it needs.
+    Every contribution is in logits (a term of the logit difference). With a `width`, the title and
+    the hints wrap between their parts (a number is never cut off)."""
     try:
         a = cached_attribution(trace, step, other)
     except TraceError as exc:
-        return [Text(f"attribution unavailable: {exc}", style="yellow")]
-    title = Text.assemble("why ", token(trace, a.target), " and not ", token(trace, a.other),
-                         f" at step {step}: logit difference {a.actual:+.3f} = Σ {len(a.terms)} terms ({a.total:+.3f})")
-    lines = [title, rival_line(trace, step, a.other), Text("top: " + a.words(6)),
-             Text("final norm's scale frozen at this position · o/O: another rival · s: sort · Enter: the head's pattern",
-                  style="dim")]
+        return [Text(line, style="yellow")
+                for line in wrap_parts(f"attribution unavailable: {exc}".split(" "), width or 10_000, sep=" ")]
+    title = wrap_texts([Text.assemble("why ", token(trace, a.target), " and not ", token(trace, a.other)),
+                        Text(f"at step {step}:"), Text(f"logit difference {a.actual:+.3f}"),
+                        Text(f"= Σ {len(a.terms)} terms ({a.total:+.3f}), in logits")], width)
+    hints = wrap_parts(["final norm's scale frozen at this position", "o/O: another rival", "s: sort",
+                        "Enter: the head's pattern"], width or 10_000)
+    top = wrap_parts(("top (logits): " + a.words(6)).split(", "), width or 10_000, sep=", ")
+    lines = [*title, rival_line(trace, step, a.other, width), *(Text(t) for t in top),
+             *(Text(hint, style="dim") for hint in hints)]
     comps = [t for t in a.components() if t.layer is None]
     scale = max((abs(t.value) for t in a.components()), default=0.0)
     lines.append(Text("  " + " · ".join(f"{t.label} {t.value:+.2f}" for t in comps)))
-    lines.append(Text("layer     attn                    MLP", style="bold"))
+    lines.append(Text("layer     attn (logits)           MLP (logits)", style="bold"))
     order = list(range(len(a.layers)))
     if by_size:
         order.sort(key=lambda i: -max(abs(v) for v in a.layers[i].values() if v is not None))
@@ -68,11 +75,17 @@ def selected_row(lines: list[Text]) -> int | None:
     return next((i for i, line in enumerate(lines) if line.plain.startswith("▶")), None)
 
 
-def rival_line(trace, step: int, other: int) -> Text:
-    """The tokens the chosen one can be compared with, the current one highlighted; each clickable."""
+def rival_line(trace, step: int, other: int, width: int | None = None) -> Text:
+    """The tokens the chosen one can be compared with, the current one highlighted; each clickable;
+    with a `width`, whole tokens only (the rest is a count)."""
     line = Text("vs ")
-    for k, tid in enumerate(rivals(trace, step)):
+    options = rivals(trace, step)
+    for k, tid in enumerate(options):
         shown = token(trace, tid)
+        more = f"+{len(options) - k}"
+        if width is not None and line.cell_len + shown.cell_len + 2 + len(more) > width and k < len(options) - 1:
+            line.append(more, style="dim")
+            break
         shown.stylize(click(f"pick_rival({k})"))
         if tid == other:
             shown.stylize("reverse")

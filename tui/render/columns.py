@@ -72,3 +72,40 @@ def middle_ellipsis(text: str, width: int) -> str:
             break
         tail = ch + tail
     return head + "…" + tail
+
+
+def wrap_parts(parts: list[str], width: int, sep: str = " · ") -> list[str]:
+    """`parts` joined by `sep` on as few lines as `width` allows, broken only between parts (a part
+    is never cut, and no line ends with a bare separator); a part wider than `width` is broken
+    between its words."""
+    width = max(width, 8)
+    lines, line = [], ""
+    for part in parts:
+        if cell_len(part) > width:  # too long for any line: its words flow on
+            words = part.split(" ")
+        else:
+            words = [part]
+        for i, word in enumerate(words):
+            glue = sep if i == 0 else " "
+            if line and cell_len(line) + cell_len(glue) + cell_len(word) > width:
+                lines.append(line)
+                line = word
+            else:
+                line = f"{line}{glue}{word}" if line else word
+    return lines + [line] if line else lines
+
+
+def wrap_texts(parts: list[Text], width: int | None, sep: str = " ") -> list[Text]:
+    """Styled `parts` joined by `sep` on as few lines as `width` allows (None: one line), broken only
+    between parts, so a figure is never cut off its label."""
+    lines: list[Text] = []
+    line = Text()
+    for part in parts:
+        if width is not None and line.cell_len and line.cell_len + len(sep) + part.cell_len > width:
+            lines.append(line)
+            line = part.copy()
+        else:
+            if line.cell_len:
+                line.append(sep)
+            line.append_text(part)
+    return lines + [line]

@@ -130,11 +130,17 @@ class HeatmapRenderable:
 
     def _cursor_label(self, width: int, left: bool = False) -> RenderResult:
         """The cursor column's name in full, starting above its column (shifted left to fit; at
-        the left edge when the row wraps)."""
+        the left edge when the row wraps, after the query the wrapped lines belong to)."""
+        query = ""
+        if left and self.row_labels:  # a wrapped row: its lines are labelled by keys only
+            query = f"q {self.row_labels[0].strip()} → "
         if self.cursor is None or not self.col_names or not 0 <= self.cursor[1] < len(self.col_names):
+            if query:
+                yield Segment(" " * self.prefix_width)
+                yield Segment(truncate(query + "keys:", max(1, width - self.prefix_width)), LABEL_STYLE)
             yield Segment.line()
             return
-        label = truncate(self.col_names[self.cursor[1]], max(1, width - self.prefix_width))
+        label = truncate(query + self.col_names[self.cursor[1]], max(1, width - self.prefix_width))
         x = self.prefix_width + (0 if left else self.cursor[1] * self.cell)
         x = max(0, min(x, width - cell_len(label)))
         yield Segment(" " * x)
@@ -163,7 +169,8 @@ class HeatmapRenderable:
     def _wrap_label(self, c0: int, c1: int) -> str:
         positions = self.col_positions or list(range(self.values.shape[1]))
         end = positions[c1] - 1 if c1 < len(positions) else (self.col_end - 1 if self.col_end else positions[-1])
-        return f"k {positions[c0]}" if end == positions[c0] else f"k {positions[c0]}–{end}"
+        label = f"k {positions[c0]}" if end == positions[c0] else f"k {positions[c0]}–{end}"
+        return label if len(label) <= self.label_width else label[2:]  # the numbers whole, before the "k "
 
     def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
         width = options.max_width

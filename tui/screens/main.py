@@ -79,12 +79,42 @@ def pane_key(index: int) -> str:
     return str((index + 1) % 10)
 
 
+SHORT_LABELS = {"candidates": "Cand", "heatmap": "Attn", "tensors": "Tens", "lens": "Lens", "kv": "KV",
+                "heads": "Heads", "model": "Model", "why": "Why", "whatif": "If", "compare": "Cmp"}
+
+
+def tab_labels(width: int, active: str | None) -> list[str]:
+    """The tabs' labels for `width` cells, degrading in this order until all ten fit: 1. full labels
+    (`1 Candidates`); 2. short labels (`1 Cand`); 3. the keys only, the active tab keeping its short
+    label; 4. the keys only. Every tab keeps its key (each tab is its label plus 2 cells of padding)."""
+    full = [f"{pane_key(i)} {label}" for i, (_, label, _) in enumerate(PANES)]
+    short = [f"{pane_key(i)} {SHORT_LABELS.get(pid, label)}" for i, (pid, label, _) in enumerate(PANES)]
+    keys_active = [s if pid == active else pane_key(i) for i, ((pid, _, _), s) in enumerate(zip(PANES, short))]
+    keys = [pane_key(i) for i in range(len(PANES))]
+    for labels in (full, short, keys_active):
+        if sum(len(label) + 2 for label in labels) <= width:
+            return labels
+    return keys
+
+
 class PaneTabs(Tabs, can_focus=False):
     """The pane tabs; never focused, so ←/→ always step (number keys pick a pane). The underline
-    moves at once (no 0.3 s animation: a pane switch must redraw within the latency budget)."""
+    moves at once (no 0.3 s animation: a pane switch must redraw within the latency budget). The
+    labels shorten to the width (`tab_labels`), so every tab and its key stays on screen."""
 
     def _highlight_active(self, animate: bool = True) -> None:
         super()._highlight_active(animate=False)
+
+    def on_resize(self, event) -> None:
+        self.fit_labels()
+
+    def fit_labels(self) -> None:
+        active = self.active.removeprefix("tab-") if self.active else None
+        width = self.size.width or self.app.size.width
+        for (pid, _, _), label in zip(PANES, tab_labels(width, active)):
+            tab = self.query_one(f"#tab-{pid}", Tab)
+            if tab.label_text != label:
+                tab.label = Text(label)
 
 
 class MainScreen(Screen[None]):
@@ -309,6 +339,7 @@ class MainScreen(Screen[None]):
         if event.tab is None or event.tab.id is None:
             return
         pane_id = event.tab.id.removeprefix("tab-")
+        self.query_one(PaneTabs).fit_labels()
         switcher = self.query_one(ContentSwitcher)
         if switcher.current != f"pane-{pane_id}":
             focused_in_old = self.focused is not None and self.focused in switcher.walk_children()
@@ -441,7 +472,7 @@ class MainScreen(Screen[None]):
         parent = parent_dir(trace)
         if parent is not None:
             self.compare_with(load_trace(parent), show=False)
-        self.debugger.notify(Text(f"run {item['name'] or '(original)'} ({index + 1} of {len(items)}): {run_label(item)}"),  # type: ignore[arg-type]  # textual shows a rich Text; typed str
+        self.app.notify(f"run {item['name'] or '(original)'} ({index + 1} of {len(items)}): {run_label(item)}",
                         timeout=4)
 
     def _live_keys(self, need_branches: bool = True) -> list[str] | None:
@@ -533,7 +564,7 @@ class MainScreen(Screen[None]):
             return
         cast(AttributionPane, self._panes["why"]).pick(message.token_id)
         live = " · F forces it here (a branch)" if app.session is not None else ""
-        app.notify(Text.assemble("picked ", token(trace, message.token_id), f": 8 explains why not it{live}"), timeout=3)  # type: ignore[arg-type]  # (the same)
+        app.notify(f"picked {token(trace, message.token_id).plain}: 8 explains why not it{live}", timeout=3)
 
     def on_attribution_pane_open_heatmap(self, message: AttributionPane.OpenHeatmap) -> None:
         message.stop()

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from stepscope.tui.views.logit_lens import trace_lens
 from stepscope.tui.watch.parse import Binary, Call, Compare, ExprError, Index, Name, Num, Slice, Str, Unary, unparse
 from stepscope.tui.watch.tokens import token_ids
 
@@ -202,25 +203,56 @@ def _layer(ctx, value) -> int:
     return layer
 
 
+def _exact_lens(ctx):
+    """The trace's logit lens (final norm + W_U) when the step holds its residual rows, else None."""
+    lens = trace_lens(ctx.trace)
+    if lens is None or isinstance(ctx.step, dict) or not lens.has_rows(ctx.step):
+        return None
+    return lens
+
+
+def _lens_logits(ctx, lens, layer: int) -> np.ndarray:
+    """[vocab] float64 lens logits of a layer at the step's last position (memoised per step)."""
+    rows = ctx.memo("lens_rows", lambda: lens.rows(ctx.step))
+    return ctx.memo(("lens", layer), lambda: lens.logits(rows[layer : layer + 1])[0].astype(np.float64))
+
+
 def f_lens(ctx, layer, token=None) -> float:
-    """logit-lens probability of a token at a layer (no token: of its top token); exact for every token
-    when the reader has the trace's lens (final norm + unembedding), else NaN outside the recorded top-k"""
+    """logit-lens probability of a token at a layer (no token: of its top token); exact over the whole
+    vocabulary when the trace stores its lens (final norm + W_U), else NaN outside the recorded top-k"""
     L = _layer(ctx, layer)
     if token is not None:
-        lens = getattr(ctx.trace, "lens", None)  # a reader with the lazy logit lens: every token, exactly
-        if lens is not None and hasattr(lens, "logits") and not isinstance(ctx.step, dict) and lens.has_rows(ctx.step):
+        lens = _exact_lens(ctx)
+        if lens is not None:
             tid = _token_arg(ctx, token)
-            probs = ctx.memo(("lens", L), lambda: _softmax(lens.logits(lens.rows(ctx.step)[L:L + 1])[0].astype(np.float64)))
-            _check_id(ctx, tid, probs.shape[0])
-            return float(probs[tid])
+            logits = _lens_logits(ctx, lens, L)
+            _check_id(ctx, tid, logits.shape[0])
+            return float(ctx.memo(("lens_p", L), lambda: _softmax(logits))[tid])
     ids, probs = ctx.array("logit_lens.ids"), ctx.array("logit_lens.probs")  # [n_layers, k]
     if token is None:
         return float(probs[L, 0])
     tid = _token_arg(ctx, token)
     hits = np.flatnonzero(ids[L] == tid)
     if not hits.size:
-        raise EvalError(f"token {tid} is not in layer {L}'s logit-lens top {ids.shape[1]}")
+        raise EvalError(f"token {tid} is not in layer {L}'s recorded lens top {ids.shape[1]} (no W_U stored)")
     return float(probs[L, hits[0]])
+
+
+def f_lensrank(ctx, layer, token=None) -> float:
+    """logit-lens rank of a token at a layer, 1 = top (no token: of the chosen token); exact over the
+    whole vocabulary when the trace stores its lens, else within the recorded top-k"""
+    L = _layer(ctx, layer)
+    tid = int(_variable(ctx, "id")) if token is None else _token_arg(ctx, token)
+    lens = _exact_lens(ctx)
+    if lens is not None:
+        logits = _lens_logits(ctx, lens, L)
+        _check_id(ctx, tid, logits.shape[0])
+        return float(1 + int((logits > logits[tid]).sum()))
+    ids = ctx.array("logit_lens.ids")  # [n_layers, k]
+    hits = np.flatnonzero(ids[L] == tid)
+    if not hits.size:
+        raise EvalError(f"token {tid} is not in layer {L}'s recorded lens top {ids.shape[1]} (no W_U stored)")
+    return float(hits[0] + 1)
 
 
 def _head_map(ctx, kind: str, layer, head) -> np.ndarray:
@@ -273,6 +305,7 @@ FUNCTIONS: dict[str, Func] = {
     "logit": Func((1, 1), f_logit.__doc__, f_logit, (0,)),
     "rank": Func((0, 1), f_rank.__doc__, f_rank, (0,)),
     "lens": Func((1, 2), f_lens.__doc__, f_lens, (1,)),
+    "lensrank": Func((1, 2), f_lensrank.__doc__, f_lensrank, (1,)),
     "pattern": Func((2, 2), f_pattern.__doc__, f_pattern),
     "scores": Func((2, 2), f_scores.__doc__, f_scores),
     "norm": Func((1, 1), "L2 norm of an array", _reduce(lambda a: np.linalg.norm(a.ravel()))),

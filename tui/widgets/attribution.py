@@ -72,7 +72,7 @@ class AttributionPane(LinesPane):
             self._load_lens()
             return [Text("reading the unembedding (W_U) for the attribution…", style="dim")]
         return attribution_lines(self.trace, self.step_index, self.cursor.layer, self.other(), self.by_size,
-                                 head=self.cursor.head)
+                                 head=self.cursor.head, width=max(self.scrollable_content_region.width, 20))
 
     # -- the first computation, off the UI thread -------------------------------------------------
     def _load_lens(self) -> None:

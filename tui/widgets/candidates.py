@@ -13,8 +13,8 @@ Keys (when focused): ↑/↓ PageUp/PageDown scroll.
 
 from __future__ import annotations
 
-from rich.style import Style
 from rich.text import Text
+from textual import events
 from textual.binding import Binding
 from textual.message import Message
 from textual.reactive import reactive
@@ -78,6 +78,7 @@ class CandidatesPane(Pane, can_focus=True):
         super().__init__(trace, **kwargs)
         self._n_rows = 0
         self._follow_chosen = True
+        self._row_ids: dict[int, int] = {}  # line of the last render -> the token id of its row
 
     def refresh_view(self) -> None:
         self._follow_chosen = True  # the next render scrolls the chosen row into view
@@ -99,6 +100,13 @@ class CandidatesPane(Pane, can_focus=True):
 
     def action_pick(self, token_id: int) -> None:
         self.post_message(self.Picked(token_id))
+
+    def on_click(self, event: events.Click) -> None:
+        """A click on a candidate's line picks it (rows are plain lines, not links: no underline)."""
+        offset = event.get_content_offset(self)
+        if offset is not None and offset.y in self._row_ids:
+            event.stop()
+            self.action_pick(self._row_ids[offset.y])
 
     def prefetch(self, step_index: int) -> None:
         """Compute (into the views cache) the candidates of `step_index`."""
@@ -155,6 +163,7 @@ class CandidatesPane(Pane, can_focus=True):
         bar_width = max(0, min(BAR_WIDTH, room - 12))
         token_width = max(6, min(18, room - bar_width - (1 if bar_width else 0)))
         lines = [settings, chosen, stages, legend]
+        self._row_ids = {}
         header = Text(f"  {'#':>3} " + fit("token", token_width) + f" {'id':>6}", style="bold")
         for name in columns:
             header.append(f" {name:>5}")
@@ -195,6 +204,6 @@ class CandidatesPane(Pane, can_focus=True):
                 line.stylize(chosen_style)
             elif not row.kept:
                 line.stylize(outside_style)
-            line.stylize(Style(meta={"@click": f"pick({row.id})"}))  # a click picks it (for Why and F)
+            self._row_ids[len(lines)] = row.id  # a click on the line picks it (Why, F): on_click
             lines.append(line)
         return lines

@@ -26,19 +26,25 @@ def prob_bucket(p: float | None) -> int:
     return 4
 
 
-def token_display(text: Any, special: bool = False) -> Text:
-    """A token's text made safe and visible (whitespace, control characters, markup inert)."""
+def token_display(text: Any, special: bool = False, alone: bool = True) -> Text:
+    """A token's text made safe and visible (whitespace, control characters, markup inert; `alone` as
+    in `display_token`)."""
     if not isinstance(text, str):
         text = "" if text is None else str(text)
-    return display_token(text, special)
+    return display_token(text, special, alone)
 
 
 def fmt_prob(p: float | None) -> str:
+    """A probability in exactly 5 characters, so table columns align at any value: `0.773`, `1.000`,
+    `0.000`; below 0.001 one significant digit, `9e-04` (`<e-99` below 1e-99); `    –` unknown."""
     if p is None or not isinstance(p, (int, float)) or math.isnan(p):
-        return "–"
+        return "    –"
+    p = min(max(float(p), 0.0), 1.0)
     if p >= 0.001 or p == 0:
         return f"{p:.3f}"
-    return f"{p:.1e}"
+    if p < 1e-99:
+        return "<e-99"
+    return f"{p:.0e}"
 
 
 def fmt_num(x: float | None, digits: int = 3) -> str:

@@ -5,7 +5,9 @@ step: H / log(S) in [0, 1], 0 = the head looks at a single key, 1 = spread evenl
 drawn with shade glyphs (`  ░ ▒ ▓ █`, darker = more focused), so the grid reads in 256 colours
 and in monochrome; the selected layer/head is highlighted. Only the rows that fit are read.
 
-Keys (screen level): `j`/`k` layer, `h`/`l` head; a click on a cell selects its layer and head.
+Keys (screen level): `j`/`k` `↓`/`↑` layer, `h`/`l` head; focused, `PgDn`/`PgUp` move a page of
+layers; a click on a cell selects its layer and head. Every layer's row is reachable: the rows shown
+are the height left after the title, the column header and the readout.
 """
 
 from __future__ import annotations
@@ -13,12 +15,17 @@ from __future__ import annotations
 import math
 
 from rich.text import Text
+from textual.binding import Binding
 
+from stepscope.tui.render.columns import wrap_parts
 from stepscope.tui.views.layers import head_grid, head_stats
 from stepscope.tui.widgets.layers import window
 from stepscope.tui.widgets.pane import Pane
 
 SHADES = ("██", "▓▓", "▒▒", "░░", "··")  # focused .. diffuse
+TITLE = "attention entropy per head H/log S:"
+SCALE = "focused " + " ".join(f"{shade}<.{2 * (i + 1)}" for i, shade in enumerate(SHADES[:-1])) + f" {SHADES[-1]}≤1 diffuse"
+# focused ██<.2 ▓▓<.4 ▒▒<.6 ░░<.8 ··≤1 diffuse: the levels of `level()`
 LEVEL_CLASSES = tuple(f"heads-overview--l{i}" for i in range(len(SHADES)))
 
 
@@ -47,15 +54,27 @@ class HeadsOverview(Pane, can_focus=True):
     PREFETCH_WHEN_HIDDEN = True
     """Cheap enough to prepare for the current step while another pane shows (a quick switch)."""
 
+    BINDINGS = [
+        Binding("pagedown", "page(1)", "Page down", show=False, tooltip="A page of layers down"),
+        Binding("pageup", "page(-1)", "Page up", show=False, tooltip="A page of layers up"),
+    ]
+
     _first_row = 0
+    _top = 2  # lines above the first row (title, column header)
+    _rows = 1  # layer rows the last render showed
     ROW_LABEL = 5  # "  12 " before the cells; each cell is 3 cells wide ("▓▓ ")
+
+    def action_page(self, direction: int) -> None:
+        n_layers = int(self._trace.model.get("n_layers") or 0) if self._trace is not None else 0
+        if n_layers:
+            self.move(layer=min(max(self.cursor.layer + direction * max(self._rows, 1), 0), n_layers - 1))
 
     def on_click(self, event) -> None:
         """A click on a cell selects that layer and head."""
         offset = event.get_content_offset(self)
-        if offset is None or self._trace is None or offset.y < 2 or offset.x < self.ROW_LABEL:
+        if offset is None or self._trace is None or offset.y < self._top or offset.x < self.ROW_LABEL:
             return
-        layer = self._first_row + offset.y - 2
+        layer = self._first_row + offset.y - self._top
         head = (offset.x - self.ROW_LABEL) // 3
         if layer < int(self._trace.model.get("n_layers") or 0) and head < int(self._trace.model.get("n_heads") or 0):
             self.move(layer=layer, head=head)
@@ -66,7 +85,7 @@ class HeadsOverview(Pane, can_focus=True):
         if trace is None or not 0 <= step_index < len(trace.steps):
             return
         n_layers = int(trace.model.get("n_layers") or 0)
-        height = self.size.height - 4 if self.size.height else n_layers  # hidden: prepare every row
+        height = self.size.height - 3 if self.size.height else n_layers  # hidden: prepare every row
         start, end = window(self.cursor.layer, n_layers, height)
         for layer in range(start, end):
             head_stats(trace, step_index, layer)
@@ -85,14 +104,16 @@ class HeadsOverview(Pane, can_focus=True):
         header_style = style("heads-overview--header")
         levels = [style(c) for c in LEVEL_CLASSES]
         selected = style("heads-overview--selected")
-        title = "attention entropy per head, last query row, H/log(S): █ focused … · diffuse"
-        lines = [Text(title, style=header_style)]
+        title = wrap_parts([TITLE, SCALE], self.size.width or 80, sep=" ")
+        lines = [Text(t, style=header_style) for t in title]
+        self._top = len(title) + 1  # the title and the column header above the rows
         header = Text("   L ", style=header_style)
         for head in range(n_heads):
             header.append(f"{head:>2} ")
         lines.append(header)
-        start, end = window(self.cursor.layer, n_layers, self.size.height - 4)
-        self._first_row = start
+        readout = self._readout(trace, index, norm)
+        start, end = window(self.cursor.layer, n_layers, self.size.height - self._top - len(readout))
+        self._first_row, self._rows = start, end - start
         grid = head_grid(trace, index, layers=range(start, end)) / norm  # [rows, n_heads], NaN: not recorded
         for layer in range(start, end):
             values = grid[layer - start]
@@ -111,19 +132,24 @@ class HeadsOverview(Pane, can_focus=True):
             if run_text:
                 line.append(run_text, style=run_style)
             lines.append(line)
-        stats = head_stats(trace, index, self.cursor.layer)
-        if stats is not None and self.cursor.head < len(stats.entropy):
-            value = float(stats.entropy[self.cursor.head])
-            readout = [f"L{self.cursor.layer} H{self.cursor.head}: entropy {value:.3f} nats",
-                       f"H/log(S) {value / norm:.2f}",
-                       f"max weight {float(stats.max_weight[self.cursor.head]):.3f} "
-                       f"at position {int(stats.max_position[self.cursor.head])}"]
-            text = ""  # broken between its figures, never through one
-            for piece in readout:
-                if text and len(text) + 2 + len(piece) > self.size.width:
-                    lines.append(Text(text, style=header_style))
-                    text = piece
-                else:
-                    text = f"{text}, {piece}" if text else piece
-            lines.append(Text(text, style=header_style))
+        lines.extend(Text(line, style=header_style) for line in readout)
         return Text("\n").join(lines)
+
+    def _readout(self, trace, index: int, norm: float) -> list[str]:
+        """The selected head's figures, broken between its figures (never through one) to the width."""
+        stats = head_stats(trace, index, self.cursor.layer)
+        if stats is None or self.cursor.head >= len(stats.entropy):
+            return []
+        value = float(stats.entropy[self.cursor.head])
+        readout = [f"L{self.cursor.layer} H{self.cursor.head}: entropy {value:.3f} nats",
+                   f"H/log(S) {value / norm:.2f}",
+                   f"max weight {float(stats.max_weight[self.cursor.head]):.3f} "
+                   f"at position {int(stats.max_position[self.cursor.head])}"]
+        out, line = [], ""
+        for piece in readout:
+            if line and len(line) + 2 + len(piece) > self.size.width:
+                out.append(line)
+                line = piece
+            else:
+                line = f"{line}, {piece}" if line else piece
+        return [*out, line]

@@ -15,9 +15,9 @@ from stepscope.tui.views.vocab import tok_text
 from stepscope.tui.widgets.lines_pane import LinesPane
 
 MAX_APPENDED = 12
-LEGEND = ("before/after: positions cached by the layer before/after this step · +new: appended by it · "
-          "K, V: bytes of the layer's keys and values after it")
-LEGEND_WINDOW = " · keys read: the keys this step's query saw · evicted: dropped by the window"
+LEGEND = ("before/after: positions cached before/after", "+new: appended by this step",
+          "K, V: bytes of the layer's keys and values")
+LEGEND_WINDOW = ("keys read: the keys this step's query saw", "evicted: dropped by the window")
 
 
 class KVCachePane(LinesPane):
@@ -44,12 +44,18 @@ class KVCachePane(LinesPane):
                 else f"position {start} appended to a cache of {start}")
         appended = Text("appended: ", no_wrap=True)
         tokens = self._trace.tokens
-        for pos, _, _ in kv.appended[:MAX_APPENDED]:
+        width = self.scrollable_content_region.width
+        for i, (pos, _, _) in enumerate(kv.appended[:MAX_APPENDED]):
             token = tokens[pos]
-            shown = display_token(tok_text(token), bool(token.get("special")))
-            appended.append_text(Text.assemble(f"{pos}:", shown, " "))
-        if len(kv.appended) > MAX_APPENDED:
-            appended.append(f"… +{len(kv.appended) - MAX_APPENDED}", style="dim")
+            piece = Text.assemble(f"{pos}:", display_token(tok_text(token), bool(token.get("special"))), " ")
+            rest = len(kv.appended) - i - 1
+            if width and appended.cell_len + piece.cell_len + (len(f"… +{rest}") if rest else 0) > width:
+                appended.append(f"… +{len(kv.appended) - i}", style="dim")  # whole tokens only, then a count
+                break
+            appended.append_text(piece)
+        else:
+            if len(kv.appended) > MAX_APPENDED:
+                appended.append(f"… +{len(kv.appended) - MAX_APPENDED}", style="dim")
         window = []
         if kv.sliding_window:
             window = [f"window {kv.sliding_window}: local layers keep the last {kv.sliding_window - 1}"
@@ -72,10 +78,10 @@ class KVCachePane(LinesPane):
                 line.stylize(selected)
         title = self.wrap_parts([f"{kv.kind.upper()} step {kv.step}", what])
         title[0].stylize("bold", 0, len(kv.kind))
-        legend = Text(LEGEND + (LEGEND_WINDOW if kv.sliding_window else ""), style="dim", no_wrap=True)
+        legend = self.wrap_parts([*LEGEND, *(LEGEND_WINDOW if kv.sliding_window else ())], style="dim")
         none = [r.layer for r in kv.layers if r.no_attention]
         why = [] if not none else self.wrap_parts(
             f"no KV cache at layer{'s' if len(none) > 1 else ''} {', '.join(map(str, none))}: {kv.no_attention_reason}"
             .split(" "), sep=" ", style="dim")
-        self.first_row = 3 + len(title) + len(summary) + len(why)  # where the table's rows start (clicks)
-        return [*title, *summary, *why, appended, legend, *table]
+        self.first_row = 2 + len(title) + len(summary) + len(why) + len(legend)  # where the table's rows start (clicks)
+        return [*title, *summary, *why, appended, *legend, *table]

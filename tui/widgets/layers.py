@@ -53,7 +53,8 @@ class LayersList(Pane):
         style = self.get_component_rich_style
         out = Text(no_wrap=True, overflow="ellipsis", end="")
         moe = bool(trace.model.get("n_experts"))
-        header = " L  ‖resid‖  H(attn) " + ("experts " if moe else "") + "lens\n"
+        header = " L  ‖resid‖  H(attn) " + ("experts " if moe else "")
+        header += ("lens top-1, p" if len(header) + 13 <= self.size.width else "lens") + "\n"
         out.append(header, style=style("layers-list--header"))
         start, end = window(self.cursor.layer, n_layers, self.size.height - 1)
         self._first_row = start

@@ -10,6 +10,7 @@ from textual.geometry import Size
 from textual.scroll_view import ScrollView
 from textual.strip import Strip
 
+from stepscope.tui.render.columns import wrap_parts
 from stepscope.tui.widgets.pane import Pane
 
 
@@ -68,16 +69,9 @@ class LinesPane(Pane, ScrollView, can_focus=True, inherit_bindings=False):
 
     def wrap_parts(self, parts: list[str], sep: str = " · ", style: str = "") -> list[Text]:
         """`parts` joined by `sep` on as few lines as the pane's width allows, broken only between
-        parts (a figure is never cut)."""
+        parts (a figure is never cut; a part wider than the pane flows on between its words)."""
         width = max(self.scrollable_content_region.width, 20)
-        lines, line = [], ""
-        for part in parts:
-            if line and len(line) + len(sep) + len(part) > width:
-                lines.append(line)
-                line = part
-            else:
-                line = f"{line}{sep}{part}" if line else part
-        return [Text(x, style=style, no_wrap=True) for x in lines + [line]]
+        return [Text(x, style=style, no_wrap=True) for x in wrap_parts(parts, width, sep)]
 
     def invalidate(self) -> None:
         """The lines are rebuilt at the next draw."""

@@ -11,8 +11,10 @@ from stepscope.tui.widgets.lines_pane import LinesPane
 
 MAX_OTHERS = 4
 TOKEN_WIDTH = 16
-LEGEND = ("unembed(ln_final(resid_post)) at the last position, per layer L · p: top-1 probability · "
-          "rank, p(chosen): the chosen token's rank (1 = top) and probability in the top {k} (—: not in it)")
+LEGEND = ("per layer L: unembed(ln_final(resid_post))", "at the last position", "p: top-1 probability",
+          "rank: the chosen token's rank (1 = top)", "p(chosen): its probability")
+EXACT = "both exact over the whole vocabulary (stored W_U)"
+TOP_K = "both within the recorded top {k} (—: not in it; no W_U stored)"
 
 
 class LogitLensPane(LinesPane):
@@ -37,7 +39,12 @@ class LogitLensPane(LinesPane):
         where = (f"first top-1 at layer {lens.first_top1_layer}" if lens.first_top1_layer is not None
                  else "never top-1 in the lens")
         header = Text.assemble(f"step {lens.step} chose ", display_token(lens.chosen_text, lens.chosen_special),
-                               f" (id {lens.chosen_id}) · {where}", no_wrap=True)
+                               f" (id {lens.chosen_id})", no_wrap=True)
+        if header.cell_len + 3 + len(where) <= self.scrollable_content_region.width:
+            header.append(f" · {where}")
+            heading = [header]
+        else:  # on two lines rather than cut
+            heading = [header, Text(where, no_wrap=True)]
         rows: list[list[Cell]] = []
         for row in lens.rows:
             others = Text(" ").join(self._token(t, lens.chosen_id) for t in row.top[1 : 1 + MAX_OTHERS])
@@ -49,9 +56,9 @@ class LogitLensPane(LinesPane):
                 "—" if row.chosen_prob is None else f"{row.chosen_prob:.3f}", others,
             ])
         table = columns(["L", "top-1", "p", "rank", "p(chosen)", f"next {MAX_OTHERS}"], rows, justify="rlrrrl")
-        legend = Text(LEGEND.format(k=lens.k), style="dim", no_wrap=True, overflow="ellipsis")
+        legend = self.wrap_parts([*LEGEND, EXACT if lens.exact else TOP_K.format(k=lens.k)], style="dim")
         selected = self.get_component_rich_style("logit-lens--selected")
         for row, line in zip(lens.rows, table[1:]):  # table[0] is the column header
             if row.layer == self.cursor.layer:
                 line.stylize(selected)
-        return [header, legend, *table]
+        return [*heading, *legend, *table]

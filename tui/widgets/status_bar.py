@@ -15,6 +15,7 @@ from textual.reactive import reactive
 from stepscope.tracer.geometry import kv_head_of
 from stepscope.tracer.inert import inert
 from stepscope.tui.render.candidates import chosen_line
+from stepscope.tui.render.columns import middle_ellipsis
 from stepscope.tui.widgets.pane import Pane
 
 SPINNER = "⠋⠙⠹⠸⠼⠴⠦⠧⠇⠏"
@@ -42,53 +43,97 @@ class StatusBar(Pane):
         self.spin = (self.spin + 1) % len(SPINNER)
 
     def render(self) -> Text:
+        pieces = self.pieces()
+        return layout(pieces, self.size.width or 80)
+
+    def pieces(self) -> dict[str, Text]:
+        """The header's pieces in display order: title, model, mode, step, chosen, where, state."""
         style = self.get_component_rich_style
         trace = self._trace
-        # (priority, piece): when the line is too wide the lowest priorities go first
-        parts: list[tuple[int, Text]] = [(1, Text(" stepscope ", style=style("status-bar--title")))]
+        out: dict[str, Text] = {"title": Text(" stepscope ", style=style("status-bar--title"))}
         if trace is not None:
             model = trace.model
             weights = f" · {model['weights']}" if model.get("weights") else ""  # e.g. GGUF Q4_1, dequantised to float32
-            parts.append((0, Text(inert(str(model.get("name", "?")) + weights))))
-            parts.append((2, Text(self.mode, style=style("status-bar--key"))))
+            out["model"] = Text(inert(str(model.get("name", "?")) + weights))
+            out["mode"] = Text(self.mode, style=style("status-bar--key"))
             n_steps = len(trace.steps)
             if n_steps:
                 step_index = self.step_index
                 entry = trace.manifest["steps"][step_index]
-                parts.append((9, Text(f"step {step_index}/{n_steps - 1} {entry.get('kind', '')}")))
-                parts.append((7, chosen_line(trace, step_index)))
+                out["step"] = Text(f"step {step_index}/{n_steps - 1} {entry.get('kind', '')}".rstrip())
+                out["chosen"] = chosen_line(trace, step_index)
             n_layers = int(model.get("n_layers") or 0)
             n_heads = int(model.get("n_heads") or 0)
-            parts.append((
-                6,
-                Text(f"L {self.cursor.layer} (0–{max(n_layers - 1, 0)}) H {self.cursor.head} (0–{max(n_heads - 1, 0)}) "
-                     f"kv {kv_head_of(model, self.cursor.head)}"),
-            ))
+            out["where"] = Text(f"L {self.cursor.layer} (0–{max(n_layers - 1, 0)}) H {self.cursor.head} "
+                                f"(0–{max(n_heads - 1, 0)}) kv {kv_head_of(model, self.cursor.head)}")
         if self.state:
             state = Text()
             if self.busy:
                 state.append(SPINNER[self.spin] + " ", style=style("status-bar--busy"))
             state.append(inert(self.state), style=style("status-bar--state"))
-            parts.append((8, state))
-        sep = " │ "
-        width = self.size.width or 80
-        if _width(parts, sep) > width:  # first the chosen line gives up its tail
-            parts = [(prio, _without_raw(piece)) if prio == 7 else (prio, piece) for prio, piece in parts]
-        while len(parts) > 1 and sum(p.cell_len for _, p in parts) + len(sep) * (len(parts) - 1) > width:
-            lowest = min(range(len(parts)), key=lambda i: parts[i][0])
-            parts.pop(lowest)
-        out = Text(no_wrap=True, overflow="ellipsis", end="")
-        for i, (_, piece) in enumerate(parts):
-            if i and not (i == 1 and parts[0][0] == 1):
-                out.append(sep)
-            elif i:
-                out.append(" ")
-            out.append_text(piece)
+            out["state"] = state
         return out
 
 
-def _width(parts: list[tuple[int, Text]], sep: str) -> int:
-    return sum(p.cell_len for _, p in parts) + len(sep) * (len(parts) - 1)
+SEP = " │ "
+
+
+def _width(pieces: dict[str, Text]) -> int:
+    return sum(p.cell_len for p in pieces.values()) + len(SEP) * max(len(pieces) - 1, 0) + 1
+
+
+def _compact_where(where: Text) -> Text:
+    """`L 5 (0–29) H 2 (0–8) kv 0` -> `L 5 H 2 kv 0`."""
+    words = where.plain.split()
+    return Text(f"L {words[1]} H {words[4]} kv {words[-1]}") if len(words) >= 8 else where
+
+
+def _drop_last_hint(state: Text) -> Text | None:
+    """The state without its last ` · ` part (hints such as `B switches runs` end a note); None when
+    it has a single part."""
+    at = state.plain.rfind(" · ")
+    return state[:at] if at > 0 else None
+
+
+def layout(pieces: dict[str, Text], width: int) -> Text:
+    """One line of `pieces` fitted to `width`, degrading in this order until it fits:
+    1. the chosen line loses its ` (raw …)` tail;  2. the state note loses its trailing ` · ` hints,
+    one at a time;  3. the `stepscope` title goes;  4. `L 5 (0–29) H 2 (0–8) kv 0` becomes `L 5 H 2 kv 0`;
+    5. the model name is shortened in the middle (to 16 cells);  6. the chosen line goes;
+    7. the model name goes;  8. the state note is cut with an ellipsis (then goes).
+    The mode (`live`/`replay`), the step and the layer and head are never dropped."""
+    pieces = dict(pieces)
+
+    def fits() -> bool:
+        return _width(pieces) <= width
+
+    if not fits() and "chosen" in pieces:
+        pieces["chosen"] = _without_raw(pieces["chosen"])
+    while not fits() and "state" in pieces and (shorter := _drop_last_hint(pieces["state"])) is not None:
+        pieces["state"] = shorter
+    if not fits():
+        pieces.pop("title", None)
+    if not fits() and "where" in pieces:
+        pieces["where"] = _compact_where(pieces["where"])
+    if not fits() and "model" in pieces and pieces["model"].cell_len > 16:
+        pieces["model"] = Text(middle_ellipsis(pieces["model"].plain, 16))
+    for name in ("chosen", "model"):
+        if not fits():
+            pieces.pop(name, None)
+    if not fits() and "state" in pieces:
+        room = width - (_width(pieces) - pieces["state"].cell_len)
+        if room >= 8:
+            pieces["state"].truncate(room, overflow="ellipsis")
+        else:
+            pieces.pop("state")
+    out = Text(no_wrap=True, overflow="ellipsis", end="")
+    if "title" not in pieces:
+        out.append(" ")
+    for i, piece in enumerate(pieces.values()):
+        if i:
+            out.append(" " if i == 1 and "title" in pieces else SEP)
+        out.append_text(piece)
+    return out
 
 
 def _without_raw(chosen: Text) -> Text:

@@ -6,15 +6,14 @@ from __future__ import annotations
 
 import os
 
-from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.message import Message
-from textual.widgets import Static
 
 from stepscope.tracer.geometry import kv_head_of
 from stepscope.tui.views.mlp import is_moe, mlp_routing_for
 from stepscope.tui.views.tensors import export_dir_for, export_npy, summarize
+from stepscope.tui.widgets.legend import Legend
 from stepscope.tui.widgets.pane import Pane
 from stepscope.tui.widgets.tensor_browser import TensorBrowser
 from stepscope.tui.widgets.tensor_detail import TensorDetail
@@ -55,11 +54,11 @@ class TensorInspector(Pane):
         self.export_dir = export_dir
         self.last_export: str | None = None
 
-    LEGEND = ("min max mean std ‖x‖ (L2 norm) over every element of the tensor at this step · "
-              "histogram: its values · Enter browses slices")
+    LEGEND = ("min max mean std ‖x‖ (L2 norm) over every element of the tensor at this step",
+              "histogram: its values", "Enter browses slices")
 
     def compose(self) -> ComposeResult:
-        yield Static(Text(self.LEGEND, style="dim", no_wrap=True, overflow="ellipsis"), id="tensor-legend")
+        yield Legend(list(self.LEGEND), id="tensor-legend")
         yield TensorList(id="tensor-list")
         yield TensorDetail(id="tensor-detail")
         browser = TensorBrowser(id="tensor-browser")

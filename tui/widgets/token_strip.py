@@ -24,6 +24,9 @@ from stepscope.tui.widgets.common import prob_bucket, token_display
 from stepscope.tui.widgets.pane import Pane
 
 MORE = "…"
+LEGEND = ("token strip: the prompt, then each generated token shaded by the probability the sampler gave it "
+          "(brightest p ≥ 0.8, then ≥ 0.5, ≥ 0.2, ≥ 0.05, dimmest < 0.05); the current step's token highlighted, "
+          "the tokens it read underlined; ⑂ where a branch leaves its parent")
 
 
 class TokenStrip(Pane):
@@ -52,6 +55,7 @@ class TokenStrip(Pane):
         self._pieces: dict[int, tuple[Text, int]] = {}  # group index -> (display, cells)
         self._seen = 0
         self.hit_boxes: list[tuple[int, int, int, int]] = []  # (line, x0, x1, token) of the last drawing
+        self.tooltip = LEGEND
 
     def on_trace(self) -> None:
         self._groups, self._group_of, self._pieces, self._seen = [], [], {}, 0
@@ -84,7 +88,7 @@ class TokenStrip(Pane):
         hit = self._pieces.get(g)
         if hit is None:
             start, _, text = self._groups[g]
-            piece = token_display(text, bool(tokens[start].get("special")))
+            piece = token_display(text, bool(tokens[start].get("special")), alone=False)  # running text: `·`
             if start == getattr(self, "_branch_at", None):  # where this branch leaves its parent
                 piece = Text.assemble(("⑂", "bold magenta"), piece)
             hit = self._pieces[g] = (piece, piece.cell_len)

@@ -38,7 +38,7 @@ class WhatIfPane(LinesPane):
         if self.trace is None or not len(self.trace.steps):
             return [Text("no step yet", style="dim")]
         assert self.settings is not None  # set with the trace
-        return whatif_lines(self.trace, self.step_index, self.settings)
+        return whatif_lines(self.trace, self.step_index, self.settings, width=max(self.scrollable_content_region.width, 20))
 
     def action_knob(self, what: str, delta: int) -> None:
         if self.settings is None:  # no trace yet
