@@ -18,6 +18,10 @@ from stepscope.tui.render.candidates import chosen_line
 from stepscope.tui.widgets.pane import Pane
 
 SPINNER = "⠋⠙⠹⠸⠼⠴⠦⠧⠇⠏"
+STATE = 8
+"""The note's priority: when the line is too wide the lowest go first; step, then layer and head, stay."""
+MIN_STATE = 12
+"""Cells the note keeps (cut with an ellipsis) before it gives way."""
 
 
 class StatusBar(Pane):
@@ -55,12 +59,12 @@ class StatusBar(Pane):
             if n_steps:
                 step_index = self.step_index
                 entry = trace.manifest["steps"][step_index]
-                parts.append((9, Text(f"step {step_index}/{n_steps - 1} {entry.get('kind', '')}")))
+                parts.append((10, Text(f"step {step_index}/{n_steps - 1} {entry.get('kind', '')}")))
                 parts.append((7, chosen_line(trace, step_index)))
             n_layers = int(model.get("n_layers") or 0)
             n_heads = int(model.get("n_heads") or 0)
             parts.append((
-                6,
+                9,
                 Text(f"L {self.cursor.layer} (0–{max(n_layers - 1, 0)}) H {self.cursor.head} (0–{max(n_heads - 1, 0)}) "
                      f"kv {kv_head_of(model, self.cursor.head)}"),
             ))
@@ -69,13 +73,15 @@ class StatusBar(Pane):
             if self.busy:
                 state.append(SPINNER[self.spin] + " ", style=style("status-bar--busy"))
             state.append(inert(self.state), style=style("status-bar--state"))
-            parts.append((8, state))
+            parts.append((STATE, state))
         sep = " │ "
         width = self.size.width or 80
         if _width(parts, sep) > width:  # first the chosen line gives up its tail
             parts = [(prio, _without_raw(piece)) if prio == 7 else (prio, piece) for prio, piece in parts]
-        while len(parts) > 1 and sum(p.cell_len for _, p in parts) + len(sep) * (len(parts) - 1) > width:
+        while len(parts) > 1 and _width(parts, sep) > width:
             lowest = min(range(len(parts)), key=lambda i: parts[i][0])
+            if parts[lowest][0] == STATE and width - _width(parts[:-1], sep) - len(sep) >= MIN_STATE:
+                break  # the note, last, is cut with an ellipsis rather than dropped
             parts.pop(lowest)
         out = Text(no_wrap=True, overflow="ellipsis", end="")
         for i, (_, piece) in enumerate(parts):
