@@ -19,6 +19,10 @@ from stepscope.tui.render.columns import middle_ellipsis
 from stepscope.tui.widgets.pane import Pane
 
 SPINNER = "⠋⠙⠹⠸⠼⠴⠦⠧⠇⠏"
+STATE = 8
+"""The note's priority: when the line is too wide the lowest go first; step, then layer and head, stay."""
+MIN_STATE = 12
+"""Cells the note keeps (cut with an ellipsis) before it gives way."""
 
 
 class StatusBar(Pane):
