@@ -54,9 +54,11 @@ def _first(mask: np.ndarray) -> int:
     return int(np.argmax(mask))
 
 
-def _ints(values, n: int) -> np.ndarray:
+def _ints(values: list) -> np.ndarray:
     """Integers, -1 where absent (the schema already checked each is a non-negative int or missing)."""
-    return np.fromiter((-1 if v is None else v for v in values), dtype=np.int64, count=n)
+    if None in values:
+        values = [-1 if v is None else v for v in values]
+    return np.array(values, dtype=np.int64)
 
 
 # -- the manifest and the step entries, at every open ------------------------------------------------
@@ -134,11 +136,11 @@ def check_trace(manifest: dict) -> None:
         raise TraceError(f"manifest.dtype.stored: expected one of {', '.join(STORED_CODES)}, got {stored[:40]!r}")
     tokens, steps = manifest["tokens"], manifest["steps"]
     n = len(tokens)
-    ids = _ints((t["id"] for t in tokens), n)
+    ids = np.array([t["id"] for t in tokens], dtype=np.int64)
     if n and int(ids.max()) >= vocab:
         i = _first(ids >= vocab)
         raise TraceError(f"manifest.tokens[{i}].id: {ids[i]} is outside the vocabulary ({vocab} ids)")
-    where = _ints((t.get("position") for t in tokens), n)
+    where = _ints([t.get("position") for t in tokens])
     bad = (where >= 0) & (where != np.arange(n))
     if bad.any():
         i = _first(bad)
@@ -146,19 +148,19 @@ def check_trace(manifest: dict) -> None:
     if steps:
         m = len(steps)
         sampling = [e["sampling"] for e in steps]
-        chosen = _ints((s.get("chosen_id") for s in sampling), m)
+        chosen = _ints([s.get("chosen_id") for s in sampling])
         taken = ids[-m:]
         bad = (chosen >= 0) & (chosen != taken)
         if bad.any():
             i = _first(bad)
             raise TraceError(f"steps[{i}].sampling.chosen_id: {chosen[i]}, but the step's token is {taken[i]}")
         for key in ("top1_id",):
-            got = _ints((s.get(key) for s in sampling), m)
+            got = _ints([s.get(key) for s in sampling])
             if int(got.max()) >= vocab:
                 i = _first(got >= vocab)
                 raise TraceError(f"steps[{i}].sampling.{key}: {got[i]} is outside the vocabulary ({vocab} ids)")
         for key in ("nucleus_size",):
-            got = _ints((s.get(key) for s in sampling), m)
+            got = _ints([s.get(key) for s in sampling])
             if int(got.max()) > vocab:
                 i = _first(got > vocab)
                 raise TraceError(f"steps[{i}].sampling.{key}: {got[i]} is more than the vocabulary ({vocab} ids)")
@@ -253,10 +255,10 @@ class StepRules:
         if local in _MAPS:  # the key axis: the positions this step attended
             keys = shape[-1] - sink_columns(facts)
             window = layer_window(facts, block[0])
-            allowed = {end} if not window else {end, rows + min(start, window - 1)}
-            if keys not in allowed:
-                want_s = " or ".join(str(s + sink_columns(facts)) for s in sorted(allowed))
-                raise TraceError(f"{label}: {name[:60]!r} has {shape[-1]} key columns, expected S={want_s} for positions [{start}, {end})")
+            attended = rows + min(start, window - 1) if window else end  # a sliding layer's cache keeps window - 1 positions
+            if keys != attended:
+                raise TraceError(f"{label}: {name[:60]!r} has {shape[-1]} key columns, expected S={attended + sink_columns(facts)} "
+                                 f"for positions [{start}, {end})" + (f" and a window of {window}" if window else ""))
 
     def check_ids(self, name: str, arr: np.ndarray, label: str) -> None:
         """Token ids of an integer array read from a step file lie in the vocabulary."""
