@@ -67,7 +67,9 @@ class TraceDiff:
         return self.first_difference is None and self.first_token is None and self.extra_steps == (0, 0)
 
     def diverging_layers(self, n: int = 3) -> list[tuple[int, int, float, float]]:
-        """(step, layer, rel, cos) of the n largest residual divergences."""
+        """(step, layer, rel, cos) of the n largest residual divergences (n >= 0)."""
+        if type(n) is not int or n < 0:
+            raise ValueError(f"the number of layers to list must be 0 or more, got {n!r}")
         rows = [(s.index, i, r, c) for s in self.steps for i, (r, c) in enumerate(s.layers)]
         return sorted(rows, key=lambda row: -row[2])[:n]
 
@@ -185,7 +187,9 @@ def _tok(token: dict) -> str:
 
 
 def summary(d: TraceDiff, top: int = 3) -> str:
-    """A compact text summary: alignment, first differences, the most diverging layers."""
+    """A compact text summary: alignment, first differences, the `top` (>= 0) most diverging layers."""
+    if type(top) is not int or top < 0:
+        raise ValueError(f"the number of layers to list must be 0 or more, got {top!r}")
     lines = [f"aligned {d.aligned}"]
     if d.identical:
         return "\n".join(lines + [f"identical: {len(d.steps)} steps, every token and tensor equal"])

@@ -33,8 +33,9 @@ import numpy as np
 
 from .attention_rows import rows as attention_map_rows
 from .branch_layout import branch_field, parent_dir, root_dir, shared_steps, step_dirs
+from .consistency import StepRules, check_lens, check_trace
 from .lens import LogitLens
-from .names import O_INPUT, RESULT, forward_order, shape_doc, split_block_name
+from .names import O_INPUT, RESULT, forward_order
 from .safe_io import open_dir, open_in_dir, read_in_dir, read_trace_file, stat_in_dir
 from .schema import MAX_LOG_BYTES, MAX_MANIFEST_BYTES, MAX_STEP_BYTES, parse_json, validate_entry, validate_manifest, want_list
 from .trace_format import (
@@ -54,7 +55,6 @@ from .trace_format import (
 LENS_NAMES = ("logit_lens.ids", "logit_lens.probs")  # computed by the trace's lens when not stored
 _MAX_HEADER = 100_000_000  # safetensors' own limit
 _MAX_TENSORS = 100_000
-_INT_NAMES = ("ids",)  # names ending so hold integers; every other recorded name holds floats
 
 
 def parse_safetensors_header(prefix8: bytes, read_header, file_size: int, label: str, meta_out: dict | None = None) -> tuple[dict, int]:
@@ -89,7 +89,7 @@ def parse_safetensors_header(prefix8: bytes, read_header, file_size: int, label:
         if type(info) is not dict or set(info) != {"dtype", "shape", "data_offsets"} or len(name) > 200:
             raise bad
         dtype, shape, offsets = info["dtype"], info["shape"], info["data_offsets"]
-        if dtype not in ITEMSIZE or type(shape) is not list or type(offsets) is not list or len(offsets) != 2:
+        if type(dtype) is not str or dtype not in ITEMSIZE or type(shape) is not list or type(offsets) is not list or len(offsets) != 2:
             raise bad
         if len(shape) > 8 or any(type(d) is not int or d < 0 for d in shape):
             raise bad
@@ -111,35 +111,6 @@ def parse_safetensors_header(prefix8: bytes, read_header, file_size: int, label:
     return header, 8 + n
 
 
-def _check_shapes(header: dict, entry: dict, facts: dict, label: str) -> None:
-    """Each recorded array agrees with the model facts and the step's positions."""
-    start, end = entry["positions"]
-    omitted = entry.get("omitted") or {}
-    n_layers = facts["n_layers"]
-    for name, info in header.items():
-        block = split_block_name(name)
-        if block is not None and block[0] >= n_layers:
-            raise TraceError(f"{label}: {name[:60]!r} names layer {block[0]} of a {n_layers}-layer model")
-        kind = DTYPES[info["dtype"]].kind
-        if kind not in ("i", "u", "b") if name.endswith(_INT_NAMES) else kind != "f":
-            raise TraceError(f"{label}: {name[:60]!r} has dtype {info['dtype']}, unexpected for it")
-        doc = shape_doc(name)
-        if not doc:
-            continue
-        axes = [a.strip() for a in doc.strip("[]").split(",")]
-        shape = info["shape"]
-        if len(shape) != len(axes):
-            raise TraceError(f"{label}: {name[:60]!r} has shape {shape}, expected {doc}")
-        rows = end - start
-        if name in omitted:
-            r0, r1 = omitted[name]["rows"]
-            rows -= r1 - r0
-        want = {"T": rows, "d_model": facts["d_model"], "n_heads": facts["n_heads"], "n_layers": n_layers}
-        for axis, size in zip(axes, shape):
-            if axis in want and size != want[axis]:
-                raise TraceError(f"{label}: {name[:60]!r} has shape {shape}, expected {doc} with {axis}={want[axis]}")
-
-
 def read_safetensors_header(path: str) -> tuple[dict, int]:
     """(tensor table, data start) of a safetensors file given by path (trusted callers, tests)."""
     with open(path, "rb") as fh:
@@ -157,8 +128,10 @@ class Step:
     generated token i. Its arrays cover the positions it computed; its sampling record says
     which token it chose."""
 
-    def __init__(self, trace_dir: str, entry: dict, facts: dict | None = None, version: int = 2, lens=None):
+    def __init__(self, trace_dir: str, entry: dict, facts: dict | None = None, version: int = 2, lens=None,
+                 rules: StepRules | None = None):
         self._entry = entry
+        self._rules = rules if rules is not None else StepRules(facts) if facts is not None else None
         self._lens = lens  # () -> LogitLens | None: the lazy logit lens of the trace (tracer/lens.py)
         self._lens_arrays: dict | None = None
         self._derived_names: dict | None = None  # name -> () -> array, for names the reader computes
@@ -266,10 +239,10 @@ class Step:
                 raise TraceError(f"{self._label()}: cannot read step file ({exc.strerror})") from None
             finally:
                 os.close(fd)
-            if self._facts is not None:
-                _check_shapes(table, self._entry, self._facts, self._label())
             names = _v1_names(table) if self._version < 2 else {n: n for n in table}
             header = {exposed: table[stored] for exposed, stored in names.items()}
+            if self._rules is not None:
+                self._rules.check_header(header, self._entry, self._label(), self.aliases)
             for alias, target in self.aliases.items():
                 if alias in header or target not in table:
                     raise TraceError(f"{self._label()}: alias {alias[:60]!r} names no stored array")
@@ -420,6 +393,8 @@ class Step:
         dtype = DTYPES[info["dtype"]]
         count = (end - begin) // ITEMSIZE[info["dtype"]]
         arr = np.frombuffer(buf, dtype=dtype, count=count, offset=self._data_start + begin)
+        if dtype.kind in "iu" and self._rules is not None:
+            self._rules.check_ids(name, arr, self._label())
         return arr.reshape(info["shape"])
 
     def get(self, name: str, default: Any = None):
@@ -444,8 +419,9 @@ class StepList(Sequence):
     """The completed steps of a trace; keeps at most `max_open` step files mapped at once."""
 
     def __init__(self, trace_dir: str, entries: list[dict], max_open: int = 32, facts: dict | None = None, version: int = 2,
-                 lens=None, dirs: list[str] | None = None):
+                 lens=None, dirs: list[str] | None = None, rules: StepRules | None = None):
         self._dir = trace_dir
+        self._rules = rules
         self._facts = facts
         self._version = version
         self._lens = lens
@@ -457,7 +433,7 @@ class StepList(Sequence):
     def _new_step(self, entry: dict) -> Step:
         index = entry["index"]
         trace_dir = self._dirs[index] if 0 <= index < len(self._dirs) else self._dir
-        return Step(trace_dir, entry, self._facts, self._version, self._lens)
+        return Step(trace_dir, entry, self._facts, self._version, self._lens, self._rules)
 
     def __len__(self) -> int:
         return len(self._steps)
@@ -514,13 +490,20 @@ class Trace:
         self.root, dirs = path, None  # root: the trace a branch belongs to (lens.safetensors lives there)
         if manifest.get("branch") is not None:
             self.root, dirs = root_dir(path, manifest), step_dirs(path, manifest)
-        self.steps = StepList(path, manifest.get("steps", []), facts=manifest.get("model"), version=version, lens=self.lens, dirs=dirs)
+        self.steps = StepList(path, manifest.get("steps", []), facts=manifest.get("model"), version=version, lens=self.lens, dirs=dirs,
+                              rules=StepRules.of(manifest))
 
     def lens(self):
         """The trace's lazy logit lens (tracer/lens.py) or None; lens.safetensors read once, safely."""
         if self._lens is None and self._lens_facts:
-            self._lens = LogitLens.open(self.path, self._lens_facts, read=lambda _path: read_side_safetensors(self.root, LENS_FILE))
+            self._lens = LogitLens.open(self.path, self._lens_facts, read=self._lens_arrays)
         return self._lens
+
+    def _lens_arrays(self, _path: str) -> dict[str, np.ndarray]:
+        """lens.safetensors' arrays, checked against the manifest's checksum (when it lists one) and the model facts."""
+        arrays = read_side_safetensors(self.root, LENS_FILE, checksum=self._lens_facts.get("checksum"))
+        check_lens(arrays, self.model, LENS_FILE)
+        return arrays
 
     @property
     def model(self) -> dict:
@@ -563,13 +546,20 @@ class Trace:
         return f"<Trace {self.path!r} model={self.model.get('name')!r} steps={len(self.steps)}>"
 
 
-def read_side_safetensors(trace_dir: str, name: str, max_bytes: int = 1 << 34) -> dict[str, np.ndarray]:
-    """{name: array} of a trace's side safetensors file (lens.safetensors), under the reader's rules."""
+def read_side_safetensors(trace_dir: str, name: str, max_bytes: int = 1 << 34, checksum: str | None = None) -> dict[str, np.ndarray]:
+    """{name: array} of a trace's side safetensors file (lens.safetensors), under the reader's rules;
+    `checksum`: the manifest's, computed like a step file's (step_checksum), verified over the whole file."""
     try:
         raw = read_trace_file(trace_dir, name, max_bytes)
     except FileNotFoundError:
         raise TraceError(f"{trace_dir}: {name} is missing") from None
     header, start = parse_safetensors_header(raw[:8], lambda n: raw[8 : 8 + n], len(raw), name)
+    if checksum is not None:
+        with memoryview(raw) as view:
+            spans = sorted(tuple(info["data_offsets"]) for info in header.values())
+            got = step_checksum(view[:start], [zlib.crc32(view[start + b : start + e]) for b, e in spans])
+        if got != checksum:
+            raise TraceError(f"{name}: checksum mismatch (the file was modified or damaged)")
     out = {}
     for key, info in header.items():
         b, e = info["data_offsets"]
@@ -669,4 +659,6 @@ def load_trace(path: str | os.PathLike) -> Trace:
     path = os.fspath(path)
     if "\0" in path:
         raise TraceError("the trace path holds a NUL character")
-    return Trace(path, read_manifest(path))
+    manifest = read_manifest(path)
+    check_trace(manifest)
+    return Trace(path, manifest)

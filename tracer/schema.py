@@ -28,6 +28,7 @@ MAX_LAYERS = 4096
 MAX_DIM = 1 << 24
 MAX_POSITIONS = 1 << 24
 MAX_STEP_BYTES = 1 << 40
+MAX_ALIASES = 100_000  # a step's aliases; the vocabulary for its layer count bounds them further (tracer/consistency.py)
 CHECKSUM = re.compile(r"crc32:[0-9a-f]{8}\Z")
 
 
@@ -254,6 +255,9 @@ def validate_model(m: Any, field: str = "manifest.model") -> dict:
         _opt(want_num, f"{field}.lens.weight_offset", lens.get("weight_offset"), -10.0, 10.0)
         _opt(want_num, f"{field}.lens.softcap", lens.get("softcap"), 1e-6, 1e9)
         _opt(want_int, f"{field}.lens.k", lens.get("k"), 1, 10_000)
+        checksum = lens.get("checksum")  # of lens.safetensors, like a step entry's (absent in traces written before it)
+        if checksum is not None and (type(checksum) is not str or not CHECKSUM.match(checksum)):
+            raise _fail(f"{field}.lens.checksum", '"crc32:" and 8 hex digits', checksum)
         if lens.get("n_layers", m["n_layers"]) != m["n_layers"]:
             raise _fail(f"{field}.lens.n_layers", f"n_layers ({m['n_layers']})", lens.get("n_layers"))
     norms = _opt(want_dict, f"{field}.norm_inputs", m.get("norm_inputs")) or {}
@@ -379,6 +383,8 @@ def validate_entry(e: Any, index: int, version: int, field: str | None = None) -
     if version >= 2 and checksum is None:
         raise TraceError(f"{field}.checksum: missing")
     aliases = _opt(want_dict, f"{field}.aliases", e.get("aliases")) or {}
+    if len(aliases) > MAX_ALIASES:
+        raise _fail(f"{field}.aliases", f"at most {MAX_ALIASES} names", f"{len(aliases)} names")
     for name, target in aliases.items():
         want_str(f"{field}.aliases", name, 200)
         want_str(f"{field}.aliases.{name}", target, 200)

@@ -39,6 +39,7 @@ from .trace_format import (
     CRC_KEY,
     DTYPE_CODES,
     FILE_MODE,
+    LENS_FILE,
     MANIFEST,
     MANIFEST_PAD,
     SCHEMA,
@@ -405,18 +406,31 @@ class TraceWriter:
         else:
             self._queue.put((arrays, entry, token))
 
-    def write_arrays(self, name: str, arrays: dict[str, np.ndarray]) -> None:
-        """A side safetensors file of the trace (lens.safetensors), streamed from the arrays' memory."""
+    def write_arrays(self, name: str, arrays: dict[str, np.ndarray]) -> str:
+        """A side safetensors file of the trace (lens.safetensors), streamed from the arrays' memory,
+        with each tensor's crc32 in its header; returns its checksum (computed like a step entry's).
+        The lens file's checksum goes into the manifest (`model.lens.checksum`), rewritten at once."""
+        crcs = [zlib.crc32(_bytes(a)) for a in arrays.values()]
+        prefix = header_bytes(arrays, crcs)
         try:
-            write_safetensors(os.path.join(self.dir, name), header_bytes(arrays), list(arrays.values()))
+            write_safetensors(os.path.join(self.dir, name), prefix, list(arrays.values()))
         except OSError as exc:
+            self._mark_error()
             raise TraceWriteError(_describe(exc, os.path.join(self.path, name))) from None
+        checksum = step_checksum(prefix, crcs)
+        lens = (self.manifest.get("model") or {}).get("lens")
+        if name == LENS_FILE and isinstance(lens, dict):
+            with self._lock:
+                lens["checksum"] = checksum
+                self._write_manifest()
+        return checksum
 
     def write_file(self, name: str, data: bytes) -> None:
         """A side file of the trace (tokenizer.json), atomically, where the steps go."""
         try:
             atomic_write_bytes(os.path.join(self.dir, name), data)
         except OSError as exc:
+            self._mark_error()
             raise TraceWriteError(_describe(exc, os.path.join(self.path, name))) from None
 
     def update(self, **fields) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 
-from stepscope.cli.common import EXIT_INTERNAL, EXIT_OK, run_app
+from stepscope.cli.common import EXIT_INTERNAL, EXIT_OK, CliError, run_app
 from stepscope.tracer import load_trace
 from stepscope.tracer.diff import check_same_model, compare, summary, tensor_diff, tensor_summary
 from stepscope.tui.app import StepscopeApp
@@ -32,11 +32,13 @@ def diff_app(a, b) -> StepscopeApp:
 
 def run(args) -> int:
     """A compact text summary of the comparison; exit 0 identical, 1 different (bad input: 2, from main)."""
+    if args.top < 0:
+        raise CliError(f"--top: expected 0 or more layers, got {args.top}")
     a, b = load_trace(args.trace_a), load_trace(args.trace_b)
     if not args.text and sys.stdin.isatty() and sys.stdout.isatty():
         return run_app(diff_app(a, b))
     result = compare(a, b)
-    print(summary(result, max(0, args.top)))
+    print(summary(result, args.top))
     if args.tensor:
         print(tensor_summary(tensor_diff(a, b, args.step, args.tensor), args.tensor, args.step))
     return EXIT_OK if result.identical else EXIT_DIFFERENT

@@ -120,3 +120,17 @@ def test_bad_input_exits_2(traces, tmp_path, capsys):
     assert "has no nope" in capsys.readouterr().err
     with pytest.raises(TraceError, match="no step 9"):
         tensor_diff(load_trace(traces["france"]), load_trace(traces["france"]), 9, "logits")
+
+
+@pytest.mark.parametrize("top", ["-1", "-100"])
+def test_a_negative_top_exits_2_with_one_line(traces, capsys, top):
+    assert main(["diff", traces["france"], traces["greece"], "--top", top]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"--top: expected 0 or more layers, got {top}" in err
+    with pytest.raises(ValueError, match="0 or more"):
+        summary(compare(load_trace(traces["france"]), load_trace(traces["greece"])), int(top))
+
+
+def test_top_zero_lists_no_layers(traces, capsys):
+    assert main(["diff", traces["france"], traces["greece"], "--top", "0", "--text"]) == 1
+    assert "residual divergence" not in capsys.readouterr().out

@@ -149,10 +149,9 @@ def _hostile_trace(base, tmp_path, s: str) -> str:
         m["model"]["data_flow"] = [s]
         m["model"]["missing_names"] = [s]
         m["device"] = s
-        m["stop_reason"] = s
         m["prompt"] = s
         m["generation"]["mode"] = s
-        m["dtype"]["stored"] = s[:30]
+        m["dtype"]["model"] = s[:30]  # (stop_reason and dtype.stored take known values only: a hostile one is refused)
         m["tokens"][0]["text"] = s
 
     edit_manifest(bad, fn)

@@ -13,7 +13,9 @@ from stepscope.tracer import TraceError, load_trace
 from stepscope.tracer.session import GenerationSettings, LiveSession
 from stepscope.tracer.writer import TraceWriter, write_step_file
 from tests.support.paths import FIXTURE, FIXTURE_V1
+from tests.support.synthetic_trace import VOCAB
 from tests.support.tiny_models import byte_tokenizer, tiny_model
+from tests.support.trace_edit import edit_manifest
 
 
 def _manifest(prompt_len: int = 3) -> dict:
@@ -52,7 +54,7 @@ def test_appending_a_step_never_rewrites_the_manifest(tmp_path):
     log_sizes = []
     for i in range(40):
         entry, token = _entry(i)
-        w.add_step({"logits": np.full((entry["positions"][1] - entry["positions"][0], 8), i, np.float32)}, entry, token)
+        w.add_step({"logits": np.full((entry["positions"][1] - entry["positions"][0], VOCAB), i, np.float32)}, entry, token)
         log_sizes.append(os.path.getsize(os.path.join(out, "steps.jsonl")))
     assert os.stat(manifest).st_ino == inode and os.path.getsize(manifest) == size  # O(1): untouched per step
     growth = np.diff(log_sizes[5:])
@@ -70,6 +72,9 @@ def test_torn_last_line_is_ignored_and_a_damaged_middle_line_is_an_error(tiny_tr
     lines = open(log, "rb").read().splitlines(keepends=True)
     with open(log, "wb") as fh:
         fh.write(b"".join(lines[:-1]) + lines[-1][: len(lines[-1]) // 2])  # a write cut short
+    with pytest.raises(TraceError, match=f"truncated: {len(lines) - 1} of {len(lines)} steps"):
+        load_trace(bad)  # a finished trace cannot have lost its last step to a torn write
+    edit_manifest(bad, lambda m: m.update(finished=False, stop_reason="interrupted"))  # a run cut short
     tr = load_trace(bad)
     assert len(tr.steps) == len(lines) - 1 and len(tr.tokens) == tr.prompt_len + len(lines) - 1
     with open(log, "wb") as fh:

@@ -37,6 +37,7 @@ class _Forcing:
         chosen, record, arrays = self.sampler(logits)
         if self.i < len(self.forced):
             chosen = self.forced[self.i]
+            record = dict(record, chosen_id=chosen)  # the record names the token taken, as a branch's does
         self.i += 1
         return chosen, record, arrays
 
