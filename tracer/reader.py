@@ -20,6 +20,7 @@ Nothing is ever unpickled.
 from __future__ import annotations
 
 import functools
+import io
 import json
 import math
 import mmap
@@ -33,10 +34,20 @@ import numpy as np
 
 from .attention_rows import rows as attention_map_rows
 from .branch_layout import branch_field, parent_dir, root_dir, shared_steps, step_dirs
+from .inert import inert, inert_entry, inert_manifest
 from .lens import LogitLens
 from .names import O_INPUT, RESULT, forward_order, shape_doc, split_block_name
 from .safe_io import open_dir, open_in_dir, read_in_dir, read_trace_file, stat_in_dir
-from .schema import MAX_LOG_BYTES, MAX_MANIFEST_BYTES, MAX_STEP_BYTES, parse_json, validate_entry, validate_manifest, want_list
+from .schema import (
+    MAX_LOG_BYTES,
+    MAX_LOG_LINE,
+    MAX_MANIFEST_BYTES,
+    MAX_STEP_BYTES,
+    parse_json,
+    validate_entry,
+    validate_manifest,
+    want_list,
+)
 from .trace_format import (
     CRC_KEY,
     DTYPES,
@@ -145,6 +156,16 @@ def read_safetensors_header(path: str) -> tuple[dict, int]:
     with open(path, "rb") as fh:
         size = os.fstat(fh.fileno()).st_size
         return parse_safetensors_header(fh.read(8), fh.read, size, path)
+
+
+def inert_names(names: dict[str, str], label: str) -> dict[str, str]:
+    """{exposed name made inert (tracer/inert.py): stored name}; two names alike once inert are refused."""
+    if all(n.isascii() and n.isprintable() for n in names):
+        return names
+    out = {inert(n, None): stored for n, stored in names.items()}
+    if len(out) != len(names):
+        raise TraceError(f"{label}: corrupted step file (two tensor names differ only in control characters)")
+    return out
 
 
 def _v1_names(header: dict) -> dict[str, str]:
@@ -268,6 +289,7 @@ class Step:
             if self._facts is not None:
                 _check_shapes(table, self._entry, self._facts, self._label())
             names = _v1_names(table) if self._version < 2 else {n: n for n in table}
+            names = inert_names(names, self._label())
             header = {exposed: table[stored] for exposed, stored in names.items()}
             for alias, target in self.aliases.items():
                 if alias in header or target not in table:
@@ -574,29 +596,58 @@ def read_side_safetensors(trace_dir: str, name: str, max_bytes: int = 1 << 34) -
     return out
 
 
-def read_step_log(raw: bytes, label: str) -> list[dict]:
-    """Entries of steps.jsonl. Every complete line must carry its crc32 stamp and match it; an
-    unterminated last line that is a whole stamped entry counts, one cut short (a torn write,
-    which never holds a whole stamp) is ignored. Nesting of keys the schema does not know is
-    bounded by validate_entry."""
-    lines = raw.split(b"\n")
-    torn = lines.pop()  # after the last "\n": empty, or a line cut short
-    if torn and STAMP_ANYWHERE.search(torn):
-        lines.append(torn)  # holds a whole entry's stamp: must verify like any line
-    bodies = []
-    for i, line in enumerate(lines):
-        body = unstamp(line, f"{label} line {i + 1}")
+def read_step_log(source, label: str, first: int = 0, version: int = 2, memo: dict | None = None) -> list[dict]:
+    """Entries of steps.jsonl (`source`: its bytes or a binary file), each validated as step
+    `first + i` and made inert (tracer/inert.py) as it is read. Read a line at a time, each at most
+    MAX_LOG_LINE bytes: a longer line is refused before it is held. Every complete line must carry
+    its crc32 stamp and match it; an unterminated last line that is a whole stamped entry counts,
+    one cut short (a torn write, which never holds a whole stamp) is ignored. Nesting of keys the
+    schema does not know is bounded by validate_entry."""
+    fh = io.BytesIO(source) if isinstance(source, (bytes, bytearray, memoryview)) else source
+    memo = {} if memo is None else memo
+    entries: list[dict] = []
+    batch: list[bytes] = []
+    batch_bytes = 0
+
+    def flush() -> None:
+        nonlocal batch_bytes
+        if not batch:
+            return
+        n0 = len(entries)
+        try:  # fast path: a batch of lines as one JSON array
+            parsed = json.loads(b"[" + b",".join(batch) + b"]")
+            if len(parsed) != len(batch) or not all(type(e) is dict for e in parsed):
+                raise ValueError
+        except (ValueError, RecursionError):
+            parsed = [parse_json(body, f"{label} line {n0 + i + 1}") for i, body in enumerate(batch)]
+        for i, e in enumerate(parsed):
+            validate_entry(e, first + n0 + i, version)
+            entries.append(inert_entry(e, memo))
+        batch.clear()
+        batch_bytes = 0
+
+    number = 0
+    while True:
+        line = fh.readline(MAX_LOG_LINE + 1)
+        if not line:
+            break
+        number += 1
+        if len(line) > MAX_LOG_LINE:
+            raise TraceError(f"{label} line {number}: longer than {MAX_LOG_LINE} bytes (the format's limit)")
+        if line.endswith(b"\n"):
+            line = line[:-1]
+        elif not STAMP_ANYWHERE.search(line):
+            break  # an unterminated last line without a whole stamp: a torn write
+        body = unstamp(line, f"{label} line {number}")
         if body is None:
             what = "bytes after its checksum" if STAMP_ANYWHERE.search(line) else "no checksum"
-            raise TraceError(f"{label} line {i + 1}: {what} (the line was modified or damaged)")
-        bodies.append(body)
-    try:  # fast path: the whole log as one JSON array
-        entries = json.loads(b"[" + b",".join(bodies) + b"]")
-        if len(entries) == len(bodies) and all(type(e) is dict for e in entries):
-            return entries
-    except (ValueError, RecursionError):
-        pass
-    return [parse_json(body, f"{label} line {i + 1}") for i, body in enumerate(bodies)]
+            raise TraceError(f"{label} line {number}: {what} (the line was modified or damaged)")
+        batch.append(body)
+        batch_bytes += len(body)
+        if batch_bytes >= 1 << 20:
+            flush()
+    flush()
+    return entries
 
 
 def _check_sequence(manifest: dict, label: str) -> None:
@@ -635,21 +686,24 @@ def read_manifest(path: str) -> dict:
         if version >= 2:
             if len(manifest["tokens"]) != manifest["prompt_len"]:
                 raise TraceError(f"manifest.tokens: expected the {manifest['prompt_len']} prompt tokens, got {len(manifest['tokens'])}")
-            try:
-                log = read_in_dir(dir_fd, STEP_LOG, MAX_LOG_BYTES, f"{path}: {STEP_LOG}")
-            except FileNotFoundError:
-                raise TraceError(f"{path}: not a complete trace (no {STEP_LOG})") from None
-            manifest["steps"] = read_step_log(log, STEP_LOG)
+            manifest = inert_manifest(manifest)
             if manifest.get("branch") is not None:  # a branch: the steps before its branch point are its parent's
                 branch_field(path, manifest)  # checked before its parent is read
                 shared = shared_steps(path, manifest, read_manifest(parent_dir(path)))
-                manifest["steps"] = shared + manifest["steps"]
-            for i, e in enumerate(manifest["steps"]):
-                validate_entry(e, i, version)
+            try:
+                fd, _size = open_in_dir(dir_fd, STEP_LOG, MAX_LOG_BYTES, f"{path}: {STEP_LOG}")
+            except FileNotFoundError:
+                raise TraceError(f"{path}: not a complete trace (no {STEP_LOG})") from None
+            try:
+                with os.fdopen(fd, "rb", buffering=1 << 16) as fh:
+                    manifest["steps"] = shared + read_step_log(fh, STEP_LOG, len(shared), version)
+            except OSError as exc:
+                raise TraceError(f"{path}: {STEP_LOG}: cannot read ({exc.strerror})") from None
             manifest["tokens"] = manifest["tokens"] + [e["token"] for e in manifest["steps"]]
         else:
             for i, e in enumerate(want_list("manifest.steps", manifest.get("steps"))):
                 validate_entry(e, i, version)
+            manifest = inert_manifest(manifest)
         _check_sequence(manifest, "manifest")
         for e in manifest["steps"][len(shared) :]:  # a parent's steps were checked in its directory
             size = stat_in_dir(dir_fd, e["file"], f"{e['file']}: step {e['index']}")

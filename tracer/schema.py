@@ -19,6 +19,7 @@ from .trace_format import LENS_FILE, READABLE_VERSIONS, SCHEMA, TOKENIZER_FILE, 
 
 MAX_MANIFEST_BYTES = 64 * 1024 * 1024
 MAX_LOG_BYTES = 512 * 1024 * 1024
+MAX_LOG_LINE = 4 * 1024 * 1024  # one steps.jsonl line (read with a bounded readline: a longer one is refused unread)
 MAX_TOKENIZER_BYTES = 1 << 30
 MAX_DEPTH = 32
 MAX_STR = 4096  # names, facts, token texts
