@@ -29,6 +29,7 @@ MAX_LAYERS = 4096
 MAX_DIM = 1 << 24
 MAX_POSITIONS = 1 << 24
 MAX_STEP_BYTES = 1 << 40
+STORED_DTYPES = ("float32", "float16", "float64")
 CHECKSUM = re.compile(r"crc32:[0-9a-f]{8}\Z")
 
 
@@ -432,8 +433,9 @@ def validate_manifest(m: Any, field: str = "manifest") -> dict:
     _opt(want_str, f"{field}.created", m.get("created"), 64)
     _opt(want_str, f"{field}.attn_implementation", m.get("attn_implementation"), 1000)
     dtype = _opt(want_dict, f"{field}.dtype", m.get("dtype")) or {}
-    for key in ("model", "stored"):
-        _opt(want_str, f"{field}.dtype.{key}", dtype.get(key), 32)
+    _opt(want_str, f"{field}.dtype.model", dtype.get("model"), 32)
+    if dtype.get("stored") not in (None, *STORED_DTYPES):  # the step files' float dtype
+        raise _fail(f"{field}.dtype.stored", " or ".join(f'"{d}"' for d in STORED_DTYPES), dtype.get("stored"))
     for i, p in enumerate(_opt(want_list, f"{field}.record", m.get("record"), 1000) or []):
         want_str(f"{field}.record[{i}]", p, 1000)
     tok = _opt(want_dict, f"{field}.tokenizer", m.get("tokenizer")) or {}
