@@ -81,10 +81,13 @@ def inert_value(value: object, limit: int | None = TEXT_LIMIT) -> object:
     return inert(value, limit)
 
 
+_TOKEN_CHECKED = frozenset({"id", "text", "piece", "special", "position"})  # the schema checks their types
+
+
 def inert_token(token: dict) -> dict:
     """A token record with its text and piece as they are (the token rule shows them) and every
     other string inert."""
-    if all(type(v) in _PLAIN for k, v in token.items() if k not in TOKEN_KEYS) and all(type(k) is str and k.isidentifier() for k in token):
+    if token.keys() <= _TOKEN_CHECKED:
         return token
     return {inert_value(k): (v if k in TOKEN_KEYS else inert_value(v)) for k, v in token.items()}
 
@@ -110,40 +113,75 @@ def _shared(value: object, memo: dict) -> object:
     return hit
 
 
+_SAMPLING_CHECKED = frozenset({"greedy", "temperature", "top_k", "top_p", "min_p", "chosen_id", "chosen_rank", "chosen_prob",
+                               "chosen_raw_prob", "chosen_temp_prob", "top1_id", "top1_prob", "entropy", "raw_entropy",
+                               "nucleus_size", "nucleus_mass", "stages"})  # numbers and booleans the schema checks
+
+
+_SETTINGS = ("temperature", "top_p", "min_p")
+
+
+def _stages(value: object, memo: dict) -> object:
+    """A stage list made inert, one object for equal lists seen before."""
+    if type(value) is not list:
+        return inert_value(value)
+    try:
+        key = ("s", *((st["name"], st["kept"]) for st in value if len(st) == 2))
+    except (TypeError, KeyError):
+        return inert_value(value)
+    if len(key) != len(value) + 1:
+        return inert_value(value)
+    hit = memo.get(key)
+    if hit is None:
+        hit = memo[key] = inert_value(value)
+    return hit
+
+
 def inert_sampling(sampling: dict, memo: dict) -> dict:
-    """A sampling record with its stage names and any other string inert; equal stage lists shared."""
-    out = {}
+    """A sampling record, in place: its stage names and any other string inert; equal stage lists shared."""
+    stages = sampling.get("stages")
+    if stages is not None:
+        sampling["stages"] = _stages(stages, memo)
+    for key in _SETTINGS:  # the same few numbers at every step: one object each
+        v = sampling.get(key)
+        if type(v) is float:
+            sampling[key] = memo.setdefault(("f", v), v)
+    if sampling.keys() <= _SAMPLING_CHECKED:
+        return sampling
+    odd = False
     for key, value in sampling.items():
-        if type(value) in _PLAIN:
-            out[key] = value
-        elif key == "stages" and type(value) is list:
-            stages = tuple((st.get("name"), st.get("kept")) if type(st) is dict and len(st) == 2 else (id(st), None) for st in value)
-            hit = memo.get(stages)
-            if hit is None:
-                hit = memo[stages] = inert_value(value)
-            out[key] = hit
-        else:
-            out[inert_value(key)] = inert_value(value)
-    return out
+        if key != "stages" and (type(value) not in _PLAIN or not (key.isascii() and key.isprintable())):
+            odd = True
+    if odd:
+        items = list(sampling.items())
+        sampling.clear()
+        sampling.update((inert_value(k), v if k == "stages" else inert_value(v)) for k, v in items)
+    return sampling
 
 
 def inert_entry(entry: dict, memo: dict | None = None) -> dict:
-    """A step entry (steps.jsonl line, validated) with every string inert except its token's text;
-    `memo` (one dict per trace) shares equal stage lists, alias maps and name lists between steps."""
+    """A step entry (a steps.jsonl line, validated and freshly parsed), in place: every string inert
+    except its token's text; `memo` (one dict per trace) shares equal stage lists, alias maps and
+    name lists between steps (a trace may hold hundreds of thousands)."""
     memo = {} if memo is None else memo
-    out = {}
+    odd = False
     for key, value in entry.items():
         if key in _ENTRY_PLAIN:
-            out[key] = value
-        elif key == "token" and type(value) is dict:
-            out[key] = inert_token(value)
+            continue
+        if key == "token" and type(value) is dict:
+            entry[key] = inert_token(value)
         elif key == "sampling" and type(value) is dict:
-            out[key] = inert_sampling(value, memo)
+            inert_sampling(value, memo)
         elif key in _ENTRY_SHARED:
-            out[key] = _shared(value, memo)
+            entry[key] = _shared(value, memo)
         else:
-            out[inert_value(key)] = inert_value(value)
-    return out
+            odd = True
+    if odd:
+        items = list(entry.items())
+        entry.clear()
+        entry.update((k, v) if k in _ENTRY_PLAIN or k in _ENTRY_SHARED or k in ("token", "sampling")
+                     else (inert_value(k), inert_value(v)) for k, v in items)
+    return entry
 
 
 def inert_manifest(manifest: dict) -> dict:
@@ -155,7 +193,7 @@ def inert_manifest(manifest: dict) -> dict:
         if key == "tokens" and type(value) is list:
             out[key] = [inert_token(t) if type(t) is dict else inert_value(t) for t in value]
         elif key == "steps" and type(value) is list:
-            out[key] = [inert_entry(e, memo) if type(e) is dict else inert_value(e) for e in value]
+            out[key] = [inert_entry(dict(e), memo) if type(e) is dict else inert_value(e) for e in value]
         elif key == "prompt" and type(value) is str:
             out[key] = inert(value, None, newlines=True)
         else:

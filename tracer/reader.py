@@ -178,18 +178,21 @@ class Step:
     generated token i. Its arrays cover the positions it computed; its sampling record says
     which token it chose."""
 
+    __slots__ = ("_entry", "_lens", "_lens_arrays", "_derived_names", "_derived_values", "_dir", "_facts", "_version",
+                 "index", "kind", "_header", "_names", "_data_start", "_size", "_map", "_verified", "_crcs", "_checked")
+
     def __init__(self, trace_dir: str, entry: dict, facts: dict | None = None, version: int = 2, lens=None):
+        # a trace may list hundreds of thousands of steps: slots, and containers made on first use
         self._entry = entry
         self._lens = lens  # () -> LogitLens | None: the lazy logit lens of the trace (tracer/lens.py)
         self._lens_arrays: dict | None = None
         self._derived_names: dict | None = None  # name -> () -> array, for names the reader computes
-        self._derived_values: dict[str, np.ndarray] = {}
+        self._derived_values: dict[str, np.ndarray] | None = None
         self._dir = trace_dir
         self._facts = facts
         self._version = version
         self.index: int = entry["index"]
         self.kind: str = entry.get("kind", "prefill" if self.index == 0 else "decode")
-        self.path = os.path.join(trace_dir, entry["file"])
         self._header: dict | None = None  # exposed name -> safetensors entry (aliases included)
         self._names: list[str] | None = None
         self._data_start = 0
@@ -197,7 +200,12 @@ class Step:
         self._map: mmap.mmap | None = None
         self._verified = False
         self._crcs: dict[tuple, int] | None = None  # data span -> crc32, when the file lists them
-        self._checked: set[tuple] = set()
+        self._checked: set[tuple] | None = None
+
+    @property
+    def path(self) -> str:
+        """The step file's path."""
+        return os.path.join(self._dir, self._entry["file"])
 
     # -- metadata (manifest only, no file access) ------------------------------------------
     @property
@@ -345,6 +353,8 @@ class Step:
         return lens.head_result(layer, self[source])
 
     def _derived_value(self, name: str) -> np.ndarray:
+        if self._derived_values is None:
+            self._derived_values = {}
         value = self._derived_values.get(name)
         if value is None:
             compute = self._derived()[name]
@@ -406,6 +416,8 @@ class Step:
 
     def _check_tensor(self, buf, begin: int, end: int) -> None:
         span = (begin, end)
+        if self._checked is None:
+            self._checked = set()
         if span in self._checked:
             return
         with memoryview(buf) as view:
@@ -453,7 +465,7 @@ class Step:
         """Drop the memory map (arrays already handed out stay valid until freed)."""
         self._map = None
         self._lens_arrays = None
-        self._derived_values = {}
+        self._derived_values = None
 
     def __repr__(self) -> str:
         return f"<Step {self.index} {self.kind} positions={self.positions} token={self.token.get('text')!r}>"
@@ -469,7 +481,8 @@ class StepList(Sequence):
         self._version = version
         self._lens = lens
         self._dirs = dirs or []  # a branch's first steps live in its parents' directories (tracer/branch_layout.py)
-        self._steps = [self._new_step(e) for e in entries]
+        self._entries = list(entries)
+        self._steps: list[Step | None] = [None] * len(self._entries)  # each made on first use
         self._open: list[Step] = []
         self._max_open = max_open
 
@@ -479,12 +492,14 @@ class StepList(Sequence):
         return Step(trace_dir, entry, self._facts, self._version, self._lens)
 
     def __len__(self) -> int:
-        return len(self._steps)
+        return len(self._entries)
 
     def __getitem__(self, i):
         if isinstance(i, slice):
             return [self[j] for j in range(*i.indices(len(self)))]
         step = self._steps[i]
+        if step is None:
+            step = self._steps[i] = self._new_step(self._entries[i])
         if step in self._open:
             self._open.remove(step)
         self._open.append(step)
@@ -495,18 +510,20 @@ class StepList(Sequence):
     @property
     def entries(self) -> list[dict]:
         """Every listed step's manifest entry, in order (no step file is opened)."""
-        return [s.entry for s in self._steps]
+        return list(self._entries)
 
     @property
     def files(self) -> dict[str, str]:
         """{step file name: its path}: where each listed step's file lives (a parent's directory
         for a branch's shared steps)."""
-        return {s.entry["file"]: s.path for s in self._steps}
+        dirs = self._dirs
+        return {e["file"]: os.path.join(dirs[e["index"]] if 0 <= e["index"] < len(dirs) else self._dir, e["file"])
+                for e in self._entries}
 
     @property
     def nbytes(self) -> int:
         """Bytes of every listed step file (from the entries)."""
-        return sum(s.nbytes for s in self._steps)
+        return sum(int(e.get("bytes", 0)) for e in self._entries)
 
     def fresh(self, entry: dict) -> Step:
         """A new Step over the file of manifest `entry` (one of this trace's steps), sharing nothing
@@ -515,8 +532,9 @@ class StepList(Sequence):
 
     def sync(self, entries: list[dict]) -> None:
         """A live session wrote more steps: list them (entries is the manifest's step list)."""
-        for entry in entries[len(self._steps) :]:
-            self._steps.append(self._new_step(entry))
+        for entry in entries[len(self._entries) :]:
+            self._entries.append(entry)
+            self._steps.append(None)
 
 
 class Trace:
