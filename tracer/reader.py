@@ -20,6 +20,7 @@ Nothing is ever unpickled.
 from __future__ import annotations
 
 import functools
+import io
 import json
 import math
 import mmap
@@ -34,10 +35,20 @@ import numpy as np
 from .attention_rows import rows as attention_map_rows
 from .branch_layout import branch_field, parent_dir, root_dir, shared_steps, step_dirs
 from .consistency import StepRules, check_lens, check_trace
+from .inert import inert, inert_entry, inert_manifest
 from .lens import LogitLens
 from .names import O_INPUT, RESULT, forward_order
 from .safe_io import open_dir, open_in_dir, read_in_dir, read_trace_file, stat_in_dir
-from .schema import MAX_LOG_BYTES, MAX_MANIFEST_BYTES, MAX_STEP_BYTES, parse_json, validate_entry, validate_manifest, want_list
+from .schema import (
+    MAX_LOG_BYTES,
+    MAX_LOG_LINE,
+    MAX_MANIFEST_BYTES,
+    MAX_STEP_BYTES,
+    parse_json,
+    validate_entry,
+    validate_manifest,
+    want_list,
+)
 from .trace_format import (
     CRC_KEY,
     DTYPES,
@@ -118,6 +129,16 @@ def read_safetensors_header(path: str) -> tuple[dict, int]:
         return parse_safetensors_header(fh.read(8), fh.read, size, path)
 
 
+def inert_names(names: dict[str, str], label: str) -> dict[str, str]:
+    """{exposed name made inert (tracer/inert.py): stored name}; two names alike once inert are refused."""
+    if all(n.isascii() and n.isprintable() for n in names):
+        return names
+    out = {inert(n, None): stored for n, stored in names.items()}
+    if len(out) != len(names):
+        raise TraceError(f"{label}: corrupted step file (two tensor names differ only in control characters)")
+    return out
+
+
 def _v1_names(header: dict) -> dict[str, str]:
     """Schema 1 stored the norm MODULE output under *.hook_normalized: exposed as *.hook_out."""
     return {(n[: -len("hook_normalized")] + "hook_out" if n.endswith(".hook_normalized") else n): n for n in header}
@@ -128,20 +149,23 @@ class Step:
     generated token i. Its arrays cover the positions it computed; its sampling record says
     which token it chose."""
 
+    __slots__ = ("_entry", "_lens", "_lens_arrays", "_derived_names", "_derived_values", "_dir", "_facts", "_version",
+                 "index", "kind", "_header", "_names", "_data_start", "_size", "_map", "_verified", "_crcs", "_checked", "_rules")
+
     def __init__(self, trace_dir: str, entry: dict, facts: dict | None = None, version: int = 2, lens=None,
                  rules: StepRules | None = None):
+        # a trace may list hundreds of thousands of steps: slots, and containers made on first use
         self._entry = entry
         self._rules = rules if rules is not None else StepRules(facts) if facts is not None else None
         self._lens = lens  # () -> LogitLens | None: the lazy logit lens of the trace (tracer/lens.py)
         self._lens_arrays: dict | None = None
         self._derived_names: dict | None = None  # name -> () -> array, for names the reader computes
-        self._derived_values: dict[str, np.ndarray] = {}
+        self._derived_values: dict[str, np.ndarray] | None = None
         self._dir = trace_dir
         self._facts = facts
         self._version = version
         self.index: int = entry["index"]
         self.kind: str = entry.get("kind", "prefill" if self.index == 0 else "decode")
-        self.path = os.path.join(trace_dir, entry["file"])
         self._header: dict | None = None  # exposed name -> safetensors entry (aliases included)
         self._names: list[str] | None = None
         self._data_start = 0
@@ -149,7 +173,12 @@ class Step:
         self._map: mmap.mmap | None = None
         self._verified = False
         self._crcs: dict[tuple, int] | None = None  # data span -> crc32, when the file lists them
-        self._checked: set[tuple] = set()
+        self._checked: set[tuple] | None = None
+
+    @property
+    def path(self) -> str:
+        """The step file's path."""
+        return os.path.join(self._dir, self._entry["file"])
 
     # -- metadata (manifest only, no file access) ------------------------------------------
     @property
@@ -240,6 +269,7 @@ class Step:
             finally:
                 os.close(fd)
             names = _v1_names(table) if self._version < 2 else {n: n for n in table}
+            names = inert_names(names, self._label())
             header = {exposed: table[stored] for exposed, stored in names.items()}
             if self._rules is not None:
                 self._rules.check_header(header, self._entry, self._label(), self.aliases)
@@ -297,6 +327,8 @@ class Step:
         return lens.head_result(layer, self[source])
 
     def _derived_value(self, name: str) -> np.ndarray:
+        if self._derived_values is None:
+            self._derived_values = {}
         value = self._derived_values.get(name)
         if value is None:
             compute = self._derived()[name]
@@ -358,6 +390,8 @@ class Step:
 
     def _check_tensor(self, buf, begin: int, end: int) -> None:
         span = (begin, end)
+        if self._checked is None:
+            self._checked = set()
         if span in self._checked:
             return
         with memoryview(buf) as view:
@@ -409,7 +443,7 @@ class Step:
         """Drop the memory map (arrays already handed out stay valid until freed)."""
         self._map = None
         self._lens_arrays = None
-        self._derived_values = {}
+        self._derived_values = None
 
     def __repr__(self) -> str:
         return f"<Step {self.index} {self.kind} positions={self.positions} token={self.token.get('text')!r}>"
@@ -426,7 +460,8 @@ class StepList(Sequence):
         self._version = version
         self._lens = lens
         self._dirs = dirs or []  # a branch's first steps live in its parents' directories (tracer/branch_layout.py)
-        self._steps = [self._new_step(e) for e in entries]
+        self._entries = list(entries)
+        self._steps: list[Step | None] = [None] * len(self._entries)  # each made on first use
         self._open: list[Step] = []
         self._max_open = max_open
 
@@ -436,12 +471,14 @@ class StepList(Sequence):
         return Step(trace_dir, entry, self._facts, self._version, self._lens, self._rules)
 
     def __len__(self) -> int:
-        return len(self._steps)
+        return len(self._entries)
 
     def __getitem__(self, i):
         if isinstance(i, slice):
             return [self[j] for j in range(*i.indices(len(self)))]
         step = self._steps[i]
+        if step is None:
+            step = self._steps[i] = self._new_step(self._entries[i])
         if step in self._open:
             self._open.remove(step)
         self._open.append(step)
@@ -452,18 +489,20 @@ class StepList(Sequence):
     @property
     def entries(self) -> list[dict]:
         """Every listed step's manifest entry, in order (no step file is opened)."""
-        return [s.entry for s in self._steps]
+        return list(self._entries)
 
     @property
     def files(self) -> dict[str, str]:
         """{step file name: its path}: where each listed step's file lives (a parent's directory
         for a branch's shared steps)."""
-        return {s.entry["file"]: s.path for s in self._steps}
+        dirs = self._dirs
+        return {e["file"]: os.path.join(dirs[e["index"]] if 0 <= e["index"] < len(dirs) else self._dir, e["file"])
+                for e in self._entries}
 
     @property
     def nbytes(self) -> int:
         """Bytes of every listed step file (from the entries)."""
-        return sum(s.nbytes for s in self._steps)
+        return sum(int(e.get("bytes", 0)) for e in self._entries)
 
     def fresh(self, entry: dict) -> Step:
         """A new Step over the file of manifest `entry` (one of this trace's steps), sharing nothing
@@ -472,8 +511,9 @@ class StepList(Sequence):
 
     def sync(self, entries: list[dict]) -> None:
         """A live session wrote more steps: list them (entries is the manifest's step list)."""
-        for entry in entries[len(self._steps) :]:
-            self._steps.append(self._new_step(entry))
+        for entry in entries[len(self._entries) :]:
+            self._entries.append(entry)
+            self._steps.append(None)
 
 
 class Trace:
@@ -567,29 +607,58 @@ def read_side_safetensors(trace_dir: str, name: str, max_bytes: int = 1 << 34, c
     return out
 
 
-def read_step_log(raw: bytes, label: str) -> list[dict]:
-    """Entries of steps.jsonl. Every complete line must carry its crc32 stamp and match it; an
-    unterminated last line that is a whole stamped entry counts, one cut short (a torn write,
-    which never holds a whole stamp) is ignored. Nesting of keys the schema does not know is
-    bounded by validate_entry."""
-    lines = raw.split(b"\n")
-    torn = lines.pop()  # after the last "\n": empty, or a line cut short
-    if torn and STAMP_ANYWHERE.search(torn):
-        lines.append(torn)  # holds a whole entry's stamp: must verify like any line
-    bodies = []
-    for i, line in enumerate(lines):
-        body = unstamp(line, f"{label} line {i + 1}")
+def read_step_log(source, label: str, first: int = 0, version: int = 2, memo: dict | None = None) -> list[dict]:
+    """Entries of steps.jsonl (`source`: its bytes or a binary file), each validated as step
+    `first + i` and made inert (tracer/inert.py) as it is read. Read a line at a time, each at most
+    MAX_LOG_LINE bytes: a longer line is refused before it is held. Every complete line must carry
+    its crc32 stamp and match it; an unterminated last line that is a whole stamped entry counts,
+    one cut short (a torn write, which never holds a whole stamp) is ignored. Nesting of keys the
+    schema does not know is bounded by validate_entry."""
+    fh = io.BytesIO(source) if isinstance(source, (bytes, bytearray, memoryview)) else source
+    memo = {} if memo is None else memo
+    entries: list[dict] = []
+    batch: list[bytes] = []
+    batch_bytes = 0
+
+    def flush() -> None:
+        nonlocal batch_bytes
+        if not batch:
+            return
+        n0 = len(entries)
+        try:  # fast path: a batch of lines as one JSON array
+            parsed = json.loads(b"[" + b",".join(batch) + b"]")
+            if len(parsed) != len(batch) or not all(type(e) is dict for e in parsed):
+                raise ValueError
+        except (ValueError, RecursionError):
+            parsed = [parse_json(body, f"{label} line {n0 + i + 1}") for i, body in enumerate(batch)]
+        for i, e in enumerate(parsed):
+            validate_entry(e, first + n0 + i, version)
+            entries.append(inert_entry(e, memo))
+        batch.clear()
+        batch_bytes = 0
+
+    number = 0
+    while True:
+        line = fh.readline(MAX_LOG_LINE + 1)
+        if not line:
+            break
+        number += 1
+        if len(line) > MAX_LOG_LINE:
+            raise TraceError(f"{label} line {number}: longer than {MAX_LOG_LINE} bytes (the format's limit)")
+        if line.endswith(b"\n"):
+            line = line[:-1]
+        elif not STAMP_ANYWHERE.search(line):
+            break  # an unterminated last line without a whole stamp: a torn write
+        body = unstamp(line, f"{label} line {number}")
         if body is None:
             what = "bytes after its checksum" if STAMP_ANYWHERE.search(line) else "no checksum"
-            raise TraceError(f"{label} line {i + 1}: {what} (the line was modified or damaged)")
-        bodies.append(body)
-    try:  # fast path: the whole log as one JSON array
-        entries = json.loads(b"[" + b",".join(bodies) + b"]")
-        if len(entries) == len(bodies) and all(type(e) is dict for e in entries):
-            return entries
-    except (ValueError, RecursionError):
-        pass
-    return [parse_json(body, f"{label} line {i + 1}") for i, body in enumerate(bodies)]
+            raise TraceError(f"{label} line {number}: {what} (the line was modified or damaged)")
+        batch.append(body)
+        batch_bytes += len(body)
+        if batch_bytes >= 1 << 20:
+            flush()
+    flush()
+    return entries
 
 
 def _check_sequence(manifest: dict, label: str) -> None:
@@ -628,21 +697,24 @@ def read_manifest(path: str) -> dict:
         if version >= 2:
             if len(manifest["tokens"]) != manifest["prompt_len"]:
                 raise TraceError(f"manifest.tokens: expected the {manifest['prompt_len']} prompt tokens, got {len(manifest['tokens'])}")
-            try:
-                log = read_in_dir(dir_fd, STEP_LOG, MAX_LOG_BYTES, f"{path}: {STEP_LOG}")
-            except FileNotFoundError:
-                raise TraceError(f"{path}: not a complete trace (no {STEP_LOG})") from None
-            manifest["steps"] = read_step_log(log, STEP_LOG)
+            manifest = inert_manifest(manifest)
             if manifest.get("branch") is not None:  # a branch: the steps before its branch point are its parent's
                 branch_field(path, manifest)  # checked before its parent is read
                 shared = shared_steps(path, manifest, read_manifest(parent_dir(path)))
-                manifest["steps"] = shared + manifest["steps"]
-            for i, e in enumerate(manifest["steps"]):
-                validate_entry(e, i, version)
+            try:
+                fd, _size = open_in_dir(dir_fd, STEP_LOG, MAX_LOG_BYTES, f"{path}: {STEP_LOG}")
+            except FileNotFoundError:
+                raise TraceError(f"{path}: not a complete trace (no {STEP_LOG})") from None
+            try:
+                with os.fdopen(fd, "rb", buffering=1 << 16) as fh:
+                    manifest["steps"] = shared + read_step_log(fh, STEP_LOG, len(shared), version)
+            except OSError as exc:
+                raise TraceError(f"{path}: {STEP_LOG}: cannot read ({exc.strerror})") from None
             manifest["tokens"] = manifest["tokens"] + [e["token"] for e in manifest["steps"]]
         else:
             for i, e in enumerate(want_list("manifest.steps", manifest.get("steps"))):
                 validate_entry(e, i, version)
+            manifest = inert_manifest(manifest)
         _check_sequence(manifest, "manifest")
         for e in manifest["steps"][len(shared) :]:  # a parent's steps were checked in its directory
             size = stat_in_dir(dir_fd, e["file"], f"{e['file']}: step {e['index']}")

@@ -19,6 +19,7 @@ from .trace_format import LENS_FILE, READABLE_VERSIONS, SCHEMA, TOKENIZER_FILE, 
 
 MAX_MANIFEST_BYTES = 64 * 1024 * 1024
 MAX_LOG_BYTES = 512 * 1024 * 1024
+MAX_LOG_LINE = 4 * 1024 * 1024  # one steps.jsonl line (read with a bounded readline: a longer one is refused unread)
 MAX_TOKENIZER_BYTES = 1 << 30
 MAX_DEPTH = 32
 MAX_STR = 4096  # names, facts, token texts
@@ -29,6 +30,7 @@ MAX_DIM = 1 << 24
 MAX_POSITIONS = 1 << 24
 MAX_STEP_BYTES = 1 << 40
 MAX_ALIASES = 100_000  # a step's aliases; the vocabulary for its layer count bounds them further (tracer/consistency.py)
+STORED_DTYPES = ("float32", "float16", "float64")
 CHECKSUM = re.compile(r"crc32:[0-9a-f]{8}\Z")
 
 
@@ -312,29 +314,34 @@ _SAMPLING_NUMS = tuple((k, 0.0, _PMAX) for k in ("chosen_prob", "chosen_raw_prob
 _SAMPLING_INTS = ("chosen_id", "chosen_rank", "top1_id", "nucleus_size", "top_k")
 
 
+_SAMPLING_RANGES = {k: (lo, hi) for k, lo, hi in _SAMPLING_NUMS}
+_SAMPLING_INT_KEYS = frozenset(_SAMPLING_INTS)
+
+
 def validate_sampling(s: Any, field: str) -> dict:
     want_dict(field, s)
-    for key, value in s.items():
-        if key != "stages" and type(value) in (dict, list):
-            check_depth(value, f"{field}.{key}", MAX_DEPTH - 2)
-    for key, lo, hi in _SAMPLING_NUMS:
-        v = s.get(key)
-        if v is not None and not _num_ok(v, lo, hi):
-            want_num(f"{field}.{key}", v, lo, hi)
-    for key in _SAMPLING_INTS:
-        v = s.get(key)
-        if v is not None and not (type(v) is int and 0 <= v <= 1 << 31):
-            want_int(f"{field}.{key}", v, 0, 1 << 31)
-    _opt(want_bool, f"{field}.greedy", s.get("greedy"))
-    stages = s.get("stages")
-    if stages is not None:
-        want_list(f"{field}.stages", stages, 64)
-        for i, st in enumerate(stages):
-            if not (type(st) is dict and type(st.get("name")) is str and len(st["name"]) <= 64
-                    and type(st.get("kept")) is int and 0 <= st["kept"] <= MAX_DIM):
-                want_dict(f"{field}.stages[{i}]", st)
-                want_str(f"{field}.stages[{i}].name", st.get("name"), 64)
-                want_int(f"{field}.stages[{i}].kept", st.get("kept"), 0, MAX_DIM)
+    for key, v in s.items():  # one pass: a trace may hold hundreds of thousands of these
+        bounds = _SAMPLING_RANGES.get(key)
+        if bounds is not None:
+            if v is not None and not _num_ok(v, *bounds):
+                want_num(f"{field}.{key}", v, *bounds)
+        elif key in _SAMPLING_INT_KEYS:
+            if v is not None and not (type(v) is int and 0 <= v <= 1 << 31):
+                want_int(f"{field}.{key}", v, 0, 1 << 31)
+        elif key == "greedy":
+            _opt(want_bool, f"{field}.greedy", v)
+        elif key == "stages":
+            if v is None:
+                continue
+            want_list(f"{field}.stages", v, 64)
+            for i, st in enumerate(v):
+                if not (type(st) is dict and type(st.get("name")) is str and len(st["name"]) <= 64
+                        and type(st.get("kept")) is int and 0 <= st["kept"] <= MAX_DIM):
+                    want_dict(f"{field}.stages[{i}]", st)
+                    want_str(f"{field}.stages[{i}].name", st.get("name"), 64)
+                    want_int(f"{field}.stages[{i}].kept", st.get("kept"), 0, MAX_DIM)
+        elif type(v) in (dict, list):
+            check_depth(v, f"{field}.{key}", MAX_DEPTH - 2)
     return s
 
 
@@ -357,37 +364,50 @@ def validate_entry(e: Any, index: int, version: int, field: str | None = None) -
     for key in ("index", "positions", "token", "sampling", "file"):
         if key not in e:
             raise TraceError(f"{field}.{key}: missing")
-    if want_int(f"{field}.index", e["index"], 0, MAX_LIST) != index:
-        raise _fail(f"{field}.index", f"{index} (steps in order)", e["index"])
+    v = e["index"]
+    if not (type(v) is int and v == index <= MAX_LIST) and want_int(f"{field}.index", v, 0, MAX_LIST) != index:
+        raise _fail(f"{field}.index", f"{index} (steps in order)", v)
     kind = e.get("kind", "prefill" if index == 0 else "decode")
     if kind not in ("prefill", "decode"):
         raise _fail(f"{field}.kind", '"prefill" or "decode"', kind)
-    pos = want_list(f"{field}.positions", e["positions"], 2)
-    if len(pos) != 2:
-        raise _fail(f"{field}.positions", "[start, end]", pos)
-    start = want_int(f"{field}.positions[0]", pos[0], 0, MAX_POSITIONS)
-    want_int(f"{field}.positions[1]", pos[1], start + 1, MAX_POSITIONS)
+    pos = e["positions"]
+    if type(pos) is list and len(pos) == 2 and type(pos[0]) is int and type(pos[1]) is int and 0 <= pos[0] < pos[1] <= MAX_POSITIONS:
+        start = pos[0]  # (the checks below name the field when this fast one fails)
+    else:
+        want_list(f"{field}.positions", pos, 2)
+        if len(pos) != 2:
+            raise _fail(f"{field}.positions", "[start, end]", pos)
+        start = want_int(f"{field}.positions[0]", pos[0], 0, MAX_POSITIONS)
+        want_int(f"{field}.positions[1]", pos[1], start + 1, MAX_POSITIONS)
     validate_token(e["token"], f"{field}.token")
     validate_sampling(e["sampling"], f"{field}.sampling")
     if e.get("settings") is not None:  # settings changed live: what this step ran with
         _validate_settings(want_dict(f"{field}.settings", e["settings"]), f"{field}.settings")
-    _opt(want_num, f"{field}.seconds", e.get("seconds"), 0.0, 1e9)
-    for i, n in enumerate(_opt(want_list, f"{field}.nonfinite", e.get("nonfinite"), 100_000) or []):
-        want_str(f"{field}.nonfinite[{i}]", n, 200)
+    v = e.get("seconds")
+    if v is not None and not _num_ok(v, 0.0, 1e9):
+        want_num(f"{field}.seconds", v, 0.0, 1e9)
+    v = e.get("nonfinite")
+    if v is not None and v != []:
+        for i, n in enumerate(want_list(f"{field}.nonfinite", v, 100_000)):
+            want_str(f"{field}.nonfinite[{i}]", n, 200)
     if not valid_name(e["file"]) or not e["file"].startswith("step_"):
         raise _fail(f"{field}.file", "a name like step_00001.safetensors", e["file"])
-    _opt(want_int, f"{field}.bytes", e.get("bytes"), 0, MAX_STEP_BYTES)
+    v = e.get("bytes")
+    if v is not None and not (type(v) is int and 0 <= v <= MAX_STEP_BYTES):
+        want_int(f"{field}.bytes", v, 0, MAX_STEP_BYTES)
     checksum = e.get("checksum")
     if checksum is not None and (type(checksum) is not str or not CHECKSUM.match(checksum)):
         raise _fail(f"{field}.checksum", '"crc32:" and 8 hex digits', checksum)
     if version >= 2 and checksum is None:
         raise TraceError(f"{field}.checksum: missing")
-    aliases = _opt(want_dict, f"{field}.aliases", e.get("aliases")) or {}
-    if len(aliases) > MAX_ALIASES:
-        raise _fail(f"{field}.aliases", f"at most {MAX_ALIASES} names", f"{len(aliases)} names")
-    for name, target in aliases.items():
-        want_str(f"{field}.aliases", name, 200)
-        want_str(f"{field}.aliases.{name}", target, 200)
+    aliases = e.get("aliases")
+    if aliases is not None:
+        if len(want_dict(f"{field}.aliases", aliases)) > MAX_ALIASES:
+            raise _fail(f"{field}.aliases", f"at most {MAX_ALIASES} names", f"{len(aliases)} names")
+        for name, target in want_dict(f"{field}.aliases", aliases).items():
+            if not (type(target) is str and len(name) <= 200 and len(target) <= 200):
+                want_str(f"{field}.aliases", name, 200)
+                want_str(f"{field}.aliases.{name}", target, 200)
     omitted = _opt(want_dict, f"{field}.omitted", e.get("omitted")) or {}
     for name, info in omitted.items():
         want_str(f"{field}.omitted", name, 200)
@@ -437,8 +457,9 @@ def validate_manifest(m: Any, field: str = "manifest") -> dict:
     _opt(want_str, f"{field}.created", m.get("created"), 64)
     _opt(want_str, f"{field}.attn_implementation", m.get("attn_implementation"), 1000)
     dtype = _opt(want_dict, f"{field}.dtype", m.get("dtype")) or {}
-    for key in ("model", "stored"):
-        _opt(want_str, f"{field}.dtype.{key}", dtype.get(key), 32)
+    _opt(want_str, f"{field}.dtype.model", dtype.get("model"), 32)
+    if dtype.get("stored") not in (None, *STORED_DTYPES):  # the step files' float dtype
+        raise _fail(f"{field}.dtype.stored", " or ".join(f'"{d}"' for d in STORED_DTYPES), dtype.get("stored"))
     for i, p in enumerate(_opt(want_list, f"{field}.record", m.get("record"), 1000) or []):
         want_str(f"{field}.record[{i}]", p, 1000)
     tok = _opt(want_dict, f"{field}.tokenizer", m.get("tokenizer")) or {}

@@ -26,6 +26,7 @@ from .adapters.registry import adapter_for
 from .attention import IMPLEMENTATION
 from .attention import register as register_attention
 from .budget import BudgetError, Plan, budget_bytes, recording_plan
+from .inert import TEXT_LIMIT, inert, inert_value
 from .internals import attn_implementation
 from .lens import RESID_ROWS, LogitLens, stored_layout
 from .loading import load_model
@@ -156,7 +157,8 @@ class LiveSession:
         self.model = model.eval()
         self.tokenizer = tokenizer
         self.adapter = adapter_for(model)
-        self.name = name or getattr(model.config, "name_or_path", "") or model.__class__.__name__
+        # strings from the model's config and tokenizer are made inert here, where they enter (tracer/inert.py)
+        self.name = inert(name or getattr(model.config, "name_or_path", "") or model.__class__.__name__, TEXT_LIMIT)
         self.chat = wants_chat(tokenizer, self.settings.chat, model)
         if prompt_ids is not None:
             self.prompt_ids, self.chat = [int(i) for i in prompt_ids], False
@@ -165,7 +167,7 @@ class LiveSession:
             self.prompt_ids = encode_prompt(tokenizer, prompt, self.chat) if prompt else []
         if not self.prompt_ids:
             raise PromptError("the prompt is empty")
-        facts = model_facts(model, self.adapter, self.name, source or self.name)
+        facts = inert_value(model_facts(model, self.adapter, self.name, source or self.name))
         n_ctx = facts.get("n_ctx")
         if n_ctx and len(self.prompt_ids) >= n_ctx:
             raise PromptError(f"the prompt is {len(self.prompt_ids)} tokens, longer than the model's context of {n_ctx}")
@@ -192,7 +194,7 @@ class LiveSession:
             "schema_version": SCHEMA_VERSION,
             "created": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
             "model": facts,
-            "tokenizer": tokenizer_facts(model, tokenizer),
+            "tokenizer": inert_value(tokenizer_facts(model, tokenizer)),
             "prompt": prompt,
             "chat": self.chat,
             "prompt_len": len(self.prompt_ids),

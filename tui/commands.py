@@ -7,7 +7,8 @@
     a breakpoint  `p>0.9 and entropy<0.5` -> add it (also `break ...`)
     a watch       `norm(blocks.10.hook_resid_post[-1])` -> watch it (also `watch ...`)
 
-Every text from the trace reaches the palette as plain text (`display_token` / `inert`), never markup.
+Every text from the trace reaches the palette as plain text, never markup: token text by `display_token`,
+the rest inert since the reader (tracer/inert.py); what the user typed through `inert`.
 """
 
 from __future__ import annotations
@@ -152,7 +153,7 @@ class TensorCommands(Provider):
                 hits.append((score, name))
         hits.sort(key=lambda h: -h[0])
         for score, name in hits[:MAX_TENSOR_HITS]:
-            label = f"tensor {inert(name)}"
+            label = f"tensor {name}"  # recorded names are inert since the reader
             yield Hit(score * 0.85, matcher.highlight(label), partial(goto_tensor, app, name), text=label,
                       help="show it in the Tensors pane")
 

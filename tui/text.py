@@ -7,8 +7,9 @@ spaces other than U+0020, format characters, non-characters, private-use and una
 points are escaped too (`\\u00a0`). A token that is part of a UTF-8 sequence carries its bytes as
 lone surrogates (`surrogateescape`, see `token_text`) and shows them as `<0xC2>`; `merge_partial`
 joins consecutive such tokens into the character they complete. Which code points are escaped is
-the one rule of `tracer.inert`; names, paths and messages (not tokens) use `inert_text`, a rich
-Text around `tracer.inert.inert`.
+the one rule of `tracer.inert`. Every other string of a trace or a model is inert already (the reader
+and the live session make it so where it enters); paths, messages and what the user typed use
+`inert_text`, a rich Text around `tracer.inert.inert`.
 """
 
 from __future__ import annotations

@@ -23,7 +23,6 @@ from dataclasses import dataclass
 import numpy as np
 
 from stepscope.tracer.geometry import keys_of, kv_head_of, layer_window, sink_columns
-from stepscope.tracer.inert import inert
 from stepscope.tracer.names import block_name
 from stepscope.tui.views.cache import cached
 from stepscope.tui.views.vocab import token_texts
@@ -115,9 +114,9 @@ def _names(positions: list[int], labels: list[str], pool: int, last: int, prefix
 
 
 def no_attention(model: dict, layer: int) -> str | None:
-    """Why a layer has no attention map (manifest facts, made inert), or None when it has one."""
+    """Why a layer has no attention map (manifest facts, inert since the reader), or None when it has one."""
     if layer in (model.get("layers_without_attention") or ()):
-        return inert(model.get("no_attention_reason") or "this layer does not attend (no attention map)")
+        return model.get("no_attention_reason") or "this layer does not attend (no attention map)"
     return None
 
 
