@@ -209,9 +209,14 @@ def check_terminal() -> None:
 
 
 def run_app(app) -> int:
-    """Run the app; an uncaught exception inside it is one line and a non-zero exit, never 0; a model
-    that failed to load is its one line and exit 2 (bad input) or 1."""
+    """Run the app; its exit status (`exit_status`)."""
     app.run()
+    return exit_status(app)
+
+
+def exit_status(app) -> int:
+    """The status of an app that has ended: an uncaught exception inside it is one line and 1, never 0;
+    a model that failed to load is its one line and 2 (bad input) or 1; Ctrl-C 130; else 0."""
     if app.load_failure is not None:
         failure = app.load_failure
         text = str(failure).strip().splitlines()
