@@ -93,10 +93,22 @@ def open_default_session(progress=None):
 
 def check_out_dir(path: str) -> str:
     """"new" or "trace" (replaced only once the new run has a step); TraceWriteError for a directory
-    holding anything else. Touches nothing."""
+    holding anything else, or a new one whose missing parents cannot be created (the session creates
+    them). Touches nothing."""
+    from stepscope.tracer.trace_format import TraceWriteError
     from stepscope.tracer.writer import out_dir_state
 
-    return out_dir_state(path)
+    parent = os.path.dirname(os.path.abspath(path))
+    if os.path.isdir(parent):
+        return out_dir_state(path)
+    ancestor = parent
+    while not os.path.lexists(ancestor):
+        ancestor = os.path.dirname(ancestor)
+    if not os.path.isdir(ancestor):
+        raise TraceWriteError(f"cannot create trace directory {path}: {ancestor} is not a directory")
+    if not os.access(ancestor, os.W_OK):
+        raise TraceWriteError(f"cannot create trace directory {path}: {ancestor} is not writable")
+    return "new"
 
 
 # -- branches and interventions (the debugger's live session) ---------------------------------------
@@ -165,9 +177,19 @@ def record_generate(model, tokenizer, *args, **kwargs):
 
 
 # -- the browser ----------------------------------------------------------------------------------
-def serve_command(command: str, host: str, port: int, title: str, public_url: str | None = None) -> None:
-    """Serve `command` (a shell command running the debugger) to browsers with textual-serve until Ctrl+C;
-    ImportError when textual-serve is not installed."""
+def serve_command(command: str, host: str, port: int, title: str, public_url: str | None = None) -> bool:
+    """Serve `command` (a shell command running the debugger) to browsers with textual-serve until Ctrl+C
+    or SIGTERM; True when one of them stopped it. ImportError when textual-serve is not installed."""
     from textual_serve.server import Server
 
-    Server(command, host=host, port=port, title=title, public_url=public_url).serve()
+    server = Server(command, host=host, port=port, title=title, public_url=public_url)
+    stopped = []
+    request_exit = server.request_exit
+
+    def on_signal() -> None:  # the server's own handler for SIGINT and SIGTERM, noted
+        stopped.append(True)
+        request_exit()
+
+    server.request_exit = on_signal
+    server.serve()
+    return bool(stopped)

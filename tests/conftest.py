@@ -1,12 +1,40 @@
-"""Shared test fixtures: the committed fixture trace, tiny live models, the async backend."""
+"""Shared test fixtures: the committed fixture trace, tiny live models, the async backend, and a
+private temporary directory for the whole run."""
 
 from __future__ import annotations
 
 import os
+import re
+import tempfile
 
 import pytest
 
 from tests.support.paths import FIXTURE
+
+OWN_LIVE_DIR = re.compile(rf"stepscope-live-{os.getpid()}-")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def private_tmpdir(tmp_path_factory):
+    """TMPDIR (and `tempfile`) point at a directory inside pytest's base temp, which pytest removes
+    after a passing run (pyproject: tmp_path_retention_policy); subprocesses inherit it. Nothing of
+    this run's stepscope may be left in the real temporary directory."""
+    real = tempfile.gettempdir()
+    before = set(os.listdir(real))
+    private = str(tmp_path_factory.mktemp("tmpdir"))
+    previous = os.environ.get("TMPDIR")
+    os.environ["TMPDIR"] = private
+    tempfile.tempdir = None  # gettempdir() reads TMPDIR again
+    try:
+        yield private
+    finally:
+        if previous is None:
+            os.environ.pop("TMPDIR", None)
+        else:
+            os.environ["TMPDIR"] = previous
+        tempfile.tempdir = None
+    left = sorted(n for n in set(os.listdir(real)) - before if OWN_LIVE_DIR.match(n))
+    assert not left, f"the tests left {left} in {real}"
 
 
 @pytest.fixture

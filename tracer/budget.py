@@ -12,7 +12,9 @@ trace still does not fit, the run is refused before it starts, naming what would
 
 from __future__ import annotations
 
+import os
 import re
+import stat
 from dataclasses import dataclass
 
 from .estimate import step_bytes
@@ -24,6 +26,27 @@ ROWS_KEPT = 64
 MARGIN = 1.1  # the estimate (tracer/estimate.py) came within 5% of real traces; keep 10% spare
 _MAP_SUFFIXES = ("attn.hook_attn_scores", "attn.hook_pattern")
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?)i?b?\s*$", re.IGNORECASE)
+
+
+def disk_bytes(path: str) -> int:
+    """What a trace directory takes on disk: the apparent size of every entry under it, step files,
+    manifest, log, tokenizer, lens file and branches alike (what `du --apparent-size -b` counts).
+    Links are counted as links, never followed; entries that vanish while counting are skipped."""
+    total = 0
+    pending = [path]
+    while pending:
+        current = pending.pop()
+        try:
+            st = os.lstat(current)
+        except OSError:
+            continue
+        total += st.st_size
+        if stat.S_ISDIR(st.st_mode):
+            try:
+                pending += [os.path.join(current, name) for name in os.listdir(current)]
+            except OSError:
+                continue
+    return total
 
 
 def parse_size(text: str) -> int:

@@ -4,7 +4,9 @@ Steps pair by index (step 0 the prefill, step i the i-th generated token). Two p
 token length compare position by position; unequal prompts align at the END of the prompt (the
 prefill's last rows pair, and every later position is shifted by the length difference), and
 the result says so. Per step, for every layer, the residual stream at the predicting (last)
-position diverges by rel = |a − b| / |a| and cosine(a, b).
+position diverges by rel = |a − b| / |a| and cosine(a, b). Divergences are ranked only at steps
+whose predicting position was fed the same token in both runs (`same_input`): where the fed
+tokens differ, the residual differs from layer 0 on because the input does, which says nothing.
 
     d = compare(trace_a, trace_b)
     d.identical, d.first_token, d.first_step, d.steps[i].layers   # [(rel, cos)] per layer
@@ -34,6 +36,7 @@ class StepDiff:
     token_b: dict
     layers: list[tuple[float, float]]  # per layer (relative norm of b − a, cosine) of resid_post's last row
     differs: list[str] = field(default_factory=list)  # names whose values differ (forward order)
+    same_input: bool = True  # both runs fed the same token at the predicting (last) position
 
     @property
     def max_rel(self) -> float:
@@ -61,16 +64,23 @@ class TraceDiff:
     steps: list[StepDiff]
     first_difference: Difference | None  # the first differing value in forward order, None when identical
     extra_steps: tuple[int, int]  # steps beyond the common ones in A and in B
+    first_input_step: int | None = None  # first step fed a different token at its predicting position
+
+    @property
+    def comparable_steps(self) -> list[StepDiff]:
+        """The steps whose predicting position was fed the same token in both runs."""
+        return [s for s in self.steps if s.same_input]
 
     @property
     def identical(self) -> bool:
         return self.first_difference is None and self.first_token is None and self.extra_steps == (0, 0)
 
     def diverging_layers(self, n: int = 3) -> list[tuple[int, int, float, float]]:
-        """(step, layer, rel, cos) of the n largest residual divergences (n >= 0)."""
+        """(step, layer, rel, cos) of the n largest residual divergences, among the steps fed the
+        same token at the predicting position (elsewhere the inputs differ, so the residuals do)."""
         if type(n) is not int or n < 0:
             raise ValueError(f"the number of layers to list must be 0 or more, got {n!r}")
-        rows = [(s.index, i, r, c) for s in self.steps for i, (r, c) in enumerate(s.layers)]
+        rows = [(s.index, i, r, c) for s in self.comparable_steps for i, (r, c) in enumerate(s.layers)]
         return sorted(rows, key=lambda row: -row[2])[:n]
 
 
@@ -130,8 +140,16 @@ def _first_index(x: np.ndarray, y: np.ndarray) -> tuple[int, ...] | None:
     return tuple(int(i) for i in np.unravel_index(int(np.argmin(same.reshape(-1))), x.shape))
 
 
-def _step_diff(a, b, i: int, n_layers: int) -> tuple[StepDiff, Difference | None]:
+def _fed_token(trace, step, shift: int = 0) -> int | None:
+    """The token id fed at a step's predicting (last) position, `shift` added to the position."""
+    pos = step.positions[1] - 1 + shift
+    return int(trace.tokens[pos]["id"]) if 0 <= pos < len(trace.tokens) else None
+
+
+def _step_diff(a, b, i: int, n_layers: int, shift: int = 0) -> tuple[StepDiff, Difference | None]:
     sa, sb = a.steps[i], b.steps[i]
+    fed_a = _fed_token(a, sa)
+    same_input = fed_a is not None and fed_a == _fed_token(b, sb) and sb.positions[1] - sa.positions[1] == shift
     layers = []
     for layer in range(n_layers):
         name = f"blocks.{layer}.hook_resid_post"
@@ -154,7 +172,7 @@ def _step_diff(a, b, i: int, n_layers: int) -> tuple[StepDiff, Difference | None
         differs.append(name)
         if first is None:
             first = Difference(i, name, (), None, float("nan"), float("nan"))
-    return StepDiff(i, sa.token, sb.token, layers, differs), first
+    return StepDiff(i, sa.token, sb.token, layers, differs, same_input), first
 
 
 def compare(a, b) -> TraceDiff:
@@ -175,11 +193,13 @@ def compare(a, b) -> TraceDiff:
     n = min(len(a.steps), len(b.steps))
     steps, first_diff = [], None
     for i in range(n):
-        sd, first = _step_diff(a, b, i, int(a.model["n_layers"]))
+        sd, first = _step_diff(a, b, i, int(a.model["n_layers"]), shift)
         steps.append(sd)
         first_diff = first_diff or first
     first_step = next((s.index for s in steps if s.token_a.get("id") != s.token_b.get("id")), None)
-    return TraceDiff(aligned, shift, first_token, first_step, steps, first_diff, (len(a.steps) - n, len(b.steps) - n))
+    first_input = next((s.index for s in steps if not s.same_input), None)
+    return TraceDiff(aligned, shift, first_token, first_step, steps, first_diff, (len(a.steps) - n, len(b.steps) - n),
+                     first_input)
 
 
 def _tok(token: dict) -> str:
@@ -195,6 +215,10 @@ def summary(d: TraceDiff, top: int = 3) -> str:
         return "\n".join(lines + [f"identical: {len(d.steps)} steps, every token and tensor equal"])
     if d.first_token is not None:
         lines.append(f"first differing token: position {d.first_token} (of A)")
+    if d.first_input_step is not None:
+        fed = len(d.comparable_steps)
+        lines.append(f"inputs differ: step {d.first_input_step} is the first fed a different token at its predicting "
+                     f"position; {fed} of {len(d.steps)} common steps were fed the same token")
     if d.first_step is not None:
         s = d.steps[d.first_step]
         lines.append(f"first step choosing differently: step {s.index}: A {_tok(s.token_a)} vs B {_tok(s.token_b)}")
@@ -208,7 +232,8 @@ def summary(d: TraceDiff, top: int = 3) -> str:
         lines.append(f"steps only in A: {d.extra_steps[0]}, only in B: {d.extra_steps[1]}")
     worst = [row for row in d.diverging_layers(top) if row[2] > 0]
     if worst:
-        lines.append("residual divergence at the predicting position (rel |b−a|/|a|, cos):")
+        scope = " (steps fed the same token)" if d.first_input_step is not None else ""
+        lines.append(f"residual divergence at the predicting position{scope} (rel |b−a|/|a|, cos):")
         lines += [f"  step {s} layer {layer}: rel {rel:.3g}, cos {cos:.4f}" for s, layer, rel, cos in worst]
     return "\n".join(lines)
 

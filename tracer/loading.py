@@ -9,10 +9,15 @@ from __future__ import annotations
 
 import hashlib
 import os
+import socket
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
+from urllib.parse import urlparse
 
 import torch
+from huggingface_hub import constants as hf_constants
+from huggingface_hub import try_to_load_from_cache
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from .model_spec import DEFAULT_MODEL, DEFAULT_NAME, ModelLoadError, check_spec, default_alias, default_gguf_path
@@ -135,7 +140,55 @@ def load_model(
 
 
 def check_model_options(spec: str | None, device: str, dtype: str) -> None:
-    """Refuse at once what `load_model` would refuse before loading: the device, the dtype, a missing path."""
+    """Refuse at once what `load_model` would refuse before loading: the device, the dtype, a missing
+    path, a hub id that is neither in the local cache nor reachable (no network wait)."""
     resolve_device(device)
     resolve_dtype(dtype)
     check_spec(spec)
+    check_hub_id(spec)
+
+
+HUB_PROBE_SECONDS = 2.0
+
+
+def hub_offline() -> bool:
+    """HF_HUB_OFFLINE / TRANSFORMERS_OFFLINE, read now (huggingface_hub reads them at import)."""
+    truthy = ("1", "ON", "YES", "TRUE")
+    return bool(hf_constants.HF_HUB_OFFLINE) or any(
+        os.environ.get(k, "").upper() in truthy for k in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"))
+
+
+def hub_reachable(timeout: float = HUB_PROBE_SECONDS) -> bool:
+    """A TCP connection to the hub's endpoint opens within `timeout` seconds (name lookup included)."""
+    url = urlparse(hf_constants.ENDPOINT)
+    host, port = url.hostname or "huggingface.co", url.port or (443 if url.scheme != "http" else 80)
+    result: list[bool] = []
+
+    def probe() -> None:
+        try:
+            socket.create_connection((host, port), timeout=timeout).close()
+            result.append(True)
+        except OSError:
+            result.append(False)
+
+    thread = threading.Thread(target=probe, daemon=True)
+    thread.start()
+    thread.join(timeout)
+    return bool(result and result[0])
+
+
+def check_hub_id(spec: str | None) -> None:
+    """ModelLoadError for a spec that can only be a hub id (not the embedded model, a .gguf or a
+    directory) when it is not in the local Hugging Face cache and the hub is offline or unreachable."""
+    if spec is None or default_alias(spec) or spec.endswith(".gguf") or os.path.isdir(spec):
+        return
+    try:
+        cached = try_to_load_from_cache(spec, "config.json")
+    except ValueError:  # not a valid repo id either
+        raise ModelLoadError(f"no such model: {spec!r} is not a model directory, a .gguf file or a hub id") from None
+    if isinstance(cached, str):
+        return
+    if hub_offline():
+        raise ModelLoadError(f"cannot load model {spec!r}: it is not in the local Hugging Face cache and the hub is offline (HF_HUB_OFFLINE)")
+    if not hub_reachable():
+        raise ModelLoadError(f"cannot load model {spec!r}: it is not in the local Hugging Face cache and {hf_constants.ENDPOINT} cannot be reached")

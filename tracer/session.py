@@ -11,7 +11,7 @@ import datetime as _dt
 import inspect
 import os
 import platform
-import tempfile
+import shutil
 import time
 from dataclasses import asdict, dataclass, replace
 from typing import cast
@@ -35,12 +35,11 @@ from .names import NameFilter, block_name, expand_norm_names
 from .reader import Step, Trace
 from .recorder import Recorder
 from .sampler import Sampler, SamplerSettings
+from .scratch import LIVE_DIR_PREFIX, make_live_dir
 from .staging import SLOTS, HostStager
 from .step_arrays import StepArrays
-from .trace_format import LENS_FILE, SCHEMA, SCHEMA_VERSION, TOKENIZER_FILE
+from .trace_format import BRANCHES_DIR, LENS_FILE, SCHEMA, SCHEMA_VERSION, TEMP_PREFIX, TOKENIZER_FILE, TraceWriteError
 from .writer import TraceWriter, copy_trace, nonfinite_names
-
-LIVE_DIR_PREFIX = "stepscope-live-"  # a session without `out` records into a fresh temporary directory
 
 DEFAULT_PROMPT = "The capital of France is"
 
@@ -110,6 +109,17 @@ def cache_kwarg(model) -> str:
     except (TypeError, ValueError):
         return "past_key_values"
     return "cache" if "cache" in params else "past_key_values"
+
+
+def make_parents(out: str) -> None:
+    """Create the missing parent directories of an output directory (like `mkdir -p`); what cannot
+    be created is left for the writer to refuse in one line."""
+    parent = os.path.dirname(os.path.abspath(out))
+    if not os.path.isdir(parent):
+        try:
+            os.makedirs(parent, exist_ok=True)
+        except OSError:
+            pass
 
 
 class _Clock:
@@ -188,7 +198,9 @@ class LiveSession:
         self.special = set(int(i) for i in (getattr(tokenizer, "all_special_ids", []) or []))
         self.names = recorded_names(self.adapter)
         self.plan = self._budget_plan(facts, budget_bytes(budget))
-        self.path = out or tempfile.mkdtemp(prefix=LIVE_DIR_PREFIX)
+        if out:
+            make_parents(out)
+        self.path = out or make_live_dir()  # removed when the process exits (tracer/scratch.py)
         manifest = {
             "schema": SCHEMA,
             "schema_version": SCHEMA_VERSION,
@@ -495,14 +507,25 @@ class LiveSession:
 
     # -- output -------------------------------------------------------------------------------
     def save(self, path: str) -> str:
-        """Copy the trace so far to `path` (step files first, manifest last)."""
+        """Copy the whole session so far to `path`: the trace (step files first, manifest last) and
+        every branch made of it (`branches/`, as recorded), so the copy reopens with all its runs.
+        Branch sessions write their steps before `step()` returns; the caller holds them still."""
         self.writer.flush()
         if os.path.abspath(path) == os.path.abspath(self.path):
             return path
-        return copy_trace(self.writer.manifest, self.path, path)
+        written = copy_trace(self.writer.manifest, self.path, path)
+        branches = os.path.join(self.path, BRANCHES_DIR)
+        if os.path.isdir(branches):
+            try:
+                shutil.copytree(branches, os.path.join(written, BRANCHES_DIR), symlinks=True,
+                                ignore=shutil.ignore_patterns(f"{TEMP_PREFIX}*"))
+            except OSError as exc:
+                raise TraceWriteError(f"cannot save the branches to {written}: {exc.strerror or exc}") from None
+        return written
 
     def close(self, stop_reason: str | None = None) -> None:
-        """Flush and finish the manifest. A temporary session directory is kept until the process ends."""
+        """Flush and finish the manifest. A temporary session directory is kept until the process ends
+        (tracer/scratch.py removes it then)."""
         if self._closed:
             return
         self._closed = True
@@ -541,4 +564,4 @@ def _versions() -> dict:
     }
 
 
-__all__ = ["DEFAULT_PROMPT", "BudgetError", "GenerationSettings", "LiveSession", "PromptError", "block_name", "recorded_names"]
+__all__ = ["DEFAULT_PROMPT", "LIVE_DIR_PREFIX", "BudgetError", "GenerationSettings", "LiveSession", "PromptError", "block_name", "recorded_names"]

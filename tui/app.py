@@ -86,7 +86,7 @@ class StepscopeApp(LiveWorkers, App[None]):
     TITLE = "stepscope"
     ENABLE_COMMAND_PALETTE = True
     COMMANDS = App.COMMANDS | set(PROVIDERS)
-    BINDINGS = [Binding("ctrl+c", "quit", "Quit", show=False, priority=True, tooltip="Quit"),
+    BINDINGS = [Binding("ctrl+c", "interrupt", "Quit", show=False, priority=True, tooltip="Quit (exit status 130)"),
                 Binding("ctrl+p", "command_palette", "Palette", show=False, priority=True,
                         tooltip="Command palette: go to a step (number or token text), layer, head, tensor, pane; "
                                 "add a breakpoint or a watch")]
@@ -129,6 +129,8 @@ class StepscopeApp(LiveWorkers, App[None]):
         self._reported: set[str] = set()
         self.crash: BaseException | None = None
         """The exception that ended the app, if one did (the CLI then exits 1)."""
+        self.load_failure: BaseException | None = None
+        """Why the model did not load, when closing that error ended the app (the CLI prints it)."""
 
     # -- lifecycle ------------------------------------------------------------------------------
     def get_default_screen(self) -> MainScreen:
@@ -450,11 +452,12 @@ class StepscopeApp(LiveWorkers, App[None]):
             if worker is self._live_worker:
                 self.link.pause.clear()
                 self._set_busy(False, title.lower())
-            hint = (
-                "no model is loaded: q quits" if worker.name == "load" and self.session is None
-                else "the session and its recorded steps are still usable"
-            )
-            self.report_error(title, error if error is not None else "unknown error", hint=hint)
+            if worker.name == "load" and self.session is None:  # nothing to debug: closing the dialog quits
+                self.report_error(title, error if error is not None else "unknown error",
+                                  hint="no model is loaded: closing this quits", on_close=partial(self._load_failed, error))
+                return
+            self.report_error(title, error if error is not None else "unknown error",
+                              hint="the session and its recorded steps are still usable")
         elif event.state == WorkerState.CANCELLED and worker is self._live_worker:
             # (starting an exclusive worker also "cancels" the previous one when it has finished
             # but not yet reported: only the current worker's cancellation changes the state)
@@ -482,8 +485,9 @@ class StepscopeApp(LiveWorkers, App[None]):
         plain = message.plain if isinstance(message, Text) else str(message)
         super().notify(inert(plain), title=inert(title), severity=severity, timeout=timeout, markup=False)
 
-    def report_error(self, title: str, error: BaseException | str, hint: str = "") -> None:
-        """Show an error dialog (once per distinct message); the debugger stays usable."""
+    def report_error(self, title: str, error: BaseException | str, hint: str = "", on_close=None) -> None:
+        """Show an error dialog (once per distinct message); the debugger stays usable. `on_close`
+        runs when the dialog closes."""
         message = error if isinstance(error, str) else f"{type(error).__name__}: {error}"
         message = inert(message)
         if message in self._reported:
@@ -495,7 +499,17 @@ class StepscopeApp(LiveWorkers, App[None]):
             self.exit(return_code=1)
             return
         self._stop_continuing()
-        self.push_screen(ErrorScreen(title, message, hint=hint or "the rest of the debugger is still usable"))
+        self.push_screen(ErrorScreen(title, message, hint=hint or "the rest of the debugger is still usable"),
+                         (lambda _: on_close()) if on_close is not None else None)
+
+    def _load_failed(self, error: BaseException | None) -> None:
+        """The model did not load and its dialog closed: the app ends (exit 2 for bad input, else 1)."""
+        self.load_failure = error if error is not None else RuntimeError("the model did not load")
+        self.exit(return_code=1)
+
+    def action_interrupt(self) -> None:
+        """Ctrl-C: quit with exit status 130, like an interrupted command."""
+        self.exit(return_code=130)
 
     async def _dispatch_action(self, namespace, action_name: str, params) -> bool:
         try:
@@ -642,11 +656,12 @@ class StepscopeApp(LiveWorkers, App[None]):
             if value:
                 path = os.path.abspath(os.path.expanduser(value))
                 self._set_state(f"writing {path}…")
-                self.save_session(self.session, path)
+                root = self.branches.sessions[""] if self.branches is not None else self.session
+                self.save_session(root, path)  # the whole session: the original and every branch
 
         self.push_screen(
             PromptScreen("Write the live session to a trace directory", value=default,
-                         hint="Enter writes (steps so far) · Esc cancels", check=check),
+                         hint="Enter writes every run (steps so far) · Esc cancels", check=check),
             done,
         )
 

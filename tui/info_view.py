@@ -6,6 +6,7 @@ from rich.console import Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
+from stepscope.tracer.budget import disk_bytes
 from stepscope.tracer.inert import inert
 from stepscope.tracer.names import FAMILY_EXTRAS
 from stepscope.tracer.trace_format import human_bytes
@@ -97,7 +98,7 @@ def trace_summary(trace) -> Group:
         ("generated", repr(generated)),
         ("sampling", ", ".join(f"{k}={v}" for k, v in m["generation"].items())),
         ("dtype", f"model {(m.get('dtype') or {}).get('model')}, stored {(m.get('dtype') or {}).get('stored')}"),
-        ("size", human_bytes(trace.nbytes)),
+        ("size", human_bytes(disk_bytes(trace.path))),  # every file, as `du --apparent-size` counts
     ]
     for label, value in rows:
         t.add_row(label, Text(inert(value, 2000)))  # data, never markup nor terminal control

@@ -14,16 +14,25 @@ from stepscope import seam
 from stepscope.tracer.budget import parse_size
 from stepscope.tracer.inert import inert
 from stepscope.tracer.names import BLOCK_NAMES, FINAL_NAMES, HEAD_NAMES, SAMPLING_NAMES
+from stepscope.tracer.trace_format import TraceError
 
 EXIT_OK = 0
 EXIT_INTERNAL = 1  # an unexpected failure (and `diff`: the traces differ)
 EXIT_USAGE = 2  # bad input: an option, a path, a trace, a model
 EXIT_INTERRUPTED = 130  # Ctrl-C
+EXIT_TERMINATED = 143  # SIGTERM
+USER_ERRORS = {"ModelLoadError", "UnsupportedModel", "PromptError"}  # recording-side errors, named, not imported
 MAX_SEED = 2**63 - 1
 
 
 class CliError(Exception):
     """A one-line message for stderr."""
+
+
+def is_user_error(exc: BaseException) -> bool:
+    """Bad input (exit 2) rather than a failure of stepscope (exit 1)."""
+    names = {c.__name__ for c in type(exc).__mro__}
+    return isinstance(exc, (CliError, TraceError, ValueError, FileNotFoundError)) or bool(names & USER_ERRORS)
 
 
 # -- argument parsing ----------------------------------------------------------------------------
@@ -200,8 +209,19 @@ def check_terminal() -> None:
 
 
 def run_app(app) -> int:
-    """Run the app; an uncaught exception inside it is one line and a non-zero exit, never 0."""
+    """Run the app; its exit status (`exit_status`)."""
     app.run()
+    return exit_status(app)
+
+
+def exit_status(app) -> int:
+    """The status of an app that has ended: an uncaught exception inside it is one line and 1, never 0;
+    a model that failed to load is its one line and 2 (bad input) or 1; Ctrl-C 130; else 0."""
+    if app.load_failure is not None:
+        failure = app.load_failure
+        text = str(failure).strip().splitlines()
+        print(f"stepscope: {inert(text[0] if text else type(failure).__name__, 500)}", file=sys.stderr)
+        return EXIT_USAGE if is_user_error(failure) else EXIT_INTERNAL
     if app.crash is not None:
         print(inert(f"stepscope: internal error: {type(app.crash).__name__}: {app.crash}", newlines=True).splitlines()[0]
               + " (STEPSCOPE_DEBUG=1 shows the traceback)", file=sys.stderr)

@@ -8,24 +8,33 @@
     stepscope diff TRACE_A TRACE_B          compare two traces of the same model
     stepscope serve TRACE_DIR|--model M     the debugger in a browser (textual-serve)
 
-Bad input prints one line on stderr and exits 2; Ctrl-C exits 130; an internal error is one line
-and exit 1. Set STEPSCOPE_DEBUG=1 for tracebacks.
+Bad input prints one line on stderr and exits 2; Ctrl-C exits 130 (SIGTERM 143); an internal error is
+one line and exit 1. Set STEPSCOPE_DEBUG=1 for tracebacks.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
 
 from stepscope.cli import diff, info, run, serve, trace, view
-from stepscope.cli.common import EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_USAGE, CliError, DefaultsFormatter, SubParser
+from stepscope.cli.common import (
+    EXIT_INTERNAL,
+    EXIT_INTERRUPTED,
+    EXIT_TERMINATED,
+    EXIT_USAGE,
+    CliError,
+    DefaultsFormatter,
+    SubParser,
+    is_user_error,
+)
 from stepscope.tracer import __version__
 from stepscope.tracer.inert import inert
-from stepscope.tracer.trace_format import TraceError
+from stepscope.tracer.scratch import remove_owned, remove_stale_live_dirs
 
 COMMANDS = {"trace": trace, "run": run, "view": view, "info": info, "serve": serve, "diff": diff}  # parser order
-USER_ERRORS = {"ModelLoadError", "UnsupportedModel", "PromptError"}  # recording-side errors, named, not imported
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -54,7 +63,9 @@ def main(argv: list[str] | None = None) -> int:
             print(f"stepscope: argument {i + 1} is not valid UTF-8: {inert(arg)}", file=sys.stderr)
             return EXIT_USAGE
     args = parse_args(argv)
+    previous = signal.signal(signal.SIGTERM, terminated)
     try:
+        remove_stale_live_dirs()  # the temporary directories of killed runs (tracer/scratch.py)
         return COMMANDS[args.command].run(args)
     except KeyboardInterrupt:
         print("stepscope: interrupted", file=sys.stderr)
@@ -64,12 +75,14 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"stepscope: {inert(one_line(exc), 500)}", file=sys.stderr)
         return EXIT_USAGE if is_user_error(exc) else EXIT_INTERNAL
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        remove_owned()  # this run's temporary live directories, on every exit path
 
 
-def is_user_error(exc: Exception) -> bool:
-    """Bad input (exit 2) rather than a failure of stepscope (exit 1)."""
-    names = {c.__name__ for c in type(exc).__mro__}
-    return isinstance(exc, (CliError, TraceError, ValueError, FileNotFoundError)) or bool(names & USER_ERRORS)
+def terminated(signum, frame):
+    """SIGTERM ends the run like an exception: `finally` blocks run and temporary directories go."""
+    raise SystemExit(EXIT_TERMINATED)
 
 
 def one_line(exc: Exception) -> str:

@@ -13,7 +13,15 @@ import shlex
 import sys
 
 from stepscope import seam
-from stepscope.cli.common import EXIT_OK, CliError, generation_options, generation_settings, model_options
+from stepscope.cli.common import (
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    CliError,
+    check_model_options,
+    generation_options,
+    generation_settings,
+    model_options,
+)
 from stepscope.tracer import load_trace
 
 
@@ -33,11 +41,12 @@ def app_command(app_argv: list[str]) -> str:
     return shlex.join([sys.executable, "-m", "stepscope", *app_argv])
 
 
-def serve(app_argv: list[str], host: str = "127.0.0.1", port: int = 8000, public_url: str | None = None) -> None:
-    """Serve the debugger started with `app_argv` (e.g. ["view", TRACE]) until Ctrl+C."""
+def serve(app_argv: list[str], host: str = "127.0.0.1", port: int = 8000, public_url: str | None = None) -> bool:
+    """Serve the debugger started with `app_argv` (e.g. ["view", TRACE]) until Ctrl+C or SIGTERM;
+    True when a signal stopped it."""
     title = "stepscope " + " ".join(app_argv[:2])
     try:
-        seam.serve_command(app_command(app_argv), host=host, port=port, title=title, public_url=public_url)
+        return seam.serve_command(app_command(app_argv), host=host, port=port, title=title, public_url=public_url)
     except ImportError:
         raise CliError("stepscope serve needs textual-serve: pip install textual-serve") from None
 
@@ -65,8 +74,9 @@ def run(args) -> int:
         app_argv = ["view", os.path.abspath(args.trace_dir)]
     else:
         generation_settings(args)  # invalid settings are one line here
+        check_model_options(args)  # so is a model no browser tab could load
         app_argv = ["run", *forwarded_options(args)]
     if not 0 < args.port < 65536:
         raise CliError(f"--port must be in 1..65535 (got {args.port})")
-    serve(app_argv, host=args.host, port=args.port, public_url=args.public_url)
-    return EXIT_OK
+    stopped = serve(app_argv, host=args.host, port=args.port, public_url=args.public_url)
+    return EXIT_INTERRUPTED if stopped else EXIT_OK

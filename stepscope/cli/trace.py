@@ -9,8 +9,17 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from stepscope import seam
-from stepscope.cli.common import EXIT_INTERRUPTED, EXIT_OK, generation_options, generation_settings, model_options, open_session
+from stepscope.cli.common import (
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    check_model_options,
+    generation_options,
+    generation_settings,
+    model_options,
+    open_session,
+)
 from stepscope.tracer import load_trace
+from stepscope.tracer.budget import disk_bytes
 from stepscope.tracer.inert import inert
 from stepscope.tracer.trace_format import human_bytes
 
@@ -31,6 +40,7 @@ def run(args) -> int:
     console = Console(stderr=True)
     settings = generation_settings(args)
     seam.check_out_dir(args.out)
+    check_model_options(args)  # a missing model or an unreachable hub id: one line at once
     seam.quiet_transformers()
     columns = [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn()]
     with Progress(*columns, console=console, transient=False) as progress:
@@ -56,6 +66,6 @@ def run(args) -> int:
     text = "".join(t["text"] for t in tr.tokens[tr.prompt_len :])
     out = Console()
     say(out, f"trace: {inert(os.path.abspath(args.out))}")
-    say(out, f"steps: {len(tr.steps)}  size: {human_bytes(tr.nbytes)}  stop: {inert(tr.manifest['stop_reason'])}")
+    say(out, f"steps: {len(tr.steps)}  size: {human_bytes(disk_bytes(tr.path))}  stop: {inert(tr.manifest['stop_reason'])}")
     say(out, f"generated: {inert(repr(text))}")
     return EXIT_OK

@@ -1,12 +1,16 @@
-"""The README's Python examples run as written, on a tiny model instead of the hub's SmolLM2."""
+"""The README's Python examples run as written: recording on the embedded SmolLM2 offline, reading on a
+tiny model's trace."""
 
 from __future__ import annotations
 
 import os
 import re
+import subprocess
+import sys
 
 import pytest
 
+from stepscope.tracer import load_trace
 from stepscope.tracer.session import GenerationSettings, LiveSession
 from tests.support.paths import README
 from tests.support.tiny_models import byte_tokenizer, tiny_model
@@ -39,15 +43,20 @@ def test_the_examples_are_there():
     assert set(BLOCKS) >= {"record", "read", "tl"}
 
 
-def test_record_example(paths, capsys):
-    scope = _run("record", paths, **{'"HuggingFaceTB/SmolLM2-135M-Instruct"': repr(str(paths / "model")),
-                                     '"traces/mine"': repr(str(paths / "mine"))})
-    trace = scope["trace"]
-    assert len(trace.steps) == 8 and os.path.isfile(paths / "mine" / "manifest.json")
-    stages = trace.steps[0].sampling["stages"]
-    assert [s["name"] for s in stages] == ["raw", "MinLengthLogitsProcessor", "TemperatureLogitsWarper", "TopKLogitsWarper"]
-    assert stages[1]["kept"] == stages[0]["kept"] - 1 and stages[-1]["kept"] == 50
-    assert "TopKLogitsWarper" in capsys.readouterr().out
+def test_record_example_runs_as_written_offline_in_an_empty_folder(smollm2_cache, tmp_path):
+    """The example as written, in a fresh interpreter, in an empty folder (traces/ does not exist),
+    with the hub offline: `stepscope.load_model("smollm2")` is the embedded model."""
+    folder = tmp_path / "empty"
+    folder.mkdir()
+    script = tmp_path / "example.py"
+    script.write_text(BLOCKS["record"], encoding="utf-8")
+    env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", CUDA_VISIBLE_DEVICES="")
+    r = subprocess.run([sys.executable, str(script)], cwd=folder, capture_output=True, text=True, timeout=600, env=env)
+    assert r.returncode == 0, r.stderr[-2000:]
+    expected = re.search(r"^# (\[\('raw'.*)$", BLOCKS["record"], re.M).group(1)
+    assert r.stdout.strip().splitlines()[-1] == expected  # the output the README shows
+    trace = load_trace(str(folder / "traces" / "mine"))
+    assert len(trace.steps) == 8 and trace.model["vocab_size"] == 49152
 
 
 def test_read_example(paths, capsys):

@@ -266,7 +266,7 @@ async def test_ctrl_c_quits(fixture_trace):
         await pilot.press("ctrl+c")
         await pilot.pause()
         assert app._exit
-    assert app.return_code == 0
+    assert app.return_code == 130  # the README's status for Ctrl-C
 
 
 # -- errors in views are dialogs, strings are inert -----------------------------------------------------
