@@ -9,7 +9,16 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from stepscope import seam
-from stepscope.cli.common import EXIT_INTERRUPTED, EXIT_OK, generation_options, generation_settings, model_options, open_session
+from stepscope.cli.common import (
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    generation_options,
+    generation_settings,
+    model_options,
+    open_session,
+    parallel_options,
+    rank,
+)
 from stepscope.tracer import load_trace
 from stepscope.tracer.inert import inert
 from stepscope.tracer.trace_format import human_bytes
@@ -19,6 +28,7 @@ def add_parser(sub) -> None:
     t = sub.add_parser("trace", help="record a trace to disk")
     model_options(t)
     generation_options(t)
+    parallel_options(t)
     t.add_argument("--out", required=True, help="trace directory to write (an existing trace there is replaced once the new one has its first step)")
 
 
@@ -28,7 +38,8 @@ def say(console: Console, text: str) -> None:
 
 
 def run(args) -> int:
-    console = Console(stderr=True)
+    leader = rank(args) == 0  # under --tensor-parallel only rank 0 shows progress and the summary
+    console = Console(stderr=True, quiet=not leader)
     settings = generation_settings(args)
     seam.check_out_dir(args.out)
     seam.quiet_transformers()
@@ -52,6 +63,8 @@ def run(args) -> int:
             kept = session.writer.steps_written
             say(console, f"interrupted: {inert(args.out)} keeps its {kept} complete steps")
             return EXIT_INTERRUPTED
+    if not leader:
+        return EXIT_OK
     tr = load_trace(args.out)
     text = "".join(t["text"] for t in tr.tokens[tr.prompt_len :])
     out = Console()
