@@ -93,3 +93,19 @@ def test_tensor_parallel_outside_torchrun_is_refused(tiny_dir, tmp_path, capsys,
     monkeypatch.delenv("WORLD_SIZE", raising=False)
     assert main(trace_args(tiny_dir, tmp_path / "out", "--tensor-parallel")) == 2
     assert "runs under torchrun" in capsys.readouterr().err
+
+
+def test_a_failing_rank_ends_every_rank_and_keeps_the_complete_steps(tiny_dir, tmp_path):
+    """The last rank fails in its third step: each rank ends with one `stepscope:` line, the run exits
+    non-zero, and rank 0's trace reads to its last complete step."""
+    script = os.path.join(os.path.dirname(__file__), "..", "support", "tp_failing_rank.py")
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": "", "PYTHONWARNINGS": "ignore"}
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2", script,
+               *trace_args(tiny_dir, tmp_path / "out", "--tensor-parallel")]
+    result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=120)
+    assert result.returncode != 0
+    lines = [line for line in result.stderr.splitlines() if line.startswith("stepscope:")]
+    assert len(lines) == 2 and "injected failure on the last rank" in lines[0] + lines[1]
+    trace = load_trace(str(tmp_path / "out"))
+    assert len(trace.steps) == 2
+    assert trace.steps[1]["blocks.1.attn.hook_z"].shape[1] == 4
