@@ -14,6 +14,7 @@ import pytest
 
 from stepscope.cli.main import main
 from stepscope.tracer import load_trace
+from stepscope.tracer.distributed import TensorParallelError, check_shardable
 from tests.support.tiny_models import byte_tokenizer, tiny_model
 
 PROMPT = "The capital of France is"
@@ -109,3 +110,13 @@ def test_a_failing_rank_ends_every_rank_and_keeps_the_complete_steps(tiny_dir, t
     trace = load_trace(str(tmp_path / "out"))
     assert len(trace.steps) == 2
     assert trace.steps[1]["blocks.1.attn.hook_z"].shape[1] == 4
+
+
+@pytest.mark.parametrize("family,message", [
+    ("mixtral", "mixtral is a mixture of experts (4 experts): stepscope traces tensor parallelism of dense models only (no expert parallelism)"),
+    ("gpt2", "gpt2 models cannot be sharded: transformers has no tensor-parallel plan for them"),
+])
+def test_families_that_cannot_be_sharded_are_refused(family, message):
+    with pytest.raises(TensorParallelError) as caught:
+        check_shardable(tiny_model(family).config, 2)
+    assert str(caught.value) == message
