@@ -17,3 +17,11 @@ echo "== SmolLM2-135M on cuda"
 "$PY" bench/trace_overhead.py --device cuda --repeats 2
 echo "== random Llama-shaped 1B, bfloat16, on cuda"
 "$PY" bench/trace_overhead.py --device cuda --random-llama 1b --dtype bfloat16 --prompt-tokens 128 --new-tokens 64 --repeats 1
+GPUS=$(nvidia-smi -L 2>/dev/null | wc -l || echo 0)
+if [ "$GPUS" -ge 2 ]; then  # several GPUs: tensor-parallel tracing under torchrun (nccl), one rank per GPU
+  echo "== tensor parallel, 2 of $GPUS GPUs"
+  TP_MODEL=$(mktemp -d)
+  "$PY" -c "import sys; from tests.support.tiny_models import tiny_model, byte_tokenizer; m = tiny_model('llama', hidden_size=512, intermediate_size=1536, num_attention_heads=8, num_key_value_heads=4, num_hidden_layers=4); m.save_pretrained(sys.argv[1]); byte_tokenizer().save_pretrained(sys.argv[1])" "$TP_MODEL"
+  "$PY" -m torch.distributed.run --standalone --nproc-per-node 2 bench/tensor_parallel.py "$TP_MODEL" 16
+  rm -rf "$TP_MODEL"
+fi

@@ -18,8 +18,9 @@ from urllib.parse import urlparse
 import torch
 from huggingface_hub import constants as hf_constants
 from huggingface_hub import try_to_load_from_cache
-from transformers import AutoModelForCausalLM, AutoTokenizer
+from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
+from .distributed import TensorParallelError, check_shardable
 from .model_spec import DEFAULT_MODEL, DEFAULT_NAME, ModelLoadError, check_spec, default_alias, default_gguf_path
 
 Progress = Callable[[str, "float | None"], None]
@@ -88,13 +89,16 @@ def _convert_gguf(gguf_path: str, target: str, progress: Progress) -> None:
     os.replace(tmp, target)
 
 
-def _from_pretrained(source: str, device: str, dtype, device_map: str | None):
+def _from_pretrained(source: str, device: str, dtype, device_map: str | None, tp_size: int = 0):
     kwargs = {"dtype": dtype}
-    if device_map:
+    if tp_size:  # sharded over torchrun's ranks by transformers, each rank on its own device
+        check_shardable(AutoConfig.from_pretrained(source), tp_size)
+        kwargs["tp_plan"] = "auto"
+    elif device_map:
         kwargs["device_map"] = device_map
     tokenizer = AutoTokenizer.from_pretrained(source)
     model = AutoModelForCausalLM.from_pretrained(source, **kwargs)
-    if not device_map:
+    if not device_map and not tp_size:
         model.to(device)  # type: ignore[arg-type]  # transformers' stubs wrap `to` with a self-typed decorator
     model.eval()
     return model, tokenizer
@@ -106,8 +110,12 @@ def load_model(
     dtype: str = "auto",
     device_map: str | None = None,
     progress: Progress | None = None,
+    tp_size: int = 0,
 ) -> LoadedModel:
-    """Load `spec` (None/"smollm2" = embedded default, a .gguf, a directory or a hub id)."""
+    """Load `spec` (None/"smollm2" = embedded default, a .gguf, a directory or a hub id); `tp_size`:
+    shard it over that many torchrun ranks (tensor parallelism; TensorParallelError when it cannot be)."""
+    if tp_size and device_map:
+        raise TensorParallelError("--tensor-parallel and --device-map cannot be combined: tensor parallelism places the shards itself")
     progress = progress or (lambda stage, fraction: None)
     dev = resolve_device(device)
     torch_dtype = resolve_dtype(dtype)
@@ -126,7 +134,7 @@ def load_model(
             if not os.path.isdir(source):
                 _convert_gguf(gguf, source, progress)
         progress(f"loading {name}", 0.8)
-        model, tokenizer = _from_pretrained(source, dev, torch_dtype, device_map)
+        model, tokenizer = _from_pretrained(source, dev, torch_dtype, device_map, tp_size)
     except ModelLoadError:
         raise
     except OSError as exc:

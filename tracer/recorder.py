@@ -29,6 +29,7 @@ from torch import nn
 from .adapters.base import Adapter, HookPoint, norm_eps, norm_kind
 from .adapters.base import rows as base_rows
 from .attention import IMPLEMENTATION, RECORDERS, register
+from .distributed import ShardGather, shard_width
 from .internals import attn_implementation
 from .names import NameFilter, block_name
 
@@ -113,6 +114,7 @@ class Recorder:
         self._wrapped: list[tuple[nn.Module, Callable[..., Any] | None]] = []  # (module, its own forward attribute)
         self._attn_modules: list = []
         self.active = False
+        self.shards: ShardGather | None = None  # tensor parallelism: sharded tensors are joined on rank 0 (tracer/distributed.py)
 
     # -- recording -----------------------------------------------------------------------------
     row_limit: int | None = None  # keep only the last rows of attention maps (recording budget)
@@ -137,10 +139,19 @@ class Recorder:
                 part = maps[role][0]  # [n_heads, T, S]
                 if self.row_limit and part.shape[1] > self.row_limit:  # budget (tracer/budget.py)
                     part = part[:, -self.row_limit :].clone()  # [n_heads, row_limit, S]; the full map is freed
-            self.tensors[name] = _detached(part)
+            if self.shards is not None:  # this rank's heads: joined on rank 0 along the head axis
+                self.shards.defer(name, _detached(part), 0 if role in maps else 1)
+            else:
+                self.tensors[name] = _detached(part)
 
     def take(self) -> dict[str, torch.Tensor]:
-        """The step's tensors (norm scale/normalized computed here, batched over all norms)."""
+        """The step's tensors (norm scale/normalized computed here, batched over all norms).
+        Under tensor parallelism rank 0 gets the whole step and the other ranks nothing."""
+        if self.shards is not None:
+            self.tensors.update(self.shards.gather())
+            if self.shards.rank:
+                self.tensors, self._norm_inputs = {}, []
+                return {}
         if self._norm_inputs:
             self._derive_norms()
         out, self.tensors = self.tensors, {}
@@ -220,6 +231,9 @@ class Recorder:
             return with_lens
         if not keep:
             return None
+        width = shard_width(point.module, point.where) if self.shards is not None else None
+        if width is not None:
+            return self._shard_handler(name, get, transform, width, synchronous=name == kept_as)
         if transform is base_rows and pick == 0:  # the common case: [1, T, X] -> [T, X], fewest calls
             Tensor = torch.Tensor
             if point.where == "out":
@@ -242,6 +256,28 @@ class Recorder:
             t = get(a, k, o)
             if t is not None:
                 self.tensors[name] = _detached(transform(t))
+
+        return record
+
+    def _shard_handler(self, name: str, get, transform, width: int, synchronous: bool):
+        """A handler for a tensor that may hold this rank's slice of its last axis (`width` wide):
+        deferred to the step's gather, or, for a transform that reads sharded weights
+        (attn.hook_result), joined at once on every rank."""
+        shards = self.shards
+
+        def record(a, k, o):
+            t = get(a, k, o)
+            if t is None:
+                return
+            if t.shape[-1] != width:  # whole (a gathered output)
+                if synchronous or not shards.rank:
+                    self.tensors[name] = _detached(transform(t))
+            elif synchronous:
+                full = transform(shards.join_now(_detached(t), -1))
+                if not shards.rank:
+                    self.tensors[name] = full
+            else:
+                shards.defer(name, _detached(t), -1, transform)
 
         return record
 

@@ -26,6 +26,8 @@ from .adapters.registry import adapter_for
 from .attention import IMPLEMENTATION
 from .attention import register as register_attention
 from .budget import BudgetError, Plan, budget_bytes, recording_plan
+from .distributed import TensorParallel
+from .distributed import init as init_distributed
 from .inert import TEXT_LIMIT, inert, inert_value
 from .internals import attn_implementation
 from .lens import RESID_ROWS, LogitLens, stored_layout
@@ -159,9 +161,12 @@ class LiveSession:
         background_writer: bool | str = False,
         prompt_ids: list[int] | None = None,
         budget: int | str | None = None,
+        tensor_parallel: TensorParallel | None = None,
     ):
         """`prompt_ids` traces exact token ids (the prompt text is then their decoding); `budget`: bytes
-        or a size like "8G" (None: the default budget)."""
+        or a size like "8G" (None: the default budget). `tensor_parallel`: this rank of a model sharded
+        under torchrun (tracer/distributed.py): rank 0 writes `out`, the other ranks only compute."""
+        self.tensor_parallel = tensor_parallel
         self.settings = settings or GenerationSettings()
         self.settings.validate()
         self.model = model.eval()
@@ -198,6 +203,9 @@ class LiveSession:
         self.special = set(int(i) for i in (getattr(tokenizer, "all_special_ids", []) or []))
         self.names = recorded_names(self.adapter)
         self.plan = self._budget_plan(facts, budget_bytes(budget))
+        if tensor_parallel is not None:
+            self.recorder.shards = tensor_parallel.gather
+            out = tensor_parallel.out_dir(out)
         if out:
             make_parents(out)
         self.path = out or make_live_dir()  # removed when the process exits (tracer/scratch.py)
@@ -317,9 +325,13 @@ class LiveSession:
         progress=None,
         background_writer: bool | str = False,
         budget: int | str | None = None,
+        tensor_parallel: bool = False,
     ) -> LiveSession:
-        """Load a model by spec (None = the embedded SmolLM2) and open a session on it."""
-        loaded = load_model(model, device=device, dtype=dtype, device_map=device_map, progress=progress)
+        """Load a model by spec (None = the embedded SmolLM2) and open a session on it. `tensor_parallel`:
+        shard it over the ranks of torchrun (every rank calls this; tracer/distributed.py)."""
+        tp = TensorParallel(*init_distributed()) if tensor_parallel else None
+        loaded = load_model(model, device=device, dtype=dtype, device_map=device_map, progress=progress,
+                            tp_size=tp.size if tp else 0)
         return cls(
             loaded.model,
             loaded.tokenizer,
@@ -332,6 +344,7 @@ class LiveSession:
             store_dtype=store_dtype,
             background_writer=background_writer,
             budget=budget,
+            tensor_parallel=tp,
         )
 
     # -- stepping -----------------------------------------------------------------------------

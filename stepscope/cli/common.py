@@ -66,6 +66,18 @@ def model_options(p: argparse.ArgumentParser) -> list[argparse.Action]:
     ]
 
 
+def parallel_options(p: argparse.ArgumentParser) -> argparse.Action:
+    return p.add_argument_group("parallelism").add_argument(
+        "--tensor-parallel", action="store_true",
+        help="shard the model's heads and MLP neurons over the ranks of torchrun "
+             "(torchrun --nproc-per-node N -m stepscope ...); rank 0 writes the trace and shows progress (default: off)")
+
+
+def rank(args) -> int:
+    """This process's rank under --tensor-parallel (torchrun's RANK), 0 otherwise."""
+    return int(os.environ.get("RANK", "0") or 0) if getattr(args, "tensor_parallel", False) else 0
+
+
 def generation_options(p: argparse.ArgumentParser) -> list[argparse.Action]:
     g = p.add_argument_group("generation")
     actions = [
@@ -186,6 +198,7 @@ def open_session(args, settings, progress=None, background_writer=False):
             progress=progress,
             background_writer=background_writer,
             budget=args.budget,
+            **({"tensor_parallel": True} if getattr(args, "tensor_parallel", False) else {}),
         )
     except (CliError, KeyboardInterrupt):
         raise

@@ -17,6 +17,8 @@ from stepscope.cli.common import (
     generation_settings,
     model_options,
     open_session,
+    parallel_options,
+    rank,
 )
 from stepscope.tracer import load_trace
 from stepscope.tracer.budget import disk_bytes
@@ -28,6 +30,7 @@ def add_parser(sub) -> None:
     t = sub.add_parser("trace", help="record a trace to disk")
     model_options(t)
     generation_options(t)
+    parallel_options(t)
     t.add_argument("--out", required=True, help="trace directory to write (an existing trace there is replaced once the new one has its first step)")
 
 
@@ -37,7 +40,8 @@ def say(console: Console, text: str) -> None:
 
 
 def run(args) -> int:
-    console = Console(stderr=True)
+    leader = rank(args) == 0  # under --tensor-parallel only rank 0 shows progress and the summary
+    console = Console(stderr=True, quiet=not leader)
     settings = generation_settings(args)
     seam.check_out_dir(args.out)
     check_model_options(args)  # a missing model or an unreachable hub id: one line at once
@@ -62,6 +66,8 @@ def run(args) -> int:
             kept = session.writer.steps_written
             say(console, f"interrupted: {inert(args.out)} keeps its {kept} complete steps")
             return EXIT_INTERRUPTED
+    if not leader:
+        return EXIT_OK
     tr = load_trace(args.out)
     text = "".join(t["text"] for t in tr.tokens[tr.prompt_len :])
     out = Console()

@@ -19,6 +19,7 @@ from typing import Any, cast
 import torch
 from torch import nn
 
+from ..distributed import dense
 from ..names import BLOCK_NAMES, O_INPUT, expand_norm_names
 from .slots import ATTENTION, BLOCK_SLOTS, MLP, ROLES, Slot
 
@@ -115,7 +116,7 @@ def head_results(proj: nn.Module, n_heads: int) -> Transform | None:
         return None
 
     def result(t: torch.Tensor) -> torch.Tensor:
-        w = _out_weight(proj).to(t.device)  # [d_model, n_heads * d_head] (current weights)
+        w = dense(_out_weight(proj)).to(t.device)  # [d_model, n_heads * d_head] (current weights, whole under TP)
         z = t[0, -1].reshape(n_heads, -1)  # [n_heads, d_head]
         return torch.einsum("hd,mhd->hm", z.to(w.dtype), w.reshape(w.shape[0], n_heads, -1))  # [n_heads, d_model]
 
@@ -129,7 +130,7 @@ def head_inputs(n_heads: int) -> Transform:
 
 def w_o(proj: nn.Module, n_heads: int) -> torch.Tensor:
     """TransformerLens's W_O [n_heads, d_head, d_model] of an output projection (a view: no copy)."""
-    w = _out_weight(proj)  # [d_model, n_heads * d_head]
+    w = dense(_out_weight(proj))  # [d_model, n_heads * d_head]
     return w.reshape(w.shape[0], n_heads, -1).permute(1, 2, 0)
 
 
@@ -379,11 +380,11 @@ class Adapter:
         """Final norm weight (and bias) [d_model], unembedding W_U [d_model, vocab] (and b_U [vocab])."""
         norm, head = self.final_norm(), self.lm_head()
         weight = cast(torch.Tensor, norm.weight)  # torch types a module attribute as Tensor | Module
-        out = {"ln_final.w": weight.detach().float(), "unembed.W_U": cast(torch.Tensor, head.weight).detach().t()}
+        out = {"ln_final.w": dense(weight.detach()).float(), "unembed.W_U": dense(cast(torch.Tensor, head.weight).detach()).t()}
         if getattr(norm, "bias", None) is not None:
-            out["ln_final.b"] = cast(torch.Tensor, norm.bias).detach().float()
+            out["ln_final.b"] = dense(cast(torch.Tensor, norm.bias).detach()).float()
         if getattr(head, "bias", None) is not None:
-            out["unembed.b_U"] = cast(torch.Tensor, head.bias).detach().float()
+            out["unembed.b_U"] = dense(cast(torch.Tensor, head.bias).detach()).float()
         out.update(self.post_norm_arrays())
         return out
 
@@ -396,9 +397,9 @@ class Adapter:
                 if p.name in ("ln1_post.hook_normalized", "ln2_post.hook_normalized"):
                     prefix = f"blocks.{i}.{p.name.split('.')[0]}"
                     if isinstance(getattr(p.module, "weight", None), torch.Tensor):
-                        out[prefix + ".w"] = _live_weight(p.module).detach().float()
+                        out[prefix + ".w"] = dense(_live_weight(p.module)).detach().float()
                     if isinstance(getattr(p.module, "bias", None), torch.Tensor):
-                        out[prefix + ".b"] = _live_weight(p.module, "bias").detach().float()
+                        out[prefix + ".b"] = dense(_live_weight(p.module, "bias")).detach().float()
         return out
 
     # -- facts -------------------------------------------------------------------------------
