@@ -41,7 +41,7 @@ def _first_tensor(value):
     return getattr(value, "last_hidden_state", None)
 
 
-def _picked_output(output, pick):
+def picked_output(output, pick):
     """The output a hook point names: by position in a tuple output, or by attribute (ModelOutput)."""
     if isinstance(pick, str):
         return getattr(output, pick, None)
@@ -200,7 +200,7 @@ class Recorder:
         """A function (args, kwargs, output) -> None recording one hook point, or None when nothing is kept.
         `kept_as`: the name whose keep pattern decides (attn.hook_o_input is kept for attn.hook_result)."""
         transform, pick = point.transform, point.pick
-        get = (lambda a, k, o: _picked_input(a, k, pick)) if point.where == "in" else (lambda a, k, o: _picked_output(o, pick))
+        get = (lambda a, k, o: _picked_input(a, k, pick)) if point.where == "in" else (lambda a, k, o: picked_output(o, pick))
         if point.where == "out" and name.endswith(NORMALIZED):
             return self._norm_handler(point, name[: -len(NORMALIZED)], get)
         keep = self.keep(kept_as or name)
