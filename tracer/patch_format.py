@@ -103,6 +103,20 @@ def check_pair(clean, corrupt, site: str, step: int) -> Pair:
                 {"id": int(ct["id"]), "text": _text(ct)}, {"id": int(rt["id"]), "text": _text(rt)}, n_layers, n_heads)
 
 
+def model_spec(trace) -> str:
+    """What to load for a trace's model: its recorded source (a hub id, a directory, a .gguf) when that
+    is still there or names no local path, else its name (the embedded model's name loads it)."""
+    model = trace.model
+    source, name = model.get("source"), model.get("name")
+    if isinstance(source, str) and source:
+        local = os.path.isabs(source) or source.startswith(".") or source.endswith(".gguf")
+        if os.path.exists(source) or not local:
+            return source
+    if isinstance(name, str) and name:
+        return name
+    raise PatchingError(f"{trace.path}: the manifest names no model to load")
+
+
 def clean_rows(clean, pair: Pair) -> np.ndarray:
     """The clean run's recorded rows a sweep restores, float32: [layers, positions, d_model] for the
     residual, attention and MLP sites; [layers, n_heads, d_head] (z at the last position) for heads."""

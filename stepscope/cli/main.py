@@ -7,6 +7,7 @@
     stepscope info MODEL|TRACE_DIR          architecture facts and parameter counts
     stepscope diff TRACE_A TRACE_B          compare two traces of the same model
     stepscope serve TRACE_DIR|--model M     the debugger in a browser (textual-serve)
+    stepscope patch CLEAN CORRUPT           activation patching: where the clean answer is computed
 
 Bad input prints one line on stderr and exits 2; Ctrl-C exits 130; an internal error is one line
 and exit 1. Set STEPSCOPE_DEBUG=1 for tracebacks.
@@ -18,13 +19,13 @@ import argparse
 import os
 import sys
 
-from stepscope.cli import diff, info, run, serve, trace, view
+from stepscope.cli import diff, info, patch, run, serve, trace, view
 from stepscope.cli.common import EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_USAGE, CliError, DefaultsFormatter, SubParser
 from stepscope.tracer import __version__
 from stepscope.tracer.inert import inert
 from stepscope.tracer.trace_format import TraceError
 
-COMMANDS = {"trace": trace, "run": run, "view": view, "info": info, "serve": serve, "diff": diff}  # parser order
+COMMANDS = {"trace": trace, "run": run, "view": view, "info": info, "serve": serve, "diff": diff, "patch": patch}  # parser order
 USER_ERRORS = {"ModelLoadError", "UnsupportedModel", "PromptError"}  # recording-side errors, named, not imported
 
 
