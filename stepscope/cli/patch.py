@@ -51,7 +51,7 @@ def compute(clean, corrupt, site: str, step: int, method: str, device: str = "au
 def grid_text(result: PatchingResult) -> str:
     """The grid as text: one row per layer, one column per position (or head)."""
     labels = column_labels(result)
-    width = max(6, *(len(label) + 1 for label in labels))
+    width = max(8, *(len(label) + 2 for label in labels))
     what = "position" if result.site != "head" else "head (last position)"
     lines = [
         f"{result.method} {result.site} per layer x {what}, step {result.step}: "
@@ -70,8 +70,8 @@ def grid_text(result: PatchingResult) -> str:
 def patch_app(clean, corrupt, site: str, step: int, method: str, device: str = "auto") -> StepscopeApp:
     """The debugger on the clean trace with the Patching pane on (clean, corrupt)."""
     app = StepscopeApp(trace=clean)
-    app.main_screen.pane("patching").set_pair(corrupt, site=site, step=step, method=method, device=device, run=True)
-    app.main_screen.open_pane("patching")
+    app.main_screen.open_pane("patching", lambda pane: pane.set_pair(corrupt, site=site, step=step, method=method,
+                                                                      device=device, run=True))
     return app
 
 

@@ -32,6 +32,7 @@ from stepscope.tui.widgets.loading import LoadingPanel
 from stepscope.tui.widgets.logit_lens import LogitLensPane
 from stepscope.tui.widgets.model_overview import ModelOverviewPane
 from stepscope.tui.widgets.pane import Pane, report_view_error
+from stepscope.tui.widgets.patching import PatchingPane
 from stepscope.tui.widgets.status_bar import StatusBar
 from stepscope.tui.widgets.tensor_inspector import TensorInspector
 from stepscope.tui.widgets.token_strip import TokenStrip
@@ -52,12 +53,14 @@ PANES: list[tuple[str, str, type[Pane]]] = [
     ("why", "Why", AttributionPane),
     ("whatif", "What if", WhatIfPane),
     ("compare", "Compare", DiffPane),
+    ("patching", "Patching", PatchingPane),
 ]
+EXTRA_PANE_KEYS = ("P",)  # the panes after the tenth
 
 
 def pane_key(index: int) -> str:
-    """The number key of the index-th pane: 1..9, then 0."""
-    return str((index + 1) % 10)
+    """The key of the index-th pane: 1..9, then 0, then EXTRA_PANE_KEYS."""
+    return str((index + 1) % 10) if index < 10 else EXTRA_PANE_KEYS[index - 10]
 
 
 class PaneTabs(Tabs, can_focus=False):
@@ -81,7 +84,7 @@ class MainScreen(Screen[None]):
     | `Home` `End` | first / last step (in a focused pane: its own top / bottom) |
     | `j` `↓` / `k` `↑` | next / previous layer |
     | `l` / `h` | next / previous head |
-    | `1`..`9` `0` | show a pane: candidates, attention, tensors, logit lens, KV cache, heads, model, why (attribution), what if (sampling), compare |
+    | `1`..`9` `0` `P` | show a pane: candidates, attention, tensors, logit lens, KV cache, heads, model, why (attribution), what if (sampling), compare, patching |
     | `D` | compare with another trace directory (the Compare pane) |
     | `B` | switch to the next run: the original, then each branch |
     | `F` | live: branch at this step with another token forced (`#id` or text; default the Why pane's rival) |
@@ -145,6 +148,7 @@ class MainScreen(Screen[None]):
         self._panes: dict[str, Pane] = {}
         self._compare = None  # trace B of the Compare pane, until it is mounted
         self._initial_pane = "candidates"
+        self._configure = None  # open_pane(): a setup for the initial pane, run once mounted
 
     async def _dispatch_message(self, message) -> None:
         try:
@@ -181,6 +185,8 @@ class MainScreen(Screen[None]):
         progress = getattr(self.app, "load_progress", None)
         if progress is not None:
             self.set_progress(*progress)
+        if self._configure is not None:
+            self._configure(self._panes[self._initial_pane])
         self.sync()
         if self._initial_pane != "candidates":
             self.action_show_pane(self._initial_pane)
@@ -286,6 +292,15 @@ class MainScreen(Screen[None]):
                 self.action_show_pane("compare")
             else:
                 self._initial_pane = "compare"
+
+    def open_pane(self, pane_id: str, configure=None) -> None:
+        """Show `pane_id`, after `configure(pane)` when given (before mounting: once mounted, shown first)."""
+        if not self.is_mounted:
+            self._initial_pane, self._configure = pane_id, configure
+            return
+        if configure is not None:
+            configure(self._panes[pane_id])
+        self.action_show_pane(pane_id)
 
     def action_compare_with(self) -> None:
         """Ask for a trace directory to compare with (read here: a manifest only; the comparison runs in a worker)."""
