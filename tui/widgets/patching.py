@@ -14,6 +14,7 @@ as a TransformerLens / nnsight snippet, `o` choose the corrupted trace. A click 
 from __future__ import annotations
 
 import math
+import textwrap
 
 from rich.text import Text
 from textual.binding import Binding
@@ -277,6 +278,10 @@ class PatchingPane(Pane, can_focus=True):
     _last_row = 0
     _cell_width = 6
 
+    def _wrapped(self, text: str) -> list[str]:
+        """A status line broken to the pane's width (a long path and its reason both stay visible)."""
+        return textwrap.wrap(inert(text, 600), max(20, self.size.width or 80), break_on_hyphens=False) or [""]
+
     def render(self) -> Text:
         style = self.get_component_rich_style
         header = style("patching--header")
@@ -284,7 +289,8 @@ class PatchingPane(Pane, can_focus=True):
             return Text("no corrupted trace: o chooses one (or run `stepscope patch CLEAN CORRUPT`)", style=header)
         result = self.result
         if result is None:
-            return Text.assemble((f"{self.method} · {self.site} · step {self.step}\n", header), inert(self.status, 400))
+            return Text("\n").join([Text(f"{self.method} · {self.site} · step {self.step}", style=header),
+                                    *(Text(line) for line in self._wrapped(self.status))])
         labels = column_labels(result)
         width = max(6, max(len(label) for label in labels) + 1)
         self._cell_width = width
@@ -308,5 +314,5 @@ class PatchingPane(Pane, can_focus=True):
             lines.append(line)
         lines += [Text(inert(line, 400), style=header) for line in readout(result, layer, column)]
         keys = "s site · m method · r rerun · Enter attention · y why · t snippet"
-        lines.append(Text(inert(self.status, 300) + (" · " if self.status else "") + keys, style="dim"))
+        lines += [Text(line, style="dim") for line in self._wrapped(self.status + (" · " if self.status else "") + keys)]
         return Text("\n").join(lines)
