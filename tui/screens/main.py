@@ -33,6 +33,7 @@ from stepscope.tui.widgets.logit_lens import LogitLensPane
 from stepscope.tui.widgets.model_overview import ModelOverviewPane
 from stepscope.tui.widgets.pane import Pane, report_view_error
 from stepscope.tui.widgets.patching import PatchingPane
+from stepscope.tui.screens.snippet import intervention_snippets
 from stepscope.tui.widgets.status_bar import StatusBar
 from stepscope.tui.widgets.tensor_inspector import TensorInspector
 from stepscope.tui.widgets.token_strip import TokenStrip
@@ -432,11 +433,14 @@ class MainScreen(Screen[None]):
             check_intervention(app.trace, app.step, choice["intervene"], sources)
             return choice
 
-        self._branch_dialog("Intervene from step {step} (a branch; the original run is kept)",
-                            lambda step: f"zero head {app.layer}.{app.head}", parse, INTERVENTION_HELP,
-                            choices=lambda step: intervention_templates(app.trace, step, app.layer, app.head))
+        def snippet(text: str) -> dict:
+            return intervention_snippets(app.trace, app.step, parse(text)["intervene"], sources)
 
-    def _branch_dialog(self, title: str, default, parse, hint: str, choices=None) -> None:
+        self._branch_dialog("Intervene from step {step} (a branch; the original run is kept)",
+                            lambda step: f"zero head {app.layer}.{app.head}", parse, INTERVENTION_HELP + " · Ctrl+T snippet",
+                            choices=lambda step: intervention_templates(app.trace, step, app.layer, app.head), snippet=snippet)
+
+    def _branch_dialog(self, title: str, default, parse, hint: str, choices=None, snippet=None) -> None:
         from stepscope.tui.branching import branch_worker
         from stepscope.tui.screens.prompt import PromptScreen
 
@@ -465,7 +469,7 @@ class MainScreen(Screen[None]):
                             name="branch", exit_on_error=False)
 
         app.push_screen(PromptScreen(title.format(step=step), value=default(step), hint=hint, check=check,
-                                     choices=choices(step) if choices else ()), done)
+                                     choices=choices(step) if choices else (), snippet=snippet), done)
 
     def on_branch_made(self, message) -> None:
         from stepscope.tui.branching import adopt_branch

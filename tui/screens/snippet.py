@@ -12,8 +12,9 @@ from textual.containers import Vertical, VerticalScroll
 from textual.screen import ModalScreen
 from textual.widgets import Static
 
+from stepscope.tracer import load_trace
 from stepscope.tracer.inert import inert
-from stepscope.tracer.snippets import TITLES
+from stepscope.tracer.snippets import TITLES, snippets_for_intervention
 
 
 class SnippetScreen(ModalScreen[None]):
@@ -59,3 +60,14 @@ class SnippetScreen(ModalScreen[None]):
 
     def action_close(self) -> None:
         self.dismiss(None)
+
+
+def intervention_snippets(trace, step: int, spec: tuple, sources: dict) -> dict[str, str]:
+    """{library: snippet} of an intervention of the `I` dialog (spec: (kind, args, only)) at `step`;
+    `sources`: the other traces a patch reads, already loaded by the dialog's check (path -> Trace)."""
+    source_ids = None
+    if spec[0] == "patch":
+        path = spec[1][3]
+        source = sources.get(path) or load_trace(path)
+        source_ids = [int(t["id"]) for t in source.tokens]
+    return snippets_for_intervention(trace, step, spec, source_ids)
