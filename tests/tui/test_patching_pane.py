@@ -144,3 +144,36 @@ def test_the_sweep_worker_reports_progress_and_the_app_stays_responsive(pair, mo
         assert pane.running is None and pane.result is not None
 
     _run(again, reopened)
+
+
+def test_ctrl_t_in_the_intervention_dialog_shows_its_snippets(tiny):
+    from stepscope.tui.app import StepscopeApp
+    from tests.support.app_harness import make_factory, wait_idle
+
+    app = StepscopeApp(session_factory=make_factory(tiny, max_new_tokens=3))
+
+    async def script(app, pilot):
+        await wait_idle(app, pilot)
+        await pilot.press("n")
+        await wait_idle(app, pilot)
+        await pilot.press("j", "l", "I")  # layer 1, head 1
+        await pilot.pause()
+        assert "Ctrl+T snippet" in screen(app)
+        await pilot.press("ctrl+t")
+        await pilot.pause()
+        assert isinstance(app.screen, SnippetScreen)
+        text = screen(app)
+        assert "zero head 1.1" in text and "blocks.1.attn.hook_z" in text and "act[:, 5:, 1] = 0" in text
+        await pilot.press("tab")
+        await pilot.pause()
+        assert "model.model.layers[1].self_attn.o_proj.input[:, 5:, 16:32] = 0" in screen(app)
+        await pilot.press("escape")
+        await pilot.pause()
+        field = app.screen.query_one("Input")
+        field.value = "zero head x"
+        await pilot.press("ctrl+t")
+        await pilot.pause()
+        assert not isinstance(app.screen, SnippetScreen) and "not an intervention" in screen(app)
+        await pilot.press("escape")
+
+    _run(app, script)
