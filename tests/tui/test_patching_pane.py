@@ -56,7 +56,7 @@ def test_keys_and_clicks_on_a_saved_result(pair, monkeypatch):
         await pilot.pause()
         assert (app.cursor.layer, pane.column) == (1, 4)
         assert "L1 position 4 'c' (corrupted 'd')" in screen(app)
-        await pilot.click(PatchingPane, offset=(ROW_LABEL + pane._cell_width * 5 + 1, TOP))  # layer 0, position 5
+        await pilot.click(PatchingPane, offset=(ROW_LABEL + pane.cell_width * 5 + 1, TOP))  # layer 0, position 5
         await pilot.pause()
         assert (app.cursor.layer, pane.column) == (0, 5)
         await pilot.press("t")
@@ -82,7 +82,7 @@ def test_keys_and_clicks_on_a_saved_result(pair, monkeypatch):
         await pilot.press("P")
         await pilot.pause()
         pane.focus()
-        await pilot.click(PatchingPane, offset=(ROW_LABEL + pane._cell_width * 3 + 1, TOP))  # layer 0, head 3
+        await pilot.click(PatchingPane, offset=(ROW_LABEL + pane.cell_width * 3 + 1, TOP))  # layer 0, head 3
         await pilot.press("y")
         await pilot.pause()
         assert app.main_screen.active_pane_id == "why" and (app.cursor.layer, app.cursor.head) == (0, 3)

@@ -262,7 +262,7 @@ class PatchingPane(Pane, can_focus=True):
         if offset is None or self.result is None or offset.y < TOP or offset.x < ROW_LABEL:
             return
         layer = self._first_row + offset.y - TOP
-        column = (offset.x - ROW_LABEL) // self._cell_width
+        column = (offset.x - ROW_LABEL) // self.cell_width
         rows, cols = self.result.values.shape
         if layer >= min(rows, self._last_row) or column >= cols:
             return
@@ -276,7 +276,7 @@ class PatchingPane(Pane, can_focus=True):
     # -- drawing --------------------------------------------------------------------------------------
     _first_row = 0
     _last_row = 0
-    _cell_width = 6
+    cell_width = 6
 
     def _wrapped(self, text: str) -> list[str]:
         """A status line broken to the pane's width (a long path and its reason both stay visible)."""
@@ -293,7 +293,7 @@ class PatchingPane(Pane, can_focus=True):
                                     *(Text(line) for line in self._wrapped(self.status))])
         labels = column_labels(result)
         width = max(6, max(len(label) for label in labels) + 1)
-        self._cell_width = width
+        self.cell_width = width
         lines = [Text(title(result), style=header)]
         head_line = Text("layer ", style=header)
         for label in labels:
