@@ -8,7 +8,7 @@ Drives the app with Pilot (real key presses, no terminal needed) and saves one S
 the main screen at the prefill and at the step that chose " Paris", the candidates, the attention
 heatmap (prefill map and stacked decode rows), the tensor inspector, the logit lens, the KV cache,
 the layers × heads overview, the model overview, the attribution (why), the what-if replay,
-the comparison of two traces (with --compare), breakpoints, help, and the 80×24 layout.
+the comparison of two traces and activation patching (with --compare), breakpoints, help, and the 80×24 layout.
 """
 
 from __future__ import annotations
@@ -41,6 +41,8 @@ SHOTS: list[tuple[str, tuple[int, int], list[str], str]] = [
     ("whatif", (120, 36), ["PARIS", "9", "tab", "T", "T", "T", "T", "T", "P", "p", "p"],
      "the step replayed at temperature 1.5, top-p 0.9"),
     ("compare", (120, 36), ["COMPARE", "WAIT"], "France vs Germany: tokens, first differences, divergence per layer"),
+    ("patching", (120, 44), ["PATCHING", "WAIT", *["j"] * 23, "tab", "right", "right", "right"],
+     "France vs Germany: the residual stream restored per layer × position (activation patching)"),
     ("breakpoints", (120, 36), ["b", *"p<0.5", "enter", *"text=answer", "enter"], "the breakpoints screen"),
     ("help", (120, 44), ["question_mark"], "every key"),
     ("small-80x24", (80, 24), ["PARIS"], "the layout at the smallest supported size"),
@@ -62,7 +64,7 @@ async def shoot(trace_path: str, out_dir: str, compare: str | None = None) -> li
 
     written = []
     for name, size, keys, _ in SHOTS:
-        if "COMPARE" in keys and compare is None:
+        if ("COMPARE" in keys or "PATCHING" in keys) and compare is None:
             continue
         trace = load_trace(trace_path)
         app = StepscopeApp(trace=trace)
@@ -75,6 +77,8 @@ async def shoot(trace_path: str, out_dir: str, compare: str | None = None) -> li
                     app.move(step=int(key[5:]))
                 elif key == "COMPARE":
                     app.main_screen.compare_with(load_trace(compare))
+                elif key == "PATCHING":  # the sweep runs in a worker, or the saved one opens
+                    app.main_screen.open_pane("patching", lambda pane: pane.set_pair(load_trace(compare), run=True))
                 elif key == "WAIT":  # a pane's background work (W_U, the comparison)
                     await pilot.pause()
                     await app.workers.wait_for_complete()

@@ -21,6 +21,7 @@ import numpy as np
 
 from stepscope.tracer import load_trace
 from stepscope.tracer.names import block_name
+from stepscope.tracer.patch_format import model_spec
 
 
 # -- loading a model ------------------------------------------------------------------------------
@@ -193,3 +194,20 @@ def serve_command(command: str, host: str, port: int, title: str, public_url: st
     server.request_exit = on_signal
     server.serve()
     return bool(stopped)
+
+
+# -- activation patching ----------------------------------------------------------------------------
+def patching_model(trace, device: str = "auto"):
+    """The model a trace was recorded from, loaded as its manifest says (an opaque handle for `patching_sweep`)."""
+    from stepscope.tracer.loading import load_model as load
+
+    quiet_transformers()
+    return load(model_spec(trace), device=device).model
+
+
+def patching_sweep(model, clean, corrupt, site: str = "resid_pre", step: int = 0, method: str = "patch", progress=None):
+    """A PatchingResult (tracer/patch_format.py): every cell of `site` of the corrupted run restored from
+    the clean trace (method "patch") or its first-order estimate ("attribution"); tracer/patching.py."""
+    from stepscope.tracer.patching import sweep
+
+    return sweep(model, clean, corrupt, site=site, step=step, method=method, progress=progress)

@@ -193,7 +193,7 @@ def patch(layer: int, name: str, position: int, source, prompt_len: int) -> Inte
 
 
 # -- installing ----------------------------------------------------------------------------------
-def _point(adapter, layer: int, name: str):
+def hook_point(adapter, layer: int, name: str):
     """The adapter's hook point recording block-local `name` in block `layer`."""
     layers = adapter.layers()
     if not 0 <= layer < len(layers):
@@ -236,7 +236,7 @@ def check(adapter, interventions, facts: dict) -> None:
     """Raise InterventionError for one this model cannot apply (before any step runs)."""
     for iv in interventions:
         _check(iv, facts)
-        _point(adapter, iv.layer, iv.name)
+        hook_point(adapter, iv.layer, iv.name)
 
 
 def _view(point, t: torch.Tensor) -> torch.Tensor:
@@ -258,16 +258,22 @@ def _out_hook(point, ivs, start):
     return hook
 
 
+def _copied_input(point, args, kwargs):
+    """(args, kwargs, t): the module's inputs with the one `point` names replaced by its copy `t`."""
+    pick = point.pick
+    if isinstance(pick, int) and pick < len(args):
+        t = args[pick].clone()
+        args = (*args[:pick], t, *args[pick + 1 :])
+    else:
+        key = pick if isinstance(pick, str) else next(iter(kwargs))  # the first keyword argument, as the recorder
+        t = kwargs[key].clone()
+        kwargs = {**kwargs, key: t}
+    return args, kwargs, t
+
+
 def _in_hook(point, ivs, start):
     def hook(module, args, kwargs):
-        pick = point.pick
-        if isinstance(pick, int) and pick < len(args):
-            t = args[pick].clone()
-            args = (*args[:pick], t, *args[pick + 1 :])
-        else:
-            key = pick if isinstance(pick, str) else next(iter(kwargs))  # the first keyword argument, as the recorder
-            t = kwargs[key].clone()
-            kwargs = {**kwargs, key: t}
+        args, kwargs, t = _copied_input(point, args, kwargs)
         r = _view(point, t)
         for iv in ivs:
             iv.edit(r, start)  # on a copy: the tensor the caller holds (another block's output) is kept
@@ -285,7 +291,7 @@ def applied(adapter, interventions, step: int, start: int):
     by_target: dict[int, tuple] = {}
     try:
         for iv in active:
-            target = _point(adapter, iv.layer, iv.name)
+            target = hook_point(adapter, iv.layer, iv.name)
             by_target.setdefault(id(target), (target, []))[1].append(iv)
         for target, ivs in by_target.values():
             if isinstance(target, torch.nn.Module):  # an attention module: z inside the traced attention
@@ -307,3 +313,56 @@ def applied(adapter, interventions, step: int, start: int):
             h.remove()
         for attn in edited_attn:
             Z_EDITS.pop(attn, None)
+
+
+@contextlib.contextmanager
+def at_points(adapter, name: str, layers, fn):
+    """Call `fn(layer, tensor, view)` at the hook point of `blocks.{layer}.{name}` for each of `layers`
+    during a forward, batched or not: `tensor` is the module's tensor [B, ...] there (for a module input:
+    the copy passed on; for `attn.hook_z`: z [B, T, n_heads, d_v] inside the traced attention) and
+    `view(b)` the recorded-shape view [T, ...] of batch row b. Edits made in place land in the forward;
+    `fn` may also keep the tensor (e.g. for its gradient). Every hook removed in a finally."""
+    handles, edited_attn = [], []
+    try:
+        for layer in layers:
+            point = hook_point(adapter, layer, name)
+            if isinstance(point, torch.nn.Module):  # an attention module: z inside the traced attention
+
+                def edit_z(z, layer=layer):
+                    fn(layer, z, lambda b: z[b])
+                    return z
+
+                Z_EDITS[point] = edit_z
+                edited_attn.append(point)
+            elif point.where == "out":
+                handles.append(point.module.register_forward_hook(_batch_out_hook(point, layer, fn)))
+            else:
+                handles.append(point.module.register_forward_pre_hook(_batch_in_hook(point, layer, fn), with_kwargs=True))
+        yield
+    finally:
+        for h in handles:
+            h.remove()
+        for attn in edited_attn:
+            Z_EDITS.pop(attn, None)
+
+
+def _batch_view(point, t: torch.Tensor):
+    return lambda b: _view(point, t[b : b + 1])
+
+
+def _batch_out_hook(point, layer: int, fn):
+    def hook(module, args, output):
+        t = picked_output(output, point.pick)
+        if t is not None:
+            fn(layer, t, _batch_view(point, t))  # in place: the output the next module reads
+
+    return hook
+
+
+def _batch_in_hook(point, layer: int, fn):
+    def hook(module, args, kwargs):
+        args, kwargs, t = _copied_input(point, args, kwargs)
+        fn(layer, t, _batch_view(point, t))  # on a copy: the tensor the caller holds is kept
+        return args, kwargs
+
+    return hook

@@ -7,6 +7,7 @@
     stepscope info MODEL|TRACE_DIR          architecture facts and parameter counts
     stepscope diff TRACE_A TRACE_B          compare two traces of the same model
     stepscope serve TRACE_DIR|--model M     the debugger in a browser (textual-serve)
+    stepscope patch CLEAN CORRUPT           activation patching: where the clean answer is computed
 
 Bad input prints one line on stderr and exits 2; Ctrl-C exits 130 (SIGTERM 143); an internal error is
 one line and exit 1. Set STEPSCOPE_DEBUG=1 for tracebacks.
@@ -19,7 +20,7 @@ import os
 import signal
 import sys
 
-from stepscope.cli import diff, info, run, serve, trace, view
+from stepscope.cli import diff, info, patch, run, serve, trace, view
 from stepscope.cli.common import (
     EXIT_INTERNAL,
     EXIT_INTERRUPTED,
@@ -34,7 +35,7 @@ from stepscope.tracer import __version__
 from stepscope.tracer.inert import inert
 from stepscope.tracer.scratch import remove_owned, remove_stale_live_dirs
 
-COMMANDS = {"trace": trace, "run": run, "view": view, "info": info, "serve": serve, "diff": diff}  # parser order
+COMMANDS = {"trace": trace, "run": run, "view": view, "info": info, "serve": serve, "diff": diff, "patch": patch}  # parser order
 
 
 def build_parser() -> argparse.ArgumentParser:

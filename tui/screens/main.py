@@ -35,6 +35,7 @@ from stepscope.tui.branching import (
 from stepscope.tui.render.lines import token
 from stepscope.tui.screens.prompt import PromptScreen
 from stepscope.tui.screens.runs import RunsScreen
+from stepscope.tui.screens.snippet import intervention_snippets
 from stepscope.tui.state import Cursor
 from stepscope.tui.views.branches import current_index, parent_dir, run_label, runs
 from stepscope.tui.widgets.attribution import AttributionPane
@@ -49,6 +50,7 @@ from stepscope.tui.widgets.loading import LoadingPanel
 from stepscope.tui.widgets.logit_lens import LogitLensPane
 from stepscope.tui.widgets.model_overview import ModelOverviewPane
 from stepscope.tui.widgets.pane import Pane, report_view_error
+from stepscope.tui.widgets.patching import PatchingPane
 from stepscope.tui.widgets.status_bar import StatusBar
 from stepscope.tui.widgets.tensor_inspector import TensorInspector
 from stepscope.tui.widgets.tensor_list import TensorList
@@ -71,12 +73,14 @@ PANES: list[tuple[str, str, type[Pane]]] = [
     ("why", "Why", AttributionPane),
     ("whatif", "What if", WhatIfPane),
     ("compare", "Compare", DiffPane),
+    ("patching", "Patching", PatchingPane),
 ]
+EXTRA_PANE_KEYS = ("P",)  # the panes after the tenth
 
 
 def pane_key(index: int) -> str:
-    """The number key of the index-th pane: 1..9, then 0."""
-    return str((index + 1) % 10)
+    """The key of the index-th pane: 1..9, then 0, then EXTRA_PANE_KEYS."""
+    return str((index + 1) % 10) if index < 10 else EXTRA_PANE_KEYS[index - 10]
 
 
 SHORT_LABELS = {"candidates": "Cand", "heatmap": "Attn", "tensors": "Tens", "lens": "Lens", "kv": "KV",
@@ -132,7 +136,7 @@ class MainScreen(Screen[None]):
     | `Home` `End` | first / last step (in a focused pane: its own top / bottom) |
     | `j` `↓` / `k` `↑` | next / previous layer |
     | `l` / `h` | next / previous head |
-    | `1`..`9` `0` | show a pane: candidates, attention, tensors, logit lens, KV cache, heads, model, why (attribution), what if (sampling), compare |
+    | `1`..`9` `0` `P` | show a pane: candidates, attention, tensors, logit lens, KV cache, heads, model, why (attribution), what if (sampling), compare, patching |
     | `D` | compare with another trace directory (the Compare pane) |
     | `B` | switch to the next run: the original, then each branch |
     | `F` | live: branch at this step with another token forced (`#id` or text; default the Why pane's rival) |
@@ -226,6 +230,7 @@ class MainScreen(Screen[None]):
         self._panes: dict[str, Pane] = {}
         self._compare = None  # trace B of the Compare pane, until it is mounted
         self._initial_pane = "candidates"
+        self._configure = None  # open_pane(): a setup for the initial pane, run once mounted
 
     async def _dispatch_message(self, message) -> None:
         try:
@@ -264,6 +269,8 @@ class MainScreen(Screen[None]):
         progress = getattr(self.debugger, "load_progress", None)
         if progress is not None:
             self.set_progress(*progress)
+        if self._configure is not None:
+            self._configure(self._panes[self._initial_pane])
         self.sync()
         if self._initial_pane != "candidates":
             self.action_show_pane(self._initial_pane)
@@ -399,6 +406,15 @@ class MainScreen(Screen[None]):
             hint="words (all must appear; a number is a layer) or a glob · empty shows all · "
                  "then n / N: next / previous match · Esc clears", check=tensors.filter_problem), done)
 
+    def open_pane(self, pane_id: str, configure=None) -> None:
+        """Show `pane_id`, after `configure(pane)` when given (before mounting: once mounted, shown first)."""
+        if not self.is_mounted:
+            self._initial_pane, self._configure = pane_id, configure
+            return
+        if configure is not None:
+            configure(self._panes[pane_id])
+        self.action_show_pane(pane_id)
+
     def action_compare_with(self) -> None:
         """Ask for a trace directory to compare with (read here: a manifest only; the comparison runs in a worker)."""
         loaded: dict = {}
@@ -509,11 +525,14 @@ class MainScreen(Screen[None]):
             check_intervention(app.trace, app.step, choice["intervene"], sources)
             return choice
 
-        self._branch_dialog("Intervene from step {step} (a branch; the original run is kept)",
-                            lambda step: f"zero head {app.layer}.{app.head}", parse, INTERVENTION_HELP,
-                            choices=lambda step: intervention_templates(app.trace, step, app.layer, app.head))
+        def snippet(text: str) -> dict:
+            return intervention_snippets(app.trace, app.step, parse(text)["intervene"], sources)
 
-    def _branch_dialog(self, title: str, default, parse, hint: str, choices=None) -> None:
+        self._branch_dialog("Intervene from step {step} (a branch; the original run is kept)",
+                            lambda step: f"zero head {app.layer}.{app.head}", parse, INTERVENTION_HELP + " · Ctrl+T snippet",
+                            choices=lambda step: intervention_templates(app.trace, step, app.layer, app.head), snippet=snippet)
+
+    def _branch_dialog(self, title: str, default, parse, hint: str, choices=None, snippet=None) -> None:
         app = self.debugger
         if app.session is None or app.branches is None:
             app.notify("branches need a live session (stepscope run)", timeout=3)
@@ -535,7 +554,7 @@ class MainScreen(Screen[None]):
                 self.post_message(self.MakeBranch(step, parse(value)))
 
         app.push_screen(PromptScreen(title.format(step=step), value=default(step), hint=hint, check=check,
-                                     choices=choices(step) if choices else ()), done)
+                                     choices=choices(step) if choices else (), snippet=snippet), done)
 
     def action_toggle_sidebar(self) -> None:
         self.toggle_class("-no-sidebar")

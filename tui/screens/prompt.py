@@ -15,6 +15,8 @@ from textual.containers import Vertical
 from textual.screen import ModalScreen
 from textual.widgets import Input, Static
 
+from stepscope.tui.screens.snippet import SnippetScreen
+
 
 class PromptScreen(ModalScreen[str | None]):
     """Dismisses with the accepted text, or None when cancelled. `check(text)` returns an error
@@ -24,9 +26,11 @@ class PromptScreen(ModalScreen[str | None]):
     |---|---|
     | `Enter` | accept |
     | `Esc` | cancel |
+    | `Ctrl+T` | the field's text as a TransformerLens / nnsight snippet (dialogs given `snippet`) |
     """
 
-    BINDINGS = [Binding("escape", "cancel", "Cancel")]
+    BINDINGS = [Binding("escape", "cancel", "Cancel"),
+                Binding("ctrl+t", "snippet", "Snippet", show=False, tooltip="Show the field as a runnable snippet")]
 
     def __init__(
         self,
@@ -36,9 +40,11 @@ class PromptScreen(ModalScreen[str | None]):
         hint: str = "",
         check: Callable[[str], str | None] | None = None,
         choices: Sequence[tuple[str, str]] = (),
+        snippet: Callable[[str], dict[str, str]] | None = None,
         **kwargs,
     ) -> None:
         super().__init__(**kwargs)
+        self.snippet = snippet  # text -> {library: code} (ValueError: shown under the field)
         self.choices = list(choices)  # (label, text): a click on a label puts its text in the field
         self.title_text = title
         self.value = value
@@ -83,6 +89,18 @@ class PromptScreen(ModalScreen[str | None]):
 
     def action_cancel(self) -> None:
         self.dismiss(None)
+
+    def action_snippet(self) -> None:
+        """The field's text as runnable snippets (a modal), when this dialog makes them."""
+        if self.snippet is None:
+            return
+        text = self.query_one(Input).value.strip()
+        try:
+            snippets = self.snippet(text)
+        except ValueError as exc:
+            self.query_one("#prompt-error", Static).update(Text(str(exc)))
+            return
+        self.app.push_screen(SnippetScreen(text, snippets))
 
 
 class GotoScreen(PromptScreen):
