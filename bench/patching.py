@@ -81,9 +81,9 @@ def main() -> None:
     print(f"{'site':<10} {'cells':>5} {'sweep s':>8} {'fwd':>4} {'naive s':>8} {'fwd':>4} {'speedup':>8} "
           f"{'attrib s':>9} {'vs sweep':>9} {'corr':>6} {'max |diff|':>10}")
     for site in args.sites.split(","):
-        fast_t, fast = best(lambda: sweep(model, clean, corrupt, site=site), args.repeat)
-        naive_t, naive = best(lambda: sweep(model, clean, corrupt, site=site, naive=True), args.repeat)
-        attr_t, attr = best(lambda: sweep(model, clean, corrupt, site=site, method="attribution"), args.repeat)
+        fast_t, fast = best(lambda site=site: sweep(model, clean, corrupt, site=site), args.repeat)
+        naive_t, naive = best(lambda site=site: sweep(model, clean, corrupt, site=site, naive=True), args.repeat)
+        attr_t, attr = best(lambda site=site: sweep(model, clean, corrupt, site=site, method="attribution"), args.repeat)
         diff = float(np.nanmax(np.abs(fast.values - naive.values)))
         print(f"{site:<10} {fast.values.size:>5} {fast_t:>8.2f} {fast.extra['forwards']:>4} {naive_t:>8.2f} "
               f"{naive.extra['forwards']:>4} {naive_t / fast_t:>7.1f}x {attr_t:>9.2f} {fast_t / attr_t:>8.1f}x "

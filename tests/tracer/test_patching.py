@@ -85,7 +85,9 @@ def _reference(model, clean, corrupt, step, site, cells):
     n = clean.prompt_len + step
     cid, rid = [t["id"] for t in clean.tokens[:n]], [t["id"] for t in corrupt.tokens[:n]]
     c_tok, r_tok = clean.tokens[n]["id"], corrupt.tokens[n]["id"]
-    metric = lambda logits: float(logits[c_tok] - logits[r_tok])
+    def metric(logits):
+        return float(logits[c_tok] - logits[r_tok])
+
     m_clean, m_corrupt = metric(_forward(model, cid)), metric(_forward(model, rid))
     where = "z" if site == "head" else site
     d = int(clean.model["d_head"])
@@ -148,7 +150,7 @@ def test_attribution_is_the_first_order_estimate(pair):
         leaf = {}
         block = model.model.layers[layer]
 
-        def pre(module, args, kwargs):
+        def pre(module, args, kwargs, leaf=leaf):
             h = _layer_input(args, kwargs).detach().requires_grad_(True)
             leaf["h"] = h
             return ((h, *args[1:]), kwargs) if args else (args, {**kwargs, "hidden_states": h})
