@@ -27,7 +27,7 @@ import numpy as np
 import torch
 from transformers import DynamicCache
 
-from .adapters import adapter_for
+from .adapters.registry import adapter_for
 from .attention import IMPLEMENTATION, register
 from .internals import attn_implementation
 from .interventions import InterventionError, at_points, hook_point
