@@ -91,6 +91,16 @@ class StepscopeApp(LiveWorkers, App[None]):
                         tooltip="Command palette: go to a step (number or token text), layer, head, tensor, pane; "
                                 "add a breakpoint or a watch")]
 
+    # Textual's palette commands that would hide the header (one widget filling the screen) are left out:
+    # the header always shows step, layer and head.
+    HIDDEN_SYSTEM_COMMANDS = frozenset({"Maximize", "Minimize"})
+
+    def get_system_commands(self, screen):
+        """Textual's system commands less those that hide the header."""
+        for command in super().get_system_commands(screen):
+            if command.title not in self.HIDDEN_SYSTEM_COMMANDS:
+                yield command
+
     # `var`: state, not visuals (a repainting reactive on the app would redraw the whole screen)
     cursor: var[Cursor] = var(Cursor, init=False)
     """Where the user looks: step (0 = prefill), layer, head, selected attention cell."""

@@ -273,8 +273,7 @@ class Monkey:
             bad = control_characters(screen_strips(screen))
             if bad:
                 return f"control characters on {type(screen).__name__}: " + "; ".join(bad[:3])
-        maximized = app.main_screen.maximized is not None  # Textual's palette `Maximize`: one widget fills the screen
-        if app.screen is app.main_screen and app.n_steps and not app.main_screen.has_class("-loading") and not maximized:
+        if app.screen is app.main_screen and app.n_steps and not app.main_screen.has_class("-loading"):
             line = status_line(app)
             want = [f"step {app.step}/{app.n_steps - 1}", f"L {app.layer} (", f"H {app.head} ("]
             missing = [w for w in want if w not in line]

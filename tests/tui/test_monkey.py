@@ -4,6 +4,8 @@ direct reproducer."""
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
 from stepscope.tracer import load_trace
@@ -55,3 +57,19 @@ def test_live_monkey(tiny, tmp_path, monkeypatch, seed):
     monkeypatch.chdir(tmp_path)
     outcome = run_live(*tiny, seed, 40)
     assert outcome.failure is None, str(outcome.failure)
+
+
+def test_the_palette_offers_no_command_that_hides_the_header():
+    """Textual's `Maximize` made one widget fill the screen and hid the status bar (found by the monkey)."""
+    from stepscope.tracer import load_trace
+    from stepscope.tui.app import StepscopeApp
+    from tests.support.paths import FIXTURE
+
+    async def main() -> list[str]:
+        app = StepscopeApp(trace=load_trace(FIXTURE))
+        async with app.run_test(size=(120, 40)):
+            return [c.title for c in app.get_system_commands(app.screen)]
+
+    titles = asyncio.run(main())
+    assert titles and "Quit" in " ".join(titles)
+    assert not {"Maximize", "Minimize"} & set(titles)
