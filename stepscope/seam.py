@@ -191,7 +191,7 @@ def serve_command(command: str, host: str, port: int, title: str, public_url: st
         stopped.append(True)
         request_exit()
 
-    server.request_exit = on_signal
+    server.request_exit = on_signal  # type: ignore[method-assign]  # wraps this one server's handler
     server.serve()
     return bool(stopped)
 

@@ -25,11 +25,13 @@ import os
 import shutil
 import tempfile
 import time
+from collections.abc import Callable
+from typing import cast
 
 import torch
 import torch.distributed as dist
 from torch import nn
-from torch.distributed.tensor import DTensor
+from torch.distributed.tensor import DTensor, Shard
 
 from .model_spec import ModelLoadError
 
@@ -91,7 +93,7 @@ def shard_width(module: nn.Module, where: str) -> int | None:
     weight = getattr(module, "weight", None)
     if not isinstance(weight, DTensor) or weight.dim() != 2 or not weight.placements[0].is_shard():
         return None
-    dim = weight.placements[0].dim % 2
+    dim = cast(Shard, weight.placements[0]).dim % 2  # is_shard() above: a Shard
     local = weight.to_local().shape
     if where == "out" and dim == 0 and local[0] != weight.shape[0]:
         return local[0]
@@ -109,7 +111,7 @@ class ShardGather:
 
     def __init__(self, rank: int, size: int):
         self.rank, self.size = rank, size
-        self.pending: list[tuple[str, torch.Tensor, int, object]] = []
+        self.pending: list[tuple[str, torch.Tensor, int, Callable[[torch.Tensor], torch.Tensor] | None]] = []
         self.seconds = 0.0  # time spent in gather() (measured for docs/RECORDING.md)
         self.bytes = 0  # bytes gathered to rank 0
 
@@ -136,7 +138,7 @@ class ShardGather:
         dist.gather(flat, chunks, dst=0)
         self.bytes += flat.numel() * flat.element_size() * self.size
         out: dict[str, torch.Tensor] = {}
-        if self.rank == 0:
+        if chunks is not None:  # rank 0
             offset = 0
             for name, local, axis, transform in pending:
                 n = local.numel()

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import unicodedata
+from typing import Any
 
 _INVISIBLE = {0x00AD, 0x034F, 0x061C, 0x115F, 0x1160, 0x17B4, 0x17B5, 0x180E, 0x2028, 0x2029, 0x3164, 0xFEFF, 0xFFA0}
 _INVISIBLE.update(range(0x200B, 0x2010))  # zero-width space/joiners, LRM, RLM
@@ -64,7 +65,7 @@ TOKEN_KEYS = frozenset({"text", "piece"})  # token text: kept as is, shown by th
 _PLAIN = (int, float, bool, type(None))
 
 
-def inert_value(value: object, limit: int | None = TEXT_LIMIT) -> object:
+def inert_value(value: Any, limit: int | None = TEXT_LIMIT) -> object:
     """A JSON value with every string in it (object keys included) made inert by `inert`, cut at
     `limit` characters; numbers, booleans and null as they are. A new value (lists and objects copied)."""
     kind = type(value)
@@ -96,9 +97,10 @@ _ENTRY_PLAIN = frozenset({"index", "kind", "positions", "seconds", "file", "byte
 _ENTRY_SHARED = frozenset({"aliases", "nonfinite", "intervened", "omitted", "settings"})  # often equal from step to step
 
 
-def _shared(value: object, memo: dict) -> object:
+def _shared(value: Any, memo: dict) -> object:
     """`inert_value(value)`, one object for equal values seen before (read-only records)."""
     kind = type(value)
+    key: object
     if kind is dict and all(type(v) is str for v in value.values()):
         key = ("d", *value.items())
     elif kind is list and all(type(v) is str for v in value):
@@ -187,7 +189,7 @@ def inert_entry(entry: dict, memo: dict | None = None) -> dict:
 def inert_manifest(manifest: dict) -> dict:
     """A manifest (validated) with every string inert: token texts by the token rule, the prompt
     whole with its line breaks, step entries by `inert_entry`."""
-    out = {}
+    out: dict = {}
     memo: dict = {}
     for key, value in manifest.items():
         if key == "tokens" and type(value) is list:

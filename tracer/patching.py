@@ -22,6 +22,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import time
+from typing import cast
 
 import numpy as np
 import torch
@@ -58,7 +59,7 @@ class _Runner:
         self.model = model
         self.pair = pair
         self.adapter = adapter_for(model)
-        self.device = self.adapter.embed().weight.device
+        self.device: torch.device = cast(torch.Tensor, self.adapter.embed().weight).device
         self.dtype = next(model.parameters()).dtype
         self.rows = torch.as_tensor(rows).to(self.device, self.dtype)  # [layers, P or n_heads, ...]
         self.cache_kw = cache_kwarg(model)

@@ -541,7 +541,7 @@ class Trace:
 
     def _lens_arrays(self, _path: str) -> dict[str, np.ndarray]:
         """lens.safetensors' arrays, checked against the manifest's checksum (when it lists one) and the model facts."""
-        arrays = read_side_safetensors(self.root, LENS_FILE, checksum=self._lens_facts.get("checksum"))
+        arrays = read_side_safetensors(self.root, LENS_FILE, checksum=(self._lens_facts or {}).get("checksum"))
         check_lens(arrays, self.model, LENS_FILE)
         return arrays
 

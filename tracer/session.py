@@ -182,7 +182,7 @@ class LiveSession:
             self.prompt_ids = encode_prompt(tokenizer, prompt, self.chat) if prompt else []
         if not self.prompt_ids:
             raise PromptError("the prompt is empty")
-        facts = inert_value(model_facts(model, self.adapter, self.name, source or self.name))
+        facts = cast(dict, inert_value(model_facts(model, self.adapter, self.name, source or self.name)))
         n_ctx = facts.get("n_ctx")
         if n_ctx and len(self.prompt_ids) >= n_ctx:
             raise PromptError(f"the prompt is {len(self.prompt_ids)} tokens, longer than the model's context of {n_ctx}")

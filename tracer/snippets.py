@@ -137,7 +137,7 @@ def intervention_snippet(library: str, facts: dict, ids: list[int], spec: tuple,
         if kind in ("mean_head", "steer"):
             lines.append(f"_, cache = model.run_with_cache(ids, names_filter={hook!r})")
         if kind == "patch":
-            lines += [f"source = torch.tensor([{list(map(int, source_ids))}])",
+            lines += [f"source = torch.tensor([{list(map(int, source_ids or []))}])",
                       f"_, cache = model.run_with_cache(source, names_filter={hook!r})"]
         lines += ["", "def edit(act, hook):", *("    " + b for b in body), "    return act", "",
                   f"logits = model.run_with_hooks(ids, fwd_hooks=[({hook!r}, edit)])",
@@ -151,7 +151,7 @@ def intervention_snippet(library: str, facts: dict, ids: list[int], spec: tuple,
         if kind in ("mean_head", "steer"):
             lines += ["with model.trace(ids):", f"    before = {expr}.save()"]
         if kind == "patch":
-            lines += [f"source = torch.tensor([{list(map(int, source_ids))}])", "with model.trace(source):",
+            lines += [f"source = torch.tensor([{list(map(int, source_ids or []))}])", "with model.trace(source):",
                       f"    before = {expr}.save()"]
         lines += ["with model.trace(ids):", *("    " + e for e in edit), "    logits = model.lm_head.output.save()",
                   "top = int(logits[0, -1].argmax())", "print(top, repr(model.tokenizer.decode([top])))"]

@@ -35,6 +35,7 @@ from rich.text import Text
 from textual import events
 from textual.app import App
 from textual.binding import Binding
+from textual.notifications import SeverityLevel
 from textual.reactive import var
 from textual.worker import Worker, WorkerState
 
@@ -488,7 +489,7 @@ class StepscopeApp(LiveWorkers, App[None]):
     MAX_REPORTED_ERRORS = 20
     """Past this many distinct errors in one session, the next one ends the app (exit 1)."""
 
-    def notify(self, message: object, *, title: str = "", severity: str = "information",
+    def notify(self, message: object, *, title: str = "", severity: SeverityLevel = "information",
                timeout: float | None = None, markup: bool = False) -> None:
         """Every notification is a plain inert string, never markup: a rich `Text` gives its plain text,
         anything else its `str`; control and invisible characters are escaped visibly (`inert`)."""

@@ -82,6 +82,8 @@ def _build(trace, step, token_id: int | None) -> LogitLens:
     exact = exact_token_stats(trace, step, chosen)  # ([n_layers], [n_layers]) or None
     rows = []
     for layer in range(ids.shape[0]):
+        rank: int | None
+        prob: float | None
         top = [LensToken(int(i), *texts(int(i)), float(p)) for i, p in zip(ids[layer], probs[layer])]
         if exact is not None:
             rank, prob = int(exact[1][layer]), float(exact[0][layer])
