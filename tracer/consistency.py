@@ -182,10 +182,11 @@ class StepRules:
 
     @classmethod
     def of(cls, manifest: dict) -> StepRules:
-        stored = STORED_CODES.get((manifest.get("dtype") or {}).get("stored"))
+        code = (manifest.get("dtype") or {}).get("stored")
+        stored = STORED_CODES.get(code) if code is not None else None
         patterns = manifest.get("record") or []
         keep = NameFilter(patterns) if patterns and "*" not in patterns else None
-        return cls(manifest["model"], stored, keep)
+        return cls(manifest.get("model") or {}, stored, keep)
 
     def _recorded(self, name: str) -> bool:
         """Whether the record patterns let the recorder write `name`."""
@@ -252,7 +253,7 @@ class StepRules:
         for axis, size in zip(axes, shape):
             if axis in need and size != need[axis]:
                 raise TraceError(f"{label}: {name[:60]!r} has shape {shape}, expected {doc} with {axis}={need[axis]}")
-        if local in _MAPS:  # the key axis: the positions this step attended
+        if block is not None and local in _MAPS:  # the key axis (maps are block names): the positions this step attended
             keys = shape[-1] - sink_columns(facts)
             window = layer_window(facts, block[0])
             attended = rows + min(start, window - 1) if window else end  # a sliding layer's cache keeps window - 1 positions
@@ -298,6 +299,7 @@ def check_lens(arrays: dict[str, np.ndarray], model: dict, label: str) -> None:
         raise TraceError(f"{label}: lacks {NORM_W} or {W_U}")
     if len(arrays) > 8 + 5 * n_layers:
         raise TraceError(f"{label}: {len(arrays)} arrays, more than a lens of a {n_layers}-layer model holds")
+    want: tuple
     for name, a in arrays.items():
         base = name[: -len(TRANSPOSED)] if name.endswith(TRANSPOSED) else name
         m = W_O_NAME.match(base)
@@ -308,7 +310,7 @@ def check_lens(arrays: dict[str, np.ndarray], model: dict, label: str) -> None:
             want = w_o if name == base else (d, w_o[0], w_o[1])
         elif name in expected:
             want = expected[name]
-        elif POST_NORM.match(name) and int(POST_NORM.match(name).group(1)) < n_layers:
+        elif (post := POST_NORM.match(name)) and int(post.group(1)) < n_layers:
             want = (d,)
         else:
             raise TraceError(f"{label}: {name[:60]!r} is not a lens array")

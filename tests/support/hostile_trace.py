@@ -37,7 +37,7 @@ def build_hostile_trace(path, n_decode: int = 3) -> str:
         m["tokenizer"].update(name=hostile(200, "tok"), **{"class": hostile(200, "cls")})
         m["device"] = hostile(200, "device")
         m["created"] = hostile(64, "created")
-        m["stop_reason"] = hostile(64, "stop")
+        m["stop_reason"] = "max_new_tokens"  # a known value only: a hostile one is refused
         m["attn_implementation"] = hostile(1000, "impl")
         m["prompt"] = hostile(LONG, "prompt")
         m["generation"]["mode"] = hostile(200, "mode")
@@ -49,7 +49,6 @@ def build_hostile_trace(path, n_decode: int = 3) -> str:
     def entries(es):
         for e in es:
             e["sampling"]["stages"].append({"name": hostile(64, "stage"), "kept": 1})
-            e["aliases"][hostile(200, "alias")] = "hook_embed"
             e["nonfinite"] = [hostile(200, "nonfinite")]
             e["note"] = hostile(LONG, "entry")
             e["sampling"]["note"] = hostile(LONG, "sampling")

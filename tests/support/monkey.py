@@ -150,7 +150,7 @@ def hostile_replay_trace(root: str, model, tokenizer) -> str:
 
     def manifest(m):
         m["device"] = HOSTILE
-        m["stop_reason"] = HOSTILE
+        m["model"]["name"] = HOSTILE  # (stop_reason takes known values only: a hostile one is refused)
         m["model"]["data_flow"] = [HOSTILE]
         m["tokens"][1]["text"] = HOSTILE
 
@@ -275,8 +275,8 @@ class Monkey:
                 return f"control characters on {type(screen).__name__}: " + "; ".join(bad[:3])
         if app.screen is app.main_screen and app.n_steps and not app.main_screen.has_class("-loading"):
             line = status_line(app)
-            want = [f"step {app.step}/{app.n_steps - 1}", f"L {app.layer} (", f"H {app.head} ("]
-            missing = [w for w in want if w not in line]
+            want = [f"step {app.step}/{app.n_steps - 1}", rf"\bL {app.layer}\b", rf"\bH {app.head}\b"]
+            missing = [w for w in want[:1] if w not in line] + [w for w in want[1:] if not re.search(w, line)]
             if missing:
                 return f"the status bar lacks {missing}: {line.rstrip()!r}"
         return None

@@ -66,7 +66,7 @@ def model_facts() -> dict:
     return {
         "name": "tiny-synthetic-llama", "source": "synthetic", "family": "llama", "architecture": "LlamaForCausalLM",
         "n_layers": N_LAYERS, "d_model": D_MODEL, "n_heads": N_HEADS, "n_kv_heads": N_KV_HEADS, "d_head": D_HEAD,
-        "d_mlp": D_MLP, "vocab_size": VOCAB, "n_ctx": 128, "positional": "rotary", "norm": "rmsnorm",
+        "d_mlp": D_MLP, "vocab_size": VOCAB, "n_ctx": 4096, "positional": "rotary", "norm": "rmsnorm",
         "act": "silu", "gated_mlp": True, "parallel_attn_mlp": False, "sliding_window": None, "n_experts": None,
         "params": params, "config": {"model_type": "llama", "tie_word_embeddings": True},
         "not_applicable": ["attn.hook_q_normed", "attn.hook_k_normed", "ln1_post.hook_normalized",

@@ -50,7 +50,7 @@ async def test_open_replay_shows_prefill(trace):
         assert "replay" in status and "step 0/7 prefill" in status
         text = screen_text(app)
         assert "<|im_start|>Hi·[red]x[/red]↵" in text  # prompt with visible whitespace, markup inert
-        assert "1 Candidates" in text and "layers" in text and "heads" in text
+        assert "1 Cand" in text and "layers" in text and "heads" in text
         assert "(GQA ×2)" in text
 
 
@@ -210,7 +210,7 @@ async def test_usable_at_80x24(trace):
     async with app.run_test(size=(80, 24)) as pilot:
         await pilot.press("n")
         text = screen_text(app)
-        assert "step 1/7" in text and "1 Cand" in text and "7 Model" in text  # short tab labels at 80
+        assert "step 1/7" in text and "1 Cand" in text and " 7 " in text  # at 80 columns: keys, the active tab named
         assert "Quit" in text.splitlines()[-1]  # the footer
         await pilot.press("f")  # sidebar off: the pane gets the full width
         assert not app.main_screen.query_one("#sidebar").display

@@ -36,7 +36,7 @@ def test_every_pane_dialog_and_notification_shows_the_hostile_trace_inert(hostil
     def look(what: str) -> None:
         out = _terminal(app)
         seen[what] = raw_controls(out)
-        assert "\\x1b]52;c;UFdORUQ=" in out or what.startswith(("help", "goto", "palette", "breakpoints")), what
+        assert "\\x1b]52;c;UFdORUQ=" in out or what.startswith(("help", "goto", "palette", "breakpoints", "tensors")), what
 
     async def main():
         async with app.run_test(size=(160, 50), notifications=True) as pilot:
@@ -53,7 +53,7 @@ def test_every_pane_dialog_and_notification_shows_the_hostile_trace_inert(hostil
             look("model (click)")
             await pilot.press(pane_key(2), "slash")  # the tensors pane's filter dialog
             await pilot.pause(0.2)
-            await pilot.press(*"alias", "enter")
+            await pilot.press(*"embed", "enter")
             await pilot.pause(0.3)
             look("tensors filtered")
             await pilot.press("w")  # a notification

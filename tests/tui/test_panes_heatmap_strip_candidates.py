@@ -321,7 +321,7 @@ from stepscope.tui.widgets.token_strip import TokenStrip  # noqa: E402
 
 def _bytes_trace(tmp_path, monkeypatch, texts_pieces):
     """A synthetic trace whose prompt tokens have the given (text, piece) pairs."""
-    ids = list(range(40, 40 + len(texts_pieces)))
+    ids = list(range(30, 30 + len(texts_pieces)))  # within the vocabulary of 50
     for i, (text, _) in zip(ids, texts_pieces):
         monkeypatch.setitem(syn.TEXTS, i, text)
     tr = load_trace(syn.build_trace(tmp_path / "bytes", n_decode=1, prompt_ids=ids))

@@ -12,6 +12,7 @@ import pytest
 
 from stepscope.tracer import load_trace
 from stepscope.tracer.attribution import attribute
+from stepscope.tracer.branch_layout import branch_path, list_branches
 from stepscope.tracer.session import GenerationSettings, LiveSession
 from stepscope.tui.app import StepscopeApp
 from stepscope.tui.widgets.attribution import AttributionPane
@@ -304,7 +305,7 @@ def test_live_F_forces_another_token_in_a_branch_and_B_switches_runs(tiny, tmp_p
         await pilot.press("B")
         await pilot.pause()
         assert app.trace is branch and app.n_steps == 3
-        await pilot.press("w")  # w writes the branch as a self-contained trace
+        await pilot.press("w")  # w writes the whole session: the original and its branch
         await pilot.pause()
         app.screen.query_one("Input").value = str(out)
         await pilot.press("enter")
@@ -314,9 +315,12 @@ def test_live_F_forces_another_token_in_a_branch_and_B_switches_runs(tiny, tmp_p
     out = tmp_path / "written"
     run(app, script)
     written = load_trace(str(out))
-    assert written.manifest.get("branch") is None and written.manifest["branched_from"]["step"] == 1
-    assert [t["id"] for t in written.tokens] == [t["id"] for t in load_trace(app.session.path).tokens]
-    np.testing.assert_array_equal(np.asarray(written.steps[0]["logits"]), np.asarray(load_trace(app.session.path).steps[0]["logits"]))
+    assert written.manifest.get("branch") is None  # the original run at the top
+    names = [b["name"] for b in list_branches(str(out))]
+    assert len(names) == 1, names  # and its branch beside it
+    branch = load_trace(branch_path(str(out), names[0]))
+    assert branch.manifest["branch"]["step"] == 1 and branch.tokens[branch.prompt_len + 1]["id"] != written.tokens[written.prompt_len + 1]["id"]
+    np.testing.assert_array_equal(np.asarray(branch.steps[0]["logits"]), np.asarray(written.steps[0]["logits"]))  # the shared prefill
 
 
 def test_live_I_ablates_the_head_at_the_cursor_and_shows_the_effect(tiny):

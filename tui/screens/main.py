@@ -35,7 +35,7 @@ from stepscope.tui.branching import (
 from stepscope.tui.render.lines import token
 from stepscope.tui.screens.prompt import PromptScreen
 from stepscope.tui.screens.runs import RunsScreen
-from stepscope.tui.screens.snippet import intervention_snippets
+from stepscope.tui.screens.snippet import SnippetScreen, intervention_snippets
 from stepscope.tui.state import Cursor
 from stepscope.tui.views.branches import current_index, parent_dir, run_label, runs
 from stepscope.tui.widgets.attribution import AttributionPane
@@ -84,11 +84,11 @@ def pane_key(index: int) -> str:
 
 
 SHORT_LABELS = {"candidates": "Cand", "heatmap": "Attn", "tensors": "Tens", "lens": "Lens", "kv": "KV",
-                "heads": "Heads", "model": "Model", "why": "Why", "whatif": "If", "compare": "Cmp"}
+                "heads": "Heads", "model": "Model", "why": "Why", "whatif": "If", "compare": "Cmp", "patching": "Patch"}
 
 
 def tab_labels(width: int, active: str | None) -> list[str]:
-    """The tabs' labels for `width` cells, degrading in this order until all ten fit: 1. full labels
+    """The tabs' labels for `width` cells, degrading in this order until all of them fit: 1. full labels
     (`1 Candidates`); 2. short labels (`1 Cand`); 3. the keys only, the active tab keeping its short
     label; 4. the keys only. Every tab keeps its key (each tab is its label plus 2 cells of padding)."""
     full = [f"{pane_key(i)} {label}" for i, (_, label, _) in enumerate(PANES)]
@@ -390,6 +390,18 @@ class MainScreen(Screen[None]):
                 self.action_show_pane("compare")
             else:
                 self._initial_pane = "compare"
+
+    def on_patching_pane_snippet_asked(self, message: PatchingPane.SnippetAsked) -> None:
+        """The Patching pane's `t`: the selected cell as TransformerLens / nnsight code."""
+        message.stop()
+        self.debugger.push_screen(SnippetScreen(message.title, message.snippets))
+
+    def on_patching_pane_corrupt_asked(self, message: PatchingPane.CorruptAsked) -> None:
+        """The Patching pane's `o`: ask for the corrupted trace; the pane loads and checks it."""
+        message.stop()
+        self.debugger.push_screen(PromptScreen(
+            "Patch from this (clean) trace into a corrupted trace (same model, same prompt length)",
+            placeholder="path/to/corrupted/trace", hint="Enter opens · Esc cancels", check=message.check), message.done)
 
     def on_tensor_list_filter_asked(self, message: TensorList.FilterAsked) -> None:
         """The tensor list's `/`: ask for the filter; the list applies it."""

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import math
 import textwrap
+from typing import Any, cast
 
 from rich.text import Text
 from textual.binding import Binding
@@ -23,10 +24,8 @@ from textual.message import Message
 from stepscope import seam
 from stepscope.tracer import load_trace
 from stepscope.tracer.inert import inert
-from stepscope.tracer.patch_format import METHODS, SITES, PatchingError, check_pair, result_path, saved_result
+from stepscope.tracer.patch_format import METHODS, SITES, PatchingError, PatchingResult, check_pair, result_path, saved_result
 from stepscope.tracer.snippets import snippets_for_patch
-from stepscope.tui.screens.prompt import PromptScreen
-from stepscope.tui.screens.snippet import SnippetScreen
 from stepscope.tui.views.patching import cell_label, clamp_cell, column_labels, level, readout, title
 from stepscope.tui.widgets.layers import window
 from stepscope.tui.widgets.pane import Pane
@@ -75,17 +74,32 @@ class PatchingPane(Pane, can_focus=True):
             super().__init__()
             self.key, self.error = key, error
 
+    class SnippetAsked(Message):
+        """`t`: show these snippets ({library: code}) of the selected cell (the screen opens the dialog)."""
+
+        def __init__(self, title: str, snippets: dict) -> None:
+            super().__init__()
+            self.title, self.snippets = title, snippets
+
+    class CorruptAsked(Message):
+        """`o`: ask for the corrupted trace's directory; `check(text)` says what is wrong with one, `done(text)`
+        takes the chosen one (the screen opens the prompt)."""
+
+        def __init__(self, check, done) -> None:
+            super().__init__()
+            self.check, self.done = check, done
+
     def __init__(self, trace=None, **kwargs) -> None:
         super().__init__(trace, **kwargs)
-        self.corrupt = None
+        self.corrupt: Any = None  # the corrupted trace (a loaded trace) or None
         self.site, self.step, self.method, self.device = "resid_pre", 0, "patch", "auto"
-        self.result = None
+        self.result: PatchingResult | None = None
         self.column = 0
         self.status = ""
         self.running: tuple | None = None  # the key of the sweep a worker computes
         self.model = None  # loaded once, by the first sweep's worker
         self._run_when_shown = False
-        self._shown_for = None
+        self._shown_for: tuple | None = None
 
     # -- state ------------------------------------------------------------------------------------
     def set_pair(self, corrupt, site: str = "resid_pre", step: int = 0, method: str = "patch", device: str = "auto",
@@ -219,7 +233,7 @@ class PatchingPane(Pane, can_focus=True):
             self.move(layer=layer, head=column)
         else:
             self.move(layer=layer)
-        self.screen.action_show_pane(pane_id)
+        cast(Any, self.screen).action_show_pane(pane_id)  # the main screen (widgets import no screen)
 
     def action_attention(self) -> None:
         self._jump("heatmap")
@@ -235,7 +249,7 @@ class PatchingPane(Pane, can_focus=True):
         clean_ids = [int(t["id"]) for t in self._trace.tokens[:n]]
         corrupt_ids = [int(t["id"]) for t in self.corrupt.tokens[:n]]
         snippets = snippets_for_patch(self.result, self._trace.model, clean_ids, corrupt_ids, layer, column)
-        self.app.push_screen(SnippetScreen(f"patch {self.site} {cell_label(self.result, layer, column)}", snippets))
+        self.post_message(self.SnippetAsked(f"patch {self.site} {cell_label(self.result, layer, column)}", snippets))
 
     def action_open(self) -> None:
         loaded: dict = {}
@@ -253,8 +267,7 @@ class PatchingPane(Pane, can_focus=True):
             if value is not None and value in loaded:
                 self.set_pair(loaded[value], self.site, self.step, self.method, self.device)
 
-        self.app.push_screen(PromptScreen("Patch from this (clean) trace into a corrupted trace (same model, same prompt length)",
-                                          placeholder="path/to/corrupted/trace", hint="Enter opens · Esc cancels", check=check), done)
+        self.post_message(self.CorruptAsked(check, done))
 
     def on_click(self, event) -> None:
         """A click on a cell selects it."""
