@@ -10,7 +10,8 @@ filtering). Tensors are kept detached, without a copy (module outputs are fresh 
 transformers never modifies in place afterwards; the recomputation tests would catch one that
 did); the session converts them to the storage dtype and moves them to the host once per step.
 
-Streaming (a long prefill; tracer/budget.py decides): with a `sink`, the recorder hands each
+Streaming (a long prefill; tracer/budget.py decides): installed with `streams`, every block but
+the last and the final norm get a wrapper too; then, with a `sink`, the recorder hands each
 block's tensors to it as soon as the block's forward has returned (the last block's stay until
 `take()`, with the head's), norms derived per block, so it never holds more than about one
 block's tensors; `held_peak` is the most it held at once (bytes, each storage counted once).
@@ -125,6 +126,7 @@ class Recorder:
         self._attn_modules: list = []
         self.active = False
         self.shards: ShardGather | None = None  # tensor parallelism: sharded tensors are joined on rank 0 (tracer/distributed.py)
+        self.streams = False  # set before install(): some steps are streamed (block-end handlers go in)
         self.sink: Callable[[dict[str, torch.Tensor]], None] | None = None  # streaming: takes each block's tensors
         self.row_sink: Callable[[str, int, Any], None] | None = None  # streaming: (name, rows, blocks of rows)
         self.unembed_rows = 0  # > 0: compute `logits` from the final norm's output, this many rows at a time
@@ -429,11 +431,12 @@ class Recorder:
                 handler = self._handler(point, name, lens_layer, kept_as)
                 if handler is not None:
                     by_module.setdefault(id(point.module), (point.module, []))[1].append(handler)
-            for layer in self.layers[:-1]:  # streaming: each block's tensors leave when it returns
-                by_module.setdefault(id(layer), (layer, []))[1].append(self._block_done)
-            norm = self.adapter.final_norm() if self.keep("logits") else None
-            if norm is not None:  # its output, for logits computed here (unembed_rows)
-                by_module.setdefault(id(norm), (norm, []))[1].append(self._final_norm_out)
+            if self.streams:
+                for layer in self.layers[:-1]:  # each block's tensors leave when it returns
+                    by_module.setdefault(id(layer), (layer, []))[1].append(self._block_done)
+                norm = self.adapter.final_norm() if self.keep("logits") else None
+                if norm is not None:  # its output, for logits computed here (unembed_rows)
+                    by_module.setdefault(id(norm), (norm, []))[1].append(self._final_norm_out)
             for module, handlers in by_module.values():
                 self._wrap(module, handlers)
             roles = self.adapter.attention_names

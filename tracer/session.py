@@ -205,6 +205,7 @@ class LiveSession:
         self.special = set(int(i) for i in (getattr(tokenizer, "all_special_ids", []) or []))
         self.names = recorded_names(self.adapter)
         self.plan = self._budget_plan(facts, budget_bytes(budget), memory_budget_bytes(memory_budget))
+        self._stream_prefill = self.recorder.streams = self.plan.streamed
         self._unembed_rows = self._logit_block_rows(facts) if self.plan.streamed else 0
         if tensor_parallel is not None:
             self.recorder.shards = tensor_parallel.gather
@@ -370,6 +371,8 @@ class LiveSession:
 
     # -- stepping -----------------------------------------------------------------------------
     _steps_started = 0
+    _stream_prefill = False  # the plan streams the prefill to disk (a branch session holds its steps whole)
+    _unembed_rows = 0
 
     @property
     def steps_started(self) -> int:
@@ -404,7 +407,7 @@ class LiveSession:
 
     def _streams_next(self) -> bool:
         """The next step is a prefill that the plan streams to disk (tracer/budget.py, memory)."""
-        return self.plan.streamed and self._steps_started == 0 and self.recorder.shards is None
+        return self._stream_prefill and self._steps_started == 0 and self.recorder.shards is None
 
     def _recorded_last_logits(self, model_row: torch.Tensor, arrays) -> torch.Tensor:
         """The last row of the logits the recorder computed from the final norm's output (what
