@@ -214,8 +214,9 @@ def memory_plan(result: Plan, names: list[str], facts: dict, keep: NameFilter, p
         if result.held_bytes > memory and rows is None and can_trim and p > ROWS_KEPT:
             trimmed = held_streamed(ROWS_KEPT)
             if trimmed <= memory:
-                result.row_limit, result.held_bytes = ROWS_KEPT, trimmed
+                result.row_limit = ROWS_KEPT
                 result.total_bytes -= int(MARGIN * (map_bytes(p, p) - map_bytes(ROWS_KEPT, p)))
+            result.held_bytes = trimmed  # what it holds, or the least it could (named in the refusal)
     decode = names_bytes(names, facts, keep, 1, p + n, itemsize)
     result.held_bytes = max(result.held_bytes, decode)
     if result.held_bytes > memory:
