@@ -48,7 +48,8 @@ def measured(cmd: list[str], stdin: str | None = None) -> tuple[int, str, str, f
     maximum resident set, from wait4 (not the running total over every child so far)."""
     with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
         t0 = time.perf_counter()
-        proc = subprocess.Popen(cmd, cwd=ROOT, stdin=subprocess.PIPE, stdout=out, stderr=err, text=True)
+        env = dict(os.environ, COLUMNS="400")  # the trace command's summary lines unwrapped
+        proc = subprocess.Popen(cmd, cwd=ROOT, stdin=subprocess.PIPE, stdout=out, stderr=err, text=True, env=env)
         assert proc.stdin is not None
         proc.stdin.write(stdin or "")
         proc.stdin.close()
