@@ -14,7 +14,8 @@ Streaming (a long prefill; tracer/budget.py decides): installed with `streams`, 
 the last and the final norm get a wrapper too; then, with a `sink`, the recorder hands each
 block's tensors to it as soon as the block's forward has returned (the last block's stay until
 `take()`, with the head's), norms derived per block, so it never holds more than about one
-block's tensors; `held_peak` is the most it held at once (bytes, each storage counted once).
+block's tensors; `held_peak` is the most it held at once then (bytes, each storage counted once;
+not counted for steps held whole, where it is the step's size).
 With `unembed_rows` the forward ran with logits_to_keep=1 (no [T, vocab] logits in memory) and the
 recorder computes the recorded `logits` itself, that many rows at a time, from the final norm's
 output (the LM head, then the final soft-cap, as the model does), handing the blocks of rows to
@@ -131,7 +132,7 @@ class Recorder:
         self.row_sink: Callable[[str, int, Any], None] | None = None  # streaming: (name, rows, blocks of rows)
         self.unembed_rows = 0  # > 0: compute `logits` from the final norm's output, this many rows at a time
         self.last_logits: torch.Tensor | None = None  # [vocab], the last row of logits computed here
-        self.held_peak = 0  # bytes: the most the recorder held at once (since the last reset)
+        self.held_peak = 0  # bytes: the most the recorder held at once while streaming a step
         self._final_hidden: torch.Tensor | None = None  # [T, d_model]: the final norm's output (unembed_rows)
 
     # -- recording -----------------------------------------------------------------------------
@@ -185,7 +186,6 @@ class Recorder:
             return {}
         if self._norm_inputs:
             self._derive_norms()
-        self._note_held()
         out, self.tensors = self.tensors, {}
         return out
 
