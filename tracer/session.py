@@ -205,6 +205,8 @@ class LiveSession:
         self.special = set(int(i) for i in (getattr(tokenizer, "all_special_ids", []) or []))
         self.names = recorded_names(self.adapter)
         self.plan = self._budget_plan(facts, budget_bytes(budget), memory_budget_bytes(memory_budget))
+        if tensor_parallel is not None and self.plan.streamed:  # shards are gathered once per step: held whole
+            self.plan.streamed, self.plan.held_bytes = False, max(self.plan.held_bytes, self.plan.prefill_bytes)
         self._stream_prefill = self.recorder.streams = self.plan.streamed
         self._unembed_rows = self._logit_block_rows(facts) if self.plan.streamed else 0
         if tensor_parallel is not None:
@@ -407,7 +409,7 @@ class LiveSession:
 
     def _streams_next(self) -> bool:
         """The next step is a prefill that the plan streams to disk (tracer/budget.py, memory)."""
-        return self._stream_prefill and self._steps_started == 0 and self.recorder.shards is None
+        return self._stream_prefill and self._steps_started == 0
 
     def _recorded_last_logits(self, model_row: torch.Tensor, arrays) -> torch.Tensor:
         """The last row of the logits the recorder computed from the final norm's output (what
