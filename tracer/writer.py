@@ -343,7 +343,8 @@ class StepStream(MutableMapping):
 
     The data goes into a temp file in the trace directory from offset `reserve` on; `finish`
     writes the header in front of it (its JSON padded with spaces to fill the reserved room, which
-    safetensors allows), drops the padding of nothing else, and renames the file into place. The
+    safetensors allows) and renames the file into place. Memory: one array (or one block of
+    rows) at a time, plus a block of 8 MiB when an alias is compared. The
     file is then what `write_step_file` writes for the same arrays: the same entries, checksums and
     aliases (an array whose bytes equal an earlier one's is an alias: its bytes, just written, are
     compared with the stored ones read back, and the write is undone). Only the header's padding
