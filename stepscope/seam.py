@@ -78,7 +78,7 @@ def generation_settings(**fields):
 
 def open_live_session(model: str | None = None, prompt: str | None = None, **options):
     """`LiveSession.open(model, prompt, **options)`; prompt None is the default prompt. Options: settings,
-    out, device, dtype, device_map, record, store_dtype, progress, background_writer, budget."""
+    out, device, dtype, device_map, record, store_dtype, progress, background_writer, budget, memory_budget."""
     from stepscope.tracer.session import DEFAULT_PROMPT, LiveSession
 
     return LiveSession.open(model, prompt=DEFAULT_PROMPT if prompt is None else prompt, **options)
