@@ -32,7 +32,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, fields, replace
 from datetime import timedelta
-from typing import Any, NoReturn, Union
+from typing import Any, NoReturn
 
 import torch
 import torch.distributed as dist
@@ -94,7 +94,7 @@ class End:
     code: int
 
 
-Command = Union[Open, Step, Settings, Branch, End]
+Command = Open | Step | Settings | Branch | End
 
 
 @dataclass(frozen=True)
@@ -183,8 +183,10 @@ class Runs:
         """Make `command`'s call: (what it returns, the result every rank must agree on)."""
         if isinstance(command, Open):
             root = self.root = self.opener()
+            group = dist.group.WORLD
             try:  # the ranks now run in step: a rank that fails alone fails the others' next collective soon
-                dist.group.WORLD.set_timeout(timedelta(seconds=COLLECTIVE_S))
+                if group is not None:
+                    group.set_timeout(timedelta(seconds=COLLECTIVE_S))
             except RuntimeError:  # a backend that cannot change it keeps the group's timeout
                 pass
             try:
@@ -236,7 +238,7 @@ class Channel:
         self.count = 0  # commands sent (rank 0) or taken (the others)
 
     def _put(self, key: str, value) -> None:
-        self.store.set(key, pickle.dumps(value))
+        self.store.set(key, pickle.dumps(value))  # type: ignore[arg-type]  # the store takes bytes; its stub says str
 
     def _get(self, key: str):
         return pickle.loads(self.store.get(key))  # noqa: S301 - written by a rank of this job
