@@ -3,8 +3,8 @@ with rank 0's debugger driven headless by a Pilot script, every rank writing wha
 (JSON); with `--fail-at N` the last rank's session fails when it starts step N, and a collective
 waits 5 s for a missing rank instead of a minute (tests/tracer/test_tensor_parallel_run.py checks both).
 
-Rank 0's script: the prefill, two steps; back to step 1 and force token 65 there (branch b1), one
-more step; zero head 1.3 from step 2 (branch b1/b2: that head lives on rank 1), one more step; quit.
+Rank 0's script: the prefill, two steps; seed 7 from the next step; back to step 1, a token id out
+of range refused there, then token 65 forced (branch b1), one more step; zero head 1.3 from step 2 (branch b1/b2: that head lives on rank 1), one more step; quit.
 The other ranks record each command they executed, its outcome, and the candidate logits of the
 step it computed (from their own forward)."""
 
@@ -50,7 +50,24 @@ async def drive(app, leader, fail_at: int | None) -> list[str]:
             if failed():  # the debugger ends itself: the Pilot's app has exited
                 return notes
         assert fail_at is None, "the injected failure did not end the debugger"
-        await pilot.press("p", "F")  # step 1: force token 65
+        await pilot.press("o")  # a new seed from the next step
+        await pilot.pause()
+        app.screen.query_one("Input").value = "seed=7"
+        await pilot.press("enter")
+        deadline = time.monotonic() + 20
+        while app.live_settings.get("seed") != 7 and time.monotonic() < deadline:
+            await pilot.pause(0.05)
+        await pilot.press("p", "F")  # step 1: a token id out of range, refused on every rank
+        await pilot.pause()
+        app.screen.query_one("Input").value = "#999 x"
+        await pilot.press("enter")
+        deadline = time.monotonic() + 20
+        while app.last_error is None and time.monotonic() < deadline:
+            await pilot.pause(0.05)
+        notes.append(f"refused: {app.last_error}")
+        await pilot.press("escape")  # the dialog closes; the session goes on
+        await wait_idle(app, pilot)
+        await pilot.press("F")  # step 1: force token 65
         await pilot.pause()
         app.screen.query_one("Input").value = "#65 A"
         await pilot.press("enter")
@@ -84,8 +101,13 @@ def follow(argv: list[str], fail_at: int | None) -> dict:
     real_execute = tp_follow.Runs.execute
 
     def execute(self, command):
-        value, result = real_execute(self, command)
-        entry = {"command": type(command).__name__, "fields": repr(command)[:200], "result": repr(result)}
+        entry = {"command": type(command).__name__, "fields": repr(command)[:200]}
+        try:
+            value, result = real_execute(self, command)
+        except Exception as exc:
+            executed.append({**entry, "error": tp_follow.one_line(exc)})
+            raise
+        entry["result"] = repr(result)
         if isinstance(command, tp_follow.Step):
             step = self.run(command.run).trace.steps[-1]
             entry.update(run=command.run, step=step.index, token=step.token["id"],

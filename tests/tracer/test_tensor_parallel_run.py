@@ -1,6 +1,7 @@
 """Tensor-parallel debugger: `torchrun --nproc-per-node 2 ... stepscope run --tensor-parallel` on a tiny Llama
 (gloo, two CPU ranks; 4 heads, 2 KV heads: heads 0-1 on rank 0, 2-3 on rank 1). Rank 0's debugger is
-driven headless (tests/support/tp_run_rank.py: steps, a forced token, a head ablation, quit); rank 1
+driven headless (tests/support/tp_run_rank.py: steps, a new seed, a refused token id, a forced token,
+a head ablation, quit); rank 1
 follows it. Rank 0's runs are those one process records doing the same (tokens equal, values within
 1e-4 relative); rank 1 ran every command and computed the same tokens and logits; every rank exits 0.
 A failure on rank 1 ends rank 0's debugger with one line and a non-zero exit."""
@@ -52,12 +53,13 @@ def torchrun_debugger(model: str, tmp_path, *script_args: str) -> tuple[subproce
 
 def single_process_runs(model: str, out) -> None:
     """What rank 0's debugger did, in one process through the tracer API: the prefill and two steps;
-    token 65 forced at step 1 (b1) and one more step; head 1.3 zeroed from step 2 of b1 (b1/b2) and one more."""
+    seed 7 from the next step; token 65 forced at step 1 (b1) and one more step; head 1.3 zeroed from step 2 of b1 (b1/b2) and one more."""
     args = parse_args(run_args(model, out))
     session = open_session(args, generation_settings(args))
     branches = BranchSet(session)
     for _ in range(3):
         session.step()
+    session.update_settings(seed=7)
     b1 = branches.branch(1, token=65)
     b1.step()
     b1.step()
@@ -92,7 +94,8 @@ def tiny_dir(tmp_path_factory):
 def test_rank_1_follows_the_debugger_on_rank_0(tiny_dir, tmp_path):
     result, lead, follower = torchrun_debugger(tiny_dir, tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
-    assert lead == {"code": 0, "notes": ["b1", "b1/b2", "last error: None"], "failure": None}
+    refused = "BranchError: token id 999 is out of range (vocabulary of 259)"
+    assert lead == {"code": 0, "notes": [f"refused: {refused}", "b1", "b1/b2", f"last error: {refused}"], "failure": None}
     assert follower["code"] == 0
     assert not [line for line in (result.stdout + result.stderr).splitlines() if line.startswith("stepscope")]
 
@@ -109,8 +112,10 @@ def test_rank_1_follows_the_debugger_on_rank_0(tiny_dir, tmp_path):
     assert not np.allclose(b2.steps[2]["blocks.1.hook_attn_out"], b1.steps[2]["blocks.1.hook_attn_out"])
 
     executed = follower["executed"]
-    assert [e["command"] for e in executed] == ["Open"] + ["Step"] * 3 + ["Branch"] + ["Step"] * 2 + ["Branch"] + ["Step"] * 2
-    assert "'kind': 'zero_head'" in executed[7]["fields"] and "'head': 3" in executed[7]["fields"]
+    assert [e["command"] for e in executed] == ["Open"] + ["Step"] * 3 + ["Settings"] + ["Branch"] * 2 + ["Step"] * 2 + ["Branch"] + ["Step"] * 2
+    assert executed[4]["fields"] == "Settings(run='', changes={'seed': 7})" and executed[4]["result"] == "(('seed', 7),)"
+    assert executed[5]["error"] == refused  # the refusal every rank had: the run went on
+    assert "'kind': 'zero_head'" in executed[9]["fields"] and "'head': 3" in executed[9]["fields"]
     steps = [e for e in executed if e["command"] == "Step"]
     assert [(e["run"], e["step"]) for e in steps] == [("", 0), ("", 1), ("", 2), ("b1", 1), ("b1", 2), ("b1/b2", 2), ("b1/b2", 3)]
     for e in steps:  # rank 1's own forward chose rank 0's token from the same logits
