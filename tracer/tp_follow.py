@@ -26,6 +26,7 @@ process instead), and that rank posts its outcome too.
 
 from __future__ import annotations
 
+import atexit
 import pickle
 import threading
 import time
@@ -45,7 +46,8 @@ from .session import LiveSession
 
 COLLECTIVE_S = 60.0  # once the session is open, a collective waits this long for the other ranks
 ANSWER_S = 600.0  # a rank waits this long for another's outcome of a command
-IDLE_S = 3600.0  # the other ranks wait for the next command in spans of this length, without end
+GONE = "rank0-gone"  # set when rank 0's process exits
+IDLE_S = 1.0  # the other ranks wait for the next command in spans of this length (a signal is handled between)
 
 
 class TensorParallelFailure(RuntimeError):
@@ -243,6 +245,13 @@ class Channel:
     def _get(self, key: str):
         return pickle.loads(self.store.get(key))  # noqa: S301 - written by a rank of this job
 
+    def say_gone(self) -> None:
+        """(rank 0, at exit) This process is ending: the other ranks may end too."""
+        try:
+            self.store.set(GONE, "")
+        except Exception:  # noqa: BLE001 - the store is gone already: nobody is waiting
+            pass
+
     def ready(self, key: str, seconds: float) -> bool:
         """`key` is in the store, waiting up to `seconds` for it."""
         try:
@@ -294,12 +303,19 @@ class Leader:
         self.on_failure: Callable[[str], None] | None = None
         self.wrapped: dict[str, LeaderRun] = {}
 
+    def join(self) -> None:
+        """Join the process group and open the channel (the other ranks wait for it)."""
+        if self.channel is None:
+            rank, size = init()
+            if rank != 0:
+                raise TensorParallelFailure(f"the debugger runs on rank 0, not on rank {rank}")
+            self.channel = Channel(default_store(), rank, size)
+            atexit.register(self.channel.say_gone)
+
     def open(self, opener: Callable[[], LiveSession]) -> LeaderRun:
-        """Join the process group, open the session on every rank; the original run, wrapped."""
-        rank, size = init()
-        if rank != 0:
-            raise TensorParallelFailure(f"the debugger runs on rank 0, not on rank {rank}")
-        self.channel, self.runs = Channel(default_store(), rank, size), Runs(opener)
+        """Open the session on every rank; the original run, wrapped."""
+        self.join()
+        self.runs = Runs(opener)
         self.call(Open())
         return self.run_of("")
 
@@ -443,7 +459,7 @@ def follow(opener: Callable[[], LiveSession]) -> int:
         while True:
             index, command = channel.take()
             if isinstance(command, End):
-                return command.code
+                return ended(channel, command.code)
             try:
                 mine = Outcome(result=runs.execute(command)[1])
             except Exception as exc:  # noqa: BLE001 - told to rank 0, which decides
@@ -463,7 +479,18 @@ def wait_for_end(channel: Channel) -> int:
             break
         if isinstance(channel.take()[1], End):
             break
-    return 1
+    return ended(channel, 1)
+
+
+def ended(channel: Channel, code: int) -> int:
+    """Rank 0 has ended with `code`. After a failure this rank stays until rank 0's process is gone
+    (or torchrun ends this one), so that torchrun never stops rank 0 before it has said why."""
+    if code:
+        try:
+            channel.ready(GONE, ANSWER_S)
+        except Exception:  # noqa: BLE001 - the store went with rank 0 (a store rank 0 held)
+            pass
+    return code
 
 
 __all__ = ["Branch", "Channel", "Command", "End", "Leader", "LeaderBranches", "LeaderRun", "Open", "Outcome", "Runs",

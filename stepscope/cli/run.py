@@ -12,11 +12,13 @@ import sys
 from stepscope import seam
 from stepscope.cli.common import (
     EXIT_INTERNAL,
+    EXIT_USAGE,
     check_model_options,
     check_terminal,
     exit_status,
     generation_options,
     generation_settings,
+    is_user_error,
     model_options,
     open_session,
     parallel_options,
@@ -90,8 +92,13 @@ def run(args) -> int:
         if rank(args):
             return follow(args)
         leader = seam.tensor_parallel_leader()
-        app = live_app(args, leader)
-        check_terminal()
+        leader.join()  # the other ranks wait for rank 0 there: a refusal below ends them too
+        try:
+            app = live_app(args, leader)
+            check_terminal()
+        except Exception as exc:
+            leader.end(EXIT_USAGE if is_user_error(exc) else EXIT_INTERNAL)
+            raise
         app.run()
         return finish(app, leader)
     app = live_app(args)

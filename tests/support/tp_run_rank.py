@@ -126,7 +126,10 @@ def follow(argv: list[str], fail_at: int | None) -> dict:
             return real_step(self)
 
         LiveSession.step = failing_step
-    code = main(argv)
+    try:
+        code = main(argv)
+    except SystemExit as stop:  # torchrun's SIGTERM once rank 0 has exited non-zero
+        code = int(stop.code or 0)
     return {"code": code, "executed": executed}
 
 

@@ -134,7 +134,7 @@ def test_a_failing_rank_ends_the_debugger_with_one_line(tiny_dir, tmp_path):
     lines = [line for line in (result.stdout + result.stderr).splitlines() if line.startswith("stepscope")]
     assert lines == ["stepscope: tensor parallel: rank 1 failed: RuntimeError: injected failure on rank 1"]
     assert lead["code"] == 1 and lead["failure"] == lines[0].removeprefix("stepscope: ")
-    assert follower["code"] == 1
+    assert follower["code"] in (1, 143)  # its own exit once rank 0 has gone, or torchrun's SIGTERM after rank 0's exit
     assert len(load_trace(str(tmp_path / "tp")).steps) == 2
 
 
