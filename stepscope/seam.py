@@ -92,6 +92,22 @@ def open_default_session(progress=None):
     return LiveSession.open(None, settings=GenerationSettings(chat=False), progress=progress)
 
 
+def tensor_parallel_leader():
+    """Rank 0's side of a tensor-parallel debugger (tracer/tp_follow.py): `open(opener)` opens the session
+    on every rank; TensorParallelError outside torchrun."""
+    from stepscope.tracer.tp_follow import Leader
+
+    return Leader()
+
+
+def follow_leader(opener) -> int:
+    """A rank other than 0 of a tensor-parallel debugger: rank 0's calls made on this rank's session
+    (`opener()` opens it) until rank 0 ends; the exit status."""
+    from stepscope.tracer.tp_follow import follow
+
+    return follow(opener)
+
+
 def check_out_dir(path: str) -> str:
     """"new" or "trace" (replaced only once the new run has a step); TraceWriteError for a directory
     holding anything else, or a new one whose missing parents cannot be created (the session creates
@@ -114,9 +130,13 @@ def check_out_dir(path: str) -> str:
 
 # -- branches and interventions (the debugger's live session) ---------------------------------------
 def make_branch_set(session):
-    """A BranchSet over the live session (made before its first step), None where branching is unavailable."""
+    """A BranchSet over the live session (made before its first step), None where branching is unavailable.
+    A session led over tensor-parallel ranks has its own (its branches are made on every rank)."""
     from stepscope.tracer.branch import BranchSet
+    from stepscope.tracer.tp_follow import LeaderRun
 
+    if isinstance(session, LeaderRun):
+        return session.branch_set()
     try:
         return BranchSet(session)
     except Exception:  # noqa: BLE001 - branching is optional: the debugger works without it

@@ -70,7 +70,8 @@ def parallel_options(p: argparse.ArgumentParser) -> argparse.Action:
     return p.add_argument_group("parallelism").add_argument(
         "--tensor-parallel", action="store_true",
         help="shard the model's heads and MLP neurons over the ranks of torchrun "
-             "(torchrun --nproc-per-node N -m stepscope ...); rank 0 writes the trace and shows progress (default: off)")
+             "(torchrun --nproc-per-node N -m stepscope ...); rank 0 writes the trace and shows progress "
+             "or the debugger, the other ranks follow it (default: off)")
 
 
 def rank(args) -> int:
