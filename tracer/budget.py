@@ -142,12 +142,12 @@ class Plan:
         return disk + "\n" + memory
 
 
-def plan(step_bytes, map_bytes, prompt_len: int, max_new_tokens: int, budget: int, can_trim: bool) -> Plan:
+def plan(step_bytes, map_bytes, prompt_len: int, max_new_tokens: int, budget: int, can_trim: bool, once_bytes: int = 0) -> Plan:
     """`step_bytes(t, s)` and `map_bytes(t, s)`: bytes of a whole step and of its attention maps
-    computing t positions against s keys (tracer/estimate.py)."""
+    computing t positions against s keys (tracer/estimate.py); `once_bytes`: written once per trace."""
     p, n = prompt_len, max_new_tokens
     decode = sum(step_bytes(1, p + i) for i in range(1, n)) if n < 256 else (n - 1) * step_bytes(1, p + n // 2)
-    full = int(MARGIN * (step_bytes(p, p) + decode))
+    full = int(MARGIN * (step_bytes(p, p) + decode)) + once_bytes
     if full <= budget:
         return Plan(full, full, budget, None, True)
     if can_trim and p > ROWS_KEPT:
@@ -163,9 +163,10 @@ def plan(step_bytes, map_bytes, prompt_len: int, max_new_tokens: int, budget: in
 
 
 def recording_plan(names: list[str], facts: dict, keep: NameFilter, prompt_len: int, max_new_tokens: int,
-                   itemsize: int, lens_k: int, budget: int, memory: int = DEFAULT_MEMORY_BUDGET) -> Plan:
+                   itemsize: int, lens_k: int, budget: int, memory: int = DEFAULT_MEMORY_BUDGET, once_bytes: int = 0) -> Plan:
     """The plan of a recording: `names` every name a step records (before `keep`), `facts` the model
-    facts; `budget` bounds the disk, `memory` the bytes of recorded tensors held at once."""
+    facts; `budget` bounds the disk, `memory` the bytes of recorded tensors held at once;
+    `once_bytes` what the trace writes once beside its steps (lens.safetensors)."""
     maps = [n for n in names if keep(n) and is_attention_map(n)]
     heads = facts["n_heads"]
     layers = range(facts["n_layers"])
@@ -177,7 +178,7 @@ def recording_plan(names: list[str], facts: dict, keep: NameFilter, prompt_len: 
     def map_bytes(t: int, s: int) -> int:
         return len(maps) * heads * t * s * itemsize
 
-    result = plan(whole, map_bytes, prompt_len, max_new_tokens, budget, can_trim)
+    result = plan(whole, map_bytes, prompt_len, max_new_tokens, budget, can_trim, once_bytes)
     result.prefill_bytes = whole(prompt_len, prompt_len)
     result.decode_bytes = whole(1, prompt_len + 1)
     if result.fits:

@@ -264,7 +264,8 @@ class LiveSession:
         to fit it (the recorder keeps the last rows), stream the prefill to disk when it would hold
         more than `memory`, or refuse the run (BudgetError)."""
         result = recording_plan(self.names, facts, self.keep, len(self.prompt_ids), self.max_new_tokens,
-                                self.store_dtype.itemsize, self.settings.logit_lens_k, budget, memory)
+                                self.store_dtype.itemsize, self.settings.logit_lens_k, budget, memory,
+                                once_bytes=self._lens_bytes())
         if not result.fits:
             raise BudgetError(result.refusal())
         self.recorder.row_limit = result.row_limit
@@ -308,20 +309,31 @@ class LiveSession:
         """`lens.safetensors`, once per trace: the final norm's weights and W_U (what the reader's lens
         needs) and, when the reader computes `attn.hook_result`, each layer's W_O [n_heads, d_head,
         d_model]. Streamed from the weights' memory into the file (no serialised copy)."""
+        arrays = {name: w.to(dtype).cpu().numpy() for name, (w, dtype) in self._lens_weights().items()}
+        if arrays:
+            self.writer.write_arrays(LENS_FILE, arrays)
+
+    def _lens_weights(self) -> dict[str, tuple[torch.Tensor, torch.dtype]]:
+        """What `lens.safetensors` holds: {stored name: (weight, dtype it is stored in)}; empty
+        when the trace has no lens file."""
         if not self.lens_facts:
-            return
+            return {}
         weights = dict(self.adapter.lens_arrays())
         if self.recorder.lazy_result:
             weights.update({k: w for k, w in self.adapter.result_weights().items() if self.keep(k.replace(".W_O", ".hook_result"))})
-        arrays = {}
+        stored_weights = {}
         for name, w in weights.items():
             w = w.detach()
             stored = stored_layout(name, tuple(w.shape), lambda order, w=w: w.permute(order).is_contiguous())
             if stored is not None:  # W_U and W_O in the model's own layout: written without a transposing copy
                 name, w = stored[0], w.permute(stored[1])
             big = name.startswith("unembed.W_U") or ".attn.W_O" in name  # stored like the activations
-            arrays[name] = w.to(self.store_dtype if big else torch.float32).cpu().numpy()
-        self.writer.write_arrays(LENS_FILE, arrays)
+            stored_weights[name] = (w, self.store_dtype if big else torch.float32)
+        return stored_weights
+
+    def _lens_bytes(self) -> int:
+        """Bytes of `lens.safetensors` (written once per trace), for the budget's estimate."""
+        return sum(w.numel() * dtype.itemsize for w, dtype in self._lens_weights().values())
 
     def _save_tokenizer(self) -> None:
         """`tokenizer.json` beside the manifest: readers decode any id (candidates, logit lens)

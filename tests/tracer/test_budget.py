@@ -13,7 +13,7 @@ import stepscope
 from stepscope.cli.main import main, parse_args
 from stepscope.cli.run import live_app
 from stepscope.tracer import load_trace
-from stepscope.tracer.budget import ROWS_KEPT, BudgetError, parse_size, plan
+from stepscope.tracer.budget import ROWS_KEPT, BudgetError, disk_bytes, parse_size, plan
 from stepscope.tracer.session import GenerationSettings, LiveSession
 from tests.support.tiny_models import byte_tokenizer, tiny_model
 
@@ -132,3 +132,14 @@ def test_run_takes_the_budget_option(model_dir, tmp_path):
     with pytest.raises(BudgetError, match="over the budget"):
         app.session_factory()
     assert not (tmp_path / "never").exists()
+
+
+def test_the_estimate_counts_every_file_of_the_trace(tmp_path):
+    """The size said before a run covers what lands on disk, lens.safetensors (W_U) included."""
+    model = tiny_model("llama", vocab_size=8192)  # W_U of 8192 x d_model dominates a short trace
+    settings = GenerationSettings(max_new_tokens=3, chat=False)
+    session = LiveSession(model, byte_tokenizer(), "abc", settings, out=str(tmp_path / "t"))
+    estimate = session.plan.total_bytes
+    session.run()
+    written = disk_bytes(str(tmp_path / "t"))
+    assert written * 0.95 <= estimate <= written * 1.3, (estimate, written)
