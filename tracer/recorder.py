@@ -114,6 +114,7 @@ class Recorder:
         self._wrapped: list[tuple[nn.Module, Callable[..., Any] | None]] = []  # (module, its own forward attribute)
         self._attn_modules: list = []
         self.active = False
+        self.n_heads = getattr(adapter.config, "num_attention_heads", None)  # all query heads (a rank may see fewer)
         self.shards: ShardGather | None = None  # tensor parallelism: sharded tensors are joined on rank 0 (tracer/distributed.py)
 
     # -- recording -----------------------------------------------------------------------------
@@ -126,6 +127,7 @@ class Recorder:
             return
         t = query.shape[2]
         maps = {"scores": scores, "pattern": pattern}
+        shards = self.shards if query.shape[1] != self.n_heads else None  # this rank's heads (a family may keep them whole)
         for role, name in names:
             if role == "q":
                 part = query[0].transpose(0, 1)  # [T, n_heads, d_head]
@@ -139,8 +141,8 @@ class Recorder:
                 part = maps[role][0]  # [n_heads, T, S]
                 if self.row_limit and part.shape[1] > self.row_limit:  # budget (tracer/budget.py)
                     part = part[:, -self.row_limit :].clone()  # [n_heads, row_limit, S]; the full map is freed
-            if self.shards is not None:  # this rank's heads: joined on rank 0 along the head axis
-                self.shards.defer(name, _detached(part), 0 if role in maps else 1)
+            if shards is not None:  # joined on rank 0 along the head axis
+                shards.defer(name, _detached(part), 0 if role in maps else 1)
             else:
                 self.tensors[name] = _detached(part)
 
@@ -231,6 +233,8 @@ class Recorder:
             return with_lens
         if not keep:
             return None
+        if self.shards is not None and point.heads_of is not None and shard_width(point.heads_of, "out") is not None:
+            return self._head_shard_handler(name, get, transform)
         width = shard_width(point.module, point.where) if self.shards is not None else None
         if width is not None:
             return self._shard_handler(name, get, transform, width, synchronous=name == kept_as)
@@ -278,6 +282,18 @@ class Recorder:
                     self.tensors[name] = full
             else:
                 shards.defer(name, _detached(t), -1, transform)
+
+        return record
+
+    def _head_shard_handler(self, name: str, get, transform):
+        """A handler for a per-head tensor holding this rank's heads (HookPoint.heads_of is split):
+        transformed here ([T, heads, d_head]), joined along the head axis in the step's gather."""
+        shards = self.shards
+
+        def record(a, k, o):
+            t = get(a, k, o)
+            if t is not None:
+                shards.defer(name, _detached(transform(t)), 1)
 
         return record
 
