@@ -1,8 +1,9 @@
 """Expert parallelism: `torchrun --nproc-per-node 2 -m stepscope trace --tensor-parallel` on tiny mixtures
 of experts (gloo, two CPU ranks) holds half the experts on each rank and records the same trace as one
 process: the same tokens, the same names and shapes (router probabilities and chosen experts
-included, whole tensors), every value within 1e-4 relative. A mixture of experts that cannot be
-split is refused with one line."""
+included, whole tensors), every value within 1e-4 relative; so does every dense family with a
+tensor-parallel plan, traced in the same run. A mixture of experts that cannot be split is refused
+with one line."""
 
 from __future__ import annotations
 
@@ -31,8 +32,10 @@ FAMILIES = {
     "deepseek_v3": {},
     "qwen3_next": {},
 }
-# dense families whose per-head q/k norms follow a split projection (their heads are joined too)
-DENSE = {"qwen3": {}, "gemma3": {}}
+# the dense families with a tensor-parallel plan, in the same run (Llama: tests/tracer/test_tensor_parallel.py);
+# Qwen3's and Gemma 3's per-head q/k norms follow a split projection (their heads are joined too)
+DENSE = {family: {} for family in ("mistral", "qwen2", "qwen3", "phi3", "gemma2", "gemma3", "gpt_neox",
+                                   "gpt_neox_sequential", "olmo2", "smollm3", "glm4", "starcoder2")}
 SCRIPT = os.path.join(os.path.dirname(__file__), "..", "support", "ep_traces.py")
 
 
