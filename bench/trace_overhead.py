@@ -126,7 +126,7 @@ def lockstep(model, tok, ids, new_tokens, device, out_dir, plain_impl, storage=N
     """Plain decoding (the model's own attention, KV cache, greedy argmax: what `generate` does per
     token) and full tracing, alternating token by token so both see the same machine load.
     Returns (plain seconds per decode step, traced seconds per decode step, same tokens?, trace bytes,
-    mean decode-step bytes)."""
+    mean decode-step bytes, {part: ms per decode step}, lens mode used)."""
     settings = GenerationSettings(max_new_tokens=new_tokens, chat=False, stop_at_eos=False)
     session = LiveSession(model, tok, settings=settings, out=out_dir, background_writer="auto", prompt_ids=ids[0].tolist(),
                           store_dtype=storage)
@@ -159,12 +159,16 @@ def lockstep(model, tok, ids, new_tokens, device, out_dir, plain_impl, storage=N
             if i:  # decode steps only (step 0 is the prefill)
                 plain_t.append(t1 - t0)
                 traced_t.append(t3 - t2)
+            else:
+                session.profile = {}  # the parts of the decode steps
     session.close()
     traced_tokens = [t["id"] for t in session.writer.manifest["tokens"][len(session.prompt_ids) :]]
     steps = session.writer.manifest["steps"]
     size = sum(e["bytes"] for e in steps) + _lens_bytes(out_dir)
     decode = statistics.mean(e["bytes"] for e in steps[1:]) if len(steps) > 1 else 0
-    return plain_t, traced_t, plain_tokens == traced_tokens, size, decode
+    parts = {k: 1000 * v / max(1, len(traced_t)) for k, v in (session.profile or {}).items()}
+    mode = "eager" if session.eager_lens else "lazy"
+    return plain_t, traced_t, plain_tokens == traced_tokens, size, decode, parts, mode
 
 
 MB = 1e6
@@ -248,7 +252,7 @@ def main() -> int:
             eager_lens.append(s)
             shutil.rmtree(out_dir)
         lock_dir = os.path.join(tmp, "lockstep")
-        lock_plain, lock_traced, lock_same, lock_size, lock_decode = lockstep(
+        lock_plain, lock_traced, lock_same, lock_size, lock_decode, lock_parts, lock_mode = lockstep(
             model, tok, ids, args.new_tokens, device, lock_dir, base_impl, storage=args.storage)
         shutil.rmtree(lock_dir)
     finally:
@@ -261,6 +265,9 @@ def main() -> int:
           f"median of per-token ratios {med(pairs):.2f}x, ratio of totals {sum(lock_traced) / sum(lock_plain):.2f}x "
           f"(same tokens: {lock_same}; target 1.3x)")
     print(f"written, token by token: {written(lock_size, lock_decode, args.new_tokens, med(lock_traced))}")
+    print(f"per traced decode step (ms; {lock_mode} lens):")
+    for name, ms in lock_parts.items():
+        print(f"  {name:36s} {ms:7.2f}")
     if args.lockstep_only:
         return 0 if lock_same else 1
     same = plain_tokens == traced_tokens == lens_tokens
