@@ -42,8 +42,13 @@ lint: setup
 test: lint
 	$(PY) -m pytest -q
 
+COMPARE_TRACE ?= traces/berlin
+
+# every screenshot, the comparison and patching ones against the same prompt about Germany
 screenshots: demo-trace
-	$(PY) scripts/screenshots.py $(TRACE)
+	@if [ ! -f $(COMPARE_TRACE)/manifest.json ]; then mkdir -p $(dir $(COMPARE_TRACE)); \
+		$(VENV)/bin/stepscope trace --no-chat --prompt "The capital of Germany is" --max-new-tokens 12 --out $(COMPARE_TRACE); fi
+	$(PY) scripts/screenshots.py $(TRACE) --compare $(COMPARE_TRACE)
 
 bench: setup
 	$(PY) bench/trace_overhead.py

@@ -78,7 +78,7 @@ def generation_settings(**fields):
 
 def open_live_session(model: str | None = None, prompt: str | None = None, **options):
     """`LiveSession.open(model, prompt, **options)`; prompt None is the default prompt. Options: settings,
-    out, device, dtype, device_map, record, store_dtype, progress, background_writer, budget."""
+    out, device, dtype, device_map, record, store_dtype, progress, background_writer, budget, memory_budget."""
     from stepscope.tracer.session import DEFAULT_PROMPT, LiveSession
 
     return LiveSession.open(model, prompt=DEFAULT_PROMPT if prompt is None else prompt, **options)
@@ -90,6 +90,22 @@ def open_default_session(progress=None):
     from stepscope.tracer.session import GenerationSettings, LiveSession
 
     return LiveSession.open(None, settings=GenerationSettings(chat=False), progress=progress)
+
+
+def tensor_parallel_leader():
+    """Rank 0's side of a tensor-parallel debugger (tracer/tp_follow.py): `open(opener)` opens the session
+    on every rank; TensorParallelError outside torchrun."""
+    from stepscope.tracer.tp_follow import Leader
+
+    return Leader()
+
+
+def follow_leader(opener) -> int:
+    """A rank other than 0 of a tensor-parallel debugger: rank 0's calls made on this rank's session
+    (`opener()` opens it) until rank 0 ends; the exit status."""
+    from stepscope.tracer.tp_follow import follow
+
+    return follow(opener)
 
 
 def check_out_dir(path: str) -> str:
@@ -114,9 +130,13 @@ def check_out_dir(path: str) -> str:
 
 # -- branches and interventions (the debugger's live session) ---------------------------------------
 def make_branch_set(session):
-    """A BranchSet over the live session (made before its first step), None where branching is unavailable."""
+    """A BranchSet over the live session (made before its first step), None where branching is unavailable.
+    A session led over tensor-parallel ranks has its own (its branches are made on every rank)."""
     from stepscope.tracer.branch import BranchSet
+    from stepscope.tracer.tp_follow import LeaderRun
 
+    if isinstance(session, LeaderRun):
+        return session.branch_set()
     try:
         return BranchSet(session)
     except Exception:  # noqa: BLE001 - branching is optional: the debugger works without it

@@ -32,6 +32,10 @@ class AttentionRecorder(Protocol):
 
     def attention(self, module, query, key, value, scores, pattern, z) -> None: ...
 
+    def map_rows(self, module, t: int) -> int:
+        """How many last query rows of the maps over `t` positions it keeps (0: none)."""
+        ...
+
 
 # What the traced attention does besides attending, per attention module, kept here rather than on the
 # modules: the Recorder that takes its tensors, and the interventions' edit of its head outputs z.
@@ -86,7 +90,8 @@ _mask_cache: tuple = (None, 0, (None, None))  # (mask tensor, S, parts), replace
 def _mask_parts(attention_mask: torch.Tensor, s: int) -> tuple[torch.Tensor | None, torch.Tensor | None]:
     """(masked [B, 1, T, S] bool or None when no key is masked, additive float mask or None when it
     is all zeros or boolean), worked out once per mask tensor: a forward hands the same mask to
-    every layer. The cache holds the mask itself, so an identical object is the same mask."""
+    every layer. The cache holds the mask itself, so an identical object is the same mask (a
+    block of rows, tracer/attention.py's long-prompt path, is a new slice each time: not cached)."""
     global _mask_cache
     cached, cached_s, parts = _mask_cache  # one read: another thread may replace it
     if cached is attention_mask and cached_s == s:
@@ -122,19 +127,86 @@ def stepscope_attention(
     """
     _check_supported(module, dropout, kwargs)
     b, n_heads, t, d = query.shape
+    s = key.shape[2]
+    if scaling is None:
+        scaling = d**-0.5
+    if attention_mask is None and kwargs.get("is_causal", getattr(module, "is_causal", False)) and t > 1:
+        attention_mask = _causal_mask(t, s, kwargs.get("sliding_window"), query.device)  # [1, 1, T, S]
+    rows = _block_rows(b * n_heads, t, s, query.element_size()) if t > 1 else t
+    if rows < t:
+        return _attention_in_blocks(module, query, key, value, attention_mask, scaling, softcap, rows, kwargs)
+    return _attention(module, query, key, value, attention_mask, scaling, softcap, kwargs)
+
+
+BLOCK_BYTES = 64 << 20  # a map over a long prompt is computed this many bytes of scores at a time
+
+
+def _block_rows(maps: int, t: int, s: int, itemsize: int) -> int:
+    """Query rows per block: all of them while one [B·n_heads, T, S] map is at most 2·BLOCK_BYTES,
+    else a multiple of 64 rows whose map is about BLOCK_BYTES."""
+    row = maps * s * max(itemsize, 4)  # the softmax runs in float32
+    if t * row <= 2 * BLOCK_BYTES:
+        return t
+    return max(64, BLOCK_BYTES // row // 64 * 64)
+
+
+def _attention_in_blocks(module, query, key, value, attention_mask, scaling, softcap, rows, kwargs):
+    """The same computation a block of query rows at a time (softmax is per row: each block is
+    exactly its rows of the whole), so a long prompt never holds a whole [n_heads, T, S] map: the
+    recorder gets only the last rows of the maps it keeps (`map_rows`), and the function returns
+    no attention weights."""
+    t = query.shape[2]
+    recorder = RECORDERS.get(module)
+    keep = recorder.map_rows(module, t) if recorder is not None else 0
+    zs, scores_kept, pattern_kept = [], [], []
+    for start in range(0, t, rows):
+        end = min(t, start + rows)
+        mask = attention_mask
+        if mask is not None and mask.dim() == 4 and mask.shape[2] == t:  # else it broadcasts over the rows
+            mask = mask[:, :, start:end]
+        z, _, scores, pattern = _attend(module, query[:, :, start:end], key, value, mask, scaling, softcap, kwargs,
+                                        record=end > t - keep)
+        zs.append(z)
+        if end > t - keep:
+            first = max(0, t - keep - start)
+            scores_kept.append(scores[:, :, first:])
+            pattern_kept.append(pattern[:, :, first:])
+    z = torch.cat(zs, dim=1)  # [B, T, n_heads, d_v]
+    edit = Z_EDITS.get(module)
+    if edit is not None:
+        z = edit(z)
+    if recorder is not None:
+        maps = (torch.cat(scores_kept, dim=2), torch.cat(pattern_kept, dim=2)) if keep else (None, None)
+        recorder.attention(module, query, key, value, maps[0], maps[1], z)
+    return z, None
+
+
+def _attention(module, query, key, value, attention_mask, scaling, softcap, kwargs):
+    """All query rows at once: (z [B, T, n_heads, d_v], the attention weights)."""
+    z, attended, scores, pattern = _attend(module, query, key, value, attention_mask, scaling, softcap, kwargs, record=True)
+    edit = Z_EDITS.get(module)  # interventions on head outputs (tracer/interventions.py)
+    if edit is not None:
+        z = edit(z)  # [B, T, n_heads, d_v]
+    recorder = RECORDERS.get(module)
+    if recorder is not None:
+        recorder.attention(module, query, key, value, scores, pattern, z)
+    return z, attended
+
+
+def _attend(module, query, key, value, attention_mask, scaling, softcap, kwargs, record):
+    """(z [B, t, n_heads, d_v], attended [B, n_heads, t, S], scores (with -inf at masked keys when
+    `record` and the module has a recorder), pattern) of the query rows `query` [B, n_heads, t,
+    d_head] against every key; `attention_mask` holds the same rows."""
+    b, n_heads, t, d = query.shape
     n_kv, s = key.shape[1], key.shape[2]
     d_v = value.shape[-1]
     n_rep = n_heads // n_kv  # query heads served by each KV head (GQA/MQA); no copy of K/V
-    if scaling is None:
-        scaling = d**-0.5
     # GQA without copying K/V: each KV head's rep query heads are one [rep * T, d] matrix
     q = query.reshape(b * n_kv, n_rep * t, d)  # [B·n_kv, rep·T, d_head]
     scores = torch.bmm(q, key.reshape(b * n_kv, s, d).transpose(1, 2)) * scaling  # [B·n_kv, rep·T, S]
     scores = scores.view(b, n_heads, t, s)  # [B, n_heads, T, S]
     if softcap is not None:
         scores = torch.tanh(scores / softcap) * softcap
-    if attention_mask is None and kwargs.get("is_causal", getattr(module, "is_causal", False)) and t > 1:
-        attention_mask = _causal_mask(t, s, kwargs.get("sliding_window"), query.device)  # [1, 1, T, S]
     masked = None
     if attention_mask is not None:
         masked, additive = _mask_parts(attention_mask, s)  # [B, 1, T, S] or None (nothing masked)
@@ -159,15 +231,9 @@ def stepscope_attention(
     p = attended.reshape(b * n_kv, n_rep * t, s)  # [B·n_kv, rep·T, S]
     z = torch.bmm(p, value.reshape(b * n_kv, s, d_v)).view(b, n_heads, t, d_v)  # [B, n_heads, T, d_v]
     z = z.transpose(1, 2).contiguous()  # [B, T, n_heads, d_v]
-    edit = Z_EDITS.get(module)  # interventions on head outputs (tracer/interventions.py)
-    if edit is not None:
-        z = edit(z)  # [B, T, n_heads, d_v]
-    recorder = RECORDERS.get(module)
-    if recorder is not None:
-        if masked is not None:
-            scores = scores.masked_fill(masked, float("-inf"))
-        recorder.attention(module, query, key, value, scores, pattern, z)
-    return z, attended
+    if record and masked is not None and RECORDERS.get(module) is not None:
+        scores = scores.masked_fill(masked, float("-inf"))
+    return z, attended, scores, pattern
 
 
 def register() -> None:

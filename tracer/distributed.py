@@ -46,11 +46,16 @@ def world() -> tuple[int, int]:
     return int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
 
 
+def check_launched() -> None:
+    """TensorParallelError outside torchrun (no RANK / WORLD_SIZE to join a process group with)."""
+    if "RANK" not in os.environ or "WORLD_SIZE" not in os.environ:
+        raise TensorParallelError("--tensor-parallel runs under torchrun: torchrun --nproc-per-node N -m stepscope ...")
+
+
 def init() -> tuple[int, int]:
     """Join torchrun's process group (gloo on a CPU, nccl with CUDA); (rank, world size).
     TensorParallelError outside torchrun."""
-    if "RANK" not in os.environ or "WORLD_SIZE" not in os.environ:
-        raise TensorParallelError("--tensor-parallel runs under torchrun: torchrun --nproc-per-node N -m stepscope ...")
+    check_launched()
     if not dist.is_initialized():
         cuda = torch.cuda.is_available()
         if cuda:

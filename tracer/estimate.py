@@ -1,4 +1,5 @@
-"""Bytes a step will take on disk, from the model facts, the names a step records and the name filter."""
+"""Bytes a step will take on disk, from the model facts, the names a step records and the name filter
+(also what a recording holds in memory at once: tracer/budget.py)."""
 
 from __future__ import annotations
 
@@ -19,6 +20,13 @@ def _numel(doc: str, dims: dict[str, int]) -> int:
 def step_bytes(names: list[str], facts: dict, keep: NameFilter, t: int, s: int, itemsize: int, lens_k: int = 10) -> int:
     """Estimated bytes of one step computing `t` positions against `s` keys; `names`: every name a step
     records before the filter (`LiveSession.names`)."""
+    total = names_bytes(names, facts, keep, t, s, itemsize, lens_k)
+    total += 2 * facts["n_layers"] * lens_k * 8 + 6 * 64 * 8  # logit lens + sampling arrays
+    return total
+
+
+def names_bytes(names: list[str], facts: dict, keep: NameFilter, t: int, s: int, itemsize: int, lens_k: int = 10) -> int:
+    """Estimated bytes of the kept `names` alone (no lens or sampling arrays) over `t` positions and `s` keys."""
     dims = {
         "T": t,
         "S": s,
@@ -36,6 +44,4 @@ def step_bytes(names: list[str], facts: dict, keep: NameFilter, t: int, s: int, 
     }
     # a norm's hook_normalized is computed by the reader from its recorded input (resid_pre, ...)
     derived = (lambda n: n.endswith(".hook_normalized")) if not keep.patterns else (lambda n: False)  # noqa: E731
-    total = sum(_numel(shape_doc(n), dims) * itemsize for n in names if keep(n) and not derived(n))
-    total += 2 * facts["n_layers"] * lens_k * 8 + 6 * 64 * 8  # logit lens + sampling arrays
-    return total
+    return sum(_numel(shape_doc(n), dims) * itemsize for n in names if keep(n) and not derived(n))

@@ -10,6 +10,17 @@ filtering). Tensors are kept detached, without a copy (module outputs are fresh 
 transformers never modifies in place afterwards; the recomputation tests would catch one that
 did); the session converts them to the storage dtype and moves them to the host once per step.
 
+Streaming (a long prefill; tracer/budget.py decides): installed with `streams`, every block but
+the last and the final norm get a wrapper too; then, with a `sink`, the recorder hands each
+block's tensors to it as soon as the block's forward has returned (the last block's stay until
+`take()`, with the head's), norms derived per block, so it never holds more than about one
+block's tensors; `held_peak` is the most it held at once then (bytes, each storage counted once;
+not counted for steps held whole, where it is the step's size).
+With `unembed_rows` the forward ran with logits_to_keep=1 (no [T, vocab] logits in memory) and the
+recorder computes the recorded `logits` itself, that many rows at a time, from the final norm's
+output (the LM head, then the final soft-cap, as the model does), handing the blocks of rows to
+`row_sink`; `last_logits` is the last row, what the sampler reads.
+
 Norms follow TransformerLens: an adapter names a norm module's output `P.hook_normalized`
 (P = ln1, ln2, ln_final, ...); the recorder stores the module output as `P.hook_out` and derives
 `P.hook_scale` [T, 1] and `P.hook_normalized` = x / scale (LayerNorm: centred first), before the
@@ -20,6 +31,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import itertools
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -116,12 +128,28 @@ class Recorder:
         self.active = False
         self.n_heads = getattr(adapter.config, "num_attention_heads", None)  # all query heads (a rank may see fewer)
         self.shards: ShardGather | None = None  # tensor parallelism: sharded tensors are joined on rank 0 (tracer/distributed.py)
+        self.streams = False  # set before install(): some steps are streamed (block-end handlers go in)
+        self.sink: Callable[[dict[str, torch.Tensor]], None] | None = None  # streaming: takes each block's tensors
+        self.row_sink: Callable[[str, int, Any], None] | None = None  # streaming: (name, rows, blocks of rows)
+        self.unembed_rows = 0  # > 0: compute `logits` from the final norm's output, this many rows at a time
+        self.last_logits: torch.Tensor | None = None  # [vocab], the last row of logits computed here
+        self.held_peak = 0  # bytes: the most the recorder held at once while streaming a step
+        self._final_hidden: torch.Tensor | None = None  # [T, d_model]: the final norm's output (unembed_rows)
 
     # -- recording -----------------------------------------------------------------------------
     row_limit: int | None = None  # keep only the last rows of attention maps (recording budget)
 
+    def map_rows(self, module, t: int) -> int:
+        """How many of the last query rows of the attention maps of `module` over `t` positions
+        this recorder keeps (0: no map is recorded). The traced attention materialises no others."""
+        names = self._attn_names.get(id(module))
+        if not names or not self.active or not any(role in ("scores", "pattern") for role, _ in names):
+            return 0
+        return min(t, self.row_limit) if self.row_limit else t
+
     def attention(self, module, query, key, value, scores, pattern, z) -> None:
-        """Called by the traced attention function with the tensors it actually used."""
+        """Called by the traced attention function with the tensors it actually used (the maps:
+        at least their last `map_rows` rows, or None when no map is recorded)."""
         names = self._attn_names.get(id(module))
         if not names or not self.active:
             return
@@ -148,16 +176,76 @@ class Recorder:
 
     def take(self) -> dict[str, torch.Tensor]:
         """The step's tensors (norm scale/normalized computed here, batched over all norms).
-        Under tensor parallelism rank 0 gets the whole step and the other ranks nothing."""
+        Under tensor parallelism rank 0 gets the whole step and the other ranks nothing.
+        Streaming: what is left goes to the sinks, and take() returns nothing."""
         if self.shards is not None:
             self.tensors.update(self.shards.gather())
             if self.shards.rank:
                 self.tensors, self._norm_inputs = {}, []
                 return {}
+        if self.sink is not None:
+            self._finish_stream()
+            return {}
         if self._norm_inputs:
             self._derive_norms()
         out, self.tensors = self.tensors, {}
         return out
+
+    def _note_held(self, *more: torch.Tensor) -> None:
+        """Raise `held_peak` to the bytes held now: the recorded tensors, the pending norm inputs
+        and `more`, each storage once (a view is counted at its own size)."""
+        seen: dict[int, int] = {}
+        for t in itertools.chain(self.tensors.values(), (item[2] for item in self._norm_inputs), more):
+            key = t.untyped_storage().data_ptr()
+            seen[key] = max(seen.get(key, 0), t.numel() * t.element_size())
+        self.held_peak = max(self.held_peak, sum(seen.values()))
+
+    def _flush(self) -> None:
+        """Streaming: the tensors recorded so far, norms derived, go to the sink."""
+        self._note_held()
+        if self._norm_inputs:
+            self._derive_norms()
+            self._note_held()
+        chunk, self.tensors = self.tensors, {}
+        if chunk:
+            assert self.sink is not None  # only called while streaming
+            self.sink(chunk)
+
+    def _block_done(self, a, k, o) -> None:
+        """After a block's forward and its own handlers (every block but the last)."""
+        if self.sink is not None:
+            self._flush()
+
+    def _final_norm_out(self, a, k, o) -> None:
+        if self.unembed_rows:
+            t = _first_tensor(o)
+            if t is not None:
+                self._final_hidden = _detached(t[0])  # [T, d_model]
+
+    def _finish_stream(self) -> None:
+        """The last block and the head; then, with unembed_rows, the logits a block of rows at a time."""
+        hidden, self._final_hidden = self._final_hidden, None
+        if self.unembed_rows and hidden is not None and "logits" in self.tensors:
+            del self.tensors["logits"]  # the model's last row only (logits_to_keep=1): every row is computed below
+            self._flush()
+            assert self.row_sink is not None  # set with unembed_rows
+            self.row_sink("logits", hidden.shape[0], self._logit_rows(hidden))
+        else:
+            self._flush()
+
+    def _logit_rows(self, hidden: torch.Tensor):
+        """Blocks of `unembed_rows` rows of lm_head(hidden) (then the final soft-cap), on demand;
+        the last row is kept in `last_logits`."""
+        head, cap = self.adapter.lm_head(), self.adapter.final_softcap()
+        n, rows = hidden.shape[0], self.unembed_rows
+        for start in range(0, n, rows):
+            block = head(hidden[start : start + rows])  # [rows, vocab]
+            if cap is not None:
+                block = torch.tanh(block / cap) * cap  # the model's own soft-cap, in its order
+            self._note_held(hidden, block)
+            if start + rows >= n:
+                self.last_logits = block[-1]
+            yield block
 
     def _derive_norms(self) -> None:
         """hook_scale of every norm, batched; hook_normalized only for a norm whose input is not
@@ -359,6 +447,12 @@ class Recorder:
                 handler = self._handler(point, name, lens_layer, kept_as)
                 if handler is not None:
                     by_module.setdefault(id(point.module), (point.module, []))[1].append(handler)
+            if self.streams:
+                for layer in self.layers[:-1]:  # each block's tensors leave when it returns
+                    by_module.setdefault(id(layer), (layer, []))[1].append(self._block_done)
+                norm = self.adapter.final_norm() if self.keep("logits") else None
+                if norm is not None:  # its output, for logits computed here (unembed_rows)
+                    by_module.setdefault(id(norm), (norm, []))[1].append(self._final_norm_out)
             for module, handlers in by_module.values():
                 self._wrap(module, handlers)
             roles = self.adapter.attention_names

@@ -25,7 +25,7 @@ from . import __version__
 from .adapters.registry import adapter_for
 from .attention import IMPLEMENTATION
 from .attention import register as register_attention
-from .budget import BudgetError, Plan, budget_bytes, recording_plan
+from .budget import LOGIT_BLOCK_BYTES, BudgetError, Plan, budget_bytes, memory_budget_bytes, recording_plan
 from .distributed import TensorParallel
 from .distributed import init as init_distributed
 from .inert import TEXT_LIMIT, inert, inert_value
@@ -41,7 +41,7 @@ from .scratch import LIVE_DIR_PREFIX, make_live_dir
 from .staging import SLOTS, HostStager
 from .step_arrays import StepArrays
 from .trace_format import BRANCHES_DIR, LENS_FILE, SCHEMA, SCHEMA_VERSION, TEMP_PREFIX, TOKENIZER_FILE, TraceWriteError
-from .writer import TraceWriter, copy_trace, nonfinite_names
+from .writer import StepStream, TraceWriter, copy_trace, nonfinite_names
 
 DEFAULT_PROMPT = "The capital of France is"
 
@@ -162,9 +162,11 @@ class LiveSession:
         prompt_ids: list[int] | None = None,
         budget: int | str | None = None,
         tensor_parallel: TensorParallel | None = None,
+        memory_budget: int | str | None = None,
     ):
         """`prompt_ids` traces exact token ids (the prompt text is then their decoding); `budget`: bytes
-        or a size like "8G" (None: the default budget). `tensor_parallel`: this rank of a model sharded
+        or a size like "8G" (None: the default budget); `memory_budget` the same for what the
+        recording holds in memory at once (None: DEFAULT_MEMORY_BUDGET). `tensor_parallel`: this rank of a model sharded
         under torchrun (tracer/distributed.py): rank 0 writes `out`, the other ranks only compute."""
         self.tensor_parallel = tensor_parallel
         self.settings = settings or GenerationSettings()
@@ -202,7 +204,11 @@ class LiveSession:
         self.eos = set(eos_ids(model, tokenizer)) if self.settings.stop_at_eos else set()
         self.special = set(int(i) for i in (getattr(tokenizer, "all_special_ids", []) or []))
         self.names = recorded_names(self.adapter)
-        self.plan = self._budget_plan(facts, budget_bytes(budget))
+        self.plan = self._budget_plan(facts, budget_bytes(budget), memory_budget_bytes(memory_budget))
+        if tensor_parallel is not None and self.plan.streamed:  # shards are gathered once per step: held whole
+            self.plan.streamed, self.plan.held_bytes = False, max(self.plan.held_bytes, self.plan.prefill_bytes)
+        self._stream_prefill = self.recorder.streams = self.plan.streamed
+        self._unembed_rows = self._logit_block_rows(facts) if self.plan.streamed else 0
         if tensor_parallel is not None:
             self.recorder.shards = tensor_parallel.gather
             out = tensor_parallel.out_dir(out)
@@ -253,15 +259,31 @@ class LiveSession:
         self.stop_reason: str | None = None
         self._closed = False
 
-    def _budget_plan(self, facts: dict, budget: int) -> Plan:
+    def _budget_plan(self, facts: dict, budget: int, memory: int) -> Plan:
         """The recording budget applied before anything is written: trim the prefill's attention rows
-        to fit it (the recorder keeps the last rows), or refuse the run (BudgetError)."""
+        to fit it (the recorder keeps the last rows), stream the prefill to disk when it would hold
+        more than `memory`, or refuse the run (BudgetError)."""
         result = recording_plan(self.names, facts, self.keep, len(self.prompt_ids), self.max_new_tokens,
-                                self.store_dtype.itemsize, self.settings.logit_lens_k, budget)
+                                self.store_dtype.itemsize, self.settings.logit_lens_k, budget, memory)
         if not result.fits:
             raise BudgetError(result.refusal())
         self.recorder.row_limit = result.row_limit
         return result
+
+    def _logit_block_rows(self, facts: dict) -> int:
+        """Rows of logits a streamed prefill computes at a time from the final norm's output (its
+        forward then computes the last row only, with logits_to_keep=1), or 0 where that is not
+        possible: the forward has no logits_to_keep, the logits are not recorded, or the final norm
+        is not a module of the model."""
+        try:
+            params = inspect.signature(self.model.forward).parameters
+        except (TypeError, ValueError):
+            return 0
+        norm = self.adapter.final_norm()
+        if "logits_to_keep" not in params or not self.keep("logits") or not any(m is norm for m in self.model.modules()):
+            return 0
+        row = max(1, int(facts.get("vocab_size") or 1) * self.store_dtype.itemsize)
+        return max(64, LOGIT_BLOCK_BYTES // row // 64 * 64)
 
     def _lens_plan(self) -> tuple[dict | None, bool]:
         """(lens facts for the reader or None, compute the lens while tracing?). The lazy lens is
@@ -327,6 +349,7 @@ class LiveSession:
         background_writer: bool | str = False,
         budget: int | str | None = None,
         tensor_parallel: bool = False,
+        memory_budget: int | str | None = None,
     ) -> LiveSession:
         """Load a model by spec (None = the embedded SmolLM2) and open a session on it. `tensor_parallel`:
         shard it over the ranks of torchrun (every rank calls this; tracer/distributed.py)."""
@@ -346,10 +369,13 @@ class LiveSession:
             background_writer=background_writer,
             budget=budget,
             tensor_parallel=tp,
+            memory_budget=memory_budget,
         )
 
     # -- stepping -----------------------------------------------------------------------------
     _steps_started = 0
+    _stream_prefill = False  # the plan streams the prefill to disk (a branch session holds its steps whole)
+    _unembed_rows = 0
 
     @property
     def steps_started(self) -> int:
@@ -371,16 +397,41 @@ class LiveSession:
             return None
         ids = torch.tensor([self._next_ids], device=self.device)  # [1, T]
         t0 = time.perf_counter()
-        out, arrays = self.capture(lambda: self.model(input_ids=ids, use_cache=True, **{self._cache_kw: self.cache}))
+        unembed = self._unembed_rows if self._streams_next() else 0
+        kwargs = {self._cache_kw: self.cache, **({"logits_to_keep": 1} if unembed else {})}
+        out, arrays = self.capture(lambda: self.model(input_ids=ids, use_cache=True, **kwargs), unembed)
+        logits = self._recorded_last_logits(out.logits[0, -1], arrays) if unembed else out.logits[0, -1]
         clock = _Clock(self.profile)
         with torch.no_grad():
-            chosen, record, sample_arrays = self.sampler(out.logits[0, -1])
+            chosen, record, sample_arrays = self.sampler(logits)
         arrays.update(sample_arrays)
         clock("sampler")
         return self.commit(arrays, chosen, record, ids.shape[1], time.perf_counter() - t0)
 
-    def capture(self, run):
-        """Run `run()` (one forward) with recording on: (its output, the step's arrays without sampling)."""
+    def _streams_next(self) -> bool:
+        """The next step is a prefill that the plan streams to disk (tracer/budget.py, memory)."""
+        return self._stream_prefill and self._steps_started == 0
+
+    def _recorded_last_logits(self, model_row: torch.Tensor, arrays) -> torch.Tensor:
+        """The last row of the logits the recorder computed from the final norm's output (what
+        the trace stores, and so what the sampler reads), checked against the model's own."""
+        row = self.recorder.last_logits
+        self.recorder.last_logits = None
+        want = model_row.detach().float()
+        if row is None or not torch.allclose(row.float(), want, rtol=1e-3, atol=1e-3 * max(1.0, float(want.abs().max()))):
+            if isinstance(arrays, StepStream):
+                arrays.abort()
+            raise BudgetError("this model's logits are not its LM head applied to its final norm's output, so its prefill "
+                              "cannot be streamed; raise --memory-budget above the prefill's size")
+        return row
+
+    def capture(self, run, unembed: int = 0):
+        """Run `run()` (one forward) with recording on: (its output, the step's arrays without
+        sampling). A prefill the plan streams is written to disk as the forward produces it: its
+        arrays are then a StepStream (`unembed`: the forward computes the last row of logits
+        only, the recorder every row, that many at a time)."""
+        if self._streams_next():
+            return self._capture_streamed(run, unembed)
         clock = _Clock(self.profile)
         with torch.no_grad(), self.recorder.capturing():
             out = run()
@@ -401,6 +452,57 @@ class LiveSession:
         arrays.update(lens)
         clock("host copies, nonfinite scan")
         return out, arrays
+
+    def _capture_streamed(self, run, unembed: int):
+        """capture() for a step streamed to disk: each block's tensors go to the host (converted,
+        scanned) and into the step's file as the forward returns from the block, then are released."""
+        clock = _Clock(self.profile)
+        n_layers = len(self.recorder.layers)
+        stream = self.writer.open_stream([n for n in self.names if self.keep(n)] + [block_name(i, "attn.hook_o_input") for i in range(n_layers)])
+        stager, recorder = self.stager, self.recorder
+
+        def sink(tensors: dict) -> None:
+            staged = stager.host(tensors)
+            stream.nonfinite += staged.nonfinite
+            for name, array in staged.arrays().items():
+                stream.add(name, array)
+
+        def row_sink(name: str, rows: int, blocks) -> None:
+            def host():
+                for block in blocks:
+                    staged = stager.host({name: block})
+                    if staged.nonfinite and name not in stream.nonfinite:
+                        stream.nonfinite.append(name)
+                    yield staged.arrays()[name]
+
+            stream.add_rows(name, rows, host())
+
+        recorder.sink, recorder.row_sink, recorder.unembed_rows = sink, row_sink, unembed
+        try:
+            with torch.no_grad(), recorder.capturing():
+                out = run()
+            clock("forward (hooks, eager attention), streamed to disk")
+            with torch.no_grad():
+                recorder.take()
+                self._note_norm_inputs()
+                lens = {}
+                if self.eager_lens:
+                    lens = self._logit_lens(recorder.take_lens_rows())
+                elif self.lens_resid_rows:
+                    sink({RESID_ROWS: recorder.take_lens_rows()})  # [n_layers, d_model]
+        except OSError as exc:
+            raise self.writer.stream_failed(exc, stream) from None
+        except BaseException:
+            stream.abort()
+            raise
+        finally:
+            recorder.sink = recorder.row_sink = None
+            recorder.unembed_rows = 0
+            recorder.tensors = {}
+        self._nonfinite = (list(stream.nonfinite), 0)
+        stream.update(lens)
+        clock("norm scales, lens, rest of the step")
+        return out, stream
 
     def _note_norm_inputs(self) -> None:
         """Put newly learned norm inputs (Recorder.norm_inputs) in the manifest before the step that
@@ -434,7 +536,7 @@ class LiveSession:
         }
         if self._nonfinite is not None:  # the staged tensors were scanned on the way to the host
             bad, n_staged = self._nonfinite
-            if isinstance(arrays, StepArrays):  # its flat buffer was scanned; what else it holds was added or is integer
+            if isinstance(arrays, (StepArrays, StepStream)):  # its flat buffer / streamed arrays were scanned; extra was added
                 added = arrays.extra
             else:
                 added = dict(list(arrays.items())[n_staged:]) if len(arrays) > n_staged else {}

@@ -120,7 +120,7 @@ class HostStager:
         """Start moving `tensors` to the host; floats become the storage dtype, integers stay integers."""
         self.steps += 1
         if not self.cuda and sum(t.numel() * t.element_size() for t in tensors.values()) > FLAT_MAX:
-            return self._views(tensors)  # a long prefill: no second copy of it in memory
+            return self.host(tensors)  # a long prefill: no second copy of it in memory
         names, n_other, ints, n_fixed = self._layout(tensors)
         if not self.cuda:
             flat, n_other_numel, shapes = self._gather_cpu(tensors, names, n_fixed, n_other)
@@ -160,9 +160,10 @@ class HostStager:
         foreach_copy(views + maps, srcs)  # one call for every tensor; converts dtypes
         return buf[:total], sum(numels[:n_other]), shapes
 
-    def _views(self, tensors: dict[str, torch.Tensor]) -> Staged:
+    def host(self, tensors: dict[str, torch.Tensor]) -> Staged:
         """Host arrays that are views of the CPU tensors (converted only where the storage dtype
-        differs), scanned tensor by tensor: for steps too big to copy once more."""
+        differs; copied from an accelerator, synchronously), scanned tensor by tensor: for steps
+        too big to copy once more, and for the pieces of a step streamed to disk."""
         bad = []
         arrays = {}
         for name, t in tensors.items():

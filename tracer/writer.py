@@ -25,7 +25,7 @@ import struct
 import tempfile
 import threading
 import zlib
-from collections.abc import Iterable
+from collections.abc import Iterable, MutableMapping
 
 import numpy as np
 
@@ -336,6 +336,201 @@ def write_step_file(path: str, arrays: dict[str, np.ndarray]) -> tuple[int, str,
     return size, step_checksum(prefix, crcs), aliases
 
 
+class StepStream(MutableMapping):
+    """One step's safetensors file written while the step is computed, tensor by tensor, so the
+    step is never held in memory whole (a long prefill: tracer/recorder.py hands each layer's
+    tensors over as the forward produces them).
+
+    The data goes into a temp file in the trace directory from offset `reserve` on; `finish`
+    writes the header in front of it (its JSON padded with spaces to fill the reserved room, which
+    safetensors allows) and renames the file into place. Memory: one array (or one block of
+    rows) at a time, plus a block of 8 MiB when an alias is compared. The
+    file is then what `write_step_file` writes for the same arrays: the same entries, checksums and
+    aliases (an array whose bytes equal an earlier one's is an alias: its bytes, just written, are
+    compared with the stored ones read back, and the write is undone). Only the header's padding
+    and the order of the tensors in the file differ. A header too large for its room (never with
+    the room `header_room` gives) moves the data once, in the kernel (copy_file_range).
+
+    As a mapping it holds the streamed names (read back from the file when asked, which nobody
+    does on the hot path) and `extra` arrays added afterwards (sampling, the lens), written by
+    `finish`. A kill leaves only a temp file, which readers ignore."""
+
+    def __init__(self, directory: str, reserve: int):
+        self.reserve = -(-max(reserve, 4096) // 4096) * 4096
+        self.fd, self.tmp = tempfile.mkstemp(prefix=TEMP_PREFIX, dir=directory)
+        self.size = 0  # data bytes written
+        self.entries: list[Entry] = []  # stored, in file order; span = (start, end) in the data
+        self.crcs: list[int] = []
+        self.aliases: dict[str, str] = {}
+        self.shapes: dict[str, tuple] = {}  # every streamed name (stored or alias) -> shape
+        self.extra: dict[str, np.ndarray] = {}
+        self.nonfinite: list[str] = []  # streamed names holding NaN/inf, as the caller scanned them
+        self._by_crc: dict[int, list[int]] = {}
+        self._done = False
+
+    # -- writing -----------------------------------------------------------------------------------
+    def add(self, name: str, array: np.ndarray) -> None:
+        """Append one array (any strides; C order on disk)."""
+        self._append(name, array.dtype, array.shape, [array])
+
+    def add_rows(self, name: str, rows: int, pieces) -> None:
+        """Append one array of `rows` rows given as consecutive blocks of rows (`pieces`, consumed
+        one at a time: only the current block is in memory); dtype and row shape from the first."""
+        pieces = iter(pieces)
+        first = next(pieces)
+        self._append(name, first.dtype, (rows, *first.shape[1:]), itertools.chain([first], pieces))
+
+    def _append(self, name: str, dtype, shape: tuple, pieces) -> None:
+        start, crc = self.size, 0
+        for piece in pieces:
+            for view in contiguous_pieces(piece):
+                crc = zlib.crc32(view, crc)
+                self._write(view)
+        dtype, shape = np.dtype(dtype), tuple(int(d) for d in shape)
+        nbytes = self.size - start
+        if nbytes != int(np.prod(shape, dtype=np.int64)) * dtype.itemsize:
+            raise ValueError(f"{name}: {nbytes} bytes streamed for shape {shape} {dtype}")
+        self.shapes[name] = shape
+        for k in self._by_crc.get(crc, ()):
+            twin = self.entries[k]
+            if twin[1] == dtype and tuple(twin[2]) == shape and self._same_span(twin[4], (start, self.size)):
+                self.aliases[name] = twin[0]
+                self.size = start  # undone: the next array overwrites it, finish() truncates
+                return
+        self._by_crc.setdefault(crc, []).append(len(self.entries))
+        self.entries.append((name, dtype, shape, nbytes, (start, self.size), None))
+        self.crcs.append(crc)
+
+    def _write(self, view: memoryview) -> None:
+        offset = self.reserve + self.size
+        while len(view):
+            n = os.pwrite(self.fd, view, offset)
+            view, offset = view[n:], offset + n
+            self.size += n
+
+    def _read(self, start: int, end: int) -> bytes:
+        return os.pread(self.fd, end - start, self.reserve + start)
+
+    def _same_span(self, a: tuple[int, int], b: tuple[int, int]) -> bool:
+        """The data bytes at spans a and b are equal (compared a block at a time)."""
+        if a[1] - a[0] != b[1] - b[0]:
+            return False
+        block = 8 << 20
+        for off in range(0, a[1] - a[0], block):
+            n = min(block, a[1] - a[0] - off)
+            if self._read(a[0] + off, a[0] + off + n) != self._read(b[0] + off, b[0] + off + n):
+                return False
+        return True
+
+    def finish(self, path: str) -> tuple[int, str, dict[str, str]]:
+        """Write the extra arrays and the header, put the file at `path`. (bytes, checksum, aliases)."""
+        for name, a in list(self.extra.items()):
+            self.add(name, a)
+        raw = header_bytes(self.entries, self.crcs)[8:]
+        if 8 + len(raw) <= self.reserve:
+            raw = raw.ljust(self.reserve - 8)  # spaces after the JSON object: still a safetensors header
+            prefix = struct.pack("<Q", len(raw)) + raw
+            os.ftruncate(self.fd, self.reserve + self.size)
+            _write_all_at(self.fd, prefix, 0)
+            size = self.reserve + self.size
+        else:
+            prefix = struct.pack("<Q", len(raw)) + raw
+            size = self._relocate(prefix)
+        os.close(self.fd)
+        self.fd = -1
+        os.chmod(self.tmp, FILE_MODE)
+        os.replace(self.tmp, path)
+        self._done = True
+        return size, step_checksum(prefix, self.crcs), dict(self.aliases)
+
+    def _relocate(self, prefix: bytes) -> int:
+        """A new temp file holding `prefix` and then the data, copied by the kernel."""
+        fd, tmp = tempfile.mkstemp(prefix=TEMP_PREFIX, dir=os.path.dirname(self.tmp))
+        try:
+            _write_all_at(fd, prefix, 0)
+            done = 0
+            while done < self.size:
+                n = os.copy_file_range(self.fd, fd, self.size - done, self.reserve + done, len(prefix) + done)
+                if n <= 0:
+                    raise OSError(errno.EIO, "copy_file_range copied nothing")
+                done += n
+        except BaseException:
+            os.close(fd)
+            os.unlink(tmp)
+            raise
+        os.close(self.fd)
+        os.unlink(self.tmp)
+        self.fd, self.tmp = fd, tmp
+        return len(prefix) + self.size
+
+    def abort(self) -> None:
+        """Remove the temp file (a failed or abandoned step). Safe to call twice."""
+        if self._done:
+            return
+        self._done = True
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+        try:
+            os.unlink(self.tmp)
+        except OSError:
+            pass
+
+    # -- the mapping ---------------------------------------------------------------------------------
+    def shape_of(self, name: str) -> tuple:
+        return self.shapes[name] if name in self.shapes else self.extra[name].shape
+
+    def __getitem__(self, name: str) -> np.ndarray:
+        if name in self.extra:
+            return self.extra[name]
+        entry = next((e for e in self.entries if e[0] == self.aliases.get(name, name)), None)
+        if entry is None:
+            raise KeyError(name)
+        start, end = entry[4]
+        return np.frombuffer(self._read(start, end), entry[1]).reshape(entry[2])
+
+    def __setitem__(self, name: str, value: np.ndarray) -> None:
+        if name in self.shapes:
+            raise KeyError(f"{name} is already on disk")
+        self.extra[name] = value
+
+    def __delitem__(self, name: str) -> None:
+        del self.extra[name]
+
+    def __iter__(self):
+        yield from self.shapes
+        yield from self.extra
+
+    def __len__(self) -> int:
+        return len(self.shapes) + len(self.extra)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self.shapes or name in self.extra
+
+
+def header_room(names: Iterable[str], extra: int = 64) -> int:
+    """Bytes to reserve for the header of a streamed step recording at most `names` plus `extra`
+    other arrays: every entry with 4 dimensions and offsets of 20 digits, its crc, and 4 KiB."""
+    room = 4096 + extra * 400
+    for name in names:
+        room += len(json.dumps(name)) + 200
+    return room
+
+
+def _write_all_at(fd: int, data: bytes, offset: int) -> None:
+    view = memoryview(data)
+    while len(view):
+        n = os.pwrite(fd, view, offset)
+        view, offset = view[n:], offset + n
+
+
+def shapes_of(arrays) -> Iterable[tuple[str, tuple]]:
+    """(name, shape) of every array of a step, without reading a streamed one back."""
+    if isinstance(arrays, StepStream):
+        return ((n, arrays.shape_of(n)) for n in arrays)
+    return ((n, a.shape) for n, a in arrays.items())
+
+
 def _describe(exc: OSError, path: str) -> str:
     if exc.errno == errno.ENOSPC:
         return f"disk full while writing {path}"
@@ -405,6 +600,25 @@ class TraceWriter:
             self._guarded_write(arrays, entry, token)
         else:
             self._queue.put((arrays, entry, token))
+
+    def open_stream(self, names: Iterable[str]) -> StepStream:
+        """A step file to stream the next step into (see StepStream; `names`: what it may hold),
+        once every queued step is on disk. Hand it to add_step when the step is complete."""
+        self.flush()
+        try:
+            return StepStream(self.dir, header_room(names))
+        except OSError as exc:
+            raise self.stream_failed(exc) from None
+
+    def stream_failed(self, exc: OSError, stream: StepStream | None = None) -> TraceWriteError:
+        """The error to raise when streaming a step failed (a full disk): the trace keeps its
+        complete steps and says it stopped on an error; the stream's temp file is removed."""
+        if stream is not None:
+            stream.abort()
+        kept = len(self.manifest["steps"])
+        self._error = TraceWriteError(f"{_describe(exc, os.path.join(self.path, step_filename(kept)))}; the trace keeps its {kept} complete steps")
+        self._mark_error()
+        return self._error
 
     def write_arrays(self, name: str, arrays: dict[str, np.ndarray]) -> str:
         """A side safetensors file of the trace (lens.safetensors), streamed from the arrays' memory,
@@ -499,7 +713,11 @@ class TraceWriter:
 
     def _guarded_write(self, arrays, entry, token) -> None:
         try:
-            self._write_step(arrays, entry, token)
+            try:
+                self._write_step(arrays, entry, token)
+            finally:
+                if isinstance(arrays, StepStream):
+                    arrays.abort()  # a no-op once the file is in place
         except TraceWriteError as exc:
             self._error = exc
         except Exception as exc:  # never let the writer die silently
@@ -522,7 +740,7 @@ class TraceWriter:
         kept = len(self.manifest["steps"])
         entry = dict(entry)
         if entry.get("nonfinite") is None:  # the session scans its arrays on the way to the host
-            entry["nonfinite"] = nonfinite_names(arrays)
+            entry["nonfinite"] = arrays.nonfinite + nonfinite_names(arrays.extra) if isinstance(arrays, StepStream) else nonfinite_names(arrays)
         if isinstance(entry.get("sampling"), dict):
             entry["sampling"] = finite_or_none(entry["sampling"])
         try:  # the reader's schema: never write a line it would refuse
@@ -530,14 +748,16 @@ class TraceWriter:
         except TraceError as exc:
             raise TraceWriteError(f"refusing to write an invalid step entry: {exc}") from None
         try:
-            size, checksum, aliases = write_step_file(fpath, arrays)
+            size, checksum, aliases = arrays.finish(fpath) if isinstance(arrays, StepStream) else write_step_file(fpath, arrays)
         except OSError as exc:
+            if isinstance(arrays, StepStream):
+                arrays.abort()
             raise TraceWriteError(f"{_describe(exc, os.path.join(self.path, name))}; the trace keeps its {kept} complete steps") from None
         entry.update(file=name, bytes=size, checksum=checksum)
         if aliases:
             entry["aliases"] = aliases
         positions = tuple(entry["positions"])
-        omitted = {n: rec for n, a in arrays.items() if (rec := trimmed_rows(n, a.shape, positions))} if positions[1] - positions[0] > 1 else {}
+        omitted = {n: rec for n, shape in shapes_of(arrays) if (rec := trimmed_rows(n, shape, positions))} if positions[1] - positions[0] > 1 else {}
         if omitted:  # a row limit trims prefill attention maps only (a decode step has one row)
             entry["omitted"] = omitted
 

@@ -70,7 +70,8 @@ def parallel_options(p: argparse.ArgumentParser) -> argparse.Action:
     return p.add_argument_group("parallelism").add_argument(
         "--tensor-parallel", action="store_true",
         help="shard the model's heads and MLP neurons over the ranks of torchrun "
-             "(torchrun --nproc-per-node N -m stepscope ...); rank 0 writes the trace and shows progress (default: off)")
+             "(torchrun --nproc-per-node N -m stepscope ...); rank 0 writes the trace and shows progress "
+             "or the debugger, the other ranks follow it (default: off)")
 
 
 def rank(args) -> int:
@@ -100,6 +101,7 @@ def generation_options(p: argparse.ArgumentParser) -> list[argparse.Action]:
         g.add_argument("--record", default=None, help="comma-separated name patterns to record, e.g. 'blocks.*.attn.hook_pattern,logits' (default: every name)"),
         g.add_argument("--store-dtype", default="auto", choices=["auto", "float32", "float16"], help="dtype of stored tensors (auto: float16 for float16 models, else float32)"),
         g.add_argument("--budget", default=None, help="disk budget for the trace, e.g. 8G or 500M (default: 8G; beyond it see docs/TRACE_FORMAT.md, Budget)"),
+        g.add_argument("--memory-budget", default=None, help="memory the recording may hold at once, e.g. 1G or 512M (default: 1G; a longer prefill is streamed to disk as it is computed, see docs/RECORDING.md, Memory)"),
     ]
     return actions
 
@@ -123,11 +125,12 @@ def validate_args(args) -> None:
     out = getattr(args, "out", None)  # `serve` writes no trace of its own
     if out is not None and ("\0" in out or not out.strip()):
         raise CliError("--out is not a usable path")
-    if args.budget is not None:
-        try:
-            parse_size(args.budget)
-        except ValueError as exc:
-            raise CliError(inert(str(exc))) from None
+    for option, value in (("--budget", args.budget), ("--memory-budget", getattr(args, "memory_budget", None))):
+        if value is not None:
+            try:
+                parse_size(value, option)
+            except ValueError as exc:
+                raise CliError(inert(str(exc))) from None
     record_patterns(args.record)
 
 
@@ -198,6 +201,7 @@ def open_session(args, settings, progress=None, background_writer=False):
             progress=progress,
             background_writer=background_writer,
             budget=args.budget,
+            memory_budget=getattr(args, "memory_budget", None),
             **({"tensor_parallel": True} if getattr(args, "tensor_parallel", False) else {}),
         )
     except (CliError, KeyboardInterrupt):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 
 from rich.console import Console
 from rich.markup import escape
@@ -34,6 +35,32 @@ def add_parser(sub) -> None:
     t.add_argument("--out", required=True, help="trace directory to write (an existing trace there is replaced once the new one has its first step)")
 
 
+class StopBetweenSteps:
+    """Ctrl-C while recording: the first one stops the run once the step being recorded is written
+    (a KeyboardInterrupt raised at a random point can land in library code that swallows it, and
+    the run would go on); a second one interrupts at once."""
+
+    def __init__(self) -> None:
+        self.requested = False
+
+    def __enter__(self) -> StopBetweenSteps:
+        self._previous = signal.signal(signal.SIGINT, self._on_sigint)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        signal.signal(signal.SIGINT, self._previous)
+
+    def _on_sigint(self, signum, frame) -> None:
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+
+    def check(self) -> None:
+        """Between steps: end the run here if Ctrl-C was pressed."""
+        if self.requested:
+            raise KeyboardInterrupt
+
+
 def say(console: Console, text: str) -> None:
     """One plain line: user text never becomes markup."""
     console.print(text, markup=False, highlight=False)
@@ -60,8 +87,13 @@ def run(args) -> int:
                      f"about {human_bytes(plan.decode_bytes)} per decode step ({session.trace.manifest['dtype']['stored']})")
         say(console, plan.summary())
         gen = progress.add_task("generating", total=session.max_new_tokens)
+        def on_step(n: int) -> None:
+            progress.update(gen, completed=n)
+            stop.check()
+
         try:
-            session.run(on_step=lambda n: progress.update(gen, completed=n))
+            with StopBetweenSteps() as stop:
+                session.run(on_step=on_step)
         except KeyboardInterrupt:
             kept = session.writer.steps_written
             say(console, f"interrupted: {inert(args.out)} keeps its {kept} complete steps")
