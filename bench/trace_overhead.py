@@ -1,14 +1,18 @@
 """Tracing overhead: plain `model.generate` against full tracing to disk, side by side, one process.
 
     python bench/trace_overhead.py [--model M] [--prompt-tokens 128] [--new-tokens 128] [--repeats 3]
+    python bench/trace_overhead.py --random-llama 1b --dtype bfloat16 --storage float32 --lockstep-only
+
 
 Same model, same 128-token prompt, same 128 greedy tokens (EOS disabled in both so the lengths
 match; the token lists are compared). Also measures the traced eager attention alone (no hooks,
 no disk), to separate the cost of recording the real attention pattern, and full tracing with
 the logit lens computed while tracing ("eager": ~30 LM-head passes per step) instead of lazily
 by the reader from the recorded resid_post rows (the default on a CPU; the lens is still in the
-viewer). Prints wall-time ratios, the per-part cost of a decode step, bytes per generated token
-and peak memory (RSS on the CPU, allocator peak on CUDA).
+viewer). Prints wall-time ratios, the per-part cost of a decode step, MB written per generated
+token and per second of tracing, and peak memory (RSS on the CPU, allocator peak on CUDA).
+`--random-llama 1b` replaces the model by a Llama-3.2-1B-shaped one of random weights built from a
+config (no download); `--storage` is the dtype the trace stores (float32, or float16: half the bytes).
 Target: full tracing (every name, every layer, every step, to disk, lens available) <= 1.3x.
 """
 
@@ -25,7 +29,7 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import torch  # noqa: E402
-from transformers import DynamicCache  # noqa: E402
+from transformers import DynamicCache, LlamaConfig, LlamaForCausalLM  # noqa: E402
 
 from stepscope.tracer import load_trace  # noqa: E402
 from stepscope.tracer.attention import IMPLEMENTATION, register  # noqa: E402
@@ -52,8 +56,6 @@ RANDOM_LLAMA = {  # Llama-3.2-1B's shape (with SmolLM2's vocabulary)
 
 def random_llama(size: str, vocab: int, device, dtype: str):
     """A Llama-shaped model of random weights (no download), in `dtype` (bfloat16 unless given)."""
-    from transformers import LlamaConfig, LlamaForCausalLM
-
     torch_dtype = {"auto": torch.bfloat16, "float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}[dtype]
     config = LlamaConfig(vocab_size=vocab, **RANDOM_LLAMA[size])
     torch.manual_seed(0)
@@ -100,12 +102,13 @@ def run_generate(model, ids, new_tokens, device):
     return time.perf_counter() - t0, out[0, ids.shape[1] :].tolist(), _peak(device)
 
 
-def run_trace(model, tok, ids, new_tokens, device, out_dir, lens_mode="auto"):
+def run_trace(model, tok, ids, new_tokens, device, out_dir, lens_mode="auto", storage=None):
     """(seconds, tokens, peak, trace bytes, mean decode-step bytes, {part: ms per decode step}, lens mode used)."""
     settings = GenerationSettings(max_new_tokens=new_tokens, chat=False, stop_at_eos=False, lens_mode=lens_mode)
     _reset_peak(device)
     t0 = time.perf_counter()
-    session = LiveSession(model, tok, settings=settings, out=out_dir, background_writer="auto", prompt_ids=ids[0].tolist())
+    session = LiveSession(model, tok, settings=settings, out=out_dir, background_writer="auto", prompt_ids=ids[0].tolist(),
+                          store_dtype=storage)
     session.step()  # the prefill
     session.profile = {}  # decode steps only
     session.run()
@@ -119,12 +122,14 @@ def run_trace(model, tok, ids, new_tokens, device, out_dir, lens_mode="auto"):
     return seconds, tokens, _peak(device), size, (statistics.mean(decode) if decode else 0), parts, mode
 
 
-def lockstep(model, tok, ids, new_tokens, device, out_dir, plain_impl):
+def lockstep(model, tok, ids, new_tokens, device, out_dir, plain_impl, storage=None):
     """Plain decoding (the model's own attention, KV cache, greedy argmax: what `generate` does per
     token) and full tracing, alternating token by token so both see the same machine load.
-    Returns (plain seconds per decode step, traced seconds per decode step, same tokens?)."""
+    Returns (plain seconds per decode step, traced seconds per decode step, same tokens?, trace bytes,
+    mean decode-step bytes, {part: ms per decode step}, lens mode used)."""
     settings = GenerationSettings(max_new_tokens=new_tokens, chat=False, stop_at_eos=False)
-    session = LiveSession(model, tok, settings=settings, out=out_dir, background_writer="auto", prompt_ids=ids[0].tolist())
+    session = LiveSession(model, tok, settings=settings, out=out_dir, background_writer="auto", prompt_ids=ids[0].tolist(),
+                          store_dtype=storage)
     kw, cache = cache_kwarg(model), DynamicCache(config=model.config)
 
     def plain_mode(on: bool) -> None:  # outside the timed regions: the session's attention and wrappers out/in
@@ -154,9 +159,26 @@ def lockstep(model, tok, ids, new_tokens, device, out_dir, plain_impl):
             if i:  # decode steps only (step 0 is the prefill)
                 plain_t.append(t1 - t0)
                 traced_t.append(t3 - t2)
+            else:
+                session.profile = {}  # the parts of the decode steps
     session.close()
     traced_tokens = [t["id"] for t in session.writer.manifest["tokens"][len(session.prompt_ids) :]]
-    return plain_t, traced_t, plain_tokens == traced_tokens
+    steps = session.writer.manifest["steps"]
+    size = sum(e["bytes"] for e in steps) + _lens_bytes(out_dir)
+    decode = statistics.mean(e["bytes"] for e in steps[1:]) if len(steps) > 1 else 0
+    parts = {k: 1000 * v / max(1, len(traced_t)) for k, v in (session.profile or {}).items()}
+    mode = "eager" if session.eager_lens else "lazy"
+    return plain_t, traced_t, plain_tokens == traced_tokens, size, decode, parts, mode
+
+
+MB = 1e6
+
+
+def written(size: int, decode_bytes: float, new_tokens: int, decode_seconds: float) -> str:
+    """MB per generated token (prefill and lens file spread over the tokens), a decode step's MB and
+    the rate a decode step writes at while tracing (MB/s)."""
+    return (f"{size / MB / new_tokens:.2f} MB per generated token ({size / MB:.1f} MB in all), decode step "
+            f"{decode_bytes / MB:.2f} MB, {decode_bytes / MB / decode_seconds:.1f} MB/s while tracing")
 
 
 def _lens_bytes(out_dir: str) -> int:
@@ -187,6 +209,8 @@ def main() -> int:
     ap.add_argument("--lockstep-only", action="store_true", help="only the token-by-token alternating comparison")
     ap.add_argument("--random-llama", choices=sorted(RANDOM_LLAMA), help="a Llama-shaped model with random weights "
                     "built from a config (SmolLM2's tokenizer), instead of --model")
+    ap.add_argument("--storage", choices=["auto", "float32", "float16"], default="auto",
+                    help="dtype of the stored tensors (auto: float16 for float16 models, else float32)")
     args = ap.parse_args()
 
     loaded = load_model(args.model, device=args.device, dtype=args.dtype)
@@ -197,7 +221,8 @@ def main() -> int:
     device = str(next(model.parameters()).device)
     text = TEXT * (args.prompt_tokens // 20 + 2)
     ids = torch.tensor([tok(text)["input_ids"][: args.prompt_tokens]], device=device)
-    print(f"model {loaded.name} on {device}, {model.dtype}; prompt {ids.shape[1]} tokens, {args.new_tokens} new tokens")
+    print(f"model {loaded.name} on {device}, {model.dtype}; prompt {ids.shape[1]} tokens, {args.new_tokens} new tokens; "
+          f"storage {args.storage}")
     print(f"torch {torch.__version__}, threads {torch.get_num_threads()}")
 
     base_impl = model.config._attn_implementation
@@ -215,18 +240,20 @@ def main() -> int:
             eager_only.append(s)
             model.set_attn_implementation(base_impl)
             out_dir = os.path.join(tmp, f"run{r}")
-            s, traced_tokens, trace_peak, size, decode_bytes, p_parts, mode = run_trace(model, tok, ids, args.new_tokens, device, out_dir)
+            s, traced_tokens, trace_peak, size, decode_bytes, p_parts, mode = run_trace(
+                model, tok, ids, args.new_tokens, device, out_dir, storage=args.storage)
             if not traced or s < min(traced):
                 parts = p_parts
             traced.append(s)
             sizes = (size, decode_bytes)
             lens_ms = lens_view_ms(out_dir)
             shutil.rmtree(out_dir)
-            s, lens_tokens, *_ = run_trace(model, tok, ids, args.new_tokens, device, out_dir, lens_mode="eager")
+            s, lens_tokens, *_ = run_trace(model, tok, ids, args.new_tokens, device, out_dir, lens_mode="eager", storage=args.storage)
             eager_lens.append(s)
             shutil.rmtree(out_dir)
         lock_dir = os.path.join(tmp, "lockstep")
-        lock_plain, lock_traced, lock_same = lockstep(model, tok, ids, args.new_tokens, device, lock_dir, base_impl)
+        lock_plain, lock_traced, lock_same, lock_size, lock_decode, lock_parts, lock_mode = lockstep(
+            model, tok, ids, args.new_tokens, device, lock_dir, base_impl, storage=args.storage)
         shutil.rmtree(lock_dir)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -237,6 +264,10 @@ def main() -> int:
           f"full tracing {1000 * med(lock_traced):.1f} ms (medians); ratio of medians {med(lock_traced) / med(lock_plain):.2f}x, "
           f"median of per-token ratios {med(pairs):.2f}x, ratio of totals {sum(lock_traced) / sum(lock_plain):.2f}x "
           f"(same tokens: {lock_same}; target 1.3x)")
+    print(f"written, token by token: {written(lock_size, lock_decode, args.new_tokens, med(lock_traced))}")
+    print(f"per traced decode step (ms; {lock_mode} lens):")
+    for name, ms in lock_parts.items():
+        print(f"  {name:36s} {ms:7.2f}")
     if args.lockstep_only:
         return 0 if lock_same else 1
     same = plain_tokens == traced_tokens == lens_tokens
@@ -254,6 +285,8 @@ def main() -> int:
     print(f"  lazy lens in the viewer, per step    {lens_ms:7.2f}  (numpy, computed once when a step is shown)")
     print(f"trace size: {human_bytes(sizes[0])} total, {human_bytes(sizes[0] / args.new_tokens)} per generated token "
           f"(decode step {human_bytes(sizes[1])}, prefill included in the mean)")
+    print(f"written, whole run: {sizes[0] / MB / args.new_tokens:.2f} MB per generated token, "
+          f"{sizes[0] / MB / t:.1f} MB/s over the whole traced run")
     print(f"peak memory: plain {human_bytes(plain_peak)}, tracing {human_bytes(trace_peak)} "
           f"({'CUDA allocator' if 'cuda' in device else 'process RSS'})")
     return 0 if same else 1

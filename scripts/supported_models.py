@@ -50,6 +50,13 @@ and writes what readers need into the manifest's facts (`layout`, `norm_topk_pro
 ...). Where its config counts parameters differently from a Llama-style decoder (`stepscope info`
 without weights), it adds an entry to `tracer/adapters/facts.py`. No other module names a family.
 
+Sharded over several devices (`torchrun ... trace --tensor-parallel`, [RECORDING.md](RECORDING.md#tensor-parallelism)):
+every family above except GPT-2 and OPT (transformers has no tensor-parallel plan for them; refused
+with one line). The mixtures of experts (Mixtral, Qwen3-MoE, DeepSeek-V3, Qwen3-Next, gpt-oss) use
+expert parallelism: whole experts per rank, the expert count divisible by the rank count.
+`tests/tracer/test_tensor_parallel.py` (Llama) and `tests/tracer/test_expert_parallel.py` (every
+other family) trace each on two CPU ranks and compare every name with a single-process trace.
+
 transformers {version}, torch {torch}.
 
 | family | model_type | example models | specifics | names per step | not applicable | family extras | checks passed (float32 / bfloat16) |

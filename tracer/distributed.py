@@ -33,9 +33,8 @@ import torch.distributed as dist
 from torch import nn
 from torch.distributed.tensor import DTensor, Shard
 
+from .expert_parallel import expert_refusal
 from .model_spec import ModelLoadError
-
-MOE_FIELDS = ("num_local_experts", "num_experts", "n_routed_experts", "moe_num_experts")
 
 
 class TensorParallelError(ModelLoadError):
@@ -72,10 +71,8 @@ def check_shardable(config, size: int) -> None:
     plan = getattr(config, "base_model_tp_plan", None)
     if not plan:
         raise TensorParallelError(f"{model_type} models cannot be sharded: transformers has no tensor-parallel plan for them")
-    experts = next((getattr(config, f) for f in MOE_FIELDS if getattr(config, f, None)), None)
-    if experts:
-        raise TensorParallelError(f"{model_type} is a mixture of experts ({experts} experts): stepscope traces "
-                                  "tensor parallelism of dense models only (no expert parallelism)")
+    if refusal := expert_refusal(config, size):  # a mixture of experts: tracer/expert_parallel.py
+        raise TensorParallelError(refusal)
     heads = getattr(config, "num_attention_heads", None)
     kv = getattr(config, "num_key_value_heads", None) or heads
     mlp = getattr(config, "intermediate_size", None)

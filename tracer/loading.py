@@ -21,6 +21,7 @@ from huggingface_hub import try_to_load_from_cache
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
 from .distributed import TensorParallelError, check_shardable
+from .expert_parallel import distributed_config
 from .model_spec import DEFAULT_MODEL, DEFAULT_NAME, ModelLoadError, check_spec, default_alias, default_gguf_path
 
 Progress = Callable[[str, "float | None"], None]
@@ -92,8 +93,9 @@ def _convert_gguf(gguf_path: str, target: str, progress: Progress) -> None:
 def _from_pretrained(source: str, device: str, dtype, device_map: str | None, tp_size: int = 0):
     kwargs = {"dtype": dtype}
     if tp_size:  # sharded over torchrun's ranks by transformers, each rank on its own device
-        check_shardable(AutoConfig.from_pretrained(source), tp_size)
-        kwargs["tp_plan"] = "auto"
+        config = AutoConfig.from_pretrained(source)
+        check_shardable(config, tp_size)
+        kwargs["distributed_config"] = distributed_config(config, tp_size)
     elif device_map:
         kwargs["device_map"] = device_map
     tokenizer = AutoTokenizer.from_pretrained(source)

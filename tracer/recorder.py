@@ -126,6 +126,7 @@ class Recorder:
         self._wrapped: list[tuple[nn.Module, Callable[..., Any] | None]] = []  # (module, its own forward attribute)
         self._attn_modules: list = []
         self.active = False
+        self.n_heads = getattr(adapter.config, "num_attention_heads", None)  # all query heads (a rank may see fewer)
         self.shards: ShardGather | None = None  # tensor parallelism: sharded tensors are joined on rank 0 (tracer/distributed.py)
         self.streams = False  # set before install(): some steps are streamed (block-end handlers go in)
         self.sink: Callable[[dict[str, torch.Tensor]], None] | None = None  # streaming: takes each block's tensors
@@ -154,6 +155,7 @@ class Recorder:
             return
         t = query.shape[2]
         maps = {"scores": scores, "pattern": pattern}
+        shards = self.shards if query.shape[1] != self.n_heads else None  # this rank's heads (a family may keep them whole)
         for role, name in names:
             if role == "q":
                 part = query[0].transpose(0, 1)  # [T, n_heads, d_head]
@@ -167,8 +169,8 @@ class Recorder:
                 part = maps[role][0]  # [n_heads, T, S]
                 if self.row_limit and part.shape[1] > self.row_limit:  # budget (tracer/budget.py)
                     part = part[:, -self.row_limit :].clone()  # [n_heads, row_limit, S]; the full map is freed
-            if self.shards is not None:  # this rank's heads: joined on rank 0 along the head axis
-                self.shards.defer(name, _detached(part), 0 if role in maps else 1)
+            if shards is not None:  # joined on rank 0 along the head axis
+                shards.defer(name, _detached(part), 0 if role in maps else 1)
             else:
                 self.tensors[name] = _detached(part)
 
@@ -319,6 +321,8 @@ class Recorder:
             return with_lens
         if not keep:
             return None
+        if self.shards is not None and point.heads_of is not None and shard_width(point.heads_of, "out") is not None:
+            return self._head_shard_handler(name, get, transform)
         width = shard_width(point.module, point.where) if self.shards is not None else None
         if width is not None:
             return self._shard_handler(name, get, transform, width, synchronous=name == kept_as)
@@ -366,6 +370,18 @@ class Recorder:
                     self.tensors[name] = full
             else:
                 shards.defer(name, _detached(t), -1, transform)
+
+        return record
+
+    def _head_shard_handler(self, name: str, get, transform):
+        """A handler for a per-head tensor holding this rank's heads (HookPoint.heads_of is split):
+        transformed here ([T, heads, d_head]), joined along the head axis in the step's gather."""
+        shards = self.shards
+
+        def record(a, k, o):
+            t = get(a, k, o)
+            if t is not None:
+                shards.defer(name, _detached(transform(t)), 1)
 
         return record
 

@@ -51,7 +51,10 @@ class HookPoint:
 
     `pick` chooses which input or output: a position (0 = the first positional argument, or the
     first element of a tuple output) or a name (a keyword argument, or an output attribute such
-    as `logits` of a ModelOutput).
+    as `logits` of a ModelOutput). `heads_of`: for a per-head tensor computed from a projection's
+    output (a per-head q/k norm after q_proj/k_proj), that projection: under tensor parallelism the
+    tensor holds the heads of this rank's slice of it, and its transformed value is joined along
+    the head axis (1).
     """
 
     module: nn.Module
@@ -59,6 +62,7 @@ class HookPoint:
     name: str  # block-local ("attn.hook_q") or global ("hook_embed")
     transform: Transform = rows
     pick: int | str = 0
+    heads_of: nn.Module | None = None
 
 
 def norm_kind(module: nn.Module, default: str | None) -> str | None:

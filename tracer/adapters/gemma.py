@@ -70,8 +70,8 @@ class GemmaAdapter(LlamaAdapter):
         points = super().attention_hooks(attn)
         if hasattr(attn, "q_norm"):  # Gemma 3
             points += [
-                HookPoint(attn.q_norm, "out", "attn.hook_q_normed", _heads_first),
-                HookPoint(attn.k_norm, "out", "attn.hook_k_normed", _heads_first),
+                HookPoint(attn.q_norm, "out", "attn.hook_q_normed", _heads_first, heads_of=attn.q_proj),
+                HookPoint(attn.k_norm, "out", "attn.hook_k_normed", _heads_first, heads_of=attn.k_proj),
             ]
         return points
 

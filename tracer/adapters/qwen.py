@@ -40,6 +40,6 @@ class Qwen3Adapter(LlamaAdapter):
     def attention_hooks(self, attn) -> list[HookPoint]:
         return [
             *super().attention_hooks(attn),
-            HookPoint(attn.q_norm, "out", "attn.hook_q_normed", per_head),  # [B, T, n_heads, d_head] in
-            HookPoint(attn.k_norm, "out", "attn.hook_k_normed", per_head),
+            HookPoint(attn.q_norm, "out", "attn.hook_q_normed", per_head, heads_of=attn.q_proj),  # [B, T, n_heads, d_head] in
+            HookPoint(attn.k_norm, "out", "attn.hook_k_normed", per_head, heads_of=attn.k_proj),
         ]

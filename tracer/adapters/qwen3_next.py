@@ -75,8 +75,8 @@ class Qwen3NextAdapter(Qwen3Adapter):
             HookPoint(attn.q_proj, "out", "attn.hook_q", _q_half(c.num_attention_heads, 0)),
             HookPoint(attn.q_proj, "out", "attn.hook_gate", _q_half(c.num_attention_heads, 1)),
             HookPoint(attn.k_proj, "out", "attn.hook_k", heads(self.n_kv_heads())),
-            HookPoint(attn.q_norm, "out", "attn.hook_q_normed", per_head),  # [B, T, n_heads, d_head]
-            HookPoint(attn.k_norm, "out", "attn.hook_k_normed", per_head),
+            HookPoint(attn.q_norm, "out", "attn.hook_q_normed", per_head, heads_of=attn.q_proj),  # [B, T, n_heads, d_head]
+            HookPoint(attn.k_norm, "out", "attn.hook_k_normed", per_head, heads_of=attn.k_proj),
         ]
 
     def linear_attention_hooks(self, lin, layer_idx: int) -> list[HookPoint]:
