@@ -51,13 +51,14 @@ from .schema import (
 )
 from .trace_format import (
     CRC_KEY,
-    DTYPES,
     ITEMSIZE,
     LENS_FILE,
     MANIFEST,
     STAMP_ANYWHERE,
     STEP_LOG,
+    VALUE_DTYPES,
     TraceError,
+    from_buffer,
     parse_crc_list,
     step_checksum,
     unstamp,
@@ -348,7 +349,7 @@ class Step:
     def dtype(self, name: str) -> np.dtype:
         if name not in self._load_header() and name in self._derived():
             return self._derived_value(name).dtype
-        return DTYPES[self._info(name)["dtype"]]
+        return VALUE_DTYPES[self._info(name)["dtype"]]
 
     def _info(self, name: str) -> dict:
         try:
@@ -424,10 +425,9 @@ class Step:
         begin, end = info["data_offsets"]
         if self._crcs is not None:
             self._check_tensor(buf, begin, end)
-        dtype = DTYPES[info["dtype"]]
         count = (end - begin) // ITEMSIZE[info["dtype"]]
-        arr = np.frombuffer(buf, dtype=dtype, count=count, offset=self._data_start + begin)
-        if dtype.kind in "iu" and self._rules is not None:
+        arr = from_buffer(buf, info["dtype"], count, self._data_start + begin)
+        if arr.dtype.kind in "iu" and self._rules is not None:
             self._rules.check_ids(name, arr, self._label())
         return arr.reshape(info["shape"])
 
@@ -603,7 +603,7 @@ def read_side_safetensors(trace_dir: str, name: str, max_bytes: int = 1 << 34, c
     out = {}
     for key, info in header.items():
         b, e = info["data_offsets"]
-        out[key] = np.frombuffer(raw, dtype=DTYPES[info["dtype"]], count=(e - b) // ITEMSIZE[info["dtype"]], offset=start + b).reshape(info["shape"])
+        out[key] = from_buffer(raw, info["dtype"], (e - b) // ITEMSIZE[info["dtype"]], start + b).reshape(info["shape"])
     return out
 
 

@@ -38,7 +38,7 @@ from .reader import Step, Trace
 from .recorder import Recorder
 from .sampler import Sampler, SamplerSettings
 from .scratch import LIVE_DIR_PREFIX, make_live_dir
-from .staging import SLOTS, HostStager
+from .staging import SLOTS, HostStager, host_array
 from .step_arrays import StepArrays
 from .trace_format import BRANCHES_DIR, LENS_FILE, SCHEMA, SCHEMA_VERSION, TEMP_PREFIX, TOKENIZER_FILE, TraceWriteError
 from .writer import StepStream, TraceWriter, copy_trace, nonfinite_names
@@ -88,10 +88,12 @@ def encode_prompt(tokenizer, prompt: str, chat: bool) -> list[int]:
 
 
 def resolve_store_dtype(model_dtype: torch.dtype, store: str | None) -> torch.dtype:
-    """float16 models store float16; float32 and bfloat16 models store float32 (numpy has no bfloat16)."""
+    """`store` ("float32", "float16", "bfloat16"); auto: float16 models store float16, float32 and
+    bfloat16 models float32 (a bfloat16 model computes its norms and softmax in float32: bfloat16
+    storage rounds those, so it is asked for explicitly)."""
     if store in (None, "auto"):
         return torch.float16 if model_dtype == torch.float16 else torch.float32
-    return {"float32": torch.float32, "float16": torch.float16}[store]
+    return {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}[store]
 
 
 def recorded_names(adapter) -> list[str]:
@@ -321,7 +323,7 @@ class LiveSession:
             if stored is not None:  # W_U and W_O in the model's own layout: written without a transposing copy
                 name, w = stored[0], w.permute(stored[1])
             big = name.startswith("unembed.W_U") or ".attn.W_O" in name  # stored like the activations
-            arrays[name] = w.to(self.store_dtype if big else torch.float32).cpu().numpy()
+            arrays[name] = host_array(w.to(self.store_dtype if big else torch.float32).cpu())
         self.writer.write_arrays(LENS_FILE, arrays)
 
     def _save_tokenizer(self) -> None:
