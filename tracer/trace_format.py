@@ -118,6 +118,7 @@ DTYPES: dict[str, np.dtype] = {
 ITEMSIZE = {code: dtype.itemsize for code, dtype in DTYPES.items()}
 DTYPE_CODES = {dtype: code for code, dtype in DTYPES.items()}  # numpy dtype -> safetensors code
 VALUE_DTYPES = {**DTYPES, "BF16": np.dtype(np.float32)}  # safetensors code -> the dtype a reader returns
+STORED_ITEMSIZE = {"float32": 4, "float16": 2, "bfloat16": 2, "float64": 8}  # manifest dtype.stored -> bytes per value
 
 
 def from_buffer(buf, code: str, count: int, offset: int) -> np.ndarray:

@@ -15,7 +15,10 @@ import torch
 
 from stepscope.tracer import TraceError, load_trace
 from stepscope.tracer.attribution import attribute, read_lens_arrays
+from stepscope.tracer.diff import compare, tensor_diff
+from stepscope.tracer.export import tl_cache
 from stepscope.tracer.lens import LogitLens
+from stepscope.tracer.patching import sweep
 from stepscope.tracer.safetensors_read import load_safetensors_file, read_safetensors_header, safetensors_arrays
 from stepscope.tracer.session import GenerationSettings, LiveSession, resolve_store_dtype
 from stepscope.tracer.staging import host_array
@@ -189,12 +192,36 @@ def test_the_app_opens_a_bfloat16_trace(traces):
             await pilot.press(key)
             await pilot.pause()
         assert (app.step, app.layer) == (2, 1)
-        for pane in ("2", "3", "4"):  # attention, tensors, lens
+        for pane, pane_id in (("2", "heatmap"), ("3", "tensors"), ("4", "lens"), ("5", "kv")):
             await pilot.press(pane)
             await pilot.pause()
-            assert app.main_screen.active_pane_id == {"2": "heatmap", "3": "tensors", "4": "lens"}[pane]
+            assert app.main_screen.active_pane_id == pane_id
         await pilot.press("8")  # why: attribution from the bfloat16 unembedding
         await until(pilot, lambda: "logit difference" in screen(app))
         assert f"{attribute(trace, 2).actual:+.3f}" in screen(app)
+        await pilot.press("5")
+        await pilot.pause()
+        assert "bfloat16" in screen(app) or "per position" in screen(app)
 
     run(app, script)
+
+
+def test_diff_export_and_patching_read_a_bfloat16_trace(model, traces, tmp_path):
+    bf16, f32, _ = traces
+    d = compare(bf16, f32)
+    assert d.first_token is None and d.first_step is None and len(d.steps) == len(bf16.steps)  # the same tokens
+    worst = float(np.abs(tensor_diff(bf16, f32, 0, "blocks.1.hook_resid_post")["diff"]).max())
+    assert worst <= BF16_ULP * float(np.abs(f32.steps[0]["blocks.1.hook_resid_post"]).max())
+    cache = tl_cache(bf16, names=["blocks.0.hook_resid_pre"])
+    assert cache["blocks.0.hook_resid_pre"].dtype == np.float32
+    assert np.array_equal(cache["blocks.0.hook_resid_pre"][0][: bf16.manifest["prompt_len"]], bf16.steps[0]["blocks.0.hook_resid_pre"])
+    # patching: the clean activations read from bfloat16 storage restore what float32 storage restores
+    corrupt = PROMPT.replace("tiny", "ZZZZ")  # the same length, another first token
+    results = []
+    for store in ("bfloat16", "float32"):
+        session = LiveSession(model, byte_tokenizer(), corrupt, GenerationSettings(max_new_tokens=1, chat=False),
+                              out=str(tmp_path / store), store_dtype=store)
+        session.run()
+        clean = bf16 if store == "bfloat16" else f32
+        results.append(sweep(model, clean, load_trace(str(tmp_path / store)), site="resid_pre").values)
+    np.testing.assert_array_equal(results[0], results[1])
