@@ -89,7 +89,7 @@ def encode_prompt(tokenizer, prompt: str, chat: bool) -> list[int]:
 
 def resolve_store_dtype(model_dtype: torch.dtype, store: str | None) -> torch.dtype:
     """`store` ("float32", "float16", "bfloat16"); auto: float16 models store float16, float32 and
-    bfloat16 models float32 (a bfloat16 model computes its norms and softmax in float32: bfloat16
+    bfloat16 models float32 (a bfloat16 model computes its norms' scales in float32: bfloat16
     storage rounds those, so it is asked for explicitly)."""
     if store in (None, "auto"):
         return torch.float16 if model_dtype == torch.float16 else torch.float32
