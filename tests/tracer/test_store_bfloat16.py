@@ -13,6 +13,8 @@ import numpy as np
 import pytest
 import torch
 
+import stepscope
+from stepscope.cli.main import main
 from stepscope.tracer import TraceError, load_trace
 from stepscope.tracer.attribution import attribute, read_lens_arrays
 from stepscope.tracer.diff import compare, tensor_diff
@@ -21,7 +23,8 @@ from stepscope.tracer.lens import LogitLens
 from stepscope.tracer.patching import sweep
 from stepscope.tracer.safetensors_read import load_safetensors_file, read_safetensors_header, safetensors_arrays
 from stepscope.tracer.session import GenerationSettings, LiveSession, resolve_store_dtype
-from stepscope.tracer.staging import host_array
+from stepscope.tracer.staging import HostStager, host_array
+from stepscope.tracer.trace_format import BF16, widen
 from stepscope.tracer.writer import StepStream, write_step_file
 from stepscope.tui.app import StepscopeApp
 from tests.support.app_harness import run, screen
@@ -225,3 +228,36 @@ def test_diff_export_and_patching_read_a_bfloat16_trace(model, traces, tmp_path)
         clean = bf16 if store == "bfloat16" else f32
         results.append(sweep(model, clean, load_trace(str(tmp_path / store)), site="resid_pre").values)
     np.testing.assert_array_equal(results[0], results[1])
+
+
+def test_the_stager_hands_bfloat16_bits_to_the_writer():
+    st = HostStager(torch.device("cpu"), torch.bfloat16)
+    f32, bf, ids = torch.randn(3, 4), torch.randn(2, 5).to(torch.bfloat16), torch.arange(4)
+    t = torch.randn(4, 3).t()  # not contiguous
+    for staged in (st.stage({"a": f32, "b": bf, "t": t, "ids": ids}), st.host({"a": f32, "b": bf, "t": t, "ids": ids})):
+        arrays = staged.arrays()
+        assert arrays["ids"].dtype == np.int64
+        for name, want in (("a", f32), ("b", bf), ("t", t)):
+            assert arrays[name].dtype == BF16 and arrays[name].shape == tuple(want.shape)
+            np.testing.assert_array_equal(widen(arrays[name]), want.to(torch.bfloat16).float().numpy())
+
+
+def test_trace_command_stores_bfloat16(model, tmp_path, capsys):
+    d = tmp_path / "model"
+    model.save_pretrained(d)
+    byte_tokenizer().save_pretrained(d)
+    args = ["trace", "--model", str(d), "--prompt", PROMPT, "--no-chat", "--max-new-tokens", "2", "--dtype", "bfloat16"]
+    assert main([*args, "--out", str(tmp_path / "t"), "--store-dtype", "bfloat16"]) == 0
+    trace = load_trace(str(tmp_path / "t"))
+    assert trace.manifest["dtype"] == {"model": "bfloat16", "stored": "bfloat16"}
+    assert read_safetensors_header(trace.steps[1].path)[0]["blocks.0.hook_resid_post"]["dtype"] == "BF16"
+    assert main([*args, "--out", str(tmp_path / "u")]) == 0  # auto: float32 for a bfloat16 model
+    assert load_trace(str(tmp_path / "u")).manifest["dtype"]["stored"] == "float32"
+
+
+def test_record_api_stores_bfloat16(model, tmp_path):
+    ids = torch.tensor([byte_tokenizer()(PROMPT)["input_ids"]])
+    with stepscope.record(model, byte_tokenizer(), out=str(tmp_path / "t"), store_dtype="bfloat16") as rec:
+        model.generate(ids, max_new_tokens=2, do_sample=False)
+    assert rec.trace.manifest["dtype"]["stored"] == "bfloat16"
+    assert read_safetensors_header(rec.trace.steps[0].path)[0]["logits"]["dtype"] == "BF16"
