@@ -12,7 +12,8 @@ by the reader from the recorded resid_post rows (the default on a CPU; the lens 
 viewer). Prints wall-time ratios, the per-part cost of a decode step, MB written per generated
 token and per second of tracing, and peak memory (RSS on the CPU, allocator peak on CUDA).
 `--random-llama 1b` replaces the model by a Llama-3.2-1B-shaped one of random weights built from a
-config (no download); `--storage` is the dtype the trace stores (float32, or float16: half the bytes).
+config (no download); `--storage` is the dtype the trace stores (float32, or float16 / bfloat16:
+half the bytes).
 Target: full tracing (every name, every layer, every step, to disk, lens available) <= 1.3x.
 """
 
@@ -209,7 +210,7 @@ def main() -> int:
     ap.add_argument("--lockstep-only", action="store_true", help="only the token-by-token alternating comparison")
     ap.add_argument("--random-llama", choices=sorted(RANDOM_LLAMA), help="a Llama-shaped model with random weights "
                     "built from a config (SmolLM2's tokenizer), instead of --model")
-    ap.add_argument("--storage", choices=["auto", "float32", "float16"], default="auto",
+    ap.add_argument("--storage", choices=["auto", "float32", "float16", "bfloat16"], default="auto",
                     help="dtype of the stored tensors (auto: float16 for float16 models, else float32)")
     args = ap.parse_args()
 

@@ -27,10 +27,10 @@ import weakref
 from dataclasses import dataclass, field
 
 import numpy as np
-from safetensors.numpy import load
 
 from .lens import B_U, NORM_B, NORM_W, W_U, canonical
 from .safe_io import read_trace_file
+from .safetensors_read import safetensors_arrays
 from .trace_format import LENS_FILE, TraceError
 
 MAX_LENS_BYTES = 16 << 30  # lens.safetensors: W_U of a large vocabulary in float32
@@ -127,7 +127,7 @@ def read_lens_arrays(trace) -> dict[str, np.ndarray]:
     except FileNotFoundError:
         raise TraceError(f"{trace.path}: {LENS_FILE} missing") from None
     try:
-        arrays = canonical(load(data))
+        arrays = canonical(safetensors_arrays(data, LENS_FILE))
     except Exception as exc:  # a damaged file: one line, not a traceback
         raise TraceError(f"{trace.path}: {LENS_FILE}: not a safetensors file ({type(exc).__name__})") from None
     if NORM_W not in arrays or W_U not in arrays:

@@ -23,9 +23,9 @@ import numpy as np
 from .geometry import layer_window, sink_columns
 from .lens import B_U, NORM_B, NORM_W, TRANSPOSED, W_O_NAME, W_U
 from .names import BLOCK_NAMES, FINAL_NAMES, HEAD_NAMES, LAST_ROW_NAMES, SAMPLING_NAMES, NameFilter, shape_doc, split_block_name
-from .trace_format import DTYPES, TraceError
+from .trace_format import VALUE_DTYPES, TraceError
 
-STORED_CODES = {"float32": "F32", "float16": "F16", "float64": "F64"}  # manifest dtype.stored -> the recorded arrays' code
+STORED_CODES = {"float32": "F32", "float16": "F16", "bfloat16": "BF16", "float64": "F64"}  # manifest dtype.stored -> the recorded arrays' code
 PARAM_PARTS = ("embedding", "attention", "mlp", "norms", "lm_head", "other")
 STOP_REASONS = ("eos", "max_new_tokens", "stopping_criteria", "interrupted", "error")
 _BLOCK_VOCAB = frozenset(BLOCK_NAMES) | frozenset(LAST_ROW_NAMES)
@@ -226,7 +226,7 @@ class StepRules:
             if not self._recorded(name) and not name.startswith(("sample.", "logit_lens.")):
                 raise TraceError(f"{label}: {name[:60]!r} is recorded, but the manifest's record patterns exclude it")
             code = info["dtype"]
-            kind = DTYPES[code].kind
+            kind = VALUE_DTYPES[code].kind
             if kind not in ("i", "u", "b") if name.endswith(_INT_NAMES) else kind != "f":
                 raise TraceError(f"{label}: {name[:60]!r} has dtype {code}, unexpected for it")
             if self.stored and kind == "f" and not name.startswith(("sample.", "logit_lens.")) and code != self.stored:

@@ -22,8 +22,8 @@ import re
 from collections.abc import Callable
 
 import numpy as np
-from safetensors.numpy import load_file
 
+from .safetensors_read import load_safetensors_file
 from .trace_format import LENS_FILE
 
 RESID_ROWS = "logit_lens.resid"  # [n_layers, d_model] last-position rows, when resid_post is not recorded
@@ -90,7 +90,7 @@ class LogitLens:
         """The lens of a trace directory, None when the trace has none (`read` loads a safetensors file)."""
         if not facts:
             return None
-        return cls(facts, (read or load_file)(os.path.join(trace_dir, facts.get("file", LENS_FILE))))
+        return cls(facts, (read or load_safetensors_file)(os.path.join(trace_dir, facts.get("file", LENS_FILE))))
 
     def rows(self, step) -> np.ndarray:
         """[n_layers, d_model]: each layer's resid_post at the step's last position."""

@@ -22,10 +22,8 @@ from __future__ import annotations
 import functools
 import io
 import json
-import math
 import mmap
 import os
-import struct
 import zlib
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -39,6 +37,7 @@ from .inert import inert, inert_entry, inert_manifest
 from .lens import LogitLens
 from .names import O_INPUT, RESULT, forward_order
 from .safe_io import open_dir, open_in_dir, read_in_dir, read_trace_file, stat_in_dir
+from .safetensors_read import header_arrays, parse_safetensors_header
 from .schema import (
     MAX_LOG_BYTES,
     MAX_LOG_LINE,
@@ -51,84 +50,20 @@ from .schema import (
 )
 from .trace_format import (
     CRC_KEY,
-    DTYPES,
     ITEMSIZE,
     LENS_FILE,
     MANIFEST,
     STAMP_ANYWHERE,
     STEP_LOG,
+    VALUE_DTYPES,
     TraceError,
+    from_buffer,
     parse_crc_list,
     step_checksum,
     unstamp,
 )
 
 LENS_NAMES = ("logit_lens.ids", "logit_lens.probs")  # computed by the trace's lens when not stored
-_MAX_HEADER = 100_000_000  # safetensors' own limit
-_MAX_TENSORS = 100_000
-
-
-def parse_safetensors_header(prefix8: bytes, read_header, file_size: int, label: str, meta_out: dict | None = None) -> tuple[dict, int]:
-    """(tensor table, data start) under safetensors' rules (`meta_out` receives "meta", the
-    __metadata__ map, and "raw", the header bytes): header length within the file and
-    8-byte aligned, JSON object, known dtypes, non-negative integer shapes and offsets, tensors
-    contiguous from 0 without gap or overlap, each exactly its shape's bytes, data ending at EOF."""
-    if len(prefix8) != 8:
-        raise TraceError(f"{label}: truncated step file")
-    (n,) = struct.unpack("<Q", prefix8)
-    if n > _MAX_HEADER or n > file_size - 8 or n % 8:
-        raise TraceError(f"{label}: corrupted step file (bad header length)")
-    raw = read_header(n)
-    if len(raw) != n or not raw.startswith(b"{"):
-        raise TraceError(f"{label}: corrupted step file (header is not a JSON object)")
-    try:
-        header = parse_json(raw, label)
-    except TraceError:
-        raise TraceError(f"{label}: corrupted step file (header is not JSON)") from None
-    if type(header) is not dict:
-        raise TraceError(f"{label}: corrupted step file (header is not an object)")
-    meta = header.pop("__metadata__", None)
-    if meta is not None and (type(meta) is not dict or any(type(v) is not str for v in meta.values())):
-        raise TraceError(f"{label}: corrupted step file (bad __metadata__)")
-    if meta_out is not None:
-        meta_out.update(meta=meta or {}, raw=raw)
-    if len(header) > _MAX_TENSORS:
-        raise TraceError(f"{label}: corrupted step file (too many tensors)")
-    spans = []
-    for name, info in header.items():
-        bad = TraceError(f"{label}: corrupted step file (bad entry for {name[:60]!r})")
-        if type(info) is not dict or set(info) != {"dtype", "shape", "data_offsets"} or len(name) > 200:
-            raise bad
-        dtype, shape, offsets = info["dtype"], info["shape"], info["data_offsets"]
-        if type(dtype) is not str or dtype not in ITEMSIZE or type(shape) is not list or type(offsets) is not list or len(offsets) != 2:
-            raise bad
-        if len(shape) > 8 or any(type(d) is not int or d < 0 for d in shape):
-            raise bad
-        if any(type(o) is not int or o < 0 for o in offsets):
-            raise bad
-        count = math.prod(shape)
-        begin, end = offsets
-        if end < begin or end - begin != count * ITEMSIZE[dtype]:
-            raise bad
-        spans.append((begin, end, name))
-    spans.sort()
-    cursor = 0
-    for begin, end, name in spans:
-        if begin != cursor:
-            raise TraceError(f"{label}: corrupted step file ({name[:60]!r} overlaps or leaves a gap)")
-        cursor = end
-    if 8 + n + cursor != file_size:
-        raise TraceError(f"{label}: corrupted step file (data does not end at the end of the file)")
-    return header, 8 + n
-
-
-def read_safetensors_header(path: str) -> tuple[dict, int]:
-    """(tensor table, data start) of a safetensors file given by path (trusted callers, tests)."""
-    with open(path, "rb") as fh:
-        size = os.fstat(fh.fileno()).st_size
-        return parse_safetensors_header(fh.read(8), fh.read, size, path)
-
-
 def inert_names(names: dict[str, str], label: str) -> dict[str, str]:
     """{exposed name made inert (tracer/inert.py): stored name}; two names alike once inert are refused."""
     if all(n.isascii() and n.isprintable() for n in names):
@@ -348,7 +283,7 @@ class Step:
     def dtype(self, name: str) -> np.dtype:
         if name not in self._load_header() and name in self._derived():
             return self._derived_value(name).dtype
-        return DTYPES[self._info(name)["dtype"]]
+        return VALUE_DTYPES[self._info(name)["dtype"]]
 
     def _info(self, name: str) -> dict:
         try:
@@ -424,10 +359,9 @@ class Step:
         begin, end = info["data_offsets"]
         if self._crcs is not None:
             self._check_tensor(buf, begin, end)
-        dtype = DTYPES[info["dtype"]]
         count = (end - begin) // ITEMSIZE[info["dtype"]]
-        arr = np.frombuffer(buf, dtype=dtype, count=count, offset=self._data_start + begin)
-        if dtype.kind in "iu" and self._rules is not None:
+        arr = from_buffer(buf, info["dtype"], count, self._data_start + begin)
+        if arr.dtype.kind in "iu" and self._rules is not None:
             self._rules.check_ids(name, arr, self._label())
         return arr.reshape(info["shape"])
 
@@ -600,11 +534,7 @@ def read_side_safetensors(trace_dir: str, name: str, max_bytes: int = 1 << 34, c
             got = step_checksum(view[:start], [zlib.crc32(view[start + b : start + e]) for b, e in spans])
         if got != checksum:
             raise TraceError(f"{name}: checksum mismatch (the file was modified or damaged)")
-    out = {}
-    for key, info in header.items():
-        b, e = info["data_offsets"]
-        out[key] = np.frombuffer(raw, dtype=DTYPES[info["dtype"]], count=(e - b) // ITEMSIZE[info["dtype"]], offset=start + b).reshape(info["shape"])
-    return out
+    return header_arrays(raw, header, start)
 
 
 def read_step_log(source, label: str, first: int = 0, version: int = 2, memo: dict | None = None) -> list[dict]:

@@ -235,7 +235,7 @@ def record(model, tokenizer, out: str | None = None, names: list[str] | None = N
            logit_lens: bool = True, name: str | None = None, budget: int | str | None = None):
     """Trace the `model.generate(...)` call made inside the block into `out` (a temporary directory when None).
 
-    `names`: name patterns to record (default every name); `store_dtype`: "float32" / "float16";
+    `names`: name patterns to record (default every name); `store_dtype`: "float32" / "float16" / "bfloat16";
     `budget`: the disk budget, bytes or a size like "8G" (default 8G), applied as by `stepscope trace`
     (tracer/budget.py): a generate call whose trace would not fit raises BudgetError before it runs.
     Yields a `Recording`; after the block `recording.trace` is the trace (`tracer.Trace`).

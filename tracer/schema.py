@@ -30,7 +30,7 @@ MAX_DIM = 1 << 24
 MAX_POSITIONS = 1 << 24
 MAX_STEP_BYTES = 1 << 40
 MAX_ALIASES = 100_000  # a step's aliases; the vocabulary for its layer count bounds them further (tracer/consistency.py)
-STORED_DTYPES = ("float32", "float16", "float64")
+STORED_DTYPES = ("float32", "float16", "bfloat16", "float64")
 CHECKSUM = re.compile(r"crc32:[0-9a-f]{8}\Z")
 
 

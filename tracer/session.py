@@ -38,7 +38,7 @@ from .reader import Step, Trace
 from .recorder import Recorder
 from .sampler import Sampler, SamplerSettings
 from .scratch import LIVE_DIR_PREFIX, make_live_dir
-from .staging import SLOTS, HostStager
+from .staging import SLOTS, HostStager, host_array
 from .step_arrays import StepArrays
 from .trace_format import BRANCHES_DIR, LENS_FILE, SCHEMA, SCHEMA_VERSION, TEMP_PREFIX, TOKENIZER_FILE, TraceWriteError
 from .writer import StepStream, TraceWriter, copy_trace, nonfinite_names
@@ -88,10 +88,12 @@ def encode_prompt(tokenizer, prompt: str, chat: bool) -> list[int]:
 
 
 def resolve_store_dtype(model_dtype: torch.dtype, store: str | None) -> torch.dtype:
-    """float16 models store float16; float32 and bfloat16 models store float32 (numpy has no bfloat16)."""
+    """`store` ("float32", "float16", "bfloat16"); auto: float16 models store float16, float32 and
+    bfloat16 models float32 (a bfloat16 model computes its norms' scales in float32: bfloat16
+    storage rounds those, so it is asked for explicitly)."""
     if store in (None, "auto"):
         return torch.float16 if model_dtype == torch.float16 else torch.float32
-    return {"float32": torch.float32, "float16": torch.float16}[store]
+    return {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}[store]
 
 
 def recorded_names(adapter) -> list[str]:
@@ -310,7 +312,7 @@ class LiveSession:
         """`lens.safetensors`, once per trace: the final norm's weights and W_U (what the reader's lens
         needs) and, when the reader computes `attn.hook_result`, each layer's W_O [n_heads, d_head,
         d_model]. Streamed from the weights' memory into the file (no serialised copy)."""
-        arrays = {name: w.to(dtype).cpu().numpy() for name, (w, dtype) in self._lens_weights().items()}
+        arrays = {name: host_array(w.to(dtype).cpu()) for name, (w, dtype) in self._lens_weights().items()}
         if arrays:
             self.writer.write_arrays(LENS_FILE, arrays)
 

@@ -22,10 +22,19 @@ import torch
 from .budget import is_attention_map
 from .internals import flatten_dense_tensors, foreach_copy
 from .step_arrays import StepArrays
+from .trace_format import BF16
 
 SLOTS = 2  # pinned buffers per dtype group, used in turn
 FLAT_MAX = 64 << 20  # a CPU step bigger than this is handed over as views (no flat copy)
 SCORES = "hook_attn_scores"  # names ending so may hold -inf (masked keys); NaN and +inf still count
+
+
+def host_array(t: torch.Tensor) -> np.ndarray:
+    """The numpy array of a host tensor, sharing its memory: a bfloat16 tensor's bits as the trace
+    format's BF16 stand-in (numpy has no bfloat16; the writer stores them as safetensors "BF16")."""
+    if t.dtype == torch.bfloat16:
+        return t.view(torch.int16).numpy().view(BF16)
+    return t.numpy()
 
 
 def _host_views(flat: np.ndarray, names: list[str], shapes: list[torch.Size]) -> dict[str, np.ndarray]:
@@ -125,7 +134,7 @@ class HostStager:
         if not self.cuda:
             flat, n_other_numel, shapes = self._gather_cpu(tensors, names, n_fixed, n_other)
             bad = [] if flat is None or _scan(flat, n_other_numel) else nonfinite({n: tensors[n] for n in names})
-            arrays = StepArrays(flat.numpy(), names, shapes) if flat is not None else StepArrays()
+            arrays = StepArrays(host_array(flat), names, shapes) if flat is not None else StepArrays()
             arrays.update({n: tensors[n].cpu().numpy() for n in ints})
             return Staged(arrays, bad)
         flat, n_other_numel = self._gather(tensors, names, n_other)  # [sum numel] on the device
@@ -172,7 +181,7 @@ class HostStager:
                     bad.append(name)
                 if t.dtype != self.store_dtype:
                     t = t.to(self.store_dtype)
-            arrays[name] = t.cpu().numpy()
+            arrays[name] = host_array(t.cpu())
         return Staged(arrays, bad)
 
     def _gather(self, tensors, names, n_other) -> tuple[torch.Tensor | None, int]:
@@ -221,7 +230,7 @@ class HostStager:
                 data.record_stream(self._stream)
                 shapes = [tensors[n].shape for n in group]
                 if i == 0 and flat is not None:  # the floats: the writer's flat buffer
-                    arrays = StepArrays(host.numpy(), group, shapes)
+                    arrays = StepArrays(host_array(host), group, shapes)
                 else:  # integer groups: plain arrays
                     arrays.update(_host_views(host.numpy(), group, shapes))
             event = torch.cuda.Event()

@@ -102,10 +102,12 @@ def step_filename(index: int) -> str:
 
 
 # -- step files: safetensors dtypes and checksums ----------------------------------------------------
+BF16 = np.dtype([("bfloat16", "<u2")])  # numpy has no bfloat16: the writing side holds its raw bits in this stand-in
 DTYPES: dict[str, np.dtype] = {
     "F64": np.dtype(np.float64),
     "F32": np.dtype(np.float32),
     "F16": np.dtype(np.float16),
+    "BF16": BF16,
     "I64": np.dtype(np.int64),
     "I32": np.dtype(np.int32),
     "I16": np.dtype(np.int16),
@@ -115,6 +117,25 @@ DTYPES: dict[str, np.dtype] = {
 }  # safetensors code -> numpy dtype (the codes a trace may hold)
 ITEMSIZE = {code: dtype.itemsize for code, dtype in DTYPES.items()}
 DTYPE_CODES = {dtype: code for code, dtype in DTYPES.items()}  # numpy dtype -> safetensors code
+VALUE_DTYPES = {**DTYPES, "BF16": np.dtype(np.float32)}  # safetensors code -> the dtype a reader returns
+STORED_ITEMSIZE = {"float32": 4, "float16": 2, "bfloat16": 2, "float64": 8}  # manifest dtype.stored -> bytes per value
+
+
+def from_buffer(buf, code: str, count: int, offset: int) -> np.ndarray:
+    """The `count` values of safetensors dtype `code` at byte `offset` of `buf`: a view of the
+    buffer, except bfloat16, which is widened to a new float32 array (its bits are a float32's
+    upper half)."""
+    if code == "BF16":
+        bits = np.frombuffer(buf, dtype=np.uint16, count=count, offset=offset)
+        return (bits.astype(np.uint32) << 16).view(np.float32)
+    return np.frombuffer(buf, dtype=DTYPES[code], count=count, offset=offset)
+
+
+def widen(a: np.ndarray) -> np.ndarray:
+    """`a` as floats a reader would return: a BF16 array's bits widened to float32, anything else as is."""
+    if a.dtype == BF16:
+        return (np.ascontiguousarray(a).view(np.uint16).astype(np.uint32) << 16).view(np.float32)
+    return a
 CRC_KEY = "stepscope.crc32"  # __metadata__: each stored tensor's crc32, 8 hex digits each, in file order
 
 

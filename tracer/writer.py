@@ -55,6 +55,7 @@ from .trace_format import (
     stamp_json,
     step_checksum,
     step_filename,
+    widen,
 )
 
 _IOV_MAX = 1024  # buffers per writev call (POSIX's usual limit)
@@ -136,6 +137,7 @@ def nonfinite_names(arrays: dict[str, np.ndarray]) -> list[str]:
     """Names holding NaN or inf (masked attention scores are -inf by design: only NaN/+inf count there)."""
     bad = []
     for name, a in arrays.items():
+        a = widen(a)
         if a.dtype.kind != "f" or a.size == 0:
             continue
         hi = a.max()  # NaN propagates through max/min: two reductions, no temporary array

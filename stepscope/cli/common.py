@@ -99,7 +99,7 @@ def generation_options(p: argparse.ArgumentParser) -> list[argparse.Action]:
         g.add_argument("--logit-lens-k", type=int, default=10, help="tokens kept per layer by the logit lens"),
         g.add_argument("--no-logit-lens", dest="logit_lens", action="store_false", help="skip the per-layer logit lens, faster on a CPU (default: lens on)"),
         g.add_argument("--record", default=None, help="comma-separated name patterns to record, e.g. 'blocks.*.attn.hook_pattern,logits' (default: every name)"),
-        g.add_argument("--store-dtype", default="auto", choices=["auto", "float32", "float16"], help="dtype of stored tensors (auto: float16 for float16 models, else float32)"),
+        g.add_argument("--store-dtype", default="auto", choices=["auto", "float32", "float16", "bfloat16"], help="dtype of stored tensors (auto: float16 for float16 models, else float32; bfloat16: half the bytes of float32, read back as float32)"),
         g.add_argument("--budget", default=None, help="disk budget for the trace, e.g. 8G or 500M (default: 8G; beyond it see docs/TRACE_FORMAT.md, Budget)"),
         g.add_argument("--memory-budget", default=None, help="memory the recording may hold at once, e.g. 1G or 512M (default: 1G; a longer prefill is streamed to disk as it is computed, see docs/RECORDING.md, Memory)"),
     ]

@@ -217,7 +217,7 @@ def test_malformed_step_entries_are_trace_errors(base, tmp_path, i):
     lambda m: m.update(schema_version=0), lambda m: m.update(schema_version=True), lambda m: m.update(prompt_len="3"),
     lambda m: m["generation"].update(temperature=float("nan")), lambda m: m.update(tokens=None),
     lambda m: m["model"].update(n_kv_heads=99), lambda m: m.update(stop_reason=5),
-    lambda m: m["dtype"].update(stored="\x1b[2J"), lambda m: m["dtype"].update(stored="bfloat16"),
+    lambda m: m["dtype"].update(stored="\x1b[2J"), lambda m: m["dtype"].update(stored="bfloat8"),
 ])
 def test_malformed_manifests_are_trace_errors(base, tmp_path, edit):
     bad = _copy(base, tmp_path)

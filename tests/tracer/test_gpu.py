@@ -12,6 +12,7 @@ import torch
 from stepscope.tracer import load_trace
 from stepscope.tracer.session import GenerationSettings, LiveSession
 from stepscope.tracer.staging import SLOTS, HostStager
+from stepscope.tracer.trace_format import BF16, widen
 from tests.support.family_refs import randomize_norms
 from tests.support.tiny_models import byte_tokenizer, tiny_model
 
@@ -61,6 +62,19 @@ def test_stager_on_cuda_copies_once_into_reused_pinned_buffers():
         pointers.append(st._buffers[torch.float32, (st.steps - 1) % SLOTS].data_ptr())
     assert all(buf.is_pinned() for buf in st._buffers.values())
     assert pointers[0] == pointers[SLOTS]  # the slot is reused, not reallocated
+
+
+@pytest.mark.gpu
+@cuda
+def test_stager_on_cuda_stores_bfloat16_bits():
+    st = HostStager(torch.device("cuda"), torch.bfloat16)
+    tensors = {"a": torch.randn(3, 4, device="cuda"), "b": torch.randn(5, device="cuda", dtype=torch.bfloat16),
+               "t": torch.randn(4, 3, device="cuda").t()}
+    arrays = st.stage(tensors).arrays()
+    for name, t in tensors.items():
+        assert arrays[name].dtype == BF16
+        np.testing.assert_array_equal(widen(arrays[name]), t.to(torch.bfloat16).float().cpu().numpy())
+    assert st._buffers[torch.bfloat16, 0].is_pinned()
 
 
 @pytest.mark.gpu

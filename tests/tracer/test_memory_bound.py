@@ -16,7 +16,7 @@ from stepscope.tracer import load_trace
 from stepscope.tracer import writer as writer_module
 from stepscope.tracer.budget import ROWS_KEPT, BudgetError
 from stepscope.tracer.names import forward_order
-from stepscope.tracer.reader import read_safetensors_header
+from stepscope.tracer.safetensors_read import read_safetensors_header
 from stepscope.tracer.session import GenerationSettings, LiveSession
 from stepscope.tracer.trace_format import TEMP_PREFIX, TraceWriteError
 from stepscope.tracer.writer import StepStream, dedupe

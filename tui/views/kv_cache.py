@@ -12,9 +12,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import numpy as np
-
 from stepscope.tracer.geometry import layer_window
+from stepscope.tracer.trace_format import STORED_ITEMSIZE
 from stepscope.tui.text import escape_for_display
 from stepscope.tui.views.heatmap import key_span, no_attention
 from stepscope.tui.views.vocab import tok_text
@@ -70,7 +69,7 @@ def kv_cache(trace, step_index: int) -> KVCache:
     step = trace.steps[step_index]
     start, end = step.positions
     dtype = (trace.manifest.get("dtype") or {}).get("stored", "float32")
-    itemsize = np.dtype(dtype).itemsize
+    itemsize = STORED_ITEMSIZE.get(dtype, 4)
     n_kv = int(model.get("n_kv_heads") or model["n_heads"])
     d_head = int(model.get("d_head") or model["d_model"] // model["n_heads"])
     per_pos = n_kv * d_head * itemsize  # K, one layer, one position
