@@ -20,14 +20,17 @@ Nothing is ever unpickled.
 from __future__ import annotations
 
 import functools
+import gc
 import io
 import json
 import math
 import mmap
 import os
+import stat
 import struct
 import zlib
 from collections.abc import Callable, Sequence
+from operator import itemgetter
 from typing import Any
 
 import numpy as np
@@ -35,15 +38,20 @@ import numpy as np
 from .attention_rows import rows as attention_map_rows
 from .branch_layout import branch_field, parent_dir, root_dir, shared_steps, step_dirs
 from .consistency import StepRules, check_lens, check_trace
-from .inert import inert, inert_entry, inert_manifest
+from .inert import inert, inert_entry, inert_manifest, inert_value
 from .lens import LogitLens
 from .names import O_INPUT, RESULT, forward_order
 from .safe_io import open_dir, open_in_dir, read_in_dir, read_trace_file, stat_in_dir
 from .schema import (
+    CHECKSUM,
+    MAX_LIST,
     MAX_LOG_BYTES,
     MAX_LOG_LINE,
     MAX_MANIFEST_BYTES,
+    MAX_POSITIONS,
     MAX_STEP_BYTES,
+    SAMPLING_INT_KEYS,
+    SAMPLING_RANGES,
     parse_json,
     validate_entry,
     validate_manifest,
@@ -56,10 +64,12 @@ from .trace_format import (
     LENS_FILE,
     MANIFEST,
     STAMP_ANYWHERE,
+    STEP_FILE,
     STEP_LOG,
     TraceError,
     parse_crc_list,
     step_checksum,
+    step_filename,
     unstamp,
 )
 
@@ -460,8 +470,10 @@ class StepList(Sequence):
         self._version = version
         self._lens = lens
         self._dirs = dirs or []  # a branch's first steps live in its parents' directories (tracer/branch_layout.py)
-        self._entries = list(entries)
-        self._steps: list[Step | None] = [None] * len(self._entries)  # each made on first use
+        # a trace opened from disk shares its step table (no copy of hundreds of thousands of entries)
+        self._entries: Sequence[dict] = entries if isinstance(entries, StepTable) else list(entries)
+        self._count = len(self._entries)
+        self._steps: list[Step | None] = [None] * self._count  # each made on first use
         self._open: list[Step] = []
         self._max_open = max_open
 
@@ -471,11 +483,15 @@ class StepList(Sequence):
         return Step(trace_dir, entry, self._facts, self._version, self._lens, self._rules)
 
     def __len__(self) -> int:
-        return len(self._entries)
+        return self._count
 
     def __getitem__(self, i):
         if isinstance(i, slice):
             return [self[j] for j in range(*i.indices(len(self)))]
+        if i < 0:
+            i += self._count
+        if not 0 <= i < self._count:
+            raise IndexError("step index out of range")
         step = self._steps[i]
         if step is None:
             step = self._steps[i] = self._new_step(self._entries[i])
@@ -489,7 +505,7 @@ class StepList(Sequence):
     @property
     def entries(self) -> list[dict]:
         """Every listed step's manifest entry, in order (no step file is opened)."""
-        return list(self._entries)
+        return list(self._entries[: self._count])
 
     @property
     def files(self) -> dict[str, str]:
@@ -497,23 +513,27 @@ class StepList(Sequence):
         for a branch's shared steps)."""
         dirs = self._dirs
         return {e["file"]: os.path.join(dirs[e["index"]] if 0 <= e["index"] < len(dirs) else self._dir, e["file"])
-                for e in self._entries}
+                for e in self.entries}
 
     @property
     def nbytes(self) -> int:
         """Bytes of every listed step file (from the entries)."""
-        return sum(int(e.get("bytes", 0)) for e in self._entries)
+        if isinstance(self._entries, StepTable) and self._count == len(self._entries):
+            return self._entries.nbytes
+        return sum(int(e.get("bytes", 0)) for e in self.entries)
 
     def fresh(self, entry: dict) -> Step:
         """A new Step over the file of manifest `entry` (one of this trace's steps), sharing nothing
         with this list: safe to build and read in a worker thread; drop it after use."""
         return self._new_step(entry)
 
-    def sync(self, entries: list[dict]) -> None:
+    def sync(self, entries: Sequence[dict]) -> None:
         """A live session wrote more steps: list them (entries is the manifest's step list)."""
-        for entry in entries[len(self._entries) :]:
-            self._entries.append(entry)
-            self._steps.append(None)
+        new = entries[self._count :]
+        if entries is not self._entries:
+            self._entries.extend(new)  # type: ignore[attr-defined]  # a list of its own
+        self._steps.extend([None] * len(new))
+        self._count += len(new)
 
 
 class Trace:
@@ -607,58 +627,488 @@ def read_side_safetensors(trace_dir: str, name: str, max_bytes: int = 1 << 34, c
     return out
 
 
-def read_step_log(source, label: str, first: int = 0, version: int = 2, memo: dict | None = None) -> list[dict]:
+# -- the step log, held as columns -------------------------------------------------------------------
+# A long trace lists hundreds of thousands of steps whose entries differ only in their numbers: they are
+# checked a column at a time and kept as numpy columns; an entry is made again (a dict) when asked for.
+_NONE = type(None)
+_TOP_TYPES = {"index": (int,), "kind": (str,), "positions": (list,), "token": (dict,), "sampling": (dict,), "file": (str,),
+              "bytes": (int,), "checksum": (str,), "seconds": (int, float, _NONE), "nonfinite": (list,), "aliases": (dict,)}
+_TOKEN_TYPES = {"id": (int,), "text": (str,), "piece": (str,), "special": (bool, _NONE), "position": (int, _NONE)}
+_SAMPLING_TYPES = {**{k: (float, int, _NONE) for k in SAMPLING_RANGES}, **{k: (int, _NONE) for k in SAMPLING_INT_KEYS},
+                   "greedy": (bool, _NONE), "stages": (list,)}
+_NUMPY = {int: np.int64, float: np.float64, bool: np.bool_}
+_INT_LIMITS = {"index": (0, MAX_LIST), "bytes": (0, MAX_STEP_BYTES), "id": (0, 1 << 31), "position": (0, MAX_POSITIONS),
+               **{k: (0, 1 << 31) for k in SAMPLING_INT_KEYS}}
+_FLOAT_LIMITS = {"seconds": (0.0, 1e9), **SAMPLING_RANGES}
+
+
+def _plain(keys: tuple, kinds: tuple, allowed: dict) -> bool:
+    return all(kind in allowed.get(key, ()) for key, kind in zip(keys, kinds))
+
+
+class _Shape:
+    """Entries alike in keys (and their order) and value types: their columns, batch by batch."""
+
+    __slots__ = ("top", "token", "sampling", "parts", "columns", "rows")
+
+    def __init__(self, top: tuple, token: tuple, sampling: tuple):
+        self.top, self.token, self.sampling = top, token, sampling  # ((key, type), ...) each
+        self.parts: dict[tuple, list] = {}  # (part, key) -> a list of column pieces, one per batch
+        self.columns: dict[tuple, Any] = {}  # (part, key) -> the whole column (made by finish)
+        self.rows = 0
+
+    def finish(self) -> None:
+        for key, parts in self.parts.items():
+            self.columns[key] = np.concatenate(parts) if len(parts) > 1 else parts[0]
+        self.parts = {}
+
+
+class StepTable(Sequence):
+    """The step entries of a trace opened from disk (the manifest's "steps"), each as validated and
+    made inert on open: entries of the plain kind a writer writes are held as columns and made again
+    as a dict when asked for (the same dict each time); any other entry is kept as it is."""
+
+    def __init__(self) -> None:
+        self._shapes: list[_Shape] = []
+        self._shape_ids: dict[tuple, int] = {}
+        self._where: list[np.ndarray] = []  # per batch: shape id (-1: kept as a dict) and row, per entry
+        self._where_all: np.ndarray | None = None
+        self._kept: dict[int, dict] = {}  # index -> entry kept as a dict, or one already made again
+        self._memo: list = []  # containers and strings shared by entries (read-only)
+        self._memo_ids: dict = {}
+        self._n = 0
+
+    # -- filling, on open ----------------------------------------------------------------------
+    def _memo_id(self, key, make) -> int:
+        hit = self._memo_ids.get(key)
+        if hit is None:
+            hit = self._memo_ids[key] = len(self._memo)
+            self._memo.append(make())
+        return hit
+
+    def add_dicts(self, entries: Sequence[dict]) -> None:
+        """Entries kept as they are (a branch's steps from its parent, entries of an unusual kind)."""
+        for e in entries:
+            self._kept[self._n] = e
+            self._n += 1
+        where = np.full((len(entries), 2), -1, dtype=np.int64)
+        if self._where_all is None:
+            self._where.append(where)
+        else:
+            self._where_all = np.concatenate([self._where_all, where])
+
+    def add_batch(self, batch: list, first: int, version: int, memo: dict) -> None:
+        """Parsed entries of steps `first`..: validated as validate_entry would one by one (the first
+        invalid one raises its error), made inert as inert_entry would, then held."""
+        n = len(batch)
+        where = np.full((n, 2), -1, dtype=np.int64)
+        groups: dict[tuple, list[int]] = {}
+        odd: list[int] = []
+        plain_top: dict[tuple, bool] = {}
+        for i, e in enumerate(batch):
+            top = (tuple(e), tuple(map(type, e.values())))
+            ok = plain_top.get(top)
+            if ok is None:
+                ok = plain_top[top] = (_plain(*top, _TOP_TYPES) and "token" in top[0] and "sampling" in top[0]
+                                       and {"index", "positions", "file"} <= set(top[0]) and (version < 2 or "checksum" in top[0]))
+            if not ok:
+                odd.append(i)
+                continue
+            tok, s = e["token"], e["sampling"]
+            sig = (top, tuple(tok), tuple(map(type, tok.values())), tuple(s), tuple(map(type, s.values())))
+            groups.setdefault(sig, []).append(i)
+        check: set[int] = set(odd)  # entries validate_entry reads one by one
+        columns: dict[tuple, tuple[dict, list[int]]] = {}
+        for sig, rows in groups.items():
+            top, tok_keys, tok_kinds, s_keys, s_kinds = sig
+            if not ("id" in tok_keys and "text" in tok_keys and _plain(tok_keys, tok_kinds, _TOKEN_TYPES)
+                    and _plain(s_keys, s_kinds, _SAMPLING_TYPES)):
+                odd.extend(rows)
+                check.update(rows)
+                continue
+            cols, bad = self._columns(sig, [batch[r] for r in rows], first + np.asarray(rows))
+            odd.extend(rows[j] for j in bad)
+            check.update(rows[j] for j in bad)
+            check.update(rows[j] for j in cols.pop("__first__"))
+            columns[sig] = (cols, rows)
+        for i in sorted(check):  # in file order: the first invalid entry raises, as reading them in turn would
+            validate_entry(batch[i], first + i, version)
+        odd_set = set(odd)
+        for sig, (cols, rows) in columns.items():
+            keep = [j for j, r in enumerate(rows) if r not in odd_set] if odd_set else None
+            sid = self._shape_ids.get(sig)
+            if sid is None:
+                sid = self._shape_ids[sig] = len(self._shapes)
+                top, tok_keys, tok_kinds, s_keys, s_kinds = sig
+                self._shapes.append(_Shape(tuple(zip(*top)), tuple(zip(tok_keys, tok_kinds)), tuple(zip(s_keys, s_kinds))))
+            shape = self._shapes[sid]
+            for key, col in cols.items():
+                shape.parts.setdefault(key, []).append(col if keep is None else col[keep])
+            m = len(rows) if keep is None else len(keep)
+            at = np.asarray(rows if keep is None else [rows[j] for j in keep], dtype=np.int64)
+            where[at, 0] = sid
+            where[at, 1] = np.arange(shape.rows, shape.rows + m)
+            shape.rows += m
+        for i in sorted(odd_set):
+            self._kept[self._n + i] = inert_entry(batch[i], memo)
+        self._where.append(where)
+        self._n += n
+
+    def _columns(self, sig: tuple, entries: list[dict], index: np.ndarray) -> tuple[dict, list[int]]:
+        """{(part, key): column} of entries of one shape, and the rows a column check refused (those
+        validate_entry reads); "__first__": rows holding a container seen for the first time."""
+        top, tok_keys, tok_kinds, s_keys, s_kinds = sig
+        bad = np.zeros(len(entries), dtype=bool)
+        first: list[int] = []
+        cols: dict[Any, Any] = {}
+
+        def numbers(part: str, key: str, kind: type, values: list) -> None:
+            if kind is _NONE:
+                return
+            try:
+                a = np.array(values, dtype=_NUMPY[kind])
+            except OverflowError:  # an integer past 64 bits: out of any range
+                bad[:] = True
+                return
+            if kind is int and key in _INT_LIMITS:
+                lo, hi = _INT_LIMITS[key]
+                bad[(a < lo) | (a > hi)] = True
+            elif kind is float or (kind is int and key in _FLOAT_LIMITS):
+                lo, hi = _FLOAT_LIMITS[key]
+                bad[~((a >= lo) & (a <= hi))] = True  # NaN fails both
+            cols[(part, key)] = a
+
+        def shared(part: str, key: str, values: list, key_of) -> None:
+            ids = np.empty(len(values), dtype=np.int64)
+            for j, v in enumerate(values):
+                try:
+                    k = key_of(v)
+                except (TypeError, KeyError):
+                    bad[j] = True
+                    ids[j] = -1
+                    continue
+                hit = self._memo_ids.get(k)
+                if hit is None:
+                    first.append(j)
+                    hit = self._memo_id(k, lambda v=v: _inert_shared(key, v))
+                ids[j] = hit
+            cols[(part, key)] = ids
+
+        for key, kind in zip(*top):
+            values = list(map(itemgetter(key), entries))
+            if key == "positions":
+                if set(map(len, values)) != {2}:
+                    bad[:] = True
+                    continue
+                p0, p1 = (list(p) for p in zip(*values))
+                if set(map(type, p0)) | set(map(type, p1)) != {int}:
+                    bad[:] = True
+                    continue
+                numbers("top", "p0", int, p0)
+                numbers("top", "p1", int, p1)
+                a0, a1 = cols[("top", "p0")], cols[("top", "p1")]
+                bad[(a0 < 0) | (a0 >= a1) | (a1 > MAX_POSITIONS)] = True
+            elif key == "index":
+                numbers("top", key, int, values)
+                bad[cols.pop(("top", "index")) != index] = True
+            elif key == "kind":
+                kinds = np.array([_KINDS.get(v, -1) for v in values], dtype=np.int8)
+                bad[kinds < 0] = True
+                cols[("top", key)] = kinds
+            elif key == "file":
+                ok = np.fromiter(map(bool, map(STEP_FILE.match, values)), dtype=bool, count=len(values))
+                bad[~ok] = True
+                if values == [step_filename(int(i)) for i in index]:
+                    cols[("top", key)] = np.full(len(values), -1, dtype=np.int64)  # -1: the name of its index
+                else:
+                    self._strings(cols, ("top", key), values)
+            elif key == "checksum":
+                ok = np.fromiter(map(bool, map(CHECKSUM.match, values)), dtype=bool, count=len(values))
+                bad[~ok] = True
+                cols[("top", key)] = np.array([int(v[6:], 16) if good else 0 for v, good in zip(values, ok)], dtype=np.uint32)
+            elif key in ("nonfinite", "aliases"):
+                shared("top", key, values, _container_key)
+            elif key in ("token", "sampling"):
+                continue
+            else:
+                numbers("top", key, kind, values)
+        tokens = list(map(itemgetter("token"), entries))
+        for key, kind in zip(tok_keys, tok_kinds):
+            values = list(map(itemgetter(key), tokens))
+            if kind is str:
+                if max(map(len, values)) > 1024:
+                    bad[np.fromiter(map(len, values), dtype=np.int64, count=len(values)) > 1024] = True
+                self._strings(cols, ("token", key), values)
+            else:
+                numbers("token", key, kind, values)
+        samplings = list(map(itemgetter("sampling"), entries))
+        for key, kind in zip(s_keys, s_kinds):
+            values = list(map(itemgetter(key), samplings))
+            if key == "stages":
+                shared("sampling", key, values, _stages_key)
+            else:
+                numbers("sampling", key, kind, values)
+        cols["__first__"] = first
+        return cols, np.flatnonzero(bad).tolist()
+
+    def _strings(self, cols: dict, key: tuple, values: list) -> None:
+        """A column of strings as ids into the shared strings (token texts repeat)."""
+        ids = self._memo_ids
+        out = np.empty(len(values), dtype=np.int64)
+        for j, v in enumerate(values):
+            hit = ids.get(v)
+            if hit is None:
+                hit = ids[v] = len(self._memo)
+                self._memo.append(v)
+            out[j] = hit
+        cols[key] = out
+
+    def finish(self) -> StepTable:
+        for shape in self._shapes:
+            shape.finish()
+        self._where_all = np.concatenate(self._where) if self._where else np.empty((0, 2), dtype=np.int64)
+        self._where = []
+        return self
+
+    # -- reading -----------------------------------------------------------------------------------
+    def __len__(self) -> int:
+        return self._n
+
+    def __getitem__(self, i):
+        if isinstance(i, slice):
+            return [self[j] for j in range(*i.indices(self._n))]
+        if i < 0:
+            i += self._n
+        if not 0 <= i < self._n:
+            raise IndexError("step index out of range")
+        hit = self._kept.get(i)
+        if hit is None:
+            hit = self._kept[i] = self._make(i)
+        return hit
+
+    def _value(self, shape: _Shape, part: str, key: str, kind: type, row: int):
+        if kind is _NONE:
+            return None
+        col = shape.columns[(part, key)]
+        if kind is str or kind is list or kind is dict:
+            return self._memo[int(col[row])]
+        return col[row].item()
+
+    def _make(self, i: int) -> dict:
+        assert self._where_all is not None
+        sid, row = (int(v) for v in self._where_all[i])
+        shape = self._shapes[sid]
+        out: dict = {}
+        for key, kind in shape.top:
+            if key == "index":
+                out[key] = i
+            elif key == "kind":
+                out[key] = _KIND_NAMES[int(shape.columns[("top", key)][row])]
+            elif key == "positions":
+                out[key] = [int(shape.columns[("top", "p0")][row]), int(shape.columns[("top", "p1")][row])]
+            elif key == "file" and shape.columns[("top", key)][row] < 0:
+                out[key] = step_filename(i)
+            elif key == "checksum":
+                out[key] = f"crc32:{int(shape.columns[('top', key)][row]):08x}"
+            elif key == "token":
+                out[key] = self._token(shape, row)
+            elif key == "sampling":
+                out[key] = {k: self._value(shape, "sampling", k, t, row) for k, t in shape.sampling}
+            else:
+                out[key] = self._value(shape, "top", key, kind, row)
+        return out
+
+    def _token(self, shape: _Shape, row: int) -> dict:
+        return {k: self._value(shape, "token", k, t, row) for k, t in shape.token}
+
+    def token(self, i: int) -> dict:
+        """Step i's token record (as entry["token"], without making the entry)."""
+        hit = self._kept.get(i)
+        if hit is not None:
+            return hit["token"]
+        assert self._where_all is not None
+        sid, row = (int(v) for v in self._where_all[i])
+        return self._token(self._shapes[sid], row)
+
+    def column(self, part: str, key: str, default: int = -1) -> np.ndarray:
+        """Every entry's integer `key` of its token ("token"), sampling record ("sampling") or itself
+        ("top"; "p0"/"p1" the positions), `default` where absent or null (the whole-trace checks)."""
+        out = np.full(self._n, default, dtype=np.int64)
+        assert self._where_all is not None
+        sids, rows = self._where_all[:, 0], self._where_all[:, 1]
+        for sid, shape in enumerate(self._shapes):
+            col = shape.columns.get((part, key))
+            if col is not None and col.dtype.kind in "iu":
+                at = sids == sid
+                out[at] = col[rows[at]]
+        for i, e in self._kept.items():
+            if sids[i] >= 0:
+                continue
+            if part == "top" and key in ("p0", "p1"):
+                v = e["positions"][0 if key == "p0" else 1]
+            elif part == "top" and key == "kind":
+                v = _KINDS.get(e.get("kind"))
+            else:
+                v = (e if part == "top" else e.get(part) or {}).get(key)
+            out[i] = default if v is None else v
+        return out
+
+    def files(self, first: int = 0) -> list[str]:
+        """The step file name of every entry from `first`, in order."""
+        assert self._where_all is not None
+        out = []
+        for i in range(first, self._n):
+            sid, row = self._where_all[i]
+            if sid < 0:
+                out.append(self._kept[i]["file"])
+                continue
+            name = int(self._shapes[sid].columns[("top", "file")][row])
+            out.append(step_filename(i) if name < 0 else self._memo[name])
+        return out
+
+    @property
+    def nbytes(self) -> int:
+        return int(self.column("top", "bytes", 0).sum())
+
+    def extend(self, entries: Sequence[dict]) -> None:
+        """A live session completed more steps: list their entries (kept as they are)."""
+        self.add_dicts(entries)
+
+    def append(self, entry: dict) -> None:
+        self.add_dicts([entry])
+
+
+_KIND_NAMES = ("prefill", "decode")
+_KINDS = {name: i for i, name in enumerate(_KIND_NAMES)}
+
+
+def _container_key(value) -> tuple:
+    """A hashable key of a list of strings or a map of strings to strings (anything else: TypeError)."""
+    if type(value) is list:
+        key = ("l", *value)
+        if all(type(v) is str for v in value):
+            return key
+    elif type(value) is dict:
+        items = tuple(value.items())
+        if all(type(k) is str and type(v) is str for k, v in items):
+            return ("d", *items)
+    raise TypeError
+
+
+def _stages_key(value) -> tuple:
+    """A hashable key of a sampler's stage list [{"name", "kept"}, ...] (anything else: TypeError/KeyError)."""
+    key = ("s", *map(itemgetter("name", "kept"), value))
+    if sum(map(len, value)) != 2 * len(value) or not all(type(n) is str and type(k) is int for _, (n, k) in zip(value, key[1:])):
+        raise TypeError
+    return key
+
+
+def _inert_shared(key: str, value):
+    """A container shared by entries, made inert as inert_entry makes it (tracer/inert.py)."""
+    return inert_value(value)
+
+
+class TokenList(Sequence):
+    """A trace's tokens (the manifest's "tokens"): the prompt's, then each step's chosen token, made
+    from the step table when asked for; tokens a live session adds later are appended."""
+
+    def __init__(self, prompt: list[dict], steps: StepTable):
+        self._prompt, self._steps, self._listed = prompt, steps, len(steps)
+        self._more: list[dict] = []
+
+    def __len__(self) -> int:
+        return len(self._prompt) + self._listed + len(self._more)
+
+    def __getitem__(self, i):
+        if isinstance(i, slice):
+            return [self[j] for j in range(*i.indices(len(self)))]
+        n = len(self)
+        if i < 0:
+            i += n
+        if not 0 <= i < n:
+            raise IndexError("token index out of range")
+        p = len(self._prompt)
+        if i < p:
+            return self._prompt[i]
+        if i < p + self._listed:
+            return self._steps.token(i - p)
+        return self._more[i - p - self._listed]
+
+    def extend(self, tokens) -> None:
+        self._more.extend(tokens)
+
+    def append(self, token: dict) -> None:
+        self._more.append(token)
+
+    def column(self, key: str) -> np.ndarray:
+        """Every token's integer `key` ("id" or "position"), -1 where absent (the whole-trace checks)."""
+        def ints(tokens: list[dict]) -> np.ndarray:
+            return np.array([-1 if t.get(key) is None else t[key] for t in tokens], dtype=np.int64)
+        return np.concatenate([ints(self._prompt), self._steps.column("token", key)[: self._listed], ints(self._more)])
+
+
+def read_step_log(source, label: str, first: int = 0, version: int = 2, memo: dict | None = None,
+                  table: StepTable | None = None) -> StepTable:
     """Entries of steps.jsonl (`source`: its bytes or a binary file), each validated as step
-    `first + i` and made inert (tracer/inert.py) as it is read. Read a line at a time, each at most
-    MAX_LOG_LINE bytes: a longer line is refused before it is held. Every complete line must carry
-    its crc32 stamp and match it; an unterminated last line that is a whole stamped entry counts,
-    one cut short (a torn write, which never holds a whole stamp) is ignored. Nesting of keys the
-    schema does not know is bounded by validate_entry."""
+    `first + i` and made inert (tracer/inert.py) as it is read, added to `table` (a new StepTable by
+    default). Read a line at a time, each at most MAX_LOG_LINE bytes: a longer line is refused before
+    it is held. Every complete line must carry its crc32 stamp and match it; an unterminated last line
+    that is a whole stamped entry counts, one cut short (a torn write, which never holds a whole stamp)
+    is ignored. Nesting of keys the schema does not know is bounded by validate_entry."""
     fh = io.BytesIO(source) if isinstance(source, (bytes, bytearray, memoryview)) else source
     memo = {} if memo is None else memo
-    entries: list[dict] = []
+    table = StepTable() if table is None else table
     batch: list[bytes] = []
     batch_bytes = 0
+    done = 0
 
     def flush() -> None:
-        nonlocal batch_bytes
+        nonlocal batch_bytes, done
         if not batch:
             return
-        n0 = len(entries)
         try:  # fast path: a batch of lines as one JSON array
             parsed = json.loads(b"[" + b",".join(batch) + b"]")
             if len(parsed) != len(batch) or not all(type(e) is dict for e in parsed):
                 raise ValueError
         except (ValueError, RecursionError):
-            parsed = [parse_json(body, f"{label} line {n0 + i + 1}") for i, body in enumerate(batch)]
-        for i, e in enumerate(parsed):
-            validate_entry(e, first + n0 + i, version)
-            entries.append(inert_entry(e, memo))
+            parsed = [parse_json(body, f"{label} line {done + i + 1}") for i, body in enumerate(batch)]
+            odd = next((i for i, e in enumerate(parsed) if type(e) is not dict), None)
+            if odd is not None:  # the entries before it are read first, as one by one
+                table.add_batch(parsed[:odd], first + done, version, memo)
+                validate_entry(parsed[odd], first + done + odd, version)  # names the field: not an object
+        table.add_batch(parsed, first + done, version, memo)
+        done += len(batch)
         batch.clear()
         batch_bytes = 0
 
     number = 0
-    while True:
-        line = fh.readline(MAX_LOG_LINE + 1)
-        if not line:
-            break
-        number += 1
-        if len(line) > MAX_LOG_LINE:
-            raise TraceError(f"{label} line {number}: longer than {MAX_LOG_LINE} bytes (the format's limit)")
-        if line.endswith(b"\n"):
-            line = line[:-1]
-        elif not STAMP_ANYWHERE.search(line):
-            break  # an unterminated last line without a whole stamp: a torn write
-        body = unstamp(line, f"{label} line {number}")
-        if body is None:
-            what = "bytes after its checksum" if STAMP_ANYWHERE.search(line) else "no checksum"
-            raise TraceError(f"{label} line {number}: {what} (the line was modified or damaged)")
-        batch.append(body)
-        batch_bytes += len(body)
-        if batch_bytes >= 1 << 20:
-            flush()
-    flush()
-    return entries
+    enabled = gc.isenabled()
+    gc.disable()  # hundreds of thousands of small containers, none of them cyclic: no collection while they are made
+    try:
+        while True:
+            line = fh.readline(MAX_LOG_LINE + 1)
+            if not line:
+                break
+            number += 1
+            if len(line) > MAX_LOG_LINE:
+                raise TraceError(f"{label} line {number}: longer than {MAX_LOG_LINE} bytes (the format's limit)")
+            if line.endswith(b"\n"):
+                line = line[:-1]
+            elif not STAMP_ANYWHERE.search(line):
+                break  # an unterminated last line without a whole stamp: a torn write
+            body = unstamp(line, f"{label} line {number}")
+            if body is None:
+                what = "bytes after its checksum" if STAMP_ANYWHERE.search(line) else "no checksum"
+                raise TraceError(f"{label} line {number}: {what} (the line was modified or damaged)")
+            batch.append(body)
+            batch_bytes += len(body)
+            if batch_bytes >= 4 << 20:
+                flush()
+        flush()
+    finally:
+        if enabled:
+            gc.enable()
+    return table
 
 
 def _check_sequence(manifest: dict, label: str) -> None:
@@ -668,12 +1118,45 @@ def _check_sequence(manifest: dict, label: str) -> None:
     expected = prompt_len + len(steps)
     if len(manifest["tokens"]) != expected:
         raise TraceError(f"{label}.tokens: expected {expected} tokens (prompt + one per step), got {len(manifest['tokens'])}")
-    for i, e in enumerate(steps):
+    order: Sequence[int] = range(len(steps))
+    if isinstance(steps, StepTable) and len(steps):  # columns: only a step that breaks the rule is read below
+        n = len(steps)
+        start = np.arange(prompt_len - 1, prompt_len + n - 1)
+        start[0] = 0
+        kind = steps.column("top", "kind", -1)
+        wrong = (steps.column("top", "p0") != start) | (steps.column("top", "p1") != np.arange(prompt_len, prompt_len + n))
+        wrong |= (kind >= 0) & (kind != (np.arange(n) > 0))
+        order = np.flatnonzero(wrong)[:1].tolist()
+    for i in order:
+        e = steps[i]
         want = [0, prompt_len] if i == 0 else [prompt_len + i - 1, prompt_len + i]
         if list(e["positions"]) != want:
             raise TraceError(f"steps[{i}].positions: expected {want}, got {e['positions']}")
         if e.get("kind", "prefill" if i == 0 else "decode") != ("prefill" if i == 0 else "decode"):
             raise TraceError(f"steps[{i}].kind: expected {'prefill' if i == 0 else 'decode'}")
+
+
+def _check_files(dir_fd: int, steps: Sequence[dict], first: int) -> None:
+    """Each listed step file (from step `first`) is a regular file of the size its entry says."""
+    if isinstance(steps, StepTable):
+        names, sizes = steps.files(first), steps.column("top", "bytes", -1)
+        for i, name in enumerate(names, first):
+            try:  # the names are valid step file names (checked on read); any failure is told below
+                st = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+                if stat.S_ISREG(st.st_mode) and (sizes[i] < 0 or st.st_size == sizes[i]):
+                    continue
+            except OSError:
+                pass
+            _check_file(dir_fd, steps[i])
+        return
+    for e in steps[first:]:
+        _check_file(dir_fd, e)
+
+
+def _check_file(dir_fd: int, e: dict) -> None:
+    size = stat_in_dir(dir_fd, e["file"], f"{e['file']}: step {e['index']}")
+    if "bytes" in e and size != e["bytes"]:
+        raise TraceError(f"{e['file']}: step {e['index']} is corrupted ({size} bytes, manifest says {e['bytes']})")
 
 
 def read_manifest(path: str) -> dict:
@@ -707,19 +1190,18 @@ def read_manifest(path: str) -> dict:
                 raise TraceError(f"{path}: not a complete trace (no {STEP_LOG})") from None
             try:
                 with os.fdopen(fd, "rb", buffering=1 << 16) as fh:
-                    manifest["steps"] = shared + read_step_log(fh, STEP_LOG, len(shared), version)
+                    table = StepTable()
+                    table.add_dicts(shared)
+                    manifest["steps"] = read_step_log(fh, STEP_LOG, len(shared), version, table=table).finish()
             except OSError as exc:
                 raise TraceError(f"{path}: {STEP_LOG}: cannot read ({exc.strerror})") from None
-            manifest["tokens"] = manifest["tokens"] + [e["token"] for e in manifest["steps"]]
+            manifest["tokens"] = TokenList(manifest["tokens"], table)
         else:
             for i, e in enumerate(want_list("manifest.steps", manifest.get("steps"))):
                 validate_entry(e, i, version)
             manifest = inert_manifest(manifest)
         _check_sequence(manifest, "manifest")
-        for e in manifest["steps"][len(shared) :]:  # a parent's steps were checked in its directory
-            size = stat_in_dir(dir_fd, e["file"], f"{e['file']}: step {e['index']}")
-            if "bytes" in e and size != e["bytes"]:
-                raise TraceError(f"{e['file']}: step {e['index']} is corrupted ({size} bytes, manifest says {e['bytes']})")
+        _check_files(dir_fd, manifest["steps"], len(shared))  # a parent's steps were checked in its directory
     finally:
         os.close(dir_fd)
     return manifest
