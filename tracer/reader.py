@@ -30,7 +30,8 @@ import stat
 import struct
 import zlib
 from collections.abc import Callable, Sequence
-from operator import itemgetter
+from itertools import chain, repeat
+from operator import eq, itemgetter
 from typing import Any
 
 import numpy as np
@@ -64,6 +65,8 @@ from .trace_format import (
     LENS_FILE,
     MANIFEST,
     STAMP_ANYWHERE,
+    STAMP_HEAD,
+    STAMP_TAIL as _STAMP_TAIL,
     STEP_FILE,
     STEP_LOG,
     TraceError,
@@ -642,6 +645,16 @@ _INT_LIMITS = {"index": (0, MAX_LIST), "bytes": (0, MAX_STEP_BYTES), "id": (0, 1
 _FLOAT_LIMITS = {"seconds": (0.0, 1e9), **SAMPLING_RANGES}
 
 
+def _groups(keys: list) -> dict:
+    """{key: [positions holding it]}, in order of first appearance (one key: one comparison pass)."""
+    if keys and keys.count(keys[0]) == len(keys):
+        return {keys[0]: list(range(len(keys)))}
+    out: dict = {}
+    for i, k in enumerate(keys):
+        out.setdefault(k, []).append(i)
+    return out
+
+
 def _plain(keys: tuple, kinds: tuple, allowed: dict) -> bool:
     return all(kind in allowed.get(key, ()) for key, kind in zip(keys, kinds))
 
@@ -675,7 +688,8 @@ class StepTable(Sequence):
         self._where_all: np.ndarray | None = None
         self._kept: dict[int, dict] = {}  # index -> entry kept as a dict, or one already made again
         self._memo: list = []  # containers and strings shared by entries (read-only)
-        self._memo_ids: dict = {}
+        self._memo_ids: dict = {}  # string -> its place in _memo
+        self._shared_ids: dict[str, dict] = {}  # entry key -> {key of a container: its place in _memo}
         self._n = 0
 
     # -- filling, on open ----------------------------------------------------------------------
@@ -705,18 +719,21 @@ class StepTable(Sequence):
         groups: dict[tuple, list[int]] = {}
         odd: list[int] = []
         plain_top: dict[tuple, bool] = {}
-        for i, e in enumerate(batch):
-            top = (tuple(e), tuple(map(type, e.values())))
+        tops = list(zip(map(tuple, batch), map(tuple, map(map, repeat(type), map(dict.values, batch)))))
+        for top, rows in _groups(tops).items():
             ok = plain_top.get(top)
             if ok is None:
                 ok = plain_top[top] = (_plain(*top, _TOP_TYPES) and "token" in top[0] and "sampling" in top[0]
                                        and {"index", "positions", "file"} <= set(top[0]) and (version < 2 or "checksum" in top[0]))
             if not ok:
-                odd.append(i)
+                odd.extend(rows)
                 continue
-            tok, s = e["token"], e["sampling"]
-            sig = (top, tuple(tok), tuple(map(type, tok.values())), tuple(s), tuple(map(type, s.values())))
-            groups.setdefault(sig, []).append(i)
+            ents = [batch[r] for r in rows] if len(rows) < n else batch
+            toks, samplings = list(map(itemgetter("token"), ents)), list(map(itemgetter("sampling"), ents))
+            sigs = list(zip(map(tuple, toks), map(tuple, map(map, repeat(type), map(dict.values, toks))),
+                            map(tuple, samplings), map(tuple, map(map, repeat(type), map(dict.values, samplings)))))
+            for sig, where_rows in _groups(sigs).items():
+                groups[(top, *sig)] = [rows[j] for j in where_rows]
         check: set[int] = set(odd)  # entries validate_entry reads one by one
         columns: dict[tuple, tuple[dict, list[int]]] = {}
         for sig, rows in groups.items():
@@ -778,21 +795,30 @@ class StepTable(Sequence):
                 bad[~((a >= lo) & (a <= hi))] = True  # NaN fails both
             cols[(part, key)] = a
 
-        def shared(part: str, key: str, values: list, key_of) -> None:
-            ids = np.empty(len(values), dtype=np.int64)
+        def shared(part: str, key: str, values: list) -> None:
+            known = self._shared_ids.setdefault(key, {})
+            usual = _usual_containers(key, values)  # then equal values (==) are alike in every type too
+            same = [False, *map(eq, values[1:], values[:-1])] if usual else [False] * len(values)
+            ids: list[int] = []
+            hit = -1
             for j, v in enumerate(values):
-                try:
-                    k = key_of(v)
-                except (TypeError, KeyError):
-                    bad[j] = True
-                    ids[j] = -1
+                if same[j]:  # as the entry before (a run of equal containers costs one comparison each)
+                    ids.append(hit)
                     continue
-                hit = self._memo_ids.get(k)
-                if hit is None:
+                try:
+                    k = _one_key(key, v)
+                except (TypeError, KeyError, ValueError):
+                    bad[j] = True
+                    hit = -1
+                    ids.append(hit)
+                    continue
+                hit = known.get(k, -1)
+                if hit < 0:
                     first.append(j)
-                    hit = self._memo_id(k, lambda v=v: _inert_shared(key, v))
-                ids[j] = hit
-            cols[(part, key)] = ids
+                    hit = known[k] = len(self._memo)
+                    self._memo.append(inert_value(v))  # as inert_entry makes it (shared between entries)
+                ids.append(hit)
+            cols[(part, key)] = np.array(ids, dtype=np.int64)
 
         for key, kind in zip(*top):
             values = list(map(itemgetter(key), entries))
@@ -818,16 +844,17 @@ class StepTable(Sequence):
             elif key == "file":
                 ok = np.fromiter(map(bool, map(STEP_FILE.match, values)), dtype=bool, count=len(values))
                 bad[~ok] = True
-                if values == [step_filename(int(i)) for i in index]:
+                if values == list(map(step_filename, index.tolist())):
                     cols[("top", key)] = np.full(len(values), -1, dtype=np.int64)  # -1: the name of its index
                 else:
                     self._strings(cols, ("top", key), values)
             elif key == "checksum":
                 ok = np.fromiter(map(bool, map(CHECKSUM.match, values)), dtype=bool, count=len(values))
                 bad[~ok] = True
-                cols[("top", key)] = np.array([int(v[6:], 16) if good else 0 for v, good in zip(values, ok)], dtype=np.uint32)
+                digits = "".join(v[6:] if good else "00000000" for v, good in zip(values, ok.tolist()))
+                cols[("top", key)] = np.frombuffer(bytes.fromhex(digits), dtype=">u4").astype(np.uint32)
             elif key in ("nonfinite", "aliases"):
-                shared("top", key, values, _container_key)
+                shared("top", key, values)
             elif key in ("token", "sampling"):
                 continue
             else:
@@ -845,7 +872,7 @@ class StepTable(Sequence):
         for key, kind in zip(s_keys, s_kinds):
             values = list(map(itemgetter(key), samplings))
             if key == "stages":
-                shared("sampling", key, values, _stages_key)
+                shared("sampling", key, values)
             else:
                 numbers("sampling", key, kind, values)
         cols["__first__"] = first
@@ -853,15 +880,17 @@ class StepTable(Sequence):
 
     def _strings(self, cols: dict, key: tuple, values: list) -> None:
         """A column of strings as ids into the shared strings (token texts repeat)."""
-        ids = self._memo_ids
-        out = np.empty(len(values), dtype=np.int64)
-        for j, v in enumerate(values):
-            hit = ids.get(v)
-            if hit is None:
-                hit = ids[v] = len(self._memo)
-                self._memo.append(v)
-            out[j] = hit
-        cols[key] = out
+        known = self._memo_ids
+        out = list(map(known.get, values))
+        if None in out:
+            for j, hit in enumerate(out):
+                if hit is None:
+                    hit = known.get(values[j])
+                    if hit is None:
+                        hit = known[values[j]] = len(self._memo)
+                        self._memo.append(values[j])
+                    out[j] = hit
+        cols[key] = np.array(out, dtype=np.int64)
 
     def finish(self) -> StepTable:
         for shape in self._shapes:
@@ -957,13 +986,15 @@ class StepTable(Sequence):
         """The step file name of every entry from `first`, in order."""
         assert self._where_all is not None
         out = []
-        for i in range(first, self._n):
-            sid, row = self._where_all[i]
+        where = self._where_all[first:].tolist()
+        names = {sid: shape.columns[("top", "file")].tolist() for sid, shape in enumerate(self._shapes)}
+        memo = self._memo
+        for i, (sid, row) in enumerate(where, first):
             if sid < 0:
                 out.append(self._kept[i]["file"])
                 continue
-            name = int(self._shapes[sid].columns[("top", "file")][row])
-            out.append(step_filename(i) if name < 0 else self._memo[name])
+            name = names[sid][row]
+            out.append(step_filename(i) if name < 0 else memo[name])
         return out
 
     @property
@@ -982,30 +1013,43 @@ _KIND_NAMES = ("prefill", "decode")
 _KINDS = {name: i for i, name in enumerate(_KIND_NAMES)}
 
 
-def _container_key(value) -> tuple:
-    """A hashable key of a list of strings or a map of strings to strings (anything else: TypeError)."""
-    if type(value) is list:
-        key = ("l", *value)
-        if all(type(v) is str for v in value):
-            return key
-    elif type(value) is dict:
-        items = tuple(value.items())
-        if all(type(k) is str and type(v) is str for k, v in items):
-            return ("d", *items)
+_NAME_KEPT = itemgetter("name", "kept")
+
+
+def _usual_containers(key: str, values: list) -> bool:
+    """Whether a column of containers is of the usual kind throughout, checked in bulk: stage lists of
+    {"name": str, "kept": int}, lists of strings, maps of strings to strings."""
+    try:
+        if key == "stages":  # (itemgetter refuses anything but a map; lengths of 2 leave no other key)
+            if set(map(type, values)) != {list} or not set(map(len, chain.from_iterable(values))) <= {2}:
+                return False
+            pairs = list(map(_NAME_KEPT, chain.from_iterable(values)))
+            return set(map(type, map(itemgetter(0), pairs))) <= {str} and set(map(type, map(itemgetter(1), pairs))) <= {int}
+        kinds = set(map(type, values))
+        if kinds == {list}:
+            return set(map(type, chain.from_iterable(values))) <= {str}
+        if kinds == {dict}:
+            return (set(map(type, chain.from_iterable(values))) <= {str}
+                    and set(map(type, chain.from_iterable(map(dict.values, values)))) <= {str})
+    except (TypeError, KeyError):
+        pass
+    return False
+
+
+def _one_key(key: str, value) -> tuple:
+    """The hashable key of one container of the usual kind (_bulk_keys); TypeError/KeyError otherwise."""
+    if key == "stages":
+        if type(value) is not list or not all(type(st) is dict and len(st) == 2 for st in value):
+            raise TypeError
+        pairs = tuple(map(_NAME_KEPT, value))
+        if not all(type(n) is str and type(k) is int for n, k in pairs):
+            raise TypeError
+        return pairs
+    if type(value) is list and all(type(v) is str for v in value):
+        return tuple(value)
+    if type(value) is dict and all(type(k) is str and type(v) is str for k, v in value.items()):
+        return tuple(value.items())
     raise TypeError
-
-
-def _stages_key(value) -> tuple:
-    """A hashable key of a sampler's stage list [{"name", "kept"}, ...] (anything else: TypeError/KeyError)."""
-    key = ("s", *map(itemgetter("name", "kept"), value))
-    if sum(map(len, value)) != 2 * len(value) or not all(type(n) is str and type(k) is int for _, (n, k) in zip(value, key[1:])):
-        raise TypeError
-    return key
-
-
-def _inert_shared(key: str, value):
-    """A container shared by entries, made inert as inert_entry makes it (tracer/inert.py)."""
-    return inert_value(value)
 
 
 class TokenList(Sequence):
@@ -1082,33 +1126,82 @@ def read_step_log(source, label: str, first: int = 0, version: int = 2, memo: di
         batch_bytes = 0
 
     number = 0
+
+    def one(line: bytes) -> None:
+        nonlocal number, batch_bytes
+        number += 1
+        if len(line) + 1 > MAX_LOG_LINE:
+            raise TraceError(f"{label} line {number}: longer than {MAX_LOG_LINE} bytes (the format's limit)")
+        body = unstamp(line, f"{label} line {number}")
+        if body is None:
+            what = "bytes after its checksum" if STAMP_ANYWHERE.search(line) else "no checksum"
+            raise TraceError(f"{label} line {number}: {what} (the line was modified or damaged)")
+        batch.append(body)
+        batch_bytes += len(body)
+        if batch_bytes >= _BATCH_BYTES:
+            flush()
+
     enabled = gc.isenabled()
     gc.disable()  # hundreds of thousands of small containers, none of them cyclic: no collection while they are made
     try:
+        tail = b""
         while True:
-            line = fh.readline(MAX_LOG_LINE + 1)
-            if not line:
+            chunk = fh.read(_CHUNK_BYTES)
+            if not chunk:
                 break
+            data = tail + chunk if tail else chunk
+            cut = data.rfind(b"\n") + 1
+            lines = data[: cut - 1].split(b"\n") if cut else []
+            tail = data[cut:]
+            bodies = _stamped_bodies(lines)
+            if bodies is None:  # a line to look at closely: one at a time, as the format's rules say
+                for line in lines:
+                    one(line)
+            else:
+                number += len(lines)
+                batch.extend(bodies)
+                batch_bytes += sum(map(len, bodies))
+                if batch_bytes >= _BATCH_BYTES:
+                    flush()
+            if len(tail) > MAX_LOG_LINE:
+                raise TraceError(f"{label} line {number + 1}: longer than {MAX_LOG_LINE} bytes (the format's limit)")
+        if tail and STAMP_ANYWHERE.search(tail):  # an unterminated last line: a whole stamped entry counts
             number += 1
-            if len(line) > MAX_LOG_LINE:
-                raise TraceError(f"{label} line {number}: longer than {MAX_LOG_LINE} bytes (the format's limit)")
-            if line.endswith(b"\n"):
-                line = line[:-1]
-            elif not STAMP_ANYWHERE.search(line):
-                break  # an unterminated last line without a whole stamp: a torn write
-            body = unstamp(line, f"{label} line {number}")
+            body = unstamp(tail, f"{label} line {number}")
             if body is None:
-                what = "bytes after its checksum" if STAMP_ANYWHERE.search(line) else "no checksum"
-                raise TraceError(f"{label} line {number}: {what} (the line was modified or damaged)")
-            batch.append(body)
-            batch_bytes += len(body)
-            if batch_bytes >= 4 << 20:
-                flush()
+                raise TraceError(f"{label} line {number}: bytes after its checksum (the line was modified or damaged)")
+            batch.append(body)  # (an unterminated line without a whole stamp is a torn write: ignored)
         flush()
     finally:
         if enabled:
             gc.enable()
     return table
+
+
+_CHUNK_BYTES = 4 << 20
+_BATCH_BYTES = 4 << 20
+_HEX = b"0123456789abcdef"
+
+
+def _stamped_bodies(lines: list[bytes]) -> list[bytes] | None:
+    """Each line without its crc32 stamp (what `unstamp` returns), checked in bulk; None when any
+    line is unusual (too long, no whole stamp, a mismatch): those are read one at a time."""
+    if not lines:
+        return []
+    lengths = list(map(len, lines))
+    if max(lengths) + 1 > MAX_LOG_LINE or min(lengths) <= _STAMP_TAIL + 1:
+        return None
+    tails = [line[-_STAMP_TAIL:] for line in lines]
+    if len(set(t[:-10] for t in tails)) != 1 or tails[0][:-10] != STAMP_HEAD or set(t[-2:] for t in tails) != {b'"}'}:
+        return None
+    digits = b"".join(t[-10:-2] for t in tails)
+    if digits.translate(None, _HEX):
+        return None
+    bodies = [line[:-_STAMP_TAIL] + b"}" for line in lines]
+    want = np.frombuffer(bytes.fromhex(digits.decode("ascii")), dtype=">u4")
+    if not np.array_equal(np.fromiter(map(zlib.crc32, bodies), dtype=np.uint32, count=len(bodies)), want):
+        return None
+    return bodies
 
 
 def _check_sequence(manifest: dict, label: str) -> None:
@@ -1139,11 +1232,12 @@ def _check_sequence(manifest: dict, label: str) -> None:
 def _check_files(dir_fd: int, steps: Sequence[dict], first: int) -> None:
     """Each listed step file (from step `first`) is a regular file of the size its entry says."""
     if isinstance(steps, StepTable):
-        names, sizes = steps.files(first), steps.column("top", "bytes", -1)
-        for i, name in enumerate(names, first):
+        names, sizes = steps.files(first), steps.column("top", "bytes", -1)[first:].tolist()
+        regular = stat.S_ISREG
+        for i, (name, size) in enumerate(zip(names, sizes), first):
             try:  # the names are valid step file names (checked on read); any failure is told below
                 st = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
-                if stat.S_ISREG(st.st_mode) and (sizes[i] < 0 or st.st_size == sizes[i]):
+                if regular(st.st_mode) and (size < 0 or st.st_size == size):
                     continue
             except OSError:
                 pass

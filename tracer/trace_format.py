@@ -66,6 +66,7 @@ class TraceWriteError(TraceError):
 
 _STAMP_HEAD = b',"crc":"'
 _STAMP_LEN = len(_STAMP_HEAD) + 10  # ,"crc":"xxxxxxxx"}
+STAMP_HEAD, STAMP_TAIL = _STAMP_HEAD, _STAMP_LEN  # what a stamp starts with, and its length (checking lines in bulk)
 STAMP_ANYWHERE = re.compile(rb',"crc":"[0-9a-f]{8}"\}')
 
 
