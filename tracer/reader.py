@@ -1013,7 +1013,7 @@ _KIND_NAMES = ("prefill", "decode")
 _KINDS = {name: i for i, name in enumerate(_KIND_NAMES)}
 
 
-_NAME_KEPT = itemgetter("name", "kept")
+_NAME_KEPT, _NAME, _KEPT = itemgetter("name", "kept"), itemgetter("name"), itemgetter("kept")
 
 
 def _usual_containers(key: str, values: list) -> bool:
@@ -1023,8 +1023,8 @@ def _usual_containers(key: str, values: list) -> bool:
         if key == "stages":  # (itemgetter refuses anything but a map; lengths of 2 leave no other key)
             if set(map(type, values)) != {list} or not set(map(len, chain.from_iterable(values))) <= {2}:
                 return False
-            pairs = list(map(_NAME_KEPT, chain.from_iterable(values)))
-            return set(map(type, map(itemgetter(0), pairs))) <= {str} and set(map(type, map(itemgetter(1), pairs))) <= {int}
+            return (set(map(type, map(_NAME, chain.from_iterable(values)))) <= {str}
+                    and set(map(type, map(_KEPT, chain.from_iterable(values)))) <= {int})
         kinds = set(map(type, values))
         if kinds == {list}:
             return set(map(type, chain.from_iterable(values))) <= {str}
