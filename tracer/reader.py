@@ -66,7 +66,7 @@ from .trace_format import (
     MANIFEST,
     STAMP_ANYWHERE,
     STAMP_HEAD,
-    STAMP_TAIL as _STAMP_TAIL,
+    STAMP_TAIL,
     STEP_FILE,
     STEP_LOG,
     TraceError,
@@ -723,7 +723,7 @@ class StepTable(Sequence):
         for top, rows in _groups(tops).items():
             ok = plain_top.get(top)
             if ok is None:
-                ok = plain_top[top] = (_plain(*top, _TOP_TYPES) and "token" in top[0] and "sampling" in top[0]
+                ok = plain_top[top] = (_plain(top[0], top[1], _TOP_TYPES) and "token" in top[0] and "sampling" in top[0]
                                        and {"index", "positions", "file"} <= set(top[0]) and (version < 2 or "checksum" in top[0]))
             if not ok:
                 odd.extend(rows)
@@ -783,16 +783,16 @@ class StepTable(Sequence):
             if kind is _NONE:
                 return
             try:
-                a = np.array(values, dtype=_NUMPY[kind])
+                a: np.ndarray = np.array(values, dtype=_NUMPY[kind])
             except OverflowError:  # an integer past 64 bits: out of any range
                 bad[:] = True
                 return
             if kind is int and key in _INT_LIMITS:
-                lo, hi = _INT_LIMITS[key]
-                bad[(a < lo) | (a > hi)] = True
+                low, high = _INT_LIMITS[key]
+                bad[(a < low) | (a > high)] = True
             elif kind is float or (kind is int and key in _FLOAT_LIMITS):
-                lo, hi = _FLOAT_LIMITS[key]
-                bad[~((a >= lo) & (a <= hi))] = True  # NaN fails both
+                bottom, ceiling = _FLOAT_LIMITS[key]
+                bad[~((a >= bottom) & (a <= ceiling))] = True  # NaN fails both
             cols[(part, key)] = a
 
         def shared(part: str, key: str, values: list) -> None:
@@ -976,7 +976,7 @@ class StepTable(Sequence):
             if part == "top" and key in ("p0", "p1"):
                 v = e["positions"][0 if key == "p0" else 1]
             elif part == "top" and key == "kind":
-                v = _KINDS.get(e.get("kind"))
+                v = _KINDS.get(e.get("kind", ""))
             else:
                 v = (e if part == "top" else e.get(part) or {}).get(key)
             out[i] = default if v is None else v
@@ -1178,7 +1178,7 @@ def read_step_log(source, label: str, first: int = 0, version: int = 2, memo: di
     return table
 
 
-_CHUNK_BYTES = 4 << 20
+_CHUNK_BYTES = 1 << 20  # (with an unfinished line of at most MAX_LOG_LINE before it)
 _BATCH_BYTES = 4 << 20
 _HEX = b"0123456789abcdef"
 
@@ -1189,15 +1189,15 @@ def _stamped_bodies(lines: list[bytes]) -> list[bytes] | None:
     if not lines:
         return []
     lengths = list(map(len, lines))
-    if max(lengths) + 1 > MAX_LOG_LINE or min(lengths) <= _STAMP_TAIL + 1:
+    if max(lengths) + 1 > MAX_LOG_LINE or min(lengths) <= STAMP_TAIL + 1:
         return None
-    tails = [line[-_STAMP_TAIL:] for line in lines]
+    tails = [line[-STAMP_TAIL:] for line in lines]
     if len(set(t[:-10] for t in tails)) != 1 or tails[0][:-10] != STAMP_HEAD or set(t[-2:] for t in tails) != {b'"}'}:
         return None
     digits = b"".join(t[-10:-2] for t in tails)
     if digits.translate(None, _HEX):
         return None
-    bodies = [line[:-_STAMP_TAIL] + b"}" for line in lines]
+    bodies = [line[:-STAMP_TAIL] + b"}" for line in lines]
     want = np.frombuffer(bytes.fromhex(digits.decode("ascii")), dtype=">u4")
     if not np.array_equal(np.fromiter(map(zlib.crc32, bodies), dtype=np.uint32, count=len(bodies)), want):
         return None
