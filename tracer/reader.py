@@ -29,7 +29,7 @@ import os
 import stat
 import struct
 import zlib
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, MutableSequence, Sequence
 from itertools import chain, repeat
 from operator import eq, itemgetter
 from typing import Any
@@ -1052,9 +1052,10 @@ def _one_key(key: str, value) -> tuple:
     raise TypeError
 
 
-class TokenList(Sequence):
+class TokenList(MutableSequence):
     """A trace's tokens (the manifest's "tokens"): the prompt's, then each step's chosen token, made
-    from the step table when asked for; tokens a live session adds later are appended."""
+    from the step table when asked for; tokens a live session adds later are appended. Changed in
+    place otherwise (an item or a slice set, deleted, inserted), it is held as a plain list from then on."""
 
     def __init__(self, prompt: list[dict], steps: StepTable):
         self._prompt, self._steps, self._listed = prompt, steps, len(steps)
@@ -1077,6 +1078,20 @@ class TokenList(Sequence):
         if i < p + self._listed:
             return self._steps.token(i - p)
         return self._more[i - p - self._listed]
+
+    def _as_list(self) -> list[dict]:
+        if self._listed or self._more:
+            self._prompt, self._listed, self._more = list(self), 0, []
+        return self._prompt
+
+    def __setitem__(self, i, value) -> None:
+        self._as_list()[i] = value
+
+    def __delitem__(self, i) -> None:
+        del self._as_list()[i]
+
+    def insert(self, i: int, token: dict) -> None:
+        self._as_list().insert(i, token)
 
     def extend(self, tokens) -> None:
         self._more.extend(tokens)
