@@ -655,6 +655,32 @@ def _groups(keys: list) -> dict:
     return out
 
 
+def _column_kinds(columns: dict[str, list]) -> tuple | None:
+    """The one type of each column's values, None when a column's values differ in type."""
+    out = []
+    for values in columns.values():
+        kinds = set(map(type, values))
+        if len(kinds) != 1:
+            return None
+        out.append(kinds.pop())
+    return tuple(out)
+
+
+def _typed_groups(batch: list[dict], rows: list[int]) -> list[tuple[tuple, list[int]]]:
+    """[((keys, types of their values), rows)]: the entries grouped by their keys (in order) and the
+    types of their values."""
+    out = []
+    for keys, js in _groups(list(map(tuple, batch))).items():
+        ents = [batch[j] for j in js] if len(js) < len(batch) else batch
+        kinds = _column_kinds({k: list(map(itemgetter(k), ents)) for k in keys})
+        if kinds is not None:
+            out.append(((keys, kinds), [rows[j] for j in js]))
+            continue
+        for kinds, ks in _groups(list(map(tuple, map(map, repeat(type), map(dict.values, ents))))).items():
+            out.append(((keys, kinds), [rows[js[k]] for k in ks]))
+    return out
+
+
 def _plain(keys: tuple, kinds: tuple, allowed: dict) -> bool:
     return all(kind in allowed.get(key, ()) for key, kind in zip(keys, kinds))
 
@@ -719,8 +745,8 @@ class StepTable(Sequence):
         groups: dict[tuple, list[int]] = {}
         odd: list[int] = []
         plain_top: dict[tuple, bool] = {}
-        tops = list(zip(map(tuple, batch), map(tuple, map(map, repeat(type), map(dict.values, batch)))))
-        for top, rows in _groups(tops).items():
+        values: dict[tuple, tuple[dict, dict]] = {}  # group -> its token and sampling columns, taken once
+        for top, rows in _typed_groups(batch, list(range(n))):
             ok = plain_top.get(top)
             if ok is None:
                 ok = plain_top[top] = (_plain(top[0], top[1], _TOP_TYPES) and "token" in top[0] and "sampling" in top[0]
@@ -730,10 +756,21 @@ class StepTable(Sequence):
                 continue
             ents = [batch[r] for r in rows] if len(rows) < n else batch
             toks, samplings = list(map(itemgetter("token"), ents)), list(map(itemgetter("sampling"), ents))
-            sigs = list(zip(map(tuple, toks), map(tuple, map(map, repeat(type), map(dict.values, toks))),
-                            map(tuple, samplings), map(tuple, map(map, repeat(type), map(dict.values, samplings)))))
-            for sig, where_rows in _groups(sigs).items():
-                groups[(top, *sig)] = [rows[j] for j in where_rows]
+            for (tok_keys, s_keys), js in _groups(list(zip(map(tuple, toks), map(tuple, samplings)))).items():
+                sub_toks = [toks[j] for j in js] if len(js) < len(toks) else toks
+                sub_samplings = [samplings[j] for j in js] if len(js) < len(samplings) else samplings
+                tok_values = {k: list(map(itemgetter(k), sub_toks)) for k in tok_keys}
+                s_values = {k: list(map(itemgetter(k), sub_samplings)) for k in s_keys}
+                tok_kinds, s_kinds = _column_kinds(tok_values), _column_kinds(s_values)
+                if tok_kinds is not None and s_kinds is not None:  # one type per key: the usual case
+                    sig = (top, tok_keys, tok_kinds, s_keys, s_kinds)
+                    groups[sig] = [rows[j] for j in js]
+                    values[sig] = (tok_values, s_values)
+                    continue
+                # a key whose values differ in type: the entries grouped by the types of each
+                for sub_sig, ks in _groups(list(zip(map(tuple, map(map, repeat(type), map(dict.values, sub_toks))),
+                                                    map(tuple, map(map, repeat(type), map(dict.values, sub_samplings)))))).items():
+                    groups.setdefault((top, tok_keys, sub_sig[0], s_keys, sub_sig[1]), []).extend(rows[js[k]] for k in ks)
         check: set[int] = set(odd)  # entries validate_entry reads one by one
         columns: dict[tuple, tuple[dict, list[int]]] = {}
         for sig, rows in groups.items():
@@ -743,7 +780,7 @@ class StepTable(Sequence):
                 odd.extend(rows)
                 check.update(rows)
                 continue
-            cols, bad = self._columns(sig, [batch[r] for r in rows], first + np.asarray(rows))
+            cols, bad = self._columns(sig, [batch[r] for r in rows], first + np.asarray(rows), values.get(sig))
             odd.extend(rows[j] for j in bad)
             check.update(rows[j] for j in bad)
             check.update(rows[j] for j in cols.pop("__first__"))
@@ -771,10 +808,15 @@ class StepTable(Sequence):
         self._where.append(where)
         self._n += n
 
-    def _columns(self, sig: tuple, entries: list[dict], index: np.ndarray) -> tuple[dict, list[int]]:
+    def _columns(self, sig: tuple, entries: list[dict], index: np.ndarray, taken: tuple[dict, dict] | None = None) -> tuple[dict, list[int]]:
         """{(part, key): column} of entries of one shape, and the rows a column check refused (those
-        validate_entry reads); "__first__": rows holding a container seen for the first time."""
+        validate_entry reads); "__first__": rows holding a container seen for the first time. `taken`:
+        the token and sampling values already taken, key by key."""
         top, tok_keys, tok_kinds, s_keys, s_kinds = sig
+        if taken is None:
+            tokens, samplings = list(map(itemgetter("token"), entries)), list(map(itemgetter("sampling"), entries))
+            taken = ({k: list(map(itemgetter(k), tokens)) for k in tok_keys}, {k: list(map(itemgetter(k), samplings)) for k in s_keys})
+        tok_values, s_values = taken
         bad = np.zeros(len(entries), dtype=bool)
         first: list[int] = []
         cols: dict[Any, Any] = {}
@@ -859,18 +901,16 @@ class StepTable(Sequence):
                 continue
             else:
                 numbers("top", key, kind, values)
-        tokens = list(map(itemgetter("token"), entries))
         for key, kind in zip(tok_keys, tok_kinds):
-            values = list(map(itemgetter(key), tokens))
+            values = tok_values[key]
             if kind is str:
                 if max(map(len, values)) > 1024:
                     bad[np.fromiter(map(len, values), dtype=np.int64, count=len(values)) > 1024] = True
                 self._strings(cols, ("token", key), values)
             else:
                 numbers("token", key, kind, values)
-        samplings = list(map(itemgetter("sampling"), entries))
         for key, kind in zip(s_keys, s_kinds):
-            values = list(map(itemgetter(key), samplings))
+            values = s_values[key]
             if key == "stages":
                 shared("sampling", key, values)
             else:
