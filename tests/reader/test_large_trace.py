@@ -133,3 +133,17 @@ def test_an_unusual_entry_among_plain_ones_reads_as_written(tmp_path):
     assert trace.manifest["steps"][1600]["aliases"] == {"blocks.1.hook_resid_pre": "blocks.0.hook_resid_post"}
     assert trace.manifest["steps"][1601]["aliases"] == trace.manifest["steps"][1]["aliases"] != trace.manifest["steps"][1600]["aliases"]
     assert [t["id"] for t in trace.tokens[trace.prompt_len:]] == [e["token"]["id"] for e in trace.manifest["steps"]]
+
+
+def test_a_container_equal_to_the_one_before_but_of_another_type_is_refused(tmp_path):
+    """`true` equals 1 in Python: a stage count of true after the same list with 1 is still refused."""
+    path = build_large_trace(str(tmp_path / "t"), 3_000)
+
+    def same_but_bool(entries):
+        for e in entries[1990:2001]:
+            e["sampling"]["stages"][0]["kept"] = 1
+        entries[2000]["sampling"]["stages"][0]["kept"] = True
+
+    edit_entries(path, same_but_bool)
+    with pytest.raises(TraceError, match=r"steps\[2000\]\.sampling\.stages\[0\]\.kept"):
+        load_trace(path)
