@@ -719,13 +719,6 @@ class StepTable(Sequence):
         self._n = 0
 
     # -- filling, on open ----------------------------------------------------------------------
-    def _memo_id(self, key, make) -> int:
-        hit = self._memo_ids.get(key)
-        if hit is None:
-            hit = self._memo_ids[key] = len(self._memo)
-            self._memo.append(make())
-        return hit
-
     def add_dicts(self, entries: Sequence[dict]) -> None:
         """Entries kept as they are (a branch's steps from its parent, entries of an unusual kind)."""
         for e in entries:
