@@ -35,6 +35,7 @@ from operator import eq, itemgetter
 from typing import Any
 
 import numpy as np
+import orjson
 
 from .attention_rows import rows as attention_map_rows
 from .branch_layout import branch_field, parent_dir, root_dir, shared_steps, step_dirs
@@ -1151,10 +1152,10 @@ def read_step_log(source, label: str, first: int = 0, version: int = 2, memo: di
         if not batch:
             return
         try:  # fast path: a batch of lines as one JSON array
-            parsed = json.loads(b"[" + b",".join(batch) + b"]")
+            parsed = orjson.loads(b"[" + b",".join(batch) + b"]")
             if len(parsed) != len(batch) or not all(type(e) is dict for e in parsed):
                 raise ValueError
-        except (ValueError, RecursionError):
+        except (ValueError, RecursionError):  # (orjson.JSONDecodeError is a ValueError)
             parsed = [parse_json(body, f"{label} line {done + i + 1}") for i, body in enumerate(batch)]
             odd = next((i for i, e in enumerate(parsed) if type(e) is not dict), None)
             if odd is not None:  # the entries before it are read first, as one by one
