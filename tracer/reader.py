@@ -31,11 +31,11 @@ import struct
 import zlib
 from collections.abc import Callable, MutableSequence, Sequence
 from itertools import chain, repeat
-from operator import eq, itemgetter
+from operator import attrgetter, eq, itemgetter, ne
 from typing import Any
 
+import msgspec
 import numpy as np
-import orjson
 
 from .attention_rows import rows as attention_map_rows
 from .branch_layout import branch_field, parent_dir, root_dir, shared_steps, step_dirs
@@ -667,23 +667,84 @@ def _column_kinds(columns: dict[str, list]) -> tuple | None:
     return tuple(out)
 
 
-def _typed_groups(batch: list[dict], rows: list[int]) -> list[tuple[tuple, list[int]]]:
-    """[((keys, types of their values), rows)]: the entries grouped by their keys (in order) and the
-    types of their values."""
-    out = []
+def _take(dicts: list, keys: tuple, getter: Callable = itemgetter) -> dict[Any, list]:
+    """{key: [each dict's value of it]} (every dict holds every key; `getter`: attrgetter for structs):
+    one lookup of all the keys per dict, then the rows turned into columns."""
+    if len(keys) < 2:
+        return {k: list(map(getter(k), dicts)) for k in keys}
+    return dict(zip(keys, map(list, zip(*map(getter(*keys), dicts)))))
+
+
+def _typed_groups(batch: list[dict], rows: list[int]) -> list[tuple[tuple, list[int], dict | None]]:
+    """[((keys, types of their values), rows, their columns or None)]: the entries grouped by their
+    keys (in order) and the types of their values."""
+    out: list[tuple[tuple, list[int], dict | None]] = []
     for keys, js in _groups(list(map(tuple, batch))).items():
         ents = [batch[j] for j in js] if len(js) < len(batch) else batch
-        kinds = _column_kinds({k: list(map(itemgetter(k), ents)) for k in keys})
+        columns = _take(ents, keys)
+        kinds = _column_kinds(columns)
         if kinds is not None:
-            out.append(((keys, kinds), [rows[j] for j in js]))
+            out.append(((keys, kinds), [rows[j] for j in js], columns))
             continue
         for kinds, ks in _groups(list(map(tuple, map(map, repeat(type), map(dict.values, ents))))).items():
-            out.append(((keys, kinds), [rows[js[k]] for k in ks]))
+            out.append(((keys, kinds), [rows[js[k]] for k in ks], None))
     return out
 
 
 def _plain(keys: tuple, kinds: tuple, allowed: dict) -> bool:
     return all(kind in allowed.get(key, ()) for key, kind in zip(keys, kinds))
+
+
+def _plain_top(top: tuple, version: int) -> bool:
+    """Whether entries of these keys and value types are of the kind the step table holds as columns."""
+    keys = top[0]
+    return (_plain(keys, top[1], _TOP_TYPES) and "token" in keys and "sampling" in keys and {"index", "positions", "file"} <= set(keys)
+            and (version < 2 or "checksum" in keys))
+
+
+class _Stage(msgspec.Struct, forbid_unknown_fields=True, gc=False):
+    name: str
+    kept: int
+
+
+_LEAVES = {int: int, float: float, str: str, bool: bool, _NONE: None}
+_CONTAINERS = {"positions": list[int], "nonfinite": list[str], "aliases": dict[str, str], "stages": list[_Stage]}
+
+
+class _StructSchema:
+    """The shape of one plain entry (its keys in order, the type of each value) as msgspec structs:
+    a batch of lines decoded by it and encoded again to the same bytes holds entries of exactly that
+    shape, each equal to what the JSON parser makes of its line; decoding makes no dict per entry."""
+
+    def __init__(self, decoder: msgspec.json.Decoder, sig: tuple):
+        self.decoder, self.encoder, self.sig = decoder, msgspec.json.Encoder(), sig
+
+    @classmethod
+    def of(cls, e: dict, version: int) -> _StructSchema | None:
+        """The schema of entries shaped like `e`; None unless the step table holds such entries as columns."""
+        top = (tuple(e), tuple(map(type, e.values())))
+        if not _plain_top(top, version):
+            return None
+        token, sampling = e["token"], e["sampling"]
+        sig = (top, tuple(token), tuple(map(type, token.values())), tuple(sampling), tuple(map(type, sampling.values())))
+        if not (type(token) is dict and type(sampling) is dict and "id" in sig[1] and "text" in sig[1]
+                and _plain(sig[1], sig[2], _TOKEN_TYPES) and _plain(sig[3], sig[4], _SAMPLING_TYPES)):
+            return None
+
+        def struct(name: str, d: dict, nested: dict) -> type:  # (plain: containers only under the keys _CONTAINERS names)
+            fields = [(key, nested.get(key) or _CONTAINERS.get(key) or _LEAVES[type(value)]) for key, value in d.items()]
+            return msgspec.defstruct(name, fields, forbid_unknown_fields=True, gc=False)
+
+        nested = {"token": struct("Token", token, {}), "sampling": struct("Sampling", sampling, {})}
+        return cls(msgspec.json.Decoder(list[struct("Entry", e, nested)]), sig)  # type: ignore[valid-type]
+
+    def decode(self, data: bytes, n: int) -> list | None:
+        """The `n` entries of `data` (a JSON array of them), None unless all are of this shape."""
+        try:
+            out = self.decoder.decode(data)
+        except msgspec.DecodeError:  # (a ValidationError too)
+            return None
+        return out if len(out) == n and self.encoder.encode(out) == data else None
 
 
 class _Shape:
@@ -735,36 +796,64 @@ class StepTable(Sequence):
         """Parsed entries of steps `first`..: validated as validate_entry would one by one (the first
         invalid one raises its error), made inert as inert_entry would, then held."""
         n = len(batch)
-        where = np.full((n, 2), -1, dtype=np.int64)
         groups: dict[tuple, list[int]] = {}
         odd: list[int] = []
         plain_top: dict[tuple, bool] = {}
-        values: dict[tuple, tuple[dict, dict]] = {}  # group -> its token and sampling columns, taken once
-        for top, rows in _typed_groups(batch, list(range(n))):
+        values: dict[tuple, tuple[dict | None, dict, dict]] = {}  # group -> its columns, taken once
+        for top, rows, top_values in _typed_groups(batch, list(range(n))):
             ok = plain_top.get(top)
             if ok is None:
-                ok = plain_top[top] = (_plain(top[0], top[1], _TOP_TYPES) and "token" in top[0] and "sampling" in top[0]
-                                       and {"index", "positions", "file"} <= set(top[0]) and (version < 2 or "checksum" in top[0]))
+                ok = plain_top[top] = _plain_top(top, version)
             if not ok:
                 odd.extend(rows)
                 continue
-            ents = [batch[r] for r in rows] if len(rows) < n else batch
-            toks, samplings = list(map(itemgetter("token"), ents)), list(map(itemgetter("sampling"), ents))
+            if top_values is None:
+                ents = [batch[r] for r in rows] if len(rows) < n else batch
+                top_values = _take(ents, top[0])
+            toks, samplings = top_values["token"], top_values["sampling"]
             for (tok_keys, s_keys), js in _groups(list(zip(map(tuple, toks), map(tuple, samplings)))).items():
                 sub_toks = [toks[j] for j in js] if len(js) < len(toks) else toks
                 sub_samplings = [samplings[j] for j in js] if len(js) < len(samplings) else samplings
-                tok_values = {k: list(map(itemgetter(k), sub_toks)) for k in tok_keys}
-                s_values = {k: list(map(itemgetter(k), sub_samplings)) for k in s_keys}
+                tok_values, s_values = _take(sub_toks, tok_keys), _take(sub_samplings, s_keys)
                 tok_kinds, s_kinds = _column_kinds(tok_values), _column_kinds(s_values)
                 if tok_kinds is not None and s_kinds is not None:  # one type per key: the usual case
                     sig = (top, tok_keys, tok_kinds, s_keys, s_kinds)
                     groups[sig] = [rows[j] for j in js]
-                    values[sig] = (tok_values, s_values)
+                    values[sig] = (top_values if len(js) == len(toks) else None, tok_values, s_values)
                     continue
                 # a key whose values differ in type: the entries grouped by the types of each
                 for sub_sig, ks in _groups(list(zip(map(tuple, map(map, repeat(type), map(dict.values, sub_toks))),
                                                     map(tuple, map(map, repeat(type), map(dict.values, sub_samplings)))))).items():
                     groups.setdefault((top, tok_keys, sub_sig[0], s_keys, sub_sig[1]), []).extend(rows[js[k]] for k in ks)
+        self._hold(batch.__getitem__, n, first, version, memo, groups, values, odd)
+
+    def add_structs(self, structs: list, sig: tuple, first: int, version: int, memo: dict) -> None:
+        """Entries of steps `first`.. decoded as structs of one shape (_StructSchema: their bytes are
+        those the schema encodes, so each equals the dict the JSON parser makes, with the same keys in
+        the same order and values of the same types): validated and held as add_batch does."""
+        top, tok_keys, tok_kinds, s_keys, s_kinds = sig
+        top_values = _take(structs, top[0], attrgetter)
+        tok_values, s_values = _take(top_values["token"], tok_keys, attrgetter), _take(top_values["sampling"], s_keys, attrgetter)
+        if "stages" in s_values:  # lists of stage structs: as lists of dicts (one per run of equal lists)
+            stages = s_values["stages"]
+            fresh = np.flatnonzero(np.fromiter(map(ne, stages[1:], stages[:-1]), dtype=bool, count=len(stages) - 1)) + 1
+            starts = [0, *fresh.tolist()]
+            made = list(map(msgspec.to_builtins, map(stages.__getitem__, starts)))
+            run = np.zeros(len(stages), dtype=np.int64)
+            run[fresh] = 1
+            s_values["stages"] = list(map(made.__getitem__, np.cumsum(run).tolist()))
+
+        def entry(i: int) -> dict:
+            return msgspec.to_builtins(structs[i])
+
+        self._hold(entry, len(structs), first, version, memo, {sig: list(range(len(structs)))}, {sig: (top_values, tok_values, s_values)}, [])
+
+    def _hold(self, entry: Callable[[int], dict], n: int, first: int, version: int, memo: dict, groups: dict[tuple, list[int]],
+              values: dict, odd: list[int]) -> None:
+        """Entries of steps `first`.. (`entry(i)`: the i-th as a dict) grouped by shape (`groups`: shape
+        -> rows; `values`: a shape's values already taken, if any) or odd (`odd`: kept as dicts):
+        checked a column at a time, the first invalid one refused with validate_entry's error."""
+        where = np.full((n, 2), -1, dtype=np.int64)
         check: set[int] = set(odd)  # entries validate_entry reads one by one
         columns: dict[tuple, tuple[dict, list[int]]] = {}
         for sig, rows in groups.items():
@@ -774,13 +863,15 @@ class StepTable(Sequence):
                 odd.extend(rows)
                 check.update(rows)
                 continue
-            cols, bad = self._columns(sig, [batch[r] for r in rows], first + np.asarray(rows), values.get(sig))
+            taken = values.get(sig)
+            ents = [entry(r) for r in rows] if taken is None or taken[0] is None else None
+            cols, bad = self._columns(sig, ents, first + np.asarray(rows), taken)
             odd.extend(rows[j] for j in bad)
             check.update(rows[j] for j in bad)
             check.update(rows[j] for j in cols.pop("__first__"))
             columns[sig] = (cols, rows)
         for i in sorted(check):  # in file order: the first invalid entry raises, as reading them in turn would
-            validate_entry(batch[i], first + i, version)
+            validate_entry(entry(i), first + i, version)
         odd_set = set(odd)
         for sig, (cols, rows) in columns.items():
             keep = [j for j, r in enumerate(rows) if r not in odd_set] if odd_set else None
@@ -798,20 +889,27 @@ class StepTable(Sequence):
             where[at, 1] = np.arange(shape.rows, shape.rows + m)
             shape.rows += m
         for i in sorted(odd_set):
-            self._kept[self._n + i] = inert_entry(batch[i], memo)
+            self._kept[self._n + i] = inert_entry(entry(i), memo)
         self._where.append(where)
         self._n += n
 
-    def _columns(self, sig: tuple, entries: list[dict], index: np.ndarray, taken: tuple[dict, dict] | None = None) -> tuple[dict, list[int]]:
-        """{(part, key): column} of entries of one shape, and the rows a column check refused (those
-        validate_entry reads); "__first__": rows holding a container seen for the first time. `taken`:
-        the token and sampling values already taken, key by key."""
+    def _columns(self, sig: tuple, entries: list[dict] | None, index: np.ndarray, taken: tuple[dict | None, dict, dict] | None = None
+                 ) -> tuple[dict, list[int]]:
+        """{(part, key): column} of entries of one shape (steps `index`), and the rows a column check
+        refused (those validate_entry reads); "__first__": rows holding a container seen for the first
+        time. `taken`: the values already taken key by key (the entries', None when not taken: then
+        from `entries`; their tokens', their sampling records')."""
         top, tok_keys, tok_kinds, s_keys, s_kinds = sig
+        if taken is None or taken[0] is None:
+            assert entries is not None
+            top_values = _take(entries, top[0])
+        else:
+            top_values = taken[0]
         if taken is None:
-            tokens, samplings = list(map(itemgetter("token"), entries)), list(map(itemgetter("sampling"), entries))
-            taken = ({k: list(map(itemgetter(k), tokens)) for k in tok_keys}, {k: list(map(itemgetter(k), samplings)) for k in s_keys})
-        tok_values, s_values = taken
-        bad = np.zeros(len(entries), dtype=bool)
+            tok_values, s_values = _take(top_values["token"], tok_keys), _take(top_values["sampling"], s_keys)
+        else:
+            tok_values, s_values = taken[1], taken[2]
+        bad = np.zeros(len(index), dtype=bool)
         first: list[int] = []
         cols: dict[Any, Any] = {}
 
@@ -857,7 +955,7 @@ class StepTable(Sequence):
             cols[(part, key)] = np.array(ids, dtype=np.int64)
 
         for key, kind in zip(*top):
-            values = list(map(itemgetter(key), entries))
+            values = top_values[key]
             if key == "positions":
                 if set(map(len, values)) != {2}:
                     bad[:] = True
@@ -1146,22 +1244,33 @@ def read_step_log(source, label: str, first: int = 0, version: int = 2, memo: di
     batch: list[bytes] = []
     batch_bytes = 0
     done = 0
+    schema: _StructSchema | None = None  # the shape of the last entry read as a dict
 
     def flush() -> None:
-        nonlocal batch_bytes, done
+        nonlocal batch_bytes, done, schema
         if not batch:
             return
-        try:  # fast path: a batch of lines as one JSON array
-            parsed = orjson.loads(b"[" + b",".join(batch) + b"]")
+        data = b"[" + b",".join(batch) + b"]"
+        structs = None if schema is None else schema.decode(data, len(batch))
+        if structs is not None:  # every entry of the shape before: no dict made
+            assert schema is not None
+            table.add_structs(structs, schema.sig, first + done, version, memo)
+            done += len(batch)
+            batch.clear()
+            batch_bytes = 0
+            return
+        try:  # a batch of lines as one JSON array
+            parsed = msgspec.json.decode(data)
             if len(parsed) != len(batch) or not all(type(e) is dict for e in parsed):
                 raise ValueError
-        except (ValueError, RecursionError):  # (orjson.JSONDecodeError is a ValueError)
+        except (msgspec.DecodeError, ValueError, RecursionError):
             parsed = [parse_json(body, f"{label} line {done + i + 1}") for i, body in enumerate(batch)]
             odd = next((i for i, e in enumerate(parsed) if type(e) is not dict), None)
             if odd is not None:  # the entries before it are read first, as one by one
                 table.add_batch(parsed[:odd], first + done, version, memo)
                 validate_entry(parsed[odd], first + done + odd, version)  # names the field: not an object
         table.add_batch(parsed, first + done, version, memo)
+        schema = _StructSchema.of(parsed[-1], version) or schema
         done += len(batch)
         batch.clear()
         batch_bytes = 0
