@@ -15,7 +15,7 @@ import sys
 
 import pytest
 
-from stepscope.tracer import TraceError, load_trace
+from stepscope.tracer import TraceError, load_trace, reader
 from stepscope.tracer.schema import validate_entry
 from stepscope.tracer.trace_format import unstamp
 from tests.support.large_trace import build_large_trace
@@ -49,6 +49,16 @@ json_cpu = cpu() - c0
 print(json.dumps({"steps": steps, "load_cpu": load_cpu, "load_wall": load_wall, "json_cpu": json_cpu, "ratio": load_cpu / json_cpu,
                   "growth_mib": (rss1 - rss0) / 1024}))
 """
+
+
+@pytest.fixture(params=["one batch", "small batches"])
+def batches(request, monkeypatch):
+    """The log read as one batch (its entries parsed as dicts) or in batches of about 20 lines (after
+    the first, entries of the shape before are decoded as structs)."""
+    if request.param == "small batches":
+        monkeypatch.setattr(reader, "_BATCH_BYTES", 16 << 10)
+        monkeypatch.setattr(reader, "_CHUNK_BYTES", 16 << 10)
+    return request.param
 
 
 @pytest.fixture(scope="module")
@@ -91,7 +101,7 @@ def test_the_entries_and_tokens_are_those_on_disk(large):
     (2_600, lambda s: s.update(top_k=2.0), "steps[2600].sampling.top_k"),
     (2_700, lambda s: s.update(entropy=float("nan")), "steps[2700].sampling.entropy"),
 ])
-def test_an_entry_deep_in_a_long_log_is_checked_like_any(tmp_path, where, edit, message):
+def test_an_entry_deep_in_a_long_log_is_checked_like_any(tmp_path, batches, where, edit, message):
     """Entries held as columns are checked as validate_entry checks each: the first bad one is refused
     with its own error, however many entries like it came before."""
     path = build_large_trace(str(tmp_path / "t"), 3_000)
@@ -109,7 +119,7 @@ def test_an_entry_deep_in_a_long_log_is_checked_like_any(tmp_path, where, edit, 
     assert str(got.value) == str(want.value) and message in str(got.value)
 
 
-def test_an_unusual_entry_among_plain_ones_reads_as_written(tmp_path):
+def test_an_unusual_entry_among_plain_ones_reads_as_written(tmp_path, batches):
     """An entry with keys of its own (a live settings change, an odd alias map) is kept as it is, its
     strings made inert; the entries around it stay columns."""
     path = build_large_trace(str(tmp_path / "t"), 3_000)
@@ -135,7 +145,7 @@ def test_an_unusual_entry_among_plain_ones_reads_as_written(tmp_path):
     assert [t["id"] for t in trace.tokens[trace.prompt_len:]] == [e["token"]["id"] for e in trace.manifest["steps"]]
 
 
-def test_a_container_equal_to_the_one_before_but_of_another_type_is_refused(tmp_path):
+def test_a_container_equal_to_the_one_before_but_of_another_type_is_refused(tmp_path, batches):
     """`true` equals 1 in Python: a stage count of true after the same list with 1 is still refused."""
     path = build_large_trace(str(tmp_path / "t"), 3_000)
 
@@ -147,3 +157,24 @@ def test_a_container_equal_to_the_one_before_but_of_another_type_is_refused(tmp_
     edit_entries(path, same_but_bool)
     with pytest.raises(TraceError, match=r"steps\[2000\]\.sampling\.stages\[0\]\.kept"):
         load_trace(path)
+
+
+def test_every_entry_reads_back_as_its_line_parses(tmp_path, batches):
+    """Keys in their order, 1 and 1.0 and true told apart, whichever way a batch of lines is read: a
+    line shaped unlike the lines before it (keys reordered, an integer where they hold floats, a number
+    written another way) among lines of one shape."""
+    path = build_large_trace(str(tmp_path / "t"), 3_000)
+
+    def unlike(entries):
+        entries[1700] = dict(reversed(list(entries[1700].items())))
+        entries[1800]["sampling"]["top_p"] = 1e-05
+        entries[1900]["sampling"]["min_p"] = 0
+        entries[2100]["token"]["special"] = True
+        entries[2200]["sampling"]["stages"] = [{"kept": 7, "name": "raw"}]
+
+    edit_entries(path, unlike)
+    trace = load_trace(path)
+    lines = _lines(path)
+    got = [json.dumps(e) for e in trace.manifest["steps"]]
+    assert got == [json.dumps(json.loads(unstamp(line, "l"))) for line in lines]
+    assert list(trace.manifest["steps"][1700])[0] == "aliases" and trace.manifest["steps"][1900]["sampling"]["min_p"] == 0
