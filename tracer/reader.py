@@ -22,7 +22,6 @@ from __future__ import annotations
 import functools
 import gc
 import io
-import json
 import math
 import mmap
 import os
@@ -31,7 +30,8 @@ import struct
 import zlib
 from collections.abc import Callable, MutableSequence, Sequence
 from itertools import chain, repeat
-from operator import attrgetter, eq, itemgetter, ne
+from operator import attrgetter, itemgetter, ne
+from types import GenericAlias
 from typing import Any
 
 import msgspec
@@ -74,6 +74,7 @@ from .trace_format import (
     parse_crc_list,
     step_checksum,
     step_filename,
+    step_filenames,
     unstamp,
 )
 
@@ -736,7 +737,7 @@ class _StructSchema:
             return msgspec.defstruct(name, fields, forbid_unknown_fields=True, gc=False)
 
         nested = {"token": struct("Token", token, {}), "sampling": struct("Sampling", sampling, {})}
-        return cls(msgspec.json.Decoder(list[struct("Entry", e, nested)]), sig)  # type: ignore[valid-type]
+        return cls(msgspec.json.Decoder(GenericAlias(list, (struct("Entry", e, nested),))), sig)
 
     def decode(self, data: bytes, n: int) -> list | None:
         """The `n` entries of `data` (a JSON array of them), None unless all are of this shape."""
@@ -836,12 +837,9 @@ class StepTable(Sequence):
         tok_values, s_values = _take(top_values["token"], tok_keys, attrgetter), _take(top_values["sampling"], s_keys, attrgetter)
         if "stages" in s_values:  # lists of stage structs: as lists of dicts (one per run of equal lists)
             stages = s_values["stages"]
-            fresh = np.flatnonzero(np.fromiter(map(ne, stages[1:], stages[:-1]), dtype=bool, count=len(stages) - 1)) + 1
-            starts = [0, *fresh.tolist()]
-            made = list(map(msgspec.to_builtins, map(stages.__getitem__, starts)))
-            run = np.zeros(len(stages), dtype=np.int64)
-            run[fresh] = 1
-            s_values["stages"] = list(map(made.__getitem__, np.cumsum(run).tolist()))
+            starts, run = _runs(stages)
+            made = list(map(msgspec.to_builtins, map(stages.__getitem__, [0, *starts])))
+            s_values["stages"] = list(map(made.__getitem__, run.tolist()))
 
         def entry(i: int) -> dict:
             return msgspec.to_builtins(structs[i])
@@ -932,27 +930,24 @@ class StepTable(Sequence):
         def shared(part: str, key: str, values: list) -> None:
             known = self._shared_ids.setdefault(key, {})
             usual = _usual_containers(key, values)  # then equal values (==) are alike in every type too
-            same = [False, *map(eq, values[1:], values[:-1])] if usual else [False] * len(values)
-            ids: list[int] = []
-            hit = -1
-            for j, v in enumerate(values):
-                if same[j]:  # as the entry before (a run of equal containers costs one comparison each)
-                    ids.append(hit)
-                    continue
+            # a container equal to the one before shares its checks and id (a run costs one comparison each)
+            starts, run = _runs(values) if usual else (list(range(1, len(values))), np.arange(len(values)))
+            hits = []
+            for j in [0, *starts]:
+                v = values[j]
                 try:
                     k = _one_key(key, v)
                 except (TypeError, KeyError, ValueError):
                     bad[j] = True
-                    hit = -1
-                    ids.append(hit)
+                    hits.append(-1)
                     continue
                 hit = known.get(k, -1)
                 if hit < 0:
                     first.append(j)
                     hit = known[k] = len(self._memo)
                     self._memo.append(inert_value(v))  # as inert_entry makes it (shared between entries)
-                ids.append(hit)
-            cols[(part, key)] = np.array(ids, dtype=np.int64)
+                hits.append(hit)
+            cols[(part, key)] = np.asarray(hits, dtype=np.int64)[run]
 
         for key, kind in zip(*top):
             values = top_values[key]
@@ -976,11 +971,11 @@ class StepTable(Sequence):
                 bad[kinds < 0] = True
                 cols[("top", key)] = kinds
             elif key == "file":
-                ok = np.fromiter(map(bool, map(STEP_FILE.match, values)), dtype=bool, count=len(values))
-                bad[~ok] = True
-                if values == list(map(step_filename, index.tolist())):
+                if values == step_filenames(index.tolist()):  # (valid names: index is at most MAX_LIST)
                     cols[("top", key)] = np.full(len(values), -1, dtype=np.int64)  # -1: the name of its index
                 else:
+                    ok = np.fromiter(map(bool, map(STEP_FILE.match, values)), dtype=bool, count=len(values))
+                    bad[~ok] = True
                     self._strings(cols, ("top", key), values)
             elif key == "checksum":
                 ok = np.fromiter(map(bool, map(CHECKSUM.match, values)), dtype=bool, count=len(values))
@@ -1117,16 +1112,16 @@ class StepTable(Sequence):
     def files(self, first: int = 0) -> list[str]:
         """The step file name of every entry from `first`, in order."""
         assert self._where_all is not None
-        out = []
-        where = self._where_all[first:].tolist()
-        names = {sid: shape.columns[("top", "file")].tolist() for sid, shape in enumerate(self._shapes)}
-        memo = self._memo
-        for i, (sid, row) in enumerate(where, first):
-            if sid < 0:
-                out.append(self._kept[i]["file"])
-                continue
-            name = names[sid][row]
-            out.append(step_filename(i) if name < 0 else memo[name])
+        out = step_filenames(range(first, self._n))
+        sids, rows = self._where_all[first:, 0], self._where_all[first:, 1]
+        names = np.full(len(out), -1, dtype=np.int64)  # -1: the name of its index
+        for sid, shape in enumerate(self._shapes):
+            at = sids == sid
+            names[at] = shape.columns[("top", "file")][rows[at]]
+        for j in np.flatnonzero(names >= 0).tolist():
+            out[j] = self._memo[names[j]]
+        for j in np.flatnonzero(sids < 0).tolist():
+            out[j] = self._kept[first + j]["file"]
         return out
 
     @property
@@ -1146,6 +1141,14 @@ _KINDS = {name: i for i, name in enumerate(_KIND_NAMES)}
 
 
 _NAME_KEPT, _KEPT = itemgetter("name", "kept"), itemgetter("kept")
+
+
+def _runs(values: list) -> tuple[list[int], np.ndarray]:
+    """Where each run of equal values (==) after the first starts, and the run each value is in."""
+    starts = np.flatnonzero(np.fromiter(map(ne, values[1:], values[:-1]), dtype=bool, count=len(values) - 1)) + 1
+    run = np.zeros(len(values), dtype=np.int64)
+    run[starts] = 1
+    return starts.tolist(), np.cumsum(run)
 
 
 def _usual_containers(key: str, values: list) -> bool:
@@ -1382,19 +1385,28 @@ def _check_sequence(manifest: dict, label: str) -> None:
 def _check_files(dir_fd: int, steps: Sequence[dict], first: int) -> None:
     """Each listed step file (from step `first`) is a regular file of the size its entry says."""
     if isinstance(steps, StepTable):
-        names, sizes = steps.files(first), steps.column("top", "bytes", -1)[first:].tolist()
-        regular = stat.S_ISREG
-        for i, (name, size) in enumerate(zip(names, sizes), first):
-            try:  # the names are valid step file names (checked on read); any failure is told below
-                st = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
-                if regular(st.st_mode) and (size < 0 or st.st_size == size):
-                    continue
-            except OSError:
-                pass
-            _check_file(dir_fd, steps[i])
+        names, sizes = steps.files(first), steps.column("top", "bytes", -1)[first:]
+        stat_of = functools.partial(os.stat, dir_fd=dir_fd, follow_symlinks=False)
+        for start in range(0, len(names), _STAT_BATCH):  # the names are valid step file names (checked on read)
+            try:
+                found = list(map(stat_of, names[start : start + _STAT_BATCH]))
+            except OSError:  # a file missing or unreadable: told by the first failure in order below
+                wrong = list(range(len(names[start : start + _STAT_BATCH])))
+            else:
+                mode = np.fromiter(map(_ST_MODE, found), dtype=np.int64, count=len(found))
+                size = np.fromiter(map(_ST_SIZE, found), dtype=np.int64, count=len(found))
+                want = sizes[start : start + len(found)]
+                wrong = np.flatnonzero(((mode & 0o170000) != stat.S_IFREG)  # (the S_IFMT bits)
+                                        | ((want >= 0) & (size != want))).tolist()
+            for j in wrong:
+                _check_file(dir_fd, steps[first + start + j])
         return
     for e in steps[first:]:
         _check_file(dir_fd, e)
+
+
+_STAT_BATCH = 4096
+_ST_MODE, _ST_SIZE = attrgetter("st_mode"), attrgetter("st_size")
 
 
 def _check_file(dir_fd: int, e: dict) -> None:
