@@ -1161,8 +1161,16 @@ def _checksums(values: list[str]) -> tuple[np.ndarray, np.ndarray]:
         digits = "".join(v[6:] if good else "00000000" for v, good in zip(values, ok.tolist()))
         return ok, np.frombuffer(bytes.fromhex(digits), dtype=">u4").astype(np.uint32)
     chars = np.frombuffer(joined.encode("ascii"), dtype=np.uint8).reshape(n, 14)
-    nibbles = _NIBBLES[chars[:, 6:]]
-    ok = (chars[:, :6] == _CRC_PREFIX).all(axis=1) & (nibbles < 16).all(axis=1)
+    ok, crcs = _hex_words(chars[:, 6:])
+    ok &= (chars[:, :6] == _CRC_PREFIX).all(axis=1)
+    crcs[~ok] = 0
+    return ok, crcs
+
+
+def _hex_words(chars: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Rows of 8 characters (bytes): which are 8 lowercase hex digits, and the number each writes (0 where not)."""
+    nibbles = _NIBBLES[chars]
+    ok = (nibbles < 16).all(axis=1)
     nibbles[~ok] = 0
     return ok, (nibbles << np.arange(28, -1, -4, dtype=np.uint32)).sum(axis=1, dtype=np.uint32)
 
@@ -1357,7 +1365,8 @@ def read_step_log(source, label: str, first: int = 0, version: int = 2, memo: di
 
 _CHUNK_BYTES = 1 << 20  # (with an unfinished line of at most MAX_LOG_LINE before it)
 _BATCH_BYTES = 4 << 20
-_HEX = b"0123456789abcdef"
+_STAMP_SLICE, _BODY_SLICE = itemgetter(slice(-STAMP_TAIL, None)), itemgetter(slice(None, -STAMP_TAIL))
+_STAMP_START, _STAMP_END = np.frombuffer(STAMP_HEAD, dtype=np.uint8), np.frombuffer(b'"}', dtype=np.uint8)
 
 
 def _stamped_bodies(lines: list[bytes]) -> list[bytes] | None:
@@ -1368,14 +1377,13 @@ def _stamped_bodies(lines: list[bytes]) -> list[bytes] | None:
     lengths = list(map(len, lines))
     if max(lengths) + 1 > MAX_LOG_LINE or min(lengths) <= STAMP_TAIL + 1:
         return None
-    tails = [line[-STAMP_TAIL:] for line in lines]
-    if len(set(t[:-10] for t in tails)) != 1 or tails[0][:-10] != STAMP_HEAD or set(t[-2:] for t in tails) != {b'"}'}:
+    tails = np.frombuffer(b"".join(map(_STAMP_SLICE, lines)), dtype=np.uint8).reshape(len(lines), STAMP_TAIL)
+    if not ((tails[:, :-10] == _STAMP_START).all() and (tails[:, -2:] == _STAMP_END).all()):
         return None
-    digits = b"".join(t[-10:-2] for t in tails)
-    if digits.translate(None, _HEX):
+    ok, want = _hex_words(tails[:, -10:-2])
+    if not ok.all():
         return None
-    bodies = [line[:-STAMP_TAIL] + b"}" for line in lines]
-    want = np.frombuffer(bytes.fromhex(digits.decode("ascii")), dtype=">u4")
+    bodies = list(map(bytes.__add__, map(_BODY_SLICE, lines), repeat(b"}")))
     if not np.array_equal(np.fromiter(map(zlib.crc32, bodies), dtype=np.uint32, count=len(bodies)), want):
         return None
     return bodies
