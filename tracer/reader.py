@@ -22,6 +22,7 @@ from __future__ import annotations
 import functools
 import gc
 import io
+import json
 import math
 import mmap
 import os
@@ -708,13 +709,10 @@ def _plain_top(top: tuple, version: int) -> bool:
             and (version < 2 or "checksum" in keys))
 
 
-class _Stage(msgspec.Struct, forbid_unknown_fields=True, gc=False):
-    name: str
-    kept: int
-
-
 _LEAVES = {int: int, float: float, str: str, bool: bool, _NONE: None}
-_CONTAINERS = {"positions": list[int], "nonfinite": list[str], "aliases": dict[str, str], "stages": list[_Stage]}
+# containers that repeat from entry to entry: kept as their bytes (parsed once per run of equal ones)
+_CONTAINERS = {"positions": list[int], "nonfinite": msgspec.Raw, "aliases": msgspec.Raw, "stages": msgspec.Raw}
+_RAW = (("top", "nonfinite"), ("top", "aliases"), ("sampling", "stages"))
 
 
 class _StructSchema:
@@ -833,23 +831,34 @@ class StepTable(Sequence):
                     groups.setdefault((top, tok_keys, sub_sig[0], s_keys, sub_sig[1]), []).extend(rows[js[k]] for k in ks)
         self._hold(batch.__getitem__, n, first, version, memo, groups, values, odd)
 
-    def add_structs(self, structs: list, sig: tuple, first: int, version: int, memo: dict) -> None:
-        """Entries of steps `first`.. decoded as structs of one shape (_StructSchema: their bytes are
-        those the schema encodes, so each equals the dict the JSON parser makes, with the same keys in
-        the same order and values of the same types): validated and held as add_batch does."""
+    def add_structs(self, structs: list, bodies: list[bytes], sig: tuple, first: int, version: int, memo: dict) -> bool:
+        """Entries of steps `first`.. (`bodies`: their JSON) decoded as structs of one shape
+        (_StructSchema: their bytes are those the schema encodes, so each equals the dict the JSON
+        parser makes, with the same keys in the same order and values of the same types, its repeating
+        containers' bytes parsed here): validated and held as add_batch does. False (nothing held)
+        when a container is not of the shape's type."""
         top, tok_keys, tok_kinds, s_keys, s_kinds = sig
         top_values = _attrs(structs, top[0])
         tok_values, s_values = _attrs(top_values["token"], tok_keys), _attrs(top_values["sampling"], s_keys)
-        if "stages" in s_values:  # lists of stage structs: as lists of dicts (one per run of equal lists)
-            stages = s_values["stages"]
-            starts, run = _runs(stages)
-            made = list(map(msgspec.to_builtins, map(stages.__getitem__, [0, *starts])))
-            s_values["stages"] = list(map(made.__getitem__, run.tolist()))
+        taken = {"top": (top_values, dict(zip(*top))), "sampling": (s_values, dict(zip(s_keys, s_kinds)))}
+        for part, key in _RAW:
+            values, kinds = taken[part]
+            if key in values:
+                raws = values[key]
+                starts, run = _runs(raws)
+                try:
+                    made = [json.loads(bytes(raws[j])) for j in [0, *starts]]
+                except RecursionError:
+                    return False
+                if not all(type(v) is kinds[key] for v in made):
+                    return False
+                values[key] = list(map(made.__getitem__, run.tolist()))
 
         def entry(i: int) -> dict:
-            return msgspec.to_builtins(structs[i])
+            return json.loads(bodies[i])
 
         self._hold(entry, len(structs), first, version, memo, {sig: list(range(len(structs)))}, {sig: (top_values, tok_values, s_values)}, [])
+        return True
 
     def _hold(self, entry: Callable[[int], dict], n: int, first: int, version: int, memo: dict, groups: dict[tuple, list[int]],
               values: dict, odd: list[int]) -> None:
@@ -1287,10 +1296,8 @@ def read_step_log(source, label: str, first: int = 0, version: int = 2, memo: di
             return
         data = b"[" + b",".join(batch) + b"]"
         structs = None if schema is None else schema.decode(data, len(batch))
-        if structs is not None:  # every entry of the shape before: no dict made
-            assert schema is not None
-            table.add_structs(structs, schema.sig, first + done, version, memo)
-            done += len(batch)
+        if structs is not None and schema is not None and table.add_structs(structs, batch, schema.sig, first + done, version, memo):
+            done += len(batch)  # every entry of the shape before: no dict made
             batch.clear()
             batch_bytes = 0
             return

@@ -178,3 +178,23 @@ def test_every_entry_reads_back_as_its_line_parses(tmp_path, batches):
     got = [json.dumps(e) for e in trace.manifest["steps"]]
     assert got == [json.dumps(json.loads(unstamp(line, "l"))) for line in lines]
     assert list(trace.manifest["steps"][1700])[0] == "aliases" and trace.manifest["steps"][1900]["sampling"]["min_p"] == 0
+
+
+@pytest.mark.parametrize("edit", [
+    lambda e: e.update(aliases=[]),
+    lambda e: e.update(aliases={"blocks.0.hook_resid_pre": 3}),
+    lambda e: e.update(nonfinite=[1]),
+    lambda e: e.update(nonfinite={}),
+    lambda e: e["sampling"].update(stages={}),
+    lambda e: e["sampling"].update(stages=[{"name": "raw", "kept": 1.0}]),
+])
+def test_a_container_of_another_type_deep_in_a_long_log_is_refused(tmp_path, batches, edit):
+    """Containers that repeat from entry to entry (aliases, nonfinite names, sampling stages) are
+    checked whatever the entries before them held."""
+    path = build_large_trace(str(tmp_path / "t"), 3_000)
+    edit_entries(path, lambda entries: edit(entries[2000]))
+    with pytest.raises(TraceError) as want:
+        validate_entry(json.loads(unstamp(_lines(path)[2000], "l")), 2000, 2)
+    with pytest.raises(TraceError) as got:
+        load_trace(path)
+    assert str(got.value) == str(want.value) and "steps[2000]." in str(got.value)
