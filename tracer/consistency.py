@@ -61,6 +61,22 @@ def _ints(values: list) -> np.ndarray:
     return np.array(values, dtype=np.int64)
 
 
+def _token_ints(tokens, key: str) -> np.ndarray:
+    """Every token's integer `key`, -1 where absent: from the reader's columns when it holds them."""
+    column = getattr(tokens, "column", None)
+    if column is not None:
+        return column(key)
+    return _ints([t.get(key) for t in tokens])
+
+
+def _sampling_ints(steps, key: str) -> np.ndarray:
+    """Every step's integer sampling `key`, -1 where absent: from the reader's columns when it holds them."""
+    column = getattr(steps, "column", None)
+    if column is not None:
+        return column("sampling", key)
+    return _ints([e["sampling"].get(key) for e in steps])
+
+
 # -- the manifest and the step entries, at every open ------------------------------------------------
 def _check_model(model: dict) -> None:
     f = "manifest.model"
@@ -136,31 +152,30 @@ def check_trace(manifest: dict) -> None:
         raise TraceError(f"manifest.dtype.stored: expected one of {', '.join(STORED_CODES)}, got {stored[:40]!r}")
     tokens, steps = manifest["tokens"], manifest["steps"]
     n = len(tokens)
-    ids = np.array([t["id"] for t in tokens], dtype=np.int64)
+    ids = _token_ints(tokens, "id")
     if n and int(ids.max()) >= vocab:
         i = _first(ids >= vocab)
         raise TraceError(f"manifest.tokens[{i}].id: {ids[i]} is outside the vocabulary ({vocab} ids)")
-    where = _ints([t.get("position") for t in tokens])
+    where = _token_ints(tokens, "position")
     bad = (where >= 0) & (where != np.arange(n))
     if bad.any():
         i = _first(bad)
         raise TraceError(f"manifest.tokens[{i}].position: expected {i}, got {where[i]}")
     if steps:
         m = len(steps)
-        sampling = [e["sampling"] for e in steps]
-        chosen = _ints([s.get("chosen_id") for s in sampling])
+        chosen = _sampling_ints(steps, "chosen_id")
         taken = ids[-m:]
         bad = (chosen >= 0) & (chosen != taken)
         if bad.any():
             i = _first(bad)
             raise TraceError(f"steps[{i}].sampling.chosen_id: {chosen[i]}, but the step's token is {taken[i]}")
         for key in ("top1_id",):
-            got = _ints([s.get(key) for s in sampling])
+            got = _sampling_ints(steps, key)
             if int(got.max()) >= vocab:
                 i = _first(got >= vocab)
                 raise TraceError(f"steps[{i}].sampling.{key}: {got[i]} is outside the vocabulary ({vocab} ids)")
         for key in ("nucleus_size",):
-            got = _ints([s.get(key) for s in sampling])
+            got = _sampling_ints(steps, key)
             if int(got.max()) > vocab:
                 i = _first(got > vocab)
                 raise TraceError(f"steps[{i}].sampling.{key}: {got[i]} is more than the vocabulary ({vocab} ids)")

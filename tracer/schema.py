@@ -314,18 +314,18 @@ _SAMPLING_NUMS = tuple((k, 0.0, _PMAX) for k in ("chosen_prob", "chosen_raw_prob
 _SAMPLING_INTS = ("chosen_id", "chosen_rank", "top1_id", "nucleus_size", "top_k")
 
 
-_SAMPLING_RANGES = {k: (lo, hi) for k, lo, hi in _SAMPLING_NUMS}
-_SAMPLING_INT_KEYS = frozenset(_SAMPLING_INTS)
+SAMPLING_RANGES = {k: (lo, hi) for k, lo, hi in _SAMPLING_NUMS}
+SAMPLING_INT_KEYS = frozenset(_SAMPLING_INTS)
 
 
 def validate_sampling(s: Any, field: str) -> dict:
     want_dict(field, s)
     for key, v in s.items():  # one pass: a trace may hold hundreds of thousands of these
-        bounds = _SAMPLING_RANGES.get(key)
+        bounds = SAMPLING_RANGES.get(key)
         if bounds is not None:
             if v is not None and not _num_ok(v, *bounds):
                 want_num(f"{field}.{key}", v, *bounds)
-        elif key in _SAMPLING_INT_KEYS:
+        elif key in SAMPLING_INT_KEYS:
             if v is not None and not (type(v) is int and 0 <= v <= 1 << 31):
                 want_int(f"{field}.{key}", v, 0, 1 << 31)
         elif key == "greedy":

@@ -26,6 +26,7 @@ import re
 import struct
 import tempfile
 import zlib
+from collections.abc import Iterable
 
 import numpy as np
 
@@ -66,6 +67,7 @@ class TraceWriteError(TraceError):
 
 _STAMP_HEAD = b',"crc":"'
 _STAMP_LEN = len(_STAMP_HEAD) + 10  # ,"crc":"xxxxxxxx"}
+STAMP_HEAD, STAMP_TAIL = _STAMP_HEAD, _STAMP_LEN  # what a stamp starts with, and its length (checking lines in bulk)
 STAMP_ANYWHERE = re.compile(rb',"crc":"[0-9a-f]{8}"\}')
 
 
@@ -97,8 +99,16 @@ def unstamp(raw: bytes, label: str) -> bytes | None:
     return body
 
 
+_STEP_FILE_FORMAT = "step_{:05d}.safetensors"
+
+
 def step_filename(index: int) -> str:
-    return f"step_{index:05d}.safetensors"
+    return _STEP_FILE_FORMAT.format(index)
+
+
+def step_filenames(indices: Iterable[int]) -> list[str]:
+    """step_filename of each index."""
+    return list(map(_STEP_FILE_FORMAT.format, indices))
 
 
 # -- step files: safetensors dtypes and checksums ----------------------------------------------------

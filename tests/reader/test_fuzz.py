@@ -43,7 +43,8 @@ def _alarm(*_):
 def _snapshot(path: str) -> dict:
     tr = load_trace(path)
     arrays = {(s.index, n): s[n].tobytes() + str(s[n].dtype).encode() + str(s.shape(n)).encode() for s in tr.steps for n in s.names}
-    return {"manifest": json.dumps(tr.manifest, sort_keys=True, default=str), "arrays": arrays}
+    manifest = {**tr.manifest, "steps": list(tr.manifest["steps"]), "tokens": list(tr.tokens)}  # sequences, read whole
+    return {"manifest": json.dumps(manifest, sort_keys=True, default=str), "arrays": arrays}
 
 
 def _walk(obj, path=()):

@@ -22,6 +22,7 @@ class TokenTexts:
     def __init__(self, trace):
         self._trace = trace
         self._known: dict[int, tuple[str, bool]] = {}
+        self._first: dict[int, int] = {}  # token id -> position of its first token in the trace
         self._fallback: dict[int, tuple[str, bool]] = {}
         self._seen_tokens = 0
         tok = trace.manifest.get("tokenizer") or {}
@@ -41,9 +42,14 @@ class TokenTexts:
         return hit
 
     def _sync(self) -> None:
+        """Where each id first occurs (its text is made when the id is asked for)."""
         tokens = self._trace.tokens
-        for tok in tokens[self._seen_tokens:]:
-            self._known.setdefault(int(tok["id"]), (tok_text(tok), bool(tok.get("special"))))
+        first = self._first
+        for i in range(self._seen_tokens, len(tokens)):
+            token_id = int(tokens[i]["id"])
+            if token_id not in first:
+                first[token_id] = i
+                self._fallback.pop(token_id, None)  # a token that joins the trace replaces the fallback
         self._seen_tokens = len(tokens)
 
     def _decode(self, token_id: int) -> str | None:
@@ -62,7 +68,11 @@ class TokenTexts:
         token_id = int(token_id)
         if len(self._trace.tokens) != self._seen_tokens:
             self._sync()
-        hit = self._known.get(token_id) or self._fallback.get(token_id)
+        hit = self._known.get(token_id)
+        if hit is None and token_id in self._first:
+            tok = self._trace.tokens[self._first[token_id]]
+            hit = self._known[token_id] = (tok_text(tok), bool(tok.get("special")))
+        hit = hit or self._fallback.get(token_id)
         if hit is None:
             text = self._decode(token_id)
             if text is not None:

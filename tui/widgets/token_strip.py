@@ -50,48 +50,75 @@ class TokenStrip(Pane):
 
     def __init__(self, trace=None, **kwargs) -> None:
         super().__init__(trace, **kwargs)
-        self._groups: list[tuple[int, int, str]] = []  # (first token, end token, text) of each piece
-        self._group_of: list[int] = []  # token index -> group index
-        self._pieces: dict[int, tuple[Text, int]] = {}  # group index -> (display, cells)
+        # pieces are grouped only where drawn: a 200,000-token trace costs what a short one does
+        self._group_at: dict[int, tuple[int, int, str]] = {}  # token index -> (first token, end token, text) of its piece
+        self._pieces: dict[int, tuple[Text, int]] = {}  # first token of a piece -> (display, cells)
+        self._texts: dict[int, str] = {}  # token index -> its display text (tok_text)
+        self._partial: dict[int, bool] = {}  # token index -> whether its text holds unfinished bytes
         self._seen = 0
         self.hit_boxes: list[tuple[int, int, int, int]] = []  # (line, x0, x1, token) of the last drawing
         self.tooltip = LEGEND
 
     def on_trace(self) -> None:
-        self._groups, self._group_of, self._pieces, self._seen = [], [], {}, 0
+        self._group_at, self._pieces, self._texts, self._partial, self._seen = {}, {}, {}, {}, 0
         self._branch_at = branch_point(self._trace) if self._trace is not None else None  # "⑂" before it
 
-    def _sync(self, tokens: list[dict]) -> None:
-        """Group tokens into pieces; when tokens are added, redone from the trailing pieces that
-        still hold unfinished bytes (the new tokens may complete their character)."""
-        if len(tokens) == self._seen:
-            return
-        if len(tokens) < self._seen:  # another trace behind the same object: start over
-            self.on_trace()
-        g = len(self._groups) - 1
-        while g > 0 and len(self._groups) - g < 4 and has_partial_bytes(self._groups[g - 1][2]):
-            g -= 1
-        redo = self._groups[g][0] if self._groups else 0
-        self._groups = [g for g in self._groups if g[0] < redo]
-        keep = len(self._groups)  # pieces drawn for these groups stay valid
-        texts = [tok_text(t) for t in tokens[redo:]]
-        for start, end, text in merge_partial(texts):
-            self._groups.append((redo + start, redo + end, text))
-        self._group_of = [0] * len(tokens)
-        for g, (start, end, _) in enumerate(self._groups):
-            for i in range(start, end):
-                self._group_of[i] = g
-        self._pieces = {g: p for g, p in self._pieces.items() if g < keep}
-        self._seen = len(tokens)
-
-    def _piece(self, g: int, tokens: list[dict]) -> tuple[Text, int]:
-        hit = self._pieces.get(g)
+    def _text(self, i: int, tokens) -> str:
+        hit = self._texts.get(i)
         if hit is None:
-            start, _, text = self._groups[g]
+            hit = self._texts[i] = tok_text(tokens[i])
+        return hit
+
+    def _is_partial(self, i: int, tokens) -> bool:
+        hit = self._partial.get(i)
+        if hit is None:
+            hit = self._partial[i] = has_partial_bytes(self._text(i, tokens))
+        return hit
+
+    def _boundary(self, i: int, tokens, step: int) -> int:
+        """The nearest piece boundary from token boundary `i` in direction `step` (-1 or +1): a
+        boundary that follows a token without unfinished bytes, or an end of the token list (pieces
+        join only tokens that each hold unfinished bytes, so grouping from there is grouping from 0)."""
+        n = len(tokens)
+        while 0 < i < n and self._is_partial(i - 1, tokens):
+            i += step
+        return i
+
+    def _sync(self, tokens) -> None:
+        """Forget what more tokens may change: the pieces from the last boundary before the old end
+        (new tokens may complete their character); everything when the list shrank."""
+        n = len(tokens)
+        if n == self._seen:
+            return
+        if n < self._seen:  # another trace behind the same object: start over
+            self.on_trace()
+        else:
+            redo = self._boundary(self._seen, tokens, -1)
+            self._group_at = {i: g for i, g in self._group_at.items() if g[1] <= redo}
+            self._pieces = {i: p for i, p in self._pieces.items() if i < redo and self._group_at.get(i, (0, n + 1))[1] <= redo}
+        self._seen = n
+
+    def _group(self, i: int, tokens) -> tuple[int, int, str]:
+        """The piece holding token `i`: tokens grouped (tui.text.merge_partial) between the piece
+        boundaries around it, exactly as grouping the whole list would."""
+        hit = self._group_at.get(i)
+        if hit is None:
+            a, b = self._boundary(i, tokens, -1), self._boundary(i + 1, tokens, +1)
+            for start, end, text in merge_partial([self._text(j, tokens) for j in range(a, b)]):
+                group = (a + start, a + end, text)
+                for j in range(a + start, a + end):
+                    self._group_at[j] = group
+            hit = self._group_at[i]
+        return hit
+
+    def _piece(self, group: tuple[int, int, str], tokens) -> tuple[Text, int]:
+        start, _, text = group
+        hit = self._pieces.get(start)
+        if hit is None:
             piece = token_display(text, bool(tokens[start].get("special")), alone=False)  # running text: `·`
             if start == getattr(self, "_branch_at", None):  # where this branch leaves its parent
                 piece = Text.assemble(("⑂", "bold magenta"), piece)
-            hit = self._pieces[g] = (piece, piece.cell_len)
+            hit = self._pieces[start] = (piece, piece.cell_len)
         return hit
 
     def render(self) -> Text:
@@ -110,24 +137,29 @@ class TokenStrip(Pane):
         current = prompt_len + step if n_steps else -1
         in_start, in_end = trace.steps[step].positions if 0 <= step < n_steps else (0, 0)
         width, height = max(self.content_size.width, 1), max(self.content_size.height, 1)
-        anchor = self._group_of[min(max(current, 0), n - 1)]
+        anchor = self._group(min(max(current, 0), n - 1), tokens)
 
-        # lay out groups around the anchor, lines breaking between pieces, then keep `height` lines
-        n_groups = len(self._groups)
+        # lay out pieces around the anchor, lines breaking between pieces, then keep `height` lines
         budget = width * height
-        lo, used = anchor, 0
-        while lo > 0 and used < budget:
-            lo -= 1
-            used += self._piece(lo, tokens)[1]
-        hi, used = anchor, 0
-        while hi < n_groups and used < budget + width:
-            used += self._piece(hi, tokens)[1]
-            hi += 1
-        lines: list[list[tuple[int, Text, int]]] = [[]]  # per line: (group or -1 for "…", piece, cells)
+        before: list[tuple[int, int, str]] = []  # pieces before the anchor, nearest first
+        start, used = anchor[0], 0
+        while start > 0 and used < budget:
+            group = self._group(start - 1, tokens)
+            before.append(group)
+            used += self._piece(group, tokens)[1]
+            start = group[0]
+        after: list[tuple[int, int, str]] = []  # the anchor's piece and those after it
+        end, used = anchor[0], 0
+        while end < n and used < budget + width:
+            group = self._group(end, tokens)
+            after.append(group)
+            used += self._piece(group, tokens)[1]
+            end = group[1]
+        lines: list[list[tuple[tuple[int, int, str] | None, Text, int]]] = [[]]  # per line: (piece or None for "…", display, cells)
         x = 0
-        more = (-1, Text(MORE), 1)
-        items = ([more] if lo > 0 else []) + [(g, *self._piece(g, tokens)) for g in range(lo, hi)]
-        items += [more] if hi < n_groups else []
+        more = (None, Text(MORE), 1)
+        items = ([more] if start > 0 else []) + [(g, *self._piece(g, tokens)) for g in [*reversed(before), *after]]
+        items += [more] if end < n else []
         for item in items:
             cells = item[2]
             if x and x + cells > width:
@@ -145,7 +177,7 @@ class TokenStrip(Pane):
         current_style = style("token-strip--current")
         input_style = style("token-strip--input")
         more_style = style("token-strip--more")
-        steps_meta = trace.manifest.get("steps", [])
+        steps_meta = trace.manifest.get("steps", [])  # indexed for the pieces drawn only
 
         out = Text(no_wrap=True, overflow="fold", end="")
         for y, line in enumerate(shown):
@@ -153,11 +185,11 @@ class TokenStrip(Pane):
                 out.append("\n")
             x = 0
             for g, piece, cells in line:
-                if g == -1:
+                if g is None:
                     out.append(MORE, style=more_style)
                     x += 1
                     continue
-                start, end, _ = self._groups[g]
+                start, end, _ = g
                 if end <= prompt_len:
                     base: Style = prompt_styles[start % 2]
                 else:
