@@ -80,12 +80,14 @@ def test_two_ranks_record_the_single_process_trace(tiny_dir, tmp_path, extra):
 
 
 def test_heads_that_do_not_divide_are_refused(tmp_path):
-    """3 KV heads over 2 ranks: one line on each rank, a non-zero exit, nothing written."""
+    """3 KV heads over 2 ranks: the same one line from the ranks, a non-zero exit, nothing written."""
     model = save_tiny(tmp_path / "odd", num_attention_heads=6, num_key_value_heads=3, hidden_size=96)
     result = torchrun(*trace_args(model, tmp_path / "out", "--tensor-parallel"))
     assert result.returncode != 0
     lines = [line for line in result.stderr.splitlines() if line.startswith("stepscope:")]
-    assert lines == ["stepscope: the model's 3 KV heads do not divide by the 2 ranks: use a rank count that divides 3"] * 2
+    # every rank refuses alike; torchrun stops a rank that has not printed yet once the first has exited
+    assert 1 <= len(lines) <= 2
+    assert set(lines) == {"stepscope: the model's 3 KV heads do not divide by the 2 ranks: use a rank count that divides 3"}
     assert not (tmp_path / "out").exists()
 
 
