@@ -20,10 +20,7 @@ gives the measurement behind this choice.
 
 from __future__ import annotations
 
-import atexit
 import os
-import shutil
-import tempfile
 import time
 from collections.abc import Callable
 from typing import cast
@@ -35,6 +32,7 @@ from torch.distributed.tensor import DTensor, Shard
 
 from .expert_parallel import expert_refusal
 from .model_spec import ModelLoadError
+from .scratch import make_live_dir
 
 
 class TensorParallelError(ModelLoadError):
@@ -167,6 +165,4 @@ class TensorParallel:
         """Rank 0 writes `out`; another rank a private directory removed at exit (its steps hold no tensors)."""
         if self.leader:
             return out
-        path = tempfile.mkdtemp(prefix=f"stepscope-rank{self.rank}-")
-        atexit.register(shutil.rmtree, path, True)
-        return path
+        return make_live_dir()  # named after this process: removed at exit, or at the next start if it was killed

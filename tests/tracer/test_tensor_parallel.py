@@ -28,9 +28,10 @@ def save_tiny(path, **overrides) -> str:
     return str(path)
 
 
-def torchrun(*args: str, ranks: int = 2, timeout: int = 120) -> subprocess.CompletedProcess:
-    """`torchrun --standalone --nproc-per-node RANKS -m stepscope ARGS` on the CPU (gloo)."""
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": "", "PYTHONWARNINGS": "ignore"}
+def torchrun(*args: str, ranks: int = 2, timeout: int = 120, tmpdir: str | None = None) -> subprocess.CompletedProcess:
+    """`torchrun --standalone --nproc-per-node RANKS -m stepscope ARGS` on the CPU (gloo); `tmpdir`: the ranks' TMPDIR."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": "", "PYTHONWARNINGS": "ignore",
+           **({"TMPDIR": tmpdir} if tmpdir else {})}
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={ranks}",
                "-m", "stepscope", *args]
     return subprocess.run(command, capture_output=True, text=True, env=env, timeout=timeout)
@@ -66,7 +67,9 @@ def tiny_dir(tmp_path_factory):
 @pytest.mark.parametrize("extra", [(), ("--no-logit-lens",)], ids=["lens", "no-lens"])
 def test_two_ranks_record_the_single_process_trace(tiny_dir, tmp_path, extra):
     """With the lens the reader computes attn.hook_result from W_O (lazy); without it each step stores it."""
-    result = torchrun(*trace_args(tiny_dir, tmp_path / "tp", "--tensor-parallel", *extra))
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    result = torchrun(*trace_args(tiny_dir, tmp_path / "tp", "--tensor-parallel", *extra), tmpdir=str(scratch))
     assert result.returncode == 0, result.stderr[-3000:]
     assert main(trace_args(tiny_dir, tmp_path / "one", *extra)) == 0
     got, want = load_trace(str(tmp_path / "tp")), load_trace(str(tmp_path / "one"))
@@ -76,7 +79,7 @@ def test_two_ranks_record_the_single_process_trace(tiny_dir, tmp_path, extra):
             "blocks.0.attn.hook_result"} <= names
     assert want.steps[0].shape("blocks.0.attn.hook_pattern")[0] == 4  # every head, not one rank's two
     assert result.stdout.count("trace: ") == 1  # rank 0 alone prints the summary
-    assert not any(name.startswith("stepscope-rank") for name in os.listdir(tmp_path))
+    assert not any(name.startswith("stepscope-") for name in os.listdir(scratch))  # rank 1 made one (a live directory), removed at exit
 
 
 def test_heads_that_do_not_divide_are_refused(tmp_path):
