@@ -102,8 +102,9 @@ def test_tensor_parallel_outside_torchrun_is_refused(tiny_dir, tmp_path, capsys,
 
 
 def test_a_failing_rank_ends_every_rank_and_keeps_the_complete_steps(tiny_dir, tmp_path):
-    """The last rank fails in its third step: each rank ends with one `stepscope:` line, the run exits
-    non-zero, and rank 0's trace reads to its last complete step."""
+    """The last rank fails in its third step: it ends with one `stepscope:` line naming the failure
+    (rank 0 with at most one of its own), the run exits non-zero, and rank 0's trace reads to its
+    last complete step."""
     script = os.path.join(os.path.dirname(__file__), "..", "support", "tp_failing_rank.py")
     env = {**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": "", "PYTHONWARNINGS": "ignore"}
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2", script,
@@ -111,7 +112,8 @@ def test_a_failing_rank_ends_every_rank_and_keeps_the_complete_steps(tiny_dir, t
     result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=120)
     assert result.returncode != 0
     lines = [line for line in result.stderr.splitlines() if line.startswith("stepscope:")]
-    assert len(lines) == 2 and "injected failure on the last rank" in lines[0] + lines[1]
+    # the failing rank's line always; rank 0's own line when it prints before torchrun stops it
+    assert 1 <= len(lines) <= 2 and any("injected failure on the last rank" in line for line in lines)
     trace = load_trace(str(tmp_path / "out"))
     assert len(trace.steps) == 2
     assert trace.steps[1]["blocks.1.attn.hook_z"].shape[1] == 4
